@@ -1,0 +1,1 @@
+//! SSH fan-out executor (pdsh-like: hostlist expressions, fan-out limit, per-host results).

@@ -1,0 +1,1 @@
+//! Fake CSM services (BOS, BSS, CPS, CRUS, FAS, HSM, HMNFD) following `specs/`.

@@ -1,0 +1,1 @@
+//! Fake Kubernetes API server (subset used by the handlers, with the real server's semantics).
