@@ -1,6 +1,13 @@
 //! etcd-repopulator: turns the CSM runbook "Repopulate Data in etcd Clusters When Rebuilding
 //! Them" into an API. See DESIGN.md in the shared folder for the layers below.
 
+pub mod api;
+pub mod cluster;
+pub mod config;
 pub mod csm;
+pub mod handlers;
+pub mod model;
 pub mod remote;
+pub mod runner;
 pub mod sim;
+pub mod store;

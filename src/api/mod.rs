@@ -1,0 +1,84 @@
+//! The HTTP API: axum routers, request/response types with their OpenAPI schemas, and the
+//! mapping of every error to `application/problem+json`.
+
+mod health;
+pub mod problem;
+mod runs;
+mod services;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use utoipa::OpenApi;
+
+use crate::{runner::Runner, store::Store};
+
+/// Request bodies above this size are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub store: Store,
+    pub runner: Runner,
+    /// Whether a Kubernetes client is configured (for `/readyz`).
+    pub cluster_configured: bool,
+}
+
+pub type SharedState = Arc<AppState>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "etcd-repopulator",
+        description = "Repopulates the data of CSM services (BOS, BSS, CPS, CRUS, External DNS, \
+                       FAS, HMNFD, MEDS, REDS) after their etcd clusters are rebuilt.",
+        license(name = "MIT")
+    ),
+    paths(
+        runs::create_run,
+        runs::list_runs,
+        runs::get_run,
+        runs::cancel_run,
+        runs::resume_run,
+        services::list_services,
+        health::healthz,
+        health::readyz,
+    ),
+    tags(
+        (name = "repopulations", description = "Repopulation runs and their history"),
+        (name = "services", description = "The services a run can repopulate"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document served at `/openapi.json` and committed at `openapi/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route(
+            "/repopulations",
+            post(runs::create_run).get(runs::list_runs),
+        )
+        .route("/repopulations/{id}", get(runs::get_run))
+        .route("/repopulations/{id}/cancel", post(runs::cancel_run))
+        .route("/repopulations/{id}/resume", post(runs::resume_run))
+        .route("/services", get(services::list_services))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(health::openapi_json))
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(health::panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,296 @@
+//! `/repopulations`: start runs, read them and their history, cancel and resume them.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{
+    SharedState,
+    problem::{ApiError, JsonBody, Problem},
+};
+use crate::{
+    handlers,
+    model::{Run, Service, State as RunState},
+    runner::{Created, RunRequest},
+    store::RunFilter,
+};
+
+const MAX_REASON: usize = 1024;
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 500;
+
+/// A request to repopulate services.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    /// Services to repopulate; omitted means every service this build supports.
+    #[schema(value_type = Option<Vec<Service>>)]
+    pub services: Option<Vec<String>>,
+    /// Plan only: show every object that would be touched, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Why (e.g. which etcd cluster was rebuilt); kept in the history.
+    #[schema(max_length = 1024)]
+    pub reason: Option<String>,
+}
+
+/// One page of the run history.
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    pub items: Vec<Run>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only runs in this state.
+    #[param(value_type = Option<RunState>)]
+    pub state: Option<String>,
+    /// Only runs that include this service.
+    #[param(value_type = Option<Service>)]
+    pub service: Option<String>,
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+/// Start a repopulation run; it executes in the background.
+#[utoipa::path(post, path = "/repopulations", tag = "repopulations", operation_id = "create_repopulation",
+    request_body(content = CreateRun, description = "What to repopulate; an empty body means every supported service"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a POST safely: the same key returns the same run")),
+    responses(
+        (status = 202, description = "Run accepted (or, with a known Idempotency-Key, the run it created)", body = Run,
+            headers(("Location" = String, description = "URL of the run"))),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "A service is already being repopulated; `active_run` names the run", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Unknown field or service, service not supported, or Idempotency-Key reused with another body", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn create_run(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateRun>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let services = match body.services {
+        None => handlers::implemented(),
+        Some(names) => parse_services(&names)?,
+    };
+    if let Some(reason) = &body.reason
+        && reason.chars().count() > MAX_REASON
+    {
+        return Err(ApiError::InvalidBody {
+            detail: format!("reason is longer than {MAX_REASON} characters"),
+            field: Some("reason".to_owned()),
+        });
+    }
+    let created = state
+        .runner
+        .create(RunRequest {
+            services,
+            dry_run: body.dry_run,
+            reason: body.reason,
+            requested_by: "anonymous".to_owned(),
+            idempotency_key,
+        })
+        .await?;
+    let run = match created {
+        Created::New(run) | Created::Existing(run) => run,
+    };
+    let location = HeaderValue::from_str(&format!("/repopulations/{}", run.id))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(run),
+    )
+        .into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = |detail: &str| ApiError::InvalidParameter {
+        detail: detail.to_owned(),
+        field: "Idempotency-Key".to_owned(),
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| invalid("Idempotency-Key must be visible ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(invalid("Idempotency-Key must be 1 to 255 characters"));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::InvalidBody {
+            detail: "services must name at least one service (omit it for all)".to_owned(),
+            field: Some("services".to_owned()),
+        });
+    }
+    let (known, unknown): (Vec<_>, Vec<_>) = names
+        .iter()
+        .map(|name| name.parse::<Service>().map_err(|_| name.clone()))
+        .partition(Result::is_ok);
+    if !unknown.is_empty() {
+        return Err(ApiError::UnknownServices(
+            unknown.into_iter().filter_map(Result::err).collect(),
+        ));
+    }
+    Ok(known.into_iter().filter_map(Result::ok).collect())
+}
+
+/// The run history, newest first.
+#[utoipa::path(get, path = "/repopulations", tag = "repopulations", operation_id = "list_repopulations",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of runs, newest first", body = RunList),
+        (status = 400, description = "Invalid limit, cursor, state or service", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn list_runs(
+    State(state): State<SharedState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RunList>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::InvalidParameter {
+        detail: rejection.body_text(),
+        field: "query".to_owned(),
+    })?;
+    let invalid = |field: &str, detail: String| ApiError::InvalidParameter {
+        detail,
+        field: field.to_owned(),
+    };
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "limit",
+                    format!("limit must be 1 to {MAX_LIMIT}, got {raw:?}"),
+                )
+            })?,
+    };
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|raw| {
+            Uuid::parse_str(raw).map_err(|_| {
+                invalid(
+                    "cursor",
+                    format!("{raw:?} is not a cursor from next_cursor"),
+                )
+            })
+        })
+        .transpose()?;
+    let state_filter = query
+        .state
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<RunState>()
+                .map_err(|e| invalid("state", e.to_string()))
+        })
+        .transpose()?;
+    let service = query
+        .service
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<Service>()
+                .map_err(|e| invalid("service", e.to_string()))
+        })
+        .transpose()?;
+    let (items, next) = state
+        .store
+        .list_runs(&RunFilter {
+            state: state_filter,
+            service,
+            before,
+            limit,
+        })
+        .await?;
+    Ok(Json(RunList {
+        items,
+        next_cursor: next.map(|id| id.to_string()),
+    }))
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::InvalidId(raw.to_owned()))
+}
+
+/// A run with its service tasks and steps.
+#[utoipa::path(get, path = "/repopulations/{id}", tag = "repopulations", operation_id = "get_repopulation",
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    responses(
+        (status = 200, description = "The run", body = Run),
+        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such run", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn get_run(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    let id = parse_id(&id)?;
+    state
+        .store
+        .get_run(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))
+}
+
+/// Stop a running run at its next safe point; it ends `cancelled`.
+#[utoipa::path(post, path = "/repopulations/{id}/cancel", tag = "repopulations", operation_id = "cancel_repopulation",
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    responses(
+        (status = 202, description = "Cancellation requested; the run as it is now", body = Run),
+        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such run", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The run is not running", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn cancel_run(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Run>), ApiError> {
+    let id = parse_id(&id)?;
+    let run = state.runner.cancel(id).await?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+/// Execute an interrupted or failed run's unfinished services again (a new attempt).
+#[utoipa::path(post, path = "/repopulations/{id}/resume", tag = "repopulations", operation_id = "resume_repopulation",
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    responses(
+        (status = 202, description = "Resumed; the run as it is now", body = Run),
+        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such run", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The run is not interrupted or failed, or a service is busy", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "Shutting down", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn resume_run(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Run>), ApiError> {
+    let id = parse_id(&id)?;
+    let run = state.runner.resume(id).await?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}

@@ -1,0 +1,153 @@
+//! The service's configuration: one typed struct, loaded once from an optional TOML file.
+//! Every default matches the runbook, so no file is needed on a standard CSM system.
+
+use std::{path::Path, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Namespace of the services and their etcd clusters.
+    pub namespace: String,
+    /// Upper bound for any one step, unless the service sets its own.
+    #[serde(with = "humantime_serde")]
+    pub step_timeout: Duration,
+    pub reds: PodRestart,
+    pub meds: PodRestart,
+}
+
+/// A service repopulated by restarting its pods (they re-read their data at start).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodRestart {
+    /// Label selector of the pods to restart.
+    pub selector: String,
+    /// How long to wait for the replacement pods to be Ready.
+    #[serde(with = "humantime_serde", default = "default_restart_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_restart_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl PodRestart {
+    fn named(app: &str) -> Self {
+        PodRestart {
+            selector: format!("app.kubernetes.io/name={app}"),
+            timeout: default_restart_timeout(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: "services".to_owned(),
+            step_timeout: Duration::from_secs(600),
+            reds: PodRestart::named("cray-reds"),
+            meds: PodRestart::named("cray-meds"),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file at `path`, or the defaults when there is none, and validates it.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = match path {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Config::from_toml(&text).map_err(|e| match e {
+                    ConfigError::Parse { source, .. } => ConfigError::Parse {
+                        path: path.display().to_string(),
+                        source,
+                    },
+                    other => other,
+                })?
+            }
+        };
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "<inline>".to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            problem: problem.to_owned(),
+        };
+        if self.namespace.trim().is_empty() {
+            return Err(invalid("namespace", "must not be empty"));
+        }
+        if self.step_timeout.is_zero() {
+            return Err(invalid("step_timeout", "must be greater than zero"));
+        }
+        for (key, restart) in [("reds", &self.reds), ("meds", &self.meds)] {
+            if restart.selector.trim().is_empty() {
+                return Err(invalid(&format!("{key}.selector"), "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_runbook() {
+        let config = Config::default();
+        assert_eq!(config.namespace, "services");
+        assert_eq!(config.reds.selector, "app.kubernetes.io/name=cray-reds");
+        assert_eq!(config.meds.selector, "app.kubernetes.io/name=cray-meds");
+    }
+
+    #[test]
+    fn file_overrides_and_names_bad_keys() {
+        let config = Config::from_toml(
+            "namespace = \"other\"\n[reds]\nselector = \"app=r\"\ntimeout = \"2m\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.namespace, "other");
+        assert_eq!(config.reds.timeout, Duration::from_secs(120));
+        assert_eq!(config.meds.selector, "app.kubernetes.io/name=cray-meds");
+
+        let err = Config::from_toml("namspace = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("namspace"), "{err}");
+        let err = Config::from_toml("step_timeout = \"0s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("step_timeout"), "{err}");
+    }
+}

@@ -1,0 +1,197 @@
+//! The vocabulary every layer shares: services, states, and the run as the API shows it.
+
+use std::{fmt, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A CSM service whose data lives in a rebuilt etcd cluster.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Bos,
+    Bss,
+    Cps,
+    Crus,
+    Externaldns,
+    Fas,
+    Hmnfd,
+    Meds,
+    Reds,
+}
+
+impl Service {
+    pub const ALL: [Service; 9] = [
+        Service::Bos,
+        Service::Bss,
+        Service::Cps,
+        Service::Crus,
+        Service::Externaldns,
+        Service::Fas,
+        Service::Hmnfd,
+        Service::Meds,
+        Service::Reds,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Bos => "bos",
+            Service::Bss => "bss",
+            Service::Cps => "cps",
+            Service::Crus => "crus",
+            Service::Externaldns => "externaldns",
+            Service::Fas => "fas",
+            Service::Hmnfd => "hmnfd",
+            Service::Meds => "meds",
+            Service::Reds => "reds",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown service {0:?}")]
+pub struct UnknownService(pub String);
+
+impl FromStr for Service {
+    type Err = UnknownService;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Service::ALL
+            .into_iter()
+            .find(|svc| svc.as_str() == s)
+            .ok_or_else(|| UnknownService(s.to_owned()))
+    }
+}
+
+/// The state of a run, of one service's task in it, or of one step of a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// The process stopped while this was pending or running; `resume` continues it.
+    Interrupted,
+    /// Finished, but a person still has work to do (the message says what).
+    ActionRequired,
+}
+
+impl State {
+    pub const ALL: [State; 7] = [
+        State::Pending,
+        State::Running,
+        State::Succeeded,
+        State::Failed,
+        State::Cancelled,
+        State::Interrupted,
+        State::ActionRequired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+            State::Interrupted => "interrupted",
+            State::ActionRequired => "action_required",
+        }
+    }
+
+    /// Whether nothing more will happen without a person (resume) asking for it.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, State::Pending | State::Running)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown state {0:?}")]
+pub struct UnknownState(pub String);
+
+impl FromStr for State {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        State::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// A repopulation run: what was asked, and per service, per step, what happened.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    pub id: Uuid,
+    pub state: State,
+    pub reason: Option<String>,
+    pub dry_run: bool,
+    pub requested_by: String,
+    /// 1 for the first execution, incremented by every resume.
+    pub attempt: i64,
+    /// Why the run ended as it did, in one sentence.
+    pub message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub services: Vec<ServiceTask>,
+}
+
+/// One service's part of a run.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServiceTask {
+    pub service: Service,
+    pub state: State,
+    pub message: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub steps: Vec<Step>,
+}
+
+/// One step of a service task.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Step {
+    pub name: String,
+    pub state: State,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub message: Option<String>,
+    /// What the step saw or saved (pods restarted, manifests stored before a delete, ...).
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+}
+
+/// One line of a run's log.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Position in the run's log (increasing); usable as SSE `Last-Event-ID`.
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub level: String,
+    pub service: Option<Service>,
+    pub step: Option<String>,
+    pub message: String,
+}
+
+/// A new, sortable run id (UUIDv7): the one place ids are made.
+pub fn new_run_id() -> Uuid {
+    Uuid::now_v7()
+}

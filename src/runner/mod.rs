@@ -1,0 +1,686 @@
+//! Runs execute here as background tasks: one tokio task per run, its services concurrently,
+//! each service's steps in order. Every transition is written to the store first; at most one
+//! active run per service; cancellation and shutdown stop runs at the next safe point.
+
+mod journal;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex as StdMutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use tokio::sync::Mutex;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    cluster::Cluster,
+    config::Config,
+    handlers::{self, Action, StepContext},
+    model::{Run, Service, State, new_run_id},
+    store::{NewRun, NewStep, NewTask, Store, StoreError},
+};
+use journal::StoreJournal;
+
+/// The one place the runner reads the time.
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("service {service} is already being repopulated by run {run_id}")]
+    Conflict { service: Service, run_id: Uuid },
+    #[error("idempotency key {key:?} was used for run {run_id} with a different request")]
+    IdempotencyMismatch { key: String, run_id: Uuid },
+    #[error("no handler for {}: this build supports {}", list(.requested), list(.supported))]
+    NotImplemented {
+        requested: Vec<Service>,
+        supported: Vec<Service>,
+    },
+    #[error("run {0} not found")]
+    NotFound(Uuid),
+    #[error("run {run_id} is {state}; only {allowed} runs can be {verb}")]
+    WrongState {
+        run_id: Uuid,
+        state: State,
+        allowed: &'static str,
+        verb: &'static str,
+    },
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn list(services: &[Service]) -> String {
+    services
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A request for a new run, validated by the API layer.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub services: Vec<Service>,
+    pub dry_run: bool,
+    pub reason: Option<String>,
+    pub requested_by: String,
+    pub idempotency_key: Option<String>,
+}
+
+impl RunRequest {
+    /// What makes two requests "the same" for an idempotency key.
+    fn fingerprint(&self) -> String {
+        let mut services = self.services.clone();
+        services.sort();
+        services.dedup();
+        serde_json::json!({
+            "services": services,
+            "dry_run": self.dry_run,
+            "reason": self.reason,
+        })
+        .to_string()
+    }
+}
+
+pub enum Created {
+    New(Run),
+    /// The run an earlier request with the same idempotency key created.
+    Existing(Run),
+}
+
+/// Why a run's token was cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopReason {
+    Cancel,
+    Shutdown,
+}
+
+#[derive(Clone)]
+struct Control {
+    token: CancellationToken,
+    reason: Arc<StdMutex<Option<StopReason>>>,
+}
+
+impl Control {
+    fn new() -> Self {
+        Control {
+            token: CancellationToken::new(),
+            reason: Arc::new(StdMutex::new(None)),
+        }
+    }
+
+    fn stop(&self, reason: StopReason) {
+        let mut current = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        current.get_or_insert(reason);
+        self.token.cancel();
+    }
+
+    fn reason(&self) -> Option<StopReason> {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state a step, task or run ends in when stopped.
+    fn stopped_state(&self) -> State {
+        match self.reason() {
+            Some(StopReason::Shutdown) => State::Interrupted,
+            _ => State::Cancelled,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Active {
+    services: HashMap<Service, Uuid>,
+    runs: HashMap<Uuid, Control>,
+    shutting_down: bool,
+}
+
+struct Inner {
+    store: Store,
+    cluster: Cluster,
+    config: Arc<Config>,
+    active: Mutex<Active>,
+    tracker: TaskTracker,
+    /// Notified whenever a run stops executing.
+    finished: tokio::sync::Notify,
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+impl Runner {
+    /// Creates the runner and marks every run a previous process left unfinished as
+    /// interrupted (they can be resumed).
+    pub async fn start(
+        store: Store,
+        cluster: Cluster,
+        config: Arc<Config>,
+    ) -> Result<Runner, StoreError> {
+        for run in store.mark_interrupted(now()).await? {
+            tracing::warn!(run_id = %run.run_id, steps = ?run.steps, "run interrupted by the previous stop; resume it to continue");
+        }
+        Ok(Runner {
+            inner: Arc::new(Inner {
+                store,
+                cluster,
+                config,
+                active: Mutex::new(Active::default()),
+                tracker: TaskTracker::new(),
+                finished: tokio::sync::Notify::new(),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Plans, stores and starts a run; returns at once.
+    pub async fn create(&self, request: RunRequest) -> Result<Created, RunnerError> {
+        let inner = &self.inner;
+        let mut active = inner.active.lock().await;
+        if active.shutting_down {
+            return Err(RunnerError::ShuttingDown);
+        }
+        let fingerprint = request.fingerprint();
+        if let Some(key) = &request.idempotency_key
+            && let Some((run_id, stored)) = inner.store.find_idempotent(key).await?
+        {
+            if stored != fingerprint {
+                return Err(RunnerError::IdempotencyMismatch {
+                    key: key.clone(),
+                    run_id,
+                });
+            }
+            let run = inner
+                .store
+                .get_run(run_id)
+                .await?
+                .ok_or(RunnerError::NotFound(run_id))?;
+            return Ok(Created::Existing(run));
+        }
+        let mut services = request.services.clone();
+        services.sort();
+        services.dedup();
+        let mut tasks = Vec::new();
+        let mut missing = Vec::new();
+        for &service in &services {
+            match handlers::plan(service, &inner.config) {
+                Some(steps) => tasks.push(NewTask {
+                    service,
+                    steps: steps
+                        .into_iter()
+                        .map(|step| NewStep {
+                            name: step.name,
+                            spec: serde_json::to_value(&step.action)
+                                .unwrap_or(serde_json::Value::Null),
+                        })
+                        .collect(),
+                }),
+                None => missing.push(service),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(RunnerError::NotImplemented {
+                requested: missing,
+                supported: handlers::implemented(),
+            });
+        }
+        check_free(&active, &services)?;
+        let id = new_run_id();
+        inner
+            .store
+            .create_run(
+                NewRun {
+                    id,
+                    reason: request.reason.clone(),
+                    dry_run: request.dry_run,
+                    requested_by: request.requested_by.clone(),
+                    idempotency: request.idempotency_key.clone().map(|k| (k, fingerprint)),
+                    tasks,
+                },
+                now(),
+            )
+            .await?;
+        inner
+            .store
+            .append_event(
+                id,
+                "info",
+                None,
+                None,
+                &format!(
+                    "run created by {} for {}{}",
+                    request.requested_by,
+                    list(&services),
+                    if request.dry_run { " (dry run)" } else { "" }
+                ),
+                now(),
+            )
+            .await?;
+        self.launch(&mut active, id, &services, request.dry_run);
+        drop(active);
+        let run = inner
+            .store
+            .get_run(id)
+            .await?
+            .ok_or(RunnerError::NotFound(id))?;
+        Ok(Created::New(run))
+    }
+
+    /// Asks a running run to stop at its next safe point; it ends `cancelled`.
+    pub async fn cancel(&self, id: Uuid) -> Result<Run, RunnerError> {
+        let inner = &self.inner;
+        let active = inner.active.lock().await;
+        let run = inner
+            .store
+            .get_run(id)
+            .await?
+            .ok_or(RunnerError::NotFound(id))?;
+        match active.runs.get(&id) {
+            Some(control) => {
+                control.stop(StopReason::Cancel);
+                inner
+                    .store
+                    .append_event(id, "warn", None, None, "cancel requested", now())
+                    .await?;
+                Ok(run)
+            }
+            None => Err(RunnerError::WrongState {
+                run_id: id,
+                state: run.state,
+                allowed: "pending or running",
+                verb: "cancelled",
+            }),
+        }
+    }
+
+    /// Executes an interrupted or failed run's unfinished services again, as a new attempt
+    /// on the same run. Steps are idempotent and find what they saved before.
+    pub async fn resume(&self, id: Uuid) -> Result<Run, RunnerError> {
+        let inner = &self.inner;
+        let mut active = inner.active.lock().await;
+        if active.shutting_down {
+            return Err(RunnerError::ShuttingDown);
+        }
+        let run = inner
+            .store
+            .get_run(id)
+            .await?
+            .ok_or(RunnerError::NotFound(id))?;
+        if !matches!(run.state, State::Interrupted | State::Failed) || active.runs.contains_key(&id)
+        {
+            return Err(RunnerError::WrongState {
+                run_id: id,
+                state: run.state,
+                allowed: "interrupted or failed",
+                verb: "resumed",
+            });
+        }
+        let services: Vec<Service> = run
+            .services
+            .iter()
+            .filter(|t| t.state != State::Succeeded)
+            .map(|t| t.service)
+            .collect();
+        check_free(&active, &services)?;
+        inner.store.prepare_resume(id).await?;
+        inner
+            .store
+            .append_event(
+                id,
+                "info",
+                None,
+                None,
+                &format!(
+                    "resumed as attempt {} for {}",
+                    run.attempt + 1,
+                    list(&services)
+                ),
+                now(),
+            )
+            .await?;
+        self.launch(&mut active, id, &services, run.dry_run);
+        drop(active);
+        inner
+            .store
+            .get_run(id)
+            .await?
+            .ok_or(RunnerError::NotFound(id))
+    }
+
+    /// Stops accepting runs, asks the running ones to stop at their next safe point (they end
+    /// `interrupted`, resumable after the restart) and waits up to `grace` for them.
+    pub async fn shutdown(&self, grace: Duration) {
+        {
+            let mut active = self.inner.active.lock().await;
+            active.shutting_down = true;
+            for control in active.runs.values() {
+                control.stop(StopReason::Shutdown);
+            }
+        }
+        self.inner.tracker.close();
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "runs still active after the shutdown grace period; they will be marked interrupted at the next start"
+            );
+        }
+    }
+
+    /// Waits until no run is executing.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.inner.finished.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.active.lock().await.runs.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn launch(&self, active: &mut Active, id: Uuid, services: &[Service], dry_run: bool) {
+        let control = Control::new();
+        for &service in services {
+            active.services.insert(service, id);
+        }
+        active.runs.insert(id, control.clone());
+        let inner = self.inner.clone();
+        let span = tracing::info_span!("run", run_id = %id, dry_run);
+        self.inner
+            .tracker
+            .spawn(execute_run(inner, id, dry_run, control).instrument(span));
+    }
+}
+
+fn check_free(active: &Active, services: &[Service]) -> Result<(), RunnerError> {
+    for service in services {
+        if let Some(&run_id) = active.services.get(service) {
+            return Err(RunnerError::Conflict {
+                service: *service,
+                run_id,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn execute_run(inner: Arc<Inner>, id: Uuid, dry_run: bool, control: Control) {
+    if let Err(err) = drive_run(&inner, id, dry_run, &control).await {
+        // The store failed under us: leave the run as it is (pending/running); the next start
+        // marks it interrupted, and it can be resumed.
+        tracing::error!(error = %err, "run aborted: the store failed");
+    }
+    let mut active = inner.active.lock().await;
+    active.runs.remove(&id);
+    active.services.retain(|_, run| *run != id);
+    drop(active);
+    inner.finished.notify_waiters();
+}
+
+async fn drive_run(
+    inner: &Arc<Inner>,
+    id: Uuid,
+    dry_run: bool,
+    control: &Control,
+) -> Result<(), StoreError> {
+    let store = &inner.store;
+    store.start_run(id, now()).await?;
+    tracing::info!("run started");
+    let services = store.pending_tasks(id).await?;
+    let tasks = services.into_iter().map(|service| {
+        let span = tracing::info_span!("task", service = %service);
+        run_task(inner, id, service, dry_run, control).instrument(span)
+    });
+    for result in join_all(tasks).await {
+        result?;
+    }
+    let run = store
+        .get_run(id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))?;
+    let (state, message) = summarize(&run, control);
+    store.finish_run(id, state, &message, now()).await?;
+    store
+        .append_event(
+            id,
+            level_of(state),
+            None,
+            None,
+            &format!("run {state}: {message}"),
+            now(),
+        )
+        .await?;
+    tracing::info!(state = %state, "{message}");
+    Ok(())
+}
+
+/// The run's final state from its tasks: failure wins, then stops, then work left for a person.
+fn summarize(run: &Run, control: &Control) -> (State, String) {
+    let of = |state: State| -> Vec<String> {
+        run.services
+            .iter()
+            .filter(|t| t.state == state)
+            .map(|t| {
+                format!(
+                    "{}: {}",
+                    t.service,
+                    t.message.as_deref().unwrap_or(t.state.as_str())
+                )
+            })
+            .collect()
+    };
+    let total = run.services.len();
+    for state in [State::Failed, State::Interrupted, State::Cancelled] {
+        let hit = of(state);
+        if !hit.is_empty() {
+            let state =
+                if state == State::Cancelled && control.stopped_state() == State::Interrupted {
+                    State::Interrupted
+                } else {
+                    state
+                };
+            return (
+                state,
+                format!(
+                    "{} of {total} service(s) {state}: {}",
+                    hit.len(),
+                    hit.join("; ")
+                ),
+            );
+        }
+    }
+    let todo = of(State::ActionRequired);
+    if !todo.is_empty() {
+        return (
+            State::ActionRequired,
+            format!("action required: {}", todo.join("; ")),
+        );
+    }
+    (
+        State::Succeeded,
+        format!("all {total} service(s) succeeded"),
+    )
+}
+
+fn level_of(state: State) -> &'static str {
+    match state {
+        State::Succeeded | State::Pending | State::Running => "info",
+        State::ActionRequired | State::Cancelled | State::Interrupted => "warn",
+        State::Failed => "error",
+    }
+}
+
+async fn run_task(
+    inner: &Arc<Inner>,
+    run_id: Uuid,
+    service: Service,
+    dry_run: bool,
+    control: &Control,
+) -> Result<(), StoreError> {
+    let store = &inner.store;
+    store.start_task(run_id, service, now()).await?;
+    store
+        .append_event(run_id, "info", Some(service), None, "started", now())
+        .await?;
+    let steps = store.task_steps(run_id, service).await?;
+    let mut outcome = (State::Succeeded, String::new());
+    let mut notes = Vec::new();
+    for step in steps.iter().filter(|s| s.state != State::Succeeded) {
+        if control.token.is_cancelled() {
+            let state = control.stopped_state();
+            store
+                .finish_step(
+                    run_id,
+                    service,
+                    step.ordinal,
+                    state,
+                    &format!("not started: run {state}"),
+                    None,
+                    now(),
+                )
+                .await?;
+            outcome = (state, format!("{state} before step {}", step.name));
+            continue;
+        }
+        if outcome.0 != State::Succeeded {
+            break;
+        }
+        let span = tracing::info_span!("step", step = %step.name);
+        let (state, message) = run_step(inner, run_id, service, step, dry_run, control)
+            .instrument(span)
+            .await?;
+        match state {
+            State::Succeeded => {}
+            State::ActionRequired => notes.push(message),
+            other => outcome = (other, format!("step {} {other}: {message}", step.name)),
+        }
+    }
+    let (state, message) = match outcome {
+        (State::Succeeded, _) if !notes.is_empty() => (State::ActionRequired, notes.join("; ")),
+        (State::Succeeded, _) => (
+            State::Succeeded,
+            if dry_run {
+                "dry run planned".to_owned()
+            } else {
+                "repopulated".to_owned()
+            },
+        ),
+        other => other,
+    };
+    store
+        .finish_task(run_id, service, state, &message, now())
+        .await?;
+    store
+        .append_event(
+            run_id,
+            level_of(state),
+            Some(service),
+            None,
+            &format!("{state}: {message}"),
+            now(),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn run_step(
+    inner: &Arc<Inner>,
+    run_id: Uuid,
+    service: Service,
+    step: &crate::store::StepRecord,
+    dry_run: bool,
+    control: &Control,
+) -> Result<(State, String), StoreError> {
+    let store = &inner.store;
+    store
+        .start_step(run_id, service, step.ordinal, now())
+        .await?;
+    store
+        .append_event(
+            run_id,
+            "info",
+            Some(service),
+            Some(&step.name),
+            "started",
+            now(),
+        )
+        .await?;
+    let journal = StoreJournal::new(store.clone(), run_id, service, step.ordinal, &step.name);
+    let (state, message, data) = match serde_json::from_value::<Action>(step.spec.clone()) {
+        Err(err) => (
+            State::Failed,
+            format!("the stored plan of this step is unreadable ({err}); start a new run"),
+            None,
+        ),
+        Ok(action) => {
+            let ctx = StepContext {
+                cluster: &inner.cluster,
+                dry_run,
+                cancel: &control.token,
+                journal: &journal,
+                saved: step.data.clone(),
+            };
+            let limit = inner.config.step_timeout;
+            match tokio::time::timeout(limit, handlers::execute(&action, &ctx)).await {
+                Ok(Ok(outcome)) => (outcome.state, outcome.message, Some(outcome.data)),
+                Ok(Err(err)) if err.is_cancelled() => {
+                    (control.stopped_state(), err.to_string(), None)
+                }
+                Ok(Err(err)) => (State::Failed, err.to_string(), None),
+                Err(_) => (
+                    State::Failed,
+                    format!(
+                        "step exceeded the step timeout of {}",
+                        humantime::format_duration(limit)
+                    ),
+                    None,
+                ),
+            }
+        }
+    };
+    store
+        .finish_step(
+            run_id,
+            service,
+            step.ordinal,
+            state,
+            &message,
+            data.as_ref(),
+            now(),
+        )
+        .await?;
+    store
+        .append_event(
+            run_id,
+            level_of(state),
+            Some(service),
+            Some(&step.name),
+            &format!("{state}: {message}"),
+            now(),
+        )
+        .await?;
+    match state {
+        State::Failed => tracing::warn!(state = %state, "{message}"),
+        _ => tracing::info!(state = %state, "{message}"),
+    }
+    Ok((state, message))
+}

@@ -1,0 +1,569 @@
+//! The run store: SQLite through sqlx. Every state change of a run is written here before (or
+//! as) it happens in the cluster, so a crash never loses what was done or what was saved.
+
+mod rows;
+
+use std::{str::FromStr, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{
+    SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use uuid::Uuid;
+
+use crate::model::{Event, Run, Service, State};
+use rows::{EventRow, RunRow, StepRow, TaskRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid database location {location:?}: {source}")]
+    Location {
+        location: String,
+        source: sqlx::Error,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a new run consists of, fully planned before anything is executed.
+pub struct NewRun {
+    pub id: Uuid,
+    pub reason: Option<String>,
+    pub dry_run: bool,
+    pub requested_by: String,
+    pub idempotency: Option<(String, String)>,
+    pub tasks: Vec<NewTask>,
+}
+
+pub struct NewTask {
+    pub service: Service,
+    pub steps: Vec<NewStep>,
+}
+
+pub struct NewStep {
+    pub name: String,
+    pub spec: Value,
+}
+
+/// A step as the runner needs it to execute: its position, plan and anything saved earlier.
+#[derive(Clone, Debug)]
+pub struct StepRecord {
+    pub ordinal: i64,
+    pub name: String,
+    pub spec: Value,
+    pub state: State,
+    pub data: Option<Value>,
+}
+
+/// History filters and keyset pagination for `GET /repopulations`.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub state: Option<State>,
+    pub service: Option<Service>,
+    /// Only runs older than this id (the previous page's last id).
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// A run interrupted by the end of the previous process, as found at start.
+#[derive(Clone, Debug)]
+pub struct Interrupted {
+    pub run_id: Uuid,
+    pub steps: Vec<(Service, String)>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `location`, a path or a `sqlite:` URL, and
+    /// applies the migrations.
+    pub async fn open(location: &str) -> Result<Store> {
+        let options = if location.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(location).map_err(|source| StoreError::Location {
+                location: location.to_owned(),
+                source,
+            })?
+        } else {
+            SqliteConnectOptions::new().filename(location)
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let (key, hash) = new.idempotency.unzip();
+        sqlx::query(
+            "INSERT INTO runs (id, state, reason, dry_run, requested_by, idempotency_key, \
+             request_hash, attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
+        )
+        .bind(new.id.to_string())
+        .bind(State::Pending.as_str())
+        .bind(&new.reason)
+        .bind(new.dry_run)
+        .bind(&new.requested_by)
+        .bind(key)
+        .bind(hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for task in &new.tasks {
+            sqlx::query("INSERT INTO tasks (run_id, service, state) VALUES (?, ?, ?)")
+                .bind(new.id.to_string())
+                .bind(task.service.as_str())
+                .bind(State::Pending.as_str())
+                .execute(&mut *tx)
+                .await?;
+            for (ordinal, step) in task.steps.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO steps (run_id, service, ordinal, name, spec, state) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(new.id.to_string())
+                .bind(task.service.as_str())
+                .bind(ordinal as i64)
+                .bind(&step.name)
+                .bind(sqlx::types::Json(&step.spec))
+                .bind(State::Pending.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The run created earlier with this idempotency key, and the hash of its request.
+    pub async fn find_idempotent(&self, key: &str) -> Result<Option<(Uuid, String)>> {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT id, request_hash FROM runs WHERE idempotency_key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(id, hash)| Ok((rows::parse_uuid(&id)?, hash.unwrap_or_default())))
+            .transpose()
+    }
+
+    pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
+        let row: Option<RunRow> = sqlx::query_as("SELECT * FROM runs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(self.assemble(vec![row]).await?.pop()),
+        }
+    }
+
+    /// Runs newest first, filtered, one page; the second value is the cursor of the next page.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<(Vec<Run>, Option<Uuid>)> {
+        let limit = i64::from(filter.limit.max(1));
+        let rows: Vec<RunRow> = sqlx::query_as(
+            "SELECT * FROM runs r \
+             WHERE r.id < ?1 \
+               AND (?2 IS NULL OR r.state = ?2) \
+               AND (?3 IS NULL OR EXISTS \
+                    (SELECT 1 FROM tasks t WHERE t.run_id = r.id AND t.service = ?3)) \
+             ORDER BY r.id DESC LIMIT ?4",
+        )
+        // Keyset pagination on the primary key; without a cursor, a bound above every id keeps
+        // the same (index-using) query shape.
+        .bind(
+            filter
+                .before
+                .map_or_else(|| "~".to_owned(), |id| id.to_string()),
+        )
+        .bind(filter.state.map(State::as_str))
+        .bind(filter.service.map(Service::as_str))
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut rows = rows;
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| rows::parse_uuid(&r.id)).transpose()?
+        } else {
+            None
+        };
+        Ok((self.assemble(rows).await?, next))
+    }
+
+    /// Loads the tasks and steps of `runs` (two queries for the whole page) and builds views.
+    async fn assemble(&self, runs: Vec<RunRow>) -> Result<Vec<Run>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(&runs.iter().map(|r| &r.id).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let tasks: Vec<TaskRow> = sqlx::query_as(
+            "SELECT * FROM tasks WHERE run_id IN (SELECT value FROM json_each(?)) \
+             ORDER BY run_id, service",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let steps: Vec<StepRow> = sqlx::query_as(
+            "SELECT * FROM steps WHERE run_id IN (SELECT value FROM json_each(?)) \
+             ORDER BY run_id, service, ordinal",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows::assemble(runs, tasks, steps)
+    }
+
+    pub async fn run_state(&self, id: Uuid) -> Result<Option<State>> {
+        let state: Option<(String,)> = sqlx::query_as("SELECT state FROM runs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        state.map(|(s,)| rows::parse_state(&s)).transpose()
+    }
+
+    pub async fn start_run(&self, id: Uuid, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET state = ?, started_at = COALESCE(started_at, ?), finished_at = NULL, \
+             message = NULL WHERE id = ?",
+        )
+        .bind(State::Running.as_str())
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_run(
+        &self,
+        id: Uuid,
+        state: State,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE runs SET state = ?, message = ?, finished_at = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(message)
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The services of a run still to be executed (pending), in name order.
+    pub async fn pending_tasks(&self, run_id: Uuid) -> Result<Vec<Service>> {
+        let services: Vec<(String,)> = sqlx::query_as(
+            "SELECT service FROM tasks WHERE run_id = ? AND state = ? ORDER BY service",
+        )
+        .bind(run_id.to_string())
+        .bind(State::Pending.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        services
+            .into_iter()
+            .map(|(s,)| rows::parse_service(&s))
+            .collect()
+    }
+
+    pub async fn task_steps(&self, run_id: Uuid, service: Service) -> Result<Vec<StepRecord>> {
+        let steps: Vec<StepRow> =
+            sqlx::query_as("SELECT * FROM steps WHERE run_id = ? AND service = ? ORDER BY ordinal")
+                .bind(run_id.to_string())
+                .bind(service.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        steps.into_iter().map(StepRow::into_record).collect()
+    }
+
+    pub async fn start_task(
+        &self,
+        run_id: Uuid,
+        service: Service,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE tasks SET state = ?, attempt = attempt + 1, started_at = ?, finished_at = NULL, \
+             message = NULL WHERE run_id = ? AND service = ?",
+        )
+        .bind(State::Running.as_str())
+        .bind(now)
+        .bind(run_id.to_string())
+        .bind(service.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_task(
+        &self,
+        run_id: Uuid,
+        service: Service,
+        state: State,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE tasks SET state = ?, message = ?, finished_at = ? WHERE run_id = ? AND service = ?",
+        )
+        .bind(state.as_str())
+        .bind(message)
+        .bind(now)
+        .bind(run_id.to_string())
+        .bind(service.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn start_step(
+        &self,
+        run_id: Uuid,
+        service: Service,
+        ordinal: i64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE steps SET state = ?, started_at = ?, finished_at = NULL, message = NULL \
+             WHERE run_id = ? AND service = ? AND ordinal = ?",
+        )
+        .bind(State::Running.as_str())
+        .bind(now)
+        .bind(run_id.to_string())
+        .bind(service.as_str())
+        .bind(ordinal)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores what a step saw or saved, while it is still running (e.g. the manifest of an
+    /// object it is about to delete). Durable when this returns.
+    pub async fn save_step_data(
+        &self,
+        run_id: Uuid,
+        service: Service,
+        ordinal: i64,
+        data: &Value,
+    ) -> Result<()> {
+        sqlx::query("UPDATE steps SET data = ? WHERE run_id = ? AND service = ? AND ordinal = ?")
+            .bind(sqlx::types::Json(data))
+            .bind(run_id.to_string())
+            .bind(service.as_str())
+            .bind(ordinal)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_step(
+        &self,
+        run_id: Uuid,
+        service: Service,
+        ordinal: i64,
+        state: State,
+        message: &str,
+        data: Option<&Value>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE steps SET state = ?, message = ?, data = COALESCE(?, data), finished_at = ? \
+             WHERE run_id = ? AND service = ? AND ordinal = ?",
+        )
+        .bind(state.as_str())
+        .bind(message)
+        .bind(data.map(sqlx::types::Json))
+        .bind(now)
+        .bind(run_id.to_string())
+        .bind(service.as_str())
+        .bind(ordinal)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// At start: every run a previous process left pending or running is marked interrupted,
+    /// with the steps that were in progress, so nothing is silently lost.
+    pub async fn mark_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<Interrupted>> {
+        let mut tx = self.pool.begin().await?;
+        let runs: Vec<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE state IN (?, ?)")
+            .bind(State::Pending.as_str())
+            .bind(State::Running.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut found = Vec::new();
+        for (id,) in runs {
+            let steps: Vec<(String, String)> = sqlx::query_as(
+                "SELECT service, name FROM steps WHERE run_id = ? AND state = ? ORDER BY service, ordinal",
+            )
+            .bind(&id)
+            .bind(State::Running.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+            let message = if steps.is_empty() {
+                "interrupted: the service stopped before this run finished".to_owned()
+            } else {
+                let names: Vec<String> = steps.iter().map(|(s, n)| format!("{s}/{n}")).collect();
+                format!(
+                    "interrupted: the service stopped during {}; resume to continue",
+                    names.join(", ")
+                )
+            };
+            sqlx::query(
+                "UPDATE steps SET state = ?, message = 'interrupted while running: the service stopped', \
+                 finished_at = ? WHERE run_id = ? AND state = ?",
+            )
+            .bind(State::Interrupted.as_str())
+            .bind(now)
+            .bind(&id)
+            .bind(State::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE tasks SET state = ?, finished_at = ?, \
+                 message = COALESCE(message, 'interrupted: the service stopped') \
+                 WHERE run_id = ? AND state IN (?, ?)",
+            )
+            .bind(State::Interrupted.as_str())
+            .bind(now)
+            .bind(&id)
+            .bind(State::Pending.as_str())
+            .bind(State::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE runs SET state = ?, message = ?, finished_at = ? WHERE id = ?")
+                .bind(State::Interrupted.as_str())
+                .bind(&message)
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            insert_event(&mut tx, &id, now, "warn", None, None, &message).await?;
+            found.push(Interrupted {
+                run_id: rows::parse_uuid(&id)?,
+                steps: steps
+                    .into_iter()
+                    .map(|(s, n)| Ok((rows::parse_service(&s)?, n)))
+                    .collect::<Result<_>>()?,
+            });
+        }
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    /// Makes a finished run executable again: every task and step that did not succeed goes
+    /// back to pending (keeping the data steps saved), and the run's attempt count goes up.
+    pub async fn prepare_resume(&self, run_id: Uuid) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let id = run_id.to_string();
+        sqlx::query(
+            "UPDATE steps SET state = ?, finished_at = NULL WHERE run_id = ? AND state != ?",
+        )
+        .bind(State::Pending.as_str())
+        .bind(&id)
+        .bind(State::Succeeded.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tasks SET state = ?, finished_at = NULL, message = NULL WHERE run_id = ? AND state != ?",
+        )
+        .bind(State::Pending.as_str())
+        .bind(&id)
+        .bind(State::Succeeded.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE runs SET state = ?, attempt = attempt + 1, finished_at = NULL, message = NULL \
+             WHERE id = ?",
+        )
+        .bind(State::Pending.as_str())
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn append_event(
+        &self,
+        run_id: Uuid,
+        level: &str,
+        service: Option<Service>,
+        step: Option<&str>,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
+        let mut conn = self.pool.acquire().await?;
+        insert_event(
+            &mut conn,
+            &run_id.to_string(),
+            now,
+            level,
+            service,
+            step,
+            message,
+        )
+        .await
+    }
+
+    /// The run's log after event `after` (0 for all), oldest first.
+    pub async fn events(&self, run_id: Uuid, after: i64) -> Result<Vec<Event>> {
+        let rows: Vec<EventRow> =
+            sqlx::query_as("SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id")
+                .bind(run_id.to_string())
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(EventRow::into_event).collect()
+    }
+}
+
+async fn insert_event(
+    conn: &mut sqlx::SqliteConnection,
+    run_id: &str,
+    now: DateTime<Utc>,
+    level: &str,
+    service: Option<Service>,
+    step: Option<&str>,
+    message: &str,
+) -> Result<i64> {
+    let id = sqlx::query(
+        "INSERT INTO events (run_id, at, level, service, step, message) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(run_id)
+    .bind(now)
+    .bind(level)
+    .bind(service.map(Service::as_str))
+    .bind(step)
+    .bind(message)
+    .execute(conn)
+    .await?
+    .last_insert_rowid();
+    Ok(id)
+}
