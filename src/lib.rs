@@ -11,3 +11,6 @@ pub mod remote;
 pub mod runner;
 pub mod sim;
 pub mod store;
+pub mod app;
+pub mod cli;
+pub mod failpoint;

@@ -1,1 +1,38 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use etcd_repopulator::{
+    app,
+    cli::{Cli, Command},
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            app::init_tracing();
+            app::serve(args).await
+        }
+        Command::Sim(args) => {
+            app::init_tracing();
+            app::run_sim(args).await
+        }
+        Command::Openapi => {
+            match serde_json::to_string_pretty(&etcd_repopulator::api::openapi()) {
+                Ok(doc) => {
+                    println!("{doc}");
+                    Ok(())
+                }
+                Err(err) => Err(err.into()),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("etcd-repopulator: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

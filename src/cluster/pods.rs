@@ -164,6 +164,9 @@ impl Cluster {
                 }
             }
         }
+        if !dry_run {
+            crate::failpoint::hit("restart-pods:after-delete");
+        }
         if dry_run {
             return Ok(RestartReport {
                 plan,

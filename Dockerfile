@@ -1,0 +1,19 @@
+# Multi-stage build: a static (musl) release binary in a distroless, non-root runtime image.
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
+    && rm -rf /var/lib/apt/lists/* \
+    && rustup target add x86_64-unknown-linux-musl
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY migrations ./migrations
+RUN cargo build --locked --release --target x86_64-unknown-linux-musl --bin etcd-repopulator \
+    && install -D target/x86_64-unknown-linux-musl/release/etcd-repopulator /out/etcd-repopulator
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/etcd-repopulator /usr/local/bin/etcd-repopulator
+USER 65532:65532
+EXPOSE 8080
+ENV ETCD_REPOPULATOR_DATABASE=/var/lib/etcd-repopulator/runs.db
+ENTRYPOINT ["/usr/local/bin/etcd-repopulator"]
+CMD ["serve"]

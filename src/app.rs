@@ -1,0 +1,145 @@
+//! Wiring: from command-line arguments to a running service.
+
+use std::{io::IsTerminal, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::{
+    api::{self, AppState},
+    cli::{ServeArgs, SimArgs},
+    cluster::Cluster,
+    config::Config,
+    runner::Runner,
+    sim::{SimCluster, SimOptions},
+    store::Store,
+};
+
+/// How long a stopping service waits for runs to reach a safe point.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// JSON logs when not on a terminal (in a pod), human-readable ones on a terminal.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn,kube=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).with_current_span(true).init();
+    }
+}
+
+/// A service instance: the router and what it owns.
+pub struct App {
+    pub router: axum::Router,
+    pub runner: Runner,
+    pub store: Store,
+}
+
+impl App {
+    pub async fn new(database: &str, config: Config, client: kube::Client) -> anyhow::Result<App> {
+        let store = Store::open(database)
+            .await
+            .with_context(|| format!("opening the database {database}"))?;
+        let config = Arc::new(config);
+        let cluster = Cluster::new(client, config.namespace.clone());
+        let runner = Runner::start(store.clone(), cluster, config).await?;
+        let router = api::router(Arc::new(AppState {
+            store: store.clone(),
+            runner: runner.clone(),
+            cluster_configured: true,
+        }));
+        Ok(App {
+            router,
+            runner,
+            store,
+        })
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let (client, sim) = if args.simulate {
+        let sim = start_sim(args.sim_listen, SimOptions::interactive(), args.sim_kubeconfig.as_deref()).await?;
+        (sim.kube_client(), Some(sim))
+    } else {
+        (real_cluster_client().await?, None)
+    };
+    let app = App::new(&args.database, config, client).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, database = %args.database, simulate = args.simulate, "serving");
+    axum::serve(listener, app.router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopping: waiting for runs to reach a safe point");
+    app.runner.shutdown(SHUTDOWN_GRACE).await;
+    if let Some(sim) = sim {
+        sim.shutdown().await;
+    }
+    Ok(())
+}
+
+/// `sim`: only the simulated cluster, until SIGTERM/SIGINT.
+pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
+    let options = SimOptions {
+        kubelet_ready_delay: args.kubelet_delay,
+        ..SimOptions::interactive()
+    };
+    let sim = start_sim(args.listen, options, args.kubeconfig.as_deref()).await?;
+    shutdown_signal().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+async fn start_sim(
+    listen: SocketAddr,
+    options: SimOptions,
+    kubeconfig: Option<&Path>,
+) -> anyhow::Result<SimCluster> {
+    let sim = SimCluster::start(listen, options).await?;
+    sim.seed_csm().await?;
+    tracing::info!(url = %sim.url(), "simulated cluster listening (plain HTTP, no auth)");
+    if let Some(path) = kubeconfig {
+        std::fs::write(path, sim.kubeconfig_yaml())
+            .with_context(|| format!("writing the simulated cluster's kubeconfig to {}", path.display()))?;
+        tracing::info!(path = %path.display(), "kubeconfig for the simulated cluster written");
+    }
+    Ok(sim)
+}
+
+async fn real_cluster_client() -> anyhow::Result<kube::Client> {
+    let config = kube::Config::infer().await.map_err(|err| {
+        anyhow::anyhow!(
+            "no Kubernetes cluster configuration found ({err}): run inside a cluster (in-cluster \
+             service account) or set KUBECONFIG; to try the service without a cluster, use \
+             `serve --simulate`"
+        )
+    })?;
+    kube::Client::try_from(config).context("creating the Kubernetes client")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,113 @@
+//! A crash of the service (a real process, aborted at a failpoint) loses nothing: the next
+//! process on the same database marks the run interrupted, and resume finishes it.
+
+mod common;
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use etcd_repopulator::sim::{SimCluster, SimOptions};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Service {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `serve` against the simulated cluster's kubeconfig and waits until it answers.
+async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Service {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--database")
+        .arg(dir.join("runs.db"))
+        .env("KUBECONFIG", dir.join("kubeconfig"))
+        .env_remove("ETCD_REPOPULATOR_FAILPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(point) = failpoint {
+        cmd.env("ETCD_REPOPULATOR_FAILPOINT", point);
+    }
+    let service = Service {
+        child: cmd.spawn().expect("service starts"),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        if http.get(format!("{}/healthz", service.base)).send().await.is_ok() {
+            return service;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "service did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get_run(base: &str, id: &str) -> Value {
+    reqwest::get(format!("{base}/repopulations/{id}")).await.unwrap().json().await.unwrap()
+}
+
+/// Polls the run until `done` holds (bounded): the only way to observe another process.
+async fn wait_run(base: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let run = get_run(base, id).await;
+        if done(&run) {
+            return run;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "run never reached the state: {run:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn crash_mid_run_is_interrupted_and_resume_finishes_it() {
+    let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), SimOptions::default()).await.unwrap();
+    sim.seed_csm().await.unwrap();
+    sim.wait_settled(common::WAIT).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), sim.kubeconfig_yaml()).unwrap();
+
+    let mut first = spawn_service(dir.path(), Some("restart-pods:after-delete")).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/repopulations", first.base))
+        .json(&json!({"services": ["reds"], "reason": "crash test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let status = tokio::task::spawn_blocking(move || first.child.wait()).await.unwrap().unwrap();
+    assert!(!status.success(), "the failpoint aborted the service");
+
+    let second = spawn_service(dir.path(), None).await;
+    let run = get_run(&second.base, &id).await;
+    assert_eq!(run["state"], "interrupted", "{run:#}");
+    assert!(run["message"].as_str().unwrap().contains("reds/restart-reds-pods"), "{run:#}");
+    assert_eq!(run["services"][0]["steps"][0]["state"], "interrupted");
+
+    let resp = reqwest::Client::new()
+        .post(format!("{}/repopulations/{id}/resume", second.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let run = wait_run(&second.base, &id, |r| r["state"] != "pending" && r["state"] != "running").await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["attempt"], 2);
+}
