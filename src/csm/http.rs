@@ -1,7 +1,7 @@
 //! The one place that knows how to talk HTTP to a CSM service: URL building, headers, the
 //! bearer token, retries of idempotent requests, and mapping failures to [`CsmError`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,29 +47,19 @@ impl Shared {
             retry: cfg.retry.clone(),
         };
         // Read once now so that a missing or empty token file fails at start, not mid-run.
-        shared.read_token()?;
+        if let Some(path) = &shared.token_file {
+            parse_token(path, std::fs::read_to_string(path))?;
+        }
         Ok(Arc::new(shared))
     }
 
     /// The token is read from its file on every request rather than cached, because the file is
     /// a mounted Secret that is rotated underneath us; it is a few hundred bytes.
-    fn read_token(&self) -> Result<Option<String>, CsmError> {
+    async fn current_token(&self) -> Result<Option<String>, CsmError> {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        let token_error = |source| CsmError::Token {
-            path: path.clone(),
-            source,
-        };
-        let raw = std::fs::read_to_string(path).map_err(token_error)?;
-        let token = raw.trim();
-        if token.is_empty() {
-            return Err(token_error(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the token file is empty",
-            )));
-        }
-        Ok(Some(token.to_owned()))
+        parse_token(path, tokio::fs::read_to_string(path).await).map(Some)
     }
 
     fn backoff(&self) -> ExponentialBuilder {
@@ -80,6 +70,22 @@ impl Shared {
             .with_total_delay(Some(self.retry.max_total_delay))
             .with_jitter()
     }
+}
+
+fn parse_token(path: &Path, read: std::io::Result<String>) -> Result<String, CsmError> {
+    let token_error = |source| CsmError::Token {
+        path: path.to_owned(),
+        source,
+    };
+    let raw = read.map_err(token_error)?;
+    let token = raw.trim();
+    if token.is_empty() {
+        return Err(token_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the token file is empty",
+        )));
+    }
+    Ok(token.to_owned())
 }
 
 /// One service's base URL plus the shared machinery. Service clients wrap one of these and only
@@ -222,7 +228,7 @@ impl Endpoint {
     ) -> Result<(StatusCode, Vec<u8>), CsmError> {
         tracing::debug!(service = %self.service, %method, %url, "CSM request");
         let mut request = self.shared.http.request(method, url.clone());
-        if let Some(token) = self.shared.read_token()? {
+        if let Some(token) = self.shared.current_token().await? {
             // bearer_auth marks the header sensitive, so reqwest never prints it either.
             request = request.bearer_auth(token);
         }
