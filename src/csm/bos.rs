@@ -1,0 +1,63 @@
+//! BOS v2 session templates (`bos.yaml`: `/v2/sessiontemplates`).
+//!
+//! Templates are kept as `serde_json::Value`: we store them verbatim in a snapshot and put them
+//! back after a rebuild, and a typed struct would silently drop fields a newer BOS adds.
+
+use serde_json::Value;
+
+use super::CsmError;
+use super::http::Endpoint;
+
+/// Properties of `V2SessionTemplate` that `bos.yaml` marks `readOnly`. The schema also says
+/// `additionalProperties: false`, and BOS (connexion) rejects read-only properties in a request
+/// body, so they must be stripped from a template read with GET before it is PUT back. The name
+/// travels in the path instead.
+pub const SESSION_TEMPLATE_READ_ONLY_FIELDS: [&str; 3] = ["name", "tenant", "links"];
+
+#[derive(Clone, Debug)]
+pub struct BosClient {
+    endpoint: Endpoint,
+}
+
+impl BosClient {
+    pub(crate) fn new(endpoint: Endpoint) -> Self {
+        Self { endpoint }
+    }
+
+    /// `GET /v2/sessiontemplates`: every template, as BOS returns it (with `name`).
+    pub async fn list_session_templates(&self) -> Result<Vec<Value>, CsmError> {
+        self.endpoint
+            .get_json(&["v2", "sessiontemplates"], &[])
+            .await
+    }
+
+    /// `GET /v2/sessiontemplates/{session_template_id}`; `None` when BOS answers 404.
+    pub async fn get_session_template(&self, name: &str) -> Result<Option<Value>, CsmError> {
+        self.endpoint
+            .get_json_optional(&["v2", "sessiontemplates", name])
+            .await
+    }
+
+    /// `PUT /v2/sessiontemplates/{session_template_id}`: creates or replaces the template and
+    /// returns it as stored. `template` may be exactly what GET returned: read-only fields are
+    /// removed here (see [`SESSION_TEMPLATE_READ_ONLY_FIELDS`]), all others are sent untouched.
+    pub async fn put_session_template(
+        &self,
+        name: &str,
+        template: &Value,
+    ) -> Result<Value, CsmError> {
+        let Value::Object(fields) = template else {
+            return Err(CsmError::InvalidRequest {
+                service: self.endpoint.service(),
+                reason: format!("session template {name:?} is not a JSON object"),
+            });
+        };
+        let mut body = fields.clone();
+        for field in SESSION_TEMPLATE_READ_ONLY_FIELDS {
+            body.remove(field);
+        }
+        self.endpoint
+            .put_json(&["v2", "sessiontemplates", name], &body)
+            .await
+    }
+}
