@@ -10,6 +10,7 @@ use crate::{
     cli::{ServeArgs, SimArgs},
     cluster::Cluster,
     config::Config,
+    csm::{CsmClients, CsmConfig},
     runner::Runner,
     sim::{SimCluster, SimOptions},
     store::Store,
@@ -45,9 +46,10 @@ impl App {
         let store = Store::open(database)
             .await
             .with_context(|| format!("opening the database {database}"))?;
+        let csm = CsmClients::new(&config.csm).context("configuring the CSM API clients")?;
         let config = Arc::new(config);
         let cluster = Cluster::new(client, config.namespace.clone());
-        let runner = Runner::start(store.clone(), cluster, config).await?;
+        let runner = Runner::start(store.clone(), cluster, csm, config).await?;
         let router = api::router(Arc::new(AppState {
             store: store.clone(),
             runner: runner.clone(),
@@ -62,9 +64,11 @@ impl App {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref())?;
+    let mut config = Config::load(args.config.as_deref())?;
     let (client, sim) = if args.simulate {
         let sim = start_sim(args.sim_listen, SimOptions::interactive(), args.sim_kubeconfig.as_deref()).await?;
+        // The simulated CSM services live on the simulated cluster's address.
+        config.csm = CsmConfig::simulated(&sim.url());
         (sim.kube_client(), Some(sim))
     } else {
         (real_cluster_client().await?, None)

@@ -5,6 +5,8 @@ use std::{path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+use crate::{cluster::ObjectRef, csm::CsmConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -31,6 +33,54 @@ pub struct Config {
     pub step_timeout: Duration,
     pub reds: PodRestart,
     pub meds: PodRestart,
+    pub crus: PodRestart,
+    /// CPS components: restarted only if not all Ready.
+    pub cps: PodRestart,
+    /// BSS is repopulated by re-running the REDS init Job.
+    pub bss: JobRerun,
+    pub fas: JobRerun,
+    pub externaldns: ObjectRecreate,
+    /// Base URLs (and token) of the CSM REST APIs.
+    pub csm: CsmConfig,
+}
+
+/// A service repopulated by re-running a Kubernetes Job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRerun {
+    pub job: String,
+    /// How long to wait for the deleted Job to go, and for the new one to finish.
+    #[serde(with = "humantime_serde", default = "default_job_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_job_timeout() -> Duration {
+    Duration::from_secs(900)
+}
+
+/// An object deleted and created again from its own sanitized manifest (External DNS's
+/// EtcdCluster; newer CSM releases may run the cluster as a StatefulSet instead).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectRecreate {
+    pub api_version: String,
+    pub kind: String,
+    /// The resource's plural name, as in the API path (`etcdclusters`, `statefulsets`).
+    pub plural: String,
+    pub name: String,
+    #[serde(with = "humantime_serde", default = "default_job_timeout")]
+    pub timeout: Duration,
+}
+
+impl ObjectRecreate {
+    pub fn object(&self) -> ObjectRef {
+        ObjectRef {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            plural: self.plural.clone(),
+            name: self.name.clone(),
+        }
+    }
 }
 
 /// A service repopulated by restarting its pods (they re-read their data at start).
@@ -64,6 +114,24 @@ impl Default for Config {
             step_timeout: Duration::from_secs(600),
             reds: PodRestart::named("cray-reds"),
             meds: PodRestart::named("cray-meds"),
+            crus: PodRestart::named("cray-crus"),
+            cps: PodRestart::named("cray-cps"),
+            bss: JobRerun {
+                job: "cray-reds-init".to_owned(),
+                timeout: default_job_timeout(),
+            },
+            fas: JobRerun {
+                job: "cray-fas-loader".to_owned(),
+                timeout: default_job_timeout(),
+            },
+            externaldns: ObjectRecreate {
+                api_version: "etcd.database.coreos.com/v1beta2".to_owned(),
+                kind: "EtcdCluster".to_owned(),
+                plural: "etcdclusters".to_owned(),
+                name: "cray-externaldns-etcd".to_owned(),
+                timeout: default_job_timeout(),
+            },
+            csm: CsmConfig::default(),
         }
     }
 }
@@ -110,9 +178,30 @@ impl Config {
         if self.step_timeout.is_zero() {
             return Err(invalid("step_timeout", "must be greater than zero"));
         }
-        for (key, restart) in [("reds", &self.reds), ("meds", &self.meds)] {
+        for (key, restart) in [
+            ("reds", &self.reds),
+            ("meds", &self.meds),
+            ("crus", &self.crus),
+            ("cps", &self.cps),
+        ] {
             if restart.selector.trim().is_empty() {
                 return Err(invalid(&format!("{key}.selector"), "must not be empty"));
+            }
+        }
+        for (key, rerun) in [("bss", &self.bss), ("fas", &self.fas)] {
+            if rerun.job.trim().is_empty() {
+                return Err(invalid(&format!("{key}.job"), "must not be empty"));
+            }
+        }
+        let dns = &self.externaldns;
+        for (key, value) in [
+            ("externaldns.api_version", &dns.api_version),
+            ("externaldns.kind", &dns.kind),
+            ("externaldns.plural", &dns.plural),
+            ("externaldns.name", &dns.name),
+        ] {
+            if value.trim().is_empty() {
+                return Err(invalid(key, "must not be empty"));
             }
         }
         Ok(())

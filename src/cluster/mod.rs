@@ -1,12 +1,14 @@
 //! Kubernetes primitives on kube-rs: the mechanics the handlers are built from. Waiting is
 //! always done by watching (never by sleeping and polling), with a deadline and cancellation.
 
+mod objects;
 mod pods;
 mod wait;
 
 use std::time::Duration;
 
-pub use pods::{PodRef, RestartPlan, RestartReport};
+pub use objects::{JobOutcome, ObjectRef, object_uid, sanitize};
+pub use pods::{PodRef, PodsReady, RestartPlan, RestartReport};
 
 /// What a primitive could not do, with enough context for a person at 3 a.m.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum ClusterError {
         waiting_for: String,
         last_seen: String,
     },
+    #[error("unexpected object from the API server: {0}")]
+    Invalid(String),
     #[error("cancelled while waiting for {waiting_for}")]
     Cancelled { waiting_for: String },
 }

@@ -60,7 +60,42 @@ fn is_ready(pod: &Pod) -> bool {
             })
 }
 
+/// Which pods matching a selector are Ready now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PodsReady {
+    pub ready: Vec<String>,
+    pub not_ready: Vec<String>,
+}
+
+impl PodsReady {
+    pub fn all_ready(&self) -> bool {
+        !self.ready.is_empty() && self.not_ready.is_empty()
+    }
+}
+
 impl Cluster {
+    pub async fn pods_ready(&self, selector: &str) -> Result<PodsReady, ClusterError> {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(ClusterError::api(format!(
+                "listing pods {selector:?} in namespace {}",
+                self.namespace
+            )))?;
+        if pods.items.is_empty() {
+            return Err(ClusterError::NoPods {
+                selector: selector.to_owned(),
+                namespace: self.namespace.clone(),
+            });
+        }
+        let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) = pods.items.iter().partition(|p| is_ready(p));
+        Ok(PodsReady {
+            ready: ready.iter().map(|p| p.name_any()).collect(),
+            not_ready: not_ready.iter().map(|p| p.name_any()).collect(),
+        })
+    }
+
     /// Lists the pods matching `selector` and works out how many must be Ready afterwards.
     /// Refuses pods without a controller: deleting them would not bring them back.
     pub async fn plan_restart(&self, selector: &str) -> Result<RestartPlan, ClusterError> {
@@ -182,6 +217,7 @@ impl Cluster {
         );
         let new_pods = watch_until(
             api,
+            (),
             watcher::Config::default().labels(&plan.selector),
             timeout,
             cancel,

@@ -17,6 +17,7 @@ use super::ClusterError;
 /// Watch errors (dropped streams, 5xx, 429) are retried with backoff by the watcher itself.
 pub(crate) async fn watch_until<K, T>(
     api: Api<K>,
+    dyntype: K::DynamicType,
     config: watcher::Config,
     timeout: Duration,
     cancel: &CancellationToken,
@@ -25,9 +26,10 @@ pub(crate) async fn watch_until<K, T>(
 ) -> Result<T, ClusterError>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    let (reader, writer) = reflector::store();
+    let writer = reflector::store::Writer::new(dyntype);
+    let reader = writer.as_reader();
     let stream = reflector(writer, watcher(api, config).default_backoff());
     let mut stream = std::pin::pin!(stream);
     let deadline = tokio::time::sleep(timeout);

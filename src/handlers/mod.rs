@@ -2,18 +2,25 @@
 //! in `cluster` (and later `csm` and `remote`). The runner stores the planned steps with the run
 //! and executes them here, so a resumed run follows the plan it was created with.
 
+mod bss;
+mod cps;
+mod crus;
+mod externaldns;
+mod fas;
 mod meds;
 mod reds;
+mod steps;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cluster::{Cluster, ClusterError, RestartPlan},
-    config::{Config, PodRestart},
+    cluster::{Cluster, ClusterError, ObjectRef},
+    config::{Config, JobRerun, PodRestart},
+    csm::{CsmClients, CsmError},
     model::{Service, State},
 };
 
@@ -27,6 +34,25 @@ pub enum Action {
         #[serde(with = "humantime_serde")]
         timeout: Duration,
     },
+    /// Restart the pods matching `selector` only if they are not all Ready.
+    EnsurePodsReady {
+        selector: String,
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+    },
+    /// Delete the object and create it again from its sanitized manifest (stored first), then
+    /// wait until it completes (Job) or runs (EtcdCluster, StatefulSet).
+    Recreate {
+        object: ObjectRef,
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+    },
+    /// Record the CRUS sessions; after the restart, sessions not completed need a person.
+    ListCrusSessions { after_restart: bool },
+    /// Find out whether clients had CPS content mounted, and which nodes must be rebooted.
+    CheckCpsClients,
+    /// Check that FAS lists firmware images again, and report what an etcd rebuild loses.
+    VerifyFasImages,
 }
 
 #[derive(Clone, Debug)]
@@ -37,23 +63,65 @@ pub struct PlannedStep {
 
 impl PlannedStep {
     pub fn describe(&self) -> String {
+        let wait = |t: &Duration| humantime::format_duration(*t).to_string();
         match &self.action {
             Action::RestartPods { selector, timeout } => format!(
                 "delete the pods {selector:?} and wait up to {} until as many replacements are Ready",
-                humantime::format_duration(*timeout)
+                wait(timeout)
             ),
+            Action::EnsurePodsReady { selector, timeout } => format!(
+                "check that the pods {selector:?} are Ready; restart them (waiting up to {}) only if not",
+                wait(timeout)
+            ),
+            Action::Recreate { object, timeout } => format!(
+                "store the sanitized manifest of {} {}, delete it, create it again from the stored \
+                 manifest and wait up to {} until it {}",
+                object.kind,
+                object.name,
+                wait(timeout),
+                if object.kind == "Job" { "completes" } else { "runs" }
+            ),
+            Action::ListCrusSessions { after_restart: false } => {
+                "list the CRUS sessions and record their upgrade_id, state and messages".to_owned()
+            }
+            Action::ListCrusSessions { after_restart: true } => {
+                "list the CRUS sessions again; sessions not completed need a look".to_owned()
+            }
+            Action::CheckCpsClients => {
+                "ask CPS whether content is in use; list the nodes that must be rebooted to re-mount".to_owned()
+            }
+            Action::VerifyFasImages => {
+                "check that FAS lists firmware images; report lost actions and snapshots".to_owned()
+            }
         }
     }
 }
 
-fn restart_pods(name: &str, restart: &PodRestart) -> PlannedStep {
+fn step(name: &str, action: Action) -> PlannedStep {
     PlannedStep {
         name: name.to_owned(),
-        action: Action::RestartPods {
+        action,
+    }
+}
+
+fn restart_pods(name: &str, restart: &PodRestart) -> PlannedStep {
+    step(
+        name,
+        Action::RestartPods {
             selector: restart.selector.clone(),
             timeout: restart.timeout,
         },
-    }
+    )
+}
+
+fn rerun_job(name: &str, rerun: &JobRerun) -> PlannedStep {
+    step(
+        name,
+        Action::Recreate {
+            object: ObjectRef::job(&rerun.job),
+            timeout: rerun.timeout,
+        },
+    )
 }
 
 /// What the runbook says about a service, in one line.
@@ -76,9 +144,14 @@ pub fn description(service: Service) -> &'static str {
 /// The steps a run takes for `service`, or `None` when this build has no handler for it.
 pub fn plan(service: Service, config: &Config) -> Option<Vec<PlannedStep>> {
     match service {
-        Service::Reds => Some(reds::steps(config)),
+        Service::Bss => Some(bss::steps(config)),
+        Service::Cps => Some(cps::steps(config)),
+        Service::Crus => Some(crus::steps(config)),
+        Service::Externaldns => Some(externaldns::steps(config)),
+        Service::Fas => Some(fas::steps(config)),
         Service::Meds => Some(meds::steps(config)),
-        _ => None,
+        Service::Reds => Some(reds::steps(config)),
+        Service::Bos | Service::Hmnfd => None,
     }
 }
 
@@ -95,6 +168,11 @@ pub fn implemented() -> Vec<Service> {
 pub enum StepError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Csm(#[from] CsmError),
+    /// The step ran and found the service not repopulated; the message says what and why.
+    #[error("{0}")]
+    Failed(String),
     #[error("could not record the step's data: {0}")]
     Journal(String),
     #[error("stored step data is unreadable: {0}")]
@@ -118,6 +196,7 @@ pub trait Journal: Send + Sync {
 
 pub struct StepContext<'a> {
     pub cluster: &'a Cluster,
+    pub csm: &'a CsmClients,
     pub dry_run: bool,
     pub cancel: &'a CancellationToken,
     pub journal: &'a dyn Journal,
@@ -136,54 +215,41 @@ pub struct StepOutcome {
 pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
     match action {
         Action::RestartPods { selector, timeout } => {
-            let plan = ctx.cluster.plan_restart(selector).await?;
-            ctx.journal.save(&json!({ "plan": &plan })).await?;
-            restart_planned(plan, ctx, *timeout).await
+            steps::pods::restart(ctx, selector, *timeout).await
         }
+        Action::EnsurePodsReady { selector, timeout } => {
+            steps::pods::ensure_ready(ctx, selector, *timeout).await
+        }
+        Action::Recreate { object, timeout } => steps::recreate::run(ctx, object, *timeout).await,
+        Action::ListCrusSessions { after_restart } => {
+            steps::csm_checks::list_crus_sessions(ctx, *after_restart).await
+        }
+        Action::CheckCpsClients => steps::csm_checks::check_cps_clients(ctx).await,
+        Action::VerifyFasImages => steps::csm_checks::verify_fas_images(ctx).await,
     }
 }
 
-async fn restart_planned(
-    plan: RestartPlan,
-    ctx: &StepContext<'_>,
-    timeout: Duration,
-) -> Result<StepOutcome, StepError> {
-    let names: Vec<&str> = plan.pods.iter().map(|p| p.name.as_str()).collect();
-    ctx.journal
-        .log(&format!(
-            "{} pod(s) {}: {}",
-            names.len(),
-            if ctx.dry_run {
-                "would be deleted (dry run)"
-            } else {
-                "deleting"
-            },
-            names.join(", ")
-        ))
-        .await;
-    let report = ctx
-        .cluster
-        .restart(plan, ctx.dry_run, timeout, ctx.cancel)
-        .await?;
-    let message = if report.dry_run {
-        format!(
-            "dry run: would delete {} pod(s) matching {:?} and wait for {} Ready replacement(s)",
-            report.plan.pods.len(),
-            report.plan.selector,
-            report.plan.expected_ready
-        )
-    } else {
-        let new: Vec<&str> = report.new_pods.iter().map(|p| p.name.as_str()).collect();
-        format!(
-            "restarted {} pod(s); Ready now: {}",
-            report.plan.pods.len(),
-            new.join(", ")
-        )
-    };
-    let data = serde_json::to_value(&report).map_err(|e| StepError::BadData(e.to_string()))?;
-    Ok(StepOutcome {
-        state: State::Succeeded,
-        message,
-        data,
-    })
+impl StepOutcome {
+    fn done(message: impl Into<String>, data: impl Serialize) -> Result<StepOutcome, StepError> {
+        Self::with_state(State::Succeeded, message, data)
+    }
+
+    fn action_required(
+        message: impl Into<String>,
+        data: impl Serialize,
+    ) -> Result<StepOutcome, StepError> {
+        Self::with_state(State::ActionRequired, message, data)
+    }
+
+    fn with_state(
+        state: State,
+        message: impl Into<String>,
+        data: impl Serialize,
+    ) -> Result<StepOutcome, StepError> {
+        Ok(StepOutcome {
+            state,
+            message: message.into(),
+            data: serde_json::to_value(data).map_err(|e| StepError::BadData(e.to_string()))?,
+        })
+    }
 }

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::{
     cluster::Cluster,
     config::Config,
+    csm::CsmClients,
     handlers::{self, Action, StepContext},
     model::{Run, Service, State, new_run_id},
     store::{NewRun, NewStep, NewTask, Store, StoreError},
@@ -146,6 +147,7 @@ struct Active {
 struct Inner {
     store: Store,
     cluster: Cluster,
+    csm: CsmClients,
     config: Arc<Config>,
     active: Mutex<Active>,
     tracker: TaskTracker,
@@ -164,6 +166,7 @@ impl Runner {
     pub async fn start(
         store: Store,
         cluster: Cluster,
+        csm: CsmClients,
         config: Arc<Config>,
     ) -> Result<Runner, StoreError> {
         for run in store.mark_interrupted(now()).await? {
@@ -173,6 +176,7 @@ impl Runner {
             inner: Arc::new(Inner {
                 store,
                 cluster,
+                csm,
                 config,
                 active: Mutex::new(Active::default()),
                 tracker: TaskTracker::new(),
@@ -634,6 +638,7 @@ async fn run_step(
         Ok(action) => {
             let ctx = StepContext {
                 cluster: &inner.cluster,
+                csm: &inner.csm,
                 dry_run,
                 cancel: &control.token,
                 journal: &journal,

@@ -1,0 +1,383 @@
+//! Delete-and-recreate of whole objects: the BSS/FAS "re-run a Job" and the External DNS
+//! "recreate the EtcdCluster" procedures. Objects are handled as JSON (`DynamicObject`) so the
+//! same code serves Jobs, EtcdClusters and StatefulSets, and a stored manifest is exactly what
+//! will be sent back.
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{
+    Api, ResourceExt,
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, PostParams},
+    runtime::watcher,
+};
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{Cluster, ClusterError, wait::watch_until};
+
+/// Which object to recreate: its kind (with plural for the URL path) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub plural: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn job(name: &str) -> Self {
+        ObjectRef {
+            api_version: "batch/v1".to_owned(),
+            kind: "Job".to_owned(),
+            plural: "jobs".to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn resource(&self) -> ApiResource {
+        let (group, version) = match self.api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", self.api_version.as_str()),
+        };
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &self.kind), &self.plural)
+    }
+
+    pub fn describe(&self, namespace: &str) -> String {
+        format!("{} {} in namespace {namespace}", self.kind, self.name)
+    }
+}
+
+/// How a re-run Job ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum JobOutcome {
+    Complete,
+    Failed { reason: String, message: String },
+}
+
+const JOB_GENERATED_LABELS: [&str; 4] = [
+    "controller-uid",
+    "batch.kubernetes.io/controller-uid",
+    "job-name",
+    "batch.kubernetes.io/job-name",
+];
+
+/// The manifest to create the object again: what the server set is removed. For Jobs whose
+/// selector the server generated (no `spec.manualSelector`), also the selector and the
+/// generated labels: the API server refuses a new Job that carries the old Job's
+/// `controller-uid` (422 Invalid) and answers 500 to a create with `metadata.resourceVersion`.
+pub fn sanitize(object: &Value) -> Value {
+    let mut manifest = object.clone();
+    if let Some(map) = manifest.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(meta) = manifest.get_mut("metadata").and_then(Value::as_object_mut) {
+        for key in [
+            "uid",
+            "selfLink",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "managedFields",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            meta.remove(key);
+        }
+    }
+    let is_job = manifest.get("kind").and_then(Value::as_str) == Some("Job");
+    let manual = manifest.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true);
+    if is_job && !manual {
+        if let Some(spec) = manifest.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("selector");
+        }
+        for pointer in ["/spec/template/metadata/labels", "/metadata/labels"] {
+            if let Some(labels) = manifest.pointer_mut(pointer).and_then(Value::as_object_mut) {
+                for key in JOB_GENERATED_LABELS {
+                    labels.remove(key);
+                }
+            }
+        }
+    }
+    manifest
+}
+
+/// The uid of an object held as JSON.
+pub fn object_uid(object: &Value) -> Option<String> {
+    object.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned)
+}
+
+impl Cluster {
+    fn dynamic(&self, target: &ObjectRef) -> (Api<DynamicObject>, ApiResource) {
+        let resource = target.resource();
+        (
+            Api::namespaced_with(self.client.clone(), &self.namespace, &resource),
+            resource,
+        )
+    }
+
+    /// The object as JSON, or `None` when it does not exist.
+    pub async fn read_object(&self, target: &ObjectRef) -> Result<Option<Value>, ClusterError> {
+        let (api, _) = self.dynamic(target);
+        let object = api
+            .get_opt(&target.name)
+            .await
+            .map_err(ClusterError::api(format!("reading {}", target.describe(&self.namespace))))?;
+        object
+            .map(|o| serde_json::to_value(o).map_err(|e| ClusterError::Invalid(e.to_string())))
+            .transpose()
+    }
+
+    /// Deletes the object with uid `uid` (background propagation: a Job's pods go with it) and
+    /// waits until it is gone, finalizers included. A dry run only validates the delete.
+    pub async fn delete_and_wait_gone(
+        &self,
+        target: &ObjectRef,
+        uid: &str,
+        dry_run: bool,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<(), ClusterError> {
+        let (api, resource) = self.dynamic(target);
+        let mut params = DeleteParams::background();
+        params.preconditions = Some(kube::api::Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        });
+        if dry_run {
+            params = params.dry_run();
+        }
+        match api.delete(&target.name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(source) => {
+                return Err(ClusterError::Api {
+                    action: format!("deleting {}", target.describe(&self.namespace)),
+                    source,
+                });
+            }
+        }
+        if dry_run {
+            return Ok(());
+        }
+        let uid = uid.to_owned();
+        watch_until(
+            api,
+            resource,
+            watcher::Config::default().fields(&format!("metadata.name={}", target.name)),
+            timeout,
+            cancel,
+            &format!("{} to be deleted", target.describe(&self.namespace)),
+            |objects: &[Arc<DynamicObject>]| {
+                match objects.iter().find(|o| o.uid().as_deref() == Some(uid.as_str())) {
+                    None => Ok(()),
+                    Some(o) => Err(format!(
+                        "still present (finalizers: {:?})",
+                        o.finalizers()
+                    )),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Creates the object from `manifest` (a server-side dry run when `dry_run`); returns what
+    /// the server stored.
+    pub async fn create_object(
+        &self,
+        target: &ObjectRef,
+        manifest: &Value,
+        dry_run: bool,
+    ) -> Result<Value, ClusterError> {
+        let (api, _) = self.dynamic(target);
+        let object: DynamicObject = serde_json::from_value(manifest.clone())
+            .map_err(|e| ClusterError::Invalid(format!("stored manifest: {e}")))?;
+        let params = PostParams {
+            dry_run,
+            field_manager: Some("etcd-repopulator".to_owned()),
+        };
+        let created = api
+            .create(&params, &object)
+            .await
+            .map_err(ClusterError::api(format!("creating {}", target.describe(&self.namespace))))?;
+        serde_json::to_value(created).map_err(|e| ClusterError::Invalid(e.to_string()))
+    }
+
+    /// Watches the Job with uid `uid` until its `Complete` or `Failed` condition is true.
+    pub async fn wait_job_finished(
+        &self,
+        target: &ObjectRef,
+        uid: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<JobOutcome, ClusterError> {
+        let (api, resource) = self.dynamic(target);
+        let uid = uid.to_owned();
+        watch_until(
+            api,
+            resource,
+            watcher::Config::default().fields(&format!("metadata.name={}", target.name)),
+            timeout,
+            cancel,
+            &format!("{} to complete", target.describe(&self.namespace)),
+            |objects: &[Arc<DynamicObject>]| {
+                let Some(job) = objects.iter().find(|o| o.uid().as_deref() == Some(uid.as_str())) else {
+                    return Err("the Job is gone".to_owned());
+                };
+                let conditions = job.data.pointer("/status/conditions").and_then(Value::as_array);
+                for condition in conditions.into_iter().flatten() {
+                    let is_true = condition.get("status").and_then(Value::as_str) == Some("True");
+                    let text = |key: &str| condition.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+                    match condition.get("type").and_then(Value::as_str) {
+                        Some("Complete") if is_true => return Ok(JobOutcome::Complete),
+                        Some("Failed") if is_true => {
+                            return Ok(JobOutcome::Failed {
+                                reason: text("reason"),
+                                message: text("message"),
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                Err(format!(
+                    "active {}, succeeded {}, failed {}",
+                    job.data.pointer("/status/active").and_then(Value::as_i64).unwrap_or(0),
+                    job.data.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0),
+                    job.data.pointer("/status/failed").and_then(Value::as_i64).unwrap_or(0),
+                ))
+            },
+        )
+        .await
+    }
+
+    /// The last `lines` lines of the log of the Job's newest pod (empty if it has none).
+    pub async fn job_log_tail(&self, job_uid: &str, lines: i64) -> Result<Vec<String>, ClusterError> {
+        let pods = self.api::<Pod>();
+        let list = pods
+            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={job_uid}")))
+            .await
+            .map_err(ClusterError::api("listing the Job's pods"))?;
+        let Some(pod) = list.items.iter().max_by_key(|p| p.creation_timestamp()) else {
+            return Ok(Vec::new());
+        };
+        let log = pods
+            .logs(
+                &pod.name_any(),
+                &LogParams {
+                    tail_lines: Some(lines),
+                    ..LogParams::default()
+                },
+            )
+            .await
+            .map_err(ClusterError::api(format!("reading the log of pod {}", pod.name_any())))?;
+        Ok(log.lines().map(str::to_owned).collect())
+    }
+
+    /// Watches the recreated object until it reports itself up: an EtcdCluster in phase
+    /// `Running` with its requested size, a StatefulSet with all replicas Ready; any other kind
+    /// as soon as it exists.
+    pub async fn wait_object_running(
+        &self,
+        target: &ObjectRef,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Value, ClusterError> {
+        let (api, resource) = self.dynamic(target);
+        let kind = target.kind.clone();
+        watch_until(
+            api,
+            resource,
+            watcher::Config::default().fields(&format!("metadata.name={}", target.name)),
+            timeout,
+            cancel,
+            &format!("{} to be running", target.describe(&self.namespace)),
+            |objects: &[Arc<DynamicObject>]| {
+                let Some(object) = objects.first() else {
+                    return Err("not present".to_owned());
+                };
+                let data = &object.data;
+                let num = |p: &str| data.pointer(p).and_then(Value::as_i64);
+                let (up, seen) = match kind.as_str() {
+                    "EtcdCluster" => {
+                        let phase = data.pointer("/status/phase").and_then(Value::as_str).unwrap_or("none");
+                        let (want, have) = (num("/spec/size"), num("/status/size"));
+                        (
+                            phase == "Running" && want.is_some() && want == have,
+                            format!("phase {phase}, size {} of {}", have.unwrap_or(0), want.unwrap_or(0)),
+                        )
+                    }
+                    "StatefulSet" => {
+                        let (want, have) = (num("/spec/replicas").unwrap_or(1), num("/status/readyReplicas").unwrap_or(0));
+                        (have >= want, format!("{have} of {want} replicas Ready"))
+                    }
+                    _ => (true, String::new()),
+                };
+                if up {
+                    serde_json::to_value(object.as_ref()).map_err(|e| e.to_string())
+                } else {
+                    Err(seen)
+                }
+            },
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sanitize_strips_what_the_server_set_and_the_generated_selector() {
+        let job = json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "cray-reds-init", "namespace": "services", "uid": "u1",
+                "resourceVersion": "42", "generation": 1, "creationTimestamp": "t",
+                "managedFields": [], "selfLink": "/x",
+                "labels": {"app": "reds", "controller-uid": "u1", "job-name": "cray-reds-init"}},
+            "spec": {"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}},
+                "template": {"metadata": {"labels": {"app": "reds", "controller-uid": "u1",
+                    "batch.kubernetes.io/controller-uid": "u1", "job-name": "cray-reds-init",
+                    "batch.kubernetes.io/job-name": "cray-reds-init"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+            "status": {"succeeded": 1}
+        });
+        let clean = sanitize(&job);
+        assert_eq!(
+            clean,
+            json!({
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "cray-reds-init", "namespace": "services", "labels": {"app": "reds"}},
+                "spec": {"template": {"metadata": {"labels": {"app": "reds"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]}}}
+            })
+        );
+    }
+
+    #[test]
+    fn sanitize_keeps_a_manual_selector() {
+        let job = json!({"kind": "Job", "metadata": {"name": "j"},
+            "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b", "job-name": "j"}}}}});
+        assert_eq!(sanitize(&job), job);
+    }
+
+    #[test]
+    fn sanitize_of_a_custom_resource_follows_the_runbook() {
+        let etcd = json!({"apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdCluster",
+            "metadata": {"name": "cray-externaldns-etcd", "uid": "u", "resourceVersion": "1",
+                "generation": 2, "creationTimestamp": "t", "selfLink": "s", "managedFields": [],
+                "annotations": {"etcd.database.coreos.com/scope": "clusterwide"}},
+            "spec": {"size": 3, "version": "3.3.8"}, "status": {"phase": "Running"}});
+        assert_eq!(
+            sanitize(&etcd),
+            json!({"apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdCluster",
+                "metadata": {"name": "cray-externaldns-etcd",
+                    "annotations": {"etcd.database.coreos.com/scope": "clusterwide"}},
+                "spec": {"size": 3, "version": "3.3.8"}})
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! Pod restarts (REDS, MEDS, CRUS) and the "make sure it is up" check (CPS).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::handlers::{StepContext, StepError, StepOutcome};
+
+pub async fn restart(
+    ctx: &StepContext<'_>,
+    selector: &str,
+    timeout: Duration,
+) -> Result<StepOutcome, StepError> {
+    let plan = ctx.cluster.plan_restart(selector).await?;
+    ctx.journal.save(&json!({ "plan": &plan })).await?;
+    let names: Vec<&str> = plan.pods.iter().map(|p| p.name.as_str()).collect();
+    ctx.journal
+        .log(&format!(
+            "{} pod(s) {}: {}",
+            names.len(),
+            if ctx.dry_run { "would be deleted (dry run)" } else { "deleting" },
+            names.join(", ")
+        ))
+        .await;
+    let report = ctx
+        .cluster
+        .restart(plan, ctx.dry_run, timeout, ctx.cancel)
+        .await?;
+    let message = if report.dry_run {
+        format!(
+            "dry run: would delete {} pod(s) matching {:?} ({}) and wait for {} Ready replacement(s)",
+            report.plan.pods.len(),
+            report.plan.selector,
+            names.join(", "),
+            report.plan.expected_ready
+        )
+    } else {
+        let new: Vec<&str> = report.new_pods.iter().map(|p| p.name.as_str()).collect();
+        format!(
+            "restarted {} pod(s); Ready now: {}",
+            report.plan.pods.len(),
+            new.join(", ")
+        )
+    };
+    StepOutcome::done(message, &report)
+}
+
+pub async fn ensure_ready(
+    ctx: &StepContext<'_>,
+    selector: &str,
+    timeout: Duration,
+) -> Result<StepOutcome, StepError> {
+    let status = ctx.cluster.pods_ready(selector).await?;
+    if status.all_ready() {
+        return StepOutcome::done(
+            format!(
+                "all {} pod(s) matching {selector:?} are Ready; nothing restarted",
+                status.ready.len()
+            ),
+            json!({ "ready": status.ready, "restarted": false }),
+        );
+    }
+    ctx.journal
+        .log(&format!(
+            "not Ready: {}; restarting the pods",
+            status.not_ready.join(", ")
+        ))
+        .await;
+    let mut outcome = restart(ctx, selector, timeout).await?;
+    outcome.data["restarted"] = json!(true);
+    outcome.data["not_ready_before"] = json!(status.not_ready);
+    Ok(outcome)
+}
