@@ -833,3 +833,70 @@ async fn seeded_csm_namespace_settles() {
         8
     );
 }
+
+/// kubectl (when installed) can discover and read the simulated cluster.
+#[tokio::test]
+async fn kubectl_reads_the_simulated_cluster() {
+    let kubectl = std::path::Path::new("/usr/bin/kubectl");
+    if !kubectl.exists() {
+        eprintln!("kubectl not installed; skipping");
+        return;
+    }
+    let (sim, _client) = cluster().await;
+    sim.seed_csm().await.expect("seed");
+    sim.wait_settled(DEADLINE).await.expect("settled");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("kubeconfig");
+    std::fs::write(&cfg, sim.kubeconfig_yaml()).expect("write kubeconfig");
+    for args in [
+        vec!["get", "pods", "-n", "services"],
+        vec!["get", "etcd", "-n", "services"],
+        vec!["get", "jobs", "-n", "services", "-o", "json"],
+    ] {
+        let out = tokio::process::Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&cfg)
+            .args(&args)
+            .env("HOME", dir.path())
+            .output()
+            .await
+            .expect("run kubectl");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("kubectl {args:?}\n{stdout}\n{stderr}");
+        assert!(out.status.success(), "kubectl {args:?} failed: {stderr}");
+    }
+}
+
+/// A dropped watch is re-established by the runtime watcher, which keeps delivering.
+#[tokio::test]
+async fn runtime_watcher_survives_dropped_watches() {
+    let (sim, client) = cluster().await;
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let mut stream = watcher(pods.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    pods.create(&PostParams::default(), &pod("one", &[]))
+        .await
+        .expect("create");
+    let first = tokio::time::timeout(DEADLINE, stream.try_next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("open");
+    assert_eq!(first.name_any(), "one");
+    sim.faults().drop_watches();
+    pods.create(&PostParams::default(), &pod("two", &[]))
+        .await
+        .expect("create");
+    let found = tokio::time::timeout(
+        DEADLINE,
+        stream
+            .try_filter(|p| futures::future::ready(p.name_any() == "two"))
+            .try_next(),
+    )
+    .await
+    .expect("in time")
+    .expect("ok");
+    assert!(found.is_some());
+}
