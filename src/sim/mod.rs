@@ -4,3 +4,5 @@
 
 pub mod csm;
 pub mod kube;
+
+pub use kube::{SimCluster, SimOptions};

@@ -1,0 +1,154 @@
+//! The kubelet: schedules new pods onto a node, starts them after `kubelet_ready_delay`
+//! (Running, Ready unless annotated never-ready) and removes terminating pods after
+//! `pod_termination_delay` (standing in for the grace period).
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use super::super::meta;
+use super::super::resources::PODS;
+use super::super::store::DeleteOptions;
+use super::{Ctx, NEVER_READY, all, log_err};
+
+const NODE: &str = "ncn-w001";
+
+#[derive(Default)]
+pub struct Kubelet {
+    starting: HashSet<String>,
+    stopping: HashSet<String>,
+}
+
+fn container_names(pod: &Value) -> Vec<String> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn condition(kind: &str, ok: bool, now: &str) -> Value {
+    let mut c = json!({
+        "type": kind,
+        "status": if ok { "True" } else { "False" },
+        "lastProbeTime": null,
+        "lastTransitionTime": now,
+    });
+    if !ok {
+        c["reason"] = json!("ContainersNotReady");
+    }
+    c
+}
+
+fn start(pod: &mut Value) {
+    let now = meta::now();
+    let ready = meta::annotation(pod, NEVER_READY) != Some("true");
+    let statuses: Vec<Value> = container_names(pod)
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let image = pod
+                .pointer(&format!("/spec/containers/{i}/image"))
+                .cloned()
+                .unwrap_or(json!(""));
+            json!({
+                "name": name,
+                "image": image,
+                "imageID": "",
+                "containerID": format!("containerd://{}", meta::new_uid().replace('-', "")),
+                "ready": ready,
+                "started": true,
+                "restartCount": 0,
+                "state": { "running": { "startedAt": now } },
+            })
+        })
+        .collect();
+    let ip = format!(
+        "10.32.{}.{}",
+        rand::random::<u8>(),
+        rand::random::<u8>().max(2)
+    );
+    pod["status"]["phase"] = json!("Running");
+    pod["status"]["podIP"] = json!(ip);
+    pod["status"]["podIPs"] = json!([{ "ip": ip }]);
+    pod["status"]["containerStatuses"] = json!(statuses);
+    pod["status"]["conditions"] = json!([
+        condition("Initialized", true, &now),
+        condition("Ready", ready, &now),
+        condition("ContainersReady", ready, &now),
+        condition("PodScheduled", true, &now),
+    ]);
+}
+
+impl Kubelet {
+    pub fn reconcile(&mut self, ctx: &Ctx) {
+        let pods = all(ctx, &PODS);
+        let live: HashSet<String> = pods
+            .iter()
+            .filter_map(|p| meta::uid(p).map(str::to_string))
+            .collect();
+        self.starting.retain(|u| live.contains(u));
+        self.stopping.retain(|u| live.contains(u));
+        for pod in pods {
+            let Some(uid) = meta::uid(&pod).map(str::to_string) else {
+                continue;
+            };
+            let node = pod.pointer("/spec/nodeName").and_then(Value::as_str);
+            if meta::is_deleting(&pod) {
+                if self.stopping.insert(uid.clone()) {
+                    let ctx2 = ctx.clone();
+                    let delay = ctx.opts.pod_termination_delay;
+                    ctx.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let opts = DeleteOptions {
+                            grace_period_seconds: Some(0),
+                            precondition_uid: Some(uid),
+                            ..Default::default()
+                        };
+                        let ns = meta::namespace(&pod).unwrap_or_default();
+                        let name = meta::name(&pod).unwrap_or_default();
+                        log_err(
+                            "remove terminated pod",
+                            ctx2.store.delete(&PODS, ns, name, &opts),
+                        );
+                    });
+                }
+            } else if node.is_none_or(str::is_empty) {
+                log_err(
+                    "schedule pod",
+                    ctx.modify(&PODS, &pod, |p| {
+                        p["spec"]["nodeName"] = json!(NODE);
+                        p["status"]["hostIP"] = json!("10.252.1.7");
+                        p["status"]["startTime"] = json!(meta::now());
+                        p["status"]["conditions"] =
+                            json!([condition("PodScheduled", true, &meta::now())]);
+                    }),
+                );
+            } else if pod.pointer("/status/phase").and_then(Value::as_str) == Some("Pending")
+                && self.starting.insert(uid)
+            {
+                let ctx2 = ctx.clone();
+                let delay = ctx.opts.kubelet_ready_delay;
+                ctx.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let name = meta::name(&pod).unwrap_or_default().to_string();
+                    let r = ctx2.modify(&PODS, &pod, |p| {
+                        if !meta::is_deleting(p) {
+                            start(p);
+                        }
+                    });
+                    if let Ok(p) = &r {
+                        ctx2.store.append_log(
+                            p,
+                            [format!("{} level=info msg=\"{name} started\"", meta::now())],
+                        );
+                    }
+                    log_err("start pod", r);
+                });
+            }
+        }
+    }
+}

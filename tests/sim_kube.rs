@@ -1,0 +1,902 @@
+//! The simulated Kubernetes API server, driven through the real kube-rs client over HTTP.
+
+#[path = "common/sim.rs"]
+mod sim_common;
+
+use std::collections::BTreeMap;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams,
+    WatchEvent, WatchParams,
+};
+use kube::runtime::wait::{Condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use sim_common::{DEADLINE, NS, api_err, cluster, etcd_api, wait_for};
+
+fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": { "name": name, "labels": labels },
+        "spec": { "containers": [{ "name": "main", "image": "busybox" }] },
+    }))
+    .expect("pod")
+}
+
+fn job(name: &str, annotations: serde_json::Value) -> Job {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "template": {
+                "metadata": { "annotations": annotations },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{ "name": name, "image": "busybox" }],
+                },
+            },
+        },
+    }))
+    .expect("job")
+}
+
+fn deployment(name: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app.kubernetes.io/name": name } },
+            "template": {
+                "metadata": { "labels": { "app.kubernetes.io/name": name } },
+                "spec": { "containers": [{ "name": name, "image": "busybox" }] },
+            },
+        },
+    }))
+    .expect("deployment")
+}
+
+fn is_pod_ready() -> impl Condition<Pod> {
+    |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    }
+}
+
+fn is_job_failed() -> impl Condition<Job> {
+    |j: Option<&Job>| {
+        j.and_then(|j| j.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
+    }
+}
+
+fn etcd_phase_is(phase: &'static str) -> impl Condition<DynamicObject> {
+    move |o: Option<&DynamicObject>| {
+        o.and_then(|o| o.data.pointer("/status/phase"))
+            .and_then(|p| p.as_str())
+            == Some(phase)
+    }
+}
+
+async fn names(api: &Api<Pod>, lp: &ListParams) -> Vec<String> {
+    let mut n: Vec<String> = api
+        .list(lp)
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    n.sort();
+    n
+}
+
+#[tokio::test]
+async fn create_get_list_delete_round_trip() {
+    let (_sim, client) = cluster().await;
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let created = pods
+        .create(&PostParams::default(), &pod("a", &[("app", "x")]))
+        .await
+        .expect("create");
+    let uid = created.metadata.uid.clone().expect("uid");
+    let rv: u64 = created
+        .resource_version()
+        .expect("rv")
+        .parse()
+        .expect("numeric rv");
+    assert!(created.metadata.creation_timestamp.is_some());
+    assert_eq!(created.metadata.namespace.as_deref(), Some(NS));
+
+    let got = pods.get("a").await.expect("get");
+    assert_eq!(got.metadata.uid.as_deref(), Some(uid.as_str()));
+
+    let list = pods.list(&ListParams::default()).await.expect("list");
+    assert_eq!(list.items.len(), 1);
+    let list_rv: u64 = list
+        .metadata
+        .resource_version
+        .expect("list rv")
+        .parse()
+        .expect("rv");
+    assert!(list_rv >= rv);
+
+    // generateName
+    let mut gen_pod = pod("", &[]);
+    gen_pod.metadata.name = None;
+    gen_pod.metadata.generate_name = Some("gen-".into());
+    let g = pods
+        .create(&PostParams::default(), &gen_pod)
+        .await
+        .expect("create");
+    assert!(g.name_any().starts_with("gen-") && g.name_any().len() == 9);
+
+    // Unscheduled pods are deleted at once, and the deleted object comes back.
+    let gone = pods
+        .delete("a", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete");
+    assert!(gone.is_left());
+    assert_eq!(api_err(pods.get("a").await.unwrap_err()).code, 404);
+}
+
+#[tokio::test]
+async fn errors_are_status_objects() {
+    let (sim, client) = cluster().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    pods.create(&PostParams::default(), &pod("a", &[]))
+        .await
+        .expect("create");
+    let dup = api_err(
+        pods.create(&PostParams::default(), &pod("a", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(dup.message, "pods \"a\" already exists");
+
+    let missing = api_err(pods.get("nope").await.unwrap_err());
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+    assert_eq!(missing.message, "pods \"nope\" not found");
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    let e = api_err(
+        jobs.delete("nope", &DeleteParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.message, "jobs.batch \"nope\" not found");
+
+    // Stale resourceVersion on update.
+    let mut p = pods.get("a").await.expect("get");
+    p.metadata.resource_version = Some("1".into());
+    let conflict = api_err(
+        pods.replace("a", &PostParams::default(), &p)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert!(conflict.message.contains("the object has been modified"));
+
+    // Raw HTTP: malformed JSON, namespace mismatch, unknown resource.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/namespaces/{NS}/pods", sim.url());
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.expect("status json");
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "BadRequest");
+
+    let r = http
+        .post(&url)
+        .json(&json!({"metadata": {"name": "b", "namespace": "other"}, "spec": {"containers": [{"name": "c"}]}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+
+    let r = http
+        .get(format!("{}/apis/nope/v1/things", sim.url()))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.expect("status json");
+    assert_eq!(body["reason"], "NotFound");
+
+    // Creating in a namespace that does not exist.
+    let other: Api<Pod> = Api::namespaced(client, "missing");
+    let e = api_err(
+        other
+            .create(&PostParams::default(), &pod("a", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 404);
+    assert_eq!(e.message, "namespaces \"missing\" not found");
+}
+
+#[tokio::test]
+async fn label_and_field_selectors() {
+    let (_sim, client) = cluster().await;
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    for (name, app, tier) in [
+        ("a", "reds", "be"),
+        ("b", "meds", "be"),
+        ("c", "reds", "fe"),
+    ] {
+        pods.create(
+            &PostParams::default(),
+            &pod(name, &[("app", app), ("tier", tier)]),
+        )
+        .await
+        .expect("create");
+    }
+    let by = |s: &str| ListParams::default().labels(s);
+    assert_eq!(names(&pods, &by("app=reds")).await, ["a", "c"]);
+    assert_eq!(names(&pods, &by("app==reds,tier=be")).await, ["a"]);
+    assert_eq!(names(&pods, &by("app!=reds")).await, ["b"]);
+    assert_eq!(names(&pods, &by("tier in (fe, x)")).await, ["c"]);
+    assert_eq!(names(&pods, &by("app notin (reds)")).await, ["b"]);
+    assert_eq!(names(&pods, &by("tier")).await, ["a", "b", "c"]);
+    assert!(names(&pods, &by("!tier")).await.is_empty());
+    let f = ListParams::default().fields("metadata.name=b");
+    assert_eq!(names(&pods, &f).await, ["b"]);
+    let f = ListParams::default().fields("metadata.name!=b");
+    assert_eq!(names(&pods, &f).await, ["a", "c"]);
+
+    let bad = api_err(pods.list(&by("app in reds")).await.unwrap_err());
+    assert_eq!((bad.code, bad.reason.as_str()), (400, "BadRequest"));
+    let bad = api_err(
+        pods.list(&ListParams::default().fields("spec.foo=x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(bad.code, 400);
+    assert_eq!(bad.message, "field label not supported: spec.foo");
+}
+
+#[tokio::test]
+async fn watch_streams_events_in_order_and_resumes() {
+    let (_sim, client) = cluster().await;
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let start_rv = pods
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let wp = WatchParams::default().labels("app=w");
+    let mut stream = pods.watch(&wp, &start_rv).await.expect("watch").boxed();
+
+    pods.create(&PostParams::default(), &pod("w", &[("app", "w")]))
+        .await
+        .expect("create");
+    let patched = pods
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"k": "v"}}})),
+        )
+        .await
+        .expect("patch");
+    // Relabelling out of the selector is a DELETED for this watcher.
+    pods.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})),
+    )
+    .await
+    .expect("patch");
+
+    // The kubelet also updates the pod (scheduling, start), so expect ADDED, MODIFIED...,
+    // then DELETED, with increasing resourceVersions.
+    let mut seen: Vec<(&str, u64)> = Vec::new();
+    while seen.last().is_none_or(|(k, _)| *k != "DELETED") {
+        let ev = tokio::time::timeout(DEADLINE, stream.try_next())
+            .await
+            .expect("event in time")
+            .expect("stream ok")
+            .expect("stream open");
+        let rv = |p: &Pod| {
+            p.resource_version()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0)
+        };
+        match ev {
+            WatchEvent::Added(p) => seen.push(("ADDED", rv(&p))),
+            WatchEvent::Modified(p) => seen.push(("MODIFIED", rv(&p))),
+            WatchEvent::Deleted(p) => seen.push(("DELETED", rv(&p))),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => panic!("watch error {e:?}"),
+        }
+    }
+    assert_eq!(seen[0].0, "ADDED", "{seen:?}");
+    assert!(
+        seen[1..seen.len() - 1]
+            .iter()
+            .all(|(k, _)| *k == "MODIFIED"),
+        "{seen:?}"
+    );
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "{seen:?}");
+
+    // Resuming from the annotation patch's resourceVersion replays only what came after,
+    // including the relabel.
+    let resume_rv: u64 = patched
+        .resource_version()
+        .and_then(|r| r.parse().ok())
+        .expect("rv");
+    let mut resumed = pods
+        .watch(&WatchParams::default(), &resume_rv.to_string())
+        .await
+        .expect("watch")
+        .boxed();
+    loop {
+        let ev = tokio::time::timeout(DEADLINE, resumed.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open");
+        match ev {
+            WatchEvent::Modified(p) => {
+                let rv: u64 = p
+                    .resource_version()
+                    .and_then(|r| r.parse().ok())
+                    .expect("rv");
+                assert!(rv > resume_rv);
+                if p.labels().get("app").map(String::as_str) == Some("other") {
+                    break;
+                }
+            }
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("expected MODIFIED, got {other:?}"),
+        }
+    }
+}
+
+async fn watcher_sees_pod(client: Client, config: watcher::Config) {
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    pods.create(&PostParams::default(), &pod("before", &[]))
+        .await
+        .expect("create");
+    let stream = watcher(pods.clone(), config).applied_objects().boxed();
+    let creator = pods.clone();
+    tokio::spawn(async move {
+        let _ = creator
+            .create(&PostParams::default(), &pod("after", &[]))
+            .await;
+    });
+    let found = tokio::time::timeout(
+        DEADLINE,
+        stream
+            .try_filter(|p| futures::future::ready(p.name_any() == "after"))
+            .try_next(),
+    )
+    .await
+    .expect("in time")
+    .expect("ok");
+    assert!(found.is_some());
+}
+
+#[tokio::test]
+async fn runtime_watcher_with_list_watch() {
+    let (_sim, client) = cluster().await;
+    watcher_sees_pod(client, watcher::Config::default()).await;
+}
+
+#[tokio::test]
+async fn runtime_watcher_with_streaming_list() {
+    let (_sim, client) = cluster().await;
+    watcher_sees_pod(client, watcher::Config::default().streaming_lists()).await;
+}
+
+#[tokio::test]
+async fn deleted_replicaset_pod_is_replaced_and_becomes_ready() {
+    let (_sim, client) = cluster().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    deployments
+        .create(&PostParams::default(), &deployment("cray-reds", 1))
+        .await
+        .expect("create");
+    wait_for(
+        &deployments,
+        "cray-reds",
+        conditions::is_deployment_completed(),
+    )
+    .await;
+    let rs: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
+    let sets = rs.list(&ListParams::default()).await.expect("list rs");
+    assert_eq!(sets.items.len(), 1);
+    assert!(sets.items[0].name_any().starts_with("cray-reds-"));
+
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let lp = ListParams::default().labels("app.kubernetes.io/name=cray-reds");
+    let old = pods.list(&lp).await.expect("list").items.remove(0);
+    let old_uid = old.uid().expect("uid");
+    pods.delete(&old.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete");
+
+    // A replacement with a new uid becomes Ready; the old one goes away.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let replacement = loop {
+        let items = pods.list(&lp).await.expect("list").items;
+        if let Some(p) = items
+            .iter()
+            .find(|p| p.uid().as_deref() != Some(old_uid.as_str()))
+        {
+            break p.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no replacement pod");
+        tokio::task::yield_now().await;
+    };
+    wait_for(&pods, &replacement.name_any(), is_pod_ready()).await;
+    wait_for(&pods, &old.name_any(), conditions::is_deleted(&old_uid)).await;
+}
+
+#[tokio::test]
+async fn job_runs_to_complete() {
+    let (_sim, client) = cluster().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    let j = jobs
+        .create(&PostParams::default(), &job("ok", json!({})))
+        .await
+        .expect("create");
+    let uid = j.uid().expect("uid");
+    let sel = j
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .expect("selector");
+    assert_eq!(
+        sel.match_labels
+            .expect("matchLabels")
+            .get("batch.kubernetes.io/controller-uid"),
+        Some(&uid)
+    );
+    let done = wait_for(&jobs, "ok", conditions::is_job_completed())
+        .await
+        .expect("job");
+    assert_eq!(done.status.expect("status").succeeded, Some(1));
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let lp = ListParams::default().labels("batch.kubernetes.io/job-name=ok");
+    let p = pods.list(&lp).await.expect("list").items.remove(0);
+    let logs = pods
+        .logs(&p.name_any(), &LogParams::default())
+        .await
+        .expect("logs");
+    assert!(!logs.is_empty());
+}
+
+#[tokio::test]
+async fn failing_job_fails_with_readable_log() {
+    let (_sim, client) = cluster().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    let annotations = json!({
+        "sim.etcd-repopulator.io/fail": "true",
+        "sim.etcd-repopulator.io/log": "line one\nError: boom",
+    });
+    jobs.create(&PostParams::default(), &job("bad", annotations))
+        .await
+        .expect("create");
+    let failed = wait_for(&jobs, "bad", is_job_failed()).await.expect("job");
+    let conds = failed
+        .status
+        .and_then(|s| s.conditions)
+        .expect("conditions");
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Failed" && c.reason.as_deref() == Some("BackoffLimitExceeded"))
+    );
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let lp = ListParams::default().labels("job-name=bad");
+    let p = pods.list(&lp).await.expect("list").items.remove(0);
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Failed")
+    );
+    let tail = pods
+        .logs(
+            &p.name_any(),
+            &LogParams {
+                tail_lines: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("logs");
+    assert_eq!(tail, "Error: boom\n");
+}
+
+#[tokio::test]
+async fn recreating_a_job_from_its_manifest_needs_sanitizing() {
+    let (_sim, client) = cluster().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    jobs.create(&PostParams::default(), &job("cray-reds-init", json!({})))
+        .await
+        .expect("create");
+    let saved = wait_for(&jobs, "cray-reds-init", conditions::is_job_completed())
+        .await
+        .expect("job");
+    jobs.delete("cray-reds-init", &DeleteParams::background())
+        .await
+        .expect("delete");
+    wait_for(
+        &jobs,
+        "cray-reds-init",
+        conditions::is_deleted(&saved.uid().expect("uid")),
+    )
+    .await;
+
+    let mut base = saved.clone();
+    base.status = None;
+    base.metadata.uid = None;
+    base.metadata.creation_timestamp = None;
+    base.metadata.managed_fields = None;
+    base.metadata.generation = None;
+
+    // Everything but resourceVersion stripped: selector and labels from the old Job.
+    let mut with_selector = base.clone();
+    with_selector.metadata.resource_version = None;
+    let e = api_err(
+        jobs.create(&PostParams::default(), &with_selector)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message
+            .starts_with("Job.batch \"cray-reds-init\" is invalid: "),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("spec.selector: Invalid value: "),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("`selector` not auto-generated"),
+        "{}",
+        e.message
+    );
+
+    // Selector removed but the controller-uid labels left behind.
+    let mut with_labels = with_selector.clone();
+    if let Some(spec) = with_labels.spec.as_mut() {
+        spec.selector = None;
+    }
+    let e = api_err(
+        jobs.create(&PostParams::default(), &with_labels)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message
+            .contains("spec.template.metadata.labels[controller-uid]: Invalid value: "),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("must be '"), "{}", e.message);
+
+    // resourceVersion left in: the storage layer's plain 500.
+    let mut sanitized = with_labels.clone();
+    if let Some(labels) = sanitized
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.metadata.as_mut())
+        .and_then(|m| m.labels.as_mut())
+    {
+        for k in [
+            "controller-uid",
+            "batch.kubernetes.io/controller-uid",
+            "job-name",
+            "batch.kubernetes.io/job-name",
+        ] {
+            labels.remove(k);
+        }
+    }
+    let mut with_rv = sanitized.clone();
+    with_rv.metadata.resource_version = saved.metadata.resource_version.clone();
+    let e = api_err(
+        jobs.create(&PostParams::default(), &with_rv)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 500);
+    assert_eq!(
+        e.message,
+        "resourceVersion should not be set on objects to be created"
+    );
+
+    let created = jobs
+        .create(&PostParams::default(), &sanitized)
+        .await
+        .expect("sanitized create");
+    assert_ne!(created.uid(), saved.uid());
+    wait_for(&jobs, "cray-reds-init", conditions::is_job_completed()).await;
+}
+
+#[tokio::test]
+async fn job_delete_orphans_pods_by_default_and_background_removes_them() {
+    let (_sim, client) = cluster().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    for name in ["orphaning", "cascading"] {
+        jobs.create(&PostParams::default(), &job(name, json!({})))
+            .await
+            .expect("create");
+        wait_for(&jobs, name, conditions::is_job_completed()).await;
+    }
+    let pod_of = |name: &str| ListParams::default().labels(&format!("job-name={name}"));
+
+    let j = jobs.get("orphaning").await.expect("get");
+    jobs.delete("orphaning", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for(
+        &jobs,
+        "orphaning",
+        conditions::is_deleted(&j.uid().expect("uid")),
+    )
+    .await;
+    let left = pods.list(&pod_of("orphaning")).await.expect("list").items;
+    assert_eq!(left.len(), 1, "batch/v1 Jobs orphan their pods by default");
+    assert!(left[0].metadata.owner_references.is_none());
+
+    let j = jobs.get("cascading").await.expect("get");
+    let p = pods
+        .list(&pod_of("cascading"))
+        .await
+        .expect("list")
+        .items
+        .remove(0);
+    jobs.delete("cascading", &DeleteParams::background())
+        .await
+        .expect("delete");
+    wait_for(
+        &jobs,
+        "cascading",
+        conditions::is_deleted(&j.uid().expect("uid")),
+    )
+    .await;
+    wait_for(
+        &pods,
+        &p.name_any(),
+        conditions::is_deleted(&p.uid().expect("uid")),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn etcd_cluster_delete_waits_for_finalizer_and_recreate_runs() {
+    let (sim, client) = cluster().await;
+    sim.seed_csm().await.expect("seed");
+    let etcd = etcd_api(&client);
+    let name = "cray-externaldns-etcd";
+    let running = wait_for(&etcd, name, etcd_phase_is("Running"))
+        .await
+        .expect("cluster");
+    assert_eq!(running.data.pointer("/status/size"), Some(&json!(3)));
+
+    let deleting = etcd
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    let pending = deleting.left().expect("object with deletionTimestamp");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    wait_for(
+        &etcd,
+        name,
+        conditions::is_deleted(&running.uid().expect("uid")),
+    )
+    .await;
+
+    let mut manifest = running.clone();
+    manifest.metadata.uid = None;
+    manifest.metadata.resource_version = None;
+    manifest.metadata.creation_timestamp = None;
+    manifest.metadata.generation = None;
+    manifest.metadata.finalizers = None;
+    if let Some(m) = manifest.data.as_object_mut() {
+        m.remove("status");
+    }
+    etcd.create(&PostParams::default(), &manifest)
+        .await
+        .expect("recreate");
+    wait_for(&etcd, name, etcd_phase_is("Running")).await;
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing() {
+    let (_sim, client) = cluster().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    let real = jobs
+        .create(&PostParams::default(), &job("real", json!({})))
+        .await
+        .expect("create");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let would = jobs
+        .create(&dry, &job("dry", json!({})))
+        .await
+        .expect("dry create");
+    assert_eq!(would.name_any(), "dry");
+    assert_eq!(api_err(jobs.get("dry").await.unwrap_err()).code, 404);
+    // Same validation as a real write.
+    let dup = api_err(
+        jobs.create(&dry, &job("real", json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(dup.code, 409);
+
+    let before = jobs.get("real").await.expect("get");
+    jobs.delete("real", &DeleteParams::default().dry_run())
+        .await
+        .expect("dry delete");
+    let after = jobs.get("real").await.expect("still there");
+    assert_eq!(after.uid(), real.uid());
+    assert!(after.metadata.deletion_timestamp.is_none());
+    // The job controller may have moved on meanwhile; compare only when nothing else wrote.
+    if before.resource_version() == after.resource_version() {
+        assert_eq!(before, after);
+    }
+    let e = api_err(
+        jobs.delete("missing", &DeleteParams::default().dry_run())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 404);
+}
+
+#[tokio::test]
+async fn injected_500_surfaces_as_an_error() {
+    let (sim, client) = cluster().await;
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    sim.faults().fail_next_500(1, Some("/pods"));
+    let e = api_err(pods.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(e.code, 500);
+    pods.list(&ListParams::default())
+        .await
+        .expect("next call succeeds");
+
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/sim/faults", sim.url()))
+        .json(&json!({"fail": {"count": 1, "status": 429}}))
+        .send()
+        .await
+        .expect("post faults");
+    assert_eq!(r.status(), 204);
+    let r = http
+        .get(format!("{}/api/v1/namespaces/{NS}/pods", sim.url()))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = http
+        .get(format!("{}/sim/healthz", sim.url()))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn seeded_csm_namespace_settles() {
+    let (sim, client) = cluster().await;
+    sim.seed_csm().await.expect("seed");
+    sim.wait_settled(DEADLINE).await.expect("settled");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let reds = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=cray-reds"))
+        .await
+        .expect("list");
+    assert_eq!(reds.items.len(), 1);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    let init = jobs.get("cray-reds-init").await.expect("job");
+    assert!(
+        init.spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.labels)
+            .is_some_and(|l| l.contains_key("controller-uid"))
+    );
+    let etcd = etcd_api(&client);
+    assert_eq!(
+        etcd.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        8
+    );
+}
+
+/// kubectl (when installed) can discover and read the simulated cluster.
+#[tokio::test]
+async fn kubectl_reads_the_simulated_cluster() {
+    let kubectl = std::path::Path::new("/usr/bin/kubectl");
+    if !kubectl.exists() {
+        eprintln!("kubectl not installed; skipping");
+        return;
+    }
+    let (sim, _client) = cluster().await;
+    sim.seed_csm().await.expect("seed");
+    sim.wait_settled(DEADLINE).await.expect("settled");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("kubeconfig");
+    std::fs::write(&cfg, sim.kubeconfig_yaml()).expect("write kubeconfig");
+    for args in [
+        vec!["get", "pods", "-n", "services"],
+        vec!["get", "etcd", "-n", "services"],
+        vec!["get", "jobs", "-n", "services", "-o", "json"],
+    ] {
+        let out = tokio::process::Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&cfg)
+            .args(&args)
+            .env("HOME", dir.path())
+            .output()
+            .await
+            .expect("run kubectl");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("kubectl {args:?}\n{stdout}\n{stderr}");
+        assert!(out.status.success(), "kubectl {args:?} failed: {stderr}");
+    }
+}
+
+/// A dropped watch is re-established by the runtime watcher, which keeps delivering.
+#[tokio::test]
+async fn runtime_watcher_survives_dropped_watches() {
+    let (sim, client) = cluster().await;
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let mut stream = watcher(pods.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    pods.create(&PostParams::default(), &pod("one", &[]))
+        .await
+        .expect("create");
+    let first = tokio::time::timeout(DEADLINE, stream.try_next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("open");
+    assert_eq!(first.name_any(), "one");
+    sim.faults().drop_watches();
+    pods.create(&PostParams::default(), &pod("two", &[]))
+        .await
+        .expect("create");
+    let found = tokio::time::timeout(
+        DEADLINE,
+        stream
+            .try_filter(|p| futures::future::ready(p.name_any() == "two"))
+            .try_next(),
+    )
+    .await
+    .expect("in time")
+    .expect("ok");
+    assert!(found.is_some());
+}
