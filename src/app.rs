@@ -30,7 +30,11 @@ pub fn init_tracing() {
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     }
 }
 
@@ -66,7 +70,12 @@ impl App {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
     let (client, sim) = if args.simulate {
-        let sim = start_sim(args.sim_listen, SimOptions::interactive(), args.sim_kubeconfig.as_deref()).await?;
+        let sim = start_sim(
+            args.sim_listen,
+            SimOptions::interactive(),
+            args.sim_kubeconfig.as_deref(),
+        )
+        .await?;
         // The simulated CSM services live on the simulated cluster's address.
         config.csm = CsmConfig::simulated(&sim.url());
         (sim.kube_client(), Some(sim))
@@ -110,8 +119,12 @@ async fn start_sim(
     sim.seed_csm().await?;
     tracing::info!(url = %sim.url(), "simulated cluster listening (plain HTTP, no auth)");
     if let Some(path) = kubeconfig {
-        std::fs::write(path, sim.kubeconfig_yaml())
-            .with_context(|| format!("writing the simulated cluster's kubeconfig to {}", path.display()))?;
+        std::fs::write(path, sim.kubeconfig_yaml()).with_context(|| {
+            format!(
+                "writing the simulated cluster's kubeconfig to {}",
+                path.display()
+            )
+        })?;
         tracing::info!(path = %path.display(), "kubeconfig for the simulated cluster written");
     }
     Ok(sim)

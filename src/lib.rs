@@ -2,15 +2,15 @@
 //! Them" into an API. See DESIGN.md in the shared folder for the layers below.
 
 pub mod api;
+pub mod app;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod csm;
+pub mod failpoint;
 pub mod handlers;
 pub mod model;
 pub mod remote;
 pub mod runner;
 pub mod sim;
 pub mod store;
-pub mod app;
-pub mod cli;
-pub mod failpoint;

@@ -18,15 +18,13 @@ async fn main() -> ExitCode {
             app::init_tracing();
             app::run_sim(args).await
         }
-        Command::Openapi => {
-            match serde_json::to_string_pretty(&etcd_repopulator::api::openapi()) {
-                Ok(doc) => {
-                    println!("{doc}");
-                    Ok(())
-                }
-                Err(err) => Err(err.into()),
+        Command::Openapi => match serde_json::to_string_pretty(&etcd_repopulator::api::openapi()) {
+            Ok(doc) => {
+                println!("{doc}");
+                Ok(())
             }
-        }
+            Err(err) => Err(err.into()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

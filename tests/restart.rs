@@ -26,7 +26,11 @@ impl Drop for Service {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `serve` against the simulated cluster's kubeconfig and waits until it answers.
@@ -50,16 +54,29 @@ async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Servic
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + common::WAIT;
     loop {
-        if http.get(format!("{}/healthz", service.base)).send().await.is_ok() {
+        if http
+            .get(format!("{}/healthz", service.base))
+            .send()
+            .await
+            .is_ok()
+        {
             return service;
         }
-        assert!(tokio::time::Instant::now() < deadline, "service did not start");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn get_run(base: &str, id: &str) -> Value {
-    reqwest::get(format!("{base}/repopulations/{id}")).await.unwrap().json().await.unwrap()
+    reqwest::get(format!("{base}/repopulations/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Polls the run until `done` holds (bounded): the only way to observe another process.
@@ -70,14 +87,19 @@ async fn wait_run(base: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value 
         if done(&run) {
             return run;
         }
-        assert!(tokio::time::Instant::now() < deadline, "run never reached the state: {run:#}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run never reached the state: {run:#}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 #[tokio::test]
 async fn crash_mid_run_is_interrupted_and_resume_finishes_it() {
-    let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), SimOptions::default()).await.unwrap();
+    let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), SimOptions::default())
+        .await
+        .unwrap();
     sim.seed_csm().await.unwrap();
     sim.wait_settled(common::WAIT).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -91,14 +113,26 @@ async fn crash_mid_run_is_interrupted_and_resume_finishes_it() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let status = tokio::task::spawn_blocking(move || first.child.wait()).await.unwrap().unwrap();
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = tokio::task::spawn_blocking(move || first.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!status.success(), "the failpoint aborted the service");
 
     let second = spawn_service(dir.path(), None).await;
     let run = get_run(&second.base, &id).await;
     assert_eq!(run["state"], "interrupted", "{run:#}");
-    assert!(run["message"].as_str().unwrap().contains("reds/restart-reds-pods"), "{run:#}");
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap()
+            .contains("reds/restart-reds-pods"),
+        "{run:#}"
+    );
     assert_eq!(run["services"][0]["steps"][0]["state"], "interrupted");
 
     let resp = reqwest::Client::new()
@@ -107,7 +141,10 @@ async fn crash_mid_run_is_interrupted_and_resume_finishes_it() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let run = wait_run(&second.base, &id, |r| r["state"] != "pending" && r["state"] != "running").await;
+    let run = wait_run(&second.base, &id, |r| {
+        r["state"] != "pending" && r["state"] != "running"
+    })
+    .await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert_eq!(run["attempt"], 2);
 }

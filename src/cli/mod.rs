@@ -5,7 +5,11 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "etcd-repopulator", version, about = "Repopulates CSM services' data after their etcd clusters are rebuilt")]
+#[command(
+    name = "etcd-repopulator",
+    version,
+    about = "Repopulates CSM services' data after their etcd clusters are rebuilt"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -28,7 +32,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ETCD_REPOPULATOR_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     /// SQLite database: a path or a `sqlite:` URL; created if missing.
-    #[arg(long, env = "ETCD_REPOPULATOR_DATABASE", default_value = "./etcd-repopulator.db")]
+    #[arg(
+        long,
+        env = "ETCD_REPOPULATOR_DATABASE",
+        default_value = "./etcd-repopulator.db"
+    )]
     pub database: String,
     /// TOML file with per-service settings (namespace, selectors, timeouts); defaults follow the runbook.
     #[arg(long, env = "ETCD_REPOPULATOR_CONFIG")]
@@ -37,7 +45,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ETCD_REPOPULATOR_SIMULATE")]
     pub simulate: bool,
     /// Address of the simulated cluster's API (plain HTTP, no auth); logged at start.
-    #[arg(long, env = "ETCD_REPOPULATOR_SIM_LISTEN", default_value = "127.0.0.1:0")]
+    #[arg(
+        long,
+        env = "ETCD_REPOPULATOR_SIM_LISTEN",
+        default_value = "127.0.0.1:0"
+    )]
     pub sim_listen: SocketAddr,
     /// Write a kubeconfig for the simulated cluster here, so kubectl can look at it.
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_KUBECONFIG")]
@@ -47,7 +59,11 @@ pub struct ServeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct SimArgs {
     /// Address of the simulated cluster's API.
-    #[arg(long, env = "ETCD_REPOPULATOR_SIM_LISTEN", default_value = "127.0.0.1:0")]
+    #[arg(
+        long,
+        env = "ETCD_REPOPULATOR_SIM_LISTEN",
+        default_value = "127.0.0.1:0"
+    )]
     pub listen: SocketAddr,
     /// Write a kubeconfig for it here.
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_KUBECONFIG")]

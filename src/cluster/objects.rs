@@ -5,12 +5,15 @@
 
 use std::{sync::Arc, time::Duration};
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, PostParams},
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams,
+        PostParams,
+    },
     runtime::watcher,
 };
-use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +44,10 @@ impl ObjectRef {
             Some((g, v)) => (g, v),
             None => ("", self.api_version.as_str()),
         };
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &self.kind), &self.plural)
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, &self.kind),
+            &self.plural,
+        )
     }
 
     pub fn describe(&self, namespace: &str) -> String {
@@ -88,7 +94,10 @@ pub fn sanitize(object: &Value) -> Value {
         }
     }
     let is_job = manifest.get("kind").and_then(Value::as_str) == Some("Job");
-    let manual = manifest.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true);
+    let manual = manifest
+        .pointer("/spec/manualSelector")
+        .and_then(Value::as_bool)
+        == Some(true);
     if is_job && !manual {
         if let Some(spec) = manifest.get_mut("spec").and_then(Value::as_object_mut) {
             spec.remove("selector");
@@ -106,7 +115,10 @@ pub fn sanitize(object: &Value) -> Value {
 
 /// The uid of an object held as JSON.
 pub fn object_uid(object: &Value) -> Option<String> {
-    object.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned)
+    object
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 impl Cluster {
@@ -124,7 +136,10 @@ impl Cluster {
         let object = api
             .get_opt(&target.name)
             .await
-            .map_err(ClusterError::api(format!("reading {}", target.describe(&self.namespace))))?;
+            .map_err(ClusterError::api(format!(
+                "reading {}",
+                target.describe(&self.namespace)
+            )))?;
         object
             .map(|o| serde_json::to_value(o).map_err(|e| ClusterError::Invalid(e.to_string())))
             .transpose()
@@ -170,14 +185,12 @@ impl Cluster {
             timeout,
             cancel,
             &format!("{} to be deleted", target.describe(&self.namespace)),
-            |objects: &[Arc<DynamicObject>]| {
-                match objects.iter().find(|o| o.uid().as_deref() == Some(uid.as_str())) {
-                    None => Ok(()),
-                    Some(o) => Err(format!(
-                        "still present (finalizers: {:?})",
-                        o.finalizers()
-                    )),
-                }
+            |objects: &[Arc<DynamicObject>]| match objects
+                .iter()
+                .find(|o| o.uid().as_deref() == Some(uid.as_str()))
+            {
+                None => Ok(()),
+                Some(o) => Err(format!("still present (finalizers: {:?})", o.finalizers())),
             },
         )
         .await
@@ -201,7 +214,10 @@ impl Cluster {
         let created = api
             .create(&params, &object)
             .await
-            .map_err(ClusterError::api(format!("creating {}", target.describe(&self.namespace))))?;
+            .map_err(ClusterError::api(format!(
+                "creating {}",
+                target.describe(&self.namespace)
+            )))?;
         serde_json::to_value(created).map_err(|e| ClusterError::Invalid(e.to_string()))
     }
 
@@ -223,13 +239,25 @@ impl Cluster {
             cancel,
             &format!("{} to complete", target.describe(&self.namespace)),
             |objects: &[Arc<DynamicObject>]| {
-                let Some(job) = objects.iter().find(|o| o.uid().as_deref() == Some(uid.as_str())) else {
+                let Some(job) = objects
+                    .iter()
+                    .find(|o| o.uid().as_deref() == Some(uid.as_str()))
+                else {
                     return Err("the Job is gone".to_owned());
                 };
-                let conditions = job.data.pointer("/status/conditions").and_then(Value::as_array);
+                let conditions = job
+                    .data
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array);
                 for condition in conditions.into_iter().flatten() {
                     let is_true = condition.get("status").and_then(Value::as_str) == Some("True");
-                    let text = |key: &str| condition.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+                    let text = |key: &str| {
+                        condition
+                            .get(key)
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned()
+                    };
                     match condition.get("type").and_then(Value::as_str) {
                         Some("Complete") if is_true => return Ok(JobOutcome::Complete),
                         Some("Failed") if is_true => {
@@ -243,9 +271,18 @@ impl Cluster {
                 }
                 Err(format!(
                     "active {}, succeeded {}, failed {}",
-                    job.data.pointer("/status/active").and_then(Value::as_i64).unwrap_or(0),
-                    job.data.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0),
-                    job.data.pointer("/status/failed").and_then(Value::as_i64).unwrap_or(0),
+                    job.data
+                        .pointer("/status/active")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0),
+                    job.data
+                        .pointer("/status/succeeded")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0),
+                    job.data
+                        .pointer("/status/failed")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0),
                 ))
             },
         )
@@ -253,10 +290,17 @@ impl Cluster {
     }
 
     /// The last `lines` lines of the log of the Job's newest pod (empty if it has none).
-    pub async fn job_log_tail(&self, job_uid: &str, lines: i64) -> Result<Vec<String>, ClusterError> {
+    pub async fn job_log_tail(
+        &self,
+        job_uid: &str,
+        lines: i64,
+    ) -> Result<Vec<String>, ClusterError> {
         let pods = self.api::<Pod>();
         let list = pods
-            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={job_uid}")))
+            .list(
+                &ListParams::default()
+                    .labels(&format!("batch.kubernetes.io/controller-uid={job_uid}")),
+            )
             .await
             .map_err(ClusterError::api("listing the Job's pods"))?;
         let Some(pod) = list.items.iter().max_by_key(|p| p.creation_timestamp()) else {
@@ -271,7 +315,10 @@ impl Cluster {
                 },
             )
             .await
-            .map_err(ClusterError::api(format!("reading the log of pod {}", pod.name_any())))?;
+            .map_err(ClusterError::api(format!(
+                "reading the log of pod {}",
+                pod.name_any()
+            )))?;
         Ok(log.lines().map(str::to_owned).collect())
     }
 
@@ -301,15 +348,25 @@ impl Cluster {
                 let num = |p: &str| data.pointer(p).and_then(Value::as_i64);
                 let (up, seen) = match kind.as_str() {
                     "EtcdCluster" => {
-                        let phase = data.pointer("/status/phase").and_then(Value::as_str).unwrap_or("none");
+                        let phase = data
+                            .pointer("/status/phase")
+                            .and_then(Value::as_str)
+                            .unwrap_or("none");
                         let (want, have) = (num("/spec/size"), num("/status/size"));
                         (
                             phase == "Running" && want.is_some() && want == have,
-                            format!("phase {phase}, size {} of {}", have.unwrap_or(0), want.unwrap_or(0)),
+                            format!(
+                                "phase {phase}, size {} of {}",
+                                have.unwrap_or(0),
+                                want.unwrap_or(0)
+                            ),
                         )
                     }
                     "StatefulSet" => {
-                        let (want, have) = (num("/spec/replicas").unwrap_or(1), num("/status/readyReplicas").unwrap_or(0));
+                        let (want, have) = (
+                            num("/spec/replicas").unwrap_or(1),
+                            num("/status/readyReplicas").unwrap_or(0),
+                        );
                         (have >= want, format!("{have} of {want} replicas Ready"))
                     }
                     _ => (true, String::new()),

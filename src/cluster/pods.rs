@@ -89,7 +89,8 @@ impl Cluster {
                 namespace: self.namespace.clone(),
             });
         }
-        let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) = pods.items.iter().partition(|p| is_ready(p));
+        let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) =
+            pods.items.iter().partition(|p| is_ready(p));
         Ok(PodsReady {
             ready: ready.iter().map(|p| p.name_any()).collect(),
             not_ready: not_ready.iter().map(|p| p.name_any()).collect(),

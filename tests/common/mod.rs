@@ -35,7 +35,9 @@ pub async fn start_with(options: SimOptions, config: Config) -> TestApp {
         .await
         .expect("simulated cluster starts");
     sim.seed_csm().await.expect("seeding");
-    sim.wait_settled(WAIT).await.expect("seeded cluster settles");
+    sim.wait_settled(WAIT)
+        .await
+        .expect("seeded cluster settles");
     start_on(sim, config).await
 }
 
@@ -70,7 +72,13 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let resp = self.http.post(self.url(path)).json(&body).send().await.unwrap();
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         json(resp).await
     }
 
@@ -108,7 +116,9 @@ impl TestApp {
                     && p.status
                         .as_ref()
                         .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
                 (p.name_any(), p.uid().unwrap_or_default(), ready)
             })
             .collect()
@@ -131,7 +141,12 @@ pub async fn problem(resp: reqwest::Response, status: StatusCode) -> Value {
     );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], status.as_u16());
-    assert!(body["type"].as_str().unwrap().starts_with("urn:etcd-repopulator:problem:"));
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:etcd-repopulator:problem:")
+    );
     assert!(!body["detail"].as_str().unwrap().is_empty());
     body
 }

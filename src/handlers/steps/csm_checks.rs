@@ -111,7 +111,11 @@ async fn cps_root_fs_nodes(ctx: &StepContext<'_>) -> Result<BTreeSet<String>, St
             let strings = |key: &str| {
                 set.get(key)
                     .and_then(|v| v.as_array())
-                    .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect::<Vec<_>>())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_owned))
+                            .collect::<Vec<_>>()
+                    })
                     .unwrap_or_default()
             };
             nodes.extend(strings("node_list"));

@@ -13,12 +13,16 @@ pub async fn restart(
 ) -> Result<StepOutcome, StepError> {
     let plan = ctx.cluster.plan_restart(selector).await?;
     ctx.journal.save(&json!({ "plan": &plan })).await?;
-    let names: Vec<&str> = plan.pods.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<String> = plan.pods.iter().map(|p| p.name.clone()).collect();
     ctx.journal
         .log(&format!(
             "{} pod(s) {}: {}",
             names.len(),
-            if ctx.dry_run { "would be deleted (dry run)" } else { "deleting" },
+            if ctx.dry_run {
+                "would be deleted (dry run)"
+            } else {
+                "deleting"
+            },
             names.join(", ")
         ))
         .await;

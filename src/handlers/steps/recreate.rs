@@ -56,7 +56,9 @@ pub async fn run(
             if object_uid(&existing).as_deref() != Some(original.as_str()) =>
         {
             ctx.journal
-                .log(&format!("{what} was already created again by an earlier attempt"))
+                .log(&format!(
+                    "{what} was already created again by an earlier attempt"
+                ))
                 .await;
             saved.manifest = Some(manifest);
             saved.original_uid = Some(original);
@@ -112,7 +114,9 @@ pub async fn run(
     if object.kind == "Job" {
         wait_for_job(ctx, object, &what, &new_uid, timeout, saved).await
     } else {
-        let running = cluster.wait_object_running(object, timeout, ctx.cancel).await?;
+        let running = cluster
+            .wait_object_running(object, timeout, ctx.cancel)
+            .await?;
         let status = running.get("status").cloned().unwrap_or(Value::Null);
         StepOutcome::done(
             format!("{what} was recreated and is running (status: {status})"),
@@ -201,11 +205,15 @@ async fn wait_for_job(
         .await?;
     saved.job = Some(outcome.clone());
     match outcome {
-        JobOutcome::Complete => StepOutcome::done(format!("{what} ran again and completed"), &saved),
+        JobOutcome::Complete => {
+            StepOutcome::done(format!("{what} ran again and completed"), &saved)
+        }
         JobOutcome::Failed { reason, message } => {
-            let tail = ctx.cluster.job_log_tail(uid, LOG_LINES).await.unwrap_or_else(|err| {
-                vec![format!("(the pod log could not be read: {err})")]
-            });
+            let tail = ctx
+                .cluster
+                .job_log_tail(uid, LOG_LINES)
+                .await
+                .unwrap_or_else(|err| vec![format!("(the pod log could not be read: {err})")]);
             saved.log_tail = tail.clone();
             ctx.journal.save(&to_value(&saved)?).await?;
             Err(StepError::Failed(format!(

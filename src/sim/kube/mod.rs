@@ -29,6 +29,8 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::sim::csm::FakeCsm;
+
 pub use faults::{FailureKind, FaultInjector};
 pub use seed::{NAMESPACE as CSM_NAMESPACE, SEEDED_JOBS};
 
@@ -79,6 +81,7 @@ pub struct SimCluster {
     faults: FaultInjector,
     shutdown: CancellationToken,
     server: Option<JoinHandle<()>>,
+    csm: FakeCsm,
 }
 
 /// Builder for a cluster whose listener also serves other routes (fake CSM services under
@@ -126,11 +129,32 @@ impl SimCluster {
             opts,
             shutdown: shutdown.clone(),
         });
+        // The fake CSM services live on the same address, like services behind one gateway,
+        // and lose their data when "their" etcd cluster is wiped (a rehearsed rebuild).
+        let csm = FakeCsm::seeded();
+        let wipe_target = csm.clone();
         let router = http::router(http::ApiContext {
             store: store.clone(),
             faults: faults.clone(),
             shutdown: shutdown.clone(),
         })
+        .nest("/csm", csm.router())
+        .route(
+            "/sim/etcd/{cluster}/wipe",
+            axum::routing::post(move |axum::extract::Path(cluster): axum::extract::Path<String>| {
+                let csm = wipe_target.clone();
+                async move {
+                    if csm.wipe(&cluster) {
+                        (axum::http::StatusCode::OK, axum::Json(json!({ "wiped": cluster })))
+                    } else {
+                        (
+                            axum::http::StatusCode::NOT_FOUND,
+                            axum::Json(json!({ "error": format!("no simulated service keeps its data in {cluster}") })),
+                        )
+                    }
+                }
+            }),
+        )
         .merge(extra);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -151,6 +175,7 @@ impl SimCluster {
             faults,
             shutdown,
             server: Some(server),
+            csm,
         })
     }
 
@@ -222,6 +247,11 @@ impl SimCluster {
         tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| anyhow::anyhow!("simulated cluster did not settle within {timeout:?}"))
+    }
+
+    /// The fake CSM services served under `/csm` (see `CsmConfig::simulated`).
+    pub fn csm(&self) -> &FakeCsm {
+        &self.csm
     }
 
     /// Handle for latency, failures and dropped watches.
