@@ -95,20 +95,25 @@ async fn wait_run(base: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value 
     }
 }
 
-#[tokio::test]
-async fn crash_mid_run_is_interrupted_and_resume_finishes_it() {
+async fn seeded_sim() -> SimCluster {
     let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), SimOptions::default())
         .await
         .unwrap();
     sim.seed_csm().await.unwrap();
     sim.wait_settled(common::WAIT).await.unwrap();
+    sim
+}
+
+/// Runs `service` in a service process that aborts at `failpoint`, starts a second process on
+/// the same database, checks the run is interrupted at `step`, resumes it and returns the run.
+async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kubeconfig"), sim.kubeconfig_yaml()).unwrap();
 
-    let mut first = spawn_service(dir.path(), Some("restart-pods:after-delete")).await;
+    let mut first = spawn_service(dir.path(), Some(failpoint)).await;
     let resp = reqwest::Client::new()
         .post(format!("{}/repopulations", first.base))
-        .json(&json!({"services": ["reds"], "reason": "crash test"}))
+        .json(&json!({"services": [service], "reason": "crash test"}))
         .send()
         .await
         .unwrap();
@@ -130,7 +135,7 @@ async fn crash_mid_run_is_interrupted_and_resume_finishes_it() {
         run["message"]
             .as_str()
             .unwrap()
-            .contains("reds/restart-reds-pods"),
+            .contains(&format!("{service}/{step}")),
         "{run:#}"
     );
     assert_eq!(run["services"][0]["steps"][0]["state"], "interrupted");
@@ -145,6 +150,60 @@ async fn crash_mid_run_is_interrupted_and_resume_finishes_it() {
         r["state"] != "pending" && r["state"] != "running"
     })
     .await;
-    assert_eq!(run["state"], "succeeded", "{run:#}");
     assert_eq!(run["attempt"], 2);
+    run
+}
+
+#[tokio::test]
+async fn crash_mid_run_is_interrupted_and_resume_finishes_it() {
+    let sim = seeded_sim().await;
+    let run = crash_and_resume(
+        &sim,
+        "reds",
+        "restart-pods:after-delete",
+        "restart-reds-pods",
+    )
+    .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+}
+
+#[tokio::test]
+async fn job_deleted_before_a_crash_is_created_again_from_the_stored_manifest() {
+    use k8s_openapi::api::batch::v1::Job;
+    let sim = seeded_sim().await;
+    let jobs: kube::Api<Job> = kube::Api::namespaced(sim.kube_client(), "services");
+    let original = jobs.get("cray-reds-init").await.unwrap();
+    let run = crash_and_resume(&sim, "bss", "recreate:after-delete", "rerun-reds-init-job").await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let job = jobs.get("cray-reds-init").await.unwrap();
+    assert_ne!(job.metadata.uid, original.metadata.uid);
+    assert_eq!(
+        job.spec.unwrap().template.spec,
+        original.spec.unwrap().template.spec
+    );
+}
+
+#[tokio::test]
+async fn etcd_cluster_deleted_before_a_crash_is_created_again_from_the_stored_manifest() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let sim = seeded_sim().await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("etcd.database.coreos.com", "v1beta2", "EtcdCluster"),
+        "etcdclusters",
+    );
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(sim.kube_client(), "services", &ar);
+    let original = api.get("cray-externaldns-etcd").await.unwrap();
+    let run = crash_and_resume(
+        &sim,
+        "externaldns",
+        "recreate:after-delete",
+        "recreate-externaldns-etcd",
+    )
+    .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let cluster = api.get("cray-externaldns-etcd").await.unwrap();
+    assert_ne!(cluster.metadata.uid, original.metadata.uid);
+    assert_eq!(cluster.data["spec"], original.data["spec"]);
+    assert_eq!(cluster.data["status"]["phase"], "Running");
 }

@@ -42,7 +42,8 @@ pub async fn start_with(options: SimOptions, config: Config) -> TestApp {
 }
 
 /// Starts the service on an existing simulated cluster with a fresh database.
-pub async fn start_on(sim: SimCluster, config: Config) -> TestApp {
+pub async fn start_on(sim: SimCluster, mut config: Config) -> TestApp {
+    config.csm = etcd_repopulator::csm::CsmConfig::simulated(&sim.url());
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("runs.db");
     let app = App::new(db.to_str().unwrap(), config, sim.kube_client())
