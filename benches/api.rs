@@ -1,0 +1,142 @@
+//! API latency with a large history, and the runner's own overhead, each as a ratio to a
+//! baseline measured in the same run (`cargo bench --bench api`; `BENCH_RUNS` sets the history
+//! size, default 100 000).
+
+use std::time::{Duration, Instant};
+
+use etcd_repopulator::{
+    app::App,
+    config::Config,
+    model::{Service, new_run_id},
+    sim::{SimCluster, SimOptions},
+    store::{NewRun, NewStep, NewTask, Store},
+};
+use serde_json::json;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn measure(http: &reqwest::Client, url: &str, n: usize) -> (Duration, Duration) {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let resp = http.get(url).send().await.expect("request");
+        assert!(resp.status().is_success(), "{url}: {}", resp.status());
+        resp.bytes().await.expect("body");
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+async fn fill_history(store: &Store, runs: usize) -> uuid::Uuid {
+    let mut last = new_run_id();
+    for i in 0..runs {
+        last = new_run_id();
+        let service = if i % 2 == 0 { Service::Reds } else { Service::Meds };
+        store
+            .create_run(
+                NewRun {
+                    id: last,
+                    reason: Some(format!("bench {i}")),
+                    dry_run: true,
+                    requested_by: "bench".to_owned(),
+                    idempotency: None,
+                    tasks: vec![NewTask {
+                        service,
+                        steps: vec![NewStep {
+                            name: "restart".to_owned(),
+                            spec: json!({"action": "restart_pods"}),
+                        }],
+                    }],
+                },
+                chrono::Utc::now(),
+            )
+            .await
+            .expect("insert");
+    }
+    last
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let delay = Duration::from_millis(300);
+    let sim = SimCluster::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SimOptions {
+            kubelet_ready_delay: delay,
+            pod_termination_delay: delay,
+            ..SimOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    sim.seed_csm().await.unwrap();
+    sim.wait_settled(Duration::from_secs(60)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bench.db");
+    let app = App::new(db.to_str().unwrap(), Config::default(), sim.kube_client()).await.unwrap();
+    let filled = Instant::now();
+    let id = fill_history(&app.store, runs).await;
+    eprintln!("history of {runs} runs written in {:.1}s", filled.elapsed().as_secs_f64());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = app.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let http = reqwest::Client::new();
+
+    let n = 2000;
+    measure(&http, &format!("{base}/healthz"), 200).await; // warm up
+    let (h50, h99) = measure(&http, &format!("{base}/healthz"), n).await;
+    let (g50, g99) = measure(&http, &format!("{base}/repopulations/{id}"), n).await;
+    let (l50, l99) = measure(&http, &format!("{base}/repopulations?limit=50"), n / 4).await;
+    println!("healthz            p50={:.3}ms p99={:.3}ms (baseline)", ms(h50), ms(h99));
+    println!(
+        "get run            p50={:.3}ms p99={:.3}ms ratio_p50={:.1} ratio_p99={:.1} (history={runs})",
+        ms(g50), ms(g99), ms(g50) / ms(h50), ms(g99) / ms(h99)
+    );
+    println!(
+        "list limit=50      p50={:.3}ms p99={:.3}ms ratio_p50={:.1} ratio_p99={:.1} (history={runs})",
+        ms(l50), ms(l99), ms(l50) / ms(h50), ms(l99) / ms(h99)
+    );
+
+    // Our own overhead on a real run: POST to succeeded, minus the simulated cluster's delays
+    // (old pods terminate and new pods become Ready concurrently, so the floor is one delay).
+    let mut overheads = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let run: serde_json::Value = http
+            .post(format!("{base}/repopulations"))
+            .json(&json!({"services": ["reds", "meds"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        app.runner.idle().await;
+        let elapsed = start.elapsed();
+        let done: serde_json::Value = http
+            .get(format!("{base}/repopulations/{}", run["id"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(done["state"], "succeeded");
+        overheads.push(elapsed.saturating_sub(delay));
+    }
+    overheads.sort();
+    println!(
+        "reds+meds run      total-minus-sim-delay p50={:.1}ms (sim delay {}ms)",
+        ms(percentile(&overheads, 0.5)),
+        delay.as_millis()
+    );
+}
