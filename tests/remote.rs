@@ -304,10 +304,11 @@ async fn fanout_limit_bounds_concurrency() {
 async fn slow_command_times_out() {
     let fx = Fixture::new(2, 2);
     let cfg = SshConfig {
-        command_timeout: Duration::from_millis(500),
+        // Generous enough for the fast host on a loaded 2-core CI machine.
+        command_timeout: Duration::from_secs(2),
         ..fx.cfg.clone()
     };
-    let command = fx.marking(&format!("if [ $3 = {} ]; then sleep 5; fi", address(2)));
+    let command = fx.marking(&format!("if [ $3 = {} ]; then sleep 20; fi", address(2)));
     let report = run(&fx, &cfg, &fx.hosts(1..=2), &command).await;
 
     assert_eq!(outcome_of(&report, &node(1)), &HostOutcome::Exited(0));
@@ -334,7 +335,8 @@ async fn silent_server_times_out_connecting() {
     let silent = std::net::TcpListener::bind(format!("{}:{}", address(2), fx.sshd.port))
         .expect("bind silent listener");
     let mut cfg = SshConfig {
-        connect_timeout: Duration::from_millis(300),
+        // Generous enough for the real host on a loaded 2-core CI machine.
+        connect_timeout: Duration::from_secs(2),
         ..fx.cfg.clone()
     };
     cfg.hosts.insert(node(2), address(2));
