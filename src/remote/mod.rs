@@ -3,6 +3,7 @@
 //! `hostlist` turns `ncn-w00[0-4]-can.local` into names, `fanout` runs one command on all of
 //! them over SSH with a concurrency limit and reports per-host outcomes.
 
+pub mod cli;
 mod config;
 pub mod fanout;
 pub mod hostlist;
