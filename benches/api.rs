@@ -34,7 +34,11 @@ async fn fill_history(store: &Store, runs: usize) -> uuid::Uuid {
     let mut last = new_run_id();
     for i in 0..runs {
         last = new_run_id();
-        let service = if i % 2 == 0 { Service::Reds } else { Service::Meds };
+        let service = if i % 2 == 0 {
+            Service::Reds
+        } else {
+            Service::Meds
+        };
         store
             .create_run(
                 NewRun {
@@ -65,7 +69,10 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let delay = Duration::from_millis(300);
     let sim = SimCluster::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -81,10 +88,15 @@ async fn main() {
     sim.wait_settled(Duration::from_secs(60)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db");
-    let app = App::new(db.to_str().unwrap(), Config::default(), sim.kube_client()).await.unwrap();
+    let app = App::new(db.to_str().unwrap(), Config::default(), sim.kube_client())
+        .await
+        .unwrap();
     let filled = Instant::now();
     let id = fill_history(&app.store, runs).await;
-    eprintln!("history of {runs} runs written in {:.1}s", filled.elapsed().as_secs_f64());
+    eprintln!(
+        "history of {runs} runs written in {:.1}s",
+        filled.elapsed().as_secs_f64()
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = app.router.clone();
@@ -96,14 +108,24 @@ async fn main() {
     let (h50, h99) = measure(&http, &format!("{base}/healthz"), n).await;
     let (g50, g99) = measure(&http, &format!("{base}/repopulations/{id}"), n).await;
     let (l50, l99) = measure(&http, &format!("{base}/repopulations?limit=50"), n / 4).await;
-    println!("healthz            p50={:.3}ms p99={:.3}ms (baseline)", ms(h50), ms(h99));
+    println!(
+        "healthz            p50={:.3}ms p99={:.3}ms (baseline)",
+        ms(h50),
+        ms(h99)
+    );
     println!(
         "get run            p50={:.3}ms p99={:.3}ms ratio_p50={:.1} ratio_p99={:.1} (history={runs})",
-        ms(g50), ms(g99), ms(g50) / ms(h50), ms(g99) / ms(h99)
+        ms(g50),
+        ms(g99),
+        ms(g50) / ms(h50),
+        ms(g99) / ms(h99)
     );
     println!(
         "list limit=50      p50={:.3}ms p99={:.3}ms ratio_p50={:.1} ratio_p99={:.1} (history={runs})",
-        ms(l50), ms(l99), ms(l50) / ms(h50), ms(l99) / ms(h99)
+        ms(l50),
+        ms(l99),
+        ms(l50) / ms(h50),
+        ms(l99) / ms(h99)
     );
 
     // Our own overhead on a real run: POST to succeeded, minus the simulated cluster's delays
@@ -123,7 +145,10 @@ async fn main() {
         app.runner.idle().await;
         let elapsed = start.elapsed();
         let done: serde_json::Value = http
-            .get(format!("{base}/repopulations/{}", run["id"].as_str().unwrap()))
+            .get(format!(
+                "{base}/repopulations/{}",
+                run["id"].as_str().unwrap()
+            ))
             .send()
             .await
             .unwrap()

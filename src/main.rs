@@ -18,6 +18,15 @@ async fn main() -> ExitCode {
             app::init_tracing();
             app::run_sim(args).await
         }
+        Command::Fanout(args) => {
+            return match etcd_repopulator::remote::cli::run_cli(args).await {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("etcd-repopulator fanout: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Openapi => match serde_json::to_string_pretty(&etcd_repopulator::api::openapi()) {
             Ok(doc) => {
                 println!("{doc}");

@@ -24,6 +24,8 @@ pub enum Command {
     Sim(SimArgs),
     /// Print the OpenAPI document (this is how openapi/openapi.json is regenerated).
     Openapi,
+    /// Run a command on many hosts over SSH, like pdsh (`-w HOSTLIST`, `-f FANOUT`).
+    Fanout(crate::remote::cli::FanoutArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,0 +1,362 @@
+//! Runs one command on many hosts over SSH with bounded concurrency, like `pdsh -f N -w HOSTS`.
+//!
+//! Setup problems (unreadable key, broken known_hosts, nonsensical limits) fail the whole call
+//! with [`FanoutError`]; everything that goes wrong on one host is that host's [`HostOutcome`],
+//! so one bad node never hides the results of the other thousand.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::config::SshConfig;
+use super::known_hosts::{KnownHosts, KnownHostsError};
+use super::ssh::{self, Shared};
+
+/// How many trailing lines of stdout and of stderr are kept per host.
+pub const TAIL_LINES: usize = 20;
+
+#[derive(Debug, Error)]
+pub enum FanoutError {
+    #[error("cannot load SSH identity {path}: {reason}")]
+    Identity {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error(transparent)]
+    KnownHosts(#[from] KnownHostsError),
+    #[error("invalid SSH configuration: {0}")]
+    InvalidConfig(String),
+}
+
+/// Which bound was exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutPhase {
+    /// TCP connect, SSH handshake and authentication.
+    Connect,
+    /// Running the command.
+    Command,
+}
+
+/// What happened on one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", content = "detail", rename_all = "snake_case")]
+pub enum HostOutcome {
+    /// The command ran and exited with this status.
+    Exited(u32),
+    /// The command was killed by this signal (name without the SIG prefix).
+    Signal(String),
+    /// No SSH session could be set up: DNS, TCP or handshake failure.
+    ConnectFailed(String),
+    /// The server's host key is unknown (and unknown keys are not accepted), differs from
+    /// known_hosts, or is revoked. The command was not sent.
+    HostKeyRejected(String),
+    AuthFailed(String),
+    TimedOut(TimeoutPhase),
+    /// The session broke after authentication (channel refused, connection lost, no exit
+    /// status); the command may or may not have run.
+    SessionFailed(String),
+    /// The fan-out was cancelled before this host finished (or started).
+    Cancelled,
+}
+
+impl HostOutcome {
+    pub fn is_success(&self) -> bool {
+        matches!(self, HostOutcome::Exited(0))
+    }
+}
+
+impl fmt::Display for HostOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostOutcome::Exited(status) => write!(f, "exited with status {status}"),
+            HostOutcome::Signal(signal) => write!(f, "killed by signal {signal}"),
+            HostOutcome::ConnectFailed(reason) => f.write_str(reason),
+            HostOutcome::HostKeyRejected(reason) => write!(f, "host key rejected: {reason}"),
+            HostOutcome::AuthFailed(reason) => write!(f, "authentication failed: {reason}"),
+            HostOutcome::TimedOut(TimeoutPhase::Connect) => f.write_str("timed out connecting"),
+            HostOutcome::TimedOut(TimeoutPhase::Command) => f.write_str("command timed out"),
+            HostOutcome::SessionFailed(reason) => f.write_str(reason),
+            HostOutcome::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResult {
+    pub host: String,
+    pub outcome: HostOutcome,
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    pub stdout_tail: Vec<String>,
+    pub stderr_tail: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanoutReport {
+    /// One result per distinct input host, in input order.
+    pub results: Vec<HostResult>,
+    pub started: DateTime<Utc>,
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+}
+
+impl FanoutReport {
+    pub fn failed(&self) -> impl Iterator<Item = &HostResult> {
+        self.results.iter().filter(|r| !r.outcome.is_success())
+    }
+
+    pub fn all_succeeded(&self) -> bool {
+        self.failed().next().is_none()
+    }
+
+    /// One line for logs and step summaries, naming the first few failures.
+    pub fn summary(&self) -> String {
+        const NAMED: usize = 5;
+        let total = self.results.len();
+        let failed: Vec<&HostResult> = self.failed().collect();
+        if failed.is_empty() {
+            return format!("all {total} hosts succeeded");
+        }
+        let mut names: Vec<String> = failed
+            .iter()
+            .take(NAMED)
+            .map(|r| format!("{} {}", r.host, r.outcome))
+            .collect();
+        if failed.len() > NAMED {
+            names.push(format!("and {} more", failed.len() - NAMED));
+        }
+        format!(
+            "{} of {total} hosts failed: {}",
+            failed.len(),
+            names.join(", ")
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line of a host's output, streamed while the fan-out runs (the CLI prints these the way
+/// pdsh does, `host: line`).
+#[derive(Clone, Debug)]
+pub struct OutputLine {
+    pub host: Arc<str>,
+    pub stream: OutputStream,
+    pub line: String,
+}
+
+/// Runs `command` on every host and waits for all of them.
+pub async fn run(
+    cfg: &SshConfig,
+    hosts: &[String],
+    command: &str,
+    cancel: Option<CancellationToken>,
+) -> Result<FanoutReport, FanoutError> {
+    run_with_output(cfg, hosts, command, cancel, None).await
+}
+
+/// Like [`run`], also sending every output line to `output` as it arrives. A slow receiver
+/// slows the hosts down (backpressure) rather than buffering without bound; a dropped receiver
+/// is ignored.
+pub async fn run_with_output(
+    cfg: &SshConfig,
+    hosts: &[String],
+    command: &str,
+    cancel: Option<CancellationToken>,
+    output: Option<mpsc::Sender<OutputLine>>,
+) -> Result<FanoutReport, FanoutError> {
+    if cfg.fanout == 0 {
+        return Err(FanoutError::InvalidConfig(
+            "fanout must be at least 1".into(),
+        ));
+    }
+    let shared = Arc::new(Shared::new(cfg.clone(), load_known_hosts(cfg)?, output)?);
+    let cancel = cancel.unwrap_or_default();
+    let command: Arc<str> = command.into();
+    let started = Utc::now();
+    let clock = Instant::now();
+
+    // The same name twice would run the command twice on one node; pdsh dedups too.
+    let mut seen = std::collections::HashSet::new();
+    let hosts: Vec<&String> = hosts.iter().filter(|h| seen.insert(*h)).collect();
+
+    let mut results: Vec<Option<HostResult>> = vec![None; hosts.len()];
+    let mut tasks = JoinSet::new();
+    let mut index_of_task = HashMap::new();
+    let mut next = 0;
+    // Tasks are spawned (rather than polled in one future) so TLS-like per-connection crypto
+    // spreads over all runtime workers; at most `fanout` exist at any time.
+    loop {
+        while next < hosts.len() && tasks.len() < cfg.fanout && !cancel.is_cancelled() {
+            let host = hosts[next].clone();
+            let task = tasks.spawn(ssh::run_on_host(
+                shared.clone(),
+                host,
+                command.clone(),
+                cancel.clone(),
+            ));
+            index_of_task.insert(task.id(), next);
+            next += 1;
+        }
+        let Some(joined) = tasks.join_next_with_id().await else {
+            break;
+        };
+        match joined {
+            Ok((id, result)) => {
+                if let Some(&index) = index_of_task.get(&id) {
+                    results[index] = Some(result);
+                }
+            }
+            Err(error) => {
+                // A panic in one host's task must not take the fan-out down with it.
+                if let Some(&index) = index_of_task.get(&error.id()) {
+                    results[index] = Some(HostResult {
+                        host: hosts[index].clone(),
+                        outcome: HostOutcome::SessionFailed(format!("internal error: {error}")),
+                        duration: Duration::ZERO,
+                        stdout_tail: Vec::new(),
+                        stderr_tail: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    let results = results
+        .into_iter()
+        .zip(&hosts)
+        .map(|(result, host)| {
+            result.unwrap_or_else(|| HostResult {
+                host: (*host).clone(),
+                outcome: HostOutcome::Cancelled,
+                duration: Duration::ZERO,
+                stdout_tail: Vec::new(),
+                stderr_tail: Vec::new(),
+            })
+        })
+        .collect();
+    Ok(FanoutReport {
+        results,
+        started,
+        duration: clock.elapsed(),
+    })
+}
+
+fn load_known_hosts(cfg: &SshConfig) -> Result<KnownHosts, FanoutError> {
+    match KnownHosts::load(&cfg.known_hosts_file) {
+        Ok(known) => Ok(known),
+        // Without a file every host is unknown, which is only usable when unknown keys are
+        // accepted; otherwise the missing file is the setup error to report, not 1000 refusals.
+        Err(KnownHostsError::Read { source, .. })
+            if cfg.accept_unknown_host_keys && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(KnownHosts::default())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(host: &str, outcome: HostOutcome) -> HostResult {
+        HostResult {
+            host: host.into(),
+            outcome,
+            duration: Duration::from_millis(5),
+            stdout_tail: vec![],
+            stderr_tail: vec![],
+        }
+    }
+
+    fn report(results: Vec<HostResult>) -> FanoutReport {
+        FanoutReport {
+            results,
+            started: Utc::now(),
+            duration: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn summary_names_first_failures() {
+        let ok = report(vec![result("a", HostOutcome::Exited(0)); 3]);
+        assert_eq!(ok.summary(), "all 3 hosts succeeded");
+        assert!(ok.all_succeeded());
+
+        let mut results = vec![
+            result(
+                "n1",
+                HostOutcome::ConnectFailed("connection refused".into()),
+            ),
+            result("n2", HostOutcome::Exited(0)),
+            result("n3", HostOutcome::Exited(3)),
+        ];
+        results.extend((4..10).map(|i| {
+            result(
+                &format!("n{i}"),
+                HostOutcome::TimedOut(TimeoutPhase::Command),
+            )
+        }));
+        let failed = report(results);
+        assert_eq!(failed.failed().count(), 8);
+        assert_eq!(
+            failed.summary(),
+            "8 of 9 hosts failed: n1 connection refused, n3 exited with status 3, \
+             n4 command timed out, n5 command timed out, n6 command timed out, and 3 more"
+        );
+    }
+
+    #[test]
+    fn outcomes_serialize_for_step_data() {
+        let json = serde_json::to_value(result("n1", HostOutcome::TimedOut(TimeoutPhase::Connect)))
+            .expect("serialize");
+        assert_eq!(
+            json["outcome"],
+            serde_json::json!({"status": "timed_out", "detail": "connect"})
+        );
+        assert_eq!(json["duration"], "5ms");
+        let back: HostResult = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back.outcome, HostOutcome::TimedOut(TimeoutPhase::Connect));
+        let cancelled = serde_json::to_value(HostOutcome::Cancelled).expect("serialize");
+        assert_eq!(cancelled, serde_json::json!({"status": "cancelled"}));
+    }
+
+    #[tokio::test]
+    async fn setup_errors_are_fanout_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = SshConfig {
+            identity_file: dir.path().join("missing_key"),
+            known_hosts_file: dir.path().join("missing_known_hosts"),
+            ..SshConfig::default()
+        };
+        let hosts = vec!["h".to_owned()];
+        let err = run(&cfg, &hosts, "true", None)
+            .await
+            .expect_err("no known_hosts");
+        assert!(matches!(err, FanoutError::KnownHosts(_)), "{err}");
+
+        let cfg = SshConfig {
+            accept_unknown_host_keys: true,
+            ..cfg
+        };
+        let err = run(&cfg, &hosts, "true", None).await.expect_err("no key");
+        assert!(matches!(err, FanoutError::Identity { .. }), "{err}");
+
+        let cfg = SshConfig { fanout: 0, ..cfg };
+        let err = run(&cfg, &hosts, "true", None).await.expect_err("fanout 0");
+        assert!(matches!(err, FanoutError::InvalidConfig(_)), "{err}");
+    }
+}
