@@ -1,6 +1,7 @@
 //! One host's SSH session: connect, verify the host key, authenticate, run, collect output.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -122,9 +123,14 @@ async fn connect_and_run(
 async fn connect(shared: &Arc<Shared>, host: &str) -> Result<Handle<HostKeyCheck>, HostOutcome> {
     let ssh = &shared.ssh;
     let address = ssh.address_of(host);
-    let tcp = TcpStream::connect((address, ssh.port))
-        .await
-        .map_err(|e| HostOutcome::ConnectFailed(describe_connect_error(address, &e)))?;
+    // A literal address skips tokio's resolver, which runs getaddrinfo on a blocking thread:
+    // with a large fan-out that would spin up one OS thread (and malloc arena) per host.
+    let connected = match address.parse::<IpAddr>() {
+        Ok(ip) => TcpStream::connect((ip, ssh.port)).await,
+        Err(_) => TcpStream::connect((address, ssh.port)).await,
+    };
+    let tcp =
+        connected.map_err(|e| HostOutcome::ConnectFailed(describe_connect_error(address, &e)))?;
     let _ = tcp.set_nodelay(true);
 
     let rejection = Arc::new(Mutex::new(None));

@@ -58,7 +58,13 @@ impl Sshd {
         let (identity, client_public) = keygen("id_ed25519");
         let (stranger_identity, stranger_public_key) = keygen("stranger_ed25519");
         let authorized_keys = dir.path().join("authorized_keys");
-        std::fs::write(&authorized_keys, format!("{client_public}\n")).expect("authorized_keys");
+        // SHLVL=1 makes the remote bash a nested shell, so it skips the ~/.bashrc that bash
+        // otherwise sources for ssh commands (slow on developer machines, e.g. pyenv init).
+        std::fs::write(
+            &authorized_keys,
+            format!("environment=\"SHLVL=1\" {client_public}\n"),
+        )
+        .expect("authorized_keys");
 
         let user = current_user();
         if user == "root" {
@@ -89,6 +95,7 @@ impl Sshd {
                      PermitRootLogin prohibit-password\n\
                      StrictModes no\n\
                      UsePAM no\n\
+                     PermitUserEnvironment SHLVL\n\
                      PidFile {pid}\n\
                      MaxStartups 2048:30:4096\n\
                      MaxSessions 1000\n\
