@@ -3,7 +3,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use etcd_repopulator::{
     app,
-    cli::{Cli, Command},
+    cli::{Cli, Command, client},
+    cluster::rbac,
 };
 
 #[tokio::main]
@@ -34,6 +35,12 @@ async fn main() -> ExitCode {
             }
             Err(err) => Err(err.into()),
         },
+        Command::Repopulations(args) => return client::report(client::repopulations(args).await),
+        Command::Services(args) => return client::report(client::services(args).await),
+        Command::RbacRules => {
+            print!("{}", rbac::rules_yaml());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

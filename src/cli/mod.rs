@@ -1,8 +1,11 @@
-//! The command line: `serve` runs the service; the other commands are tools around it.
+//! The command line: `serve` runs the service; the other commands are tools around it, among
+//! them a `cray`-style client of the service's API (`repopulations ...`, `services ...`).
+
+pub mod client;
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -26,6 +29,102 @@ pub enum Command {
     Openapi,
     /// Run a command on many hosts over SSH, like pdsh (`-w HOSTLIST`, `-f FANOUT`).
     Fanout(crate::remote::cli::FanoutArgs),
+    /// Start, follow, list, cancel and resume repopulation runs (a client of the API).
+    Repopulations(RepopulationsArgs),
+    /// List the services a run can repopulate (a client of the API).
+    Services(ServicesArgs),
+    /// Print the Kubernetes RBAC rules the service needs, as the `rules:` of a Role (this is
+    /// what the chart's templates/role.yaml carries).
+    #[command(hide = true)]
+    RbacRules,
+}
+
+/// Where the API is and how to talk to it; shared by every client command.
+#[derive(Args, Debug, Clone)]
+pub struct ClientOptions {
+    /// Base URL of the service [default: from the client config, else http://localhost:8080].
+    #[arg(long, global = true, env = "ETCD_REPOPULATOR_URL")]
+    pub url: Option<String>,
+    /// Bearer token sent as `Authorization: Bearer` [default: from the client config].
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_REPOPULATOR_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// TOML file with `url` and `token` [default: ~/.config/etcd-repopulator/client.toml if present].
+    #[arg(long, global = true, env = "ETCD_REPOPULATOR_CLIENT_CONFIG")]
+    pub client_config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Toml)]
+    pub format: Format,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RepopulationsArgs {
+    #[command(flatten)]
+    pub client: ClientOptions,
+    #[command(subcommand)]
+    pub command: RepopulationsCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum RepopulationsCommand {
+    /// Start a run (POST /repopulations).
+    Create {
+        /// Services to repopulate, comma-separated (e.g. bss,reds); omitted means all supported.
+        #[arg(long, value_delimiter = ',')]
+        services: Option<Vec<String>>,
+        /// Plan only: show what would be touched, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why (e.g. which etcd cluster was rebuilt); kept in the history.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Follow the run until it ends, print it, and exit 0 only if it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a run with its service tasks and steps (GET /repopulations/{id}).
+    Describe { id: String },
+    /// The run history, newest first (GET /repopulations).
+    List {
+        /// Only runs in this state (pending, running, succeeded, failed, cancelled,
+        /// interrupted, action_required).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only runs that include this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// At most this many runs (1 to 500).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Stop a run at its next safe point (POST /repopulations/{id}/cancel).
+    Cancel { id: String },
+    /// Continue an interrupted or failed run (POST /repopulations/{id}/resume).
+    Resume { id: String },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServicesArgs {
+    #[command(flatten)]
+    pub client: ClientOptions,
+    #[command(subcommand)]
+    pub command: ServicesCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ServicesCommand {
+    /// The supported services and the steps a run takes for each (GET /services).
+    List,
 }
 
 #[derive(Args, Debug, Clone)]

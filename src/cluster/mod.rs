@@ -3,6 +3,7 @@
 
 mod objects;
 mod pods;
+pub mod rbac;
 mod wait;
 
 use std::time::Duration;

@@ -1,0 +1,100 @@
+//! The Kubernetes permissions the service needs, in one place: the chart's Role
+//! (`charts/etcd-repopulator/templates/role.yaml`) carries exactly these rules, printed by
+//! `etcd-repopulator rbac-rules`, and `tests/chart.rs` fails when the two differ.
+
+/// One Role rule: some verbs on one resource of one API group (`""` is the core group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permission {
+    pub api_group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+/// What the primitives in this module do, in the services' namespace. Nothing cluster-wide,
+/// no secrets, no wildcards.
+pub const REQUIRED: &[Permission] = &[
+    // Restart pods by selector and watch the replacements become Ready.
+    Permission {
+        api_group: "",
+        resource: "pods",
+        verbs: &["get", "list", "watch", "delete"],
+    },
+    // The log tail of a failed Job's pod goes into the step.
+    Permission {
+        api_group: "",
+        resource: "pods/log",
+        verbs: &["get"],
+    },
+    // Kubernetes Events on the objects a run touches.
+    Permission {
+        api_group: "",
+        resource: "events",
+        verbs: &["create"],
+    },
+    // A pod is only deleted when a ReplicaSet will replace it (and how many it wants).
+    Permission {
+        api_group: "apps",
+        resource: "replicasets",
+        verbs: &["get"],
+    },
+    // External DNS's cluster as a StatefulSet, on releases configured that way.
+    Permission {
+        api_group: "apps",
+        resource: "statefulsets",
+        verbs: &["get", "list", "watch", "create", "delete"],
+    },
+    // Re-run cray-reds-init (BSS) and cray-fas-loader (FAS).
+    Permission {
+        api_group: "batch",
+        resource: "jobs",
+        verbs: &["get", "list", "watch", "create", "delete"],
+    },
+    // Recreate cray-externaldns-etcd.
+    Permission {
+        api_group: "etcd.database.coreos.com",
+        resource: "etcdclusters",
+        verbs: &["get", "list", "watch", "create", "delete"],
+    },
+];
+
+/// [`REQUIRED`] as the `rules:` of a Role, in YAML (flow lists, double-quoted strings).
+pub fn rules_yaml() -> String {
+    fn list(items: &[&str]) -> String {
+        let quoted: Vec<String> = items.iter().map(|item| format!("{item:?}")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
+    let mut yaml = String::from("rules:\n");
+    for permission in REQUIRED {
+        yaml.push_str(&format!(
+            "  - apiGroups: {}\n    resources: {}\n    verbs: {}\n",
+            list(&[permission.api_group]),
+            list(&[permission.resource]),
+            list(permission.verbs),
+        ));
+    }
+    yaml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_wildcards_and_no_secrets() {
+        for permission in REQUIRED {
+            assert!(!permission.resource.contains('*'));
+            assert_ne!(permission.resource, "secrets");
+            assert!(!permission.verbs.contains(&"*"));
+        }
+    }
+
+    #[test]
+    fn yaml_lists_every_rule() {
+        let yaml = rules_yaml();
+        assert!(yaml.starts_with("rules:\n"));
+        assert!(yaml.contains(
+            "  - apiGroups: [\"\"]\n    resources: [\"pods/log\"]\n    verbs: [\"get\"]\n"
+        ));
+        assert_eq!(yaml.matches("- apiGroups").count(), REQUIRED.len());
+    }
+}
