@@ -239,7 +239,7 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 
 /// A run with its service tasks and steps.
 #[utoipa::path(get, path = "/repopulations/{id}", tag = "repopulations", operation_id = "get_repopulation",
-    params(("id" = String, Path, description = "Run id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
         (status = 200, description = "The run", body = Run),
         (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM),
@@ -260,7 +260,7 @@ pub async fn get_run(
 
 /// Stop a running run at its next safe point; it ends `cancelled`.
 #[utoipa::path(post, path = "/repopulations/{id}/cancel", tag = "repopulations", operation_id = "cancel_repopulation",
-    params(("id" = String, Path, description = "Run id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
         (status = 202, description = "Cancellation requested; the run as it is now", body = Run),
         (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM),
@@ -278,7 +278,7 @@ pub async fn cancel_run(
 
 /// Execute an interrupted or failed run's unfinished services again (a new attempt).
 #[utoipa::path(post, path = "/repopulations/{id}/resume", tag = "repopulations", operation_id = "resume_repopulation",
-    params(("id" = String, Path, description = "Run id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
         (status = 202, description = "Resumed; the run as it is now", body = Run),
         (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM),
