@@ -75,18 +75,20 @@ impl Store {
         rows.into_iter().map(SnapshotRow::into_snapshot).collect()
     }
 
-    /// The newest snapshot of `source` that holds at least one item, with its content.
-    /// Empty ones are skipped on purpose: a capture that ran after the etcd cluster was rebuilt
-    /// (and before it was repopulated) recorded the loss, not the data.
-    pub async fn latest_nonempty_snapshot(
+    /// The `n`-th newest (0 = newest) snapshot of `source` that holds at least one item, with
+    /// its content. Empty ones are skipped: a capture that ran after the etcd cluster was
+    /// rebuilt (and before it was repopulated) recorded the loss, not the data.
+    pub async fn nth_nonempty_snapshot(
         &self,
         source: SnapshotSource,
+        n: u32,
     ) -> Result<Option<Snapshot>> {
         let row: Option<SnapshotRow> = sqlx::query_as(
             "SELECT id, taken_at, source, items, redacted, content FROM snapshots \
-             WHERE source = ? AND items > 0 ORDER BY id DESC LIMIT 1",
+             WHERE source = ? AND items > 0 ORDER BY id DESC LIMIT 1 OFFSET ?",
         )
         .bind(source.as_str())
+        .bind(i64::from(n))
         .fetch_optional(&self.pool)
         .await?;
         row.map(SnapshotRow::into_snapshot).transpose()

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     handlers::{StepContext, StepError, StepOutcome},
-    snapshots::SnapshotSource,
+    snapshots::{Snapshot, SnapshotSource},
 };
 
 /// The runbook's answer when nothing was captured: rebuild them from the product docs.
@@ -17,11 +17,7 @@ const RUNBOOK_GUIDANCE: &str = "reconstruct the boot session templates of the im
     product stream documentation)";
 
 pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
-    let Some(snapshot) = ctx
-        .store
-        .latest_nonempty_snapshot(SnapshotSource::BosSessionTemplates)
-        .await?
-    else {
+    let Some((snapshot, passed_over)) = choose_snapshot(ctx).await? else {
         let present = ctx.csm.bos.list_session_templates().await?.len();
         return StepOutcome::action_required(
             format!(
@@ -58,6 +54,7 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
     let missing_names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
     let mut data = json!({
         "snapshot": { "id": snapshot.id, "taken_at": snapshot.taken_at, "redacted": snapshot.redacted },
+        "passed_over": passed_over,
         "already_present": untouched,
         "to_restore": missing_names,
         "restored": [],
@@ -145,6 +142,40 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
         );
     }
     StepOutcome::done(message, data)
+}
+
+/// The newest snapshot, unless an older one holds every template it holds and more: then the
+/// newer one caught BOS partly repopulated after the rebuild (e.g. an admin recreated one
+/// template before the run), and the older one is what BOS had. Returns the chosen snapshot
+/// and the ids of the newer ones passed over.
+async fn choose_snapshot(
+    ctx: &StepContext<'_>,
+) -> Result<Option<(Snapshot, Vec<uuid::Uuid>)>, StepError> {
+    let source = SnapshotSource::BosSessionTemplates;
+    let Some(mut chosen) = ctx.store.nth_nonempty_snapshot(source, 0).await? else {
+        return Ok(None);
+    };
+    let mut passed_over = Vec::new();
+    let mut n = 1;
+    while let Some(older) = ctx.store.nth_nonempty_snapshot(source, n).await? {
+        let (newer_names, older_names) = (names(&chosen), names(&older));
+        if !(newer_names.len() < older_names.len() && newer_names.is_subset(&older_names)) {
+            break;
+        }
+        passed_over.push(chosen.id);
+        chosen = older;
+        n += 1;
+    }
+    Ok(Some((chosen, passed_over)))
+}
+
+fn names(snapshot: &Snapshot) -> BTreeSet<String> {
+    snapshot
+        .content
+        .as_ref()
+        .and_then(Value::as_array)
+        .map(|templates| templates.iter().filter_map(template_name).collect())
+        .unwrap_or_default()
 }
 
 fn template_name(template: &Value) -> Option<String> {
