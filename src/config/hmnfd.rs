@@ -72,3 +72,42 @@ impl Default for SnapshotConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::Config;
+
+    #[test]
+    fn sections_parse_and_bad_values_name_their_key() {
+        let config = Config::from_toml(
+            "[hmnfd]\ndiscover_ncns = true\nverify_wait = \"2m\"\n\
+             [ssh]\nfanout = 8\n[snapshots]\ninterval = \"5m\"\nenabled = false\n",
+        )
+        .unwrap();
+        assert!(config.hmnfd.discover_ncns);
+        assert_eq!(config.hmnfd.verify_wait, Duration::from_secs(120));
+        assert_eq!(config.hmnfd.compute_hostname, "nid{nid:06}-nmn");
+        assert_eq!(config.ssh.fanout, 8);
+        assert_eq!(config.snapshots.interval, Duration::from_secs(300));
+        assert!(!config.snapshots.enabled);
+
+        for (text, key) in [
+            (
+                "[hmnfd]\ncompute_hostname = \"nid{nod}\"",
+                "hmnfd.compute_hostname",
+            ),
+            (
+                "[hmnfd]\nncn_hostlists = [\"ncn-w[3-1]\"]",
+                "hmnfd.ncn_hostlists[0]",
+            ),
+            ("[ssh]\nfanout = 0", "ssh.fanout"),
+            ("[snapshots]\ninterval = \"0s\"", "snapshots.interval"),
+            ("[hmnfd]\ncomand = \"x\"", "comand"),
+        ] {
+            let err = Config::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+}
