@@ -13,6 +13,7 @@ use crate::{
     csm::{CsmClients, CsmConfig},
     runner::Runner,
     sim::{SimCluster, SimOptions},
+    snapshots::Snapshotter,
     store::Store,
 };
 
@@ -82,7 +83,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         (real_cluster_client().await?, None)
     };
+    let snapshot_config = config.snapshots.clone();
     let app = App::new(&args.database, config, client).await?;
+    // Snapshots are only worth something if taken while the services are healthy, i.e. all
+    // the time the service runs, not when a rebuild has already happened.
+    let stop_snapshots = tokio_util::sync::CancellationToken::new();
+    if snapshot_config.enabled {
+        Snapshotter::new(
+            app.runner.csm().clone(),
+            app.store.clone(),
+            snapshot_config.retain,
+        )
+        .spawn_periodic(snapshot_config.interval, stop_snapshots.clone());
+        tracing::info!(interval = %humantime::format_duration(snapshot_config.interval), "periodic snapshots of BOS session templates and HMNFD subscriptions enabled");
+    }
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -90,6 +104,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    stop_snapshots.cancel();
     tracing::info!("stopping: waiting for runs to reach a safe point");
     app.runner.shutdown(SHUTDOWN_GRACE).await;
     if let Some(sim) = sim {

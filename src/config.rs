@@ -5,7 +5,10 @@ use std::{path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{cluster::ObjectRef, csm::CsmConfig};
+use crate::{cluster::ObjectRef, csm::CsmConfig, remote::SshConfig};
+
+mod hmnfd;
+pub use hmnfd::{HmnfdConfig, SnapshotConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,6 +45,12 @@ pub struct Config {
     pub externaldns: ObjectRecreate,
     /// Base URLs (and token) of the CSM REST APIs.
     pub csm: CsmConfig,
+    /// HMNFD: which nodes get `cray-dvs-orca` restarted.
+    pub hmnfd: HmnfdConfig,
+    /// SSH fan-out to the nodes (HMNFD).
+    pub ssh: SshConfig,
+    /// Periodic capture of BOS session templates and HMNFD subscriptions.
+    pub snapshots: SnapshotConfig,
 }
 
 /// A service repopulated by re-running a Kubernetes Job.
@@ -132,6 +141,9 @@ impl Default for Config {
                 timeout: default_job_timeout(),
             },
             csm: CsmConfig::default(),
+            hmnfd: HmnfdConfig::default(),
+            ssh: SshConfig::default(),
+            snapshots: SnapshotConfig::default(),
         }
     }
 }
@@ -203,6 +215,42 @@ impl Config {
             if value.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));
             }
+        }
+        self.validate_hmnfd()?;
+        Ok(())
+    }
+
+    fn validate_hmnfd(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            problem,
+        };
+        let hmnfd = &self.hmnfd;
+        for (key, template) in [
+            ("hmnfd.compute_hostname", &hmnfd.compute_hostname),
+            ("hmnfd.ncn_hostname", &hmnfd.ncn_hostname),
+        ] {
+            crate::handlers::HostnameTemplate::parse(template)
+                .map_err(|problem| invalid(key, problem))?;
+        }
+        for (i, expr) in hmnfd.ncn_hostlists.iter().enumerate() {
+            crate::remote::hostlist::expand(expr)
+                .map_err(|e| invalid(&format!("hmnfd.ncn_hostlists[{i}]"), e.to_string()))?;
+        }
+        if hmnfd.command.trim().is_empty() {
+            return Err(invalid("hmnfd.command", "must not be empty".to_owned()));
+        }
+        if self.ssh.fanout == 0 {
+            return Err(invalid("ssh.fanout", "must be at least 1".to_owned()));
+        }
+        if self.snapshots.interval.is_zero() {
+            return Err(invalid(
+                "snapshots.interval",
+                "must be greater than zero".to_owned(),
+            ));
+        }
+        if self.snapshots.retain == 0 {
+            return Err(invalid("snapshots.retain", "must be at least 1".to_owned()));
         }
         Ok(())
     }

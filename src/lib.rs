@@ -13,4 +13,5 @@ pub mod model;
 pub mod remote;
 pub mod runner;
 pub mod sim;
+pub mod snapshots;
 pub mod store;

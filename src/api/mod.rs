@@ -5,6 +5,7 @@ mod health;
 pub mod problem;
 mod runs;
 mod services;
+mod snapshots;
 
 use std::sync::Arc;
 
@@ -46,12 +47,15 @@ pub type SharedState = Arc<AppState>;
         runs::cancel_run,
         runs::resume_run,
         services::list_services,
+        snapshots::create_snapshots,
+        snapshots::list_snapshots,
         health::healthz,
         health::readyz,
     ),
     tags(
         (name = "repopulations", description = "Repopulation runs and their history"),
         (name = "services", description = "The services a run can repopulate"),
+        (name = "snapshots", description = "Captured BOS session templates and HMNFD subscriptions"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
@@ -72,6 +76,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/repopulations/{id}/cancel", post(runs::cancel_run))
         .route("/repopulations/{id}/resume", post(runs::resume_run))
         .route("/services", get(services::list_services))
+        .route(
+            "/snapshots",
+            post(snapshots::create_snapshots).get(snapshots::list_snapshots),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi_json))

@@ -2,11 +2,13 @@
 //! in `cluster` (and later `csm` and `remote`). The runner stores the planned steps with the run
 //! and executes them here, so a resumed run follows the plan it was created with.
 
+mod bos;
 mod bss;
 mod cps;
 mod crus;
 mod externaldns;
 mod fas;
+mod hmnfd;
 mod meds;
 mod reds;
 mod steps;
@@ -17,11 +19,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub use steps::orca::{HostnameTemplate, NcnTargets};
+
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef},
     config::{Config, JobRerun, PodRestart},
     csm::{CsmClients, CsmError},
     model::{Service, State},
+    remote::{FanoutError, SshConfig},
+    store::{Store, StoreError},
 };
 
 /// What one step does. Stored (as JSON) in the step's `spec` when the run is created.
@@ -53,6 +59,20 @@ pub enum Action {
     CheckCpsClients,
     /// Check that FAS lists firmware images again, and report what an etcd rebuild loses.
     VerifyFasImages,
+    /// List the nodes that run ORCA: Ready compute nodes from HSM, and the NCNs.
+    ResolveOrcaTargets {
+        compute_hostname: String,
+        ncns: NcnTargets,
+    },
+    /// Run `command` on every target of the step `resolve-targets` over SSH.
+    RestartOrca { command: String },
+    /// Wait (bounded) until every restarted node with a known xname is subscribed to HMNFD.
+    VerifyHmnfdSubscriptions {
+        #[serde(with = "humantime_serde")]
+        wait: Duration,
+    },
+    /// Put back the BOS session templates of the newest snapshot that BOS no longer has.
+    RestoreBosTemplates,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +112,25 @@ impl PlannedStep {
             }
             Action::VerifyFasImages => {
                 "check that FAS lists firmware images; report lost actions and snapshots".to_owned()
+            }
+            Action::ResolveOrcaTargets {
+                compute_hostname,
+                ncns,
+            } => format!(
+                "list the Ready compute nodes in HSM (host name {compute_hostname:?}) and {}",
+                ncns.describe()
+            ),
+            Action::RestartOrca { command } => format!(
+                "run {command:?} on every target over SSH (pdsh-like fan-out); every host must succeed"
+            ),
+            Action::VerifyHmnfdSubscriptions { wait: limit } => format!(
+                "wait up to {} until every restarted node is subscribed to HMNFD; list those that are not",
+                wait(limit)
+            ),
+            Action::RestoreBosTemplates => {
+                "restore the session templates of the newest BOS snapshot that BOS lacks; leave \
+                 existing ones untouched"
+                    .to_owned()
             }
         }
     }
@@ -144,14 +183,15 @@ pub fn description(service: Service) -> &'static str {
 /// The steps a run takes for `service`, or `None` when this build has no handler for it.
 pub fn plan(service: Service, config: &Config) -> Option<Vec<PlannedStep>> {
     match service {
+        Service::Bos => Some(bos::steps(config)),
         Service::Bss => Some(bss::steps(config)),
         Service::Cps => Some(cps::steps(config)),
         Service::Crus => Some(crus::steps(config)),
         Service::Externaldns => Some(externaldns::steps(config)),
         Service::Fas => Some(fas::steps(config)),
+        Service::Hmnfd => Some(hmnfd::steps(config)),
         Service::Meds => Some(meds::steps(config)),
         Service::Reds => Some(reds::steps(config)),
-        Service::Bos | Service::Hmnfd => None,
     }
 }
 
@@ -177,11 +217,20 @@ pub enum StepError {
     Journal(String),
     #[error("stored step data is unreadable: {0}")]
     BadData(String),
+    #[error("SSH fan-out could not start: {0}")]
+    Fanout(#[from] FanoutError),
+    #[error("reading the snapshots: {0}")]
+    Snapshots(#[from] StoreError),
+    #[error("cancelled while {0}")]
+    Cancelled(String),
 }
 
 impl StepError {
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, StepError::Cluster(ClusterError::Cancelled { .. }))
+        matches!(
+            self,
+            StepError::Cluster(ClusterError::Cancelled { .. }) | StepError::Cancelled(_)
+        )
     }
 }
 
@@ -192,6 +241,9 @@ pub trait Journal: Send + Sync {
     async fn save(&self, data: &Value) -> Result<(), StepError>;
     /// Appends a line to the run's log.
     async fn log(&self, message: &str);
+    /// What the step named `step` of the same run and service stored (for a step that builds
+    /// on an earlier one's result).
+    async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError>;
 }
 
 pub struct StepContext<'a> {
@@ -202,11 +254,16 @@ pub struct StepContext<'a> {
     pub journal: &'a dyn Journal,
     /// What this step saved in an earlier attempt (a resume after a crash).
     pub saved: Option<Value>,
+    /// How to reach nodes (HMNFD).
+    pub ssh: &'a SshConfig,
+    /// The service's own store, for the snapshots (BOS); steps record through `journal`.
+    pub store: &'a Store,
 }
 
 #[derive(Debug)]
 pub struct StepOutcome {
-    /// `Succeeded`, or `ActionRequired` when a person still has work to do.
+    /// `Succeeded`, `ActionRequired` when a person still has work to do, or `Failed` when the
+    /// step must keep what it saw (e.g. per-host results) with the failure.
     pub state: State,
     pub message: String,
     pub data: Value,
@@ -226,12 +283,25 @@ pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutco
         }
         Action::CheckCpsClients => steps::csm_checks::check_cps_clients(ctx).await,
         Action::VerifyFasImages => steps::csm_checks::verify_fas_images(ctx).await,
+        Action::ResolveOrcaTargets {
+            compute_hostname,
+            ncns,
+        } => steps::orca::resolve_targets(ctx, compute_hostname, ncns).await,
+        Action::RestartOrca { command } => steps::orca::restart(ctx, command).await,
+        Action::VerifyHmnfdSubscriptions { wait } => {
+            steps::orca::verify_subscriptions(ctx, *wait).await
+        }
+        Action::RestoreBosTemplates => steps::bos::restore_templates(ctx).await,
     }
 }
 
 impl StepOutcome {
     fn done(message: impl Into<String>, data: impl Serialize) -> Result<StepOutcome, StepError> {
         Self::with_state(State::Succeeded, message, data)
+    }
+
+    fn failed(message: impl Into<String>, data: impl Serialize) -> Result<StepOutcome, StepError> {
+        Self::with_state(State::Failed, message, data)
     }
 
     fn action_required(

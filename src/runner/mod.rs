@@ -193,6 +193,11 @@ impl Runner {
         &self.inner.config
     }
 
+    /// The CSM API clients (for snapshots taken outside a run).
+    pub fn csm(&self) -> &CsmClients {
+        &self.inner.csm
+    }
+
     /// Plans, stores and starts a run; returns at once.
     pub async fn create(&self, request: RunRequest) -> Result<Created, RunnerError> {
         let inner = &self.inner;
@@ -643,6 +648,8 @@ async fn run_step(
                 cancel: &control.token,
                 journal: &journal,
                 saved: step.data.clone(),
+                ssh: &inner.config.ssh,
+                store: &inner.store,
             };
             let limit = inner.config.step_timeout;
             match tokio::time::timeout(limit, handlers::execute(&action, &ctx)).await {

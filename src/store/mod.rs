@@ -2,6 +2,7 @@
 //! as) it happens in the cluster, so a crash never loses what was done or what was saved.
 
 mod rows;
+mod snapshots;
 
 use std::{str::FromStr, time::Duration};
 

@@ -1,5 +1,7 @@
 //! The implementations of the step actions, built from the cluster and CSM primitives.
 
+pub mod bos;
 pub mod csm_checks;
+pub mod orca;
 pub mod pods;
 pub mod recreate;

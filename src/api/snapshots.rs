@@ -1,0 +1,133 @@
+//! `/snapshots`: take a snapshot of BOS session templates and HMNFD subscriptions now, and list
+//! the stored ones.
+
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    SharedState,
+    problem::{ApiError, Problem, problem_response},
+};
+use crate::snapshots::{CaptureReport, Snapshot, SnapshotSource, Snapshotter};
+
+const PROBLEM: &str = "application/problem+json";
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 500;
+
+#[derive(Serialize, ToSchema)]
+pub struct SnapshotList {
+    /// Newest first.
+    pub items: Vec<Snapshot>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotQuery {
+    /// Only snapshots of this source.
+    #[param(value_type = Option<SnapshotSource>)]
+    pub source: Option<String>,
+    /// Include each snapshot's content (default false: metadata only).
+    #[param(value_type = Option<bool>)]
+    pub content: Option<String>,
+    /// At most this many, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+}
+
+/// Capture BOS session templates and HMNFD subscriptions now.
+#[utoipa::path(post, path = "/snapshots", tag = "snapshots", operation_id = "create_snapshots",
+    responses(
+        (status = 201, description = "What was stored (with content, secrets removed), and which sources could not be read", body = CaptureReport),
+        (status = 502, description = "No source could be read", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn create_snapshots(State(state): State<SharedState>) -> Result<Response, ApiError> {
+    let runner = &state.runner;
+    let snapshotter = Snapshotter::new(
+        runner.csm().clone(),
+        state.store.clone(),
+        runner.config().snapshots.retain,
+    );
+    let report = snapshotter.capture(Utc::now()).await?;
+    if report.stored.is_empty() {
+        let detail = report
+            .failed
+            .iter()
+            .map(|f| f.error.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let problem = Problem {
+            type_: "urn:etcd-repopulator:problem:csm-unavailable".to_owned(),
+            title: "CSM service unavailable".to_owned(),
+            status: StatusCode::BAD_GATEWAY.as_u16(),
+            detail: format!("no snapshot could be taken: {detail}"),
+            field: None,
+            active_run: None,
+        };
+        return Ok(problem_response(StatusCode::BAD_GATEWAY, &problem));
+    }
+    Ok((StatusCode::CREATED, Json(report)).into_response())
+}
+
+/// The stored snapshots, newest first.
+#[utoipa::path(get, path = "/snapshots", tag = "snapshots", operation_id = "list_snapshots",
+    params(SnapshotQuery),
+    responses(
+        (status = 200, description = "Snapshots, newest first", body = SnapshotList),
+        (status = 400, description = "Invalid source, content or limit", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn list_snapshots(
+    State(state): State<SharedState>,
+    query: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SnapshotList>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::InvalidParameter {
+        detail: rejection.body_text(),
+        field: "query".to_owned(),
+    })?;
+    let invalid = |field: &str, detail: String| ApiError::InvalidParameter {
+        detail,
+        field: field.to_owned(),
+    };
+    let source = query
+        .source
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<SnapshotSource>()
+                .map_err(|e| invalid("source", e))
+        })
+        .transpose()?;
+    let with_content = match query.content.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(raw) => {
+            return Err(invalid(
+                "content",
+                format!("content must be true or false, got {raw:?}"),
+            ));
+        }
+    };
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "limit",
+                    format!("limit must be 1 to {MAX_LIMIT}, got {raw:?}"),
+                )
+            })?,
+    };
+    let items = state
+        .store
+        .list_snapshots(source, with_content, limit)
+        .await?;
+    Ok(Json(SnapshotList { items }))
+}

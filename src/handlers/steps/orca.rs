@@ -1,0 +1,475 @@
+//! HMNFD resubscription: find the nodes that run ORCA (`cray-dvs-orca`), restart it on all of
+//! them over SSH, and check that each subscribed to HMNFD again.
+//!
+//! The runbook builds compute host names from `sat status` (`nid%06d-nmn` of the Ready compute
+//! nodes) and names the NCNs by pdsh ranges; here the compute nodes come from HSM directly and
+//! the NCNs from hostlists or, optionally, from HSM as well.
+
+use std::{collections::BTreeSet, fmt::Write as _, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{
+    csm::{ComponentFilter, HsmComponent},
+    handlers::{StepContext, StepError, StepOutcome},
+    remote::{self, hostlist},
+};
+
+/// The name of the step whose data lists the targets (see `handlers::hmnfd`).
+const TARGETS_STEP: &str = "resolve-targets";
+/// How often HMNFD is asked again while waiting for subscriptions.
+const VERIFY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Where the NCN targets come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum NcnTargets {
+    /// pdsh-style hostlist expressions, as in the runbook.
+    Hostlists { hostlists: Vec<String> },
+    /// Ready HSM nodes with role Management and one of `subroles`, named by `hostname`.
+    Discover {
+        subroles: Vec<String>,
+        hostname: String,
+    },
+}
+
+impl NcnTargets {
+    pub fn describe(&self) -> String {
+        match self {
+            NcnTargets::Hostlists { hostlists } => {
+                format!("the NCNs {}", hostlists.join(" "))
+            }
+            NcnTargets::Discover { subroles, hostname } => format!(
+                "the Ready Management nodes with subrole {} in HSM (host name {hostname:?})",
+                subroles.join(" or ")
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Part {
+    Literal(String),
+    Nid { width: usize },
+    Xname,
+}
+
+/// A host name built from a node's HSM data: `nid{nid:06}-nmn`, `{xname}`, `{nid}`. Only
+/// these placeholders exist; anything else in braces is a configuration error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostnameTemplate {
+    parts: Vec<Part>,
+}
+
+impl HostnameTemplate {
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed '{{' in {template:?}"))?;
+            let placeholder = &rest[open + 1..open + close];
+            parts.push(match placeholder.split_once(':') {
+                None if placeholder == "nid" => Part::Nid { width: 0 },
+                None if placeholder == "xname" => Part::Xname,
+                Some(("nid", width)) if width.starts_with('0') => Part::Nid {
+                    width: width.parse().map_err(|_| {
+                        format!("bad width {width:?} in {template:?} (e.g. {{nid:06}})")
+                    })?,
+                },
+                _ => {
+                    return Err(format!(
+                        "unknown placeholder {{{placeholder}}} in {template:?}; known: {{nid}}, \
+                         {{nid:06}} (zero-padded), {{xname}}"
+                    ));
+                }
+            });
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_owned()));
+        }
+        if parts.is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        if template.contains('}')
+            && parts
+                .iter()
+                .any(|p| matches!(p, Part::Literal(l) if l.contains('}')))
+        {
+            return Err(format!("unmatched '}}' in {template:?}"));
+        }
+        Ok(HostnameTemplate { parts })
+    }
+
+    /// The node's host name; `None` when the template needs a NID and HSM has none for it.
+    pub fn render(&self, node: &HsmComponent) -> Option<String> {
+        let mut name = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => name.push_str(text),
+                Part::Xname => name.push_str(&node.id),
+                Part::Nid { width } => {
+                    let nid = node.nid?;
+                    // Writing to a String cannot fail.
+                    let _ = write!(name, "{nid:0width$}");
+                }
+            }
+        }
+        Some(name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetRole {
+    Compute,
+    Ncn,
+}
+
+/// One node to restart ORCA on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub host: String,
+    pub role: TargetRole,
+    /// Known for nodes from HSM; hostlist NCNs have none, so their subscription is not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nid: Option<i64>,
+}
+
+/// What `resolve-targets` stores.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Targets {
+    targets: Vec<Target>,
+    /// Ready compute nodes the template could not name (no NID in HSM).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unnamed: Vec<String>,
+}
+
+impl Targets {
+    fn hosts(&self) -> Vec<String> {
+        self.targets.iter().map(|t| t.host.clone()).collect()
+    }
+}
+
+fn template(text: &str) -> Result<HostnameTemplate, StepError> {
+    HostnameTemplate::parse(text)
+        .map_err(|problem| StepError::Failed(format!("host name template: {problem}")))
+}
+
+/// Ready compute nodes (by NID) named by `compute_hostname`, then the NCNs.
+pub async fn resolve_targets(
+    ctx: &StepContext<'_>,
+    compute_hostname: &str,
+    ncns: &NcnTargets,
+) -> Result<StepOutcome, StepError> {
+    let compute_template = template(compute_hostname)?;
+    let mut computes = ctx
+        .csm
+        .hsm
+        .list_components(
+            &ComponentFilter::nodes()
+                .with_role("Compute")
+                .with_state("Ready"),
+        )
+        .await?;
+    computes.sort_by(|a, b| a.nid.cmp(&b.nid).then_with(|| a.id.cmp(&b.id)));
+    let mut resolved = Targets::default();
+    let push = |resolved: &mut Targets, node: &HsmComponent, host: Option<String>, role| match host
+    {
+        Some(host) => resolved.targets.push(Target {
+            host,
+            role,
+            xname: Some(node.id.clone()),
+            nid: node.nid,
+        }),
+        None => resolved.unnamed.push(node.id.clone()),
+    };
+    for node in &computes {
+        push(
+            &mut resolved,
+            node,
+            compute_template.render(node),
+            TargetRole::Compute,
+        );
+    }
+    match ncns {
+        NcnTargets::Hostlists { hostlists } => {
+            for expr in hostlists {
+                let hosts = hostlist::expand(expr).map_err(|e| {
+                    StepError::Failed(format!("NCN hostlist {expr:?} is invalid: {e}"))
+                })?;
+                resolved
+                    .targets
+                    .extend(hosts.into_iter().map(|host| Target {
+                        host,
+                        role: TargetRole::Ncn,
+                        xname: None,
+                        nid: None,
+                    }));
+            }
+        }
+        NcnTargets::Discover { subroles, hostname } => {
+            let ncn_template = template(hostname)?;
+            let mut filter = ComponentFilter::nodes()
+                .with_role("Management")
+                .with_state("Ready");
+            for subrole in subroles {
+                filter = filter.with_subrole(subrole.clone());
+            }
+            let mut found = ctx.csm.hsm.list_components(&filter).await?;
+            found.sort_by(|a, b| a.id.cmp(&b.id));
+            for node in &found {
+                push(
+                    &mut resolved,
+                    node,
+                    ncn_template.render(node),
+                    TargetRole::Ncn,
+                );
+            }
+        }
+    }
+    // A name listed twice would be restarted twice; keep the first (HSM's, with its xname).
+    let mut seen = BTreeSet::new();
+    resolved.targets.retain(|t| seen.insert(t.host.clone()));
+    let data = serde_json::to_value(&resolved).map_err(|e| StepError::BadData(e.to_string()))?;
+    ctx.journal.save(&data).await?;
+
+    let hosts = resolved.hosts();
+    let count = |role| resolved.targets.iter().filter(|t| t.role == role).count();
+    let mut message = format!(
+        "{} {} host(s) ({} compute, {} NCN): {}",
+        if ctx.dry_run {
+            "dry run: would contact"
+        } else {
+            "will contact"
+        },
+        hosts.len(),
+        count(TargetRole::Compute),
+        count(TargetRole::Ncn),
+        hostlist::compress(&hosts)
+    );
+    if !resolved.unnamed.is_empty() {
+        let _ = write!(
+            message,
+            "; Ready compute node(s) without a NID in HSM, not contacted: {}",
+            resolved.unnamed.join(", ")
+        );
+        return StepOutcome::action_required(message, data);
+    }
+    StepOutcome::done(message, data)
+}
+
+async fn targets(ctx: &StepContext<'_>) -> Result<Targets, StepError> {
+    let data = ctx
+        .journal
+        .earlier_step_data(TARGETS_STEP)
+        .await?
+        .ok_or_else(|| {
+            StepError::BadData(format!(
+                "the step {TARGETS_STEP} stored no targets; start a new run"
+            ))
+        })?;
+    serde_json::from_value(data)
+        .map_err(|e| StepError::BadData(format!("targets of {TARGETS_STEP}: {e}")))
+}
+
+/// Runs `command` on every target; succeeds only if every host did.
+pub async fn restart(ctx: &StepContext<'_>, command: &str) -> Result<StepOutcome, StepError> {
+    let targets = targets(ctx).await?;
+    let hosts = targets.hosts();
+    if ctx.dry_run {
+        return StepOutcome::done(
+            format!(
+                "dry run: would run {command:?} as {} on {} host(s), {} at a time: {}",
+                ctx.ssh.user,
+                hosts.len(),
+                ctx.ssh.fanout,
+                hostlist::compress(&hosts)
+            ),
+            json!({ "hosts": hosts, "command": command, "dry_run": true }),
+        );
+    }
+    if hosts.is_empty() {
+        return StepOutcome::done("no hosts to contact", json!({ "results": [] }));
+    }
+    ctx.journal
+        .log(&format!(
+            "running {command:?} on {} host(s), {} at a time",
+            hosts.len(),
+            ctx.ssh.fanout
+        ))
+        .await;
+    let report = remote::run(ctx.ssh, &hosts, command, Some(ctx.cancel.clone())).await?;
+    let summary = report.summary();
+    let mut data = serde_json::to_value(&report).map_err(|e| StepError::BadData(e.to_string()))?;
+    data["summary"] = json!(summary);
+    data["command"] = json!(command);
+    ctx.journal.save(&data).await?;
+    if ctx.cancel.is_cancelled() {
+        return Err(StepError::Cancelled(format!(
+            "restarting cray-dvs-orca ({summary})"
+        )));
+    }
+    if report.all_succeeded() {
+        return StepOutcome::done(
+            format!(
+                "ran {command:?} on all {} host(s) in {}",
+                hosts.len(),
+                humantime::format_duration(round(report.duration))
+            ),
+            data,
+        );
+    }
+    StepOutcome::failed(summary, data)
+}
+
+fn round(duration: Duration) -> Duration {
+    Duration::from_millis(duration.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+/// Waits (bounded by `wait`) until every target with a known xname has a subscription.
+pub async fn verify_subscriptions(
+    ctx: &StepContext<'_>,
+    wait: Duration,
+) -> Result<StepOutcome, StepError> {
+    let targets = targets(ctx).await?;
+    let expected: Vec<&Target> = targets
+        .targets
+        .iter()
+        .filter(|t| t.xname.is_some())
+        .collect();
+    let unchecked: Vec<&str> = targets
+        .targets
+        .iter()
+        .filter(|t| t.xname.is_none())
+        .map(|t| t.host.as_str())
+        .collect();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut reads = 0u32;
+    let missing = loop {
+        let subscribed = ctx.csm.hmnfd.subscriber_nodes().await?;
+        reads += 1;
+        let missing: Vec<&Target> = expected
+            .iter()
+            .copied()
+            .filter(|t| t.xname.as_ref().is_some_and(|x| !subscribed.contains(x)))
+            .collect();
+        // A dry run restarted nothing, so there is nothing to wait for.
+        let now = tokio::time::Instant::now();
+        if missing.is_empty() || ctx.dry_run || now >= deadline {
+            break missing;
+        }
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => {
+                return Err(StepError::Cancelled("waiting for HMNFD subscriptions".to_owned()));
+            }
+            // Polling a remote REST API against a deadline: HMNFD offers no watch.
+            _ = tokio::time::sleep(VERIFY_INTERVAL.min(deadline - now)) => {}
+        }
+    };
+    let describe = |t: &Target| match &t.xname {
+        Some(xname) => format!("{xname} ({})", t.host),
+        None => t.host.clone(),
+    };
+    let data = json!({
+        "checked": expected.len(),
+        "missing": missing.iter().map(|t| json!({"host": t.host, "xname": t.xname})).collect::<Vec<_>>(),
+        "not_checked": unchecked,
+        "reads": reads,
+    });
+    let unchecked_note = if unchecked.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; not checked (no xname known for hostlist NCNs): {}",
+            hostlist::compress(&unchecked.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        )
+    };
+    if missing.is_empty() {
+        return StepOutcome::done(
+            format!(
+                "all {} node(s) with a known xname are subscribed to HMNFD{unchecked_note}",
+                expected.len()
+            ),
+            data,
+        );
+    }
+    let names: Vec<String> = missing.iter().map(|t| describe(t)).collect();
+    if ctx.dry_run {
+        return StepOutcome::done(
+            format!(
+                "dry run: {} of {} node(s) have no HMNFD subscription now: {}",
+                missing.len(),
+                expected.len(),
+                names.join(", ")
+            ),
+            data,
+        );
+    }
+    StepOutcome::action_required(
+        format!(
+            "{} of {} node(s) have no HMNFD subscription {} after cray-dvs-orca was restarted: \
+             {}. Check `systemctl status cray-dvs-orca` on them and restart it (ORCA subscribes \
+             when it starts){unchecked_note}",
+            missing.len(),
+            expected.len(),
+            format_args!("{}s", wait.as_secs()),
+            names.join(", ")
+        ),
+        data,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(xname: &str, nid: Option<i64>) -> HsmComponent {
+        HsmComponent {
+            id: xname.to_owned(),
+            kind: "Node".to_owned(),
+            nid,
+            ..HsmComponent::default()
+        }
+    }
+
+    #[test]
+    fn runbook_template_pads_the_nid() {
+        let t = HostnameTemplate::parse("nid{nid:06}-nmn").unwrap();
+        assert_eq!(
+            t.render(&node("x1000c0s0b0n0", Some(17))).as_deref(),
+            Some("nid000017-nmn")
+        );
+        assert_eq!(
+            t.render(&node("x1000c0s0b0n0", Some(1_234_567))).as_deref(),
+            Some("nid1234567-nmn")
+        );
+        assert_eq!(t.render(&node("x1000c0s0b0n0", None)), None);
+    }
+
+    #[test]
+    fn xname_and_plain_nid_placeholders() {
+        let t = HostnameTemplate::parse("{xname}.nmn").unwrap();
+        assert_eq!(
+            t.render(&node("x3000c0s4b0n0", None)).as_deref(),
+            Some("x3000c0s4b0n0.nmn")
+        );
+        let t = HostnameTemplate::parse("nid{nid}").unwrap();
+        assert_eq!(t.render(&node("x", Some(7))).as_deref(), Some("nid7"));
+    }
+
+    #[test]
+    fn bad_templates_are_named() {
+        for bad in ["nid{nod}", "nid{nid:6}", "nid{nid", "", "a}b{xname}"] {
+            assert!(HostnameTemplate::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

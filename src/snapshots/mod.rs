@@ -1,0 +1,250 @@
+//! Snapshots of CSM data that lives only in an etcd cluster: BOS session templates (restored by
+//! the BOS handler after a rebuild) and HMNFD subscriptions (a record of who was subscribed).
+//!
+//! They are taken periodically while the service runs ([`spawn_periodic`]) and on demand
+//! (`POST /snapshots`), through the same CSM clients the handlers use. Before anything is
+//! stored, keys that look like secrets are removed ([`redact`]): the database is not a secret
+//! store, and its content is shown by `GET /snapshots`.
+
+mod redact;
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub use redact::{is_secret_key, redact};
+
+use crate::{
+    csm::{CsmClients, CsmError},
+    store::{Store, StoreError},
+};
+
+/// What a snapshot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotSource {
+    /// BOS `GET /v2/sessiontemplates`: an array of templates.
+    BosSessionTemplates,
+    /// HMNFD `GET /subscriptions`: an array of subscriptions.
+    HmnfdSubscriptions,
+}
+
+impl SnapshotSource {
+    pub const ALL: [SnapshotSource; 2] = [
+        SnapshotSource::BosSessionTemplates,
+        SnapshotSource::HmnfdSubscriptions,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotSource::BosSessionTemplates => "bos-session-templates",
+            SnapshotSource::HmnfdSubscriptions => "hmnfd-subscriptions",
+        }
+    }
+}
+
+impl fmt::Display for SnapshotSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SnapshotSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SnapshotSource::ALL
+            .into_iter()
+            .find(|source| source.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown snapshot source {s:?} (known: {})",
+                    SnapshotSource::ALL.map(SnapshotSource::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// A stored snapshot, as `GET /snapshots` shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Snapshot {
+    pub id: Uuid,
+    pub taken_at: DateTime<Utc>,
+    pub source: SnapshotSource,
+    /// Number of templates or subscriptions in `content`.
+    pub items: u64,
+    /// JSON paths of keys removed because they looked like secrets (the values are not kept).
+    pub redacted: Vec<String>,
+    /// The data as read from the service, minus `redacted`; left out of lists unless
+    /// `?content=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub content: Option<Value>,
+}
+
+/// A snapshot about to be stored.
+#[derive(Clone, Debug)]
+pub struct NewSnapshot {
+    pub id: Uuid,
+    pub taken_at: DateTime<Utc>,
+    pub source: SnapshotSource,
+    pub items: u64,
+    pub redacted: Vec<String>,
+    pub content: Value,
+}
+
+impl NewSnapshot {
+    /// Redacts `content` and counts its items.
+    pub fn new(source: SnapshotSource, taken_at: DateTime<Utc>, content: Value) -> Self {
+        let (content, redacted) = redact(content);
+        let items = content.as_array().map_or(0, |a| a.len() as u64);
+        NewSnapshot {
+            // UUIDv7, like run ids: sortable by capture time.
+            id: Uuid::now_v7(),
+            taken_at,
+            source,
+            items,
+            redacted,
+            content,
+        }
+    }
+
+    fn stored(self) -> Snapshot {
+        Snapshot {
+            id: self.id,
+            taken_at: self.taken_at,
+            source: self.source,
+            items: self.items,
+            redacted: self.redacted,
+            content: Some(self.content),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("reading {source_name}: {error}")]
+    Read {
+        source_name: SnapshotSource,
+        error: CsmError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{source_name} could not be encoded: {reason}")]
+    Encode {
+        source_name: SnapshotSource,
+        reason: String,
+    },
+}
+
+/// A source that could not be captured, and why.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct CaptureFailure {
+    pub source: SnapshotSource,
+    pub error: String,
+}
+
+/// What one capture stored, and which sources failed (each source is captured on its own, so
+/// BOS being down does not prevent the HMNFD snapshot).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct CaptureReport {
+    pub stored: Vec<Snapshot>,
+    pub failed: Vec<CaptureFailure>,
+}
+
+/// Reads the CSM services and stores snapshots; cheap to clone.
+#[derive(Clone)]
+pub struct Snapshotter {
+    csm: CsmClients,
+    store: Store,
+    /// Snapshots kept per source (older ones are pruned after each capture).
+    retain: u32,
+}
+
+impl Snapshotter {
+    pub fn new(csm: CsmClients, store: Store, retain: u32) -> Self {
+        Snapshotter { csm, store, retain }
+    }
+
+    /// Captures every source now. A read failure is reported per source; a store failure
+    /// fails the call (nothing else can be stored either).
+    pub async fn capture(&self, now: DateTime<Utc>) -> Result<CaptureReport, StoreError> {
+        let mut report = CaptureReport {
+            stored: Vec::new(),
+            failed: Vec::new(),
+        };
+        for source in SnapshotSource::ALL {
+            match self.read(source).await {
+                Ok(content) => {
+                    let new = NewSnapshot::new(source, now, content);
+                    self.store.insert_snapshot(&new).await?;
+                    self.store.prune_snapshots(source, self.retain).await?;
+                    report.stored.push(new.stored());
+                }
+                Err(err) => report.failed.push(CaptureFailure {
+                    source,
+                    error: err.to_string(),
+                }),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn read(&self, source: SnapshotSource) -> Result<Value, SnapshotError> {
+        let read = |error| SnapshotError::Read {
+            source_name: source,
+            error,
+        };
+        let encode = |e: serde_json::Error| SnapshotError::Encode {
+            source_name: source,
+            reason: e.to_string(),
+        };
+        match source {
+            SnapshotSource::BosSessionTemplates => {
+                let templates = self.csm.bos.list_session_templates().await.map_err(read)?;
+                Ok(Value::Array(templates))
+            }
+            SnapshotSource::HmnfdSubscriptions => {
+                let subscriptions = self.csm.hmnfd.list_subscriptions().await.map_err(read)?;
+                serde_json::to_value(subscriptions).map_err(encode)
+            }
+        }
+    }
+
+    /// Captures every `interval` until `cancel` fires; the first capture is one interval after
+    /// the start, so a restart loop cannot hammer the CSM APIs.
+    pub fn spawn_periodic(
+        self,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            // After a long pause (suspended laptop, stalled node) take one snapshot, not a burst.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                match self.capture(Utc::now()).await {
+                    Ok(report) => {
+                        for snapshot in &report.stored {
+                            tracing::info!(source = %snapshot.source, items = snapshot.items, id = %snapshot.id, "snapshot stored");
+                        }
+                        for failure in &report.failed {
+                            tracing::warn!(source = %failure.source, error = %failure.error, "snapshot not taken");
+                        }
+                    }
+                    Err(err) => tracing::error!(error = %err, "storing snapshots failed"),
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! Snapshots of CSM data (see `crate::snapshots`): insert, list newest first, newest per source,
+//! and pruning of old ones.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Result, Store, StoreError};
+use crate::snapshots::{NewSnapshot, Snapshot, SnapshotSource};
+
+#[derive(sqlx::FromRow)]
+struct SnapshotRow {
+    id: String,
+    taken_at: DateTime<Utc>,
+    source: String,
+    items: i64,
+    redacted: Json<Vec<String>>,
+    content: Option<Json<Value>>,
+}
+
+impl SnapshotRow {
+    fn into_snapshot(self) -> Result<Snapshot> {
+        let id = Uuid::parse_str(&self.id)
+            .map_err(|e| StoreError::Corrupt(format!("snapshot id {:?}: {e}", self.id)))?;
+        let source = self
+            .source
+            .parse::<SnapshotSource>()
+            .map_err(|e| StoreError::Corrupt(format!("snapshot {id}: {e}")))?;
+        Ok(Snapshot {
+            id,
+            taken_at: self.taken_at,
+            source,
+            items: u64::try_from(self.items).unwrap_or_default(),
+            redacted: self.redacted.0,
+            content: self.content.map(|c| c.0),
+        })
+    }
+}
+
+impl Store {
+    pub async fn insert_snapshot(&self, new: &NewSnapshot) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO snapshots (id, taken_at, source, items, redacted, content) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new.id.to_string())
+        .bind(new.taken_at)
+        .bind(new.source.as_str())
+        .bind(i64::try_from(new.items).unwrap_or(i64::MAX))
+        .bind(Json(&new.redacted))
+        .bind(Json(&new.content))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Snapshots newest first, optionally of one source; `content` only when asked for.
+    pub async fn list_snapshots(
+        &self,
+        source: Option<SnapshotSource>,
+        with_content: bool,
+        limit: u32,
+    ) -> Result<Vec<Snapshot>> {
+        let rows: Vec<SnapshotRow> = sqlx::query_as(
+            "SELECT id, taken_at, source, items, redacted, \
+                    CASE WHEN ?1 THEN content END AS content \
+             FROM snapshots WHERE (?2 IS NULL OR source = ?2) ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(with_content)
+        .bind(source.map(SnapshotSource::as_str))
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(SnapshotRow::into_snapshot).collect()
+    }
+
+    /// The `n`-th newest (0 = newest) snapshot of `source` that holds at least one item, with
+    /// its content. Empty ones are skipped: a capture that ran after the etcd cluster was
+    /// rebuilt (and before it was repopulated) recorded the loss, not the data.
+    pub async fn nth_nonempty_snapshot(
+        &self,
+        source: SnapshotSource,
+        n: u32,
+    ) -> Result<Option<Snapshot>> {
+        let row: Option<SnapshotRow> = sqlx::query_as(
+            "SELECT id, taken_at, source, items, redacted, content FROM snapshots \
+             WHERE source = ? AND items > 0 ORDER BY id DESC LIMIT 1 OFFSET ?",
+        )
+        .bind(source.as_str())
+        .bind(i64::from(n))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(SnapshotRow::into_snapshot).transpose()
+    }
+
+    /// Keeps the newest `keep` snapshots of `source` and deletes the rest; returns how many were
+    /// deleted. The newest non-empty one is always kept, however old.
+    pub async fn prune_snapshots(&self, source: SnapshotSource, keep: u32) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM snapshots WHERE source = ?1 \
+               AND id NOT IN (SELECT id FROM snapshots WHERE source = ?1 ORDER BY id DESC LIMIT ?2) \
+               AND id NOT IN (SELECT id FROM snapshots WHERE source = ?1 AND items > 0 \
+                              ORDER BY id DESC LIMIT 1)",
+        )
+        .bind(source.as_str())
+        .bind(i64::from(keep.max(1)))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The data a step of the same run and service stored under `step` (by name), for steps
+    /// that build on an earlier one (HMNFD: the restart uses the targets resolved before).
+    pub async fn step_data_by_name(
+        &self,
+        run_id: Uuid,
+        service: crate::model::Service,
+        step: &str,
+    ) -> Result<Option<Value>> {
+        let data: Option<Option<Json<Value>>> = sqlx::query_scalar(
+            "SELECT data FROM steps WHERE run_id = ? AND service = ? AND name = ?",
+        )
+        .bind(run_id.to_string())
+        .bind(service.as_str())
+        .bind(step)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(data.flatten().map(|d| d.0))
+    }
+}
