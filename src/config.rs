@@ -5,7 +5,11 @@ use std::{path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{cluster::ObjectRef, csm::CsmConfig};
+use crate::{
+    api::{auth::AuthConfig, webhooks::WebhooksConfig},
+    cluster::ObjectRef,
+    csm::CsmConfig,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,6 +46,10 @@ pub struct Config {
     pub externaldns: ObjectRecreate,
     /// Base URLs (and token) of the CSM REST APIs.
     pub csm: CsmConfig,
+    /// Who may call the API.
+    pub auth: AuthConfig,
+    /// Webhooks that start runs (Alertmanager, generic HMAC-signed).
+    pub webhooks: WebhooksConfig,
 }
 
 /// A service repopulated by re-running a Kubernetes Job.
@@ -132,6 +140,8 @@ impl Default for Config {
                 timeout: default_job_timeout(),
             },
             csm: CsmConfig::default(),
+            auth: AuthConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -203,6 +213,9 @@ impl Config {
             if value.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));
             }
+        }
+        for check in [self.auth.validate(), self.webhooks.validate()] {
+            check.map_err(|(key, problem)| invalid(&key, &problem))?;
         }
         Ok(())
     }
