@@ -307,3 +307,18 @@ async fn generic_webhook_without_a_key_is_disabled() {
     .await;
     assert!(p["type"].as_str().unwrap().ends_with("webhook-disabled"));
 }
+
+#[test]
+fn readme_config_example_is_valid() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("```toml\n[auth]")
+        .expect("README has the [auth] example");
+    let block = &readme[start + "```toml\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    let config = Config::from_toml(block).unwrap();
+    assert_eq!(
+        config.webhooks.alertmanager.clusters,
+        WebhooksConfig::default().alertmanager.clusters
+    );
+}
