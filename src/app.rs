@@ -6,7 +6,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
-    api::{self, AppState},
+    api::{self, AppState, auth::Authenticator, webhooks::Webhooks},
     cli::{ServeArgs, SimArgs},
     cluster::Cluster,
     config::Config,
@@ -52,6 +52,8 @@ impl App {
             .await
             .with_context(|| format!("opening the database {database}"))?;
         let csm = CsmClients::new(&config.csm).context("configuring the CSM API clients")?;
+        let auth = Authenticator::from_config(&config.auth)?;
+        let webhooks = Webhooks::from_config(&config.webhooks)?;
         let config = Arc::new(config);
         let cluster = Cluster::new(client, config.namespace.clone());
         let runner = Runner::start(store.clone(), cluster, csm, config).await?;
@@ -59,6 +61,8 @@ impl App {
             store: store.clone(),
             runner: runner.clone(),
             cluster_configured: true,
+            auth,
+            webhooks,
         }));
         Ok(App {
             router,
@@ -84,6 +88,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (real_cluster_client().await?, None)
     };
     let snapshot_config = config.snapshots.clone();
+    if config.auth.mode == api::auth::AuthMode::None && !args.simulate {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (auth.mode = \"none\"): anyone who can reach this service can \
+             start runs that delete pods and Jobs; set auth.mode to \"token\" or \"jwt\""
+        );
+    }
     let app = App::new(&args.database, config, client).await?;
     // Snapshots are only worth something if taken while the services are healthy, i.e. all
     // the time the service runs, not when a rebuild has already happened.

@@ -5,7 +5,12 @@ use std::{path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{cluster::ObjectRef, csm::CsmConfig, remote::SshConfig};
+use crate::{
+    api::{auth::AuthConfig, webhooks::WebhooksConfig},
+    cluster::ObjectRef,
+    csm::CsmConfig,
+    remote::SshConfig,
+};
 
 mod hmnfd;
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
@@ -51,6 +56,10 @@ pub struct Config {
     pub ssh: SshConfig,
     /// Periodic capture of BOS session templates and HMNFD subscriptions.
     pub snapshots: SnapshotConfig,
+    /// Who may call the API.
+    pub auth: AuthConfig,
+    /// Webhooks that start runs (Alertmanager, generic HMAC-signed).
+    pub webhooks: WebhooksConfig,
 }
 
 /// A service repopulated by re-running a Kubernetes Job.
@@ -144,6 +153,8 @@ impl Default for Config {
             hmnfd: HmnfdConfig::default(),
             ssh: SshConfig::default(),
             snapshots: SnapshotConfig::default(),
+            auth: AuthConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -215,6 +226,9 @@ impl Config {
             if value.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));
             }
+        }
+        for check in [self.auth.validate(), self.webhooks.validate()] {
+            check.map_err(|(key, problem)| invalid(&key, &problem))?;
         }
         self.validate_hmnfd()?;
         Ok(())

@@ -9,6 +9,7 @@ pub mod config;
 pub mod csm;
 pub mod failpoint;
 pub mod handlers;
+pub mod metrics;
 pub mod model;
 pub mod remote;
 pub mod runner;

@@ -1,23 +1,29 @@
 //! The HTTP API: axum routers, request/response types with their OpenAPI schemas, and the
 //! mapping of every error to `application/problem+json`.
 
+pub mod auth;
+mod events;
 mod health;
+mod metrics;
 pub mod problem;
 mod runs;
 mod services;
 mod snapshots;
+pub mod webhooks;
 
 use std::sync::Arc;
 
 use axum::{
     Router,
     extract::DefaultBodyLimit,
+    middleware,
     routing::{get, post},
 };
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa::OpenApi;
 
 use crate::{runner::Runner, store::Store};
+use auth::SecurityAddon;
 
 /// Request bodies above this size are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -28,6 +34,10 @@ pub struct AppState {
     pub runner: Runner,
     /// Whether a Kubernetes client is configured (for `/readyz`).
     pub cluster_configured: bool,
+    /// Who may call the API (`[auth]`).
+    pub auth: auth::Authenticator,
+    /// Keys and rules of the webhooks (`[webhooks]`).
+    pub webhooks: webhooks::Webhooks,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -51,12 +61,18 @@ pub type SharedState = Arc<AppState>;
         snapshots::list_snapshots,
         health::healthz,
         health::readyz,
+        events::follow_events,
+        webhooks::alertmanager,
+        webhooks::generic,
+        metrics::metrics,
     ),
+    modifiers(&SecurityAddon),
     tags(
         (name = "repopulations", description = "Repopulation runs and their history"),
         (name = "services", description = "The services a run can repopulate"),
         (name = "snapshots", description = "Captured BOS session templates and HMNFD subscriptions"),
-        (name = "health", description = "Liveness and readiness"),
+        (name = "health", description = "Liveness, readiness and metrics"),
+        (name = "webhooks", description = "Runs started by Alertmanager and other automation"),
     )
 )]
 pub struct ApiDoc;
@@ -75,6 +91,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/repopulations/{id}", get(runs::get_run))
         .route("/repopulations/{id}/cancel", post(runs::cancel_run))
         .route("/repopulations/{id}/resume", post(runs::resume_run))
+        .route("/repopulations/{id}/events", get(events::follow_events))
+        .route(webhooks::ALERTMANAGER_PATH, post(webhooks::alertmanager))
+        .route(webhooks::GENERIC_PATH, post(webhooks::generic))
+        .route("/metrics", get(metrics::metrics))
         .route("/services", get(services::list_services))
         .route(
             "/snapshots",
@@ -85,6 +105,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/openapi.json", get(health::openapi_json))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
+        // In front of every route, so that routes added later are protected by default.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(health::panic_response))
         .layer(TraceLayer::new_for_http())

@@ -33,6 +33,21 @@ pub struct Problem {
     pub active_run: Option<Uuid>,
 }
 
+impl Problem {
+    /// A problem of `kind` (the last part of its `type`), for errors defined next to their
+    /// endpoints (authentication, webhooks).
+    pub fn new(status: StatusCode, kind: &str, title: &str, detail: String) -> Problem {
+        Problem {
+            type_: format!("{TYPE_PREFIX}{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            field: None,
+            active_run: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -220,30 +235,38 @@ where
                         ApiError::MalformedJson(rejection.body_text())
                     }
                 })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(JsonBody(T::default()));
-        }
-        if let Some(ct) = content_type
-            && !(ct.starts_with("application/json") || ct.contains("+json"))
-        {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "expected content-type application/json, got {ct:?}"
-            )));
-        }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| {
-            use serde_json::error::Category;
-            match err.classify() {
-                Category::Data => ApiError::InvalidBody {
-                    field: offending_field(&err.to_string()),
-                    detail: err.to_string(),
-                },
-                _ => ApiError::MalformedJson(format!("request body is not valid JSON: {err}")),
-            }
-        })
+        json_from_bytes(content_type.as_deref(), &bytes).map(JsonBody)
     }
 }
 
-fn content_type(headers: &HeaderMap) -> Option<String> {
+/// A JSON body already read (e.g. after checking its signature), parsed as [`JsonBody`] does.
+pub fn json_from_bytes<T>(content_type: Option<&str>, bytes: &[u8]) -> Result<T, ApiError>
+where
+    T: DeserializeOwned + Default,
+{
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if let Some(ct) = content_type
+        && !(ct.starts_with("application/json") || ct.contains("+json"))
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "expected content-type application/json, got {ct:?}"
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|err| {
+        use serde_json::error::Category;
+        match err.classify() {
+            Category::Data => ApiError::InvalidBody {
+                field: offending_field(&err.to_string()),
+                detail: err.to_string(),
+            },
+            _ => ApiError::MalformedJson(format!("request body is not valid JSON: {err}")),
+        }
+    })
+}
+
+pub fn content_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())

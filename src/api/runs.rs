@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::{
     SharedState,
+    auth::Principal,
     problem::{ApiError, JsonBody, Problem},
 };
 use crate::{
@@ -82,6 +83,7 @@ const PROBLEM: &str = "application/problem+json";
     ))]
 pub async fn create_run(
     State(state): State<SharedState>,
+    principal: Principal,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateRun>,
 ) -> Result<Response, ApiError> {
@@ -90,21 +92,14 @@ pub async fn create_run(
         None => handlers::implemented(),
         Some(names) => parse_services(&names)?,
     };
-    if let Some(reason) = &body.reason
-        && reason.chars().count() > MAX_REASON
-    {
-        return Err(ApiError::InvalidBody {
-            detail: format!("reason is longer than {MAX_REASON} characters"),
-            field: Some("reason".to_owned()),
-        });
-    }
+    validate_reason(body.reason.as_deref())?;
     let created = state
         .runner
         .create(RunRequest {
             services,
             dry_run: body.dry_run,
             reason: body.reason,
-            requested_by: "anonymous".to_owned(),
+            requested_by: principal.name,
             idempotency_key,
         })
         .await?;
@@ -139,7 +134,19 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
+pub(super) fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
+    if let Some(reason) = reason
+        && reason.chars().count() > MAX_REASON
+    {
+        return Err(ApiError::InvalidBody {
+            detail: format!("reason is longer than {MAX_REASON} characters"),
+            field: Some("reason".to_owned()),
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
     if names.is_empty() {
         return Err(ApiError::InvalidBody {
             detail: "services must name at least one service (omit it for all)".to_owned(),
@@ -233,7 +240,7 @@ pub async fn list_runs(
     }))
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::InvalidId(raw.to_owned()))
 }
 

@@ -7,7 +7,7 @@ mod journal;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex as StdMutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -22,6 +22,7 @@ use crate::{
     config::Config,
     csm::CsmClients,
     handlers::{self, Action, StepContext},
+    metrics::Metrics,
     model::{Run, Service, State, new_run_id},
     store::{NewRun, NewStep, NewTask, Store, StoreError},
 };
@@ -153,6 +154,7 @@ struct Inner {
     tracker: TaskTracker,
     /// Notified whenever a run stops executing.
     finished: tokio::sync::Notify,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Clone)]
@@ -181,6 +183,7 @@ impl Runner {
                 active: Mutex::new(Active::default()),
                 tracker: TaskTracker::new(),
                 finished: tokio::sync::Notify::new(),
+                metrics: Arc::new(Metrics::new()),
             }),
         })
     }
@@ -196,6 +199,30 @@ impl Runner {
     /// The CSM API clients (for snapshots taken outside a run).
     pub fn csm(&self) -> &CsmClients {
         &self.inner.csm
+    }
+
+    /// The service's metrics (runs, steps, webhook deliveries).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Whether run `id` is executing now (its log may still grow).
+    pub async fn is_active(&self, id: Uuid) -> bool {
+        self.inner.active.lock().await.runs.contains_key(&id)
+    }
+
+    /// Waits until run `id` is not executing. Every event of the execution is stored when
+    /// this returns: the run task appends its last event before it leaves the active set.
+    pub async fn wait_inactive(&self, id: Uuid) {
+        loop {
+            let notified = self.inner.finished.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_active(id).await {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Plans, stores and starts a run; returns at once.
@@ -412,6 +439,7 @@ impl Runner {
             active.services.insert(service, id);
         }
         active.runs.insert(id, control.clone());
+        self.inner.metrics.run_started();
         let inner = self.inner.clone();
         let span = tracing::info_span!("run", run_id = %id, dry_run);
         self.inner
@@ -433,11 +461,17 @@ fn check_free(active: &Active, services: &[Service]) -> Result<(), RunnerError> 
 }
 
 async fn execute_run(inner: Arc<Inner>, id: Uuid, dry_run: bool, control: Control) {
-    if let Err(err) = drive_run(&inner, id, dry_run, &control).await {
-        // The store failed under us: leave the run as it is (pending/running); the next start
-        // marks it interrupted, and it can be resumed.
-        tracing::error!(error = %err, "run aborted: the store failed");
-    }
+    let started = Instant::now();
+    let state = match drive_run(&inner, id, dry_run, &control).await {
+        Ok(state) => Some(state),
+        Err(err) => {
+            // The store failed under us: leave the run as it is (pending/running); the next
+            // start marks it interrupted, and it can be resumed.
+            tracing::error!(error = %err, "run aborted: the store failed");
+            None
+        }
+    };
+    inner.metrics.run_finished(state, started.elapsed());
     let mut active = inner.active.lock().await;
     active.runs.remove(&id);
     active.services.retain(|_, run| *run != id);
@@ -450,7 +484,7 @@ async fn drive_run(
     id: Uuid,
     dry_run: bool,
     control: &Control,
-) -> Result<(), StoreError> {
+) -> Result<State, StoreError> {
     let store = &inner.store;
     store.start_run(id, now()).await?;
     tracing::info!("run started");
@@ -479,7 +513,7 @@ async fn drive_run(
         )
         .await?;
     tracing::info!(state = %state, "{message}");
-    Ok(())
+    Ok(state)
 }
 
 /// The run's final state from its tasks: failure wins, then stops, then work left for a person.
@@ -546,6 +580,7 @@ async fn run_task(
     control: &Control,
 ) -> Result<(), StoreError> {
     let store = &inner.store;
+    let started = Instant::now();
     store.start_task(run_id, service, now()).await?;
     store
         .append_event(run_id, "info", Some(service), None, "started", now())
@@ -598,6 +633,9 @@ async fn run_task(
     store
         .finish_task(run_id, service, state, &message, now())
         .await?;
+    inner
+        .metrics
+        .service_finished(service, state, started.elapsed());
     store
         .append_event(
             run_id,
@@ -620,6 +658,7 @@ async fn run_step(
     control: &Control,
 ) -> Result<(State, String), StoreError> {
     let store = &inner.store;
+    let started = Instant::now();
     store
         .start_step(run_id, service, step.ordinal, now())
         .await?;
@@ -680,6 +719,9 @@ async fn run_step(
             now(),
         )
         .await?;
+    inner
+        .metrics
+        .step_finished(service, &step.name, state, started.elapsed());
     store
         .append_event(
             run_id,

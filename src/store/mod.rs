@@ -81,9 +81,21 @@ pub struct Interrupted {
     pub steps: Vec<(Service, String)>,
 }
 
+/// An event just appended to a run's log, as broadcast to live followers (SSE).
+#[derive(Clone, Debug)]
+pub struct AppendedEvent {
+    pub run_id: Uuid,
+    pub event: Event,
+}
+
+/// How many appended events a slow follower may fall behind before it must re-read the log
+/// from the database (it is told so by `RecvError::Lagged`; nothing is lost).
+const EVENT_BUFFER: usize = 1024;
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    appended: tokio::sync::broadcast::Sender<AppendedEvent>,
 }
 
 impl Store {
@@ -109,7 +121,8 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        let (appended, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
+        Ok(Store { pool, appended })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -521,7 +534,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<i64> {
         let mut conn = self.pool.acquire().await?;
-        insert_event(
+        let id = insert_event(
             &mut conn,
             &run_id.to_string(),
             now,
@@ -530,7 +543,25 @@ impl Store {
             step,
             message,
         )
-        .await
+        .await?;
+        // No receiver (nobody follows a log) is the normal case, not an error.
+        let _ = self.appended.send(AppendedEvent {
+            run_id,
+            event: Event {
+                id,
+                at: now,
+                level: level.to_owned(),
+                service,
+                step: step.map(str::to_owned),
+                message: message.to_owned(),
+            },
+        });
+        Ok(id)
+    }
+
+    /// Every event appended from now on, of every run.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AppendedEvent> {
+        self.appended.subscribe()
     }
 
     /// The run's log after event `after` (0 for all), oldest first.

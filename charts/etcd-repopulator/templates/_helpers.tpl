@@ -41,8 +41,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-auth" (include "etcd-repopulator.fullname" .)) .Values.auth.existingSecret }}
 {{- end }}
 
-{{/* config.toml: the values' config, with namespace forced to targetNamespace (where the Role is). */}}
+{{/* config.toml: the values' config, with namespace forced to targetNamespace (where the Role is),
+and the auth mode and the files of the mounted auth Secret filled in unless config sets them. */}}
 {{- define "etcd-repopulator.configToml" -}}
-{{- $config := merge (dict "namespace" .Values.targetNamespace) (deepCopy .Values.config) }}
+{{- $mounted := dict
+      "auth" (dict "mode" .Values.auth.mode "tokens_file" "/etc/etcd-repopulator/auth/tokens")
+      "webhooks" (dict "hmac_key_file" "/etc/etcd-repopulator/auth/webhook-hmac-key") }}
+{{- $config := merge (dict "namespace" .Values.targetNamespace) (deepCopy .Values.config) $mounted }}
 {{- toToml $config }}
 {{- end }}
