@@ -7,6 +7,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
+COPY benches ./benches
 RUN cargo build --locked --release --target x86_64-unknown-linux-musl --bin etcd-repopulator \
     && install -D target/x86_64-unknown-linux-musl/release/etcd-repopulator /out/etcd-repopulator
 
