@@ -302,7 +302,7 @@ async fn generic_webhook_without_a_key_is_disabled() {
     let body = br#"{"services":["reds"]}"#;
     let p = problem(
         post_signed(&app, &now, Some(&sign(&now, body)), body).await,
-        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::NOT_FOUND,
     )
     .await;
     assert!(p["type"].as_str().unwrap().ends_with("webhook-disabled"));

@@ -24,7 +24,7 @@ use super::{
     runs::parse_id,
 };
 use crate::{
-    model::{Event, Run, State as RunState},
+    model::{Run, State as RunState},
     store::{Store, StoreError},
 };
 
@@ -49,7 +49,7 @@ const PROBLEM: &str = "application/problem+json";
     ),
     responses(
         (status = 200, description = "An event stream of `log` (Event), `run` (Run) and a final `end` (StreamEnd) messages",
-            content_type = "text/event-stream", body = Event),
+            content_type = "text/event-stream", body = String),
         (status = 400, description = "Malformed id or Last-Event-ID", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such run", body = Problem, content_type = PROBLEM),
     ))]

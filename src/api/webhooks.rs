@@ -232,8 +232,9 @@ impl IntoResponse for WebhookError {
                 "bad-signature",
                 "Missing or invalid signature",
             ),
+            // Not a server fault: the endpoint is switched off by configuration.
             WebhookError::NotConfigured => (
-                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::NOT_FOUND,
                 "webhook-disabled",
                 "Webhook not configured",
             ),
@@ -578,7 +579,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = PROBLEM),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = PROBLEM),
         (status = 422, description = "Unknown field or service, or service not supported", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "No HMAC key configured, or shutting down", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "Disabled: no HMAC key is configured", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "Shutting down", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn generic(
     State(state): State<SharedState>,

@@ -83,7 +83,7 @@ pub struct Snapshot {
     /// The data as read from the service, minus `redacted`; left out of lists unless
     /// `?content=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON: BOS templates are a list, as HMNFD subscriptions are.
     pub content: Option<Value>,
 }
 
