@@ -49,7 +49,7 @@ const PROBLEM: &str = "application/problem+json";
     ),
     responses(
         (status = 200, description = "An event stream of `log` (Event), `run` (Run) and a final `end` (StreamEnd) messages",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = SseFrame),
         (status = 400, description = "Malformed id or Last-Event-ID", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such run", body = Problem, content_type = PROBLEM),
     ))]
@@ -228,4 +228,14 @@ impl From<StoreError> for FollowError {
     fn from(err: StoreError) -> Self {
         FollowError::Store(err)
     }
+}
+
+/// One Server-Sent Events frame of the stream, as a client sees it: `event` is `log`, `run` or
+/// `end`, and `data` the JSON of an `Event`, a `Run` or a `StreamEnd`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SseFrame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
 }
