@@ -74,7 +74,8 @@ impl PodsReady {
 }
 
 impl Cluster {
-    pub async fn pods_ready(&self, selector: &str) -> Result<PodsReady, ClusterError> {
+    /// The pods matching `selector`; none at all is an error (the service is not deployed).
+    async fn matching_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError> {
         let pods = self
             .api::<Pod>()
             .list(&ListParams::default().labels(selector))
@@ -82,15 +83,20 @@ impl Cluster {
             .map_err(ClusterError::api(format!(
                 "listing pods {selector:?} in namespace {}",
                 self.namespace
-            )))?;
-        if pods.items.is_empty() {
+            )))?
+            .items;
+        if pods.is_empty() {
             return Err(ClusterError::NoPods {
                 selector: selector.to_owned(),
                 namespace: self.namespace.clone(),
             });
         }
-        let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) =
-            pods.items.iter().partition(|p| is_ready(p));
+        Ok(pods)
+    }
+
+    pub async fn pods_ready(&self, selector: &str) -> Result<PodsReady, ClusterError> {
+        let pods = self.matching_pods(selector).await?;
+        let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) = pods.iter().partition(|p| is_ready(p));
         Ok(PodsReady {
             ready: ready.iter().map(|p| p.name_any()).collect(),
             not_ready: not_ready.iter().map(|p| p.name_any()).collect(),
@@ -100,21 +106,7 @@ impl Cluster {
     /// Lists the pods matching `selector` and works out how many must be Ready afterwards.
     /// Refuses pods without a controller: deleting them would not bring them back.
     pub async fn plan_restart(&self, selector: &str) -> Result<RestartPlan, ClusterError> {
-        let pods = self
-            .api::<Pod>()
-            .list(&ListParams::default().labels(selector))
-            .await
-            .map_err(ClusterError::api(format!(
-                "listing pods {selector:?} in namespace {}",
-                self.namespace
-            )))?;
-        let pods: Vec<Pod> = pods.items;
-        if pods.is_empty() {
-            return Err(ClusterError::NoPods {
-                selector: selector.to_owned(),
-                namespace: self.namespace.clone(),
-            });
-        }
+        let pods = self.matching_pods(selector).await?;
         let unowned: Vec<String> = pods
             .iter()
             .filter(|p| {
