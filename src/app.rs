@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use crate::{
     api::{self, AppState, auth::Authenticator, webhooks::Webhooks},
     cli::{ServeArgs, SimArgs},
-    cluster::Cluster,
+    cluster::{Cluster, rbac},
     config::Config,
     csm::{CsmClients, CsmConfig},
     runner::Runner,
@@ -16,6 +16,9 @@ use crate::{
     snapshots::Snapshotter,
     store::Store,
 };
+
+/// The service account the chart creates (and that `serve --simulate` acts as).
+pub const SERVICE_ACCOUNT: &str = "etcd-repopulator";
 
 /// How long a stopping service waits for runs to reach a safe point.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -83,7 +86,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
         // The simulated CSM services live on the simulated cluster's address.
         config.csm = CsmConfig::simulated(&sim.url());
-        (sim.kube_client(), Some(sim))
+        // The service acts as its own service account with the chart's Role, as in a cluster.
+        let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
+        (client, Some(sim))
     } else {
         (real_cluster_client().await?, None)
     };

@@ -10,7 +10,10 @@ use etcd_repopulator::{
     runner::Runner,
     sim::{SimCluster, SimOptions},
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::{
+    core::v1::{Event, Pod},
+    rbac::v1::PolicyRule,
+};
 use kube::{Api, ResourceExt, api::ListParams};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -31,6 +34,11 @@ pub async fn start() -> TestApp {
 }
 
 pub async fn start_with(options: SimOptions, config: Config) -> TestApp {
+    start_on(seeded_sim(options).await, config).await
+}
+
+/// A simulated cluster with the CSM services deployed and settled.
+pub async fn seeded_sim(options: SimOptions) -> SimCluster {
     let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), options)
         .await
         .expect("simulated cluster starts");
@@ -38,15 +46,23 @@ pub async fn start_with(options: SimOptions, config: Config) -> TestApp {
     sim.wait_settled(WAIT)
         .await
         .expect("seeded cluster settles");
-    start_on(sim, config).await
+    sim
 }
 
-/// Starts the service on an existing simulated cluster with a fresh database.
-pub async fn start_on(sim: SimCluster, mut config: Config) -> TestApp {
+/// Starts the service on an existing simulated cluster with a fresh database. The service runs
+/// as its service account, with exactly the chart's Role: a Kubernetes call the Role does not
+/// allow fails the test's run, as it would in a cluster.
+pub async fn start_on(sim: SimCluster, config: Config) -> TestApp {
+    start_as(sim, config, etcd_repopulator::cluster::rbac::policy_rules()).await
+}
+
+/// Like [`start_on`], with the service account bound to `rules` instead of the chart's Role.
+pub async fn start_as(sim: SimCluster, mut config: Config, rules: Vec<PolicyRule>) -> TestApp {
     config.csm = etcd_repopulator::csm::CsmConfig::simulated(&sim.url());
+    let client = sim.service_account_client(etcd_repopulator::app::SERVICE_ACCOUNT, rules);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("runs.db");
-    let app = App::new(db.to_str().unwrap(), config, sim.kube_client())
+    let app = App::new(db.to_str().unwrap(), config, client)
         .await
         .expect("app starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -98,6 +114,23 @@ impl TestApp {
         let (status, run) = self.get(&format!("/repopulations/{id}")).await;
         assert_eq!(status, StatusCode::OK);
         run
+    }
+
+    /// The Events about the object with `uid`, as `kubectl describe` finds them (core/v1, by
+    /// `involvedObject.uid`), oldest first.
+    pub async fn events_about(&self, uid: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.sim.kube_client(), "services");
+        let mut events = api
+            .list(&ListParams::default().fields(&format!("involvedObject.uid={uid}")))
+            .await
+            .unwrap()
+            .items;
+        events.sort_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .cmp(&b.metadata.creation_timestamp)
+        });
+        events
     }
 
     pub fn pods(&self) -> Api<Pod> {

@@ -91,8 +91,31 @@ pub enum ApiError {
     TooManyRequests { message: String, retry_after: u64 },
     #[error("too old resource version: {requested} ({oldest})")]
     Expired { requested: u64, oldest: u64 },
-    #[error("{0}")]
-    Forbidden(String),
+    /// A request authorization denied (`NewForbidden`): `pods "x" is forbidden: User ...`.
+    #[error("{} is forbidden: {message}", forbidden_subject(.resource, .group, .name))]
+    Forbidden {
+        resource: String,
+        group: String,
+        name: String,
+        message: String,
+    },
+    /// No or an unknown bearer token.
+    #[error("Unauthorized")]
+    Unauthorized,
+}
+
+/// `qualifiedResource.String()`, then the name quoted when there is one.
+fn forbidden_subject(resource: &str, group: &str, name: &str) -> String {
+    let qualified = if group.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    };
+    if name.is_empty() {
+        qualified
+    } else {
+        format!("{qualified} {name:?}")
+    }
 }
 
 fn render_causes(causes: &[FieldError]) -> String {
@@ -173,7 +196,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Expired { .. } => StatusCode::GONE,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -190,7 +214,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Self::TooManyRequests { .. } => "TooManyRequests",
             Self::Expired { .. } => "Expired",
-            Self::Forbidden(_) => "Forbidden",
+            Self::Forbidden { .. } => "Forbidden",
+            Self::Unauthorized => "Unauthorized",
         })
     }
 
@@ -211,10 +236,20 @@ impl ApiError {
                 group,
                 name,
                 ..
+            }
+            | Self::Forbidden {
+                resource,
+                group,
+                name,
+                ..
             } => {
                 // `details.kind` carries the plural resource name, as the real server does.
                 let kind = resource.split('.').next().unwrap_or(resource);
                 let mut d = json!({ "name": name, "kind": kind });
+                if name.is_empty() {
+                    // `name` is `omitempty` in StatusDetails.
+                    d.as_object_mut().map(|m| m.remove("name"));
+                }
                 if !group.is_empty() {
                     d["group"] = json!(group);
                 }

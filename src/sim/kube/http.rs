@@ -14,6 +14,7 @@ use axum::routing::{any, get};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::authz::{self, Authorizer};
 use super::error::{ApiError, ApiResult, FieldError};
 use super::faults::{self, FaultInjector};
 use super::meta;
@@ -28,6 +29,7 @@ use super::watch::{self, WatchParams};
 pub struct ApiContext {
     pub store: Arc<Store>,
     pub faults: FaultInjector,
+    pub authz: Authorizer,
     pub shutdown: CancellationToken,
 }
 
@@ -44,6 +46,10 @@ pub fn router(ctx: ApiContext) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             ctx.faults.clone(),
             faults::middleware,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.authz.clone(),
+            authz::middleware,
         ));
     let sim = Router::new()
         .route("/sim/healthz", get(|| async { "ok\n" }))

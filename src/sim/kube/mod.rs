@@ -8,6 +8,7 @@
 //! `seed` (a CSM-like `services` namespace).
 
 mod admission;
+pub mod authz;
 pub mod controllers;
 mod error;
 pub mod faults;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +36,7 @@ use crate::sim::csm::FakeCsm;
 pub use faults::{FailureKind, FaultInjector};
 pub use seed::{NAMESPACE as CSM_NAMESPACE, SEEDED_JOBS};
 
+use authz::Authorizer;
 use store::Store;
 
 /// Delays of the simulated cluster's actors.
@@ -79,6 +82,7 @@ pub struct SimCluster {
     addr: SocketAddr,
     store: Arc<Store>,
     faults: FaultInjector,
+    authz: Authorizer,
     shutdown: CancellationToken,
     server: Option<JoinHandle<()>>,
     csm: FakeCsm,
@@ -133,9 +137,11 @@ impl SimCluster {
         // and lose their data when "their" etcd cluster is wiped (a rehearsed rebuild).
         let csm = FakeCsm::seeded();
         let wipe_target = csm.clone();
+        let authz = Authorizer::default();
         let router = http::router(http::ApiContext {
             store: store.clone(),
             faults: faults.clone(),
+            authz: authz.clone(),
             shutdown: shutdown.clone(),
         })
         .nest("/csm", csm.router())
@@ -173,6 +179,7 @@ impl SimCluster {
             addr,
             store,
             faults,
+            authz,
             shutdown,
             server: Some(server),
             csm,
@@ -202,6 +209,23 @@ impl SimCluster {
         let mut config = ::kube::Config::new(uri);
         config.default_namespace = seed::NAMESPACE.to_string();
         config
+    }
+
+    /// A client that acts as the service account `name` of the services' namespace, bound to a
+    /// Role with `rules` there: every request is authorized as the real server would, and
+    /// recorded in [`SimCluster::access_log`].
+    pub fn service_account_client(&self, name: &str, rules: Vec<PolicyRule>) -> ::kube::Client {
+        let token = format!("sim-{name}-{}", uuid::Uuid::now_v7().simple());
+        self.authz.grant(&token, seed::NAMESPACE, name, rules);
+        let mut config = self.kube_config();
+        config.auth_info.token = Some(token.into());
+        // A plain-http config with a static token cannot fail to build a client.
+        ::kube::Client::try_from(config).expect("kube client for a plain-http config")
+    }
+
+    /// Every resource request the service accounts made, and whether it was allowed.
+    pub fn access_log(&self) -> Vec<authz::AccessRecord> {
+        self.authz.access_log()
     }
 
     pub fn kube_client(&self) -> ::kube::Client {
