@@ -1,6 +1,7 @@
 //! Kubernetes primitives on kube-rs: the mechanics the handlers are built from. Waiting is
 //! always done by watching (never by sleeping and polling), with a deadline and cancellation.
 
+mod events;
 mod objects;
 mod pods;
 pub mod rbac;
@@ -8,6 +9,7 @@ mod wait;
 
 use std::time::Duration;
 
+pub use events::{REASON as EVENT_REASON, RunEvents};
 pub use objects::{JobOutcome, ObjectRef, object_uid, sanitize};
 pub use pods::{PodRef, PodsReady, RestartPlan, RestartReport};
 

@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::{
     Api, ResourceExt,
     api::{
@@ -39,6 +39,15 @@ impl ObjectRef {
         }
     }
 
+    pub fn pod(name: &str) -> Self {
+        ObjectRef {
+            api_version: "v1".to_owned(),
+            kind: "Pod".to_owned(),
+            plural: "pods".to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
     fn resource(&self) -> ApiResource {
         let (group, version) = match self.api_version.split_once('/') {
             Some((g, v)) => (g, v),
@@ -48,6 +57,18 @@ impl ObjectRef {
             &GroupVersionKind::gvk(group, version, &self.kind),
             &self.plural,
         )
+    }
+
+    /// A reference to the object with uid `uid` in `namespace` (for its Events).
+    pub fn reference(&self, namespace: &str, uid: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(self.api_version.clone()),
+            kind: Some(self.kind.clone()),
+            namespace: Some(namespace.to_owned()),
+            name: Some(self.name.clone()),
+            uid: Some(uid.to_owned()).filter(|uid| !uid.is_empty()),
+            ..ObjectReference::default()
+        }
     }
 
     pub fn describe(&self, namespace: &str) -> String {

@@ -2,6 +2,8 @@
 //! (`charts/etcd-repopulator/templates/role.yaml`) carries exactly these rules, printed by
 //! `etcd-repopulator rbac-rules`, and `tests/chart.rs` fails when the two differ.
 
+use k8s_openapi::api::rbac::v1::PolicyRule;
+
 /// One Role rule: some verbs on one resource of one API group (`""` is the core group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Permission {
@@ -17,19 +19,13 @@ pub const REQUIRED: &[Permission] = &[
     Permission {
         api_group: "",
         resource: "pods",
-        verbs: &["get", "list", "watch", "delete"],
+        verbs: &["list", "watch", "delete"],
     },
     // The log tail of a failed Job's pod goes into the step.
     Permission {
         api_group: "",
         resource: "pods/log",
         verbs: &["get"],
-    },
-    // Kubernetes Events on the objects a run touches.
-    Permission {
-        api_group: "",
-        resource: "events",
-        verbs: &["create"],
     },
     // A pod is only deleted when a ReplicaSet will replace it (and how many it wants).
     Permission {
@@ -42,6 +38,13 @@ pub const REQUIRED: &[Permission] = &[
         api_group: "apps",
         resource: "statefulsets",
         verbs: &["get", "list", "watch", "create", "delete"],
+    },
+    // Kubernetes Events on the objects a run touches. Only `create`: each step publishes each
+    // Event once (a repeat would be a `patch` of its series, see `cluster::events`).
+    Permission {
+        api_group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create"],
     },
     // Re-run cray-reds-init (BSS) and cray-fas-loader (FAS).
     Permission {
@@ -56,6 +59,23 @@ pub const REQUIRED: &[Permission] = &[
         verbs: &["get", "list", "watch", "create", "delete"],
     },
 ];
+
+/// [`REQUIRED`] as the rules of a Role (the simulated cluster enforces them on the service).
+pub fn policy_rules() -> Vec<PolicyRule> {
+    REQUIRED
+        .iter()
+        .map(|permission| PolicyRule {
+            api_groups: Some(vec![permission.api_group.to_owned()]),
+            resources: Some(vec![permission.resource.to_owned()]),
+            verbs: permission
+                .verbs
+                .iter()
+                .map(|verb| verb.to_string())
+                .collect(),
+            ..PolicyRule::default()
+        })
+        .collect()
+}
 
 /// [`REQUIRED`] as the `rules:` of a Role, in YAML (flow lists, double-quoted strings).
 pub fn rules_yaml() -> String {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub use steps::orca::{HostnameTemplate, NcnTargets};
 
 use crate::{
-    cluster::{Cluster, ClusterError, ObjectRef},
+    cluster::{Cluster, ClusterError, ObjectRef, RunEvents},
     config::{Config, JobRerun, PodRestart},
     csm::{CsmClients, CsmError},
     model::{Service, State},
@@ -258,6 +258,33 @@ pub struct StepContext<'a> {
     pub ssh: &'a SshConfig,
     /// The service's own store, for the snapshots (BOS); steps record through `journal`.
     pub store: &'a Store,
+    /// Kubernetes Events on the objects the step touches.
+    pub events: &'a RunEvents,
+}
+
+impl StepContext<'_> {
+    /// Publishes an Event on `object` (uid `uid`, in the services' namespace). Events are a
+    /// courtesy to whoever runs `kubectl describe`: one that cannot be published is noted in
+    /// the run's log and the step goes on.
+    async fn announce(
+        &self,
+        object: &ObjectRef,
+        uid: &str,
+        warning: bool,
+        action: &str,
+        what: &str,
+    ) {
+        let regarding = object.reference(self.cluster.namespace(), uid);
+        if let Err(err) = self.events.publish(&regarding, warning, action, what).await {
+            let subject = object.describe(self.cluster.namespace());
+            tracing::warn!(error = %err, object = %subject, "could not publish a Kubernetes Event");
+            self.journal
+                .log(&format!(
+                    "could not publish a Kubernetes Event on {subject}: {err}"
+                ))
+                .await;
+        }
+    }
 }
 
 #[derive(Debug)]

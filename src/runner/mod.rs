@@ -18,7 +18,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    cluster::Cluster,
+    cluster::{Cluster, RunEvents},
     config::Config,
     csm::CsmClients,
     handlers::{self, Action, StepContext},
@@ -680,6 +680,13 @@ async fn run_step(
             None,
         ),
         Ok(action) => {
+            let events = RunEvents::new(
+                inner.cluster.client().clone(),
+                run_id,
+                service.as_str(),
+                &step.name,
+                dry_run,
+            );
             let ctx = StepContext {
                 cluster: &inner.cluster,
                 csm: &inner.csm,
@@ -689,6 +696,7 @@ async fn run_step(
                 saved: step.data.clone(),
                 ssh: &inner.config.ssh,
                 store: &inner.store,
+                events: &events,
             };
             let limit = inner.config.step_timeout;
             match tokio::time::timeout(limit, handlers::execute(&action, &ctx)).await {

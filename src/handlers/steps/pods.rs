@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::handlers::{StepContext, StepError, StepOutcome};
+use crate::{
+    cluster::ObjectRef,
+    handlers::{StepContext, StepError, StepOutcome},
+};
 
 pub async fn restart(
     ctx: &StepContext<'_>,
@@ -26,10 +29,30 @@ pub async fn restart(
             names.join(", ")
         ))
         .await;
+    for pod in &plan.pods {
+        ctx.announce(
+            &ObjectRef::pod(&pod.name),
+            &pod.uid,
+            false,
+            "Delete",
+            "deleting this pod so that its replacement loads its data from the rebuilt etcd cluster",
+        )
+        .await;
+    }
     let report = ctx
         .cluster
         .restart(plan, ctx.dry_run, timeout, ctx.cancel)
         .await?;
+    for pod in &report.new_pods {
+        ctx.announce(
+            &ObjectRef::pod(&pod.name),
+            &pod.uid,
+            false,
+            "Restart",
+            &format!("Ready; replaces {}", names.join(", ")),
+        )
+        .await;
+    }
     let message = if report.dry_run {
         format!(
             "dry run: would delete {} pod(s) matching {:?} ({}) and wait for {} Ready replacement(s)",

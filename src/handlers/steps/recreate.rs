@@ -76,6 +76,14 @@ pub async fn run(
             ctx.journal
                 .log(&format!("stored the sanitized manifest; deleting {what}"))
                 .await;
+            ctx.announce(
+                object,
+                &original,
+                false,
+                "Delete",
+                "deleting this object to create it again from its manifest, stored in the run",
+            )
+            .await;
             cluster
                 .delete_and_wait_gone(object, &original, false, timeout, ctx.cancel)
                 .await?;
@@ -118,6 +126,14 @@ pub async fn run(
             .wait_object_running(object, timeout, ctx.cancel)
             .await?;
         let status = running.get("status").cloned().unwrap_or(Value::Null);
+        ctx.announce(
+            object,
+            &new_uid,
+            false,
+            "Running",
+            &format!("running (status: {status})"),
+        )
+        .await;
         StepOutcome::done(
             format!("{what} was recreated and is running (status: {status})"),
             &saved,
@@ -142,7 +158,16 @@ async fn create(
     match ctx.cluster.create_object(object, manifest, false).await {
         Ok(created) => {
             ctx.journal.log(&format!("created {what} again")).await;
-            Ok(object_uid(&created).unwrap_or_default())
+            let uid = object_uid(&created).unwrap_or_default();
+            ctx.announce(
+                object,
+                &uid,
+                false,
+                "Recreate",
+                &format!("created again from the manifest stored before deleting uid {original}"),
+            )
+            .await;
+            Ok(uid)
         }
         Err(ClusterError::Api {
             source: kube::Error::Api(status),
@@ -206,9 +231,19 @@ async fn wait_for_job(
     saved.job = Some(outcome.clone());
     match outcome {
         JobOutcome::Complete => {
+            ctx.announce(object, uid, false, "Complete", "ran again and completed")
+                .await;
             StepOutcome::done(format!("{what} ran again and completed"), &saved)
         }
         JobOutcome::Failed { reason, message } => {
+            ctx.announce(
+                object,
+                uid,
+                true,
+                "Failed",
+                &format!("ran again and failed ({reason}: {message}); the run has its pod log"),
+            )
+            .await;
             let tail = ctx
                 .cluster
                 .job_log_tail(uid, LOG_LINES)
