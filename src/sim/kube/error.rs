@@ -66,7 +66,7 @@ pub enum ApiError {
         name: String,
         detail: String,
     },
-    #[error("{kind}.{group} \"{name}\" is invalid: {}", render_causes(.causes))]
+    #[error("{} \"{name}\" is invalid: {}", group_kind(kind, group), render_causes(.causes))]
     Invalid {
         kind: String,
         group: String,
@@ -93,6 +93,15 @@ pub enum ApiError {
     Expired { requested: u64, oldest: u64 },
     #[error("{0}")]
     Forbidden(String),
+}
+
+/// `schema.GroupKind.String()`: the bare kind in the core group.
+fn group_kind(kind: &str, group: &str) -> String {
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
 }
 
 fn render_causes(causes: &[FieldError]) -> String {
