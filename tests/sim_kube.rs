@@ -5,17 +5,20 @@ mod sim_common;
 
 use std::collections::BTreeMap;
 
+use etcd_repopulator::sim::SimCluster;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use k8s_openapi::api::events::v1::Event as V1Event;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams,
-    WatchEvent, WatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams,
+    PostParams, WatchEvent, WatchParams,
 };
+use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
 use kube::runtime::wait::{Condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use sim_common::{DEADLINE, NS, api_err, cluster, etcd_api, wait_for};
 
@@ -308,11 +311,7 @@ async fn watch_streams_events_in_order_and_resumes() {
     // then DELETED, with increasing resourceVersions.
     let mut seen: Vec<(&str, u64)> = Vec::new();
     while seen.last().is_none_or(|(k, _)| *k != "DELETED") {
-        let ev = tokio::time::timeout(DEADLINE, stream.try_next())
-            .await
-            .expect("event in time")
-            .expect("stream ok")
-            .expect("stream open");
+        let ev = next_event(&mut stream).await;
         let rv = |p: &Pod| {
             p.resource_version()
                 .and_then(|r| r.parse().ok())
@@ -322,8 +321,7 @@ async fn watch_streams_events_in_order_and_resumes() {
             WatchEvent::Added(p) => seen.push(("ADDED", rv(&p))),
             WatchEvent::Modified(p) => seen.push(("MODIFIED", rv(&p))),
             WatchEvent::Deleted(p) => seen.push(("DELETED", rv(&p))),
-            WatchEvent::Bookmark(_) => {}
-            WatchEvent::Error(e) => panic!("watch error {e:?}"),
+            other => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!(seen[0].0, "ADDED", "{seen:?}");
@@ -348,12 +346,7 @@ async fn watch_streams_events_in_order_and_resumes() {
         .expect("watch")
         .boxed();
     loop {
-        let ev = tokio::time::timeout(DEADLINE, resumed.try_next())
-            .await
-            .expect("in time")
-            .expect("ok")
-            .expect("open");
-        match ev {
+        match next_event(&mut resumed).await {
             WatchEvent::Modified(p) => {
                 let rv: u64 = p
                     .resource_version()
@@ -364,8 +357,23 @@ async fn watch_streams_events_in_order_and_resumes() {
                     break;
                 }
             }
-            WatchEvent::Bookmark(_) => {}
             other => panic!("expected MODIFIED, got {other:?}"),
+        }
+    }
+}
+
+/// The next watch event that is not a bookmark, failing the test after [`DEADLINE`].
+async fn next_event<K>(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
+) -> WatchEvent<K> {
+    loop {
+        let ev = tokio::time::timeout(DEADLINE, stream.try_next())
+            .await
+            .expect("event in time")
+            .expect("stream ok")
+            .expect("stream open");
+        if !matches!(ev, WatchEvent::Bookmark(_)) {
+            return ev;
         }
     }
 }
@@ -899,4 +907,321 @@ async fn runtime_watcher_survives_dropped_watches() {
     .expect("in time")
     .expect("ok");
     assert!(found.is_some());
+}
+
+fn reporter() -> Reporter {
+    Reporter {
+        controller: "etcd-repopulator".into(),
+        instance: Some("etcd-repopulator-0".into()),
+    }
+}
+
+fn restarted() -> RecorderEvent {
+    RecorderEvent {
+        type_: EventType::Normal,
+        reason: "Restarted".into(),
+        note: Some("restarted the pod".into()),
+        action: "Restart".into(),
+        secondary: None,
+    }
+}
+
+/// A legacy core/v1 event (no eventTime), as old clients and `kubectl` write them.
+fn core_event(name: &str, about: &Pod) -> CoreEvent {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": about.name_any(),
+            "namespace": NS,
+            "uid": about.uid(),
+        },
+        "reason": "Pulled",
+        "message": "image pulled",
+        "type": "Normal",
+        "count": 3,
+        "firstTimestamp": "2025-01-01T00:00:00Z",
+        "lastTimestamp": "2025-01-01T00:01:00Z",
+        "source": { "component": "kubelet", "host": "node-1" },
+    }))
+    .expect("core event")
+}
+
+/// An events.k8s.io/v1 event as `Recorder` writes it, for hand-made invalid variants.
+fn v1_event(name: &str, about: &Pod) -> V1Event {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "eventTime": "2025-01-01T00:00:00.000001Z",
+        "action": "Restart",
+        "reason": "Restarted",
+        "note": "restarted the pod",
+        "type": "Normal",
+        "regarding": about.object_ref(&()),
+        "reportingController": "etcd-repopulator",
+        "reportingInstance": "etcd-repopulator-0",
+    }))
+    .expect("v1 event")
+}
+
+/// The field selector `kubectl describe` uses for an object's events.
+fn describe_selector(about: &Pod) -> String {
+    format!(
+        "involvedObject.uid={},involvedObject.name={},involvedObject.namespace={NS},involvedObject.kind=Pod",
+        about.uid().expect("uid"),
+        about.name_any(),
+    )
+}
+
+/// A cluster with a pod `p` to report events about, and both event APIs.
+struct Events {
+    _sim: SimCluster,
+    client: Client,
+    pod: Pod,
+    core: Api<CoreEvent>,
+    v1: Api<V1Event>,
+}
+
+async fn events_fixture() -> Events {
+    let (sim, client) = cluster().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let p = pods
+        .create(&PostParams::default(), &pod("p", &[]))
+        .await
+        .expect("create pod");
+    Events {
+        _sim: sim,
+        pod: p,
+        core: Api::namespaced(client.clone(), NS),
+        v1: Api::namespaced(client.clone(), NS),
+        client,
+    }
+}
+
+/// Events published through events.k8s.io/v1 (kube-runtime's `Recorder`) are core/v1 events
+/// too: one storage, two versions, as on a real cluster.
+#[tokio::test]
+async fn recorder_events_are_listed_as_core_events() {
+    let f = events_fixture().await;
+    let (client, p, core, v1) = (&f.client, &f.pod, &f.core, &f.v1);
+    let recorder = Recorder::new(client.clone(), reporter());
+    // The same event twice: created, then merge-patched with a series.
+    for _ in 0..2 {
+        recorder
+            .publish(&restarted(), &p.object_ref(&()))
+            .await
+            .expect("publish");
+    }
+
+    let list = core
+        .list(&ListParams::default().fields(&describe_selector(p)))
+        .await
+        .expect("list core events");
+    assert_eq!(list.items.len(), 1, "{list:?}");
+    let ev = &list.items[0];
+    assert_eq!(ev.message.as_deref(), Some("restarted the pod"));
+    assert_eq!(ev.reason.as_deref(), Some("Restarted"));
+    assert_eq!(ev.action.as_deref(), Some("Restart"));
+    assert_eq!(ev.type_.as_deref(), Some("Normal"));
+    assert_eq!(ev.reporting_component.as_deref(), Some("etcd-repopulator"));
+    assert_eq!(ev.involved_object.uid, p.uid());
+    assert_eq!(ev.series.as_ref().and_then(|s| s.count), Some(2));
+    assert!(ev.name_any().starts_with("p."));
+    // `source` falls back to the reporting controller for new-style events.
+    let by_source = ListParams::default().fields("source=etcd-repopulator");
+    assert_eq!(core.list(&by_source).await.expect("list").items.len(), 1);
+
+    let by_regarding = ListParams::default().fields(&format!(
+        "regarding.uid={},reportingController=etcd-repopulator",
+        p.uid().expect("uid")
+    ));
+    let list = v1.list(&by_regarding).await.expect("list v1 events");
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].note.as_deref(), Some("restarted the pod"));
+    assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+    // Each version has its own field labels.
+    let e = api_err(
+        v1.list(&ListParams::default().fields("involvedObject.uid=x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (400, "field label not supported: involvedObject.uid")
+    );
+}
+
+/// A core/v1 event reads, patches, updates and deletes through events.k8s.io/v1, converted.
+#[tokio::test]
+async fn core_events_are_served_as_events_k8s_io() {
+    let f = events_fixture().await;
+    let (client, p, core, v1) = (&f.client, &f.pod, &f.core, &f.v1);
+    core.create(&PostParams::default(), &core_event("p.pulled", p))
+        .await
+        .expect("create core event");
+
+    let ev = v1.get("p.pulled").await.expect("get via events.k8s.io");
+    assert_eq!(ev.note.as_deref(), Some("image pulled"));
+    assert_eq!(ev.regarding.as_ref().and_then(|r| r.uid.clone()), p.uid());
+    assert_eq!(ev.deprecated_count, Some(3));
+    let source = ev.deprecated_source.as_ref().expect("deprecatedSource");
+    assert_eq!(source.component.as_deref(), Some("kubelet"));
+    assert!(ev.deprecated_first_timestamp.is_some() && ev.deprecated_last_timestamp.is_some());
+    // The object comes back in the requested version.
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NS, &ApiResource::erase::<V1Event>(&()));
+    let dynamic = raw.get("p.pulled").await.expect("get dynamic");
+    let types = dynamic.types.expect("types");
+    assert_eq!(types.api_version, "events.k8s.io/v1");
+    assert!(dynamic.data.get("message").is_none());
+
+    // A merge patch through events.k8s.io/v1 lands in the one stored object.
+    let label = Patch::Merge(json!({ "metadata": { "labels": { "seen": "yes" } } }));
+    let patched = v1.patch("p.pulled", &PatchParams::default(), &label).await;
+    patched.expect("patch via events.k8s.io");
+    let mut stored = core.get("p.pulled").await.expect("get core");
+    assert_eq!(stored.labels().get("seen").map(String::as_str), Some("yes"));
+    // core/v1 updates are not held to the events.k8s.io immutability rules.
+    stored.message = Some("image pulled again".into());
+    core.replace("p.pulled", &PostParams::default(), &stored)
+        .await
+        .expect("update via core");
+    let ev = v1.get("p.pulled").await.expect("get via events.k8s.io");
+    assert_eq!(ev.note.as_deref(), Some("image pulled again"));
+
+    v1.delete("p.pulled", &DeleteParams::default())
+        .await
+        .expect("delete via events.k8s.io");
+    assert_eq!(api_err(core.get("p.pulled").await.unwrap_err()).code, 404);
+}
+
+async fn next_added<K: std::fmt::Debug>(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
+) -> K {
+    match next_event(stream).await {
+        WatchEvent::Added(o) => o,
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+}
+
+/// A watch on either version sees events written through the other, in its own version.
+#[tokio::test]
+async fn event_watches_see_writes_through_the_other_version() {
+    let f = events_fixture().await;
+    let (client, p, core, v1) = (&f.client, &f.pod, &f.core, &f.v1);
+    // No event was written before the pod: watch from its resourceVersion.
+    let rv = p.resource_version().expect("rv");
+    let mut v1_watch = v1
+        .watch(&WatchParams::default().fields("regarding.name=p"), &rv)
+        .await
+        .expect("watch v1")
+        .boxed();
+    let mut core_watch = core
+        .watch(&WatchParams::default().fields(&describe_selector(p)), &rv)
+        .await
+        .expect("watch core")
+        .boxed();
+
+    core.create(&PostParams::default(), &core_event("p.pulled", p))
+        .await
+        .expect("create core event");
+    Recorder::new(client.clone(), reporter())
+        .publish(&restarted(), &p.object_ref(&()))
+        .await
+        .expect("publish");
+
+    let seen = next_added(&mut v1_watch).await;
+    assert_eq!(seen.note.as_deref(), Some("image pulled"));
+    assert_eq!(seen.regarding.and_then(|r| r.name).as_deref(), Some("p"));
+    let seen = next_added(&mut v1_watch).await;
+    assert_eq!(seen.note.as_deref(), Some("restarted the pod"));
+
+    let seen = next_added(&mut core_watch).await;
+    assert_eq!(seen.message.as_deref(), Some("image pulled"));
+    let seen = next_added(&mut core_watch).await;
+    assert_eq!(seen.message.as_deref(), Some("restarted the pod"));
+    assert_eq!(
+        seen.reporting_component.as_deref(),
+        Some("etcd-repopulator")
+    );
+}
+
+/// The fields of a 422 Invalid Status.
+fn invalid_fields(e: kube::Error) -> (kube::core::Status, Vec<String>) {
+    let s = api_err(e);
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{s:?}");
+    let fields = s
+        .details
+        .as_ref()
+        .map(|d| d.causes.iter().map(|c| c.field.clone()).collect())
+        .unwrap_or_default();
+    (s, fields)
+}
+
+/// `ValidateEventCreate`/`ValidateEventUpdate`: strict for events.k8s.io/v1, legacy for core/v1.
+#[tokio::test]
+async fn invalid_events_are_rejected() {
+    let f = events_fixture().await;
+    let (p, core, v1) = (&f.pod, &f.core, &f.v1);
+    let create_v1 = async |ev: &V1Event| {
+        invalid_fields(v1.create(&PostParams::default(), ev).await.unwrap_err())
+    };
+
+    let mut no_reason = v1_event("p.a", p);
+    no_reason.reason = None;
+    let (e, fields) = create_v1(&no_reason).await;
+    assert_eq!(
+        e.message,
+        "Event \"p.a\" is invalid: reason: Required value"
+    );
+    assert_eq!(fields, ["reason"]);
+
+    // A new-style event about a namespaced object without its namespace, outside
+    // default/kube-system.
+    let mut no_ns = v1_event("p.b", p);
+    if let Some(r) = no_ns.regarding.as_mut() {
+        r.namespace = None;
+    }
+    no_ns.type_ = Some("Bad".into());
+    assert_eq!(
+        create_v1(&no_ns).await.1,
+        ["involvedObject.namespace", "type"]
+    );
+
+    // Deprecated fields are core/v1 business: events.k8s.io/v1 wants them unset.
+    let mut counted = v1_event("p.c", p);
+    counted.deprecated_count = Some(2);
+    assert_eq!(create_v1(&counted).await.1, ["count"]);
+
+    // A legacy core/v1 event in another namespace than its object's.
+    let mut elsewhere = core_event("p.d", p);
+    elsewhere.involved_object.namespace = Some("default".into());
+    let (e, _) = invalid_fields(
+        core.create(&PostParams::default(), &elsewhere)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message.contains(
+            "involvedObject.namespace: Invalid value: \"default\": does not match event.namespace"
+        ),
+        "{}",
+        e.message
+    );
+
+    // Through events.k8s.io/v1 only the series of an event may change.
+    v1.create(&PostParams::default(), &v1_event("p.e", p))
+        .await
+        .expect("valid event");
+    let patch_v1 = async |patch: serde_json::Value| {
+        let e = v1
+            .patch("p.e", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap_err();
+        invalid_fields(e).1
+    };
+    assert_eq!(patch_v1(json!({ "note": "rewritten" })).await, ["message"]);
+    let series =
+        json!({ "series": { "count": 1, "lastObservedTime": "2025-01-01T00:00:01.000000Z" } });
+    assert_eq!(patch_v1(series).await, ["series.count"]);
 }

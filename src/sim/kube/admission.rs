@@ -1,10 +1,13 @@
 //! Per-resource defaulting and validation done by the API server before storing (the
-//! registry strategies' PrepareForCreate/Validate/ValidateUpdate). The Job rules matter most:
-//! re-creating a Job from its own saved manifest fails here exactly as on a real cluster.
+//! registry strategies' PrepareForCreate/Validate/ValidateUpdate), on the stored form of the
+//! object; `def` is the resource as requested, whose version some rules depend on. The Job
+//! rules matter most: re-creating a Job from its own saved manifest fails here exactly as on a
+//! real cluster.
 
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult, FieldError};
+use super::events;
 use super::meta;
 use super::resources::ResourceDef;
 use super::selector::{LabelSelector, labels_of, string_map};
@@ -23,6 +26,7 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
             Ok(())
         }
         ("", "pods") => prepare_pod(def, obj),
+        ("", "events") | ("events.k8s.io", "events") => events::prepare_create(def, obj),
         ("batch", "jobs") => prepare_job(def, obj),
         ("apps", "deployments" | "replicasets" | "statefulsets") => prepare_workload(def, obj),
         _ => Ok(()),
@@ -30,6 +34,9 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
 }
 
 pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value) -> ApiResult<()> {
+    if def.storage().is("", "events") {
+        return events::validate_update(def, old, new);
+    }
     let immutable: &[&str] = match (def.group, def.plural) {
         // The pod template is immutable too, except for a few scheduling fields.
         ("batch", "jobs") => &["selector", "template"],

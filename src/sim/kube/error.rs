@@ -66,7 +66,7 @@ pub enum ApiError {
         name: String,
         detail: String,
     },
-    #[error("{kind}.{group} \"{name}\" is invalid: {}", render_causes(.causes))]
+    #[error("{} \"{name}\" is invalid: {}", group_kind(kind, group), render_causes(.causes))]
     Invalid {
         kind: String,
         group: String,
@@ -115,6 +115,15 @@ fn forbidden_subject(resource: &str, group: &str, name: &str) -> String {
         qualified
     } else {
         format!("{qualified} {name:?}")
+    }
+}
+
+/// `schema.GroupKind.String()`: the bare kind in the core group.
+fn group_kind(kind: &str, group: &str) -> String {
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
     }
 }
 

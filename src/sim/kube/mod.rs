@@ -1,16 +1,18 @@
 //! Fake Kubernetes API server (the subset the handlers use, with the real server's semantics),
 //! served over HTTP so that the real kube-rs client code path is exercised end to end.
 //!
-//! Layout: `resources` (the table of served kinds), `store` (objects, resourceVersions, event
-//! history), `admission` (defaulting/validation before storing), `http` (REST paths, verbs,
-//! discovery), `watch` (watch streams), `selector`, `patch`, `faults` (fault injection),
-//! `controllers` (Deployment, ReplicaSet, kubelet, Job, etcd operator, garbage collector) and
-//! `seed` (a CSM-like `services` namespace).
+//! Layout: `resources` (the table of served kinds), `events` (core/v1 and events.k8s.io/v1
+//! events over one storage), `store` (objects, resourceVersions, event history), `admission`
+//! (defaulting/validation before storing), `http` (REST paths, verbs, discovery), `watch`
+//! (watch streams), `selector`, `patch`, `faults` (fault injection), `controllers`
+//! (Deployment, ReplicaSet, kubelet, Job, etcd operator, garbage collector) and `seed` (a
+//! CSM-like `services` namespace).
 
 mod admission;
 pub mod authz;
 pub mod controllers;
 mod error;
+mod events;
 pub mod faults;
 mod http;
 mod meta;

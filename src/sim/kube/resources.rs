@@ -1,6 +1,12 @@
 //! The resource table: every kind the simulated server knows is one entry here. The store, the
 //! HTTP layer and discovery are all driven by it, so adding a resource is adding a row.
 
+use std::borrow::Cow;
+
+use serde_json::{Map, Value, json};
+
+use super::events;
+
 /// How a resource is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResourceDef {
@@ -23,6 +29,42 @@ pub struct ResourceDef {
     /// `ReturnDeletedObject` in the registry store: DELETE answers with the object instead of a
     /// success `Status`.
     pub return_deleted_object: bool,
+    /// Served from another resource's storage in a different API version (as events.k8s.io/v1
+    /// events are core/v1 events): objects are converted on the way in and out.
+    pub conversion: Option<&'static Conversion>,
+}
+
+/// How a served version maps onto the storage version: the fields that are renamed (every
+/// other field is dropped, as decoding into the typed struct does) and the field selector
+/// labels the version accepts (its `AddFieldLabelConversionFunc`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Conversion {
+    pub storage: &'static ResourceDef,
+    /// `(storage name, served name)` of every top-level field but apiVersion and kind.
+    pub fields: &'static [(&'static str, &'static str)],
+    /// `(served label, storage label)`; a label missing here is not supported.
+    pub field_labels: &'static [(&'static str, &'static str)],
+}
+
+impl Conversion {
+    /// Copies the fields of `obj` under their names on the other side, and stamps `to`'s
+    /// apiVersion and kind.
+    fn convert(&self, obj: &Value, to: &ResourceDef, to_storage: bool) -> Value {
+        let mut out = Map::new();
+        out.insert("apiVersion".into(), json!(to.api_version()));
+        out.insert("kind".into(), json!(to.kind));
+        for &(stored, served) in self.fields {
+            let (from, into) = if to_storage {
+                (served, stored)
+            } else {
+                (stored, served)
+            };
+            if let Some(v) = obj.get(from) {
+                out.insert(into.into(), v.clone());
+            }
+        }
+        Value::Object(out)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +96,48 @@ impl ResourceDef {
 
     pub fn is(&self, group: &str, plural: &str) -> bool {
         self.group == group && self.plural == plural
+    }
+
+    /// The resource whose storage holds this one's objects (itself, unless converted).
+    pub fn storage(&self) -> &ResourceDef {
+        self.conversion.map_or(self, |c| c.storage)
+    }
+
+    /// A request body in this version, as stored.
+    pub fn to_storage(&self, obj: Value) -> Value {
+        match self.conversion {
+            Some(c) if obj.is_object() => c.convert(&obj, c.storage, true),
+            _ => obj,
+        }
+    }
+
+    /// A stored object, as this version serves it.
+    pub fn from_storage(&self, stored: Value) -> Value {
+        match self.view(&stored) {
+            Cow::Owned(v) => v,
+            Cow::Borrowed(_) => stored,
+        }
+    }
+
+    /// [`ResourceDef::from_storage`] without taking the object (watch streams).
+    pub fn view<'a>(&self, stored: &'a Value) -> Cow<'a, Value> {
+        match self.conversion {
+            Some(c) => Cow::Owned(c.convert(stored, self, false)),
+            None => Cow::Borrowed(stored),
+        }
+    }
+
+    /// A field selector label of this version as the storage version names it; `None` when
+    /// the version does not support the label.
+    pub fn storage_field_label<'a>(&self, label: &'a str) -> Option<&'a str> {
+        match self.conversion {
+            Some(c) => c
+                .field_labels
+                .iter()
+                .find(|(served, _)| *served == label)
+                .map(|(_, stored)| *stored),
+            None => Some(label),
+        }
     }
 }
 
@@ -89,6 +173,7 @@ const fn builtin(
         unconditional_update: true,
         default_gc: PropagationPolicy::Background,
         return_deleted_object: false,
+        conversion: None,
     }
 }
 
@@ -108,8 +193,11 @@ pub const EVENTS: ResourceDef = ResourceDef {
     status_subresource: false,
     ..builtin("", "v1", "events", "event", "Event", &["ev"])
 };
+/// One storage with [`EVENTS`] (pkg/registry/core/event), converted as
+/// pkg/apis/events/v1/conversion.go does.
 pub const EVENTS_V1: ResourceDef = ResourceDef {
     status_subresource: false,
+    conversion: Some(&events::V1_CONVERSION),
     ..builtin("events.k8s.io", "v1", "events", "event", "Event", &["ev"])
 };
 pub const DEPLOYMENTS: ResourceDef = builtin(

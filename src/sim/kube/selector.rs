@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::events;
 use super::resources::ResourceDef;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,7 +259,8 @@ pub fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
 
 #[derive(Debug, Clone, PartialEq)]
 struct FieldTerm {
-    pointer: String,
+    /// Where the value is in the stored object; the first non-empty one counts.
+    pointers: &'static [&'static str],
     value: String,
     negate: bool,
 }
@@ -267,31 +269,29 @@ struct FieldTerm {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FieldSelector(Vec<FieldTerm>);
 
-/// The selectable fields per resource (the `*ToSelectableFields` functions of the registries).
-fn selectable_field(def: &ResourceDef, field: &str) -> Option<&'static str> {
-    let common = match field {
-        "metadata.name" => Some("/metadata/name"),
-        "metadata.namespace" => Some("/metadata/namespace"),
+/// The selectable fields per stored resource (the `*ToSelectableFields` functions of the
+/// registries), as JSON pointers.
+fn selectable_field(def: &ResourceDef, field: &str) -> Option<&'static [&'static str]> {
+    let common: Option<&'static [&'static str]> = match field {
+        "metadata.name" => Some(&["/metadata/name"]),
+        "metadata.namespace" => Some(&["/metadata/namespace"]),
         _ => None,
     };
     common.or(match (def.group, def.plural, field) {
-        ("", "pods", "status.phase") => Some("/status/phase"),
-        ("", "pods", "spec.nodeName") => Some("/spec/nodeName"),
-        ("", "pods", "spec.restartPolicy") => Some("/spec/restartPolicy"),
-        ("", "pods", "spec.serviceAccountName") => Some("/spec/serviceAccountName"),
-        ("", "namespaces", "status.phase") => Some("/status/phase"),
-        ("", "events", "involvedObject.kind") => Some("/involvedObject/kind"),
-        ("", "events", "involvedObject.name") => Some("/involvedObject/name"),
-        ("", "events", "involvedObject.namespace") => Some("/involvedObject/namespace"),
-        ("", "events", "involvedObject.uid") => Some("/involvedObject/uid"),
-        ("", "events", "reason") => Some("/reason"),
-        ("", "events", "type") => Some("/type"),
-        ("batch", "jobs", "status.successful") => Some("/status/succeeded"),
+        ("", "pods", "status.phase") => Some(&["/status/phase"]),
+        ("", "pods", "spec.nodeName") => Some(&["/spec/nodeName"]),
+        ("", "pods", "spec.restartPolicy") => Some(&["/spec/restartPolicy"]),
+        ("", "pods", "spec.serviceAccountName") => Some(&["/spec/serviceAccountName"]),
+        ("", "namespaces", "status.phase") => Some(&["/status/phase"]),
+        ("", "events", f) => events::selectable_field(f),
+        ("batch", "jobs", "status.successful") => Some(&["/status/succeeded"]),
         _ => None,
     })
 }
 
 impl FieldSelector {
+    /// Parses `s` as `def`'s version names its fields (converted to the storage version's
+    /// labels, as the real server's field label conversion does); matching is on stored objects.
     pub fn parse(def: &ResourceDef, s: &str) -> Result<Self, ApiError> {
         if s.trim().is_empty() {
             return Ok(Self::default());
@@ -310,11 +310,14 @@ impl FieldSelector {
                 )));
             };
             let field = field.trim();
-            let pointer = selectable_field(def, field).ok_or_else(|| {
-                ApiError::BadRequest(format!("field label not supported: {field}"))
-            })?;
+            let pointers = def
+                .storage_field_label(field)
+                .and_then(|f| selectable_field(def.storage(), f))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("field label not supported: {field}"))
+                })?;
             terms.push(FieldTerm {
-                pointer: pointer.to_string(),
+                pointers,
                 value: value.trim().to_string(),
                 negate,
             });
@@ -324,12 +327,17 @@ impl FieldSelector {
 
     pub fn matches_object(&self, obj: &Value) -> bool {
         self.0.iter().all(|t| {
-            let actual = match obj.pointer(&t.pointer) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
+            let actual = t
+                .pointers
+                .iter()
+                .map(|p| match obj.pointer(p) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                })
+                .find(|v| !v.is_empty())
+                .unwrap_or_default();
             (actual == t.value) != t.negate
         })
     }
@@ -403,5 +411,20 @@ mod tests {
         assert!(fs.matches_object(&json!({"metadata":{"name":"a"},"status":{"phase":"Running"}})));
         assert!(!fs.matches_object(&json!({"metadata":{"name":"b"}})));
         assert!(FieldSelector::parse(&def, "spec.foo=a").is_err());
+    }
+
+    #[test]
+    fn event_field_selectors_per_version() {
+        use super::super::resources::{EVENTS, EVENTS_V1};
+        let stored = json!({
+            "involvedObject": { "uid": "u", "name": "p" },
+            "reportingComponent": "ctl",
+        });
+        let core = FieldSelector::parse(&EVENTS, "involvedObject.uid=u,source=ctl").unwrap();
+        assert!(core.matches_object(&stored));
+        let v1 = FieldSelector::parse(&EVENTS_V1, "regarding.name=p,reportingController=ctl");
+        assert!(v1.unwrap().matches_object(&stored));
+        assert!(FieldSelector::parse(&EVENTS_V1, "involvedObject.uid=u").is_err());
+        assert!(FieldSelector::parse(&EVENTS, "regarding.uid=u").is_err());
     }
 }

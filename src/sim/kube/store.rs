@@ -1,6 +1,10 @@
 //! The object store: every object is a `serde_json::Value` keyed by resource, namespace and
 //! name, versioned by one global `resourceVersion` counter (as etcd's revision), with a bounded
 //! event history for watches that resume from a resourceVersion.
+//!
+//! Objects are kept in their storage version: a resource served from another one's storage
+//! (`ResourceDef::conversion`) is converted on the way in and out here, and its store events
+//! carry the storage resource and object (watches convert them for their version).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,7 +44,8 @@ impl EventType {
 }
 
 /// One change to the store, as sent to watchers (`old` lets a watch with a selector turn a
-/// MODIFIED into ADDED/DELETED when the object starts/stops matching).
+/// MODIFIED into ADDED/DELETED when the object starts/stops matching). `def` is the storage
+/// resource and the objects are in its form.
 #[derive(Debug)]
 pub struct StoreEvent {
     pub rv: u64,
@@ -54,6 +59,7 @@ pub struct StoreEvent {
 type ObjKey = (&'static str, &'static str, String, String);
 
 fn key(def: &'static ResourceDef, ns: &str, name: &str) -> ObjKey {
+    let def = def.storage();
     // Cluster-scoped objects ignore the namespace.
     let ns = if def.namespaced { ns } else { "" };
     (def.group, def.plural, ns.to_string(), name.to_string())
@@ -153,7 +159,7 @@ impl Store {
         self.lock()
             .objects
             .get(&key(def, ns, name))
-            .cloned()
+            .map(|obj| def.from_storage(obj.clone()))
             .ok_or_else(|| ApiError::not_found(def, name))
     }
 
@@ -169,16 +175,21 @@ impl Store {
         sel: &Selectors,
     ) -> (Vec<Value>, u64) {
         let inner = self.lock();
-        let items = Self::list_locked(&inner, def, ns, sel);
+        let items = Self::list_locked(&inner, def, ns, sel)
+            .into_iter()
+            .map(|obj| def.from_storage(obj))
+            .collect();
         (items, inner.rv)
     }
 
+    /// Matching objects in their stored form.
     fn list_locked(
         inner: &Inner,
         def: &'static ResourceDef,
         ns: Option<&str>,
         sel: &Selectors,
     ) -> Vec<Value> {
+        let def = def.storage();
         inner
             .objects
             .iter()
@@ -239,7 +250,7 @@ impl Store {
                 Some(prefix) if !prefix.is_empty() => meta::generate_name(prefix),
                 _ => {
                     return Err(ApiError::invalid(
-                        def,
+                        def.storage(),
                         "",
                         vec![FieldError::required(
                             "metadata.name",
@@ -251,13 +262,15 @@ impl Store {
         };
         if let Some(problem) = meta::invalid_name(&name) {
             return Err(ApiError::invalid(
-                def,
+                def.storage(),
                 &name,
                 vec![FieldError::invalid("metadata.name", &json!(name), &problem)],
             ));
         }
-        obj["apiVersion"] = json!(def.api_version());
-        obj["kind"] = json!(def.kind);
+        let mut obj = def.to_storage(obj);
+        let stored = def.storage();
+        obj["apiVersion"] = json!(stored.api_version());
+        obj["kind"] = json!(stored.kind);
         obj["metadata"]["name"] = json!(name);
         if def.namespaced {
             obj["metadata"]["namespace"] = json!(path_ns);
@@ -316,7 +329,7 @@ impl Store {
             if let Some(m) = obj["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            return Ok(obj);
+            return Ok(def.from_storage(obj));
         }
         inner.rv += 1;
         let rv = inner.rv;
@@ -326,20 +339,21 @@ impl Store {
             &mut inner,
             StoreEvent {
                 rv,
-                def,
+                def: stored,
                 namespace: path_ns.to_string(),
                 kind: EventType::Added,
                 object: obj.clone(),
                 old: None,
             },
         );
-        Ok(obj)
+        Ok(def.from_storage(obj))
     }
 
     /// Read-modify-write of one object under the store lock. `change` gets the current object
     /// and edits a candidate; `mode` decides which parts of the candidate are kept. An update
     /// that changes nothing is a no-op (no new resourceVersion, no event), as in the real
-    /// server; that keeps level-triggered controllers from looping.
+    /// server; that keeps level-triggered controllers from looping. `change` edits the object as
+    /// `def`'s version serves it.
     pub fn update_with<F>(
         &self,
         def: &'static ResourceDef,
@@ -359,7 +373,7 @@ impl Store {
             .get(&k)
             .cloned()
             .ok_or_else(|| ApiError::not_found(def, name))?;
-        let mut candidate = old.clone();
+        let mut candidate = def.from_storage(old.clone());
         change(&mut candidate)?;
         if !candidate.is_object() {
             return Err(ApiError::BadRequest(
@@ -384,6 +398,7 @@ impl Store {
         {
             return Err(ApiError::stale(def, name));
         }
+        let candidate = def.to_storage(candidate);
         let mut new = match mode {
             WriteMode::Status => {
                 // The status strategy keeps everything but .status from the stored object.
@@ -413,8 +428,9 @@ impl Store {
             _ => candidate,
         };
         // Fields the server owns survive any client update.
-        new["apiVersion"] = json!(def.api_version());
-        new["kind"] = json!(def.kind);
+        let stored = def.storage();
+        new["apiVersion"] = json!(stored.api_version());
+        new["kind"] = json!(stored.kind);
         for f in [
             "name",
             "namespace",
@@ -470,7 +486,7 @@ impl Store {
             }
         }
         if new == old {
-            return Ok(old);
+            return Ok(def.from_storage(old));
         }
         // The last finalizer gone from an object being deleted: the object is deleted now.
         // Pods still in their grace period are removed by the kubelet instead.
@@ -483,7 +499,7 @@ impl Store {
                     .unwrap_or(0)
                     == 0);
         if dry_run {
-            return Ok(new);
+            return Ok(def.from_storage(new));
         }
         inner.rv += 1;
         let rv = inner.rv;
@@ -500,14 +516,14 @@ impl Store {
             &mut inner,
             StoreEvent {
                 rv,
-                def,
+                def: stored,
                 namespace: meta::namespace(&new).unwrap_or_default().to_string(),
                 kind,
                 object: new.clone(),
                 old: Some(old),
             },
         );
-        Ok(new)
+        Ok(def.from_storage(new))
     }
 
     /// A client's PUT.
@@ -638,7 +654,7 @@ impl Store {
         };
         if finalizers.is_empty() && grace == 0 {
             if opts.dry_run {
-                return Ok(DeleteOutcome::Deleted(old));
+                return Ok(DeleteOutcome::Deleted(def.from_storage(old)));
             }
             inner.rv += 1;
             let rv = inner.rv;
@@ -649,14 +665,14 @@ impl Store {
                 &mut inner,
                 StoreEvent {
                     rv,
-                    def,
+                    def: def.storage(),
                     namespace: meta::namespace(&new).unwrap_or_default().to_string(),
                     kind: EventType::Deleted,
                     object: new.clone(),
                     old: Some(old),
                 },
             );
-            return Ok(DeleteOutcome::Deleted(new));
+            return Ok(DeleteOutcome::Deleted(def.from_storage(new)));
         }
         if !meta::is_deleting(&old) {
             let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
@@ -665,7 +681,7 @@ impl Store {
         new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
         new["metadata"]["finalizers"] = json!(finalizers);
         if new == old || opts.dry_run {
-            return Ok(DeleteOutcome::Pending(new));
+            return Ok(DeleteOutcome::Pending(def.from_storage(new)));
         }
         inner.rv += 1;
         let rv = inner.rv;
@@ -675,14 +691,14 @@ impl Store {
             &mut inner,
             StoreEvent {
                 rv,
-                def,
+                def: def.storage(),
                 namespace: meta::namespace(&new).unwrap_or_default().to_string(),
                 kind: EventType::Modified,
                 object: new.clone(),
                 old: Some(old),
             },
         );
-        Ok(DeleteOutcome::Pending(new))
+        Ok(DeleteOutcome::Pending(def.from_storage(new)))
     }
 
     fn drop_logs(inner: &mut Inner, obj: &Value) {
@@ -694,7 +710,8 @@ impl Store {
     }
 
     /// Starts a watch: events after `from_rv` from the history (410 Gone if they are no longer
-    /// there), or synthetic ADDED events for the current state when `from_rv` is `None`.
+    /// there), or synthetic ADDED events for the current state when `from_rv` is `None`; in the
+    /// stored form, for the watch to convert.
     pub fn watch_from(
         &self,
         def: &'static ResourceDef,
@@ -704,10 +721,9 @@ impl Store {
         let inner = self.lock();
         // Subscribing under the lock means no event falls between snapshot and live stream.
         let receiver = self.tx.subscribe();
+        let stored = def.storage();
         let same_resource = |e: &StoreEvent| {
-            e.def.group == def.group
-                && e.def.plural == def.plural
-                && ns.is_none_or(|ns| ns == e.namespace)
+            e.def.is(stored.group, stored.plural) && ns.is_none_or(|ns| ns == e.namespace)
         };
         let initial = match from_rv {
             None => Self::list_locked(&inner, def, ns, &Selectors::default())
@@ -715,7 +731,7 @@ impl Store {
                 .map(|obj| {
                     Arc::new(StoreEvent {
                         rv: inner.rv,
-                        def,
+                        def: stored,
                         namespace: meta::namespace(&obj).unwrap_or_default().to_string(),
                         kind: EventType::Added,
                         object: obj,

@@ -54,7 +54,8 @@ fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Bytes {
 }
 
 /// What a watcher with `sel` sees of a store event: an object that starts or stops matching
-/// the selector is sent as ADDED or DELETED, as the real watch cache does.
+/// the selector is sent as ADDED or DELETED, as the real watch cache does. Selectors match the
+/// stored form; the watcher gets its own version of the object.
 fn visible(ev: &StoreEvent, sel: &Selectors) -> Option<&'static str> {
     let now = sel.matches(&ev.object);
     let before = ev.old.as_ref().is_some_and(|o| sel.matches(o));
@@ -86,8 +87,8 @@ struct WatchStream {
 
 impl WatchStream {
     fn relevant(&self, ev: &StoreEvent) -> bool {
-        ev.def.group == self.def.group
-            && ev.def.plural == self.def.plural
+        let stored = self.def.storage();
+        ev.def.is(stored.group, stored.plural)
             && self.ns.as_deref().is_none_or(|ns| ns == ev.namespace)
     }
 
@@ -119,7 +120,7 @@ impl WatchStream {
                         if self.relevant(&ev)
                             && let Some(kind) = visible(&ev, &self.selectors)
                         {
-                            return Some(line(kind, &ev.object));
+                            return Some(line(kind, &self.def.view(&ev.object)));
                         }
                     }
                     // Too slow a reader: end the stream; the client re-watches from its last
@@ -151,7 +152,7 @@ pub fn serve(
     let mut pending = VecDeque::new();
     for ev in &start.initial {
         if let Some(kind) = visible(ev, &params.selectors) {
-            pending.push_back(line(kind, &ev.object));
+            pending.push_back(line(kind, &def.view(&ev.object)));
         }
     }
     if params.send_initial_events && params.bookmarks {
