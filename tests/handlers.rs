@@ -142,6 +142,27 @@ async fn fas_loader_failure_reports_the_pod_log() {
         "{message}"
     );
     assert_eq!(run["services"][0]["steps"][1]["state"], "pending");
+    // `kubectl describe job cray-fas-loader` shows the failure too.
+    let new_uid = jobs(&app)
+        .get("cray-fas-loader")
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+    let events = app.events_about(&new_uid).await;
+    let failed = events
+        .iter()
+        .find(|e| e.action.as_deref() == Some("Failed"))
+        .expect("a Failed Event on the re-run Job");
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .unwrap()
+            .contains(run["id"].as_str().unwrap()),
+        "{failed:?}"
+    );
 }
 
 #[tokio::test]
