@@ -92,9 +92,11 @@ fn last_event_id(headers: &HeaderMap) -> Result<i64, ApiError> {
         .ok()
         .and_then(|v| v.trim().parse::<i64>().ok())
         .filter(|n| *n >= 0)
-        .ok_or_else(|| ApiError::InvalidParameter {
-            detail: "Last-Event-ID must be the id of an event of this stream".to_owned(),
-            field: "Last-Event-ID".to_owned(),
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Last-Event-ID",
+                "Last-Event-ID must be the id of an event of this stream",
+            )
         })
 }
 

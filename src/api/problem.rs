@@ -1,10 +1,12 @@
 //! Errors as RFC 9457 `application/problem+json`, one type per kind of failure; and the
 //! extractors that turn every malformed request into such a problem instead of a plain 4xx.
 
+use std::{fmt::Display, str::FromStr};
+
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request, rejection::BytesRejection},
-    http::{HeaderMap, StatusCode, header},
+    extract::{FromRequest, FromRequestParts, Query, Request, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -210,6 +212,64 @@ pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
         body,
     )
         .into_response()
+}
+
+impl ApiError {
+    /// A 400 naming the query parameter or header at fault.
+    pub fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
+        ApiError::InvalidParameter {
+            detail: detail.into(),
+            field: field.to_owned(),
+        }
+    }
+}
+
+/// The query string as `T`; one that does not fit (an unknown parameter, a repeated one) is a
+/// problem naming `query`. The values are strings, checked by the handler with [`parse_param`]
+/// and [`page_limit`] so that each bad value gets its own message.
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(query)| QueryParams(query))
+            .map_err(|rejection| ApiError::invalid("query", rejection.body_text()))
+    }
+}
+
+/// An optional parameter parsed with `FromStr`; a value that does not parse is a 400 naming
+/// `field`, with the parser's message.
+pub fn parse_param<T>(field: &str, raw: Option<&str>) -> Result<Option<T>, ApiError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    raw.map(|raw| {
+        raw.parse::<T>()
+            .map_err(|e| ApiError::invalid(field, e.to_string()))
+    })
+    .transpose()
+}
+
+/// The `limit` of a listing: `default` when absent, otherwise 1 to `max`.
+pub fn page_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid("limit", format!("limit must be 1 to {max}, got {raw:?}"))
+            }),
+    }
 }
 
 /// A JSON request body. An empty body means `T::default()` (so `POST /repopulations` with no

@@ -2,7 +2,7 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{
     SharedState,
     auth::Principal,
-    problem::{ApiError, JsonBody, Problem},
+    problem::{ApiError, JsonBody, Problem, QueryParams, page_limit, parse_param},
 };
 use crate::{
     handlers,
@@ -120,10 +120,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let invalid = |detail: &str| ApiError::InvalidParameter {
-        detail: detail.to_owned(),
-        field: "Idempotency-Key".to_owned(),
-    };
+    let invalid = |detail: &str| ApiError::invalid("Idempotency-Key", detail);
     let key = value
         .to_str()
         .map_err(|_| invalid("Idempotency-Key must be visible ASCII"))?
@@ -174,57 +171,23 @@ pub(super) fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError>
     ))]
 pub async fn list_runs(
     State(state): State<SharedState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<RunList>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::InvalidParameter {
-        detail: rejection.body_text(),
-        field: "query".to_owned(),
-    })?;
-    let invalid = |field: &str, detail: String| ApiError::InvalidParameter {
-        detail,
-        field: field.to_owned(),
-    };
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "limit",
-                    format!("limit must be 1 to {MAX_LIMIT}, got {raw:?}"),
-                )
-            })?,
-    };
+    let limit = page_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let before = query
         .cursor
         .as_deref()
         .map(|raw| {
             Uuid::parse_str(raw).map_err(|_| {
-                invalid(
+                ApiError::invalid(
                     "cursor",
                     format!("{raw:?} is not a cursor from next_cursor"),
                 )
             })
         })
         .transpose()?;
-    let state_filter = query
-        .state
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<RunState>()
-                .map_err(|e| invalid("state", e.to_string()))
-        })
-        .transpose()?;
-    let service = query
-        .service
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<Service>()
-                .map_err(|e| invalid("service", e.to_string()))
-        })
-        .transpose()?;
+    let state_filter = parse_param::<RunState>("state", query.state.as_deref())?;
+    let service = parse_param::<Service>("service", query.service.as_deref())?;
     let (items, next) = state
         .store
         .list_runs(&RunFilter {

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{Query, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     SharedState,
-    problem::{ApiError, Problem, problem_response},
+    problem::{ApiError, Problem, QueryParams, page_limit, parse_param, problem_response},
 };
 use crate::snapshots::{CaptureReport, Snapshot, SnapshotSource, Snapshotter};
 
@@ -84,47 +84,20 @@ pub async fn create_snapshots(State(state): State<SharedState>) -> Result<Respon
     ))]
 pub async fn list_snapshots(
     State(state): State<SharedState>,
-    query: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<SnapshotQuery>,
 ) -> Result<Json<SnapshotList>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::InvalidParameter {
-        detail: rejection.body_text(),
-        field: "query".to_owned(),
-    })?;
-    let invalid = |field: &str, detail: String| ApiError::InvalidParameter {
-        detail,
-        field: field.to_owned(),
-    };
-    let source = query
-        .source
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<SnapshotSource>()
-                .map_err(|e| invalid("source", e))
-        })
-        .transpose()?;
+    let source = parse_param::<SnapshotSource>("source", query.source.as_deref())?;
     let with_content = match query.content.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(raw) => {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 "content",
                 format!("content must be true or false, got {raw:?}"),
             ));
         }
     };
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "limit",
-                    format!("limit must be 1 to {MAX_LIMIT}, got {raw:?}"),
-                )
-            })?,
-    };
+    let limit = page_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let items = state
         .store
         .list_snapshots(source, with_content, limit)

@@ -151,6 +151,29 @@ impl Cluster {
         )
     }
 
+    /// Watches the object named by `target` (all objects of that name, whatever their uid)
+    /// until `check` returns `Ok`; `state` says what is awaited ("to be deleted").
+    async fn watch_named<T>(
+        &self,
+        target: &ObjectRef,
+        state: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        check: impl FnMut(&[Arc<DynamicObject>]) -> Result<T, String>,
+    ) -> Result<T, ClusterError> {
+        let (api, resource) = self.dynamic(target);
+        watch_until(
+            api,
+            resource,
+            watcher::Config::default().fields(&format!("metadata.name={}", target.name)),
+            timeout,
+            cancel,
+            &format!("{} {state}", target.describe(&self.namespace)),
+            check,
+        )
+        .await
+    }
+
     /// The object as JSON, or `None` when it does not exist.
     pub async fn read_object(&self, target: &ObjectRef) -> Result<Option<Value>, ClusterError> {
         let (api, _) = self.dynamic(target);
@@ -176,7 +199,7 @@ impl Cluster {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<(), ClusterError> {
-        let (api, resource) = self.dynamic(target);
+        let (api, _) = self.dynamic(target);
         let mut params = DeleteParams::background();
         params.preconditions = Some(kube::api::Preconditions {
             uid: Some(uid.to_owned()),
@@ -198,18 +221,12 @@ impl Cluster {
         if dry_run {
             return Ok(());
         }
-        let uid = uid.to_owned();
-        watch_until(
-            api,
-            resource,
-            watcher::Config::default().fields(&format!("metadata.name={}", target.name)),
+        self.watch_named(
+            target,
+            "to be deleted",
             timeout,
             cancel,
-            &format!("{} to be deleted", target.describe(&self.namespace)),
-            |objects: &[Arc<DynamicObject>]| match objects
-                .iter()
-                .find(|o| o.uid().as_deref() == Some(uid.as_str()))
-            {
+            |objects| match objects.iter().find(|o| o.uid().as_deref() == Some(uid)) {
                 None => Ok(()),
                 Some(o) => Err(format!("still present (finalizers: {:?})", o.finalizers())),
             },
@@ -250,63 +267,50 @@ impl Cluster {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<JobOutcome, ClusterError> {
-        let (api, resource) = self.dynamic(target);
-        let uid = uid.to_owned();
-        watch_until(
-            api,
-            resource,
-            watcher::Config::default().fields(&format!("metadata.name={}", target.name)),
-            timeout,
-            cancel,
-            &format!("{} to complete", target.describe(&self.namespace)),
-            |objects: &[Arc<DynamicObject>]| {
-                let Some(job) = objects
-                    .iter()
-                    .find(|o| o.uid().as_deref() == Some(uid.as_str()))
-                else {
-                    return Err("the Job is gone".to_owned());
+        self.watch_named(target, "to complete", timeout, cancel, |objects| {
+            let Some(job) = objects.iter().find(|o| o.uid().as_deref() == Some(uid)) else {
+                return Err("the Job is gone".to_owned());
+            };
+            let conditions = job
+                .data
+                .pointer("/status/conditions")
+                .and_then(Value::as_array);
+            for condition in conditions.into_iter().flatten() {
+                let is_true = condition.get("status").and_then(Value::as_str) == Some("True");
+                let text = |key: &str| {
+                    condition
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
                 };
-                let conditions = job
-                    .data
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array);
-                for condition in conditions.into_iter().flatten() {
-                    let is_true = condition.get("status").and_then(Value::as_str) == Some("True");
-                    let text = |key: &str| {
-                        condition
-                            .get(key)
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned()
-                    };
-                    match condition.get("type").and_then(Value::as_str) {
-                        Some("Complete") if is_true => return Ok(JobOutcome::Complete),
-                        Some("Failed") if is_true => {
-                            return Ok(JobOutcome::Failed {
-                                reason: text("reason"),
-                                message: text("message"),
-                            });
-                        }
-                        _ => {}
+                match condition.get("type").and_then(Value::as_str) {
+                    Some("Complete") if is_true => return Ok(JobOutcome::Complete),
+                    Some("Failed") if is_true => {
+                        return Ok(JobOutcome::Failed {
+                            reason: text("reason"),
+                            message: text("message"),
+                        });
                     }
+                    _ => {}
                 }
-                Err(format!(
-                    "active {}, succeeded {}, failed {}",
-                    job.data
-                        .pointer("/status/active")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0),
-                    job.data
-                        .pointer("/status/succeeded")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0),
-                    job.data
-                        .pointer("/status/failed")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0),
-                ))
-            },
-        )
+            }
+            Err(format!(
+                "active {}, succeeded {}, failed {}",
+                job.data
+                    .pointer("/status/active")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                job.data
+                    .pointer("/status/succeeded")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                job.data
+                    .pointer("/status/failed")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+            ))
+        })
         .await
     }
 
@@ -352,53 +356,44 @@ impl Cluster {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<Value, ClusterError> {
-        let (api, resource) = self.dynamic(target);
         let kind = target.kind.clone();
-        watch_until(
-            api,
-            resource,
-            watcher::Config::default().fields(&format!("metadata.name={}", target.name)),
-            timeout,
-            cancel,
-            &format!("{} to be running", target.describe(&self.namespace)),
-            |objects: &[Arc<DynamicObject>]| {
-                let Some(object) = objects.first() else {
-                    return Err("not present".to_owned());
-                };
-                let data = &object.data;
-                let num = |p: &str| data.pointer(p).and_then(Value::as_i64);
-                let (up, seen) = match kind.as_str() {
-                    "EtcdCluster" => {
-                        let phase = data
-                            .pointer("/status/phase")
-                            .and_then(Value::as_str)
-                            .unwrap_or("none");
-                        let (want, have) = (num("/spec/size"), num("/status/size"));
-                        (
-                            phase == "Running" && want.is_some() && want == have,
-                            format!(
-                                "phase {phase}, size {} of {}",
-                                have.unwrap_or(0),
-                                want.unwrap_or(0)
-                            ),
-                        )
-                    }
-                    "StatefulSet" => {
-                        let (want, have) = (
-                            num("/spec/replicas").unwrap_or(1),
-                            num("/status/readyReplicas").unwrap_or(0),
-                        );
-                        (have >= want, format!("{have} of {want} replicas Ready"))
-                    }
-                    _ => (true, String::new()),
-                };
-                if up {
-                    serde_json::to_value(object.as_ref()).map_err(|e| e.to_string())
-                } else {
-                    Err(seen)
+        self.watch_named(target, "to be running", timeout, cancel, |objects| {
+            let Some(object) = objects.first() else {
+                return Err("not present".to_owned());
+            };
+            let data = &object.data;
+            let num = |p: &str| data.pointer(p).and_then(Value::as_i64);
+            let (up, seen) = match kind.as_str() {
+                "EtcdCluster" => {
+                    let phase = data
+                        .pointer("/status/phase")
+                        .and_then(Value::as_str)
+                        .unwrap_or("none");
+                    let (want, have) = (num("/spec/size"), num("/status/size"));
+                    (
+                        phase == "Running" && want.is_some() && want == have,
+                        format!(
+                            "phase {phase}, size {} of {}",
+                            have.unwrap_or(0),
+                            want.unwrap_or(0)
+                        ),
+                    )
                 }
-            },
-        )
+                "StatefulSet" => {
+                    let (want, have) = (
+                        num("/spec/replicas").unwrap_or(1),
+                        num("/status/readyReplicas").unwrap_or(0),
+                    );
+                    (have >= want, format!("{have} of {want} replicas Ready"))
+                }
+                _ => (true, String::new()),
+            };
+            if up {
+                serde_json::to_value(object.as_ref()).map_err(|e| e.to_string())
+            } else {
+                Err(seen)
+            }
+        })
         .await
     }
 }
