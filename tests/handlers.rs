@@ -37,8 +37,9 @@ async fn run(app: &common::TestApp, services: Value) -> Value {
     app.finished_run(&id).await
 }
 
-/// Replaces a Job by one that fails with `log` (deleting the old one and waiting until it is gone).
-async fn replace_with_failing_job(app: &common::TestApp, name: &str, log: &str) {
+/// Replaces a Job by a plain one whose pod template carries `annotations` (the simulation's
+/// knobs: fail, log lines; without an effect it loads nothing), deleting the old one first.
+async fn replace_job(app: &common::TestApp, name: &str, annotations: Value) {
     let api = jobs(app);
     let old = api.get(name).await.unwrap();
     api.delete(name, &DeleteParams::background()).await.unwrap();
@@ -57,9 +58,7 @@ async fn replace_with_failing_job(app: &common::TestApp, name: &str, log: &str) 
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name},
         "spec": {"backoffLimit": 0, "template": {
-            "metadata": {"annotations": {
-                "sim.etcd-repopulator.io/fail": "true",
-                "sim.etcd-repopulator.io/log": log}},
+            "metadata": {"annotations": annotations},
             "spec": {"restartPolicy": "Never",
                 "containers": [{"name": "loader", "image": "registry.local/loader:1"}]}}}
     }))
@@ -67,10 +66,24 @@ async fn replace_with_failing_job(app: &common::TestApp, name: &str, log: &str) 
     api.create(&PostParams::default(), &job).await.unwrap();
 }
 
+/// Replaces a Job by one that fails with `log`.
+async fn replace_with_failing_job(app: &common::TestApp, name: &str, log: &str) {
+    let annotations = json!({
+        "sim.etcd-repopulator.io/fail": "true",
+        "sim.etcd-repopulator.io/log": log,
+    });
+    replace_job(app, name, annotations).await;
+}
+
 #[tokio::test]
 async fn bss_reruns_the_reds_init_job_from_its_sanitized_manifest() {
     let app = common::start().await;
     let before = jobs(&app).get("cray-reds-init").await.unwrap();
+    let seeded = app.sim.csm().bss_bootparameters().len();
+    assert!(seeded > 0);
+    // The rebuild: BSS's etcd comes back empty.
+    assert!(app.sim.csm().wipe("cray-bss-etcd"));
+    assert!(app.sim.csm().bss_bootparameters().is_empty());
     let run = run(&app, json!(["bss"])).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let step = &run["services"][0]["steps"][0];
@@ -89,6 +102,44 @@ async fn bss_reruns_the_reds_init_job_from_its_sanitized_manifest() {
     assert_ne!(after.uid(), before.uid());
     assert_eq!(step["data"]["new_uid"], after.uid().unwrap());
     assert!(job_condition(&after, "Complete"));
+
+    // The re-run Job put the boot parameters back, and the run checked it.
+    assert_eq!(app.sim.csm().bss_bootparameters().len(), seeded);
+    let verify = &run["services"][0]["steps"][1];
+    assert_eq!(verify["name"], "verify-bss-boot-parameters");
+    assert_eq!(verify["state"], "succeeded");
+    assert_eq!(verify["data"]["entries"], seeded);
+}
+
+#[tokio::test]
+async fn bss_still_empty_after_the_job_fails_the_run() {
+    let app = common::start().await;
+    // A cray-reds-init that completes without loading anything (no effect in the simulation).
+    replace_job(&app, "cray-reds-init", json!({})).await;
+    assert!(app.sim.csm().wipe("cray-bss-etcd"));
+
+    let run = run(&app, json!(["bss"])).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let verify = &run["services"][0]["steps"][1];
+    assert_eq!(verify["state"], "failed");
+    let message = verify["message"].as_str().unwrap();
+    assert!(
+        message.contains("BSS holds no boot parameters"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn fas_images_come_back_after_a_rebuild() {
+    let app = common::start().await;
+    let seeded = app.sim.csm().fas_images().len();
+    assert!(seeded > 0);
+    assert!(app.sim.csm().wipe("cray-fas-etcd"));
+    assert!(app.sim.csm().fas_images().is_empty());
+    let run = run(&app, json!(["fas"])).await;
+    assert_eq!(run["state"], "action_required", "{run:#}");
+    assert_eq!(app.sim.csm().fas_images().len(), seeded);
+    assert_eq!(run["services"][0]["steps"][1]["data"]["images"], seeded);
 }
 
 #[tokio::test]

@@ -40,6 +40,8 @@ async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Servic
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--database")
         .arg(dir.join("runs.db"))
+        .arg("--config")
+        .arg(dir.join("config.toml"))
         .env("KUBECONFIG", dir.join("kubeconfig"))
         .env_remove("ETCD_REPOPULATOR_FAILPOINT")
         .stdout(Stdio::null())
@@ -109,6 +111,19 @@ async fn seeded_sim() -> SimCluster {
 async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kubeconfig"), sim.kubeconfig_yaml()).unwrap();
+    // The CSM APIs of the simulated cluster, as a deployment's config file would name them.
+    #[derive(serde::Serialize)]
+    struct ConfigFile {
+        csm: etcd_repopulator::csm::CsmConfig,
+    }
+    let config = ConfigFile {
+        csm: etcd_repopulator::csm::CsmConfig::simulated(&sim.url()),
+    };
+    std::fs::write(
+        dir.path().join("config.toml"),
+        toml::to_string(&config).unwrap(),
+    )
+    .unwrap();
 
     let mut first = spawn_service(dir.path(), Some(failpoint)).await;
     let resp = reqwest::Client::new()

@@ -59,6 +59,8 @@ pub enum Action {
     CheckCpsClients,
     /// Check that FAS lists firmware images again, and report what an etcd rebuild loses.
     VerifyFasImages,
+    /// Check that BSS holds boot parameters again (the work of `cray-reds-init`).
+    VerifyBssBootParameters,
     /// List the nodes that run ORCA: Ready compute nodes from HSM, and the NCNs.
     ResolveOrcaTargets {
         compute_hostname: String,
@@ -112,6 +114,9 @@ impl PlannedStep {
             }
             Action::VerifyFasImages => {
                 "check that FAS lists firmware images; report lost actions and snapshots".to_owned()
+            }
+            Action::VerifyBssBootParameters => {
+                "check that BSS holds boot parameters again".to_owned()
             }
             Action::ResolveOrcaTargets {
                 compute_hostname,
@@ -310,6 +315,7 @@ pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutco
         }
         Action::CheckCpsClients => steps::csm_checks::check_cps_clients(ctx).await,
         Action::VerifyFasImages => steps::csm_checks::verify_fas_images(ctx).await,
+        Action::VerifyBssBootParameters => steps::csm_checks::verify_bss_boot_parameters(ctx).await,
         Action::ResolveOrcaTargets {
             compute_hostname,
             ncns,

@@ -131,6 +131,27 @@ async fn cps_root_fs_nodes(ctx: &StepContext<'_>) -> Result<BTreeSet<String>, St
     Ok(nodes)
 }
 
+pub async fn verify_bss_boot_parameters(ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
+    let entries = ctx.csm.bss.list_bootparameters().await?;
+    let hosts: usize = entries.iter().map(|entry| entry.hosts.len()).sum();
+    let data = json!({ "entries": entries.len(), "hosts": hosts });
+    if entries.is_empty() && !ctx.dry_run {
+        return Err(StepError::Failed(
+            "BSS holds no boot parameters after the cray-reds-init Job ran: nodes cannot boot. \
+             Check the Job's log (see the previous step) and that BSS reaches its etcd cluster"
+                .to_owned(),
+        ));
+    }
+    StepOutcome::done(
+        format!(
+            "BSS holds {} boot parameter entr{} for {hosts} host(s)",
+            entries.len(),
+            if entries.len() == 1 { "y" } else { "ies" }
+        ),
+        data,
+    )
+}
+
 pub async fn verify_fas_images(ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
     let images = ctx.csm.fas.list_images().await?;
     let actions = ctx.csm.fas.list_actions().await?;

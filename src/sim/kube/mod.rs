@@ -130,14 +130,16 @@ impl SimCluster {
         }
         let shutdown = CancellationToken::new();
         let faults = FaultInjector::default();
+        // The fake CSM services live on the same address, like services behind one gateway,
+        // lose their data when "their" etcd cluster is wiped (a rehearsed rebuild), and get it
+        // back from the Jobs that reload it (`cray-reds-init`, `cray-fas-loader`).
+        let csm = FakeCsm::seeded();
         controllers::start(&controllers::Ctx {
             store: store.clone(),
             opts,
             shutdown: shutdown.clone(),
+            csm: csm.clone(),
         });
-        // The fake CSM services live on the same address, like services behind one gateway,
-        // and lose their data when "their" etcd cluster is wiped (a rehearsed rebuild).
-        let csm = FakeCsm::seeded();
         let wipe_target = csm.clone();
         let authz = Authorizer::default();
         let router = http::router(http::ApiContext {

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use super::controllers::{EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS};
 use super::error::{ApiError, ApiResult};
 use super::resources::{DEPLOYMENTS, ETCDCLUSTERS, JOBS, NAMESPACES, ResourceDef};
 use super::store::Store;
@@ -62,7 +63,9 @@ fn deployment(name: &str, replicas: i64) -> Value {
     })
 }
 
-fn job(name: &str, image: &str) -> Value {
+/// A Job whose pod, when it succeeds, does `effect` to the fake CSM services (see
+/// `controllers::EFFECT`), as the real Job's container would.
+fn job(name: &str, image: &str, effect: &str) -> Value {
     json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -75,7 +78,10 @@ fn job(name: &str, image: &str) -> Value {
             "template": {
                 "metadata": {
                     "labels": { "app.kubernetes.io/name": name },
-                    "annotations": { "sidecar.istio.io/inject": "false" },
+                    "annotations": {
+                        "sidecar.istio.io/inject": "false",
+                        EFFECT: effect,
+                    },
                 },
                 "spec": {
                     "restartPolicy": "OnFailure",
@@ -148,6 +154,7 @@ pub fn seed(store: &Store) -> ApiResult<()> {
         job(
             "cray-reds-init",
             "artifactory.algol60.net/csm-docker/stable/cray-reds:2.1.0",
+            EFFECT_REPOPULATE_BSS,
         ),
     )?;
     ensure(
@@ -157,6 +164,7 @@ pub fn seed(store: &Store) -> ApiResult<()> {
         job(
             "cray-fas-loader",
             "artifactory.algol60.net/csm-docker/stable/cray-firmware-action:1.30.0",
+            EFFECT_RELOAD_FAS_IMAGES,
         ),
     )?;
     ensure(store, &ETCDCLUSTERS, NAMESPACE, externaldns_etcd())?;

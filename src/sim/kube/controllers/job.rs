@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use super::super::meta;
 use super::super::resources::{JOBS, PODS};
 use super::replicaset::{is_ready, pod_from_template};
-use super::{Ctx, FAIL, LOG, all, log_err, owned_by};
+use super::{
+    Ctx, EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS, FAIL, LOG, all, log_err, owned_by,
+};
 
 #[derive(Default)]
 pub struct JobController {
@@ -89,6 +91,13 @@ fn finish(ctx: &Ctx, pod: &Value) {
     });
     if let Ok(p) = &r {
         ctx.store.append_log(p, lines);
+        if !fail {
+            match meta::annotation(p, EFFECT) {
+                Some(EFFECT_REPOPULATE_BSS) => ctx.csm.repopulate_bss(),
+                Some(EFFECT_RELOAD_FAS_IMAGES) => ctx.csm.reload_fas_images(),
+                _ => {}
+            }
+        }
     }
     log_err("finish job pod", r);
 }

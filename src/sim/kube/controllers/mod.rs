@@ -20,6 +20,7 @@ use super::SimOptions;
 use super::error::{ApiError, ApiResult};
 use super::resources::ResourceDef;
 use super::store::{Store, StoreEvent, WriteMode};
+use crate::sim::csm::FakeCsm;
 
 /// Annotation (on a pod, pod template or EtcdCluster) that keeps it from ever becoming ready.
 pub const NEVER_READY: &str = "sim.etcd-repopulator.io/never-ready";
@@ -27,6 +28,13 @@ pub const NEVER_READY: &str = "sim.etcd-repopulator.io/never-ready";
 pub const FAIL: &str = "sim.etcd-repopulator.io/fail";
 /// Annotation with newline-separated log lines for a Job's pod.
 pub const LOG: &str = "sim.etcd-repopulator.io/log";
+/// Annotation on a Job's pod template: what its pod does to the fake CSM services when it
+/// succeeds (the work of the real Job's container).
+pub const EFFECT: &str = "sim.etcd-repopulator.io/effect";
+/// `cray-reds-init`: BSS gets its boot parameters back.
+pub const EFFECT_REPOPULATE_BSS: &str = "repopulate-bss";
+/// `cray-fas-loader`: FAS gets its firmware images back.
+pub const EFFECT_RELOAD_FAS_IMAGES: &str = "reload-fas-images";
 
 /// What every controller needs.
 #[derive(Clone)]
@@ -34,6 +42,8 @@ pub struct Ctx {
     pub store: Arc<Store>,
     pub opts: SimOptions,
     pub shutdown: CancellationToken,
+    /// The fake CSM services, on which Job pods have their [`EFFECT`].
+    pub csm: FakeCsm,
 }
 
 impl Ctx {
