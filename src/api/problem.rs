@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Serialize, de::DeserializeOwned};
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
 use crate::{model::Service, runner::RunnerError, store::StoreError};
@@ -212,6 +212,42 @@ pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The problems of an endpoint that addresses one run by its id (OpenAPI documentation).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum RunIdProblems {
+    #[response(
+        status = 400,
+        description = "Malformed id",
+        content_type = "application/problem+json"
+    )]
+    MalformedId(Problem),
+    #[response(
+        status = 404,
+        description = "No such run",
+        content_type = "application/problem+json"
+    )]
+    NoSuchRun(Problem),
+}
+
+/// The problems of a JSON body that is too large or not JSON (OpenAPI documentation).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyProblems {
+    #[response(
+        status = 413,
+        description = "Body over 64 KiB",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "Body is not JSON",
+        content_type = "application/problem+json"
+    )]
+    NotJson(Problem),
 }
 
 impl ApiError {

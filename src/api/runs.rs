@@ -13,7 +13,10 @@ use uuid::Uuid;
 use super::{
     SharedState,
     auth::Principal,
-    problem::{ApiError, JsonBody, Problem, QueryParams, page_limit, parse_param},
+    problem::{
+        ApiError, BodyProblems, JsonBody, Problem, QueryParams, RunIdProblems, page_limit,
+        parse_param,
+    },
 };
 use crate::{
     handlers,
@@ -77,8 +80,7 @@ const PROBLEM: &str = "application/problem+json";
             headers(("Location" = String, description = "URL of the run"))),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A service is already being repopulated; `active_run` names the run", body = Problem, content_type = PROBLEM),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = PROBLEM),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = PROBLEM),
+        BodyProblems,
         (status = 422, description = "Unknown field or service, service not supported, or Idempotency-Key reused with another body", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn create_run(
@@ -212,8 +214,7 @@ pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
         (status = 200, description = "The run", body = Run),
-        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM),
-        (status = 404, description = "No such run", body = Problem, content_type = PROBLEM),
+        RunIdProblems,
     ))]
 pub async fn get_run(
     State(state): State<SharedState>,
@@ -233,8 +234,7 @@ pub async fn get_run(
     params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
         (status = 202, description = "Cancellation requested; the run as it is now", body = Run),
-        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM),
-        (status = 404, description = "No such run", body = Problem, content_type = PROBLEM),
+        RunIdProblems,
         (status = 409, description = "The run is not running", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn cancel_run(
@@ -251,8 +251,7 @@ pub async fn cancel_run(
     params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
         (status = 202, description = "Resumed; the run as it is now", body = Run),
-        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM),
-        (status = 404, description = "No such run", body = Problem, content_type = PROBLEM),
+        RunIdProblems,
         (status = 409, description = "The run is not interrupted or failed, or a service is busy", body = Problem, content_type = PROBLEM),
         (status = 503, description = "Shutting down", body = Problem, content_type = PROBLEM),
     ))]

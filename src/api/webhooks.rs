@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::{
     SharedState,
     auth::Principal,
-    problem::{ApiError, Problem, content_type, json_from_bytes, problem_response},
+    problem::{ApiError, BodyProblems, Problem, content_type, json_from_bytes, problem_response},
     runs::{CreateRun, parse_services, validate_reason},
 };
 use crate::{
@@ -576,8 +576,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
         (status = 401, description = "Missing or bad signature, or a timestamp outside the replay window", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A service is already being repopulated; `active_run` names the run", body = Problem, content_type = PROBLEM),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = PROBLEM),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = PROBLEM),
+        BodyProblems,
         (status = 422, description = "Unknown field or service, or service not supported", body = Problem, content_type = PROBLEM),
         (status = 404, description = "Disabled: no HMAC key is configured", body = Problem, content_type = PROBLEM),
         (status = 503, description = "Shutting down", body = Problem, content_type = PROBLEM),
