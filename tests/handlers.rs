@@ -4,8 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use etcd_repopulator::{config::Config, sim::SimOptions};
-use k8s_openapi::api::batch::v1::Job;
+use etcd_repopulator::{
+    config::{Config, ObjectRecreate},
+    sim::SimOptions,
+};
+use k8s_openapi::api::{apps::v1::StatefulSet, batch::v1::Job};
 use kube::{
     Api, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams},
@@ -271,6 +274,136 @@ async fn externaldns_that_never_runs_times_out_clearly() {
             .await
             .unwrap()
             .is_some()
+    );
+}
+
+/// External DNS's etcd as newer CSM releases run it: a Bitnami etcd StatefulSet.
+fn externaldns_statefulset() -> StatefulSet {
+    let labels = json!({
+        "app.kubernetes.io/name": "etcd",
+        "app.kubernetes.io/instance": "cray-externaldns",
+    });
+    let mut pod_labels = labels.clone();
+    pod_labels["app.kubernetes.io/component"] = json!("etcd");
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "cray-externaldns-etcd", "labels": labels},
+        "spec": {
+            "replicas": 3,
+            "podManagementPolicy": "Parallel",
+            "serviceName": "cray-externaldns-etcd-headless",
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {"containers": [{
+                    "name": "etcd", "image": "docker.io/bitnami/etcd:3.5.17",
+                    "ports": [{"name": "client", "containerPort": 2379},
+                              {"name": "peer", "containerPort": 2380}]}]}},
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "8Gi"}}}}],
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn externaldns_statefulset_is_recreated_with_new_pods_of_the_same_names() {
+    let config = Config {
+        externaldns: ObjectRecreate {
+            api_version: "apps/v1".to_owned(),
+            kind: "StatefulSet".to_owned(),
+            plural: "statefulsets".to_owned(),
+            name: "cray-externaldns-etcd".to_owned(),
+            timeout: common::WAIT,
+        },
+        ..Config::default()
+    };
+    let app = common::start_with(SimOptions::default(), config).await;
+    let sets: Api<StatefulSet> = Api::namespaced(app.sim.kube_client(), "services");
+    sets.create(&PostParams::default(), &externaldns_statefulset())
+        .await
+        .unwrap();
+    app.sim.wait_settled(common::WAIT).await.unwrap();
+    let before = sets.get("cray-externaldns-etcd").await.unwrap();
+    let selector = "app.kubernetes.io/instance=cray-externaldns";
+    let mut pods_before = app.pods_matching(selector).await;
+    pods_before.sort();
+    let names: Vec<String> = pods_before.iter().map(|(n, _, _)| n.clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "cray-externaldns-etcd-0",
+            "cray-externaldns-etcd-1",
+            "cray-externaldns-etcd-2"
+        ]
+    );
+    assert!(pods_before.iter().all(|(_, _, ready)| *ready));
+    let etcd_cluster = etcd_api(&app).get("cray-externaldns-etcd").await.unwrap();
+
+    // As the service account, with the chart's Role only.
+    let run = run(&app, json!(["externaldns"])).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+
+    let after = sets.get("cray-externaldns-etcd").await.unwrap();
+    assert_ne!(after.uid(), before.uid());
+    assert_eq!(after.spec, before.spec);
+    let status = after.status.as_ref().unwrap();
+    assert_eq!(status.ready_replicas, Some(3));
+    let step = &run["services"][0]["steps"][0];
+    assert_eq!(step["data"]["original_uid"], before.uid().unwrap());
+    assert_eq!(step["data"]["new_uid"], after.uid().unwrap());
+    let manifest = &step["data"]["manifest"];
+    assert_eq!(manifest["kind"], "StatefulSet");
+    assert_eq!(
+        manifest["spec"],
+        serde_json::to_value(&before.spec).unwrap()
+    );
+    assert!(manifest.get("status").is_none() && manifest["metadata"].get("uid").is_none());
+
+    // The pods are the new StatefulSet's: the same names, new uids, Ready.
+    let mut pods_after = app.pods_matching(selector).await;
+    pods_after.sort();
+    assert_eq!(
+        pods_after
+            .iter()
+            .map(|(n, _, _)| n.clone())
+            .collect::<Vec<_>>(),
+        names
+    );
+    for (name, uid, ready) in &pods_after {
+        assert!(*ready, "{name} is not Ready");
+        assert!(
+            pods_before.iter().all(|(_, old, _)| old != uid),
+            "{name} is the old pod"
+        );
+        let pod = app.pods().get(name).await.unwrap();
+        assert_eq!(
+            pod.owner_references()[0].uid,
+            after.uid().unwrap(),
+            "{name} belongs to the new StatefulSet"
+        );
+    }
+    // Every call was within the Role, and the StatefulSet went through it.
+    let log = app.sim.access_log();
+    assert!(log.iter().all(|r| r.allowed), "{log:#?}");
+    for verb in ["get", "delete", "create", "watch"] {
+        assert!(
+            log.iter()
+                .any(|r| r.request.resource == "statefulsets" && r.request.verb == verb),
+            "no statefulsets {verb}: {log:#?}"
+        );
+    }
+    // The EtcdCluster of the same name was not what the configuration pointed at.
+    assert_eq!(
+        etcd_api(&app)
+            .get("cray-externaldns-etcd")
+            .await
+            .unwrap()
+            .uid(),
+        etcd_cluster.uid()
     );
 }
 

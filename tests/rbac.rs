@@ -26,7 +26,7 @@ const SERVICES: [&str; 8] = [
 
 /// Permissions of `REQUIRED` that only some configurations or failures use, so a run of every
 /// service in the default configuration does not: External DNS as a StatefulSet and the pod
-/// log of a failed Job.
+/// log of a failed Job. `tests/handlers.rs` runs both, as the same service account.
 const USED_ONLY_SOMETIMES: [(&str, &str, &str); 6] = [
     ("apps", "statefulsets", "get"),
     ("apps", "statefulsets", "list"),

@@ -108,6 +108,24 @@ fn prepare_workload(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
     if def.plural != "statefulsets" || obj.pointer("/spec/replicas").is_none() {
         set_default(obj, "/spec/replicas", json!(1));
     }
+    if def.plural == "statefulsets" {
+        // SetDefaults_StatefulSet (pkg/apis/apps/v1/defaults.go).
+        set_default(obj, "/spec/podManagementPolicy", json!("OrderedReady"));
+        set_default(obj, "/spec/updateStrategy/type", json!("RollingUpdate"));
+        if obj.pointer("/spec/updateStrategy/type") == Some(&json!("RollingUpdate")) {
+            set_default(
+                obj,
+                "/spec/updateStrategy/rollingUpdate/partition",
+                json!(0),
+            );
+        }
+        set_default(obj, "/spec/revisionHistoryLimit", json!(10));
+        set_default(
+            obj,
+            "/spec/persistentVolumeClaimRetentionPolicy",
+            json!({ "whenDeleted": "Retain", "whenScaled": "Retain" }),
+        );
+    }
     let name = meta::name(obj).unwrap_or_default().to_string();
     let mut causes = Vec::new();
     if let Some(err) = containers_required("spec.template.spec", obj.pointer("/spec/template/spec"))

@@ -4,9 +4,9 @@
 //! Layout: `resources` (the table of served kinds), `events` (core/v1 and events.k8s.io/v1
 //! events over one storage), `store` (objects, resourceVersions, event history), `admission`
 //! (defaulting/validation before storing), `http` (REST paths, verbs, discovery), `watch`
-//! (watch streams), `selector`, `patch`, `faults` (fault injection), `controllers`
-//! (Deployment, ReplicaSet, kubelet, Job, etcd operator, garbage collector) and `seed` (a
-//! CSM-like `services` namespace).
+//! (watch streams), `selector`, `patch`, `faults` (fault injection), `authz` (service-account
+//! authentication and RBAC), `controllers` (Deployment, ReplicaSet, StatefulSet, kubelet, Job,
+//! etcd operator, garbage collector) and `seed` (a CSM-like `services` namespace).
 
 mod admission;
 pub mod authz;
@@ -259,8 +259,9 @@ impl SimCluster {
         seed::seed(&self.store).map_err(|e| anyhow::anyhow!("seeding the simulated cluster: {e}"))
     }
 
-    /// Waits (on store events, not sleeps) until every Deployment has its ready replicas,
-    /// every Job has finished and every EtcdCluster not annotated never-ready is Running.
+    /// Waits (on store events, not sleeps) until every Deployment and StatefulSet has its ready
+    /// replicas, every Job has finished and every EtcdCluster not annotated never-ready is
+    /// Running.
     pub async fn wait_settled(&self, timeout: Duration) -> anyhow::Result<()> {
         let mut rx = self.store.subscribe();
         let wait = async {

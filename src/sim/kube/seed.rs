@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::controllers::{EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS};
 use super::error::{ApiError, ApiResult};
-use super::resources::{DEPLOYMENTS, ETCDCLUSTERS, JOBS, NAMESPACES, ResourceDef};
+use super::resources::{DEPLOYMENTS, ETCDCLUSTERS, JOBS, NAMESPACES, ResourceDef, STATEFULSETS};
 use super::store::Store;
 
 pub const NAMESPACE: &str = "services";
@@ -188,18 +188,20 @@ fn job_finished(job: &Value) -> bool {
         })
 }
 
-/// Every Deployment has its ready replicas, every Job has finished and every EtcdCluster
-/// (not annotated never-ready) is Running.
+/// Every Deployment and StatefulSet has its ready replicas, every Job has finished and every
+/// EtcdCluster (not annotated never-ready) is Running.
 pub fn settled(store: &Store) -> bool {
     let sel = Default::default();
-    let deployments_ready = store.list(&DEPLOYMENTS, None, &sel).0.iter().all(|d| {
-        int(d, "/status/readyReplicas") >= int(d, "/spec/replicas")
-            && d.pointer("/status/observedGeneration") == d.pointer("/metadata/generation")
+    let workloads_ready = [&DEPLOYMENTS, &STATEFULSETS].into_iter().all(|def| {
+        store.list(def, None, &sel).0.iter().all(|d| {
+            int(d, "/status/readyReplicas") >= int(d, "/spec/replicas")
+                && d.pointer("/status/observedGeneration") == d.pointer("/metadata/generation")
+        })
     });
     let jobs_done = store.list(&JOBS, None, &sel).0.iter().all(job_finished);
     let etcd_running = store.list(&ETCDCLUSTERS, None, &sel).0.iter().all(|c| {
         super::meta::annotation(c, super::controllers::NEVER_READY) == Some("true")
             || c.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
     });
-    deployments_ready && jobs_done && etcd_running
+    workloads_ready && jobs_done && etcd_running
 }

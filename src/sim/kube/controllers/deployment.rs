@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::super::meta;
 use super::super::resources::{DEPLOYMENTS, REPLICASETS};
-use super::{Ctx, all, log_err, owned_by};
+use super::{Ctx, all, generation, log_err, owned_by};
 
 const HASH_LABEL: &str = "pod-template-hash";
 
@@ -84,10 +84,7 @@ pub fn reconcile(ctx: &Ctx) {
             .map(|rs| int(rs, "/status/replicas"))
             .sum::<i64>();
         let available = sum("/status/availableReplicas");
-        let generation = deploy
-            .pointer("/metadata/generation")
-            .cloned()
-            .unwrap_or(json!(1));
+        let generation = generation(&deploy);
         let available_cond = available >= replicas;
         log_err(
             "update deployment status",

@@ -8,6 +8,7 @@ mod gc;
 mod job;
 mod kubelet;
 mod replicaset;
+mod statefulset;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -129,6 +130,11 @@ pub fn start(ctx: &Ctx) {
         |e| is(e, "apps", "replicasets") || is(e, "", "pods"),
         replicaset::reconcile,
     ));
+    ctx.spawn(level_loop(
+        ctx.clone(),
+        |e| is(e, "apps", "statefulsets") || is(e, "", "pods"),
+        statefulset::reconcile,
+    ));
     let mut kubelet = kubelet::Kubelet::default();
     ctx.spawn(level_loop(
         ctx.clone(),
@@ -160,6 +166,13 @@ fn owned_by<'a>(items: &'a [Value], owner: &Value) -> impl Iterator<Item = &'a V
     items
         .iter()
         .filter(move |i| super::meta::controller_uid(i) == Some(uid.as_str()))
+}
+
+/// `metadata.generation`, for `status.observedGeneration`.
+fn generation(obj: &Value) -> Value {
+    obj.pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(serde_json::json!(1))
 }
 
 fn log_err<T>(what: &str, r: ApiResult<T>) {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::super::meta;
 use super::super::resources::{PODS, REPLICASETS};
 use super::super::store::DeleteOptions;
-use super::{Ctx, all, log_err, owned_by};
+use super::{Ctx, all, generation, log_err, owned_by};
 
 pub fn is_active(pod: &Value) -> bool {
     !meta::is_deleting(pod)
@@ -46,6 +46,19 @@ pub fn pod_from_template(owner: &Value, template: &Value) -> Value {
     })
 }
 
+/// Deletes a pod as a controller does (default grace period, no preconditions).
+pub fn delete_pod(ctx: &Ctx, pod: &Value) {
+    log_err(
+        "delete pod",
+        ctx.store.delete(
+            &PODS,
+            meta::namespace(pod).unwrap_or_default(),
+            meta::name(pod).unwrap_or_default(),
+            &DeleteOptions::default(),
+        ),
+    );
+}
+
 pub fn reconcile(ctx: &Ctx) {
     let pods = all(ctx, &PODS);
     for rs in all(ctx, &REPLICASETS) {
@@ -76,20 +89,12 @@ pub fn reconcile(ctx: &Ctx) {
                 )
             });
             for p in active.iter().take((count - desired) as usize) {
-                let name = meta::name(p).unwrap_or_default();
-                log_err(
-                    "delete surplus pod",
-                    ctx.store
-                        .delete(&PODS, &ns, name, &DeleteOptions::default()),
-                );
+                delete_pod(ctx, p);
             }
         }
         let active: Vec<&Value> = owned_by(&pods, &rs).filter(|p| is_active(p)).collect();
         let ready = active.iter().filter(|p| is_ready(p)).count();
-        let generation = rs
-            .pointer("/metadata/generation")
-            .cloned()
-            .unwrap_or(json!(1));
+        let generation = generation(&rs);
         log_err(
             "update replicaset status",
             ctx.modify(&REPLICASETS, &rs, |r| {
