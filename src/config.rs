@@ -9,6 +9,7 @@ use crate::{
     api::{auth::AuthConfig, webhooks::WebhooksConfig},
     cluster::ObjectRef,
     csm::CsmConfig,
+    etcd::EtcdConfig,
     remote::SshConfig,
 };
 
@@ -50,6 +51,8 @@ pub struct Config {
     pub externaldns: ObjectRecreate,
     /// Base URLs (and token) of the CSM REST APIs.
     pub csm: CsmConfig,
+    /// The services' etcd clusters, checked before and after a service is repopulated.
+    pub etcd: EtcdConfig,
     /// HMNFD: which nodes get `cray-dvs-orca` restarted.
     pub hmnfd: HmnfdConfig,
     /// SSH fan-out to the nodes (HMNFD).
@@ -150,6 +153,7 @@ impl Default for Config {
                 timeout: default_job_timeout(),
             },
             csm: CsmConfig::default(),
+            etcd: EtcdConfig::default(),
             hmnfd: HmnfdConfig::default(),
             ssh: SshConfig::default(),
             snapshots: SnapshotConfig::default(),

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod csm;
+pub mod etcd;
 pub mod failpoint;
 pub mod handlers;
 pub mod metrics;

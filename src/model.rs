@@ -38,6 +38,22 @@ impl Service {
         Service::Reds,
     ];
 
+    /// The etcd cluster that holds the service's data and that a rebuild empties; `None` for
+    /// MEDS (no cluster of its own on a standard system: it is restarted with REDS) and External
+    /// DNS (its cluster is what the run re-creates).
+    pub fn etcd_cluster(self) -> Option<&'static str> {
+        match self {
+            Service::Bos => Some("cray-bos-etcd"),
+            Service::Bss => Some("cray-bss-etcd"),
+            Service::Cps => Some("cray-cps-etcd"),
+            Service::Crus => Some("cray-crus-etcd"),
+            Service::Fas => Some("cray-fas-etcd"),
+            Service::Hmnfd => Some("cray-hmnfd-etcd"),
+            Service::Reds => Some("cray-reds-etcd"),
+            Service::Meds | Service::Externaldns => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Service::Bos => "bos",

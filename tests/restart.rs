@@ -111,13 +111,16 @@ async fn seeded_sim() -> SimCluster {
 async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kubeconfig"), sim.kubeconfig_yaml()).unwrap();
-    // The CSM APIs of the simulated cluster, as a deployment's config file would name them.
+    // The CSM APIs of the simulated cluster, as a deployment's config file would name them
+    // (and no etcd clusters to check).
     #[derive(serde::Serialize)]
     struct ConfigFile {
         csm: etcd_repopulator::csm::CsmConfig,
+        etcd: etcd_repopulator::etcd::EtcdConfig,
     }
     let config = ConfigFile {
         csm: etcd_repopulator::csm::CsmConfig::simulated(&sim.url()),
+        etcd: etcd_repopulator::etcd::EtcdConfig::simulated(),
     };
     std::fs::write(
         dir.path().join("config.toml"),

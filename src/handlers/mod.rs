@@ -25,6 +25,7 @@ use crate::{
     cluster::{Cluster, ClusterError, ObjectRef, RunEvents},
     config::{Config, JobRerun, PodRestart},
     csm::{CsmClients, CsmError},
+    etcd::EtcdConfig,
     model::{Service, State},
     remote::{FanoutError, SshConfig},
     store::{Store, StoreError},
@@ -75,6 +76,13 @@ pub enum Action {
     },
     /// Put back the BOS session templates of the newest snapshot that BOS no longer has.
     RestoreBosTemplates,
+    /// Check the service's etcd cluster is healthy and count its keys: before the service is
+    /// repopulated (the runbook's prerequisite), or after (`after`), against the count before.
+    CheckEtcd {
+        cluster: String,
+        endpoint: String,
+        after: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -115,6 +123,19 @@ impl PlannedStep {
             Action::VerifyFasImages => {
                 "check that FAS lists firmware images; report lost actions and snapshots".to_owned()
             }
+            Action::CheckEtcd {
+                cluster,
+                endpoint,
+                after: false,
+            } => format!(
+                "check that the etcd cluster {cluster} ({endpoint}) is healthy and count its keys; \
+                 stop here if it is not"
+            ),
+            Action::CheckEtcd {
+                cluster,
+                after: true,
+                ..
+            } => format!("count the keys of {cluster} again, to see the data came back"),
             Action::VerifyBssBootParameters => {
                 "check that BSS holds boot parameters again".to_owned()
             }
@@ -185,8 +206,35 @@ pub fn description(service: Service) -> &'static str {
     }
 }
 
-/// The steps a run takes for `service`, or `None` when this build has no handler for it.
+/// The names of the etcd steps around a service's own steps.
+pub const CHECK_ETCD: &str = "check-etcd-cluster";
+pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
+
+/// The steps a run takes for `service`, or `None` when this build has no handler for it: its
+/// own, between the check of its etcd cluster and a recount of its keys (when configured).
 pub fn plan(service: Service, config: &Config) -> Option<Vec<PlannedStep>> {
+    let own = service_steps(service, config)?;
+    let Some(cluster) = service.etcd_cluster().filter(|_| config.etcd.enabled) else {
+        return Some(own);
+    };
+    let endpoint = config.etcd.endpoint_of(cluster, &config.namespace);
+    let check = |name: &str, after: bool| {
+        step(
+            name,
+            Action::CheckEtcd {
+                cluster: cluster.to_owned(),
+                endpoint: endpoint.clone(),
+                after,
+            },
+        )
+    };
+    let mut steps = vec![check(CHECK_ETCD, false)];
+    steps.extend(own);
+    steps.push(check(RECOUNT_ETCD, true));
+    Some(steps)
+}
+
+fn service_steps(service: Service, config: &Config) -> Option<Vec<PlannedStep>> {
     match service {
         Service::Bos => Some(bos::steps(config)),
         Service::Bss => Some(bss::steps(config)),
@@ -226,6 +274,8 @@ pub enum StepError {
     Fanout(#[from] FanoutError),
     #[error("reading the snapshots: {0}")]
     Snapshots(#[from] StoreError),
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
     #[error("cancelled while {0}")]
     Cancelled(String),
 }
@@ -261,6 +311,8 @@ pub struct StepContext<'a> {
     pub saved: Option<Value>,
     /// How to reach nodes (HMNFD).
     pub ssh: &'a SshConfig,
+    /// How to reach the etcd clusters.
+    pub etcd: &'a EtcdConfig,
     /// The service's own store, for the snapshots (BOS); steps record through `journal`.
     pub store: &'a Store,
     /// Kubernetes Events on the objects the step touches.
@@ -325,6 +377,11 @@ pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutco
             steps::orca::verify_subscriptions(ctx, *wait).await
         }
         Action::RestoreBosTemplates => steps::bos::restore_templates(ctx).await,
+        Action::CheckEtcd {
+            cluster,
+            endpoint,
+            after,
+        } => steps::etcd::check(ctx, cluster, endpoint, *after).await,
     }
 }
 

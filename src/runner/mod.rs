@@ -695,6 +695,7 @@ async fn run_step(
                 journal: &journal,
                 saved: step.data.clone(),
                 ssh: &inner.config.ssh,
+                etcd: &inner.config.etcd,
                 store: &inner.store,
                 events: &events,
             };

@@ -2,6 +2,7 @@
 
 pub mod bos;
 pub mod csm_checks;
+pub mod etcd;
 pub mod orca;
 pub mod pods;
 pub mod recreate;

@@ -1,0 +1,192 @@
+//! The runbook's prerequisite, checked: "A etcd cluster was rebuilt" — and healthy — before its
+//! service is repopulated. Talks to the cluster's client service through etcd's own JSON
+//! gateway (`/health`, `/v3/maintenance/status`, `/v3/kv/range`), which every etcd 3.4+ serves
+//! on the client port, so no gRPC stack is needed for three read-only calls.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Where the etcd clusters are and whether to check them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// Check each service's etcd cluster before repopulating it (and count its keys after).
+    pub enabled: bool,
+    /// Client URL of a cluster; `{cluster}` is the cluster's name (`cray-bss-etcd`) and
+    /// `{namespace}` the services' namespace. The etcd operator names the client Service
+    /// `<cluster>-client`.
+    pub endpoint: String,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            enabled: true,
+            endpoint: "http://{cluster}-client.{namespace}.svc:2379".to_owned(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl EtcdConfig {
+    /// The simulated cluster has no etcd clusters: no checks.
+    pub fn simulated() -> Self {
+        EtcdConfig {
+            enabled: false,
+            ..EtcdConfig::default()
+        }
+    }
+
+    /// The client URL of `cluster`.
+    pub fn endpoint_of(&self, cluster: &str, namespace: &str) -> String {
+        self.endpoint
+            .replace("{cluster}", cluster)
+            .replace("{namespace}", namespace)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd at {url} is unreachable: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("etcd at {url} is not healthy: {reason}")]
+    Unhealthy { url: String, reason: String },
+    #[error("etcd at {url} answered {what} that cannot be read: {detail}")]
+    Invalid {
+        url: String,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+/// What the cluster says of itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdStatus {
+    pub version: String,
+    /// Member id of the leader; `None` when the cluster has none (no quorum).
+    pub leader: Option<String>,
+    pub db_size: u64,
+    pub raft_index: u64,
+    /// Keys in the whole keyspace.
+    pub keys: u64,
+}
+
+pub struct EtcdClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// The gateway encodes 64-bit integers as JSON strings and leaves out zero values.
+fn int(value: &Value, key: &str) -> u64 {
+    match &value[key] {
+        Value::String(text) => text.parse().unwrap_or(0),
+        other => other.as_u64().unwrap_or(0),
+    }
+}
+
+impl EtcdClient {
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Ok(EtcdClient {
+            http: reqwest::Client::builder().timeout(timeout).build()?,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    async fn call(&self, path: &str, body: Option<Value>) -> Result<(u16, Value), EtcdError> {
+        let url = format!("{}{path}", self.base);
+        let request = match body {
+            Some(body) => self.http.post(&url).json(&body),
+            None => self.http.get(&url),
+        };
+        let unreachable = |source| EtcdError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(unreachable)?;
+        let value = serde_json::from_str(&text).map_err(|e| EtcdError::Invalid {
+            url: self.base.clone(),
+            what: "a body",
+            detail: format!("{e} (HTTP {status}: {text:.200})"),
+        })?;
+        Ok((status, value))
+    }
+
+    /// `/health`: healthy means a leader, and a quorum read that succeeded.
+    pub async fn check_health(&self) -> Result<(), EtcdError> {
+        let (status, body) = self.call("/health", None).await?;
+        if status == 200 && body["health"] == "true" {
+            return Ok(());
+        }
+        let reason = match body["reason"].as_str() {
+            Some(reason) if !reason.is_empty() => reason.to_owned(),
+            _ => format!("HTTP {status}, {body}"),
+        };
+        Err(EtcdError::Unhealthy {
+            url: self.base.clone(),
+            reason,
+        })
+    }
+
+    /// Version, leader and size from the member answering, and the number of keys.
+    pub async fn status(&self) -> Result<EtcdStatus, EtcdError> {
+        let (code, status) = self.call("/v3/maintenance/status", Some(json!({}))).await?;
+        self.expect_ok(code, &status, "a status")?;
+        // The whole keyspace: from "\0" to "\0" (base64 "AA=="), counted, not read.
+        let range = json!({ "key": "AA==", "range_end": "AA==", "count_only": true });
+        let (code, count) = self.call("/v3/kv/range", Some(range)).await?;
+        self.expect_ok(code, &count, "a key count")?;
+        let leader = int(&status, "leader");
+        Ok(EtcdStatus {
+            version: status["version"].as_str().unwrap_or_default().to_owned(),
+            leader: (leader != 0).then(|| leader.to_string()),
+            db_size: int(&status, "dbSize"),
+            raft_index: int(&status, "raftIndex"),
+            keys: int(&count, "count"),
+        })
+    }
+
+    fn expect_ok(&self, code: u16, body: &Value, what: &'static str) -> Result<(), EtcdError> {
+        if code == 200 {
+            Ok(())
+        } else {
+            Err(EtcdError::Invalid {
+                url: self.base.clone(),
+                what,
+                detail: format!("HTTP {code}: {}", body["message"].as_str().unwrap_or("")),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_template_names_the_cluster_and_namespace() {
+        let config = EtcdConfig::default();
+        assert_eq!(
+            config.endpoint_of("cray-bss-etcd", "services"),
+            "http://cray-bss-etcd-client.services.svc:2379"
+        );
+    }
+
+    #[test]
+    fn gateway_integers_are_strings_and_zero_is_absent() {
+        let body = json!({ "count": "42", "dbSize": 7 });
+        assert_eq!(int(&body, "count"), 42);
+        assert_eq!(int(&body, "dbSize"), 7);
+        assert_eq!(int(&body, "raftIndex"), 0);
+    }
+}

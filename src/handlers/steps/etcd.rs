@@ -1,0 +1,71 @@
+//! The service's etcd cluster: healthy before the service is repopulated (the runbook's
+//! prerequisite, "A etcd cluster was rebuilt"), and its keys counted before and after, so the
+//! run shows the data coming back. Read-only, so a dry run does it too.
+
+use serde_json::json;
+
+use crate::{
+    etcd::{EtcdClient, EtcdError},
+    handlers::{CHECK_ETCD, StepContext, StepError, StepOutcome},
+};
+
+pub async fn check(
+    ctx: &StepContext<'_>,
+    cluster: &str,
+    endpoint: &str,
+    after: bool,
+) -> Result<StepOutcome, StepError> {
+    let client = EtcdClient::new(endpoint, ctx.etcd.timeout)
+        .map_err(|e| StepError::Failed(format!("cannot build an HTTP client for etcd: {e}")))?;
+    let health = client.check_health().await;
+    let status = match health {
+        Ok(()) => client.status().await,
+        Err(err) => Err(err),
+    };
+    let status = match status {
+        Ok(status) => status,
+        Err(err) if !after => {
+            return Err(StepError::Failed(format!(
+                "the etcd cluster {cluster} is not ready to be repopulated: {err}. The runbook's \
+                 prerequisite is a rebuilt, healthy cluster (see \"Rebuild Unhealthy etcd \
+                 Clusters\"); rebuild it, then resume this run"
+            )));
+        }
+        Err(err) => return Err(StepError::Etcd(err)),
+    };
+    let leader = status.leader.clone().ok_or_else(|| {
+        StepError::Etcd(EtcdError::Unhealthy {
+            url: endpoint.to_owned(),
+            reason: "no leader".to_owned(),
+        })
+    })?;
+    let data = json!({
+        "cluster": cluster,
+        "endpoint": endpoint,
+        "status": &status,
+    });
+    let keys = status.keys;
+    let message = if after {
+        let before = ctx
+            .journal
+            .earlier_step_data(CHECK_ETCD)
+            .await?
+            .and_then(|data| data.pointer("/status/keys").and_then(|k| k.as_u64()));
+        match before {
+            Some(before) => format!("{cluster} holds {keys} key(s) now, {before} before the run"),
+            None => format!("{cluster} holds {keys} key(s) now"),
+        }
+    } else if keys == 0 {
+        format!(
+            "{cluster} is healthy (etcd {}, leader {leader}) and empty, as after a rebuild",
+            status.version
+        )
+    } else {
+        format!(
+            "{cluster} is healthy (etcd {}, leader {leader}) and already holds {keys} key(s): \
+             repopulating is still safe, but check it really was rebuilt",
+            status.version
+        )
+    };
+    StepOutcome::done(message, data)
+}
