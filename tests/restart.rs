@@ -110,7 +110,16 @@ async fn seeded_sim() -> SimCluster {
 /// the same database, checks the run is interrupted at `step`, resumes it and returns the run.
 async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("kubeconfig"), sim.kubeconfig_yaml()).unwrap();
+    // The service process acts as its service account, with the chart's Role.
+    let token = sim.service_account_token(
+        etcd_repopulator::app::SERVICE_ACCOUNT,
+        etcd_repopulator::cluster::rbac::policy_rules(),
+    );
+    std::fs::write(
+        dir.path().join("kubeconfig"),
+        sim.kubeconfig_with_token(&token),
+    )
+    .unwrap();
     // The CSM APIs of the simulated cluster, as a deployment's config file would name them
     // (and no etcd clusters to check).
     #[derive(serde::Serialize)]
@@ -169,6 +178,11 @@ async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step
     })
     .await;
     assert_eq!(run["attempt"], 2);
+    let log = sim.access_log();
+    assert!(
+        !log.is_empty() && log.iter().all(|record| record.allowed),
+        "both processes used the service account, within its Role: {log:#?}"
+    );
     run
 }
 

@@ -219,12 +219,18 @@ impl SimCluster {
     /// Role with `rules` there: every request is authorized as the real server would, and
     /// recorded in [`SimCluster::access_log`].
     pub fn service_account_client(&self, name: &str, rules: Vec<PolicyRule>) -> ::kube::Client {
-        let token = format!("sim-{name}-{}", uuid::Uuid::now_v7().simple());
-        self.authz.grant(&token, seed::NAMESPACE, name, rules);
         let mut config = self.kube_config();
-        config.auth_info.token = Some(token.into());
+        config.auth_info.token = Some(self.service_account_token(name, rules).into());
         // A plain-http config with a static token cannot fail to build a client.
         ::kube::Client::try_from(config).expect("kube client for a plain-http config")
+    }
+
+    /// A new bearer token of the service account `name`, bound to `rules` (see
+    /// [`SimCluster::service_account_client`]).
+    pub fn service_account_token(&self, name: &str, rules: Vec<PolicyRule>) -> String {
+        let token = format!("sim-{name}-{}", uuid::Uuid::now_v7().simple());
+        self.authz.grant(&token, seed::NAMESPACE, name, rules);
+        token
     }
 
     /// Every resource request the service accounts made, and whether it was allowed.
@@ -237,13 +243,22 @@ impl SimCluster {
         ::kube::Client::try_from(self.kube_config()).expect("kube client for a plain-http config")
     }
 
-    /// A kubeconfig for kubectl (`--kubeconfig`); JSON, which is valid YAML.
+    /// A kubeconfig for kubectl (`--kubeconfig`) as the cluster admin; JSON, which is valid YAML.
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_with_user(json!({}))
+    }
+
+    /// A kubeconfig that authenticates with `token` (e.g. a service account's).
+    pub fn kubeconfig_with_token(&self, token: &str) -> String {
+        self.kubeconfig_with_user(json!({ "token": token }))
+    }
+
+    fn kubeconfig_with_user(&self, user: serde_json::Value) -> String {
         let cfg = json!({
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{ "name": "sim", "cluster": { "server": self.url() } }],
-            "users": [{ "name": "sim", "user": {} }],
+            "users": [{ "name": "sim", "user": user }],
             "contexts": [{
                 "name": "sim",
                 "context": { "cluster": "sim", "user": "sim", "namespace": seed::NAMESPACE },
