@@ -42,11 +42,46 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* config.toml: the values' config, with namespace forced to targetNamespace (where the Role is),
-and the auth mode and the files of the mounted auth Secret filled in unless config sets them. */}}
+and, unless config sets them, the auth mode, the files of the mounted auth Secret and the files of
+the mounted SSH Secret filled in. */}}
 {{- define "etcd-repopulator.configToml" -}}
 {{- $mounted := dict
       "auth" (dict "mode" .Values.auth.mode "tokens_file" "/etc/etcd-repopulator/auth/tokens")
       "webhooks" (dict "hmac_key_file" "/etc/etcd-repopulator/auth/webhook-hmac-key") }}
-{{- $config := merge (dict "namespace" .Values.targetNamespace) (deepCopy .Values.config) $mounted }}
+{{- if .Values.ssh.existingSecret }}
+{{- $ssh := dict "identity_file" (printf "/etc/etcd-repopulator/ssh/%s" .Values.ssh.keyItem) }}
+{{- if .Values.ssh.knownHostsItem }}
+{{- $_ := set $ssh "known_hosts_file" "/etc/etcd-repopulator/ssh/known_hosts" }}
+{{- end }}
+{{- $_ := set $mounted "ssh" $ssh }}
+{{- end }}
+{{- $config := merge (dict "namespace" .Values.targetNamespace) (deepCopy (.Values.config | default dict)) $mounted }}
+{{- include "etcd-repopulator.intsFromFloats" $config }}
 {{- toToml $config }}
+{{- end }}
+
+{{/* Helm reads values files through JSON, so every number reaches the templates as a float64,
+and toToml writes a float64 with a fraction even when it is whole (`fanout = 16.0`), which the
+service's integer keys (ssh.fanout, ssh.port, snapshots.retain, csm.retry.max_attempts) refuse.
+This turns the whole floats of a table back into integers, in place, through nested tables and
+lists. It renders nothing. */}}
+{{- define "etcd-repopulator.intsFromFloats" -}}
+{{- $table := . }}
+{{- range $key, $value := $table }}
+{{- if kindIs "map" $value }}
+{{- include "etcd-repopulator.intsFromFloats" $value }}
+{{- else if kindIs "slice" $value }}
+{{- $items := list }}
+{{- range $value }}
+{{- $box := dict "item" . }}
+{{- include "etcd-repopulator.intsFromFloats" $box }}
+{{- $items = append $items $box.item }}
+{{- end }}
+{{- $_ := set $table $key $items }}
+{{- else if kindIs "float64" $value }}
+{{- if eq $value (floor $value) }}
+{{- $_ := set $table $key (int64 $value) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
