@@ -90,18 +90,29 @@ pub async fn create_run(
     JsonBody(body): JsonBody<CreateRun>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let services = match body.services {
+    start_run(&state, body, principal.name, idempotency_key).await
+}
+
+/// Starts the run `request` asks for on behalf of `requested_by` (or finds the one
+/// `idempotency_key` started): 202 with the run and its `Location`.
+pub(super) async fn start_run(
+    state: &SharedState,
+    request: CreateRun,
+    requested_by: String,
+    idempotency_key: Option<String>,
+) -> Result<Response, ApiError> {
+    let services = match request.services {
         None => handlers::implemented(),
         Some(names) => parse_services(&names)?,
     };
-    validate_reason(body.reason.as_deref())?;
+    validate_reason(request.reason.as_deref())?;
     let created = state
         .runner
         .create(RunRequest {
             services,
-            dry_run: body.dry_run,
-            reason: body.reason,
-            requested_by: principal.name,
+            dry_run: request.dry_run,
+            reason: request.reason,
+            requested_by,
             idempotency_key,
         })
         .await?;

@@ -13,7 +13,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::State,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use hmac::{Hmac, KeyInit, Mac};
@@ -26,10 +26,9 @@ use super::{
     SharedState,
     auth::Principal,
     problem::{ApiError, BodyProblems, Problem, content_type, json_from_bytes, problem_response},
-    runs::{CreateRun, parse_services, validate_reason},
+    runs::{CreateRun, start_run},
 };
 use crate::{
-    handlers,
     metrics::WebhookOutcome,
     model::{Run, Service},
     runner::{Created, RunRequest, RunnerError},
@@ -612,33 +611,15 @@ async fn generic_delivery(
         .ok_or(WebhookError::NotConfigured)?;
     let signature = verify_signature(key, headers, body, now, state.webhooks.replay_window)?;
     let request: CreateRun = json_from_bytes(content_type(headers).as_deref(), body)?;
-    let services = match request.services {
-        None => handlers::implemented(),
-        Some(names) => parse_services(&names)?,
-    };
-    validate_reason(request.reason.as_deref())?;
-    let created = state
-        .runner
-        .create(RunRequest {
-            services,
-            dry_run: request.dry_run,
-            reason: request.reason,
-            requested_by: "webhook:generic".to_owned(),
-            // A replay within the window carries the same signature: it gets the same run.
-            idempotency_key: Some(format!("generic:{}", hex::encode(signature))),
-        })
-        .await?;
-    let run: Run = match created {
-        Created::New(run) | Created::Existing(run) => run,
-    };
-    let location = HeaderValue::from_str(&format!("/repopulations/{}", run.id))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(run),
+    // A replay within the window carries the same signature: it gets the same run.
+    let replay_key = format!("generic:{}", hex::encode(signature));
+    Ok(start_run(
+        state,
+        request,
+        "webhook:generic".to_owned(),
+        Some(replay_key),
     )
-        .into_response())
+    .await?)
 }
 
 /// Checks `X-Signature-256` over `<timestamp>.<body>` and the timestamp's age; returns the
