@@ -144,7 +144,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-pub(super) fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
+fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
     if let Some(reason) = reason
         && reason.chars().count() > MAX_REASON
     {
@@ -156,7 +156,7 @@ pub(super) fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(super) fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
+fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
     if names.is_empty() {
         return Err(ApiError::InvalidBody {
             detail: "services must name at least one service (omit it for all)".to_owned(),
