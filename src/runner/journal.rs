@@ -1,35 +1,23 @@
 //! The store-backed journal a running step writes to.
 
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::{
     handlers::{Journal, StepError},
-    model::Service,
-    store::Store,
+    store::{StepKey, Store},
 };
 
 pub(super) struct StoreJournal {
     store: Store,
-    run_id: Uuid,
-    service: Service,
-    ordinal: i64,
+    key: StepKey,
     step: String,
 }
 
 impl StoreJournal {
-    pub(super) fn new(
-        store: Store,
-        run_id: Uuid,
-        service: Service,
-        ordinal: i64,
-        step: &str,
-    ) -> Self {
+    pub(super) fn new(store: Store, key: StepKey, step: &str) -> Self {
         StoreJournal {
             store,
-            run_id,
-            service,
-            ordinal,
+            key,
             step: step.to_owned(),
         }
     }
@@ -39,14 +27,14 @@ impl StoreJournal {
 impl Journal for StoreJournal {
     async fn save(&self, data: &Value) -> Result<(), StepError> {
         self.store
-            .save_step_data(self.run_id, self.service, self.ordinal, data)
+            .save_step_data(self.key, data)
             .await
             .map_err(|e| StepError::Journal(e.to_string()))
     }
 
     async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError> {
         self.store
-            .step_data_by_name(self.run_id, self.service, step)
+            .step_data_by_name(self.key.run_id, self.key.service, step)
             .await
             .map_err(|e| StepError::Journal(e.to_string()))
     }
@@ -56,9 +44,9 @@ impl Journal for StoreJournal {
         if let Err(err) = self
             .store
             .append_event(
-                self.run_id,
+                self.key.run_id,
                 "info",
-                Some(self.service),
+                Some(self.key.service),
                 Some(&self.step),
                 message,
                 super::now(),

@@ -24,7 +24,7 @@ use crate::{
     handlers::{self, Action, StepContext},
     metrics::Metrics,
     model::{Run, Service, State, new_run_id},
-    store::{NewRun, NewStep, NewTask, Store, StoreError},
+    store::{NewRun, NewStep, NewTask, StepKey, Store, StoreError},
 };
 use journal::StoreJournal;
 
@@ -593,9 +593,11 @@ async fn run_task(
             let state = control.stopped_state();
             store
                 .finish_step(
-                    run_id,
-                    service,
-                    step.ordinal,
+                    StepKey {
+                        run_id,
+                        service,
+                        ordinal: step.ordinal,
+                    },
                     state,
                     &format!("not started: run {state}"),
                     None,
@@ -659,9 +661,12 @@ async fn run_step(
 ) -> Result<(State, String), StoreError> {
     let store = &inner.store;
     let started = Instant::now();
-    store
-        .start_step(run_id, service, step.ordinal, now())
-        .await?;
+    let key = StepKey {
+        run_id,
+        service,
+        ordinal: step.ordinal,
+    };
+    store.start_step(key, now()).await?;
     store
         .append_event(
             run_id,
@@ -672,7 +677,7 @@ async fn run_step(
             now(),
         )
         .await?;
-    let journal = StoreJournal::new(store.clone(), run_id, service, step.ordinal, &step.name);
+    let journal = StoreJournal::new(store.clone(), key, &step.name);
     let (state, message, data) = match serde_json::from_value::<Action>(step.spec.clone()) {
         Err(err) => (
             State::Failed,
@@ -718,15 +723,7 @@ async fn run_step(
         }
     };
     store
-        .finish_step(
-            run_id,
-            service,
-            step.ordinal,
-            state,
-            &message,
-            data.as_ref(),
-            now(),
-        )
+        .finish_step(key, state, &message, data.as_ref(), now())
         .await?;
     inner
         .metrics

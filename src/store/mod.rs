@@ -34,6 +34,26 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Which step a write is about: the run, the service task in it and the step's position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepKey {
+    pub run_id: Uuid,
+    pub service: Service,
+    pub ordinal: i64,
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds a task's key, for statements ending in `WHERE run_id = ? AND service = ?`.
+fn bind_task(query: SqliteQuery<'_>, run_id: Uuid, service: Service) -> SqliteQuery<'_> {
+    query.bind(run_id.to_string()).bind(service.as_str())
+}
+
+/// Binds a step's key, for statements ending in `WHERE run_id = ? AND service = ? AND ordinal = ?`.
+fn bind_step(query: SqliteQuery<'_>, key: StepKey) -> SqliteQuery<'_> {
+    bind_task(query, key.run_id, key.service).bind(key.ordinal)
+}
+
 /// What a new run consists of, fully planned before anything is executed.
 pub struct NewRun {
     pub id: Uuid,
@@ -321,16 +341,15 @@ impl Store {
         service: Service,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE tasks SET state = ?, attempt = attempt + 1, started_at = ?, finished_at = NULL, \
              message = NULL WHERE run_id = ? AND service = ?",
         )
         .bind(State::Running.as_str())
-        .bind(now)
-        .bind(run_id.to_string())
-        .bind(service.as_str())
-        .execute(&self.pool)
-        .await?;
+        .bind(now);
+        bind_task(query, run_id, service)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -342,83 +361,58 @@ impl Store {
         message: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE tasks SET state = ?, message = ?, finished_at = ? WHERE run_id = ? AND service = ?",
         )
         .bind(state.as_str())
         .bind(message)
-        .bind(now)
-        .bind(run_id.to_string())
-        .bind(service.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn start_step(
-        &self,
-        run_id: Uuid,
-        service: Service,
-        ordinal: i64,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE steps SET state = ?, started_at = ?, finished_at = NULL, message = NULL \
-             WHERE run_id = ? AND service = ? AND ordinal = ?",
-        )
-        .bind(State::Running.as_str())
-        .bind(now)
-        .bind(run_id.to_string())
-        .bind(service.as_str())
-        .bind(ordinal)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Stores what a step saw or saved, while it is still running (e.g. the manifest of an
-    /// object it is about to delete). Durable when this returns.
-    pub async fn save_step_data(
-        &self,
-        run_id: Uuid,
-        service: Service,
-        ordinal: i64,
-        data: &Value,
-    ) -> Result<()> {
-        sqlx::query("UPDATE steps SET data = ? WHERE run_id = ? AND service = ? AND ordinal = ?")
-            .bind(sqlx::types::Json(data))
-            .bind(run_id.to_string())
-            .bind(service.as_str())
-            .bind(ordinal)
+        .bind(now);
+        bind_task(query, run_id, service)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    pub async fn start_step(&self, key: StepKey, now: DateTime<Utc>) -> Result<()> {
+        let query = sqlx::query(
+            "UPDATE steps SET state = ?, started_at = ?, finished_at = NULL, message = NULL \
+             WHERE run_id = ? AND service = ? AND ordinal = ?",
+        )
+        .bind(State::Running.as_str())
+        .bind(now);
+        bind_step(query, key).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Stores what a step saw or saved, while it is still running (e.g. the manifest of an
+    /// object it is about to delete). Durable when this returns.
+    pub async fn save_step_data(&self, key: StepKey, data: &Value) -> Result<()> {
+        let query = sqlx::query(
+            "UPDATE steps SET data = ? WHERE run_id = ? AND service = ? AND ordinal = ?",
+        )
+        .bind(sqlx::types::Json(data));
+        bind_step(query, key).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Ends a step with `state` and `message`; `data`, when given, replaces what it stored.
     pub async fn finish_step(
         &self,
-        run_id: Uuid,
-        service: Service,
-        ordinal: i64,
+        key: StepKey,
         state: State,
         message: &str,
         data: Option<&Value>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE steps SET state = ?, message = ?, data = COALESCE(?, data), finished_at = ? \
              WHERE run_id = ? AND service = ? AND ordinal = ?",
         )
         .bind(state.as_str())
         .bind(message)
         .bind(data.map(sqlx::types::Json))
-        .bind(now)
-        .bind(run_id.to_string())
-        .bind(service.as_str())
-        .bind(ordinal)
-        .execute(&self.pool)
-        .await?;
+        .bind(now);
+        bind_step(query, key).execute(&self.pool).await?;
         Ok(())
     }
 
