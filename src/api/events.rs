@@ -44,8 +44,9 @@ const PROBLEM: &str = "application/problem+json";
 /// its stored log, its `run` and `end`.
 #[utoipa::path(get, path = "/repopulations/{id}/events", tag = "repopulations", operation_id = "follow_repopulation_events",
     params(
-        ("id" = String, Path, description = "Run id (UUID)"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this log event id"),
+        ("id" = String, Path, format = Uuid, description = "Run id (a UUID)"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[ \\t]*[0-9]{1,18}[ \\t]*$",
+            description = "Resume after this log event id (the `id` of an event of this stream)"),
     ),
     responses(
         (status = 200, description = "An event stream of `log` (Event), `run` (Run) and a final `end` (StreamEnd) messages",

@@ -35,7 +35,7 @@ const MAX_LIMIT: u32 = 500;
 #[serde(deny_unknown_fields)]
 pub struct CreateRun {
     /// Services to repopulate; omitted means every service this build supports.
-    #[schema(value_type = Option<Vec<Service>>)]
+    #[schema(value_type = Option<Vec<Service>>, min_items = 1)]
     pub services: Option<Vec<String>>,
     /// Plan only: show every object that would be touched, change nothing.
     #[serde(default)]
@@ -57,9 +57,10 @@ pub struct RunList {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size, 1 to 500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
     pub cursor: Option<String>,
     /// Only runs in this state.
     #[param(value_type = Option<RunState>)]
@@ -74,7 +75,8 @@ const PROBLEM: &str = "application/problem+json";
 /// Start a repopulation run; it executes in the background.
 #[utoipa::path(post, path = "/repopulations", tag = "repopulations", operation_id = "create_repopulation",
     request_body(content = CreateRun, description = "What to repopulate; an empty body means every supported service"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a POST safely: the same key returns the same run")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$",
+        description = "Repeat a POST safely: the same key returns the same run (1 to 255 visible ASCII characters)")),
     responses(
         (status = 202, description = "Run accepted (or, with a known Idempotency-Key, the run it created)", body = Run,
             headers(("Location" = String, description = "URL of the run"))),

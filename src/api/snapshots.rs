@@ -37,7 +37,7 @@ pub struct SnapshotQuery {
     #[param(value_type = Option<bool>)]
     pub content: Option<String>,
     /// At most this many, 1 to 500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
 }
 

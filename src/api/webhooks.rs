@@ -262,6 +262,7 @@ impl WebhookError {
 #[serde(rename_all = "camelCase")]
 pub struct AlertmanagerPayload {
     /// Payload version; must be "4".
+    #[schema(pattern = "^4$")]
     pub version: String,
     /// Identifies the alert group.
     pub group_key: String,
