@@ -3,7 +3,10 @@
 //! gateway (`/health`, `/v3/maintenance/status`, `/v3/kv/range`), which every etcd 3.4+ serves
 //! on the client port, so no gRPC stack is needed for three read-only calls.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -21,6 +24,15 @@ pub struct EtcdConfig {
     /// Per-request timeout.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// PEM CA bundle that signed the clusters' server certificates (`https://` endpoints);
+    /// without it, public CA roots are used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and its key, for clusters that require client certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for EtcdConfig {
@@ -29,6 +41,9 @@ impl Default for EtcdConfig {
             enabled: true,
             endpoint: "http://{cluster}-client.{namespace}.svc:2379".to_owned(),
             timeout: Duration::from_secs(10),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -52,7 +67,9 @@ impl EtcdConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("etcd at {url} is unreachable: {source}")]
+    #[error("etcd TLS setup: {0} (see [etcd] ca_file, cert_file, key_file)")]
+    Tls(String),
+    #[error("etcd at {url} is unreachable: {}", error_chain(.source))]
     Unreachable {
         url: String,
         #[source]
@@ -66,6 +83,18 @@ pub enum EtcdError {
         what: &'static str,
         detail: String,
     },
+}
+
+/// An error with its causes ("error sending request: ...: invalid peer certificate: ...").
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// What the cluster says of itself.
@@ -94,9 +123,39 @@ fn int(value: &Value, key: &str) -> u64 {
 }
 
 impl EtcdClient {
-    pub fn new(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// A client for the cluster at `base`, with the TLS material `config` names.
+    pub fn new(base: &str, config: &EtcdConfig) -> Result<Self, EtcdError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| EtcdError::Tls(format!("{}: {e}", path.display())))
+        };
+        let mut builder = reqwest::Client::builder().timeout(config.timeout);
+        if let Some(path) = &config.ca_file {
+            let bundle = reqwest::Certificate::from_pem_bundle(&read(path)?)
+                .map_err(|e| EtcdError::Tls(format!("{}: {e}", path.display())))?;
+            for certificate in bundle {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        match (&config.cert_file, &config.key_file) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read(cert)?;
+                pem.push(b'\n');
+                pem.extend(read(key)?);
+                let identity = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| EtcdError::Tls(format!("{}: {e}", cert.display())))?;
+                builder = builder.identity(identity);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(EtcdError::Tls(
+                    "cert_file and key_file go together: set both or neither".to_owned(),
+                ));
+            }
+        }
         Ok(EtcdClient {
-            http: reqwest::Client::builder().timeout(timeout).build()?,
+            http: builder
+                .build()
+                .map_err(|e| EtcdError::Tls(format!("building the HTTP client: {e}")))?,
             base: base.trim_end_matches('/').to_owned(),
         })
     }

@@ -21,6 +21,7 @@ fn config_for(endpoint: &str) -> Config {
             enabled: true,
             endpoint: endpoint.to_owned(),
             timeout: Duration::from_secs(5),
+            ..EtcdConfig::default()
         },
         ..Config::default()
     }
@@ -152,5 +153,37 @@ async fn the_plan_names_the_endpoint_of_each_cluster() {
         steps_of("meds")[0]["name"],
         "check-etcd-cluster",
         "MEDS has no cluster of its own"
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_behind_tls_with_client_certificates_is_checked_with_the_configured_files() {
+    let (etcd, tls) = Etcd::start_tls().await;
+    etcd.put("/bss/bootparameters/x3000c0s1b0n0", "{}").await;
+
+    // Without the CA the server certificate is not trusted: the run stops at the check, and
+    // says where to configure it.
+    let app = common::start_with(SimOptions::default(), config_for(&etcd.url)).await;
+    let untrusted = run(&app, json!(["bss"])).await;
+    assert_eq!(untrusted["state"], "failed", "{untrusted:#}");
+    let message = step(&untrusted, "check-etcd-cluster")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("certificate") && message.contains("ca_file"),
+        "{message}"
+    );
+
+    let mut config = config_for(&etcd.url);
+    config.etcd.ca_file = Some(tls.ca.clone());
+    config.etcd.cert_file = Some(tls.client_cert.clone());
+    config.etcd.key_file = Some(tls.client_key.clone());
+    let app = common::start_with(SimOptions::default(), config).await;
+    let run = run(&app, json!(["bss"])).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(
+        step(&run, "check-etcd-cluster")["data"]["status"]["keys"],
+        1
     );
 }

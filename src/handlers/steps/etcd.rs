@@ -15,11 +15,12 @@ pub async fn check(
     endpoint: &str,
     after: bool,
 ) -> Result<StepOutcome, StepError> {
-    let client = EtcdClient::new(endpoint, ctx.etcd.timeout)
-        .map_err(|e| StepError::Failed(format!("cannot build an HTTP client for etcd: {e}")))?;
-    let health = client.check_health().await;
+    let health = match EtcdClient::new(endpoint, ctx.etcd) {
+        Ok(client) => client.check_health().await.map(|()| client),
+        Err(err) => Err(err),
+    };
     let status = match health {
-        Ok(()) => client.status().await,
+        Ok(client) => client.status().await,
         Err(err) => Err(err),
     };
     let status = match status {
@@ -28,7 +29,9 @@ pub async fn check(
             return Err(StepError::Failed(format!(
                 "the etcd cluster {cluster} is not ready to be repopulated: {err}. The runbook's \
                  prerequisite is a rebuilt, healthy cluster (see \"Rebuild Unhealthy etcd \
-                 Clusters\"); rebuild it, then resume this run"
+                 Clusters\"); rebuild it, then resume this run. If the cluster is fine, check \
+                 [etcd] in the configuration (endpoint, ca_file, cert_file, key_file; or \
+                 enabled = false to skip these checks)"
             )));
         }
         Err(err) => return Err(StepError::Etcd(err)),
