@@ -380,6 +380,8 @@ struct Expected {
     rbac: bool,
     /// The SSH Secret, its private key's key, and its known_hosts key, when one is mounted.
     ssh: Option<(&'static str, &'static str, Option<&'static str>)>,
+    /// The etcd TLS Secret and its CA, client certificate and key keys, when one is mounted.
+    etcd_tls: Option<(&'static str, &'static str, &'static str, &'static str)>,
     service_port: i32,
 }
 
@@ -399,6 +401,7 @@ impl Expected {
             creates_claim: true,
             rbac: true,
             ssh: None,
+            etcd_tls: None,
             service_port: 8080,
         }
     }
@@ -618,6 +621,9 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
     if let Some((secret, _, _)) = expected.ssh {
         external_secrets.insert(secret);
     }
+    if let Some((secret, _, _, _)) = expected.etcd_tls {
+        external_secrets.insert(secret);
+    }
     let mut secrets_mounted = BTreeSet::new();
     for volume in volumes.values() {
         if let Some(claim) = &volume.persistent_volume_claim {
@@ -674,7 +680,7 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
     assert!(secrets_mounted.contains(expected.auth_secret.as_str()));
     assert_eq!(
         secrets_mounted.len(),
-        1 + usize::from(expected.ssh.is_some()),
+        1 + usize::from(expected.ssh.is_some()) + usize::from(expected.etcd_tls.is_some()),
         "{secrets_mounted:?}"
     );
 
@@ -765,6 +771,22 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
             assert_eq!(volume.name, volumes_of_secret(pod, ssh_secret));
             assert_eq!(key, known_hosts_item);
         }
+    }
+
+    if let Some((etcd_secret, ca_item, cert_item, key_item)) = expected.etcd_tls {
+        let files = [
+            (config.etcd.ca_file.clone(), ca_item),
+            (config.etcd.cert_file.clone(), cert_item),
+            (config.etcd.key_file.clone(), key_item),
+        ];
+        for (file, expected_key) in files {
+            let file = file.expect("config.toml names every etcd TLS file");
+            let (volume, key) = file_source(container, &volumes, &file);
+            assert_eq!(volume.name, volumes_of_secret(pod, etcd_secret));
+            assert_eq!(key, expected_key);
+        }
+    } else {
+        assert_eq!(config.etcd.ca_file, None);
     }
 
     if expected.creates_claim {
@@ -923,6 +945,7 @@ fn chart_renders_with_every_optional_feature_on() {
         target_namespace: "csm-services".to_owned(),
         service_account: "repopulator-sa".to_owned(),
         ssh: Some(("repopulator-ssh", "id_rsa", Some("known_hosts"))),
+        etcd_tls: Some(("csm-etcd-client-tls", "ca.pem", "tls.crt", "tls.key")),
         service_port: 9090,
         // The release name contains nameOverride, so it is the full name.
         ..Expected::defaults(release, "etcd-repopulator")

@@ -43,7 +43,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* config.toml: the values' config, with namespace forced to targetNamespace (where the Role is),
 and, unless config sets them, the auth mode, the files of the mounted auth Secret and the files of
-the mounted SSH Secret filled in. */}}
+the mounted SSH and etcd TLS Secrets filled in. */}}
 {{- define "etcd-repopulator.configToml" -}}
 {{- $mounted := dict
       "auth" (dict "mode" .Values.auth.mode "tokens_file" "/etc/etcd-repopulator/auth/tokens")
@@ -54,6 +54,16 @@ the mounted SSH Secret filled in. */}}
 {{- $_ := set $ssh "known_hosts_file" "/etc/etcd-repopulator/ssh/known_hosts" }}
 {{- end }}
 {{- $_ := set $mounted "ssh" $ssh }}
+{{- end }}
+{{- with .Values.etcdTls }}
+{{- if .existingSecret }}
+{{- $etcd := dict "ca_file" "/etc/etcd-repopulator/etcd/ca.crt" }}
+{{- if and .certItem .keyItem }}
+{{- $_ := set $etcd "cert_file" "/etc/etcd-repopulator/etcd/client.crt" }}
+{{- $_ := set $etcd "key_file" "/etc/etcd-repopulator/etcd/client.key" }}
+{{- end }}
+{{- $_ := set $mounted "etcd" $etcd }}
+{{- end }}
 {{- end }}
 {{- $config := merge (dict "namespace" .Values.targetNamespace) (deepCopy (.Values.config | default dict)) $mounted }}
 {{- include "etcd-repopulator.intsFromFloats" $config }}
