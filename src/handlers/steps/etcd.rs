@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::{
-    etcd::{EtcdClient, EtcdError},
+    etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdStatus},
     handlers::{CHECK_ETCD, StepContext, StepError, StepOutcome},
 };
 
@@ -15,15 +15,7 @@ pub async fn check(
     endpoint: &str,
     after: bool,
 ) -> Result<StepOutcome, StepError> {
-    let health = match EtcdClient::new(endpoint, ctx.etcd) {
-        Ok(client) => client.check_health().await.map(|()| client),
-        Err(err) => Err(err),
-    };
-    let status = match health {
-        Ok(client) => client.status().await,
-        Err(err) => Err(err),
-    };
-    let status = match status {
+    let status = match read_status(endpoint, ctx.etcd).await {
         Ok(status) => status,
         Err(err) if !after => {
             return Err(StepError::Failed(format!(
@@ -36,12 +28,7 @@ pub async fn check(
         }
         Err(err) => return Err(StepError::Etcd(err)),
     };
-    let leader = status.leader.clone().ok_or_else(|| {
-        StepError::Etcd(EtcdError::Unhealthy {
-            url: endpoint.to_owned(),
-            reason: "no leader".to_owned(),
-        })
-    })?;
+    let leader = status.leader.clone().unwrap_or_default();
     let data = json!({
         "cluster": cluster,
         "endpoint": endpoint,
@@ -71,4 +58,18 @@ pub async fn check(
         )
     };
     StepOutcome::done(message, data)
+}
+
+/// The cluster's status, once it has said it is healthy and has a leader.
+async fn read_status(endpoint: &str, config: &EtcdConfig) -> Result<EtcdStatus, EtcdError> {
+    let client = EtcdClient::new(endpoint, config)?;
+    client.check_health().await?;
+    let status = client.status().await?;
+    if status.leader.is_none() {
+        return Err(EtcdError::Unhealthy {
+            url: endpoint.to_owned(),
+            reason: "no leader".to_owned(),
+        });
+    }
+    Ok(status)
 }
