@@ -10,8 +10,7 @@ use crate::{
     cli::{ServeArgs, SimArgs},
     cluster::{Cluster, rbac},
     config::Config,
-    csm::{CsmClients, CsmConfig},
-    etcd::EtcdConfig,
+    csm::CsmClients,
     runner::Runner,
     sim::{SimCluster, SimOptions},
     snapshots::Snapshotter,
@@ -86,11 +85,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await?;
         // The simulated CSM services live on the simulated cluster's address.
-        config.csm = CsmConfig::simulated(&sim.url());
-        if config.etcd == EtcdConfig::default() {
-            // The simulated cluster has no etcd clusters to check.
-            config.etcd = EtcdConfig::simulated();
-        }
+        config.use_simulation(&sim.url());
         // The service acts as its own service account with the chart's Role, as in a cluster.
         let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
         (client, Some(sim))

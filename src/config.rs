@@ -164,6 +164,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Points the configuration at the simulated cluster at `sim_url`: its CSM services, and no
+    /// etcd checks (it has no etcd clusters) unless `[etcd]` was configured, e.g. at a real
+    /// etcd.
+    pub fn use_simulation(&mut self, sim_url: &str) {
+        self.csm = CsmConfig::simulated(sim_url);
+        if self.etcd == EtcdConfig::default() {
+            self.etcd = EtcdConfig::simulated();
+        }
+    }
+
     /// Loads the file at `path`, or the defaults when there is none, and validates it.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let config = match path {

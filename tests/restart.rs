@@ -127,9 +127,11 @@ async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step
         csm: etcd_repopulator::csm::CsmConfig,
         etcd: etcd_repopulator::etcd::EtcdConfig,
     }
+    let mut simulated = etcd_repopulator::config::Config::default();
+    simulated.use_simulation(&sim.url());
     let config = ConfigFile {
-        csm: etcd_repopulator::csm::CsmConfig::simulated(&sim.url()),
-        etcd: etcd_repopulator::etcd::EtcdConfig::simulated(),
+        csm: simulated.csm,
+        etcd: simulated.etcd,
     };
     std::fs::write(
         dir.path().join("config.toml"),

@@ -58,12 +58,8 @@ pub async fn start_on(sim: SimCluster, config: Config) -> TestApp {
 
 /// Like [`start_on`], with the service account bound to `rules` instead of the chart's Role.
 pub async fn start_as(sim: SimCluster, mut config: Config, rules: Vec<PolicyRule>) -> TestApp {
-    config.csm = etcd_repopulator::csm::CsmConfig::simulated(&sim.url());
-    // The simulated cluster has no etcd clusters; tests of the etcd checks point
-    // `config.etcd.endpoint` at a real etcd (tests/etcd.rs).
-    if config.etcd == etcd_repopulator::etcd::EtcdConfig::default() {
-        config.etcd = etcd_repopulator::etcd::EtcdConfig::simulated();
-    }
+    // Tests of the etcd checks point `config.etcd.endpoint` at a real etcd (tests/etcd.rs).
+    config.use_simulation(&sim.url());
     let client = sim.service_account_client(etcd_repopulator::app::SERVICE_ACCOUNT, rules);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("runs.db");
