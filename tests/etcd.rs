@@ -98,11 +98,7 @@ async fn an_empty_cluster_reads_as_rebuilt() {
 #[tokio::test]
 async fn an_unreachable_cluster_stops_the_run_before_anything_changes() {
     // A port nothing listens on: the cluster is down (not rebuilt yet).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let app = common::start_with(
         SimOptions::default(),
         config_for(&format!("http://127.0.0.1:{port}")),

@@ -2,22 +2,9 @@
 
 mod common;
 
-use reqwest::StatusCode;
 use serde_json::json;
 
-use common::{TestApp, start};
-
-async fn scrape(app: &TestApp) -> String {
-    let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/openmetrics-text")
-    );
-    resp.text().await.unwrap()
-}
+use common::start;
 
 /// The value of the sample `name` (with its labels, exactly as exposed), 0 when absent.
 fn sample(text: &str, name: &str) -> f64 {
@@ -29,7 +16,7 @@ fn sample(text: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn counters_and_histograms_move_after_a_run() {
     let app = start().await;
-    let before = scrape(&app).await;
+    let before = app.metrics().await;
     for line in before.lines().filter(|l| !l.starts_with('#')) {
         assert!(line.starts_with("etcd_repopulator_"), "{line}");
     }
@@ -39,7 +26,7 @@ async fn counters_and_histograms_move_after_a_run() {
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded");
 
-    let after = scrape(&app).await;
+    let after = app.metrics().await;
     assert_eq!(sample(&after, "etcd_repopulator_runs_started_total"), 1.0);
     assert_eq!(
         sample(

@@ -4,7 +4,6 @@
 mod common;
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -25,17 +24,9 @@ impl Drop for Service {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `serve` against the simulated cluster's kubeconfig and waits until it answers.
 async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Service {
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--database")

@@ -124,15 +124,7 @@ async fn alertmanager_resolved_alerts_start_runs_once_and_others_say_why_not() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             "etcd_repopulator_webhook_deliveries_total{source=\"alertmanager\",outcome=\"started\"} 2"
@@ -278,15 +270,7 @@ async fn generic_webhook_needs_a_fresh_valid_signature() {
     tokio::time::timeout(common::WAIT, app.runner.idle())
         .await
         .unwrap();
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for (outcome, count) in [("started", 2), ("unauthorized", 4)] {
         let line = format!(
             "etcd_repopulator_webhook_deliveries_total{{source=\"generic\",outcome=\"{outcome}\"}} {count}"

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the fixture
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,13 +18,6 @@ pub struct Etcd {
     /// A client that can talk to it (with the test CA and client certificate under TLS).
     pub http: reqwest::Client,
     child: Child,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("probe a free port")
 }
 
 impl Etcd {
@@ -56,7 +48,7 @@ impl Etcd {
         // A probed free port can be taken before etcd binds it; retry with others.
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
-            let (client, peer) = (free_port(), free_port());
+            let (client, peer) = (crate::common::free_port(), crate::common::free_port());
             let scheme = if tls.is_some() { "https" } else { "http" };
             let url = format!("{scheme}://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");

@@ -20,6 +20,14 @@ use serde_json::Value;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// A loopback port free at the time of the call (whoever binds it next may race for it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("probe a free port")
+}
+
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
@@ -132,6 +140,19 @@ impl TestApp {
                 .cmp(&b.metadata.creation_timestamp)
         });
         events
+    }
+
+    /// `GET /metrics`, checked to be OpenMetrics text.
+    pub async fn metrics(&self) -> String {
+        let resp = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        resp.text().await.unwrap()
     }
 
     pub fn pods(&self) -> Api<Pod> {
