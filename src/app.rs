@@ -73,25 +73,23 @@ impl App {
             store,
         })
     }
+
+    /// The service on the simulated cluster `sim`, wired exactly as `serve --simulate` wires
+    /// it: `config` pointed at the simulated CSM services ([`Config::use_simulation`]), and the
+    /// service acting as its service account with the chart's Role, as in a cluster.
+    pub async fn on_simulation(
+        database: &str,
+        mut config: Config,
+        sim: &SimCluster,
+    ) -> anyhow::Result<App> {
+        config.use_simulation(&sim.url());
+        let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
+        App::new(database, config, client).await
+    }
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(args.config.as_deref())?;
-    let (client, sim) = if args.simulate {
-        let sim = start_sim(
-            args.sim_listen,
-            SimOptions::interactive(),
-            args.sim_kubeconfig.as_deref(),
-        )
-        .await?;
-        // The simulated CSM services live on the simulated cluster's address.
-        config.use_simulation(&sim.url());
-        // The service acts as its own service account with the chart's Role, as in a cluster.
-        let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
-        (client, Some(sim))
-    } else {
-        (real_cluster_client().await?, None)
-    };
+    let config = Config::load(args.config.as_deref())?;
     let snapshot_config = config.snapshots.clone();
     if config.auth.mode == api::auth::AuthMode::None && !args.simulate {
         tracing::warn!(
@@ -99,7 +97,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              start runs that delete pods and Jobs; set auth.mode to \"token\" or \"jwt\""
         );
     }
-    let app = App::new(&args.database, config, client).await?;
+    let (app, sim) = if args.simulate {
+        let sim = start_sim(
+            args.sim_listen,
+            SimOptions::interactive(),
+            args.sim_kubeconfig.as_deref(),
+        )
+        .await?;
+        (
+            App::on_simulation(&args.database, config, &sim).await?,
+            Some(sim),
+        )
+    } else {
+        let client = real_cluster_client().await?;
+        (App::new(&args.database, config, client).await?, None)
+    };
     // Snapshots are only worth something if taken while the services are healthy, i.e. all
     // the time the service runs, not when a rebuild has already happened.
     let stop_snapshots = tokio_util::sync::CancellationToken::new();
