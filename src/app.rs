@@ -9,7 +9,7 @@ use crate::{
     api::{self, AppState, auth::Authenticator, webhooks::Webhooks},
     cli::{ServeArgs, SimArgs},
     cluster::{Cluster, rbac},
-    config::Config,
+    config::{AuthMode, Config},
     csm::CsmClients,
     runner::Runner,
     sim::{SimCluster, SimOptions},
@@ -93,7 +93,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (real_cluster_client().await?, None)
     };
     let snapshot_config = config.snapshots.clone();
-    if config.auth.mode == api::auth::AuthMode::None && !args.simulate {
+    if config.auth.mode == AuthMode::None && !args.simulate {
         tracing::warn!(
             "AUTHENTICATION IS OFF (auth.mode = \"none\"): anyone who can reach this service can \
              start runs that delete pods and Jobs; set auth.mode to \"token\" or \"jwt\""

@@ -5,16 +5,16 @@ use std::{path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    api::{auth::AuthConfig, webhooks::WebhooksConfig},
-    cluster::ObjectRef,
-    csm::CsmConfig,
-    etcd::EtcdConfig,
-    remote::SshConfig,
-};
+use crate::{cluster::ObjectRef, csm::CsmConfig, etcd::EtcdConfig, remote::SshConfig};
 
+mod auth;
 mod hmnfd;
+mod hostname;
+mod webhooks;
+pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
+pub use hostname::HostnameTemplate;
+pub use webhooks::{AlertmanagerConfig, WebhooksConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,6 +30,16 @@ pub enum ConfigError {
     },
     #[error("invalid config: {key}: {problem}")]
     Invalid { key: String, problem: String },
+}
+
+impl ConfigError {
+    /// The value of `key` is wrong: `problem` says how.
+    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -205,15 +215,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: &str| ConfigError::Invalid {
-            key: key.to_owned(),
-            problem: problem.to_owned(),
-        };
         if self.namespace.trim().is_empty() {
-            return Err(invalid("namespace", "must not be empty"));
+            return Err(ConfigError::invalid("namespace", "must not be empty"));
         }
         if self.step_timeout.is_zero() {
-            return Err(invalid("step_timeout", "must be greater than zero"));
+            return Err(ConfigError::invalid(
+                "step_timeout",
+                "must be greater than zero",
+            ));
         }
         for (key, restart) in [
             ("reds", &self.reds),
@@ -222,12 +231,18 @@ impl Config {
             ("cps", &self.cps),
         ] {
             if restart.selector.trim().is_empty() {
-                return Err(invalid(&format!("{key}.selector"), "must not be empty"));
+                return Err(ConfigError::invalid(
+                    format!("{key}.selector"),
+                    "must not be empty",
+                ));
             }
         }
         for (key, rerun) in [("bss", &self.bss), ("fas", &self.fas)] {
             if rerun.job.trim().is_empty() {
-                return Err(invalid(&format!("{key}.job"), "must not be empty"));
+                return Err(ConfigError::invalid(
+                    format!("{key}.job"),
+                    "must not be empty",
+                ));
             }
         }
         let dns = &self.externaldns;
@@ -238,47 +253,46 @@ impl Config {
             ("externaldns.name", &dns.name),
         ] {
             if value.trim().is_empty() {
-                return Err(invalid(key, "must not be empty"));
+                return Err(ConfigError::invalid(key, "must not be empty"));
             }
         }
-        for check in [self.auth.validate(), self.webhooks.validate()] {
-            check.map_err(|(key, problem)| invalid(&key, &problem))?;
-        }
+        self.auth.validate()?;
+        self.webhooks.validate()?;
         self.validate_hmnfd()?;
         Ok(())
     }
 
     fn validate_hmnfd(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: String| ConfigError::Invalid {
-            key: key.to_owned(),
-            problem,
-        };
         let hmnfd = &self.hmnfd;
         for (key, template) in [
             ("hmnfd.compute_hostname", &hmnfd.compute_hostname),
             ("hmnfd.ncn_hostname", &hmnfd.ncn_hostname),
         ] {
-            crate::handlers::HostnameTemplate::parse(template)
-                .map_err(|problem| invalid(key, problem))?;
+            HostnameTemplate::parse(template)
+                .map_err(|problem| ConfigError::invalid(key, problem))?;
         }
         for (i, expr) in hmnfd.ncn_hostlists.iter().enumerate() {
-            crate::remote::hostlist::expand(expr)
-                .map_err(|e| invalid(&format!("hmnfd.ncn_hostlists[{i}]"), e.to_string()))?;
+            crate::remote::hostlist::expand(expr).map_err(|e| {
+                ConfigError::invalid(format!("hmnfd.ncn_hostlists[{i}]"), e.to_string())
+            })?;
         }
         if hmnfd.command.trim().is_empty() {
-            return Err(invalid("hmnfd.command", "must not be empty".to_owned()));
+            return Err(ConfigError::invalid("hmnfd.command", "must not be empty"));
         }
         if self.ssh.fanout == 0 {
-            return Err(invalid("ssh.fanout", "must be at least 1".to_owned()));
+            return Err(ConfigError::invalid("ssh.fanout", "must be at least 1"));
         }
         if self.snapshots.interval.is_zero() {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "snapshots.interval",
-                "must be greater than zero".to_owned(),
+                "must be greater than zero",
             ));
         }
         if self.snapshots.retain == 0 {
-            return Err(invalid("snapshots.retain", "must be at least 1".to_owned()));
+            return Err(ConfigError::invalid(
+                "snapshots.retain",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

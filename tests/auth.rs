@@ -6,8 +6,7 @@ mod common;
 use std::path::Path;
 
 use etcd_repopulator::{
-    api::auth::{AuthConfig, AuthMode},
-    config::Config,
+    config::{AuthConfig, AuthMode, Config},
     sim::SimOptions,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};

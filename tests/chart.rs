@@ -15,9 +15,9 @@ use std::{
 };
 
 use etcd_repopulator::{
-    api::auth::{AuthMode, TokenSet},
+    api::auth::TokenSet,
     cluster::rbac::{self, Permission},
-    config::Config,
+    config::{AuthMode, Config},
 };
 use k8s_openapi::{
     api::{

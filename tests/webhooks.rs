@@ -5,11 +5,7 @@
 mod common;
 
 use etcd_repopulator::{
-    api::{
-        auth::{AuthConfig, AuthMode},
-        webhooks::WebhooksConfig,
-    },
-    config::Config,
+    config::{AuthConfig, AuthMode, Config, WebhooksConfig},
     sim::SimOptions,
 };
 use hmac::{Hmac, KeyInit, Mac};

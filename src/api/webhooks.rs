@@ -2,12 +2,7 @@
 //! cluster was rebuilt and is healthy again, so its services need their data back) and a
 //! generic one for other automation, authenticated by an HMAC-SHA256 signature of its body.
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
 
 use axum::{
     Json,
@@ -29,6 +24,7 @@ use super::{
     runs::{CreateRun, start_run},
 };
 use crate::{
+    config::{AlertmanagerConfig, WebhooksConfig},
     metrics::WebhookOutcome,
     model::{Run, Service},
     runner::{Created, RunRequest, RunnerError},
@@ -41,98 +37,6 @@ pub const TIMESTAMP_HEADER: &str = "x-signature-timestamp";
 
 /// Keys shorter than this are refused at start: an HMAC key is only as strong as it is long.
 const MIN_KEY_LEN: usize = 16;
-
-/// `[webhooks]` in the config file.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhooksConfig {
-    /// The HMAC-SHA256 key of `POST /webhooks/generic` (the file's bytes, without a trailing
-    /// newline). Unset or empty: that webhook is disabled.
-    pub hmac_key_file: Option<PathBuf>,
-    /// How far a signed request's timestamp may be from the service's clock.
-    #[serde(with = "humantime_serde")]
-    pub replay_window: Duration,
-    pub alertmanager: AlertmanagerConfig,
-}
-
-impl Default for WebhooksConfig {
-    fn default() -> Self {
-        WebhooksConfig {
-            hmac_key_file: None,
-            replay_window: Duration::from_secs(300),
-            alertmanager: AlertmanagerConfig::default(),
-        }
-    }
-}
-
-/// `[webhooks.alertmanager]`: which alerts start runs for which services.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertmanagerConfig {
-    /// Only alerts with one of these `alertname`s start runs; empty means any.
-    pub alertnames: Vec<String>,
-    /// Labels naming the etcd cluster, tried in order.
-    pub cluster_labels: Vec<String>,
-    /// etcd cluster -> the services whose data lives in it. Replaces the default map.
-    pub clusters: BTreeMap<String, Vec<Service>>,
-    /// Start dry runs only (to try the rules out).
-    pub dry_run: bool,
-}
-
-impl Default for AlertmanagerConfig {
-    fn default() -> Self {
-        use Service::*;
-        // One etcd cluster per service (the runbook), with two exceptions: BSS is repopulated
-        // by re-running the REDS init Job, which is still keyed to cray-bss-etcd; and MEDS has
-        // no etcd cluster of its own on a standard system: it is restarted with REDS, whose
-        // endpoint discovery it complements (a cray-meds-etcd, where it exists, maps to it).
-        let clusters = [
-            ("cray-bos-etcd", vec![Bos]),
-            ("cray-bss-etcd", vec![Bss]),
-            ("cray-cps-etcd", vec![Cps]),
-            ("cray-crus-etcd", vec![Crus]),
-            ("cray-externaldns-etcd", vec![Externaldns]),
-            ("cray-fas-etcd", vec![Fas]),
-            ("cray-hmnfd-etcd", vec![Hmnfd]),
-            ("cray-meds-etcd", vec![Meds]),
-            ("cray-reds-etcd", vec![Reds, Meds]),
-        ];
-        AlertmanagerConfig {
-            alertnames: Vec::new(),
-            cluster_labels: vec!["etcd_cluster".to_owned(), "cluster".to_owned()],
-            clusters: clusters
-                .into_iter()
-                .map(|(name, services)| (name.to_owned(), services))
-                .collect(),
-            dry_run: false,
-        }
-    }
-}
-
-impl WebhooksConfig {
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        if self.replay_window.is_zero() {
-            return Err((
-                "webhooks.replay_window".to_owned(),
-                "must be greater than zero".to_owned(),
-            ));
-        }
-        let am = &self.alertmanager;
-        if am.cluster_labels.iter().all(|l| l.trim().is_empty()) {
-            return Err((
-                "webhooks.alertmanager.cluster_labels".to_owned(),
-                "must name at least one label".to_owned(),
-            ));
-        }
-        if let Some((cluster, _)) = am.clusters.iter().find(|(_, s)| s.is_empty()) {
-            return Err((
-                format!("webhooks.alertmanager.clusters.{cluster}"),
-                "must name at least one service".to_owned(),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// The HMAC key, kept out of Debug output and logs.
 #[derive(Clone)]
@@ -704,17 +608,5 @@ mod tests {
         assert!(verify_signature(&key, &headers("1000", &good), b"{}", 1100, window).is_err());
         assert!(verify_signature(&key, &HeaderMap::new(), body, 1100, window).is_err());
         assert_eq!(format!("{key:?}"), "HmacKey(<redacted>)");
-    }
-
-    #[test]
-    fn default_rules_map_every_etcd_cluster_of_the_runbook() {
-        let rules = AlertmanagerConfig::default();
-        for service in Service::ALL {
-            assert!(
-                rules.clusters.values().any(|s| s.contains(&service)),
-                "{service} has no etcd cluster"
-            );
-        }
-        assert_eq!(rules.clusters["cray-bss-etcd"], [Service::Bss]);
     }
 }
