@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{
     SharedState,
-    problem::{ApiError, Problem},
+    problem::{ApiError, PROBLEM, Problem},
     runs::parse_id,
 };
 use crate::{
@@ -33,8 +33,6 @@ use crate::{
 pub struct StreamEnd {
     pub state: RunState,
 }
-
-const PROBLEM: &str = "application/problem+json";
 
 /// Follow a run's log live (Server-Sent Events).
 ///

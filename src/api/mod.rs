@@ -62,8 +62,8 @@ pub type SharedState = Arc<AppState>;
         health::healthz,
         health::readyz,
         events::follow_events,
-        webhooks::alertmanager,
-        webhooks::generic,
+        webhooks::alertmanager::receive,
+        webhooks::generic::receive,
         metrics::metrics,
     ),
     modifiers(&SecurityAddon),
@@ -92,8 +92,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/repopulations/{id}/cancel", post(runs::cancel_run))
         .route("/repopulations/{id}/resume", post(runs::resume_run))
         .route("/repopulations/{id}/events", get(events::follow_events))
-        .route(webhooks::ALERTMANAGER_PATH, post(webhooks::alertmanager))
-        .route(webhooks::GENERIC_PATH, post(webhooks::generic))
+        .route(
+            webhooks::ALERTMANAGER_PATH,
+            post(webhooks::alertmanager::receive),
+        )
+        .route(webhooks::GENERIC_PATH, post(webhooks::generic::receive))
         .route("/metrics", get(metrics::metrics))
         .route("/services", get(services::list_services))
         .route(

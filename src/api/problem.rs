@@ -15,6 +15,13 @@ use uuid::Uuid;
 
 use crate::{model::Service, runner::RunnerError, store::StoreError};
 
+/// The media type of every error response (RFC 9457).
+pub const PROBLEM: &str = "application/problem+json";
+
+/// What a client learns of an internal error (the cause is in the service's log).
+pub const INTERNAL_DETAIL: &str = "an internal error occurred; the service log has the details";
+
+/// The start of every problem's `type`; the kind of problem follows.
 const TYPE_PREFIX: &str = "urn:etcd-repopulator:problem:";
 
 /// An RFC 9457 problem document.
@@ -159,7 +166,7 @@ impl ApiError {
         let (status, kind, title) = self.parts();
         let detail = match self {
             ApiError::Internal(_) | ApiError::Runner(RunnerError::Store(_)) => {
-                "an internal error occurred; the service log has the details".to_owned()
+                INTERNAL_DETAIL.to_owned()
             }
             other => other.to_string(),
         };
@@ -206,12 +213,7 @@ impl IntoResponse for ApiError {
 
 pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
     let body = serde_json::to_vec(problem).unwrap_or_default();
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, PROBLEM)], body).into_response()
 }
 
 /// The problems of an endpoint that addresses one run by its id (OpenAPI documentation).
@@ -221,13 +223,13 @@ pub enum RunIdProblems {
     #[response(
         status = 400,
         description = "Malformed id",
-        content_type = "application/problem+json"
+        content_type = PROBLEM
     )]
     MalformedId(Problem),
     #[response(
         status = 404,
         description = "No such run",
-        content_type = "application/problem+json"
+        content_type = PROBLEM
     )]
     NoSuchRun(Problem),
 }
@@ -239,13 +241,13 @@ pub enum BodyProblems {
     #[response(
         status = 413,
         description = "Body over 64 KiB",
-        content_type = "application/problem+json"
+        content_type = PROBLEM
     )]
     TooLarge(Problem),
     #[response(
         status = 415,
         description = "Body is not JSON",
-        content_type = "application/problem+json"
+        content_type = PROBLEM
     )]
     NotJson(Problem),
 }

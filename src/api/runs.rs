@@ -14,7 +14,7 @@ use super::{
     SharedState,
     auth::Principal,
     problem::{
-        ApiError, BodyProblems, JsonBody, Problem, QueryParams, RunIdProblems, page_limit,
+        ApiError, BodyProblems, JsonBody, PROBLEM, Problem, QueryParams, RunIdProblems, page_limit,
         parse_param,
     },
 };
@@ -69,8 +69,6 @@ pub struct ListQuery {
     #[param(value_type = Option<Service>)]
     pub service: Option<String>,
 }
-
-const PROBLEM: &str = "application/problem+json";
 
 /// Start a repopulation run; it executes in the background.
 #[utoipa::path(post, path = "/repopulations", tag = "repopulations", operation_id = "create_repopulation",
