@@ -113,6 +113,8 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             auth::authorize,
         ))
+        // Around the authorization too, so that its refusals are logged the same way.
+        .layer(middleware::from_fn(problem::log_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(health::panic_response))
         .layer(TraceLayer::new_for_http())

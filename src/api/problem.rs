@@ -1,12 +1,13 @@
 //! Errors as RFC 9457 `application/problem+json`, one type per kind of failure; and the
 //! extractors that turn every malformed request into such a problem instead of a plain 4xx.
 
-use std::{fmt::Display, str::FromStr};
+use std::{fmt::Display, str::FromStr, sync::Arc};
 
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Query, Request, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header, request::Parts},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -82,7 +83,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error(transparent)]
     Runner(#[from] RunnerError),
-    #[error("internal error")]
+    /// A fault of the service; the cause is logged, the client gets [`INTERNAL_DETAIL`].
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -195,20 +197,45 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let internal = match &self {
-            ApiError::Internal(cause) => Some(cause.clone()),
-            ApiError::Runner(err @ RunnerError::Store(_)) => Some(err.to_string()),
-            _ => None,
-        };
-        if let Some(cause) = internal {
-            // The one place an internal cause is logged; the client gets a generic detail.
-            tracing::error!(%cause, "internal error");
-        }
         let problem = self.problem();
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        problem_response(status, &problem)
+        ErrorReport::attach(problem_response(status, &problem), self)
     }
+}
+
+/// The error behind an error response, left in the response's extensions for [`log_errors`]:
+/// whoever builds the response says what went wrong, and one layer decides what is logged (the
+/// shape of axum's `error-handling` example). Internal causes reach the log, never the client.
+#[derive(Clone)]
+pub struct ErrorReport(Arc<dyn std::error::Error + Send + Sync>);
+
+impl ErrorReport {
+    /// `response`, carrying `error` for the log.
+    pub fn attach(
+        mut response: Response,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Response {
+        response
+            .extensions_mut()
+            .insert(ErrorReport(Arc::new(error)));
+        response
+    }
+}
+
+/// The one place errors of requests are logged: server errors with their cause at `error`,
+/// refused requests at `debug` (the request itself is in the trace span around this).
+pub async fn log_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(ErrorReport(error)) = response.extensions().get::<ErrorReport>() {
+        let status = response.status().as_u16();
+        if response.status().is_server_error() {
+            tracing::error!(status, %error, "request failed");
+        } else {
+            tracing::debug!(status, %error, "request refused");
+        }
+    }
+    response
 }
 
 pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
@@ -387,7 +414,71 @@ pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use axum::{Router, body::Body, routing::get};
+    use tower::ServiceExt;
+
     use super::*;
+
+    /// The log lines written while the test runs.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn internal_causes_are_logged_once_by_the_layer_and_never_sent() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async { ApiError::Internal("the disk is on fire".to_owned()) }),
+            )
+            .route(
+                "/bad",
+                get(|| async { ApiError::invalid("limit", "limit must be 1 to 500") }),
+            )
+            .layer(axum::middleware::from_fn(log_errors));
+
+        let response = app
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(!body.contains("disk"), "{body}");
+        assert!(body.contains(INTERNAL_DETAIL), "{body}");
+        let response = app
+            .oneshot(Request::get("/bad").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("the disk is on fire").count(), 1, "{text}");
+        assert!(text.contains("ERROR"), "{text}");
+        // Refused requests are not errors of the service (debug, off here).
+        assert!(!text.contains("limit must be"), "{text}");
+    }
 
     #[test]
     fn names_the_field_serde_complains_about() {

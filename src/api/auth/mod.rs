@@ -12,7 +12,7 @@ use std::fmt;
 
 use super::{
     SharedState,
-    problem::{ApiError, Problem, problem_response},
+    problem::{ApiError, ErrorReport, Problem, problem_response},
 };
 use crate::{
     config::{AuthConfig, AuthMode},
@@ -129,15 +129,12 @@ impl IntoResponse for AuthError {
                 "Forbidden",
                 format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\""),
             ),
-            AuthError::Unavailable(cause) => {
-                tracing::error!(%cause, "cannot verify bearer tokens");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "auth-unavailable",
-                    "Authentication unavailable",
-                    String::new(),
-                )
-            }
+            AuthError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth-unavailable",
+                "Authentication unavailable",
+                String::new(),
+            ),
         };
         let problem = Problem::new(status, kind, title, self.to_string());
         let mut response = problem_response(status, &problem);
@@ -148,7 +145,7 @@ impl IntoResponse for AuthError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
         }
-        response
+        ErrorReport::attach(response, self)
     }
 }
 

@@ -12,7 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::problem::{ApiError, Problem, problem_response};
+use super::problem::{ApiError, ErrorReport, Problem, problem_response};
 use crate::{
     config::{AlertmanagerConfig, WebhooksConfig},
     metrics::WebhookOutcome,
@@ -131,7 +131,9 @@ impl IntoResponse for WebhookError {
                 "Webhook not configured",
             ),
         };
-        problem_response(status, &Problem::new(status, kind, title, self.to_string()))
+        let response =
+            problem_response(status, &Problem::new(status, kind, title, self.to_string()));
+        ErrorReport::attach(response, self)
     }
 }
 
