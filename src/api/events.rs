@@ -143,7 +143,7 @@ impl Follower {
                 loop {
                     tokio::select! {
                         received = appended.recv() => match received {
-                            Ok(event) if event.run_id != self.id => continue,
+                            Ok(event) if event.run_id != self.id => {}
                             Ok(_) | Err(RecvError::Lagged(_)) => {
                                 self.catch_up().await?;
                             }

@@ -89,7 +89,7 @@ pub enum ApiError {
 }
 
 fn known_services() -> String {
-    Service::ALL.map(|s| s.as_str()).join(", ")
+    Service::ALL.map(Service::as_str).join(", ")
 }
 
 impl From<StoreError> for ApiError {

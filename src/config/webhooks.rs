@@ -47,7 +47,7 @@ pub struct AlertmanagerConfig {
 
 impl Default for AlertmanagerConfig {
     fn default() -> Self {
-        use Service::*;
+        use Service::{Bos, Bss, Cps, Crus, Externaldns, Fas, Hmnfd, Meds, Reds};
         // One etcd cluster per service (the runbook), with two exceptions: BSS is repopulated
         // by re-running the REDS init Job, which is still keyed to cray-bss-etcd; and MEDS has
         // no etcd cluster of its own on a standard system: it is restarted with REDS, whose

@@ -322,7 +322,7 @@ impl utoipa::Modify for SecurityAddon {
                 )
                 .build()
         };
-        for (path, item) in openapi.paths.paths.iter_mut() {
+        for (path, item) in &mut openapi.paths.paths {
             let open = OPEN_PATHS.contains(&path.as_str());
             let operations = [
                 &mut item.get,
