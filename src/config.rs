@@ -10,6 +10,7 @@ use crate::{cluster::ObjectRef, csm::CsmConfig, etcd::EtcdConfig, remote::SshCon
 mod auth;
 mod hmnfd;
 mod hostname;
+mod names;
 mod webhooks;
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
@@ -215,9 +216,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.namespace.trim().is_empty() {
-            return Err(ConfigError::invalid("namespace", "must not be empty"));
-        }
+        names::dns1123_label(&self.namespace)
+            .map_err(|problem| ConfigError::invalid("namespace", problem))?;
         if self.step_timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "step_timeout",
@@ -230,20 +230,17 @@ impl Config {
             ("crus", &self.crus),
             ("cps", &self.cps),
         ] {
+            let key = format!("{key}.selector");
+            // The empty selector would select every pod of the namespace.
             if restart.selector.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{key}.selector"),
-                    "must not be empty",
-                ));
+                return Err(ConfigError::invalid(key, "must not be empty"));
             }
+            names::label_selector(&restart.selector)
+                .map_err(|problem| ConfigError::invalid(key, problem))?;
         }
         for (key, rerun) in [("bss", &self.bss), ("fas", &self.fas)] {
-            if rerun.job.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{key}.job"),
-                    "must not be empty",
-                ));
-            }
+            names::dns1123_subdomain(&rerun.job)
+                .map_err(|problem| ConfigError::invalid(format!("{key}.job"), problem))?;
         }
         let dns = &self.externaldns;
         for (key, value) in [
@@ -256,6 +253,8 @@ impl Config {
                 return Err(ConfigError::invalid(key, "must not be empty"));
             }
         }
+        names::dns1123_subdomain(&dns.name)
+            .map_err(|problem| ConfigError::invalid("externaldns.name", problem))?;
         self.auth.validate()?;
         self.webhooks.validate()?;
         self.validate_hmnfd()?;
@@ -328,5 +327,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("step_timeout"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_names_and_selectors_are_checked_at_start() {
+        for (text, key) in [
+            ("namespace = \"Services\"", "namespace"),
+            ("namespace = \"services-\"", "namespace"),
+            ("namespace = \"a.b\"", "namespace"),
+            ("[reds]\nselector = \"app in (cray-reds\"", "reds.selector"),
+            ("[meds]\nselector = \"app=cray meds\"", "meds.selector"),
+            ("[crus]\nselector = \"app=cray-crus,\"", "crus.selector"),
+            ("[cps]\nselector = \"-app=cray-cps\"", "cps.selector"),
+            ("[cps]\nselector = \"app=cray-cps!\"", "cps.selector"),
+            ("[cps]\nselector = \"app in ()\"", "cps.selector"),
+            ("[cps]\nselector = \"app > x\"", "cps.selector"),
+            ("[reds]\nselector = \"=cray-reds\"", "reds.selector"),
+            ("[bss]\njob = \"Cray_Reds_Init\"", "bss.job"),
+        ] {
+            match Config::from_toml(text) {
+                Err(ConfigError::Invalid {
+                    key: named,
+                    problem,
+                }) => {
+                    assert_eq!(named, key, "{text}: {problem}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for selector in [
+            "app.kubernetes.io/name=cray-reds",
+            "app = cray-reds",
+            "app==cray-reds,tier!=db",
+            "app in (cray-reds, cray-meds),!legacy",
+            "app notin (x),version",
+            "app=",
+            "replicas>1",
+        ] {
+            let text = format!("[reds]\nselector = {selector:?}");
+            Config::from_toml(&text).unwrap_or_else(|e| panic!("{selector}: {e}"));
+        }
     }
 }
