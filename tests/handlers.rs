@@ -510,7 +510,9 @@ async fn cluster_snapshot(app: &common::TestApp) -> Vec<(String, String, String,
 async fn dry_run_of_every_service_changes_nothing() {
     let app = common::start().await;
     let before = cluster_snapshot(&app).await;
-    let id = app.start_run(json!({"dry_run": true})).await;
+    let id = app
+        .start_run(json!({"services": ["all"], "dry_run": true}))
+        .await;
     let run = app.finished_run(&id).await;
     for task in run["services"].as_array().unwrap() {
         assert!(

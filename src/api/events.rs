@@ -43,7 +43,7 @@ pub struct StreamEnd {
 #[utoipa::path(get, path = "/repopulations/{id}/events", tag = "repopulations", operation_id = "follow_repopulation_events",
     params(
         ("id" = String, Path, format = Uuid, description = "Run id (a UUID)"),
-        ("Last-Event-ID" = Option<String>, Header, pattern = "^[ \\t]*[0-9]{1,18}[ \\t]*$",
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[ \\t]*[0-9]{1,18}[ \\t]*$",
             description = "Resume after this log event id (the `id` of an event of this stream)"),
     ),
     responses(

@@ -74,8 +74,9 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
     (status, Json(health)).into_response()
 }
 
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(super::openapi())
+/// The OpenAPI document, as it applies to this service's `auth.mode`.
+pub async fn openapi_json(State(state): State<SharedState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(super::openapi_for(state.auth.mode()))
 }
 
 /// A handler panicked: answer 500 as a problem (the panic itself is logged), keep serving.

@@ -22,8 +22,7 @@ use axum::{
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa::OpenApi;
 
-use crate::{runner::Runner, store::Store};
-use auth::SecurityAddon;
+use crate::{config::AuthMode, runner::Runner, store::Store};
 
 /// Request bodies above this size are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -66,7 +65,6 @@ pub type SharedState = Arc<AppState>;
         webhooks::generic::receive,
         metrics::metrics,
     ),
-    modifiers(&SecurityAddon),
     tags(
         (name = "repopulations", description = "Repopulation runs and their history"),
         (name = "services", description = "The services a run can repopulate"),
@@ -77,9 +75,18 @@ pub type SharedState = Arc<AppState>;
 )]
 pub struct ApiDoc;
 
-/// The OpenAPI document served at `/openapi.json` and committed at `openapi/openapi.json`.
+/// The OpenAPI document of a service that authenticates its callers (`auth.mode` token or
+/// jwt), committed at `openapi/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    openapi_for(AuthMode::Token)
+}
+
+/// The document a service in `mode` serves at `/openapi.json`: with `auth.mode = "none"` no
+/// operation asks for a bearer token.
+pub fn openapi_for(mode: AuthMode) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    auth::document_security(&mut doc, mode);
+    doc
 }
 
 pub fn router(state: SharedState) -> Router {

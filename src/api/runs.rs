@@ -31,12 +31,13 @@ const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
 /// A request to repopulate services.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRun {
-    /// Services to repopulate; omitted means every service this build supports.
-    #[schema(value_type = Option<Vec<Service>>, min_items = 1)]
-    pub services: Option<Vec<String>>,
+    /// Services to repopulate, or `["all"]` for every service this build supports (the schema's
+    /// description is in [`services_schema`]).
+    #[schema(schema_with = services_schema)]
+    pub services: Vec<String>,
     /// Plan only: show every object that would be touched, change nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -72,13 +73,13 @@ pub struct ListQuery {
 
 /// Start a repopulation run; it executes in the background.
 #[utoipa::path(post, path = "/repopulations", tag = "repopulations", operation_id = "create_repopulation",
-    request_body(content = CreateRun, description = "What to repopulate; an empty body means every supported service"),
-    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$",
+    request_body(content = CreateRun, content_type = "application/json", description = "What to repopulate (`services` is required; `[\"all\"]` means every supported service)"),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$",
         description = "Repeat a POST safely: the same key returns the same run (1 to 255 visible ASCII characters)")),
     responses(
         (status = 202, description = "Run accepted (or, with a known Idempotency-Key, the run it created)", body = Run,
             headers(("Location" = String, description = "URL of the run"))),
-        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "Malformed or empty JSON, or a malformed Idempotency-Key", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A service is already being repopulated; `active_run` names the run", body = Problem, content_type = PROBLEM),
         BodyProblems,
         (status = 422, description = "Unknown field or service, service not supported, or Idempotency-Key reused with another body", body = Problem, content_type = PROBLEM),
@@ -101,10 +102,7 @@ pub(super) async fn start_run(
     requested_by: String,
     idempotency_key: Option<String>,
 ) -> Result<Response, ApiError> {
-    let services = match request.services {
-        None => handlers::implemented(),
-        Some(names) => parse_services(&names)?,
-    };
+    let services = parse_services(&request.services)?;
     validate_reason(request.reason.as_deref())?;
     let created = state
         .runner
@@ -156,12 +154,23 @@ fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The word that stands for every service this build supports.
+const ALL: &str = "all";
+
+/// The services named (each once), or every supported one if `all` is among them.
 fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
+    let invalid = |detail: &str| ApiError::InvalidBody {
+        detail: detail.to_owned(),
+        field: Some("services".to_owned()),
+    };
     if names.is_empty() {
-        return Err(ApiError::InvalidBody {
-            detail: "services must name at least one service (omit it for all)".to_owned(),
-            field: Some("services".to_owned()),
-        });
+        return Err(invalid(
+            "services must name at least one service, or be [\"all\"] for every supported one",
+        ));
+    }
+    // "all" includes whatever else is named.
+    if names.iter().any(|name| name == ALL) {
+        return Ok(handlers::implemented());
     }
     let (known, unknown): (Vec<_>, Vec<_>) = names
         .iter()
@@ -172,7 +181,28 @@ fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
             unknown.into_iter().filter_map(Result::err).collect(),
         ));
     }
-    Ok(known.into_iter().filter_map(Result::ok).collect())
+    let mut services: Vec<Service> = known.into_iter().filter_map(Result::ok).collect();
+    services.sort_unstable();
+    services.dedup();
+    Ok(services)
+}
+
+/// `services` in the OpenAPI document: the service names and `all`.
+fn services_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let names = std::iter::once(ALL).chain(Service::ALL.map(Service::as_str));
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(names)),
+        )
+        .min_items(Some(1))
+        .description(Some(
+            "Services to repopulate, or `[\"all\"]` for every service this build supports. \
+             Required: a run changes the cluster, so a request says what it changes.",
+        ))
+        .build()
 }
 
 /// The run history, newest first.

@@ -275,83 +275,82 @@ pub async fn authorize(
     }
 }
 
-/// Documents the security schemes in the OpenAPI document: bearer tokens for the whole API
-/// (with 401 and 403 responses on every protected operation), none on [`OPEN_PATHS`] except
-/// the signature the generic webhook declares itself.
-pub struct SecurityAddon;
-
-impl utoipa::Modify for SecurityAddon {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{
-            Content, Ref, ResponseBuilder,
-            security::{
-                ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement,
-                SecurityScheme,
-            },
-        };
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "A static token (auth.mode = token) or a JWT from the configured identity \
-                         provider (auth.mode = jwt). GET needs the read role, everything else write.",
-                    ))
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "hmac_signature",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
-                "X-Signature-256",
-                "sha256=<hex HMAC-SHA256 of `<X-Signature-Timestamp>.<raw body>`>",
-            ))),
-        );
-        openapi.security = Some(vec![SecurityRequirement::new(
-            "bearer",
-            Vec::<String>::new(),
-        )]);
-        let problem = |description: &str| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    super::problem::PROBLEM,
-                    Content::new(Some(Ref::from_schema_name("Problem"))),
-                )
-                .build()
-        };
-        for (path, item) in &mut openapi.paths.paths {
-            let open = OPEN_PATHS.contains(&path.as_str());
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-                &mut item.head,
-                &mut item.options,
-            ];
-            for operation in operations.into_iter().flatten() {
-                if open {
-                    // An empty requirement overrides the document's: no credentials.
-                    operation
-                        .security
-                        .get_or_insert_with(|| vec![SecurityRequirement::default()]);
-                    continue;
-                }
-                let responses = &mut operation.responses.responses;
-                responses.entry("401".to_owned()).or_insert_with(|| {
-                    problem("Missing or invalid bearer token (`WWW-Authenticate: Bearer`)").into()
-                });
-                responses
-                    .entry("403".to_owned())
-                    .or_insert_with(|| problem("The caller lacks the role this needs").into());
-                responses.entry("503".to_owned()).or_insert_with(|| {
-                    problem("Tokens cannot be verified (identity provider unreachable)").into()
-                });
+/// Documents how callers authenticate in `mode`. Always the signature the generic webhook
+/// declares itself; with authentication on, bearer tokens for the whole API (with 401, 403 and
+/// 503 responses on every protected operation) and none on [`OPEN_PATHS`]. With
+/// `auth.mode = "none"` nothing else: no operation asks for credentials it would not check.
+pub fn document_security(openapi: &mut utoipa::openapi::OpenApi, mode: AuthMode) {
+    use utoipa::openapi::{
+        Content, Ref, ResponseBuilder,
+        security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        },
+    };
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "hmac_signature",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-Signature-256",
+            "sha256=<hex HMAC-SHA256 of `<X-Signature-Timestamp>.<raw body>`>",
+        ))),
+    );
+    if mode == AuthMode::None {
+        return;
+    }
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A static token (auth.mode = token) or a JWT from the configured identity \
+                     provider (auth.mode = jwt). GET needs the read role, everything else write.",
+                ))
+                .build(),
+        ),
+    );
+    openapi.security = Some(vec![SecurityRequirement::new(
+        "bearer",
+        Vec::<String>::new(),
+    )]);
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                super::problem::PROBLEM,
+                Content::new(Some(Ref::from_schema_name("Problem"))),
+            )
+            .build()
+    };
+    for (path, item) in &mut openapi.paths.paths {
+        let open = OPEN_PATHS.contains(&path.as_str());
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if open {
+                // An empty requirement overrides the document's: no credentials.
+                operation
+                    .security
+                    .get_or_insert_with(|| vec![SecurityRequirement::default()]);
+                continue;
             }
+            let responses = &mut operation.responses.responses;
+            responses.entry("401".to_owned()).or_insert_with(|| {
+                problem("Missing or invalid bearer token (`WWW-Authenticate: Bearer`)").into()
+            });
+            responses
+                .entry("403".to_owned())
+                .or_insert_with(|| problem("The caller lacks the role this needs").into());
+            responses.entry("503".to_owned()).or_insert_with(|| {
+                problem("Tokens cannot be verified (identity provider unreachable)").into()
+            });
         }
     }
 }

@@ -1,13 +1,12 @@
 //! `POST /webhooks/alertmanager`: a resolved etcd alert means the cluster was rebuilt and is
 //! healthy again, so the services whose data lived in it need their data back.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Once};
 
 use axum::{
     Json,
-    body::Bytes,
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
@@ -20,7 +19,9 @@ use crate::{
     api::{
         SharedState,
         auth::Principal,
-        problem::{ApiError, PROBLEM, Problem},
+        problem::{
+            ApiError, BodyProblems, PROBLEM, Problem, RawBody, content_type, json_from_bytes,
+        },
     },
     config::AlertmanagerConfig,
     metrics::WebhookOutcome,
@@ -95,7 +96,10 @@ pub struct AlertResult {
     pub alertname: Option<String>,
     pub etcd_cluster: Option<String>,
     pub outcome: AlertOutcome,
-    /// The run started, the earlier run of a duplicate, or the active run of a busy service.
+    /// The run started, the earlier run of a duplicate, or the active run of a busy service;
+    /// absent when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub run_id: Option<Uuid>,
     pub services: Vec<Service>,
     pub detail: String,
@@ -118,24 +122,25 @@ pub struct AlertmanagerResponse {
 /// credentials in JWT mode). The same alert occurrence (`groupKey`, `fingerprint`, `startsAt`)
 /// never starts two runs, so redeliveries are harmless.
 #[utoipa::path(post, path = "/webhooks/alertmanager", tag = "webhooks", operation_id = "alertmanager_webhook",
-    request_body(content = AlertmanagerPayload, description = "Alertmanager webhook payload, version 4"),
-    security(("bearer" = [])),
+    request_body(content = AlertmanagerPayload, content_type = "application/json", description = "Alertmanager webhook payload, version 4"),
     responses(
         (status = 200, description = "Nothing started; `alerts` says why for each alert", body = AlertmanagerResponse),
         (status = 202, description = "At least one run started", body = AlertmanagerResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
-        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = PROBLEM),
-        (status = 403, description = "The token lacks the write role", body = Problem, content_type = PROBLEM),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "Malformed or empty JSON", body = Problem, content_type = PROBLEM),
+        BodyProblems,
         (status = 422, description = "Not an Alertmanager version 4 payload", body = Problem, content_type = PROBLEM),
         (status = 503, description = "Shutting down; Alertmanager retries", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn receive(
     State(state): State<SharedState>,
     principal: Principal,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Result<RawBody, ApiError>,
 ) -> Response {
-    let result = alertmanager_delivery(&state, &principal, &body).await;
+    let result = match body {
+        Ok(RawBody(body)) => alertmanager_delivery(&state, &principal, &headers, &body).await,
+        Err(err) => Err(err.into()),
+    };
     let outcome = match &result {
         Ok(response) if response.runs.is_empty() => WebhookOutcome::Ignored,
         Ok(_) => WebhookOutcome::Started,
@@ -161,9 +166,10 @@ pub async fn receive(
 async fn alertmanager_delivery(
     state: &SharedState,
     principal: &Principal,
+    headers: &HeaderMap,
     body: &[u8],
 ) -> Result<AlertmanagerResponse, WebhookError> {
-    let payload: AlertmanagerPayload = parse_json(body)?;
+    let payload: AlertmanagerPayload = json_from_bytes(content_type(headers).as_deref(), body)?;
     if payload.version != "4" {
         return Err(ApiError::InvalidBody {
             detail: format!(
@@ -190,6 +196,19 @@ async fn alertmanager_delivery(
         response.alerts.push(result);
     }
     Ok(response)
+}
+
+/// Says once per process how to make Alertmanager's alerts start runs: with no alert names
+/// configured (the default), none does.
+fn hint_alertnames() {
+    static HINT: Once = Once::new();
+    HINT.call_once(|| {
+        tracing::warn!(
+            "an Alertmanager delivery started nothing: webhooks.alertmanager.alertnames is \
+             empty, so no alert starts runs; list the alerts whose resolution means an etcd \
+             cluster was rebuilt (see the README, \"Webhooks\")"
+        );
+    });
 }
 
 async fn handle_alert(
@@ -226,18 +245,21 @@ async fn handle_alert(
         );
         return Ok(result);
     }
-    if !rules.alertnames.is_empty()
-        && !alertname
-            .as_ref()
-            .is_some_and(|name| rules.alertnames.contains(name))
+    if !alertname
+        .as_ref()
+        .is_some_and(|name| rules.alertnames.contains(name))
     {
-        skip(
-            AlertOutcome::NotSelected,
+        let name = alertname.as_deref().unwrap_or("(none)");
+        let detail = if rules.alertnames.is_empty() {
+            hint_alertnames();
             format!(
-                "alertname {} is not one of webhooks.alertmanager.alertnames",
-                alertname.as_deref().unwrap_or("(none)")
-            ),
-        );
+                "no alert starts runs until webhooks.alertmanager.alertnames names the alerts \
+                 that mean an etcd cluster was rebuilt (this one is {name})"
+            )
+        } else {
+            format!("alertname {name} is not one of webhooks.alertmanager.alertnames")
+        };
+        skip(AlertOutcome::NotSelected, detail);
         return Ok(result);
     }
     let Some(cluster) = etcd_cluster else {
@@ -312,17 +334,4 @@ async fn handle_alert(
         Err(err) => return Err(err.into()),
     }
     Ok(result)
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|err| {
-        use serde_json::error::Category;
-        match err.classify() {
-            Category::Data => ApiError::InvalidBody {
-                detail: err.to_string(),
-                field: None,
-            },
-            _ => ApiError::MalformedJson(format!("request body is not valid JSON: {err}")),
-        }
-    })
 }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use axum::{
-    body::Bytes,
     extract::State,
     http::HeaderMap,
     response::{IntoResponse, Response},
@@ -16,7 +15,9 @@ use super::{HmacKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError};
 use crate::{
     api::{
         SharedState,
-        problem::{BodyProblems, PROBLEM, Problem, content_type, json_from_bytes},
+        problem::{
+            ApiError, BodyProblems, PROBLEM, Problem, RawBody, content_type, json_from_bytes,
+        },
         runs::{CreateRun, start_run},
     },
     metrics::WebhookOutcome,
@@ -30,7 +31,7 @@ use crate::{
 /// within the replay window (default 5 minutes) of the service's clock; a request replayed
 /// within the window returns the run it started the first time.
 #[utoipa::path(post, path = "/webhooks/generic", tag = "webhooks", operation_id = "generic_webhook",
-    request_body(content = CreateRun, description = "What to repopulate, as for POST /repopulations"),
+    request_body(content = CreateRun, content_type = "application/json", description = "What to repopulate, as for POST /repopulations"),
     params(
         ("X-Signature-256" = String, Header, description = "`sha256=` and the hex HMAC-SHA256 of `<timestamp>.<body>`"),
         ("X-Signature-Timestamp" = String, Header, description = "Unix time in seconds when the request was signed"),
@@ -39,7 +40,7 @@ use crate::{
     responses(
         (status = 202, description = "Run accepted (or the run a replay of this request started)", body = Run,
             headers(("Location" = String, description = "URL of the run"))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "Malformed or empty JSON", body = Problem, content_type = PROBLEM),
         (status = 401, description = "Missing or bad signature, or a timestamp outside the replay window", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A service is already being repopulated; `active_run` names the run", body = Problem, content_type = PROBLEM),
         BodyProblems,
@@ -50,10 +51,13 @@ use crate::{
 pub async fn receive(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<RawBody, ApiError>,
 ) -> Response {
     let now = chrono::Utc::now().timestamp();
-    let result = generic_delivery(&state, &headers, &body, now).await;
+    let result = match body {
+        Ok(RawBody(body)) => generic_delivery(&state, &headers, &body, now).await,
+        Err(err) => Err(err.into()),
+    };
     let outcome = match &result {
         Ok(_) => WebhookOutcome::Started,
         Err(err) => err.outcome(),
@@ -71,12 +75,14 @@ async fn generic_delivery(
     body: &[u8],
     now: i64,
 ) -> Result<Response, WebhookError> {
-    let key = state
-        .webhooks
-        .key
-        .as_ref()
-        .ok_or(WebhookError::NotConfigured)?;
-    let signature = verify_signature(key, headers, body, now, state.webhooks.replay_window)?;
+    let webhooks = &state.webhooks;
+    let signature = verify_signature(
+        webhooks.key.as_ref(),
+        headers,
+        body,
+        now,
+        webhooks.replay_window,
+    )?;
     let request: CreateRun = json_from_bytes(content_type(headers).as_deref(), body)?;
     // A replay within the window carries the same signature: it gets the same run.
     let replay_key = format!("generic:{}", hex::encode(signature));
@@ -90,9 +96,10 @@ async fn generic_delivery(
 }
 
 /// Checks `X-Signature-256` over `<timestamp>.<body>` and the timestamp's age; returns the
-/// signature's bytes.
+/// signature's bytes. A request without its signature headers is refused as such (401) before
+/// asking whether the webhook is configured at all (404 without a key).
 fn verify_signature(
-    key: &HmacKey,
+    key: Option<&HmacKey>,
     headers: &HeaderMap,
     body: &[u8],
     now: i64,
@@ -116,6 +123,7 @@ fn verify_signature(
         .strip_prefix("sha256=")
         .and_then(|hex| hex::decode(hex).ok())
         .ok_or_else(|| bad("X-Signature-256 is not sha256=<hex>"))?;
+    let key = key.ok_or(WebhookError::NotConfigured)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(&key.0)
         .map_err(|_| bad("the configured key cannot be used for HMAC"))?;
     mac.update(timestamp.as_bytes());
@@ -127,8 +135,13 @@ fn verify_signature(
     })?;
     let age = now.abs_diff(signed_at);
     if age > window.as_secs() {
+        let when = if signed_at <= now {
+            format!("{age} s ago")
+        } else {
+            format!("{age} s in the future (is a clock wrong?)")
+        };
         return Err(WebhookError::BadSignature(format!(
-            "the request was signed {age} s from now, outside the replay window of {} s",
+            "the request was signed {when}, outside the replay window of {} s",
             window.as_secs()
         )));
     }
@@ -160,15 +173,35 @@ mod tests {
         let window = Duration::from_secs(300);
         let body = br#"{"services":["reds"]}"#;
         let good = sign(&key.0, "1000", body);
-        assert!(verify_signature(&key, &headers("1000", &good), body, 1100, window).is_ok());
+        assert!(verify_signature(Some(&key), &headers("1000", &good), body, 1100, window).is_ok());
         // Stale, and from the future.
-        assert!(verify_signature(&key, &headers("1000", &good), body, 1301, window).is_err());
-        assert!(verify_signature(&key, &headers("1000", &good), body, 699, window).is_err());
+        assert!(verify_signature(Some(&key), &headers("1000", &good), body, 1301, window).is_err());
+        assert!(verify_signature(Some(&key), &headers("1000", &good), body, 699, window).is_err());
+        let stale = verify_signature(Some(&key), &headers("1000", &good), body, 1400, window)
+            .unwrap_err()
+            .to_string();
+        assert!(stale.contains("signed 400 s ago"), "{stale}");
+        let ahead = verify_signature(Some(&key), &headers("1000", &good), body, 600, window)
+            .unwrap_err()
+            .to_string();
+        assert!(ahead.contains("400 s in the future"), "{ahead}");
         // The timestamp is signed: changing it breaks the signature.
-        assert!(verify_signature(&key, &headers("1001", &good), body, 1100, window).is_err());
+        assert!(verify_signature(Some(&key), &headers("1001", &good), body, 1100, window).is_err());
         // Another body.
-        assert!(verify_signature(&key, &headers("1000", &good), b"{}", 1100, window).is_err());
-        assert!(verify_signature(&key, &HeaderMap::new(), body, 1100, window).is_err());
+        assert!(
+            verify_signature(Some(&key), &headers("1000", &good), b"{}", 1100, window).is_err()
+        );
+        assert!(verify_signature(Some(&key), &HeaderMap::new(), body, 1100, window).is_err());
         assert_eq!(format!("{key:?}"), "HmacKey(<redacted>)");
+        // Without a key: a request lacking its signature is told so, a signed one that the
+        // webhook is off.
+        assert!(matches!(
+            verify_signature(None, &HeaderMap::new(), body, 1100, window),
+            Err(WebhookError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify_signature(None, &headers("1000", &good), body, 1100, window),
+            Err(WebhookError::NotConfigured)
+        ));
     }
 }
