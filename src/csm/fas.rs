@@ -138,6 +138,22 @@ struct SnapshotList {
     snapshots: Option<Vec<FasSnapshotSummary>>,
 }
 
+/// `LoaderStatus`: `busy` while a load runs, `ready` otherwise, and the runs it knows.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LoaderStatus {
+    pub loader_status: String,
+    pub loader_run_list: Option<Vec<String>>,
+}
+
+/// `LoaderRunID`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct LoaderRunId {
+    #[serde(rename = "loaderRunID")]
+    pub loader_run_id: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct FasClient {
     endpoint: Endpoint,
@@ -158,6 +174,17 @@ impl FasClient {
     pub async fn list_actions(&self) -> Result<Vec<FasActionSummary>, CsmError> {
         let list: ActionList = self.endpoint.get_json(&["actions"], &[]).await?;
         Ok(list.actions.unwrap_or_default())
+    }
+
+    /// `GET /loader`: whether the loader is busy, and its runs.
+    pub async fn loader_status(&self) -> Result<LoaderStatus, CsmError> {
+        self.endpoint.get_json(&["loader"], &[]).await
+    }
+
+    /// `POST /loader/nexus`: load the firmware library from Nexus (CSM 1.2+'s "Load Firmware
+    /// from Nexus"); a busy loader (429) is waited for by the retries.
+    pub async fn load_from_nexus(&self) -> Result<LoaderRunId, CsmError> {
+        self.endpoint.post_json(&["loader", "nexus"]).await
     }
 
     /// `GET /snapshots`: summaries of all stored snapshots.

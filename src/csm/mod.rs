@@ -28,8 +28,8 @@ pub use cps::{
 pub use crus::{CrusClient, CrusSession};
 pub use error::{CsmError, CsmService};
 pub use fas::{
-    FasActionSummary, FasClient, FasImage, FasSnapshotSummary, OperationCounts,
-    RelatedSnapshotAction,
+    FasActionSummary, FasClient, FasImage, FasSnapshotSummary, LoaderRunId, LoaderStatus,
+    OperationCounts, RelatedSnapshotAction,
 };
 pub use hmnfd::{HmnfdClient, Subscription, subscriber_nodes};
 pub use hsm::{ComponentFilter, HsmClient, HsmComponent};
