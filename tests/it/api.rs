@@ -1,8 +1,8 @@
 //! The service core end to end: HTTP API -> runner -> kube-rs -> simulated cluster.
 
-mod common;
+use crate::common;
 
-use common::{problem, start};
+use crate::common::{problem, start};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -355,10 +355,11 @@ async fn services_lists_every_service_with_its_steps() {
 
 #[tokio::test]
 async fn cancel_stops_a_waiting_run() {
-    use etcd_repopulator::{config::Config, sim::SimOptions};
+    use etcd_repopulator::config::Config;
+    use sim::SimOptions;
     // Pods take a minute to become Ready, so the run is still waiting when cancelled (the
     // cluster is not waited on to settle: its pods only need to exist).
-    let sim = etcd_repopulator::sim::SimCluster::start(
+    let sim = sim::SimCluster::start(
         "127.0.0.1:0".parse().unwrap(),
         SimOptions {
             kubelet_ready_delay: std::time::Duration::from_secs(60),

@@ -1,20 +1,18 @@
 //! Authentication and authorization: static tokens and JWTs (verified against a JWKS served by
 //! a local listener), 401 vs 403, open endpoints, and who a run records as its requester.
 
-mod common;
-
 use std::path::Path;
 
 use etcd_repopulator::{
     api::auth::{AuthConfig, AuthMode},
     config::Config,
-    sim::SimOptions,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sim::SimOptions;
 
-use common::{TestApp, problem, start_with};
+use crate::common::{TestApp, problem, start_with};
 
 const TOKENS: &str = "\
 # name:role:token

@@ -1,7 +1,7 @@
 //! BOS session templates: captured into snapshots (POST /snapshots), lost with BOS's etcd
 //! (`FakeCsm::wipe("cray-bos-etcd")`), and restored by a `bos` run.
 
-mod common;
+use crate::common;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

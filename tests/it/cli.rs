@@ -1,6 +1,6 @@
 //! The client commands, run as the real binary against the real service on a simulated cluster.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 

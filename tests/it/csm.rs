@@ -8,9 +8,9 @@ use axum::routing::get;
 use etcd_repopulator::csm::{
     ComponentFilter, CsmClients, CsmConfig, CsmError, CsmService, RetryConfig,
 };
-use etcd_repopulator::sim::csm::FakeCsm;
 use reqwest::StatusCode;
 use serde_json::json;
+use sim::csm::FakeCsm;
 
 /// A served fake plus clients configured for it.
 struct Harness {

@@ -2,18 +2,18 @@
 //! runbook's prerequisite (a rebuilt, healthy cluster) checked before anything is touched, and
 //! the keys counted before and after.
 
-mod common;
+use crate::common;
 
-#[path = "common/etcd.rs"]
-mod etcd_fixture;
+use crate::common::etcd as etcd_fixture;
 
 use std::time::Duration;
 
 use etcd_fixture::Etcd;
-use etcd_repopulator::{config::Config, etcd::EtcdConfig, sim::SimOptions};
+use etcd_repopulator::{config::Config, etcd::EtcdConfig};
 use k8s_openapi::api::batch::v1::Job;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
+use sim::SimOptions;
 
 fn config_for(endpoint: &str) -> Config {
     Config {

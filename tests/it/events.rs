@@ -1,15 +1,14 @@
 //! `GET /repopulations/{id}/events`: Server-Sent Events with the run's log and state changes,
 //! live while it executes, ending when it stops; the stored log for a finished run.
 
-mod common;
-
 use std::time::Duration;
 
-use etcd_repopulator::{config::Config, sim::SimOptions};
+use etcd_repopulator::config::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sim::SimOptions;
 
-use common::{TestApp, WAIT, problem, start, start_with};
+use crate::common::{TestApp, WAIT, problem, start, start_with};
 
 /// One SSE message.
 #[derive(Debug)]

@@ -1,13 +1,10 @@
 //! The BSS, FAS, External DNS, CRUS and CPS handlers end to end against the simulated cluster.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use etcd_repopulator::{
-    config::{Config, ObjectRecreate},
-    sim::SimOptions,
-};
+use etcd_repopulator::config::{Config, ObjectRecreate};
 use k8s_openapi::api::{apps::v1::StatefulSet, batch::v1::Job};
 use kube::{
     Api, ResourceExt,
@@ -15,6 +12,7 @@ use kube::{
     runtime::{conditions, wait::await_condition},
 };
 use serde_json::{Value, json};
+use sim::SimOptions;
 
 fn etcd_api(app: &common::TestApp) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk_with_plural(

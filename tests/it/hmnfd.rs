@@ -6,19 +6,14 @@
 //! ran on (from `$SSH_CONNECTION`), so the test sees which node really ran it; in the rebuild
 //! scenario it also subscribes the node to the fake HMNFD with curl, as ORCA does when it starts.
 
-mod common;
-#[path = "common/sshd.rs"]
-mod sshd;
+use crate::common;
+use crate::common::sshd;
 
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
-use etcd_repopulator::{
-    config::Config,
-    csm::CsmConfig,
-    remote::SshConfig,
-    sim::{SimCluster, SimOptions},
-};
+use etcd_repopulator::{config::Config, csm::CsmConfig, remote::SshConfig};
 use serde_json::{Value, json};
+use sim::{SimCluster, SimOptions};
 use sshd::Sshd;
 
 /// Ready compute nodes of the seeded HSM (NID 4 is Off, 7 is Standby) and their xnames.

@@ -3,7 +3,7 @@
 //! (core/v1 Events by `involvedObject.uid`), although the service publishes them through
 //! events.k8s.io/v1.
 
-mod common;
+use crate::common;
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::Event};
 use kube::{Api, ResourceExt};

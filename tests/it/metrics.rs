@@ -1,10 +1,8 @@
 //! `/metrics`: Prometheus metrics, every name prefixed, counters moving after a run.
 
-mod common;
-
 use serde_json::json;
 
-use common::start;
+use crate::common::start;
 
 /// The value of the sample `name` (with its labels, exactly as exposed), 0 when absent.
 fn sample(text: &str, name: &str) -> f64 {

@@ -1,18 +1,19 @@
 //! The chart's Role against what the handlers really do: the service runs as its service
 //! account in the simulated cluster, which authorizes every request as the real API server
-//! would (`sim::kube::authz`). `tests/chart.rs` checks the chart carries exactly
+//! would (`sim::kube::authz`). `tests/it/chart.rs` checks the chart carries exactly
 //! `cluster::rbac::REQUIRED`; these check `REQUIRED` is enough for every run and not wider
 //! than what the runs use.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
-use etcd_repopulator::{cluster::rbac, config::Config, sim::SimOptions};
+use etcd_repopulator::{cluster::rbac, config::Config};
 use serde_json::json;
+use sim::SimOptions;
 
 /// Every service that only needs the cluster and the CSM APIs (HMNFD needs sshd: its Kubernetes
-/// calls are none, see tests/hmnfd.rs).
+/// calls are none, see tests/it/hmnfd.rs).
 const SERVICES: [&str; 8] = [
     "reds",
     "meds",
@@ -26,7 +27,7 @@ const SERVICES: [&str; 8] = [
 
 /// Permissions of `REQUIRED` that only some configurations or failures use, so a run of every
 /// service in the default configuration does not: External DNS as a StatefulSet and the pod
-/// log of a failed Job. `tests/handlers.rs` runs both, as the same service account.
+/// log of a failed Job. `tests/it/handlers.rs` runs both, as the same service account.
 const USED_ONLY_SOMETIMES: [(&str, &str, &str); 6] = [
     ("apps", "statefulsets", "get"),
     ("apps", "statefulsets", "list"),

@@ -4,8 +4,7 @@
 //! command proves where it ran by touching a marker named after the server address in
 //! `$SSH_CONNECTION`.
 
-#[path = "common/sshd.rs"]
-mod sshd;
+use crate::common::sshd;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,16 +1,16 @@
 //! A crash of the service (a real process, aborted at a failpoint) loses nothing: the next
 //! process on the same database marks the run interrupted, and resume finishes it.
 
-mod common;
+use crate::common;
 
 use std::{
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use etcd_repopulator::sim::{SimCluster, SimOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sim::{SimCluster, SimOptions};
 
 struct Service {
     child: Child,

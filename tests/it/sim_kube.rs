@@ -1,11 +1,9 @@
 //! The simulated Kubernetes API server, driven through the real kube-rs client over HTTP.
 
-#[path = "common/sim.rs"]
-mod sim_common;
+use crate::common::sim_kube as sim_common;
 
 use std::collections::BTreeMap;
 
-use etcd_repopulator::sim::SimCluster;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
@@ -21,6 +19,7 @@ use kube::runtime::wait::{Condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use sim::SimCluster;
 use sim_common::{DEADLINE, NS, api_err, cluster, etcd_api, wait_for};
 
 fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {

@@ -2,7 +2,7 @@
 //! the etcd cluster, redelivery ignored, unmapped cluster reported) and the HMAC-signed generic
 //! webhook (good, bad, stale, replayed).
 
-mod common;
+use crate::common;
 
 use etcd_repopulator::{
     api::{
@@ -10,14 +10,14 @@ use etcd_repopulator::{
         webhooks::WebhooksConfig,
     },
     config::Config,
-    sim::SimOptions,
 };
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use sim::SimOptions;
 
-use common::{TestApp, problem, start, start_with};
+use crate::common::{TestApp, problem, start, start_with};
 
 fn alert(status: &str, cluster: &str, fingerprint: &str) -> Value {
     json!({
@@ -294,7 +294,7 @@ async fn generic_webhook_without_a_key_is_disabled() {
 
 #[test]
 fn readme_config_example_is_valid() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme
         .find("```toml\n[auth]")
         .expect("README has the [auth] example");

@@ -1,8 +1,6 @@
 //! A real etcd (Debian: etcd-server) on loopback for tests: one member, fresh data directory,
 //! free ports; stopped when dropped.
 
-#![allow(dead_code)] // each test binary uses a different part of the fixture
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -141,7 +139,8 @@ impl Drop for Etcd {
 /// A test CA, a server certificate for 127.0.0.1 and a client certificate, made with the
 /// `openssl` command (Debian's openssl).
 pub struct TlsFiles {
-    pub dir: TempDir,
+    /// Holds the files until the test ends.
+    pub _dir: TempDir,
     pub ca: std::path::PathBuf,
     pub server_cert: std::path::PathBuf,
     pub server_key: std::path::PathBuf,
@@ -237,7 +236,7 @@ impl TlsFiles {
             server_key: path("server.key"),
             client_cert: path("client.pem"),
             client_key: path("client.key"),
-            dir,
+            _dir: dir,
         }
     }
 }

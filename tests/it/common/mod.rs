@@ -1,15 +1,13 @@
 //! Shared test setup: a fresh simulated cluster and a fresh SQLite file per test, the real
 //! router on a real listener, and helpers that wait on conditions (never fixed sleeps).
-#![allow(dead_code)]
+
+pub mod etcd;
+pub mod sim_kube;
+pub mod sshd;
 
 use std::{path::PathBuf, time::Duration};
 
-use etcd_repopulator::{
-    app::App,
-    config::Config,
-    runner::Runner,
-    sim::{SimCluster, SimOptions},
-};
+use etcd_repopulator::{app::App, config::Config, runner::Runner};
 use k8s_openapi::api::{
     core::v1::{Event, Pod},
     rbac::v1::PolicyRule,
@@ -17,6 +15,7 @@ use k8s_openapi::api::{
 use kube::{Api, ResourceExt, api::ListParams};
 use reqwest::StatusCode;
 use serde_json::Value;
+use sim::{SimCluster, SimOptions};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -34,7 +33,8 @@ pub struct TestApp {
     pub sim: SimCluster,
     pub runner: Runner,
     pub db: PathBuf,
-    pub dir: tempfile::TempDir,
+    /// Holds the database directory until the test ends.
+    pub _dir: tempfile::TempDir,
 }
 
 pub async fn start() -> TestApp {
@@ -66,7 +66,7 @@ pub async fn start_on(sim: SimCluster, config: Config) -> TestApp {
 
 /// Like [`start_on`], with the service account bound to `rules` instead of the chart's Role.
 pub async fn start_as(sim: SimCluster, mut config: Config, rules: Vec<PolicyRule>) -> TestApp {
-    // Tests of the etcd checks point `config.etcd.endpoint` at a real etcd (tests/etcd.rs).
+    // Tests of the etcd checks point `config.etcd.endpoint` at a real etcd (tests/it/etcd.rs).
     config.use_simulation(&sim.url());
     let client = sim.service_account_client(etcd_repopulator::app::SERVICE_ACCOUNT, rules);
     let dir = tempfile::tempdir().unwrap();
@@ -83,7 +83,7 @@ pub async fn start_as(sim: SimCluster, mut config: Config, rules: Vec<PolicyRule
         sim,
         runner: app.runner,
         db,
-        dir,
+        _dir: dir,
     }
 }
 

@@ -4,8 +4,6 @@
 //! on Linux), so each address stands for a distinct "node". Addresses it does not listen on
 //! refuse connections, which is how tests get a node that is down.
 
-#![allow(dead_code)] // each test binary uses a different part of the fixture
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,7 +27,6 @@ pub struct Sshd {
     pub stranger_public_key: String,
     /// sshd's host public key, `ssh-ed25519 AAAA...`.
     pub host_public_key: String,
-    pub addresses: Vec<String>,
     child: Child,
 }
 
@@ -125,7 +122,6 @@ impl Sshd {
                         stranger_identity,
                         stranger_public_key,
                         host_public_key,
-                        addresses,
                         child,
                     };
                 }

@@ -16,7 +16,7 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::{FakeCsm, problem};
-use crate::csm::{CsmService, SESSION_TEMPLATE_READ_ONLY_FIELDS};
+use csm_wire::{CsmService, SESSION_TEMPLATE_READ_ONLY_FIELDS};
 
 /// Writable properties of `V2SessionTemplate` (`additionalProperties: false`).
 const TEMPLATE_FIELDS: [&str; 4] = ["description", "enable_cfs", "cfs", "boot_sets"];

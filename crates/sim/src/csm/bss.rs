@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{FakeCsm, problem};
-use crate::csm::{BootParams, CsmService, HsmComponent};
+use csm_wire::{BootParams, CsmService, HsmComponent};
 
 #[derive(Default)]
 pub(super) struct BssState {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::{FakeCsm, problem};
-use crate::csm::{
+use csm_wire::{
     ContainerStatus, ContentAttribute, ContentReplicas, CsmService, ExportStatus, ReplicaStatus,
     WorkerNodeData,
 };

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::{FakeCsm, problem};
-use crate::csm::{CrusSession, CsmService};
+use csm_wire::{CrusSession, CsmService};
 
 #[derive(Default)]
 pub(super) struct CrusState {

@@ -10,7 +10,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::FakeCsm;
-use crate::csm::{
+use csm_wire::{
     FasActionSummary, FasImage, FasSnapshotSummary, OperationCounts, RelatedSnapshotAction,
 };
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{FakeCsm, problem};
-use crate::csm::{CsmService, HsmComponent, Subscription};
+use csm_wire::{CsmService, HsmComponent, Subscription};
 
 /// The agent name ORCA subscribes with, and the port it listens on for notifications. Neither
 /// is in `hmnfd.yaml`; both are inventions that only have to be plausible and stable.

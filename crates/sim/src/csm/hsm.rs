@@ -11,7 +11,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::{FakeCsm, problem};
-use crate::csm::{CsmService, HsmComponent};
+use csm_wire::{CsmService, HsmComponent};
 
 /// `HMSType.1.0.0` values a node query can meaningfully use. Real HSM knows ~40 types; this
 /// subset is what the seed data contains plus the common neighbours (an invention: others get

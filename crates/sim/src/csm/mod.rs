@@ -1,14 +1,13 @@
 //! Fake CSM services (BOS, BSS, CPS, CRUS, FAS, HMNFD, HSM) following `specs/`.
 //!
 //! One in-memory state behind one router. Each fake answers its in-cluster paths behind a
-//! per-service prefix (`/bos/v2/...`, `/smd/hsm/v2/...`), so [`CsmConfig::simulated`] differs
-//! from production only in base URLs and the real client code path is exercised end to end.
+//! per-service prefix (`/bos/v2/...`, `/smd/hsm/v2/...`), so a client configured with the
+//! [`service_url`]s differs from production only in base URLs and the real client code path is
+//! exercised end to end.
 //! Beyond the API, tests and the simulated cluster drive it directly: [`FakeCsm::wipe`] is an
 //! etcd rebuild, [`FakeCsm::reload_fas_images`] / [`FakeCsm::repopulate_bss`] /
 //! [`FakeCsm::add_subscription`] are what the cluster-side fixes do, and
 //! [`FakeCsm::set_available`] / [`FakeCsm::fail_next`] inject faults.
-//!
-//! [`CsmConfig::simulated`]: crate::csm::CsmConfig::simulated
 
 mod bos;
 mod bss;
@@ -29,10 +28,31 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::csm::{
+use csm_wire::{
     BootParams, ContentAttribute, CrusSession, CsmService, FasActionSummary, FasImage,
     FasSnapshotSummary, HsmComponent, Subscription, WorkerNodeData,
 };
+
+/// The base URL of the fake `service` on a simulated cluster served at `base` (the fakes' router
+/// is nested under `{base}/csm`), as a client's configuration names it, e.g.
+/// `{base}/csm/smd/hsm/v2` for HSM.
+pub fn service_url(base: &str, service: CsmService) -> String {
+    format!("{}/csm{}", base.trim_end_matches('/'), prefix(service))
+}
+
+/// Where below `/csm` the fake `service` answers: a per-service prefix followed by the real
+/// service's in-cluster path prefix (HMNFD's `/hmi/v2`, HSM's `/hsm/v2`).
+fn prefix(service: CsmService) -> &'static str {
+    match service {
+        CsmService::Bos => "/bos",
+        CsmService::Bss => "/bss",
+        CsmService::Cps => "/cps",
+        CsmService::Crus => "/crus",
+        CsmService::Fas => "/fas",
+        CsmService::Hmnfd => "/hmnfd/hmi/v2",
+        CsmService::Hsm => "/smd/hsm/v2",
+    }
+}
 
 /// The fake CSM services; cheap to clone (shared state).
 #[derive(Clone, Default)]
@@ -104,13 +124,34 @@ impl FakeCsm {
             routes.layer(middleware::from_fn_with_state((self.clone(), svc), gate))
         };
         Router::new()
-            .nest("/bos", service(CsmService::Bos, bos::routes()))
-            .nest("/bss", service(CsmService::Bss, bss::routes()))
-            .nest("/cps", service(CsmService::Cps, cps::routes()))
-            .nest("/crus", service(CsmService::Crus, crus::routes()))
-            .nest("/fas", service(CsmService::Fas, fas::routes()))
-            .nest("/hmnfd/hmi/v2", service(CsmService::Hmnfd, hmnfd::routes()))
-            .nest("/smd/hsm/v2", service(CsmService::Hsm, hsm::routes()))
+            .nest(
+                prefix(CsmService::Bos),
+                service(CsmService::Bos, bos::routes()),
+            )
+            .nest(
+                prefix(CsmService::Bss),
+                service(CsmService::Bss, bss::routes()),
+            )
+            .nest(
+                prefix(CsmService::Cps),
+                service(CsmService::Cps, cps::routes()),
+            )
+            .nest(
+                prefix(CsmService::Crus),
+                service(CsmService::Crus, crus::routes()),
+            )
+            .nest(
+                prefix(CsmService::Fas),
+                service(CsmService::Fas, fas::routes()),
+            )
+            .nest(
+                prefix(CsmService::Hmnfd),
+                service(CsmService::Hmnfd, hmnfd::routes()),
+            )
+            .nest(
+                prefix(CsmService::Hsm),
+                service(CsmService::Hsm, hsm::routes()),
+            )
             .with_state(self.clone())
     }
 

@@ -335,7 +335,7 @@ pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value) -> ApiResult
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::kube::resources::{EVENTS, EVENTS_V1};
+    use crate::kube::resources::{EVENTS, EVENTS_V1};
 
     fn v1_event() -> Value {
         json!({

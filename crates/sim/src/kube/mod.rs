@@ -33,7 +33,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::sim::csm::FakeCsm;
+use crate::csm::FakeCsm;
 
 pub use faults::{FailureKind, FaultInjector};
 pub use seed::{NAMESPACE as CSM_NAMESPACE, SEEDED_JOBS};
@@ -293,7 +293,7 @@ impl SimCluster {
             .map_err(|_| anyhow::anyhow!("simulated cluster did not settle within {timeout:?}"))
     }
 
-    /// The fake CSM services served under `/csm` (see `CsmConfig::simulated`).
+    /// The fake CSM services served under `/csm` (see [`crate::csm::service_url`]).
     pub fn csm(&self) -> &FakeCsm {
         &self.csm
     }

@@ -21,7 +21,7 @@ use super::SimOptions;
 use super::error::{ApiError, ApiResult};
 use super::resources::ResourceDef;
 use super::store::{Store, StoreEvent, WriteMode};
-use crate::sim::csm::FakeCsm;
+use crate::csm::FakeCsm;
 
 /// Annotation (on a pod, pod template or EtcdCluster) that keeps it from ever becoming ready.
 pub const NEVER_READY: &str = "sim.etcd-repopulator.io/never-ready";

@@ -1,15 +1,14 @@
 //! Helpers for tests against the simulated Kubernetes API server.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
-use etcd_repopulator::sim::{SimCluster, SimOptions};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use sim::{SimCluster, SimOptions};
 
 pub const NS: &str = "services";
 pub const DEADLINE: Duration = Duration::from_secs(10);
