@@ -15,6 +15,5 @@ pub mod model;
 pub mod release;
 pub mod remote;
 pub mod runner;
-pub mod sim;
 pub mod snapshots;
 pub mod store;
