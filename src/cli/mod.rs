@@ -155,6 +155,10 @@ pub struct ServeArgs {
     /// Write a kubeconfig for the simulated cluster here, so kubectl can look at it.
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_KUBECONFIG")]
     pub sim_kubeconfig: Option<PathBuf>,
+    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
+    #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
+        value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
+    pub csm_release: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -172,4 +176,8 @@ pub struct SimArgs {
     /// How long the simulated kubelet takes to make a new pod Ready.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub kubelet_delay: std::time::Duration,
+    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
+    #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
+        value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
+    pub csm_release: String,
 }

@@ -36,7 +36,7 @@ const USED_ONLY_SOMETIMES: [(&str, &str, &str); 7] = [
     ("apps", "statefulsets", "delete"),
     ("", "pods/log", "get"),
     // The data PVCs of Bitnami etcd clusters: only on CSM 1.5+ (the default simulated
-    // cluster is 1.0).
+    // cluster is 1.0); tests/it/releases.rs lists them on 1.6, as the same service account.
     ("", "persistentvolumeclaims", "list"),
 ];
 
