@@ -33,6 +33,8 @@ pub enum Command {
     Repopulations(RepopulationsArgs),
     /// List the services a run can repopulate (a client of the API).
     Services(ServicesArgs),
+    /// The services' etcd clusters, in either layout, and their health.
+    EtcdClusters(EtcdClustersArgs),
     /// Print the Kubernetes RBAC rules the service needs, as the `rules:` of a Role (this is
     /// what the chart's templates/role.yaml carries).
     #[command(hide = true)]
@@ -125,6 +127,22 @@ pub struct ServicesArgs {
 pub enum ServicesCommand {
     /// The supported services and the steps a run takes for each (GET /services).
     List,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EtcdClustersArgs {
+    #[command(flatten)]
+    pub client: ClientOptions,
+    #[command(subcommand)]
+    pub command: EtcdClustersCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum EtcdClustersCommand {
+    /// Every etcd cluster with its members, health, alarms and size (GET /etcd-clusters).
+    List,
+    /// One cluster (GET /etcd-clusters/{name}), e.g. cray-bss-bitnami-etcd.
+    Describe { name: String },
 }
 
 #[derive(Args, Debug, Clone)]
