@@ -6,10 +6,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools=1.2.
     && install -d /out/data
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches
-RUN cargo build --locked --release --target x86_64-unknown-linux-musl --bin etcd-repopulator \
+# No default features: the image carries neither the simulated cluster (`serve --simulate`
+# refuses) nor the test failpoints.
+RUN cargo build --locked --release --no-default-features --target x86_64-unknown-linux-musl \
+    --bin etcd-repopulator \
     && install -D target/x86_64-unknown-linux-musl/release/etcd-repopulator /out/etcd-repopulator
 
 FROM gcr.io/distroless/static-debian12:nonroot
