@@ -1437,7 +1437,7 @@ fn helm_lint_strict_passes_with_the_default_values_and_every_ci_values_file() {
         })
         .collect();
     values_files.sort();
-    assert_eq!(values_files.len(), 2, "{values_files:?}");
+    assert!(!values_files.is_empty(), "no values files in ci/");
     for values in [None].into_iter().chain(values_files.iter().map(Some)) {
         let mut args = vec!["lint", "--strict", CHART];
         args.extend(values.iter().flat_map(|file| ["--values", file.as_str()]));
