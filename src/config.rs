@@ -5,7 +5,10 @@ use std::{path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{cluster::ObjectRef, csm::CsmConfig, etcd::EtcdConfig, remote::SshConfig};
+use crate::{
+    cluster::ObjectRef, csm::CsmConfig, etcd::EtcdConfig, release::ReleaseSetting,
+    remote::SshConfig,
+};
 
 mod auth;
 mod hmnfd;
@@ -48,6 +51,9 @@ impl ConfigError {
 pub struct Config {
     /// Namespace of the services and their etcd clusters.
     pub namespace: String,
+    /// The CSM release whose runbook runs follow: `"auto"` (detect it from the cluster) or a
+    /// release (`"1.0"`, `"1.2"` ... `"1.6"`), see `release`.
+    pub csm_release: ReleaseSetting,
     /// Upper bound for any one step, unless the service sets its own.
     #[serde(with = "humantime_serde")]
     pub step_timeout: Duration,
@@ -143,6 +149,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             namespace: "services".to_owned(),
+            csm_release: ReleaseSetting::Auto,
             step_timeout: Duration::from_secs(600),
             reds: PodRestart::named("cray-reds"),
             meds: PodRestart::named("cray-meds"),
@@ -178,6 +185,7 @@ impl Config {
     /// Points the configuration at the simulated cluster at `sim_url`: its CSM services, and no
     /// etcd checks (it has no etcd clusters) unless `[etcd]` was configured, e.g. at a real
     /// etcd.
+    #[cfg(feature = "simulate")]
     pub fn use_simulation(&mut self, sim_url: &str) {
         self.csm = CsmConfig::simulated(sim_url);
         if self.etcd == EtcdConfig::default() {

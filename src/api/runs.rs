@@ -21,7 +21,7 @@ use super::{
 use crate::{
     handlers,
     model::{Run, Service, State as RunState},
-    runner::{Created, RunRequest},
+    runner::{Created, RunRequest, RunnerError},
     store::RunFilter,
 };
 
@@ -34,8 +34,8 @@ const MAX_LIMIT: u32 = 500;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRun {
-    /// Services to repopulate, or `["all"]` for every service this build supports (the schema's
-    /// description is in [`services_schema`]).
+    /// Services to repopulate, or `["all"]` for every service of the CSM release in force (the
+    /// schema's description is in [`services_schema`]).
     #[schema(schema_with = services_schema)]
     pub services: Vec<String>,
     /// Plan only: show every object that would be touched, change nothing.
@@ -73,7 +73,7 @@ pub struct ListQuery {
 
 /// Start a repopulation run; it executes in the background.
 #[utoipa::path(post, path = "/repopulations", tag = "repopulations", operation_id = "create_repopulation",
-    request_body(content = CreateRun, content_type = "application/json", description = "What to repopulate (`services` is required; `[\"all\"]` means every supported service)"),
+    request_body(content = CreateRun, content_type = "application/json", description = "What to repopulate (`services` is required; `[\"all\"]` means every service of the CSM release in force)"),
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$",
         description = "Repeat a POST safely: the same key returns the same run (1 to 255 visible ASCII characters)")),
     responses(
@@ -102,7 +102,14 @@ pub(super) async fn start_run(
     requested_by: String,
     idempotency_key: Option<String>,
 ) -> Result<Response, ApiError> {
-    let services = parse_services(&request.services)?;
+    let services = match parse_services(&request.services)? {
+        Some(services) => services,
+        // Every service of the CSM release in force that this build supports.
+        None => {
+            let release = state.runner.release().await.map_err(RunnerError::from)?;
+            handlers::implemented(release.profile())
+        }
+    };
     validate_reason(request.reason.as_deref())?;
     let created = state
         .runner
@@ -157,8 +164,8 @@ fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
 /// The word that stands for every service this build supports.
 const ALL: &str = "all";
 
-/// The services named (each once), or every supported one if `all` is among them.
-fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
+/// The services named (each once), or `None` for every supported one if `all` is among them.
+fn parse_services(names: &[String]) -> Result<Option<Vec<Service>>, ApiError> {
     let invalid = |detail: &str| ApiError::InvalidBody {
         detail: detail.to_owned(),
         field: Some("services".to_owned()),
@@ -170,7 +177,7 @@ fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
     }
     // "all" includes whatever else is named.
     if names.iter().any(|name| name == ALL) {
-        return Ok(handlers::implemented());
+        return Ok(None);
     }
     let (known, unknown): (Vec<_>, Vec<_>) = names
         .iter()
@@ -184,7 +191,7 @@ fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
     let mut services: Vec<Service> = known.into_iter().filter_map(Result::ok).collect();
     services.sort_unstable();
     services.dedup();
-    Ok(services)
+    Ok(Some(services))
 }
 
 /// `services` in the OpenAPI document: the service names and `all`.
@@ -199,7 +206,7 @@ fn services_schema() -> utoipa::openapi::schema::Array {
         )
         .min_items(Some(1))
         .description(Some(
-            "Services to repopulate, or `[\"all\"]` for every service this build supports. \
+            "Services to repopulate, or `[\"all\"]` for every service of the CSM release in force. \
              Required: a run changes the cluster, so a request says what it changes.",
         ))
         .build()
