@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use super::KubeVersion;
 use super::admission;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::meta;
@@ -110,18 +111,21 @@ pub struct WatchStart {
 pub struct Store {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<StoreEvent>>,
+    /// The Kubernetes version whose API rules admission applies.
+    version: KubeVersion,
 }
 
 impl Default for Store {
     fn default() -> Self {
-        Self::new()
+        Self::new(KubeVersion::default())
     }
 }
 
 impl Store {
-    pub fn new() -> Self {
+    pub fn new(version: KubeVersion) -> Self {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
         Self {
+            version,
             inner: Mutex::new(Inner {
                 rv: 1,
                 objects: BTreeMap::new(),
@@ -130,6 +134,10 @@ impl Store {
             }),
             tx,
         }
+    }
+
+    pub fn version(&self) -> KubeVersion {
+        self.version
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -313,7 +321,7 @@ impl Store {
         {
             return Err(ApiError::not_found(&resources::NAMESPACES, path_ns));
         }
-        admission::prepare_create(def, &mut obj)?;
+        admission::prepare_create(def, &mut obj, self.version)?;
         // etcd3 storage: a plain Go error, which the real server turns into a 500 without a
         // reason. Checked after validation and before the existence check, as there.
         if stale_rv {
