@@ -74,7 +74,8 @@ pub enum Action {
         #[serde(with = "humantime_serde")]
         wait: Duration,
     },
-    /// Put back the BOS session templates of the newest snapshot that BOS no longer has.
+    /// Put back every BOS session template BOS no longer has, each from the newest snapshot
+    /// that holds it.
     RestoreBosTemplates,
     /// Check the service's etcd cluster is healthy and count its keys: before the service is
     /// repopulated (the runbook's prerequisite), or after (`after`), against the count before.
@@ -154,8 +155,8 @@ impl PlannedStep {
                 wait(limit)
             ),
             Action::RestoreBosTemplates => {
-                "restore the session templates of the newest BOS snapshot that BOS lacks; leave \
-                 existing ones untouched"
+                "restore every session template BOS lacks, each from the newest snapshot that \
+                 holds it; leave existing ones untouched"
                     .to_owned()
             }
         }
