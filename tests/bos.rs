@@ -362,3 +362,49 @@ async fn snapshots_over_http() {
     let (_, list) = app.get("/snapshots").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
 }
+
+/// Polls `GET /snapshots?source=...` (bounded) until it lists `count` snapshots.
+async fn snapshots_reach(app: &common::TestApp, source: &str, count: usize) {
+    tokio::time::timeout(common::WAIT, async {
+        loop {
+            let (_, list) = app.get(&format!("/snapshots?source={source}")).await;
+            if list["items"].as_array().is_some_and(|i| i.len() >= count) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {count} snapshot(s) of {source}"));
+}
+
+#[tokio::test]
+async fn periodic_snapshots_start_at_once_and_retry_what_does_not_answer() {
+    let app = common::start().await;
+    assert!(app.sim.csm().set_available("bos", false));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = etcd_repopulator::snapshots::Snapshotter::new(
+        app.runner.csm().clone(),
+        app.runner.store().clone(),
+        10,
+    )
+    // An hour: anything captured within the test was captured at the start or retried.
+    .spawn_periodic(std::time::Duration::from_secs(3600), stop.clone());
+    snapshots_reach(&app, "hmnfd-subscriptions", 1).await;
+    let (_, bos) = app.get("/snapshots?source=bos-session-templates").await;
+    assert_eq!(bos["items"], json!([]));
+
+    // BOS answers again: it is captured without waiting for the interval.
+    assert!(app.sim.csm().set_available("bos", true));
+    snapshots_reach(&app, "bos-session-templates", 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    let (_, hmnfd) = app.get("/snapshots?source=hmnfd-subscriptions").await;
+    assert_eq!(
+        hmnfd["items"].as_array().unwrap().len(),
+        1,
+        "only what failed is tried again"
+    );
+    let (_, bos) = app.get("/snapshots?source=bos-session-templates").await;
+    assert_eq!(bos["items"].as_array().unwrap().len(), 1);
+}
