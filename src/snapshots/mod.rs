@@ -3,8 +3,9 @@
 //!
 //! They are taken when the service starts and periodically while it runs
 //! ([`Snapshotter::spawn_periodic`]), and on demand (`POST /snapshots`), through the same CSM
-//! clients the handlers use. Before anything is stored, keys that look like secrets are removed ([`redact`]): the database is not a secret
-//! store, and its content is shown by `GET /snapshots`.
+//! clients the handlers use. Before anything is stored, keys that look like secrets are removed
+//! ([`redact`]): the database is not a secret store, and its content is shown by
+//! `GET /snapshots`.
 
 mod redact;
 
