@@ -466,6 +466,24 @@ async fn crus_api_down_fails_with_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_dry_run_reports_a_csm_api_that_does_not_answer() {
+    let app = common::start().await;
+    assert!(app.sim.csm().set_available("crus", false));
+    let id = app
+        .start_run(json!({"services": ["crus"], "dry_run": true}))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let message = run["services"][0]["steps"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("dry run: a real run would end failed here: ")
+            && message.to_lowercase().contains("crus")
+            && message.contains("503"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn cps_with_mounted_content_lists_the_nodes_to_reboot() {
     let app = common::start().await;
     let run = run(&app, json!(["cps"])).await;
@@ -519,22 +537,51 @@ async fn cluster_snapshot(app: &common::TestApp) -> Vec<(String, String, String,
 
 #[tokio::test]
 async fn dry_run_of_every_service_changes_nothing() {
-    let app = common::start().await;
+    // What a real run needs is there (an SSH identity for HMNFD), so the plan is complete.
+    let keys = tempfile::tempdir().unwrap();
+    let (identity_file, known_hosts_file) = common::ssh_files(keys.path());
+    let mut config = Config::default();
+    config.ssh.identity_file = identity_file;
+    config.ssh.known_hosts_file = known_hosts_file;
+    let app = common::start_with(SimOptions::default(), config).await;
     let before = cluster_snapshot(&app).await;
     let id = app.start_run(json!({"dry_run": true})).await;
     let run = app.finished_run(&id).await;
+    // A plan reads as one: complete, so succeeded, with what a real run would leave to a
+    // person said in the conditional.
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let task = |service: &str| {
+        run["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["service"] == service)
+            .unwrap()
+            .clone()
+    };
     for task in run["services"].as_array().unwrap() {
-        assert!(
-            ["succeeded", "action_required"].contains(&task["state"].as_str().unwrap()),
-            "{task:#}"
-        );
+        assert_eq!(task["state"], "succeeded", "{task:#}");
+        for step in task["steps"].as_array().unwrap() {
+            let message = step["message"].as_str().unwrap();
+            assert!(
+                !message.contains(" were lost") && !message.contains("must be recreated"),
+                "{message}"
+            );
+        }
     }
-    let bss = run["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["service"] == "bss")
-        .unwrap();
+    let fas = task("fas");
+    let verify = &fas["steps"][1];
+    assert_eq!(verify["data"]["real_run_state"], "action_required");
+    let message = verify["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("dry run: ") && message.contains("would lose"),
+        "{message}"
+    );
+    assert_eq!(
+        task("cps")["steps"][1]["data"]["real_run_state"],
+        "action_required"
+    );
+    let bss = task("bss");
     assert!(
         bss["steps"][0]["message"]
             .as_str()

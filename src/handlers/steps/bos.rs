@@ -60,8 +60,13 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
     if found.considered == 0 {
         return StepOutcome::action_required(
             format!(
-                "no snapshot of BOS session templates was taken before the rebuild (BOS has {} \
+                "{}no snapshot of BOS session templates was taken before the rebuild (BOS has {} \
                  template(s) now), so none can be restored automatically: {RUNBOOK_GUIDANCE}",
+                if ctx.dry_run {
+                    "dry run: a real run would restore nothing and ask for this: "
+                } else {
+                    ""
+                },
                 present.len()
             ),
             json!({ "snapshots_considered": 0, "present_now": present.len() }),
@@ -87,14 +92,23 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
     };
     let considered = format!("{} snapshot(s) considered", found.considered);
     if ctx.dry_run {
-        return StepOutcome::done(
-            format!(
-                "dry run: would restore {} template(s){} ({considered}){untouched_note}",
-                sources.len(),
-                by_snapshot(&sources)
-            ),
-            data,
+        let message = format!(
+            "dry run: would restore {} template(s){} ({considered}){untouched_note}",
+            sources.len(),
+            by_snapshot(&sources)
         );
+        let redacted = redacted_fields(&sources);
+        if !redacted.is_empty() {
+            return StepOutcome::action_required(
+                format!(
+                    "{message}. Fields that looked like secrets were not captured and would have \
+                     to be set again by hand: {}",
+                    redacted.join(", ")
+                ),
+                data,
+            );
+        }
+        return StepOutcome::done(message, data);
     }
     let mut restored = Vec::new();
     let mut failed = Vec::new();
@@ -148,10 +162,7 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
             by_snapshot(&restored)
         )
     };
-    let redacted: Vec<String> = restored
-        .iter()
-        .flat_map(|s| s.redacted.iter().cloned())
-        .collect();
+    let redacted = redacted_fields(&restored);
     if !redacted.is_empty() {
         return StepOutcome::action_required(
             format!(
@@ -163,6 +174,14 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
         );
     }
     StepOutcome::done(message, data)
+}
+
+/// The fields removed from these templates when they were captured (`name.path`).
+fn redacted_fields(sources: &[&Source]) -> Vec<String> {
+    sources
+        .iter()
+        .flat_map(|s| s.redacted.iter().cloned())
+        .collect()
 }
 
 /// ": a, b from snapshot X taken at T; c from snapshot Y taken at U", newest snapshot first.
