@@ -1,24 +1,35 @@
 //! Wiring: from command-line arguments to a running service.
 
-use std::{io::IsTerminal, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{io::IsTerminal, sync::Arc, time::Duration};
+#[cfg(feature = "simulate")]
+use std::{net::SocketAddr, path::Path};
 
 use anyhow::Context;
+#[cfg(feature = "simulate")]
+use sim::{SimCluster, SimOptions};
 use tokio::net::TcpListener;
 
+#[cfg(feature = "simulate")]
+use crate::cluster::rbac;
 use crate::{
     api::{self, AppState, auth::Authenticator, webhooks::Webhooks},
     cli::{ServeArgs, SimArgs},
-    cluster::{Cluster, rbac},
+    cluster::Cluster,
     config::Config,
     csm::CsmClients,
     runner::Runner,
-    sim::{SimCluster, SimOptions},
     snapshots::Snapshotter,
     store::Store,
 };
 
 /// The service account the chart creates (and that `serve --simulate` acts as).
 pub const SERVICE_ACCOUNT: &str = "etcd-repopulator";
+
+/// What `serve --simulate` and `sim` answer in a binary built without the simulated cluster
+/// (the container image is).
+pub const NO_SIMULATE: &str = "this binary was built without the simulated cluster (cargo \
+     feature `simulate`), so `serve --simulate` and `sim` are not available; build it with the \
+     default features (`cargo build --release`) to try the service without a cluster";
 
 /// How long a stopping service waits for runs to reach a safe point.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -76,7 +87,12 @@ impl App {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.simulate && !cfg!(feature = "simulate") {
+        anyhow::bail!(NO_SIMULATE);
+    }
+    #[cfg_attr(not(feature = "simulate"), allow(unused_mut))]
     let mut config = Config::load(args.config.as_deref())?;
+    #[cfg(feature = "simulate")]
     let (client, sim) = if args.simulate {
         let sim = start_sim(
             args.sim_listen,
@@ -92,6 +108,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         (real_cluster_client().await?, None)
     };
+    #[cfg(not(feature = "simulate"))]
+    let client = real_cluster_client().await?;
     let snapshot_config = config.snapshots.clone();
     if config.auth.mode == api::auth::AuthMode::None && !args.simulate {
         tracing::warn!(
@@ -122,13 +140,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     stop_snapshots.cancel();
     tracing::info!("stopping: waiting for runs to reach a safe point");
     app.runner.shutdown(SHUTDOWN_GRACE).await;
+    #[cfg(feature = "simulate")]
     if let Some(sim) = sim {
         sim.shutdown().await;
     }
     Ok(())
 }
 
+/// `sim` in a binary built without the simulated cluster: refused.
+#[cfg(not(feature = "simulate"))]
+pub async fn run_sim(_args: SimArgs) -> anyhow::Result<()> {
+    anyhow::bail!(NO_SIMULATE)
+}
+
 /// `sim`: only the simulated cluster, until SIGTERM/SIGINT.
+#[cfg(feature = "simulate")]
 pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     let options = SimOptions {
         kubelet_ready_delay: args.kubelet_delay,
@@ -140,6 +166,7 @@ pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "simulate")]
 async fn start_sim(
     listen: SocketAddr,
     options: SimOptions,

@@ -14,6 +14,5 @@ pub mod metrics;
 pub mod model;
 pub mod remote;
 pub mod runner;
-pub mod sim;
 pub mod snapshots;
 pub mod store;
