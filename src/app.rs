@@ -98,6 +98,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.sim_listen,
             SimOptions::interactive(),
             args.sim_kubeconfig.as_deref(),
+            &args.csm_release,
         )
         .await?;
         // The simulated CSM services live on the simulated cluster's address.
@@ -160,7 +161,13 @@ pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
         kubelet_ready_delay: args.kubelet_delay,
         ..SimOptions::interactive()
     };
-    let sim = start_sim(args.listen, options, args.kubeconfig.as_deref()).await?;
+    let sim = start_sim(
+        args.listen,
+        options,
+        args.kubeconfig.as_deref(),
+        &args.csm_release,
+    )
+    .await?;
     shutdown_signal().await;
     sim.shutdown().await;
     Ok(())
@@ -171,10 +178,11 @@ async fn start_sim(
     listen: SocketAddr,
     options: SimOptions,
     kubeconfig: Option<&Path>,
+    csm_release: &str,
 ) -> anyhow::Result<SimCluster> {
     let sim = SimCluster::start(listen, options).await?;
-    sim.seed_csm().await?;
-    tracing::info!(url = %sim.url(), "simulated cluster listening (plain HTTP, no auth)");
+    sim.seed_csm_release(csm_release).await?;
+    tracing::info!(url = %sim.url(), csm_release, "simulated cluster listening (plain HTTP, no auth)");
     if let Some(path) = kubeconfig {
         std::fs::write(path, sim.kubeconfig_yaml()).with_context(|| {
             format!(

@@ -37,6 +37,7 @@ async fn main() -> ExitCode {
         },
         Command::Repopulations(args) => return client::report(client::repopulations(args).await),
         Command::Services(args) => return client::report(client::services(args).await),
+        Command::EtcdClusters(args) => return client::report(client::etcd_clusters(args).await),
         Command::RbacRules => {
             print!("{}", rbac::rules_yaml());
             Ok(())

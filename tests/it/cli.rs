@@ -120,6 +120,29 @@ async fn services_list() {
 }
 
 #[tokio::test]
+async fn etcd_clusters_list_and_describe() {
+    let app = common::start().await;
+    let output = cli(&app.base, &["etcd-clusters", "list"]).await;
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("cray-bss-etcd"), "{text}");
+    let output = cli(&app.base, &["etcd-clusters", "describe", "cray-bss-etcd"]).await;
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert!(
+        stdout(&output).contains("etcd-operator"),
+        "{}",
+        stdout(&output)
+    );
+    let output = cli(&app.base, &["etcd-clusters", "describe", "cray-nope-etcd"]).await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("no etcd cluster"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
 async fn failed_calls_exit_non_zero_with_the_detail() {
     let app = common::start().await;
 

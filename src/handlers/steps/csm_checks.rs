@@ -187,8 +187,8 @@ pub async fn verify_fas_images(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
     });
     if images.is_empty() && !ctx.dry_run {
         return Err(StepError::Failed(
-            "FAS lists no firmware images after the cray-fas-loader Job ran: the images were not \
-             reloaded; check the loader's log (see the previous step) and the firmware repository"
+            "FAS lists no firmware images after the reload: the images were not reloaded; check \
+             the loader (see the previous step) and the firmware repository in Nexus"
                 .to_owned(),
         ));
     }

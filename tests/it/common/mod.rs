@@ -47,10 +47,15 @@ pub async fn start_with(options: SimOptions, config: Config) -> TestApp {
 
 /// A simulated cluster with the CSM services deployed and settled.
 pub async fn seeded_sim(options: SimOptions) -> SimCluster {
+    release_sim("1.0", options).await
+}
+
+/// A simulated cluster laid out as CSM `release`, settled.
+pub async fn release_sim(release: &str, options: SimOptions) -> SimCluster {
     let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), options)
         .await
         .expect("simulated cluster starts");
-    sim.seed_csm().await.expect("seeding");
+    sim.seed_csm_release(release).await.expect("seeding");
     sim.wait_settled(WAIT)
         .await
         .expect("seeded cluster settles");

@@ -379,6 +379,9 @@ async fn handle(ctx: &ApiContext, target: Target, call: Call) -> ApiResult<Respo
             g["apiVersion"] = json!("v1");
             Ok(json_response(StatusCode::OK, g))
         }
+        Target::Collection { def, .. } | Target::Object { def, .. } if !ctx.store.serves(def) => {
+            Err(ApiError::NoSuchResource)
+        }
         Target::Collection { def, ns } => collection(ctx, def, ns, call),
         Target::Object { def, ns, name, sub } => match sub.as_deref() {
             None => object(ctx, def, &ns, &name, call, WriteMode::Main),

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::csm::FakeCsm;
 
 pub use faults::{FailureKind, FaultInjector};
-pub use seed::{NAMESPACE as CSM_NAMESPACE, SEEDED_JOBS};
+pub use seed::{NAMESPACE as CSM_NAMESPACE, RELEASES as CSM_RELEASES, SEEDED_JOBS};
 
 use authz::Authorizer;
 use store::Store;
@@ -312,7 +312,13 @@ impl SimCluster {
     /// Creates the CSM-like `services` namespace (see `seed.rs`) and returns at once; use
     /// [`SimCluster::wait_settled`] to wait for pods Ready, Jobs finished, etcd Running.
     pub async fn seed_csm(&self) -> anyhow::Result<()> {
-        seed::seed(&self.store).map_err(|e| anyhow::anyhow!("seeding the simulated cluster: {e}"))
+        self.seed_csm_release("1.0").await
+    }
+
+    /// Seeds the services' namespace as CSM `release` (`1.0`, `1.2` ... `1.6`) lays it out.
+    pub async fn seed_csm_release(&self, release: &str) -> anyhow::Result<()> {
+        seed::seed_release(&self.store, release)
+            .map_err(|e| anyhow::anyhow!("seeding the simulated cluster as CSM {release}: {e}"))
     }
 
     /// Waits (on store events, not sleeps) until every Deployment and StatefulSet has its ready

@@ -110,6 +110,8 @@ pub struct WatchStart {
 
 pub struct Store {
     inner: Mutex<Inner>,
+    /// Resources not served (a CRD that is not installed: the EtcdCluster CRD on CSM 1.5+).
+    hidden: Mutex<Vec<&'static ResourceDef>>,
     tx: broadcast::Sender<Arc<StoreEvent>>,
     /// The Kubernetes version whose API rules admission applies.
     version: KubeVersion,
@@ -132,12 +134,31 @@ impl Store {
                 history: VecDeque::new(),
                 logs: HashMap::new(),
             }),
+            hidden: Mutex::new(Vec::new()),
             tx,
         }
     }
 
     pub fn version(&self) -> KubeVersion {
         self.version
+    }
+
+    /// Stops serving `def`, as when its CRD is not installed: every request about it is 404.
+    pub fn hide(&self, def: &'static ResourceDef) {
+        self.hidden
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(def);
+    }
+
+    /// Whether `def` is served.
+    pub fn serves(&self, def: &ResourceDef) -> bool {
+        !self
+            .hidden
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|d| d.group == def.group && d.plural == def.plural)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
