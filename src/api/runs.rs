@@ -139,9 +139,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     let invalid = |detail: &str| ApiError::invalid("Idempotency-Key", detail);
+    // Visible ASCII and spaces (a header value may also hold tabs, which a key may not).
     let key = value
         .to_str()
-        .map_err(|_| invalid("Idempotency-Key must be visible ASCII"))?
+        .ok()
+        .filter(|key| key.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+        .ok_or_else(|| invalid("Idempotency-Key must be visible ASCII"))?
         .trim();
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(invalid("Idempotency-Key must be 1 to 255 characters"));
@@ -175,18 +178,19 @@ fn parse_services(names: &[String]) -> Result<Option<Vec<Service>>, ApiError> {
             "services must name at least one service, or be [\"all\"] for every supported one",
         ));
     }
-    // "all" includes whatever else is named.
-    if names.iter().any(|name| name == ALL) {
-        return Ok(None);
-    }
     let (known, unknown): (Vec<_>, Vec<_>) = names
         .iter()
+        .filter(|name| *name != ALL)
         .map(|name| name.parse::<Service>().map_err(|_| name.clone()))
         .partition(Result::is_ok);
     if !unknown.is_empty() {
         return Err(ApiError::UnknownServices(
             unknown.into_iter().filter_map(Result::err).collect(),
         ));
+    }
+    // "all" includes whatever else is named.
+    if names.iter().any(|name| name == ALL) {
+        return Ok(None);
     }
     let mut services: Vec<Service> = known.into_iter().filter_map(Result::ok).collect();
     services.sort_unstable();

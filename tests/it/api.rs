@@ -185,6 +185,18 @@ async fn every_user_error_is_a_problem_document() {
         StatusCode::BAD_REQUEST,
     )
     .await;
+    // A tab is a valid header character, but not part of a key.
+    problem(
+        app.http
+            .post(app.url("/repopulations"))
+            .header("idempotency-key", "a\tb")
+            .json(&json!({"services": ["reds"]}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -427,7 +439,12 @@ async fn a_post_must_say_what_it_repopulates() {
         .unwrap();
     problem(resp, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
     // `services` is required, and names at least one.
-    for body in [json!({}), json!({"dry_run": true}), json!({"services": []})] {
+    for body in [
+        json!({}),
+        json!({"dry_run": true}),
+        json!({"services": []}),
+        json!({"services": ["all", "nope"]}),
+    ] {
         let (status, p) = app.post("/repopulations", body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {p}");
         assert_eq!(p["field"], "services", "{body}: {p}");
