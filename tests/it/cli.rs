@@ -128,10 +128,18 @@ async fn etcd_clusters_list_and_describe() {
     assert!(text.contains("cray-bss-etcd"), "{text}");
     let output = cli(&app.base, &["etcd-clusters", "describe", "cray-bss-etcd"]).await;
     assert!(output.status.success(), "stderr: {}", stderr(&output));
-    assert!(stdout(&output).contains("etcd-operator"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("etcd-operator"),
+        "{}",
+        stdout(&output)
+    );
     let output = cli(&app.base, &["etcd-clusters", "describe", "cray-nope-etcd"]).await;
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("no etcd cluster"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no etcd cluster"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[tokio::test]
