@@ -81,6 +81,15 @@ async fn run_release_on(release: &str, sim: sim::SimCluster) -> (common::TestApp
                 task
             );
         }
+        // The run records the release it followed, and why, as GET /services showed it.
+        assert_eq!(run["csm_release"], services["csm_release"], "{run:#}");
+        assert!(
+            !run["csm_release"]["evidence"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{run:#}"
+        );
         if !dry_run {
             return (app, services, run);
         }
@@ -401,6 +410,13 @@ async fn an_ambiguous_cluster_is_a_clear_error() {
     let (status, services) = app.get("/services").await;
     assert_eq!(status, 200);
     assert_eq!(services["csm_release"]["source"], "configured");
+    let id = app
+        .start_run(json!({ "services": ["bos"], "dry_run": true }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["csm_release"]["release"], "1.3", "{run:#}");
+    assert_eq!(run["csm_release"]["source"], "configured");
+    assert_eq!(run["csm_release"]["evidence"], json!([]));
 }
 
 /// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
