@@ -140,15 +140,25 @@ impl RealEtcd {
                 .cloned()
         };
         let mut desired = BTreeMap::new();
-        let mut pods: Vec<&Value> = pods.iter().filter(|p| running(p)).collect();
+        // The member is named after the cluster's first pod (by name) that is not going away,
+        // so that it keeps its name while the other pods start.
+        let mut pods: Vec<&Value> = pods.iter().filter(|p| !meta::is_deleting(p)).collect();
         pods.sort_by_key(|p| meta::name(p).unwrap_or_default().to_owned());
+        let runs: HashSet<String> = pods
+            .iter()
+            .filter(|p| running(p))
+            .filter_map(|p| {
+                let (cluster, _, _) = cluster_of(p)?;
+                Some(key(meta::namespace(p).unwrap_or_default(), &cluster))
+            })
+            .collect();
         for pod in pods {
             let Some((cluster, service, bitnami)) = cluster_of(pod) else {
                 continue;
             };
             let ns = meta::namespace(pod).unwrap_or_default();
             let k = key(ns, &cluster);
-            if desired.contains_key(&k) {
+            if desired.contains_key(&k) || !runs.contains(&k) {
                 continue;
             }
             // Only loopback addresses are ever listened on.
