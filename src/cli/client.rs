@@ -92,9 +92,7 @@ pub async fn repopulations(args: RepopulationsArgs) -> Result<ExitCode, ClientEr
             wait,
         } => {
             let mut body = Map::new();
-            if let Some(services) = services {
-                body.insert("services".to_owned(), json!(services));
-            }
+            body.insert("services".to_owned(), json!(services));
             if dry_run {
                 body.insert("dry_run".to_owned(), Value::Bool(true));
             }

@@ -172,8 +172,8 @@ fn etcdclusters(cluster: &Cluster) -> Api<DynamicObject> {
     Api::namespaced_with(cluster.client().clone(), cluster.namespace(), &resource)
 }
 
-fn is_not_found(err: &kube::Error) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == 404)
+fn is_not_found(err: &ClusterError) -> bool {
+    err.api_status().is_some_and(|status| status.code == 404)
 }
 
 fn from_etcdcluster(object: &DynamicObject) -> Option<Found> {
@@ -225,25 +225,27 @@ const BITNAMI_LABEL: &str = "app.kubernetes.io/name=etcd";
 /// The EtcdClusters of the namespace; `None` when the EtcdCluster CRD is not installed (the
 /// etcd operator is gone, CSM ≥ 1.5).
 pub async fn operator_clusters(cluster: &Cluster) -> Result<Option<Vec<Found>>, ClusterError> {
-    match etcdclusters(cluster).list(&ListParams::default()).await {
+    let api = etcdclusters(cluster);
+    let params = ListParams::default();
+    match cluster
+        .retrying("listing EtcdClusters", || api.list(&params))
+        .await
+    {
         Ok(list) => Ok(Some(
             list.items.iter().filter_map(from_etcdcluster).collect(),
         )),
         Err(err) if is_not_found(&err) => Ok(None),
-        Err(err) => Err(ClusterError::Api {
-            action: "listing EtcdClusters".to_owned(),
-            source: err,
-        }),
+        Err(err) => Err(err),
     }
 }
 
 /// The Bitnami etcd StatefulSets of the namespace.
 pub async fn bitnami_clusters(cluster: &Cluster) -> Result<Vec<Found>, ClusterError> {
     let api: Api<StatefulSet> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let list = api
-        .list(&ListParams::default().labels(BITNAMI_LABEL))
-        .await
-        .map_err(ClusterError::api("listing the etcd StatefulSets"))?;
+    let params = ListParams::default().labels(BITNAMI_LABEL);
+    let list = cluster
+        .retrying("listing the etcd StatefulSets", || api.list(&params))
+        .await?;
     Ok(list.items.iter().filter_map(from_statefulset).collect())
 }
 
@@ -261,21 +263,23 @@ pub async fn find(cluster: &Cluster, name: &str) -> Result<Option<Found>, Cluste
         return Ok(None);
     };
     match layout {
-        EtcdLayout::Operator => match etcdclusters(cluster).get_opt(name).await {
-            Ok(object) => Ok(object.as_ref().and_then(from_etcdcluster)),
-            Err(err) if is_not_found(&err) => Ok(None),
-            Err(err) => Err(ClusterError::Api {
-                action: format!("reading EtcdCluster {name}"),
-                source: err,
-            }),
-        },
+        EtcdLayout::Operator => {
+            let api = etcdclusters(cluster);
+            match cluster
+                .retrying(&format!("reading EtcdCluster {name}"), || api.get_opt(name))
+                .await
+            {
+                Ok(object) => Ok(object.as_ref().and_then(from_etcdcluster)),
+                Err(err) if is_not_found(&err) => Ok(None),
+                Err(err) => Err(err),
+            }
+        }
         EtcdLayout::Bitnami => {
             let api: Api<StatefulSet> =
                 Api::namespaced(cluster.client().clone(), cluster.namespace());
-            let sts = api
-                .get_opt(name)
-                .await
-                .map_err(ClusterError::api(format!("reading StatefulSet {name}")))?;
+            let sts = cluster
+                .retrying(&format!("reading StatefulSet {name}"), || api.get_opt(name))
+                .await?;
             Ok(sts.as_ref().and_then(from_statefulset))
         }
     }
@@ -298,10 +302,9 @@ pub async fn endpoint(
 /// else its first); the DNS name when it has no cluster IP.
 pub async fn client_url(cluster: &Cluster, name: &str) -> Result<Option<String>, ClusterError> {
     let api: Api<KubeService> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let Some(service) = api
-        .get_opt(name)
-        .await
-        .map_err(ClusterError::api(format!("reading Service {name}")))?
+    let Some(service) = cluster
+        .retrying(&format!("reading Service {name}"), || api.get_opt(name))
+        .await?
     else {
         return Ok(None);
     };
@@ -376,10 +379,12 @@ async fn member_pods(
     selector: &str,
 ) -> Result<(Vec<String>, i64), ClusterError> {
     let api: Api<Pod> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let pods = api
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map_err(ClusterError::api(format!("listing the pods {selector}")))?;
+    let params = ListParams::default().labels(selector);
+    let pods = cluster
+        .retrying(&format!("listing the pods {selector}"), || {
+            api.list(&params)
+        })
+        .await?;
     let ready = pods
         .items
         .iter()
@@ -404,13 +409,12 @@ async fn data_pvcs(cluster: &Cluster, found: &Found) -> Result<Vec<String>, Clus
     let api: Api<PersistentVolumeClaim> =
         Api::namespaced(cluster.client().clone(), cluster.namespace());
     let prefix = format!("data-{}-", found.name);
-    let list = api
-        .list(&ListParams::default().labels(&found.pod_selector()))
-        .await
-        .map_err(ClusterError::api(format!(
-            "listing the PVCs of {}",
-            found.name
-        )))?;
+    let params = ListParams::default().labels(&found.pod_selector());
+    let list = cluster
+        .retrying(&format!("listing the PVCs of {}", found.name), || {
+            api.list(&params)
+        })
+        .await?;
     let mut names: Vec<String> = list
         .items
         .iter()

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use steps::orca::{HostnameTemplate, NcnTargets};
+pub use steps::orca::NcnTargets;
 
 use crate::{
-    cluster::{Cluster, ClusterError, ObjectRef, RunEvents},
+    cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},
     config::{Config, JobRerun, PodRestart},
     csm::{CsmClients, CsmError},
     etcd::EtcdConfig,
@@ -83,7 +83,8 @@ pub enum Action {
         #[serde(with = "humantime_serde")]
         wait: Duration,
     },
-    /// Put back the BOS session templates of the newest snapshot that BOS no longer has.
+    /// Put back every BOS session template BOS no longer has, each from the newest snapshot
+    /// that holds it.
     RestoreBosTemplates,
     /// Check the service's etcd cluster is healthy and count its keys: before the service is
     /// repopulated (the runbook's prerequisite), or after (`after`), against the count before.
@@ -178,8 +179,8 @@ impl PlannedStep {
                 wait(limit)
             ),
             Action::RestoreBosTemplates => {
-                "restore the session templates of the newest BOS snapshot that BOS lacks; leave \
-                 existing ones untouched"
+                "restore every session template BOS lacks, each from the newest snapshot that \
+                 holds it; leave existing ones untouched"
                     .to_owned()
             }
         }
@@ -385,6 +386,7 @@ impl StepContext<'_> {
         let regarding = object.reference(self.cluster.namespace(), uid);
         if let Err(err) = self.events.publish(&regarding, warning, action, what).await {
             let subject = object.describe(self.cluster.namespace());
+            let err = describe_kube_error(&err);
             tracing::warn!(error = %err, object = %subject, "could not publish a Kubernetes Event");
             self.journal
                 .log(&format!(
@@ -404,7 +406,88 @@ pub struct StepOutcome {
     pub data: Value,
 }
 
+/// Executes one step. Kubernetes requests retried after transient errors are counted and
+/// named in the outcome. A dry run is a plan: what a real run would leave to a person ends the
+/// step `succeeded` (the message says what it would be), and what would stop a real run ends it
+/// `failed`, saying so.
 pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
+    let cluster = ctx.cluster.counting();
+    let counted = StepContext {
+        cluster: &cluster,
+        csm: ctx.csm,
+        dry_run: ctx.dry_run,
+        cancel: ctx.cancel,
+        journal: ctx.journal,
+        saved: ctx.saved.clone(),
+        ssh: ctx.ssh,
+        etcd: ctx.etcd,
+        store: ctx.store,
+        events: ctx.events,
+    };
+    let result = perform(action, &counted).await;
+    let retries = cluster.retries();
+    let result = match result {
+        Ok(mut outcome) => {
+            if retries > 0 {
+                outcome.message.push_str(&format!(
+                    " ({retries} Kubernetes API request(s) retried after transient errors)"
+                ));
+                if let Some(data) = outcome.data.as_object_mut() {
+                    data.insert("kubernetes_api_retries".to_owned(), retries.into());
+                }
+            }
+            Ok(outcome)
+        }
+        Err(err) if err.is_cancelled() => Err(err),
+        Err(err) => {
+            let counted_in_error = matches!(
+                &err,
+                StepError::Cluster(ClusterError::Api { retries: r, .. }) if *r == retries
+            );
+            if retries > 0 && !counted_in_error {
+                Err(StepError::Failed(format!(
+                    "{err} ({retries} Kubernetes API request(s) retried after transient errors)"
+                )))
+            } else {
+                Err(err)
+            }
+        }
+    };
+    if ctx.dry_run { as_plan(result) } else { result }
+}
+
+/// A dry run's outcome as a plan: `action_required` becomes `succeeded` (noted in the data as
+/// `real_run_state`), and a failure says that a real run would fail there.
+fn as_plan(result: Result<StepOutcome, StepError>) -> Result<StepOutcome, StepError> {
+    const PREFIX: &str = "dry run: ";
+    let conditional = |message: &str, state: State| {
+        if message.starts_with(PREFIX) {
+            message.to_owned()
+        } else {
+            format!("{PREFIX}a real run would end {state} here: {message}")
+        }
+    };
+    match result {
+        Ok(mut outcome) if outcome.state != State::Succeeded => {
+            let real = outcome.state;
+            outcome.message = conditional(&outcome.message, real);
+            if let Some(data) = outcome.data.as_object_mut() {
+                data.insert("real_run_state".to_owned(), real.as_str().into());
+            }
+            if real == State::ActionRequired {
+                outcome.state = State::Succeeded;
+            }
+            Ok(outcome)
+        }
+        Err(err) if !err.is_cancelled() => Err(StepError::Failed(conditional(
+            &err.to_string(),
+            State::Failed,
+        ))),
+        other => other,
+    }
+}
+
+async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
     match action {
         Action::RestartPods { selector, timeout } => {
             steps::pods::restart(ctx, selector, *timeout).await

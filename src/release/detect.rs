@@ -77,21 +77,20 @@ fn newest(versions: &[String]) -> Option<&String> {
 
 async fn deployments(cluster: &Cluster) -> Result<BTreeSet<String>, ClusterError> {
     let api: Api<Deployment> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(ClusterError::api("listing Deployments"))?;
+    let params = ListParams::default();
+    let list = cluster
+        .retrying("listing Deployments", || api.list(&params))
+        .await?;
     Ok(list.items.iter().map(|d| d.name_any()).collect())
 }
 
 async fn catalog(cluster: &Cluster) -> Result<Option<Vec<String>>, ClusterError> {
     let api: Api<ConfigMap> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let map = api
-        .get_opt(PRODUCT_CATALOG)
-        .await
-        .map_err(ClusterError::api(format!(
-            "reading ConfigMap {PRODUCT_CATALOG}"
-        )))?;
+    let map = cluster
+        .retrying(&format!("reading ConfigMap {PRODUCT_CATALOG}"), || {
+            api.get_opt(PRODUCT_CATALOG)
+        })
+        .await?;
     Ok(map
         .and_then(|m| m.data)
         .and_then(|d| d.get("csm").map(|csm| catalog_versions(csm))))

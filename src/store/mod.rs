@@ -1,6 +1,7 @@
 //! The run store: SQLite through sqlx. Every state change of a run is written here before (or
 //! as) it happens in the cluster, so a crash never loses what was done or what was saved.
 
+mod manifests;
 mod rows;
 mod snapshots;
 
@@ -15,6 +16,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::model::{Event, Run, Service, State};
+pub use manifests::StoredManifest;
 use rows::{EventRow, RunRow, StepRow, TaskRow};
 
 #[derive(Debug, thiserror::Error)]

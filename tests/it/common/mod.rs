@@ -186,6 +186,22 @@ impl TestApp {
     }
 }
 
+/// An unencrypted ed25519 identity made by `ssh-keygen` (Debian's openssh-client) in `dir`,
+/// and an empty known_hosts file beside it: `[ssh]` as a dry run finds nothing missing in it.
+pub fn ssh_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let identity = dir.join("id_ed25519");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(&identity)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("run ssh-keygen (openssh-client)");
+    assert!(status.success(), "ssh-keygen failed");
+    let known_hosts = dir.join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    (identity, known_hosts)
+}
+
 pub async fn json(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
     let bytes = resp.bytes().await.unwrap();

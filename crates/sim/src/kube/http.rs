@@ -65,11 +65,12 @@ async fn no_such_resource() -> ApiError {
     ApiError::NoSuchResource
 }
 
-async fn version() -> Response {
+async fn version(State(ctx): State<ApiContext>) -> Response {
+    let version = ctx.store.version();
     axum::Json(json!({
-        "major": "1",
-        "minor": "33",
-        "gitVersion": "v1.33.0-sim",
+        "major": version.major.to_string(),
+        "minor": version.minor.to_string(),
+        "gitVersion": format!("v{version}.0-sim"),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2025-04-23T00:00:00Z",

@@ -41,11 +41,13 @@ const PEER_PORT: u16 = 2380;
 
 /// Whether `etcd` is on the PATH.
 pub fn etcd_installed() -> bool {
+    on_path(ETCD_BINARY)
+}
+
+fn on_path(command: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            let file = dir.join(ETCD_BINARY);
-            std::fs::metadata(&file).is_ok_and(|m| m.is_file())
-        })
+        std::env::split_paths(&paths)
+            .any(|dir| std::fs::metadata(dir.join(command)).is_ok_and(|m| m.is_file()))
     })
 }
 
@@ -264,18 +266,16 @@ impl RealEtcd {
             .open(&log)?;
         let client = format!("http://{}:{CLIENT_PORT}", spec.ip);
         let peer = format!("http://{}:{PEER_PORT}", spec.ip);
-        let mut command = tokio::process::Command::new(ETCD_BINARY);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. With it the
-        // kernel kills etcd when the thread that started it ends, even if this process is
-        // killed without running its destructors (kill_on_drop covers an orderly end).
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // With util-linux's setpriv (it execs etcd in its place) the kernel kills etcd when
+        // the thread that started it ends, even if this process is killed without running its
+        // destructors; kill_on_drop covers an orderly end.
+        let mut command = if on_path("setpriv") {
+            let mut c = tokio::process::Command::new("setpriv");
+            c.args(["--pdeathsig", "KILL", "--", ETCD_BINARY]);
+            c
+        } else {
+            tokio::process::Command::new(ETCD_BINARY)
+        };
         let child = command
             .arg(format!("--name={}", spec.name))
             .arg(format!(

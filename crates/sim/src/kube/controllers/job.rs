@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use super::super::meta;
 use super::super::resources::{JOBS, PODS};
+use super::super::{KubeVersion, meta};
 use super::replicaset::{is_ready, pod_from_template};
 use super::{
     Ctx, EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS, FAIL, LOG, all, log_err, owned_by,
@@ -47,7 +47,7 @@ fn phase(pod: &Value) -> Option<&str> {
 fn finish(ctx: &Ctx, pod: &Value) {
     let fail = meta::annotation(pod, FAIL) == Some("true");
     let job = pod
-        .pointer("/metadata/labels/batch.kubernetes.io~1job-name")
+        .pointer("/metadata/ownerReferences/0/name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
@@ -161,6 +161,8 @@ impl JobController {
                 .count();
             let ready = owned.iter().filter(|p| is_ready(p)).count();
             let now = meta::now();
+            // Since 1.31 the controller adds the interim conditions before the final one.
+            let interim = ctx.opts.kubernetes_version >= KubeVersion::new(1, 31);
             log_err(
                 "update job status",
                 ctx.modify(&JOBS, &job, |j| {
@@ -169,37 +171,31 @@ impl JobController {
                     st["ready"] = json!(ready);
                     st["succeeded"] = json!(succeeded);
                     st["failed"] = json!(failed);
-                    if succeeded > 0 {
+                    let finished = if succeeded > 0 {
                         st["completionTime"] = json!(now);
-                        st["conditions"] = json!([
-                            condition(
-                                "SuccessCriteriaMet",
-                                "CompletionsReached",
-                                "Reached expected number of succeeded pods",
-                                &now
-                            ),
-                            condition(
-                                "Complete",
-                                "CompletionsReached",
-                                "Reached expected number of succeeded pods",
-                                &now
-                            ),
-                        ]);
+                        Some((
+                            "SuccessCriteriaMet",
+                            "Complete",
+                            "CompletionsReached",
+                            "Reached expected number of succeeded pods",
+                        ))
                     } else if failed > 0 {
-                        st["conditions"] = json!([
-                            condition(
-                                "FailureTarget",
-                                "BackoffLimitExceeded",
-                                "Job has reached the specified backoff limit",
-                                &now
-                            ),
-                            condition(
-                                "Failed",
-                                "BackoffLimitExceeded",
-                                "Job has reached the specified backoff limit",
-                                &now
-                            ),
-                        ]);
+                        Some((
+                            "FailureTarget",
+                            "Failed",
+                            "BackoffLimitExceeded",
+                            "Job has reached the specified backoff limit",
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some((target, last, reason, message)) = finished {
+                        let mut conditions = Vec::new();
+                        if interim {
+                            conditions.push(condition(target, reason, message, &now));
+                        }
+                        conditions.push(condition(last, reason, message, &now));
+                        st["conditions"] = json!(conditions);
                     }
                     if succeeded == 0
                         && let Some(m) = st.as_object_mut()
