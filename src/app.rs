@@ -86,15 +86,16 @@ impl App {
     }
 
     /// The service on the simulated cluster `sim`, wired exactly as `serve --simulate` wires
-    /// it: `config` pointed at the simulated CSM services ([`Config::use_simulation`]), and the
-    /// service acting as its service account with the chart's Role, as in a cluster.
+    /// it: `config` pointed at the simulated CSM services, with the etcd checks on when `sim`
+    /// runs real etcd clusters ([`Config::use_simulation`]), and the service acting as its
+    /// service account with the chart's Role, as in a cluster.
     #[cfg(feature = "simulate")]
     pub async fn on_simulation(
         database: &str,
         mut config: Config,
         sim: &SimCluster,
     ) -> anyhow::Result<App> {
-        config.use_simulation(&sim.url());
+        config.use_simulation(&sim.url(), sim.runs_real_etcd());
         let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
         App::new(database, config, client).await
     }
@@ -121,6 +122,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             &args.csm_release,
         )
         .await?;
+        if !sim.runs_real_etcd() {
+            tracing::warn!(
+                "`{}` is not installed (Debian: etcd-server): the simulated etcd clusters have \
+                 no etcd behind them, so GET /etcd-clusters reports them unreachable and the \
+                 etcd checks (check-etcd-cluster, recount-etcd-keys) are off",
+                sim::kube::controllers::etcd_member::ETCD_BINARY
+            );
+        }
         (
             App::on_simulation(&args.database, config, &sim).await?,
             Some(sim),
