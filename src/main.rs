@@ -35,8 +35,15 @@ async fn main() -> ExitCode {
             }
             Err(err) => Err(err.into()),
         },
-        Command::Repopulations(args) => return client::report(client::repopulations(args).await),
-        Command::Services(args) => return client::report(client::services(args).await),
+        Command::Repopulations(args) => {
+            return client::report(client::repopulations(&cli.client, args).await);
+        }
+        Command::Services(args) => {
+            return client::report(client::services(&cli.client, args).await);
+        }
+        Command::Snapshots(args) => {
+            return client::report(client::snapshots(&cli.client, args).await);
+        }
         Command::RbacRules => {
             print!("{}", rbac::rules_yaml());
             Ok(())
