@@ -5,7 +5,7 @@
 //! events over one storage), `store` (objects, resourceVersions, event history), `admission`
 //! (defaulting/validation before storing), `http` (REST paths, verbs, discovery), `watch`
 //! (watch streams), `selector`, `patch`, `faults` (fault injection), `authz` (service-account
-//! authentication and RBAC), `controllers` (Deployment, ReplicaSet, StatefulSet, kubelet, Job,
+//! authentication and RBAC), `table` (server-side printing for kubectl), `controllers` (Deployment, ReplicaSet, StatefulSet, kubelet, Job,
 //! etcd operator, garbage collector) and `seed` (a CSM-like `services` namespace).
 
 mod admission;
@@ -21,6 +21,7 @@ pub mod resources;
 mod seed;
 mod selector;
 mod store;
+mod table;
 mod watch;
 
 use std::net::SocketAddr;
