@@ -78,12 +78,11 @@ impl App {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
     let (client, sim) = if args.simulate {
-        let sim = start_sim(
-            args.sim_listen,
-            SimOptions::interactive(),
-            args.sim_kubeconfig.as_deref(),
-        )
-        .await?;
+        let options = SimOptions {
+            job_backoff: args.sim_job_backoff,
+            ..SimOptions::interactive()
+        };
+        let sim = start_sim(args.sim_listen, options, args.sim_kubeconfig.as_deref()).await?;
         // The simulated CSM services live on the simulated cluster's address.
         config.use_simulation(&sim.url());
         // The service acts as its own service account with the chart's Role, as in a cluster.
@@ -132,6 +131,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     let options = SimOptions {
         kubelet_ready_delay: args.kubelet_delay,
+        job_backoff: args.job_backoff,
         ..SimOptions::interactive()
     };
     let sim = start_sim(args.listen, options, args.kubeconfig.as_deref()).await?;

@@ -5,12 +5,16 @@
 #[path = "common/sim.rs"]
 mod sim_common;
 
+use std::time::{Duration, Instant};
+
 use etcd_repopulator::sim::{SimCluster, SimOptions};
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Pod};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::wait::{Condition, conditions};
 use serde_json::{Value, json};
-use sim_common::{DEADLINE, NS};
+use sim_common::{DEADLINE, NS, wait_for};
 
 /// What kubectl sends for `kubectl get`.
 const KUBECTL_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,\
@@ -281,4 +285,156 @@ async fn kubectl_prints_the_columns() {
             .any(|l| l.starts_with("job.batch/cray-reds-init") && l.contains("Complete")),
         "{stdout}"
     );
+}
+
+/// A cluster with an empty `services` namespace whose Job back-off starts at `backoff`.
+async fn cluster_with_backoff(backoff: Duration) -> (SimCluster, kube::Client) {
+    let options = SimOptions {
+        job_backoff: backoff,
+        ..SimOptions::default()
+    };
+    let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let client = sim.kube_client();
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": NS } })).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    (sim, client)
+}
+
+fn failing_job(name: &str, restart_policy: &str, backoff_limit: i32) -> Job {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "template": {
+                "metadata": { "annotations": {
+                    "sim.etcd-repopulator.io/fail": "true",
+                    "sim.etcd-repopulator.io/log": "Error: boom",
+                } },
+                "spec": {
+                    "restartPolicy": restart_policy,
+                    "containers": [{ "name": name, "image": "busybox" }],
+                },
+            },
+        },
+    }))
+    .unwrap()
+}
+
+fn is_job_failed() -> impl Condition<Job> {
+    |job: Option<&Job>| {
+        job.and_then(|j| j.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
+    }
+}
+
+fn failed_condition_reason(job: &Job) -> Option<String> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Failed")?
+        .reason
+        .clone()
+}
+
+/// `restartPolicy: Never`: every failure is a new pod, after 1, 2, 4, ... back-offs, until
+/// `status.failed` exceeds `backoffLimit`.
+#[tokio::test]
+async fn a_failing_job_gets_a_new_pod_per_retry_until_the_backoff_limit() {
+    let base = Duration::from_millis(100);
+    let (_sim, client) = cluster_with_backoff(base).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    let started = Instant::now();
+    jobs.create(&PostParams::default(), &failing_job("retried", "Never", 3))
+        .await
+        .unwrap();
+    let failed = wait_for(&jobs, "retried", is_job_failed()).await.unwrap();
+    // Three retries after back-offs of 1, 2 and 4 times the base.
+    assert!(started.elapsed() >= base * 7, "{:?}", started.elapsed());
+    assert_eq!(
+        failed_condition_reason(&failed).as_deref(),
+        Some("BackoffLimitExceeded")
+    );
+    let status = failed.status.unwrap();
+    assert_eq!(status.failed, Some(4));
+    assert_eq!(status.active.unwrap_or(0), 0);
+    assert_eq!(status.succeeded.unwrap_or(0), 0);
+    let pods = Api::<Pod>::namespaced(client, NS)
+        .list(&ListParams::default().labels("job-name=retried"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pods.len(), 4, "a new pod per try");
+    assert!(
+        pods.iter()
+            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+    );
+}
+
+/// `restartPolicy: OnFailure`: the container restarts in its pod until the restarts reach
+/// `backoffLimit`; then the Job fails and its pod is deleted.
+#[tokio::test]
+async fn a_failing_on_failure_job_restarts_its_container_until_the_backoff_limit() {
+    let (_sim, client) = cluster_with_backoff(Duration::from_millis(50)).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    jobs.create(
+        &PostParams::default(),
+        &failing_job("crashing", "OnFailure", 2),
+    )
+    .await
+    .unwrap();
+    let job = wait_for(&jobs, "crashing", |j: Option<&Job>| {
+        j.and_then(|j| j.status.as_ref())
+            .is_some_and(|s| s.start_time.is_some())
+    })
+    .await
+    .unwrap();
+    // The controller creates the pod before it records the start.
+    let pod = pods
+        .list(&ListParams::default().labels("job-name=crashing"))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let restarted = wait_for(&pods, &pod.name_any(), |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.restart_count >= 1))
+    })
+    .await
+    .unwrap();
+    let container = &restarted.status.unwrap().container_statuses.unwrap()[0];
+    let last = container
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref());
+    assert_eq!(last.map(|t| t.exit_code), Some(1));
+
+    let failed = wait_for(&jobs, "crashing", is_job_failed()).await.unwrap();
+    assert_eq!(
+        failed_condition_reason(&failed).as_deref(),
+        Some("BackoffLimitExceeded")
+    );
+    assert_eq!(failed.uid(), job.uid());
+    assert_eq!(failed.status.unwrap().failed, Some(1));
+    wait_for(
+        &pods,
+        &pod.name_any(),
+        conditions::is_deleted(&pod.uid().unwrap()),
+    )
+    .await;
+    let left = pods
+        .list(&ListParams::default().labels("job-name=crashing"))
+        .await
+        .unwrap()
+        .items;
+    assert!(left.is_empty(), "one pod, restarted in place: {left:?}");
 }

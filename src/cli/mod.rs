@@ -207,6 +207,10 @@ pub struct ServeArgs {
     /// Write a kubeconfig for the simulated cluster here, so kubectl can look at it.
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_KUBECONFIG")]
     pub sim_kubeconfig: Option<PathBuf>,
+    /// The simulated Job controller's first back-off after a failed pod (doubling per failure,
+    /// capped at 36 times it): the real 10s by default; shorter to rehearse failing Jobs quickly.
+    #[arg(long, env = "ETCD_REPOPULATOR_SIM_JOB_BACKOFF", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub sim_job_backoff: std::time::Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -224,4 +228,7 @@ pub struct SimArgs {
     /// How long the simulated kubelet takes to make a new pod Ready.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub kubelet_delay: std::time::Duration,
+    /// The Job controller's first back-off after a failed pod (see `serve --sim-job-backoff`).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub job_backoff: std::time::Duration,
 }

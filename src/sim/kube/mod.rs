@@ -42,6 +42,9 @@ pub use seed::{NAMESPACE as CSM_NAMESPACE, SEEDED_JOBS};
 use authz::Authorizer;
 use store::Store;
 
+/// The real Job controller's first pod failure back-off (`DefaultJobPodFailureBackOff`).
+pub const JOB_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Delays of the simulated cluster's actors.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -53,6 +56,12 @@ pub struct SimOptions {
     pub job_run_duration: Duration,
     /// EtcdCluster created -> status Running.
     pub etcd_operator_delay: Duration,
+    /// The first back-off after a Job's pod fails: the Job controller creates the next pod
+    /// (`restartPolicy: Never`), or the kubelet restarts the container (`OnFailure`), after
+    /// it, doubling with every failure up to 36 times it (the real controller's 10 s -> 6 min;
+    /// the kubelet's cap is 30 times, 5 min). The real value is 10 s; tests use a tiny one so
+    /// that a Job with `backoffLimit: 6` still fails within a second or two.
+    pub job_backoff: Duration,
 }
 
 impl Default for SimOptions {
@@ -63,6 +72,7 @@ impl Default for SimOptions {
             pod_termination_delay: Duration::from_millis(50),
             job_run_duration: Duration::from_millis(100),
             etcd_operator_delay: Duration::from_millis(100),
+            job_backoff: Duration::from_millis(1),
         }
     }
 }
@@ -75,6 +85,7 @@ impl SimOptions {
             pod_termination_delay: Duration::from_secs(2),
             job_run_duration: Duration::from_secs(3),
             etcd_operator_delay: Duration::from_secs(3),
+            job_backoff: JOB_BACKOFF,
         }
     }
 }
