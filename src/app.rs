@@ -77,6 +77,8 @@ impl App {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
+    // The simulated nodes' sshd, kept running while the service serves.
+    let mut nodes = None;
     let (client, sim) = if args.simulate {
         let options = SimOptions {
             job_backoff: args.sim_job_backoff,
@@ -85,6 +87,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let sim = start_sim(args.sim_listen, options, args.sim_kubeconfig.as_deref()).await?;
         // The simulated CSM services live on the simulated cluster's address.
         config.use_simulation(&sim.url());
+        nodes = simulated_nodes(&mut config, &sim, args.sim_sshd.as_deref());
         // The service acts as its own service account with the chart's Role, as in a cluster.
         let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
         (client, Some(sim))
@@ -124,7 +127,48 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(sim) = sim {
         sim.shutdown().await;
     }
+    drop(nodes);
     Ok(())
+}
+
+/// Under `--simulate`, unless `[ssh]` is configured: an sshd on loopback for the simulated
+/// nodes, and `[ssh]` pointed at it; where none can be started, every SSH fan-out (the `hmnfd`
+/// step) fails at once, saying what to install.
+fn simulated_nodes(
+    config: &mut Config,
+    sim: &SimCluster,
+    sshd: Option<&Path>,
+) -> Option<crate::sim_nodes::SimNodes> {
+    use crate::sim_nodes;
+    if config.ssh != crate::remote::SshConfig::default() {
+        tracing::info!("[ssh] is configured: the simulated nodes' SSH server is not started");
+        return None;
+    }
+    let started = match sim_nodes::find_sshd(sshd) {
+        None => Err(sim_nodes::INSTALL_HINT.to_owned()),
+        Some(sshd) => std::env::current_exe()
+            .map_err(|e| format!("cannot find this program for the simulated nodes: {e}"))
+            .and_then(|program| {
+                let nodes = sim_nodes::nodes(config, &sim.csm().hsm_components());
+                sim_nodes::start(&sshd, &program, nodes, &config.csm)
+            }),
+    };
+    match started {
+        Ok(nodes) => {
+            tracing::info!(
+                port = nodes.ssh.port,
+                nodes = nodes.nodes.len(),
+                "simulated nodes answer SSH on loopback ([ssh] points at them)"
+            );
+            config.ssh = nodes.ssh.clone();
+            Some(nodes)
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "no SSH server for the simulated nodes: hmnfd runs will fail");
+            config.ssh.unavailable = Some(reason);
+            None
+        }
+    }
 }
 
 /// `sim`: only the simulated cluster, until SIGTERM/SIGINT.

@@ -15,5 +15,6 @@ pub mod model;
 pub mod remote;
 pub mod runner;
 pub mod sim;
+pub mod sim_nodes;
 pub mod snapshots;
 pub mod store;

@@ -438,3 +438,218 @@ async fn a_failing_on_failure_job_restarts_its_container_until_the_backoff_limit
         .items;
     assert!(left.is_empty(), "one pod, restarted in place: {left:?}");
 }
+
+/// `serve --simulate` as a process, its logs read as they come.
+struct Serve {
+    child: tokio::process::Child,
+    base: String,
+    sim: String,
+    /// What it logged until it served.
+    startup: Vec<String>,
+    logs: tokio::sync::mpsc::UnboundedReceiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    /// Starts it with `extra` arguments and waits (bounded) until it serves.
+    async fn start(extra: &[&str]) -> Serve {
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, sim_port) = (free_port(), free_port());
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"))
+            .args(["serve", "--simulate"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--sim-listen", &format!("127.0.0.1:{sim_port}")])
+            .arg("--database")
+            .arg(dir.path().join("runs.db"))
+            .args(extra)
+            .env_remove("ETCD_REPOPULATOR_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let (tx, mut logs) = tokio::sync::mpsc::unbounded_channel();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        // Drained to the end, so that a full pipe never blocks the service.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = logs.recv().await {
+                let serving = line.contains("\"message\":\"serving\"");
+                seen.push(line);
+                if serving {
+                    return;
+                }
+            }
+            panic!("serve exited: {seen:#?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("serve did not start: {seen:#?}"));
+        Serve {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            sim: format!("http://127.0.0.1:{sim_port}"),
+            startup: seen,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    /// The log lines so far.
+    fn drain_logs(&mut self) -> Vec<String> {
+        let mut lines = self.startup.clone();
+        while let Ok(line) = self.logs.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// `repopulations create --services <services> --wait --format json`: exit status and run.
+    async fn run(&self, services: &str) -> (std::process::ExitStatus, Value) {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"))
+            .args(["--url", &self.base, "--format", "json"])
+            .args(["repopulations", "create", "--services", services, "--wait"])
+            .env_remove("ETCD_REPOPULATOR_URL")
+            .env_remove("ETCD_REPOPULATOR_TOKEN")
+            .env("XDG_CONFIG_HOME", self._dir.path())
+            .output()
+            .await
+            .unwrap();
+        let run = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (output.status, run)
+    }
+
+    async fn wipe(&self, cluster: &str) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/sim/etcd/{cluster}/wipe", self.sim))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    async fn hmnfd_subscribers(&self) -> Vec<String> {
+        let list: Value = reqwest::get(format!("{}/csm/hmnfd/hmi/v2/subscriptions", self.sim))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["SubscriptionList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["SubscriberComponent"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["services"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name}: {run:#}"))
+}
+
+/// A rehearsal of `hmnfd` on `serve --simulate`: its sshd answers for every node, the nodes'
+/// `systemctl restart cray-dvs-orca` subscribes them to the simulated HMNFD again.
+#[tokio::test]
+async fn serve_simulate_gives_the_nodes_an_ssh_server_so_hmnfd_succeeds() {
+    assert!(
+        etcd_repopulator::sim_nodes::find_sshd(None).is_some(),
+        "sshd not found: install Debian's openssh-server"
+    );
+    let mut serve = Serve::start(&[]).await;
+    assert!(
+        serve
+            .drain_logs()
+            .iter()
+            .any(|l| l.contains("simulated nodes answer SSH")),
+        "the sshd started"
+    );
+    serve.wipe("cray-hmnfd-etcd").await;
+    assert!(serve.hmnfd_subscribers().await.is_empty());
+
+    let (status, run) = serve.run("hmnfd").await;
+    assert!(status.success(), "{run:#}");
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let results = step(&run, "restart-orca")["data"]["results"]
+        .as_array()
+        .unwrap();
+    assert_eq!(results.len(), 14, "6 Ready compute nodes, 8 hostlist NCNs");
+    assert!(
+        results
+            .iter()
+            .all(|r| r["outcome"] == json!({"status": "exited", "detail": 0})),
+        "{results:#?}"
+    );
+    // ORCA subscribed again on every Ready compute node and on the NCNs HSM knows.
+    let subscribers = serve.hmnfd_subscribers().await;
+    for xname in [
+        "x1000c0s0b0n0",
+        "x1000c0s0b0n1",
+        "x1000c0s0b1n0",
+        "x1000c0s1b0n0",
+        "x1000c0s1b0n1",
+        "x1000c0s1b1n1",
+        "x3000c0s4b0n0",
+        "x3000c0s10b0n0",
+    ] {
+        assert!(
+            subscribers.iter().any(|s| s == xname),
+            "{xname}: {subscribers:?}"
+        );
+    }
+    assert_eq!(step(&run, "verify-subscriptions")["state"], "succeeded");
+}
+
+/// Without sshd the `hmnfd` step fails at once, saying in one line what to install.
+#[tokio::test]
+async fn without_sshd_the_hmnfd_step_says_what_to_install() {
+    let mut serve = Serve::start(&["--sim-sshd", "/nonexistent/sbin/sshd"]).await;
+    assert!(
+        serve
+            .drain_logs()
+            .iter()
+            .any(|l| l.contains("no SSH server for the simulated nodes")),
+        "a warning at start"
+    );
+    let (status, run) = serve.run("hmnfd").await;
+    assert!(!status.success());
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let message = step(&run, "restart-orca")["message"].as_str().unwrap();
+    assert!(!message.contains('\n'), "{message}");
+    assert!(
+        message.contains("install OpenSSH's server")
+            && message.contains("apt-get install openssh-server"),
+        "{message}"
+    );
+}

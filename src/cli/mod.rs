@@ -47,6 +47,10 @@ pub enum Command {
     /// what the chart's templates/role.yaml carries).
     #[command(hide = true)]
     RbacRules,
+    /// What a node of `serve --simulate` does with a command sent to it over SSH (run by the
+    /// simulated nodes' sshd).
+    #[command(hide = true)]
+    SimNode(crate::sim_nodes::SimNodeArgs),
 }
 
 /// Where the API is and how to talk to it; shared by every client command (and accepted, though
@@ -211,6 +215,10 @@ pub struct ServeArgs {
     /// capped at 36 times it): the real 10s by default; shorter to rehearse failing Jobs quickly.
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_JOB_BACKOFF", default_value = "10s", value_parser = humantime::parse_duration)]
     pub sim_job_backoff: std::time::Duration,
+    /// OpenSSH's sshd, started on loopback as the simulated nodes' SSH server (for `hmnfd`)
+    /// when `[ssh]` is not configured [default: sshd on PATH, else /usr/sbin/sshd].
+    #[arg(long, env = "ETCD_REPOPULATOR_SIM_SSHD")]
+    pub sim_sshd: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -34,6 +34,9 @@ pub enum FanoutError {
     KnownHosts(#[from] KnownHostsError),
     #[error("invalid SSH configuration: {0}")]
     InvalidConfig(String),
+    /// No node can be reached (see [`SshConfig::unavailable`]).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Which bound was exceeded.
@@ -177,6 +180,9 @@ pub async fn run_with_output(
     cancel: Option<CancellationToken>,
     output: Option<mpsc::Sender<OutputLine>>,
 ) -> Result<FanoutReport, FanoutError> {
+    if let Some(reason) = &cfg.unavailable {
+        return Err(FanoutError::Unavailable(reason.clone()));
+    }
     if cfg.fanout == 0 {
         return Err(FanoutError::InvalidConfig(
             "fanout must be at least 1".into(),
