@@ -5,10 +5,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
     && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches
-RUN cargo build --locked --release --target x86_64-unknown-linux-musl --bin etcd-repopulator \
+# No default features: the image carries neither the simulated cluster (`serve --simulate`
+# refuses) nor the test failpoints.
+RUN cargo build --locked --release --no-default-features --target x86_64-unknown-linux-musl \
+    --bin etcd-repopulator \
     && install -D target/x86_64-unknown-linux-musl/release/etcd-repopulator /out/etcd-repopulator
 
 FROM gcr.io/distroless/static-debian12:nonroot

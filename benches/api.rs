@@ -8,10 +8,10 @@ use etcd_repopulator::{
     app::App,
     config::Config,
     model::{Service, new_run_id},
-    sim::{SimCluster, SimOptions},
     store::{NewRun, NewStep, NewTask, Store},
 };
 use serde_json::json;
+use sim::{SimCluster, SimOptions};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

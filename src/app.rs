@@ -1,24 +1,35 @@
 //! Wiring: from command-line arguments to a running service.
 
-use std::{io::IsTerminal, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{io::IsTerminal, sync::Arc, time::Duration};
+#[cfg(feature = "simulate")]
+use std::{net::SocketAddr, path::Path};
 
 use anyhow::Context;
+#[cfg(feature = "simulate")]
+use sim::{SimCluster, SimOptions};
 use tokio::net::TcpListener;
 
+#[cfg(feature = "simulate")]
+use crate::cluster::rbac;
 use crate::{
     api::{self, AppState, auth::Authenticator, webhooks::Webhooks},
     cli::{ServeArgs, SimArgs},
-    cluster::{Cluster, rbac},
+    cluster::Cluster,
     config::Config,
     csm::CsmClients,
     runner::Runner,
-    sim::{SimCluster, SimOptions},
     snapshots::Snapshotter,
     store::Store,
 };
 
 /// The service account the chart creates (and that `serve --simulate` acts as).
 pub const SERVICE_ACCOUNT: &str = "etcd-repopulator";
+
+/// What `serve --simulate` and `sim` answer in a binary built without the simulated cluster
+/// (the container image is).
+pub const NO_SIMULATE: &str = "this binary was built without the simulated cluster (cargo \
+     feature `simulate`), so `serve --simulate` and `sim` are not available; build it with the \
+     default features (`cargo build --release`) to try the service without a cluster";
 
 /// How long a stopping service waits for runs to reach a safe point.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -76,10 +87,14 @@ impl App {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.simulate && !cfg!(feature = "simulate") {
+        anyhow::bail!(NO_SIMULATE);
+    }
+    #[cfg_attr(not(feature = "simulate"), allow(unused_mut))]
     let mut config = Config::load(args.config.as_deref())?;
-    // The simulated nodes' sshd, kept running while the service serves.
-    let mut nodes = None;
-    let (client, sim) = if args.simulate {
+    // With the simulated nodes' sshd, kept running while the service serves.
+    #[cfg(feature = "simulate")]
+    let (client, sim, nodes) = if args.simulate {
         let options = SimOptions {
             job_backoff: args.sim_job_backoff,
             ..SimOptions::interactive()
@@ -87,13 +102,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let sim = start_sim(args.sim_listen, options, args.sim_kubeconfig.as_deref()).await?;
         // The simulated CSM services live on the simulated cluster's address.
         config.use_simulation(&sim.url());
-        nodes = simulated_nodes(&mut config, &sim, args.sim_sshd.as_deref());
+        let nodes = simulated_nodes(&mut config, &sim, args.sim_sshd.as_deref());
         // The service acts as its own service account with the chart's Role, as in a cluster.
         let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
-        (client, Some(sim))
+        (client, Some(sim), nodes)
     } else {
-        (real_cluster_client().await?, None)
+        (real_cluster_client().await?, None, None)
     };
+    #[cfg(not(feature = "simulate"))]
+    let client = real_cluster_client().await?;
     let snapshot_config = config.snapshots.clone();
     if config.auth.mode == api::auth::AuthMode::None && !args.simulate {
         tracing::warn!(
@@ -124,16 +141,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     stop_snapshots.cancel();
     tracing::info!("stopping: waiting for runs to reach a safe point");
     app.runner.shutdown(SHUTDOWN_GRACE).await;
-    if let Some(sim) = sim {
-        sim.shutdown().await;
+    #[cfg(feature = "simulate")]
+    {
+        if let Some(sim) = sim {
+            sim.shutdown().await;
+        }
+        drop(nodes);
     }
-    drop(nodes);
     Ok(())
 }
 
 /// Under `--simulate`, unless `[ssh]` is configured: an sshd on loopback for the simulated
 /// nodes, and `[ssh]` pointed at it; where none can be started, every SSH fan-out (the `hmnfd`
 /// step) fails at once, saying what to install.
+#[cfg(feature = "simulate")]
 fn simulated_nodes(
     config: &mut Config,
     sim: &SimCluster,
@@ -171,7 +192,14 @@ fn simulated_nodes(
     }
 }
 
+/// `sim` in a binary built without the simulated cluster: refused.
+#[cfg(not(feature = "simulate"))]
+pub async fn run_sim(_args: SimArgs) -> anyhow::Result<()> {
+    anyhow::bail!(NO_SIMULATE)
+}
+
 /// `sim`: only the simulated cluster, until SIGTERM/SIGINT.
+#[cfg(feature = "simulate")]
 pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     let options = SimOptions {
         kubelet_ready_delay: args.kubelet_delay,
@@ -184,6 +212,7 @@ pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "simulate")]
 async fn start_sim(
     listen: SocketAddr,
     options: SimOptions,

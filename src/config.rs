@@ -167,6 +167,7 @@ impl Config {
     /// Points the configuration at the simulated cluster at `sim_url`: its CSM services, and no
     /// etcd checks (it has no etcd clusters) unless `[etcd]` was configured, e.g. at a real
     /// etcd.
+    #[cfg(feature = "simulate")]
     pub fn use_simulation(&mut self, sim_url: &str) {
         self.csm = CsmConfig::simulated(sim_url);
         if self.etcd == EtcdConfig::default() {

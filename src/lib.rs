@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod remote;
 pub mod runner;
-pub mod sim;
+#[cfg(feature = "simulate")]
 pub mod sim_nodes;
 pub mod snapshots;
 pub mod store;

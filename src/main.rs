@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         Command::Snapshots(args) => {
             return client::report(client::snapshots(&cli.client, args).await);
         }
+        #[cfg(feature = "simulate")]
         Command::SimNode(args) => return etcd_repopulator::sim_nodes::node_command(args).await,
         Command::RbacRules => {
             print!("{}", rbac::rules_yaml());

@@ -49,6 +49,7 @@ pub enum Command {
     RbacRules,
     /// What a node of `serve --simulate` does with a command sent to it over SSH (run by the
     /// simulated nodes' sshd).
+    #[cfg(feature = "simulate")]
     #[command(hide = true)]
     SimNode(crate::sim_nodes::SimNodeArgs),
 }

@@ -1,6 +1,6 @@
 //! The Kubernetes permissions the service needs, in one place: the chart's Role
 //! (`charts/etcd-repopulator/templates/role.yaml`) carries exactly these rules, printed by
-//! `etcd-repopulator rbac-rules`, and `tests/chart.rs` fails when the two differ.
+//! `etcd-repopulator rbac-rules`, and `tests/it/chart.rs` fails when the two differ.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 

@@ -1,0 +1,340 @@
+//! Fake Kubernetes API server (the subset the handlers use, with the real server's semantics),
+//! served over HTTP so that the real kube-rs client code path is exercised end to end.
+//!
+//! Layout: `resources` (the table of served kinds), `events` (core/v1 and events.k8s.io/v1
+//! events over one storage), `store` (objects, resourceVersions, event history), `admission`
+//! (defaulting/validation before storing), `http` (REST paths, verbs, discovery), `watch`
+//! (watch streams), `selector`, `patch`, `faults` (fault injection), `authz` (service-account
+//! authentication and RBAC), `table` (server-side printing for kubectl), `controllers` (Deployment, ReplicaSet, StatefulSet, kubelet, Job,
+//! etcd operator, garbage collector) and `seed` (a CSM-like `services` namespace).
+
+mod admission;
+pub mod authz;
+pub mod controllers;
+mod error;
+mod events;
+pub mod faults;
+mod http;
+mod meta;
+mod patch;
+pub mod resources;
+mod seed;
+mod selector;
+mod store;
+mod table;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::csm::FakeCsm;
+
+pub use faults::{FailureKind, FaultInjector};
+pub use seed::{NAMESPACE as CSM_NAMESPACE, SEEDED_JOBS};
+
+use authz::Authorizer;
+use store::Store;
+
+/// The real Job controller's first pod failure back-off (`DefaultJobPodFailureBackOff`).
+pub const JOB_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Delays of the simulated cluster's actors.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Pod created -> Running and Ready.
+    pub kubelet_ready_delay: Duration,
+    /// Deleted pod with a grace period -> gone.
+    pub pod_termination_delay: Duration,
+    /// Job pod Running -> Succeeded/Failed.
+    pub job_run_duration: Duration,
+    /// EtcdCluster created -> status Running.
+    pub etcd_operator_delay: Duration,
+    /// The first back-off after a Job's pod fails: the Job controller creates the next pod
+    /// (`restartPolicy: Never`), or the kubelet restarts the container (`OnFailure`), after
+    /// it, doubling with every failure up to 36 times it (the real controller's 10 s -> 6 min;
+    /// the kubelet's cap is 30 times, 5 min). The real value is 10 s; tests use a tiny one so
+    /// that a Job with `backoffLimit: 6` still fails within a second or two.
+    pub job_backoff: Duration,
+}
+
+impl Default for SimOptions {
+    /// Fast, for tests.
+    fn default() -> Self {
+        Self {
+            kubelet_ready_delay: Duration::from_millis(50),
+            pod_termination_delay: Duration::from_millis(50),
+            job_run_duration: Duration::from_millis(100),
+            etcd_operator_delay: Duration::from_millis(100),
+            job_backoff: Duration::from_millis(1),
+        }
+    }
+}
+
+impl SimOptions {
+    /// Slow enough to watch things happen, for `serve --simulate`.
+    pub fn interactive() -> Self {
+        Self {
+            kubelet_ready_delay: Duration::from_secs(1),
+            pod_termination_delay: Duration::from_secs(2),
+            job_run_duration: Duration::from_secs(3),
+            etcd_operator_delay: Duration::from_secs(3),
+            job_backoff: JOB_BACKOFF,
+        }
+    }
+}
+
+/// A running simulated cluster: the HTTP listener and the controller tasks. Dropping it (or
+/// [`SimCluster::shutdown`]) stops them.
+pub struct SimCluster {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    faults: FaultInjector,
+    authz: Authorizer,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<()>>,
+    csm: FakeCsm,
+}
+
+/// Builder for a cluster whose listener also serves other routes (fake CSM services under
+/// `/csm/...`, controls under `/sim/...`).
+pub struct SimClusterBuilder {
+    extra: axum::Router,
+}
+
+impl SimClusterBuilder {
+    pub async fn start(self, listen: SocketAddr, opts: SimOptions) -> anyhow::Result<SimCluster> {
+        SimCluster::start_with(listen, opts, self.extra).await
+    }
+}
+
+impl SimCluster {
+    /// Starts the API server on `listen` (`127.0.0.1:0` picks a free port) and the controllers.
+    pub async fn start(listen: SocketAddr, opts: SimOptions) -> anyhow::Result<SimCluster> {
+        Self::start_with(listen, opts, axum::Router::new()).await
+    }
+
+    /// Like [`SimCluster::start`], with `extra` routes merged into the same listener. The
+    /// Kubernetes routes are `/api`, `/apis`, `/version`, `/openapi/*`; the simulator owns
+    /// `/sim/healthz` and `/sim/faults`; anything else (e.g. `/csm/...`) is free. Overlapping
+    /// routes make axum panic at start, as with any router merge.
+    pub async fn start_with(
+        listen: SocketAddr,
+        opts: SimOptions,
+        extra: axum::Router,
+    ) -> anyhow::Result<SimCluster> {
+        let store = Arc::new(Store::new());
+        for ns in ["default", "kube-system", "kube-public"] {
+            store
+                .create(
+                    &resources::NAMESPACES,
+                    "",
+                    json!({ "metadata": { "name": ns } }),
+                    false,
+                )
+                .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {e}"))?;
+        }
+        let shutdown = CancellationToken::new();
+        let faults = FaultInjector::default();
+        // The fake CSM services live on the same address, like services behind one gateway,
+        // lose their data when "their" etcd cluster is wiped (a rehearsed rebuild), and get it
+        // back from the Jobs that reload it (`cray-reds-init`, `cray-fas-loader`).
+        let csm = FakeCsm::seeded();
+        controllers::start(&controllers::Ctx {
+            store: store.clone(),
+            opts,
+            shutdown: shutdown.clone(),
+            csm: csm.clone(),
+        });
+        let wipe_target = csm.clone();
+        let authz = Authorizer::default();
+        let router = http::router(http::ApiContext {
+            store: store.clone(),
+            faults: faults.clone(),
+            authz: authz.clone(),
+            shutdown: shutdown.clone(),
+        })
+        .nest("/csm", csm.router())
+        .route(
+            "/sim/etcd/{cluster}/wipe",
+            axum::routing::post(move |axum::extract::Path(cluster): axum::extract::Path<String>| {
+                let csm = wipe_target.clone();
+                async move {
+                    if csm.wipe(&cluster) {
+                        (axum::http::StatusCode::OK, axum::Json(json!({ "wiped": cluster })))
+                    } else {
+                        (
+                            axum::http::StatusCode::NOT_FOUND,
+                            axum::Json(json!({ "error": format!("no simulated service keeps its data in {cluster}") })),
+                        )
+                    }
+                }
+            }),
+        )
+        .merge(extra);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the simulated API server to {listen}"))?;
+        let addr = listener.local_addr()?;
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "simulated API server stopped");
+            }
+        });
+        tracing::info!(%addr, "simulated Kubernetes API server listening");
+        Ok(SimCluster {
+            addr,
+            store,
+            faults,
+            authz,
+            shutdown,
+            server: Some(server),
+            csm,
+        })
+    }
+
+    /// Builder form of [`SimCluster::start_with`].
+    pub fn with_extra_routes(extra: axum::Router) -> SimClusterBuilder {
+        SimClusterBuilder { extra }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kube-rs config for this cluster: plain HTTP, no auth, default namespace `services`.
+    pub fn kube_config(&self) -> ::kube::Config {
+        let uri: axum::http::Uri = self
+            .url()
+            .parse()
+            .unwrap_or_else(|_| axum::http::Uri::from_static("http://127.0.0.1"));
+        let mut config = ::kube::Config::new(uri);
+        config.default_namespace = seed::NAMESPACE.to_string();
+        config
+    }
+
+    /// A client that acts as the service account `name` of the services' namespace, bound to a
+    /// Role with `rules` there: every request is authorized as the real server would, and
+    /// recorded in [`SimCluster::access_log`].
+    pub fn service_account_client(&self, name: &str, rules: Vec<PolicyRule>) -> ::kube::Client {
+        let mut config = self.kube_config();
+        config.auth_info.token = Some(self.service_account_token(name, rules).into());
+        // A plain-http config with a static token cannot fail to build a client.
+        ::kube::Client::try_from(config).expect("kube client for a plain-http config")
+    }
+
+    /// A new bearer token of the service account `name`, bound to `rules` (see
+    /// [`SimCluster::service_account_client`]).
+    pub fn service_account_token(&self, name: &str, rules: Vec<PolicyRule>) -> String {
+        let token = format!("sim-{name}-{}", uuid::Uuid::now_v7().simple());
+        self.authz.grant(&token, seed::NAMESPACE, name, rules);
+        token
+    }
+
+    /// Every resource request the service accounts made, and whether it was allowed.
+    pub fn access_log(&self) -> Vec<authz::AccessRecord> {
+        self.authz.access_log()
+    }
+
+    pub fn kube_client(&self) -> ::kube::Client {
+        // A plain-http config with no TLS or auth cannot fail to build a client.
+        ::kube::Client::try_from(self.kube_config()).expect("kube client for a plain-http config")
+    }
+
+    /// A kubeconfig for kubectl (`--kubeconfig`) as the cluster admin; JSON, which is valid YAML.
+    pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_with_user(json!({}))
+    }
+
+    /// A kubeconfig that authenticates with `token` (e.g. a service account's).
+    pub fn kubeconfig_with_token(&self, token: &str) -> String {
+        self.kubeconfig_with_user(json!({ "token": token }))
+    }
+
+    fn kubeconfig_with_user(&self, user: serde_json::Value) -> String {
+        let cfg = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{ "name": "sim", "cluster": { "server": self.url() } }],
+            "users": [{ "name": "sim", "user": user }],
+            "contexts": [{
+                "name": "sim",
+                "context": { "cluster": "sim", "user": "sim", "namespace": seed::NAMESPACE },
+            }],
+            "current-context": "sim",
+        });
+        serde_json::to_string_pretty(&cfg).unwrap_or_else(|_| cfg.to_string())
+    }
+
+    /// Creates the CSM-like `services` namespace (see `seed.rs`) and returns at once; use
+    /// [`SimCluster::wait_settled`] to wait for pods Ready, Jobs finished, etcd Running.
+    pub async fn seed_csm(&self) -> anyhow::Result<()> {
+        seed::seed(&self.store).map_err(|e| anyhow::anyhow!("seeding the simulated cluster: {e}"))
+    }
+
+    /// Waits (on store events, not sleeps) until every Deployment and StatefulSet has its ready
+    /// replicas, every Job has finished and every EtcdCluster not annotated never-ready is
+    /// Running.
+    pub async fn wait_settled(&self, timeout: Duration) -> anyhow::Result<()> {
+        let mut rx = self.store.subscribe();
+        let wait = async {
+            loop {
+                if seed::settled(&self.store) {
+                    return;
+                }
+                // Any change (or a lag) is a reason to look again.
+                let _ = rx.recv().await;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| anyhow::anyhow!("simulated cluster did not settle within {timeout:?}"))
+    }
+
+    /// The fake CSM services served under `/csm` (see [`crate::csm::service_url`]).
+    pub fn csm(&self) -> &FakeCsm {
+        &self.csm
+    }
+
+    /// Handle for latency, failures and dropped watches.
+    pub fn faults(&self) -> FaultInjector {
+        self.faults.clone()
+    }
+
+    /// Stops the listener, the open watch streams and the controllers.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), server)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
