@@ -45,6 +45,8 @@ async fn main() -> ExitCode {
             return client::report(client::snapshots(&cli.client, args).await);
         }
         #[cfg(feature = "simulate")]
+        Command::SimNodeGuard(args) => return etcd_repopulator::sim_nodes::guard(args).await,
+        #[cfg(feature = "simulate")]
         Command::SimNode(args) => return etcd_repopulator::sim_nodes::node_command(args).await,
         Command::RbacRules => {
             print!("{}", rbac::rules_yaml());

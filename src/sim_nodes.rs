@@ -6,7 +6,8 @@
 //! the `[ssh] hosts` map sends its host name there. sshd runs the node's commands through
 //! `etcd-repopulator sim-node` (a `ForceCommand` per address): `systemctl restart
 //! cray-dvs-orca` does what ORCA does when it starts, it subscribes the node to the simulated
-//! HMNFD again (compute nodes and the NCNs HSM knows, by xname).
+//! HMNFD again (compute nodes and the NCNs HSM knows, by xname). Each sshd runs under
+//! `etcd-repopulator sim-node-guard`, which stops it when the service goes away.
 
 use std::{
     collections::BTreeMap,
@@ -59,10 +60,17 @@ pub struct SimNodes {
 
 impl Drop for SimNodes {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        stop(&mut self.children);
+    }
+}
+
+/// Closing a guard's stdin stops its sshd; the guard then exits.
+fn stop(guards: &mut [Child]) {
+    for guard in guards.iter_mut() {
+        drop(guard.stdin.take());
+    }
+    for guard in guards {
+        let _ = guard.wait();
     }
 }
 
@@ -249,10 +257,7 @@ pub fn start(
                 });
             }
             Err(reason) => {
-                for mut child in children {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
+                stop(&mut children);
                 let port_taken = reason.contains("Address already in use");
                 failure = reason;
                 if !port_taken {
@@ -290,10 +295,14 @@ impl SshdFiles<'_> {
         let log_path = self.dir.join(format!("sshd-{i}.log"));
         let log = std::fs::File::create(&log_path)
             .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
-        Command::new(sshd)
+        // Through `sim-node-guard`, which stops sshd when its stdin (held by this process)
+        // closes: when the service stops, however it stops, even by SIGKILL.
+        Command::new(self.program)
+            .arg("sim-node-guard")
+            .arg(sshd)
             .args(["-D", "-e", "-f"])
             .arg(&config)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -410,6 +419,48 @@ pub struct SimNodeArgs {
     /// The command, when not run by sshd.
     #[arg(trailing_var_arg = true)]
     pub command: Vec<String>,
+}
+
+/// `etcd-repopulator sim-node-guard SSHD ARGS...`: runs sshd until it exits or this process's
+/// stdin closes (the service that started it stopped), then stops it.
+#[derive(Args, Debug, Clone)]
+pub struct GuardArgs {
+    /// The program to run and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// See [`GuardArgs`].
+pub async fn guard(args: GuardArgs) -> ExitCode {
+    use tokio::io::AsyncReadExt;
+    let Some((program, rest)) = args.command.split_first() else {
+        return ExitCode::FAILURE;
+    };
+    let mut child = match tokio::process::Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            eprintln!("sim-node-guard: cannot start {program}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdin = tokio::io::stdin();
+    let mut sink = Vec::new();
+    tokio::select! {
+        status = child.wait() => match status.ok().and_then(|s| s.code()) {
+            Some(0) => ExitCode::SUCCESS,
+            Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            None => ExitCode::FAILURE,
+        },
+        _ = stdin.read_to_end(&mut sink) => {
+            let _ = child.kill().await;
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// Runs one command on a simulated node, as its shell would, and returns its exit status.

@@ -52,6 +52,10 @@ pub enum Command {
     #[cfg(feature = "simulate")]
     #[command(hide = true)]
     SimNode(crate::sim_nodes::SimNodeArgs),
+    /// Runs the simulated nodes' sshd until its stdin closes (the service stopped).
+    #[cfg(feature = "simulate")]
+    #[command(hide = true)]
+    SimNodeGuard(crate::sim_nodes::GuardArgs),
 }
 
 /// Where the API is and how to talk to it; shared by every client command (and accepted, though

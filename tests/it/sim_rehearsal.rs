@@ -538,6 +538,22 @@ impl Serve {
         (output.status, run)
     }
 
+    /// Stops it as an operator would (SIGTERM), so that it stops its sshd too, and waits.
+    async fn stop(mut self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+        let exited = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("serve stops on SIGTERM")
+            .unwrap();
+        assert!(exited.success(), "{exited}");
+    }
+
     async fn wipe(&self, cluster: &str) {
         let response = reqwest::Client::new()
             .post(format!("{}/sim/etcd/{cluster}/wipe", self.sim))
@@ -564,6 +580,8 @@ impl Serve {
 }
 
 impl Drop for Serve {
+    /// Whatever still runs (a test that failed before `stop`): SIGKILL; its sshd's guard then
+    /// stops the sshd.
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
@@ -587,13 +605,13 @@ async fn serve_simulate_gives_the_nodes_an_ssh_server_so_hmnfd_succeeds() {
         "sshd not found: install Debian's openssh-server"
     );
     let mut serve = Serve::start(&[]).await;
-    assert!(
-        serve
-            .drain_logs()
-            .iter()
-            .any(|l| l.contains("simulated nodes answer SSH")),
-        "the sshd started"
-    );
+    let started: Value = serve
+        .drain_logs()
+        .iter()
+        .find(|l| l.contains("simulated nodes answer SSH"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("the sshd started");
+    let ssh_port = started["port"].as_u64().unwrap();
     serve.wipe("cray-hmnfd-etcd").await;
     assert!(serve.hmnfd_subscribers().await.is_empty());
 
@@ -628,6 +646,19 @@ async fn serve_simulate_gives_the_nodes_an_ssh_server_so_hmnfd_succeeds() {
         );
     }
     assert_eq!(step(&run, "verify-subscriptions")["state"], "succeeded");
+
+    // Even a service killed outright takes its sshd with it.
+    let node = format!("127.77.0.1:{ssh_port}");
+    assert!(std::net::TcpStream::connect(&node).is_ok());
+    drop(serve);
+    tokio::time::timeout(DEADLINE, async {
+        while std::net::TcpStream::connect(&node).is_ok() {
+            // Another process's exit gives no other signal than its closed port.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the nodes' sshd stops when the service is killed");
 }
 
 /// Without sshd the `hmnfd` step fails at once, saying in one line what to install.
@@ -651,4 +682,5 @@ async fn without_sshd_the_hmnfd_step_says_what_to_install() {
             && message.contains("apt-get install openssh-server"),
         "{message}"
     );
+    serve.stop().await;
 }
