@@ -99,7 +99,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             job_backoff: args.sim_job_backoff,
             ..SimOptions::interactive()
         };
-        let sim = start_sim(args.sim_listen, options, args.sim_kubeconfig.as_deref()).await?;
+        let sim = start_sim(
+            args.sim_listen,
+            options,
+            args.sim_kubeconfig.as_deref(),
+            &args.csm_release,
+        )
+        .await?;
         // The simulated CSM services live on the simulated cluster's address.
         config.use_simulation(&sim.url());
         let nodes = simulated_nodes(&mut config, &sim, args.sim_sshd.as_deref());
@@ -206,7 +212,13 @@ pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
         job_backoff: args.job_backoff,
         ..SimOptions::interactive()
     };
-    let sim = start_sim(args.listen, options, args.kubeconfig.as_deref()).await?;
+    let sim = start_sim(
+        args.listen,
+        options,
+        args.kubeconfig.as_deref(),
+        &args.csm_release,
+    )
+    .await?;
     shutdown_signal().await;
     sim.shutdown().await;
     Ok(())
@@ -217,10 +229,11 @@ async fn start_sim(
     listen: SocketAddr,
     options: SimOptions,
     kubeconfig: Option<&Path>,
+    csm_release: &str,
 ) -> anyhow::Result<SimCluster> {
     let sim = SimCluster::start(listen, options).await?;
-    sim.seed_csm().await?;
-    tracing::info!(url = %sim.url(), "simulated cluster listening (plain HTTP, no auth)");
+    sim.seed_csm_release(csm_release).await?;
+    tracing::info!(url = %sim.url(), csm_release, "simulated cluster listening (plain HTTP, no auth)");
     if let Some(path) = kubeconfig {
         std::fs::write(path, sim.kubeconfig_yaml()).with_context(|| {
             format!(

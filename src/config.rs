@@ -10,6 +10,7 @@ use crate::{
     cluster::ObjectRef,
     csm::CsmConfig,
     etcd::EtcdConfig,
+    release::ReleaseSetting,
     remote::SshConfig,
 };
 
@@ -37,6 +38,9 @@ pub enum ConfigError {
 pub struct Config {
     /// Namespace of the services and their etcd clusters.
     pub namespace: String,
+    /// The CSM release whose runbook runs follow: `"auto"` (detect it from the cluster) or a
+    /// release (`"1.0"`, `"1.2"` ... `"1.6"`), see `release`.
+    pub csm_release: ReleaseSetting,
     /// Upper bound for any one step, unless the service sets its own.
     #[serde(with = "humantime_serde")]
     pub step_timeout: Duration,
@@ -132,6 +136,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             namespace: "services".to_owned(),
+            csm_release: ReleaseSetting::Auto,
             step_timeout: Duration::from_secs(600),
             reds: PodRestart::named("cray-reds"),
             meds: PodRestart::named("cray-meds"),

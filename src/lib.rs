@@ -12,6 +12,7 @@ pub mod failpoint;
 pub mod handlers;
 pub mod metrics;
 pub mod model;
+pub mod release;
 pub mod remote;
 pub mod runner;
 #[cfg(feature = "simulate")]

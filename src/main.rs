@@ -44,6 +44,9 @@ async fn main() -> ExitCode {
         Command::Snapshots(args) => {
             return client::report(client::snapshots(&cli.client, args).await);
         }
+        Command::EtcdClusters(args) => {
+            return client::report(client::etcd_clusters(&cli.client, args).await);
+        }
         #[cfg(feature = "simulate")]
         Command::SimNodeGuard(args) => return etcd_repopulator::sim_nodes::guard(args).await,
         #[cfg(feature = "simulate")]

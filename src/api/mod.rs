@@ -2,6 +2,7 @@
 //! mapping of every error to `application/problem+json`.
 
 pub mod auth;
+mod etcd_clusters;
 mod events;
 mod health;
 mod metrics;
@@ -57,6 +58,8 @@ pub type SharedState = Arc<AppState>;
         runs::cancel_run,
         runs::resume_run,
         services::list_services,
+        etcd_clusters::list_etcd_clusters,
+        etcd_clusters::get_etcd_cluster,
         snapshots::create_snapshots,
         snapshots::list_snapshots,
         health::healthz,
@@ -70,6 +73,7 @@ pub type SharedState = Arc<AppState>;
     tags(
         (name = "repopulations", description = "Repopulation runs and their history"),
         (name = "services", description = "The services a run can repopulate"),
+        (name = "etcd", description = "The services' etcd clusters, in either layout, and their health"),
         (name = "snapshots", description = "Captured BOS session templates and HMNFD subscriptions"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "webhooks", description = "Runs started by Alertmanager and other automation"),
@@ -96,6 +100,11 @@ pub fn router(state: SharedState) -> Router {
         .route(webhooks::GENERIC_PATH, post(webhooks::generic))
         .route("/metrics", get(metrics::metrics))
         .route("/services", get(services::list_services))
+        .route("/etcd-clusters", get(etcd_clusters::list_etcd_clusters))
+        .route(
+            "/etcd-clusters/{name}",
+            get(etcd_clusters::get_etcd_cluster),
+        )
         .route(
             "/snapshots",
             post(snapshots::create_snapshots).get(snapshots::list_snapshots),

@@ -140,6 +140,16 @@ impl ApiError {
                     "service-not-implemented",
                     "Service not supported by this build",
                 ),
+                RunnerError::NotInRelease { .. } => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "service-not-in-release",
+                    "Service not part of the CSM release",
+                ),
+                RunnerError::Release(_) => (
+                    S::CONFLICT,
+                    "csm-release-undetermined",
+                    "CSM release could not be determined",
+                ),
                 RunnerError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
                 RunnerError::WrongState { .. } => (
                     S::CONFLICT,
@@ -165,9 +175,10 @@ impl ApiError {
         };
         let field = match self {
             ApiError::InvalidBody { field, .. } => field.clone(),
-            ApiError::UnknownServices(_) | ApiError::Runner(RunnerError::NotImplemented { .. }) => {
-                Some("services".to_owned())
-            }
+            ApiError::UnknownServices(_)
+            | ApiError::Runner(
+                RunnerError::NotImplemented { .. } | RunnerError::NotInRelease { .. },
+            ) => Some("services".to_owned()),
             ApiError::InvalidParameter { field, .. } => Some(field.clone()),
             _ => None,
         };

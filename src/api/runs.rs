@@ -21,7 +21,7 @@ use super::{
 use crate::{
     handlers,
     model::{Run, Service, State as RunState},
-    runner::{Created, RunRequest},
+    runner::{Created, RunRequest, RunnerError},
     store::RunFilter,
 };
 
@@ -104,7 +104,10 @@ pub(super) async fn start_run(
     idempotency_key: Option<String>,
 ) -> Result<Response, ApiError> {
     let services = match request.services {
-        None => handlers::implemented(),
+        None => {
+            let release = state.runner.release().await.map_err(RunnerError::from)?;
+            handlers::implemented(release.profile())
+        }
         Some(names) => parse_services(&names)?,
     };
     validate_reason(request.reason.as_deref())?;

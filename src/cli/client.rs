@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ClientOptions, Format, RepopulationsArgs, RepopulationsCommand, ServicesArgs, ServicesCommand,
-    SnapshotsArgs, SnapshotsCommand,
+    ClientOptions, EtcdClustersArgs, EtcdClustersCommand, Format, RepopulationsArgs,
+    RepopulationsCommand, ServicesArgs, ServicesCommand, SnapshotsArgs, SnapshotsCommand,
     follow::{Flow, Message, StepTracker, follow},
     output::{self, RunView, View, emit},
 };
@@ -261,10 +261,28 @@ pub async fn snapshots(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `/repopulations/{id}{suffix}`, with the id percent-encoded so that whatever a user typed
-/// reaches the server as one path segment (and is judged there).
-fn run_path(id: &str, suffix: &str) -> String {
-    let encoded: String = id
+/// `etcd-clusters list|describe`.
+pub async fn etcd_clusters(
+    options: &ClientOptions,
+    args: EtcdClustersArgs,
+) -> Result<ExitCode, ClientError> {
+    let client = Client::new(options)?;
+    let (path, view) = match &args.command {
+        EtcdClustersCommand::List => ("/etcd-clusters".to_owned(), View::EtcdClusters),
+        EtcdClustersCommand::Describe { name } => (
+            format!("/etcd-clusters/{}", encode(name)),
+            View::EtcdCluster,
+        ),
+    };
+    let response = client.call(Method::GET, &path, &[], None).await?;
+    output::print(&response, output::resolve(options.format), view)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One path segment, percent-encoded, so whatever a user typed reaches the server as one
+/// segment (and is judged there).
+fn encode(segment: &str) -> String {
+    segment
         .bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -273,8 +291,13 @@ fn run_path(id: &str, suffix: &str) -> String {
                 format!("%{b:02X}")
             }
         })
-        .collect();
-    format!("/repopulations/{encoded}{suffix}")
+        .collect()
+}
+
+/// `/repopulations/{id}{suffix}`, with the id percent-encoded so that whatever a user typed
+/// reaches the server as one path segment (and is judged there).
+fn run_path(id: &str, suffix: &str) -> String {
+    format!("/repopulations/{}{suffix}", encode(id))
 }
 
 /// The client config file: `url` and `token`, both optional.

@@ -43,6 +43,8 @@ pub enum Command {
     /// Capture or list snapshots of BOS session templates and HMNFD subscriptions (a client of
     /// the API).
     Snapshots(SnapshotsArgs),
+    /// The services' etcd clusters, in either layout, and their health.
+    EtcdClusters(EtcdClustersArgs),
     /// Print the Kubernetes RBAC rules the service needs, as the `rules:` of a Role (this is
     /// what the chart's templates/role.yaml carries).
     #[command(hide = true)]
@@ -189,6 +191,20 @@ pub enum SnapshotsCommand {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct EtcdClustersArgs {
+    #[command(subcommand)]
+    pub command: EtcdClustersCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum EtcdClustersCommand {
+    /// Every etcd cluster with its members, health, alarms and size (GET /etcd-clusters).
+    List,
+    /// One cluster (GET /etcd-clusters/{name}), e.g. cray-bss-bitnami-etcd.
+    Describe { name: String },
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address of the HTTP API.
     #[arg(long, env = "ETCD_REPOPULATOR_LISTEN", default_value = "0.0.0.0:8080")]
@@ -224,6 +240,10 @@ pub struct ServeArgs {
     /// when `[ssh]` is not configured [default: sshd on PATH, else /usr/sbin/sshd].
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_SSHD")]
     pub sim_sshd: Option<PathBuf>,
+    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
+    #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
+        value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
+    pub csm_release: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -244,4 +264,8 @@ pub struct SimArgs {
     /// The Job controller's first back-off after a failed pod (see `serve --sim-job-backoff`).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub job_backoff: std::time::Duration,
+    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
+    #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
+        value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
+    pub csm_release: String,
 }

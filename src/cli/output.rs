@@ -49,6 +49,8 @@ pub enum View {
     Services,
     Snapshots,
     Capture,
+    EtcdClusters,
+    EtcdCluster,
 }
 
 /// Prints `value` in `format`; in `table`, as `view` says, falling back to TOML for a response
@@ -79,7 +81,47 @@ fn table(value: &Value, view: View) -> Option<String> {
         View::Services => services_table(value)?,
         View::Snapshots => snapshots_table(&SnapshotList::deserialize(value).ok()?.items),
         View::Capture => capture_table(value)?,
+        View::EtcdClusters => etcd_clusters_table(value.get("items")?.as_array()?),
+        View::EtcdCluster => etcd_clusters_table(std::slice::from_ref(value)),
     })
+}
+
+/// One row per etcd cluster: layout, members Ready, health and what is wrong.
+fn etcd_clusters_table(clusters: &[Value]) -> String {
+    if clusters.is_empty() {
+        return "no etcd clusters".to_owned();
+    }
+    let text = |v: &Value, key: &str| match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let mut table = new_table(&[
+        "NAME", "SERVICE", "LAYOUT", "READY", "HEALTHY", "LEADER", "KEYS", "PROBLEMS",
+    ]);
+    for cluster in clusters {
+        let problems: Vec<&str> = cluster
+            .get("problems")
+            .and_then(Value::as_array)
+            .map(|p| p.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        table.add_row(vec![
+            text(cluster, "name"),
+            text(cluster, "service"),
+            text(cluster, "layout"),
+            format!("{}/{}", text(cluster, "ready"), text(cluster, "members")),
+            if cluster.get("healthy") == Some(&Value::Bool(true)) {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_owned(),
+            text(cluster, "leader"),
+            text(cluster, "keys"),
+            problems.join("; "),
+        ]);
+    }
+    trimmed(&mut table)
 }
 
 /// The fields of a run the client shows. Lists may hold summaries (no steps, perhaps services

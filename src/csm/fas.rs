@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use super::http::Endpoint;
-use super::{CsmError, FasActionSummary, FasImage, FasSnapshotSummary};
+use super::{CsmError, FasActionSummary, FasImage, FasSnapshotSummary, LoaderRunId, LoaderStatus};
 
 /// The wrappers FAS puts around its lists (`ImageList`, `ActionSummarys`, `SnapshotAll`).
 /// Go encodes an empty list as `null`, hence `Option`.
@@ -44,6 +44,17 @@ impl FasClient {
     pub async fn list_actions(&self) -> Result<Vec<FasActionSummary>, CsmError> {
         let list: ActionList = self.endpoint.get_json(&["actions"], &[]).await?;
         Ok(list.actions.unwrap_or_default())
+    }
+
+    /// `GET /loader`: whether the loader is busy, and its runs.
+    pub async fn loader_status(&self) -> Result<LoaderStatus, CsmError> {
+        self.endpoint.get_json(&["loader"], &[]).await
+    }
+
+    /// `POST /loader/nexus`: load the firmware library from Nexus (CSM 1.2+'s "Load Firmware
+    /// from Nexus"); a busy loader (429) is waited for by the retries.
+    pub async fn load_from_nexus(&self) -> Result<LoaderRunId, CsmError> {
+        self.endpoint.post_json(&["loader", "nexus"]).await
     }
 
     /// `GET /snapshots`: summaries of all stored snapshots.

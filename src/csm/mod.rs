@@ -26,9 +26,9 @@ pub use crus::CrusClient;
 /// The wire types, shared with the simulated CSM services (crates/csm-wire).
 pub use csm_wire::{
     BootParams, ContainerStatus, ContentAttribute, ContentReplicas, CrusSession, CsmService,
-    ExportStatus, FasActionSummary, FasImage, FasSnapshotSummary, HsmComponent, OperationCounts,
-    RelatedSnapshotAction, ReplicaStatus, SESSION_TEMPLATE_READ_ONLY_FIELDS, Subscription,
-    WorkerNodeData,
+    ExportStatus, FasActionSummary, FasImage, FasSnapshotSummary, HsmComponent, LoaderRunId,
+    LoaderStatus, OperationCounts, RelatedSnapshotAction, ReplicaStatus,
+    SESSION_TEMPLATE_READ_ONLY_FIELDS, Subscription, WorkerNodeData,
 };
 pub use error::CsmError;
 pub use fas::FasClient;

@@ -1,10 +1,11 @@
 //! The run store: SQLite through sqlx. Every state change of a run is written here before (or
 //! as) it happens in the cluster, so a crash never loses what was done or what was saved.
 
+mod manifests;
 mod rows;
 mod snapshots;
 
-use std::{str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -15,6 +16,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::model::{Event, Run, Service, State};
+pub use manifests::StoredManifest;
 use rows::{EventRow, RunRow, StepRow, TaskRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,9 @@ pub enum StoreError {
         location: String,
         source: sqlx::Error,
     },
+    /// The OS error is in the message, not the source chain, so that it is said once.
+    #[error("cannot create the directory {path} of the database: {error}")]
+    Directory { path: String, error: std::io::Error },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -112,6 +117,18 @@ pub struct AppendedEvent {
 /// from the database (it is told so by `RecvError::Lagged`; nothing is lost).
 const EVENT_BUFFER: usize = 1024;
 
+/// Creates the directory a database file goes in, if missing: SQLite creates the file but not
+/// its directory (the image's `/var/lib/etcd-repopulator` without a volume mounted there).
+fn create_parent_dir(file: &Path) -> Result<()> {
+    let Some(dir) = file.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).map_err(|error| StoreError::Directory {
+        path: dir.display().to_string(),
+        error,
+    })
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -119,8 +136,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `location`, a path or a `sqlite:` URL, and
-    /// applies the migrations.
+    /// Opens (creating if missing, with its directory) the database at `location`, a path or a
+    /// `sqlite:` URL, and applies the migrations.
     pub async fn open(location: &str) -> Result<Store> {
         let options = if location.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(location).map_err(|source| StoreError::Location {
@@ -130,6 +147,11 @@ impl Store {
         } else {
             SqliteConnectOptions::new().filename(location)
         };
+        // An in-memory database has no file, so no directory either.
+        let in_memory = location.contains(":memory:") || location.contains("mode=memory");
+        if !in_memory {
+            create_parent_dir(options.get_filename())?;
+        }
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -592,4 +614,52 @@ async fn insert_event(
     .await?
     .last_insert_rowid();
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_creates_the_directory_of_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("var/lib/etcd-repopulator/runs.db");
+        let store = Store::open(path.to_str().unwrap()).await.unwrap();
+        store.ping().await.unwrap();
+        assert!(path.is_file());
+
+        let url_path = dir.path().join("other/runs.db");
+        Store::open(&format!("sqlite://{}", url_path.display()))
+            .await
+            .unwrap();
+        assert!(url_path.is_file());
+    }
+
+    #[tokio::test]
+    async fn open_names_the_directory_it_cannot_create_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let Err(err) = Store::open(file.join("sub/runs.db").to_str().unwrap()).await else {
+            panic!("a directory under a file was created");
+        };
+        assert!(matches!(err, StoreError::Directory { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot create the directory {} of the database: Not a directory (os error 20)",
+                file.join("sub").display()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_needs_no_directory() {
+        Store::open("sqlite::memory:")
+            .await
+            .unwrap()
+            .ping()
+            .await
+            .unwrap();
+    }
 }

@@ -64,8 +64,12 @@ async fn templates_come_back_from_the_snapshot_after_a_rebuild() {
         json!(["cos-sessiontemplate-2.4.99", "uan-sessiontemplate-2.5.3"])
     );
     assert_eq!(step["data"]["already_present"], json!(["boot-template"]));
-    assert_eq!(step["data"]["snapshot"]["id"], bos["id"]);
-    assert_eq!(step["data"]["passed_over"], json!([partial_bos["id"]]));
+    // Each from the newest snapshot that holds it: the capture after the rebuild holds neither.
+    for source in step["data"]["to_restore"].as_array().unwrap() {
+        assert_eq!(source["snapshot"], bos["id"], "{source}");
+    }
+    assert_eq!(step["data"]["snapshots_considered"], 2);
+    assert_ne!(partial_bos["id"], bos["id"]);
 
     let after = app.sim.csm().bos_templates();
     assert_eq!(after.len(), 3);
@@ -73,6 +77,135 @@ async fn templates_come_back_from_the_snapshot_after_a_rebuild() {
         assert_eq!(after[name], before[name], "{name}");
     }
     assert_eq!(after["boot-template"]["description"], "recreated by hand");
+}
+
+/// `POST /snapshots`; returns the id of the BOS snapshot it stored.
+async fn capture(app: &common::TestApp) -> Value {
+    let (status, report) = app.post("/snapshots", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{report:#}");
+    report["stored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "bos-session-templates")
+        .unwrap()["id"]
+        .clone()
+}
+
+/// A template as an admin would write it (without the fields BOS sets).
+fn writable(template: &Value, description: &str) -> Value {
+    let mut template = template.clone();
+    for read_only in ["name", "tenant", "links"] {
+        template.as_object_mut().unwrap().remove(read_only);
+    }
+    template["description"] = json!(description);
+    template
+}
+
+#[tokio::test]
+async fn every_missing_template_comes_from_the_newest_snapshot_that_holds_it() {
+    let app = common::start().await;
+    let seeded = app.sim.csm().bos_templates();
+    let old = capture(&app).await;
+    // Later an admin changes one template and adds another; a capture records both.
+    put_template(
+        &app,
+        "boot-template",
+        writable(&seeded["boot-template"], "changed"),
+    )
+    .await;
+    put_template(
+        &app,
+        "added-later",
+        writable(&seeded["boot-template"], "added"),
+    )
+    .await;
+    let newer = capture(&app).await;
+    let held = app.sim.csm().bos_templates();
+    // The rebuild; an admin recreates one template under a new name, and a capture (by hand
+    // or the periodic one) records only that.
+    assert!(app.sim.csm().wipe("cray-bos-etcd"));
+    put_template(
+        &app,
+        "made-after",
+        writable(&seeded["boot-template"], "new"),
+    )
+    .await;
+    let after = capture(&app).await;
+
+    let run = run_bos(&app, false).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let step = &run["services"][0]["steps"][0];
+    assert_eq!(step["data"]["snapshots_considered"], 3);
+    assert_eq!(step["data"]["already_present"], json!(["made-after"]));
+    let sources: Vec<(String, Value)> = step["data"]["to_restore"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["snapshot"].clone(),
+            )
+        })
+        .collect();
+    // Everything BOS held before the rebuild, from the newer capture; nothing from `after`.
+    assert_eq!(sources.len(), 4, "{sources:?}");
+    assert!(sources.iter().all(|(_, id)| *id == newer), "{sources:?}");
+    assert_ne!(old, newer);
+    assert_ne!(after, newer);
+    let message = step["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("restored 4 template(s): ")
+            && message.contains(&format!("from snapshot {}", newer.as_str().unwrap())),
+        "{message}"
+    );
+    let now = app.sim.csm().bos_templates();
+    assert_eq!(now.len(), 5);
+    for (name, _) in &sources {
+        assert_eq!(now[name.as_str()], held[name.as_str()], "{name}");
+    }
+    assert_eq!(now["boot-template"]["description"], "changed");
+    assert_eq!(now["made-after"]["description"], "new");
+}
+
+#[tokio::test]
+async fn a_template_only_an_older_snapshot_holds_comes_from_that_one() {
+    let app = common::start().await;
+    let seeded = app.sim.csm().bos_templates();
+    let old = capture(&app).await;
+    // An admin removes a template (say by mistake); the next capture lacks it.
+    let url = format!(
+        "{}/csm/bos/v2/sessiontemplates/uan-sessiontemplate-2.5.3",
+        app.sim.url()
+    );
+    assert!(
+        app.http
+            .delete(url)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let newer = capture(&app).await;
+    assert!(app.sim.csm().wipe("cray-bos-etcd"));
+
+    let run = run_bos(&app, false).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let sources = run["services"][0]["steps"][0]["data"]["to_restore"].clone();
+    let from = |name: &str| {
+        sources
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not restored: {sources:#}"))["snapshot"]
+            .clone()
+    };
+    assert_eq!(from("uan-sessiontemplate-2.5.3"), old);
+    assert_eq!(from("boot-template"), newer);
+    assert_eq!(app.sim.csm().bos_templates().len(), seeded.len());
 }
 
 #[tokio::test]
@@ -164,6 +297,16 @@ async fn snapshots_never_contain_credentials() {
             "secret stored in {path}"
         );
     }
+
+    // Restored without them: the run names them, per template, for a person to set again.
+    assert!(app.sim.csm().wipe("cray-bos-etcd"));
+    let run = run_bos(&app, false).await;
+    assert_eq!(run["state"], "action_required", "{run:#}");
+    let message = run["services"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("leaky.cfs.credentials") && message.contains("leaky.cfs.vault_token"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -218,4 +361,50 @@ async fn snapshots_over_http() {
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     let (_, list) = app.get("/snapshots").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
+}
+
+/// Polls `GET /snapshots?source=...` (bounded) until it lists `count` snapshots.
+async fn snapshots_reach(app: &common::TestApp, source: &str, count: usize) {
+    tokio::time::timeout(common::WAIT, async {
+        loop {
+            let (_, list) = app.get(&format!("/snapshots?source={source}")).await;
+            if list["items"].as_array().is_some_and(|i| i.len() >= count) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {count} snapshot(s) of {source}"));
+}
+
+#[tokio::test]
+async fn periodic_snapshots_start_at_once_and_retry_what_does_not_answer() {
+    let app = common::start().await;
+    assert!(app.sim.csm().set_available("bos", false));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = etcd_repopulator::snapshots::Snapshotter::new(
+        app.runner.csm().clone(),
+        app.runner.store().clone(),
+        10,
+    )
+    // An hour: anything captured within the test was captured at the start or retried.
+    .spawn_periodic(std::time::Duration::from_secs(3600), stop.clone());
+    snapshots_reach(&app, "hmnfd-subscriptions", 1).await;
+    let (_, bos) = app.get("/snapshots?source=bos-session-templates").await;
+    assert_eq!(bos["items"], json!([]));
+
+    // BOS answers again: it is captured without waiting for the interval.
+    assert!(app.sim.csm().set_available("bos", true));
+    snapshots_reach(&app, "bos-session-templates", 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    let (_, hmnfd) = app.get("/snapshots?source=hmnfd-subscriptions").await;
+    assert_eq!(
+        hmnfd["items"].as_array().unwrap().len(),
+        1,
+        "only what failed is tried again"
+    );
+    let (_, bos) = app.get("/snapshots?source=bos-session-templates").await;
+    assert_eq!(bos["items"].as_array().unwrap().len(), 1);
 }

@@ -1,21 +1,28 @@
-//! The Helm chart, checked without helm (which cannot be installed here): textually, its
-//! Role's rules are the output of `etcd-repopulator rbac-rules` and every value is documented;
-//! rendered by `scripts/render-chart.sh` (Go's text/template + sprig + helm's functions, as
-//! `helm template` renders) with the default values and with the values files of `ci/`, every
-//! document is a valid object of its kind and the objects fit together: the Role has exactly
-//! `cluster::rbac::policy_rules()` and is bound to the pod's ServiceAccount, the Deployment is
-//! a single non-root writer with probes on the port the Service targets, every volume, Secret,
-//! ConfigMap and claim it names exists (or is one the values name as existing), and the
-//! ConfigMap's config.toml is one the service loads, pointing at the files mounted.
+//! The Helm chart. Textually: its Role's rules are the output of `etcd-repopulator rbac-rules`
+//! and every value is documented. Rendered by helm itself (`helm template`; scripts/tools puts
+//! helm into target/tools) with the default values and with the values files of `ci/`: every
+//! object passes `kubernetes-validate --strict` against the schemas of Kubernetes 1.24 (the
+//! chart's minimum), 1.29 and 1.33, is a valid object of its kind, and the objects fit
+//! together: the Role has exactly `cluster::rbac::policy_rules()` and is bound to the pod's
+//! ServiceAccount, the Deployment is a single non-root writer with probes on the port the
+//! Service targets, every volume, Secret, ConfigMap and claim it names exists (or is one the
+//! values name as existing), the ConfigMap's config.toml is one the service loads, pointing at
+//! the files mounted, and the `helm test` pod runs the image's client against the Service.
+//! `helm lint --strict` passes, values.schema.json refuses typos, and NOTES.txt says how to
+//! reach the service and when it refuses every call.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Output},
+    sync::OnceLock,
 };
 
+use axum::http::{HeaderMap, HeaderValue, header};
+use clap::Parser;
 use etcd_repopulator::{
-    api::auth::{AuthMode, TokenSet},
+    api::auth::{AuthMode, Authenticator, Role as AuthRole, TokenSet},
+    cli::{Cli, Command as CliCommand, ServicesCommand},
     cluster::rbac::{self, Permission},
     config::Config,
 };
@@ -23,8 +30,8 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         core::v1::{
-            ConfigMap, Container, PersistentVolumeClaim, PodSpec, Secret, Service, ServiceAccount,
-            Volume,
+            ConfigMap, Container, PersistentVolumeClaim, Pod, PodSpec, Secret, Service,
+            ServiceAccount, Volume,
         },
         rbac::v1::{Role, RoleBinding, Subject},
     },
@@ -214,48 +221,103 @@ fn every_value_is_documented_in_the_chart_readme() {
     assert!(missing.is_empty(), "undocumented values: {missing:?}");
 }
 
-// The chart rendered as `helm template` renders it, checked as typed Kubernetes objects.
+// The chart rendered by helm (`helm template`, target/tools/bin/helm from scripts/tools), each
+// object validated strictly against Kubernetes' schemas, then checked as a typed object.
 
 const CHART: &str = "charts/etcd-repopulator";
 
-/// What scripts/render-chart.sh needs; it installs them itself when run as root on Debian.
-const RENDERER_PACKAGES: &str = "golang-go golang-github-masterminds-sprig-dev \
-    golang-k8s-sigs-yaml-dev golang-github-burntsushi-toml-dev golang-gopkg-yaml.v3-dev";
+/// The Kubernetes versions every rendered object is validated against: the chart's minimum
+/// (Chart.yaml's kubeVersion), one between, and the newest of kubernetes-validate 1.33.1.
+const KUBERNETES_VERSIONS: [&str; 3] = ["1.24.0", "1.29.0", "1.33.0"];
 
-/// Runs scripts/render-chart.sh with `args` and returns its output. Fails the test, saying
-/// what to install, when the renderer cannot run here, and when it warns (a values table
-/// overridden by a non-table, ...).
-fn run_renderer(args: &[&str]) -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new("bash")
-        .arg(root.join("scripts/render-chart.sh"))
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// target/tools/bin, with helm and kubernetes-validate: scripts/tools fetches them the first
+/// time and finds them afterwards.
+fn tools() -> &'static Path {
+    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let output = Command::new("bash")
+            .arg(root().join("scripts/tools"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `bash scripts/tools`: {e}"));
+        assert!(
+            output.status.success(),
+            "scripts/tools could not provide helm and kubernetes-validate ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PathBuf::from(String::from_utf8(output.stdout).expect("UTF-8").trim())
+    })
+}
+
+/// Runs `tool` of target/tools/bin in the repository's root.
+fn run_tool(tool: &str, args: &[&str]) -> Output {
+    Command::new(tools().join(tool))
         .args(args)
-        .current_dir(&root)
+        .current_dir(root())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run `bash scripts/render-chart.sh`: {e}"));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    match output.status.code() {
-        Some(0) => {}
-        Some(3) => panic!(
-            "the chart renderer cannot run on this machine: install its Debian packages \
-             (apt-get install {RENDERER_PACKAGES}), or run the tests as root so that \
-             scripts/render-chart.sh installs them\n{stderr}"
-        ),
-        _ => panic!(
-            "scripts/render-chart.sh {args:?} failed ({}):\n{stderr}",
-            output.status
-        ),
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
+}
+
+/// `helm template` of `chart` for `release` with `values` (more helm arguments: `--values FILE`,
+/// `--set-json PATH=JSON`, ...): the rendered stream, or helm's error. A warning fails the test.
+fn helm_template_of(chart: &str, release: Release, values: &[&str]) -> Result<String, String> {
+    let mut args = vec![
+        "template",
+        release.name,
+        chart,
+        "--namespace",
+        release.namespace,
+    ];
+    args.extend_from_slice(values);
+    let output = run_tool("helm", &args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if !output.status.success() {
+        return Err(stderr);
     }
-    let warnings: Vec<&str> = stderr
-        .lines()
-        .filter(|line| line.starts_with("warning:"))
-        .collect();
     assert!(
-        warnings.is_empty(),
-        "rendering {args:?} warned:\n{}",
-        warnings.join("\n")
+        stderr.is_empty(),
+        "helm template {values:?} warned:\n{stderr}"
     );
-    String::from_utf8(output.stdout).expect("the rendered chart is UTF-8")
+    Ok(String::from_utf8(output.stdout).expect("the rendered chart is UTF-8"))
+}
+
+fn helm_template(release: Release, values: &[&str]) -> String {
+    helm_template_of(CHART, release, values)
+        .unwrap_or_else(|stderr| panic!("helm template {values:?} failed:\n{stderr}"))
+}
+
+/// Validates every object of `yaml` against the schemas of each of [`KUBERNETES_VERSIONS`],
+/// strictly: an unknown or misplaced field fails too.
+fn validate(yaml: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    let path = file.path().to_str().expect("UTF-8 path");
+    for version in KUBERNETES_VERSIONS {
+        let output = run_tool(
+            "kubernetes-validate",
+            &["--strict", "--quiet", "--kubernetes-version", version, path],
+        );
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success() && printed.trim().is_empty(),
+            "not valid Kubernetes {version} objects:\n{printed}\n{yaml}"
+        );
+    }
+}
+
+/// The documents of a YAML stream as Kubernetes reads them (YAML 1.1: `0400` is octal).
+fn yaml_documents(yaml: &str) -> Vec<serde_json::Value> {
+    let options = serde_saphyr::options! { legacy_octal_numbers: true };
+    serde_saphyr::from_multiple_with_options(yaml, options)
+        .unwrap_or_else(|e| panic!("helm's output does not parse: {e}\n{yaml}"))
 }
 
 #[derive(Clone, Copy)]
@@ -277,25 +339,17 @@ struct Rendered {
     role_bindings: Vec<RoleBinding>,
     services: Vec<Service>,
     deployments: Vec<Deployment>,
+    /// The `helm test` pod.
+    pods: Vec<Pod>,
 }
 
-/// Renders the chart for `release` with `values` (extra renderer arguments: `--values FILE`,
-/// `--set-json PATH=JSON`).
+/// Renders the chart for `release` with `values`, validates every object against Kubernetes'
+/// schemas and types it.
 fn render(release: Release, values: &[&str]) -> Rendered {
-    let mut args = vec![
-        release.name,
-        CHART,
-        "--namespace",
-        release.namespace,
-        "--output",
-        "json",
-    ];
-    args.extend_from_slice(values);
-    let json = run_renderer(&args);
-    let documents: Vec<serde_json::Value> = serde_json::from_str(&json)
-        .unwrap_or_else(|e| panic!("the renderer's JSON does not parse: {e}\n{json}"));
+    let yaml = helm_template(release, values);
+    validate(&yaml);
     let mut rendered = Rendered::default();
-    for document in &documents {
+    for document in &yaml_documents(&yaml) {
         let kind = document["kind"].as_str().unwrap_or_else(|| {
             panic!("a document without a kind (empty or only comments?): {document}")
         });
@@ -308,6 +362,7 @@ fn render(release: Release, values: &[&str]) -> Rendered {
             "RoleBinding" => rendered.role_bindings.push(typed(document)),
             "Service" => rendered.services.push(typed(document)),
             "Deployment" => rendered.deployments.push(typed(document)),
+            "Pod" => rendered.pods.push(typed(document)),
             other => panic!("the chart rendered an unexpected {other}: {document}"),
         }
         rendered.kinds.push(kind.to_owned());
@@ -368,6 +423,8 @@ struct Expected {
     release: Release,
     /// Name of the Deployment, Service, ConfigMap, Role and RoleBinding.
     fullname: String,
+    /// The `app.kubernetes.io/name` label.
+    name: &'static str,
     target_namespace: String,
     service_account: String,
     /// Whether the chart creates the ServiceAccount, auth Secret and claim, or the values name
@@ -375,6 +432,8 @@ struct Expected {
     creates_service_account: bool,
     auth_secret: String,
     creates_auth_secret: bool,
+    /// The files of the auth Secret mounted (`tokens`, `webhook-hmac-key`) and their keys.
+    auth_items: BTreeMap<&'static str, &'static str>,
     claim: String,
     creates_claim: bool,
     rbac: bool,
@@ -383,6 +442,8 @@ struct Expected {
     /// The etcd TLS Secret and its CA, client certificate and key keys, when one is mounted.
     etcd_tls: Option<(&'static str, &'static str, &'static str, &'static str)>,
     service_port: i32,
+    /// The Secret and key of the `helm test` pod's token, if it has one.
+    test_token: Option<(String, &'static str)>,
 }
 
 impl Expected {
@@ -392,17 +453,20 @@ impl Expected {
         Expected {
             release,
             fullname: fullname.to_owned(),
+            name: "etcd-repopulator",
             target_namespace: "services".to_owned(),
             service_account: fullname.to_owned(),
             creates_service_account: true,
             auth_secret: format!("{fullname}-auth"),
             creates_auth_secret: true,
+            auth_items: BTreeMap::from([("tokens", "tokens")]),
             claim: fullname.to_owned(),
             creates_claim: true,
             rbac: true,
             ssh: None,
             etcd_tls: None,
             service_port: 8080,
+            test_token: None,
         }
     }
 }
@@ -415,6 +479,17 @@ const ARGS: [&str; 5] = [
     "/var/lib/etcd-repopulator/runs.db",
 ];
 
+/// The recommended labels every object carries (Kubernetes' "Recommended Labels", and helm's).
+const RECOMMENDED_LABELS: [&str; 7] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+];
+
 /// Renders the chart with `values` for `expected.release` and checks it against `expected`.
 fn render_and_check(expected: &Expected, values: &[&str]) -> (Rendered, Config) {
     let rendered = render(expected.release, values);
@@ -422,10 +497,17 @@ fn render_and_check(expected: &Expected, values: &[&str]) -> (Rendered, Config) 
     (rendered, config)
 }
 
+/// Whether `selector` selects an object labelled `labels`.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector
+        .iter()
+        .all(|(key, value)| labels.get(key) == Some(value))
+}
+
 /// Checks what must hold whatever the values, and returns the service's configuration as it
 /// loads the rendered config.toml.
 fn check(rendered: &Rendered, expected: &Expected) -> Config {
-    // Which objects, in helm's install order.
+    // Which objects, in helm's install order, hooks last.
     let mut kinds = Vec::new();
     if expected.creates_service_account {
         kinds.push("ServiceAccount");
@@ -440,30 +522,33 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
     if expected.rbac {
         kinds.extend(["Role", "RoleBinding"]);
     }
-    kinds.extend(["Service", "Deployment"]);
+    kinds.extend(["Service", "Deployment", "Pod"]);
     assert_eq!(rendered.kinds, kinds);
 
-    // Every object is the release's, and only the RBAC objects leave its namespace.
+    // Every object is the release's, carries the recommended labels, and only the RBAC objects
+    // leave its namespace.
     for (kind, meta) in &rendered.metadata {
         let labels = meta.labels.clone().unwrap_or_default();
-        assert_eq!(
-            labels
-                .get("app.kubernetes.io/managed-by")
-                .map(String::as_str),
-            Some("Helm"),
-            "{kind}"
-        );
-        assert_eq!(
-            labels.get("app.kubernetes.io/instance").map(String::as_str),
-            Some(expected.release.name),
-            "{kind}"
-        );
+        let keys: BTreeSet<&str> = labels.keys().map(String::as_str).collect();
+        assert_eq!(keys, BTreeSet::from(RECOMMENDED_LABELS), "{kind}");
+        let component = if kind == "Pod" { "test" } else { "server" };
+        for (key, value) in [
+            ("app.kubernetes.io/name", expected.name),
+            ("app.kubernetes.io/instance", expected.release.name),
+            ("app.kubernetes.io/version", "0.1.0"),
+            ("app.kubernetes.io/component", component),
+            ("app.kubernetes.io/part-of", expected.name),
+            ("app.kubernetes.io/managed-by", "Helm"),
+            ("helm.sh/chart", "etcd-repopulator-0.1.0"),
+        ] {
+            assert_eq!(labels[key], value, "{kind} {key}");
+        }
         let namespace = matches!(kind.as_str(), "Role" | "RoleBinding")
             .then_some(expected.target_namespace.as_str());
         assert_eq!(meta.namespace.as_deref(), namespace, "{kind}");
     }
 
-    // The Deployment: one non-root writer.
+    // The Deployment: one non-root writer, its pod labelled like the Deployment.
     let deployment = &rendered.deployments[0];
     assert_eq!(
         deployment.metadata.name.as_deref(),
@@ -478,9 +563,8 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
     let selector = spec.selector.match_labels.clone().expect("matchLabels");
     let pod_meta = spec.template.metadata.as_ref().expect("pod metadata");
     let pod_labels = pod_meta.labels.clone().unwrap_or_default();
-    for (key, value) in &selector {
-        assert_eq!(pod_labels.get(key), Some(value), "pod labels lack {key}");
-    }
+    assert_eq!(Some(&pod_labels), deployment.metadata.labels.as_ref());
+    assert!(selects(&selector, &pod_labels));
     let pod = spec.template.spec.as_ref().expect("pod spec");
     assert_eq!(
         pod.service_account_name.as_deref(),
@@ -492,17 +576,7 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
     assert_eq!(pod.containers.len(), 1);
     let container = &pod.containers[0];
     assert_eq!(container.args.as_deref(), Some(&ARGS.map(String::from)[..]));
-    let security = container
-        .security_context
-        .as_ref()
-        .expect("securityContext");
-    assert_eq!(security.run_as_non_root, Some(true));
-    assert_eq!(security.read_only_root_filesystem, Some(true));
-    assert_eq!(security.allow_privilege_escalation, Some(false));
-    assert_eq!(
-        security.capabilities.as_ref().and_then(|c| c.drop.clone()),
-        Some(vec!["ALL".to_owned()])
-    );
+    check_container_security(container);
     let resources = container.resources.as_ref().expect("resources");
     for (what, quantities) in [
         ("requests", &resources.requests),
@@ -534,26 +608,33 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         .map(|port| (port.name.clone().expect("named port"), port.container_port))
         .collect();
     assert_eq!(ports, BTreeMap::from([("http".to_owned(), 8080)]));
-    for (probe, path) in [
-        (&container.liveness_probe, "/healthz"),
-        (&container.readiness_probe, "/readyz"),
+    for (what, probe, path) in [
+        ("startup", &container.startup_probe, "/healthz"),
+        ("liveness", &container.liveness_probe, "/healthz"),
+        ("readiness", &container.readiness_probe, "/readyz"),
     ] {
+        let probe = probe.as_ref().unwrap_or_else(|| panic!("no {what} probe"));
         let get = probe
+            .http_get
             .as_ref()
-            .and_then(|p| p.http_get.as_ref())
-            .unwrap_or_else(|| panic!("no HTTP probe on {path}"));
+            .unwrap_or_else(|| panic!("the {what} probe is not HTTP"));
         assert_eq!(get.path.as_deref(), Some(path));
         assert_eq!(get.port, IntOrString::String("http".to_owned()));
+        assert!(
+            probe.timeout_seconds.is_some_and(|s| s > 0),
+            "the {what} probe has no timeoutSeconds"
+        );
     }
 
-    // The Service sends to that port of those pods.
+    // The Service sends to that port of those pods (and not to the test pod).
     let service = &rendered.services[0];
     assert_eq!(
         service.metadata.name.as_deref(),
         Some(expected.fullname.as_str())
     );
     let service_spec = service.spec.as_ref().expect("Service spec");
-    assert_eq!(service_spec.selector.as_ref(), Some(&selector));
+    let service_selector = service_spec.selector.clone().expect("Service selector");
+    assert!(selects(&service_selector, &pod_labels));
     let service_ports = service_spec.ports.as_deref().expect("Service ports");
     assert_eq!(service_ports.len(), 1);
     assert_eq!(service_ports[0].port, expected.service_port);
@@ -674,13 +755,22 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
                 ),
             }
         } else {
-            assert!(volume.empty_dir.is_some(), "unexpected volume {volume:?}");
+            let empty_dir = volume
+                .empty_dir
+                .as_ref()
+                .unwrap_or_else(|| panic!("unexpected volume {volume:?}"));
+            assert!(
+                empty_dir.size_limit.is_some(),
+                "{} has no sizeLimit",
+                volume.name
+            );
         }
     }
-    assert!(secrets_mounted.contains(expected.auth_secret.as_str()));
     assert_eq!(
         secrets_mounted.len(),
-        1 + usize::from(expected.ssh.is_some()) + usize::from(expected.etcd_tls.is_some()),
+        usize::from(!expected.auth_items.is_empty())
+            + usize::from(expected.ssh.is_some())
+            + usize::from(expected.etcd_tls.is_some()),
         "{secrets_mounted:?}"
     );
 
@@ -715,47 +805,67 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
     let config = Config::from_toml(toml)
         .unwrap_or_else(|e| panic!("the service refuses the rendered config.toml: {e}\n{toml}"));
     assert_eq!(config.namespace, expected.target_namespace);
-    let checksum = pod_meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("checksum/config"))
-        .expect("checksum/config annotation");
+    let checksum = pod_annotation(rendered, "checksum/config").expect("checksum/config");
     // Over toToml's output, which ends with a newline that helm's trimming of the document's
     // end takes from the ConfigMap (TOML does not need it).
     let hashed = format!("{}\n", toml.trim_end_matches('\n'));
-    assert_eq!(*checksum, hex::encode(Sha256::digest(hashed.as_bytes())));
+    assert_eq!(checksum, hex::encode(Sha256::digest(hashed.as_bytes())));
+    assert_eq!(
+        pod_annotation(rendered, "checksum/auth").is_some(),
+        expected.creates_auth_secret
+    );
 
-    // The files config.toml names are the keys of the Secrets mounted there.
+    // The auth Secret: only the keys the configured modes read are mounted, at the files
+    // config.toml names.
+    match volumes.get("auth") {
+        None => assert!(expected.auth_items.is_empty(), "no auth volume"),
+        Some(volume) => {
+            let secret = volume.secret.as_ref().expect("the auth volume is a Secret");
+            assert_eq!(
+                secret.secret_name.as_deref(),
+                Some(expected.auth_secret.as_str())
+            );
+            let items: BTreeMap<&str, &str> = secret
+                .items
+                .iter()
+                .flatten()
+                .map(|item| (item.path.as_str(), item.key.as_str()))
+                .collect();
+            assert_eq!(items, expected.auth_items);
+        }
+    }
     let auth_files = [
-        (config.auth.tokens_file.clone(), "tokens"),
-        (
-            config
-                .webhooks
-                .hmac_key_file
-                .clone()
-                .expect("webhooks.hmac_key_file"),
-            "webhook-hmac-key",
-        ),
+        ("tokens", Some(config.auth.tokens_file.clone())),
+        ("webhook-hmac-key", config.webhooks.hmac_key_file.clone()),
     ];
-    for (file, expected_key) in auth_files {
-        let (volume, key) = file_source(container, &volumes, &file);
-        let secret = volume.secret.as_ref().unwrap_or_else(|| panic!("{file:?}"));
-        assert_eq!(
-            secret.secret_name.as_deref(),
-            Some(expected.auth_secret.as_str())
-        );
-        assert_eq!(key, expected_key);
+    for (item, file) in auth_files {
+        match expected.auth_items.get(item) {
+            Some(expected_key) => {
+                let file = file.unwrap_or_else(|| panic!("config.toml names no {item} file"));
+                let (volume, key) = file_source(container, &volumes, &file);
+                assert_eq!(volume.name, "auth");
+                assert_eq!(key, *expected_key);
+            }
+            None if item == "tokens" => assert_ne!(config.auth.mode, AuthMode::Token),
+            None => assert_eq!(file, None, "config.toml names a webhook key not mounted"),
+        }
     }
     if let Some(secret) = rendered.secrets.first() {
         assert_eq!(
             secret.metadata.name.as_deref(),
             Some(expected.auth_secret.as_str())
         );
-        assert_eq!(
-            secret_keys(secret),
-            BTreeSet::from(["tokens".to_owned(), "webhook-hmac-key".to_owned()])
-        );
+        let mut keys: BTreeSet<String> = expected
+            .auth_items
+            .keys()
+            .map(|key| (*key).to_owned())
+            .collect();
+        if expected.test_token.as_ref().map(|(s, _)| s) == Some(&expected.auth_secret) {
+            keys.insert("test-token".to_owned());
+        }
+        assert_eq!(secret_keys(secret), keys);
     }
+
     if let Some((ssh_secret, key_item, known_hosts_item)) = expected.ssh {
         let (volume, key) = file_source(container, &volumes, &config.ssh.identity_file);
         assert_eq!(
@@ -814,7 +924,98 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
                 .is_some_and(|r| r.contains_key("storage"))
         );
     }
+
+    check_test_pod(rendered, expected, container, &service_selector);
     config
+}
+
+/// The non-root, read-only, unprivileged container every pod of the chart runs.
+fn check_container_security(container: &Container) {
+    let security = container
+        .security_context
+        .as_ref()
+        .expect("securityContext");
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_owned()])
+    );
+}
+
+/// The `helm test` pod: the service's image runs `services list` against the Service, with the
+/// expected token, and the Service does not send to it.
+fn check_test_pod(
+    rendered: &Rendered,
+    expected: &Expected,
+    server: &Container,
+    service_selector: &BTreeMap<String, String>,
+) {
+    let pod = &rendered.pods[0];
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations["helm.sh/hook"], "test");
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    assert!(
+        !selects(service_selector, &labels),
+        "the Service selects the test pod"
+    );
+    let spec = pod.spec.as_ref().expect("test pod spec");
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.containers.len(), 1);
+    let container = &spec.containers[0];
+    check_container_security(container);
+    assert_eq!(container.image, server.image);
+
+    // The arguments are a `services list` of the image's own command line, at the Service.
+    let args = container.args.clone().expect("test pod args");
+    let cli = Cli::try_parse_from(std::iter::once("etcd-repopulator".to_owned()).chain(args))
+        .unwrap_or_else(|e| panic!("the test pod's arguments are not a command: {e}"));
+    let CliCommand::Services(services) = cli.command else {
+        panic!("the test pod runs {:?}, not `services`", cli.command);
+    };
+    assert!(matches!(services.command, ServicesCommand::List));
+    // The client options are global: they belong to the whole command line.
+    assert_eq!(
+        cli.client.url,
+        Some(format!(
+            "http://{}.{}.svc:{}",
+            expected.fullname, expected.release.namespace, expected.service_port
+        ))
+    );
+
+    let token_source = container
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == "ETCD_REPOPULATOR_TOKEN")
+        .map(|var| {
+            let key = var
+                .value_from
+                .as_ref()
+                .and_then(|from| from.secret_key_ref.as_ref())
+                .expect("the token comes from a Secret");
+            (key.name.clone(), key.key.clone())
+        });
+    assert_eq!(
+        token_source,
+        expected
+            .test_token
+            .as_ref()
+            .map(|(secret, key)| (secret.clone(), (*key).to_owned()))
+    );
+}
+
+fn pod_annotation(rendered: &Rendered, key: &str) -> Option<String> {
+    let template = &rendered.deployments[0].spec.as_ref()?.template;
+    template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(key)
+        .cloned()
 }
 
 fn secret_keys(secret: &Secret) -> BTreeSet<String> {
@@ -911,20 +1112,32 @@ fn pod_spec(rendered: &Rendered) -> &PodSpec {
         .expect("pod spec")
 }
 
+fn tmp_size_limit(rendered: &Rendered) -> String {
+    let tmp = pod_spec(rendered)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|volume| volume.name == "tmp")
+        .and_then(|volume| volume.empty_dir.as_ref())
+        .expect("the tmp emptyDir");
+    tmp.size_limit.clone().expect("sizeLimit").0
+}
+
+const DEFAULT_RELEASE: Release = Release {
+    name: "etcd-repopulator",
+    namespace: "etcd-repopulator",
+};
+
 #[test]
 fn chart_renders_with_the_default_values() {
-    let release = Release {
-        name: "etcd-repopulator",
-        namespace: "etcd-repopulator",
-    };
-    let expected = Expected::defaults(release, "etcd-repopulator");
+    let expected = Expected::defaults(DEFAULT_RELEASE, "etcd-repopulator");
     let (rendered, config) = render_and_check(&expected, &[]);
     assert_eq!(config.auth.mode, AuthMode::Token);
 
     // No tokens (every API call refused until some are set) and no webhook key (disabled).
     let secret = &rendered.secrets[0];
     assert_eq!(string_data(secret, "tokens"), "");
-    assert_eq!(string_data(secret, "webhook-hmac-key"), "");
+    assert_eq!(config.webhooks.hmac_key_file, None);
 
     let pod = pod_spec(&rendered);
     let container = &pod.containers[0];
@@ -933,22 +1146,31 @@ fn chart_renders_with_the_default_values() {
     assert!(pod.image_pull_secrets.is_none() && pod.node_selector.is_none());
     assert!(pod.tolerations.is_none() && pod.affinity.is_none());
     assert_eq!(claim_class_and_size(&rendered), (None, "1Gi"));
+    assert_eq!(tmp_size_limit(&rendered), "64Mi");
+    // The Secret volumes are readable by their owner only (0400, octal as Kubernetes reads it).
+    let auth = pod.volumes.iter().flatten().find(|v| v.name == "auth");
+    let mode = auth
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.default_mode);
+    assert_eq!(mode, Some(0o400));
 }
 
 #[test]
 fn chart_renders_with_every_optional_feature_on() {
-    let release = Release {
-        name: "etcd-repopulator",
-        namespace: "etcd-repopulator",
-    };
     let expected = Expected {
+        name: "repopulator",
         target_namespace: "csm-services".to_owned(),
         service_account: "repopulator-sa".to_owned(),
+        auth_items: BTreeMap::from([
+            ("tokens", "tokens"),
+            ("webhook-hmac-key", "webhook-hmac-key"),
+        ]),
         ssh: Some(("repopulator-ssh", "id_rsa", Some("known_hosts"))),
         etcd_tls: Some(("csm-etcd-client-tls", "ca.pem", "tls.crt", "tls.key")),
         service_port: 9090,
+        test_token: Some(("etcd-repopulator-auth".to_owned(), "test-token")),
         // The release name contains nameOverride, so it is the full name.
-        ..Expected::defaults(release, "etcd-repopulator")
+        ..Expected::defaults(DEFAULT_RELEASE, "etcd-repopulator")
     };
     let (rendered, config) = render_and_check(
         &expected,
@@ -980,6 +1202,11 @@ fn chart_renders_with_every_optional_feature_on() {
         string_data(secret, "webhook-hmac-key"),
         "an-hmac-key-of-at-least-16-bytes"
     );
+    // The test reads, so it gets the read token, not the first one.
+    assert_eq!(
+        string_data(secret, "test-token"),
+        "fedcba9876543210fedcba9876543210"
+    );
 
     let account = &rendered.service_accounts[0].metadata;
     assert_eq!(
@@ -993,16 +1220,10 @@ fn chart_renders_with_every_optional_feature_on() {
         service_meta.annotations.as_ref().unwrap()["prometheus.io/scrape"],
         "true"
     );
-    assert_eq!(
-        service_meta.labels.as_ref().unwrap()["app.kubernetes.io/name"],
-        "repopulator"
-    );
 
-    let deployment = rendered.deployments[0].spec.as_ref().unwrap();
-    let pod_annotations = deployment.template.metadata.as_ref().unwrap();
     assert_eq!(
-        pod_annotations.annotations.as_ref().unwrap()["example.com/team"],
-        "csm"
+        pod_annotation(&rendered, "example.com/team").as_deref(),
+        Some("csm")
     );
     let pod = pod_spec(&rendered);
     assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
@@ -1042,33 +1263,75 @@ fn chart_renders_with_every_optional_feature_on() {
     assert_eq!(limits["cpu"].0, "2");
     assert_eq!(limits["memory"].0, "512Mi");
     assert_eq!(claim_class_and_size(&rendered), (Some("fast-ssd"), "5Gi"));
+    assert_eq!(tmp_size_limit(&rendered), "128Mi");
+    // The test pod is scheduled where the service may be.
+    let test_pod = rendered.pods[0].spec.as_ref().unwrap();
+    assert_eq!(test_pod.image_pull_secrets, pod.image_pull_secrets);
+    assert_eq!(test_pod.tolerations, pod.tolerations);
 }
 
-#[test]
-fn chart_renders_with_existing_objects_and_jwt() {
-    let release = Release {
-        name: "repopulator-prod",
-        namespace: "csm-tools",
-    };
-    let expected = Expected {
+/// The values of ci/existing-objects-values.yaml, for `release`.
+fn existing_objects(release: Release) -> Expected {
+    Expected {
         service_account: "csm-repopulator".to_owned(),
         creates_service_account: false,
         auth_secret: "repopulator-api-credentials".to_owned(),
         creates_auth_secret: false,
+        // JWT mode: no `tokens` in the Secret, only the webhook key, under its own name.
+        auth_items: BTreeMap::from([("webhook-hmac-key", "hmac-key")]),
         claim: "repopulator-history".to_owned(),
         creates_claim: false,
         ssh: Some(("repopulator-ssh", "id_ed25519", None)),
+        test_token: Some(("repopulator-test-jwt".to_owned(), "jwt")),
         ..Expected::defaults(release, "repopulator")
+    }
+}
+
+const EXISTING_OBJECTS: [&str; 2] = [
+    "--values",
+    "charts/etcd-repopulator/ci/existing-objects-values.yaml",
+];
+
+const PROD_RELEASE: Release = Release {
+    name: "repopulator-prod",
+    namespace: "csm-tools",
+};
+
+#[test]
+fn chart_renders_with_existing_objects_and_jwt() {
+    let (_, config) = render_and_check(&existing_objects(PROD_RELEASE), &EXISTING_OBJECTS);
+    assert_eq!(config.auth.mode, AuthMode::Jwt);
+    assert_eq!(config.auth.jwt.audience.as_deref(), Some("shasta"));
+}
+
+#[test]
+fn in_jwt_mode_without_a_webhook_key_no_auth_secret_is_needed() {
+    // An existing Secret: nothing of it is mounted.
+    let expected = Expected {
+        auth_items: BTreeMap::new(),
+        ..existing_objects(PROD_RELEASE)
+    };
+    let mut values = EXISTING_OBJECTS.to_vec();
+    values.extend(["--set", "auth.webhookHmacKeyItem="]);
+    let (_, config) = render_and_check(&expected, &values);
+    assert_eq!(config.auth.mode, AuthMode::Jwt);
+
+    // No existing Secret: the chart creates none, having nothing to put in it.
+    let expected = Expected {
+        creates_auth_secret: false,
+        auth_items: BTreeMap::new(),
+        ..Expected::defaults(DEFAULT_RELEASE, "etcd-repopulator")
     };
     let (_, config) = render_and_check(
         &expected,
         &[
-            "--values",
-            "charts/etcd-repopulator/ci/existing-objects-values.yaml",
+            "--set",
+            "auth.mode=jwt",
+            "--set-json",
+            r#"config={"auth":{"jwt":{"jwks_url":"https://keycloak.local/certs","issuer":"https://keycloak.local","audience":"shasta"}}}"#,
         ],
     );
     assert_eq!(config.auth.mode, AuthMode::Jwt);
-    assert_eq!(config.auth.jwt.audience.as_deref(), Some("shasta"));
 }
 
 #[test]
@@ -1094,9 +1357,287 @@ fn chart_renders_without_rbac_and_with_set_json() {
     assert_eq!(config.ssh.fanout, 4);
 }
 
+/// helm's error for `values`, which must fail the render.
+fn render_error(values: &[&str]) -> String {
+    match helm_template_of(CHART, DEFAULT_RELEASE, values) {
+        Ok(yaml) => panic!("helm template {values:?} rendered:\n{yaml}"),
+        Err(stderr) => stderr,
+    }
+}
+
+#[test]
+fn an_existing_service_account_must_be_named() {
+    // Whether or not the chart binds the Role: the pod would run as `default` either way.
+    for rbac in ["true", "false"] {
+        let error = render_error(&[
+            "--set",
+            "serviceAccount.create=false",
+            "--set",
+            &format!("rbac.create={rbac}"),
+        ]);
+        assert!(
+            error.contains(
+                "serviceAccount.create is false but serviceAccount.name is empty: name the \
+                 existing ServiceAccount the service runs as"
+            ),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn the_values_schema_refuses_typos_and_bad_values() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--set", "auth.mode=jtw"],
+            r#"auth.mode: auth.mode must be one of the following: "token", "jwt", "none""#,
+        ),
+        (
+            &["--set-json", r#"config={"auth":{"mode":"jtw"}}"#],
+            "config.auth.mode: config.auth.mode must be one of the following",
+        ),
+        (
+            &["--set", "servce.port=80"],
+            "Additional property servce is not allowed",
+        ),
+        (
+            &["--set", "auth.existingSecert=x"],
+            "Additional property existingSecert is not allowed",
+        ),
+        (
+            &[
+                "--set-json",
+                r#"auth.tokens=["ops:admin:0123456789abcdef"]"#,
+            ],
+            "auth.tokens.0: Does not match pattern",
+        ),
+        (
+            &["--set", "auth.webhookHmacKey=too-short"],
+            "auth.webhookHmacKey",
+        ),
+    ];
+    for (values, message) in cases {
+        let error = render_error(values);
+        assert!(
+            error.contains("values don't meet the specifications of the schema"),
+            "{values:?}: {error}"
+        );
+        assert!(error.contains(message), "{values:?}: {error}");
+    }
+}
+
+#[test]
+fn helm_lint_strict_passes_with_the_default_values_and_every_ci_values_file() {
+    let mut values_files: Vec<String> = std::fs::read_dir(root().join(CHART).join("ci"))
+        .expect("ci/")
+        .map(|entry| {
+            format!(
+                "{CHART}/ci/{}",
+                entry.unwrap().file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    values_files.sort();
+    assert!(!values_files.is_empty(), "no values files in ci/");
+    for values in [None].into_iter().chain(values_files.iter().map(Some)) {
+        let mut args = vec!["lint", "--strict", CHART];
+        args.extend(values.iter().flat_map(|file| ["--values", file.as_str()]));
+        let output = run_tool("helm", &args);
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "helm lint {values:?}:\n{printed}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // Not even an [INFO] recommendation.
+        let remarks: Vec<&str> = printed.lines().filter(|l| l.starts_with('[')).collect();
+        assert!(remarks.is_empty(), "helm lint {values:?}: {remarks:?}");
+        assert!(printed.contains("1 chart(s) linted, 0 chart(s) failed"));
+    }
+}
+
+#[test]
+fn chart_metadata_names_its_sources_maintainers_and_icon() {
+    let chart: serde_json::Value =
+        serde_saphyr::from_str(&chart_file("Chart.yaml")).expect("Chart.yaml parses");
+    assert!(chart["sources"].as_array().is_some_and(|s| !s.is_empty()));
+    let maintainers = chart["maintainers"].as_array().expect("maintainers");
+    assert!(maintainers.iter().all(|m| m["name"].is_string()));
+    let icon = chart["icon"].as_str().expect("icon");
+    assert!(icon.starts_with("data:image/svg+xml;base64,"), "{icon}");
+}
+
+/// The pod template's checksum annotations for `values`.
+fn checksums(values: &[&str]) -> (String, Option<String>) {
+    let yaml = helm_template(DEFAULT_RELEASE, values);
+    let deployment = yaml_documents(&yaml)
+        .into_iter()
+        .find(|document| document["kind"] == "Deployment")
+        .expect("a Deployment");
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    let config = annotations["checksum/config"]
+        .as_str()
+        .expect("checksum/config");
+    let auth = annotations["checksum/auth"].as_str().map(str::to_owned);
+    (config.to_owned(), auth)
+}
+
+#[test]
+fn an_upgrade_that_changes_the_config_or_the_secret_restarts_the_pod() {
+    let tokens = |tokens: &str| format!("auth.tokens={tokens}");
+    let ops = tokens(r#"["ops:write:0123456789abcdef0123456789abcdef"]"#);
+    let (config, auth) = checksums(&["--set-json", &ops]);
+    let auth = auth.expect("checksum/auth of the chart's Secret");
+
+    // Another token: the Secret changes, not the config.
+    let other = tokens(r#"["ops:write:fedcba9876543210fedcba9876543210"]"#);
+    let (config2, auth2) = checksums(&["--set-json", &other]);
+    assert_eq!(config2, config);
+    assert_ne!(auth2.as_deref(), Some(auth.as_str()));
+
+    // A webhook key: the Secret changes.
+    let (_, auth3) = checksums(&[
+        "--set-json",
+        &ops,
+        "--set",
+        "auth.webhookHmacKey=an-hmac-key-of-at-least-16-bytes",
+    ]);
+    assert_ne!(auth3.as_deref(), Some(auth.as_str()));
+
+    // Another config: the config changes, not the Secret.
+    let (config4, auth4) = checksums(&["--set-json", &ops, "--set", "config.step_timeout=20m"]);
+    assert_ne!(config4, config);
+    assert_eq!(auth4.as_deref(), Some(auth.as_str()));
+
+    // An existing Secret is not the chart's to hash.
+    let (_, auth5) = checksums(&["--set", "auth.existingSecret=api-credentials"]);
+    assert_eq!(auth5, None);
+}
+
+/// NOTES.txt as `helm install` prints it for `values`. `helm template` does not render
+/// NOTES.txt, and `helm install --dry-run` needs a cluster, so this renders the named template
+/// NOTES.txt consists of through a probe template in a copy of the chart.
+fn notes(values: &[&str]) -> String {
+    assert_eq!(
+        chart_file("templates/NOTES.txt"),
+        "{{- include \"etcd-repopulator.notes\" . }}\n"
+    );
+    let copy = tempfile::tempdir().unwrap();
+    let chart = copy.path().join("etcd-repopulator");
+    copy_dir(&root().join(CHART), &chart);
+    std::fs::write(
+        chart.join("templates/notes-probe.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  \
+         notes: {{ include \"etcd-repopulator.notes\" . | toJson }}\n",
+    )
+    .unwrap();
+    let mut args = vec!["--show-only", "templates/notes-probe.yaml"];
+    args.extend_from_slice(values);
+    let yaml = helm_template_of(chart.to_str().unwrap(), DEFAULT_RELEASE, &args)
+        .unwrap_or_else(|stderr| panic!("rendering the notes {values:?} failed:\n{stderr}"));
+    let probe = &yaml_documents(&yaml)[0];
+    probe["data"]["notes"].as_str().expect("notes").to_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+const NO_TOKENS: &str = "NO API TOKENS ARE CONFIGURED: every API call is refused (401)";
+
+#[test]
+fn notes_say_how_to_reach_the_service_and_when_calls_are_refused() {
+    let defaults = notes(&[]);
+    for line in [
+        "Reach the API inside the cluster at http://etcd-repopulator.etcd-repopulator.svc:8080",
+        "kubectl -n etcd-repopulator port-forward service/etcd-repopulator 8080:8080",
+        "etcd-repopulator services list --url http://localhost:8080 --token <token>",
+        NO_TOKENS,
+        "POST /webhooks/generic is disabled",
+        "without a token, so it fails (401) until it has one: auth.tokens, or a Secret",
+    ] {
+        assert!(defaults.contains(line), "{line:?} is not in\n{defaults}");
+    }
+
+    let all = notes(&[
+        "--values",
+        "charts/etcd-repopulator/ci/all-features-values.yaml",
+    ]);
+    assert!(!all.contains(NO_TOKENS), "{all}");
+    for line in [
+        "http://etcd-repopulator.etcd-repopulator.svc:9090, or on every node at",
+        "Callers send one of auth.tokens",
+        "Signed webhooks (POST /webhooks/generic) are enabled.",
+        "runs `etcd-repopulator services list` against the\nService.",
+    ] {
+        assert!(all.contains(line), "{line:?} is not in\n{all}");
+    }
+
+    let jwt = notes(&EXISTING_OBJECTS);
+    assert!(jwt.contains("Callers send a JWT"), "{jwt}");
+    assert!(!jwt.contains(NO_TOKENS), "{jwt}");
+
+    let open = notes(&["--set", "auth.mode=none"]);
+    assert!(open.contains("WARNING: auth.mode is \"none\""), "{open}");
+}
+
+/// The service's authenticator as the rendered pod sets it up: config.toml's `[auth]` with the
+/// files of the chart's Secret.
+fn authenticator(rendered: &Rendered, files: &tempfile::TempDir) -> Authenticator {
+    let toml = &rendered.config_maps[0].data.as_ref().unwrap()["config.toml"];
+    let mut config = Config::from_toml(toml).unwrap();
+    let tokens = files.path().join("tokens");
+    std::fs::write(&tokens, string_data(&rendered.secrets[0], "tokens")).unwrap();
+    config.auth.tokens_file = tokens;
+    Authenticator::from_config(&config.auth).unwrap()
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    headers
+}
+
+#[tokio::test]
+async fn with_default_values_every_api_call_is_refused_until_tokens_are_configured() {
+    let files = tempfile::tempdir().unwrap();
+    let defaults = render(DEFAULT_RELEASE, &[]);
+    let auth = authenticator(&defaults, &files);
+    assert_eq!(auth.mode(), AuthMode::Token);
+    for headers in [HeaderMap::new(), bearer("anything"), bearer("")] {
+        assert!(auth.authenticate(&headers).await.is_err());
+    }
+
+    // With tokens, the test pod's token is one of them, and a read token.
+    let rendered = render(
+        DEFAULT_RELEASE,
+        &[
+            "--values",
+            "charts/etcd-repopulator/ci/all-features-values.yaml",
+        ],
+    );
+    let auth = authenticator(&rendered, &files);
+    let test_token = string_data(&rendered.secrets[0], "test-token");
+    let principal = auth.authenticate(&bearer(&test_token)).await.unwrap();
+    assert_eq!(principal.name, "grafana");
+    assert_eq!(principal.role, Some(AuthRole::Read));
+}
+
 #[test]
 fn yaml_output_is_a_helm_template_stream() {
-    let yaml = run_renderer(&["etcd-repopulator", CHART]);
+    let yaml = helm_template(DEFAULT_RELEASE, &[]);
     let documents: Vec<&str> = yaml.split("---\n").collect();
     assert_eq!(documents[0], "", "the stream starts with a separator");
     let sources: Vec<&str> = documents[1..]
@@ -1108,7 +1649,8 @@ fn yaml_output_is_a_helm_template_stream() {
                 .unwrap_or_else(|| panic!("no `# Source:` header: {doc}"))
         })
         .collect();
-    // Sorted by kind as helm installs them; partials (_helpers.tpl) render nothing.
+    // Sorted by kind as helm installs them, the test hook last; partials (_*.tpl) and
+    // NOTES.txt render nothing here.
     assert_eq!(
         sources,
         [
@@ -1120,19 +1662,24 @@ fn yaml_output_is_a_helm_template_stream() {
             "templates/rolebinding.yaml",
             "templates/service.yaml",
             "templates/deployment.yaml",
+            "templates/tests/services-list.yaml",
         ]
     );
-    // With the defaults every template but the partials renders something.
-    let templates: BTreeSet<String> = std::fs::read_dir(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join(CHART)
-            .join("templates"),
-    )
-    .expect("templates/")
-    .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-    .filter(|name| !name.starts_with('_'))
-    .map(|name| format!("templates/{name}"))
-    .collect();
+    // With the defaults every template but those renders something.
+    let mut templates = BTreeSet::new();
+    let mut dirs = vec![PathBuf::from("templates")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(root().join(CHART).join(&dir)).expect("templates/") {
+            let entry = entry.unwrap();
+            let path = dir.join(entry.file_name());
+            let name = entry.file_name().into_string().unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(path);
+            } else if !name.starts_with('_') && name != "NOTES.txt" {
+                templates.insert(path.to_str().unwrap().to_owned());
+            }
+        }
+    }
     assert_eq!(
         sources
             .iter()

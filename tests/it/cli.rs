@@ -120,6 +120,47 @@ async fn services_list() {
 }
 
 #[tokio::test]
+async fn etcd_clusters_list_and_describe() {
+    let app = common::start().await;
+    let output = cli(&app.base, &["etcd-clusters", "list"]).await;
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("cray-bss-etcd"), "{text}");
+    let output = cli(&app.base, &["etcd-clusters", "describe", "cray-bss-etcd"]).await;
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert!(
+        stdout(&output).contains("etcd-operator"),
+        "{}",
+        stdout(&output)
+    );
+    // For people: a row per cluster with its layout and members Ready.
+    let output = cli(&app.base, &["etcd-clusters", "list", "--format", "table"]).await;
+    let text = stdout(&output);
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "SERVICE", "LAYOUT", "READY", "HEALTHY", "LEADER", "KEYS", "PROBLEMS"
+        ],
+        "{text}"
+    );
+    let bss = text
+        .lines()
+        .find(|l| l.starts_with("cray-bss-etcd "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cells: Vec<&str> = bss.split_whitespace().collect();
+    assert_eq!(cells[1..3], ["bss", "etcd-operator"], "{bss}");
+    assert!(cells[3].ends_with("/3"), "members Ready of 3: {bss}");
+    let output = cli(&app.base, &["etcd-clusters", "describe", "cray-nope-etcd"]).await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("no etcd cluster"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
 async fn failed_calls_exit_non_zero_with_the_detail() {
     let app = common::start().await;
 

@@ -5,10 +5,16 @@ use crate::common;
 use std::time::Duration;
 
 use etcd_repopulator::config::{Config, ObjectRecreate};
-use k8s_openapi::api::{apps::v1::StatefulSet, batch::v1::Job};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    batch::v1::Job,
+};
 use kube::{
     Api, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams},
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+        PostParams,
+    },
     runtime::{conditions, wait::await_condition},
 };
 use serde_json::{Value, json};
@@ -41,6 +47,11 @@ async fn run(app: &common::TestApp, services: Value) -> Value {
 /// Replaces a Job by a plain one whose pod template carries `annotations` (the simulation's
 /// knobs: fail, log lines; without an effect it loads nothing), deleting the old one first.
 async fn replace_job(app: &common::TestApp, name: &str, annotations: Value) {
+    replace_job_with(app, name, json!({ "name": name }), annotations).await;
+}
+
+/// Like [`replace_job`], with the new Job's `metadata` as given.
+async fn replace_job_with(app: &common::TestApp, name: &str, metadata: Value, annotations: Value) {
     let api = jobs(app);
     let old = api.get(name).await.unwrap();
     api.delete(name, &DeleteParams::background()).await.unwrap();
@@ -57,7 +68,7 @@ async fn replace_job(app: &common::TestApp, name: &str, annotations: Value) {
     .unwrap();
     let job: Job = serde_json::from_value(json!({
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name},
+        "metadata": metadata,
         "spec": {"backoffLimit": 0, "template": {
             "metadata": {"annotations": annotations},
             "spec": {"restartPolicy": "Never",
@@ -453,6 +464,24 @@ async fn crus_api_down_fails_with_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_dry_run_reports_a_csm_api_that_does_not_answer() {
+    let app = common::start().await;
+    assert!(app.sim.csm().set_available("crus", false));
+    let id = app
+        .start_run(json!({"services": ["crus"], "dry_run": true}))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let message = run["services"][0]["steps"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("dry run: a real run would end failed here: ")
+            && message.to_lowercase().contains("crus")
+            && message.contains("503"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn cps_with_mounted_content_lists_the_nodes_to_reboot() {
     let app = common::start().await;
     let run = run(&app, json!(["cps"])).await;
@@ -506,22 +535,51 @@ async fn cluster_snapshot(app: &common::TestApp) -> Vec<(String, String, String,
 
 #[tokio::test]
 async fn dry_run_of_every_service_changes_nothing() {
-    let app = common::start().await;
+    // What a real run needs is there (an SSH identity for HMNFD), so the plan is complete.
+    let keys = tempfile::tempdir().unwrap();
+    let (identity_file, known_hosts_file) = common::ssh_files(keys.path());
+    let mut config = Config::default();
+    config.ssh.identity_file = identity_file;
+    config.ssh.known_hosts_file = known_hosts_file;
+    let app = common::start_with(SimOptions::default(), config).await;
     let before = cluster_snapshot(&app).await;
     let id = app.start_run(json!({"dry_run": true})).await;
     let run = app.finished_run(&id).await;
+    // A plan reads as one: complete, so succeeded, with what a real run would leave to a
+    // person said in the conditional.
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let task = |service: &str| {
+        run["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["service"] == service)
+            .unwrap()
+            .clone()
+    };
     for task in run["services"].as_array().unwrap() {
-        assert!(
-            ["succeeded", "action_required"].contains(&task["state"].as_str().unwrap()),
-            "{task:#}"
-        );
+        assert_eq!(task["state"], "succeeded", "{task:#}");
+        for step in task["steps"].as_array().unwrap() {
+            let message = step["message"].as_str().unwrap();
+            assert!(
+                !message.contains(" were lost") && !message.contains("must be recreated"),
+                "{message}"
+            );
+        }
     }
-    let bss = run["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["service"] == "bss")
-        .unwrap();
+    let fas = task("fas");
+    let verify = &fas["steps"][1];
+    assert_eq!(verify["data"]["real_run_state"], "action_required");
+    let message = verify["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("dry run: ") && message.contains("would lose"),
+        "{message}"
+    );
+    assert_eq!(
+        task("cps")["steps"][1]["data"]["real_run_state"],
+        "action_required"
+    );
+    let bss = task("bss");
     assert!(
         bss["steps"][0]["message"]
             .as_str()
@@ -530,4 +588,330 @@ async fn dry_run_of_every_service_changes_nothing() {
     );
     assert!(bss["steps"][0]["data"]["manifest"].is_object());
     assert_eq!(cluster_snapshot(&app).await, before);
+}
+
+/// A finalizer no controller removes: deleting an object that has it leaves it terminating
+/// until the test takes it off, which holds a step between "delete" and "created again".
+const HOLD: &str = "test.etcd-repopulator.io/hold";
+
+fn jobs_dynamic(app: &common::TestApp) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        app.sim.kube_client(),
+        "services",
+        &ApiResource::erase::<Job>(&()),
+    )
+}
+
+async fn set_finalizers(api: &Api<DynamicObject>, name: &str, finalizers: Value) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+    )
+    .await
+    .unwrap();
+}
+
+/// Waits until the object `name` is being deleted (held by a finalizer).
+async fn terminating(api: &Api<DynamicObject>, name: &str) {
+    tokio::time::timeout(
+        common::WAIT,
+        await_condition(api.clone(), name, |o: Option<&DynamicObject>| {
+            o.is_some_and(|o| o.metadata.deletion_timestamp.is_some())
+        }),
+    )
+    .await
+    .expect("the run deletes the object")
+    .unwrap();
+}
+
+/// Waits until run `id` logs a line containing `text`, from `events` (subscribed before the
+/// line can have been written).
+async fn logged(
+    events: &mut tokio::sync::broadcast::Receiver<etcd_repopulator::store::AppendedEvent>,
+    id: &str,
+    text: &str,
+) {
+    tokio::time::timeout(common::WAIT, async {
+        loop {
+            let appended = events.recv().await.unwrap();
+            if appended.run_id.to_string() == id && appended.event.message.contains(text) {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("run {id} never logged {text:?}"));
+}
+
+/// The run's log lines.
+async fn log_of(app: &common::TestApp, id: &str) -> Vec<String> {
+    app.runner
+        .store()
+        .events(id.parse().unwrap(), 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
+/// Cancels a run of `service` while it waits for `name` (held by a finalizer) to be deleted:
+/// the step must create the object again before it stops, and say so.
+async fn cancel_between_delete_and_create(
+    app: &common::TestApp,
+    service: &str,
+    api: Api<DynamicObject>,
+    name: &str,
+) {
+    let before = api.get(name).await.unwrap();
+    set_finalizers(&api, name, json!([HOLD])).await;
+    let mut events = app.runner.store().subscribe();
+    let id = app.start_run(json!({ "services": [service] })).await;
+    terminating(&api, name).await;
+    let (status, body) = app
+        .post(&format!("/repopulations/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    logged(&mut events, &id, "stop requested while").await;
+    set_finalizers(&api, name, Value::Null).await;
+
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    let step = &run["services"][0]["steps"][0];
+    assert_eq!(step["state"], "cancelled");
+    let message = step["message"].as_str().unwrap();
+    assert!(
+        message.contains("it had been deleted already, so it was created again (uid"),
+        "{message}"
+    );
+    let after = api.get(name).await.expect("the object was created again");
+    assert_ne!(after.uid(), before.uid());
+    assert_eq!(step["data"]["new_uid"], after.uid().unwrap());
+    // The finalizer was the old object's (a controller may add its own to the new one).
+    assert!(
+        !after.finalizers().iter().any(|f| f == HOLD),
+        "{:?}",
+        after.finalizers()
+    );
+}
+
+#[tokio::test]
+async fn cancel_between_delete_and_create_finishes_the_etcd_cluster() {
+    let app = common::start().await;
+    cancel_between_delete_and_create(&app, "externaldns", etcd_api(&app), "cray-externaldns-etcd")
+        .await;
+}
+
+#[tokio::test]
+async fn cancel_between_delete_and_create_finishes_the_job() {
+    let app = common::start().await;
+    cancel_between_delete_and_create(&app, "bss", jobs_dynamic(&app), "cray-reds-init").await;
+}
+
+#[tokio::test]
+async fn a_later_run_creates_what_an_earlier_run_deleted() {
+    let mut config = Config::default();
+    config.externaldns.timeout = Duration::from_secs(1);
+    let app = common::start_with(SimOptions::default(), config).await;
+    let api = etcd_api(&app);
+    let name = "cray-externaldns-etcd";
+    let before = api.get(name).await.unwrap();
+    set_finalizers(&api, name, json!([HOLD])).await;
+    // The first run deletes the cluster and gives up waiting for it to go.
+    let first = run(&app, json!(["externaldns"])).await;
+    assert_eq!(first["state"], "failed", "{first:#}");
+    let message = first["services"][0]["steps"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("timed out after 1s waiting for EtcdCluster cray-externaldns-etcd"),
+        "{message}"
+    );
+    set_finalizers(&api, name, Value::Null).await;
+    tokio::time::timeout(
+        common::WAIT,
+        await_condition(
+            api.clone(),
+            name,
+            conditions::is_deleted(&before.uid().unwrap()),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(api.get_opt(name).await.unwrap().is_none());
+
+    // A new run (not a resume) finds what the first one stored.
+    let second = run(&app, json!(["externaldns"])).await;
+    assert_eq!(second["state"], "succeeded", "{second:#}");
+    let step = &second["services"][0]["steps"][0];
+    assert_eq!(step["data"]["manifest_from_run"], first["id"]);
+    assert_eq!(step["data"]["original_uid"], before.uid().unwrap());
+    let after = api.get(name).await.unwrap();
+    assert_eq!(step["data"]["new_uid"], after.uid().unwrap());
+    assert_eq!(after.data["spec"], before.data["spec"]);
+}
+
+#[tokio::test]
+async fn resume_runs_a_failed_job_again() {
+    let app = common::start().await;
+    replace_with_failing_job(
+        &app,
+        "cray-fas-loader",
+        "error: firmware repository unreachable",
+    )
+    .await;
+    let first = run(&app, json!(["fas"])).await;
+    assert_eq!(first["state"], "failed", "{first:#}");
+    let id = first["id"].as_str().unwrap();
+    let failed_uid = first["services"][0]["steps"][0]["data"]["new_uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, body) = app
+        .post(&format!("/repopulations/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    let resumed = app.finished_run(id).await;
+    // The Job still fails (its template says so), but it is a new Job that failed.
+    assert_eq!(resumed["state"], "failed", "{resumed:#}");
+    let step = &resumed["services"][0]["steps"][0];
+    let current = jobs(&app).get("cray-fas-loader").await.unwrap();
+    assert_ne!(current.uid().unwrap(), failed_uid);
+    assert_eq!(step["data"]["new_uid"], current.uid().unwrap());
+    assert_eq!(step["data"]["original_uid"], failed_uid.as_str());
+    assert!(job_condition(&current, "Failed"));
+    let message = step["message"].as_str().unwrap();
+    assert!(
+        message.contains(&current.uid().unwrap())
+            && message.contains("error: firmware repository unreachable"),
+        "{message}"
+    );
+    let log = log_of(&app, id).await;
+    assert!(
+        log.iter().any(|l| l.contains("failed; running it again")),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("already created again")),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test]
+async fn recreated_job_keeps_its_name_labels_and_drops_the_old_finalizers_and_owners() {
+    let app = common::start().await;
+    let owner = Api::<Deployment>::namespaced(app.sim.kube_client(), "services")
+        .get("cray-bss")
+        .await
+        .unwrap();
+    let name = "cray-reds-init";
+    replace_job_with(
+        &app,
+        name,
+        json!({
+            "name": name,
+            "labels": {"app.kubernetes.io/name": name, "job-name": name},
+            "finalizers": [HOLD],
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                "name": "cray-bss", "uid": owner.uid().unwrap()}],
+        }),
+        json!({}),
+    )
+    .await;
+    let api = jobs_dynamic(&app);
+    let id = app.start_run(json!({ "services": ["bss"] })).await;
+    terminating(&api, name).await;
+    set_finalizers(&api, name, Value::Null).await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+
+    // `kubectl get jobs -l job-name=cray-reds-init` finds the new Job.
+    let found = jobs(&app)
+        .list(&ListParams::default().labels(&format!("job-name={name}")))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(found.len(), 1);
+    let job = &found[0];
+    assert!(job.finalizers().is_empty(), "{:?}", job.finalizers());
+    assert!(job.owner_references().is_empty());
+    let step = &run["services"][0]["steps"][0];
+    assert_eq!(step["data"]["new_uid"], job.uid().unwrap());
+    let dropped = step["data"]["dropped"].as_array().unwrap();
+    let field = |f: &str| {
+        dropped
+            .iter()
+            .find(|d| d["field"] == f)
+            .map(|d| &d["value"])
+    };
+    assert_eq!(field("metadata.finalizers"), Some(&json!([HOLD])));
+    assert_eq!(
+        field("metadata.ownerReferences").unwrap()[0]["name"],
+        "cray-bss"
+    );
+    let message = step["message"].as_str().unwrap();
+    assert!(
+        message.contains("metadata.finalizers, metadata.ownerReferences"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn one_transient_api_error_is_retried_and_counted() {
+    let app = common::start().await;
+    let fault = |path: &str| json!({"fail": {"count": 1, "status": 500, "path_contains": path}});
+    for (service, path) in [("reds", "/pods"), ("bss", "/jobs/cray-reds-init")] {
+        let resp = app
+            .http
+            .post(format!("{}/sim/faults", app.sim.url()))
+            .json(&fault(path))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+        let run = run(&app, json!([service])).await;
+        assert_eq!(run["state"], "succeeded", "{service}: {run:#}");
+        let step = &run["services"][0]["steps"][0];
+        assert_eq!(
+            step["data"]["kubernetes_api_retries"], 1,
+            "{service}: {step:#}"
+        );
+        let message = step["message"].as_str().unwrap();
+        assert!(
+            message.ends_with("(1 Kubernetes API request(s) retried after transient errors)"),
+            "{service}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_errors_read_as_status_reason_and_message() {
+    // The service account may do everything but touch pods.
+    let rules = etcd_repopulator::cluster::rbac::policy_rules()
+        .into_iter()
+        .filter(|r| {
+            !r.resources
+                .as_ref()
+                .is_some_and(|r| r.iter().any(|r| r == "pods"))
+        })
+        .collect();
+    let sim = common::seeded_sim(SimOptions::default()).await;
+    let app = common::start_as(sim, Config::default(), rules).await;
+    let run = run(&app, json!(["reds"])).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let message = run["services"][0]["steps"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "listing pods \"app.kubernetes.io/name=cray-reds\" in namespace services failed: \
+             403 Forbidden: pods is forbidden: "
+        ),
+        "{message}"
+    );
+    assert!(
+        !message.contains("ApiError") && !message.contains("Status {"),
+        "{message}"
+    );
 }

@@ -257,8 +257,17 @@ async fn nodes_that_do_not_subscribe_again_are_reported() {
 
 #[tokio::test]
 async fn dry_run_lists_discovered_targets_and_contacts_nobody() {
-    // Default [ssh]: nothing there would answer; a dry run must not try.
-    let mut config = Config::default();
+    // Nothing at the hosts' names would answer; a dry run must not try.
+    let keys = tempfile::tempdir().unwrap();
+    let (identity_file, known_hosts_file) = common::ssh_files(keys.path());
+    let mut config = Config {
+        ssh: SshConfig {
+            identity_file: identity_file.clone(),
+            known_hosts_file,
+            ..SshConfig::default()
+        },
+        ..Config::default()
+    };
     config.hmnfd.discover_ncns = true;
     let app = common::start_with(SimOptions::default(), config).await;
     let id = app
@@ -293,8 +302,37 @@ async fn dry_run_lists_discovered_targets_and_contacts_nobody() {
             "x3000c0s5b0n0",
         ]
     );
-    assert!(steps[1]["message"].as_str().unwrap().starts_with(
-        "dry run: would run \"systemctl restart cray-dvs-orca\" as root on 10 host(s)"
-    ));
+    let message = steps[1]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "dry run: would run \"systemctl restart cray-dvs-orca\" as root on 10 host(s)"
+        ) && message.contains(&format!(
+            "SSH identity {} (SHA256:",
+            identity_file.display()
+        )),
+        "{message}"
+    );
     assert!(steps[1]["data"].get("results").is_none());
+}
+
+#[tokio::test]
+async fn dry_run_reports_the_ssh_identity_a_real_run_would_miss() {
+    // The default [ssh]: the chart's Secret is not mounted here.
+    let app = common::start().await;
+    let id = app
+        .start_run(json!({ "services": ["hmnfd"], "dry_run": true }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let step = &run["services"][0]["steps"][1];
+    assert_eq!(step["name"], "restart-orca");
+    assert_eq!(step["state"], "failed");
+    let message = step["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "dry run: a real run would end failed here: SSH fan-out could not start: cannot \
+             load SSH identity /etc/etcd-repopulator/ssh/id_ed25519: "
+        ) && message.contains("cannot read known_hosts file /etc/etcd-repopulator/ssh/known_hosts"),
+        "{message}"
+    );
 }

@@ -17,6 +17,7 @@ mod kube_events;
 mod metrics;
 mod openapi;
 mod rbac;
+mod releases;
 mod remote;
 // The crash tests abort the service at failpoints, which only a binary built with the feature
 // `failpoints` has: `cargo test --workspace --features failpoints` (as `scripts/test` runs).

@@ -28,13 +28,16 @@ const SERVICES: [&str; 8] = [
 /// Permissions of `REQUIRED` that only some configurations or failures use, so a run of every
 /// service in the default configuration does not: External DNS as a StatefulSet and the pod
 /// log of a failed Job. `tests/it/handlers.rs` runs both, as the same service account.
-const USED_ONLY_SOMETIMES: [(&str, &str, &str); 6] = [
+const USED_ONLY_SOMETIMES: [(&str, &str, &str); 7] = [
     ("apps", "statefulsets", "get"),
     ("apps", "statefulsets", "list"),
     ("apps", "statefulsets", "watch"),
     ("apps", "statefulsets", "create"),
     ("apps", "statefulsets", "delete"),
     ("", "pods/log", "get"),
+    // The data PVCs of Bitnami etcd clusters: only on CSM 1.5+ (the default simulated
+    // cluster is 1.0); tests/it/releases.rs lists them on 1.6, as the same service account.
+    ("", "persistentvolumeclaims", "list"),
 ];
 
 fn combined(resource: &str, subresource: &str) -> String {
@@ -50,6 +53,8 @@ async fn every_service_runs_within_the_charts_role_and_uses_all_of_it() {
     let app = common::start().await;
     let id = app.start_run(json!({ "services": SERVICES })).await;
     let run = app.finished_run(&id).await;
+    let (status, clusters) = app.get("/etcd-clusters").await;
+    assert_eq!(status, 200, "{clusters:#}");
     for task in run["services"].as_array().unwrap() {
         let state = task["state"].as_str().unwrap();
         assert!(

@@ -19,8 +19,8 @@ use kube::runtime::wait::{Condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use sim::SimCluster;
-use sim_common::{DEADLINE, NS, api_err, cluster, etcd_api, wait_for};
+use sim::{KubeVersion, SimCluster, SimOptions};
+use sim_common::{DEADLINE, NS, api_err, cluster, cluster_with, etcd_api, wait_for};
 
 fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {
     let labels: BTreeMap<String, String> = labels
@@ -569,38 +569,104 @@ async fn deleted_replicaset_pod_is_replaced_and_becomes_ready() {
     wait_for(&pods, &old.name_any(), conditions::is_deleted(&old_uid)).await;
 }
 
-#[tokio::test]
-async fn job_runs_to_complete() {
-    let (_sim, client) = cluster().await;
+/// Runs a Job to Complete on a cluster of `version`; returns it and its pod.
+async fn completed_job(version: KubeVersion) -> (Job, Pod) {
+    let (_sim, client) = cluster_with(SimOptions {
+        kubernetes_version: version,
+        ..SimOptions::default()
+    })
+    .await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
-    let j = jobs
-        .create(&PostParams::default(), &job("ok", json!({})))
+    jobs.create(&PostParams::default(), &job("ok", json!({})))
         .await
         .expect("create");
-    let uid = j.uid().expect("uid");
-    let sel = j
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.clone())
-        .expect("selector");
-    assert_eq!(
-        sel.match_labels
-            .expect("matchLabels")
-            .get("batch.kubernetes.io/controller-uid"),
-        Some(&uid)
-    );
     let done = wait_for(&jobs, "ok", conditions::is_job_completed())
         .await
         .expect("job");
-    assert_eq!(done.status.expect("status").succeeded, Some(1));
+    assert_eq!(
+        done.status.as_ref().expect("status").succeeded,
+        Some(1),
+        "{version}"
+    );
     let pods: Api<Pod> = Api::namespaced(client, NS);
-    let lp = ListParams::default().labels("batch.kubernetes.io/job-name=ok");
-    let p = pods.list(&lp).await.expect("list").items.remove(0);
+    let p = pods
+        .list(&ListParams::default().labels("job-name=ok"))
+        .await
+        .expect("list")
+        .items
+        .remove(0);
     let logs = pods
         .logs(&p.name_any(), &LogParams::default())
         .await
         .expect("logs");
     assert!(!logs.is_empty());
+    (done, p)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn job_runs_to_complete_with_the_labels_of_kubernetes_before_1_27() {
+    // What CSM 1.0 to 1.6 run (and the simulation's default).
+    assert_eq!(
+        SimOptions::default().kubernetes_version,
+        KubeVersion::new(1, 26)
+    );
+    let (job, pod) = completed_job(KubeVersion::new(1, 26)).await;
+    let uid = job.uid().expect("uid");
+    let generated = labels(&[("controller-uid", &uid), ("job-name", "ok")]);
+    let spec = job.spec.as_ref().expect("spec");
+    assert_eq!(
+        spec.selector.as_ref().and_then(|s| s.match_labels.clone()),
+        Some(labels(&[("controller-uid", &uid)]))
+    );
+    assert_eq!(pod.metadata.labels.as_ref(), Some(&generated));
+    // SetDefaults_Job: a Job without labels shows its template's.
+    assert_eq!(job.metadata.labels.as_ref(), Some(&generated));
+    assert!(spec.pod_replacement_policy.is_none());
+    let conditions: Vec<String> = job
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.type_)
+        .collect();
+    assert_eq!(conditions, ["Complete"]);
+}
+
+#[tokio::test]
+async fn job_runs_to_complete_with_the_prefixed_labels_from_kubernetes_1_27() {
+    let (job, pod) = completed_job(KubeVersion::new(1, 33)).await;
+    let uid = job.uid().expect("uid");
+    assert_eq!(
+        job.spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|s| s.match_labels.clone()),
+        Some(labels(&[("batch.kubernetes.io/controller-uid", &uid)]))
+    );
+    assert_eq!(
+        pod.metadata.labels,
+        Some(labels(&[
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", "ok"),
+            ("controller-uid", &uid),
+            ("job-name", "ok"),
+        ]))
+    );
+    let conditions: Vec<String> = job
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.type_)
+        .collect();
+    assert_eq!(conditions, ["SuccessCriteriaMet", "Complete"]);
 }
 
 #[tokio::test]

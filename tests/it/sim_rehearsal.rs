@@ -12,15 +12,24 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::wait::{Condition, conditions};
 use serde_json::{Value, json};
-use sim::{SimCluster, SimOptions};
+use sim::{KubeVersion, SimCluster, SimOptions};
 use sim_common::{DEADLINE, NS, wait_for};
 
 /// What kubectl sends for `kubectl get`.
 const KUBECTL_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,\
                               application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 
+/// A settled CSM-like cluster behaving as the Kubernetes CSM runs (1.26).
 async fn seeded() -> SimCluster {
-    let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), SimOptions::default())
+    seeded_as(KubeVersion::CSM).await
+}
+
+async fn seeded_as(version: KubeVersion) -> SimCluster {
+    let options = SimOptions {
+        kubernetes_version: version,
+        ..SimOptions::default()
+    };
+    let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), options)
         .await
         .unwrap();
     sim.seed_csm().await.unwrap();
@@ -109,6 +118,35 @@ async fn kubectl_get_gets_the_real_servers_columns() {
         KUBECTL_ACCEPT,
     )
     .await;
+    // Before 1.30 a Job has no Status column, and 1.26 selects its pods by `controller-uid`.
+    assert_eq!(
+        column_names(&jobs),
+        [
+            "Name",
+            "Completions",
+            "Duration",
+            "Age",
+            "Containers",
+            "Images",
+            "Selector"
+        ]
+    );
+    let cells = row(&jobs, "cray-reds-init");
+    assert_eq!(cells["Completions"], "1/1");
+    assert!(
+        cells["Selector"]
+            .as_str()
+            .unwrap()
+            .starts_with("controller-uid="),
+        "{cells:?}"
+    );
+    let newer = seeded_as(KubeVersion::new(1, 33)).await;
+    let (_, jobs) = get_table(
+        &newer,
+        "/apis/batch/v1/namespaces/services/jobs",
+        KUBECTL_ACCEPT,
+    )
+    .await;
     assert_eq!(
         column_names(&jobs),
         [
@@ -124,16 +162,11 @@ async fn kubectl_get_gets_the_real_servers_columns() {
     );
     let cells = row(&jobs, "cray-reds-init");
     assert_eq!(cells["Status"], "Complete");
-    assert_eq!(cells["Completions"], "1/1");
     assert!(
         cells["Selector"]
             .as_str()
             .unwrap()
-            .starts_with("batch.kubernetes.io/controller-uid=")
-            || cells["Selector"]
-                .as_str()
-                .unwrap()
-                .starts_with("controller-uid="),
+            .starts_with("batch.kubernetes.io/controller-uid="),
         "{cells:?}"
     );
 
@@ -272,7 +305,7 @@ async fn kubectl_prints_the_columns() {
         headers,
         [
             vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
-            vec!["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+            vec!["NAME", "COMPLETIONS", "DURATION", "AGE"],
             vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
             vec!["NAME", "AGE"],
         ],
@@ -281,7 +314,7 @@ async fn kubectl_prints_the_columns() {
     assert!(
         stdout
             .lines()
-            .any(|l| l.starts_with("job.batch/cray-reds-init") && l.contains("Complete")),
+            .any(|l| l.starts_with("job.batch/cray-reds-init") && l.contains("1/1")),
         "{stdout}"
     );
 }

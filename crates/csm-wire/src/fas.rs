@@ -115,3 +115,19 @@ pub struct RelatedSnapshotAction {
     pub end_time: Option<String>,
     pub state: String,
 }
+
+/// `LoaderStatus`: `busy` while a load runs, `ready` otherwise, and the runs it knows.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LoaderStatus {
+    pub loader_status: String,
+    pub loader_run_list: Option<Vec<String>>,
+}
+
+/// `LoaderRunID`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct LoaderRunId {
+    #[serde(rename = "loaderRunID")]
+    pub loader_run_id: String,
+}

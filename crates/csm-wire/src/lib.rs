@@ -19,7 +19,8 @@ pub use cps::{
 };
 pub use crus::CrusSession;
 pub use fas::{
-    FasActionSummary, FasImage, FasSnapshotSummary, OperationCounts, RelatedSnapshotAction,
+    FasActionSummary, FasImage, FasSnapshotSummary, LoaderRunId, LoaderStatus, OperationCounts,
+    RelatedSnapshotAction,
 };
 pub use hmnfd::Subscription;
 pub use hsm::HsmComponent;

@@ -5,4 +5,4 @@
 pub mod csm;
 pub mod kube;
 
-pub use kube::{SimCluster, SimOptions};
+pub use kube::{KubeVersion, SimCluster, SimOptions};

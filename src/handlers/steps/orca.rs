@@ -259,7 +259,12 @@ pub async fn resolve_targets(
     if !resolved.unnamed.is_empty() {
         let _ = write!(
             message,
-            "; Ready compute node(s) without a NID in HSM, not contacted: {}",
+            "; Ready compute node(s) without a NID in HSM, {}: {}",
+            if ctx.dry_run {
+                "would not be contacted"
+            } else {
+                "not contacted"
+            },
             resolved.unnamed.join(", ")
         );
         return StepOutcome::action_required(message, data);
@@ -286,15 +291,33 @@ pub async fn restart(ctx: &StepContext<'_>, command: &str) -> Result<StepOutcome
     let targets = targets(ctx).await?;
     let hosts = targets.hosts();
     if ctx.dry_run {
+        // What the fan-out would trip on before reaching any host: a missing or unreadable
+        // identity or known_hosts file.
+        let fingerprint = remote::preflight(ctx.ssh).map_err(|problems| {
+            StepError::Failed(format!(
+                "SSH fan-out could not start: {}",
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?;
         return StepOutcome::done(
             format!(
-                "dry run: would run {command:?} as {} on {} host(s), {} at a time: {}",
+                "dry run: would run {command:?} as {} on {} host(s), {} at a time: {} (SSH \
+                 identity {} ({fingerprint}) and known_hosts {} readable)",
                 ctx.ssh.user,
                 hosts.len(),
                 ctx.ssh.fanout,
-                hostlist::compress(&hosts)
+                hostlist::compress(&hosts),
+                ctx.ssh.identity_file.display(),
+                ctx.ssh.known_hosts_file.display(),
             ),
-            json!({ "hosts": hosts, "command": command, "dry_run": true }),
+            json!({
+                "hosts": hosts, "command": command, "dry_run": true,
+                "identity_fingerprint": fingerprint,
+            }),
         );
     }
     if hosts.is_empty() {

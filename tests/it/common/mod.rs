@@ -47,10 +47,15 @@ pub async fn start_with(options: SimOptions, config: Config) -> TestApp {
 
 /// A simulated cluster with the CSM services deployed and settled.
 pub async fn seeded_sim(options: SimOptions) -> SimCluster {
+    release_sim("1.0", options).await
+}
+
+/// A simulated cluster laid out as CSM `release`, settled.
+pub async fn release_sim(release: &str, options: SimOptions) -> SimCluster {
     let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), options)
         .await
         .expect("simulated cluster starts");
-    sim.seed_csm().await.expect("seeding");
+    sim.seed_csm_release(release).await.expect("seeding");
     sim.wait_settled(WAIT)
         .await
         .expect("seeded cluster settles");
@@ -179,6 +184,22 @@ impl TestApp {
             })
             .collect()
     }
+}
+
+/// An unencrypted ed25519 identity made by `ssh-keygen` (Debian's openssh-client) in `dir`,
+/// and an empty known_hosts file beside it: `[ssh]` as a dry run finds nothing missing in it.
+pub fn ssh_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let identity = dir.join("id_ed25519");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(&identity)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("run ssh-keygen (openssh-client)");
+    assert!(status.success(), "ssh-keygen failed");
+    let known_hosts = dir.join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    (identity, known_hosts)
 }
 
 pub async fn json(resp: reqwest::Response) -> (StatusCode, Value) {

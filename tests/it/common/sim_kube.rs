@@ -15,7 +15,12 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A fresh simulated cluster with an empty `services` namespace, and a client for it.
 pub async fn cluster() -> (SimCluster, Client) {
-    let sim = SimCluster::start("127.0.0.1:0".parse().expect("addr"), SimOptions::default())
+    cluster_with(SimOptions::default()).await
+}
+
+/// Like [`cluster`], with `options` (e.g. another Kubernetes version).
+pub async fn cluster_with(options: SimOptions) -> (SimCluster, Client) {
+    let sim = SimCluster::start("127.0.0.1:0".parse().expect("addr"), options)
         .await
         .expect("start sim");
     let client = sim.kube_client();

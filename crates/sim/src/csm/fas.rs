@@ -1,17 +1,23 @@
-//! Fake FAS: `GET /images`, `GET /actions`, `GET /snapshots` (`fas.yaml`).
+//! Fake FAS: `GET /images`, `GET /actions`, `GET /snapshots`, and the loader (`fas.yaml`):
+//! `POST /loader/nexus` starts a load from Nexus (`loaderRunID`; 429 while one runs), `GET
+//! /loader` says `busy` until it has run for [`LOAD_DURATION`], then `ready` with the run in
+//! `loaderRunList`, and the images are back.
 //!
 //! Seeded with the image list the `cray-fas-loader` Job would create (BMC and BIOS images for
 //! Cray, Gigabyte and HPE nodes), one running action and one snapshot.
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 use super::FakeCsm;
 use csm_wire::{
-    FasActionSummary, FasImage, FasSnapshotSummary, OperationCounts, RelatedSnapshotAction,
+    FasActionSummary, FasImage, FasSnapshotSummary, LoaderRunId, LoaderStatus, OperationCounts,
+    RelatedSnapshotAction,
 };
 
 #[derive(Default)]
@@ -19,7 +25,13 @@ pub(super) struct FasState {
     pub(super) images: Vec<FasImage>,
     pub(super) actions: Vec<FasActionSummary>,
     pub(super) snapshots: Vec<FasSnapshotSummary>,
+    /// Loader runs, oldest first, and when the running one finishes.
+    pub(super) loader_runs: Vec<String>,
+    pub(super) loading_until: Option<Instant>,
 }
+
+/// How long a load from Nexus takes in the simulation.
+pub const LOAD_DURATION: Duration = Duration::from_millis(300);
 
 impl FasState {
     pub(super) fn seeded() -> Self {
@@ -53,12 +65,25 @@ impl FasState {
                 unique_device_count: 12,
                 ..FasSnapshotSummary::default()
             }],
+            ..Self::default()
         }
     }
 
-    /// Actions and snapshots exist only in etcd: an etcd rebuild loses them for good.
+    /// Actions and snapshots exist only in etcd: an etcd rebuild loses them for good (and a
+    /// load in progress with them).
     pub(super) fn wipe(&mut self) {
         *self = Self::default();
+    }
+
+    /// Finishes the running load once its time has come: the images are back.
+    fn settle_loader(&mut self) {
+        if self
+            .loading_until
+            .is_some_and(|until| Instant::now() >= until)
+        {
+            self.loading_until = None;
+            self.reload_images();
+        }
     }
 
     /// The `cray-fas-loader` Job reloads images only; actions and snapshots stay lost.
@@ -146,6 +171,51 @@ pub(super) fn routes() -> Router<FakeCsm> {
         .route("/images", get(list_images))
         .route("/actions", get(list_actions))
         .route("/snapshots", get(list_snapshots))
+        .route("/loader", get(loader_status))
+        .route("/loader/nexus", post(load_from_nexus))
+}
+
+async fn loader_status(State(fake): State<FakeCsm>) -> Response {
+    let status = fake.with(|s| {
+        s.fas.settle_loader();
+        LoaderStatus {
+            loader_status: if s.fas.loading_until.is_some() {
+                "busy"
+            } else {
+                "ready"
+            }
+            .into(),
+            loader_run_list: Some(s.fas.loader_runs.clone()),
+        }
+    });
+    axum::Json(status).into_response()
+}
+
+async fn load_from_nexus(State(fake): State<FakeCsm>) -> Response {
+    let started = fake.with(|s| {
+        s.fas.settle_loader();
+        if s.fas.loading_until.is_some() {
+            return None;
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        s.fas.loader_runs.push(id.clone());
+        s.fas.loading_until = Some(Instant::now() + LOAD_DURATION);
+        Some(id)
+    });
+    match started {
+        Some(id) => axum::Json(LoaderRunId { loader_run_id: id }).into_response(),
+        None => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            axum::Json(json!({
+                "type": "about:blank",
+                "title": "Loader busy",
+                "detail": "Loader busy, try again later",
+                "status": 429,
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn list_images(State(fake): State<FakeCsm>) -> Response {

@@ -158,8 +158,13 @@ impl FakeCsm {
     /// Simulates the rebuild of an etcd cluster: the service that kept its data there loses it.
     /// Returns false for a cluster that backs none of the fakes.
     pub fn wipe(&self, etcd_cluster: &str) -> bool {
+        // The same service's cluster in the Bitnami layout (CSM 1.5+).
+        let cluster = match etcd_cluster.strip_suffix("-bitnami-etcd") {
+            Some(csm) => format!("{csm}-etcd"),
+            None => etcd_cluster.to_owned(),
+        };
         self.with(|s| {
-            match etcd_cluster {
+            match cluster.as_str() {
                 "cray-bos-etcd" => s.bos = bos::BosState::default(),
                 "cray-bss-etcd" => s.bss.wipe(),
                 "cray-cps-etcd" => s.cps = cps::CpsState::default(),

@@ -6,20 +6,21 @@
 
 use serde_json::{Value, json};
 
+use super::KubeVersion;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::events;
 use super::meta;
 use super::resources::ResourceDef;
 use super::selector::{LabelSelector, labels_of, string_map};
 
-/// Labels the Job API generates (pkg/apis/batch/types.go); the legacy unprefixed ones are
-/// still written for compatibility.
+/// Labels the Job API generates (pkg/apis/batch/types.go): the unprefixed ones on every version,
+/// the prefixed ones from 1.27 on.
 pub const JOB_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
 pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 pub const LEGACY_CONTROLLER_UID: &str = "controller-uid";
 pub const LEGACY_JOB_NAME: &str = "job-name";
 
-pub fn prepare_create(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
+pub fn prepare_create(def: &ResourceDef, obj: &mut Value, version: KubeVersion) -> ApiResult<()> {
     match (def.group, def.plural) {
         ("", "namespaces") => {
             obj["status"] = json!({ "phase": "Active" });
@@ -27,7 +28,7 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
         }
         ("", "pods") => prepare_pod(def, obj),
         ("", "events") | ("events.k8s.io", "events") => events::prepare_create(def, obj),
-        ("batch", "jobs") => prepare_job(def, obj),
+        ("batch", "jobs") => prepare_job(def, obj, version),
         ("apps", "deployments" | "replicasets" | "statefulsets") => prepare_workload(def, obj),
         _ => Ok(()),
     }
@@ -176,43 +177,75 @@ fn has_label(labels: &Value, key: &str, expected: &str, causes: &mut Vec<FieldEr
     }
 }
 
+/// `SetDefaults_Job` (pkg/apis/batch/v1/defaults.go): a Job without labels of its own takes its
+/// pod template's. Defaulting runs when the request is decoded and again whenever the object is
+/// read from storage, so a Job created without labels shows the generated ones too.
+fn default_job_labels(obj: &mut Value) {
+    let own = obj
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .is_some_and(|l| !l.is_empty());
+    let template = obj
+        .pointer("/spec/template/metadata/labels")
+        .filter(|l| l.as_object().is_some_and(|l| !l.is_empty()))
+        .cloned();
+    if let (false, Some(labels)) = (own, template) {
+        obj["metadata"]["labels"] = labels;
+    }
+}
+
 /// pkg/registry/batch/job/strategy.go (`generateSelector`) followed by
-/// pkg/apis/batch/validation (`validateGeneratedSelector`, `ValidateJobSpec`).
-fn prepare_job(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
+/// pkg/apis/batch/validation (`validateGeneratedSelector`, `ValidateJobSpec`), as of `version`:
+/// before 1.27 the generated labels are `controller-uid` and `job-name` and the selector uses
+/// `controller-uid`; from 1.27 on the `batch.kubernetes.io/` ones are added and selected by.
+fn prepare_job(def: &ResourceDef, obj: &mut Value, version: KubeVersion) -> ApiResult<()> {
     let name = meta::name(obj).unwrap_or_default().to_string();
     let uid = meta::uid(obj).unwrap_or_default().to_string();
     let manual = obj.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true);
+    let prefixed = version.prefixed_job_labels();
+    // In the order validation checks them.
+    let all = [
+        (LEGACY_CONTROLLER_UID, &uid),
+        (LEGACY_JOB_NAME, &name),
+        (JOB_CONTROLLER_UID, &uid),
+        (JOB_NAME, &name),
+    ];
+    let generated = &all[..if prefixed { 4 } else { 2 }];
+    let selected_by = if prefixed {
+        JOB_CONTROLLER_UID
+    } else {
+        LEGACY_CONTROLLER_UID
+    };
+    default_job_labels(obj);
     set_default(obj, "/spec/template/metadata/labels", json!({}));
     if !manual {
         // Generated labels are added only where absent: labels copied from the old Job keep
         // their old values and are then rejected below.
         let labels = &mut obj["spec"]["template"]["metadata"]["labels"];
-        for (k, v) in [
-            (LEGACY_JOB_NAME, &name),
-            (JOB_NAME, &name),
-            (LEGACY_CONTROLLER_UID, &uid),
-            (JOB_CONTROLLER_UID, &uid),
-        ] {
+        for (k, v) in generated {
             if labels.get(k).is_none() {
                 labels[k] = json!(v);
             }
         }
         set_default(obj, "/spec/selector/matchLabels", json!({}));
         let ml = &mut obj["spec"]["selector"]["matchLabels"];
-        if ml.get(JOB_CONTROLLER_UID).is_none() {
-            ml[JOB_CONTROLLER_UID] = json!(uid);
+        if ml.get(selected_by).is_none() {
+            ml[selected_by] = json!(uid);
         }
     }
+    default_job_labels(obj);
     set_default(obj, "/spec/parallelism", json!(1));
     set_default(obj, "/spec/completions", json!(1));
     set_default(obj, "/spec/backoffLimit", json!(6));
     set_default(obj, "/spec/completionMode", json!("NonIndexed"));
     set_default(obj, "/spec/suspend", json!(false));
-    set_default(
-        obj,
-        "/spec/podReplacementPolicy",
-        json!("TerminatingOrFailed"),
-    );
+    if version >= KubeVersion::new(1, 29) {
+        set_default(
+            obj,
+            "/spec/podReplacementPolicy",
+            json!("TerminatingOrFailed"),
+        );
+    }
 
     let mut causes = Vec::new();
     let labels = obj
@@ -221,19 +254,13 @@ fn prepare_job(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
         .unwrap_or_else(|| json!({}));
     let selector = obj.pointer("/spec/selector").cloned();
     if !manual && let Some(sel) = &selector {
-        has_label(&labels, LEGACY_CONTROLLER_UID, &uid, &mut causes);
-        has_label(&labels, LEGACY_JOB_NAME, &name, &mut causes);
-        has_label(&labels, JOB_CONTROLLER_UID, &uid, &mut causes);
-        has_label(&labels, JOB_NAME, &name, &mut causes);
-        let expected = [
-            (LEGACY_CONTROLLER_UID, &uid),
-            (JOB_CONTROLLER_UID, &uid),
-            (LEGACY_JOB_NAME, &name),
-            (JOB_NAME, &name),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+        for (k, v) in generated {
+            has_label(&labels, k, v, &mut causes);
+        }
+        let expected = generated
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).clone()))
+            .collect();
         if LabelSelector::from_object(sel).is_some_and(|s| !s.matches(&expected)) {
             causes.push(FieldError::invalid(
                 "spec.selector",

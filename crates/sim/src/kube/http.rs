@@ -66,11 +66,12 @@ async fn no_such_resource() -> ApiError {
     ApiError::NoSuchResource
 }
 
-async fn version() -> Response {
+async fn version(State(ctx): State<ApiContext>) -> Response {
+    let version = ctx.store.version();
     axum::Json(json!({
-        "major": "1",
-        "minor": "33",
-        "gitVersion": "v1.33.0-sim",
+        "major": version.major.to_string(),
+        "minor": version.minor.to_string(),
+        "gitVersion": format!("v{version}.0-sim"),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2025-04-23T00:00:00Z",
@@ -357,10 +358,11 @@ fn selectors(def: &ResourceDef, q: &HashMap<String, String>) -> ApiResult<Select
 }
 
 /// The Table the request asks for (`kubectl get`), if any.
-fn table_request(call: &Call) -> ApiResult<Option<TableRequest>> {
+fn table_request(ctx: &ApiContext, call: &Call) -> ApiResult<Option<TableRequest>> {
     table::requested(
         &call.headers,
         call.query.get("includeObject").map(String::as_str),
+        ctx.store.version(),
     )
 }
 
@@ -386,6 +388,9 @@ async fn handle(ctx: &ApiContext, target: Target, call: Call) -> ApiResult<Respo
             g["kind"] = json!("APIGroup");
             g["apiVersion"] = json!("v1");
             Ok(json_response(StatusCode::OK, g))
+        }
+        Target::Collection { def, .. } | Target::Object { def, .. } if !ctx.store.serves(def) => {
+            Err(ApiError::NoSuchResource)
         }
         Target::Collection { def, ns } => collection(ctx, def, ns, call),
         Target::Object { def, ns, name, sub } => match sub.as_deref() {
@@ -436,7 +441,7 @@ fn collection(
             };
             let send_initial_events = flag(q, "sendInitialEvents");
             let params = WatchParams {
-                table: table_request(&call)?,
+                table: table_request(ctx, &call)?,
                 selectors: selectors(def, q)?,
                 // With sendInitialEvents the stream starts from the current state.
                 from_rv: if send_initial_events { None } else { from_rv },
@@ -448,7 +453,7 @@ fn collection(
         }
         Method::GET => {
             let sel = selectors(def, &call.query)?;
-            let table = table_request(&call)?;
+            let table = table_request(ctx, &call)?;
             let (items, rv) = ctx.store.list(def, ns.as_deref(), &sel);
             if let Some(table) = table {
                 return Ok(json_response(
@@ -521,7 +526,7 @@ fn object(
 ) -> ApiResult<Response> {
     match call.method {
         Method::GET => {
-            let table = table_request(&call)?;
+            let table = table_request(ctx, &call)?;
             let obj = ctx.store.get(def, ns, name)?;
             Ok(json_response(
                 StatusCode::OK,

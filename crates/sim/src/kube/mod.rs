@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::csm::FakeCsm;
 
 pub use faults::{FailureKind, FaultInjector};
-pub use seed::{NAMESPACE as CSM_NAMESPACE, SEEDED_JOBS};
+pub use seed::{NAMESPACE as CSM_NAMESPACE, RELEASES as CSM_RELEASES, SEEDED_JOBS};
 
 use authz::Authorizer;
 use store::Store;
@@ -45,9 +45,48 @@ use store::Store;
 /// The real Job controller's first pod failure back-off (`DefaultJobPodFailureBackOff`).
 pub const JOB_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Delays of the simulated cluster's actors.
+/// The Kubernetes version the simulated API server behaves as, where versions differ (the
+/// labels the Job API generates; `/version`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl KubeVersion {
+    /// The newest Kubernetes of the CSM releases 1.0 to 1.6 (and the one whose behaviour is
+    /// recorded in OBSERVED.md): before 1.27, so Job pods carry only `controller-uid` and
+    /// `job-name`.
+    pub const CSM: KubeVersion = KubeVersion::new(1, 26);
+
+    pub const fn new(major: u32, minor: u32) -> Self {
+        KubeVersion { major, minor }
+    }
+
+    /// Whether the Job API also writes the `batch.kubernetes.io/`-prefixed `controller-uid`
+    /// and `job-name` labels, and selects by the prefixed `controller-uid` (1.27 and later).
+    pub fn prefixed_job_labels(self) -> bool {
+        self >= KubeVersion::new(1, 27)
+    }
+}
+
+impl Default for KubeVersion {
+    fn default() -> Self {
+        KubeVersion::CSM
+    }
+}
+
+impl std::fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Delays of the simulated cluster's actors, and the Kubernetes version it behaves as.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
+    /// The Kubernetes version to behave as (default: what CSM runs, see [`KubeVersion::CSM`]).
+    pub kubernetes_version: KubeVersion,
     /// Pod created -> Running and Ready.
     pub kubelet_ready_delay: Duration,
     /// Deleted pod with a grace period -> gone.
@@ -68,6 +107,7 @@ impl Default for SimOptions {
     /// Fast, for tests.
     fn default() -> Self {
         Self {
+            kubernetes_version: KubeVersion::default(),
             kubelet_ready_delay: Duration::from_millis(50),
             pod_termination_delay: Duration::from_millis(50),
             job_run_duration: Duration::from_millis(100),
@@ -81,6 +121,7 @@ impl SimOptions {
     /// Slow enough to watch things happen, for `serve --simulate`.
     pub fn interactive() -> Self {
         Self {
+            kubernetes_version: KubeVersion::default(),
             kubelet_ready_delay: Duration::from_secs(1),
             pod_termination_delay: Duration::from_secs(2),
             job_run_duration: Duration::from_secs(3),
@@ -129,7 +170,7 @@ impl SimCluster {
         opts: SimOptions,
         extra: axum::Router,
     ) -> anyhow::Result<SimCluster> {
-        let store = Arc::new(Store::new());
+        let store = Arc::new(Store::new(opts.kubernetes_version));
         for ns in ["default", "kube-system", "kube-public"] {
             store
                 .create(
@@ -283,7 +324,13 @@ impl SimCluster {
     /// Creates the CSM-like `services` namespace (see `seed.rs`) and returns at once; use
     /// [`SimCluster::wait_settled`] to wait for pods Ready, Jobs finished, etcd Running.
     pub async fn seed_csm(&self) -> anyhow::Result<()> {
-        seed::seed(&self.store).map_err(|e| anyhow::anyhow!("seeding the simulated cluster: {e}"))
+        self.seed_csm_release("1.0").await
+    }
+
+    /// Seeds the services' namespace as CSM `release` (`1.0`, `1.2` ... `1.6`) lays it out.
+    pub async fn seed_csm_release(&self, release: &str) -> anyhow::Result<()> {
+        seed::seed_release(&self.store, release)
+            .map_err(|e| anyhow::anyhow!("seeding the simulated cluster as CSM {release}: {e}"))
     }
 
     /// Waits (on store events, not sleeps) until every Deployment and StatefulSet has its ready

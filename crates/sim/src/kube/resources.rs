@@ -200,6 +200,19 @@ pub const EVENTS_V1: ResourceDef = ResourceDef {
     conversion: Some(&events::V1_CONVERSION),
     ..builtin("events.k8s.io", "v1", "events", "event", "Event", &["ev"])
 };
+pub const SERVICES: ResourceDef = builtin("", "v1", "services", "service", "Service", &["svc"]);
+pub const CONFIGMAPS: ResourceDef = ResourceDef {
+    status_subresource: false,
+    ..builtin("", "v1", "configmaps", "configmap", "ConfigMap", &["cm"])
+};
+pub const PERSISTENTVOLUMECLAIMS: ResourceDef = builtin(
+    "",
+    "v1",
+    "persistentvolumeclaims",
+    "persistentvolumeclaim",
+    "PersistentVolumeClaim",
+    &["pvc"],
+);
 pub const DEPLOYMENTS: ResourceDef = builtin(
     "apps",
     "v1",
@@ -248,6 +261,9 @@ pub const ALL: &[ResourceDef] = &[
     PODS,
     EVENTS,
     EVENTS_V1,
+    SERVICES,
+    CONFIGMAPS,
+    PERSISTENTVOLUMECLAIMS,
     DEPLOYMENTS,
     REPLICASETS,
     STATEFULSETS,

@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 
 use super::controllers::{EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS};
 use super::error::{ApiError, ApiResult};
-use super::resources::{DEPLOYMENTS, ETCDCLUSTERS, JOBS, NAMESPACES, ResourceDef, STATEFULSETS};
+use super::resources::{
+    CONFIGMAPS, DEPLOYMENTS, ETCDCLUSTERS, JOBS, NAMESPACES, ResourceDef, SERVICES, STATEFULSETS,
+};
 use super::store::Store;
 
 pub const NAMESPACE: &str = "services";
@@ -137,7 +139,28 @@ fn ensure(store: &Store, def: &'static ResourceDef, ns: &str, obj: Value) -> Api
     }
 }
 
-pub fn seed(store: &Store) -> ApiResult<()> {
+/// The CSM releases the simulated cluster can be laid out as.
+pub const RELEASES: &[&str] = &["1.0", "1.2", "1.3", "1.4", "1.5", "1.6"];
+
+/// The services' namespace as CSM `release` lays it out: etcd-operator `EtcdCluster`s up to
+/// 1.4 (External DNS's only on 1.0), Bitnami etcd StatefulSets (with their client and headless
+/// Services and ConfigMap; the StatefulSet controller makes the PVCs) and no EtcdCluster CRD
+/// from 1.5; CRUS up to 1.3; REDS and CPS up to 1.4; the `cray-fas-loader` Job on 1.0 only (FAS
+/// loads from Nexus through its API from 1.2). The product catalog records the release.
+pub fn seed_release(store: &Store, release: &str) -> ApiResult<()> {
+    let Some(index) = RELEASES.iter().position(|r| *r == release) else {
+        return Err(ApiError::BadRequest(format!(
+            "unknown CSM release {release:?}; the simulated cluster knows {}",
+            RELEASES.join(", ")
+        )));
+    };
+    let at_least = |r: &str| index >= RELEASES.iter().position(|x| *x == r).unwrap_or(0);
+    let (bitnami, crus, reds, externaldns) = (
+        at_least("1.5"),
+        !at_least("1.4"),
+        !at_least("1.5"),
+        !at_least("1.2"),
+    );
     ensure(
         store,
         &NAMESPACES,
@@ -145,33 +168,156 @@ pub fn seed(store: &Store) -> ApiResult<()> {
         json!({ "metadata": { "name": NAMESPACE } }),
     )?;
     for (name, replicas) in DEPLOYMENTS_SEED {
-        ensure(store, &DEPLOYMENTS, NAMESPACE, deployment(name, *replicas))?;
+        let removed = (*name == "cray-crus" && !crus)
+            || (!reds && matches!(*name, "cray-reds" | "cray-cps" | "cray-cps-cm-pm"));
+        if !removed {
+            ensure(store, &DEPLOYMENTS, NAMESPACE, deployment(name, *replicas))?;
+        }
     }
-    ensure(
-        store,
-        &JOBS,
-        NAMESPACE,
-        job(
-            "cray-reds-init",
-            "artifactory.algol60.net/csm-docker/stable/cray-reds:2.1.0",
-            EFFECT_REPOPULATE_BSS,
-        ),
-    )?;
-    ensure(
-        store,
-        &JOBS,
-        NAMESPACE,
-        job(
-            "cray-fas-loader",
-            "artifactory.algol60.net/csm-docker/stable/cray-firmware-action:1.30.0",
-            EFFECT_RELOAD_FAS_IMAGES,
-        ),
-    )?;
-    ensure(store, &ETCDCLUSTERS, NAMESPACE, externaldns_etcd())?;
-    for name in ETCD_CLUSTERS {
-        ensure(store, &ETCDCLUSTERS, NAMESPACE, etcd_cluster(name))?;
+    if reds {
+        ensure(
+            store,
+            &JOBS,
+            NAMESPACE,
+            job(
+                "cray-reds-init",
+                "artifactory.algol60.net/csm-docker/stable/cray-reds:2.1.0",
+                EFFECT_REPOPULATE_BSS,
+            ),
+        )?;
     }
+    if externaldns {
+        ensure(
+            store,
+            &JOBS,
+            NAMESPACE,
+            job(
+                "cray-fas-loader",
+                "artifactory.algol60.net/csm-docker/stable/cray-firmware-action:1.30.0",
+                EFFECT_RELOAD_FAS_IMAGES,
+            ),
+        )?;
+        ensure(store, &ETCDCLUSTERS, NAMESPACE, externaldns_etcd())?;
+    }
+    if bitnami {
+        store.hide(&ETCDCLUSTERS);
+        for csm in BITNAMI_CLUSTERS {
+            for (def, object) in bitnami_etcd(csm) {
+                ensure(store, def, NAMESPACE, object)?;
+            }
+        }
+    } else {
+        for name in ETCD_CLUSTERS {
+            if *name == "cray-crus-etcd" && !crus {
+                continue;
+            }
+            ensure(store, &ETCDCLUSTERS, NAMESPACE, etcd_cluster(name))?;
+        }
+    }
+    ensure(store, &CONFIGMAPS, NAMESPACE, product_catalog(release))?;
     Ok(())
+}
+
+/// The services with a Bitnami etcd cluster on CSM 1.5+ that the runbook lists.
+const BITNAMI_CLUSTERS: &[&str] = &["cray-bos", "cray-bss", "cray-fas", "cray-hmnfd"];
+
+/// `cray-product-catalog` with a `csm` entry for `<release>.0` (CSM's installer writes one key
+/// per installed version).
+fn product_catalog(release: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": "cray-product-catalog" },
+        "data": {
+            "csm": format!(
+                "{release}.0:\n  configuration:\n    clone_url: https://vcs.cmn.example/vcs/cray/csm-config-management.git\n"
+            ),
+        },
+    })
+}
+
+/// What `cray-etcd-base` (Bitnami etcd chart 11.2.3) renders for the CSM service `csm`: the
+/// StatefulSet `<csm>-bitnami-etcd` (3 members, `Parallel`, PVC template `data`), its client
+/// and headless Services and the ConfigMap `<sts>-config` (plain HTTP, no auth).
+fn bitnami_etcd(csm: &str) -> Vec<(&'static ResourceDef, Value)> {
+    let sts = format!("{csm}-bitnami-etcd");
+    let headless = format!("{sts}-headless");
+    let labels = json!({ "app.kubernetes.io/name": "etcd", "app.kubernetes.io/instance": csm });
+    let ports = json!([
+        { "name": "client", "port": 2379, "protocol": "TCP", "targetPort": "client" },
+        { "name": "peer", "port": 2380, "protocol": "TCP", "targetPort": "peer" },
+    ]);
+    let service = |name: &str, headless: bool| {
+        let mut spec = json!({ "type": "ClusterIP", "selector": labels, "ports": ports });
+        if headless {
+            spec["clusterIP"] = json!("None");
+            spec["publishNotReadyAddresses"] = json!(true);
+        }
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": name, "labels": labels },
+            "spec": spec,
+        })
+    };
+    let initial_cluster: Vec<String> = (0..3)
+        .map(|i| {
+            format!("{sts}-{i}=http://{sts}-{i}.{headless}.{NAMESPACE}.svc.cluster.local:2380")
+        })
+        .collect();
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": format!("{sts}-config"), "labels": labels },
+        "data": {
+            "etcd.conf.yml": format!(
+                "name: POD_NAME\ninitial-cluster: \"{}\"\nlisten-client-urls: http://0.0.0.0:2379\ndata-dir: /bitnami/etcd/data\n",
+                initial_cluster.join(",")
+            ),
+        },
+    });
+    let statefulset = json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": { "name": sts, "labels": labels },
+        "spec": {
+            "replicas": 3,
+            "podManagementPolicy": "Parallel",
+            "serviceName": headless,
+            "selector": { "matchLabels": labels },
+            "template": {
+                "metadata": { "labels": labels },
+                "spec": {
+                    "containers": [{
+                        "name": "etcd",
+                        "image": "artifactory.algol60.net/csm-docker/stable/docker.io/bitnami/etcd:3.5.21-debian-12-r6",
+                        "env": [
+                            { "name": "ETCD_INITIAL_CLUSTER_STATE", "value": "existing" },
+                            { "name": "ALLOW_NONE_AUTHENTICATION", "value": "yes" },
+                        ],
+                        "ports": [
+                            { "name": "client", "containerPort": 2379 },
+                            { "name": "peer", "containerPort": 2380 },
+                        ],
+                        "volumeMounts": [{ "name": "data", "mountPath": "/bitnami/etcd" }],
+                    }],
+                },
+            },
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "data" },
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": { "requests": { "storage": "3Gi" } },
+                },
+            }],
+        },
+    });
+    vec![
+        (&SERVICES, service(&sts, false)),
+        (&SERVICES, service(&headless, true)),
+        (&CONFIGMAPS, config),
+        (&STATEFULSETS, statefulset),
+    ]
 }
 
 fn int(v: &Value, p: &str) -> i64 {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use super::KubeVersion;
 use super::admission;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::meta;
@@ -109,27 +110,55 @@ pub struct WatchStart {
 
 pub struct Store {
     inner: Mutex<Inner>,
+    /// Resources not served (a CRD that is not installed: the EtcdCluster CRD on CSM 1.5+).
+    hidden: Mutex<Vec<&'static ResourceDef>>,
     tx: broadcast::Sender<Arc<StoreEvent>>,
+    /// The Kubernetes version whose API rules admission applies.
+    version: KubeVersion,
 }
 
 impl Default for Store {
     fn default() -> Self {
-        Self::new()
+        Self::new(KubeVersion::default())
     }
 }
 
 impl Store {
-    pub fn new() -> Self {
+    pub fn new(version: KubeVersion) -> Self {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
         Self {
+            version,
             inner: Mutex::new(Inner {
                 rv: 1,
                 objects: BTreeMap::new(),
                 history: VecDeque::new(),
                 logs: HashMap::new(),
             }),
+            hidden: Mutex::new(Vec::new()),
             tx,
         }
+    }
+
+    pub fn version(&self) -> KubeVersion {
+        self.version
+    }
+
+    /// Stops serving `def`, as when its CRD is not installed: every request about it is 404.
+    pub fn hide(&self, def: &'static ResourceDef) {
+        self.hidden
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(def);
+    }
+
+    /// Whether `def` is served.
+    pub fn serves(&self, def: &ResourceDef) -> bool {
+        !self
+            .hidden
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|d| d.group == def.group && d.plural == def.plural)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -313,7 +342,7 @@ impl Store {
         {
             return Err(ApiError::not_found(&resources::NAMESPACES, path_ns));
         }
-        admission::prepare_create(def, &mut obj)?;
+        admission::prepare_create(def, &mut obj, self.version)?;
         // etcd3 storage: a plain Go error, which the real server turns into a 500 without a
         // reason. Checked after validation and before the existence check, as there.
         if stale_rv {

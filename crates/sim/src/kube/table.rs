@@ -2,15 +2,16 @@
 //! sends for `kubectl get`) answers a `meta.k8s.io` `Table` with the real server's columns, so
 //! `kubectl get pods,jobs,events` against the simulated cluster reads like a real one.
 //!
-//! Columns and cells follow kubernetes `pkg/printers/internalversion/printers.go` (1.33): the
-//! server always renders the wide cells (priority 1 columns), and kubectl shows them with
-//! `-o wide`. Custom resources without `additionalPrinterColumns` (the etcd operator's
+//! Columns and cells follow kubernetes `pkg/printers/internalversion/printers.go` of the
+//! version the cluster simulates (Jobs got their Status column in 1.30): the server always
+//! renders the wide cells (priority 1 columns), and kubectl shows them with `-o wide`. Custom resources without `additionalPrinterColumns` (the etcd operator's
 //! EtcdCluster) get the CRD default, Name and Age (a `date` column, rendered as an age).
 
 use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::KubeVersion;
 use super::error::{ApiError, ApiResult};
 use super::resources::ResourceDef;
 
@@ -29,6 +30,8 @@ pub struct TableRequest {
     /// `v1` or `v1beta1` of `meta.k8s.io`.
     pub version: &'static str,
     pub include: Include,
+    /// The Kubernetes version whose printers to follow.
+    pub kube: KubeVersion,
 }
 
 /// The Table the `Accept` header asks for, if it does. Media ranges are taken in order (as the
@@ -36,6 +39,7 @@ pub struct TableRequest {
 pub fn requested(
     headers: &HeaderMap,
     include_object: Option<&str>,
+    kube: KubeVersion,
 ) -> ApiResult<Option<TableRequest>> {
     let Some(accept) = headers
         .get(header::ACCEPT)
@@ -77,12 +81,14 @@ pub fn requested(
                     return Ok(Some(TableRequest {
                         version: "v1",
                         include,
+                        kube,
                     }));
                 }
                 Some("v1beta1") => {
                     return Ok(Some(TableRequest {
                         version: "v1beta1",
                         include,
+                        kube,
                     }));
                 }
                 _ => {}
@@ -105,7 +111,7 @@ impl TableRequest {
         let rows: Vec<Value> = items
             .iter()
             .map(|item| {
-                let mut row = json!({ "cells": cells(def, item, now) });
+                let mut row = json!({ "cells": cells(def, item, now, self.kube) });
                 if let Some(conditions) = row_conditions(def, item) {
                     row["conditions"] = conditions;
                 }
@@ -127,7 +133,7 @@ impl TableRequest {
             "kind": "Table",
             "apiVersion": format!("meta.k8s.io/{}", self.version),
             "metadata": { "resourceVersion": resource_version },
-            "columnDefinitions": columns(def),
+            "columnDefinitions": columns(def, self.kube),
             "rows": rows,
         })
     }
@@ -168,6 +174,11 @@ const IMAGES: Column = (
     "Images referenced by each container in the template.",
 );
 const SELECTOR: Column = ("Selector", "string", "", 1, "A label query over pods.");
+
+/// `kubectl get job` shows a Status column since 1.30 (kubernetes#123226).
+fn job_status_column(kube: KubeVersion) -> bool {
+    kube >= KubeVersion::new(1, 30)
+}
 
 fn column_set(def: &ResourceDef) -> Vec<Column> {
     match (def.group, def.plural) {
@@ -385,9 +396,12 @@ fn column_set(def: &ResourceDef) -> Vec<Column> {
     }
 }
 
-fn columns(def: &ResourceDef) -> Vec<Value> {
-    column_set(def)
-        .into_iter()
+fn columns(def: &ResourceDef, kube: KubeVersion) -> Vec<Value> {
+    let mut set = column_set(def);
+    if def.is("batch", "jobs") && !job_status_column(kube) {
+        set.retain(|column| column.0 != "Status");
+    }
+    set.into_iter()
         .map(|(name, type_, format, priority, description)| {
             json!({
                 "name": name,
@@ -544,7 +558,7 @@ fn has_condition(obj: &Value, kind: &str) -> bool {
         .any(|c| c["type"] == kind && c["status"] == "True")
 }
 
-fn cells(def: &ResourceDef, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+fn cells(def: &ResourceDef, obj: &Value, now: DateTime<Utc>, kube: KubeVersion) -> Vec<Value> {
     let name = json!(text(obj, "/metadata/name"));
     let age = json!(since(obj, "/metadata/creationTimestamp", now));
     match (def.group, def.plural) {
@@ -595,13 +609,13 @@ fn cells(def: &ResourceDef, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(images),
             ]
         }
-        ("batch", "jobs") => job_cells(obj, now),
+        ("batch", "jobs") => job_cells(obj, now, kube),
         _ => vec![name, age],
     }
 }
 
 /// `printJob`.
-fn job_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+fn job_cells(obj: &Value, now: DateTime<Utc>, kube: KubeVersion) -> Vec<Value> {
     let succeeded = int(obj, "/status/succeeded");
     let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
         Some(completions) => format!("{succeeded}/{completions}"),
@@ -635,7 +649,7 @@ fn job_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         "Running"
     };
     let (names, images) = containers(obj, "/spec/template");
-    vec![
+    let mut cells = vec![
         json!(text(obj, "/metadata/name")),
         json!(status),
         json!(completions),
@@ -644,7 +658,11 @@ fn job_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         json!(names),
         json!(images),
         json!(label_selector(obj.pointer("/spec/selector"))),
-    ]
+    ];
+    if !job_status_column(kube) {
+        cells.remove(1);
+    }
+    cells
 }
 
 /// `printPod` for pods without init containers (the simulation has none).
@@ -832,7 +850,7 @@ mod tests {
     fn accept(value: &str) -> ApiResult<Option<TableRequest>> {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
-        requested(&headers, None)
+        requested(&headers, None, KubeVersion::CSM)
     }
 
     #[test]
@@ -843,7 +861,8 @@ mod tests {
             accept(kubectl).unwrap(),
             Some(TableRequest {
                 version: "v1",
-                include: Include::Metadata
+                include: Include::Metadata,
+                kube: KubeVersion::CSM,
             })
         );
         assert_eq!(

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::super::meta;
 use super::super::resources::{JOBS, PODS};
+use super::super::{KubeVersion, meta};
 use super::replicaset::{delete_pod, is_ready, pod_from_template};
 use super::{
     Ctx, EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS, FAIL, LOG, all, log_err, owned_by,
@@ -166,7 +166,7 @@ fn finish(ctx: &Ctx, pod: &Value) -> Option<Value> {
     let fail = meta::annotation(pod, FAIL) == Some("true");
     let in_place = fail && restarts_in_place(pod, "");
     let job = pod
-        .pointer("/metadata/labels/batch.kubernetes.io~1job-name")
+        .pointer("/metadata/ownerReferences/0/name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
@@ -363,6 +363,8 @@ impl JobController {
                 (active, failed)
             };
             let now = meta::now();
+            // Since 1.31 the controller adds the interim conditions before the final one.
+            let interim = ctx.opts.kubernetes_version >= KubeVersion::new(1, 31);
             log_err(
                 "update job status",
                 ctx.modify(&JOBS, &job, |j| {
@@ -371,37 +373,31 @@ impl JobController {
                     st["ready"] = json!(ready);
                     st["succeeded"] = json!(succeeded);
                     st["failed"] = json!(failed);
-                    if succeeded > 0 {
+                    let finished = if succeeded > 0 {
                         st["completionTime"] = json!(now);
-                        st["conditions"] = json!([
-                            condition(
-                                "SuccessCriteriaMet",
-                                "CompletionsReached",
-                                "Reached expected number of succeeded pods",
-                                &now
-                            ),
-                            condition(
-                                "Complete",
-                                "CompletionsReached",
-                                "Reached expected number of succeeded pods",
-                                &now
-                            ),
-                        ]);
+                        Some((
+                            "SuccessCriteriaMet",
+                            "Complete",
+                            "CompletionsReached",
+                            "Reached expected number of succeeded pods",
+                        ))
                     } else if past_limit {
-                        st["conditions"] = json!([
-                            condition(
-                                "FailureTarget",
-                                "BackoffLimitExceeded",
-                                "Job has reached the specified backoff limit",
-                                &now
-                            ),
-                            condition(
-                                "Failed",
-                                "BackoffLimitExceeded",
-                                "Job has reached the specified backoff limit",
-                                &now
-                            ),
-                        ]);
+                        Some((
+                            "FailureTarget",
+                            "Failed",
+                            "BackoffLimitExceeded",
+                            "Job has reached the specified backoff limit",
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some((target, last, reason, message)) = finished {
+                        let mut conditions = Vec::new();
+                        if interim {
+                            conditions.push(condition(target, reason, message, &now));
+                        }
+                        conditions.push(condition(last, reason, message, &now));
+                        st["conditions"] = json!(conditions);
                     }
                     if succeeded == 0
                         && let Some(m) = st.as_object_mut()

@@ -135,6 +135,11 @@ pub fn start(ctx: &Ctx) {
         |e| is(e, "apps", "statefulsets") || is(e, "", "pods"),
         statefulset::reconcile,
     ));
+    ctx.spawn(level_loop(
+        ctx.clone(),
+        |e| is(e, "", "persistentvolumeclaims") || is(e, "", "pods"),
+        statefulset::pvc_protection,
+    ));
     let mut kubelet = kubelet::Kubelet::default();
     ctx.spawn(level_loop(
         ctx.clone(),

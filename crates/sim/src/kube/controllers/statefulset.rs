@@ -7,9 +7,15 @@
 //! again under the same name once the old one is gone, and a changed template is rolled out
 //! from the highest ordinal (`RollingUpdate`, the default, down to `partition`; not `OnDelete`).
 //!
+//! Before a pod is made, the PersistentVolumeClaims of its `volumeClaimTemplates` that do not
+//! exist yet are created (`createPersistentVolumeClaims`): `<template>-<set>-<ordinal>`, with
+//! the selector's labels, no owner (no `persistentVolumeClaimRetentionPolicy`: they are kept
+//! when pods are deleted, the set is scaled down or deleted, as the Bitnami chart CSM pins
+//! leaves them) and the `kubernetes.io/pvc-protection` finalizer the admission plugin adds.
+//!
 //! Not simulated: ControllerRevision objects (a revision is `<set>-<hash of the template>`, so
-//! a pod below a rolling update's partition is made from the current template), creating the
-//! PersistentVolumeClaims the pods reference, `minReadySeconds` (available means ready),
+//! a pod below a rolling update's partition is made from the current template),
+//! `persistentVolumeClaimRetentionPolicy`, `minReadySeconds` (available means ready),
 //! `spec.ordinals`, `maxUnavailable` and the adoption of orphaned pods.
 
 use std::cmp::Reverse;
@@ -17,7 +23,7 @@ use std::cmp::Reverse;
 use serde_json::{Value, json};
 
 use super::super::meta;
-use super::super::resources::{PODS, STATEFULSETS};
+use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, STATEFULSETS};
 use super::replicaset::{delete_pod, is_ready, pod_from_template};
 use super::{Ctx, all, generation, log_err, owned_by};
 
@@ -126,6 +132,97 @@ fn new_pod(set: &Value, ordinal: usize, revision: &str) -> Value {
     pod
 }
 
+/// The finalizer that keeps a PVC while a pod uses it (see `pvc_protection`).
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+
+/// `createPersistentVolumeClaims`: the claims of member `ordinal` that do not exist yet.
+fn create_claims(ctx: &Ctx, set: &Value, ordinal: usize) {
+    let ns = meta::namespace(set).unwrap_or_default();
+    let set_name = meta::name(set).unwrap_or_default();
+    let templates = set
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let selector = set
+        .pointer("/spec/selector/matchLabels")
+        .cloned()
+        .unwrap_or(json!({}));
+    for template in templates {
+        let Some(claim) = template.pointer("/metadata/name").and_then(Value::as_str) else {
+            continue;
+        };
+        let name = format!("{claim}-{set_name}-{ordinal}");
+        if ctx.store.get(&PERSISTENTVOLUMECLAIMS, ns, &name).is_ok() {
+            continue;
+        }
+        let mut labels = template
+            .pointer("/metadata/labels")
+            .cloned()
+            .unwrap_or(json!({}));
+        if let (Some(labels), Some(selector)) = (labels.as_object_mut(), selector.as_object()) {
+            labels.extend(selector.clone());
+        }
+        let pvc = json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": labels,
+                "finalizers": [PVC_PROTECTION],
+            },
+            "spec": template.get("spec").cloned().unwrap_or(json!({})),
+            "status": { "phase": "Bound" },
+        });
+        log_err(
+            "create persistentvolumeclaim",
+            ctx.store.create(&PERSISTENTVOLUMECLAIMS, ns, pvc, false),
+        );
+    }
+}
+
+/// The `pvc-protection` controller (pkg/controller/volume/pvcprotection): a PVC being deleted
+/// keeps its finalizer while a pod that is not finished uses it, so it goes only once its pods
+/// have (which is why CSM scales a StatefulSet to 0 before deleting its PVCs).
+pub fn pvc_protection(ctx: &Ctx) {
+    let pods = all(ctx, &PODS);
+    for pvc in all(ctx, &PERSISTENTVOLUMECLAIMS) {
+        if !meta::is_deleting(&pvc) || !meta::finalizers(&pvc).iter().any(|f| f == PVC_PROTECTION) {
+            continue;
+        }
+        let ns = meta::namespace(&pvc).unwrap_or_default();
+        let name = meta::name(&pvc).unwrap_or_default();
+        let in_use = pods.iter().any(|pod| {
+            meta::namespace(pod) == Some(ns)
+                && !matches!(phase(pod), Some("Failed" | "Succeeded"))
+                && pod
+                    .pointer("/spec/volumes")
+                    .and_then(Value::as_array)
+                    .is_some_and(|vs| {
+                        vs.iter().any(|v| {
+                            v.pointer("/persistentVolumeClaim/claimName")
+                                .and_then(Value::as_str)
+                                == Some(name)
+                        })
+                    })
+        });
+        if !in_use {
+            log_err(
+                "remove pvc-protection",
+                ctx.modify(&PERSISTENTVOLUMECLAIMS, &pvc, |p| {
+                    if let Some(fs) = p
+                        .pointer_mut("/metadata/finalizers")
+                        .and_then(Value::as_array_mut)
+                    {
+                        fs.retain(|f| f != PVC_PROTECTION);
+                    }
+                }),
+            );
+        }
+    }
+}
+
 /// `updateIdentity` for a pod whose identity labels were changed (`identityMatches` fails).
 fn restore_identity(ctx: &Ctx, pod: &Value, ordinal: usize) {
     let name = meta::name(pod).unwrap_or_default().to_string();
@@ -213,6 +310,7 @@ fn act(ctx: &Ctx, set: &Value, members: &[(usize, &Value)], update_revision: &st
             // the create fails with AlreadyExists, as on a real server, and is retried on the
             // next change.
             None => {
+                create_claims(ctx, set, ordinal);
                 let pod = new_pod(set, ordinal, update_revision);
                 log_err("create pod", ctx.store.create(&PODS, ns, pod, false));
                 true
