@@ -163,6 +163,15 @@ pub async fn repopulations(
             if wait {
                 return client.wait(&run, format).await;
             }
+            if format == Format::Table
+                && let Some(id) = run.get("id").and_then(Value::as_str)
+            {
+                output::print(&run, format, View::Run)?;
+                emit(&format!(
+                    "\nFollow it: etcd-repopulator repopulations logs {id} --follow"
+                ))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             (run, View::Run)
         }
         RepopulationsCommand::Describe { id } => (

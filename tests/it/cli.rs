@@ -430,6 +430,35 @@ async fn table_format_lists_runs_and_describes_steps() {
         }
     }
 
+    // A run started without --wait says how to follow it.
+    let output = cli(
+        &app.base,
+        &[
+            "repopulations",
+            "create",
+            "--services",
+            "reds",
+            "--dry-run",
+            "--format",
+            "table",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let text = stdout(&output);
+    let id = text
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
+    assert!(
+        text.ends_with(&format!("repopulations logs {id} --follow\n")),
+        "{text}"
+    );
+    app.finished_run(id).await;
+
     let output = cli(&app.base, &["services", "list", "--format", "table"]).await;
     let text = stdout(&output);
     assert!(
