@@ -15,7 +15,7 @@ use crate::{
     api::{self, AppState, auth::Authenticator, webhooks::Webhooks},
     cli::{ServeArgs, SimArgs},
     cluster::Cluster,
-    config::Config,
+    config::{AuthMode, Config},
     csm::CsmClients,
     runner::Runner,
     snapshots::Snapshotter,
@@ -118,7 +118,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     #[cfg(not(feature = "simulate"))]
     let client = real_cluster_client().await?;
     let snapshot_config = config.snapshots.clone();
-    if config.auth.mode == api::auth::AuthMode::None && !args.simulate {
+    if config.auth.mode == AuthMode::None && !args.simulate {
         tracing::warn!(
             "AUTHENTICATION IS OFF (auth.mode = \"none\"): anyone who can reach this service can \
              start runs that delete pods and Jobs; set auth.mode to \"token\" or \"jwt\""
@@ -272,7 +272,7 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+        () = ctrl_c => {}
+        () = terminate => {}
     }
 }

@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 
 use crate::{
     config::Config,
+    config::HostnameTemplate,
     csm::{CsmConfig, HsmComponent},
-    handlers::HostnameTemplate,
     remote::{SshConfig, hostlist},
 };
 

@@ -23,8 +23,7 @@ use axum::{
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa::OpenApi;
 
-use crate::{runner::Runner, store::Store};
-use auth::SecurityAddon;
+use crate::{config::AuthMode, runner::Runner, store::Store};
 
 /// Request bodies above this size are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -65,11 +64,10 @@ pub type SharedState = Arc<AppState>;
         health::healthz,
         health::readyz,
         events::follow_events,
-        webhooks::alertmanager,
-        webhooks::generic,
+        webhooks::alertmanager::receive,
+        webhooks::generic::receive,
         metrics::metrics,
     ),
-    modifiers(&SecurityAddon),
     tags(
         (name = "repopulations", description = "Repopulation runs and their history"),
         (name = "services", description = "The services a run can repopulate"),
@@ -81,9 +79,18 @@ pub type SharedState = Arc<AppState>;
 )]
 pub struct ApiDoc;
 
-/// The OpenAPI document served at `/openapi.json` and committed at `openapi/openapi.json`.
+/// The OpenAPI document of a service that authenticates its callers (`auth.mode` token or
+/// jwt), committed at `openapi/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    openapi_for(AuthMode::Token)
+}
+
+/// The document a service in `mode` serves at `/openapi.json`: with `auth.mode = "none"` no
+/// operation asks for a bearer token.
+pub fn openapi_for(mode: AuthMode) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    auth::document_security(&mut doc, mode);
+    doc
 }
 
 pub fn router(state: SharedState) -> Router {
@@ -96,8 +103,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/repopulations/{id}/cancel", post(runs::cancel_run))
         .route("/repopulations/{id}/resume", post(runs::resume_run))
         .route("/repopulations/{id}/events", get(events::follow_events))
-        .route(webhooks::ALERTMANAGER_PATH, post(webhooks::alertmanager))
-        .route(webhooks::GENERIC_PATH, post(webhooks::generic))
+        .route(
+            webhooks::ALERTMANAGER_PATH,
+            post(webhooks::alertmanager::receive),
+        )
+        .route(webhooks::GENERIC_PATH, post(webhooks::generic::receive))
         .route("/metrics", get(metrics::metrics))
         .route("/services", get(services::list_services))
         .route("/etcd-clusters", get(etcd_clusters::list_etcd_clusters))
@@ -119,6 +129,8 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             auth::authorize,
         ))
+        // Around the authorization too, so that its refusals are logged the same way.
+        .layer(middleware::from_fn(problem::log_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(health::panic_response))
         .layer(TraceLayer::new_for_http())

@@ -143,8 +143,6 @@ pub async fn repopulations(
             wait,
         } => {
             let mut body = Map::new();
-            // The API asks for the services explicitly; `all` is every service of the release.
-            let services = services.unwrap_or_else(|| vec!["all".to_owned()]);
             body.insert("services".to_owned(), json!(services));
             if dry_run {
                 body.insert("dry_run".to_owned(), Value::Bool(true));

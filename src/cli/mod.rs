@@ -104,10 +104,10 @@ pub struct RepopulationsArgs {
 pub enum RepopulationsCommand {
     /// Start a run (POST /repopulations).
     Create {
-        /// Services to repopulate, comma-separated (e.g. bss,reds); omitted means `all` (every
-        /// service of the release in force).
-        #[arg(long, value_delimiter = ',')]
-        services: Option<Vec<String>>,
+        /// Services to repopulate, comma-separated (e.g. bss,reds), or `all` for every
+        /// supported one. Required: a run changes the cluster.
+        #[arg(long, value_delimiter = ',', required = true)]
+        services: Vec<String>,
         /// Plan only: show what would be touched, change nothing.
         #[arg(long)]
         dry_run: bool,

@@ -1,7 +1,8 @@
 //! Typed clients for the CSM REST APIs (BOS, BSS, CPS, CRUS, FAS, HMNFD, HSM).
 //!
 //! Each service has one small module with its request/response types (field names exactly as in
-//! the OpenAPI documents under `specs/`) and the few operations the handlers need. The HTTP
+//! the services' public OpenAPI documents, the ones the `cray` CLI is generated from) and the
+//! few operations the handlers need. The HTTP
 //! mechanics (URLs, headers, bearer token, retries, error mapping) live once, in [`http`].
 
 mod bos;
@@ -35,8 +36,9 @@ pub use fas::FasClient;
 pub use hmnfd::{HmnfdClient, subscriber_nodes};
 pub use hsm::{ComponentFilter, HsmClient};
 
-/// Section `[csm]` of the service configuration. The defaults are the in-cluster service URLs
-/// (see `specs/SOURCES.md`), so a deployment inside CSM needs no configuration at all.
+/// Section `[csm]` of the service configuration. The defaults are the services' in-cluster URLs
+/// on a CSM system (`http://cray-bos`, `http://cray-smd/hsm/v2`, ...), so a deployment inside
+/// CSM needs no configuration at all.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CsmConfig {

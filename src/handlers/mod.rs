@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use steps::orca::{HostnameTemplate, NcnTargets};
+pub use steps::orca::NcnTargets;
 
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},

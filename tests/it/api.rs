@@ -174,17 +174,20 @@ async fn every_user_error_is_a_problem_document() {
         )
         .await;
     }
-    problem(
-        app.http
-            .post(app.url("/repopulations"))
-            .header("idempotency-key", "")
-            .json(&json!({"services": ["reds"]}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    // Empty, and with a tab (a valid header character, but not part of a key).
+    for key in ["", "a\tb"] {
+        problem(
+            app.http
+                .post(app.url("/repopulations"))
+                .header("idempotency-key", key)
+                .json(&json!({"services": ["reds"]}))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -394,4 +397,108 @@ async fn cancel_stops_a_waiting_run() {
         .await
         .unwrap();
     problem(resp, StatusCode::CONFLICT).await;
+}
+
+#[tokio::test]
+async fn a_post_must_say_what_it_repopulates() {
+    let app = start().await;
+    let url = app.url("/repopulations");
+    // What `curl -X POST .../repopulations` sends: no body, no content type.
+    let resp = app.http.post(&url).send().await.unwrap();
+    let p = problem(resp, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("application/json"),
+        "{p}"
+    );
+    // An empty body that claims to be JSON.
+    let resp = app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let p = problem(resp, StatusCode::BAD_REQUEST).await;
+    assert!(p["type"].as_str().unwrap().ends_with("malformed-json"));
+    // JSON without saying so.
+    let resp = app
+        .http
+        .post(&url)
+        .body(r#"{"services":["reds"]}"#)
+        .send()
+        .await
+        .unwrap();
+    problem(resp, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    // `services` is required, and names at least one.
+    for body in [
+        json!({}),
+        json!({"dry_run": true}),
+        json!({"services": []}),
+        json!({"services": ["all", "nope"]}),
+    ] {
+        let (status, p) = app.post("/repopulations", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {p}");
+        assert_eq!(p["field"], "services", "{body}: {p}");
+    }
+    let (_, history) = app.get("/repopulations").await;
+    assert_eq!(history["items"], json!([]), "nothing was started");
+
+    // `["all"]` is every service this build supports.
+    let (_, services) = app.get("/services").await;
+    let supported: Vec<&str> = services["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["supported"] == true)
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    // ("all" with other names is still all.)
+    let (status, run) = app
+        .post(
+            "/repopulations",
+            json!({"services": ["all", "reds"], "dry_run": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let planned: Vec<&str> = run["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(planned, supported);
+}
+
+#[tokio::test]
+async fn a_wrongly_typed_field_is_named_not_its_value() {
+    let app = start().await;
+    for (body, field) in [
+        (json!({"services": ["reds"], "dry_run": 1}), "dry_run"),
+        (json!({"services": ["reds"], "reason": 5}), "reason"),
+        (json!({"services": "reds"}), "services"),
+    ] {
+        let (status, p) = app.post("/repopulations", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {p}");
+        assert_eq!(p["field"], field, "{body}: {p}");
+    }
+}
+
+/// With `auth.mode = "none"` the served document asks for no credentials (the committed one
+/// describes a service with authentication on).
+#[tokio::test]
+async fn the_served_openapi_document_follows_the_auth_mode() {
+    let app = start().await;
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["security"].is_null(), "{}", doc["security"]);
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let declared = op["security"].as_array().cloned().unwrap_or_default();
+            assert!(
+                declared.iter().all(|r| r.get("bearer").is_none()),
+                "{method} {path} asks for a bearer token: {declared:?}"
+            );
+            assert!(op["responses"].get("401").is_none() || path == "/webhooks/generic");
+        }
+    }
 }

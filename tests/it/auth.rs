@@ -3,10 +3,7 @@
 
 use std::path::Path;
 
-use etcd_repopulator::{
-    api::auth::{AuthConfig, AuthMode},
-    config::Config,
-};
+use etcd_repopulator::config::{AuthConfig, AuthMode, Config};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -263,4 +260,23 @@ async fn jwt_mode_verifies_against_the_jwks() {
 fn base64_url(value: &Value) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+#[tokio::test]
+async fn with_tokens_the_served_openapi_document_asks_for_a_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_token_mode(dir.path()).await;
+    let resp = app.http.get(app.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc: Value = resp.json().await.unwrap();
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
+    let create = &doc["paths"]["/repopulations"]["post"];
+    assert!(create["responses"]["401"].is_object(), "{create}");
+    // Open paths say so.
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([{}]));
+    // The committed document is the one a service with authentication serves.
+    assert_eq!(
+        doc,
+        serde_json::to_value(etcd_repopulator::api::openapi()).unwrap()
+    );
 }

@@ -21,10 +21,10 @@ use std::{
 use axum::http::{HeaderMap, HeaderValue, header};
 use clap::Parser;
 use etcd_repopulator::{
-    api::auth::{AuthMode, Authenticator, Role as AuthRole, TokenSet},
+    api::auth::{Authenticator, Role as AuthRole, TokenSet},
     cli::{Cli, Command as CliCommand, ServicesCommand},
     cluster::rbac::{self, Permission},
-    config::Config,
+    config::{AuthMode, Config},
 };
 use k8s_openapi::{
     api::{

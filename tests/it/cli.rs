@@ -625,10 +625,9 @@ async fn connection_errors_name_the_cause() {
     assert!(err.to_lowercase().contains("connection refused"), "{err}");
 }
 
-/// The API wants `services` explicitly (`["all"]` = every service of the release): what the
-/// client sends, seen by a stand-in for the service.
+/// What the client sends for `--services`, seen by a stand-in for the service.
 #[tokio::test]
-async fn create_sends_all_without_services_and_the_list_with_them() {
+async fn create_sends_the_services_as_given() {
     use std::sync::{Arc, Mutex};
     let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
     let seen = bodies.clone();
@@ -650,7 +649,7 @@ async fn create_sends_all_without_services_and_the_list_with_them() {
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     for args in [
-        vec!["repopulations", "create", "--dry-run"],
+        vec!["repopulations", "create", "--services", "all", "--dry-run"],
         vec!["repopulations", "create", "--services", "bss,reds"],
     ] {
         let output = cli(&base, &args).await;
@@ -662,4 +661,65 @@ async fn create_sends_all_without_services_and_the_list_with_them() {
         serde_json::json!({"services": ["all"], "dry_run": true})
     );
     assert_eq!(bodies[1], serde_json::json!({"services": ["bss", "reds"]}));
+}
+
+/// A configuration error stops `serve` before it touches anything, says what is wrong once,
+/// and names the key.
+#[tokio::test]
+async fn serve_refuses_a_bad_config_once_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        ("namspace = \"x\"\n", "unknown field `namspace`"),
+        (
+            "[reds]\nselector = \"app in (cray-reds\"\n",
+            "reds.selector",
+        ),
+        ("namespace = \"Services\"\n", "namespace"),
+    ] {
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, text).unwrap();
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"))
+            .args(["serve", "--database"])
+            .arg(dir.path().join("runs.db"))
+            .arg("--config")
+            .arg(&file)
+            .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "{text}");
+        let err = stderr(&output);
+        assert_eq!(err.matches(expected).count(), 1, "{text}: {err}");
+        assert!(err.contains("config"), "{text}: {err}");
+    }
+}
+
+/// A run changes the cluster, so the client asks which services (`all` for every one).
+#[tokio::test]
+async fn create_needs_services() {
+    let app = common::start().await;
+    let output = cli(&app.base, &["repopulations", "create", "--dry-run"]).await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--services"),
+        "{}",
+        stderr(&output)
+    );
+    let output = cli(
+        &app.base,
+        &[
+            "repopulations",
+            "create",
+            "--services",
+            "all",
+            "--dry-run",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let run: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(run["services"].as_array().unwrap().len() > 1, "{run}");
 }

@@ -543,7 +543,9 @@ async fn dry_run_of_every_service_changes_nothing() {
     config.ssh.known_hosts_file = known_hosts_file;
     let app = common::start_with(SimOptions::default(), config).await;
     let before = cluster_snapshot(&app).await;
-    let id = app.start_run(json!({"dry_run": true})).await;
+    let id = app
+        .start_run(json!({"services": ["all"], "dry_run": true}))
+        .await;
     let run = app.finished_run(&id).await;
     // A plan reads as one: complete, so succeeded, with what a real run would leave to a
     // person said in the conditional.

@@ -479,7 +479,7 @@ struct Serve {
     /// What it logged until it served.
     startup: Vec<String>,
     logs: tokio::sync::mpsc::UnboundedReceiver<String>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Serve {
@@ -537,7 +537,7 @@ impl Serve {
             sim: format!("http://127.0.0.1:{sim_port}"),
             startup: seen,
             logs,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -557,7 +557,7 @@ impl Serve {
             .args(["repopulations", "create", "--services", services, "--wait"])
             .env_remove("ETCD_REPOPULATOR_URL")
             .env_remove("ETCD_REPOPULATOR_TOKEN")
-            .env("XDG_CONFIG_HOME", self._dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path())
             .output()
             .await
             .unwrap();

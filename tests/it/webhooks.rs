@@ -4,13 +4,7 @@
 
 use crate::common;
 
-use etcd_repopulator::{
-    api::{
-        auth::{AuthConfig, AuthMode},
-        webhooks::WebhooksConfig,
-    },
-    config::Config,
-};
+use etcd_repopulator::config::{AuthConfig, AuthMode, Config, WebhooksConfig};
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -50,9 +44,16 @@ async fn deliver(app: &TestApp, body: &Value) -> (StatusCode, Value) {
     app.post("/webhooks/alertmanager", body.clone()).await
 }
 
+/// The service with `webhooks.alertmanager.alertnames` set to the alerts these tests send.
+async fn start_selecting() -> TestApp {
+    let mut config = Config::default();
+    config.webhooks.alertmanager.alertnames = vec!["EtcdClusterUnhealthy".into(), "X".into()];
+    start_with(SimOptions::default(), config).await
+}
+
 #[tokio::test]
 async fn alertmanager_resolved_alerts_start_runs_once_and_others_say_why_not() {
-    let app = start().await;
+    let app = start_selecting().await;
 
     let (status, body) = deliver(
         &app,
@@ -135,7 +136,7 @@ async fn alertmanager_resolved_alerts_start_runs_once_and_others_say_why_not() {
 
 #[tokio::test]
 async fn alertmanager_label_key_cluster_and_busy_service() {
-    let app = start().await;
+    let app = start_selecting().await;
     let mut by_cluster_label = alert("resolved", "ignored", "g1");
     by_cluster_label["labels"] = json!({"alertname": "X", "cluster": "cray-reds-etcd"});
     let busy = alert("resolved", "cray-reds-etcd", "g2");
@@ -238,8 +239,18 @@ async fn generic_webhook_needs_a_fresh_valid_signature() {
         StatusCode::UNAUTHORIZED,
     )
     .await;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("replay window"), "{p}");
+    assert!(detail.contains("s ago"), "{p}");
+    // From the future: a clock ahead of the service's.
+    let ahead = (chrono::Utc::now().timestamp() + 600).to_string();
+    let p = problem(
+        post_signed(&app, &ahead, Some(&sign(&ahead, body)), body).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     assert!(
-        p["detail"].as_str().unwrap().contains("replay window"),
+        p["detail"].as_str().unwrap().contains("in the future"),
         "{p}"
     );
 
@@ -271,7 +282,7 @@ async fn generic_webhook_needs_a_fresh_valid_signature() {
         .await
         .unwrap();
     let metrics = app.metrics().await;
-    for (outcome, count) in [("started", 2), ("unauthorized", 4)] {
+    for (outcome, count) in [("started", 2), ("unauthorized", 5)] {
         let line = format!(
             "etcd_repopulator_webhook_deliveries_total{{source=\"generic\",outcome=\"{outcome}\"}} {count}"
         );
@@ -305,4 +316,105 @@ fn readme_config_example_is_valid() {
         config.webhooks.alertmanager.clusters,
         WebhooksConfig::default().alertmanager.clusters
     );
+    assert!(config.webhooks.alertmanager.alertnames.is_empty());
+
+    // The example of alert names to select.
+    let start = readme
+        .find("```toml\n[webhooks.alertmanager]\nalertnames = [\"")
+        .expect("README has the alertnames example");
+    let block = &readme[start + "```toml\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    let config = Config::from_toml(block).unwrap();
+    assert!(!config.webhooks.alertmanager.alertnames.is_empty());
+}
+
+#[tokio::test]
+async fn alertmanager_selects_no_alert_until_told_which() {
+    let app = start().await;
+    let (status, body) = deliver(
+        &app,
+        &payload("resolved", vec![alert("resolved", "cray-reds-etcd", "d1")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["runs"], json!([]));
+    assert_eq!(body["alerts"][0]["outcome"], "not_selected");
+    assert!(
+        body["alerts"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("webhooks.alertmanager.alertnames"),
+        "{body}"
+    );
+    // No run id to follow: the field is left out rather than null.
+    assert!(body["alerts"][0].get("run_id").is_none(), "{body}");
+    let (_, history) = app.get("/repopulations").await;
+    assert_eq!(history["items"], json!([]));
+}
+
+#[tokio::test]
+async fn webhook_bodies_must_be_json_and_within_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_with_key(dir.path()).await;
+    let token = "w-0123456789abcdef";
+    let am = serde_json::to_vec(&payload("resolved", vec![])).unwrap();
+    for content_type in [None, Some("text/plain")] {
+        let mut request = app
+            .http
+            .post(app.url("/webhooks/alertmanager"))
+            .bearer_auth(token)
+            .body(am.clone());
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        problem(
+            request.send().await.unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        )
+        .await;
+    }
+    let now = chrono::Utc::now().timestamp().to_string();
+    let body = br#"{"services":["reds"]}"#;
+    let resp = app
+        .http
+        .post(app.url("/webhooks/generic"))
+        .header("x-signature-timestamp", &now)
+        .header("x-signature-256", sign(&now, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    problem(resp, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+
+    // Over the limit: a problem, not axum's text/plain.
+    let big = format!("{{\"reason\": \"{}\"}}", "x".repeat(70 * 1024));
+    let resp = app
+        .http
+        .post(app.url("/webhooks/alertmanager"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    problem(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let resp = post_signed(
+        &app,
+        &now,
+        Some(&sign(&now, big.as_bytes())),
+        big.as_bytes(),
+    )
+    .await;
+    problem(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let history: Value = app
+        .http
+        .get(app.url("/repopulations"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["items"], json!([]), "nothing was started");
 }

@@ -1,4 +1,7 @@
-//! Fake CSM services (BOS, BSS, CPS, CRUS, FAS, HMNFD, HSM) following `specs/`.
+//! Fake CSM services (BOS, BSS, CPS, CRUS, FAS, HMNFD, HSM), answering with the shapes of the
+//! services' public OpenAPI documents (the ones the `cray` CLI is generated from, in
+//! Cray-HPE/craycli's `cray/modules/<service>/`; HMNFD's in Cray-HPE/hms-hmnfd), as the
+//! service's typed CSM clients expect them.
 //!
 //! One in-memory state behind one router. Each fake answers its in-cluster paths behind a
 //! per-service prefix (`/bos/v2/...`, `/smd/hsm/v2/...`), so a client configured with the
