@@ -185,6 +185,7 @@ fn simulated_nodes(
             tracing::info!(
                 port = nodes.ssh.port,
                 nodes = nodes.nodes.len(),
+                dir = %nodes.dir().display(),
                 "simulated nodes answer SSH on loopback ([ssh] points at them)"
             );
             config.ssh = nodes.ssh.clone();

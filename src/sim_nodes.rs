@@ -75,6 +75,11 @@ fn stop(guards: &mut [Child]) {
 }
 
 impl SimNodes {
+    /// The sshds' keys, configuration and logs (removed when the service stops).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The sshds' logs (authentication failures, the commands they ran).
     pub fn log(&self) -> String {
         (0..self.children.len())
@@ -167,88 +172,18 @@ pub fn start(
     nodes: Vec<SimNode>,
     csm: &CsmConfig,
 ) -> Result<SimNodes, String> {
-    let dir = tempfile::Builder::new()
-        .prefix("etcd-repopulator-sim-nodes-")
-        .tempdir()
-        .map_err(|e| format!("cannot make a directory for the simulated nodes' sshd: {e}"))?;
-    let keygen = |name: &str| -> Result<(PathBuf, String), String> {
-        let path = dir.path().join(name);
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| format!("{INSTALL_HINT} (ssh-keygen: {e})"))?;
-        if !status.success() {
-            return Err(format!("ssh-keygen failed ({status}) making {name}"));
-        }
-        let public = std::fs::read_to_string(path.with_extension("pub"))
-            .map_err(|e| format!("reading {name}.pub: {e}"))?;
-        let fields: Vec<&str> = public.split_whitespace().take(2).collect();
-        Ok((path, fields.join(" ")))
-    };
-    let (host_key, host_public) = keygen("host_ed25519")?;
-    let (identity, client_public) = keygen("id_ed25519")?;
-    let authorized_keys = dir.path().join("authorized_keys");
-    write(&authorized_keys, format!("{client_public}\n"))?;
     let user = current_user()?;
     if user == "root" {
         // sshd refuses to start as root without its privilege separation directory.
         std::fs::create_dir_all("/run/sshd")
             .map_err(|e| format!("creating /run/sshd for sshd: {e}"))?;
     }
-    let files = SshdFiles {
-        dir: dir.path(),
-        host_key: &host_key,
-        authorized_keys: &authorized_keys,
-        program,
-        csm,
-    };
     let mut failure = String::new();
-    // A free port can be taken by someone else between the probe and sshd's bind: try again.
+    // A free port can be taken by someone else between the probe and sshd's bind: try again
+    // (from scratch: a stopped attempt's guards remove its directory).
     for _ in 0..5 {
-        let port = free_port()?;
-        let mut children = Vec::new();
-        let started = nodes
-            .chunks(MAX_LISTEN_SOCKETS)
-            .enumerate()
-            .try_for_each(|(i, chunk)| {
-                children.push(files.spawn(sshd, i, chunk, port)?);
-                let child = children.last_mut().expect("just pushed");
-                wait_until_listening(child, chunk, port).map_err(|e| {
-                    let log = std::fs::read_to_string(dir.path().join(format!("sshd-{i}.log")))
-                        .unwrap_or_default();
-                    // sshd's last word says why (e.g. "Address already in use").
-                    let last = log
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("");
-                    format!("{e}: {}", last.trim())
-                })
-            });
-        match started {
-            Ok(()) => {
-                let known_hosts = dir.path().join("known_hosts");
-                write(
-                    &known_hosts,
-                    nodes
-                        .iter()
-                        .map(|n| format!("[{}]:{port} {host_public}\n", n.address))
-                        .collect(),
-                )?;
-                let ssh = SshConfig {
-                    user,
-                    port,
-                    identity_file: identity,
-                    known_hosts_file: known_hosts,
-                    hosts: nodes
-                        .iter()
-                        .map(|n| (n.host.clone(), n.address.clone()))
-                        .collect(),
-                    ..SshConfig::default()
-                };
+        match attempt(sshd, program, &nodes, csm, &user)? {
+            Ok((ssh, children, dir)) => {
                 return Ok(SimNodes {
                     ssh,
                     nodes,
@@ -257,7 +192,6 @@ pub fn start(
                 });
             }
             Err(reason) => {
-                stop(&mut children);
                 let port_taken = reason.contains("Address already in use");
                 failure = reason;
                 if !port_taken {
@@ -269,6 +203,98 @@ pub fn start(
     Err(format!(
         "sshd for the simulated nodes did not start: {failure}"
     ))
+}
+
+/// What a started attempt leaves: the `[ssh]` settings, the guards and their directory.
+type Started = (SshConfig, Vec<Child>, tempfile::TempDir);
+
+/// One try at starting the sshds on a free port, in a directory of their own with new keys:
+/// the outer error is a setup failure, the inner one why sshd did not start.
+fn attempt(
+    sshd: &Path,
+    program: &Path,
+    nodes: &[SimNode],
+    csm: &CsmConfig,
+    user: &str,
+) -> Result<Result<Started, String>, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("etcd-repopulator-sim-nodes-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a directory for the simulated nodes' sshd: {e}"))?;
+    let (host_key, host_public) = keygen(dir.path(), "host_ed25519")?;
+    let (identity, client_public) = keygen(dir.path(), "id_ed25519")?;
+    let authorized_keys = dir.path().join("authorized_keys");
+    write(&authorized_keys, format!("{client_public}\n"))?;
+    let files = SshdFiles {
+        dir: dir.path(),
+        host_key: &host_key,
+        authorized_keys: &authorized_keys,
+        program,
+        csm,
+    };
+    let port = free_port()?;
+    let mut children = Vec::new();
+    let started = nodes
+        .chunks(MAX_LISTEN_SOCKETS)
+        .enumerate()
+        .try_for_each(|(i, chunk)| {
+            children.push(files.spawn(sshd, i, chunk, port)?);
+            let child = children.last_mut().expect("just pushed");
+            wait_until_listening(child, chunk, port).map_err(|e| {
+                let log = std::fs::read_to_string(dir.path().join(format!("sshd-{i}.log")))
+                    .unwrap_or_default();
+                // sshd's last word says why (e.g. "Address already in use").
+                let last = log
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                format!("{e}: {}", last.trim())
+            })
+        });
+    if let Err(reason) = started {
+        stop(&mut children);
+        return Ok(Err(reason));
+    }
+    let known_hosts = dir.path().join("known_hosts");
+    write(
+        &known_hosts,
+        nodes
+            .iter()
+            .map(|n| format!("[{}]:{port} {host_public}\n", n.address))
+            .collect(),
+    )?;
+    let ssh = SshConfig {
+        user: user.to_owned(),
+        port,
+        identity_file: identity,
+        known_hosts_file: known_hosts,
+        hosts: nodes
+            .iter()
+            .map(|n| (n.host.clone(), n.address.clone()))
+            .collect(),
+        ..SshConfig::default()
+    };
+    Ok(Ok((ssh, children, dir)))
+}
+
+/// A new ed25519 key pair `dir/name` (and `.pub`): its path and public key line.
+fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, String), String> {
+    let path = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("{INSTALL_HINT} (ssh-keygen: {e})"))?;
+    if !status.success() {
+        return Err(format!("ssh-keygen failed ({status}) making {name}"));
+    }
+    let public = std::fs::read_to_string(path.with_extension("pub"))
+        .map_err(|e| format!("reading {name}.pub: {e}"))?;
+    let fields: Vec<&str> = public.split_whitespace().take(2).collect();
+    Ok((path, fields.join(" ")))
 }
 
 /// sshd's `ListenAddress` limit (`MAX_LISTEN_SOCKS` in OpenSSH).
@@ -299,6 +325,8 @@ impl SshdFiles<'_> {
         // closes: when the service stops, however it stops, even by SIGKILL.
         Command::new(self.program)
             .arg("sim-node-guard")
+            .arg("--remove-dir")
+            .arg(self.dir)
             .arg(sshd)
             .args(["-D", "-e", "-f"])
             .arg(&config)
@@ -421,10 +449,14 @@ pub struct SimNodeArgs {
     pub command: Vec<String>,
 }
 
-/// `etcd-repopulator sim-node-guard SSHD ARGS...`: runs sshd until it exits or this process's
-/// stdin closes (the service that started it stopped), then stops it.
+/// `etcd-repopulator sim-node-guard [--remove-dir DIR] SSHD ARGS...`: runs sshd until it exits
+/// or this process's stdin closes (the service that started it stopped), then stops it and
+/// removes its directory.
 #[derive(Args, Debug, Clone)]
 pub struct GuardArgs {
+    /// Removed once the service is gone (the directory of sshd's keys and configuration).
+    #[arg(long)]
+    pub remove_dir: Option<PathBuf>,
     /// The program to run and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
@@ -458,6 +490,10 @@ pub async fn guard(args: GuardArgs) -> ExitCode {
         },
         _ = stdin.read_to_end(&mut sink) => {
             let _ = child.kill().await;
+            if let Some(dir) = &args.remove_dir {
+                // Every guard of the service may try; whoever comes last finds nothing.
+                let _ = std::fs::remove_dir_all(dir);
+            }
             ExitCode::SUCCESS
         }
     }

@@ -645,6 +645,8 @@ async fn serve_simulate_gives_the_nodes_an_ssh_server_so_hmnfd_succeeds() {
         .map(|l| serde_json::from_str(l).unwrap())
         .expect("the sshd started");
     let ssh_port = started["port"].as_u64().unwrap();
+    let ssh_dir = std::path::PathBuf::from(started["dir"].as_str().unwrap());
+    assert!(ssh_dir.join("known_hosts").is_file());
     serve.wipe("cray-hmnfd-etcd").await;
     assert!(serve.hmnfd_subscribers().await.is_empty());
 
@@ -692,6 +694,14 @@ async fn serve_simulate_gives_the_nodes_an_ssh_server_so_hmnfd_succeeds() {
     })
     .await
     .expect("the nodes' sshd stops when the service is killed");
+    tokio::time::timeout(DEADLINE, async {
+        while ssh_dir.exists() {
+            // The guard removes it right after stopping sshd.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the sshd's keys and configuration are removed");
 }
 
 /// Without sshd the `hmnfd` step fails at once, saying in one line what to install.
