@@ -47,6 +47,7 @@ async fn fill_history(store: &Store, runs: usize) -> uuid::Uuid {
                     dry_run: true,
                     requested_by: "bench".to_owned(),
                     idempotency: None,
+                    csm_release: None,
                     tasks: vec![NewTask {
                         service,
                         steps: vec![NewStep {

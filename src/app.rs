@@ -107,7 +107,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await?;
         // The simulated CSM services live on the simulated cluster's address.
-        config.use_simulation(&sim.url());
+        config.use_simulation(&sim.url(), sim.runs_real_etcd());
+        if !sim.runs_real_etcd() {
+            tracing::warn!(
+                "`{}` is not installed (Debian: etcd-server): the simulated etcd clusters have \
+                 no etcd behind them, so GET /etcd-clusters reports them unreachable and the \
+                 etcd checks (check-etcd-cluster, recount-etcd-keys) are off",
+                sim::kube::controllers::etcd_member::ETCD_BINARY
+            );
+        }
         let nodes = simulated_nodes(&mut config, &sim, args.sim_sshd.as_deref());
         // The service acts as its own service account with the chart's Role, as in a cluster.
         let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());

@@ -182,13 +182,14 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Points the configuration at the simulated cluster at `sim_url`: its CSM services, and no
-    /// etcd checks (it has no etcd clusters) unless `[etcd]` was configured, e.g. at a real
-    /// etcd.
+    /// Points the configuration at the simulated cluster at `sim_url`: its CSM services; the
+    /// etcd checks stay as configured when the simulated cluster runs real etcd clusters
+    /// (`sim_runs_etcd`), and are off otherwise (nothing answers) unless `[etcd]` was
+    /// configured, e.g. at a real etcd.
     #[cfg(feature = "simulate")]
-    pub fn use_simulation(&mut self, sim_url: &str) {
+    pub fn use_simulation(&mut self, sim_url: &str, sim_runs_etcd: bool) {
         self.csm = CsmConfig::simulated(sim_url);
-        if self.etcd == EtcdConfig::default() {
+        if !sim_runs_etcd && self.etcd == EtcdConfig::default() {
             self.etcd = EtcdConfig::simulated();
         }
     }

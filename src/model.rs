@@ -176,6 +176,9 @@ pub struct Run {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The CSM release whose runbook the run follows, and why (the evidence detection found,
+    /// or `configured`); `null` for runs recorded before the service recorded it.
+    pub csm_release: Option<crate::release::ReleaseInForce>,
     pub services: Vec<ServiceTask>,
 }
 

@@ -303,7 +303,7 @@ impl Profile {
 }
 
 /// The release in force and why: what the configuration pinned, or what detection found.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReleaseInForce {
     /// `1.0`, `1.2` ... `1.6`.
     #[schema(value_type = String, example = "1.6")]

@@ -331,6 +331,7 @@ impl Runner {
                     dry_run: request.dry_run,
                     requested_by: request.requested_by.clone(),
                     idempotency: request.idempotency_key.clone().map(|k| (k, fingerprint)),
+                    csm_release: Some(release.clone()),
                     tasks,
                 },
                 now(),

@@ -66,6 +66,8 @@ pub struct NewRun {
     pub dry_run: bool,
     pub requested_by: String,
     pub idempotency: Option<(String, String)>,
+    /// The release the run follows (see [`crate::model::Run::csm_release`]).
+    pub csm_release: Option<crate::release::ReleaseInForce>,
     pub tasks: Vec<NewTask>,
 }
 
@@ -177,7 +179,7 @@ impl Store {
         let (key, hash) = new.idempotency.unzip();
         sqlx::query(
             "INSERT INTO runs (id, state, reason, dry_run, requested_by, idempotency_key, \
-             request_hash, attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
+             request_hash, attempt, created_at, csm_release) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
         )
         .bind(new.id.to_string())
         .bind(State::Pending.as_str())
@@ -187,6 +189,7 @@ impl Store {
         .bind(key)
         .bind(hash)
         .bind(now)
+        .bind(new.csm_release.as_ref().map(sqlx::types::Json))
         .execute(&mut *tx)
         .await?;
         for task in &new.tasks {

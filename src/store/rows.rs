@@ -26,6 +26,7 @@ pub(super) struct RunRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub csm_release: Option<Json<crate::release::ReleaseInForce>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -159,6 +160,7 @@ pub(super) fn assemble(
                 created_at: run.created_at,
                 started_at: run.started_at,
                 finished_at: run.finished_at,
+                csm_release: run.csm_release.map(|release| release.0),
                 services: tasks_by_run.remove(&run.id).unwrap_or_default(),
             })
         })

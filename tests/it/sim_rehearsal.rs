@@ -182,6 +182,53 @@ async fn kubectl_get_gets_the_real_servers_columns() {
     assert_eq!(cells["Available"], 3);
     assert_eq!(cells["Selector"], "app.kubernetes.io/name=cray-cps-cm-pm");
 
+    let (_, services) =
+        get_table(&sim, "/api/v1/namespaces/services/services", KUBECTL_ACCEPT).await;
+    assert_eq!(
+        column_names(&services),
+        [
+            "Name",
+            "Type",
+            "Cluster-IP",
+            "External-IP",
+            "Port(s)",
+            "Age",
+            "Selector"
+        ]
+    );
+    let cells = row(&services, "cray-bss-etcd-client");
+    assert_eq!(cells["Type"], "ClusterIP");
+    assert_eq!(cells["External-IP"], "<none>");
+    assert_eq!(cells["Port(s)"], "2379/TCP");
+    let (_, maps) = get_table(
+        &sim,
+        "/api/v1/namespaces/services/configmaps",
+        KUBECTL_ACCEPT,
+    )
+    .await;
+    assert_eq!(column_names(&maps), ["Name", "Data", "Age"]);
+    assert_eq!(row(&maps, "cray-product-catalog")["Data"], 1);
+    let (_, claims) = get_table(
+        &sim,
+        "/api/v1/namespaces/services/persistentvolumeclaims",
+        KUBECTL_ACCEPT,
+    )
+    .await;
+    // 1.26: no VolumeAttributesClass column yet (1.29).
+    assert_eq!(
+        column_names(&claims),
+        [
+            "Name",
+            "Status",
+            "Volume",
+            "Capacity",
+            "Access Modes",
+            "StorageClass",
+            "Age",
+            "VolumeMode"
+        ]
+    );
+
     // The etcd operator's CRD has no printer columns: a CRD's default, Name and Age.
     let (_, clusters) = get_table(
         &sim,

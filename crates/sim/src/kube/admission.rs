@@ -27,6 +27,7 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, version: KubeVersion) 
             Ok(())
         }
         ("", "pods") => prepare_pod(def, obj),
+        ("", "services") => prepare_service(obj),
         ("", "events") | ("events.k8s.io", "events") => events::prepare_create(def, obj),
         ("batch", "jobs") => prepare_job(def, obj, version),
         ("apps", "deployments" | "replicasets" | "statefulsets") => prepare_workload(def, obj),
@@ -42,6 +43,9 @@ pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value) -> ApiResult
         // The pod template is immutable too, except for a few scheduling fields.
         ("batch", "jobs") => &["selector", "template"],
         ("apps", "deployments" | "replicasets" | "statefulsets") => &["selector"],
+        // Allocated once (pkg/apis/core/validation ValidateServiceUpdate), unless the type
+        // changes to or from ExternalName, which the simulator does not model.
+        ("", "services") => &["clusterIP"],
         _ => &[],
     };
     let causes: Vec<FieldError> = immutable
@@ -102,6 +106,55 @@ fn prepare_pod(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
     set_default(obj, "/spec/dnsPolicy", json!("ClusterFirst"));
     set_default(obj, "/spec/schedulerName", json!("default-scheduler"));
     obj["status"] = json!({ "phase": "Pending", "qosClass": "BestEffort" });
+    Ok(())
+}
+
+/// The service CIDR of the simulated cluster: 127.77.0.0/16, on loopback (all of 127/8 is
+/// loopback on Linux), so that what the simulated kubelet starts behind a Service (a real etcd
+/// for an etcd cluster) is reachable at the Service's cluster IP, as through kube-proxy.
+pub const SERVICE_CIDR: &str = "127.77.0.0/16";
+
+/// Process-wide, so that simulated clusters running side by side (tests) never share a cluster
+/// IP; starts at a random offset so that test processes running side by side rarely do.
+static NEXT_CLUSTER_IP: std::sync::LazyLock<std::sync::atomic::AtomicU32> =
+    std::sync::LazyLock::new(|| std::sync::atomic::AtomicU32::new(rand::random::<u32>()));
+
+/// A free address of [`SERVICE_CIDR`]: one nobody listens on at the etcd ports.
+pub fn allocate_cluster_ip() -> std::net::Ipv4Addr {
+    loop {
+        let n = NEXT_CLUSTER_IP.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u16;
+        let [hi, lo] = n.to_be_bytes();
+        if lo == 0 || lo == 255 {
+            continue;
+        }
+        let ip = std::net::Ipv4Addr::new(127, 77, hi, lo);
+        let free = [2379, 2380]
+            .iter()
+            .all(|port| std::net::TcpListener::bind((ip, *port)).is_ok());
+        if free {
+            return ip;
+        }
+    }
+}
+
+/// A Service gets its cluster IP at creation (`spec.clusterIP` and `spec.clusterIPs`), except a
+/// headless one (`None`) and an ExternalName one.
+fn prepare_service(obj: &mut Value) -> ApiResult<()> {
+    set_default(obj, "/spec/type", json!("ClusterIP"));
+    set_default(obj, "/spec/sessionAffinity", json!("None"));
+    if obj.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName") {
+        return Ok(());
+    }
+    let requested = obj
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .filter(|ip| !ip.is_empty())
+        .map(str::to_string);
+    let ip = requested.unwrap_or_else(|| allocate_cluster_ip().to_string());
+    obj["spec"]["clusterIP"] = json!(ip);
+    obj["spec"]["clusterIPs"] = json!([ip]);
+    set_default(obj, "/spec/ipFamilies", json!(["IPv4"]));
+    set_default(obj, "/spec/ipFamilyPolicy", json!("SingleStack"));
     Ok(())
 }
 

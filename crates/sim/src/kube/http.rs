@@ -143,6 +143,17 @@ fn resource_list(group: &str, version: &str) -> ApiResult<Value> {
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        if d.group == "apps" {
+            entries.push(json!({
+                "name": format!("{}/scale", d.plural),
+                "singularName": "",
+                "namespaced": d.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
         if d.is("", "pods") {
             entries.push(json!({
                 "name": "pods/log",
@@ -398,6 +409,7 @@ async fn handle(ctx: &ApiContext, target: Target, call: Call) -> ApiResult<Respo
             Some("status") if def.status_subresource => {
                 object(ctx, def, &ns, &name, call, WriteMode::Status)
             }
+            Some("scale") if def.group == "apps" => scale(ctx, def, &ns, &name, call),
             Some("log") if def.is("", "pods") => {
                 require_get(&call)?;
                 logs(ctx, &ns, &name, &call.query)
@@ -405,6 +417,147 @@ async fn handle(ctx: &ApiContext, target: Target, call: Call) -> ApiResult<Respo
             _ => Err(ApiError::NoSuchResource),
         },
     }
+}
+
+/// `metav1.FormatLabelSelector` of a workload's `spec.selector` (`a=b,c in (d,e)`).
+fn format_selector(selector: Option<&Value>) -> String {
+    let Some(selector) = selector else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            let mut labels: Vec<(&String, &Value)> = m.iter().collect();
+            labels.sort_by(|a, b| a.0.cmp(b.0));
+            labels
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for e in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e["key"].as_str().unwrap_or_default();
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        parts.push(match e["operator"].as_str().unwrap_or_default() {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_owned(),
+            _ => format!("!{key}"),
+        });
+    }
+    parts.join(",")
+}
+
+/// The `autoscaling/v1` Scale of a Deployment, ReplicaSet or StatefulSet.
+fn scale_of(obj: &Value) -> Value {
+    let m = &obj["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m["name"],
+            "namespace": m["namespace"],
+            "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"],
+            "creationTimestamp": m["creationTimestamp"],
+        },
+        "spec": { "replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0) },
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": format_selector(obj.pointer("/spec/selector")),
+        },
+    })
+}
+
+/// The `scale` subresource (GET, PUT and PATCH of an `autoscaling/v1` Scale), which reads and
+/// writes the workload's `spec.replicas` (pkg/registry/apps/*/storage ScaleREST).
+fn scale(
+    ctx: &ApiContext,
+    def: &'static ResourceDef,
+    ns: &str,
+    name: &str,
+    call: Call,
+) -> ApiResult<Response> {
+    let (dry, wanted) = match call.method {
+        Method::GET => {
+            let obj = ctx.store.get(def, ns, name)?;
+            return Ok(json_response(StatusCode::OK, scale_of(&obj)));
+        }
+        Method::PUT => (
+            query_dry_run(&call, "UpdateOptions")?,
+            parse_body(&call.body)?,
+        ),
+        Method::PATCH => {
+            let dry = query_dry_run(&call, "PatchOptions")?;
+            let ct = call
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let kind = PatchKind::from_content_type(ct)?;
+            let body = parse_body(&call.body)?;
+            let mut current = scale_of(&ctx.store.get(def, ns, name)?);
+            let explicit_rv = body.pointer("/metadata/resourceVersion").is_some();
+            match kind {
+                PatchKind::Json => patch::json_patch(&mut current, &body)?,
+                _ if !body.is_object() => {
+                    return Err(ApiError::BadRequest(
+                        "merge patch body must be a JSON object".into(),
+                    ));
+                }
+                _ => patch::merge_patch(&mut current, &body),
+            }
+            if !explicit_rv && let Some(m) = current["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            (dry, current)
+        }
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    let replicas = wanted.pointer("/spec/replicas").unwrap_or(&Value::Null);
+    let Some(n) = replicas.as_i64().filter(|n| *n >= 0) else {
+        let detail = if replicas.is_i64() {
+            "must be greater than or equal to 0"
+        } else {
+            "must be an integer"
+        };
+        return Err(ApiError::invalid(
+            def,
+            name,
+            vec![FieldError::invalid("spec.replicas", replicas, detail)],
+        ));
+    };
+    let rv = wanted
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|rv| !rv.is_empty())
+        .map(str::to_string);
+    let updated = ctx
+        .store
+        .update_with(def, ns, name, WriteMode::Main, dry, |cur| {
+            cur["spec"]["replicas"] = json!(n);
+            match &rv {
+                Some(rv) => cur["metadata"]["resourceVersion"] = json!(rv),
+                None => {
+                    if let Some(m) = cur["metadata"].as_object_mut() {
+                        m.remove("resourceVersion");
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    Ok(json_response(StatusCode::OK, scale_of(&updated)))
 }
 
 fn require_get(call: &Call) -> ApiResult<()> {

@@ -36,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::csm::FakeCsm;
 
+pub use admission::SERVICE_CIDR;
+pub use controllers::etcd_member::etcd_installed;
 pub use faults::{FailureKind, FaultInjector};
 pub use seed::{NAMESPACE as CSM_NAMESPACE, RELEASES as CSM_RELEASES, SEEDED_JOBS};
 
@@ -101,6 +103,11 @@ pub struct SimOptions {
     /// the kubelet's cap is 30 times, 5 min). The real value is 10 s; tests use a tiny one so
     /// that a Job with `backoffLimit: 6` still fails within a second or two.
     pub job_backoff: Duration,
+    /// Run a real `etcd` (Debian's etcd-server) for every etcd cluster whose member pods run,
+    /// on the cluster IP of its client Service (see `controllers::etcd_member`). Off by default
+    /// (tests that need it turn it on); starting a cluster with it on and no `etcd` installed
+    /// is an error.
+    pub real_etcd: bool,
 }
 
 impl Default for SimOptions {
@@ -113,12 +120,14 @@ impl Default for SimOptions {
             job_run_duration: Duration::from_millis(100),
             etcd_operator_delay: Duration::from_millis(100),
             job_backoff: Duration::from_millis(1),
+            real_etcd: false,
         }
     }
 }
 
 impl SimOptions {
-    /// Slow enough to watch things happen, for `serve --simulate`.
+    /// Slow enough to watch things happen, for `serve --simulate`; real etcd clusters when
+    /// `etcd` is installed.
     pub fn interactive() -> Self {
         Self {
             kubernetes_version: KubeVersion::default(),
@@ -127,6 +136,7 @@ impl SimOptions {
             job_run_duration: Duration::from_secs(3),
             etcd_operator_delay: Duration::from_secs(3),
             job_backoff: JOB_BACKOFF,
+            real_etcd: etcd_installed(),
         }
     }
 }
@@ -141,6 +151,8 @@ pub struct SimCluster {
     shutdown: CancellationToken,
     server: Option<JoinHandle<()>>,
     csm: FakeCsm,
+    etcd: Option<Arc<controllers::etcd_member::RealEtcd>>,
+    ctx: controllers::Ctx,
 }
 
 /// Builder for a cluster whose listener also serves other routes (fake CSM services under
@@ -187,12 +199,19 @@ impl SimCluster {
         // lose their data when "their" etcd cluster is wiped (a rehearsed rebuild), and get it
         // back from the Jobs that reload it (`cray-reds-init`, `cray-fas-loader`).
         let csm = FakeCsm::seeded();
-        controllers::start(&controllers::Ctx {
+        let etcd = if opts.real_etcd {
+            Some(Arc::new(controllers::etcd_member::RealEtcd::new()?))
+        } else {
+            None
+        };
+        let ctx = controllers::Ctx {
             store: store.clone(),
             opts,
             shutdown: shutdown.clone(),
             csm: csm.clone(),
-        });
+            etcd: etcd.clone(),
+        };
+        controllers::start(&ctx);
         let wipe_target = csm.clone();
         let authz = Authorizer::default();
         let router = http::router(http::ApiContext {
@@ -240,6 +259,8 @@ impl SimCluster {
             shutdown,
             server: Some(server),
             csm,
+            etcd,
+            ctx,
         })
     }
 
@@ -334,17 +355,31 @@ impl SimCluster {
     }
 
     /// Waits (on store events, not sleeps) until every Deployment and StatefulSet has its ready
-    /// replicas, every Job has finished and every EtcdCluster not annotated never-ready is
-    /// Running.
+    /// replicas, every Job has finished, every EtcdCluster not annotated never-ready is
+    /// Running and (with [`SimOptions::real_etcd`]) every etcd cluster with running members
+    /// has its etcd healthy.
     pub async fn wait_settled(&self, timeout: Duration) -> anyhow::Result<()> {
         let mut rx = self.store.subscribe();
+        let mut etcd_rx = self.etcd.as_ref().map(|e| e.subscribe());
         let wait = async {
             loop {
-                if seed::settled(&self.store) {
+                if seed::settled(&self.store)
+                    && self.etcd.as_ref().is_none_or(|e| e.settled(&self.ctx))
+                {
                     return;
                 }
                 // Any change (or a lag) is a reason to look again.
-                let _ = rx.recv().await;
+                match etcd_rx.as_mut() {
+                    Some(etcd_rx) => {
+                        tokio::select! {
+                            _ = rx.recv() => {}
+                            _ = etcd_rx.changed() => {}
+                        }
+                    }
+                    None => {
+                        let _ = rx.recv().await;
+                    }
+                }
             }
         };
         tokio::time::timeout(timeout, wait)
@@ -357,6 +392,18 @@ impl SimCluster {
         &self.csm
     }
 
+    /// Whether this cluster runs real etcd processes for its etcd clusters
+    /// ([`SimOptions::real_etcd`]).
+    pub fn runs_real_etcd(&self) -> bool {
+        self.etcd.is_some()
+    }
+
+    /// `http://<client Service's cluster IP>:2379` of the real etcd of the etcd cluster `name`
+    /// (`cray-bss-etcd`, `cray-bss-bitnami-etcd`) in the services' namespace, while it runs.
+    pub fn etcd_url(&self, name: &str) -> Option<String> {
+        self.etcd.as_ref()?.url(seed::NAMESPACE, name)
+    }
+
     /// Handle for latency, failures and dropped watches.
     pub fn faults(&self) -> FaultInjector {
         self.faults.clone()
@@ -365,6 +412,9 @@ impl SimCluster {
     /// Stops the listener, the open watch streams and the controllers.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
+        if let Some(etcd) = &self.etcd {
+            etcd.stop_all();
+        }
         if let Some(server) = self.server.take() {
             let abort = server.abort_handle();
             if tokio::time::timeout(Duration::from_secs(2), server)
@@ -380,6 +430,9 @@ impl SimCluster {
 impl Drop for SimCluster {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(etcd) = &self.etcd {
+            etcd.stop_all();
+        }
         if let Some(server) = self.server.take() {
             server.abort();
         }

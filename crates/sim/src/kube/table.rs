@@ -180,6 +180,11 @@ fn job_status_column(kube: KubeVersion) -> bool {
     kube >= KubeVersion::new(1, 30)
 }
 
+/// `kubectl get pvc` shows a VolumeAttributesClass column since 1.29.
+fn volume_attributes_class_column(kube: KubeVersion) -> bool {
+    kube >= KubeVersion::new(1, 29)
+}
+
 fn column_set(def: &ResourceDef) -> Vec<Column> {
     match (def.group, def.plural) {
         ("", "pods") => vec![
@@ -300,6 +305,103 @@ fn column_set(def: &ResourceDef) -> Vec<Column> {
             ),
             ("Name", "string", "name", 1, NAME.4),
         ],
+        ("", "services") => vec![
+            NAME,
+            (
+                "Type",
+                "string",
+                "",
+                0,
+                "type determines how the Service is exposed.",
+            ),
+            (
+                "Cluster-IP",
+                "string",
+                "",
+                0,
+                "clusterIP is the IP address of the service.",
+            ),
+            (
+                "External-IP",
+                "string",
+                "",
+                0,
+                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+            ),
+            (
+                "Port(s)",
+                "string",
+                "",
+                0,
+                "The list of ports that are exposed by this service.",
+            ),
+            AGE,
+            (
+                "Selector",
+                "string",
+                "",
+                1,
+                "Route service traffic to pods with label keys and values matching this selector.",
+            ),
+        ],
+        ("", "configmaps") => vec![
+            NAME,
+            (
+                "Data",
+                "string",
+                "",
+                0,
+                "Data contains the configuration data.",
+            ),
+            AGE,
+        ],
+        ("", "persistentvolumeclaims") => vec![
+            NAME,
+            (
+                "Status",
+                "string",
+                "",
+                0,
+                "phase represents the current phase of PersistentVolumeClaim.",
+            ),
+            (
+                "Volume",
+                "string",
+                "",
+                0,
+                "volumeName is the binding reference to the PersistentVolume backing this claim.",
+            ),
+            (
+                "Capacity",
+                "string",
+                "",
+                0,
+                "capacity represents the actual resources of the underlying volume.",
+            ),
+            (
+                "Access Modes",
+                "string",
+                "",
+                0,
+                "accessModes contains the actual access modes the volume backing the PVC has.",
+            ),
+            ("StorageClass", "string", "", 0, "StorageClass of the pvc"),
+            (
+                "VolumeAttributesClass",
+                "string",
+                "",
+                0,
+                "VolumeAttributesClass of the pvc",
+            ),
+            AGE,
+            (
+                "VolumeMode",
+                "string",
+                "",
+                1,
+                "volumeMode defines what type of volume is required by the claim.",
+            ),
+        ],
         ("apps", "deployments") => vec![
             NAME,
             (
@@ -400,6 +502,9 @@ fn columns(def: &ResourceDef, kube: KubeVersion) -> Vec<Value> {
     let mut set = column_set(def);
     if def.is("batch", "jobs") && !job_status_column(kube) {
         set.retain(|column| column.0 != "Status");
+    }
+    if def.is("", "persistentvolumeclaims") && !volume_attributes_class_column(kube) {
+        set.retain(|column| column.0 != "VolumeAttributesClass");
     }
     set.into_iter()
         .map(|(name, type_, format, priority, description)| {
@@ -564,6 +669,16 @@ fn cells(def: &ResourceDef, obj: &Value, now: DateTime<Utc>, kube: KubeVersion) 
     match (def.group, def.plural) {
         ("", "pods") => pod_cells(obj, now),
         ("", "namespaces") => vec![name, json!(text(obj, "/status/phase")), age],
+        ("", "services") => service_cells(obj, name, age),
+        ("", "configmaps") => {
+            let count = |key: &str| {
+                obj.get(key)
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())
+            };
+            vec![name, json!(count("data") + count("binaryData")), age]
+        }
+        ("", "persistentvolumeclaims") => pvc_cells(obj, name, age, kube),
         ("", "events") | ("events.k8s.io", "events") => event_cells(def, obj, now),
         ("apps", "deployments") => {
             let (names, images) = containers(obj, "/spec/template");
@@ -612,6 +727,138 @@ fn cells(def: &ResourceDef, obj: &Value, now: DateTime<Utc>, kube: KubeVersion) 
         ("batch", "jobs") => job_cells(obj, now, kube),
         _ => vec![name, age],
     }
+}
+
+/// `printService`.
+fn service_cells(svc: &Value, name: Value, age: Value) -> Vec<Value> {
+    let kind = match text(svc, "/spec/type") {
+        "" => "ClusterIP",
+        other => other,
+    };
+    let external_ips: Vec<&str> = array(svc, "/spec/externalIPs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let external = match kind {
+        "ClusterIP" | "NodePort" if external_ips.is_empty() => "<none>".to_owned(),
+        "ClusterIP" | "NodePort" => external_ips.join(","),
+        "LoadBalancer" => {
+            let mut ips: Vec<&str> = array(svc, "/status/loadBalancer/ingress")
+                .iter()
+                .map(|i| match text(i, "/ip") {
+                    "" => text(i, "/hostname"),
+                    ip => ip,
+                })
+                .filter(|ip| !ip.is_empty())
+                .collect();
+            ips.extend(&external_ips);
+            if ips.is_empty() {
+                "<pending>".to_owned()
+            } else {
+                ips.join(",")
+            }
+        }
+        "ExternalName" => text(svc, "/spec/externalName").to_owned(),
+        _ => "<unknown>".to_owned(),
+    };
+    let ports: Vec<String> = array(svc, "/spec/ports")
+        .iter()
+        .map(|p| {
+            let protocol = match text(p, "/protocol") {
+                "" => "TCP",
+                other => other,
+            };
+            match int(p, "/nodePort") {
+                0 => format!("{}/{protocol}", int(p, "/port")),
+                node_port => format!("{}:{node_port}/{protocol}", int(p, "/port")),
+            }
+        })
+        .collect();
+    let selector: Vec<String> = svc
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    vec![
+        name,
+        json!(kind),
+        json!(or_none(text(svc, "/spec/clusterIP"))),
+        json!(external),
+        json!(if ports.is_empty() {
+            "<none>".to_owned()
+        } else {
+            ports.join(",")
+        }),
+        age,
+        json!(if selector.is_empty() {
+            "<none>".to_owned()
+        } else {
+            selector.join(",")
+        }),
+    ]
+}
+
+/// `printPersistentVolumeClaim`.
+fn pvc_cells(pvc: &Value, name: Value, age: Value, kube: KubeVersion) -> Vec<Value> {
+    let deleting = pvc
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null());
+    let phase = if deleting {
+        "Terminating"
+    } else {
+        text(pvc, "/status/phase")
+    };
+    let volume = text(pvc, "/spec/volumeName");
+    let (capacity, access_modes) = if volume.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let modes: Vec<&str> = array(pvc, "/status/accessModes")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|m| match m {
+                "ReadWriteOnce" => "RWO",
+                "ReadOnlyMany" => "ROX",
+                "ReadWriteMany" => "RWX",
+                "ReadWriteOncePod" => "RWOP",
+                other => other,
+            })
+            .collect();
+        (
+            text(pvc, "/status/capacity/storage").to_owned(),
+            modes.join(","),
+        )
+    };
+    let storage_class = match text(pvc, "/spec/storageClassName") {
+        "" => pvc
+            .pointer("/metadata/annotations/volume.beta.kubernetes.io~1storage-class")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        class => class,
+    };
+    let mut cells = vec![
+        name,
+        json!(phase),
+        json!(volume),
+        json!(capacity),
+        json!(access_modes),
+        json!(storage_class),
+    ];
+    if volume_attributes_class_column(kube) {
+        cells.push(json!(match text(pvc, "/spec/volumeAttributesClassName") {
+            "" => "<unset>",
+            class => class,
+        }));
+    }
+    cells.push(age);
+    cells.push(json!(match text(pvc, "/spec/volumeMode") {
+        "" => "<unset>",
+        mode => mode,
+    }));
+    cells
 }
 
 /// `printJob`.

@@ -4,6 +4,7 @@
 
 mod deployment;
 mod etcd;
+pub mod etcd_member;
 mod gc;
 mod job;
 mod kubelet;
@@ -45,6 +46,8 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// The fake CSM services, on which Job pods have their [`EFFECT`].
     pub csm: FakeCsm,
+    /// The real etcd processes of the etcd clusters ([`SimOptions::real_etcd`]).
+    pub etcd: Option<Arc<etcd_member::RealEtcd>>,
 }
 
 impl Ctx {
@@ -159,6 +162,13 @@ pub fn start(ctx: &Ctx) {
         move |c| operator.reconcile(c),
     ));
     ctx.spawn(level_loop(ctx.clone(), |_| true, gc::reconcile));
+    if let Some(etcd) = ctx.etcd.clone() {
+        ctx.spawn(level_loop(
+            ctx.clone(),
+            |e| is(e, "", "pods") || is(e, "", "services") || is(e, "", "persistentvolumeclaims"),
+            move |c| etcd.reconcile(c),
+        ));
+    }
 }
 
 /// Items of a list result, for brevity in the controllers.
