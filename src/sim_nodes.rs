@@ -2,7 +2,7 @@
 //! its own, as the tests start one) stands in for every node the `hmnfd` run contacts, so that
 //! a rehearsal of every service can succeed.
 //!
-//! Each node gets an address of its own in 127.0.0.0/8 (all of it is loopback on Linux) and
+//! Each node gets an address of its own in 127.78.0.0/16 (all of it is loopback on Linux) and
 //! the `[ssh] hosts` map sends its host name there. sshd runs the node's commands through
 //! `etcd-repopulator sim-node` (a `ForceCommand` per address): `systemctl restart
 //! cray-dvs-orca` does what ORCA does when it starts, it subscribes the node to the simulated
@@ -135,8 +135,9 @@ pub fn nodes(config: &Config, hsm: &[HsmComponent]) -> Vec<SimNode> {
         .enumerate()
         .map(|(i, (host, xname))| SimNode {
             host,
-            // 127.77.0.1, 127.77.0.2, ...: clear of 127.0.0.1 and of the tests' ranges.
-            address: format!("127.77.{}.{}", i / 250, i % 250 + 1),
+            // 127.78.0.1, 127.78.0.2, ...: clear of 127.0.0.1, of the simulated cluster IPs
+            // (127.77.0.0/16) and of the tests' ranges.
+            address: format!("127.78.{}.{}", i / 250, i % 250 + 1),
             xname,
         })
         .collect()

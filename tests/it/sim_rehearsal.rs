@@ -634,6 +634,33 @@ impl Serve {
         assert!(exited.success(), "{exited}");
     }
 
+    /// Waits (bounded) until the service finds the etcd cluster healthy: a run's first step
+    /// checks it, and the simulated cluster starts its etcd members a moment after serving.
+    async fn wait_etcd_healthy(&self, cluster: &str) {
+        // Without etcd installed the simulated clusters have none, and the checks are off.
+        if self
+            .startup
+            .iter()
+            .any(|l| l.contains("the etcd checks (check-etcd-cluster, recount-etcd-keys) are off"))
+        {
+            return;
+        }
+        let url = format!("{}/etcd-clusters/{cluster}", self.base);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let report: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            if report["healthy"] == true {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{cluster} never became healthy: {report:#}"
+            );
+            // Another process's etcd gives no other signal than answering.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn wipe(&self, cluster: &str) {
         let response = reqwest::Client::new()
             .post(format!("{}/sim/etcd/{cluster}/wipe", self.sim))
@@ -694,6 +721,7 @@ async fn serve_simulate_gives_the_nodes_an_ssh_server_so_hmnfd_succeeds() {
     let ssh_port = started["port"].as_u64().unwrap();
     let ssh_dir = std::path::PathBuf::from(started["dir"].as_str().unwrap());
     assert!(ssh_dir.join("known_hosts").is_file());
+    serve.wait_etcd_healthy("cray-hmnfd-etcd").await;
     serve.wipe("cray-hmnfd-etcd").await;
     assert!(serve.hmnfd_subscribers().await.is_empty());
 
@@ -730,7 +758,7 @@ async fn serve_simulate_gives_the_nodes_an_ssh_server_so_hmnfd_succeeds() {
     assert_eq!(step(&run, "verify-subscriptions")["state"], "succeeded");
 
     // Even a service killed outright takes its sshd with it.
-    let node = format!("127.77.0.1:{ssh_port}");
+    let node = format!("127.78.0.1:{ssh_port}");
     assert!(std::net::TcpStream::connect(&node).is_ok());
     drop(serve);
     tokio::time::timeout(DEADLINE, async {
@@ -762,6 +790,7 @@ async fn without_sshd_the_hmnfd_step_says_what_to_install() {
             .any(|l| l.contains("no SSH server for the simulated nodes")),
         "a warning at start"
     );
+    serve.wait_etcd_healthy("cray-hmnfd-etcd").await;
     let (status, run) = serve.run("hmnfd").await;
     assert!(!status.success());
     assert_eq!(run["state"], "failed", "{run:#}");
