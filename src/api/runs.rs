@@ -7,6 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -20,7 +21,7 @@ use super::{
 };
 use crate::{
     handlers,
-    model::{Run, Service, State as RunState},
+    model::{Run, RunSummary, Service, State as RunState},
     runner::{Created, RunRequest},
     store::RunFilter,
 };
@@ -45,10 +46,12 @@ pub struct CreateRun {
     pub reason: Option<String>,
 }
 
-/// One page of the run history.
+/// One page of the run history: each run's summary (its steps are at
+/// `GET /repopulations/{id}`).
 #[derive(Serialize, ToSchema)]
 pub struct RunList {
-    pub items: Vec<Run>,
+    #[schema(value_type = Vec<RunSummary>)]
+    pub items: Vec<Box<RawValue>>,
     /// Pass as `cursor` to get the next (older) page; absent on the last page.
     pub next_cursor: Option<String>,
 }
@@ -177,11 +180,12 @@ fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
     Ok(known.into_iter().filter_map(Result::ok).collect())
 }
 
-/// The run history, newest first.
+/// The run history, newest first: one summary per run (id, state, services and their states,
+/// reason, who asked, times, one-line message).
 #[utoipa::path(get, path = "/repopulations", tag = "repopulations", operation_id = "list_repopulations",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page of runs, newest first", body = RunList),
+        (status = 200, description = "One page of run summaries, newest first", body = RunList),
         (status = 400, description = "Invalid limit, cursor, state or service", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn list_runs(
@@ -222,7 +226,7 @@ pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::InvalidId(raw.to_owned()))
 }
 
-/// A run with its service tasks and steps.
+/// A run with its service tasks and steps (and their earlier attempts, if it was resumed).
 #[utoipa::path(get, path = "/repopulations/{id}", tag = "repopulations", operation_id = "get_repopulation",
     params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
@@ -232,11 +236,11 @@ pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 pub async fn get_run(
     State(state): State<SharedState>,
     Path(id): Path<String>,
-) -> Result<Json<Run>, ApiError> {
+) -> Result<Json<Box<RawValue>>, ApiError> {
     let id = parse_id(&id)?;
     state
         .store
-        .get_run(id)
+        .run_document(id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))
