@@ -209,6 +209,16 @@ impl From<&Run> for RunSummary {
     }
 }
 
+/// One page of the run history: each run's summary (its steps are at
+/// `GET /repopulations/{id}`).
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    #[schema(value_type = Vec<RunSummary>)]
+    pub items: Vec<Box<serde_json::value::RawValue>>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// A repopulation run: what was asked, and per service, per step, what happened.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Run {

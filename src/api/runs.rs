@@ -6,8 +6,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -21,7 +20,7 @@ use super::{
 };
 use crate::{
     handlers,
-    model::{Run, RunSummary, Service, State as RunState},
+    model::{Run, RunList, Service, State as RunState},
     runner::{Created, RunRequest},
     store::RunFilter,
 };
@@ -44,16 +43,6 @@ pub struct CreateRun {
     /// Why (e.g. which etcd cluster was rebuilt); kept in the history.
     #[schema(max_length = 1024)]
     pub reason: Option<String>,
-}
-
-/// One page of the run history: each run's summary (its steps are at
-/// `GET /repopulations/{id}`).
-#[derive(Serialize, ToSchema)]
-pub struct RunList {
-    #[schema(value_type = Vec<RunSummary>)]
-    pub items: Vec<Box<RawValue>>,
-    /// Pass as `cursor` to get the next (older) page; absent on the last page.
-    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -191,7 +180,7 @@ fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
 pub async fn list_runs(
     State(state): State<SharedState>,
     QueryParams(query): QueryParams<ListQuery>,
-) -> Result<Json<RunList>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = page_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let before = query
         .cursor
@@ -207,19 +196,28 @@ pub async fn list_runs(
         .transpose()?;
     let state_filter = parse_param::<RunState>("state", query.state.as_deref())?;
     let service = parse_param::<Service>("service", query.service.as_deref())?;
-    let (items, next) = state
+    let page = state
         .store
-        .list_runs(&RunFilter {
+        .history_page(&RunFilter {
             state: state_filter,
             service,
             before,
             limit,
         })
         .await?;
-    Ok(Json(RunList {
-        items,
-        next_cursor: next.map(|id| id.to_string()),
-    }))
+    Ok(json_response(page))
+}
+
+/// A 200 with JSON the store serialized.
+fn json_response(body: bytes::Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -236,13 +234,13 @@ pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 pub async fn get_run(
     State(state): State<SharedState>,
     Path(id): Path<String>,
-) -> Result<Json<Box<RawValue>>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     state
         .store
-        .run_document(id)
+        .run_json(id)
         .await?
-        .map(Json)
+        .map(json_response)
         .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))
 }
 

@@ -3,7 +3,16 @@
 //! (`run_documents`) are stored as JSON, and history reads return them as they are: a page of the
 //! list is one indexed query, a run one primary-key lookup. Runs still executing (a few at most)
 //! are assembled from their rows.
+//!
+//! In front of the database, bounded in bytes: the documents of finished runs read recently
+//! (dropped by a resume), and the pages of the list read recently, under the generation of the
+//! history they were read at (every write that changes what the list shows starts a new one).
+//! Concurrent readers of the same page wait for one query and share its bytes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use quick_cache::{Weighter, sync::Cache};
 use serde::Serialize;
 use serde_json::{Value, value::RawValue};
 use sqlx::{SqliteConnection, types::Json};
@@ -13,7 +22,12 @@ use super::{
     Result, RunFilter, Store, StoreError,
     rows::{self, RunRow, StepAttemptRow, StepRow, TaskRow},
 };
-use crate::model::{Run, RunSummary, Service, ServiceSummary, State};
+use crate::model::{Run, RunList, RunSummary, Service, ServiceSummary, State};
+
+/// Memory for the documents of finished runs read recently.
+const DOCUMENT_CACHE_BYTES: u64 = 4 << 20;
+/// Memory for the pages of the list read recently.
+const PAGE_CACHE_BYTES: u64 = 2 << 20;
 
 /// How many finished runs without stored documents (from before they were stored) are written
 /// per transaction at start.
@@ -23,38 +37,117 @@ const OUTLINE_STRING: usize = 200;
 /// How deep objects are outlined field by field; deeper ones are reduced to their size.
 const OUTLINE_DEPTH: usize = 2;
 
+/// Weighs cached JSON by its size.
+#[derive(Clone)]
+struct ByteSize;
+
+impl<K> Weighter<K, Bytes> for ByteSize {
+    fn weight(&self, _key: &K, value: &Bytes) -> u64 {
+        value.len() as u64
+    }
+}
+
+/// A page of the list: the history's generation and the query.
+type PageKey = (u64, Option<State>, Option<Service>, Option<Uuid>, u32);
+
+pub(super) struct HistoryCache {
+    documents: Cache<Uuid, Bytes, ByteSize>,
+    pages: Cache<PageKey, Bytes, ByteSize>,
+    /// Incremented after every committed write that changes what the list shows (a new run, a
+    /// run's or a service's state).
+    generation: AtomicU64,
+    /// Incremented after every resume (the only change to a finished run).
+    resumes: AtomicU64,
+}
+
+impl HistoryCache {
+    pub(super) fn new() -> Self {
+        HistoryCache {
+            documents: Cache::with_weighter(4096, DOCUMENT_CACHE_BYTES, ByteSize),
+            pages: Cache::with_weighter(64, PAGE_CACHE_BYTES, ByteSize),
+            generation: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
+        }
+    }
+
+    /// After a committed write that changes what the list shows.
+    pub(super) fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// After a committed resume of run `id`.
+    pub(super) fn resumed(&self, id: Uuid) {
+        self.resumes.fetch_add(1, Ordering::AcqRel);
+        self.documents.remove(&id);
+        self.changed();
+    }
+}
+
 impl Store {
+    /// The run as `GET /repopulations/{id}` shows it, as JSON: a finished run's stored document
+    /// (from memory if read recently), or, while it executes, assembled from its rows.
+    pub async fn run_json(&self, id: Uuid) -> Result<Option<Bytes>> {
+        if let Some(document) = self.history.documents.get(&id) {
+            return Ok(Some(document));
+        }
+        let resumes = self.history.resumes.load(Ordering::Acquire);
+        let mut conn = self.readers.acquire().await?;
+        let key = id.to_string();
+        let stored: Option<(String,)> =
+            sqlx::query_as("SELECT document FROM run_documents WHERE run_id = ?")
+                .bind(&key)
+                .fetch_optional(&mut *conn)
+                .await?;
+        match stored {
+            Some((document,)) => {
+                let document = Bytes::from(document);
+                // Unless a resume came in between, in which case it may be outdated already.
+                if self.history.resumes.load(Ordering::Acquire) == resumes {
+                    self.history.documents.insert(id, document.clone());
+                }
+                Ok(Some(document))
+            }
+            None => load_run(&mut conn, &key)
+                .await?
+                .map(|run| serde_json::to_vec(&run).map(Bytes::from))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    /// A page of the history as `GET /repopulations` shows it, as JSON (a `RunList`).
+    pub async fn history_page(&self, filter: &RunFilter) -> Result<Bytes> {
+        let key = (
+            self.history.generation.load(Ordering::Acquire),
+            filter.state,
+            filter.service,
+            filter.before,
+            filter.limit,
+        );
+        self.history
+            .pages
+            .get_or_insert_async(&key, async {
+                let (items, next) = self.list_runs(filter).await?;
+                let page = RunList {
+                    items,
+                    next_cursor: next.map(|id| id.to_string()),
+                };
+                Ok(Bytes::from(
+                    serde_json::to_vec(&page).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                ))
+            })
+            .await
+    }
+
     /// The run with its service tasks, steps and earlier step attempts, assembled from its rows.
     pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
         let mut conn = self.pool.acquire().await?;
         load_run(&mut conn, &id.to_string()).await
     }
 
-    /// The run as `GET /repopulations/{id}` shows it, as JSON: a finished run's stored document,
-    /// or, while it executes, assembled from its rows.
-    pub async fn run_document(&self, id: Uuid) -> Result<Option<Box<RawValue>>> {
-        let mut conn = self.readers.acquire().await?;
-        let id = id.to_string();
-        let stored: Option<(String,)> =
-            sqlx::query_as("SELECT document FROM run_documents WHERE run_id = ?")
-                .bind(&id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        match stored {
-            Some((document,)) => raw(document).map(Some),
-            None => load_run(&mut conn, &id)
-                .await?
-                .map(|r| to_raw(&r))
-                .transpose(),
-        }
-    }
-
     /// History entries newest first, filtered, one page, as JSON; the second value is the
     /// cursor of the next page.
-    pub async fn list_runs(
-        &self,
-        filter: &RunFilter,
-    ) -> Result<(Vec<Box<RawValue>>, Option<Uuid>)> {
+    async fn list_runs(&self, filter: &RunFilter) -> Result<(Vec<Box<RawValue>>, Option<Uuid>)> {
         let limit = i64::from(filter.limit.max(1));
         let mut conn = self.readers.acquire().await?;
         let mut page: Vec<(String, Option<String>)> = sqlx::query_as(
@@ -407,11 +500,9 @@ mod tests {
             limit: 10,
             ..RunFilter::default()
         };
-        let (items, _) = store.list_runs(&filter).await.unwrap();
-        items
-            .iter()
-            .map(|raw| serde_json::from_str(raw.get()).unwrap())
-            .collect()
+        let page = store.history_page(&filter).await.unwrap();
+        let page: serde_json::Value = serde_json::from_slice(&page).unwrap();
+        page["items"].as_array().unwrap().clone()
     }
 
     async fn stored_documents(store: &Store) -> i64 {
@@ -432,8 +523,11 @@ mod tests {
         let id = failed_run(&store).await;
         assert_eq!(stored_documents(&store).await, 1);
         let run = store.get_run(id).await.unwrap().unwrap();
-        let document = store.run_document(id).await.unwrap().unwrap();
-        assert_eq!(document.get(), serde_json::to_string(&run).unwrap());
+        // Read twice: from the database, then from memory.
+        for _ in 0..2 {
+            let document = store.run_json(id).await.unwrap().unwrap();
+            assert_eq!(document, serde_json::to_vec(&run).unwrap());
+        }
         assert_eq!(
             first_page(&store).await,
             [serde_json::to_value(RunSummary::from(&run)).unwrap()]
@@ -441,8 +535,8 @@ mod tests {
 
         store.prepare_resume(id).await.unwrap();
         assert_eq!(stored_documents(&store).await, 0);
-        let document = store.run_document(id).await.unwrap().unwrap();
-        let resumed: serde_json::Value = serde_json::from_str(document.get()).unwrap();
+        let document = store.run_json(id).await.unwrap().unwrap();
+        let resumed: serde_json::Value = serde_json::from_slice(&document).unwrap();
         assert_eq!(resumed["state"], "pending");
         assert_eq!(resumed["attempt"], 2);
         let steps = &resumed["services"][0]["steps"];
@@ -484,8 +578,8 @@ mod tests {
         assert_eq!(stored_documents(&store).await, 1);
         let run = store.get_run(id).await.unwrap().unwrap();
         assert_eq!(
-            store.run_document(id).await.unwrap().unwrap().get(),
-            serde_json::to_string(&run).unwrap()
+            store.run_json(id).await.unwrap().unwrap(),
+            serde_json::to_vec(&run).unwrap()
         );
     }
 

@@ -125,6 +125,8 @@ pub struct Store {
     readers: SqlitePool,
     /// One connection for `/readyz`, which must answer however busy the others are.
     health: SqlitePool,
+    /// Recently read history, in memory.
+    history: std::sync::Arc<history::HistoryCache>,
     appended: tokio::sync::broadcast::Sender<AppendedEvent>,
 }
 
@@ -164,6 +166,7 @@ impl Store {
             pool,
             readers,
             health,
+            history: std::sync::Arc::new(history::HistoryCache::new()),
             appended,
         };
         let stored = store.backfill_documents().await?;
@@ -222,6 +225,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.history.changed();
         Ok(())
     }
 
@@ -254,6 +258,7 @@ impl Store {
         .bind(id.to_string())
         .execute(&self.pool)
         .await?;
+        self.history.changed();
         Ok(())
     }
 
@@ -277,6 +282,7 @@ impl Store {
             .await?;
         history::store_document(&mut tx, &id).await?;
         tx.commit().await?;
+        self.history.changed();
         Ok(())
     }
 
@@ -320,6 +326,7 @@ impl Store {
         bind_task(query, run_id, service)
             .execute(&self.pool)
             .await?;
+        self.history.changed();
         Ok(())
     }
 
@@ -340,6 +347,7 @@ impl Store {
         bind_task(query, run_id, service)
             .execute(&self.pool)
             .await?;
+        self.history.changed();
         Ok(())
     }
 
@@ -463,6 +471,7 @@ impl Store {
             });
         }
         tx.commit().await?;
+        self.history.changed();
         Ok(found)
     }
 
@@ -505,6 +514,7 @@ impl Store {
         .await?;
         history::clear_document(&mut tx, &id).await?;
         tx.commit().await?;
+        self.history.resumed(run_id);
         Ok(())
     }
 
