@@ -211,10 +211,9 @@ impl From<&Run> for RunSummary {
 
 /// One page of the run history: each run's summary (its steps are at
 /// `GET /repopulations/{id}`).
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunList {
-    #[schema(value_type = Vec<RunSummary>)]
-    pub items: Vec<Box<serde_json::value::RawValue>>,
+    pub items: Vec<RunSummary>,
     /// Pass as `cursor` to get the next (older) page; absent on the last page.
     pub next_cursor: Option<String>,
 }

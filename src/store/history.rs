@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use quick_cache::{Weighter, sync::Cache};
 use serde::Serialize;
-use serde_json::{Value, value::RawValue};
+use serde_json::Value;
 use sqlx::{SqliteConnection, types::Json};
 use uuid::Uuid;
 
@@ -22,12 +22,14 @@ use super::{
     Result, RunFilter, Store, StoreError,
     rows::{self, RunRow, StepAttemptRow, StepRow, TaskRow},
 };
-use crate::model::{Run, RunList, RunSummary, Service, ServiceSummary, State};
+use crate::model::{Run, RunSummary, Service, ServiceSummary, State};
 
 /// Memory for the documents of finished runs read recently.
 const DOCUMENT_CACHE_BYTES: u64 = 4 << 20;
 /// Memory for the pages of the list read recently.
 const PAGE_CACHE_BYTES: u64 = 2 << 20;
+/// Pages of the list built from the database at the same time.
+const PAGE_BUILDS: usize = 2;
 
 /// How many finished runs without stored documents (from before they were stored) are written
 /// per transaction at start.
@@ -58,6 +60,7 @@ pub(super) struct HistoryCache {
     generation: AtomicU64,
     /// Incremented after every resume (the only change to a finished run).
     resumes: AtomicU64,
+    page_builds: tokio::sync::Semaphore,
 }
 
 impl HistoryCache {
@@ -67,6 +70,7 @@ impl HistoryCache {
             pages: Cache::with_weighter(64, PAGE_CACHE_BYTES, ByteSize),
             generation: AtomicU64::new(0),
             resumes: AtomicU64::new(0),
+            page_builds: tokio::sync::Semaphore::new(PAGE_BUILDS),
         }
     }
 
@@ -127,14 +131,16 @@ impl Store {
         self.history
             .pages
             .get_or_insert_async(&key, async {
+                // Pages read from the database are built a few at a time, which bounds the
+                // memory and the processor time that many readers of the history can take.
+                let _permit = self
+                    .history
+                    .page_builds
+                    .acquire()
+                    .await
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 let (items, next) = self.list_runs(filter).await?;
-                let page = RunList {
-                    items,
-                    next_cursor: next.map(|id| id.to_string()),
-                };
-                Ok(Bytes::from(
-                    serde_json::to_vec(&page).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                ))
+                Ok(page_json(&items, next))
             })
             .await
     }
@@ -147,7 +153,7 @@ impl Store {
 
     /// History entries newest first, filtered, one page, as JSON; the second value is the
     /// cursor of the next page.
-    async fn list_runs(&self, filter: &RunFilter) -> Result<(Vec<Box<RawValue>>, Option<Uuid>)> {
+    async fn list_runs(&self, filter: &RunFilter) -> Result<(Vec<String>, Option<Uuid>)> {
         let limit = i64::from(filter.limit.max(1));
         let mut conn = self.readers.acquire().await?;
         let mut page: Vec<(String, Option<String>)> = sqlx::query_as(
@@ -191,13 +197,13 @@ impl Store {
         let mut items = Vec::with_capacity(page.len());
         for (id, summary) in page {
             let item = match summary {
-                Some(summary) => raw(summary)?,
+                Some(summary) => summary,
                 None => {
                     let at = assembled
                         .iter()
                         .position(|s| s.id.to_string() == id)
                         .ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))?;
-                    to_raw(&assembled.swap_remove(at))?
+                    to_text(&assembled.swap_remove(at))?
                 }
             };
             items.push(item);
@@ -229,12 +235,25 @@ impl Store {
     }
 }
 
-fn raw(json: String) -> Result<Box<RawValue>> {
-    RawValue::from_string(json).map_err(|e| StoreError::Corrupt(format!("stored run: {e}")))
-}
-
-fn to_raw<T: Serialize>(value: &T) -> Result<Box<RawValue>> {
-    serde_json::value::to_raw_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// A `RunList` of the run summaries `items` (JSON as stored) and the next page's cursor,
+/// written as it is sent, without parsing the summaries again.
+fn page_json(items: &[String], next: Option<Uuid>) -> Bytes {
+    let size = items.iter().map(|item| item.len() + 1).sum::<usize>() + 80;
+    let mut page = Vec::with_capacity(size);
+    page.extend_from_slice(b"{\"items\":[");
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            page.push(b',');
+        }
+        page.extend_from_slice(item.as_bytes());
+    }
+    page.extend_from_slice(b"],\"next_cursor\":");
+    match next {
+        Some(id) => page.extend_from_slice(format!("\"{id}\"").as_bytes()),
+        None => page.extend_from_slice(b"null"),
+    }
+    page.push(b'}');
+    Bytes::from(page)
 }
 
 fn to_text<T: Serialize>(value: &T) -> Result<String> {
@@ -501,6 +520,8 @@ mod tests {
             ..RunFilter::default()
         };
         let page = store.history_page(&filter).await.unwrap();
+        // The page as written is a RunList.
+        serde_json::from_slice::<crate::model::RunList>(&page).unwrap();
         let page: serde_json::Value = serde_json::from_slice(&page).unwrap();
         page["items"].as_array().unwrap().clone()
     }

@@ -148,18 +148,20 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // SQLite's page cache is per connection (2 MiB each by default); the operating system
+        // caches the file too, so a smaller one per connection keeps the process small.
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("cache_size", "-1024"))
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READER_CONNECTIONS)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("cache_size", "-512"))
             .await?;
         let health = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
+            .connect_with(options.pragma("cache_size", "-64"))
             .await?;
         let (appended, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
         let store = Store {
