@@ -1,18 +1,27 @@
 # Multi-stage build: a static (musl) release binary in a distroless, non-root runtime image.
 FROM rust:1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
+RUN apt-get update && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
     && rm -rf /var/lib/apt/lists/* \
-    && rustup target add x86_64-unknown-linux-musl
+    && rustup target add x86_64-unknown-linux-musl \
+    && install -d /out/data
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches
-RUN cargo build --locked --release --target x86_64-unknown-linux-musl --bin etcd-repopulator \
+# No default features: the image carries neither the simulated cluster (`serve --simulate`
+# refuses) nor the test failpoints.
+RUN cargo build --locked --release --no-default-features --target x86_64-unknown-linux-musl \
+    --bin etcd-repopulator \
     && install -D target/x86_64-unknown-linux-musl/release/etcd-repopulator /out/etcd-repopulator
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/etcd-repopulator /usr/local/bin/etcd-repopulator
+# The database's directory, owned by the user the service runs as: `docker run` works without a
+# volume (the history is then lost with the container), and a volume mounted there starts out
+# writable by that user.
+COPY --from=build --chown=65532:65532 /out/data /var/lib/etcd-repopulator
 USER 65532:65532
 EXPOSE 8080
 ENV ETCD_REPOPULATOR_DATABASE=/var/lib/etcd-repopulator/runs.db

@@ -8,10 +8,10 @@ use etcd_repopulator::{
     app::App,
     config::Config,
     model::{Service, new_run_id},
-    sim::{SimCluster, SimOptions},
     store::{NewRun, NewStep, NewTask, Store},
 };
 use serde_json::json;
+use sim::{SimCluster, SimOptions};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -47,6 +47,7 @@ async fn fill_history(store: &Store, runs: usize) -> uuid::Uuid {
                     dry_run: true,
                     requested_by: "bench".to_owned(),
                     idempotency: None,
+                    csm_release: None,
                     tasks: vec![NewTask {
                         service,
                         steps: vec![NewStep {

@@ -6,8 +6,11 @@
 ALTER TABLE runs ADD COLUMN summary TEXT;
 
 -- The run as `GET /repopulations/{id}` shows it (JSON), with every step and its data.
+-- `format` is the version of the views both documents were written in: a service whose views
+-- changed writes them again, at start, for every run stored in another format.
 CREATE TABLE run_documents (
     run_id   TEXT PRIMARY KEY NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    format   INTEGER NOT NULL,
     document TEXT NOT NULL
 );
 

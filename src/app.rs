@@ -1,24 +1,35 @@
 //! Wiring: from command-line arguments to a running service.
 
-use std::{io::IsTerminal, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{io::IsTerminal, sync::Arc, time::Duration};
+#[cfg(feature = "simulate")]
+use std::{net::SocketAddr, path::Path};
 
 use anyhow::Context;
+#[cfg(feature = "simulate")]
+use sim::{SimCluster, SimOptions};
 use tokio::net::TcpListener;
 
+#[cfg(feature = "simulate")]
+use crate::cluster::rbac;
 use crate::{
     api::{self, AppState, auth::Authenticator, webhooks::Webhooks},
     cli::{ServeArgs, SimArgs},
-    cluster::{Cluster, rbac},
-    config::Config,
+    cluster::Cluster,
+    config::{AuthMode, Config},
     csm::CsmClients,
     runner::Runner,
-    sim::{SimCluster, SimOptions},
     snapshots::Snapshotter,
     store::Store,
 };
 
 /// The service account the chart creates (and that `serve --simulate` acts as).
 pub const SERVICE_ACCOUNT: &str = "etcd-repopulator";
+
+/// What `serve --simulate` and `sim` answer in a binary built without the simulated cluster
+/// (the container image is).
+pub const NO_SIMULATE: &str = "this binary was built without the simulated cluster (cargo \
+     feature `simulate`), so `serve --simulate` and `sim` are not available; build it with the \
+     default features (`cargo build --release`) to try the service without a cluster";
 
 /// How long a stopping service waits for runs to reach a safe point.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -76,24 +87,40 @@ impl App {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.simulate && !cfg!(feature = "simulate") {
+        anyhow::bail!(NO_SIMULATE);
+    }
+    #[cfg_attr(not(feature = "simulate"), allow(unused_mut))]
     let mut config = Config::load(args.config.as_deref())?;
+    #[cfg(feature = "simulate")]
     let (client, sim) = if args.simulate {
         let sim = start_sim(
             args.sim_listen,
             SimOptions::interactive(),
             args.sim_kubeconfig.as_deref(),
+            &args.csm_release,
         )
         .await?;
         // The simulated CSM services live on the simulated cluster's address.
-        config.use_simulation(&sim.url());
+        config.use_simulation(&sim.url(), sim.runs_real_etcd());
+        if !sim.runs_real_etcd() {
+            tracing::warn!(
+                "`{}` is not installed (Debian: etcd-server): the simulated etcd clusters have \
+                 no etcd behind them, so GET /etcd-clusters reports them unreachable and the \
+                 etcd checks (check-etcd-cluster, recount-etcd-keys) are off",
+                sim::kube::controllers::etcd_member::ETCD_BINARY
+            );
+        }
         // The service acts as its own service account with the chart's Role, as in a cluster.
         let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
         (client, Some(sim))
     } else {
         (real_cluster_client().await?, None)
     };
+    #[cfg(not(feature = "simulate"))]
+    let client = real_cluster_client().await?;
     let snapshot_config = config.snapshots.clone();
-    if config.auth.mode == api::auth::AuthMode::None && !args.simulate {
+    if config.auth.mode == AuthMode::None && !args.simulate {
         tracing::warn!(
             "AUTHENTICATION IS OFF (auth.mode = \"none\"): anyone who can reach this service can \
              start runs that delete pods and Jobs; set auth.mode to \"token\" or \"jwt\""
@@ -122,32 +149,48 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     stop_snapshots.cancel();
     tracing::info!("stopping: waiting for runs to reach a safe point");
     app.runner.shutdown(SHUTDOWN_GRACE).await;
+    #[cfg(feature = "simulate")]
     if let Some(sim) = sim {
         sim.shutdown().await;
     }
     Ok(())
 }
 
+/// `sim` in a binary built without the simulated cluster: refused.
+#[cfg(not(feature = "simulate"))]
+pub async fn run_sim(_args: SimArgs) -> anyhow::Result<()> {
+    anyhow::bail!(NO_SIMULATE)
+}
+
 /// `sim`: only the simulated cluster, until SIGTERM/SIGINT.
+#[cfg(feature = "simulate")]
 pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     let options = SimOptions {
         kubelet_ready_delay: args.kubelet_delay,
         ..SimOptions::interactive()
     };
-    let sim = start_sim(args.listen, options, args.kubeconfig.as_deref()).await?;
+    let sim = start_sim(
+        args.listen,
+        options,
+        args.kubeconfig.as_deref(),
+        &args.csm_release,
+    )
+    .await?;
     shutdown_signal().await;
     sim.shutdown().await;
     Ok(())
 }
 
+#[cfg(feature = "simulate")]
 async fn start_sim(
     listen: SocketAddr,
     options: SimOptions,
     kubeconfig: Option<&Path>,
+    csm_release: &str,
 ) -> anyhow::Result<SimCluster> {
     let sim = SimCluster::start(listen, options).await?;
-    sim.seed_csm().await?;
-    tracing::info!(url = %sim.url(), "simulated cluster listening (plain HTTP, no auth)");
+    sim.seed_csm_release(csm_release).await?;
+    tracing::info!(url = %sim.url(), csm_release, "simulated cluster listening (plain HTTP, no auth)");
     if let Some(path) = kubeconfig {
         std::fs::write(path, sim.kubeconfig_yaml()).with_context(|| {
             format!(
@@ -186,7 +229,7 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+        () = ctrl_c => {}
+        () = terminate => {}
     }
 }

@@ -6,15 +6,19 @@ use std::{path::Path, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::{auth::AuthConfig, webhooks::WebhooksConfig},
-    cluster::ObjectRef,
-    csm::CsmConfig,
-    etcd::EtcdConfig,
+    cluster::ObjectRef, csm::CsmConfig, etcd::EtcdConfig, release::ReleaseSetting,
     remote::SshConfig,
 };
 
+mod auth;
 mod hmnfd;
+mod hostname;
+mod names;
+mod webhooks;
+pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
+pub use hostname::HostnameTemplate;
+pub use webhooks::{AlertmanagerConfig, WebhooksConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -32,11 +36,24 @@ pub enum ConfigError {
     Invalid { key: String, problem: String },
 }
 
+impl ConfigError {
+    /// The value of `key` is wrong: `problem` says how.
+    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Namespace of the services and their etcd clusters.
     pub namespace: String,
+    /// The CSM release whose runbook runs follow: `"auto"` (detect it from the cluster) or a
+    /// release (`"1.0"`, `"1.2"` ... `"1.6"`), see `release`.
+    pub csm_release: ReleaseSetting,
     /// Upper bound for any one step, unless the service sets its own.
     #[serde(with = "humantime_serde")]
     pub step_timeout: Duration,
@@ -132,6 +149,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             namespace: "services".to_owned(),
+            csm_release: ReleaseSetting::Auto,
             step_timeout: Duration::from_secs(600),
             reds: PodRestart::named("cray-reds"),
             meds: PodRestart::named("cray-meds"),
@@ -164,12 +182,14 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Points the configuration at the simulated cluster at `sim_url`: its CSM services, and no
-    /// etcd checks (it has no etcd clusters) unless `[etcd]` was configured, e.g. at a real
-    /// etcd.
-    pub fn use_simulation(&mut self, sim_url: &str) {
+    /// Points the configuration at the simulated cluster at `sim_url`: its CSM services; the
+    /// etcd checks stay as configured when the simulated cluster runs real etcd clusters
+    /// (`sim_runs_etcd`), and are off otherwise (nothing answers) unless `[etcd]` was
+    /// configured, e.g. at a real etcd.
+    #[cfg(feature = "simulate")]
+    pub fn use_simulation(&mut self, sim_url: &str, sim_runs_etcd: bool) {
         self.csm = CsmConfig::simulated(sim_url);
-        if self.etcd == EtcdConfig::default() {
+        if !sim_runs_etcd && self.etcd == EtcdConfig::default() {
             self.etcd = EtcdConfig::simulated();
         }
     }
@@ -205,15 +225,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: &str| ConfigError::Invalid {
-            key: key.to_owned(),
-            problem: problem.to_owned(),
-        };
-        if self.namespace.trim().is_empty() {
-            return Err(invalid("namespace", "must not be empty"));
-        }
+        names::dns1123_label(&self.namespace)
+            .map_err(|problem| ConfigError::invalid("namespace", problem))?;
         if self.step_timeout.is_zero() {
-            return Err(invalid("step_timeout", "must be greater than zero"));
+            return Err(ConfigError::invalid(
+                "step_timeout",
+                "must be greater than zero",
+            ));
         }
         for (key, restart) in [
             ("reds", &self.reds),
@@ -221,14 +239,17 @@ impl Config {
             ("crus", &self.crus),
             ("cps", &self.cps),
         ] {
+            let key = format!("{key}.selector");
+            // The empty selector would select every pod of the namespace.
             if restart.selector.trim().is_empty() {
-                return Err(invalid(&format!("{key}.selector"), "must not be empty"));
+                return Err(ConfigError::invalid(key, "must not be empty"));
             }
+            names::label_selector(&restart.selector)
+                .map_err(|problem| ConfigError::invalid(key, problem))?;
         }
         for (key, rerun) in [("bss", &self.bss), ("fas", &self.fas)] {
-            if rerun.job.trim().is_empty() {
-                return Err(invalid(&format!("{key}.job"), "must not be empty"));
-            }
+            names::dns1123_subdomain(&rerun.job)
+                .map_err(|problem| ConfigError::invalid(format!("{key}.job"), problem))?;
         }
         let dns = &self.externaldns;
         for (key, value) in [
@@ -238,47 +259,48 @@ impl Config {
             ("externaldns.name", &dns.name),
         ] {
             if value.trim().is_empty() {
-                return Err(invalid(key, "must not be empty"));
+                return Err(ConfigError::invalid(key, "must not be empty"));
             }
         }
-        for check in [self.auth.validate(), self.webhooks.validate()] {
-            check.map_err(|(key, problem)| invalid(&key, &problem))?;
-        }
+        names::dns1123_subdomain(&dns.name)
+            .map_err(|problem| ConfigError::invalid("externaldns.name", problem))?;
+        self.auth.validate()?;
+        self.webhooks.validate()?;
         self.validate_hmnfd()?;
         Ok(())
     }
 
     fn validate_hmnfd(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: String| ConfigError::Invalid {
-            key: key.to_owned(),
-            problem,
-        };
         let hmnfd = &self.hmnfd;
         for (key, template) in [
             ("hmnfd.compute_hostname", &hmnfd.compute_hostname),
             ("hmnfd.ncn_hostname", &hmnfd.ncn_hostname),
         ] {
-            crate::handlers::HostnameTemplate::parse(template)
-                .map_err(|problem| invalid(key, problem))?;
+            HostnameTemplate::parse(template)
+                .map_err(|problem| ConfigError::invalid(key, problem))?;
         }
         for (i, expr) in hmnfd.ncn_hostlists.iter().enumerate() {
-            crate::remote::hostlist::expand(expr)
-                .map_err(|e| invalid(&format!("hmnfd.ncn_hostlists[{i}]"), e.to_string()))?;
+            crate::remote::hostlist::expand(expr).map_err(|e| {
+                ConfigError::invalid(format!("hmnfd.ncn_hostlists[{i}]"), e.to_string())
+            })?;
         }
         if hmnfd.command.trim().is_empty() {
-            return Err(invalid("hmnfd.command", "must not be empty".to_owned()));
+            return Err(ConfigError::invalid("hmnfd.command", "must not be empty"));
         }
         if self.ssh.fanout == 0 {
-            return Err(invalid("ssh.fanout", "must be at least 1".to_owned()));
+            return Err(ConfigError::invalid("ssh.fanout", "must be at least 1"));
         }
         if self.snapshots.interval.is_zero() {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "snapshots.interval",
-                "must be greater than zero".to_owned(),
+                "must be greater than zero",
             ));
         }
         if self.snapshots.retain == 0 {
-            return Err(invalid("snapshots.retain", "must be at least 1".to_owned()));
+            return Err(ConfigError::invalid(
+                "snapshots.retain",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -314,5 +336,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("step_timeout"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_names_and_selectors_are_checked_at_start() {
+        for (text, key) in [
+            ("namespace = \"Services\"", "namespace"),
+            ("namespace = \"services-\"", "namespace"),
+            ("namespace = \"a.b\"", "namespace"),
+            ("[reds]\nselector = \"app in (cray-reds\"", "reds.selector"),
+            ("[meds]\nselector = \"app=cray meds\"", "meds.selector"),
+            ("[crus]\nselector = \"app=cray-crus,\"", "crus.selector"),
+            ("[cps]\nselector = \"-app=cray-cps\"", "cps.selector"),
+            ("[cps]\nselector = \"app=cray-cps!\"", "cps.selector"),
+            ("[cps]\nselector = \"app in ()\"", "cps.selector"),
+            ("[cps]\nselector = \"app > x\"", "cps.selector"),
+            ("[reds]\nselector = \"=cray-reds\"", "reds.selector"),
+            ("[bss]\njob = \"Cray_Reds_Init\"", "bss.job"),
+        ] {
+            match Config::from_toml(text) {
+                Err(ConfigError::Invalid {
+                    key: named,
+                    problem,
+                }) => {
+                    assert_eq!(named, key, "{text}: {problem}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for selector in [
+            "app.kubernetes.io/name=cray-reds",
+            "app = cray-reds",
+            "app==cray-reds,tier!=db",
+            "app in (cray-reds, cray-meds),!legacy",
+            "app notin (x),version",
+            "app=",
+            "replicas>1",
+        ] {
+            let text = format!("[reds]\nselector = {selector:?}");
+            Config::from_toml(&text).unwrap_or_else(|e| panic!("{selector}: {e}"));
+        }
     }
 }

@@ -10,6 +10,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+pub mod layout;
 
 /// Where the etcd clusters are and whether to check them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,9 +20,10 @@ use serde_json::{Value, json};
 pub struct EtcdConfig {
     /// Check each service's etcd cluster before repopulating it (and count its keys after).
     pub enabled: bool,
-    /// Client URL of a cluster; `{cluster}` is the cluster's name (`cray-bss-etcd`) and
-    /// `{namespace}` the services' namespace. The etcd operator names the client Service
-    /// `<cluster>-client`.
+    /// Client URL of every cluster, overriding discovery: `{cluster}` is the cluster's name
+    /// (`cray-bss-etcd`, `cray-bss-bitnami-etcd`) and `{namespace}` the services' namespace.
+    /// Empty (the default): the client Service of the cluster's layout (`<cluster>-client` for
+    /// etcd-operator, `<cluster>` for Bitnami), found in the cluster (see `etcd::layout`).
     pub endpoint: String,
     /// Per-request timeout.
     #[serde(with = "humantime_serde")]
@@ -39,7 +43,7 @@ impl Default for EtcdConfig {
     fn default() -> Self {
         EtcdConfig {
             enabled: true,
-            endpoint: "http://{cluster}-client.{namespace}.svc:2379".to_owned(),
+            endpoint: String::new(),
             timeout: Duration::from_secs(10),
             ca_file: None,
             cert_file: None,
@@ -57,11 +61,14 @@ impl EtcdConfig {
         }
     }
 
-    /// The client URL of `cluster`.
-    pub fn endpoint_of(&self, cluster: &str, namespace: &str) -> String {
-        self.endpoint
-            .replace("{cluster}", cluster)
-            .replace("{namespace}", namespace)
+    /// The client URL of `cluster` from the `endpoint` template; `None` when endpoints are
+    /// discovered.
+    pub fn endpoint_of(&self, cluster: &str, namespace: &str) -> Option<String> {
+        (!self.endpoint.trim().is_empty()).then(|| {
+            self.endpoint
+                .replace("{cluster}", cluster)
+                .replace("{namespace}", namespace)
+        })
     }
 }
 
@@ -107,6 +114,48 @@ pub struct EtcdStatus {
     pub raft_index: u64,
     /// Keys in the whole keyspace.
     pub keys: u64,
+}
+
+/// A member as `member/list` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EtcdMember {
+    pub id: String,
+    /// Empty for a member added but not started yet.
+    pub name: String,
+    pub client_urls: Vec<String>,
+    pub peer_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// An alarm raised by a member: `NOSPACE` (the backend quota is full: writes are refused) or
+/// `CORRUPT` (the member's data differs from the others').
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EtcdAlarm {
+    pub member_id: String,
+    pub alarm: String,
+}
+
+/// One member's own status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub member_id: String,
+    pub version: String,
+    pub leader: Option<String>,
+    pub db_size: u64,
+    pub raft_index: u64,
+    pub errors: Vec<String>,
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub struct EtcdClient {
@@ -215,6 +264,64 @@ impl EtcdClient {
         })
     }
 
+    /// `/v3/cluster/member/list`: every member with its client URLs, as the cluster knows them.
+    pub async fn members(&self) -> Result<Vec<EtcdMember>, EtcdError> {
+        let (code, body) = self
+            .call("/v3/cluster/member/list", Some(json!({})))
+            .await?;
+        self.expect_ok(code, &body, "a member list")?;
+        let empty = Vec::new();
+        let members = body["members"].as_array().unwrap_or(&empty);
+        Ok(members
+            .iter()
+            .map(|m| EtcdMember {
+                id: int(m, "ID").to_string(),
+                name: m["name"].as_str().unwrap_or_default().to_owned(),
+                client_urls: strings(&m["clientURLs"]),
+                peer_urls: strings(&m["peerURLs"]),
+                is_learner: m["isLearner"].as_bool().unwrap_or(false),
+            })
+            .collect())
+    }
+
+    /// `/v3/maintenance/alarm` (GET): the alarms raised in the cluster (`NOSPACE`, `CORRUPT`).
+    pub async fn alarms(&self) -> Result<Vec<EtcdAlarm>, EtcdError> {
+        let (code, body) = self
+            .call("/v3/maintenance/alarm", Some(json!({ "action": "GET" })))
+            .await?;
+        self.expect_ok(code, &body, "the alarms")?;
+        let empty = Vec::new();
+        let alarms = body["alarms"].as_array().unwrap_or(&empty);
+        Ok(alarms
+            .iter()
+            .map(|a| EtcdAlarm {
+                member_id: int(a, "memberID").to_string(),
+                alarm: match &a["alarm"] {
+                    Value::String(name) => name.clone(),
+                    Value::Number(n) if n.as_u64() == Some(1) => "NOSPACE".to_owned(),
+                    Value::Number(n) if n.as_u64() == Some(2) => "CORRUPT".to_owned(),
+                    other => other.to_string(),
+                },
+            })
+            .filter(|a| a.alarm != "NONE")
+            .collect())
+    }
+
+    /// `/v3/maintenance/status` of the member answering (not the whole cluster).
+    pub async fn member_status(&self) -> Result<MemberStatus, EtcdError> {
+        let (code, status) = self.call("/v3/maintenance/status", Some(json!({}))).await?;
+        self.expect_ok(code, &status, "a status")?;
+        let leader = int(&status, "leader");
+        Ok(MemberStatus {
+            member_id: int(&status["header"], "member_id").to_string(),
+            version: status["version"].as_str().unwrap_or_default().to_owned(),
+            leader: (leader != 0).then(|| leader.to_string()),
+            db_size: int(&status, "dbSize"),
+            raft_index: int(&status, "raftIndex"),
+            errors: strings(&status["errors"]),
+        })
+    }
+
     fn expect_ok(&self, code: u16, body: &Value, what: &'static str) -> Result<(), EtcdError> {
         if code == 200 {
             Ok(())
@@ -234,10 +341,17 @@ mod tests {
 
     #[test]
     fn the_endpoint_template_names_the_cluster_and_namespace() {
-        let config = EtcdConfig::default();
         assert_eq!(
-            config.endpoint_of("cray-bss-etcd", "services"),
-            "http://cray-bss-etcd-client.services.svc:2379"
+            EtcdConfig::default().endpoint_of("cray-bss-etcd", "services"),
+            None
+        );
+        let config = EtcdConfig {
+            endpoint: "http://{cluster}-client.{namespace}.svc:2379".to_owned(),
+            ..EtcdConfig::default()
+        };
+        assert_eq!(
+            config.endpoint_of("cray-bss-etcd", "services").as_deref(),
+            Some("http://cray-bss-etcd-client.services.svc:2379")
         );
     }
 

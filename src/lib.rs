@@ -1,5 +1,16 @@
 //! etcd-repopulator: turns the CSM runbook "Repopulate Data in etcd Clusters When Rebuilding
-//! Them" into an API. See DESIGN.md in the shared folder for the layers below.
+//! Them" into an API.
+//!
+//! The layers, from the top: [`api`] (the HTTP API: axum routes, every error as
+//! `application/problem+json`) → [`runner`] (runs in the background, one run per service at a
+//! time, recovery after a restart) → [`handlers`] (what a run does for each service, as steps,
+//! following the CSM [`release`] in force) → [`cluster`] (Kubernetes, through kube-rs), [`csm`]
+//! (clients of the CSM REST APIs), [`etcd`] (health and key counts of the etcd clusters) and
+//! [`remote`] (SSH fan-out to the nodes). [`store`] keeps runs and snapshots in SQLite;
+//! [`config`] is the one configuration every layer reads, and depends on none of the layers
+//! above. The simulated cluster and CSM services that `serve --simulate` and the tests run
+//! against are the workspace crate `crates/sim` (feature `simulate`). README.md
+//! ("Development") draws the same map.
 
 pub mod api;
 pub mod app;
@@ -12,8 +23,8 @@ pub mod failpoint;
 pub mod handlers;
 pub mod metrics;
 pub mod model;
+pub mod release;
 pub mod remote;
 pub mod runner;
-pub mod sim;
 pub mod snapshots;
 pub mod store;

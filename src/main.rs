@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
             return match etcd_repopulator::remote::cli::run_cli(args).await {
                 Ok(code) => code,
                 Err(err) => {
-                    eprintln!("etcd-repopulator fanout: {err:#}");
+                    eprintln!("etcd-repopulator fanout: {}", describe(&err));
                     ExitCode::FAILURE
                 }
             };
@@ -37,6 +37,7 @@ async fn main() -> ExitCode {
         },
         Command::Repopulations(args) => return client::report(client::repopulations(args).await),
         Command::Services(args) => return client::report(client::services(args).await),
+        Command::EtcdClusters(args) => return client::report(client::etcd_clusters(args).await),
         Command::RbacRules => {
             print!("{}", rbac::rules_yaml());
             Ok(())
@@ -45,8 +46,23 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("etcd-repopulator: {err:#}");
+            eprintln!("etcd-repopulator: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each once: an error whose message already includes its cause
+/// (`invalid config file x.toml: <the TOML error>`) does not get it repeated after it, as
+/// `{:#}` would.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }

@@ -38,20 +38,28 @@ impl Service {
         Service::Reds,
     ];
 
-    /// The etcd cluster that holds the service's data and that a rebuild empties; `None` for
-    /// MEDS (no cluster of its own on a standard system: it is restarted with REDS) and External
-    /// DNS (its cluster is what the run re-creates).
-    pub fn etcd_cluster(self) -> Option<&'static str> {
+    /// The CSM service whose etcd cluster holds this service's data and that a rebuild
+    /// empties (`cray-bss`: cluster `cray-bss-etcd` or `cray-bss-bitnami-etcd`, see
+    /// `etcd::layout`); `None` for MEDS (no cluster of its own on a standard system) and
+    /// External DNS (its cluster is what the run re-creates).
+    pub fn etcd_service(self) -> Option<&'static str> {
         match self {
-            Service::Bos => Some("cray-bos-etcd"),
-            Service::Bss => Some("cray-bss-etcd"),
-            Service::Cps => Some("cray-cps-etcd"),
-            Service::Crus => Some("cray-crus-etcd"),
-            Service::Fas => Some("cray-fas-etcd"),
-            Service::Hmnfd => Some("cray-hmnfd-etcd"),
-            Service::Reds => Some("cray-reds-etcd"),
+            Service::Bos => Some("cray-bos"),
+            Service::Bss => Some("cray-bss"),
+            Service::Cps => Some("cray-cps"),
+            Service::Crus => Some("cray-crus"),
+            Service::Fas => Some("cray-fas"),
+            Service::Hmnfd => Some("cray-hmnfd"),
+            Service::Reds => Some("cray-reds"),
             Service::Meds | Service::Externaldns => None,
         }
+    }
+
+    /// The service whose etcd cluster belongs to the CSM service `csm` (`cray-bss`), if any.
+    pub fn of_etcd_service(csm: &str) -> Option<Service> {
+        Service::ALL
+            .into_iter()
+            .find(|s| s.etcd_service() == Some(csm))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -234,6 +242,9 @@ pub struct Run {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The CSM release whose runbook the run follows, and why (the evidence detection found,
+    /// or `configured`); `null` for runs recorded before the service recorded it.
+    pub csm_release: Option<crate::release::ReleaseInForce>,
     pub services: Vec<ServiceTask>,
 }
 

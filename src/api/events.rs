@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{
     SharedState,
-    problem::{ApiError, Problem},
+    problem::{ApiError, PROBLEM, Problem},
     runs::parse_id,
 };
 use crate::{
@@ -34,8 +34,6 @@ pub struct StreamEnd {
     pub state: RunState,
 }
 
-const PROBLEM: &str = "application/problem+json";
-
 /// Follow a run's log live (Server-Sent Events).
 ///
 /// Messages: `log` (one line of the run's log, `id` = its position, usable as `Last-Event-ID`
@@ -45,7 +43,7 @@ const PROBLEM: &str = "application/problem+json";
 #[utoipa::path(get, path = "/repopulations/{id}/events", tag = "repopulations", operation_id = "follow_repopulation_events",
     params(
         ("id" = String, Path, format = Uuid, description = "Run id (a UUID)"),
-        ("Last-Event-ID" = Option<String>, Header, pattern = "^[ \\t]*[0-9]{1,18}[ \\t]*$",
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[ \\t]*[0-9]{1,18}[ \\t]*$",
             description = "Resume after this log event id (the `id` of an event of this stream)"),
     ),
     responses(
@@ -145,7 +143,7 @@ impl Follower {
                 loop {
                     tokio::select! {
                         received = appended.recv() => match received {
-                            Ok(event) if event.run_id != self.id => continue,
+                            Ok(event) if event.run_id != self.id => {}
                             Ok(_) | Err(RecvError::Lagged(_)) => {
                                 self.catch_up().await?;
                             }

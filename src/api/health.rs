@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::{
     SharedState,
-    problem::{Problem, problem_response},
+    problem::{INTERNAL_DETAIL, Problem, problem_response},
 };
 
 #[derive(Serialize, ToSchema)]
@@ -74,8 +74,9 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
     (status, Json(health)).into_response()
 }
 
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(super::openapi())
+/// The OpenAPI document, as it applies to this service's `auth.mode`.
+pub async fn openapi_json(State(state): State<SharedState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(super::openapi_for(state.auth.mode()))
 }
 
 /// A handler panicked: answer 500 as a problem (the panic itself is logged), keep serving.
@@ -86,15 +87,14 @@ pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| err.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_default();
     tracing::error!(panic = %what, "request handler panicked");
+    let status = StatusCode::INTERNAL_SERVER_ERROR;
     problem_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        &Problem {
-            type_: "urn:etcd-repopulator:problem:internal".to_owned(),
-            title: "Internal error".to_owned(),
-            status: 500,
-            detail: "an internal error occurred; the service log has the details".to_owned(),
-            field: None,
-            active_run: None,
-        },
+        status,
+        &Problem::new(
+            status,
+            "internal",
+            "Internal error",
+            INTERNAL_DETAIL.to_owned(),
+        ),
     )
 }

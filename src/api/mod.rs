@@ -2,6 +2,7 @@
 //! mapping of every error to `application/problem+json`.
 
 pub mod auth;
+mod etcd_clusters;
 mod events;
 mod health;
 mod metrics;
@@ -22,8 +23,7 @@ use axum::{
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa::OpenApi;
 
-use crate::{runner::Runner, store::Store};
-use auth::SecurityAddon;
+use crate::{config::AuthMode, runner::Runner, store::Store};
 
 /// Request bodies above this size are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -57,19 +57,21 @@ pub type SharedState = Arc<AppState>;
         runs::cancel_run,
         runs::resume_run,
         services::list_services,
+        etcd_clusters::list_etcd_clusters,
+        etcd_clusters::get_etcd_cluster,
         snapshots::create_snapshots,
         snapshots::list_snapshots,
         health::healthz,
         health::readyz,
         events::follow_events,
-        webhooks::alertmanager,
-        webhooks::generic,
+        webhooks::alertmanager::receive,
+        webhooks::generic::receive,
         metrics::metrics,
     ),
-    modifiers(&SecurityAddon),
     tags(
         (name = "repopulations", description = "Repopulation runs and their history"),
         (name = "services", description = "The services a run can repopulate"),
+        (name = "etcd", description = "The services' etcd clusters, in either layout, and their health"),
         (name = "snapshots", description = "Captured BOS session templates and HMNFD subscriptions"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "webhooks", description = "Runs started by Alertmanager and other automation"),
@@ -77,9 +79,18 @@ pub type SharedState = Arc<AppState>;
 )]
 pub struct ApiDoc;
 
-/// The OpenAPI document served at `/openapi.json` and committed at `openapi/openapi.json`.
+/// The OpenAPI document of a service that authenticates its callers (`auth.mode` token or
+/// jwt), committed at `openapi/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    openapi_for(AuthMode::Token)
+}
+
+/// The document a service in `mode` serves at `/openapi.json`: with `auth.mode = "none"` no
+/// operation asks for a bearer token.
+pub fn openapi_for(mode: AuthMode) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    auth::document_security(&mut doc, mode);
+    doc
 }
 
 pub fn router(state: SharedState) -> Router {
@@ -92,10 +103,18 @@ pub fn router(state: SharedState) -> Router {
         .route("/repopulations/{id}/cancel", post(runs::cancel_run))
         .route("/repopulations/{id}/resume", post(runs::resume_run))
         .route("/repopulations/{id}/events", get(events::follow_events))
-        .route(webhooks::ALERTMANAGER_PATH, post(webhooks::alertmanager))
-        .route(webhooks::GENERIC_PATH, post(webhooks::generic))
+        .route(
+            webhooks::ALERTMANAGER_PATH,
+            post(webhooks::alertmanager::receive),
+        )
+        .route(webhooks::GENERIC_PATH, post(webhooks::generic::receive))
         .route("/metrics", get(metrics::metrics))
         .route("/services", get(services::list_services))
+        .route("/etcd-clusters", get(etcd_clusters::list_etcd_clusters))
+        .route(
+            "/etcd-clusters/{name}",
+            get(etcd_clusters::get_etcd_cluster),
+        )
         .route(
             "/snapshots",
             post(snapshots::create_snapshots).get(snapshots::list_snapshots),
@@ -110,6 +129,8 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             auth::authorize,
         ))
+        // Around the authorization too, so that its refusals are logged the same way.
+        .layer(middleware::from_fn(problem::log_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(health::panic_response))
         .layer(TraceLayer::new_for_http())

@@ -1,12 +1,13 @@
 //! Errors as RFC 9457 `application/problem+json`, one type per kind of failure; and the
 //! extractors that turn every malformed request into such a problem instead of a plain 4xx.
 
-use std::{fmt::Display, str::FromStr};
+use std::{fmt::Display, str::FromStr, sync::Arc};
 
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Query, Request, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header, request::Parts},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -15,6 +16,13 @@ use uuid::Uuid;
 
 use crate::{model::Service, runner::RunnerError, store::StoreError};
 
+/// The media type of every error response (RFC 9457).
+pub const PROBLEM: &str = "application/problem+json";
+
+/// What a client learns of an internal error (the cause is in the service's log).
+pub const INTERNAL_DETAIL: &str = "an internal error occurred; the service log has the details";
+
+/// The start of every problem's `type`; the kind of problem follows.
 const TYPE_PREFIX: &str = "urn:etcd-repopulator:problem:";
 
 /// An RFC 9457 problem document.
@@ -63,6 +71,8 @@ pub enum ApiError {
     UnknownServices(Vec<String>),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0:?} is not a valid run id (expected a UUID)")]
@@ -75,12 +85,13 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error(transparent)]
     Runner(#[from] RunnerError),
-    #[error("internal error")]
+    /// A fault of the service; the cause is logged, the client gets [`INTERNAL_DETAIL`].
+    #[error("{0}")]
     Internal(String),
 }
 
 fn known_services() -> String {
-    Service::ALL.map(|s| s.as_str()).join(", ")
+    Service::ALL.map(Service::as_str).join(", ")
 }
 
 impl From<StoreError> for ApiError {
@@ -114,6 +125,9 @@ impl ApiError {
                 "payload-too-large",
                 "Request body too large",
             ),
+            ApiError::UnreadableBody(_) => {
+                (S::BAD_REQUEST, "unreadable-body", "Unreadable request body")
+            }
             ApiError::InvalidId(_) => (S::BAD_REQUEST, "invalid-id", "Invalid run id"),
             ApiError::InvalidParameter { .. } => {
                 (S::BAD_REQUEST, "invalid-parameter", "Invalid parameter")
@@ -140,6 +154,16 @@ impl ApiError {
                     "service-not-implemented",
                     "Service not supported by this build",
                 ),
+                RunnerError::NotInRelease { .. } => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "service-not-in-release",
+                    "Service not part of the CSM release",
+                ),
+                RunnerError::Release(_) => (
+                    S::CONFLICT,
+                    "csm-release-undetermined",
+                    "CSM release could not be determined",
+                ),
                 RunnerError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
                 RunnerError::WrongState { .. } => (
                     S::CONFLICT,
@@ -159,15 +183,16 @@ impl ApiError {
         let (status, kind, title) = self.parts();
         let detail = match self {
             ApiError::Internal(_) | ApiError::Runner(RunnerError::Store(_)) => {
-                "an internal error occurred; the service log has the details".to_owned()
+                INTERNAL_DETAIL.to_owned()
             }
             other => other.to_string(),
         };
         let field = match self {
             ApiError::InvalidBody { field, .. } => field.clone(),
-            ApiError::UnknownServices(_) | ApiError::Runner(RunnerError::NotImplemented { .. }) => {
-                Some("services".to_owned())
-            }
+            ApiError::UnknownServices(_)
+            | ApiError::Runner(
+                RunnerError::NotImplemented { .. } | RunnerError::NotInRelease { .. },
+            ) => Some("services".to_owned()),
             ApiError::InvalidParameter { field, .. } => Some(field.clone()),
             _ => None,
         };
@@ -188,30 +213,50 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let internal = match &self {
-            ApiError::Internal(cause) => Some(cause.clone()),
-            ApiError::Runner(err @ RunnerError::Store(_)) => Some(err.to_string()),
-            _ => None,
-        };
-        if let Some(cause) = internal {
-            // The one place an internal cause is logged; the client gets a generic detail.
-            tracing::error!(%cause, "internal error");
-        }
         let problem = self.problem();
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        problem_response(status, &problem)
+        ErrorReport::attach(problem_response(status, &problem), self)
     }
+}
+
+/// The error behind an error response, left in the response's extensions for [`log_errors`]:
+/// whoever builds the response says what went wrong, and one layer decides what is logged (the
+/// shape of axum's `error-handling` example). Internal causes reach the log, never the client.
+#[derive(Clone)]
+pub struct ErrorReport(Arc<dyn std::error::Error + Send + Sync>);
+
+impl ErrorReport {
+    /// `response`, carrying `error` for the log.
+    pub fn attach(
+        mut response: Response,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Response {
+        response
+            .extensions_mut()
+            .insert(ErrorReport(Arc::new(error)));
+        response
+    }
+}
+
+/// The one place errors of requests are logged: server errors with their cause at `error`,
+/// refused requests at `debug` (the request itself is in the trace span around this).
+pub async fn log_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(ErrorReport(error)) = response.extensions().get::<ErrorReport>() {
+        let status = response.status().as_u16();
+        if response.status().is_server_error() {
+            tracing::error!(status, %error, "request failed");
+        } else {
+            tracing::debug!(status, %error, "request refused");
+        }
+    }
+    response
 }
 
 pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
     let body = serde_json::to_vec(problem).unwrap_or_default();
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, PROBLEM)], body).into_response()
 }
 
 /// The problems of an endpoint that addresses one run by its id (OpenAPI documentation).
@@ -221,13 +266,13 @@ pub enum RunIdProblems {
     #[response(
         status = 400,
         description = "Malformed id",
-        content_type = "application/problem+json"
+        content_type = PROBLEM
     )]
     MalformedId(Problem),
     #[response(
         status = 404,
         description = "No such run",
-        content_type = "application/problem+json"
+        content_type = PROBLEM
     )]
     NoSuchRun(Problem),
 }
@@ -239,13 +284,13 @@ pub enum BodyProblems {
     #[response(
         status = 413,
         description = "Body over 64 KiB",
-        content_type = "application/problem+json"
+        content_type = PROBLEM
     )]
     TooLarge(Problem),
     #[response(
         status = 415,
-        description = "Body is not JSON",
-        content_type = "application/problem+json"
+        description = "Body not sent as `content-type: application/json`",
+        content_type = PROBLEM
     )]
     NotJson(Problem),
 }
@@ -308,58 +353,101 @@ pub fn page_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiE
     }
 }
 
-/// A JSON request body. An empty body means `T::default()` (so `POST /repopulations` with no
-/// body repopulates everything); anything else must be JSON, and every failure is a problem.
+/// A request body of at most [`BODY_LIMIT`](super::BODY_LIMIT) bytes; a larger one is a 413
+/// problem (axum's own rejection would be `text/plain`).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|rejection: BytesRejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(super::BODY_LIMIT)
+                } else {
+                    ApiError::UnreadableBody(rejection.body_text())
+                }
+            })
+    }
+}
+
+/// A JSON request body, sent as `content-type: application/json`: every endpoint that takes a
+/// body takes it this way, and every failure is a problem (see [`json_from_bytes`]).
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned + Default,
+    T: DeserializeOwned,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let content_type = content_type(req.headers());
-        let bytes =
-            Bytes::from_request(req, state)
-                .await
-                .map_err(|rejection: BytesRejection| {
-                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::PayloadTooLarge(super::BODY_LIMIT)
-                    } else {
-                        ApiError::MalformedJson(rejection.body_text())
-                    }
-                })?;
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         json_from_bytes(content_type.as_deref(), &bytes).map(JsonBody)
     }
 }
 
-/// A JSON body already read (e.g. after checking its signature), parsed as [`JsonBody`] does.
+/// The one JSON body parser, also for bodies already read (e.g. after checking a signature).
+/// A body that does not say it is JSON is 415, an empty or malformed one 400, and one that does
+/// not fit `T` 422 naming the field at fault.
 pub fn json_from_bytes<T>(content_type: Option<&str>, bytes: &[u8]) -> Result<T, ApiError>
 where
-    T: DeserializeOwned + Default,
+    T: DeserializeOwned,
 {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    if let Some(ct) = content_type
-        && !(ct.starts_with("application/json") || ct.contains("+json"))
-    {
+    let Some(content_type) = content_type else {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the body as JSON with content-type: application/json (the request has no \
+             content type)"
+                .to_owned(),
+        ));
+    };
+    if !is_json(content_type) {
         return Err(ApiError::UnsupportedMediaType(format!(
-            "expected content-type application/json, got {ct:?}"
+            "expected content-type application/json, got {content_type:?}"
         )));
     }
-    serde_json::from_slice(bytes).map_err(|err| {
-        use serde_json::error::Category;
-        match err.classify() {
-            Category::Data => ApiError::InvalidBody {
-                field: offending_field(&err.to_string()),
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::MalformedJson(
+            "the request body is empty: this endpoint takes a JSON object".to_owned(),
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|err| {
+        let field = field_at(&err);
+        let err = err.into_inner();
+        if err.classify() == serde_json::error::Category::Data {
+            ApiError::InvalidBody {
+                field,
                 detail: err.to_string(),
-            },
-            _ => ApiError::MalformedJson(format!("request body is not valid JSON: {err}")),
+            }
+        } else {
+            not_json(&err)
         }
-    })
+    })?;
+    // Nothing may follow the document (as serde_json::from_slice checks).
+    deserializer.end().map_err(|err| not_json(&err))?;
+    Ok(value)
+}
+
+fn not_json(err: &serde_json::Error) -> ApiError {
+    ApiError::MalformedJson(format!("request body is not valid JSON: {err}"))
+}
+
+/// Whether a content type is JSON: `application/json` or a `+json` type, with any parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 pub fn content_type(headers: &HeaderMap) -> Option<String> {
@@ -368,8 +456,21 @@ pub fn content_type(headers: &HeaderMap) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
 }
 
+/// The field a deserialization error is about: where it happened (`dry_run`,
+/// `services[0]`), or, for an unknown or missing field, the field serde names.
+fn field_at(err: &serde_path_to_error::Error<serde_json::Error>) -> Option<String> {
+    let path = err.path().to_string();
+    if path != "." && !path.is_empty() {
+        return Some(path);
+    }
+    named_field(&err.inner().to_string())
+}
+
 /// The field named in a serde message such as "unknown field `foo`, expected ...".
-fn offending_field(message: &str) -> Option<String> {
+fn named_field(message: &str) -> Option<String> {
+    let message = message
+        .strip_prefix("unknown field ")
+        .or_else(|| message.strip_prefix("missing field "))?;
     let start = message.find('`')? + 1;
     let len = message[start..].find('`')?;
     Some(message[start..start + len].to_owned())
@@ -385,14 +486,140 @@ pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use axum::{Router, body::Body, routing::get};
+    use tower::ServiceExt;
+
     use super::*;
+
+    /// The log lines written while the test runs.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn internal_causes_are_logged_once_by_the_layer_and_never_sent() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async { ApiError::Internal("the disk is on fire".to_owned()) }),
+            )
+            .route(
+                "/bad",
+                get(|| async { ApiError::invalid("limit", "limit must be 1 to 500") }),
+            )
+            .layer(axum::middleware::from_fn(log_errors));
+
+        let response = app
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(!body.contains("disk"), "{body}");
+        assert!(body.contains(INTERNAL_DETAIL), "{body}");
+        let response = app
+            .oneshot(Request::get("/bad").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("the disk is on fire").count(), 1, "{text}");
+        assert!(text.contains("ERROR"), "{text}");
+        // Refused requests are not errors of the service (debug, off here).
+        assert!(!text.contains("limit must be"), "{text}");
+    }
 
     #[test]
     fn names_the_field_serde_complains_about() {
         assert_eq!(
-            offending_field("unknown field `servics`, expected one of `services`").as_deref(),
+            named_field("unknown field `servics`, expected one of `services`").as_deref(),
             Some("servics")
         );
-        assert_eq!(offending_field("expected a string"), None);
+        assert_eq!(
+            named_field("missing field `services`").as_deref(),
+            Some("services")
+        );
+        assert_eq!(
+            named_field("invalid type: integer `1`, expected a boolean"),
+            None
+        );
+    }
+
+    #[test]
+    fn json_bodies() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            services: Vec<String>,
+            #[serde(default)]
+            dry_run: bool,
+        }
+        let json = Some("application/json");
+        let parse = |ct: Option<&str>, body: &str| json_from_bytes::<Body>(ct, body.as_bytes());
+        let field = |ct, body| match parse(ct, body) {
+            Err(ApiError::InvalidBody { field, .. }) => field,
+            other => panic!("{body}: {other:?}"),
+        };
+        assert!(parse(json, r#"{"services":["reds"]}"#).is_ok());
+        assert!(
+            parse(
+                Some("Application/JSON; charset=utf-8"),
+                r#"{"services":[]}"#
+            )
+            .is_ok()
+        );
+        assert!(parse(Some("application/merge-patch+json"), r#"{"services":[]}"#).is_ok());
+        for ct in [None, Some("text/plain"), Some("application/jsonx")] {
+            assert!(
+                matches!(parse(ct, "{}"), Err(ApiError::UnsupportedMediaType(_))),
+                "{ct:?}"
+            );
+        }
+        assert!(matches!(
+            parse(json, " \n"),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse(json, "{\"services\": ["),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse(json, "{\"services\": []} x"),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert_eq!(
+            field(json, r#"{"services":["a"],"dry_run":1}"#).as_deref(),
+            Some("dry_run")
+        );
+        assert_eq!(
+            field(json, r#"{"services":[1]}"#).as_deref(),
+            Some("services[0]")
+        );
+        assert_eq!(field(json, r#"{"servics":[]}"#).as_deref(), Some("servics"));
+        assert_eq!(field(json, r#"{}"#).as_deref(), Some("services"));
     }
 }

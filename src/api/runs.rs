@@ -14,14 +14,14 @@ use super::{
     SharedState,
     auth::Principal,
     problem::{
-        ApiError, BodyProblems, JsonBody, Problem, QueryParams, RunIdProblems, page_limit,
+        ApiError, BodyProblems, JsonBody, PROBLEM, Problem, QueryParams, RunIdProblems, page_limit,
         parse_param,
     },
 };
 use crate::{
     handlers,
     model::{Run, RunList, Service, State as RunState},
-    runner::{Created, RunRequest},
+    runner::{Created, RunRequest, RunnerError},
     store::RunFilter,
 };
 
@@ -31,12 +31,13 @@ const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
 /// A request to repopulate services.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRun {
-    /// Services to repopulate; omitted means every service this build supports.
-    #[schema(value_type = Option<Vec<Service>>, min_items = 1)]
-    pub services: Option<Vec<String>>,
+    /// Services to repopulate, or `["all"]` for every service of the CSM release in force (the
+    /// schema's description is in [`services_schema`]).
+    #[schema(schema_with = services_schema)]
+    pub services: Vec<String>,
     /// Plan only: show every object that would be touched, change nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -62,17 +63,15 @@ pub struct ListQuery {
     pub service: Option<String>,
 }
 
-const PROBLEM: &str = "application/problem+json";
-
 /// Start a repopulation run; it executes in the background.
 #[utoipa::path(post, path = "/repopulations", tag = "repopulations", operation_id = "create_repopulation",
-    request_body(content = CreateRun, description = "What to repopulate; an empty body means every supported service"),
-    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$",
+    request_body(content = CreateRun, content_type = "application/json", description = "What to repopulate (`services` is required; `[\"all\"]` means every service of the CSM release in force)"),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$",
         description = "Repeat a POST safely: the same key returns the same run (1 to 255 visible ASCII characters)")),
     responses(
         (status = 202, description = "Run accepted (or, with a known Idempotency-Key, the run it created)", body = Run,
             headers(("Location" = String, description = "URL of the run"))),
-        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "Malformed or empty JSON, or a malformed Idempotency-Key", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A service is already being repopulated; `active_run` names the run", body = Problem, content_type = PROBLEM),
         BodyProblems,
         (status = 422, description = "Unknown field or service, service not supported, or Idempotency-Key reused with another body", body = Problem, content_type = PROBLEM),
@@ -95,9 +94,13 @@ pub(super) async fn start_run(
     requested_by: String,
     idempotency_key: Option<String>,
 ) -> Result<Response, ApiError> {
-    let services = match request.services {
-        None => handlers::implemented(),
-        Some(names) => parse_services(&names)?,
+    let services = match parse_services(&request.services)? {
+        Some(services) => services,
+        // Every service of the CSM release in force that this build supports.
+        None => {
+            let release = state.runner.release().await.map_err(RunnerError::from)?;
+            handlers::implemented(release.profile())
+        }
     };
     validate_reason(request.reason.as_deref())?;
     let created = state
@@ -128,9 +131,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     let invalid = |detail: &str| ApiError::invalid("Idempotency-Key", detail);
+    // Visible ASCII and spaces (a header value may also hold tabs, which a key may not).
     let key = value
         .to_str()
-        .map_err(|_| invalid("Idempotency-Key must be visible ASCII"))?
+        .ok()
+        .filter(|key| key.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+        .ok_or_else(|| invalid("Idempotency-Key must be visible ASCII"))?
         .trim();
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(invalid("Idempotency-Key must be 1 to 255 characters"));
@@ -150,15 +156,23 @@ fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
+/// The word that stands for every service this build supports.
+const ALL: &str = "all";
+
+/// The services named (each once), or `None` for every supported one if `all` is among them.
+fn parse_services(names: &[String]) -> Result<Option<Vec<Service>>, ApiError> {
+    let invalid = |detail: &str| ApiError::InvalidBody {
+        detail: detail.to_owned(),
+        field: Some("services".to_owned()),
+    };
     if names.is_empty() {
-        return Err(ApiError::InvalidBody {
-            detail: "services must name at least one service (omit it for all)".to_owned(),
-            field: Some("services".to_owned()),
-        });
+        return Err(invalid(
+            "services must name at least one service, or be [\"all\"] for every supported one",
+        ));
     }
     let (known, unknown): (Vec<_>, Vec<_>) = names
         .iter()
+        .filter(|name| *name != ALL)
         .map(|name| name.parse::<Service>().map_err(|_| name.clone()))
         .partition(Result::is_ok);
     if !unknown.is_empty() {
@@ -166,7 +180,32 @@ fn parse_services(names: &[String]) -> Result<Vec<Service>, ApiError> {
             unknown.into_iter().filter_map(Result::err).collect(),
         ));
     }
-    Ok(known.into_iter().filter_map(Result::ok).collect())
+    // "all" includes whatever else is named.
+    if names.iter().any(|name| name == ALL) {
+        return Ok(None);
+    }
+    let mut services: Vec<Service> = known.into_iter().filter_map(Result::ok).collect();
+    services.sort_unstable();
+    services.dedup();
+    Ok(Some(services))
+}
+
+/// `services` in the OpenAPI document: the service names and `all`.
+fn services_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let names = std::iter::once(ALL).chain(Service::ALL.map(Service::as_str));
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(names)),
+        )
+        .min_items(Some(1))
+        .description(Some(
+            "Services to repopulate, or `[\"all\"]` for every service of the CSM release in force. \
+             Required: a run changes the cluster, so a request says what it changes.",
+        ))
+        .build()
 }
 
 /// The run history, newest first: one summary per run (id, state, services and their states,

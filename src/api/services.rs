@@ -1,14 +1,17 @@
-//! `GET /services`: what a run can repopulate, and the steps it takes for each.
+//! `GET /services`: the CSM release in force (and why), what a run can repopulate on it, and
+//! the steps a run takes for each.
 
 use axum::{Json, extract::State};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::SharedState;
-use crate::{handlers, model::Service};
+use super::{SharedState, problem::ApiError};
+use crate::{handlers, model::Service, release::ReleaseInForce, runner::RunnerError};
 
 #[derive(Serialize, ToSchema)]
 pub struct ServiceList {
+    /// The release whose runbook the runs follow, and the evidence it was detected from.
+    pub csm_release: ReleaseInForce,
     pub items: Vec<ServiceInfo>,
 }
 
@@ -16,7 +19,7 @@ pub struct ServiceList {
 pub struct ServiceInfo {
     pub service: Service,
     pub description: String,
-    /// Whether this build can repopulate it (a POST naming an unsupported service gets 422).
+    /// Whether a run can repopulate it (always, for the services of the release listed here).
     pub supported: bool,
     pub steps: Vec<StepInfo>,
 }
@@ -27,30 +30,40 @@ pub struct StepInfo {
     pub description: String,
 }
 
-/// The services a run can repopulate, with the steps a run takes for each (from the current
-/// configuration).
+/// The services the runbook of the CSM release in force lists, with the steps a run takes for
+/// each (from the current configuration).
 #[utoipa::path(get, path = "/services", tag = "services", operation_id = "list_services",
-    responses((status = 200, description = "Supported services", body = ServiceList)))]
-pub async fn list_services(State(state): State<SharedState>) -> Json<ServiceList> {
+    responses(
+        (status = 200, description = "The release in force and its services", body = ServiceList),
+        (status = 409, description = "`csm_release = \"auto\"` and the cluster matches no release, or several", body = super::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_services(
+    State(state): State<SharedState>,
+) -> Result<Json<ServiceList>, ApiError> {
     let config = state.runner.config();
-    let items = Service::ALL
-        .into_iter()
-        .map(|service| {
-            let steps = handlers::plan(service, config);
-            ServiceInfo {
+    let release = state.runner.release().await.map_err(RunnerError::from)?;
+    let profile = release.profile();
+    let items = profile
+        .services
+        .iter()
+        .filter_map(|&service| {
+            let steps = handlers::plan(service, config, profile)?;
+            Some(ServiceInfo {
                 service,
-                description: handlers::description(service).to_owned(),
-                supported: steps.is_some(),
+                description: handlers::description(service, profile),
+                supported: true,
                 steps: steps
-                    .unwrap_or_default()
                     .iter()
                     .map(|step| StepInfo {
                         name: step.name.clone(),
                         description: step.describe(),
                     })
                     .collect(),
-            }
+            })
         })
         .collect();
-    Json(ServiceList { items })
+    Ok(Json(ServiceList {
+        csm_release: release,
+        items,
+    }))
 }

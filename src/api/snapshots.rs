@@ -13,11 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     SharedState,
-    problem::{ApiError, Problem, QueryParams, page_limit, parse_param, problem_response},
+    problem::{ApiError, PROBLEM, Problem, QueryParams, page_limit, parse_param, problem_response},
 };
 use crate::snapshots::{CaptureReport, Snapshot, SnapshotSource, Snapshotter};
 
-const PROBLEM: &str = "application/problem+json";
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
@@ -62,15 +61,14 @@ pub async fn create_snapshots(State(state): State<SharedState>) -> Result<Respon
             .map(|f| f.error.as_str())
             .collect::<Vec<_>>()
             .join("; ");
-        let problem = Problem {
-            type_: "urn:etcd-repopulator:problem:csm-unavailable".to_owned(),
-            title: "CSM service unavailable".to_owned(),
-            status: StatusCode::BAD_GATEWAY.as_u16(),
-            detail: format!("no snapshot could be taken: {detail}"),
-            field: None,
-            active_run: None,
-        };
-        return Ok(problem_response(StatusCode::BAD_GATEWAY, &problem));
+        let status = StatusCode::BAD_GATEWAY;
+        let problem = Problem::new(
+            status,
+            "csm-unavailable",
+            "CSM service unavailable",
+            format!("no snapshot could be taken: {detail}"),
+        );
+        return Ok(problem_response(status, &problem));
     }
     Ok((StatusCode::CREATED, Json(report)).into_response())
 }

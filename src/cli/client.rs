@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ClientOptions, Format, RepopulationsArgs, RepopulationsCommand, ServicesArgs, ServicesCommand,
+    ClientOptions, EtcdClustersArgs, EtcdClustersCommand, Format, RepopulationsArgs,
+    RepopulationsCommand, ServicesArgs, ServicesCommand,
 };
 
 const DEFAULT_URL: &str = "http://localhost:8080";
@@ -91,9 +92,7 @@ pub async fn repopulations(args: RepopulationsArgs) -> Result<ExitCode, ClientEr
             wait,
         } => {
             let mut body = Map::new();
-            if let Some(services) = services {
-                body.insert("services".to_owned(), json!(services));
-            }
+            body.insert("services".to_owned(), json!(services));
             if dry_run {
                 body.insert("dry_run".to_owned(), Value::Bool(true));
             }
@@ -166,10 +165,22 @@ pub async fn services(args: ServicesArgs) -> Result<ExitCode, ClientError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `/repopulations/{id}{suffix}`, with the id percent-encoded so that whatever a user typed
-/// reaches the server as one path segment (and is judged there).
-fn run_path(id: &str, suffix: &str) -> String {
-    let encoded: String = id
+/// `etcd-clusters list|describe`.
+pub async fn etcd_clusters(args: EtcdClustersArgs) -> Result<ExitCode, ClientError> {
+    let client = Client::new(&args.client)?;
+    let path = match &args.command {
+        EtcdClustersCommand::List => "/etcd-clusters".to_owned(),
+        EtcdClustersCommand::Describe { name } => format!("/etcd-clusters/{}", encode(name)),
+    };
+    let response = client.call(Method::GET, &path, &[], None).await?;
+    print(&response, args.client.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One path segment, percent-encoded, so whatever a user typed reaches the server as one
+/// segment (and is judged there).
+fn encode(segment: &str) -> String {
+    segment
         .bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -178,8 +189,13 @@ fn run_path(id: &str, suffix: &str) -> String {
                 format!("%{b:02X}")
             }
         })
-        .collect();
-    format!("/repopulations/{encoded}{suffix}")
+        .collect()
+}
+
+/// `/repopulations/{id}{suffix}`, with the id percent-encoded so that whatever a user typed
+/// reaches the server as one path segment (and is judged there).
+fn run_path(id: &str, suffix: &str) -> String {
+    format!("/repopulations/{}{suffix}", encode(id))
 }
 
 /// The client config file: `url` and `token`, both optional.

@@ -33,6 +33,8 @@ pub enum Command {
     Repopulations(RepopulationsArgs),
     /// List the services a run can repopulate (a client of the API).
     Services(ServicesArgs),
+    /// The services' etcd clusters, in either layout, and their health.
+    EtcdClusters(EtcdClustersArgs),
     /// Print the Kubernetes RBAC rules the service needs, as the `rules:` of a Role (this is
     /// what the chart's templates/role.yaml carries).
     #[command(hide = true)]
@@ -79,9 +81,10 @@ pub struct RepopulationsArgs {
 pub enum RepopulationsCommand {
     /// Start a run (POST /repopulations).
     Create {
-        /// Services to repopulate, comma-separated (e.g. bss,reds); omitted means all supported.
-        #[arg(long, value_delimiter = ',')]
-        services: Option<Vec<String>>,
+        /// Services to repopulate, comma-separated (e.g. bss,reds), or `all` for every
+        /// supported one. Required: a run changes the cluster.
+        #[arg(long, value_delimiter = ',', required = true)]
+        services: Vec<String>,
         /// Plan only: show what would be touched, change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -128,6 +131,22 @@ pub enum ServicesCommand {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct EtcdClustersArgs {
+    #[command(flatten)]
+    pub client: ClientOptions,
+    #[command(subcommand)]
+    pub command: EtcdClustersCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum EtcdClustersCommand {
+    /// Every etcd cluster with its members, health, alarms and size (GET /etcd-clusters).
+    List,
+    /// One cluster (GET /etcd-clusters/{name}), e.g. cray-bss-bitnami-etcd.
+    Describe { name: String },
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address of the HTTP API.
     #[arg(long, env = "ETCD_REPOPULATOR_LISTEN", default_value = "0.0.0.0:8080")]
@@ -155,6 +174,10 @@ pub struct ServeArgs {
     /// Write a kubeconfig for the simulated cluster here, so kubectl can look at it.
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_KUBECONFIG")]
     pub sim_kubeconfig: Option<PathBuf>,
+    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
+    #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
+        value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
+    pub csm_release: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -172,4 +195,8 @@ pub struct SimArgs {
     /// How long the simulated kubelet takes to make a new pod Ready.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub kubelet_delay: std::time::Duration,
+    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
+    #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
+        value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
+    pub csm_release: String,
 }

@@ -5,22 +5,32 @@ mod events;
 mod objects;
 mod pods;
 pub mod rbac;
+mod retry;
 mod wait;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 pub use events::{REASON as EVENT_REASON, RunEvents};
-pub use objects::{JobOutcome, ObjectRef, object_uid, sanitize};
+pub use objects::{JobOutcome, ObjectRef, Sanitized, object_uid, sanitize};
 pub use pods::{PodRef, PodsReady, RestartPlan, RestartReport};
+pub use retry::describe_kube_error;
 
 /// What a primitive could not do, with enough context for a person at 3 a.m.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("{action} failed: {source}")]
+    #[error("{action} failed: {}{}", describe_kube_error(.source), retried(*.retries))]
     Api {
         action: String,
         #[source]
         source: kube::Error,
+        /// How often the request was retried before this (transient) error was given up on.
+        retries: u32,
     },
     #[error("no pods match {selector:?} in namespace {namespace}; is the service deployed?")]
     NoPods { selector: String, namespace: String },
@@ -41,10 +51,23 @@ pub enum ClusterError {
     Cancelled { waiting_for: String },
 }
 
+fn retried(retries: u32) -> String {
+    match retries {
+        0 => String::new(),
+        n => format!(" (after {n} retries)"),
+    }
+}
+
 impl ClusterError {
-    pub(crate) fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ClusterError {
-        let action = action.into();
-        move |source| ClusterError::Api { action, source }
+    /// The API server's answer when this is one (`404`, `409`, ...).
+    pub fn api_status(&self) -> Option<&kube::core::Status> {
+        match self {
+            ClusterError::Api {
+                source: kube::Error::Api(status),
+                ..
+            } => Some(status),
+            _ => None,
+        }
     }
 }
 
@@ -53,6 +76,8 @@ impl ClusterError {
 pub struct Cluster {
     client: kube::Client,
     namespace: String,
+    /// Requests (and watches) retried after transient errors, since [`Cluster::counting`].
+    retries: Arc<AtomicU32>,
 }
 
 impl Cluster {
@@ -60,7 +85,27 @@ impl Cluster {
         Cluster {
             client,
             namespace: namespace.into(),
+            retries: Arc::default(),
         }
+    }
+
+    /// The same cluster with its own count of retries (one per step, so that the step can say
+    /// how many transient errors it went through).
+    pub fn counting(&self) -> Cluster {
+        Cluster {
+            retries: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// How many requests and watches were retried after transient errors (see
+    /// [`Cluster::counting`]).
+    pub fn retries(&self) -> u32 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn namespace(&self) -> &str {

@@ -5,13 +5,17 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::{
+    api::core::v1::{ObjectReference, Pod},
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
+};
 use kube::{
     Api, ResourceExt,
     api::{
         ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams,
         PostParams,
     },
+    core::Selector,
     runtime::watcher,
 };
 use serde::{Deserialize, Serialize};
@@ -84,19 +88,30 @@ pub enum JobOutcome {
     Failed { reason: String, message: String },
 }
 
-const JOB_GENERATED_LABELS: [&str; 4] = [
-    "controller-uid",
-    "batch.kubernetes.io/controller-uid",
-    "job-name",
-    "batch.kubernetes.io/job-name",
-];
+/// Labels the Job API derives from the old Job's uid: a new Job that carries them is refused.
+/// (`job-name` / `batch.kubernetes.io/job-name` are derived from the name, which the new Job
+/// shares, so they are kept: `kubectl get jobs -l job-name=...` still finds it.)
+const JOB_UID_LABELS: [&str; 2] = ["controller-uid", "batch.kubernetes.io/controller-uid"];
 
-/// The manifest to create the object again: what the server set is removed. For Jobs whose
-/// selector the server generated (no `spec.manualSelector`), also the selector and the
-/// generated labels: the API server refuses a new Job that carries the old Job's
-/// `controller-uid` (422 Invalid) and answers 500 to a create with `metadata.resourceVersion`.
-pub fn sanitize(object: &Value) -> Value {
+/// A manifest to create an object again, and what of the old object's own metadata was left
+/// out of it (each with the value it had), for the step to show.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sanitized {
+    pub manifest: Value,
+    /// `(field, value)`: e.g. `("metadata.finalizers", ["example.com/hold"])`.
+    pub dropped: Vec<(String, Value)>,
+}
+
+/// The manifest to create the object again: what the server set is removed, and what belonged
+/// to the old object alone: its finalizers (they would hold the new object on deletion, with
+/// no controller knowing it) and owner references (the new object is not the one its owner
+/// made). For Jobs whose selector the server generated (no `spec.manualSelector`), also the
+/// selector and the labels derived from the old uid: the API server refuses a new Job that
+/// carries the old Job's `controller-uid` (422 Invalid) and answers 500 to a create with
+/// `metadata.resourceVersion`.
+pub fn sanitize(object: &Value) -> Sanitized {
     let mut manifest = object.clone();
+    let mut dropped = Vec::new();
     if let Some(map) = manifest.as_object_mut() {
         map.remove("status");
     }
@@ -113,6 +128,11 @@ pub fn sanitize(object: &Value) -> Value {
         ] {
             meta.remove(key);
         }
+        for key in ["finalizers", "ownerReferences"] {
+            if let Some(value) = meta.remove(key) {
+                dropped.push((format!("metadata.{key}"), value));
+            }
+        }
     }
     let is_job = manifest.get("kind").and_then(Value::as_str) == Some("Job");
     let manual = manifest
@@ -120,18 +140,30 @@ pub fn sanitize(object: &Value) -> Value {
         .and_then(Value::as_bool)
         == Some(true);
     if is_job && !manual {
-        if let Some(spec) = manifest.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.remove("selector");
+        if let Some(selector) = manifest
+            .get_mut("spec")
+            .and_then(Value::as_object_mut)
+            .and_then(|spec| spec.remove("selector"))
+        {
+            dropped.push(("spec.selector".to_owned(), selector));
         }
-        for pointer in ["/spec/template/metadata/labels", "/metadata/labels"] {
+        for (pointer, field) in [
+            ("/metadata/labels", "metadata.labels"),
+            (
+                "/spec/template/metadata/labels",
+                "spec.template.metadata.labels",
+            ),
+        ] {
             if let Some(labels) = manifest.pointer_mut(pointer).and_then(Value::as_object_mut) {
-                for key in JOB_GENERATED_LABELS {
-                    labels.remove(key);
+                for key in JOB_UID_LABELS {
+                    if let Some(value) = labels.remove(key) {
+                        dropped.push((format!("{field}[{key}]"), value));
+                    }
                 }
             }
         }
     }
-    manifest
+    Sanitized { manifest, dropped }
 }
 
 /// The uid of an object held as JSON.
@@ -163,8 +195,8 @@ impl Cluster {
     ) -> Result<T, ClusterError> {
         let (api, resource) = self.dynamic(target);
         watch_until(
-            api,
-            resource,
+            self,
+            (api, resource),
             watcher::Config::default().fields(&format!("metadata.name={}", target.name)),
             timeout,
             cancel,
@@ -177,13 +209,8 @@ impl Cluster {
     /// The object as JSON, or `None` when it does not exist.
     pub async fn read_object(&self, target: &ObjectRef) -> Result<Option<Value>, ClusterError> {
         let (api, _) = self.dynamic(target);
-        let object = api
-            .get_opt(&target.name)
-            .await
-            .map_err(ClusterError::api(format!(
-                "reading {}",
-                target.describe(&self.namespace)
-            )))?;
+        let action = format!("reading {}", target.describe(&self.namespace));
+        let object = self.retrying(&action, || api.get_opt(&target.name)).await?;
         object
             .map(|o| serde_json::to_value(o).map_err(|e| ClusterError::Invalid(e.to_string())))
             .transpose()
@@ -208,15 +235,15 @@ impl Cluster {
         if dry_run {
             params = params.dry_run();
         }
-        match api.delete(&target.name, &params).await {
+        // With the uid precondition the delete is idempotent, so it is retried.
+        let action = format!("deleting {}", target.describe(&self.namespace));
+        match self
+            .retrying(&action, || api.delete(&target.name, &params))
+            .await
+        {
             Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-            Err(source) => {
-                return Err(ClusterError::Api {
-                    action: format!("deleting {}", target.describe(&self.namespace)),
-                    source,
-                });
-            }
+            Err(err) if err.api_status().is_some_and(|s| s.code == 404) => return Ok(()),
+            Err(err) => return Err(err),
         }
         if dry_run {
             return Ok(());
@@ -235,7 +262,8 @@ impl Cluster {
     }
 
     /// Creates the object from `manifest` (a server-side dry run when `dry_run`); returns what
-    /// the server stored.
+    /// the server stored. Transient errors are retried: a create whose answer was lost comes
+    /// back as `409 AlreadyExists`, which the caller resolves by reading the object's uid.
     pub async fn create_object(
         &self,
         target: &ObjectRef,
@@ -249,13 +277,10 @@ impl Cluster {
             dry_run,
             field_manager: Some("etcd-repopulator".to_owned()),
         };
-        let created = api
-            .create(&params, &object)
-            .await
-            .map_err(ClusterError::api(format!(
-                "creating {}",
-                target.describe(&self.namespace)
-            )))?;
+        let action = format!("creating {}", target.describe(&self.namespace));
+        let created = self
+            .retrying(&action, || api.create(&params, &object))
+            .await?;
         serde_json::to_value(created).map_err(|e| ClusterError::Invalid(e.to_string()))
     }
 
@@ -314,36 +339,54 @@ impl Cluster {
         .await
     }
 
-    /// The last `lines` lines of the log of the Job's newest pod (empty if it has none).
+    /// The last `lines` lines of the log of the newest pod of the Job with uid `job_uid`
+    /// (empty if it has none). The pods are found by the Job's own `spec.selector`, as the Job
+    /// controller finds them: the labels it puts on them differ between Kubernetes versions
+    /// (`controller-uid` before 1.27, `batch.kubernetes.io/controller-uid` from 1.27 on).
     pub async fn job_log_tail(
         &self,
+        target: &ObjectRef,
         job_uid: &str,
         lines: i64,
     ) -> Result<Vec<String>, ClusterError> {
+        let what = target.describe(&self.namespace);
+        let job = self
+            .read_object(target)
+            .await?
+            .filter(|job| object_uid(job).as_deref() == Some(job_uid))
+            .ok_or_else(|| ClusterError::Invalid(format!("{what} (uid {job_uid}) is gone")))?;
+        let selector = job
+            .pointer("/spec/selector")
+            .cloned()
+            .ok_or_else(|| ClusterError::Invalid(format!("{what} has no spec.selector")))
+            .and_then(|s| {
+                serde_json::from_value::<LabelSelector>(s)
+                    .map_err(|e| ClusterError::Invalid(format!("spec.selector of {what}: {e}")))
+            })
+            .and_then(|s| {
+                Selector::try_from(s)
+                    .map_err(|e| ClusterError::Invalid(format!("spec.selector of {what}: {e}")))
+            })?;
         let pods = self.api::<Pod>();
-        let list = pods
-            .list(
-                &ListParams::default()
-                    .labels(&format!("batch.kubernetes.io/controller-uid={job_uid}")),
-            )
-            .await
-            .map_err(ClusterError::api("listing the Job's pods"))?;
+        let params = ListParams::default().labels_from(&selector);
+        let list = self
+            .retrying(&format!("listing the pods of {what}"), || {
+                pods.list(&params)
+            })
+            .await?;
         let Some(pod) = list.items.iter().max_by_key(|p| p.creation_timestamp()) else {
             return Ok(Vec::new());
         };
-        let log = pods
-            .logs(
-                &pod.name_any(),
-                &LogParams {
-                    tail_lines: Some(lines),
-                    ..LogParams::default()
-                },
-            )
-            .await
-            .map_err(ClusterError::api(format!(
-                "reading the log of pod {}",
-                pod.name_any()
-            )))?;
+        let name = pod.name_any();
+        let log_params = LogParams {
+            tail_lines: Some(lines),
+            ..LogParams::default()
+        };
+        let log = self
+            .retrying(&format!("reading the log of pod {name}"), || {
+                pods.logs(&name, &log_params)
+            })
+            .await?;
         Ok(log.lines().map(str::to_owned).collect())
     }
 
@@ -404,7 +447,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn sanitize_strips_what_the_server_set_and_the_generated_selector() {
+    fn sanitize_strips_what_the_server_set_and_what_came_from_the_old_uid() {
         let job = json!({
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": "cray-reds-init", "namespace": "services", "uid": "u1",
@@ -419,23 +462,62 @@ mod tests {
             "status": {"succeeded": 1}
         });
         let clean = sanitize(&job);
+        // The labels derived from the name stay: the new Job has the same name.
         assert_eq!(
-            clean,
+            clean.manifest,
             json!({
                 "apiVersion": "batch/v1", "kind": "Job",
-                "metadata": {"name": "cray-reds-init", "namespace": "services", "labels": {"app": "reds"}},
-                "spec": {"template": {"metadata": {"labels": {"app": "reds"}},
+                "metadata": {"name": "cray-reds-init", "namespace": "services",
+                    "labels": {"app": "reds", "job-name": "cray-reds-init"}},
+                "spec": {"template": {"metadata": {"labels": {"app": "reds",
+                    "job-name": "cray-reds-init", "batch.kubernetes.io/job-name": "cray-reds-init"}},
                     "spec": {"containers": [{"name": "c", "image": "i"}]}}}
             })
         );
+        assert_eq!(
+            clean.dropped,
+            vec![
+                (
+                    "spec.selector".to_owned(),
+                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}})
+                ),
+                ("metadata.labels[controller-uid]".to_owned(), json!("u1")),
+                (
+                    "spec.template.metadata.labels[controller-uid]".to_owned(),
+                    json!("u1")
+                ),
+                (
+                    "spec.template.metadata.labels[batch.kubernetes.io/controller-uid]".to_owned(),
+                    json!("u1")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn sanitize_drops_the_old_objects_finalizers_and_owners() {
+        let job = json!({"kind": "Job", "metadata": {"name": "j",
+            "finalizers": ["example.com/hold"],
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "c", "uid": "o"}]},
+            "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}});
+        let clean = sanitize(&job);
+        assert_eq!(
+            clean.manifest,
+            json!({"kind": "Job", "metadata": {"name": "j"},
+                "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}})
+        );
+        let fields: Vec<&str> = clean.dropped.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["metadata.finalizers", "metadata.ownerReferences"]);
     }
 
     #[test]
     fn sanitize_keeps_a_manual_selector() {
         let job = json!({"kind": "Job", "metadata": {"name": "j"},
             "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}},
-                "template": {"metadata": {"labels": {"a": "b", "job-name": "j"}}}}});
-        assert_eq!(sanitize(&job), job);
+                "template": {"metadata": {"labels": {"a": "b", "controller-uid": "x"}}}}});
+        let clean = sanitize(&job);
+        assert_eq!(clean.manifest, job);
+        assert!(clean.dropped.is_empty());
     }
 
     #[test]
@@ -446,7 +528,7 @@ mod tests {
                 "annotations": {"etcd.database.coreos.com/scope": "clusterwide"}},
             "spec": {"size": 3, "version": "3.3.8"}, "status": {"phase": "Running"}});
         assert_eq!(
-            sanitize(&etcd),
+            sanitize(&etcd).manifest,
             json!({"apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdCluster",
                 "metadata": {"name": "cray-externaldns-etcd",
                     "annotations": {"etcd.database.coreos.com/scope": "clusterwide"}},

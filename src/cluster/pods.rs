@@ -76,14 +76,14 @@ impl PodsReady {
 impl Cluster {
     /// The pods matching `selector`; none at all is an error (the service is not deployed).
     async fn matching_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError> {
+        let api = self.api::<Pod>();
+        let params = ListParams::default().labels(selector);
         let pods = self
-            .api::<Pod>()
-            .list(&ListParams::default().labels(selector))
-            .await
-            .map_err(ClusterError::api(format!(
-                "listing pods {selector:?} in namespace {}",
-                self.namespace
-            )))?
+            .retrying(
+                &format!("listing pods {selector:?} in namespace {}", self.namespace),
+                || api.list(&params),
+            )
+            .await?
             .items;
         if pods.is_empty() {
             return Err(ClusterError::NoPods {
@@ -137,11 +137,12 @@ impl Cluster {
         }
         let mut expected_ready = other;
         for (name, running) in replica_sets {
+            let replica_sets = self.api::<ReplicaSet>();
             let desired = self
-                .api::<ReplicaSet>()
-                .get_opt(&name)
-                .await
-                .map_err(ClusterError::api(format!("reading ReplicaSet {name}")))?
+                .retrying(&format!("reading ReplicaSet {name}"), || {
+                    replica_sets.get_opt(&name)
+                })
+                .await?
                 .and_then(|rs| rs.spec.and_then(|s| s.replicas))
                 .map_or(running, |r| usize::try_from(r).unwrap_or(running));
             expected_ready += desired;
@@ -178,18 +179,18 @@ impl Cluster {
                 }),
                 ..params.clone()
             };
-            match api.delete(&pod.name, &precondition).await {
+            // With the uid precondition the delete is idempotent, so it is retried.
+            let action = format!("deleting pod {} in namespace {}", pod.name, self.namespace);
+            match self
+                .retrying(&action, || api.delete(&pod.name, &precondition))
+                .await
+            {
                 Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-                Err(source) => {
-                    return Err(ClusterError::Api {
-                        action: format!(
-                            "deleting pod {} in namespace {}",
-                            pod.name, self.namespace
-                        ),
-                        source,
-                    });
-                }
+                Err(err)
+                    if err
+                        .api_status()
+                        .is_some_and(|s| [404, 409].contains(&s.code)) => {}
+                Err(err) => return Err(err),
             }
         }
         if !dry_run {
@@ -209,8 +210,8 @@ impl Cluster {
             plan.selector, self.namespace
         );
         let new_pods = watch_until(
-            api,
-            (),
+            self,
+            (api, ()),
             watcher::Config::default().labels(&plan.selector),
             timeout,
             cancel,

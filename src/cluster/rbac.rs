@@ -1,6 +1,6 @@
 //! The Kubernetes permissions the service needs, in one place: the chart's Role
 //! (`charts/etcd-repopulator/templates/role.yaml`) carries exactly these rules, printed by
-//! `etcd-repopulator rbac-rules`, and `tests/chart.rs` fails when the two differ.
+//! `etcd-repopulator rbac-rules`, and `tests/it/chart.rs` fails when the two differ.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
@@ -27,13 +27,39 @@ pub const REQUIRED: &[Permission] = &[
         resource: "pods/log",
         verbs: &["get"],
     },
+    // The client Service of each etcd cluster (`etcd::layout`: its endpoint).
+    Permission {
+        api_group: "",
+        resource: "services",
+        verbs: &["get"],
+    },
+    // The product catalog (`cray-product-catalog`), where CSM records its version
+    // (`csm_release = "auto"`).
+    Permission {
+        api_group: "",
+        resource: "configmaps",
+        verbs: &["get"],
+    },
+    // The data PVCs of Bitnami etcd clusters (`GET /etcd-clusters`).
+    Permission {
+        api_group: "",
+        resource: "persistentvolumeclaims",
+        verbs: &["list"],
+    },
+    // Which services the release deploys (cray-crus, cray-externaldns-*): release detection.
+    Permission {
+        api_group: "apps",
+        resource: "deployments",
+        verbs: &["list"],
+    },
     // A pod is only deleted when a ReplicaSet will replace it (and how many it wants).
     Permission {
         api_group: "apps",
         resource: "replicasets",
         verbs: &["get"],
     },
-    // External DNS's cluster as a StatefulSet, on releases configured that way.
+    // Bitnami etcd clusters (`etcd::layout`: list, get) and External DNS's cluster as a
+    // StatefulSet on releases configured that way (watch, create, delete).
     Permission {
         api_group: "apps",
         resource: "statefulsets",

@@ -10,14 +10,33 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use super::ClusterError;
+use super::{Cluster, ClusterError, describe_kube_error};
+
+/// A watch error as a person reads it.
+fn describe(err: &watcher::Error) -> String {
+    match err {
+        watcher::Error::InitialListFailed(e) => {
+            format!("listing failed: {}", describe_kube_error(e))
+        }
+        watcher::Error::WatchStartFailed(e) => {
+            format!("starting the watch failed: {}", describe_kube_error(e))
+        }
+        watcher::Error::WatchFailed(e) => format!("the watch failed: {}", describe_kube_error(e)),
+        watcher::Error::WatchError(status) => format!(
+            "the watch failed: {}",
+            describe_kube_error(&kube::Error::Api(status.clone()))
+        ),
+        other => other.to_string(),
+    }
+}
 
 /// Watches the objects `config` selects until `check` over the complete current set returns
 /// `Ok(value)`; `Err(description)` describes what is still missing (reported on timeout).
-/// Watch errors (dropped streams, 5xx, 429) are retried with backoff by the watcher itself.
+/// Watch errors (dropped streams, 5xx, 429) are retried with backoff by the watcher itself, and
+/// counted as retries of `cluster`.
 pub(crate) async fn watch_until<K, T>(
-    api: Api<K>,
-    dyntype: K::DynamicType,
+    cluster: &Cluster,
+    (api, dyntype): (Api<K>, K::DynamicType),
     config: watcher::Config,
     timeout: Duration,
     cancel: &CancellationToken,
@@ -53,7 +72,12 @@ where
                 Some(Ok(watcher::Event::Init)) => complete = false,
                 Some(Ok(_)) => {}
                 Some(Err(err)) => {
-                    tracing::warn!(error = %err, waiting_for, "watch failed; retrying");
+                    let error = describe(&err);
+                    tracing::warn!(%error, waiting_for, "watch failed; retrying");
+                    cluster.count_retry();
+                    if !complete {
+                        last_seen = format!("{error} (retrying)");
+                    }
                     continue;
                 }
                 None => {

@@ -1,36 +1,7 @@
 //! BSS boot parameters (`bss.yaml`: `GET /boot/v1/bootparameters`).
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-
-use super::CsmError;
 use super::http::Endpoint;
-
-/// `BootParams` from `bss.yaml`. Unknown fields are kept in `extra` so an entry survives a
-/// read/write round trip unchanged.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-pub struct BootParams {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub macs: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nids: Vec<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initrd: Option<String>,
-    #[serde(
-        rename = "cloud-init",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub cloud_init: Option<Value>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
+use super::{BootParams, CsmError};
 
 #[derive(Clone, Debug)]
 pub struct BssClient {

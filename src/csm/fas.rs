@@ -4,124 +4,10 @@
 //! `cray-fas-loader` Job, while actions and snapshots are lost for good, so the handler records
 //! what it can still see.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Deserialize;
 
-use super::CsmError;
 use super::http::Endpoint;
-
-/// `ImageGet` from `fas.yaml`; unknown fields are kept in `extra`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct FasImage {
-    #[serde(rename = "imageID")]
-    pub image_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub create_time: Option<String>,
-    pub device_type: String,
-    pub manufacturer: String,
-    pub models: Vec<String>,
-    pub target: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub software_ids: Vec<String>,
-    pub tags: Vec<String>,
-    pub firmware_version: String,
-    pub semantic_firmware_version: String,
-    #[serde(rename = "updateURI", skip_serializing_if = "Option::is_none")]
-    pub update_uri: Option<String>,
-    pub need_manual_reboot: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wait_time_before_manual_reboot_seconds: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wait_time_after_reboot_seconds: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub polling_speed_seconds: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub force_reset_type: Option<String>,
-    #[serde(rename = "s3URL")]
-    pub s3_url: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub allowable_device_states: Vec<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-/// `ActionSummary`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct FasActionSummary {
-    #[serde(rename = "actionID")]
-    pub action_id: String,
-    #[serde(rename = "snapshotID", skip_serializing_if = "Option::is_none")]
-    pub snapshot_id: Option<String>,
-    pub override_dryrun: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<String>,
-    /// new, configure, blocked, running, completed, abortSignaled, aborted.
-    pub state: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub operation_counts: Option<OperationCounts>,
-    pub description: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub blocked_by: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<String>,
-}
-
-impl FasActionSummary {
-    /// An action still in flight: it will not survive the etcd rebuild and must be recreated.
-    pub fn is_in_flight(&self) -> bool {
-        !matches!(self.state.as_str(), "completed" | "aborted")
-    }
-}
-
-/// `OperationCounts`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct OperationCounts {
-    pub total: i64,
-    pub initial: i64,
-    pub configured: i64,
-    pub blocked: i64,
-    pub needs_verified: i64,
-    pub verifying: i64,
-    pub in_progress: i64,
-    pub failed: i64,
-    pub success: i64,
-    pub no_solution: i64,
-    pub no_operation: i64,
-    pub aborted: i64,
-    pub unknown: i64,
-}
-
-/// `SnapshotSummary`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct FasSnapshotSummary {
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub capture_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expiration_time: Option<String>,
-    pub ready: bool,
-    pub related_actions: Vec<RelatedSnapshotAction>,
-    pub unique_device_count: i64,
-}
-
-/// `RelatedSnapshotActions`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct RelatedSnapshotAction {
-    #[serde(rename = "actionID")]
-    pub action_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<String>,
-    pub state: String,
-}
+use super::{CsmError, FasActionSummary, FasImage, FasSnapshotSummary, LoaderRunId, LoaderStatus};
 
 /// The wrappers FAS puts around its lists (`ImageList`, `ActionSummarys`, `SnapshotAll`).
 /// Go encodes an empty list as `null`, hence `Option`.
@@ -158,6 +44,17 @@ impl FasClient {
     pub async fn list_actions(&self) -> Result<Vec<FasActionSummary>, CsmError> {
         let list: ActionList = self.endpoint.get_json(&["actions"], &[]).await?;
         Ok(list.actions.unwrap_or_default())
+    }
+
+    /// `GET /loader`: whether the loader is busy, and its runs.
+    pub async fn loader_status(&self) -> Result<LoaderStatus, CsmError> {
+        self.endpoint.get_json(&["loader"], &[]).await
+    }
+
+    /// `POST /loader/nexus`: load the firmware library from Nexus (CSM 1.2+'s "Load Firmware
+    /// from Nexus"); a busy loader (429) is waited for by the retries.
+    pub async fn load_from_nexus(&self) -> Result<LoaderRunId, CsmError> {
+        self.endpoint.post_json(&["loader", "nexus"]).await
     }
 
     /// `GET /snapshots`: summaries of all stored snapshots.

@@ -176,6 +176,17 @@ impl Endpoint {
         self.decode(url, status, &body)
     }
 
+    /// POST without a body (an action such as FAS's `/loader/nexus`) and decode the JSON
+    /// answer. Retried like the others on transient answers: a busy loader answers 429.
+    pub(crate) async fn post_json<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<T, CsmError> {
+        let url = self.url(segments, &[]);
+        let (status, body) = self.send(Method::POST, &url, None).await?;
+        self.decode(url, status, &body)
+    }
+
     fn decode<T: DeserializeOwned>(
         &self,
         url: Url,
@@ -201,7 +212,8 @@ impl Endpoint {
         }
     }
 
-    /// Sends an idempotent request (only GET and PUT are used), retrying transient failures.
+    /// Sends a request, retrying transient failures (GET and PUT are idempotent; the one POST,
+    /// FAS's `/loader/nexus`, only starts a reload that is harmless to start twice).
     /// Returns the final status and body; transient statuses that persist after the last retry
     /// come back as `CsmError::Status`.
     async fn send(

@@ -1,7 +1,8 @@
 //! Typed clients for the CSM REST APIs (BOS, BSS, CPS, CRUS, FAS, HMNFD, HSM).
 //!
 //! Each service has one small module with its request/response types (field names exactly as in
-//! the OpenAPI documents under `specs/`) and the few operations the handlers need. The HTTP
+//! the services' public OpenAPI documents, the ones the `cray` CLI is generated from) and the
+//! few operations the handlers need. The HTTP
 //! mechanics (URLs, headers, bearer token, retries, error mapping) live once, in [`http`].
 
 mod bos;
@@ -19,23 +20,25 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use bos::{BosClient, SESSION_TEMPLATE_READ_ONLY_FIELDS};
-pub use bss::{BootParams, BssClient};
-pub use cps::{
-    ContainerStatus, ContentAttribute, ContentReplicas, CpsClient, ExportStatus, ReplicaStatus,
-    WorkerNodeData,
+pub use bos::BosClient;
+pub use bss::BssClient;
+pub use cps::CpsClient;
+pub use crus::CrusClient;
+/// The wire types, shared with the simulated CSM services (crates/csm-wire).
+pub use csm_wire::{
+    BootParams, ContainerStatus, ContentAttribute, ContentReplicas, CrusSession, CsmService,
+    ExportStatus, FasActionSummary, FasImage, FasSnapshotSummary, HsmComponent, LoaderRunId,
+    LoaderStatus, OperationCounts, RelatedSnapshotAction, ReplicaStatus,
+    SESSION_TEMPLATE_READ_ONLY_FIELDS, Subscription, WorkerNodeData,
 };
-pub use crus::{CrusClient, CrusSession};
-pub use error::{CsmError, CsmService};
-pub use fas::{
-    FasActionSummary, FasClient, FasImage, FasSnapshotSummary, OperationCounts,
-    RelatedSnapshotAction,
-};
-pub use hmnfd::{HmnfdClient, Subscription, subscriber_nodes};
-pub use hsm::{ComponentFilter, HsmClient, HsmComponent};
+pub use error::CsmError;
+pub use fas::FasClient;
+pub use hmnfd::{HmnfdClient, subscriber_nodes};
+pub use hsm::{ComponentFilter, HsmClient};
 
-/// Section `[csm]` of the service configuration. The defaults are the in-cluster service URLs
-/// (see `specs/SOURCES.md`), so a deployment inside CSM needs no configuration at all.
+/// Section `[csm]` of the service configuration. The defaults are the services' in-cluster URLs
+/// on a CSM system (`http://cray-bos`, `http://cray-smd/hsm/v2`, ...), so a deployment inside
+/// CSM needs no configuration at all.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CsmConfig {
@@ -84,19 +87,19 @@ impl Default for CsmConfig {
 }
 
 impl CsmConfig {
-    /// Every URL pointing at the fake services of [`crate::sim::csm::FakeCsm`], whose router is
-    /// nested under `{base}/csm`. Each fake sits behind a per-service prefix followed by the
-    /// same in-cluster path as the real service, so only the base URLs differ from production.
+    /// Every URL pointing at the fake services of the simulated cluster served at `base`
+    /// ([`sim::csm::service_url`]): only the base URLs differ from production.
+    #[cfg(feature = "simulate")]
     pub fn simulated(base: &str) -> Self {
-        let root = format!("{}/csm", base.trim_end_matches('/'));
+        let url = |service| sim::csm::service_url(base, service);
         Self {
-            bos_url: format!("{root}/bos"),
-            bss_url: format!("{root}/bss"),
-            cps_url: format!("{root}/cps"),
-            crus_url: format!("{root}/crus"),
-            fas_url: format!("{root}/fas"),
-            hmnfd_url: format!("{root}/hmnfd/hmi/v2"),
-            hsm_url: format!("{root}/smd/hsm/v2"),
+            bos_url: url(CsmService::Bos),
+            bss_url: url(CsmService::Bss),
+            cps_url: url(CsmService::Cps),
+            crus_url: url(CsmService::Crus),
+            fas_url: url(CsmService::Fas),
+            hmnfd_url: url(CsmService::Hmnfd),
+            hsm_url: url(CsmService::Hsm),
             ..Self::default()
         }
     }

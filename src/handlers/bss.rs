@@ -2,10 +2,28 @@
 //! `cray-reds-init`, strip its generated selector and labels, delete it, create it again; then
 //! check BSS really holds boot parameters again (the runbook leaves that to the reader).
 
-use super::{Action, PlannedStep, rerun_job, step};
-use crate::config::Config;
+//!
+//! CSM 1.5+ ("Restore BSS from the ETCD backup"): a restore, which this service does not do
+//! yet; the run ends `action_required` naming the procedure.
 
-pub fn steps(config: &Config) -> Vec<PlannedStep> {
+use super::{Action, PlannedStep, rerun_job, step};
+use crate::{
+    config::Config,
+    model::Service,
+    release::{BssRepopulation, Profile},
+};
+
+pub fn steps(config: &Config, profile: &Profile) -> Vec<PlannedStep> {
+    if profile.bss == BssRepopulation::RestoreFromBackup {
+        return vec![step(
+            "restore-bss-from-backup",
+            Action::RestoreBssFromBackup {
+                cluster: profile
+                    .etcd_cluster(Service::Bss)
+                    .unwrap_or_else(|| "cray-bss-bitnami-etcd".to_owned()),
+            },
+        )];
+    }
     vec![
         rerun_job("rerun-reds-init-job", &config.bss),
         step(

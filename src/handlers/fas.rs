@@ -1,12 +1,23 @@
-//! FAS (runbook: "Run the cray-fas-loader Kubernetes job"): re-run the loader, check the images
-//! are back, and tell the operator that actions and snapshots in flight were lost.
+//! FAS. CSM 1.0 ("Run the cray-fas-loader Kubernetes job"): re-run the loader Job. CSM 1.2+
+//! ("Reload the firmware images from Nexus"): `POST /loader/nexus` on the FAS API and wait for
+//! the loader. Then check the images are back, and tell the operator that actions and
+//! snapshots in flight were lost.
 
 use super::{Action, PlannedStep, rerun_job, step};
-use crate::config::Config;
+use crate::{
+    config::Config,
+    release::{FasReload, Profile},
+};
 
-pub fn steps(config: &Config) -> Vec<PlannedStep> {
-    vec![
-        rerun_job("rerun-fas-loader-job", &config.fas),
-        step("verify-fas-images", Action::VerifyFasImages),
-    ]
+pub fn steps(config: &Config, profile: &Profile) -> Vec<PlannedStep> {
+    let reload = match profile.fas {
+        FasReload::LoaderJob => rerun_job("rerun-fas-loader-job", &config.fas),
+        FasReload::Nexus => step(
+            "reload-fas-images-from-nexus",
+            Action::ReloadFasFromNexus {
+                timeout: config.fas.timeout,
+            },
+        ),
+    };
+    vec![reload, step("verify-fas-images", Action::VerifyFasImages)]
 }

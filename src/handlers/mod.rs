@@ -19,14 +19,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use steps::orca::{HostnameTemplate, NcnTargets};
+pub use steps::orca::NcnTargets;
 
 use crate::{
-    cluster::{Cluster, ClusterError, ObjectRef, RunEvents},
+    cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},
     config::{Config, JobRerun, PodRestart},
     csm::{CsmClients, CsmError},
     etcd::EtcdConfig,
     model::{Service, State},
+    release::{BssRepopulation, FasReload, Profile},
     remote::{FanoutError, SshConfig},
     store::{Store, StoreError},
 };
@@ -60,6 +61,14 @@ pub enum Action {
     CheckCpsClients,
     /// Check that FAS lists firmware images again, and report what an etcd rebuild loses.
     VerifyFasImages,
+    /// `POST /loader/nexus` on FAS (CSM 1.2+), then wait until the loader is `ready` again.
+    ReloadFasFromNexus {
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+    },
+    /// BSS on CSM 1.5+: "Restore BSS from the ETCD backup", a procedure this service does not
+    /// perform; the step names it and what it can see of the cluster.
+    RestoreBssFromBackup { cluster: String },
     /// Check that BSS holds boot parameters again (the work of `cray-reds-init`).
     VerifyBssBootParameters,
     /// List the nodes that run ORCA: Ready compute nodes from HSM, and the NCNs.
@@ -74,10 +83,12 @@ pub enum Action {
         #[serde(with = "humantime_serde")]
         wait: Duration,
     },
-    /// Put back the BOS session templates of the newest snapshot that BOS no longer has.
+    /// Put back every BOS session template BOS no longer has, each from the newest snapshot
+    /// that holds it.
     RestoreBosTemplates,
     /// Check the service's etcd cluster is healthy and count its keys: before the service is
     /// repopulated (the runbook's prerequisite), or after (`after`), against the count before.
+    /// `endpoint` is the `[etcd] endpoint` override; empty: found from the cluster's layout.
     CheckEtcd {
         cluster: String,
         endpoint: String,
@@ -123,13 +134,27 @@ impl PlannedStep {
             Action::VerifyFasImages => {
                 "check that FAS lists firmware images; report lost actions and snapshots".to_owned()
             }
+            Action::ReloadFasFromNexus { timeout } => format!(
+                "POST /loader/nexus on FAS (\"Load Firmware from Nexus\") and wait up to {} until \
+                 the loader is ready again",
+                wait(timeout)
+            ),
+            Action::RestoreBssFromBackup { cluster } => format!(
+                "BSS is restored from the etcd backup of {cluster} (\"Restore an etcd Cluster from \
+                 a Backup\"), which this service does not do yet: report what to run"
+            ),
             Action::CheckEtcd {
                 cluster,
                 endpoint,
                 after: false,
             } => format!(
-                "check that the etcd cluster {cluster} ({endpoint}) is healthy and count its keys; \
-                 stop here if it is not"
+                "check that the etcd cluster {cluster} ({}) is healthy and count its keys; \
+                 stop here if it is not",
+                if endpoint.is_empty() {
+                    "its client Service"
+                } else {
+                    endpoint
+                }
             ),
             Action::CheckEtcd {
                 cluster,
@@ -154,8 +179,8 @@ impl PlannedStep {
                 wait(limit)
             ),
             Action::RestoreBosTemplates => {
-                "restore the session templates of the newest BOS snapshot that BOS lacks; leave \
-                 existing ones untouched"
+                "restore every session template BOS lacks, each from the newest snapshot that \
+                 holds it; leave existing ones untouched"
                     .to_owned()
             }
         }
@@ -189,8 +214,25 @@ fn rerun_job(name: &str, rerun: &JobRerun) -> PlannedStep {
     )
 }
 
-/// What the runbook says about a service, in one line.
-pub fn description(service: Service) -> &'static str {
+/// What the runbook of `profile`'s release says about a service, in one line.
+pub fn description(service: Service, profile: &Profile) -> String {
+    match (service, profile.bss, profile.fas) {
+        (Service::Bss, BssRepopulation::RestoreFromBackup, _) => {
+            "Boot Script Service: restore from the etcd backup (named, not done, by this service)"
+                .to_owned()
+        }
+        (Service::Fas, _, FasReload::Nexus) => {
+            "Firmware Action Service: reload firmware images from Nexus".to_owned()
+        }
+        (Service::Hmnfd, ..) => format!(
+            "HMS Notification Fanout Daemon: restart {} on nodes",
+            profile.orca_unit
+        ),
+        _ => runbook_1_0(service).to_owned(),
+    }
+}
+
+fn runbook_1_0(service: Service) -> &'static str {
     match service {
         Service::Bos => "Boot Orchestration Service: restore boot session templates",
         Service::Bss => "Boot Script Service: re-run the cray-reds-init Job",
@@ -210,19 +252,29 @@ pub fn description(service: Service) -> &'static str {
 pub const CHECK_ETCD: &str = "check-etcd-cluster";
 pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
 
-/// The steps a run takes for `service`, or `None` when this build has no handler for it: its
-/// own, between the check of its etcd cluster and a recount of its keys (when configured).
-pub fn plan(service: Service, config: &Config) -> Option<Vec<PlannedStep>> {
-    let own = service_steps(service, config)?;
-    let Some(cluster) = service.etcd_cluster().filter(|_| config.etcd.enabled) else {
+/// The steps a run takes for `service` on `profile`'s release, or `None` when the release
+/// does not have it: its own, between the check of its etcd cluster and a recount of its keys
+/// (when configured).
+pub fn plan(service: Service, config: &Config, profile: &Profile) -> Option<Vec<PlannedStep>> {
+    if !profile.has(service) {
+        return None;
+    }
+    let own = service_steps(service, config, profile);
+    let Some(cluster) = profile
+        .etcd_cluster(service)
+        .filter(|_| config.etcd.enabled)
+    else {
         return Some(own);
     };
-    let endpoint = config.etcd.endpoint_of(cluster, &config.namespace);
+    let endpoint = config
+        .etcd
+        .endpoint_of(&cluster, &config.namespace)
+        .unwrap_or_default();
     let check = |name: &str, after: bool| {
         step(
             name,
             Action::CheckEtcd {
-                cluster: cluster.to_owned(),
+                cluster: cluster.clone(),
                 endpoint: endpoint.clone(),
                 after,
             },
@@ -234,26 +286,26 @@ pub fn plan(service: Service, config: &Config) -> Option<Vec<PlannedStep>> {
     Some(steps)
 }
 
-fn service_steps(service: Service, config: &Config) -> Option<Vec<PlannedStep>> {
+fn service_steps(service: Service, config: &Config, profile: &Profile) -> Vec<PlannedStep> {
     match service {
-        Service::Bos => Some(bos::steps(config)),
-        Service::Bss => Some(bss::steps(config)),
-        Service::Cps => Some(cps::steps(config)),
-        Service::Crus => Some(crus::steps(config)),
-        Service::Externaldns => Some(externaldns::steps(config)),
-        Service::Fas => Some(fas::steps(config)),
-        Service::Hmnfd => Some(hmnfd::steps(config)),
-        Service::Meds => Some(meds::steps(config)),
-        Service::Reds => Some(reds::steps(config)),
+        Service::Bos => bos::steps(config),
+        Service::Bss => bss::steps(config, profile),
+        Service::Cps => cps::steps(config),
+        Service::Crus => crus::steps(config),
+        Service::Externaldns => externaldns::steps(config),
+        Service::Fas => fas::steps(config, profile),
+        Service::Hmnfd => hmnfd::steps(config, profile),
+        Service::Meds => meds::steps(config),
+        Service::Reds => reds::steps(config),
     }
 }
 
-/// The services this build can repopulate.
-pub fn implemented() -> Vec<Service> {
+/// The services a run can repopulate on `profile`'s release.
+pub fn implemented(profile: &Profile) -> Vec<Service> {
     let config = Config::default();
     Service::ALL
         .into_iter()
-        .filter(|s| plan(*s, &config).is_some())
+        .filter(|s| plan(*s, &config, profile).is_some())
         .collect()
 }
 
@@ -334,6 +386,7 @@ impl StepContext<'_> {
         let regarding = object.reference(self.cluster.namespace(), uid);
         if let Err(err) = self.events.publish(&regarding, warning, action, what).await {
             let subject = object.describe(self.cluster.namespace());
+            let err = describe_kube_error(&err);
             tracing::warn!(error = %err, object = %subject, "could not publish a Kubernetes Event");
             self.journal
                 .log(&format!(
@@ -353,7 +406,88 @@ pub struct StepOutcome {
     pub data: Value,
 }
 
+/// Executes one step. Kubernetes requests retried after transient errors are counted and
+/// named in the outcome. A dry run is a plan: what a real run would leave to a person ends the
+/// step `succeeded` (the message says what it would be), and what would stop a real run ends it
+/// `failed`, saying so.
 pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
+    let cluster = ctx.cluster.counting();
+    let counted = StepContext {
+        cluster: &cluster,
+        csm: ctx.csm,
+        dry_run: ctx.dry_run,
+        cancel: ctx.cancel,
+        journal: ctx.journal,
+        saved: ctx.saved.clone(),
+        ssh: ctx.ssh,
+        etcd: ctx.etcd,
+        store: ctx.store,
+        events: ctx.events,
+    };
+    let result = perform(action, &counted).await;
+    let retries = cluster.retries();
+    let result = match result {
+        Ok(mut outcome) => {
+            if retries > 0 {
+                outcome.message.push_str(&format!(
+                    " ({retries} Kubernetes API request(s) retried after transient errors)"
+                ));
+                if let Some(data) = outcome.data.as_object_mut() {
+                    data.insert("kubernetes_api_retries".to_owned(), retries.into());
+                }
+            }
+            Ok(outcome)
+        }
+        Err(err) if err.is_cancelled() => Err(err),
+        Err(err) => {
+            let counted_in_error = matches!(
+                &err,
+                StepError::Cluster(ClusterError::Api { retries: r, .. }) if *r == retries
+            );
+            if retries > 0 && !counted_in_error {
+                Err(StepError::Failed(format!(
+                    "{err} ({retries} Kubernetes API request(s) retried after transient errors)"
+                )))
+            } else {
+                Err(err)
+            }
+        }
+    };
+    if ctx.dry_run { as_plan(result) } else { result }
+}
+
+/// A dry run's outcome as a plan: `action_required` becomes `succeeded` (noted in the data as
+/// `real_run_state`), and a failure says that a real run would fail there.
+fn as_plan(result: Result<StepOutcome, StepError>) -> Result<StepOutcome, StepError> {
+    const PREFIX: &str = "dry run: ";
+    let conditional = |message: &str, state: State| {
+        if message.starts_with(PREFIX) {
+            message.to_owned()
+        } else {
+            format!("{PREFIX}a real run would end {state} here: {message}")
+        }
+    };
+    match result {
+        Ok(mut outcome) if outcome.state != State::Succeeded => {
+            let real = outcome.state;
+            outcome.message = conditional(&outcome.message, real);
+            if let Some(data) = outcome.data.as_object_mut() {
+                data.insert("real_run_state".to_owned(), real.as_str().into());
+            }
+            if real == State::ActionRequired {
+                outcome.state = State::Succeeded;
+            }
+            Ok(outcome)
+        }
+        Err(err) if !err.is_cancelled() => Err(StepError::Failed(conditional(
+            &err.to_string(),
+            State::Failed,
+        ))),
+        other => other,
+    }
+}
+
+async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
     match action {
         Action::RestartPods { selector, timeout } => {
             steps::pods::restart(ctx, selector, *timeout).await
@@ -367,6 +501,12 @@ pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutco
         }
         Action::CheckCpsClients => steps::csm_checks::check_cps_clients(ctx).await,
         Action::VerifyFasImages => steps::csm_checks::verify_fas_images(ctx).await,
+        Action::ReloadFasFromNexus { timeout } => {
+            steps::fas::reload_from_nexus(ctx, *timeout).await
+        }
+        Action::RestoreBssFromBackup { cluster } => {
+            steps::bss::restore_required(ctx, cluster).await
+        }
         Action::VerifyBssBootParameters => steps::csm_checks::verify_bss_boot_parameters(ctx).await,
         Action::ResolveOrcaTargets {
             compute_hostname,

@@ -177,12 +177,7 @@ pub async fn run_with_output(
     cancel: Option<CancellationToken>,
     output: Option<mpsc::Sender<OutputLine>>,
 ) -> Result<FanoutReport, FanoutError> {
-    if cfg.fanout == 0 {
-        return Err(FanoutError::InvalidConfig(
-            "fanout must be at least 1".into(),
-        ));
-    }
-    let shared = Arc::new(Shared::new(cfg.clone(), load_known_hosts(cfg)?, output)?);
+    let shared = Arc::new(prepare(cfg, output)?);
     let cancel = cancel.unwrap_or_default();
     let command: Arc<str> = command.into();
     let started = Utc::now();
@@ -252,6 +247,43 @@ pub async fn run_with_output(
         started,
         duration: clock.elapsed(),
     })
+}
+
+/// Checks what a fan-out needs before it contacts any host, without contacting one: the
+/// configuration, the identity (readable, unencrypted, a supported key type) and the
+/// known_hosts file (readable and well-formed, unless unknown keys are accepted and there is
+/// none). Returns the identity's fingerprint (`SHA256:...`), or every problem found.
+pub fn preflight(cfg: &SshConfig) -> Result<String, Vec<FanoutError>> {
+    let known_hosts = load_known_hosts(cfg);
+    let shared = prepare_with(cfg, KnownHosts::default(), None);
+    match (shared, known_hosts) {
+        (Ok(shared), Ok(_)) => Ok(shared.key_fingerprint),
+        (shared, known_hosts) => Err([shared.err(), known_hosts.err()]
+            .into_iter()
+            .flatten()
+            .collect()),
+    }
+}
+
+/// The configuration checked, the identity and the known hosts loaded.
+fn prepare(
+    cfg: &SshConfig,
+    output: Option<mpsc::Sender<OutputLine>>,
+) -> Result<Shared, FanoutError> {
+    prepare_with(cfg, load_known_hosts(cfg)?, output)
+}
+
+fn prepare_with(
+    cfg: &SshConfig,
+    known_hosts: KnownHosts,
+    output: Option<mpsc::Sender<OutputLine>>,
+) -> Result<Shared, FanoutError> {
+    if cfg.fanout == 0 {
+        return Err(FanoutError::InvalidConfig(
+            "fanout must be at least 1".into(),
+        ));
+    }
+    Shared::new(cfg.clone(), known_hosts, output)
 }
 
 fn load_known_hosts(cfg: &SshConfig) -> Result<KnownHosts, FanoutError> {

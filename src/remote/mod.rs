@@ -14,6 +14,6 @@ mod tail;
 pub use config::SshConfig;
 pub use fanout::{
     FanoutError, FanoutReport, HostOutcome, HostResult, OutputLine, OutputStream, TimeoutPhase,
-    run, run_with_output,
+    preflight, run, run_with_output,
 };
 pub use known_hosts::KnownHostsError;

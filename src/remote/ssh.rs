@@ -26,7 +26,7 @@ pub(crate) struct Shared {
     ssh: SshConfig,
     client: Arc<client::Config>,
     key: Arc<PrivateKey>,
-    key_fingerprint: String,
+    pub(crate) key_fingerprint: String,
     known_hosts: KnownHosts,
     output: Option<mpsc::Sender<OutputLine>>,
 }

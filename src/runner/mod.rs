@@ -24,6 +24,7 @@ use crate::{
     handlers::{self, Action, StepContext},
     metrics::Metrics,
     model::{Run, Service, ServiceTask, State, new_run_id},
+    release::{DetectError, Release, ReleaseInForce, ReleaseSetting, detect},
     store::{NewRun, NewStep, NewTask, StepKey, Store, StoreError},
 };
 use journal::StoreJournal;
@@ -44,6 +45,14 @@ pub enum RunnerError {
         requested: Vec<Service>,
         supported: Vec<Service>,
     },
+    #[error("{}: not part of CSM {release} (its runbook lists {})", quoted(.services), list(.supported))]
+    NotInRelease {
+        services: Vec<Service>,
+        release: Release,
+        supported: Vec<Service>,
+    },
+    #[error(transparent)]
+    Release(#[from] DetectError),
     #[error("run {0} not found")]
     NotFound(Uuid),
     #[error("run {run_id} is {state}; only {allowed} runs can be {verb}")]
@@ -57,6 +66,14 @@ pub enum RunnerError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn quoted(services: &[Service]) -> String {
+    services
+        .iter()
+        .map(|s| format!("{:?}", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn list(services: &[Service]) -> String {
@@ -155,6 +172,8 @@ struct Inner {
     /// Notified whenever a run stops executing.
     finished: tokio::sync::Notify,
     metrics: Arc<Metrics>,
+    /// The release detected (`csm_release = "auto"`), once it was.
+    detected: Mutex<Option<ReleaseInForce>>,
 }
 
 #[derive(Clone)]
@@ -184,6 +203,7 @@ impl Runner {
                 tracker: TaskTracker::new(),
                 finished: tokio::sync::Notify::new(),
                 metrics: Arc::new(Metrics::new()),
+                detected: Mutex::new(None),
             }),
         })
     }
@@ -194,6 +214,27 @@ impl Runner {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The cluster the runs act on.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    /// The CSM release whose runbook runs follow: the configured one, or the one detected in
+    /// the cluster (once; a failed detection is tried again at the next call).
+    pub async fn release(&self) -> Result<ReleaseInForce, DetectError> {
+        if let ReleaseSetting::Pinned(release) = self.inner.config.csm_release {
+            return Ok(ReleaseInForce::pinned(release));
+        }
+        let mut detected = self.inner.detected.lock().await;
+        if let Some(found) = detected.as_ref() {
+            return Ok(found.clone());
+        }
+        let found = detect(&self.inner.cluster).await?;
+        tracing::info!(release = %found.release, evidence = ?found.evidence, "CSM release detected");
+        *detected = Some(found.clone());
+        Ok(found)
     }
 
     /// The CSM API clients (for snapshots taken outside a run).
@@ -249,13 +290,15 @@ impl Runner {
                 .ok_or(RunnerError::NotFound(run_id))?;
             return Ok(Created::Existing(run));
         }
+        let release = self.release().await?;
+        let profile = release.profile();
         let mut services = request.services.clone();
         services.sort();
         services.dedup();
         let mut tasks = Vec::new();
         let mut missing = Vec::new();
         for &service in &services {
-            match handlers::plan(service, &inner.config) {
+            match handlers::plan(service, &inner.config, profile) {
                 Some(steps) => tasks.push(NewTask {
                     service,
                     steps: steps
@@ -271,9 +314,10 @@ impl Runner {
             }
         }
         if !missing.is_empty() {
-            return Err(RunnerError::NotImplemented {
-                requested: missing,
-                supported: handlers::implemented(),
+            return Err(RunnerError::NotInRelease {
+                services: missing,
+                release: release.release,
+                supported: handlers::implemented(profile),
             });
         }
         check_free(&active, &services)?;
@@ -287,6 +331,7 @@ impl Runner {
                     dry_run: request.dry_run,
                     requested_by: request.requested_by.clone(),
                     idempotency: request.idempotency_key.clone().map(|k| (k, fingerprint)),
+                    csm_release: Some(release.clone()),
                     tasks,
                 },
                 now(),
@@ -307,6 +352,10 @@ impl Runner {
                 ),
                 now(),
             )
+            .await?;
+        inner
+            .store
+            .append_event(id, "info", None, None, &release.describe(), now())
             .await?;
         self.launch(&mut active, id, &services, request.dry_run);
         drop(active);

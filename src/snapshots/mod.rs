@@ -1,10 +1,11 @@
 //! Snapshots of CSM data that lives only in an etcd cluster: BOS session templates (restored by
 //! the BOS handler after a rebuild) and HMNFD subscriptions (a record of who was subscribed).
 //!
-//! They are taken periodically while the service runs ([`spawn_periodic`]) and on demand
-//! (`POST /snapshots`), through the same CSM clients the handlers use. Before anything is
-//! stored, keys that look like secrets are removed ([`redact`]): the database is not a secret
-//! store, and its content is shown by `GET /snapshots`.
+//! They are taken when the service starts and periodically while it runs
+//! ([`Snapshotter::spawn_periodic`]), and on demand (`POST /snapshots`), through the same CSM
+//! clients the handlers use. Before anything is stored, keys that look like secrets are removed
+//! ([`redact`]): the database is not a secret store, and its content is shown by
+//! `GET /snapshots`.
 
 mod redact;
 
@@ -174,11 +175,20 @@ impl Snapshotter {
     /// Captures every source now. A read failure is reported per source; a store failure
     /// fails the call (nothing else can be stored either).
     pub async fn capture(&self, now: DateTime<Utc>) -> Result<CaptureReport, StoreError> {
+        self.capture_sources(&SnapshotSource::ALL, now).await
+    }
+
+    /// Captures `sources` now, as [`Snapshotter::capture`] does.
+    pub async fn capture_sources(
+        &self,
+        sources: &[SnapshotSource],
+        now: DateTime<Utc>,
+    ) -> Result<CaptureReport, StoreError> {
         let mut report = CaptureReport {
             stored: Vec::new(),
             failed: Vec::new(),
         };
-        for source in SnapshotSource::ALL {
+        for &source in sources {
             match self.read(source).await {
                 Ok(content) => {
                     let new = NewSnapshot::new(source, now, content);
@@ -216,35 +226,60 @@ impl Snapshotter {
         }
     }
 
-    /// Captures every `interval` until `cancel` fires; the first capture is one interval after
-    /// the start, so a restart loop cannot hammer the CSM APIs.
+    /// Captures every source at once, then every `interval`, until `cancel` fires. A source
+    /// that cannot be read (the CSM APIs may not answer yet when the service starts) is tried
+    /// again sooner, after 1 s, 2 s, 4 s, ... (at most a minute, and never later than the next
+    /// regular capture), until it answers.
     pub fn spawn_periodic(
         self,
         interval: Duration,
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut ticks =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            // After a long pause (suspended laptop, stalled node) take one snapshot, not a burst.
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next_all = tokio::time::Instant::now();
+            let mut retry = FIRST_RETRY;
+            let mut failed: Vec<SnapshotSource> = Vec::new();
             loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = ticks.tick() => {}
-                }
-                match self.capture(Utc::now()).await {
+                let now = tokio::time::Instant::now();
+                let sources = if now >= next_all {
+                    // After a long pause (suspended laptop, stalled node) one capture, not a burst.
+                    next_all = now + interval;
+                    SnapshotSource::ALL.to_vec()
+                } else {
+                    failed.clone()
+                };
+                failed = match self.capture_sources(&sources, Utc::now()).await {
                     Ok(report) => {
                         for snapshot in &report.stored {
                             tracing::info!(source = %snapshot.source, items = snapshot.items, id = %snapshot.id, "snapshot stored");
                         }
                         for failure in &report.failed {
-                            tracing::warn!(source = %failure.source, error = %failure.error, "snapshot not taken");
+                            tracing::warn!(source = %failure.source, error = %failure.error, retry_in = ?retry, "snapshot not taken; trying again");
                         }
+                        report.failed.iter().map(|f| f.source).collect()
                     }
-                    Err(err) => tracing::error!(error = %err, "storing snapshots failed"),
+                    Err(err) => {
+                        tracing::error!(error = %err, retry_in = ?retry, "storing snapshots failed; trying again");
+                        sources
+                    }
+                };
+                let wake = if failed.is_empty() {
+                    retry = FIRST_RETRY;
+                    next_all
+                } else {
+                    let wake = (now + retry).min(next_all);
+                    retry = (retry * 2).min(LAST_RETRY);
+                    wake
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(wake) => {}
                 }
             }
         })
     }
 }
+
+/// How soon a source that could not be read is tried again, first and at most.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(60);

@@ -31,6 +31,10 @@ const PAGE_CACHE_BYTES: u64 = 2 << 20;
 /// Pages of the list built from the database at the same time.
 const PAGE_BUILDS: usize = 2;
 
+/// The version of the run views (`Run`, `RunSummary`) the stored documents are written in.
+/// Increment it when their JSON changes: at start, the service writes the documents of every
+/// finished run again in the new format.
+const DOCUMENT_FORMAT: i64 = 1;
 /// How many finished runs without stored documents (from before they were stored) are written
 /// per transaction at start.
 const BACKFILL_BATCH: i64 = 500;
@@ -212,16 +216,19 @@ impl Store {
     }
 
     /// Stores the documents of finished runs that have none (runs finished before documents
-    /// were stored), a batch per transaction; returns how many.
+    /// were stored) or have them in another format, a batch per transaction; returns how many.
     pub(super) async fn backfill_documents(&self) -> Result<usize> {
         let mut done = 0;
         loop {
             let mut tx = self.pool.begin().await?;
             let batch: Vec<RunRow> = sqlx::query_as(
-                "SELECT * FROM runs WHERE summary IS NULL AND state NOT IN (?, ?) LIMIT ?",
+                "SELECT r.* FROM runs r LEFT JOIN run_documents d ON d.run_id = r.id \
+                 WHERE r.state NOT IN (?, ?) \
+                   AND (r.summary IS NULL OR d.format IS NULL OR d.format != ?) LIMIT ?",
             )
             .bind(State::Pending.as_str())
             .bind(State::Running.as_str())
+            .bind(DOCUMENT_FORMAT)
             .bind(BACKFILL_BATCH)
             .fetch_all(&mut *tx)
             .await?;
@@ -357,10 +364,12 @@ async fn store_documents(conn: &mut SqliteConnection, runs: Vec<RunRow>) -> Resu
             .execute(&mut *conn)
             .await?;
         sqlx::query(
-            "INSERT INTO run_documents (run_id, document) VALUES (?, ?) \
-             ON CONFLICT (run_id) DO UPDATE SET document = excluded.document",
+            "INSERT INTO run_documents (run_id, format, document) VALUES (?, ?, ?) \
+             ON CONFLICT (run_id) DO UPDATE SET format = excluded.format, \
+             document = excluded.document",
         )
         .bind(&id)
+        .bind(DOCUMENT_FORMAT)
         .bind(to_text(&run)?)
         .execute(&mut *conn)
         .await?;
@@ -476,6 +485,7 @@ mod tests {
             dry_run: false,
             requested_by: "test".to_owned(),
             idempotency: None,
+            csm_release: None,
             tasks: vec![NewTask {
                 service: Service::Reds,
                 steps: vec![step("check"), step("restart")],
@@ -580,7 +590,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn finished_runs_without_documents_get_them_at_open() {
+    async fn finished_runs_without_documents_or_in_another_format_get_them_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir).await;
         let id = failed_run(&store).await;
@@ -597,6 +607,13 @@ mod tests {
         drop(store);
         let store = open(&dir).await;
         assert_eq!(stored_documents(&store).await, 1);
+        // As documents written by a service whose views were different.
+        sqlx::query("UPDATE run_documents SET format = 0, document = '{}'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        drop(store);
+        let store = open(&dir).await;
         let run = store.get_run(id).await.unwrap().unwrap();
         assert_eq!(
             store.run_json(id).await.unwrap().unwrap(),

@@ -2,10 +2,11 @@
 //! as) it happens in the cluster, so a crash never loses what was done or what was saved.
 
 mod history;
+mod manifests;
 mod rows;
 mod snapshots;
 
-use std::{str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -16,6 +17,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::model::{Event, Service, State};
+pub use manifests::StoredManifest;
 use rows::{EventRow, StepRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,9 @@ pub enum StoreError {
         location: String,
         source: sqlx::Error,
     },
+    /// The OS error is in the message, not the source chain, so that it is said once.
+    #[error("cannot create the directory {path} of the database: {error}")]
+    Directory { path: String, error: std::io::Error },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -62,6 +67,8 @@ pub struct NewRun {
     pub dry_run: bool,
     pub requested_by: String,
     pub idempotency: Option<(String, String)>,
+    /// The release the run follows (see [`crate::model::Run::csm_release`]).
+    pub csm_release: Option<crate::release::ReleaseInForce>,
     pub tasks: Vec<NewTask>,
 }
 
@@ -116,6 +123,17 @@ const EVENT_BUFFER: usize = 1024;
 /// Connections for history reads (`GET /repopulations`, `GET /repopulations/{id}`): their own,
 /// so that many readers never make a run's writes wait for a connection.
 const READER_CONNECTIONS: u32 = 4;
+/// Creates the directory a database file goes in, if missing: SQLite creates the file but not
+/// its directory (the image's `/var/lib/etcd-repopulator` without a volume mounted there).
+fn create_parent_dir(file: &Path) -> Result<()> {
+    let Some(dir) = file.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).map_err(|error| StoreError::Directory {
+        path: dir.display().to_string(),
+        error,
+    })
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -131,8 +149,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `location`, a path or a `sqlite:` URL, and
-    /// applies the migrations.
+    /// Opens (creating if missing, with its directory) the database at `location`, a path or a
+    /// `sqlite:` URL, and applies the migrations.
     pub async fn open(location: &str) -> Result<Store> {
         let options = if location.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(location).map_err(|source| StoreError::Location {
@@ -142,6 +160,11 @@ impl Store {
         } else {
             SqliteConnectOptions::new().filename(location)
         };
+        // An in-memory database has no file, so no directory either.
+        let in_memory = location.contains(":memory:") || location.contains("mode=memory");
+        if !in_memory {
+            create_parent_dir(options.get_filename())?;
+        }
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -155,14 +178,20 @@ impl Store {
             .connect_with(options.clone().pragma("cache_size", "-1024"))
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(READER_CONNECTIONS)
-            .connect_with(options.clone().pragma("cache_size", "-512"))
-            .await?;
-        let health = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.pragma("cache_size", "-64"))
-            .await?;
+        let (readers, health) = if in_memory {
+            // Another pool would open another database.
+            (pool.clone(), pool.clone())
+        } else {
+            let readers = SqlitePoolOptions::new()
+                .max_connections(READER_CONNECTIONS)
+                .connect_with(options.clone().pragma("cache_size", "-512"))
+                .await?;
+            let health = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.pragma("cache_size", "-64"))
+                .await?;
+            (readers, health)
+        };
         let (appended, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
         let store = Store {
             pool,
@@ -192,7 +221,7 @@ impl Store {
         let (key, hash) = new.idempotency.unzip();
         sqlx::query(
             "INSERT INTO runs (id, state, reason, dry_run, requested_by, idempotency_key, \
-             request_hash, attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
+             request_hash, attempt, created_at, csm_release) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
         )
         .bind(new.id.to_string())
         .bind(State::Pending.as_str())
@@ -202,6 +231,7 @@ impl Store {
         .bind(key)
         .bind(hash)
         .bind(now)
+        .bind(new.csm_release.as_ref().map(sqlx::types::Json))
         .execute(&mut *tx)
         .await?;
         for task in &new.tasks {
@@ -490,7 +520,7 @@ impl Store {
             .await?;
         history::keep_attempt_outcomes(&mut tx, &id, attempt).await?;
         sqlx::query(
-            "UPDATE steps SET state = ?, message = NULL, started_at = NULL, finished_at = NULL \
+            "UPDATE steps SET state = ?, message = NULL, finished_at = NULL \
              WHERE run_id = ? AND state != ?",
         )
         .bind(State::Pending.as_str())
@@ -594,4 +624,52 @@ async fn insert_event(
     .await?
     .last_insert_rowid();
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_creates_the_directory_of_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("var/lib/etcd-repopulator/runs.db");
+        let store = Store::open(path.to_str().unwrap()).await.unwrap();
+        store.ping().await.unwrap();
+        assert!(path.is_file());
+
+        let url_path = dir.path().join("other/runs.db");
+        Store::open(&format!("sqlite://{}", url_path.display()))
+            .await
+            .unwrap();
+        assert!(url_path.is_file());
+    }
+
+    #[tokio::test]
+    async fn open_names_the_directory_it_cannot_create_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let Err(err) = Store::open(file.join("sub/runs.db").to_str().unwrap()).await else {
+            panic!("a directory under a file was created");
+        };
+        assert!(matches!(err, StoreError::Directory { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot create the directory {} of the database: Not a directory (os error 20)",
+                file.join("sub").display()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_needs_no_directory() {
+        Store::open("sqlite::memory:")
+            .await
+            .unwrap()
+            .ping()
+            .await
+            .unwrap();
+    }
 }

@@ -28,6 +28,7 @@ pub(super) struct RunRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub csm_release: Option<Json<crate::release::ReleaseInForce>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -213,6 +214,7 @@ impl RunRow {
             created_at: run.created_at,
             started_at: run.started_at,
             finished_at: run.finished_at,
+            csm_release: run.csm_release.map(|release| release.0),
             services,
         })
     }

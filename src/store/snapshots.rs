@@ -75,23 +75,27 @@ impl Store {
         rows.into_iter().map(SnapshotRow::into_snapshot).collect()
     }
 
-    /// The `n`-th newest (0 = newest) snapshot of `source` that holds at least one item, with
-    /// its content. Empty ones are skipped: a capture that ran after the etcd cluster was
-    /// rebuilt (and before it was repopulated) recorded the loss, not the data.
-    pub async fn nth_nonempty_snapshot(
+    /// Up to `limit` snapshots of `source` that hold at least one item, with their content,
+    /// newest first, older than `before` when given (keyset pagination). Empty ones are
+    /// skipped: a capture that ran after the etcd cluster was rebuilt (and before it was
+    /// repopulated) recorded the loss, not the data.
+    pub async fn nonempty_snapshots(
         &self,
         source: SnapshotSource,
-        n: u32,
-    ) -> Result<Option<Snapshot>> {
-        let row: Option<SnapshotRow> = sqlx::query_as(
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Snapshot>> {
+        let rows: Vec<SnapshotRow> = sqlx::query_as(
             "SELECT id, taken_at, source, items, redacted, content FROM snapshots \
-             WHERE source = ? AND items > 0 ORDER BY id DESC LIMIT 1 OFFSET ?",
+             WHERE source = ? AND items > 0 AND id < ? ORDER BY id DESC LIMIT ?",
         )
         .bind(source.as_str())
-        .bind(i64::from(n))
-        .fetch_optional(&self.pool)
+        // UUIDs sort below "~", so without a cursor every snapshot qualifies.
+        .bind(before.map_or_else(|| "~".to_owned(), |id| id.to_string()))
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.pool)
         .await?;
-        row.map(SnapshotRow::into_snapshot).transpose()
+        rows.into_iter().map(SnapshotRow::into_snapshot).collect()
     }
 
     /// Keeps the newest `keep` snapshots of `source` and deletes the rest; returns how many were

@@ -1,12 +1,16 @@
-//! Restore BOS session templates from the newest snapshot (see `crate::snapshots`).
+//! Restore BOS session templates from the snapshots (see `crate::snapshots`): every template
+//! BOS lacks now comes back from the newest snapshot that holds it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::{
     handlers::{StepContext, StepError, StepOutcome},
-    snapshots::{Snapshot, SnapshotSource},
+    snapshots::SnapshotSource,
 };
 
 /// The runbook's answer when nothing was captured: rebuild them from the product docs.
@@ -16,23 +20,34 @@ const RUNBOOK_GUIDANCE: &str = "reconstruct the boot session templates of the im
     COS: the \"Create a Boot Session Template\" header in the \"Boot COS\" procedure (COS \
     product stream documentation)";
 
+/// Snapshots read from the store at a time.
+const PAGE: u32 = 32;
+
+/// A template to restore and the snapshot it comes from.
+#[derive(Clone, Debug, Serialize)]
+struct Source {
+    name: String,
+    snapshot: Uuid,
+    taken_at: DateTime<Utc>,
+    /// Fields removed from this template when it was captured (they looked like secrets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    redacted: Vec<String>,
+    #[serde(skip)]
+    template: Value,
+}
+
+/// What the snapshots hold that matters now.
+#[derive(Default)]
+struct Found {
+    /// Non-empty snapshots read.
+    considered: usize,
+    /// Templates of the snapshots that BOS still has.
+    present: BTreeSet<String>,
+    /// Templates BOS lacks, by name, from the newest snapshot that holds each.
+    missing: BTreeMap<String, Source>,
+}
+
 pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
-    let Some((snapshot, passed_over)) = choose_snapshot(ctx).await? else {
-        let present = ctx.csm.bos.list_session_templates().await?.len();
-        return StepOutcome::action_required(
-            format!(
-                "no snapshot of BOS session templates was taken before the rebuild (BOS has {present} \
-                 template(s) now), so none can be restored automatically: {RUNBOOK_GUIDANCE}"
-            ),
-            json!({ "snapshot": null, "present_now": present }),
-        );
-    };
-    let templates = snapshot
-        .content
-        .as_ref()
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     let present: BTreeSet<String> = ctx
         .csm
         .bos
@@ -41,74 +56,90 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
         .iter()
         .filter_map(template_name)
         .collect();
-    let mut untouched = Vec::new();
-    let mut missing = Vec::new();
-    for template in &templates {
-        match template_name(template) {
-            Some(name) if present.contains(&name) => untouched.push(name),
-            Some(name) => missing.push((name, template)),
-            // A template without a name cannot be addressed in BOS; BOS never lists one.
-            None => {}
-        }
+    let found = find_missing(ctx, &present).await?;
+    if found.considered == 0 {
+        return StepOutcome::action_required(
+            format!(
+                "{}no snapshot of BOS session templates was taken before the rebuild (BOS has {} \
+                 template(s) now), so none can be restored automatically: {RUNBOOK_GUIDANCE}",
+                if ctx.dry_run {
+                    "dry run: a real run would restore nothing and ask for this: "
+                } else {
+                    ""
+                },
+                present.len()
+            ),
+            json!({ "snapshots_considered": 0, "present_now": present.len() }),
+        );
     }
-    let missing_names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+    let sources: Vec<&Source> = found.missing.values().collect();
+    let untouched: Vec<&String> = found.present.iter().collect();
     let mut data = json!({
-        "snapshot": { "id": snapshot.id, "taken_at": snapshot.taken_at, "redacted": snapshot.redacted },
-        "passed_over": passed_over,
+        "snapshots_considered": found.considered,
         "already_present": untouched,
-        "to_restore": missing_names,
+        "to_restore": sources,
         "restored": [],
         "failed": [],
     });
     ctx.journal.save(&data).await?;
-    let from = format!(
-        "snapshot {} taken at {}",
-        snapshot.id,
-        snapshot.taken_at.to_rfc3339()
-    );
     let untouched_note = if untouched.is_empty() {
         String::new()
     } else {
         format!(
             "; already present, left untouched: {}",
-            untouched.join(", ")
+            found.present.iter().cloned().collect::<Vec<_>>().join(", ")
         )
     };
+    let considered = format!("{} snapshot(s) considered", found.considered);
     if ctx.dry_run {
-        return StepOutcome::done(
-            format!(
-                "dry run: would restore {} template(s) from {from}: {}{untouched_note}",
-                missing.len(),
-                if missing_names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    missing_names.join(", ")
-                }
-            ),
-            data,
+        let message = format!(
+            "dry run: would restore {} template(s){} ({considered}){untouched_note}",
+            sources.len(),
+            by_snapshot(&sources)
         );
+        let redacted = redacted_fields(&sources);
+        if !redacted.is_empty() {
+            return StepOutcome::action_required(
+                format!(
+                    "{message}. Fields that looked like secrets were not captured and would have \
+                     to be set again by hand: {}",
+                    redacted.join(", ")
+                ),
+                data,
+            );
+        }
+        return StepOutcome::done(message, data);
     }
     let mut restored = Vec::new();
     let mut failed = Vec::new();
-    for (name, template) in &missing {
-        match ctx.csm.bos.put_session_template(name, template).await {
+    for source in &sources {
+        let name = &source.name;
+        match ctx
+            .csm
+            .bos
+            .put_session_template(name, &source.template)
+            .await
+        {
             Ok(_) => {
                 ctx.journal
-                    .log(&format!("restored session template {name}"))
+                    .log(&format!(
+                        "restored session template {name} from snapshot {}",
+                        source.snapshot
+                    ))
                     .await;
-                restored.push(name.clone());
+                restored.push(*source);
             }
             Err(err) => failed.push(json!({ "name": name, "error": err.to_string() })),
         }
     }
-    data["restored"] = json!(restored);
+    data["restored"] = json!(restored.iter().map(|s| &s.name).collect::<Vec<_>>());
     data["failed"] = json!(failed);
     if !failed.is_empty() {
         return StepOutcome::failed(
             format!(
-                "{} of {} template(s) could not be restored from {from}: {}",
+                "{} of {} template(s) could not be restored: {}",
                 failed.len(),
-                missing.len(),
+                sources.len(),
                 failed
                     .iter()
                     .map(|f| format!(
@@ -122,21 +153,22 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
             data,
         );
     }
-    let message = format!(
-        "restored {} template(s) from {from}: {}{untouched_note}",
-        restored.len(),
-        if restored.is_empty() {
-            "none missing".to_owned()
-        } else {
-            restored.join(", ")
-        }
-    );
-    if !snapshot.redacted.is_empty() && !restored.is_empty() {
+    let message = if restored.is_empty() {
+        format!("restored 0 template(s): none missing ({considered}){untouched_note}")
+    } else {
+        format!(
+            "restored {} template(s){} ({considered}){untouched_note}",
+            restored.len(),
+            by_snapshot(&restored)
+        )
+    };
+    let redacted = redacted_fields(&restored);
+    if !redacted.is_empty() {
         return StepOutcome::action_required(
             format!(
                 "{message}. Fields that looked like secrets were not captured and must be set \
                  again by hand where needed: {}",
-                snapshot.redacted.join(", ")
+                redacted.join(", ")
             ),
             data,
         );
@@ -144,38 +176,100 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
     StepOutcome::done(message, data)
 }
 
-/// The newest snapshot, unless an older one holds every template it holds and more: then the
-/// newer one caught BOS partly repopulated after the rebuild (e.g. an admin recreated one
-/// template before the run), and the older one is what BOS had. Returns the chosen snapshot
-/// and the ids of the newer ones passed over.
-async fn choose_snapshot(
-    ctx: &StepContext<'_>,
-) -> Result<Option<(Snapshot, Vec<uuid::Uuid>)>, StepError> {
-    let source = SnapshotSource::BosSessionTemplates;
-    let Some(mut chosen) = ctx.store.nth_nonempty_snapshot(source, 0).await? else {
-        return Ok(None);
-    };
-    let mut passed_over = Vec::new();
-    let mut n = 1;
-    while let Some(older) = ctx.store.nth_nonempty_snapshot(source, n).await? {
-        let (newer_names, older_names) = (names(&chosen), names(&older));
-        if !(newer_names.len() < older_names.len() && newer_names.is_subset(&older_names)) {
-            break;
-        }
-        passed_over.push(chosen.id);
-        chosen = older;
-        n += 1;
-    }
-    Ok(Some((chosen, passed_over)))
+/// The fields removed from these templates when they were captured (`name.path`).
+fn redacted_fields(sources: &[&Source]) -> Vec<String> {
+    sources
+        .iter()
+        .flat_map(|s| s.redacted.iter().cloned())
+        .collect()
 }
 
-fn names(snapshot: &Snapshot) -> BTreeSet<String> {
-    snapshot
-        .content
-        .as_ref()
-        .and_then(Value::as_array)
-        .map(|templates| templates.iter().filter_map(template_name).collect())
-        .unwrap_or_default()
+/// ": a, b from snapshot X taken at T; c from snapshot Y taken at U", newest snapshot first.
+fn by_snapshot(sources: &[&Source]) -> String {
+    let mut groups: BTreeMap<(DateTime<Utc>, Uuid), Vec<&str>> = BTreeMap::new();
+    for source in sources {
+        groups
+            .entry((source.taken_at, source.snapshot))
+            .or_default()
+            .push(&source.name);
+    }
+    if groups.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .rev()
+        .map(|((taken_at, id), names)| {
+            format!(
+                "{} from snapshot {id} taken at {}",
+                names.join(", "),
+                taken_at.to_rfc3339()
+            )
+        })
+        .collect();
+    format!(": {}", parts.join("; "))
+}
+
+/// Walks every stored snapshot, newest first: each template BOS lacks comes from the newest
+/// snapshot that holds it. So a capture taken after the rebuild, when an admin had already
+/// recreated a template or two (under their old names or new ones), hides nothing that an
+/// older snapshot holds.
+async fn find_missing(
+    ctx: &StepContext<'_>,
+    present: &BTreeSet<String>,
+) -> Result<Found, StepError> {
+    let mut found = Found::default();
+    let mut before = None;
+    loop {
+        let page = ctx
+            .store
+            .nonempty_snapshots(SnapshotSource::BosSessionTemplates, before, PAGE)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(found);
+        };
+        before = Some(last.id);
+        for snapshot in page {
+            found.considered += 1;
+            let templates = snapshot
+                .content
+                .as_ref()
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for (index, template) in templates.into_iter().enumerate() {
+                // A template without a name cannot be addressed in BOS; BOS never lists one.
+                let Some(name) = template_name(&template) else {
+                    continue;
+                };
+                if present.contains(&name) {
+                    found.present.insert(name);
+                    continue;
+                }
+                if found.missing.contains_key(&name) {
+                    continue;
+                }
+                let prefix = format!("$[{index}]");
+                let redacted = snapshot
+                    .redacted
+                    .iter()
+                    .filter_map(|path| path.strip_prefix(&prefix))
+                    .filter(|rest| rest.starts_with(['.', '[']))
+                    .map(|rest| format!("{name}{rest}"))
+                    .collect();
+                found.missing.insert(
+                    name.clone(),
+                    Source {
+                        name,
+                        snapshot: snapshot.id,
+                        taken_at: snapshot.taken_at,
+                        redacted,
+                        template,
+                    },
+                );
+            }
+        }
+    }
 }
 
 fn template_name(template: &Value) -> Option<String> {

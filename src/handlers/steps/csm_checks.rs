@@ -48,6 +48,18 @@ pub async fn list_crus_sessions(
             data,
         );
     }
+    if ctx.dry_run {
+        return StepOutcome::action_required(
+            format!(
+                "dry run: {} of {} CRUS session(s) not completed now: {}; after the restart a \
+                 real run would ask to check that each is progressing",
+                open.len(),
+                sessions.len(),
+                open.join(", ")
+            ),
+            data,
+        );
+    }
     StepOutcome::action_required(
         format!(
             "{} of {} CRUS session(s) not completed: {}; check that each is progressing \
@@ -83,13 +95,25 @@ pub async fn check_cps_clients(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
             nodes.iter().cloned().collect::<Vec<_>>().join(", ")
         )
     };
+    let workers = serving.iter().cloned().collect::<Vec<_>>().join(", ");
+    if ctx.dry_run {
+        return StepOutcome::action_required(
+            format!(
+                "dry run: CPS content is exported by {} worker(s) ({workers}); after a rebuild of \
+                 its etcd cluster a real run would ask for it to be unmounted and mounted again \
+                 on the clients: {which}",
+                serving.len(),
+            ),
+            data,
+        );
+    }
     StepOutcome::action_required(
         format!(
             "CPS content is exported by {} worker(s) ({}), so clients had content mounted when \
              etcd was rebuilt: it must be unmounted and mounted again (compute nodes that use CPS \
              for their root file system: shut down, then boot). {which}",
             serving.len(),
-            serving.iter().cloned().collect::<Vec<_>>().join(", ")
+            workers
         ),
         data,
     )
@@ -163,10 +187,24 @@ pub async fn verify_fas_images(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
     });
     if images.is_empty() && !ctx.dry_run {
         return Err(StepError::Failed(
-            "FAS lists no firmware images after the cray-fas-loader Job ran: the images were not \
-             reloaded; check the loader's log (see the previous step) and the firmware repository"
+            "FAS lists no firmware images after the reload: the images were not reloaded; check \
+             the loader (see the previous step) and the firmware repository in Nexus"
                 .to_owned(),
         ));
+    }
+    if ctx.dry_run {
+        return StepOutcome::action_required(
+            format!(
+                "dry run: FAS lists {} firmware image(s), {} action(s) and {} snapshot(s) now. \
+                 A rebuild of its etcd cluster would lose all historic firmware actions and \
+                 recorded snapshots: any firmware action or snapshot running at the time would \
+                 have to be recreated",
+                images.len(),
+                actions.len(),
+                snapshots.len()
+            ),
+            data,
+        );
     }
     StepOutcome::action_required(
         format!(

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::{
-    etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdStatus},
+    etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdStatus, layout},
     handlers::{CHECK_ETCD, StepContext, StepError, StepOutcome},
 };
 
@@ -15,6 +15,10 @@ pub async fn check(
     endpoint: &str,
     after: bool,
 ) -> Result<StepOutcome, StepError> {
+    let endpoint = &match endpoint {
+        "" => discover(ctx, cluster).await?,
+        given => given.to_owned(),
+    };
     let status = match read_status(endpoint, ctx.etcd).await {
         Ok(status) => status,
         Err(err) if !after => {
@@ -58,6 +62,27 @@ pub async fn check(
         )
     };
     StepOutcome::done(message, data)
+}
+
+/// The client URL of `cluster` from its layout's client Service.
+async fn discover(ctx: &StepContext<'_>, cluster: &str) -> Result<String, StepError> {
+    let namespace = ctx.cluster.namespace();
+    let Some(found) = layout::find(ctx.cluster, cluster).await? else {
+        return Err(StepError::Failed(format!(
+            "the etcd cluster {cluster} does not exist in namespace {namespace}: the runbook's \
+             prerequisite is a rebuilt cluster (see \"Rebuild Unhealthy etcd Clusters\"); if this \
+             is not the system's CSM release, set csm_release in the configuration"
+        )));
+    };
+    layout::endpoint(ctx.cluster, &found, ctx.etcd)
+        .await?
+        .ok_or_else(|| {
+            StepError::Failed(format!(
+                "the etcd cluster {cluster} has no client Service {} in namespace {namespace}; \
+                 set [etcd] endpoint to reach it",
+                found.layout.client_service(cluster)
+            ))
+        })
 }
 
 /// The cluster's status, once it has said it is healthy and has a leader.

@@ -1,16 +1,20 @@
 //! Delete an object and create it again from its own sanitized manifest: re-running the
 //! `cray-reds-init` / `cray-fas-loader` Jobs (BSS, FAS) and recreating External DNS's
 //! EtcdCluster. The manifest is stored in the step before the delete, so a crash between
-//! delete and create never loses the object: a resume finds it absent and creates it from the
-//! stored manifest.
+//! delete and create never loses the object: a resume, or any later run, finds it absent and
+//! creates it from the newest stored manifest. Between the delete and the create there is no
+//! safe point: a cancel (or a shutdown) requested meanwhile takes effect once the object exists
+//! again.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::{
-    cluster::{ClusterError, JobOutcome, ObjectRef, object_uid, sanitize},
+    cluster::{JobOutcome, ObjectRef, Sanitized, object_uid, sanitize},
     handlers::{StepContext, StepError, StepOutcome},
 };
 
@@ -20,6 +24,14 @@ struct Saved {
     object: Option<ObjectRef>,
     /// The sanitized manifest, stored before anything is deleted.
     manifest: Option<Value>,
+    /// What of the old object's own metadata the manifest leaves out (finalizers, owner
+    /// references, a Job's generated selector and uid labels), with the values it had.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    dropped: Vec<Dropped>,
+    /// The run whose step stored the manifest, when it was not this one (the object was
+    /// deleted by a run that stopped before creating it again).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    manifest_from_run: Option<Uuid>,
     /// The uid of the object that was there before (the one deleted).
     original_uid: Option<String>,
     /// The uid of the object created again.
@@ -30,6 +42,12 @@ struct Saved {
     log_tail: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dry_run: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Dropped {
+    field: String,
+    value: Value,
 }
 
 const LOG_LINES: i64 = 20;
@@ -51,70 +69,93 @@ pub async fn run(
     };
     let current = cluster.read_object(object).await?;
     let new_uid = match (current, earlier.manifest, earlier.original_uid) {
-        // An earlier attempt already created the object again: only the wait is left.
+        // An earlier attempt already created the object again.
         (Some(existing), Some(manifest), Some(original))
             if object_uid(&existing).as_deref() != Some(original.as_str()) =>
         {
-            ctx.journal
-                .log(&format!(
-                    "{what} was already created again by an earlier attempt"
-                ))
-                .await;
-            saved.manifest = Some(manifest);
-            saved.original_uid = Some(original);
-            object_uid(&existing).unwrap_or_default()
+            let uid = object_uid(&existing).unwrap_or_default();
+            saved.manifest = Some(manifest.clone());
+            saved.dropped = earlier.dropped;
+            saved.manifest_from_run = earlier.manifest_from_run;
+            if object.kind == "Job" && job_failed(&existing) {
+                // It ran and failed: run it again, as a new run would.
+                ctx.journal
+                    .log(&format!(
+                        "{what} (uid {uid}), created again by an earlier attempt, failed; \
+                         running it again from the stored manifest"
+                    ))
+                    .await;
+                saved.original_uid = Some(uid.clone());
+                ctx.journal.save(&to_value(&saved)?).await?;
+                if ctx.dry_run {
+                    saved.dry_run = Some(true);
+                    return StepOutcome::done(
+                        format!(
+                            "dry run: {what} (uid {uid}), created again by an earlier attempt, \
+                             failed; would delete it and create it again from the stored manifest"
+                        ),
+                        &saved,
+                    );
+                }
+                replace(ctx, object, &what, &manifest, &uid, timeout, &mut saved).await?
+            } else {
+                ctx.journal
+                    .log(&format!(
+                        "{what} was already created again by an earlier attempt"
+                    ))
+                    .await;
+                saved.original_uid = Some(original);
+                uid
+            }
         }
         (Some(existing), _, _) => {
-            let manifest = sanitize(&existing);
+            let Sanitized { manifest, dropped } = sanitize(&existing);
             let original = object_uid(&existing).unwrap_or_default();
             saved.manifest = Some(manifest.clone());
+            saved.dropped = dropped
+                .into_iter()
+                .map(|(field, value)| Dropped { field, value })
+                .collect();
             saved.original_uid = Some(original.clone());
             ctx.journal.save(&to_value(&saved)?).await?;
             if ctx.dry_run {
                 return dry_run(ctx, object, &what, saved, &original, timeout).await;
             }
-            ctx.journal
-                .log(&format!("stored the sanitized manifest; deleting {what}"))
-                .await;
-            ctx.announce(
-                object,
-                &original,
-                false,
-                "Delete",
-                "deleting this object to create it again from its manifest, stored in the run",
+            replace(
+                ctx, object, &what, &manifest, &original, timeout, &mut saved,
             )
-            .await;
-            cluster
-                .delete_and_wait_gone(object, &original, false, timeout, ctx.cancel)
-                .await?;
-            crate::failpoint::hit("recreate:after-delete");
-            create(ctx, object, &what, &manifest, &original, &mut saved).await?
+            .await?
         }
-        // Deleted by an attempt that stopped before creating it: create it from what was stored.
-        (None, Some(manifest), Some(original)) => {
+        // Deleted by a run that stopped before creating it: create it from what was stored.
+        (None, own_manifest, own_original) => {
+            let (manifest, original) = match (own_manifest, own_original) {
+                (Some(manifest), Some(original)) => {
+                    saved.dropped = earlier.dropped;
+                    saved.manifest_from_run = earlier.manifest_from_run;
+                    (manifest, original)
+                }
+                _ => stored_by_another_run(ctx, object, &what, &mut saved).await?,
+            };
+            let from = match saved.manifest_from_run {
+                Some(run) => format!("the manifest run {run} stored"),
+                None => "the manifest stored".to_owned(),
+            };
             ctx.journal
                 .log(&format!(
-                    "{what} is absent; creating it from the manifest stored before it was deleted"
+                    "{what} is absent; creating it from {from} before it was deleted"
                 ))
                 .await;
             saved.manifest = Some(manifest.clone());
             saved.original_uid = Some(original.clone());
+            ctx.journal.save(&to_value(&saved)?).await?;
             if ctx.dry_run {
                 saved.dry_run = Some(true);
                 return StepOutcome::done(
-                    format!("dry run: {what} is absent; would create it from the stored manifest"),
+                    format!("dry run: {what} is absent; would create it from {from}"),
                     &saved,
                 );
             }
             create(ctx, object, &what, &manifest, &original, &mut saved).await?
-        }
-        (None, _, _) => {
-            return Err(StepError::Failed(format!(
-                "{what} does not exist, and no earlier attempt stored its manifest: there is \
-                 nothing to re-create. Check the name in the configuration (newer CSM releases \
-                 may run this as another kind of object, e.g. a StatefulSet); the object is \
-                 normally installed by the service's Helm chart"
-            )));
         }
     };
     saved.new_uid = Some(new_uid.clone());
@@ -135,7 +176,10 @@ pub async fn run(
         )
         .await;
         StepOutcome::done(
-            format!("{what} was recreated and is running (status: {status})"),
+            format!(
+                "{what} was recreated and is running (status: {status}){}",
+                dropped_note(&saved)
+            ),
             &saved,
         )
     }
@@ -143,6 +187,136 @@ pub async fn run(
 
 fn to_value(saved: &Saved) -> Result<Value, StepError> {
     serde_json::to_value(saved).map_err(|e| StepError::BadData(e.to_string()))
+}
+
+fn job_failed(job: &Value) -> bool {
+    job.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Failed" && c["status"] == "True")
+        })
+}
+
+/// The old object's finalizers and owner references, named when the manifest left them out.
+fn dropped_note(saved: &Saved) -> String {
+    let fields: Vec<&str> = saved
+        .dropped
+        .iter()
+        .map(|d| d.field.as_str())
+        .filter(|f| ["metadata.finalizers", "metadata.ownerReferences"].contains(f))
+        .collect();
+    if fields.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; left out of the new object, as they belonged to the old one: {} (see the step's data)",
+            fields.join(", ")
+        )
+    }
+}
+
+/// The newest manifest any other run stored for the object (with the uid of what it deleted).
+async fn stored_by_another_run(
+    ctx: &StepContext<'_>,
+    object: &ObjectRef,
+    what: &str,
+    saved: &mut Saved,
+) -> Result<(Value, String), StepError> {
+    let stored = ctx
+        .store
+        .newest_stored_manifest(
+            &object.api_version,
+            &object.kind,
+            &object.name,
+            ctx.cluster.namespace(),
+        )
+        .await?;
+    let found = stored.and_then(|stored| {
+        let data: Saved = serde_json::from_value(stored.data).ok()?;
+        Some((stored.run_id, data))
+    });
+    let Some((run_id, data)) = found else {
+        return Err(StepError::Failed(format!(
+            "{what} does not exist, and no run stored its manifest: there is nothing to \
+             re-create. Check the name in the configuration (newer CSM releases may run this as \
+             another kind of object, e.g. a StatefulSet); the object is normally installed by \
+             the service's Helm chart"
+        )));
+    };
+    let manifest = data
+        .manifest
+        .ok_or_else(|| StepError::BadData(format!("run {run_id} stored no manifest")))?;
+    saved.dropped = data.dropped;
+    saved.manifest_from_run = Some(run_id);
+    Ok((manifest, data.original_uid.unwrap_or_default()))
+}
+
+/// Deletes the object with uid `original`, waits until it is gone, and creates it from
+/// `manifest`. Once the delete is sent there is no safe point until the object exists again:
+/// a cancel or shutdown requested meanwhile is noted, the object is created, and then the step
+/// stops (saying so).
+async fn replace(
+    ctx: &StepContext<'_>,
+    object: &ObjectRef,
+    what: &str,
+    manifest: &Value,
+    original: &str,
+    timeout: Duration,
+    saved: &mut Saved,
+) -> Result<String, StepError> {
+    if ctx.cancel.is_cancelled() {
+        return Err(StepError::Cancelled(format!(
+            "about to delete {what}; nothing was deleted"
+        )));
+    }
+    ctx.journal
+        .log(&format!("stored the sanitized manifest; deleting {what}"))
+        .await;
+    ctx.announce(
+        object,
+        original,
+        false,
+        "Delete",
+        "deleting this object to create it again from its manifest, stored in the run",
+    )
+    .await;
+    // Not cancellable: the timeout bounds the wait for finalizers.
+    let uninterruptible = CancellationToken::new();
+    let gone = ctx
+        .cluster
+        .delete_and_wait_gone(object, original, false, timeout, &uninterruptible);
+    let mut gone = std::pin::pin!(gone);
+    let deleted = tokio::select! {
+        result = &mut gone => result,
+        _ = ctx.cancel.cancelled() => {
+            ctx.journal
+                .log(&format!(
+                    "stop requested while {what} is being deleted: there is no safe point before \
+                     it exists again, so it is created again from the stored manifest first"
+                ))
+                .await;
+            gone.await
+        }
+    };
+    deleted?;
+    crate::failpoint::hit("recreate:after-delete");
+    let uid = create(ctx, object, what, manifest, original, saved).await?;
+    if ctx.cancel.is_cancelled() {
+        saved.new_uid = Some(uid.clone());
+        ctx.journal.save(&to_value(saved)?).await?;
+        return Err(StepError::Cancelled(format!(
+            "re-creating {what}: it had been deleted already, so it was created again (uid \
+             {uid}) from the stored manifest before stopping, without waiting for it to {}",
+            if object.kind == "Job" {
+                "complete"
+            } else {
+                "run"
+            }
+        )));
+    }
+    Ok(uid)
 }
 
 /// Creates the object from the stored manifest; if it exists already with another uid (created
@@ -159,26 +333,26 @@ async fn create(
         Ok(created) => {
             ctx.journal.log(&format!("created {what} again")).await;
             let uid = object_uid(&created).unwrap_or_default();
+            let source = match saved.manifest_from_run {
+                Some(run) => format!("the manifest run {run} stored"),
+                None => "the manifest stored".to_owned(),
+            };
             ctx.announce(
                 object,
                 &uid,
                 false,
                 "Recreate",
-                &format!("created again from the manifest stored before deleting uid {original}"),
+                &format!("created again from {source} before deleting uid {original}"),
             )
             .await;
             Ok(uid)
         }
-        Err(ClusterError::Api {
-            source: kube::Error::Api(status),
-            ..
-        }) if status.code == 409 => {
+        Err(err) if err.api_status().is_some_and(|s| s.code == 409) => {
             let existing = ctx.cluster.read_object(object).await?;
             match existing.as_ref().and_then(object_uid) {
                 Some(uid) if uid != original => Ok(uid),
                 _ => Err(StepError::Failed(format!(
-                    "{what} could not be created again: {} (stored manifest kept in this step)",
-                    status.message
+                    "{what} could not be created again: {err} (stored manifest kept in this step)"
                 ))),
             }
         }
@@ -186,7 +360,7 @@ async fn create(
             saved.dry_run = None;
             Err(StepError::Failed(format!(
                 "{what} was deleted but could not be created again: {err}. Its manifest is \
-                 stored in this step; resume the run to retry the create"
+                 stored in this step; resume the run (or start a new one) to retry the create"
             )))
         }
     }
@@ -207,10 +381,11 @@ async fn dry_run(
         .delete_and_wait_gone(object, original, true, timeout, ctx.cancel)
         .await?;
     saved.dry_run = Some(true);
+    let note = dropped_note(&saved).replace("left out of", "would be left out of");
     StepOutcome::done(
         format!(
             "dry run: would delete {what} (uid {original}) and create it again from the sanitized \
-             manifest in this step's data"
+             manifest in this step's data{note}"
         ),
         &saved,
     )
@@ -233,7 +408,10 @@ async fn wait_for_job(
         JobOutcome::Complete => {
             ctx.announce(object, uid, false, "Complete", "ran again and completed")
                 .await;
-            StepOutcome::done(format!("{what} ran again and completed"), &saved)
+            StepOutcome::done(
+                format!("{what} ran again and completed{}", dropped_note(&saved)),
+                &saved,
+            )
         }
         JobOutcome::Failed { reason, message } => {
             ctx.announce(
@@ -246,13 +424,13 @@ async fn wait_for_job(
             .await;
             let tail = ctx
                 .cluster
-                .job_log_tail(uid, LOG_LINES)
+                .job_log_tail(object, uid, LOG_LINES)
                 .await
                 .unwrap_or_else(|err| vec![format!("(the pod log could not be read: {err})")]);
             saved.log_tail = tail.clone();
             ctx.journal.save(&to_value(&saved)?).await?;
             Err(StepError::Failed(format!(
-                "{what} failed ({reason}: {message}); last lines of its pod log:\n{}",
+                "{what} (uid {uid}) failed ({reason}: {message}); last lines of its pod log:\n{}",
                 tail.join("\n")
             )))
         }

@@ -1,0 +1,225 @@
+//! A stand-in for the etcd operator: a new EtcdCluster gets the operator's finalizer and
+//! `status.phase: Creating`, its client Service `<name>-client` and peer Service `<name>`
+//! (headless) and `spec.size` member pods `<name>-<random>` labelled `app=etcd,
+//! etcd_cluster=<name>` (all owned by the EtcdCluster, as the real operator makes them), then
+//! `Running` with its members after `etcd_operator_delay` (never, with the never-ready
+//! annotation). When deleted, the operator tears the members down and removes its finalizer,
+//! so the object goes away (the garbage collector takes the pods and Services).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::super::meta;
+use super::super::resources::{ETCDCLUSTERS, PODS, SERVICES};
+use super::super::store::Store;
+use super::{Ctx, NEVER_READY, all, log_err};
+
+/// The operator's finalizer (the simulator's choice: it makes deletion observable as
+/// "deletionTimestamp first, gone later", which is how CSM's operator-managed clusters behave).
+pub const FINALIZER: &str = "etcd.database.coreos.com/etcd-operator";
+
+#[derive(Default)]
+pub struct Operator {
+    starting: HashSet<String>,
+    finalizing: HashSet<String>,
+}
+
+fn phase(c: &Value) -> Option<&str> {
+    c.pointer("/status/phase").and_then(Value::as_str)
+}
+
+/// The operator's labels of a cluster's members and Services.
+fn member_labels(name: &str) -> Value {
+    json!({ "app": "etcd", "etcd_cluster": name })
+}
+
+/// The client Service `<name>-client`, the peer Service `<name>` and `spec.size` member pods,
+/// owned by the cluster `c` (pkg/cluster and pkg/util/k8sutil of etcd-operator).
+fn create_members(store: &Store, c: &Value) {
+    let name = meta::name(c).unwrap_or_default().to_string();
+    let ns = meta::namespace(c).unwrap_or_default().to_string();
+    let size = c.pointer("/spec/size").and_then(Value::as_i64).unwrap_or(3);
+    let version = c
+        .pointer("/spec/version")
+        .and_then(Value::as_str)
+        .unwrap_or("3.3.8");
+    let repository = c
+        .pointer("/spec/repository")
+        .and_then(Value::as_str)
+        .unwrap_or("quay.io/coreos/etcd");
+    let owner = json!([meta::controller_ref(c)]);
+    let labels = member_labels(&name);
+    let client = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": format!("{name}-client"), "labels": labels, "ownerReferences": owner },
+        "spec": {
+            "selector": labels,
+            "ports": [{ "name": "client", "port": 2379, "protocol": "TCP", "targetPort": 2379 }],
+        },
+    });
+    let peer = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name, "labels": labels, "ownerReferences": owner },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": true,
+            "selector": labels,
+            "ports": [
+                { "name": "client", "port": 2379, "protocol": "TCP", "targetPort": 2379 },
+                { "name": "peer", "port": 2380, "protocol": "TCP", "targetPort": 2380 },
+            ],
+        },
+    });
+    for service in [client, peer] {
+        log_err(
+            "create etcd Service",
+            store.create(&SERVICES, &ns, service, false),
+        );
+    }
+    let mut annotations = c
+        .pointer("/spec/pod/annotations")
+        .cloned()
+        .unwrap_or(json!({}));
+    if meta::annotation(c, NEVER_READY) == Some("true") {
+        annotations[NEVER_READY] = json!("true");
+    }
+    for _ in 0..size {
+        let member = format!("{name}-{}", meta::random_suffix(10));
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": member,
+                "labels": labels,
+                "annotations": annotations,
+                "ownerReferences": owner,
+            },
+            "spec": {
+                "hostname": member,
+                "subdomain": name,
+                "containers": [{
+                    "name": "etcd",
+                    "image": format!("{repository}:v{version}"),
+                    "ports": [
+                        { "name": "client", "containerPort": 2379 },
+                        { "name": "peer", "containerPort": 2380 },
+                    ],
+                }],
+            },
+        });
+        log_err(
+            "create etcd member pod",
+            store.create(&PODS, &ns, pod, false),
+        );
+    }
+}
+
+fn running(c: &mut Value, members: &[String]) {
+    let name = meta::name(c).unwrap_or_default().to_string();
+    let size = c.pointer("/spec/size").and_then(Value::as_i64).unwrap_or(3);
+    let version = c
+        .pointer("/spec/version")
+        .cloned()
+        .unwrap_or(json!("3.3.8"));
+    let now = meta::now();
+    c["status"] = json!({
+        "phase": "Running",
+        "size": size,
+        "serviceName": format!("{name}-client"),
+        "clientPort": 2379,
+        "currentVersion": version,
+        "targetVersion": "",
+        "members": { "ready": members },
+        "conditions": [{
+            "type": "Available",
+            "status": "True",
+            "reason": "Cluster available",
+            "lastUpdateTime": now,
+            "lastTransitionTime": now,
+        }],
+    });
+}
+
+impl Operator {
+    pub fn reconcile(&mut self, ctx: &Ctx) {
+        let clusters = all(ctx, &ETCDCLUSTERS);
+        let live: HashSet<&str> = clusters.iter().filter_map(meta::uid).collect();
+        self.starting.retain(|u| live.contains(u.as_str()));
+        self.finalizing.retain(|u| live.contains(u.as_str()));
+        for cluster in clusters {
+            let Some(uid) = meta::uid(&cluster).map(str::to_string) else {
+                continue;
+            };
+            let ours = meta::finalizers(&cluster).iter().any(|f| f == FINALIZER);
+            if meta::is_deleting(&cluster) {
+                if ours && self.finalizing.insert(uid) {
+                    let ctx2 = ctx.clone();
+                    // Tearing down members takes a moment; half the start-up delay.
+                    let delay = ctx.opts.etcd_operator_delay / 2 + Duration::from_millis(1);
+                    ctx.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        log_err(
+                            "remove etcd finalizer",
+                            ctx2.modify(&ETCDCLUSTERS, &cluster, |c| {
+                                let f: Vec<String> = meta::finalizers(c)
+                                    .into_iter()
+                                    .filter(|f| f != FINALIZER)
+                                    .collect();
+                                meta::set_finalizers(c, &f);
+                            }),
+                        );
+                    });
+                }
+                continue;
+            }
+            if !ours || phase(&cluster).is_none() {
+                if phase(&cluster).is_none() {
+                    create_members(&ctx.store, &cluster);
+                }
+                log_err(
+                    "adopt etcd cluster",
+                    ctx.modify(&ETCDCLUSTERS, &cluster, |c| {
+                        let mut f = meta::finalizers(c);
+                        if !f.iter().any(|x| x == FINALIZER) {
+                            f.push(FINALIZER.to_string());
+                        }
+                        meta::set_finalizers(c, &f);
+                        if c.pointer("/status/phase").is_none() {
+                            c["status"] = json!({ "phase": "Creating", "size": 0 });
+                        }
+                    }),
+                );
+                continue;
+            }
+            if phase(&cluster) == Some("Creating")
+                && meta::annotation(&cluster, NEVER_READY) != Some("true")
+                && self.starting.insert(uid)
+            {
+                let ctx2 = ctx.clone();
+                let delay = ctx.opts.etcd_operator_delay;
+                ctx.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    // Read before modifying: the store is locked while `modify` runs.
+                    let pods = all(&ctx2, &PODS);
+                    let mut members: Vec<String> = super::owned_by(&pods, &cluster)
+                        .filter_map(meta::name)
+                        .map(str::to_string)
+                        .collect();
+                    members.sort();
+                    log_err(
+                        "etcd cluster running",
+                        ctx2.modify(&ETCDCLUSTERS, &cluster, |c| {
+                            if !meta::is_deleting(c) {
+                                running(c, &members);
+                            }
+                        }),
+                    );
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Fake Kubernetes API server (the subset the handlers use, with the real server's semantics),
+//! served over HTTP so that the real kube-rs client code path is exercised end to end.
+//!
+//! Layout: `resources` (the table of served kinds), `events` (core/v1 and events.k8s.io/v1
+//! events over one storage), `store` (objects, resourceVersions, event history), `admission`
+//! (defaulting/validation before storing), `http` (REST paths, verbs, discovery), `watch`
+//! (watch streams), `selector`, `patch`, `faults` (fault injection), `authz` (service-account
+//! authentication and RBAC), `controllers` (Deployment, ReplicaSet, StatefulSet, kubelet, Job,
+//! etcd operator, garbage collector) and `seed` (a CSM-like `services` namespace).
+
+mod admission;
+pub mod authz;
+pub mod controllers;
+mod error;
+mod events;
+pub mod faults;
+mod http;
+mod meta;
+mod patch;
+pub mod resources;
+mod seed;
+mod selector;
+mod store;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::csm::FakeCsm;
+
+pub use admission::SERVICE_CIDR;
+pub use controllers::etcd_member::etcd_installed;
+pub use faults::{FailureKind, FaultInjector};
+pub use seed::{NAMESPACE as CSM_NAMESPACE, RELEASES as CSM_RELEASES, SEEDED_JOBS};
+
+use authz::Authorizer;
+use store::Store;
+
+/// The Kubernetes version the simulated API server behaves as, where versions differ (the
+/// labels the Job API generates; `/version`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl KubeVersion {
+    /// The newest Kubernetes of the CSM releases 1.0 to 1.6 (and the one whose behaviour is
+    /// recorded in OBSERVED.md): before 1.27, so Job pods carry only `controller-uid` and
+    /// `job-name`.
+    pub const CSM: KubeVersion = KubeVersion::new(1, 26);
+
+    pub const fn new(major: u32, minor: u32) -> Self {
+        KubeVersion { major, minor }
+    }
+
+    /// Whether the Job API also writes the `batch.kubernetes.io/`-prefixed `controller-uid`
+    /// and `job-name` labels, and selects by the prefixed `controller-uid` (1.27 and later).
+    pub fn prefixed_job_labels(self) -> bool {
+        self >= KubeVersion::new(1, 27)
+    }
+}
+
+impl Default for KubeVersion {
+    fn default() -> Self {
+        KubeVersion::CSM
+    }
+}
+
+impl std::fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Delays of the simulated cluster's actors, and the Kubernetes version it behaves as.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// The Kubernetes version to behave as (default: what CSM runs, see [`KubeVersion::CSM`]).
+    pub kubernetes_version: KubeVersion,
+    /// Pod created -> Running and Ready.
+    pub kubelet_ready_delay: Duration,
+    /// Deleted pod with a grace period -> gone.
+    pub pod_termination_delay: Duration,
+    /// Job pod Running -> Succeeded/Failed.
+    pub job_run_duration: Duration,
+    /// EtcdCluster created -> status Running.
+    pub etcd_operator_delay: Duration,
+    /// Run a real `etcd` (Debian's etcd-server) for every etcd cluster whose member pods run,
+    /// on the cluster IP of its client Service (see `controllers::etcd_member`). Off by default
+    /// (tests that need it turn it on); starting a cluster with it on and no `etcd` installed
+    /// is an error.
+    pub real_etcd: bool,
+}
+
+impl Default for SimOptions {
+    /// Fast, for tests.
+    fn default() -> Self {
+        Self {
+            kubernetes_version: KubeVersion::default(),
+            kubelet_ready_delay: Duration::from_millis(50),
+            pod_termination_delay: Duration::from_millis(50),
+            job_run_duration: Duration::from_millis(100),
+            etcd_operator_delay: Duration::from_millis(100),
+            real_etcd: false,
+        }
+    }
+}
+
+impl SimOptions {
+    /// Slow enough to watch things happen, for `serve --simulate`; real etcd clusters when
+    /// `etcd` is installed.
+    pub fn interactive() -> Self {
+        Self {
+            kubernetes_version: KubeVersion::default(),
+            kubelet_ready_delay: Duration::from_secs(1),
+            pod_termination_delay: Duration::from_secs(2),
+            job_run_duration: Duration::from_secs(3),
+            etcd_operator_delay: Duration::from_secs(3),
+            real_etcd: etcd_installed(),
+        }
+    }
+}
+
+/// A running simulated cluster: the HTTP listener and the controller tasks. Dropping it (or
+/// [`SimCluster::shutdown`]) stops them.
+pub struct SimCluster {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    faults: FaultInjector,
+    authz: Authorizer,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<()>>,
+    csm: FakeCsm,
+    etcd: Option<Arc<controllers::etcd_member::RealEtcd>>,
+    ctx: controllers::Ctx,
+}
+
+/// Builder for a cluster whose listener also serves other routes (fake CSM services under
+/// `/csm/...`, controls under `/sim/...`).
+pub struct SimClusterBuilder {
+    extra: axum::Router,
+}
+
+impl SimClusterBuilder {
+    pub async fn start(self, listen: SocketAddr, opts: SimOptions) -> anyhow::Result<SimCluster> {
+        SimCluster::start_with(listen, opts, self.extra).await
+    }
+}
+
+impl SimCluster {
+    /// Starts the API server on `listen` (`127.0.0.1:0` picks a free port) and the controllers.
+    pub async fn start(listen: SocketAddr, opts: SimOptions) -> anyhow::Result<SimCluster> {
+        Self::start_with(listen, opts, axum::Router::new()).await
+    }
+
+    /// Like [`SimCluster::start`], with `extra` routes merged into the same listener. The
+    /// Kubernetes routes are `/api`, `/apis`, `/version`, `/openapi/*`; the simulator owns
+    /// `/sim/healthz` and `/sim/faults`; anything else (e.g. `/csm/...`) is free. Overlapping
+    /// routes make axum panic at start, as with any router merge.
+    pub async fn start_with(
+        listen: SocketAddr,
+        opts: SimOptions,
+        extra: axum::Router,
+    ) -> anyhow::Result<SimCluster> {
+        let store = Arc::new(Store::new(opts.kubernetes_version));
+        for ns in ["default", "kube-system", "kube-public"] {
+            store
+                .create(
+                    &resources::NAMESPACES,
+                    "",
+                    json!({ "metadata": { "name": ns } }),
+                    false,
+                )
+                .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {e}"))?;
+        }
+        let shutdown = CancellationToken::new();
+        let faults = FaultInjector::default();
+        // The fake CSM services live on the same address, like services behind one gateway,
+        // lose their data when "their" etcd cluster is wiped (a rehearsed rebuild), and get it
+        // back from the Jobs that reload it (`cray-reds-init`, `cray-fas-loader`).
+        let csm = FakeCsm::seeded();
+        let etcd = if opts.real_etcd {
+            Some(Arc::new(controllers::etcd_member::RealEtcd::new()?))
+        } else {
+            None
+        };
+        let ctx = controllers::Ctx {
+            store: store.clone(),
+            opts,
+            shutdown: shutdown.clone(),
+            csm: csm.clone(),
+            etcd: etcd.clone(),
+        };
+        controllers::start(&ctx);
+        let wipe_target = csm.clone();
+        let authz = Authorizer::default();
+        let router = http::router(http::ApiContext {
+            store: store.clone(),
+            faults: faults.clone(),
+            authz: authz.clone(),
+            shutdown: shutdown.clone(),
+        })
+        .nest("/csm", csm.router())
+        .route(
+            "/sim/etcd/{cluster}/wipe",
+            axum::routing::post(move |axum::extract::Path(cluster): axum::extract::Path<String>| {
+                let csm = wipe_target.clone();
+                async move {
+                    if csm.wipe(&cluster) {
+                        (axum::http::StatusCode::OK, axum::Json(json!({ "wiped": cluster })))
+                    } else {
+                        (
+                            axum::http::StatusCode::NOT_FOUND,
+                            axum::Json(json!({ "error": format!("no simulated service keeps its data in {cluster}") })),
+                        )
+                    }
+                }
+            }),
+        )
+        .merge(extra);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the simulated API server to {listen}"))?;
+        let addr = listener.local_addr()?;
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "simulated API server stopped");
+            }
+        });
+        tracing::info!(%addr, "simulated Kubernetes API server listening");
+        Ok(SimCluster {
+            addr,
+            store,
+            faults,
+            authz,
+            shutdown,
+            server: Some(server),
+            csm,
+            etcd,
+            ctx,
+        })
+    }
+
+    /// Builder form of [`SimCluster::start_with`].
+    pub fn with_extra_routes(extra: axum::Router) -> SimClusterBuilder {
+        SimClusterBuilder { extra }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kube-rs config for this cluster: plain HTTP, no auth, default namespace `services`.
+    pub fn kube_config(&self) -> ::kube::Config {
+        let uri: axum::http::Uri = self
+            .url()
+            .parse()
+            .unwrap_or_else(|_| axum::http::Uri::from_static("http://127.0.0.1"));
+        let mut config = ::kube::Config::new(uri);
+        config.default_namespace = seed::NAMESPACE.to_string();
+        config
+    }
+
+    /// A client that acts as the service account `name` of the services' namespace, bound to a
+    /// Role with `rules` there: every request is authorized as the real server would, and
+    /// recorded in [`SimCluster::access_log`].
+    pub fn service_account_client(&self, name: &str, rules: Vec<PolicyRule>) -> ::kube::Client {
+        let mut config = self.kube_config();
+        config.auth_info.token = Some(self.service_account_token(name, rules).into());
+        // A plain-http config with a static token cannot fail to build a client.
+        ::kube::Client::try_from(config).expect("kube client for a plain-http config")
+    }
+
+    /// A new bearer token of the service account `name`, bound to `rules` (see
+    /// [`SimCluster::service_account_client`]).
+    pub fn service_account_token(&self, name: &str, rules: Vec<PolicyRule>) -> String {
+        let token = format!("sim-{name}-{}", uuid::Uuid::now_v7().simple());
+        self.authz.grant(&token, seed::NAMESPACE, name, rules);
+        token
+    }
+
+    /// Every resource request the service accounts made, and whether it was allowed.
+    pub fn access_log(&self) -> Vec<authz::AccessRecord> {
+        self.authz.access_log()
+    }
+
+    pub fn kube_client(&self) -> ::kube::Client {
+        // A plain-http config with no TLS or auth cannot fail to build a client.
+        ::kube::Client::try_from(self.kube_config()).expect("kube client for a plain-http config")
+    }
+
+    /// A kubeconfig for kubectl (`--kubeconfig`) as the cluster admin; JSON, which is valid YAML.
+    pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_with_user(json!({}))
+    }
+
+    /// A kubeconfig that authenticates with `token` (e.g. a service account's).
+    pub fn kubeconfig_with_token(&self, token: &str) -> String {
+        self.kubeconfig_with_user(json!({ "token": token }))
+    }
+
+    fn kubeconfig_with_user(&self, user: serde_json::Value) -> String {
+        let cfg = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{ "name": "sim", "cluster": { "server": self.url() } }],
+            "users": [{ "name": "sim", "user": user }],
+            "contexts": [{
+                "name": "sim",
+                "context": { "cluster": "sim", "user": "sim", "namespace": seed::NAMESPACE },
+            }],
+            "current-context": "sim",
+        });
+        serde_json::to_string_pretty(&cfg).unwrap_or_else(|_| cfg.to_string())
+    }
+
+    /// Creates the CSM-like `services` namespace (see `seed.rs`) and returns at once; use
+    /// [`SimCluster::wait_settled`] to wait for pods Ready, Jobs finished, etcd Running.
+    pub async fn seed_csm(&self) -> anyhow::Result<()> {
+        self.seed_csm_release("1.0").await
+    }
+
+    /// Seeds the services' namespace as CSM `release` (`1.0`, `1.2` ... `1.6`) lays it out.
+    pub async fn seed_csm_release(&self, release: &str) -> anyhow::Result<()> {
+        seed::seed_release(&self.store, release)
+            .map_err(|e| anyhow::anyhow!("seeding the simulated cluster as CSM {release}: {e}"))
+    }
+
+    /// Waits (on store events, not sleeps) until every Deployment and StatefulSet has its ready
+    /// replicas, every Job has finished, every EtcdCluster not annotated never-ready is
+    /// Running and (with [`SimOptions::real_etcd`]) every etcd cluster with running members
+    /// has its etcd healthy.
+    pub async fn wait_settled(&self, timeout: Duration) -> anyhow::Result<()> {
+        let mut rx = self.store.subscribe();
+        let mut etcd_rx = self.etcd.as_ref().map(|e| e.subscribe());
+        let wait = async {
+            loop {
+                if seed::settled(&self.store)
+                    && self.etcd.as_ref().is_none_or(|e| e.settled(&self.ctx))
+                {
+                    return;
+                }
+                // Any change (or a lag) is a reason to look again.
+                match etcd_rx.as_mut() {
+                    Some(etcd_rx) => {
+                        tokio::select! {
+                            _ = rx.recv() => {}
+                            _ = etcd_rx.changed() => {}
+                        }
+                    }
+                    None => {
+                        let _ = rx.recv().await;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| anyhow::anyhow!("simulated cluster did not settle within {timeout:?}"))
+    }
+
+    /// The fake CSM services served under `/csm` (see [`crate::csm::service_url`]).
+    pub fn csm(&self) -> &FakeCsm {
+        &self.csm
+    }
+
+    /// Whether this cluster runs real etcd processes for its etcd clusters
+    /// ([`SimOptions::real_etcd`]).
+    pub fn runs_real_etcd(&self) -> bool {
+        self.etcd.is_some()
+    }
+
+    /// `http://<client Service's cluster IP>:2379` of the real etcd of the etcd cluster `name`
+    /// (`cray-bss-etcd`, `cray-bss-bitnami-etcd`) in the services' namespace, while it runs.
+    pub fn etcd_url(&self, name: &str) -> Option<String> {
+        self.etcd.as_ref()?.url(seed::NAMESPACE, name)
+    }
+
+    /// Handle for latency, failures and dropped watches.
+    pub fn faults(&self) -> FaultInjector {
+        self.faults.clone()
+    }
+
+    /// Stops the listener, the open watch streams and the controllers.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(etcd) = &self.etcd {
+            etcd.stop_all();
+        }
+        if let Some(server) = self.server.take() {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), server)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(etcd) = &self.etcd {
+            etcd.stop_all();
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}

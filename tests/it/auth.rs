@@ -1,0 +1,282 @@
+//! Authentication and authorization: static tokens and JWTs (verified against a JWKS served by
+//! a local listener), 401 vs 403, open endpoints, and who a run records as its requester.
+
+use std::path::Path;
+
+use etcd_repopulator::config::{AuthConfig, AuthMode, Config};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sim::SimOptions;
+
+use crate::common::{TestApp, problem, start_with};
+
+const TOKENS: &str = "\
+# name:role:token
+ops:write:w-0123456789abcdef
+viewer:read:r-0123456789abcdef
+";
+
+async fn start_token_mode(dir: &Path) -> TestApp {
+    let file = dir.join("tokens");
+    std::fs::write(&file, TOKENS).unwrap();
+    let config = Config {
+        auth: AuthConfig {
+            mode: AuthMode::Token,
+            tokens_file: file,
+            ..AuthConfig::default()
+        },
+        ..Config::default()
+    };
+    start_with(SimOptions::default(), config).await
+}
+
+fn assert_bearer_challenge(resp: &reqwest::Response) {
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+}
+
+#[tokio::test]
+async fn token_mode_separates_401_and_403_and_records_the_token_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_token_mode(dir.path()).await;
+    let run = json!({"services": ["reds"], "dry_run": true});
+
+    // No token, a malformed header, an unknown token: 401 with a Bearer challenge.
+    let resp = app
+        .http
+        .get(app.url("/repopulations"))
+        .send()
+        .await
+        .unwrap();
+    assert_bearer_challenge(&resp);
+    let p = problem(resp, StatusCode::UNAUTHORIZED).await;
+    assert!(p["type"].as_str().unwrap().ends_with("unauthorized"));
+    for auth in ["Basic b3BzOnB3", "Bearer nope"] {
+        let resp = app
+            .http
+            .post(app.url("/repopulations"))
+            .header("authorization", auth)
+            .json(&run)
+            .send()
+            .await
+            .unwrap();
+        assert_bearer_challenge(&resp);
+        problem(resp, StatusCode::UNAUTHORIZED).await;
+    }
+
+    // A read token reads, but may not start runs.
+    let resp = app
+        .http
+        .get(app.url("/repopulations"))
+        .bearer_auth("r-0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = app
+        .http
+        .post(app.url("/repopulations"))
+        .bearer_auth("r-0123456789abcdef")
+        .json(&run)
+        .send()
+        .await
+        .unwrap();
+    let p = problem(resp, StatusCode::FORBIDDEN).await;
+    assert!(p["detail"].as_str().unwrap().contains("viewer"), "{p}");
+
+    // A write token starts one; the run says who.
+    let resp = app
+        .http
+        .post(app.url("/repopulations"))
+        .bearer_auth("w-0123456789abcdef")
+        .json(&run)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(created["requested_by"], "ops");
+
+    // Probes, metrics and the API description stay open.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let resp = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    }
+    // Unknown paths do not tell strangers what exists.
+    let resp = app.http.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_malformed_token_file_stops_the_start_naming_the_line_not_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "ok:read:aaaaaaaaaaaa\nbad:admin:very-secret-token\n").unwrap();
+    let err = etcd_repopulator::api::auth::Authenticator::from_config(&AuthConfig {
+        mode: AuthMode::Token,
+        tokens_file: file,
+        ..AuthConfig::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("line 2"), "{err}");
+    assert!(!err.contains("very-secret-token"), "{err}");
+}
+
+/// An identity provider: an EC P-256 key and its JWKS on a local listener.
+struct Idp {
+    key: EncodingKey,
+    jwks_url: String,
+}
+
+const ISSUER: &str = "https://idp.example/realms/shasta";
+const AUDIENCE: &str = "etcd-repopulator";
+const KID: &str = "test-key";
+
+impl Idp {
+    async fn start() -> Idp {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        let key = EncodingKey::from_ec_der(pkcs8.as_ref());
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some(KID.to_owned());
+        let jwks = json!({ "keys": [jwk] });
+        let router = axum::Router::new().route(
+            "/certs",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let jwks_url = format!("http://{}/certs", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Idp { key, jwks_url }
+    }
+
+    fn token(&self, claims: Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(KID.to_owned());
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+fn claims(sub: &str, roles: &[&str], aud: &str, exp_in: i64) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({
+        "sub": sub,
+        "iss": ISSUER,
+        "aud": aud,
+        "iat": now,
+        "exp": now + exp_in,
+        "realm_access": {"roles": roles},
+    })
+}
+
+#[tokio::test]
+async fn jwt_mode_verifies_against_the_jwks() {
+    let idp = Idp::start().await;
+    let mut auth = AuthConfig {
+        mode: AuthMode::Jwt,
+        ..AuthConfig::default()
+    };
+    auth.jwt.jwks_url = Some(idp.jwks_url.clone());
+    auth.jwt.issuer = Some(ISSUER.to_owned());
+    auth.jwt.audience = Some(AUDIENCE.to_owned());
+    auth.jwt.roles_claim = "realm_access.roles".to_owned();
+    auth.jwt.read_roles = vec!["reader".to_owned()];
+    auth.jwt.write_roles = vec!["admin".to_owned()];
+    let app = start_with(
+        SimOptions::default(),
+        Config {
+            auth,
+            ..Config::default()
+        },
+    )
+    .await;
+    let post = |token: String| {
+        app.http
+            .post(app.url("/repopulations"))
+            .bearer_auth(token)
+            .json(&json!({"services": ["reds"], "dry_run": true}))
+            .send()
+    };
+
+    let resp = post(idp.token(claims("alice", &["admin"], AUDIENCE, 300)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let run: Value = resp.json().await.unwrap();
+    assert_eq!(run["requested_by"], "alice");
+
+    // A reader reads but may not start runs.
+    let reader = idp.token(claims("bob", &["reader"], AUDIENCE, 300));
+    let resp = app
+        .http
+        .get(app.url("/services"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    problem(post(reader).await.unwrap(), StatusCode::FORBIDDEN).await;
+    // Authenticated without any known role: 403 as well.
+    let nobody = idp.token(claims("carol", &["other"], AUDIENCE, 300));
+    problem(post(nobody).await.unwrap(), StatusCode::FORBIDDEN).await;
+
+    // Another audience, expired (beyond the leeway), tampered, or another key: 401.
+    let wrong_aud = idp.token(claims("alice", &["admin"], "someone-else", 300));
+    let resp = post(wrong_aud).await.unwrap();
+    assert_bearer_challenge(&resp);
+    let p = problem(resp, StatusCode::UNAUTHORIZED).await;
+    assert!(p["detail"].as_str().unwrap().contains("audience"), "{p}");
+    let expired = idp.token(claims("alice", &["admin"], AUDIENCE, -3600));
+    let p = problem(post(expired).await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    assert!(p["detail"].as_str().unwrap().contains("expired"), "{p}");
+    let good = idp.token(claims("alice", &["admin"], AUDIENCE, 300));
+    let (head, rest) = good.split_once('.').unwrap();
+    let (_, sig) = rest.split_once('.').unwrap();
+    let forged_claims = base64_url(&claims("mallory", &["admin"], AUDIENCE, 300));
+    problem(
+        post(format!("{head}.{forged_claims}.{sig}")).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let other_idp = Idp::start().await;
+    problem(
+        post(other_idp.token(claims("alice", &["admin"], AUDIENCE, 300)))
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+fn base64_url(value: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+#[tokio::test]
+async fn with_tokens_the_served_openapi_document_asks_for_a_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_token_mode(dir.path()).await;
+    let resp = app.http.get(app.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc: Value = resp.json().await.unwrap();
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
+    let create = &doc["paths"]["/repopulations"]["post"];
+    assert!(create["responses"]["401"].is_object(), "{create}");
+    // Open paths say so.
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([{}]));
+    // The committed document is the one a service with authentication serves.
+    assert_eq!(
+        doc,
+        serde_json::to_value(etcd_repopulator::api::openapi()).unwrap()
+    );
+}

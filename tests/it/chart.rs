@@ -1,0 +1,1689 @@
+//! The Helm chart. Textually: its Role's rules are the output of `etcd-repopulator rbac-rules`
+//! and every value is documented. Rendered by helm itself (`helm template`; scripts/tools puts
+//! helm into target/tools) with the default values and with the values files of `ci/`: every
+//! object passes `kubernetes-validate --strict` against the schemas of Kubernetes 1.24 (the
+//! chart's minimum), 1.29 and 1.33, is a valid object of its kind, and the objects fit
+//! together: the Role has exactly `cluster::rbac::policy_rules()` and is bound to the pod's
+//! ServiceAccount, the Deployment is a single non-root writer with probes on the port the
+//! Service targets, every volume, Secret, ConfigMap and claim it names exists (or is one the
+//! values name as existing), the ConfigMap's config.toml is one the service loads, pointing at
+//! the files mounted, and the `helm test` pod runs the image's client against the Service.
+//! `helm lint --strict` passes, values.schema.json refuses typos, and NOTES.txt says how to
+//! reach the service and when it refuses every call.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use clap::Parser;
+use etcd_repopulator::{
+    api::auth::{Authenticator, Role as AuthRole, TokenSet},
+    cli::{Cli, Command as CliCommand, ServicesCommand},
+    cluster::rbac::{self, Permission},
+    config::{AuthMode, Config},
+};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{
+            ConfigMap, Container, PersistentVolumeClaim, Pod, PodSpec, Secret, Service,
+            ServiceAccount, Volume,
+        },
+        rbac::v1::{Role, RoleBinding, Subject},
+    },
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+
+const BEGIN: &str = "# BEGIN rbac-rules";
+const END: &str = "# END rbac-rules";
+
+fn chart_file(path: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("charts/etcd-repopulator")
+        .join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The plain-YAML block between the marker comments of templates/role.yaml.
+fn role_rules_block() -> String {
+    let role = chart_file("templates/role.yaml");
+    let start = role.find(BEGIN).expect("role.yaml has the BEGIN marker");
+    let start = start + role[start..].find('\n').expect("marker line ends") + 1;
+    let end = role.find(END).expect("role.yaml has the END marker");
+    role[start..end].to_owned()
+}
+
+/// One rule as written: (apiGroups, resources, verbs).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Rule {
+    api_groups: Vec<String>,
+    resources: Vec<String>,
+    verbs: Vec<String>,
+}
+
+/// Parses the subset of YAML a Role's `rules:` are written in here: a `rules:` line, then
+/// items `- apiGroups: [...]` with `resources: [...]` and `verbs: [...]` as flow lists of
+/// quoted or plain strings. Anything else fails the test, so the block stays in this form.
+fn parse_rules(block: &str) -> Vec<Rule> {
+    let mut lines = block.lines().filter(|line| !line.trim().is_empty());
+    assert_eq!(lines.next().map(str::trim_end), Some("rules:"), "{block}");
+    let mut rules: Vec<Rule> = Vec::new();
+    for line in lines {
+        let trimmed = line.trim();
+        let entry = match trimmed.strip_prefix("- ") {
+            Some(entry) => {
+                rules.push(Rule::default());
+                entry
+            }
+            None => trimmed,
+        };
+        let (key, value) = entry
+            .split_once(':')
+            .unwrap_or_else(|| panic!("not `key: [list]`: {line:?}"));
+        let rule = rules
+            .last_mut()
+            .unwrap_or_else(|| panic!("key before the first `- `: {line:?}"));
+        let list = parse_flow_list(value.trim());
+        let slot = match key.trim() {
+            "apiGroups" => &mut rule.api_groups,
+            "resources" => &mut rule.resources,
+            "verbs" => &mut rule.verbs,
+            other => panic!("unexpected key {other:?} in a rule"),
+        };
+        assert!(slot.is_empty(), "{key} given twice: {line:?}");
+        *slot = list;
+    }
+    rules
+}
+
+fn parse_flow_list(text: &str) -> Vec<String> {
+    let inner = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("not a flow list: {text:?}"));
+    if inner.trim().is_empty() {
+        return Vec::new();
+    }
+    inner
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            let unquoted = item
+                .strip_prefix('"')
+                .and_then(|i| i.strip_suffix('"'))
+                .or_else(|| item.strip_prefix('\'').and_then(|i| i.strip_suffix('\'')))
+                .unwrap_or(item);
+            assert!(!unquoted.contains(['"', '\\']), "unsupported item {item:?}");
+            unquoted.to_owned()
+        })
+        .collect()
+}
+
+fn rule_of(permission: &Permission) -> Rule {
+    Rule {
+        api_groups: vec![permission.api_group.to_owned()],
+        resources: vec![permission.resource.to_owned()],
+        verbs: permission.verbs.iter().map(|v| (*v).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn role_rules_are_exactly_the_required_permissions() {
+    let in_chart = parse_rules(&role_rules_block());
+    let in_code: Vec<Rule> = rbac::REQUIRED.iter().map(rule_of).collect();
+    assert_eq!(
+        in_chart, in_code,
+        "templates/role.yaml differs from cluster::rbac::REQUIRED; regenerate the block \
+         between the markers with `etcd-repopulator rbac-rules`"
+    );
+}
+
+#[test]
+fn role_rules_block_is_the_rbac_rules_output() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"))
+        .arg("rbac-rules")
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(printed, rbac::rules_yaml());
+    assert_eq!(role_rules_block(), printed);
+}
+
+#[test]
+fn rbac_is_namespaced_and_narrow() {
+    for template in ["templates/role.yaml", "templates/rolebinding.yaml"] {
+        let text = chart_file(template);
+        assert!(!text.contains("ClusterRole"), "{template}");
+        assert!(
+            text.contains("namespace: {{ .Values.targetNamespace }}"),
+            "{template}"
+        );
+    }
+    let rules = parse_rules(&role_rules_block());
+    for rule in &rules {
+        for item in rule
+            .api_groups
+            .iter()
+            .chain(&rule.resources)
+            .chain(&rule.verbs)
+        {
+            assert_ne!(item, "*");
+        }
+        assert!(!rule.resources.iter().any(|r| r == "secrets"));
+    }
+}
+
+/// Dotted paths of every key in values.yaml (block mappings only; flow values are leaves).
+fn value_paths(values: &str) -> BTreeSet<String> {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut paths = BTreeSet::new();
+    for line in values.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('-') {
+            continue;
+        }
+        let Some((key, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        let indent = line.len() - trimmed.len();
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        let path = stack
+            .iter()
+            .map(|(_, k)| k.as_str())
+            .chain([key])
+            .collect::<Vec<_>>()
+            .join(".");
+        stack.push((indent, key.to_owned()));
+        paths.insert(path);
+    }
+    paths
+}
+
+#[test]
+fn every_value_is_documented_in_the_chart_readme() {
+    let paths = value_paths(&chart_file("values.yaml"));
+    assert!(paths.contains("ssh.existingSecret"), "{paths:?}");
+    assert!(paths.contains("targetNamespace"), "{paths:?}");
+    let readme = chart_file("README.md");
+    let missing: Vec<&String> = paths
+        .iter()
+        .filter(|path| !readme.contains(&format!("`{path}`")))
+        .collect();
+    assert!(missing.is_empty(), "undocumented values: {missing:?}");
+}
+
+// The chart rendered by helm (`helm template`, target/tools/bin/helm from scripts/tools), each
+// object validated strictly against Kubernetes' schemas, then checked as a typed object.
+
+const CHART: &str = "charts/etcd-repopulator";
+
+/// The Kubernetes versions every rendered object is validated against: the chart's minimum
+/// (Chart.yaml's kubeVersion), one between, and the newest of kubernetes-validate 1.33.1.
+const KUBERNETES_VERSIONS: [&str; 3] = ["1.24.0", "1.29.0", "1.33.0"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// target/tools/bin, with helm and kubernetes-validate: scripts/tools fetches them the first
+/// time and finds them afterwards.
+fn tools() -> &'static Path {
+    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let output = Command::new("bash")
+            .arg(root().join("scripts/tools"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `bash scripts/tools`: {e}"));
+        assert!(
+            output.status.success(),
+            "scripts/tools could not provide helm and kubernetes-validate ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PathBuf::from(String::from_utf8(output.stdout).expect("UTF-8").trim())
+    })
+}
+
+/// Runs `tool` of target/tools/bin in the repository's root.
+fn run_tool(tool: &str, args: &[&str]) -> Output {
+    Command::new(tools().join(tool))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
+}
+
+/// `helm template` of `chart` for `release` with `values` (more helm arguments: `--values FILE`,
+/// `--set-json PATH=JSON`, ...): the rendered stream, or helm's error. A warning fails the test.
+fn helm_template_of(chart: &str, release: Release, values: &[&str]) -> Result<String, String> {
+    let mut args = vec![
+        "template",
+        release.name,
+        chart,
+        "--namespace",
+        release.namespace,
+    ];
+    args.extend_from_slice(values);
+    let output = run_tool("helm", &args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if !output.status.success() {
+        return Err(stderr);
+    }
+    assert!(
+        stderr.is_empty(),
+        "helm template {values:?} warned:\n{stderr}"
+    );
+    Ok(String::from_utf8(output.stdout).expect("the rendered chart is UTF-8"))
+}
+
+fn helm_template(release: Release, values: &[&str]) -> String {
+    helm_template_of(CHART, release, values)
+        .unwrap_or_else(|stderr| panic!("helm template {values:?} failed:\n{stderr}"))
+}
+
+/// Validates every object of `yaml` against the schemas of each of [`KUBERNETES_VERSIONS`],
+/// strictly: an unknown or misplaced field fails too.
+fn validate(yaml: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    let path = file.path().to_str().expect("UTF-8 path");
+    for version in KUBERNETES_VERSIONS {
+        let output = run_tool(
+            "kubernetes-validate",
+            &["--strict", "--quiet", "--kubernetes-version", version, path],
+        );
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success() && printed.trim().is_empty(),
+            "not valid Kubernetes {version} objects:\n{printed}\n{yaml}"
+        );
+    }
+}
+
+/// The documents of a YAML stream as Kubernetes reads them (YAML 1.1: `0400` is octal).
+fn yaml_documents(yaml: &str) -> Vec<serde_json::Value> {
+    let options = serde_saphyr::options! { legacy_octal_numbers: true };
+    serde_saphyr::from_multiple_with_options(yaml, options)
+        .unwrap_or_else(|e| panic!("helm's output does not parse: {e}\n{yaml}"))
+}
+
+#[derive(Clone, Copy)]
+struct Release {
+    name: &'static str,
+    namespace: &'static str,
+}
+
+/// The rendered documents as typed objects, and their kinds and metadata in output order.
+#[derive(Default)]
+struct Rendered {
+    kinds: Vec<String>,
+    metadata: Vec<(String, ObjectMeta)>,
+    service_accounts: Vec<ServiceAccount>,
+    secrets: Vec<Secret>,
+    config_maps: Vec<ConfigMap>,
+    claims: Vec<PersistentVolumeClaim>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
+    services: Vec<Service>,
+    deployments: Vec<Deployment>,
+    /// The `helm test` pod.
+    pods: Vec<Pod>,
+}
+
+/// Renders the chart for `release` with `values`, validates every object against Kubernetes'
+/// schemas and types it.
+fn render(release: Release, values: &[&str]) -> Rendered {
+    let yaml = helm_template(release, values);
+    validate(&yaml);
+    let mut rendered = Rendered::default();
+    for document in &yaml_documents(&yaml) {
+        let kind = document["kind"].as_str().unwrap_or_else(|| {
+            panic!("a document without a kind (empty or only comments?): {document}")
+        });
+        match kind {
+            "ServiceAccount" => rendered.service_accounts.push(typed(document)),
+            "Secret" => rendered.secrets.push(typed(document)),
+            "ConfigMap" => rendered.config_maps.push(typed(document)),
+            "PersistentVolumeClaim" => rendered.claims.push(typed(document)),
+            "Role" => rendered.roles.push(typed(document)),
+            "RoleBinding" => rendered.role_bindings.push(typed(document)),
+            "Service" => rendered.services.push(typed(document)),
+            "Deployment" => rendered.deployments.push(typed(document)),
+            "Pod" => rendered.pods.push(typed(document)),
+            other => panic!("the chart rendered an unexpected {other}: {document}"),
+        }
+        rendered.kinds.push(kind.to_owned());
+        let metadata = serde_json::from_value(document["metadata"].clone()).expect("metadata");
+        rendered.metadata.push((kind.to_owned(), metadata));
+    }
+    rendered
+}
+
+/// `document` as a `T`: its apiVersion and kind must be `T`'s, and it must have no field `T`
+/// does not know (a misspelled or misplaced key would be dropped, so the object would not
+/// serialize back to the same JSON).
+fn typed<T: DeserializeOwned + Serialize>(document: &serde_json::Value) -> T {
+    let type_name = std::any::type_name::<T>();
+    let object: T = serde_json::from_value(document.clone())
+        .unwrap_or_else(|e| panic!("not a valid {type_name}: {e}\n{document:#}"));
+    let back = serde_json::to_value(&object).expect("serializes");
+    let mut differences = Vec::new();
+    json_differences(document, &back, "", &mut differences);
+    assert!(
+        differences.is_empty(),
+        "fields a {type_name} does not have (misspelled or misplaced): {differences:?}\n{document:#}"
+    );
+    object
+}
+
+fn json_differences(
+    rendered: &serde_json::Value,
+    typed: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (rendered, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            for key in a.keys().chain(b.keys()).collect::<BTreeSet<_>>() {
+                let path = format!("{path}.{key}");
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => json_differences(x, y, &path, out),
+                    (Some(_), None) => out.push(format!("{path} is dropped")),
+                    (None, Some(_)) => out.push(format!("{path} appears")),
+                    (None, None) => unreachable!(),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                json_differences(x, y, &format!("{path}[{i}]"), out);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(format!("{path}: {a} becomes {b}")),
+    }
+}
+
+/// What the values of one rendering say the release consists of.
+struct Expected {
+    release: Release,
+    /// Name of the Deployment, Service, ConfigMap, Role and RoleBinding.
+    fullname: String,
+    /// The `app.kubernetes.io/name` label.
+    name: &'static str,
+    target_namespace: String,
+    service_account: String,
+    /// Whether the chart creates the ServiceAccount, auth Secret and claim, or the values name
+    /// existing ones.
+    creates_service_account: bool,
+    auth_secret: String,
+    creates_auth_secret: bool,
+    /// The files of the auth Secret mounted (`tokens`, `webhook-hmac-key`) and their keys.
+    auth_items: BTreeMap<&'static str, &'static str>,
+    claim: String,
+    creates_claim: bool,
+    rbac: bool,
+    /// The SSH Secret, its private key's key, and its known_hosts key, when one is mounted.
+    ssh: Option<(&'static str, &'static str, Option<&'static str>)>,
+    /// The etcd TLS Secret and its CA, client certificate and key keys, when one is mounted.
+    etcd_tls: Option<(&'static str, &'static str, &'static str, &'static str)>,
+    service_port: i32,
+    /// The Secret and key of the `helm test` pod's token, if it has one.
+    test_token: Option<(String, &'static str)>,
+}
+
+impl Expected {
+    /// What the chart's default values give for `release` when its resources are named
+    /// `fullname`.
+    fn defaults(release: Release, fullname: &str) -> Expected {
+        Expected {
+            release,
+            fullname: fullname.to_owned(),
+            name: "etcd-repopulator",
+            target_namespace: "services".to_owned(),
+            service_account: fullname.to_owned(),
+            creates_service_account: true,
+            auth_secret: format!("{fullname}-auth"),
+            creates_auth_secret: true,
+            auth_items: BTreeMap::from([("tokens", "tokens")]),
+            claim: fullname.to_owned(),
+            creates_claim: true,
+            rbac: true,
+            ssh: None,
+            etcd_tls: None,
+            service_port: 8080,
+            test_token: None,
+        }
+    }
+}
+
+const ARGS: [&str; 5] = [
+    "serve",
+    "--config",
+    "/etc/etcd-repopulator/config.toml",
+    "--database",
+    "/var/lib/etcd-repopulator/runs.db",
+];
+
+/// The recommended labels every object carries (Kubernetes' "Recommended Labels", and helm's).
+const RECOMMENDED_LABELS: [&str; 7] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+];
+
+/// Renders the chart with `values` for `expected.release` and checks it against `expected`.
+fn render_and_check(expected: &Expected, values: &[&str]) -> (Rendered, Config) {
+    let rendered = render(expected.release, values);
+    let config = check(&rendered, expected);
+    (rendered, config)
+}
+
+/// Whether `selector` selects an object labelled `labels`.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector
+        .iter()
+        .all(|(key, value)| labels.get(key) == Some(value))
+}
+
+/// Checks what must hold whatever the values, and returns the service's configuration as it
+/// loads the rendered config.toml.
+fn check(rendered: &Rendered, expected: &Expected) -> Config {
+    // Which objects, in helm's install order, hooks last.
+    let mut kinds = Vec::new();
+    if expected.creates_service_account {
+        kinds.push("ServiceAccount");
+    }
+    if expected.creates_auth_secret {
+        kinds.push("Secret");
+    }
+    kinds.push("ConfigMap");
+    if expected.creates_claim {
+        kinds.push("PersistentVolumeClaim");
+    }
+    if expected.rbac {
+        kinds.extend(["Role", "RoleBinding"]);
+    }
+    kinds.extend(["Service", "Deployment", "Pod"]);
+    assert_eq!(rendered.kinds, kinds);
+
+    // Every object is the release's, carries the recommended labels, and only the RBAC objects
+    // leave its namespace.
+    for (kind, meta) in &rendered.metadata {
+        let labels = meta.labels.clone().unwrap_or_default();
+        let keys: BTreeSet<&str> = labels.keys().map(String::as_str).collect();
+        assert_eq!(keys, BTreeSet::from(RECOMMENDED_LABELS), "{kind}");
+        let component = if kind == "Pod" { "test" } else { "server" };
+        for (key, value) in [
+            ("app.kubernetes.io/name", expected.name),
+            ("app.kubernetes.io/instance", expected.release.name),
+            ("app.kubernetes.io/version", "0.1.0"),
+            ("app.kubernetes.io/component", component),
+            ("app.kubernetes.io/part-of", expected.name),
+            ("app.kubernetes.io/managed-by", "Helm"),
+            ("helm.sh/chart", "etcd-repopulator-0.1.0"),
+        ] {
+            assert_eq!(labels[key], value, "{kind} {key}");
+        }
+        let namespace = matches!(kind.as_str(), "Role" | "RoleBinding")
+            .then_some(expected.target_namespace.as_str());
+        assert_eq!(meta.namespace.as_deref(), namespace, "{kind}");
+    }
+
+    // The Deployment: one non-root writer, its pod labelled like the Deployment.
+    let deployment = &rendered.deployments[0];
+    assert_eq!(
+        deployment.metadata.name.as_deref(),
+        Some(expected.fullname.as_str())
+    );
+    let spec = deployment.spec.as_ref().expect("Deployment spec");
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(
+        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("Recreate")
+    );
+    let selector = spec.selector.match_labels.clone().expect("matchLabels");
+    let pod_meta = spec.template.metadata.as_ref().expect("pod metadata");
+    let pod_labels = pod_meta.labels.clone().unwrap_or_default();
+    assert_eq!(Some(&pod_labels), deployment.metadata.labels.as_ref());
+    assert!(selects(&selector, &pod_labels));
+    let pod = spec.template.spec.as_ref().expect("pod spec");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some(expected.service_account.as_str())
+    );
+    let pod_security = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert!(pod_security.run_as_user.is_some_and(|uid| uid != 0));
+    assert_eq!(pod.containers.len(), 1);
+    let container = &pod.containers[0];
+    assert_eq!(container.args.as_deref(), Some(&ARGS.map(String::from)[..]));
+    check_container_security(container);
+    let resources = container.resources.as_ref().expect("resources");
+    for (what, quantities) in [
+        ("requests", &resources.requests),
+        ("limits", &resources.limits),
+    ] {
+        let quantities = quantities.clone().unwrap_or_default();
+        for resource in ["cpu", "memory"] {
+            assert!(quantities.contains_key(resource), "no {resource} {what}");
+        }
+    }
+    let pod_name = container
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == "POD_NAME")
+        .expect("env POD_NAME");
+    assert_eq!(
+        pod_name
+            .value_from
+            .as_ref()
+            .and_then(|source| source.field_ref.as_ref())
+            .map(|field| field.field_path.as_str()),
+        Some("metadata.name")
+    );
+    let ports: BTreeMap<String, i32> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|port| (port.name.clone().expect("named port"), port.container_port))
+        .collect();
+    assert_eq!(ports, BTreeMap::from([("http".to_owned(), 8080)]));
+    for (what, probe, path) in [
+        ("startup", &container.startup_probe, "/healthz"),
+        ("liveness", &container.liveness_probe, "/healthz"),
+        ("readiness", &container.readiness_probe, "/readyz"),
+    ] {
+        let probe = probe.as_ref().unwrap_or_else(|| panic!("no {what} probe"));
+        let get = probe
+            .http_get
+            .as_ref()
+            .unwrap_or_else(|| panic!("the {what} probe is not HTTP"));
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.port, IntOrString::String("http".to_owned()));
+        assert!(
+            probe.timeout_seconds.is_some_and(|s| s > 0),
+            "the {what} probe has no timeoutSeconds"
+        );
+    }
+
+    // The Service sends to that port of those pods (and not to the test pod).
+    let service = &rendered.services[0];
+    assert_eq!(
+        service.metadata.name.as_deref(),
+        Some(expected.fullname.as_str())
+    );
+    let service_spec = service.spec.as_ref().expect("Service spec");
+    let service_selector = service_spec.selector.clone().expect("Service selector");
+    assert!(selects(&service_selector, &pod_labels));
+    let service_ports = service_spec.ports.as_deref().expect("Service ports");
+    assert_eq!(service_ports.len(), 1);
+    assert_eq!(service_ports[0].port, expected.service_port);
+    match &service_ports[0].target_port {
+        Some(IntOrString::String(name)) => assert!(ports.contains_key(name), "{name}"),
+        other => panic!("targetPort {other:?} is not a named container port"),
+    }
+
+    // RBAC: exactly the code's rules, in the services' namespace, for the pod's account.
+    if expected.rbac {
+        let role = &rendered.roles[0];
+        assert_eq!(
+            role.metadata.name.as_deref(),
+            Some(expected.fullname.as_str())
+        );
+        assert_eq!(role.rules, Some(rbac::policy_rules()));
+        let binding = &rendered.role_bindings[0];
+        assert_eq!(binding.role_ref.api_group, "rbac.authorization.k8s.io");
+        assert_eq!(binding.role_ref.kind, "Role");
+        assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+        assert_eq!(
+            binding.subjects,
+            Some(vec![Subject {
+                kind: "ServiceAccount".to_owned(),
+                name: expected.service_account.to_owned(),
+                namespace: Some(expected.release.namespace.to_owned()),
+                api_group: None,
+            }])
+        );
+    }
+    if expected.creates_service_account {
+        assert_eq!(
+            rendered.service_accounts[0].metadata.name.as_deref(),
+            Some(expected.service_account.as_str())
+        );
+    }
+
+    // Volumes: every mount has its volume, every volume is mounted, every object a volume
+    // names is rendered or one the values say exists.
+    let volumes: BTreeMap<&str, &Volume> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|volume| (volume.name.as_str(), volume))
+        .collect();
+    assert_eq!(volumes.len(), pod.volumes.as_ref().map_or(0, Vec::len));
+    let mounts = container.volume_mounts.as_deref().unwrap_or_default();
+    for mount in mounts {
+        assert!(
+            volumes.contains_key(mount.name.as_str()),
+            "volumeMount {} has no volume",
+            mount.name
+        );
+    }
+    for name in volumes.keys() {
+        assert!(
+            mounts.iter().any(|mount| mount.name == *name),
+            "volume {name} is not mounted"
+        );
+    }
+    let mut external_secrets = BTreeSet::new();
+    if !expected.creates_auth_secret {
+        external_secrets.insert(expected.auth_secret.as_str());
+    }
+    if let Some((secret, _, _)) = expected.ssh {
+        external_secrets.insert(secret);
+    }
+    if let Some((secret, _, _, _)) = expected.etcd_tls {
+        external_secrets.insert(secret);
+    }
+    let mut secrets_mounted = BTreeSet::new();
+    for volume in volumes.values() {
+        if let Some(claim) = &volume.persistent_volume_claim {
+            assert_eq!(claim.claim_name, expected.claim);
+            assert_eq!(
+                rendered
+                    .claims
+                    .iter()
+                    .any(|pvc| pvc.metadata.name.as_deref() == Some(expected.claim.as_str())),
+                expected.creates_claim
+            );
+        } else if let Some(config_map) = &volume.config_map {
+            let rendered_map = rendered
+                .config_maps
+                .iter()
+                .find(|map| map.metadata.name.as_deref() == Some(&config_map.name))
+                .unwrap_or_else(|| panic!("ConfigMap {} is not rendered", config_map.name));
+            for item in config_map.items.iter().flatten() {
+                assert!(
+                    rendered_map
+                        .data
+                        .iter()
+                        .flatten()
+                        .any(|(k, _)| *k == item.key)
+                );
+            }
+        } else if let Some(secret) = &volume.secret {
+            let name = secret.secret_name.as_deref().expect("secretName");
+            secrets_mounted.insert(name);
+            match rendered
+                .secrets
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(name))
+            {
+                Some(rendered_secret) => {
+                    let keys = secret_keys(rendered_secret);
+                    for item in secret.items.iter().flatten() {
+                        assert!(
+                            keys.contains(&item.key),
+                            "Secret {name} has no {}",
+                            item.key
+                        );
+                    }
+                }
+                None => assert!(
+                    external_secrets.contains(name),
+                    "Secret {name} is neither rendered nor named by the values"
+                ),
+            }
+        } else {
+            let empty_dir = volume
+                .empty_dir
+                .as_ref()
+                .unwrap_or_else(|| panic!("unexpected volume {volume:?}"));
+            assert!(
+                empty_dir.size_limit.is_some(),
+                "{} has no sizeLimit",
+                volume.name
+            );
+        }
+    }
+    assert_eq!(
+        secrets_mounted.len(),
+        usize::from(!expected.auth_items.is_empty())
+            + usize::from(expected.ssh.is_some())
+            + usize::from(expected.etcd_tls.is_some()),
+        "{secrets_mounted:?}"
+    );
+
+    // The paths the service writes to are writable volumes; the rest of / is read-only.
+    for dir in ["/var/lib/etcd-repopulator", "/tmp"] {
+        let (mount, _) = mount_of(container, Path::new(dir).join("file").as_path());
+        assert_ne!(mount.read_only, Some(true), "{dir}");
+    }
+    let (data, _) = mount_of(container, Path::new(ARGS[4]));
+    assert!(
+        volumes[data.name.as_str()]
+            .persistent_volume_claim
+            .is_some()
+    );
+
+    // config.toml: the ConfigMap's, loadable by the service, the pod restarts when it changes.
+    let config_map = &rendered.config_maps[0];
+    assert_eq!(
+        config_map.metadata.name.as_deref(),
+        Some(expected.fullname.as_str())
+    );
+    let (volume, key) = file_source(container, &volumes, Path::new(ARGS[2]));
+    assert_eq!(
+        volume.config_map.as_ref().map(|c| c.name.as_str()),
+        config_map.metadata.name.as_deref()
+    );
+    let toml = config_map
+        .data
+        .as_ref()
+        .and_then(|data| data.get(&key))
+        .unwrap_or_else(|| panic!("ConfigMap has no {key}"));
+    let config = Config::from_toml(toml)
+        .unwrap_or_else(|e| panic!("the service refuses the rendered config.toml: {e}\n{toml}"));
+    assert_eq!(config.namespace, expected.target_namespace);
+    let checksum = pod_annotation(rendered, "checksum/config").expect("checksum/config");
+    // Over toToml's output, which ends with a newline that helm's trimming of the document's
+    // end takes from the ConfigMap (TOML does not need it).
+    let hashed = format!("{}\n", toml.trim_end_matches('\n'));
+    assert_eq!(checksum, hex::encode(Sha256::digest(hashed.as_bytes())));
+    assert_eq!(
+        pod_annotation(rendered, "checksum/auth").is_some(),
+        expected.creates_auth_secret
+    );
+
+    // The auth Secret: only the keys the configured modes read are mounted, at the files
+    // config.toml names.
+    match volumes.get("auth") {
+        None => assert!(expected.auth_items.is_empty(), "no auth volume"),
+        Some(volume) => {
+            let secret = volume.secret.as_ref().expect("the auth volume is a Secret");
+            assert_eq!(
+                secret.secret_name.as_deref(),
+                Some(expected.auth_secret.as_str())
+            );
+            let items: BTreeMap<&str, &str> = secret
+                .items
+                .iter()
+                .flatten()
+                .map(|item| (item.path.as_str(), item.key.as_str()))
+                .collect();
+            assert_eq!(items, expected.auth_items);
+        }
+    }
+    let auth_files = [
+        ("tokens", Some(config.auth.tokens_file.clone())),
+        ("webhook-hmac-key", config.webhooks.hmac_key_file.clone()),
+    ];
+    for (item, file) in auth_files {
+        match expected.auth_items.get(item) {
+            Some(expected_key) => {
+                let file = file.unwrap_or_else(|| panic!("config.toml names no {item} file"));
+                let (volume, key) = file_source(container, &volumes, &file);
+                assert_eq!(volume.name, "auth");
+                assert_eq!(key, *expected_key);
+            }
+            None if item == "tokens" => assert_ne!(config.auth.mode, AuthMode::Token),
+            None => assert_eq!(file, None, "config.toml names a webhook key not mounted"),
+        }
+    }
+    if let Some(secret) = rendered.secrets.first() {
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some(expected.auth_secret.as_str())
+        );
+        let mut keys: BTreeSet<String> = expected
+            .auth_items
+            .keys()
+            .map(|key| (*key).to_owned())
+            .collect();
+        if expected.test_token.as_ref().map(|(s, _)| s) == Some(&expected.auth_secret) {
+            keys.insert("test-token".to_owned());
+        }
+        assert_eq!(secret_keys(secret), keys);
+    }
+
+    if let Some((ssh_secret, key_item, known_hosts_item)) = expected.ssh {
+        let (volume, key) = file_source(container, &volumes, &config.ssh.identity_file);
+        assert_eq!(
+            volume
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref()),
+            Some(ssh_secret)
+        );
+        assert_eq!(key, key_item);
+        if let Some(known_hosts_item) = known_hosts_item {
+            let (volume, key) = file_source(container, &volumes, &config.ssh.known_hosts_file);
+            assert_eq!(volume.name, volumes_of_secret(pod, ssh_secret));
+            assert_eq!(key, known_hosts_item);
+        }
+    }
+
+    if let Some((etcd_secret, ca_item, cert_item, key_item)) = expected.etcd_tls {
+        let files = [
+            (config.etcd.ca_file.clone(), ca_item),
+            (config.etcd.cert_file.clone(), cert_item),
+            (config.etcd.key_file.clone(), key_item),
+        ];
+        for (file, expected_key) in files {
+            let file = file.expect("config.toml names every etcd TLS file");
+            let (volume, key) = file_source(container, &volumes, &file);
+            assert_eq!(volume.name, volumes_of_secret(pod, etcd_secret));
+            assert_eq!(key, expected_key);
+        }
+    } else {
+        assert_eq!(config.etcd.ca_file, None);
+    }
+
+    if expected.creates_claim {
+        let claim = &rendered.claims[0];
+        assert_eq!(
+            claim.metadata.name.as_deref(),
+            Some(expected.claim.as_str())
+        );
+        let keep = claim
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("helm.sh/resource-policy"));
+        assert_eq!(keep.map(String::as_str), Some("keep"));
+        let claim_spec = claim.spec.as_ref().expect("PVC spec");
+        assert_eq!(
+            claim_spec.access_modes,
+            Some(vec!["ReadWriteOnce".to_owned()])
+        );
+        assert!(
+            claim_spec
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .is_some_and(|r| r.contains_key("storage"))
+        );
+    }
+
+    check_test_pod(rendered, expected, container, &service_selector);
+    config
+}
+
+/// The non-root, read-only, unprivileged container every pod of the chart runs.
+fn check_container_security(container: &Container) {
+    let security = container
+        .security_context
+        .as_ref()
+        .expect("securityContext");
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_owned()])
+    );
+}
+
+/// The `helm test` pod: the service's image runs `services list` against the Service, with the
+/// expected token, and the Service does not send to it.
+fn check_test_pod(
+    rendered: &Rendered,
+    expected: &Expected,
+    server: &Container,
+    service_selector: &BTreeMap<String, String>,
+) {
+    let pod = &rendered.pods[0];
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations["helm.sh/hook"], "test");
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    assert!(
+        !selects(service_selector, &labels),
+        "the Service selects the test pod"
+    );
+    let spec = pod.spec.as_ref().expect("test pod spec");
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.containers.len(), 1);
+    let container = &spec.containers[0];
+    check_container_security(container);
+    assert_eq!(container.image, server.image);
+
+    // The arguments are a `services list` of the image's own command line, at the Service.
+    let args = container.args.clone().expect("test pod args");
+    let cli = Cli::try_parse_from(std::iter::once("etcd-repopulator".to_owned()).chain(args))
+        .unwrap_or_else(|e| panic!("the test pod's arguments are not a command: {e}"));
+    let CliCommand::Services(services) = cli.command else {
+        panic!("the test pod runs {:?}, not `services`", cli.command);
+    };
+    assert!(matches!(services.command, ServicesCommand::List));
+    assert_eq!(
+        services.client.url,
+        Some(format!(
+            "http://{}.{}.svc:{}",
+            expected.fullname, expected.release.namespace, expected.service_port
+        ))
+    );
+
+    let token_source = container
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == "ETCD_REPOPULATOR_TOKEN")
+        .map(|var| {
+            let key = var
+                .value_from
+                .as_ref()
+                .and_then(|from| from.secret_key_ref.as_ref())
+                .expect("the token comes from a Secret");
+            (key.name.clone(), key.key.clone())
+        });
+    assert_eq!(
+        token_source,
+        expected
+            .test_token
+            .as_ref()
+            .map(|(secret, key)| (secret.clone(), (*key).to_owned()))
+    );
+}
+
+fn pod_annotation(rendered: &Rendered, key: &str) -> Option<String> {
+    let template = &rendered.deployments[0].spec.as_ref()?.template;
+    template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(key)
+        .cloned()
+}
+
+fn secret_keys(secret: &Secret) -> BTreeSet<String> {
+    let string_data = secret.string_data.iter().flatten().map(|(k, _)| k.clone());
+    let data = secret.data.iter().flatten().map(|(k, _)| k.clone());
+    string_data.chain(data).collect()
+}
+
+fn volumes_of_secret(pod: &PodSpec, secret: &str) -> String {
+    pod.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret))
+        .map(|v| v.name.clone())
+        .unwrap_or_else(|| panic!("no volume of Secret {secret}"))
+}
+
+/// The mount `file` is on (the one with the longest path), and the path below it.
+fn mount_of<'a>(
+    container: &'a Container,
+    file: &Path,
+) -> (&'a k8s_openapi::api::core::v1::VolumeMount, PathBuf) {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter_map(|mount| {
+            let rest = file.strip_prefix(&mount.mount_path).ok()?;
+            Some((mount, rest.to_path_buf()))
+        })
+        .max_by_key(|(mount, _)| mount.mount_path.len())
+        .unwrap_or_else(|| panic!("{} is on no volume", file.display()))
+}
+
+/// The volume `file` comes from and its key there (a Secret's or ConfigMap's key).
+fn file_source<'a>(
+    container: &Container,
+    volumes: &BTreeMap<&str, &'a Volume>,
+    file: &Path,
+) -> (&'a Volume, String) {
+    let (mount, rest) = mount_of(container, file);
+    let volume = volumes[mount.name.as_str()];
+    if let Some(sub_path) = &mount.sub_path {
+        assert_eq!(
+            rest,
+            Path::new(""),
+            "{} is a file (subPath)",
+            mount.mount_path
+        );
+        return (volume, sub_path.clone());
+    }
+    let rest = rest.to_str().expect("UTF-8 path").to_owned();
+    let items = match (&volume.secret, &volume.config_map) {
+        (Some(secret), _) => secret.items.as_ref(),
+        (_, Some(config_map)) => config_map.items.as_ref(),
+        _ => None,
+    };
+    let key = match items {
+        Some(items) => items
+            .iter()
+            .find(|item| item.path == rest)
+            .unwrap_or_else(|| panic!("volume {} puts nothing at {rest}", volume.name))
+            .key
+            .clone(),
+        None => rest,
+    };
+    (volume, key)
+}
+
+fn string_data(secret: &Secret, key: &str) -> String {
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .unwrap_or_else(|| panic!("Secret has no {key}"))
+        .clone()
+}
+
+/// The storage class and size of the rendered claim.
+fn claim_class_and_size(rendered: &Rendered) -> (Option<&str>, &str) {
+    let spec = rendered.claims[0].spec.as_ref().expect("PVC spec");
+    let requests = spec.resources.as_ref().and_then(|r| r.requests.as_ref());
+    let size = requests
+        .map(|r| r["storage"].0.as_str())
+        .expect("storage request");
+    (spec.storage_class_name.as_deref(), size)
+}
+
+fn pod_spec(rendered: &Rendered) -> &PodSpec {
+    rendered.deployments[0]
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .expect("pod spec")
+}
+
+fn tmp_size_limit(rendered: &Rendered) -> String {
+    let tmp = pod_spec(rendered)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|volume| volume.name == "tmp")
+        .and_then(|volume| volume.empty_dir.as_ref())
+        .expect("the tmp emptyDir");
+    tmp.size_limit.clone().expect("sizeLimit").0
+}
+
+const DEFAULT_RELEASE: Release = Release {
+    name: "etcd-repopulator",
+    namespace: "etcd-repopulator",
+};
+
+#[test]
+fn chart_renders_with_the_default_values() {
+    let expected = Expected::defaults(DEFAULT_RELEASE, "etcd-repopulator");
+    let (rendered, config) = render_and_check(&expected, &[]);
+    assert_eq!(config.auth.mode, AuthMode::Token);
+
+    // No tokens (every API call refused until some are set) and no webhook key (disabled).
+    let secret = &rendered.secrets[0];
+    assert_eq!(string_data(secret, "tokens"), "");
+    assert_eq!(config.webhooks.hmac_key_file, None);
+
+    let pod = pod_spec(&rendered);
+    let container = &pod.containers[0];
+    assert_eq!(container.image.as_deref(), Some("etcd-repopulator:0.1.0"));
+    assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert!(pod.image_pull_secrets.is_none() && pod.node_selector.is_none());
+    assert!(pod.tolerations.is_none() && pod.affinity.is_none());
+    assert_eq!(claim_class_and_size(&rendered), (None, "1Gi"));
+    assert_eq!(tmp_size_limit(&rendered), "64Mi");
+    // The Secret volumes are readable by their owner only (0400, octal as Kubernetes reads it).
+    let auth = pod.volumes.iter().flatten().find(|v| v.name == "auth");
+    let mode = auth
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.default_mode);
+    assert_eq!(mode, Some(0o400));
+}
+
+#[test]
+fn chart_renders_with_every_optional_feature_on() {
+    let expected = Expected {
+        name: "repopulator",
+        target_namespace: "csm-services".to_owned(),
+        service_account: "repopulator-sa".to_owned(),
+        auth_items: BTreeMap::from([
+            ("tokens", "tokens"),
+            ("webhook-hmac-key", "webhook-hmac-key"),
+        ]),
+        ssh: Some(("repopulator-ssh", "id_rsa", Some("known_hosts"))),
+        etcd_tls: Some(("csm-etcd-client-tls", "ca.pem", "tls.crt", "tls.key")),
+        service_port: 9090,
+        test_token: Some(("etcd-repopulator-auth".to_owned(), "test-token")),
+        // The release name contains nameOverride, so it is the full name.
+        ..Expected::defaults(DEFAULT_RELEASE, "etcd-repopulator")
+    };
+    let (rendered, config) = render_and_check(
+        &expected,
+        &[
+            "--values",
+            "charts/etcd-repopulator/ci/all-features-values.yaml",
+        ],
+    );
+
+    // Integers stay integers (helm hands values files' numbers to templates as floats).
+    assert_eq!(config.step_timeout.as_secs(), 15 * 60);
+    assert_eq!(config.csm.retry.max_attempts, 7);
+    assert_eq!(config.ssh.fanout, 16);
+    assert_eq!(config.ssh.port, 2222);
+    assert_eq!(config.snapshots.retain, 96);
+    assert!(config.hmnfd.discover_ncns);
+    assert_eq!(config.ssh.hosts["ncn-w001"], "10.252.1.7");
+    assert_eq!(
+        config.webhooks.alertmanager.alertnames,
+        ["EtcdClusterRebuilt"]
+    );
+    assert_eq!(config.auth.mode, AuthMode::Token);
+
+    let secret = &rendered.secrets[0];
+    let tokens = TokenSet::parse(&string_data(secret, "tokens"))
+        .unwrap_or_else(|(line, problem)| panic!("tokens line {line}: {problem}"));
+    assert_eq!(format!("{tokens:?}"), r#"["ops:write", "grafana:read"]"#);
+    assert_eq!(
+        string_data(secret, "webhook-hmac-key"),
+        "an-hmac-key-of-at-least-16-bytes"
+    );
+    // The test reads, so it gets the read token, not the first one.
+    assert_eq!(
+        string_data(secret, "test-token"),
+        "fedcba9876543210fedcba9876543210"
+    );
+
+    let account = &rendered.service_accounts[0].metadata;
+    assert_eq!(
+        account.annotations.as_ref().unwrap()["example.com/owner"],
+        "platform"
+    );
+    let service = rendered.services[0].spec.as_ref().unwrap();
+    assert_eq!(service.type_.as_deref(), Some("NodePort"));
+    let service_meta = &rendered.services[0].metadata;
+    assert_eq!(
+        service_meta.annotations.as_ref().unwrap()["prometheus.io/scrape"],
+        "true"
+    );
+
+    assert_eq!(
+        pod_annotation(&rendered, "example.com/team").as_deref(),
+        Some("csm")
+    );
+    let pod = pod_spec(&rendered);
+    assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
+    assert_eq!(
+        pod.node_selector.as_ref().unwrap()["kubernetes.io/os"],
+        "linux"
+    );
+    assert_eq!(pod.tolerations.as_ref().unwrap().len(), 1);
+    assert!(
+        pod.affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .is_some()
+    );
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("registry.local/etcd-repopulator:0.1.0-rc1")
+    );
+    assert_eq!(container.image_pull_policy.as_deref(), Some("Always"));
+    let rust_log = container
+        .env
+        .iter()
+        .flatten()
+        .find(|v| v.name == "RUST_LOG");
+    assert_eq!(
+        rust_log.and_then(|v| v.value.as_deref()),
+        Some("info,etcd_repopulator=debug")
+    );
+    let limits = container
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .as_ref()
+        .unwrap();
+    assert_eq!(limits["cpu"].0, "2");
+    assert_eq!(limits["memory"].0, "512Mi");
+    assert_eq!(claim_class_and_size(&rendered), (Some("fast-ssd"), "5Gi"));
+    assert_eq!(tmp_size_limit(&rendered), "128Mi");
+    // The test pod is scheduled where the service may be.
+    let test_pod = rendered.pods[0].spec.as_ref().unwrap();
+    assert_eq!(test_pod.image_pull_secrets, pod.image_pull_secrets);
+    assert_eq!(test_pod.tolerations, pod.tolerations);
+}
+
+/// The values of ci/existing-objects-values.yaml, for `release`.
+fn existing_objects(release: Release) -> Expected {
+    Expected {
+        service_account: "csm-repopulator".to_owned(),
+        creates_service_account: false,
+        auth_secret: "repopulator-api-credentials".to_owned(),
+        creates_auth_secret: false,
+        // JWT mode: no `tokens` in the Secret, only the webhook key, under its own name.
+        auth_items: BTreeMap::from([("webhook-hmac-key", "hmac-key")]),
+        claim: "repopulator-history".to_owned(),
+        creates_claim: false,
+        ssh: Some(("repopulator-ssh", "id_ed25519", None)),
+        test_token: Some(("repopulator-test-jwt".to_owned(), "jwt")),
+        ..Expected::defaults(release, "repopulator")
+    }
+}
+
+const EXISTING_OBJECTS: [&str; 2] = [
+    "--values",
+    "charts/etcd-repopulator/ci/existing-objects-values.yaml",
+];
+
+const PROD_RELEASE: Release = Release {
+    name: "repopulator-prod",
+    namespace: "csm-tools",
+};
+
+#[test]
+fn chart_renders_with_existing_objects_and_jwt() {
+    let (_, config) = render_and_check(&existing_objects(PROD_RELEASE), &EXISTING_OBJECTS);
+    assert_eq!(config.auth.mode, AuthMode::Jwt);
+    assert_eq!(config.auth.jwt.audience.as_deref(), Some("shasta"));
+}
+
+#[test]
+fn in_jwt_mode_without_a_webhook_key_no_auth_secret_is_needed() {
+    // An existing Secret: nothing of it is mounted.
+    let expected = Expected {
+        auth_items: BTreeMap::new(),
+        ..existing_objects(PROD_RELEASE)
+    };
+    let mut values = EXISTING_OBJECTS.to_vec();
+    values.extend(["--set", "auth.webhookHmacKeyItem="]);
+    let (_, config) = render_and_check(&expected, &values);
+    assert_eq!(config.auth.mode, AuthMode::Jwt);
+
+    // No existing Secret: the chart creates none, having nothing to put in it.
+    let expected = Expected {
+        creates_auth_secret: false,
+        auth_items: BTreeMap::new(),
+        ..Expected::defaults(DEFAULT_RELEASE, "etcd-repopulator")
+    };
+    let (_, config) = render_and_check(
+        &expected,
+        &[
+            "--set",
+            "auth.mode=jwt",
+            "--set-json",
+            r#"config={"auth":{"jwt":{"jwks_url":"https://keycloak.local/certs","issuer":"https://keycloak.local","audience":"shasta"}}}"#,
+        ],
+    );
+    assert_eq!(config.auth.mode, AuthMode::Jwt);
+}
+
+#[test]
+fn chart_renders_without_rbac_and_with_set_json() {
+    let release = Release {
+        name: "repop",
+        namespace: "default",
+    };
+    let expected = Expected {
+        rbac: false,
+        ..Expected::defaults(release, "repop-etcd-repopulator")
+    };
+    let (_, config) = render_and_check(
+        &expected,
+        &[
+            "--set-json",
+            "rbac.create=false",
+            "--set-json",
+            r#"config={"step_timeout":"20m","ssh":{"fanout":4}}"#,
+        ],
+    );
+    assert_eq!(config.step_timeout.as_secs(), 20 * 60);
+    assert_eq!(config.ssh.fanout, 4);
+}
+
+/// helm's error for `values`, which must fail the render.
+fn render_error(values: &[&str]) -> String {
+    match helm_template_of(CHART, DEFAULT_RELEASE, values) {
+        Ok(yaml) => panic!("helm template {values:?} rendered:\n{yaml}"),
+        Err(stderr) => stderr,
+    }
+}
+
+#[test]
+fn an_existing_service_account_must_be_named() {
+    // Whether or not the chart binds the Role: the pod would run as `default` either way.
+    for rbac in ["true", "false"] {
+        let error = render_error(&[
+            "--set",
+            "serviceAccount.create=false",
+            "--set",
+            &format!("rbac.create={rbac}"),
+        ]);
+        assert!(
+            error.contains(
+                "serviceAccount.create is false but serviceAccount.name is empty: name the \
+                 existing ServiceAccount the service runs as"
+            ),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn the_values_schema_refuses_typos_and_bad_values() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--set", "auth.mode=jtw"],
+            r#"auth.mode: auth.mode must be one of the following: "token", "jwt", "none""#,
+        ),
+        (
+            &["--set-json", r#"config={"auth":{"mode":"jtw"}}"#],
+            "config.auth.mode: config.auth.mode must be one of the following",
+        ),
+        (
+            &["--set", "servce.port=80"],
+            "Additional property servce is not allowed",
+        ),
+        (
+            &["--set", "auth.existingSecert=x"],
+            "Additional property existingSecert is not allowed",
+        ),
+        (
+            &[
+                "--set-json",
+                r#"auth.tokens=["ops:admin:0123456789abcdef"]"#,
+            ],
+            "auth.tokens.0: Does not match pattern",
+        ),
+        (
+            &["--set", "auth.webhookHmacKey=too-short"],
+            "auth.webhookHmacKey",
+        ),
+    ];
+    for (values, message) in cases {
+        let error = render_error(values);
+        assert!(
+            error.contains("values don't meet the specifications of the schema"),
+            "{values:?}: {error}"
+        );
+        assert!(error.contains(message), "{values:?}: {error}");
+    }
+}
+
+#[test]
+fn helm_lint_strict_passes_with_the_default_values_and_every_ci_values_file() {
+    let mut values_files: Vec<String> = std::fs::read_dir(root().join(CHART).join("ci"))
+        .expect("ci/")
+        .map(|entry| {
+            format!(
+                "{CHART}/ci/{}",
+                entry.unwrap().file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    values_files.sort();
+    assert!(!values_files.is_empty(), "no values files in ci/");
+    for values in [None].into_iter().chain(values_files.iter().map(Some)) {
+        let mut args = vec!["lint", "--strict", CHART];
+        args.extend(values.iter().flat_map(|file| ["--values", file.as_str()]));
+        let output = run_tool("helm", &args);
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "helm lint {values:?}:\n{printed}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // Not even an [INFO] recommendation.
+        let remarks: Vec<&str> = printed.lines().filter(|l| l.starts_with('[')).collect();
+        assert!(remarks.is_empty(), "helm lint {values:?}: {remarks:?}");
+        assert!(printed.contains("1 chart(s) linted, 0 chart(s) failed"));
+    }
+}
+
+#[test]
+fn chart_metadata_names_its_sources_maintainers_and_icon() {
+    let chart: serde_json::Value =
+        serde_saphyr::from_str(&chart_file("Chart.yaml")).expect("Chart.yaml parses");
+    assert!(chart["sources"].as_array().is_some_and(|s| !s.is_empty()));
+    let maintainers = chart["maintainers"].as_array().expect("maintainers");
+    assert!(maintainers.iter().all(|m| m["name"].is_string()));
+    let icon = chart["icon"].as_str().expect("icon");
+    assert!(icon.starts_with("data:image/svg+xml;base64,"), "{icon}");
+}
+
+/// The pod template's checksum annotations for `values`.
+fn checksums(values: &[&str]) -> (String, Option<String>) {
+    let yaml = helm_template(DEFAULT_RELEASE, values);
+    let deployment = yaml_documents(&yaml)
+        .into_iter()
+        .find(|document| document["kind"] == "Deployment")
+        .expect("a Deployment");
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    let config = annotations["checksum/config"]
+        .as_str()
+        .expect("checksum/config");
+    let auth = annotations["checksum/auth"].as_str().map(str::to_owned);
+    (config.to_owned(), auth)
+}
+
+#[test]
+fn an_upgrade_that_changes_the_config_or_the_secret_restarts_the_pod() {
+    let tokens = |tokens: &str| format!("auth.tokens={tokens}");
+    let ops = tokens(r#"["ops:write:0123456789abcdef0123456789abcdef"]"#);
+    let (config, auth) = checksums(&["--set-json", &ops]);
+    let auth = auth.expect("checksum/auth of the chart's Secret");
+
+    // Another token: the Secret changes, not the config.
+    let other = tokens(r#"["ops:write:fedcba9876543210fedcba9876543210"]"#);
+    let (config2, auth2) = checksums(&["--set-json", &other]);
+    assert_eq!(config2, config);
+    assert_ne!(auth2.as_deref(), Some(auth.as_str()));
+
+    // A webhook key: the Secret changes.
+    let (_, auth3) = checksums(&[
+        "--set-json",
+        &ops,
+        "--set",
+        "auth.webhookHmacKey=an-hmac-key-of-at-least-16-bytes",
+    ]);
+    assert_ne!(auth3.as_deref(), Some(auth.as_str()));
+
+    // Another config: the config changes, not the Secret.
+    let (config4, auth4) = checksums(&["--set-json", &ops, "--set", "config.step_timeout=20m"]);
+    assert_ne!(config4, config);
+    assert_eq!(auth4.as_deref(), Some(auth.as_str()));
+
+    // An existing Secret is not the chart's to hash.
+    let (_, auth5) = checksums(&["--set", "auth.existingSecret=api-credentials"]);
+    assert_eq!(auth5, None);
+}
+
+/// NOTES.txt as `helm install` prints it for `values`. `helm template` does not render
+/// NOTES.txt, and `helm install --dry-run` needs a cluster, so this renders the named template
+/// NOTES.txt consists of through a probe template in a copy of the chart.
+fn notes(values: &[&str]) -> String {
+    assert_eq!(
+        chart_file("templates/NOTES.txt"),
+        "{{- include \"etcd-repopulator.notes\" . }}\n"
+    );
+    let copy = tempfile::tempdir().unwrap();
+    let chart = copy.path().join("etcd-repopulator");
+    copy_dir(&root().join(CHART), &chart);
+    std::fs::write(
+        chart.join("templates/notes-probe.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  \
+         notes: {{ include \"etcd-repopulator.notes\" . | toJson }}\n",
+    )
+    .unwrap();
+    let mut args = vec!["--show-only", "templates/notes-probe.yaml"];
+    args.extend_from_slice(values);
+    let yaml = helm_template_of(chart.to_str().unwrap(), DEFAULT_RELEASE, &args)
+        .unwrap_or_else(|stderr| panic!("rendering the notes {values:?} failed:\n{stderr}"));
+    let probe = &yaml_documents(&yaml)[0];
+    probe["data"]["notes"].as_str().expect("notes").to_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+const NO_TOKENS: &str = "NO API TOKENS ARE CONFIGURED: every API call is refused (401)";
+
+#[test]
+fn notes_say_how_to_reach_the_service_and_when_calls_are_refused() {
+    let defaults = notes(&[]);
+    for line in [
+        "Reach the API inside the cluster at http://etcd-repopulator.etcd-repopulator.svc:8080",
+        "kubectl -n etcd-repopulator port-forward service/etcd-repopulator 8080:8080",
+        "etcd-repopulator services list --url http://localhost:8080 --token <token>",
+        NO_TOKENS,
+        "POST /webhooks/generic is disabled",
+        "without a token, so it fails (401) until it has one: auth.tokens, or a Secret",
+    ] {
+        assert!(defaults.contains(line), "{line:?} is not in\n{defaults}");
+    }
+
+    let all = notes(&[
+        "--values",
+        "charts/etcd-repopulator/ci/all-features-values.yaml",
+    ]);
+    assert!(!all.contains(NO_TOKENS), "{all}");
+    for line in [
+        "http://etcd-repopulator.etcd-repopulator.svc:9090, or on every node at",
+        "Callers send one of auth.tokens",
+        "Signed webhooks (POST /webhooks/generic) are enabled.",
+        "runs `etcd-repopulator services list` against the\nService.",
+    ] {
+        assert!(all.contains(line), "{line:?} is not in\n{all}");
+    }
+
+    let jwt = notes(&EXISTING_OBJECTS);
+    assert!(jwt.contains("Callers send a JWT"), "{jwt}");
+    assert!(!jwt.contains(NO_TOKENS), "{jwt}");
+
+    let open = notes(&["--set", "auth.mode=none"]);
+    assert!(open.contains("WARNING: auth.mode is \"none\""), "{open}");
+}
+
+/// The service's authenticator as the rendered pod sets it up: config.toml's `[auth]` with the
+/// files of the chart's Secret.
+fn authenticator(rendered: &Rendered, files: &tempfile::TempDir) -> Authenticator {
+    let toml = &rendered.config_maps[0].data.as_ref().unwrap()["config.toml"];
+    let mut config = Config::from_toml(toml).unwrap();
+    let tokens = files.path().join("tokens");
+    std::fs::write(&tokens, string_data(&rendered.secrets[0], "tokens")).unwrap();
+    config.auth.tokens_file = tokens;
+    Authenticator::from_config(&config.auth).unwrap()
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    headers
+}
+
+#[tokio::test]
+async fn with_default_values_every_api_call_is_refused_until_tokens_are_configured() {
+    let files = tempfile::tempdir().unwrap();
+    let defaults = render(DEFAULT_RELEASE, &[]);
+    let auth = authenticator(&defaults, &files);
+    assert_eq!(auth.mode(), AuthMode::Token);
+    for headers in [HeaderMap::new(), bearer("anything"), bearer("")] {
+        assert!(auth.authenticate(&headers).await.is_err());
+    }
+
+    // With tokens, the test pod's token is one of them, and a read token.
+    let rendered = render(
+        DEFAULT_RELEASE,
+        &[
+            "--values",
+            "charts/etcd-repopulator/ci/all-features-values.yaml",
+        ],
+    );
+    let auth = authenticator(&rendered, &files);
+    let test_token = string_data(&rendered.secrets[0], "test-token");
+    let principal = auth.authenticate(&bearer(&test_token)).await.unwrap();
+    assert_eq!(principal.name, "grafana");
+    assert_eq!(principal.role, Some(AuthRole::Read));
+}
+
+#[test]
+fn yaml_output_is_a_helm_template_stream() {
+    let yaml = helm_template(DEFAULT_RELEASE, &[]);
+    let documents: Vec<&str> = yaml.split("---\n").collect();
+    assert_eq!(documents[0], "", "the stream starts with a separator");
+    let sources: Vec<&str> = documents[1..]
+        .iter()
+        .map(|doc| {
+            let header = doc.lines().next().unwrap_or_default();
+            header
+                .strip_prefix("# Source: etcd-repopulator/")
+                .unwrap_or_else(|| panic!("no `# Source:` header: {doc}"))
+        })
+        .collect();
+    // Sorted by kind as helm installs them, the test hook last; partials (_*.tpl) and
+    // NOTES.txt render nothing here.
+    assert_eq!(
+        sources,
+        [
+            "templates/serviceaccount.yaml",
+            "templates/secret.yaml",
+            "templates/configmap.yaml",
+            "templates/pvc.yaml",
+            "templates/role.yaml",
+            "templates/rolebinding.yaml",
+            "templates/service.yaml",
+            "templates/deployment.yaml",
+            "templates/tests/services-list.yaml",
+        ]
+    );
+    // With the defaults every template but those renders something.
+    let mut templates = BTreeSet::new();
+    let mut dirs = vec![PathBuf::from("templates")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(root().join(CHART).join(&dir)).expect("templates/") {
+            let entry = entry.unwrap();
+            let path = dir.join(entry.file_name());
+            let name = entry.file_name().into_string().unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(path);
+            } else if !name.starts_with('_') && name != "NOTES.txt" {
+                templates.insert(path.to_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(
+        sources
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        templates
+    );
+}

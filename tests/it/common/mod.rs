@@ -1,0 +1,229 @@
+//! Shared test setup: a fresh simulated cluster and a fresh SQLite file per test, the real
+//! router on a real listener, and helpers that wait on conditions (never fixed sleeps).
+
+pub mod etcd;
+pub mod sim_kube;
+pub mod sshd;
+
+use std::{path::PathBuf, time::Duration};
+
+use etcd_repopulator::{app::App, config::Config, runner::Runner};
+use k8s_openapi::api::{
+    core::v1::{Event, Pod},
+    rbac::v1::PolicyRule,
+};
+use kube::{Api, ResourceExt, api::ListParams};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sim::{SimCluster, SimOptions};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A loopback port free at the time of the call (whoever binds it next may race for it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("probe a free port")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub sim: SimCluster,
+    pub runner: Runner,
+    pub db: PathBuf,
+    /// Holds the database directory until the test ends.
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn start() -> TestApp {
+    start_with(SimOptions::default(), Config::default()).await
+}
+
+pub async fn start_with(options: SimOptions, config: Config) -> TestApp {
+    start_on(seeded_sim(options).await, config).await
+}
+
+/// A simulated cluster with the CSM services deployed and settled.
+pub async fn seeded_sim(options: SimOptions) -> SimCluster {
+    release_sim("1.0", options).await
+}
+
+/// A simulated cluster laid out as CSM `release`, settled.
+pub async fn release_sim(release: &str, options: SimOptions) -> SimCluster {
+    let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .expect("simulated cluster starts");
+    sim.seed_csm_release(release).await.expect("seeding");
+    sim.wait_settled(WAIT)
+        .await
+        .expect("seeded cluster settles");
+    sim
+}
+
+/// Starts the service on an existing simulated cluster with a fresh database. The service runs
+/// as its service account, with exactly the chart's Role: a Kubernetes call the Role does not
+/// allow fails the test's run, as it would in a cluster.
+pub async fn start_on(sim: SimCluster, config: Config) -> TestApp {
+    start_as(sim, config, etcd_repopulator::cluster::rbac::policy_rules()).await
+}
+
+/// Like [`start_on`], with the service account bound to `rules` instead of the chart's Role.
+pub async fn start_as(sim: SimCluster, mut config: Config, rules: Vec<PolicyRule>) -> TestApp {
+    // Tests of the etcd checks point `config.etcd.endpoint` at a real etcd (tests/it/etcd.rs).
+    config.use_simulation(&sim.url(), sim.runs_real_etcd());
+    let client = sim.service_account_client(etcd_repopulator::app::SERVICE_ACCOUNT, rules);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    let app = App::new(db.to_str().unwrap(), config, client)
+        .await
+        .expect("app starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app.router).await });
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        sim,
+        runner: app.runner,
+        db,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self.http.get(self.url(path)).send().await.unwrap();
+        json(resp).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        json(resp).await
+    }
+
+    /// POSTs a run and returns its id (asserting 202).
+    pub async fn start_run(&self, body: Value) -> String {
+        let (status, run) = self.post("/repopulations", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+        run["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits (bounded) until no run executes, then returns run `id`.
+    pub async fn finished_run(&self, id: &str) -> Value {
+        tokio::time::timeout(WAIT, self.runner.idle())
+            .await
+            .expect("runs finish in time");
+        let (status, run) = self.get(&format!("/repopulations/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        run
+    }
+
+    /// The Events about the object with `uid`, as `kubectl describe` finds them (core/v1, by
+    /// `involvedObject.uid`), oldest first.
+    pub async fn events_about(&self, uid: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.sim.kube_client(), "services");
+        let mut events = api
+            .list(&ListParams::default().fields(&format!("involvedObject.uid={uid}")))
+            .await
+            .unwrap()
+            .items;
+        events.sort_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .cmp(&b.metadata.creation_timestamp)
+        });
+        events
+    }
+
+    /// `GET /metrics`, checked to be OpenMetrics text.
+    pub async fn metrics(&self) -> String {
+        let resp = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        resp.text().await.unwrap()
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.sim.kube_client(), "services")
+    }
+
+    /// (name, uid, ready) of the pods matching `selector`.
+    pub async fn pods_matching(&self, selector: &str) -> Vec<(String, String, bool)> {
+        self.pods()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| {
+                let ready = p.metadata.deletion_timestamp.is_none()
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                (p.name_any(), p.uid().unwrap_or_default(), ready)
+            })
+            .collect()
+    }
+}
+
+/// An unencrypted ed25519 identity made by `ssh-keygen` (Debian's openssh-client) in `dir`,
+/// and an empty known_hosts file beside it: `[ssh]` as a dry run finds nothing missing in it.
+pub fn ssh_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let identity = dir.join("id_ed25519");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(&identity)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("run ssh-keygen (openssh-client)");
+    assert!(status.success(), "ssh-keygen failed");
+    let known_hosts = dir.join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    (identity, known_hosts)
+}
+
+pub async fn json(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let bytes = resp.bytes().await.unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+/// Asserts a problem+json response with `status` and returns its body.
+pub async fn problem(resp: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(resp.status(), status);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:etcd-repopulator:problem:")
+    );
+    assert!(!body["detail"].as_str().unwrap().is_empty());
+    body
+}

@@ -1,0 +1,64 @@
+//! Helpers for tests against the simulated Kubernetes API server.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use sim::{SimCluster, SimOptions};
+
+pub const NS: &str = "services";
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A fresh simulated cluster with an empty `services` namespace, and a client for it.
+pub async fn cluster() -> (SimCluster, Client) {
+    cluster_with(SimOptions::default()).await
+}
+
+/// Like [`cluster`], with `options` (e.g. another Kubernetes version).
+pub async fn cluster_with(options: SimOptions) -> (SimCluster, Client) {
+    let sim = SimCluster::start("127.0.0.1:0".parse().expect("addr"), options)
+        .await
+        .expect("start sim");
+    let client = sim.kube_client();
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": NS } })).expect("namespace");
+    nss.create(&PostParams::default(), &ns)
+        .await
+        .expect("create ns");
+    (sim, client)
+}
+
+pub fn etcd_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("etcd.database.coreos.com", "v1beta2", "EtcdCluster"),
+        "etcdclusters",
+    )
+}
+
+pub fn etcd_api(client: &Client) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), NS, &etcd_resource())
+}
+
+/// Waits for `cond` on the named object, failing the test after [`DEADLINE`].
+pub async fn wait_for<K>(api: &Api<K>, name: &str, cond: impl Condition<K>) -> Option<K>
+where
+    K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
+{
+    tokio::time::timeout(DEADLINE, await_condition(api.clone(), name, cond))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {name}"))
+        .expect("watch for condition")
+}
+
+/// The `kube::Error::Api` inside an error, or a panic.
+pub fn api_err(e: kube::Error) -> kube::core::Status {
+    match e {
+        kube::Error::Api(s) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}

@@ -1,0 +1,28 @@
+//! The integration tests: one test binary (each module was its own target before, each linking
+//! the whole crate), with the shared fixtures in `common`.
+
+mod common;
+
+mod api;
+mod auth;
+mod bos;
+mod chart;
+mod cli;
+mod csm;
+mod etcd;
+mod events;
+mod handlers;
+mod history;
+mod hmnfd;
+mod kube_events;
+mod metrics;
+mod openapi;
+mod rbac;
+mod releases;
+mod remote;
+// The crash tests abort the service at failpoints, which only a binary built with the feature
+// `failpoints` has: `cargo test --workspace --features failpoints` (as `scripts/test` runs).
+#[cfg(feature = "failpoints")]
+mod restart;
+mod sim_kube;
+mod webhooks;

@@ -1,0 +1,234 @@
+//! A crash of the service (a real process, aborted at a failpoint) loses nothing: the next
+//! process on the same database marks the run interrupted, and resume finishes it.
+
+use crate::common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sim::{SimCluster, SimOptions};
+
+struct Service {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` against the simulated cluster's kubeconfig and waits until it answers.
+async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Service {
+    let port = common::free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--database")
+        .arg(dir.join("runs.db"))
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("KUBECONFIG", dir.join("kubeconfig"))
+        .env_remove("ETCD_REPOPULATOR_FAILPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(point) = failpoint {
+        cmd.env("ETCD_REPOPULATOR_FAILPOINT", point);
+    }
+    let service = Service {
+        child: cmd.spawn().expect("service starts"),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        if http
+            .get(format!("{}/healthz", service.base))
+            .send()
+            .await
+            .is_ok()
+        {
+            return service;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get_run(base: &str, id: &str) -> Value {
+    reqwest::get(format!("{base}/repopulations/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls the run until `done` holds (bounded): the only way to observe another process.
+async fn wait_run(base: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let run = get_run(base, id).await;
+        if done(&run) {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run never reached the state: {run:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn seeded_sim() -> SimCluster {
+    let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), SimOptions::default())
+        .await
+        .unwrap();
+    sim.seed_csm().await.unwrap();
+    sim.wait_settled(common::WAIT).await.unwrap();
+    sim
+}
+
+/// Runs `service` in a service process that aborts at `failpoint`, starts a second process on
+/// the same database, checks the run is interrupted at `step`, resumes it and returns the run.
+async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    // The service process acts as its service account, with the chart's Role.
+    let token = sim.service_account_token(
+        etcd_repopulator::app::SERVICE_ACCOUNT,
+        etcd_repopulator::cluster::rbac::policy_rules(),
+    );
+    std::fs::write(
+        dir.path().join("kubeconfig"),
+        sim.kubeconfig_with_token(&token),
+    )
+    .unwrap();
+    // The CSM APIs of the simulated cluster, as a deployment's config file would name them
+    // (and no etcd clusters to check).
+    #[derive(serde::Serialize)]
+    struct ConfigFile {
+        csm: etcd_repopulator::csm::CsmConfig,
+        etcd: etcd_repopulator::etcd::EtcdConfig,
+    }
+    let mut simulated = etcd_repopulator::config::Config::default();
+    simulated.use_simulation(&sim.url(), sim.runs_real_etcd());
+    let config = ConfigFile {
+        csm: simulated.csm,
+        etcd: simulated.etcd,
+    };
+    std::fs::write(
+        dir.path().join("config.toml"),
+        toml::to_string(&config).unwrap(),
+    )
+    .unwrap();
+
+    let mut first = spawn_service(dir.path(), Some(failpoint)).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/repopulations", first.base))
+        .json(&json!({"services": [service], "reason": "crash test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = tokio::task::spawn_blocking(move || first.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success(), "the failpoint aborted the service");
+
+    let second = spawn_service(dir.path(), None).await;
+    let run = get_run(&second.base, &id).await;
+    assert_eq!(run["state"], "interrupted", "{run:#}");
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{service}/{step}")),
+        "{run:#}"
+    );
+    assert_eq!(run["services"][0]["steps"][0]["state"], "interrupted");
+
+    let resp = reqwest::Client::new()
+        .post(format!("{}/repopulations/{id}/resume", second.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let run = wait_run(&second.base, &id, |r| {
+        r["state"] != "pending" && r["state"] != "running"
+    })
+    .await;
+    assert_eq!(run["attempt"], 2);
+    let log = sim.access_log();
+    assert!(
+        !log.is_empty() && log.iter().all(|record| record.allowed),
+        "both processes used the service account, within its Role: {log:#?}"
+    );
+    run
+}
+
+#[tokio::test]
+async fn crash_mid_run_is_interrupted_and_resume_finishes_it() {
+    let sim = seeded_sim().await;
+    let run = crash_and_resume(
+        &sim,
+        "reds",
+        "restart-pods:after-delete",
+        "restart-reds-pods",
+    )
+    .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+}
+
+#[tokio::test]
+async fn job_deleted_before_a_crash_is_created_again_from_the_stored_manifest() {
+    use k8s_openapi::api::batch::v1::Job;
+    let sim = seeded_sim().await;
+    let jobs: kube::Api<Job> = kube::Api::namespaced(sim.kube_client(), "services");
+    let original = jobs.get("cray-reds-init").await.unwrap();
+    let run = crash_and_resume(&sim, "bss", "recreate:after-delete", "rerun-reds-init-job").await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let job = jobs.get("cray-reds-init").await.unwrap();
+    assert_ne!(job.metadata.uid, original.metadata.uid);
+    assert_eq!(
+        job.spec.unwrap().template.spec,
+        original.spec.unwrap().template.spec
+    );
+}
+
+#[tokio::test]
+async fn etcd_cluster_deleted_before_a_crash_is_created_again_from_the_stored_manifest() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let sim = seeded_sim().await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("etcd.database.coreos.com", "v1beta2", "EtcdCluster"),
+        "etcdclusters",
+    );
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(sim.kube_client(), "services", &ar);
+    let original = api.get("cray-externaldns-etcd").await.unwrap();
+    let run = crash_and_resume(
+        &sim,
+        "externaldns",
+        "recreate:after-delete",
+        "recreate-externaldns-etcd",
+    )
+    .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let cluster = api.get("cray-externaldns-etcd").await.unwrap();
+    assert_ne!(cluster.metadata.uid, original.metadata.uid);
+    assert_eq!(cluster.data["spec"], original.data["spec"]);
+    assert_eq!(cluster.data["status"]["phase"], "Running");
+}
