@@ -219,22 +219,27 @@ impl Store {
     /// were stored) or have them in another format, a batch per transaction; returns how many.
     pub(super) async fn backfill_documents(&self) -> Result<usize> {
         let mut done = 0;
+        // Keyset over the primary key: each batch starts after the last run looked at.
+        let mut after = String::new();
         loop {
             let mut tx = self.pool.begin().await?;
             let batch: Vec<RunRow> = sqlx::query_as(
                 "SELECT r.* FROM runs r LEFT JOIN run_documents d ON d.run_id = r.id \
-                 WHERE r.state NOT IN (?, ?) \
-                   AND (r.summary IS NULL OR d.format IS NULL OR d.format != ?) LIMIT ?",
+                 WHERE r.id > ? AND r.state NOT IN (?, ?) \
+                   AND (r.summary IS NULL OR d.format IS NULL OR d.format != ?) \
+                 ORDER BY r.id LIMIT ?",
             )
+            .bind(&after)
             .bind(State::Pending.as_str())
             .bind(State::Running.as_str())
             .bind(DOCUMENT_FORMAT)
             .bind(BACKFILL_BATCH)
             .fetch_all(&mut *tx)
             .await?;
-            if batch.is_empty() {
+            let Some(last) = batch.last() else {
                 return Ok(done);
-            }
+            };
+            after = last.id.clone();
             done += batch.len();
             store_documents(&mut tx, batch).await?;
             tx.commit().await?;
