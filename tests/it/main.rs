@@ -12,6 +12,7 @@ mod csm;
 mod etcd;
 mod events;
 mod handlers;
+mod history;
 mod hmnfd;
 mod kube_events;
 mod metrics;
