@@ -92,11 +92,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     #[cfg_attr(not(feature = "simulate"), allow(unused_mut))]
     let mut config = Config::load(args.config.as_deref())?;
+    // With the simulated nodes' sshd, kept running while the service serves.
     #[cfg(feature = "simulate")]
-    let (client, sim) = if args.simulate {
+    let (client, sim, nodes) = if args.simulate {
+        let options = SimOptions {
+            job_backoff: args.sim_job_backoff,
+            ..SimOptions::interactive()
+        };
         let sim = start_sim(
             args.sim_listen,
-            SimOptions::interactive(),
+            options,
             args.sim_kubeconfig.as_deref(),
             &args.csm_release,
         )
@@ -111,11 +116,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 sim::kube::controllers::etcd_member::ETCD_BINARY
             );
         }
+        let nodes = simulated_nodes(&mut config, &sim, args.sim_sshd.as_deref());
         // The service acts as its own service account with the chart's Role, as in a cluster.
         let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
-        (client, Some(sim))
+        (client, Some(sim), nodes)
     } else {
-        (real_cluster_client().await?, None)
+        (real_cluster_client().await?, None, None)
     };
     #[cfg(not(feature = "simulate"))]
     let client = real_cluster_client().await?;
@@ -150,10 +156,55 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("stopping: waiting for runs to reach a safe point");
     app.runner.shutdown(SHUTDOWN_GRACE).await;
     #[cfg(feature = "simulate")]
-    if let Some(sim) = sim {
-        sim.shutdown().await;
+    {
+        if let Some(sim) = sim {
+            sim.shutdown().await;
+        }
+        drop(nodes);
     }
     Ok(())
+}
+
+/// Under `--simulate`, unless `[ssh]` is configured: an sshd on loopback for the simulated
+/// nodes, and `[ssh]` pointed at it; where none can be started, every SSH fan-out (the `hmnfd`
+/// step) fails at once, saying what to install.
+#[cfg(feature = "simulate")]
+fn simulated_nodes(
+    config: &mut Config,
+    sim: &SimCluster,
+    sshd: Option<&Path>,
+) -> Option<crate::sim_nodes::SimNodes> {
+    use crate::sim_nodes;
+    if config.ssh != crate::remote::SshConfig::default() {
+        tracing::info!("[ssh] is configured: the simulated nodes' SSH server is not started");
+        return None;
+    }
+    let started = match sim_nodes::find_sshd(sshd) {
+        None => Err(sim_nodes::INSTALL_HINT.to_owned()),
+        Some(sshd) => std::env::current_exe()
+            .map_err(|e| format!("cannot find this program for the simulated nodes: {e}"))
+            .and_then(|program| {
+                let nodes = sim_nodes::nodes(config, &sim.csm().hsm_components());
+                sim_nodes::start(&sshd, &program, nodes, &config.csm)
+            }),
+    };
+    match started {
+        Ok(nodes) => {
+            tracing::info!(
+                port = nodes.ssh.port,
+                nodes = nodes.nodes.len(),
+                dir = %nodes.dir().display(),
+                "simulated nodes answer SSH on loopback ([ssh] points at them)"
+            );
+            config.ssh = nodes.ssh.clone();
+            Some(nodes)
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "no SSH server for the simulated nodes: hmnfd runs will fail");
+            config.ssh.unavailable = Some(reason);
+            None
+        }
+    }
 }
 
 /// `sim` in a binary built without the simulated cluster: refused.
@@ -167,6 +218,7 @@ pub async fn run_sim(_args: SimArgs) -> anyhow::Result<()> {
 pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     let options = SimOptions {
         kubelet_ready_delay: args.kubelet_delay,
+        job_backoff: args.job_backoff,
         ..SimOptions::interactive()
     };
     let sim = start_sim(

@@ -25,4 +25,5 @@ mod remote;
 #[cfg(feature = "failpoints")]
 mod restart;
 mod sim_kube;
+mod sim_rehearsal;
 mod webhooks;
