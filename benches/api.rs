@@ -2,7 +2,8 @@
 //! baseline measured in the same run (`cargo bench --bench api`). `BENCH_RUNS` sets the history
 //! size (default 100 000), `BENCH_SAMPLES` the requests per endpoint (default 2000; the list
 //! gets a quarter). The service is configured as `serve --simulate` configures it
-//! ([`App::on_simulation`]), so the bench runs what a user runs; the simulated cluster runs no
+//! ([`App::on_simulation`], less the simulated nodes' sshd, which reds and meds do not use),
+//! so the bench runs what a user runs; the simulated cluster runs no
 //! real etcd behind its etcd clusters (as `serve --simulate` where etcd is not installed), so
 //! the etcd checks are off and the run's figure is the runner's own overhead. `scripts/test`
 //! runs it once with small numbers so a bench that no longer works fails CI.

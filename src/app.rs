@@ -85,10 +85,11 @@ impl App {
         })
     }
 
-    /// The service on the simulated cluster `sim`, wired exactly as `serve --simulate` wires
-    /// it: `config` pointed at the simulated CSM services, with the etcd checks on when `sim`
-    /// runs real etcd clusters ([`Config::use_simulation`]), and the service acting as its
-    /// service account with the chart's Role, as in a cluster.
+    /// The service on the simulated cluster `sim`, configured as `serve --simulate` configures
+    /// it ([`Config::use_simulation`]: the simulated CSM services, the etcd checks on when `sim`
+    /// runs real etcd clusters) and acting as its service account ([`simulated_client`]); only
+    /// the simulated nodes' sshd, which `serve --simulate` adds for the `hmnfd` step, is not
+    /// started.
     #[cfg(feature = "simulate")]
     pub async fn on_simulation(
         database: &str,
@@ -96,32 +97,39 @@ impl App {
         sim: &SimCluster,
     ) -> anyhow::Result<App> {
         config.use_simulation(&sim.url(), sim.runs_real_etcd());
-        let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
-        App::new(database, config, client).await
+        App::new(database, config, simulated_client(sim)).await
     }
+}
+
+/// The service's client of the simulated cluster: its own service account with the chart's
+/// Role, as in a cluster.
+#[cfg(feature = "simulate")]
+pub fn simulated_client(sim: &SimCluster) -> kube::Client {
+    sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules())
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.simulate && !cfg!(feature = "simulate") {
         anyhow::bail!(NO_SIMULATE);
     }
-    let config = Config::load(args.config.as_deref())?;
-    let snapshot_config = config.snapshots.clone();
-    if config.auth.mode == AuthMode::None && !args.simulate {
-        tracing::warn!(
-            "AUTHENTICATION IS OFF (auth.mode = \"none\"): anyone who can reach this service can \
-             start runs that delete pods and Jobs; set auth.mode to \"token\" or \"jwt\""
-        );
-    }
+    #[cfg_attr(not(feature = "simulate"), allow(unused_mut))]
+    let mut config = Config::load(args.config.as_deref())?;
+    // With the simulated nodes' sshd, kept running while the service serves.
     #[cfg(feature = "simulate")]
-    let (app, sim) = if args.simulate {
+    let (client, sim, nodes) = if args.simulate {
+        let options = SimOptions {
+            job_backoff: args.sim_job_backoff,
+            ..SimOptions::interactive()
+        };
         let sim = start_sim(
             args.sim_listen,
-            SimOptions::interactive(),
+            options,
             args.sim_kubeconfig.as_deref(),
             &args.csm_release,
         )
         .await?;
+        // The simulated CSM services live on the simulated cluster's address.
+        config.use_simulation(&sim.url(), sim.runs_real_etcd());
         if !sim.runs_real_etcd() {
             tracing::warn!(
                 "`{}` is not installed (Debian: etcd-server): the simulated etcd clusters have \
@@ -130,16 +138,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 sim::kube::controllers::etcd_member::ETCD_BINARY
             );
         }
-        (
-            App::on_simulation(&args.database, config, &sim).await?,
-            Some(sim),
-        )
+        let nodes = simulated_nodes(&mut config, &sim, args.sim_sshd.as_deref());
+        (simulated_client(&sim), Some(sim), nodes)
     } else {
-        let client = real_cluster_client().await?;
-        (App::new(&args.database, config, client).await?, None)
+        (real_cluster_client().await?, None, None)
     };
     #[cfg(not(feature = "simulate"))]
-    let app = App::new(&args.database, config, real_cluster_client().await?).await?;
+    let client = real_cluster_client().await?;
+    let snapshot_config = config.snapshots.clone();
+    if config.auth.mode == AuthMode::None && !args.simulate {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (auth.mode = \"none\"): anyone who can reach this service can \
+             start runs that delete pods and Jobs; set auth.mode to \"token\" or \"jwt\""
+        );
+    }
+    let app = App::new(&args.database, config, client).await?;
     // Snapshots are only worth something if taken while the services are healthy, i.e. all
     // the time the service runs, not when a rebuild has already happened.
     let stop_snapshots = tokio_util::sync::CancellationToken::new();
@@ -163,10 +176,55 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("stopping: waiting for runs to reach a safe point");
     app.runner.shutdown(SHUTDOWN_GRACE).await;
     #[cfg(feature = "simulate")]
-    if let Some(sim) = sim {
-        sim.shutdown().await;
+    {
+        if let Some(sim) = sim {
+            sim.shutdown().await;
+        }
+        drop(nodes);
     }
     Ok(())
+}
+
+/// Under `--simulate`, unless `[ssh]` is configured: an sshd on loopback for the simulated
+/// nodes, and `[ssh]` pointed at it; where none can be started, every SSH fan-out (the `hmnfd`
+/// step) fails at once, saying what to install.
+#[cfg(feature = "simulate")]
+fn simulated_nodes(
+    config: &mut Config,
+    sim: &SimCluster,
+    sshd: Option<&Path>,
+) -> Option<crate::sim_nodes::SimNodes> {
+    use crate::sim_nodes;
+    if config.ssh != crate::remote::SshConfig::default() {
+        tracing::info!("[ssh] is configured: the simulated nodes' SSH server is not started");
+        return None;
+    }
+    let started = match sim_nodes::find_sshd(sshd) {
+        None => Err(sim_nodes::INSTALL_HINT.to_owned()),
+        Some(sshd) => std::env::current_exe()
+            .map_err(|e| format!("cannot find this program for the simulated nodes: {e}"))
+            .and_then(|program| {
+                let nodes = sim_nodes::nodes(config, &sim.csm().hsm_components());
+                sim_nodes::start(&sshd, &program, nodes, &config.csm)
+            }),
+    };
+    match started {
+        Ok(nodes) => {
+            tracing::info!(
+                port = nodes.ssh.port,
+                nodes = nodes.nodes.len(),
+                dir = %nodes.dir().display(),
+                "simulated nodes answer SSH on loopback ([ssh] points at them)"
+            );
+            config.ssh = nodes.ssh.clone();
+            Some(nodes)
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "no SSH server for the simulated nodes: hmnfd runs will fail");
+            config.ssh.unavailable = Some(reason);
+            None
+        }
+    }
 }
 
 /// `sim` in a binary built without the simulated cluster: refused.
@@ -180,6 +238,7 @@ pub async fn run_sim(_args: SimArgs) -> anyhow::Result<()> {
 pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     let options = SimOptions {
         kubelet_ready_delay: args.kubelet_delay,
+        job_backoff: args.job_backoff,
         ..SimOptions::interactive()
     };
     let sim = start_sim(

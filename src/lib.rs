@@ -26,5 +26,7 @@ pub mod model;
 pub mod release;
 pub mod remote;
 pub mod runner;
+#[cfg(feature = "simulate")]
+pub mod sim_nodes;
 pub mod snapshots;
 pub mod store;

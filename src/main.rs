@@ -35,9 +35,22 @@ async fn main() -> ExitCode {
             }
             Err(err) => Err(err.into()),
         },
-        Command::Repopulations(args) => return client::report(client::repopulations(args).await),
-        Command::Services(args) => return client::report(client::services(args).await),
-        Command::EtcdClusters(args) => return client::report(client::etcd_clusters(args).await),
+        Command::Repopulations(args) => {
+            return client::report(client::repopulations(&cli.client, args).await);
+        }
+        Command::Services(args) => {
+            return client::report(client::services(&cli.client, args).await);
+        }
+        Command::Snapshots(args) => {
+            return client::report(client::snapshots(&cli.client, args).await);
+        }
+        Command::EtcdClusters(args) => {
+            return client::report(client::etcd_clusters(&cli.client, args).await);
+        }
+        #[cfg(feature = "simulate")]
+        Command::SimNodeGuard(args) => return etcd_repopulator::sim_nodes::guard(args).await,
+        #[cfg(feature = "simulate")]
+        Command::SimNode(args) => return etcd_repopulator::sim_nodes::node_command(args).await,
         Command::RbacRules => {
             print!("{}", rbac::rules_yaml());
             Ok(())

@@ -110,10 +110,13 @@ pub enum State {
     Interrupted,
     /// Finished, but a person still has work to do (the message says what).
     ActionRequired,
+    /// A step that did not run because an earlier step of its service did not succeed (the
+    /// message names it).
+    Skipped,
 }
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Pending,
         State::Running,
         State::Succeeded,
@@ -121,6 +124,7 @@ impl State {
         State::Cancelled,
         State::Interrupted,
         State::ActionRequired,
+        State::Skipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -132,6 +136,7 @@ impl State {
             State::Cancelled => "cancelled",
             State::Interrupted => "interrupted",
             State::ActionRequired => "action_required",
+            State::Skipped => "skipped",
         }
     }
 
@@ -161,6 +166,66 @@ impl FromStr for State {
     }
 }
 
+/// A run as the history lists it: what was asked and how it ended, per service; the steps are
+/// at `GET /repopulations/{id}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunSummary {
+    pub id: Uuid,
+    pub state: State,
+    pub reason: Option<String>,
+    pub dry_run: bool,
+    pub requested_by: String,
+    /// 1 for the first execution, incremented by every resume.
+    pub attempt: i64,
+    /// How the run ended, in one line (e.g. "3 succeeded; 2 need action: cps, fas").
+    pub message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub services: Vec<ServiceSummary>,
+}
+
+/// One service of a run in the history: which, and its state.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServiceSummary {
+    pub service: Service,
+    pub state: State,
+}
+
+impl From<&Run> for RunSummary {
+    fn from(run: &Run) -> Self {
+        RunSummary {
+            id: run.id,
+            state: run.state,
+            reason: run.reason.clone(),
+            dry_run: run.dry_run,
+            requested_by: run.requested_by.clone(),
+            attempt: run.attempt,
+            message: run.message.clone(),
+            created_at: run.created_at,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            services: run
+                .services
+                .iter()
+                .map(|task| ServiceSummary {
+                    service: task.service,
+                    state: task.state,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One page of the run history: each run's summary (its steps are at
+/// `GET /repopulations/{id}`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    pub items: Vec<RunSummary>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// A repopulation run: what was asked, and per service, per step, what happened.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Run {
@@ -171,7 +236,8 @@ pub struct Run {
     pub requested_by: String,
     /// 1 for the first execution, incremented by every resume.
     pub attempt: i64,
-    /// Why the run ended as it did, in one sentence.
+    /// How the run ended, in one line (e.g. "3 succeeded; 2 need action: cps, fas"); each
+    /// service's own message is on the service.
     pub message: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -204,6 +270,25 @@ pub struct Step {
     /// What the step saw or saved (pods restarted, manifests stored before a delete, ...).
     #[schema(value_type = Option<Object>)]
     pub data: Option<Value>,
+    /// What the step did in earlier attempts of the run, oldest first (a resume runs the steps
+    /// that did not succeed again); absent when it ran once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<StepAttempt>,
+}
+
+/// How a step ended in an earlier attempt of its run.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StepAttempt {
+    /// The run's attempt (1 for the first execution).
+    pub attempt: i64,
+    pub state: State,
+    pub message: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// An outline of the data the step had stored then: its fields, with lists and objects
+    /// reduced to their sizes and long strings shortened (the data itself stays on the step).
+    #[schema(value_type = Option<Object>)]
+    pub data_summary: Option<Value>,
 }
 
 /// One line of a run's log.

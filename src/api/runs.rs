@@ -6,7 +6,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     handlers,
-    model::{Run, Service, State as RunState},
+    model::{Run, RunList, Service, State as RunState},
     runner::{Created, RunRequest, RunnerError},
     store::RunFilter,
 };
@@ -44,14 +44,6 @@ pub struct CreateRun {
     /// Why (e.g. which etcd cluster was rebuilt); kept in the history.
     #[schema(max_length = 1024)]
     pub reason: Option<String>,
-}
-
-/// One page of the run history.
-#[derive(Serialize, ToSchema)]
-pub struct RunList {
-    pub items: Vec<Run>,
-    /// Pass as `cursor` to get the next (older) page; absent on the last page.
-    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -216,17 +208,18 @@ fn services_schema() -> utoipa::openapi::schema::Array {
         .build()
 }
 
-/// The run history, newest first.
+/// The run history, newest first: one summary per run (id, state, services and their states,
+/// reason, who asked, times, one-line message).
 #[utoipa::path(get, path = "/repopulations", tag = "repopulations", operation_id = "list_repopulations",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page of runs, newest first", body = RunList),
+        (status = 200, description = "One page of run summaries, newest first", body = RunList),
         (status = 400, description = "Invalid limit, cursor, state or service", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn list_runs(
     State(state): State<SharedState>,
     QueryParams(query): QueryParams<ListQuery>,
-) -> Result<Json<RunList>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = page_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let before = query
         .cursor
@@ -242,26 +235,35 @@ pub async fn list_runs(
         .transpose()?;
     let state_filter = parse_param::<RunState>("state", query.state.as_deref())?;
     let service = parse_param::<Service>("service", query.service.as_deref())?;
-    let (items, next) = state
+    let page = state
         .store
-        .list_runs(&RunFilter {
+        .history_page(&RunFilter {
             state: state_filter,
             service,
             before,
             limit,
         })
         .await?;
-    Ok(Json(RunList {
-        items,
-        next_cursor: next.map(|id| id.to_string()),
-    }))
+    Ok(json_response(page))
+}
+
+/// A 200 with JSON the store serialized.
+fn json_response(body: bytes::Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::InvalidId(raw.to_owned()))
 }
 
-/// A run with its service tasks and steps.
+/// A run with its service tasks and steps (and their earlier attempts, if it was resumed).
 #[utoipa::path(get, path = "/repopulations/{id}", tag = "repopulations", operation_id = "get_repopulation",
     params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
@@ -271,13 +273,13 @@ pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 pub async fn get_run(
     State(state): State<SharedState>,
     Path(id): Path<String>,
-) -> Result<Json<Run>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     state
         .store
-        .get_run(id)
+        .run_json(id)
         .await?
-        .map(Json)
+        .map(json_response)
         .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))
 }
 

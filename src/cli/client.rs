@@ -1,6 +1,6 @@
-//! The `cray`-style client: calls the service's HTTP API and prints the response as TOML (the
-//! default, like `cray`) or JSON. Problems (`application/problem+json`) go to stderr and make
-//! the process exit non-zero.
+//! The `cray`-style client: calls the service's HTTP API and prints the response as a table
+//! (on a terminal), TOML (otherwise, like `cray`) or JSON. Problems (`application/problem+json`)
+//! go to stderr and make the process exit non-zero.
 
 use std::{
     path::{Path, PathBuf},
@@ -8,26 +8,26 @@ use std::{
     time::Duration,
 };
 
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
     ClientOptions, EtcdClustersArgs, EtcdClustersCommand, Format, RepopulationsArgs,
-    RepopulationsCommand, ServicesArgs, ServicesCommand,
+    RepopulationsCommand, ServicesArgs, ServicesCommand, SnapshotsArgs, SnapshotsCommand,
+    follow::{Flow, Message, StepTracker, follow},
+    output::{self, RunView, View, emit},
 };
 
 const DEFAULT_URL: &str = "http://localhost:8080";
-/// How often `create --wait` looks at the run: often enough to feel live to a person.
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// Run states after which nothing more happens without a person.
-const TERMINAL_STATES: &[&str] = &[
-    "succeeded",
-    "failed",
-    "cancelled",
-    "interrupted",
-    "action_required",
-];
+/// How long an event stream may stay silent: the service sends a keep-alive every 15 s.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(45);
+/// The exit status of a command whose reader went away, as if SIGPIPE had ended it.
+const EXIT_OUTPUT_CLOSED: u8 = 141;
+/// The exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+const EXIT_INTERRUPTED: u8 = 130;
+/// Pages `list --all` follows at most (500 runs a page: 5 million runs).
+const MAX_PAGES: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -43,8 +43,10 @@ pub enum ClientError {
     },
     #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
-    #[error("request to {url} failed: {source}")]
-    Http { url: String, source: reqwest::Error },
+    /// The request did not get an answer; `cause` is the whole chain, down to e.g.
+    /// "Connection refused (os error 111)".
+    #[error("request to {url} failed: {cause}")]
+    Http { url: String, cause: String },
     /// The service answered with an error; `detail` is its explanation.
     #[error("{}", problem_message(*.status, .title.as_deref(), .detail.as_deref()))]
     Problem {
@@ -54,10 +56,46 @@ pub enum ClientError {
     },
     #[error("unexpected response from {url}: {reason}")]
     InvalidResponse { url: String, reason: String },
+    #[error(
+        "lost the event stream of run {id} ({reason}); the run goes on: \
+         `etcd-repopulator repopulations describe {id}` shows it"
+    )]
+    StreamLost { id: String, reason: String },
     #[error("cannot format the response as TOML: {0}")]
     Toml(#[from] toml::ser::Error),
     #[error("cannot format the response as JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+    /// Whoever read the output stopped reading (`| head -1`): nothing more to say.
+    #[error("the output was closed")]
+    OutputClosed,
+}
+
+impl ClientError {
+    fn http(url: &reqwest::Url, err: &reqwest::Error) -> ClientError {
+        ClientError::Http {
+            url: url.to_string(),
+            cause: error_chain(err),
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated, leaving out a source whose text the error's
+/// own already contains (reqwest says "error sending request for url (...)"; what went wrong,
+/// e.g. "Connection refused", is a few sources down).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn problem_message(status: StatusCode, title: Option<&str>, detail: Option<&str>) -> String {
@@ -70,10 +108,12 @@ fn problem_message(status: StatusCode, title: Option<&str>, detail: Option<&str>
     }
 }
 
-/// Prints `result`'s error (if any) on stderr and turns it into the process's exit status.
+/// Prints `result`'s error (if any) on stderr and turns it into the process's exit status. A
+/// closed output ends the command quietly.
 pub fn report(result: Result<ExitCode, ClientError>) -> ExitCode {
     match result {
         Ok(code) => code,
+        Err(ClientError::OutputClosed) => ExitCode::from(EXIT_OUTPUT_CLOSED),
         Err(err) => {
             eprintln!("etcd-repopulator: {err}");
             ExitCode::FAILURE
@@ -81,10 +121,21 @@ pub fn report(result: Result<ExitCode, ClientError>) -> ExitCode {
     }
 }
 
-pub async fn repopulations(args: RepopulationsArgs) -> Result<ExitCode, ClientError> {
-    let client = Client::new(&args.client)?;
-    let format = args.client.format;
-    let response = match args.command {
+fn exit_for(run: &Value) -> ExitCode {
+    if run.get("state").and_then(Value::as_str) == Some("succeeded") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn repopulations(
+    options: &ClientOptions,
+    args: RepopulationsArgs,
+) -> Result<ExitCode, ClientError> {
+    let client = Client::new(options)?;
+    let format = output::resolve(options.format);
+    let (response, view) = match args.command {
         RepopulationsCommand::Create {
             services,
             dry_run,
@@ -108,72 +159,130 @@ pub async fn repopulations(args: RepopulationsArgs) -> Result<ExitCode, ClientEr
                 )
                 .await?;
             if wait {
-                let run = client.wait_for(&run).await?;
-                print(&run, format)?;
-                let succeeded = run.get("state").and_then(Value::as_str) == Some("succeeded");
-                return Ok(if succeeded {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                });
+                return client.wait(&run, format).await;
             }
-            run
+            if format == Format::Table
+                && let Some(id) = run.get("id").and_then(Value::as_str)
+            {
+                output::print(&run, format, View::Run)?;
+                emit(&format!(
+                    "\nFollow it: etcd-repopulator repopulations logs {id} --follow"
+                ))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            (run, View::Run)
         }
-        RepopulationsCommand::Describe { id } => {
+        RepopulationsCommand::Describe { id } => (
             client
                 .call(Method::GET, &run_path(&id, ""), &[], None)
-                .await?
-        }
+                .await?,
+            View::Run,
+        ),
         RepopulationsCommand::List {
             state,
             service,
             limit,
+            cursor,
+            all,
         } => {
             let query: Vec<(&str, String)> = [
                 ("state", state),
                 ("service", service),
                 ("limit", limit.map(|n| n.to_string())),
+                ("cursor", cursor),
             ]
             .into_iter()
             .filter_map(|(key, value)| value.map(|value| (key, value)))
             .collect();
-            client
-                .call(Method::GET, "/repopulations", &query, None)
-                .await?
+            let list = if all {
+                client.all_pages("/repopulations", query).await?
+            } else {
+                client
+                    .call(Method::GET, "/repopulations", &query, None)
+                    .await?
+            };
+            (list, View::RunList)
         }
-        RepopulationsCommand::Cancel { id } => {
+        RepopulationsCommand::Logs { id, follow } => {
+            return client.logs(&id, follow, format).await;
+        }
+        RepopulationsCommand::Cancel { id } => (
             client
                 .call(Method::POST, &run_path(&id, "/cancel"), &[], None)
-                .await?
-        }
-        RepopulationsCommand::Resume { id } => {
+                .await?,
+            View::Run,
+        ),
+        RepopulationsCommand::Resume { id } => (
             client
                 .call(Method::POST, &run_path(&id, "/resume"), &[], None)
-                .await?
-        }
+                .await?,
+            View::Run,
+        ),
     };
-    print(&response, format)?;
+    output::print(&response, format, view)?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn services(args: ServicesArgs) -> Result<ExitCode, ClientError> {
-    let client = Client::new(&args.client)?;
+pub async fn services(
+    options: &ClientOptions,
+    args: ServicesArgs,
+) -> Result<ExitCode, ClientError> {
+    let client = Client::new(options)?;
     let response = match args.command {
         ServicesCommand::List => client.call(Method::GET, "/services", &[], None).await?,
     };
-    print(&response, args.client.format)?;
+    output::print(&response, output::resolve(options.format), View::Services)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn snapshots(
+    options: &ClientOptions,
+    args: SnapshotsArgs,
+) -> Result<ExitCode, ClientError> {
+    let client = Client::new(options)?;
+    let (response, view) = match args.command {
+        SnapshotsCommand::Create => (
+            client.call(Method::POST, "/snapshots", &[], None).await?,
+            View::Capture,
+        ),
+        SnapshotsCommand::List {
+            source,
+            content,
+            limit,
+        } => {
+            let query: Vec<(&str, String)> = [
+                ("source", source),
+                ("content", content.then(|| "true".to_owned())),
+                ("limit", limit.map(|n| n.to_string())),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| (key, value)))
+            .collect();
+            (
+                client.call(Method::GET, "/snapshots", &query, None).await?,
+                View::Snapshots,
+            )
+        }
+    };
+    output::print(&response, output::resolve(options.format), view)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `etcd-clusters list|describe`.
-pub async fn etcd_clusters(args: EtcdClustersArgs) -> Result<ExitCode, ClientError> {
-    let client = Client::new(&args.client)?;
-    let path = match &args.command {
-        EtcdClustersCommand::List => "/etcd-clusters".to_owned(),
-        EtcdClustersCommand::Describe { name } => format!("/etcd-clusters/{}", encode(name)),
+pub async fn etcd_clusters(
+    options: &ClientOptions,
+    args: EtcdClustersArgs,
+) -> Result<ExitCode, ClientError> {
+    let client = Client::new(options)?;
+    let (path, view) = match &args.command {
+        EtcdClustersCommand::List => ("/etcd-clusters".to_owned(), View::EtcdClusters),
+        EtcdClustersCommand::Describe { name } => (
+            format!("/etcd-clusters/{}", encode(name)),
+            View::EtcdCluster,
+        ),
     };
     let response = client.call(Method::GET, &path, &[], None).await?;
-    print(&response, args.client.format)?;
+    output::print(&response, output::resolve(options.format), view)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -235,8 +344,10 @@ fn default_config_path() -> Option<PathBuf> {
     Some(base.join("etcd-repopulator").join("client.toml"))
 }
 
-struct Client {
+pub struct Client {
     http: reqwest::Client,
+    /// For event streams: no bound on the whole request, only on silence.
+    streaming: reqwest::Client,
     base: reqwest::Url,
     token: Option<String>,
 }
@@ -264,20 +375,51 @@ impl Client {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("etcd-repopulator/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("etcd-repopulator/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+        };
+        let build_error = |err: reqwest::Error| ClientError::Http {
+            url: url.clone(),
+            cause: error_chain(&err),
+        };
+        let http = builder()
             .timeout(Duration::from_secs(60))
             .build()
-            .map_err(|source| ClientError::Http {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(build_error)?;
+        let streaming = builder()
+            .read_timeout(STREAM_READ_TIMEOUT)
+            .build()
+            .map_err(build_error)?;
         Ok(Client {
             http,
+            streaming,
             base,
             token: options.token.clone().or(file.token),
         })
+    }
+
+    fn url(&self, path: &str) -> Result<reqwest::Url, ClientError> {
+        self.base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| ClientError::InvalidUrl {
+                url: format!("{}{path}", self.base),
+                reason: e.to_string(),
+            })
+    }
+
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        method: Method,
+        url: &reqwest::Url,
+    ) -> reqwest::RequestBuilder {
+        let request = http.request(method, url.clone());
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     async fn call(
@@ -287,137 +429,198 @@ impl Client {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
-        let url =
-            self.base
-                .join(path.trim_start_matches('/'))
-                .map_err(|e| ClientError::InvalidUrl {
-                    url: format!("{}{path}", self.base),
-                    reason: e.to_string(),
-                })?;
-        let mut request = self.http.request(method, url.clone()).query(query);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let url = self.url(path)?;
+        let mut request = self.request(&self.http, method, &url).query(query);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let http_error = |source| ClientError::Http {
-            url: url.to_string(),
-            source,
-        };
-        let response = request.send().await.map_err(http_error)?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::http(&url, &e))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(http_error)?;
-        let parsed = serde_json::from_slice::<Value>(&bytes);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::http(&url, &e))?;
         if !status.is_success() {
-            let problem = parsed.unwrap_or(Value::Null);
-            let text = |key: &str| problem.get(key).and_then(Value::as_str).map(str::to_owned);
-            let detail = text("detail").or_else(|| {
-                let raw = String::from_utf8_lossy(&bytes).trim().to_owned();
-                (!raw.is_empty()).then_some(raw)
-            });
-            return Err(ClientError::Problem {
-                status,
-                title: text("title"),
-                detail,
-            });
+            return Err(problem(status, &bytes));
         }
-        parsed.map_err(|e| ClientError::InvalidResponse {
+        serde_json::from_slice::<Value>(&bytes).map_err(|e| ClientError::InvalidResponse {
             url: url.to_string(),
             reason: format!("body is not JSON: {e}"),
         })
     }
 
-    /// Polls the run until it reaches a terminal state and returns it as `describe` shows it.
-    async fn wait_for(&self, run: &Value) -> Result<Value, ClientError> {
-        let id =
-            run.get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ClientError::InvalidResponse {
-                    url: self.base.to_string(),
-                    reason: "the created run has no id".to_owned(),
-                })?;
-        let path = run_path(id, "");
-        let mut ticks = tokio::time::interval(POLL_INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let run = self.call(Method::GET, &path, &[], None).await?;
-            let state = run.get("state").and_then(Value::as_str).unwrap_or("");
-            if TERMINAL_STATES.contains(&state) {
-                return Ok(run);
+    /// Opens the run's event stream, after the log line `after` when given.
+    pub(super) async fn events(
+        &self,
+        id: &str,
+        after: Option<i64>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = self.url(&run_path(id, "/events"))?;
+        let mut request = self
+            .request(&self.streaming, Method::GET, &url)
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(after) = after {
+            request = request.header("last-event-id", after.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::http(&url, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(problem(status, &bytes));
+        }
+        Ok(response)
+    }
+
+    /// Every page of a cursor-paginated list, as one `{"items": [...]}`.
+    async fn all_pages(
+        &self,
+        path: &str,
+        mut query: Vec<(&str, String)>,
+    ) -> Result<Value, ClientError> {
+        let mut items = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let mut page = self.call(Method::GET, path, &query, None).await?;
+            match page.get_mut("items").map(Value::take) {
+                Some(Value::Array(page_items)) => items.extend(page_items),
+                _ => {
+                    return Err(ClientError::InvalidResponse {
+                        url: path.to_owned(),
+                        reason: "a page without items".to_owned(),
+                    });
+                }
+            }
+            let next = page.get("next_cursor").and_then(Value::as_str);
+            let current = query.iter().find(|(k, _)| *k == "cursor").map(|(_, v)| v);
+            match next {
+                // A cursor that does not move would loop forever.
+                Some(next) if Some(&next.to_owned()) != current => {
+                    query.retain(|(k, _)| *k != "cursor");
+                    query.push(("cursor", next.to_owned()));
+                }
+                _ => break,
             }
         }
+        Ok(json!({ "items": items }))
+    }
+
+    /// `create --wait`: the id at once, a line per step change, then the outcome. Progress goes
+    /// to stdout in the table format and to stderr otherwise (stdout is then the final run, as
+    /// `describe` prints it, for scripts).
+    async fn wait(&self, created: &Value, format: Format) -> Result<ExitCode, ClientError> {
+        let id = created
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ClientError::InvalidResponse {
+                url: self.base.to_string(),
+                reason: "the created run has no id".to_owned(),
+            })?
+            .to_owned();
+        let progress = |line: &str| -> Result<(), ClientError> {
+            if format == Format::Table {
+                emit(line)
+            } else {
+                eprintln!("{line}");
+                Ok(())
+            }
+        };
+        progress(&format!(
+            "run {id} started; following it (Ctrl-C stops following, the run goes on)"
+        ))?;
+        let mut tracker = StepTracker::default();
+        let followed = follow(self, &id, |message| {
+            if let Message::Run(run) = message
+                && let Ok(run) = RunView::deserialize(&run)
+            {
+                for line in tracker.changes(&run) {
+                    progress(&line)?;
+                }
+            }
+            Ok(Flow::Continue)
+        });
+        tokio::select! {
+            result = followed => result?,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!(
+                    "\nStopped following; run {id} goes on. Follow it again with \
+                     `etcd-repopulator repopulations logs {id} --follow`, or see it with \
+                     `etcd-repopulator repopulations describe {id}`."
+                );
+                return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            }
+        }
+        let run = self
+            .call(Method::GET, &run_path(&id, ""), &[], None)
+            .await?;
+        if format == Format::Table {
+            emit("")?;
+        }
+        output::print(&run, format, View::Run)?;
+        Ok(exit_for(&run))
+    }
+
+    /// `logs`: the stored log (the stream sends it before the first `run`), or with `follow`
+    /// everything until the run stops. Lines as text, or with `--format json` one JSON object
+    /// per line.
+    async fn logs(
+        &self,
+        id: &str,
+        follow_on: bool,
+        format: Format,
+    ) -> Result<ExitCode, ClientError> {
+        let mut end_state: Option<String> = None;
+        follow(self, id, |message| match message {
+            Message::Log(line) => {
+                if format == Format::Json {
+                    emit(&serde_json::to_string(&json!({
+                        "id": line.id, "at": line.at, "level": line.level,
+                        "service": line.service, "step": line.step, "message": line.message,
+                    }))?)?;
+                } else {
+                    emit(&line.render())?;
+                }
+                Ok(Flow::Continue)
+            }
+            Message::Run(_) if !follow_on => Ok(Flow::Stop),
+            Message::Run(_) => Ok(Flow::Continue),
+            Message::End(end) => {
+                end_state = end.get("state").and_then(Value::as_str).map(str::to_owned);
+                Ok(Flow::Stop)
+            }
+        })
+        .await?;
+        if let Some(state) = end_state
+            && format != Format::Json
+        {
+            eprintln!("run {id} ended: {state}");
+        }
+        Ok(ExitCode::SUCCESS)
     }
 }
 
-fn print(value: &Value, format: Format) -> Result<(), ClientError> {
-    let text = match format {
-        Format::Json => serde_json::to_string_pretty(value)?,
-        Format::Toml => to_toml(value)?,
-    };
-    println!("{}", text.trim_end());
-    Ok(())
-}
-
-/// Renders a JSON response as a TOML document. TOML has no null, so nulls are dropped; a
-/// top-level list (`{"items": [...]}`) comes out as `[[items]]` tables, like cray's
-/// `[[results]]`. A response that is not an object is put under `result`.
-pub fn to_toml(value: &Value) -> Result<String, toml::ser::Error> {
-    let table = match json_to_toml(value) {
-        Some(toml::Value::Table(table)) => table,
-        Some(other) => toml::Table::from_iter([("result".to_owned(), other)]),
-        None => toml::Table::new(),
-    };
-    toml::to_string(&table)
-}
-
-fn json_to_toml(value: &Value) -> Option<toml::Value> {
-    Some(match value {
-        Value::Null => return None,
-        Value::Bool(b) => toml::Value::Boolean(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => toml::Value::Integer(i),
-            // Beyond i64 (TOML integers are 64-bit signed) or fractional.
-            None => match n.as_f64() {
-                Some(f) => toml::Value::Float(f),
-                None => toml::Value::String(n.to_string()),
-            },
-        },
-        Value::String(s) => toml::Value::String(s.clone()),
-        Value::Array(items) => toml::Value::Array(items.iter().filter_map(json_to_toml).collect()),
-        Value::Object(map) => toml::Value::Table(
-            map.iter()
-                .filter_map(|(key, value)| Some((key.clone(), json_to_toml(value)?)))
-                .collect(),
-        ),
-    })
+/// The service's error answer as a [`ClientError::Problem`].
+fn problem(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let problem = serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null);
+    let text = |key: &str| problem.get(key).and_then(Value::as_str).map(str::to_owned);
+    let detail = text("detail").or_else(|| {
+        let raw = String::from_utf8_lossy(bytes).trim().to_owned();
+        (!raw.is_empty()).then_some(raw)
+    });
+    ClientError::Problem {
+        status,
+        title: text("title"),
+        detail,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn toml_drops_nulls_and_lists_items_as_tables() {
-        let response = json!({
-            "items": [
-                {"id": "a", "state": "succeeded", "message": null, "services": [{"service": "reds"}]},
-                {"id": "b", "state": "running", "attempt": 2}
-            ],
-            "next_cursor": null
-        });
-        let text = to_toml(&response).unwrap();
-        assert!(text.contains("[[items]]"), "{text}");
-        assert!(!text.contains("message"), "{text}");
-        assert!(!text.contains("next_cursor"), "{text}");
-        let back: toml::Table = toml::from_str(&text).unwrap();
-        assert_eq!(back["items"][1]["attempt"].as_integer(), Some(2));
-        assert_eq!(
-            back["items"][0]["services"][0]["service"].as_str(),
-            Some("reds")
-        );
-    }
 
     #[test]
     fn ids_are_one_path_segment() {
@@ -435,5 +638,20 @@ mod tests {
             detail: Some("\"x\" is not a run id".to_owned()),
         };
         assert_eq!(err.to_string(), "Invalid id (400): \"x\" is not a run id");
+    }
+
+    #[test]
+    fn the_error_chain_names_the_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            error_chain(&err),
+            "error sending request: Connection refused (os error 111)"
+        );
     }
 }

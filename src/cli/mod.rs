@@ -1,7 +1,10 @@
 //! The command line: `serve` runs the service; the other commands are tools around it, among
-//! them a `cray`-style client of the service's API (`repopulations ...`, `services ...`).
+//! them a `cray`-style client of the service's API (`repopulations ...`, `services ...`,
+//! `snapshots ...`).
 
 pub mod client;
+mod follow;
+mod output;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -14,6 +17,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Repopulates CSM services' data after their etcd clusters are rebuilt"
 )]
 pub struct Cli {
+    /// Where the API is and how to print its answers: accepted before the subcommand as well
+    /// as after it (`etcd-repopulator --url URL repopulations list`).
+    #[command(flatten)]
+    pub client: ClientOptions,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -33,16 +40,30 @@ pub enum Command {
     Repopulations(RepopulationsArgs),
     /// List the services a run can repopulate (a client of the API).
     Services(ServicesArgs),
+    /// Capture or list snapshots of BOS session templates and HMNFD subscriptions (a client of
+    /// the API).
+    Snapshots(SnapshotsArgs),
     /// The services' etcd clusters, in either layout, and their health.
     EtcdClusters(EtcdClustersArgs),
     /// Print the Kubernetes RBAC rules the service needs, as the `rules:` of a Role (this is
     /// what the chart's templates/role.yaml carries).
     #[command(hide = true)]
     RbacRules,
+    /// What a node of `serve --simulate` does with a command sent to it over SSH (run by the
+    /// simulated nodes' sshd).
+    #[cfg(feature = "simulate")]
+    #[command(hide = true)]
+    SimNode(crate::sim_nodes::SimNodeArgs),
+    /// Runs the simulated nodes' sshd until its stdin closes (the service stopped).
+    #[cfg(feature = "simulate")]
+    #[command(hide = true)]
+    SimNodeGuard(crate::sim_nodes::GuardArgs),
 }
 
-/// Where the API is and how to talk to it; shared by every client command.
+/// Where the API is and how to talk to it; shared by every client command (and accepted, though
+/// unused, by the others: clap's global options reach every subcommand).
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Client options (repopulations, services, snapshots)")]
 pub struct ClientOptions {
     /// Base URL of the service [default: from the client config, else http://localhost:8080].
     #[arg(long, global = true, env = "ETCD_REPOPULATOR_URL")]
@@ -58,21 +79,23 @@ pub struct ClientOptions {
     /// TOML file with `url` and `token` [default: ~/.config/etcd-repopulator/client.toml if present].
     #[arg(long, global = true, env = "ETCD_REPOPULATOR_CLIENT_CONFIG")]
     pub client_config: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Toml)]
-    pub format: Format,
+    /// Output format [default: table on a terminal, else toml].
+    #[arg(long, global = true, value_enum)]
+    pub format: Option<Format>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// For people: runs, steps and services as aligned tables.
+    Table,
+    /// The API's answer as TOML (nulls left out), like `cray`: for scripts.
     Toml,
+    /// The API's answer as it came: for scripts.
     Json,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct RepopulationsArgs {
-    #[command(flatten)]
-    pub client: ClientOptions,
     #[command(subcommand)]
     pub command: RepopulationsCommand,
 }
@@ -91,7 +114,8 @@ pub enum RepopulationsCommand {
         /// Why (e.g. which etcd cluster was rebuilt); kept in the history.
         #[arg(long)]
         reason: Option<String>,
-        /// Follow the run until it ends, print it, and exit 0 only if it succeeded.
+        /// Print the run id at once, then a line per step as it changes, then the outcome;
+        /// exit 0 only if the run succeeded. Ctrl-C stops following (the run goes on).
         #[arg(long)]
         wait: bool,
     },
@@ -106,9 +130,23 @@ pub enum RepopulationsCommand {
         /// Only runs that include this service.
         #[arg(long)]
         service: Option<String>,
-        /// At most this many runs (1 to 500).
+        /// At most this many runs per page (1 to 500).
         #[arg(long)]
         limit: Option<u32>,
+        /// Start after this point: the `next_cursor` of the previous page.
+        #[arg(long, conflicts_with = "all")]
+        cursor: Option<String>,
+        /// Every page, following `next_cursor` to the end.
+        #[arg(long)]
+        all: bool,
+    },
+    /// The run's log (GET /repopulations/{id}/events): what is stored so far, or with
+    /// `--follow` everything until the run stops.
+    Logs {
+        id: String,
+        /// Keep printing lines as they are appended, until the run stops.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Stop a run at its next safe point (POST /repopulations/{id}/cancel).
     Cancel { id: String },
@@ -118,8 +156,6 @@ pub enum RepopulationsCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServicesArgs {
-    #[command(flatten)]
-    pub client: ClientOptions,
     #[command(subcommand)]
     pub command: ServicesCommand,
 }
@@ -131,9 +167,31 @@ pub enum ServicesCommand {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct SnapshotsArgs {
+    #[command(subcommand)]
+    pub command: SnapshotsCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum SnapshotsCommand {
+    /// Capture BOS session templates and HMNFD subscriptions now (POST /snapshots).
+    Create,
+    /// The stored snapshots, newest first, without their content (GET /snapshots).
+    List {
+        /// Only snapshots of this source (bos-session-templates or hmnfd-subscriptions).
+        #[arg(long)]
+        source: Option<String>,
+        /// Include each snapshot's content.
+        #[arg(long)]
+        content: bool,
+        /// At most this many (1 to 500).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct EtcdClustersArgs {
-    #[command(flatten)]
-    pub client: ClientOptions,
     #[command(subcommand)]
     pub command: EtcdClustersCommand,
 }
@@ -174,6 +232,14 @@ pub struct ServeArgs {
     /// Write a kubeconfig for the simulated cluster here, so kubectl can look at it.
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_KUBECONFIG")]
     pub sim_kubeconfig: Option<PathBuf>,
+    /// The simulated Job controller's first back-off after a failed pod (doubling per failure,
+    /// capped at 36 times it): the real 10s by default; shorter to rehearse failing Jobs quickly.
+    #[arg(long, env = "ETCD_REPOPULATOR_SIM_JOB_BACKOFF", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub sim_job_backoff: std::time::Duration,
+    /// OpenSSH's sshd, started on loopback as the simulated nodes' SSH server (for `hmnfd`)
+    /// when `[ssh]` is not configured [default: sshd on PATH, else /usr/sbin/sshd].
+    #[arg(long, env = "ETCD_REPOPULATOR_SIM_SSHD")]
+    pub sim_sshd: Option<PathBuf>,
     /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
     #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
         value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
@@ -195,6 +261,9 @@ pub struct SimArgs {
     /// How long the simulated kubelet takes to make a new pod Ready.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub kubelet_delay: std::time::Duration,
+    /// The Job controller's first back-off after a failed pod (see `serve --sim-job-backoff`).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub job_backoff: std::time::Duration,
     /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
     #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
         value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]

@@ -71,6 +71,7 @@ impl FanoutArgs {
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
             hosts,
+            unavailable: None,
         })
     }
 

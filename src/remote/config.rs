@@ -33,6 +33,10 @@ pub struct SshConfig {
     /// Static name -> address map, consulted before DNS (like /etc/hosts). Known_hosts entries
     /// may name either the host or the address.
     pub hosts: BTreeMap<String, String>,
+    /// Why no node can be reached at all (set by `serve --simulate` when it could not start an
+    /// SSH server for the simulated nodes): every fan-out fails at once with this one line.
+    #[serde(skip)]
+    pub unavailable: Option<String>,
 }
 
 impl Default for SshConfig {
@@ -47,6 +51,7 @@ impl Default for SshConfig {
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(60),
             hosts: BTreeMap::new(),
+            unavailable: None,
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum FanoutError {
     KnownHosts(#[from] KnownHostsError),
     #[error("invalid SSH configuration: {0}")]
     InvalidConfig(String),
+    /// No node can be reached (see [`SshConfig::unavailable`]).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Which bound was exceeded.
@@ -334,6 +337,9 @@ impl Kept {
 /// known_hosts file (readable and well-formed, unless unknown keys are accepted and there is
 /// none). Returns the identity's fingerprint (`SHA256:...`), or every problem found.
 pub fn preflight(cfg: &SshConfig) -> Result<String, Vec<FanoutError>> {
+    if let Some(reason) = &cfg.unavailable {
+        return Err(vec![FanoutError::Unavailable(reason.clone())]);
+    }
     let known_hosts = load_known_hosts(cfg);
     let shared = prepare_with(cfg, KnownHosts::default(), None);
     match (shared, known_hosts) {
@@ -350,6 +356,9 @@ fn prepare(
     cfg: &SshConfig,
     output: Option<mpsc::Sender<OutputLine>>,
 ) -> Result<Shared, FanoutError> {
+    if let Some(reason) = &cfg.unavailable {
+        return Err(FanoutError::Unavailable(reason.clone()));
+    }
     prepare_with(cfg, load_known_hosts(cfg)?, output)
 }
 

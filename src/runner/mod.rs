@@ -23,7 +23,7 @@ use crate::{
     csm::CsmClients,
     handlers::{self, Action, StepContext},
     metrics::Metrics,
-    model::{Run, Service, State, new_run_id},
+    model::{Run, Service, ServiceTask, State, new_run_id},
     release::{DetectError, Release, ReleaseInForce, ReleaseSetting, detect},
     store::{NewRun, NewStep, NewTask, StepKey, Store, StoreError},
 };
@@ -549,7 +549,7 @@ async fn drive_run(
         .get_run(id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))?;
-    let (state, message) = summarize(&run, control);
+    let (state, message) = (run_state(&run, control), summary_line(&run.services));
     store.finish_run(id, state, &message, now()).await?;
     store
         .append_event(
@@ -566,57 +566,62 @@ async fn drive_run(
 }
 
 /// The run's final state from its tasks: failure wins, then stops, then work left for a person.
-fn summarize(run: &Run, control: &Control) -> (State, String) {
-    let of = |state: State| -> Vec<String> {
-        run.services
+fn run_state(run: &Run, control: &Control) -> State {
+    let any = |state: State| run.services.iter().any(|t| t.state == state);
+    if any(State::Failed) {
+        State::Failed
+    } else if any(State::Interrupted)
+        || (any(State::Cancelled) && control.stopped_state() == State::Interrupted)
+    {
+        State::Interrupted
+    } else if any(State::Cancelled) {
+        State::Cancelled
+    } else if any(State::ActionRequired) {
+        State::ActionRequired
+    } else {
+        State::Succeeded
+    }
+}
+
+/// The run's message: one line counting its services by state and naming those that did not
+/// succeed, e.g. "3 succeeded; 2 need action: cps, fas" (each service's own message says more).
+fn summary_line(tasks: &[ServiceTask]) -> String {
+    const ORDER: [State; 8] = [
+        State::Succeeded,
+        State::Failed,
+        State::Interrupted,
+        State::Cancelled,
+        State::ActionRequired,
+        State::Skipped,
+        State::Running,
+        State::Pending,
+    ];
+    let mut groups = Vec::new();
+    for state in ORDER {
+        let names: Vec<&str> = tasks
             .iter()
             .filter(|t| t.state == state)
-            .map(|t| {
-                format!(
-                    "{}: {}",
-                    t.service,
-                    t.message.as_deref().unwrap_or(t.state.as_str())
-                )
-            })
-            .collect()
-    };
-    let total = run.services.len();
-    for state in [State::Failed, State::Interrupted, State::Cancelled] {
-        let hit = of(state);
-        if !hit.is_empty() {
-            let state =
-                if state == State::Cancelled && control.stopped_state() == State::Interrupted {
-                    State::Interrupted
-                } else {
-                    state
-                };
-            return (
-                state,
-                format!(
-                    "{} of {total} service(s) {state}: {}",
-                    hit.len(),
-                    hit.join("; ")
-                ),
-            );
-        }
+            .map(|t| t.service.as_str())
+            .collect();
+        let label = match (state, names.len()) {
+            (_, 0) => continue,
+            (State::Succeeded, n) => {
+                groups.push(format!("{n} succeeded"));
+                continue;
+            }
+            (State::ActionRequired, 1) => "needs action",
+            (State::ActionRequired, _) => "need action",
+            (other, _) => other.as_str(),
+        };
+        groups.push(format!("{} {label}: {}", names.len(), names.join(", ")));
     }
-    let todo = of(State::ActionRequired);
-    if !todo.is_empty() {
-        return (
-            State::ActionRequired,
-            format!("action required: {}", todo.join("; ")),
-        );
-    }
-    (
-        State::Succeeded,
-        format!("all {total} service(s) succeeded"),
-    )
+    groups.join("; ")
 }
 
 fn level_of(state: State) -> &'static str {
     match state {
         State::Succeeded | State::Pending | State::Running => "info",
-        State::ActionRequired | State::Cancelled | State::Interrupted => "warn",
+        State::ActionRequired | State::Cancelled | State::Interrupted | State::Skipped => "warn",
         State::Failed => "error",
     }
 }
@@ -637,27 +642,22 @@ async fn run_task(
     let steps = store.task_steps(run_id, service).await?;
     let mut outcome = (State::Succeeded, String::new());
     let mut notes = Vec::new();
+    // Once a step fails or the run is stopped, the state and message of the steps not started.
+    let mut not_started: Option<(State, String)> = None;
     for step in steps.iter().filter(|s| s.state != State::Succeeded) {
-        if control.token.is_cancelled() {
+        if not_started.is_none() && control.token.is_cancelled() {
             let state = control.stopped_state();
-            store
-                .finish_step(
-                    StepKey {
-                        run_id,
-                        service,
-                        ordinal: step.ordinal,
-                    },
-                    state,
-                    &format!("not started: run {state}"),
-                    None,
-                    now(),
-                )
-                .await?;
+            not_started = Some((state, format!("not started: run {state}")));
             outcome = (state, format!("{state} before step {}", step.name));
-            continue;
         }
-        if outcome.0 != State::Succeeded {
-            break;
+        if let Some((state, message)) = &not_started {
+            let key = StepKey {
+                run_id,
+                service,
+                ordinal: step.ordinal,
+            };
+            store.finish_step(key, *state, message, None, now()).await?;
+            continue;
         }
         let span = tracing::info_span!("step", step = %step.name);
         let (state, message) = run_step(inner, run_id, service, step, dry_run, control)
@@ -666,7 +666,16 @@ async fn run_task(
         match state {
             State::Succeeded => {}
             State::ActionRequired => notes.push(message),
-            other => outcome = (other, format!("step {} {other}: {message}", step.name)),
+            other => {
+                outcome = (other, format!("step {} {other}: {message}", step.name));
+                not_started = Some(match other {
+                    State::Failed => (
+                        State::Skipped,
+                        format!("not started because step {} failed", step.name),
+                    ),
+                    stopped => (stopped, format!("not started: run {stopped}")),
+                });
+            }
         }
     }
     let (state, message) = match outcome {

@@ -1,6 +1,7 @@
 //! The run store: SQLite through sqlx. Every state change of a run is written here before (or
 //! as) it happens in the cluster, so a crash never loses what was done or what was saved.
 
+mod history;
 mod manifests;
 mod rows;
 mod snapshots;
@@ -15,9 +16,9 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use crate::model::{Event, Run, Service, State};
+use crate::model::{Event, Service, State};
 pub use manifests::StoredManifest;
-use rows::{EventRow, RunRow, StepRow, TaskRow};
+use rows::{EventRow, StepRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -119,6 +120,9 @@ pub struct AppendedEvent {
 /// from the database (it is told so by `RecvError::Lagged`; nothing is lost).
 const EVENT_BUFFER: usize = 1024;
 
+/// Connections for history reads (`GET /repopulations`, `GET /repopulations/{id}`): their own,
+/// so that many readers never make a run's writes wait for a connection.
+const READER_CONNECTIONS: u32 = 4;
 /// Creates the directory a database file goes in, if missing: SQLite creates the file but not
 /// its directory (the image's `/var/lib/etcd-repopulator` without a volume mounted there).
 fn create_parent_dir(file: &Path) -> Result<()> {
@@ -133,7 +137,14 @@ fn create_parent_dir(file: &Path) -> Result<()> {
 
 #[derive(Clone)]
 pub struct Store {
+    /// The runner's writes and reads, and everything else.
     pool: SqlitePool,
+    /// History reads.
+    readers: SqlitePool,
+    /// One connection for `/readyz`, which must answer however busy the others are.
+    health: SqlitePool,
+    /// Recently read history, in memory.
+    history: std::sync::Arc<history::HistoryCache>,
     appended: tokio::sync::broadcast::Sender<AppendedEvent>,
 }
 
@@ -160,17 +171,48 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // SQLite's page cache is per connection (2 MiB each by default); the operating system
+        // caches the file too, so a smaller one per connection keeps the process small.
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(options.clone().pragma("cache_size", "-1024"))
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let (readers, health) = if in_memory {
+            // Another pool would open another database.
+            (pool.clone(), pool.clone())
+        } else {
+            let readers = SqlitePoolOptions::new()
+                .max_connections(READER_CONNECTIONS)
+                .connect_with(options.clone().pragma("cache_size", "-512"))
+                .await?;
+            let health = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.pragma("cache_size", "-64"))
+                .await?;
+            (readers, health)
+        };
         let (appended, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
-        Ok(Store { pool, appended })
+        let store = Store {
+            pool,
+            readers,
+            health,
+            history: std::sync::Arc::new(history::HistoryCache::new()),
+            appended,
+        };
+        let stored = store.backfill_documents().await?;
+        if stored > 0 {
+            tracing::info!(
+                runs = stored,
+                "stored the history documents of finished runs"
+            );
+        }
+        Ok(store)
     }
 
+    /// Whether the database answers (on a connection of its own).
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.health).await?;
         Ok(())
     }
 
@@ -215,6 +257,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.history.changed();
         Ok(())
     }
 
@@ -227,74 +270,6 @@ impl Store {
                 .await?;
         row.map(|(id, hash)| Ok((rows::parse_uuid(&id)?, hash.unwrap_or_default())))
             .transpose()
-    }
-
-    pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
-        let row: Option<RunRow> = sqlx::query_as("SELECT * FROM runs WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            None => Ok(None),
-            Some(row) => Ok(self.assemble(vec![row]).await?.pop()),
-        }
-    }
-
-    /// Runs newest first, filtered, one page; the second value is the cursor of the next page.
-    pub async fn list_runs(&self, filter: &RunFilter) -> Result<(Vec<Run>, Option<Uuid>)> {
-        let limit = i64::from(filter.limit.max(1));
-        let rows: Vec<RunRow> = sqlx::query_as(
-            "SELECT * FROM runs r \
-             WHERE r.id < ?1 \
-               AND (?2 IS NULL OR r.state = ?2) \
-               AND (?3 IS NULL OR EXISTS \
-                    (SELECT 1 FROM tasks t WHERE t.run_id = r.id AND t.service = ?3)) \
-             ORDER BY r.id DESC LIMIT ?4",
-        )
-        // Keyset pagination on the primary key; without a cursor, a bound above every id keeps
-        // the same (index-using) query shape.
-        .bind(
-            filter
-                .before
-                .map_or_else(|| "~".to_owned(), |id| id.to_string()),
-        )
-        .bind(filter.state.map(State::as_str))
-        .bind(filter.service.map(Service::as_str))
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut rows = rows;
-        let next = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|r| rows::parse_uuid(&r.id)).transpose()?
-        } else {
-            None
-        };
-        Ok((self.assemble(rows).await?, next))
-    }
-
-    /// Loads the tasks and steps of `runs` (two queries for the whole page) and builds views.
-    async fn assemble(&self, runs: Vec<RunRow>) -> Result<Vec<Run>> {
-        if runs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids = serde_json::to_string(&runs.iter().map(|r| &r.id).collect::<Vec<_>>())
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let tasks: Vec<TaskRow> = sqlx::query_as(
-            "SELECT * FROM tasks WHERE run_id IN (SELECT value FROM json_each(?)) \
-             ORDER BY run_id, service",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
-        let steps: Vec<StepRow> = sqlx::query_as(
-            "SELECT * FROM steps WHERE run_id IN (SELECT value FROM json_each(?)) \
-             ORDER BY run_id, service, ordinal",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
-        rows::assemble(runs, tasks, steps)
     }
 
     pub async fn run_state(&self, id: Uuid) -> Result<Option<State>> {
@@ -315,9 +290,12 @@ impl Store {
         .bind(id.to_string())
         .execute(&self.pool)
         .await?;
+        self.history.changed();
         Ok(())
     }
 
+    /// Ends the run with `state` and its one-line `message`, and stores its history documents
+    /// (it does not change any more, unless resumed).
     pub async fn finish_run(
         &self,
         id: Uuid,
@@ -325,13 +303,18 @@ impl Store {
         message: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let id = id.to_string();
         sqlx::query("UPDATE runs SET state = ?, message = ?, finished_at = ? WHERE id = ?")
             .bind(state.as_str())
             .bind(message)
             .bind(now)
-            .bind(id.to_string())
-            .execute(&self.pool)
+            .bind(&id)
+            .execute(&mut *tx)
             .await?;
+        history::store_document(&mut tx, &id).await?;
+        tx.commit().await?;
+        self.history.changed();
         Ok(())
     }
 
@@ -375,6 +358,7 @@ impl Store {
         bind_task(query, run_id, service)
             .execute(&self.pool)
             .await?;
+        self.history.changed();
         Ok(())
     }
 
@@ -395,6 +379,7 @@ impl Store {
         bind_task(query, run_id, service)
             .execute(&self.pool)
             .await?;
+        self.history.changed();
         Ok(())
     }
 
@@ -478,6 +463,16 @@ impl Store {
             .bind(State::Running.as_str())
             .execute(&mut *tx)
             .await?;
+            // No step of a finished run stays pending: those not reached say why.
+            sqlx::query(
+                "UPDATE steps SET state = ?, message = 'not started: the service stopped' \
+                 WHERE run_id = ? AND state = ?",
+            )
+            .bind(State::Interrupted.as_str())
+            .bind(&id)
+            .bind(State::Pending.as_str())
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "UPDATE tasks SET state = ?, finished_at = ?, \
                  message = COALESCE(message, 'interrupted: the service stopped') \
@@ -498,6 +493,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             insert_event(&mut tx, &id, now, "warn", None, None, &message).await?;
+            history::store_document(&mut tx, &id).await?;
             found.push(Interrupted {
                 run_id: rows::parse_uuid(&id)?,
                 steps: steps
@@ -507,16 +503,25 @@ impl Store {
             });
         }
         tx.commit().await?;
+        self.history.changed();
         Ok(found)
     }
 
-    /// Makes a finished run executable again: every task and step that did not succeed goes
-    /// back to pending (keeping the data steps saved), and the run's attempt count goes up.
+    /// Makes a finished run executable again: how every step that did not succeed ended is
+    /// kept as an earlier attempt of it, then those steps and their tasks go back to pending
+    /// (keeping the data the steps saved, where the next attempt finds it), and the run's
+    /// attempt count goes up.
     pub async fn prepare_resume(&self, run_id: Uuid) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let id = run_id.to_string();
+        let (attempt,): (i64,) = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?")
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        history::keep_attempt_outcomes(&mut tx, &id, attempt).await?;
         sqlx::query(
-            "UPDATE steps SET state = ?, finished_at = NULL WHERE run_id = ? AND state != ?",
+            "UPDATE steps SET state = ?, message = NULL, finished_at = NULL \
+             WHERE run_id = ? AND state != ?",
         )
         .bind(State::Pending.as_str())
         .bind(&id)
@@ -539,7 +544,9 @@ impl Store {
         .bind(&id)
         .execute(&mut *tx)
         .await?;
+        history::clear_document(&mut tx, &id).await?;
         tx.commit().await?;
+        self.history.resumed(run_id);
         Ok(())
     }
 

@@ -8,7 +8,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Result, StepRecord, StoreError};
-use crate::model::{Event, Run, Service, ServiceTask, State, Step};
+use crate::model::{
+    Event, Run, RunSummary, Service, ServiceSummary, ServiceTask, State, Step, StepAttempt,
+};
 
 #[derive(sqlx::FromRow)]
 pub(super) struct RunRow {
@@ -56,6 +58,32 @@ pub(super) struct StepRow {
 }
 
 #[derive(sqlx::FromRow)]
+pub(super) struct StepAttemptRow {
+    pub run_id: String,
+    pub service: String,
+    pub ordinal: i64,
+    pub attempt: i64,
+    pub state: String,
+    pub message: Option<String>,
+    pub data_summary: Option<Json<Value>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl StepAttemptRow {
+    fn into_view(self) -> Result<StepAttempt> {
+        Ok(StepAttempt {
+            attempt: self.attempt,
+            state: parse_state(&self.state)?,
+            message: self.message,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            data_summary: self.data_summary.map(|d| d.0),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
 pub(super) struct EventRow {
     pub id: i64,
     #[allow(dead_code)]
@@ -90,7 +118,7 @@ impl StepRow {
         })
     }
 
-    fn into_view(self) -> Result<Step> {
+    fn into_view(self, attempts: Vec<StepAttempt>) -> Result<Step> {
         Ok(Step {
             name: self.name,
             state: parse_state(&self.state)?,
@@ -98,6 +126,7 @@ impl StepRow {
             finished_at: self.finished_at,
             message: self.message,
             data: self.data.map(|d| d.0),
+            attempts,
         })
     }
 }
@@ -115,20 +144,36 @@ impl EventRow {
     }
 }
 
-/// Builds run views from a page of runs and all their tasks and steps (ordered by run, service,
-/// ordinal), keeping the runs' order.
+/// Builds run views from runs and all their tasks, steps (ordered by run, service, ordinal) and
+/// earlier step attempts (ordered by attempt), keeping the runs' order.
 pub(super) fn assemble(
     runs: Vec<RunRow>,
     tasks: Vec<TaskRow>,
     steps: Vec<StepRow>,
+    attempts: Vec<StepAttemptRow>,
 ) -> Result<Vec<Run>> {
+    let mut attempts_by_step: HashMap<(String, String, i64), Vec<StepAttempt>> = HashMap::new();
+    for attempt in attempts {
+        let key = (
+            attempt.run_id.clone(),
+            attempt.service.clone(),
+            attempt.ordinal,
+        );
+        attempts_by_step
+            .entry(key)
+            .or_default()
+            .push(attempt.into_view()?);
+    }
     let mut steps_by_task: HashMap<(String, String), Vec<Step>> = HashMap::new();
     for step in steps {
+        let attempts = attempts_by_step
+            .remove(&(step.run_id.clone(), step.service.clone(), step.ordinal))
+            .unwrap_or_default();
         let key = (step.run_id.clone(), step.service.clone());
         steps_by_task
             .entry(key)
             .or_default()
-            .push(step.into_view()?);
+            .push(step.into_view(attempts)?);
     }
     let mut tasks_by_run: HashMap<String, Vec<ServiceTask>> = HashMap::new();
     for task in tasks {
@@ -149,20 +194,35 @@ pub(super) fn assemble(
     }
     runs.into_iter()
         .map(|run| {
-            Ok(Run {
-                id: parse_uuid(&run.id)?,
-                state: parse_state(&run.state)?,
-                reason: run.reason,
-                dry_run: run.dry_run,
-                requested_by: run.requested_by,
-                attempt: run.attempt,
-                message: run.message,
-                created_at: run.created_at,
-                started_at: run.started_at,
-                finished_at: run.finished_at,
-                csm_release: run.csm_release.map(|release| release.0),
-                services: tasks_by_run.remove(&run.id).unwrap_or_default(),
-            })
+            let services = tasks_by_run.remove(&run.id).unwrap_or_default();
+            run.into_view(services)
         })
         .collect()
+}
+
+impl RunRow {
+    pub(super) fn into_view(self, services: Vec<ServiceTask>) -> Result<Run> {
+        let run = self;
+        Ok(Run {
+            id: parse_uuid(&run.id)?,
+            state: parse_state(&run.state)?,
+            reason: run.reason,
+            dry_run: run.dry_run,
+            requested_by: run.requested_by,
+            attempt: run.attempt,
+            message: run.message,
+            created_at: run.created_at,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            csm_release: run.csm_release.map(|release| release.0),
+            services,
+        })
+    }
+
+    /// The run's history entry, from its row and its services' states.
+    pub(super) fn into_summary(self, services: Vec<ServiceSummary>) -> Result<RunSummary> {
+        let mut summary = RunSummary::from(&self.into_view(Vec::new())?);
+        summary.services = services;
+        Ok(summary)
+    }
 }

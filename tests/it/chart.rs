@@ -976,8 +976,9 @@ fn check_test_pod(
         panic!("the test pod runs {:?}, not `services`", cli.command);
     };
     assert!(matches!(services.command, ServicesCommand::List));
+    // The client options are global: they belong to the whole command line.
     assert_eq!(
-        services.client.url,
+        cli.client.url,
         Some(format!(
             "http://{}.{}.svc:{}",
             expected.fullname, expected.release.namespace, expected.service_port

@@ -12,6 +12,7 @@ mod csm;
 mod etcd;
 mod events;
 mod handlers;
+mod history;
 mod hmnfd;
 mod kube_events;
 mod metrics;
@@ -24,4 +25,5 @@ mod remote;
 #[cfg(feature = "failpoints")]
 mod restart;
 mod sim_kube;
+mod sim_rehearsal;
 mod webhooks;

@@ -87,6 +87,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No media type in `Accept` is one the server produces.
+    #[error("{0}")]
+    NotAcceptable(String),
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
     #[error("too old resource version: {requested} ({oldest})")]
@@ -203,6 +206,7 @@ impl ApiError {
             Self::Unclassified(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Expired { .. } => StatusCode::GONE,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -221,6 +225,7 @@ impl ApiError {
             Self::Internal(_) => "InternalError",
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            Self::NotAcceptable(_) => "NotAcceptable",
             Self::TooManyRequests { .. } => "TooManyRequests",
             Self::Expired { .. } => "Expired",
             Self::Forbidden { .. } => "Forbidden",

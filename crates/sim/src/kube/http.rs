@@ -22,6 +22,7 @@ use super::patch::{self, PatchKind};
 use super::resources::{self, PropagationPolicy, ResourceDef};
 use super::selector::{FieldSelector, LabelSelector, Selectors};
 use super::store::{DeleteOptions, DeleteOutcome, Store, WriteMode};
+use super::table::{self, TableRequest};
 use super::watch::{self, WatchParams};
 
 /// Shared state of the HTTP handlers.
@@ -367,6 +368,15 @@ fn selectors(def: &ResourceDef, q: &HashMap<String, String>) -> ApiResult<Select
     })
 }
 
+/// The Table the request asks for (`kubectl get`), if any.
+fn table_request(ctx: &ApiContext, call: &Call) -> ApiResult<Option<TableRequest>> {
+    table::requested(
+        &call.headers,
+        call.query.get("includeObject").map(String::as_str),
+        ctx.store.version(),
+    )
+}
+
 fn flag(q: &HashMap<String, String>, key: &str) -> bool {
     matches!(q.get(key).map(String::as_str), Some("true" | "1"))
 }
@@ -584,6 +594,7 @@ fn collection(
             };
             let send_initial_events = flag(q, "sendInitialEvents");
             let params = WatchParams {
+                table: table_request(ctx, &call)?,
                 selectors: selectors(def, q)?,
                 // With sendInitialEvents the stream starts from the current state.
                 from_rv: if send_initial_events { None } else { from_rv },
@@ -595,7 +606,14 @@ fn collection(
         }
         Method::GET => {
             let sel = selectors(def, &call.query)?;
+            let table = table_request(ctx, &call)?;
             let (items, rv) = ctx.store.list(def, ns.as_deref(), &sel);
+            if let Some(table) = table {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    table.render(def, &items, &rv.to_string()),
+                ));
+            }
             // limit/continue are accepted and ignored: one page holding everything, with no
             // continue token, is a valid answer to a paginated list.
             Ok(json_response(
@@ -660,7 +678,20 @@ fn object(
     mode: WriteMode,
 ) -> ApiResult<Response> {
     match call.method {
-        Method::GET => Ok(json_response(StatusCode::OK, ctx.store.get(def, ns, name)?)),
+        Method::GET => {
+            let table = table_request(ctx, &call)?;
+            let obj = ctx.store.get(def, ns, name)?;
+            Ok(json_response(
+                StatusCode::OK,
+                match table {
+                    Some(table) => {
+                        let rv = meta::resource_version(&obj).unwrap_or_default().to_owned();
+                        table.render(def, std::slice::from_ref(&obj), &rv)
+                    }
+                    None => obj,
+                },
+            ))
+        }
         Method::PUT => {
             let dry = query_dry_run(&call, "UpdateOptions")?;
             let body = parse_body(&call.body)?;

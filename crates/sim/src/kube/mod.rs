@@ -5,7 +5,7 @@
 //! events over one storage), `store` (objects, resourceVersions, event history), `admission`
 //! (defaulting/validation before storing), `http` (REST paths, verbs, discovery), `watch`
 //! (watch streams), `selector`, `patch`, `faults` (fault injection), `authz` (service-account
-//! authentication and RBAC), `controllers` (Deployment, ReplicaSet, StatefulSet, kubelet, Job,
+//! authentication and RBAC), `table` (server-side printing for kubectl), `controllers` (Deployment, ReplicaSet, StatefulSet, kubelet, Job,
 //! etcd operator, garbage collector) and `seed` (a CSM-like `services` namespace).
 
 mod admission;
@@ -21,6 +21,7 @@ pub mod resources;
 mod seed;
 mod selector;
 mod store;
+mod table;
 mod watch;
 
 use std::net::SocketAddr;
@@ -42,6 +43,9 @@ pub use seed::{NAMESPACE as CSM_NAMESPACE, RELEASES as CSM_RELEASES, SEEDED_JOBS
 
 use authz::Authorizer;
 use store::Store;
+
+/// The real Job controller's first pod failure back-off (`DefaultJobPodFailureBackOff`).
+pub const JOB_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The Kubernetes version the simulated API server behaves as, where versions differ (the
 /// labels the Job API generates; `/version`).
@@ -93,6 +97,12 @@ pub struct SimOptions {
     pub job_run_duration: Duration,
     /// EtcdCluster created -> status Running.
     pub etcd_operator_delay: Duration,
+    /// The first back-off after a Job's pod fails: the Job controller creates the next pod
+    /// (`restartPolicy: Never`), or the kubelet restarts the container (`OnFailure`), after
+    /// it, doubling with every failure up to 36 times it (the real controller's 10 s -> 6 min;
+    /// the kubelet's cap is 30 times, 5 min). The real value is 10 s; tests use a tiny one so
+    /// that a Job with `backoffLimit: 6` still fails within a second or two.
+    pub job_backoff: Duration,
     /// Run a real `etcd` (Debian's etcd-server) for every etcd cluster whose member pods run,
     /// on the cluster IP of its client Service (see `controllers::etcd_member`). Off by default
     /// (tests that need it turn it on); starting a cluster with it on and no `etcd` installed
@@ -109,6 +119,7 @@ impl Default for SimOptions {
             pod_termination_delay: Duration::from_millis(50),
             job_run_duration: Duration::from_millis(100),
             etcd_operator_delay: Duration::from_millis(100),
+            job_backoff: Duration::from_millis(1),
             real_etcd: false,
         }
     }
@@ -124,6 +135,7 @@ impl SimOptions {
             pod_termination_delay: Duration::from_secs(2),
             job_run_duration: Duration::from_secs(3),
             etcd_operator_delay: Duration::from_secs(3),
+            job_backoff: JOB_BACKOFF,
             real_etcd: etcd_installed(),
         }
     }

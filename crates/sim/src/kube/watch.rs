@@ -18,6 +18,7 @@ use super::http::ApiContext;
 use super::resources::ResourceDef;
 use super::selector::Selectors;
 use super::store::{EventType, StoreEvent};
+use super::table::TableRequest;
 
 /// How often a watch that allows bookmarks gets one (the real server sends them about once a
 /// minute; sooner keeps tests and resumptions quick).
@@ -27,12 +28,29 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 #[derive(Debug, Clone, Default)]
 pub struct WatchParams {
+    /// Events carry a one-row Table of the object (`kubectl get -w`).
+    pub table: Option<TableRequest>,
     pub selectors: Selectors,
     /// `None` for "" and "0": start with synthetic ADDED events for the current state.
     pub from_rv: Option<u64>,
     pub bookmarks: bool,
     pub send_initial_events: bool,
     pub timeout: Option<Duration>,
+}
+
+/// An event's object as the watcher asked for it: itself, or a one-row Table.
+fn shown(def: &ResourceDef, table: Option<TableRequest>, object: &Value) -> Value {
+    let object = def.view(object);
+    match table {
+        Some(table) => {
+            let rv = object
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            table.render(def, std::slice::from_ref(&*object), rv)
+        }
+        None => object.into_owned(),
+    }
 }
 
 fn line(kind: &str, object: &Value) -> Bytes {
@@ -77,6 +95,7 @@ struct WatchStream {
     def: &'static ResourceDef,
     ns: Option<String>,
     selectors: Selectors,
+    table: Option<TableRequest>,
     last_rv: u64,
     bookmarks: bool,
     deadline: Instant,
@@ -120,7 +139,7 @@ impl WatchStream {
                         if self.relevant(&ev)
                             && let Some(kind) = visible(&ev, &self.selectors)
                         {
-                            return Some(line(kind, &self.def.view(&ev.object)));
+                            return Some(line(kind, &shown(self.def, self.table, &ev.object)));
                         }
                     }
                     // Too slow a reader: end the stream; the client re-watches from its last
@@ -152,7 +171,7 @@ pub fn serve(
     let mut pending = VecDeque::new();
     for ev in &start.initial {
         if let Some(kind) = visible(ev, &params.selectors) {
-            pending.push_back(line(kind, &def.view(&ev.object)));
+            pending.push_back(line(kind, &shown(def, params.table, &ev.object)));
         }
     }
     if params.send_initial_events && params.bookmarks {
@@ -164,6 +183,7 @@ pub fn serve(
         def,
         ns,
         selectors: params.selectors,
+        table: params.table,
         last_rv: start.start_rv,
         bookmarks: params.bookmarks,
         deadline: Instant::now() + params.timeout.unwrap_or(DEFAULT_TIMEOUT),

@@ -1,15 +1,23 @@
 //! The Job controller: one pod per Job (completions 1, parallelism 1), run for
 //! `job_run_duration` after it starts, then Succeeded (Job `Complete`) or, with the
-//! `sim.etcd-repopulator.io/fail` annotation, Failed (Job `Failed`, `BackoffLimitExceeded`;
-//! the simulator does not retry, unlike the real controller's backoff).
+//! `sim.etcd-repopulator.io/fail` annotation, failed. A failure is retried as the real
+//! controllers do (see [`super::super::SimOptions::job_backoff`]):
+//!
+//! * `restartPolicy: Never`: the pod stays Failed and the Job controller creates a new pod
+//!   after 10 s, 20 s, 40 s, ... (capped at 6 min); once `status.failed` exceeds `backoffLimit`
+//!   the Job gets `Failed` with reason `BackoffLimitExceeded`.
+//! * `restartPolicy: OnFailure`: the kubelet restarts the container in the same pod after the
+//!   crash-loop back-off (10 s, 20 s, ..., capped at 5 min), counting `restartCount`; once the
+//!   restarts reach `backoffLimit` the Job fails the same way and its active pod is deleted.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::super::resources::{JOBS, PODS};
 use super::super::{KubeVersion, meta};
-use super::replicaset::{is_ready, pod_from_template};
+use super::replicaset::{delete_pod, is_ready, pod_from_template};
 use super::{
     Ctx, EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS, FAIL, LOG, all, log_err, owned_by,
 };
@@ -17,6 +25,40 @@ use super::{
 #[derive(Default)]
 pub struct JobController {
     running: HashSet<String>,
+    /// `(job uid, failed pods)` whose replacement pod is scheduled (`restartPolicy: Never`).
+    retrying: HashSet<(String, usize)>,
+}
+
+/// After the back-off, a new pod for the Job, if it is still the same, unfinished, and has no
+/// active pod.
+fn retry(ctx: &Ctx, job: &Value) {
+    let (Some(ns), Some(name), Some(uid)) = (meta::namespace(job), meta::name(job), meta::uid(job))
+    else {
+        return;
+    };
+    let Some(current) = ctx.store.try_get(&JOBS, ns, name) else {
+        return;
+    };
+    if meta::uid(&current) != Some(uid)
+        || meta::is_deleting(&current)
+        || has_condition(&current, "Complete")
+        || has_condition(&current, "Failed")
+    {
+        return;
+    }
+    let pods = all(ctx, &PODS);
+    if owned_by(&pods, &current).any(|p| !matches!(phase(p), Some("Succeeded" | "Failed"))) {
+        return;
+    }
+    let template = current
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(json!({}));
+    log_err(
+        "create job pod after back-off",
+        ctx.store
+            .create(&PODS, ns, pod_from_template(&current, &template), false),
+    );
 }
 
 fn has_condition(job: &Value, kind: &str) -> bool {
@@ -43,9 +85,86 @@ fn phase(pod: &Value) -> Option<&str> {
     pod.pointer("/status/phase").and_then(Value::as_str)
 }
 
-/// Ends the pod's run: Succeeded, or Failed when the pod carries the fail annotation.
-fn finish(ctx: &Ctx, pod: &Value) {
+/// The Job controller's pod failure back-off caps at 6 min, the kubelet's crash-loop back-off
+/// at 5 min: 36 and 30 times the 10 s they start from.
+const JOB_BACKOFF_CAP: u32 = 36;
+const CRASH_LOOP_CAP: u32 = 30;
+
+/// `base` doubled for every failure after the first, at most `cap` times `base`.
+fn backoff(base: Duration, failures: u32, cap: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    base.saturating_mul(1 << doublings)
+        .min(base.saturating_mul(cap))
+}
+
+fn restarts_in_place(job_or_pod: &Value, template: &str) -> bool {
+    job_or_pod
+        .pointer(&format!("{template}/spec/restartPolicy"))
+        .and_then(Value::as_str)
+        == Some("OnFailure")
+}
+
+/// The containers' restarts (what `backoffLimit` counts under `OnFailure`).
+fn restart_count(pod: &Value) -> i64 {
+    pod.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs the pod's container(s) until they succeed, fail for good, or the pod goes: a failing
+/// `OnFailure` pod is restarted in place after the crash-loop back-off.
+async fn run(ctx: Ctx, mut pod: Value) {
+    loop {
+        tokio::time::sleep(ctx.opts.job_run_duration).await;
+        let Some(crashed) = finish(&ctx, &pod) else {
+            return;
+        };
+        // The n-th crash waits the n-th back-off; `restartCount` counts the restarts done.
+        let crashes = u32::try_from(restart_count(&crashed) + 1).unwrap_or(u32::MAX);
+        tokio::time::sleep(backoff(ctx.opts.job_backoff, crashes, CRASH_LOOP_CAP)).await;
+        let now = meta::now();
+        match ctx.modify(&PODS, &crashed, |p| {
+            if meta::is_deleting(p) || phase(p) != Some("Running") {
+                return;
+            }
+            if let Some(cs) = p["status"]["containerStatuses"].as_array_mut() {
+                for c in cs {
+                    let restarts = c.get("restartCount").and_then(Value::as_i64).unwrap_or(0);
+                    c["restartCount"] = json!(restarts + 1);
+                    c["state"] = json!({ "running": { "startedAt": now } });
+                    c["started"] = json!(true);
+                    c["ready"] = json!(true);
+                }
+            }
+            if let Some(cs) = p["status"]["conditions"].as_array_mut() {
+                for c in cs {
+                    if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+                        c["status"] = json!("True");
+                        c["lastTransitionTime"] = json!(now);
+                        if let Some(m) = c.as_object_mut() {
+                            m.remove("reason");
+                        }
+                    }
+                }
+            }
+        }) {
+            Ok(restarted) if !meta::is_deleting(&restarted) => pod = restarted,
+            _ => return,
+        }
+    }
+}
+
+/// Ends the pod's run: Succeeded, or failed when the pod carries the fail annotation. A failed
+/// `OnFailure` pod stays Running with its container waiting in `CrashLoopBackOff`; it is
+/// returned so that the kubelet can restart the container.
+fn finish(ctx: &Ctx, pod: &Value) -> Option<Value> {
     let fail = meta::annotation(pod, FAIL) == Some("true");
+    let in_place = fail && restarts_in_place(pod, "");
     let job = pod
         .pointer("/metadata/ownerReferences/0/name")
         .and_then(Value::as_str)
@@ -61,6 +180,10 @@ fn finish(ctx: &Ctx, pod: &Value) {
     let now = meta::now();
     let r = ctx.modify(&PODS, pod, |p| {
         if meta::is_deleting(p) || phase(p) != Some("Running") {
+            return;
+        }
+        if in_place {
+            crash(p, &now);
             return;
         }
         let (ph, exit, reason) = if fail {
@@ -89,6 +212,7 @@ fn finish(ctx: &Ctx, pod: &Value) {
             }
         }
     });
+    let mut crashed = None;
     if let Ok(p) = &r {
         ctx.store.append_log(p, lines);
         if !fail {
@@ -98,8 +222,42 @@ fn finish(ctx: &Ctx, pod: &Value) {
                 _ => {}
             }
         }
+        let waiting = p
+            .pointer("/status/containerStatuses/0/state/waiting")
+            .is_some();
+        if in_place && waiting && !meta::is_deleting(p) {
+            crashed = Some(p.clone());
+        }
     }
     log_err("finish job pod", r);
+    crashed
+}
+
+/// The container exited 1 and waits to be restarted (`OnFailure`), as the kubelet shows it.
+fn crash(pod: &mut Value, now: &str) {
+    if let Some(cs) = pod["status"]["containerStatuses"].as_array_mut() {
+        for c in cs {
+            let started = c.pointer("/state/running/startedAt").cloned();
+            c["ready"] = json!(false);
+            c["started"] = json!(false);
+            c["lastState"] = json!({ "terminated": {
+                "exitCode": 1, "reason": "Error", "startedAt": started, "finishedAt": now,
+            }});
+            c["state"] = json!({ "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": "back-off restarting failed container",
+            }});
+        }
+    }
+    if let Some(cs) = pod["status"]["conditions"].as_array_mut() {
+        for c in cs {
+            if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+                c["status"] = json!("False");
+                c["reason"] = json!("ContainersNotReady");
+                c["lastTransitionTime"] = json!(now);
+            }
+        }
+    }
 }
 
 impl JobController {
@@ -107,7 +265,13 @@ impl JobController {
         let pods = all(ctx, &PODS);
         let live: HashSet<&str> = pods.iter().filter_map(meta::uid).collect();
         self.running.retain(|u| live.contains(u.as_str()));
-        for job in all(ctx, &JOBS) {
+        let jobs = all(ctx, &JOBS);
+        {
+            let live_jobs: HashSet<&str> = jobs.iter().filter_map(meta::uid).collect();
+            self.retrying
+                .retain(|(uid, _)| live_jobs.contains(uid.as_str()));
+        }
+        for job in jobs {
             if meta::is_deleting(&job)
                 || has_condition(&job, "Complete")
                 || has_condition(&job, "Failed")
@@ -141,13 +305,7 @@ impl JobController {
                     && let Some(uid) = meta::uid(pod)
                     && self.running.insert(uid.to_string())
                 {
-                    let ctx2 = ctx.clone();
-                    let pod = (*pod).clone();
-                    let delay = ctx.opts.job_run_duration;
-                    ctx.spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        finish(&ctx2, &pod);
-                    });
+                    ctx.spawn(run(ctx.clone(), (*pod).clone()));
                 }
             }
             let succeeded = owned
@@ -160,6 +318,50 @@ impl JobController {
                 .filter(|p| !matches!(phase(p), Some("Succeeded" | "Failed")))
                 .count();
             let ready = owned.iter().filter(|p| is_ready(p)).count();
+            let backoff_limit = job
+                .pointer("/spec/backoffLimit")
+                .and_then(Value::as_i64)
+                .unwrap_or(6);
+            // `pastBackoffLimitOnFailure`: restarts of the active pods' containers.
+            let restarts: i64 = owned
+                .iter()
+                .filter(|p| matches!(phase(p), Some("Running" | "Pending")))
+                .map(|p| restart_count(p))
+                .sum();
+            let past_limit = failed as i64 > backoff_limit
+                || (restarts_in_place(&job, "/spec/template")
+                    && if backoff_limit == 0 {
+                        restarts > 0
+                    } else {
+                        restarts >= backoff_limit
+                    });
+            let job_uid = meta::uid(&job).unwrap_or_default().to_string();
+            // The failed pods are deleted when the Job fails (and counted as failed).
+            let (active, failed) = if succeeded == 0 && past_limit {
+                for pod in owned
+                    .iter()
+                    .filter(|p| !matches!(phase(p), Some("Succeeded" | "Failed")))
+                {
+                    delete_pod(ctx, pod);
+                }
+                (0, failed + active)
+            } else {
+                if succeeded == 0
+                    && failed > 0
+                    && active == 0
+                    && self.retrying.insert((job_uid, failed))
+                {
+                    let failures = u32::try_from(failed).unwrap_or(u32::MAX);
+                    let delay = backoff(ctx.opts.job_backoff, failures, JOB_BACKOFF_CAP);
+                    let ctx2 = ctx.clone();
+                    let job = job.clone();
+                    ctx.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        retry(&ctx2, &job);
+                    });
+                }
+                (active, failed)
+            };
             let now = meta::now();
             // Since 1.31 the controller adds the interim conditions before the final one.
             let interim = ctx.opts.kubernetes_version >= KubeVersion::new(1, 31);
@@ -179,7 +381,7 @@ impl JobController {
                             "CompletionsReached",
                             "Reached expected number of succeeded pods",
                         ))
-                    } else if failed > 0 {
+                    } else if past_limit {
                         Some((
                             "FailureTarget",
                             "Failed",
