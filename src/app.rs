@@ -84,6 +84,28 @@ impl App {
             store,
         })
     }
+
+    /// The service on the simulated cluster `sim`, configured as `serve --simulate` configures
+    /// it ([`Config::use_simulation`]: the simulated CSM services, the etcd checks on when `sim`
+    /// runs real etcd clusters) and acting as its service account ([`simulated_client`]); only
+    /// the simulated nodes' sshd, which `serve --simulate` adds for the `hmnfd` step, is not
+    /// started.
+    #[cfg(feature = "simulate")]
+    pub async fn on_simulation(
+        database: &str,
+        mut config: Config,
+        sim: &SimCluster,
+    ) -> anyhow::Result<App> {
+        config.use_simulation(&sim.url(), sim.runs_real_etcd());
+        App::new(database, config, simulated_client(sim)).await
+    }
+}
+
+/// The service's client of the simulated cluster: its own service account with the chart's
+/// Role, as in a cluster.
+#[cfg(feature = "simulate")]
+pub fn simulated_client(sim: &SimCluster) -> kube::Client {
+    sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules())
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -117,9 +139,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let nodes = simulated_nodes(&mut config, &sim, args.sim_sshd.as_deref());
-        // The service acts as its own service account with the chart's Role, as in a cluster.
-        let client = sim.service_account_client(SERVICE_ACCOUNT, rbac::policy_rules());
-        (client, Some(sim), nodes)
+        (simulated_client(&sim), Some(sim), nodes)
     } else {
         (real_cluster_client().await?, None, None)
     };

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::SshConfig;
 use super::known_hosts::{KnownHosts, KnownHostsError};
-use super::ssh::{self, Shared};
+use super::ssh::{self, HostRun, Shared};
 
 /// How many trailing lines of stdout and of stderr are kept per host.
 pub const TAIL_LINES: usize = 20;
@@ -190,18 +191,18 @@ pub async fn run_with_output(
     let mut seen = std::collections::HashSet::new();
     let hosts: Vec<&String> = hosts.iter().filter(|h| seen.insert(*h)).collect();
 
-    let mut results: Vec<Option<HostResult>> = vec![None; hosts.len()];
+    let mut kept = Kept::new(hosts.len());
     let mut tasks = JoinSet::new();
-    let mut index_of_task = HashMap::new();
+    // Only the running hosts: at most `fanout` entries, whatever the host count.
+    let mut index_of_task = HashMap::with_capacity(cfg.fanout.min(hosts.len()));
     let mut next = 0;
     // Tasks are spawned (rather than polled in one future) so TLS-like per-connection crypto
     // spreads over all runtime workers; at most `fanout` exist at any time.
     loop {
         while next < hosts.len() && tasks.len() < cfg.fanout && !cancel.is_cancelled() {
-            let host = hosts[next].clone();
             let task = tasks.spawn(ssh::run_on_host(
                 shared.clone(),
-                host,
+                hosts[next].as_str().into(),
                 command.clone(),
                 cancel.clone(),
             ));
@@ -211,45 +212,124 @@ pub async fn run_with_output(
         let Some(joined) = tasks.join_next_with_id().await else {
             break;
         };
-        match joined {
-            Ok((id, result)) => {
-                if let Some(&index) = index_of_task.get(&id) {
-                    results[index] = Some(result);
-                }
-            }
-            Err(error) => {
-                // A panic in one host's task must not take the fan-out down with it.
-                if let Some(&index) = index_of_task.get(&error.id()) {
-                    results[index] = Some(HostResult {
-                        host: hosts[index].clone(),
-                        outcome: HostOutcome::SessionFailed(format!("internal error: {error}")),
-                        duration: Duration::ZERO,
-                        stdout_tail: Vec::new(),
-                        stderr_tail: Vec::new(),
-                    });
-                }
-            }
+        let (id, run) = match joined {
+            Ok(finished) => finished,
+            // A panic in one host's task must not take the fan-out down with it.
+            Err(error) => (
+                error.id(),
+                HostRun {
+                    outcome: HostOutcome::SessionFailed(format!("internal error: {error}")),
+                    duration: Duration::ZERO,
+                    stdout_tail: Vec::new(),
+                    stderr_tail: Vec::new(),
+                },
+            ),
+        };
+        if let Some(index) = index_of_task.remove(&id) {
+            kept.keep(index, run);
         }
     }
 
-    let results = results
-        .into_iter()
-        .zip(&hosts)
-        .map(|(result, host)| {
-            result.unwrap_or_else(|| HostResult {
-                host: (*host).clone(),
-                outcome: HostOutcome::Cancelled,
-                duration: Duration::ZERO,
-                stdout_tail: Vec::new(),
-                stderr_tail: Vec::new(),
-            })
-        })
-        .collect();
     Ok(FanoutReport {
-        results,
+        results: kept.into_results(&hosts),
         started,
         duration: clock.elapsed(),
     })
+}
+
+/// What the fan-out keeps of the finished hosts until it reports: outcome and duration in one
+/// array sized once, and all output tails packed into one text buffer. Keeping each host's
+/// tail lines in allocations of their own (a few tens of bytes each, made while other hosts'
+/// sessions come and go) scatters long-lived blocks through the memory the sessions free, so
+/// the allocator can neither reuse nor return it, and the process grows with the host count
+/// although only `fanout` sessions exist at a time. Per-host results are built once, at the end.
+struct Kept {
+    hosts: Vec<Option<KeptHost>>,
+    /// The kept lines, back to back; line `i` ends at `ends[i]`.
+    text: String,
+    ends: Vec<usize>,
+}
+
+struct KeptHost {
+    outcome: HostOutcome,
+    duration: Duration,
+    stdout: Range<usize>,
+    stderr: Range<usize>,
+}
+
+impl Kept {
+    fn new(hosts: usize) -> Self {
+        Self {
+            hosts: std::iter::repeat_with(|| None).take(hosts).collect(),
+            text: String::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// Keeps host `index`'s outcome, duration and tails; `run`'s own buffers are freed here.
+    fn keep(&mut self, index: usize, run: HostRun) {
+        let stdout = self.keep_lines(run.stdout_tail);
+        let stderr = self.keep_lines(run.stderr_tail);
+        self.hosts[index] = Some(KeptHost {
+            outcome: run.outcome,
+            duration: run.duration,
+            stdout,
+            stderr,
+        });
+    }
+
+    fn keep_lines(&mut self, lines: Vec<String>) -> Range<usize> {
+        let first = self.ends.len();
+        for line in lines {
+            self.text.push_str(&line);
+            self.ends.push(self.text.len());
+        }
+        first..self.ends.len()
+    }
+
+    /// One result per host, in `hosts` order; hosts that never finished are cancelled.
+    fn into_results(self, hosts: &[&String]) -> Vec<HostResult> {
+        let Kept {
+            hosts: kept,
+            text,
+            ends,
+        } = self;
+        let lines = |range: Range<usize>| -> Vec<String> {
+            range
+                .map(|i| {
+                    let start = if i == 0 { 0 } else { ends[i - 1] };
+                    text[start..ends[i]].to_owned()
+                })
+                .collect()
+        };
+        hosts
+            .iter()
+            .zip(kept)
+            .map(|(host, kept)| {
+                let (outcome, duration, stdout_tail, stderr_tail) = match kept {
+                    Some(kept) => (
+                        kept.outcome,
+                        kept.duration,
+                        lines(kept.stdout),
+                        lines(kept.stderr),
+                    ),
+                    None => (
+                        HostOutcome::Cancelled,
+                        Duration::ZERO,
+                        Vec::new(),
+                        Vec::new(),
+                    ),
+                };
+                HostResult {
+                    host: (*host).clone(),
+                    outcome,
+                    duration,
+                    stdout_tail,
+                    stderr_tail,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Checks what a fan-out needs before it contacts any host, without contacting one: the
@@ -311,6 +391,7 @@ fn load_known_hosts(cfg: &SshConfig) -> Result<KnownHosts, FanoutError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tail::Tail;
     use super::*;
 
     fn result(host: &str, outcome: HostOutcome) -> HostResult {
@@ -373,6 +454,59 @@ mod tests {
         assert_eq!(back.outcome, HostOutcome::TimedOut(TimeoutPhase::Connect));
         let cancelled = serde_json::to_value(HostOutcome::Cancelled).expect("serialize");
         assert_eq!(cancelled, serde_json::json!({"status": "cancelled"}));
+    }
+
+    #[test]
+    fn kept_results_hold_only_outcome_duration_and_tails() {
+        let names = ["n1".to_owned(), "n2".to_owned(), "n3".to_owned()];
+        let hosts: Vec<&String> = names.iter().collect();
+        let mut kept = Kept::new(hosts.len());
+        // n2 printed 1000 lines; its task hands over the tail, which is all that stays.
+        let mut tail = Tail::new(TAIL_LINES);
+        for i in 0..1000 {
+            tail.push(format!("line {i}"));
+        }
+        kept.keep(
+            1,
+            HostRun {
+                outcome: HostOutcome::Exited(0),
+                duration: Duration::from_millis(7),
+                stdout_tail: tail.into_vec(),
+                stderr_tail: vec!["warning".into()],
+            },
+        );
+        kept.keep(
+            0,
+            HostRun {
+                outcome: HostOutcome::Exited(3),
+                duration: Duration::from_millis(5),
+                stdout_tail: vec![],
+                stderr_tail: vec!["boom".into()],
+            },
+        );
+        let tail_text: usize = (980..1000).map(|i| format!("line {i}").len()).sum();
+        assert_eq!(kept.text.len(), tail_text + "warning".len() + "boom".len());
+        assert_eq!(kept.ends.len(), TAIL_LINES + 2);
+
+        let results = kept.into_results(&hosts);
+        assert_eq!(
+            results[0],
+            HostResult {
+                host: "n1".into(),
+                outcome: HostOutcome::Exited(3),
+                duration: Duration::from_millis(5),
+                stdout_tail: vec![],
+                stderr_tail: vec!["boom".into()],
+            }
+        );
+        let expected: Vec<String> = (980..1000).map(|i| format!("line {i}")).collect();
+        assert_eq!(results[1].stdout_tail, expected);
+        assert_eq!(results[1].stderr_tail, ["warning"]);
+        assert_eq!(results[1].duration, Duration::from_millis(7));
+        // n3 never finished (the fan-out was cancelled before it ran).
+        assert_eq!(results[2].host, "n3");
+        assert_eq!(results[2].outcome, HostOutcome::Cancelled);
+        assert!(results[2].stdout_tail.is_empty() && results[2].stderr_tail.is_empty());
     }
 
     #[tokio::test]

@@ -73,6 +73,13 @@ pub enum HostKeyStatus {
 #[derive(Debug, Clone, Default)]
 pub struct KnownHosts {
     entries: Vec<Entry>,
+    /// Entries whose positive patterns are all plain names (no wildcard, not hashed), by a hash
+    /// of each such name, sorted: a host's check looks at the entries that may name it, not at
+    /// every entry, which on a site with one entry per node made the fan-out's key checks grow
+    /// with the square of the node count.
+    by_name: Vec<(u64, usize)>,
+    /// The other entries (a wildcard or hashed pattern), tried for every host.
+    always: Vec<usize>,
 }
 
 impl KnownHosts {
@@ -130,7 +137,52 @@ impl KnownHosts {
                 key,
             });
         }
-        Ok(Self { entries })
+        Ok(Self::indexed(entries))
+    }
+
+    fn indexed(entries: Vec<Entry>) -> Self {
+        let mut by_name = Vec::new();
+        let mut always = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            let positives = entry
+                .patterns
+                .iter()
+                .filter(|p| !matches!(p, Pattern::Glob { negated: true, .. }));
+            // Negated patterns only ever exclude, so they never make an entry a candidate.
+            if positives.clone().all(|p| plain_name(p).is_some()) {
+                by_name.extend(
+                    positives
+                        .filter_map(plain_name)
+                        .map(|name| (name_hash(name), index)),
+                );
+            } else {
+                always.push(index);
+            }
+        }
+        by_name.sort_unstable();
+        Self {
+            entries,
+            by_name,
+            always,
+        }
+    }
+
+    /// The entries that may name any of `lookups`, in file order.
+    fn candidates(&self, lookups: &[String]) -> impl Iterator<Item = &Entry> {
+        let mut indexes = self.always.clone();
+        for name in lookups {
+            let hash = name_hash(name);
+            let first = self.by_name.partition_point(|(h, _)| *h < hash);
+            indexes.extend(
+                self.by_name[first..]
+                    .iter()
+                    .take_while(|(h, _)| *h == hash)
+                    .map(|(_, index)| *index),
+            );
+        }
+        indexes.sort_unstable();
+        indexes.dedup();
+        indexes.into_iter().map(|index| &self.entries[index])
     }
 
     /// Checks `key` presented by a server reached as any of `names` on `port`. OpenSSH
@@ -162,7 +214,10 @@ impl KnownHosts {
             };
         }
         let mut other_lines = Vec::new();
-        for entry in self.entries.iter().filter(|e| e.marker == Marker::None) {
+        for entry in self
+            .candidates(&lookups)
+            .filter(|e| e.marker == Marker::None)
+        {
             if !lookups.iter().any(|name| entry.matches(name)) {
                 continue;
             }
@@ -230,6 +285,23 @@ fn parse_pattern(text: &str) -> Result<Pattern, String> {
         glob: glob.to_ascii_lowercase(),
         negated,
     })
+}
+
+/// The name a pattern stands for when it is one plain name (no wildcard, not negated or hashed).
+fn plain_name(pattern: &Pattern) -> Option<&str> {
+    match pattern {
+        Pattern::Glob { glob, negated } => {
+            (!negated && !glob.contains(['*', '?'])).then_some(glob.as_str())
+        }
+        Pattern::Hashed { .. } => None,
+    }
+}
+
+fn name_hash(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn hashed_name_matches(salt: &[u8], hash: &[u8], name: &str) -> bool {
@@ -359,6 +431,42 @@ mod tests {
         assert!(glob_matches(b"*", b""));
         assert!(!glob_matches(b"a*b", b"acbd"));
         assert!(glob_matches(b"*.local", b"ncn-w001-can.local"));
+    }
+
+    #[test]
+    fn every_kind_of_entry_is_found_among_many() {
+        let mut text: String = (0..500).map(|n| format!("node{n} {KEY_B}\n")).collect();
+        text.push_str(&format!("node7,*.example.com {KEY_A}\n")); // line 501
+        text.push_str(&format!("!node9,node9x {KEY_A}\n")); // line 502
+        text.push_str(&format!(
+            "|1|O33ESRMWPVkMYIwJ1Uw+n877jTo=|nuuC5vEqXlEZ/8BXQR7m619W6Ak= {KEY_A}\n"
+        ));
+        let kh = parse(&text);
+        assert_eq!(
+            kh.check(&["NODE123"], 22, &key(KEY_B)),
+            HostKeyStatus::Match
+        );
+        assert_eq!(
+            kh.check(&["a.example.com"], 22, &key(KEY_A)),
+            HostKeyStatus::Match
+        );
+        assert_eq!(kh.check(&["node9x"], 22, &key(KEY_A)), HostKeyStatus::Match);
+        assert_eq!(
+            kh.check(&["example.com"], 22, &key(KEY_A)),
+            HostKeyStatus::Match
+        );
+        assert_eq!(
+            kh.check(&["node500"], 22, &key(KEY_B)),
+            HostKeyStatus::Unknown
+        );
+        // node7 is on lines 8 and 501, with different keys: both found, in file order.
+        assert_eq!(kh.check(&["node7"], 22, &key(KEY_A)), HostKeyStatus::Match);
+        let other =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        match kh.check(&["node7", "x.example.com"], 22, &key(other)) {
+            HostKeyStatus::Mismatch { lines, .. } => assert_eq!(lines, [8, 501]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -14,9 +14,7 @@ use tokio::time::{sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::config::SshConfig;
-use super::fanout::{
-    FanoutError, HostOutcome, HostResult, OutputLine, OutputStream, TAIL_LINES, TimeoutPhase,
-};
+use super::fanout::{FanoutError, HostOutcome, OutputLine, OutputStream, TAIL_LINES, TimeoutPhase};
 use super::known_hosts::{HostKeyStatus, KnownHosts};
 use super::tail::{LineSplitter, Tail};
 
@@ -72,24 +70,32 @@ impl Shared {
     }
 }
 
+/// What a host's task hands back: only what the fan-out keeps. The session, its buffers and
+/// the output beyond the tails are gone by the time this exists.
+#[derive(Debug)]
+pub(crate) struct HostRun {
+    pub outcome: HostOutcome,
+    pub duration: Duration,
+    pub stdout_tail: Vec<String>,
+    pub stderr_tail: Vec<String>,
+}
+
 /// Runs `command` on `host`; never fails, every problem becomes the result's outcome.
 pub(crate) async fn run_on_host(
     shared: Arc<Shared>,
-    host: String,
+    host: Arc<str>,
     command: Arc<str>,
     cancel: CancellationToken,
-) -> HostResult {
+) -> HostRun {
     let started = Instant::now();
-    let name: Arc<str> = host.as_str().into();
-    let mut output = Output::new(name, shared.output.clone());
+    let mut output = Output::new(host.clone(), shared.output.clone());
     let outcome = tokio::select! {
         biased;
         () = cancel.cancelled() => HostOutcome::Cancelled,
         outcome = connect_and_run(&shared, &host, &command, &cancel, &mut output) => outcome,
     };
     let (stdout_tail, stderr_tail) = output.finish().await;
-    HostResult {
-        host,
+    HostRun {
         outcome,
         duration: started.elapsed(),
         stdout_tail,

@@ -74,9 +74,11 @@ pub struct Tail {
 }
 
 impl Tail {
+    /// Allocates nothing up front: most commands print a line or none, and a fan-out keeps one
+    /// tail per stream for every host until it ends.
     pub fn new(capacity: usize) -> Self {
         Self {
-            lines: VecDeque::with_capacity(capacity.min(64)),
+            lines: VecDeque::new(),
             capacity,
         }
     }
@@ -91,8 +93,12 @@ impl Tail {
         self.lines.push_back(line);
     }
 
+    /// The lines, oldest first, in an allocation of exactly their number (the result outlives
+    /// the session).
     pub fn into_vec(self) -> Vec<String> {
-        self.lines.into()
+        let mut lines: Vec<String> = self.lines.into();
+        lines.shrink_to_fit();
+        lines
     }
 }
 
@@ -138,6 +144,18 @@ mod tests {
             t.push(l.into());
         }
         assert_eq!(t.into_vec(), ["b", "c"]);
+        let mut many = Tail::new(20);
+        for i in 0..1000 {
+            many.push(format!("line {i}"));
+        }
+        let kept = many.into_vec();
+        assert_eq!(kept.len(), 20);
+        assert_eq!(kept[0], "line 980");
+        assert_eq!(kept.capacity(), 20, "no room kept beyond the tail");
+        let mut one = Tail::new(20);
+        one.push("ok".into());
+        let kept = one.into_vec();
+        assert_eq!((kept.len(), kept.capacity()), (1, 1));
         let mut none = Tail::new(0);
         none.push("a".into());
         assert!(none.into_vec().is_empty());

@@ -150,6 +150,30 @@ async fn failing_command_records_status_and_stderr() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_keep_only_the_tails_of_large_output() {
+    let fx = Fixture::new(2, 2);
+    let hosts = fx.hosts(1..=2);
+    // 100 000 lines, then a 100 kB line without a newline on stdout; 50 lines on stderr.
+    let command = "seq 1 100000; head -c 100000 /dev/zero | tr '\\0' x; seq 1 50 >&2";
+    let report = run(&fx, &fx.cfg, &hosts, command).await;
+
+    assert!(report.all_succeeded(), "{}", report.summary());
+    for result in &report.results {
+        let stdout = &result.stdout_tail;
+        assert_eq!(stdout.len(), remote::fanout::TAIL_LINES, "{}", result.host);
+        assert_eq!(stdout[0], "99982");
+        assert_eq!(stdout[18], "100000");
+        assert_eq!(
+            stdout[19],
+            format!("{} [line truncated]", "x".repeat(4096)),
+            "a line is cut at 4 KiB"
+        );
+        let stderr: Vec<String> = (31..=50).map(|i| i.to_string()).collect();
+        assert_eq!(result.stderr_tail, stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_without_sshd_is_connection_refused() {
     // Node 3 is mapped to 127.0.0.4, where nothing listens.
     let fx = Fixture::new(2, 3);
