@@ -241,17 +241,18 @@ fn attempt(
         .try_for_each(|(i, chunk)| {
             children.push(files.spawn(sshd, i, chunk, port)?);
             let child = children.last_mut().expect("just pushed");
-            wait_until_listening(child, chunk, port).map_err(|e| {
-                let log = std::fs::read_to_string(dir.path().join(format!("sshd-{i}.log")))
-                    .unwrap_or_default();
-                // sshd's last word says why (e.g. "Address already in use").
-                let last = log
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("");
-                format!("{e}: {}", last.trim())
-            })
+            wait_until_listening(child, chunk.iter().map(|n| &n.address), port, START_TIMEOUT)
+                .map_err(|e| {
+                    let log = std::fs::read_to_string(dir.path().join(format!("sshd-{i}.log")))
+                        .unwrap_or_default();
+                    // sshd's last word says why (e.g. "Address already in use").
+                    let last = log
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("");
+                    format!("{e}: {}", last.trim())
+                })
         });
     if let Err(reason) = started {
         stop(&mut children);
@@ -405,13 +406,20 @@ fn current_user() -> Result<String, String> {
     Ok(user)
 }
 
-/// Waits (bounded) until sshd accepts connections on every node's address.
-fn wait_until_listening(child: &mut Child, nodes: &[SimNode], port: u16) -> Result<(), String> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    for node in nodes {
-        let socket: SocketAddr = format!("{}:{port}", node.address)
+/// Waits (bounded by `within`) until `child` (an sshd) accepts TCP connections on `port` at
+/// every address; fails at once if it exits. The tests' sshd fixture uses it too.
+pub fn wait_until_listening(
+    child: &mut Child,
+    addresses: impl IntoIterator<Item = impl AsRef<str>>,
+    port: u16,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    for address in addresses {
+        let address = address.as_ref();
+        let socket: SocketAddr = format!("{address}:{port}")
             .parse()
-            .map_err(|e| format!("bad address {}: {e}", node.address))?;
+            .map_err(|e| format!("bad address {address}: {e}"))?;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("sshd exited with {status}"));

@@ -4,10 +4,10 @@
 //! on Linux), so each address stands for a distinct "node". Addresses it does not listen on
 //! refuse connections, which is how tests get a node that is down.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -112,7 +112,12 @@ impl Sshd {
                 .stderr(log)
                 .spawn()
                 .expect("spawn sshd");
-            match wait_until_listening(&mut child, &addresses, port, Duration::from_secs(10)) {
+            match etcd_repopulator::sim_nodes::wait_until_listening(
+                &mut child,
+                &addresses,
+                port,
+                Duration::from_secs(10),
+            ) {
                 Ok(()) => {
                     return Sshd {
                         dir,
@@ -155,35 +160,6 @@ impl Drop for Sshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Polls (with a deadline) until every address accepts TCP connections on `port`.
-fn wait_until_listening(
-    child: &mut Child,
-    addresses: &[String],
-    port: u16,
-    within: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + within;
-    for address in addresses {
-        let socket: SocketAddr = format!("{address}:{port}")
-            .parse()
-            .map_err(|e| format!("bad address {address}: {e}"))?;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("sshd exited with {status}"));
-            }
-            if TcpStream::connect_timeout(&socket, Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{socket} not accepting connections"));
-            }
-            // Polling interval while waiting for a condition, not a synchronising sleep.
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    Ok(())
 }
 
 fn free_port() -> u16 {
