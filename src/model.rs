@@ -97,6 +97,33 @@ impl FromStr for Service {
     }
 }
 
+/// What a run does about each service's etcd cluster before repopulating it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcdMode {
+    /// Check it is healthy; stop if it is not (the runbook's prerequisite).
+    #[default]
+    Check,
+    /// Restore it from a backup (the one named, else the newest), then repopulate what the
+    /// backup does not cover.
+    Restore,
+    /// Rebuild it empty, then repopulate every service on it.
+    Rebuild,
+    /// Leave a healthy cluster alone; else restore from a recent backup, else rebuild.
+    Auto,
+}
+
+impl EtcdMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EtcdMode::Check => "check",
+            EtcdMode::Restore => "restore",
+            EtcdMode::Rebuild => "rebuild",
+            EtcdMode::Auto => "auto",
+        }
+    }
+}
+
 /// The state of a run, of one service's task in it, or of one step of a task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     handlers,
-    model::{Run, RunList, Service, State as RunState},
+    model::{EtcdMode, Run, RunList, Service, State as RunState},
     runner::{Created, RunRequest, RunnerError},
     store::RunFilter,
 };
@@ -44,6 +44,15 @@ pub struct CreateRun {
     /// Why (e.g. which etcd cluster was rebuilt); kept in the history.
     #[schema(max_length = 1024)]
     pub reason: Option<String>,
+    /// What to do about each service's etcd cluster first: `check` (default: stop if it is
+    /// unhealthy), `restore` (from `backup`, else the newest usable backup), `rebuild` (empty,
+    /// then repopulate), or `auto` (leave a healthy cluster alone; else restore from a recent
+    /// backup, else rebuild).
+    #[serde(default)]
+    pub etcd: EtcdMode,
+    /// The backup a restore uses (as `GET /etcd-clusters/{name}/backups` names it).
+    #[schema(max_length = 255)]
+    pub backup: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -111,6 +120,9 @@ pub(super) async fn start_run(
             reason: request.reason,
             requested_by,
             idempotency_key,
+            etcd: request.etcd,
+            backup: request.backup,
+            confirm: Vec::new(),
         })
         .await?;
     let run = match created {

@@ -6,6 +6,7 @@ mod objects;
 mod pods;
 pub mod rbac;
 mod retry;
+mod statefulset;
 mod wait;
 
 use std::{

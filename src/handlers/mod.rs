@@ -26,7 +26,8 @@ use crate::{
     config::{Config, JobRerun, PodRestart},
     csm::{CsmClients, CsmError},
     etcd::EtcdConfig,
-    model::{Service, State},
+    etcd::layout::EtcdLayout,
+    model::{EtcdMode, Service, State},
     release::{BssRepopulation, FasReload, Profile},
     remote::{FanoutError, SshConfig},
     store::{Store, StoreError},
@@ -94,6 +95,43 @@ pub enum Action {
         endpoint: String,
         after: bool,
     },
+    /// Report the cluster's health and the backups seen, and decide what to do: nothing,
+    /// restore (which backup) or rebuild (`mode`, `backup` as the run asked).
+    AssessEtcd {
+        cluster: String,
+        mode: EtcdMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backup: Option<String>,
+        #[serde(with = "humantime_serde")]
+        restore_max_age: Duration,
+    },
+    /// Bitnami (CSM 1.5+): restore or rebuild the StatefulSet `cluster` as `etcd-assess`
+    /// decided (scale to 0, environment, PVCs, scale back, healthy, environment back), within
+    /// `timeout`; every ending that is not a success puts the StatefulSet back.
+    RecoverBitnami {
+        cluster: String,
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+    },
+}
+
+impl Action {
+    /// Repopulates data a restore of the service's etcd cluster brings back: after a
+    /// restore, the step ends `skipped`, saying so.
+    fn covered_by_restore(&self) -> bool {
+        matches!(self, Action::RestoreBssFromBackup { .. })
+    }
+
+    /// How long the runner lets the step run: the step timeout, or for a recovery its own
+    /// timeout and time to put the StatefulSet back (it bounds its waits itself).
+    pub fn time_limit(&self, step_timeout: Duration) -> Duration {
+        match self {
+            Action::RecoverBitnami { timeout, .. } => {
+                step_timeout.max(*timeout + Duration::from_secs(180))
+            }
+            _ => step_timeout,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +221,34 @@ impl PlannedStep {
                  holds it; leave existing ones untouched"
                     .to_owned()
             }
+            Action::AssessEtcd {
+                cluster,
+                mode,
+                backup,
+                restore_max_age,
+            } => match (mode, backup) {
+                (EtcdMode::Restore, Some(backup)) => {
+                    format!("report the health of {cluster}; restore it from backup {backup}")
+                }
+                (EtcdMode::Restore, None) => format!(
+                    "report the health of {cluster} and its backups; restore it from the newest \
+                     usable backup"
+                ),
+                (EtcdMode::Auto, _) => format!(
+                    "report the health of {cluster} and its backups; if it is unhealthy, restore \
+                     it from the newest usable backup younger than {}, else rebuild it",
+                    wait(restore_max_age)
+                ),
+                _ => format!("report the health of {cluster}; rebuild it"),
+            },
+            Action::RecoverBitnami { cluster, timeout } => format!(
+                "as decided: store the replica count and etcd environment of StatefulSet \
+                 {cluster}, scale it to 0, set ETCD_INITIAL_CLUSTER_STATE=new (and the snapshot \
+                 to start from), delete its data PVCs, scale it back, wait up to {} until every \
+                 member is Ready and the cluster healthy, set the environment back; any other \
+                 ending puts the replicas and environment back",
+                wait(timeout)
+            ),
         }
     }
 }
@@ -251,18 +317,33 @@ fn runbook_1_0(service: Service) -> &'static str {
 /// The names of the etcd steps around a service's own steps.
 pub const CHECK_ETCD: &str = "check-etcd-cluster";
 pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
+/// The recovery steps before them (`"etcd": "restore" | "rebuild" | "auto"`).
+pub const ETCD_ASSESS: &str = "etcd-assess";
+pub const ETCD_RECOVER: &str = "etcd-recover";
 
 /// The steps a run takes for `service` on `profile`'s release, or `None` when the release
 /// does not have it: its own, between the check of its etcd cluster and a recount of its keys
-/// (when configured).
-pub fn plan(service: Service, config: &Config, profile: &Profile) -> Option<Vec<PlannedStep>> {
+/// (when configured). With `etcd` other than `check`, the recovery of the cluster comes first
+/// (assess and decide, then restore from `backup` or rebuild; Bitnami layout).
+pub fn plan(
+    service: Service,
+    config: &Config,
+    profile: &Profile,
+    etcd: EtcdMode,
+    backup: Option<&str>,
+) -> Option<Vec<PlannedStep>> {
     if !profile.has(service) {
         return None;
     }
     let own = service_steps(service, config, profile);
+    let recovery = profile
+        .etcd_cluster(service)
+        .filter(|_| etcd != EtcdMode::Check && profile.layout == EtcdLayout::Bitnami)
+        .map(|cluster| recovery_steps(&cluster, config, etcd, backup))
+        .unwrap_or_default();
     let Some(cluster) = profile
         .etcd_cluster(service)
-        .filter(|_| config.etcd.enabled)
+        .filter(|_| config.etcd.enabled || !recovery.is_empty())
     else {
         return Some(own);
     };
@@ -280,10 +361,38 @@ pub fn plan(service: Service, config: &Config, profile: &Profile) -> Option<Vec<
             },
         )
     };
-    let mut steps = vec![check(CHECK_ETCD, false)];
+    let mut steps = recovery;
+    steps.push(check(CHECK_ETCD, false));
     steps.extend(own);
     steps.push(check(RECOUNT_ETCD, true));
     Some(steps)
+}
+
+/// Assess and decide, then recover the Bitnami StatefulSet `cluster`.
+fn recovery_steps(
+    cluster: &str,
+    config: &Config,
+    etcd: EtcdMode,
+    backup: Option<&str>,
+) -> Vec<PlannedStep> {
+    vec![
+        step(
+            ETCD_ASSESS,
+            Action::AssessEtcd {
+                cluster: cluster.to_owned(),
+                mode: etcd,
+                backup: backup.map(str::to_owned),
+                restore_max_age: config.recovery.restore_max_age,
+            },
+        ),
+        step(
+            ETCD_RECOVER,
+            Action::RecoverBitnami {
+                cluster: cluster.to_owned(),
+                timeout: config.recovery.timeout,
+            },
+        ),
+    ]
 }
 
 fn service_steps(service: Service, config: &Config, profile: &Profile) -> Vec<PlannedStep> {
@@ -305,7 +414,7 @@ pub fn implemented(profile: &Profile) -> Vec<Service> {
     let config = Config::default();
     Service::ALL
         .into_iter()
-        .filter(|s| plan(*s, &config, profile).is_some())
+        .filter(|s| plan(*s, &config, profile, EtcdMode::Check, None).is_some())
         .collect()
 }
 
@@ -488,6 +597,11 @@ fn as_plan(result: Result<StepOutcome, StepError>) -> Result<StepOutcome, StepEr
 }
 
 async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
+    if action.covered_by_restore()
+        && let Some(reason) = steps::recovery::restored(ctx).await?
+    {
+        return StepOutcome::with_state(State::Skipped, reason, serde_json::json!({}));
+    }
     match action {
         Action::RestartPods { selector, timeout } => {
             steps::pods::restart(ctx, selector, *timeout).await
@@ -522,6 +636,17 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
             endpoint,
             after,
         } => steps::etcd::check(ctx, cluster, endpoint, *after).await,
+        Action::AssessEtcd {
+            cluster,
+            mode,
+            backup,
+            restore_max_age,
+        } => {
+            steps::recovery::assess(ctx, cluster, *mode, backup.as_deref(), *restore_max_age).await
+        }
+        Action::RecoverBitnami { cluster, timeout } => {
+            steps::bitnami::run(ctx, cluster, *timeout).await
+        }
     }
 }
 
@@ -541,7 +666,7 @@ impl StepOutcome {
         Self::with_state(State::ActionRequired, message, data)
     }
 
-    fn with_state(
+    pub(crate) fn with_state(
         state: State,
         message: impl Into<String>,
         data: impl Serialize,

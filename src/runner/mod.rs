@@ -23,7 +23,7 @@ use crate::{
     csm::CsmClients,
     handlers::{self, Action, StepContext},
     metrics::Metrics,
-    model::{Run, Service, ServiceTask, State, new_run_id},
+    model::{EtcdMode, Run, Service, ServiceTask, State, new_run_id},
     release::{DetectError, Release, ReleaseInForce, ReleaseSetting, detect},
     store::{NewRun, NewStep, NewTask, StepKey, Store, StoreError},
 };
@@ -92,6 +92,12 @@ pub struct RunRequest {
     pub reason: Option<String>,
     pub requested_by: String,
     pub idempotency_key: Option<String>,
+    /// What to do about each service's etcd cluster first (default: check it is healthy).
+    pub etcd: EtcdMode,
+    /// The backup a restore uses (default: the newest usable one).
+    pub backup: Option<String>,
+    /// The etcd clusters the requester confirmed a restore or rebuild may touch.
+    pub confirm: Vec<String>,
 }
 
 impl RunRequest {
@@ -104,6 +110,8 @@ impl RunRequest {
             "services": services,
             "dry_run": self.dry_run,
             "reason": self.reason,
+            "etcd": self.etcd,
+            "backup": self.backup,
         })
         .to_string()
     }
@@ -298,7 +306,13 @@ impl Runner {
         let mut tasks = Vec::new();
         let mut missing = Vec::new();
         for &service in &services {
-            match handlers::plan(service, &inner.config, profile) {
+            match handlers::plan(
+                service,
+                &inner.config,
+                profile,
+                request.etcd,
+                request.backup.as_deref(),
+            ) {
                 Some(steps) => tasks.push(NewTask {
                     service,
                     steps: steps
@@ -664,7 +678,8 @@ async fn run_task(
             .instrument(span)
             .await?;
         match state {
-            State::Succeeded => {}
+            // A step that had nothing to do says why (its message) and the task goes on.
+            State::Succeeded | State::Skipped => {}
             State::ActionRequired => notes.push(message),
             other => {
                 outcome = (other, format!("step {} {other}: {message}", step.name));
@@ -762,7 +777,7 @@ async fn run_step(
                 store: &inner.store,
                 events: &events,
             };
-            let limit = inner.config.step_timeout;
+            let limit = action.time_limit(inner.config.step_timeout);
             match tokio::time::timeout(limit, handlers::execute(&action, &ctx)).await {
                 Ok(Ok(outcome)) => (outcome.state, outcome.message, Some(outcome.data)),
                 Ok(Err(err)) if err.is_cancelled() => {

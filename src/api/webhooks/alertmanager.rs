@@ -302,6 +302,9 @@ async fn handle_alert(
         )),
         requested_by: "webhook:alertmanager".to_owned(),
         idempotency_key: Some(format!("alertmanager:{key}")),
+        etcd: crate::model::EtcdMode::Check,
+        backup: None,
+        confirm: Vec::new(),
     };
     match state.runner.create(request).await {
         Ok(Created::New(run)) => {

@@ -1,0 +1,344 @@
+//! `etcd-assess`: what a run with `"etcd": "restore" | "rebuild" | "auto"` does about a
+//! service's etcd cluster, decided from evidence the step stores: the cluster's health report
+//! (as `GET /etcd-clusters/{name}` shows it), the backups seen with their ages, and the
+//! decision with its reason. The later steps (`etcd-safety-snapshot`, `etcd-recover`, and the
+//! repopulation steps a restore covers) read the decision from this step's data, so a resumed
+//! run keeps the decision it made.
+//!
+//! `auto` (as CSM's `etcd_restore_rebuild.sh`, without its prompts): a healthy cluster is left
+//! alone; otherwise the newest usable backup younger than `[recovery] restore_max_age` is
+//! restored; otherwise the cluster is rebuilt. A usable backup is not a safety snapshot this
+//! run took, and not a snapshot of an empty cluster.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    etcd::layout,
+    handlers::{ETCD_ASSESS, StepContext, StepError, StepOutcome},
+    model::EtcdMode,
+};
+
+/// What the run does to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Decision {
+    /// Nothing: the cluster is healthy (`auto`).
+    None,
+    /// Restore it from `backup` (its snapshot file in the snapshotter directory is `file`).
+    Restore { backup: String, file: String },
+    /// Rebuild it empty.
+    Rebuild,
+}
+
+/// A backup as the assessment saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackupSeen {
+    pub name: String,
+    /// The snapshot's file name in `<snapshots_dir>/<sts>/`.
+    pub file: String,
+    /// Where it is (`s3`, `snapshotter`).
+    pub location: String,
+    pub age_seconds: u64,
+    pub age: String,
+    pub size: Option<u64>,
+    /// A safety snapshot (taken by a run before it restored or rebuilt the cluster).
+    pub safety: bool,
+    /// Of an empty cluster.
+    pub empty: bool,
+    /// Taken by this run.
+    pub this_run: bool,
+}
+
+impl BackupSeen {
+    /// Why `restore` or `auto` would not choose it on its own.
+    fn unusable(&self) -> Option<&'static str> {
+        if self.this_run {
+            Some("a safety snapshot this run took")
+        } else if self.empty {
+            Some("a snapshot of an empty cluster")
+        } else {
+            None
+        }
+    }
+}
+
+/// What `etcd-assess` stores.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Assessment {
+    pub cluster: String,
+    pub mode: EtcdMode,
+    pub healthy: bool,
+    /// The cluster's report (`GET /etcd-clusters/{name}`).
+    pub report: Value,
+    /// Newest first.
+    pub backups: Vec<BackupSeen>,
+    #[serde(with = "humantime_serde")]
+    pub restore_max_age: Duration,
+    pub decision: Decision,
+    pub reason: String,
+}
+
+/// The decision of `etcd-assess` of this run and service.
+pub async fn assessed(ctx: &StepContext<'_>) -> Result<Assessment, StepError> {
+    let data = ctx
+        .journal
+        .earlier_step_data(ETCD_ASSESS)
+        .await?
+        .ok_or_else(|| {
+            StepError::Failed(format!(
+                "step {ETCD_ASSESS} stored no decision; start a new run"
+            ))
+        })?;
+    serde_json::from_value(data).map_err(|e| StepError::BadData(format!("{ETCD_ASSESS}: {e}")))
+}
+
+/// Why a step that repopulates data a restore brings back is skipped: `Some` when this run's
+/// `etcd-assess` decided to restore the service's cluster (and so `etcd-recover`, before this
+/// step, restored it).
+pub async fn restored(ctx: &StepContext<'_>) -> Result<Option<String>, StepError> {
+    let Some(data) = ctx.journal.earlier_step_data(ETCD_ASSESS).await? else {
+        return Ok(None);
+    };
+    let Ok(assessment) = serde_json::from_value::<Assessment>(data) else {
+        return Ok(None);
+    };
+    Ok(match assessment.decision {
+        Decision::Restore { backup, .. } => Some(format!(
+            "{}the restore of {} from backup {backup} (step etcd-recover) brings this data back: \
+             nothing to repopulate",
+            if ctx.dry_run { "dry run: " } else { "" },
+            assessment.cluster
+        )),
+        _ => None,
+    })
+}
+
+/// The decision for `mode` given the cluster's health and the backups (newest first).
+pub fn decide(
+    mode: EtcdMode,
+    healthy: bool,
+    backups: &[BackupSeen],
+    named: Option<&str>,
+    max_age: Duration,
+) -> Result<(Decision, String), String> {
+    let restore = |b: &BackupSeen| Decision::Restore {
+        backup: b.name.clone(),
+        file: b.file.clone(),
+    };
+    let seen = || {
+        if backups.is_empty() {
+            "no backups were found".to_owned()
+        } else {
+            format!(
+                "backups seen: {}",
+                backups
+                    .iter()
+                    .map(|b| match b.unusable() {
+                        Some(why) => format!("{} ({} old, {why})", b.name, b.age),
+                        None => format!("{} ({} old)", b.name, b.age),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    };
+    let newest_usable = backups.iter().find(|b| b.unusable().is_none());
+    match (mode, named) {
+        (EtcdMode::Check, _) => Err("mode check does not restore or rebuild".to_owned()),
+        (EtcdMode::Rebuild, _) => Ok((Decision::Rebuild, "a rebuild was requested".to_owned())),
+        (EtcdMode::Restore | EtcdMode::Auto, Some(name)) => {
+            match backups.iter().find(|b| b.name == name) {
+                Some(b) => Ok((
+                    restore(b),
+                    format!("backup {name} was named ({} old)", b.age),
+                )),
+                None => Err(format!("backup {name:?} was not found; {}", seen())),
+            }
+        }
+        (EtcdMode::Restore, None) => match newest_usable {
+            Some(b) => Ok((
+                restore(b),
+                format!("{} is the newest usable backup ({} old)", b.name, b.age),
+            )),
+            None => Err(format!("there is no backup to restore from: {}", seen())),
+        },
+        (EtcdMode::Auto, None) if healthy => Ok((
+            Decision::None,
+            "the cluster is healthy; auto leaves it alone".to_owned(),
+        )),
+        (EtcdMode::Auto, None) => {
+            let limit = humantime::format_duration(max_age);
+            match newest_usable {
+                Some(b) if Duration::from_secs(b.age_seconds) <= max_age => Ok((
+                    restore(b),
+                    format!(
+                        "the cluster is unhealthy and {} is the newest usable backup, {} old \
+                         (restore_max_age {limit})",
+                        b.name, b.age
+                    ),
+                )),
+                Some(b) => Ok((
+                    Decision::Rebuild,
+                    format!(
+                        "the cluster is unhealthy and its newest usable backup, {}, is {} old, \
+                         older than restore_max_age {limit}",
+                        b.name, b.age
+                    ),
+                )),
+                None => Ok((
+                    Decision::Rebuild,
+                    format!("the cluster is unhealthy and {}", seen()),
+                )),
+            }
+        }
+    }
+}
+
+pub async fn assess(
+    ctx: &StepContext<'_>,
+    cluster: &str,
+    mode: EtcdMode,
+    backup: Option<&str>,
+    max_age: Duration,
+) -> Result<StepOutcome, StepError> {
+    let Some(found) = layout::find(ctx.cluster, cluster).await? else {
+        return Err(StepError::Failed(format!(
+            "the etcd cluster {cluster} does not exist in namespace {}: a restore or rebuild \
+             needs its StatefulSet (installed by the service's Helm chart, cray-etcd-base)",
+            ctx.cluster.namespace(),
+        )));
+    };
+    let report = layout::report(ctx.cluster, &found, ctx.etcd).await?;
+    let backups = backups_seen(ctx, &found, mode, backup).await?;
+    let (decision, reason) = decide(mode, report.healthy, &backups, backup, max_age)
+        .map_err(|problem| StepError::Failed(format!("{cluster}: {problem}")))?;
+    let health = if report.healthy {
+        "healthy".to_owned()
+    } else {
+        format!("unhealthy ({})", report.problems.join("; "))
+    };
+    let message = match &decision {
+        Decision::None => format!("{cluster} is {health}: nothing to recover"),
+        Decision::Rebuild => format!("{cluster} is {health}: rebuild it, because {reason}"),
+        Decision::Restore { backup, .. } => {
+            format!("{cluster} is {health}: restore it from {backup}, because {reason}")
+        }
+    };
+    let assessment = Assessment {
+        cluster: cluster.to_owned(),
+        mode,
+        healthy: report.healthy,
+        report: serde_json::to_value(&report).map_err(|e| StepError::BadData(e.to_string()))?,
+        backups,
+        restore_max_age: max_age,
+        decision,
+        reason,
+    };
+    let message = if ctx.dry_run {
+        format!("dry run: {message}")
+    } else {
+        message
+    };
+    StepOutcome::done(message, &assessment)
+}
+
+/// The backups of the cluster, newest first. A rebuild needs none.
+async fn backups_seen(
+    _ctx: &StepContext<'_>,
+    found: &layout::Found,
+    mode: EtcdMode,
+    _named: Option<&str>,
+) -> Result<Vec<BackupSeen>, StepError> {
+    if mode == EtcdMode::Rebuild {
+        return Ok(Vec::new());
+    }
+    Err(StepError::Failed(format!(
+        "listing the backups of {} is not available yet in this build",
+        found.name
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400;
+
+    fn backup(name: &str, days: u64) -> BackupSeen {
+        BackupSeen {
+            name: name.to_owned(),
+            file: name.rsplit('/').next().unwrap().to_owned(),
+            location: "s3".to_owned(),
+            age_seconds: days * DAY,
+            age: format!("{days}days"),
+            size: Some(1),
+            safety: false,
+            empty: false,
+            this_run: false,
+        }
+    }
+
+    const WEEK: Duration = Duration::from_secs(7 * DAY);
+
+    #[test]
+    fn auto_leaves_a_healthy_cluster_alone() {
+        let (decision, _) = decide(EtcdMode::Auto, true, &[backup("a", 1)], None, WEEK).unwrap();
+        assert_eq!(decision, Decision::None);
+    }
+
+    #[test]
+    fn auto_restores_a_recent_backup_and_rebuilds_without_one() {
+        let recent = [backup("cray-bss/db-new", 1), backup("cray-bss/db-old", 9)];
+        let (decision, _) = decide(EtcdMode::Auto, false, &recent, None, WEEK).unwrap();
+        assert_eq!(
+            decision,
+            Decision::Restore {
+                backup: "cray-bss/db-new".to_owned(),
+                file: "db-new".to_owned()
+            }
+        );
+        let (decision, reason) = decide(EtcdMode::Auto, false, &recent[1..], None, WEEK).unwrap();
+        assert_eq!(decision, Decision::Rebuild);
+        assert!(reason.contains("older than restore_max_age"), "{reason}");
+        let (decision, _) = decide(EtcdMode::Auto, false, &[], None, WEEK).unwrap();
+        assert_eq!(decision, Decision::Rebuild);
+    }
+
+    #[test]
+    fn own_and_empty_snapshots_are_never_chosen_on_their_own() {
+        let mut own = backup("cray-bss/safety-own", 0);
+        own.safety = true;
+        own.this_run = true;
+        let mut empty = backup("cray-bss/safety-empty", 0);
+        empty.safety = true;
+        empty.empty = true;
+        let mut other_safety = backup("cray-bss/safety-other", 0);
+        other_safety.safety = true;
+        let list = [own, empty, other_safety, backup("cray-bss/db", 1)];
+        let (decision, _) = decide(EtcdMode::Restore, false, &list, None, WEEK).unwrap();
+        assert_eq!(
+            decision,
+            Decision::Restore {
+                backup: "cray-bss/safety-other".to_owned(),
+                file: "safety-other".to_owned()
+            }
+        );
+        let err = decide(EtcdMode::Restore, false, &list[..2], None, WEEK).unwrap_err();
+        assert!(err.contains("an empty cluster"), "{err}");
+        // Named explicitly, any listed backup is used.
+        let (decision, _) = decide(
+            EtcdMode::Restore,
+            false,
+            &list,
+            Some("cray-bss/safety-empty"),
+            WEEK,
+        )
+        .unwrap();
+        assert!(matches!(decision, Decision::Restore { .. }));
+        let err = decide(EtcdMode::Restore, false, &list, Some("nope"), WEEK).unwrap_err();
+        assert!(err.contains("\"nope\" was not found"), "{err}");
+    }
+}

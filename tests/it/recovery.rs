@@ -1,0 +1,447 @@
+//! Restoring and rebuilding an etcd cluster in a run (`"etcd": "rebuild" | "restore" |
+//! "auto"`) on the Bitnami layout (CSM 1.6), against the simulated cluster with real etcd
+//! processes behind the etcd pods: the StatefulSet, its environment, its PVCs and the real
+//! keys are what the tests look at.
+
+use crate::common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::PersistentVolumeClaim};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::wait::await_condition,
+};
+use serde_json::{Value, json};
+use sim::SimOptions;
+
+use etcd_repopulator::config::Config;
+
+pub const FAS_STS: &str = "cray-fas-bitnami-etcd";
+pub const FAS_SELECTOR: &str = "app.kubernetes.io/name=etcd,app.kubernetes.io/instance=cray-fas";
+
+/// Every phase of `etcd-recover`, in order.
+pub const PHASES: [&str; 8] = [
+    "stored",
+    "scaled-down",
+    "env-set",
+    "pvcs-deleted",
+    "scaled-up",
+    "healthy",
+    "env-restored",
+    "settled",
+];
+
+pub async fn real_etcd_sim() -> sim::SimCluster {
+    common::release_sim(
+        "1.6",
+        SimOptions {
+            real_etcd: true,
+            ..SimOptions::default()
+        },
+    )
+    .await
+}
+
+/// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
+pub async fn etcd_put(url: &str, key: &str, value: &str) {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v3/kv/put"))
+        .json(&json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(value) }))
+        .send()
+        .await
+        .expect("put");
+    assert!(resp.status().is_success(), "put {key}: {}", resp.status());
+}
+
+/// The etcd container's environment of the StatefulSet `name`, as a map.
+pub async fn etcd_env(client: &kube::Client, name: &str) -> BTreeMap<String, String> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    let set = api.get(name).await.unwrap();
+    set.spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .find(|c| c.name == "etcd")
+        .unwrap()
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (v.name, v.value.unwrap_or_default()))
+        .collect()
+}
+
+pub async fn replicas(client: &kube::Client, name: &str) -> i32 {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    api.get(name).await.unwrap().spec.unwrap().replicas.unwrap()
+}
+
+/// name -> uid of the PVCs of `selector`.
+pub async fn pvcs(client: &kube::Client, selector: &str) -> BTreeMap<String, String> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    api.list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| (p.name_any(), p.uid().unwrap()))
+        .collect()
+}
+
+/// resourceVersions of the StatefulSet, its pods and PVCs.
+async fn versions(client: &kube::Client) -> Vec<(String, String)> {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "services");
+    let params = ListParams::default().labels(FAS_SELECTOR);
+    let mut out = vec![(
+        FAS_STS.to_owned(),
+        sets.get(FAS_STS).await.unwrap().resource_version().unwrap(),
+    )];
+    for p in pvcs.list(&params).await.unwrap().items {
+        out.push((p.name_any(), p.resource_version().unwrap()));
+    }
+    for p in pods.list(&params).await.unwrap().items {
+        out.push((p.name_any(), p.resource_version().unwrap()));
+    }
+    out
+}
+
+/// `GET /etcd-clusters/{name}` until `done` says so (bounded).
+pub async fn cluster_until(
+    app: &common::TestApp,
+    name: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let path = format!("/etcd-clusters/{name}");
+    let mut last = Value::Null;
+    let found = tokio::time::timeout(common::WAIT, async {
+        loop {
+            let (status, report) = app.get(&path).await;
+            assert_eq!(status, 200, "{report:#}");
+            if done(&report) {
+                return report;
+            }
+            last = report;
+            // Polling a condition with a deadline.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{name} never reached the condition: {last:#}"))
+}
+
+fn step<'a>(run: &'a Value, service: &str, name: &str) -> &'a Value {
+    run["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["service"] == service)
+        .and_then(|t| {
+            t["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+        })
+        .unwrap_or_else(|| panic!("no step {service}/{name}: {run:#}"))
+}
+
+/// The phases `etcd-recover` journalled, in order.
+pub fn phases(step: &Value) -> Vec<String> {
+    step["data"]["phases"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| p["phase"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
+    let sim = real_etcd_sim().await;
+    let client = sim.kube_client();
+    let url = sim.etcd_url(FAS_STS).expect("fas etcd runs");
+    etcd_put(&url, "/fas/stale", "from before the rebuild").await;
+    let before_pvcs = pvcs(&client, FAS_SELECTOR).await;
+    assert_eq!(before_pvcs.len(), 3);
+    let before_env = etcd_env(&client, FAS_STS).await;
+    let app = common::start_on(sim, Config::default()).await;
+    let before = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(before["keys"], 1);
+
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild" }))
+        .await;
+    let run = app.finished_run(&id).await;
+    // FAS's own last step names what a rebuild loses for good (actions, snapshots).
+    assert_eq!(run["state"], "action_required", "{run:#}");
+    let names: Vec<&str> = run["services"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &names[..3],
+        ["etcd-assess", "etcd-recover", "check-etcd-cluster"],
+        "{run:#}"
+    );
+    let assess = step(&run, "fas", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["action"], "rebuild",
+        "{assess:#}"
+    );
+    assert_eq!(assess["data"]["report"]["healthy"], true);
+    let recover = step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    assert_eq!(phases(recover), PHASES, "{recover:#}");
+    assert_eq!(recover["data"]["replicas"], 3);
+    assert_eq!(
+        recover["data"]["pvcs"],
+        json!([
+            "data-cray-fas-bitnami-etcd-0",
+            "data-cray-fas-bitnami-etcd-1",
+            "data-cray-fas-bitnami-etcd-2"
+        ])
+    );
+    assert_eq!(
+        recover["data"]["recovery_env"],
+        json!([{ "name": "ETCD_INITIAL_CLUSTER_STATE", "value": "new" }])
+    );
+    // The repopulation ran on the empty cluster.
+    let check = step(&run, "fas", "check-etcd-cluster");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty, as after a rebuild"),
+        "{check:#}"
+    );
+    assert_eq!(
+        step(&run, "fas", "reload-fas-images-from-nexus")["state"],
+        "succeeded",
+        "{run:#}"
+    );
+    let verify = step(&run, "fas", "verify-fas-images");
+    assert_eq!(verify["state"], "action_required", "{verify:#}");
+    assert!(
+        verify["message"]
+            .as_str()
+            .unwrap()
+            .contains("lists 5 firmware image(s)"),
+        "{verify:#}"
+    );
+    for s in run["services"][0]["steps"].as_array().unwrap() {
+        assert_ne!(s["state"], "failed", "{s:#}");
+    }
+
+    // The StatefulSet is as it was, its PVCs are new and the cluster is healthy and empty.
+    let client = app.sim.kube_client();
+    assert_eq!(replicas(&client, FAS_STS).await, 3);
+    assert_eq!(etcd_env(&client, FAS_STS).await, before_env);
+    assert_eq!(before_env["ETCD_INITIAL_CLUSTER_STATE"], "existing");
+    let after_pvcs = pvcs(&client, FAS_SELECTOR).await;
+    assert_eq!(
+        after_pvcs.keys().collect::<Vec<_>>(),
+        before_pvcs.keys().collect::<Vec<_>>()
+    );
+    for (name, uid) in &after_pvcs {
+        assert_ne!(uid, &before_pvcs[name], "{name} was created again");
+    }
+    let after = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(after["ready"], 3);
+    assert_eq!(
+        after["keys"], 0,
+        "the rebuild emptied the cluster: {after:#}"
+    );
+
+    // The run's log tells each phase (the stored log of a finished run, as SSE).
+    let log = app
+        .http
+        .get(app.url(&format!("/repopulations/{id}/events")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .filter(|e: &Value| e["step"] == "etcd-recover")
+        .collect();
+    for phase in PHASES {
+        assert!(
+            lines.iter().any(|e| e["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("{phase}: "))),
+            "{phase} not in the log: {lines:#?}"
+        );
+    }
+
+    // Exactly the verbs the Role grants for it, and nothing outside the Role.
+    let log = app.sim.access_log();
+    assert!(log.iter().all(|r| r.allowed), "outside the Role");
+    let used = |group: &str, resource: &str, verb: &str| {
+        log.iter().any(|r| {
+            let q = &r.request;
+            let full = if q.subresource.is_empty() {
+                q.resource.clone()
+            } else {
+                format!("{}/{}", q.resource, q.subresource)
+            };
+            q.api_group == group && full == resource && q.verb == verb
+        })
+    };
+    for (group, resource, verb) in [
+        ("apps", "statefulsets", "patch"),
+        ("apps", "statefulsets", "watch"),
+        ("apps", "statefulsets/scale", "patch"),
+        ("", "persistentvolumeclaims", "list"),
+        ("", "persistentvolumeclaims", "delete"),
+    ] {
+        assert!(
+            used(group, resource, verb),
+            "{group}/{resource} {verb} unused"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_shows_the_plan_and_changes_nothing() {
+    let sim = real_etcd_sim().await;
+    let client = sim.kube_client();
+    let app = common::start_on(sim, Config::default()).await;
+    cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let before = versions(&client).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "dry_run": true }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let recover = step(&run, "fas", "etcd-recover");
+    let message = recover["message"].as_str().unwrap();
+    for part in [
+        "dry run: the rebuild of cray-fas-bitnami-etcd would scale StatefulSet \
+         cray-fas-bitnami-etcd from 3 replica(s) to 0",
+        "set ETCD_INITIAL_CLUSTER_STATE=new",
+        "delete the PVCs data-cray-fas-bitnami-etcd-0, data-cray-fas-bitnami-etcd-1, \
+         data-cray-fas-bitnami-etcd-2",
+        "scale back to 3",
+        "then set ETCD_INITIAL_CLUSTER_STATE=existing",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+    assert!(
+        step(&run, "fas", "reload-fas-images-from-nexus")["message"]
+            .as_str()
+            .unwrap()
+            .contains("would"),
+        "the steps that follow are shown: {run:#}"
+    );
+    assert_eq!(versions(&client).await, before, "nothing changed");
+    assert!(phases(recover).is_empty());
+}
+
+#[tokio::test]
+async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
+    let sim = real_etcd_sim().await;
+    let client = sim.kube_client();
+    // A finalizer holds the second PVC: the run waits there, in the middle of the rebuild.
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    let held = "data-cray-fas-bitnami-etcd-1";
+    let hold =
+        |finalizers: Vec<&str>| Patch::Merge(json!({ "metadata": { "finalizers": finalizers } }));
+    pvc_api
+        .patch(
+            held,
+            &PatchParams::default(),
+            &hold(vec!["kubernetes.io/pvc-protection", "example.com/hold"]),
+        )
+        .await
+        .unwrap();
+    let app = common::start_on(sim, Config::default()).await;
+    cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild" }))
+        .await;
+    tokio::time::timeout(
+        common::WAIT,
+        await_condition(
+            pvc_api.clone(),
+            held,
+            |p: Option<&PersistentVolumeClaim>| {
+                p.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+            },
+        ),
+    )
+    .await
+    .expect("the run deletes the PVCs")
+    .unwrap();
+    assert_eq!(replicas(&client, FAS_STS).await, 0);
+    assert_eq!(
+        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+        "new"
+    );
+
+    let resp = app
+        .http
+        .post(app.url(&format!("/repopulations/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    let recover = step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "cancelled", "{recover:#}");
+    let message = recover["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "the StatefulSet cray-fas-bitnami-etcd was put back: 3 replica(s), \
+             ETCD_INITIAL_CLUSTER_STATE=existing"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("data PVCs may have been deleted"),
+        "{message}"
+    );
+    assert_eq!(replicas(&client, FAS_STS).await, 3);
+    assert_eq!(
+        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+        "existing"
+    );
+    // Waiting for a PVC whose finalizer holds it is a watch (the Role's PVC `watch`).
+    assert!(
+        app.sim.access_log().iter().any(|r| r.allowed
+            && r.request.resource == "persistentvolumeclaims"
+            && r.request.verb == "watch"),
+        "the wait for the held PVC watched it"
+    );
+    assert_eq!(
+        step(&run, "fas", "reload-fas-images-from-nexus")["state"],
+        "cancelled",
+        "nothing after it ran"
+    );
+    // Released, the PVC goes; the StatefulSet makes its members (and PVCs) again.
+    pvc_api
+        .patch(
+            held,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+    cluster_until(&app, FAS_STS, |c| c["ready"] == 3).await;
+}
