@@ -23,7 +23,7 @@ pub use steps::orca::NcnTargets;
 
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},
-    config::{Config, JobRerun, PodRestart},
+    config::{Config, JobRerun, PodRestart, RecoveryConfig},
     csm::{CsmClients, CsmError},
     etcd::EtcdConfig,
     etcd::layout::EtcdLayout,
@@ -463,6 +463,8 @@ pub trait Journal: Send + Sync {
 }
 
 pub struct StepContext<'a> {
+    /// The run the step belongs to (named in safety snapshots).
+    pub run_id: uuid::Uuid,
     pub cluster: &'a Cluster,
     pub csm: &'a CsmClients,
     pub dry_run: bool,
@@ -474,6 +476,8 @@ pub struct StepContext<'a> {
     pub ssh: &'a SshConfig,
     /// How to reach the etcd clusters.
     pub etcd: &'a EtcdConfig,
+    /// Where the etcd clusters' backups are, and how long a recovery may take.
+    pub recovery: &'a RecoveryConfig,
     /// The service's own store, for the snapshots (BOS); steps record through `journal`.
     pub store: &'a Store,
     /// Kubernetes Events on the objects the step touches.
@@ -522,6 +526,7 @@ pub struct StepOutcome {
 pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
     let cluster = ctx.cluster.counting();
     let counted = StepContext {
+        run_id: ctx.run_id,
         cluster: &cluster,
         csm: ctx.csm,
         dry_run: ctx.dry_run,
@@ -530,6 +535,7 @@ pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutco
         saved: ctx.saved.clone(),
         ssh: ctx.ssh,
         etcd: ctx.etcd,
+        recovery: ctx.recovery,
         store: ctx.store,
         events: ctx.events,
     };

@@ -766,6 +766,7 @@ async fn run_step(
                 dry_run,
             );
             let ctx = StepContext {
+                run_id,
                 cluster: &inner.cluster,
                 csm: &inner.csm,
                 dry_run,
@@ -774,6 +775,7 @@ async fn run_step(
                 saved: step.data.clone(),
                 ssh: &inner.config.ssh,
                 etcd: &inner.config.etcd,
+                recovery: &inner.config.recovery,
                 store: &inner.store,
                 events: &events,
             };
