@@ -434,7 +434,7 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
         "cancelled",
         "nothing after it ran"
     );
-    // Released, the PVC goes; the StatefulSet makes its members (and PVCs) again.
+    // Released, the PVC goes once its pod does: a new run rebuilds the cluster, healthy.
     pvc_api
         .patch(
             held,
@@ -443,5 +443,16 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
         )
         .await
         .unwrap();
-    cluster_until(&app, FAS_STS, |c| c["ready"] == 3).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild" }))
+        .await;
+    let run = app.finished_run(&id).await;
+    let recover = step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    let report = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+    assert_eq!(
+        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+        "existing"
+    );
 }
