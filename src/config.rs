@@ -14,10 +14,12 @@ mod auth;
 mod hmnfd;
 mod hostname;
 mod names;
+mod recovery;
 mod webhooks;
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
 pub use hostname::HostnameTemplate;
+pub use recovery::RecoveryConfig;
 pub use webhooks::{AlertmanagerConfig, WebhooksConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Webhooks that start runs (Alertmanager, generic HMAC-signed).
     pub webhooks: WebhooksConfig,
+    /// The etcd clusters' backups (S3, the snapshotter PVC) and restores.
+    pub recovery: RecoveryConfig,
 }
 
 /// A service repopulated by re-running a Kubernetes Job.
@@ -177,6 +181,7 @@ impl Default for Config {
             snapshots: SnapshotConfig::default(),
             auth: AuthConfig::default(),
             webhooks: WebhooksConfig::default(),
+            recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -266,6 +271,7 @@ impl Config {
             .map_err(|problem| ConfigError::invalid("externaldns.name", problem))?;
         self.auth.validate()?;
         self.webhooks.validate()?;
+        self.recovery.validate()?;
         self.validate_hmnfd()?;
         Ok(())
     }
