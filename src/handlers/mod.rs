@@ -105,6 +105,9 @@ pub enum Action {
         #[serde(with = "humantime_serde")]
         restore_max_age: Duration,
     },
+    /// Before a cluster that still answers is restored or rebuilt: a snapshot of it, kept
+    /// where backups are kept and named so that it is listed as one.
+    SafetySnapshot { cluster: String },
     /// Bitnami (CSM 1.5+): restore or rebuild the StatefulSet `cluster` as `etcd-assess`
     /// decided (scale to 0, environment, PVCs, scale back, healthy, environment back), within
     /// `timeout`; every ending that is not a success puts the StatefulSet back.
@@ -241,6 +244,10 @@ impl PlannedStep {
                 ),
                 _ => format!("report the health of {cluster}; rebuild it"),
             },
+            Action::SafetySnapshot { cluster } => format!(
+                "if {cluster} still answers, take a snapshot of it through its gateway and keep \
+                 it where backups are kept, listed as a backup (repopulator-<time>-<run id>)"
+            ),
             Action::RecoverBitnami { cluster, timeout } => format!(
                 "as decided: store the replica count and etcd environment of StatefulSet \
                  {cluster}, scale it to 0, set ETCD_INITIAL_CLUSTER_STATE=new (and the snapshot \
@@ -319,6 +326,7 @@ pub const CHECK_ETCD: &str = "check-etcd-cluster";
 pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
 /// The recovery steps before them (`"etcd": "restore" | "rebuild" | "auto"`).
 pub const ETCD_ASSESS: &str = "etcd-assess";
+pub const ETCD_SAFETY_SNAPSHOT: &str = "etcd-safety-snapshot";
 pub const ETCD_RECOVER: &str = "etcd-recover";
 
 /// The steps a run takes for `service` on `profile`'s release, or `None` when the release
@@ -383,6 +391,12 @@ fn recovery_steps(
                 mode: etcd,
                 backup: backup.map(str::to_owned),
                 restore_max_age: config.recovery.restore_max_age,
+            },
+        ),
+        step(
+            ETCD_SAFETY_SNAPSHOT,
+            Action::SafetySnapshot {
+                cluster: cluster.to_owned(),
             },
         ),
         step(
@@ -650,6 +664,7 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
         } => {
             steps::recovery::assess(ctx, cluster, *mode, backup.as_deref(), *restore_max_age).await
         }
+        Action::SafetySnapshot { cluster } => steps::recovery::safety_snapshot(ctx, cluster).await,
         Action::RecoverBitnami { cluster, timeout } => {
             steps::bitnami::run(ctx, cluster, *timeout).await
         }

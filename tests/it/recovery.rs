@@ -16,7 +16,7 @@ use kube::{
 use serde_json::{Value, json};
 use sim::SimOptions;
 
-use etcd_repopulator::config::Config;
+use etcd_repopulator::{config::Config, etcd::backups::Backups};
 
 pub const FAS_STS: &str = "cray-fas-bitnami-etcd";
 pub const FAS_SELECTOR: &str = "app.kubernetes.io/name=etcd,app.kubernetes.io/instance=cray-fas";
@@ -32,6 +32,13 @@ pub const PHASES: [&str; 8] = [
     "env-restored",
     "settled",
 ];
+
+/// The service's configuration with a snapshotter directory of its own (`dir`).
+pub fn config_with_snapshots(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.recovery.snapshots_dir = dir.to_owned();
+    config
+}
 
 pub async fn real_etcd_sim() -> sim::SimCluster {
     common::release_sim(
@@ -167,13 +174,14 @@ pub fn phases(step: &Value) -> Vec<String> {
 #[tokio::test]
 async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
     let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
     let client = sim.kube_client();
     let url = sim.etcd_url(FAS_STS).expect("fas etcd runs");
     etcd_put(&url, "/fas/stale", "from before the rebuild").await;
     let before_pvcs = pvcs(&client, FAS_SELECTOR).await;
     assert_eq!(before_pvcs.len(), 3);
     let before_env = etcd_env(&client, FAS_STS).await;
-    let app = common::start_on(sim, Config::default()).await;
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
     let before = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(before["keys"], 1);
 
@@ -190,8 +198,13 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(
-        &names[..3],
-        ["etcd-assess", "etcd-recover", "check-etcd-cluster"],
+        &names[..4],
+        [
+            "etcd-assess",
+            "etcd-safety-snapshot",
+            "etcd-recover",
+            "check-etcd-cluster"
+        ],
         "{run:#}"
     );
     let assess = step(&run, "fas", "etcd-assess");
@@ -200,6 +213,22 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
         "{assess:#}"
     );
     assert_eq!(assess["data"]["report"]["healthy"], true);
+    // What the cluster held before is kept, listed as a backup of the service.
+    let safety = step(&run, "fas", "etcd-safety-snapshot");
+    assert_eq!(safety["state"], "succeeded", "{safety:#}");
+    assert_eq!(safety["data"]["keys"], 1, "{safety:#}");
+    let name = safety["data"]["backup"].as_str().unwrap();
+    assert!(
+        name.starts_with("repopulator-") && name.ends_with(&id),
+        "{name}"
+    );
+    let listed = Backups::new(&config_with_snapshots(snapshots.path()).recovery)
+        .list("cray-fas", FAS_STS)
+        .await
+        .unwrap();
+    let listed = listed.iter().find(|b| b.name == name).expect("listed");
+    assert_eq!(listed.safety.as_ref().unwrap().run_id, id);
+    assert!(!listed.safety.as_ref().unwrap().empty);
     let recover = step(&run, "fas", "etcd-recover");
     assert_eq!(recover["state"], "succeeded", "{recover:#}");
     assert_eq!(phases(recover), PHASES, "{recover:#}");
@@ -320,8 +349,9 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
 #[tokio::test]
 async fn a_dry_run_shows_the_plan_and_changes_nothing() {
     let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
     let client = sim.kube_client();
-    let app = common::start_on(sim, Config::default()).await;
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
     cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     let before = versions(&client).await;
     let id = app
@@ -356,6 +386,7 @@ async fn a_dry_run_shows_the_plan_and_changes_nothing() {
 #[tokio::test]
 async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
     let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
     let client = sim.kube_client();
     // A finalizer holds the second PVC: the run waits there, in the middle of the rebuild.
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
@@ -370,7 +401,7 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
         )
         .await
         .unwrap();
-    let app = common::start_on(sim, Config::default()).await;
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
     cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     let id = app
         .start_run(json!({ "services": ["fas"], "etcd": "rebuild" }))

@@ -130,12 +130,17 @@ async fn crash_and_resume_run(
     struct ConfigFile {
         csm: etcd_repopulator::csm::CsmConfig,
         etcd: etcd_repopulator::etcd::EtcdConfig,
+        recovery: etcd_repopulator::config::RecoveryConfig,
     }
     let mut simulated = etcd_repopulator::config::Config::default();
     simulated.use_simulation(&sim.url(), sim.runs_real_etcd());
+    // Safety snapshots go to a snapshotter directory of this test's own.
+    std::fs::create_dir(dir.path().join("snapshots")).unwrap();
+    simulated.recovery.snapshots_dir = dir.path().join("snapshots");
     let config = ConfigFile {
         csm: simulated.csm,
         etcd: simulated.etcd,
+        recovery: simulated.recovery,
     };
     std::fs::write(
         dir.path().join("config.toml"),

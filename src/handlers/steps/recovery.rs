@@ -16,9 +16,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    etcd::layout,
+    etcd::{
+        EtcdClient,
+        backups::{Backup, BackupError, Backups, verify_snapshot},
+        layout,
+    },
     handlers::{ETCD_ASSESS, StepContext, StepError, StepOutcome},
-    model::EtcdMode,
+    model::{EtcdMode, State},
 };
 
 /// What the run does to the cluster.
@@ -50,12 +54,32 @@ pub struct BackupSeen {
     pub empty: bool,
     /// Taken by this run.
     pub this_run: bool,
+    /// Why its snapshot was refused (its SHA-256 trailer did not match), when it was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<String>,
 }
 
 impl BackupSeen {
+    fn from_backup(backup: &Backup, run_id: &str) -> BackupSeen {
+        BackupSeen {
+            name: backup.name.clone(),
+            file: backup.name.clone(),
+            location: backup.locations().join(", "),
+            age_seconds: backup.age_seconds,
+            age: humantime::format_duration(Duration::from_secs(backup.age_seconds)).to_string(),
+            size: Some(backup.size),
+            safety: backup.safety.is_some(),
+            empty: backup.safety.as_ref().is_some_and(|s| s.empty),
+            this_run: backup.safety.as_ref().is_some_and(|s| s.run_id == run_id),
+            corrupt: None,
+        }
+    }
+
     /// Why `restore` or `auto` would not choose it on its own.
     fn unusable(&self) -> Option<&'static str> {
-        if self.this_run {
+        if self.corrupt.is_some() {
+            Some("corrupt")
+        } else if self.this_run {
             Some("a safety snapshot this run took")
         } else if self.empty {
             Some("a snapshot of an empty cluster")
@@ -151,6 +175,10 @@ pub fn decide(
         (EtcdMode::Rebuild, _) => Ok((Decision::Rebuild, "a rebuild was requested".to_owned())),
         (EtcdMode::Restore | EtcdMode::Auto, Some(name)) => {
             match backups.iter().find(|b| b.name == name) {
+                Some(b) if b.corrupt.is_some() => Err(format!(
+                    "backup {name} is corrupt: {}",
+                    b.corrupt.as_deref().unwrap_or_default()
+                )),
                 Some(b) => Ok((
                     restore(b),
                     format!("backup {name} was named ({} old)", b.age),
@@ -212,9 +240,67 @@ pub async fn assess(
         )));
     };
     let report = layout::report(ctx.cluster, &found, ctx.etcd).await?;
-    let backups = backups_seen(ctx, &found, mode, backup).await?;
-    let (decision, reason) = decide(mode, report.healthy, &backups, backup, max_age)
-        .map_err(|problem| StepError::Failed(format!("{cluster}: {problem}")))?;
+    let (listed, mut backups) = backups_seen(ctx, &found, mode).await?;
+    // The chosen backup is fetched into the snapshotter directory and checked; a corrupt one
+    // is named and the next is chosen (unless it was named in the request).
+    let (decision, reason) = loop {
+        let (decision, reason) = decide(mode, report.healthy, &backups, backup, max_age)
+            .map_err(|problem| StepError::Failed(format!("{cluster}: {problem}")))?;
+        let Decision::Restore { backup: name, .. } = &decision else {
+            break (decision, reason);
+        };
+        let Some(chosen) = listed.iter().find(|b| &b.name == name) else {
+            break (decision, reason);
+        };
+        let checked = match (&chosen.snapshotter, ctx.dry_run) {
+            // Downloading it would change the snapshotter directory: a real run does it.
+            (None, true) => {
+                break (
+                    decision,
+                    format!("{reason}; a real run downloads it from S3 and checks it"),
+                );
+            }
+            // A dry run checks the copy in the snapshotter directory where it is.
+            (Some(copy), true) => {
+                let path = std::path::PathBuf::from(&copy.location);
+                tokio::task::spawn_blocking(move || verify_snapshot(&path).map(|_| ()))
+                    .await
+                    .map_err(|e| StepError::Failed(format!("checking {name}: {e}")))?
+            }
+            (_, false) => Backups::new(ctx.recovery)
+                .fetch(chosen, &found.name)
+                .await
+                .map(|_| ()),
+        };
+        match checked {
+            Ok(()) => break (decision, reason),
+            Err(BackupError::Corrupt { detail, .. }) => {
+                ctx.journal
+                    .log(&format!(
+                        "backup {name} is corrupt ({detail}); not using it"
+                    ))
+                    .await;
+                if let Some(seen) = backups.iter_mut().find(|b| &b.name == name) {
+                    seen.corrupt = Some(detail);
+                }
+            }
+            Err(err) => {
+                return Err(StepError::Failed(format!(
+                    "{cluster}: fetching backup {name}: {err}"
+                )));
+            }
+        }
+    };
+    let corrupt: Vec<String> = backups
+        .iter()
+        .filter(|b| b.corrupt.is_some())
+        .map(|b| format!("{} is corrupt, not used", b.name))
+        .collect();
+    let reason = if corrupt.is_empty() {
+        reason
+    } else {
+        format!("{reason} ({})", corrupt.join("; "))
+    };
     let health = if report.healthy {
         "healthy".to_owned()
     } else {
@@ -245,20 +331,132 @@ pub async fn assess(
     StepOutcome::done(message, &assessment)
 }
 
-/// The backups of the cluster, newest first. A rebuild needs none.
+/// `etcd-safety-snapshot`: before a cluster that still answers is restored or rebuilt, its
+/// data is saved where backups are kept (the snapshotter directory and/or S3), named so that it
+/// is listed as a backup of the service (`repopulator-<time>-<run id>[-empty]`): this
+/// service's own recovery is never what loses data. Its assessment listed the backups before
+/// this, so the run never restores from the snapshot it took.
+pub async fn safety_snapshot(
+    ctx: &StepContext<'_>,
+    cluster: &str,
+) -> Result<StepOutcome, StepError> {
+    let assessment = assessed(ctx).await?;
+    let skipped = |message: String| {
+        StepOutcome::with_state(
+            State::Skipped,
+            message,
+            serde_json::json!({ "cluster": cluster }),
+        )
+    };
+    if assessment.decision == Decision::None {
+        return skipped(format!("nothing to recover: {}", assessment.reason));
+    }
+    if let Some(saved) = ctx.saved.as_ref().filter(|s| s.get("backup").is_some()) {
+        return StepOutcome::done(
+            format!(
+                "the safety snapshot {} was taken by an earlier attempt",
+                saved["backup"].as_str().unwrap_or_default()
+            ),
+            saved,
+        );
+    }
+    let Some(found) = layout::find(ctx.cluster, cluster).await? else {
+        return skipped(format!(
+            "{cluster} does not exist: there is nothing to save"
+        ));
+    };
+    let Some(url) = layout::endpoint(ctx.cluster, &found, ctx.etcd).await? else {
+        return skipped(format!(
+            "{cluster} has no client Service: there is nothing to save through it"
+        ));
+    };
+    let client = EtcdClient::new(&url, ctx.etcd)?;
+    let keys = match client.status().await {
+        Ok(status) => status.keys,
+        Err(err) => {
+            return skipped(format!(
+                "{cluster} does not answer ({err}): there is nothing a snapshot could save"
+            ));
+        }
+    };
+    let backups = Backups::new(ctx.recovery);
+    if ctx.dry_run {
+        return StepOutcome::done(
+            format!(
+                "dry run: would take a snapshot of {cluster} ({keys} key(s)) through its gateway \
+                 and keep it {}, named repopulator-<time>-{}{}",
+                where_kept(ctx.recovery),
+                ctx.run_id,
+                if keys == 0 { "-empty" } else { "" }
+            ),
+            serde_json::json!({ "cluster": cluster, "keys": keys }),
+        );
+    }
+    let run_id = ctx.run_id.to_string();
+    let taken = backups
+        .take_safety_snapshot(&client, &found.csm_service, &found.name, &run_id)
+        .await
+        .map_err(|e| {
+            StepError::Failed(format!(
+                "{cluster} still answers, and its safety snapshot could not be taken: {e}; \
+                 nothing was changed (a restore or rebuild without it could lose data)"
+            ))
+        })?;
+    StepOutcome::done(
+        format!(
+            "took the safety snapshot {} of {cluster} ({keys} key(s)): {}",
+            taken.name,
+            taken.locations().join(", ")
+        ),
+        serde_json::json!({
+            "cluster": cluster,
+            "keys": keys,
+            "backup": taken.name,
+            "locations": taken.locations(),
+            "size": taken.size,
+            "empty": keys == 0,
+        }),
+    )
+}
+
+/// Where a safety snapshot is kept, as configured.
+fn where_kept(config: &crate::config::RecoveryConfig) -> String {
+    let mut places = Vec::new();
+    if let Some(dir) = config.snapshots_dir() {
+        places.push(format!("in {}/<sts>/", dir.display()));
+    }
+    if config.s3_credentials_dir().is_some() {
+        places.push(format!("in S3 {}/<service>/", config.s3_bucket));
+    }
+    if places.is_empty() {
+        "nowhere: no backups are configured ([recovery] snapshots_dir, s3_credentials_dir), so a \
+         real run fails here"
+            .to_owned()
+    } else {
+        places.join(" and ")
+    }
+}
+
+/// The backups of the cluster, newest first, as listed and as the assessment shows them. A
+/// rebuild lists none.
 async fn backups_seen(
-    _ctx: &StepContext<'_>,
+    ctx: &StepContext<'_>,
     found: &layout::Found,
     mode: EtcdMode,
-    _named: Option<&str>,
-) -> Result<Vec<BackupSeen>, StepError> {
+) -> Result<(Vec<Backup>, Vec<BackupSeen>), StepError> {
     if mode == EtcdMode::Rebuild {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    Err(StepError::Failed(format!(
-        "listing the backups of {} is not available yet in this build",
-        found.name
-    )))
+    let listed = Backups::new(ctx.recovery)
+        .list(&found.csm_service, &found.name)
+        .await
+        .map_err(|e| StepError::Failed(format!("listing the backups of {}: {e}", found.name)))?;
+    let run_id = ctx.run_id.to_string();
+    let seen = listed
+        .iter()
+        .map(|b| BackupSeen::from_backup(b, &run_id))
+        .collect();
+    Ok((listed, seen))
 }
 
 #[cfg(test)]
@@ -278,6 +476,7 @@ mod tests {
             safety: false,
             empty: false,
             this_run: false,
+            corrupt: None,
         }
     }
 
