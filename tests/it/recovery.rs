@@ -241,9 +241,13 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
             "data-cray-fas-bitnami-etcd-2"
         ])
     );
+    // A rebuild does not start from a snapshot: the chart's ETCD_START_FROM_SNAPSHOT stays no.
     assert_eq!(
         recover["data"]["recovery_env"],
-        json!([{ "name": "ETCD_INITIAL_CLUSTER_STATE", "value": "new" }])
+        json!([
+            { "name": "ETCD_INITIAL_CLUSTER_STATE", "value": "new" },
+            { "name": "ETCD_START_FROM_SNAPSHOT", "value": "no" },
+        ])
     );
     // The repopulation ran on the empty cluster.
     let check = step(&run, "fas", "check-etcd-cluster");
@@ -275,8 +279,13 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
     // The StatefulSet is as it was, its PVCs are new and the cluster is healthy and empty.
     let client = app.sim.kube_client();
     assert_eq!(replicas(&client, FAS_STS).await, 3);
-    assert_eq!(etcd_env(&client, FAS_STS).await, before_env);
-    assert_eq!(before_env["ETCD_INITIAL_CLUSTER_STATE"], "existing");
+    // As CSM's scripts leave it: ETCD_INITIAL_CLUSTER_STATE=existing, the rest as it was.
+    let mut expected = before_env.clone();
+    expected.insert(
+        "ETCD_INITIAL_CLUSTER_STATE".to_owned(),
+        "existing".to_owned(),
+    );
+    assert_eq!(etcd_env(&client, FAS_STS).await, expected);
     let after_pvcs = pvcs(&client, FAS_SELECTOR).await;
     assert_eq!(
         after_pvcs.keys().collect::<Vec<_>>(),
@@ -486,4 +495,323 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
         etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
         "existing"
     );
+}
+
+pub const BSS_STS: &str = "cray-bss-bitnami-etcd";
+const BSS_SELECTOR: &str = "app.kubernetes.io/name=etcd,app.kubernetes.io/instance=cray-bss";
+
+/// The service's configuration with the simulated cluster's snapshotter directory (what the
+/// chart mounts from the PVC `bitnami-etcd-snapshotter`).
+fn config_on(sim: &sim::SimCluster) -> Config {
+    config_with_snapshots(sim.snapshots_dir().expect("1.6 has the snapshotter PVC"))
+}
+
+/// BSS's boot parameters, as its API lists them.
+async fn bss_list(sim: &sim::SimCluster) -> Value {
+    let url = format!(
+        "{}/boot/v1/bootparameters",
+        sim::csm::service_url(&sim.url(), csm_wire::CsmService::Bss)
+    );
+    let (status, list) = common::json(reqwest::get(url).await.unwrap()).await;
+    assert_eq!(status, 200, "{list:#}");
+    list
+}
+
+/// The backups in the snapshotter directory of `sts`, oldest first.
+fn snapshotter_files(sim: &sim::SimCluster, sts: &str) -> Vec<std::path::PathBuf> {
+    let dir = sim.snapshots_dir().unwrap().join(sts);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    files
+}
+
+fn set_age(path: &std::path::Path, age: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
+/// Breaks the cluster `sts`: scaled to 0 and its data PVCs deleted, as a lost cluster is (no
+/// member answers, the data is gone).
+async fn break_cluster(app: &common::TestApp, sts: &str, selector: &str) {
+    let client = app.sim.kube_client();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    sets.patch_scale(
+        sts,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "replicas": 0 } })),
+    )
+    .await
+    .unwrap();
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    for name in pvcs(&client, selector).await.into_keys() {
+        pvc_api.delete(&name, &Default::default()).await.unwrap();
+    }
+    cluster_until(app, sts, |c| {
+        c["healthy"] == false && c["pods"].as_array().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::timeout(common::WAIT, async {
+        while !pvcs(&client, selector).await.is_empty() {
+            // Polling a condition with a deadline.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the PVCs go once the pods have");
+}
+
+#[tokio::test]
+async fn auto_with_a_recent_backup_restores_bss_and_skips_its_repopulation() {
+    let sim = real_etcd_sim().await;
+    let keys = sim.bss_key_count().await.unwrap();
+    let before = bss_list(&sim).await;
+    assert!(keys > 1 && before.as_array().unwrap().len() == keys);
+    let backup = snapshotter_files(&sim, BSS_STS)
+        .pop()
+        .expect("a seeded backup");
+    let backup = backup.file_name().unwrap().to_str().unwrap().to_owned();
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    break_cluster(&app, BSS_STS, BSS_SELECTOR).await;
+
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "auto" }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let assess = step(&run, "bss", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["action"], "restore",
+        "{assess:#}"
+    );
+    assert_eq!(assess["data"]["decision"]["backup"], backup.as_str());
+    assert_eq!(assess["data"]["healthy"], false);
+    assert!(
+        assess["data"]["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == backup.as_str() && b["age_seconds"].as_u64().unwrap() < 3600),
+        "the backups seen, with their ages: {assess:#}"
+    );
+    let safety = step(&run, "bss", "etcd-safety-snapshot");
+    assert_eq!(safety["state"], "skipped", "{safety:#}");
+    assert!(
+        safety["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not answer"),
+        "{safety:#}"
+    );
+    let recover = step(&run, "bss", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    assert_eq!(phases(recover), PHASES);
+    let during: BTreeMap<String, String> = recover["data"]["recovery_env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(during["ETCD_INITIAL_CLUSTER_STATE"], "new");
+    assert_eq!(during["ETCD_START_FROM_SNAPSHOT"], "yes");
+    assert_eq!(
+        during["ETCD_INIT_SNAPSHOTS_DIR"],
+        format!("/snapshots/{BSS_STS}")
+    );
+    assert_eq!(during["ETCD_INIT_SNAPSHOT_FILENAME"], backup);
+    assert!(
+        recover["data"]["replicas_from"]
+            .as_str()
+            .unwrap()
+            .contains("0 replicas"),
+        "{recover:#}"
+    );
+    // BSS's repopulation is what the restore did: skipped, saying so.
+    let bss = step(&run, "bss", "restore-bss-from-backup");
+    assert_eq!(bss["state"], "skipped", "{bss:#}");
+    assert!(
+        bss["message"].as_str().unwrap().contains(&format!(
+            "from backup {backup} (step etcd-recover) brings this data back"
+        )),
+        "{bss:#}"
+    );
+    // The data is back, identical; the StatefulSet is as CSM leaves it.
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
+    assert_eq!(bss_list(&app.sim).await, before);
+    let client = app.sim.kube_client();
+    let env = etcd_env(&client, BSS_STS).await;
+    assert_eq!(env["ETCD_INITIAL_CLUSTER_STATE"], "existing");
+    assert_eq!(env["ETCD_START_FROM_SNAPSHOT"], "no");
+    assert!(!env.contains_key("ETCD_INIT_SNAPSHOT_FILENAME"), "{env:?}");
+    assert_eq!(replicas(&client, BSS_STS).await, 3);
+    let report = cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["keys"].as_u64(), Some(keys as u64), "{report:#}");
+}
+
+#[tokio::test]
+async fn auto_with_only_an_old_backup_rebuilds_and_repopulates() {
+    let sim = real_etcd_sim().await;
+    for file in snapshotter_files(&sim, FAS_STS) {
+        set_age(&file, Duration::from_secs(10 * 86_400));
+    }
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    break_cluster(&app, FAS_STS, FAS_SELECTOR).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "auto" }))
+        .await;
+    let run = app.finished_run(&id).await;
+    let assess = step(&run, "fas", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["action"], "rebuild",
+        "{assess:#}"
+    );
+    let reason = assess["data"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("older than restore_max_age 7days"),
+        "{reason}"
+    );
+    assert_eq!(
+        step(&run, "fas", "etcd-recover")["state"],
+        "succeeded",
+        "{run:#}"
+    );
+    // Repopulated: FAS reloaded its images into the rebuilt cluster.
+    let reload = step(&run, "fas", "reload-fas-images-from-nexus");
+    assert_eq!(reload["state"], "succeeded", "{reload:#}");
+    assert_eq!(run["state"], "action_required", "{run:#}");
+    let report = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+}
+
+#[tokio::test]
+async fn restore_with_a_corrupt_newest_backup_takes_the_next_and_names_it() {
+    let sim = real_etcd_sim().await;
+    let keys = sim.bss_key_count().await.unwrap();
+    let good = snapshotter_files(&sim, BSS_STS).pop().unwrap();
+    set_age(&good, Duration::from_secs(3600));
+    // A newer backup whose content does not match its SHA-256 trailer.
+    let corrupt = good.with_file_name("db-2099-01-01_00-00");
+    let mut bytes = std::fs::read(&good).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&corrupt, bytes).unwrap();
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    break_cluster(&app, BSS_STS, BSS_SELECTOR).await;
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "restore" }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let assess = step(&run, "bss", "etcd-assess");
+    let good_name = good.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        assess["data"]["decision"]["backup"], good_name,
+        "{assess:#}"
+    );
+    assert!(
+        assess["message"]
+            .as_str()
+            .unwrap()
+            .contains("db-2099-01-01_00-00 is corrupt, not used"),
+        "{assess:#}"
+    );
+    let seen = assess["data"]["backups"].as_array().unwrap();
+    assert_eq!(seen[0]["name"], "db-2099-01-01_00-00");
+    assert!(seen[0]["corrupt"].as_str().unwrap().len() > 1, "{seen:#?}");
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
+
+    // Named, a corrupt backup is refused, naming it; nothing is touched.
+    let client = app.sim.kube_client();
+    let before = pvcs(&client, BSS_SELECTOR).await;
+    let id = app
+        .start_run(
+            json!({ "services": ["bss"], "etcd": "restore", "backup": "db-2099-01-01_00-00" }),
+        )
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let assess = step(&run, "bss", "etcd-assess");
+    assert!(
+        assess["message"]
+            .as_str()
+            .unwrap()
+            .contains("backup db-2099-01-01_00-00 is corrupt"),
+        "{assess:#}"
+    );
+    assert_eq!(pvcs(&client, BSS_SELECTOR).await, before);
+}
+
+#[tokio::test]
+async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_before() {
+    let sim = real_etcd_sim().await;
+    let url = sim.etcd_url(FAS_STS).unwrap();
+    // Written after the seeded backup: only the rebuild's safety snapshot has it.
+    etcd_put(&url, "/fas/after-the-backup", "kept by the safety snapshot").await;
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    let keys = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await["keys"]
+        .as_u64()
+        .unwrap();
+
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild" }))
+        .await;
+    let rebuild = app.finished_run(&id).await;
+    let safety = step(&rebuild, "fas", "etcd-safety-snapshot")["data"]["backup"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        step(&rebuild, "fas", "etcd-recover")["state"],
+        "succeeded",
+        "{rebuild:#}"
+    );
+
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "restore" }))
+        .await;
+    let restore = app.finished_run(&id).await;
+    let assess = step(&restore, "fas", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["backup"],
+        safety.as_str(),
+        "{assess:#}"
+    );
+    assert_eq!(step(&restore, "fas", "etcd-recover")["state"], "succeeded");
+    let report = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["keys"].as_u64(), Some(keys), "{report:#}");
+
+    // The restore's own safety snapshot (of what the rebuild left) is listed, and a later
+    // restore still prefers the newest snapshot that is not of an empty cluster.
+    let own = step(&restore, "fas", "etcd-safety-snapshot");
+    assert_eq!(own["state"], "succeeded", "{own:#}");
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "restore", "dry_run": true }))
+        .await;
+    let again = app.finished_run(&id).await;
+    let decided = &step(&again, "fas", "etcd-assess")["data"]["decision"]["backup"];
+    let seen = step(&again, "fas", "etcd-assess")["data"]["backups"].clone();
+    assert!(
+        seen.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == own["data"]["backup"]),
+        "{seen:#}"
+    );
+    assert_eq!(
+        own["data"]["empty"], true,
+        "the rebuilt cluster was empty: {own:#}"
+    );
+    assert_eq!(decided, safety.as_str(), "{seen:#}");
 }

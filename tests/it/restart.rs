@@ -134,9 +134,14 @@ async fn crash_and_resume_run(
     }
     let mut simulated = etcd_repopulator::config::Config::default();
     simulated.use_simulation(&sim.url(), sim.runs_real_etcd());
-    // Safety snapshots go to a snapshotter directory of this test's own.
-    std::fs::create_dir(dir.path().join("snapshots")).unwrap();
-    simulated.recovery.snapshots_dir = dir.path().join("snapshots");
+    // The snapshotter directory of the simulated cluster (CSM 1.5+), else one of this test's own.
+    simulated.recovery.snapshots_dir = match sim.snapshots_dir() {
+        Some(dir) => dir.to_owned(),
+        None => {
+            std::fs::create_dir(dir.path().join("snapshots")).unwrap();
+            dir.path().join("snapshots")
+        }
+    };
     let config = ConfigFile {
         csm: simulated.csm,
         etcd: simulated.etcd,
@@ -294,5 +299,34 @@ async fn a_crash_at_every_phase_of_a_bitnami_rebuild_resumes_to_a_healthy_cluste
             .unwrap();
         assert_eq!(report["healthy"], true, "{failpoint}: {report:#}");
         assert_eq!(report["ready"], 3, "{failpoint}: {report:#}");
+    }
+}
+
+/// The same for a restore (BSS from its newest backup): the resumed run ends with BSS's keys
+/// back, BSS's repopulation skipped, and the environment back to `existing`.
+#[tokio::test]
+async fn a_crash_at_every_phase_of_a_bitnami_restore_resumes_with_the_data_back() {
+    use crate::recovery::{BSS_STS, PHASES, etcd_env, phases, real_etcd_sim, replicas};
+    let sim = real_etcd_sim().await;
+    let client = sim.kube_client();
+    let keys = sim.bss_key_count().await.unwrap();
+    for phase in PHASES {
+        let failpoint = format!("etcd-recover:{phase}");
+        let body = json!({"services": ["bss"], "etcd": "restore", "reason": failpoint});
+        let (_service, run) = crash_and_resume_run(&sim, body, &failpoint, "etcd-recover").await;
+        assert_eq!(run["state"], "succeeded", "{failpoint}: {run:#}");
+        let steps = run["services"][0]["steps"].as_array().unwrap();
+        let named = |name: &str| steps.iter().find(|s| s["name"] == name).unwrap();
+        assert_eq!(phases(named("etcd-recover")), PHASES, "{failpoint}");
+        assert_eq!(
+            named("restore-bss-from-backup")["state"],
+            "skipped",
+            "{failpoint}"
+        );
+        assert_eq!(sim.bss_key_count().await.unwrap(), keys, "{failpoint}");
+        assert_eq!(replicas(&client, BSS_STS).await, 3, "{failpoint}");
+        let env = etcd_env(&client, BSS_STS).await;
+        assert_eq!(env["ETCD_INITIAL_CLUSTER_STATE"], "existing", "{failpoint}");
+        assert_eq!(env["ETCD_START_FROM_SNAPSHOT"], "no", "{failpoint}");
     }
 }
