@@ -190,8 +190,8 @@ impl Config {
     /// Points the configuration at the simulated cluster `sim`: its CSM services; the etcd
     /// checks stay as configured when it runs real etcd clusters, and are off otherwise
     /// (nothing answers) unless `[etcd]` was configured, e.g. at a real etcd; `[recovery]` at
-    /// its S3 (the Secret `etcd-backup-s3-credentials` as files) unless configured, and no
-    /// snapshotter directory unless configured (the default `/snapshots` is a pod's mount).
+    /// its S3 (the Secret `etcd-backup-s3-credentials` as files) and its snapshotter PVC's
+    /// directory (none before CSM 1.5), unless configured.
     #[cfg(feature = "simulate")]
     pub fn use_simulation(&mut self, sim: &sim::SimCluster) {
         self.csm = CsmConfig::simulated(&sim.url());
@@ -205,7 +205,10 @@ impl Config {
             self.recovery.s3_credentials_dir = s3.credentials_dir().to_owned();
         }
         if self.recovery.snapshots_dir == defaults.snapshots_dir {
-            self.recovery.snapshots_dir = std::path::PathBuf::new();
+            self.recovery.snapshots_dir = sim
+                .snapshots_dir()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
         }
     }
 

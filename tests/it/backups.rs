@@ -539,10 +539,31 @@ async fn the_simulation_points_recovery_at_its_s3_and_the_secret_is_seeded() {
         config.recovery.s3_credentials_dir,
         s3.credentials_dir().to_owned()
     );
+    let snapshots = sim
+        .snapshots_dir()
+        .expect("CSM 1.6 has the snapshotter PVC");
+    assert_eq!(config.recovery.snapshots_dir, snapshots);
     put_s3(&sim, "cray-bss/db-1", snapshot_bytes(1, 1), Duration::ZERO).await;
-    let listed = Backups::new(&config.recovery)
-        .list(SERVICE, STS)
-        .await
-        .unwrap();
-    assert_eq!(names(&listed), ["db-1"]);
+    let local = put_dir(snapshots, "db-2", &snapshot_bytes(1, 2), Duration::ZERO);
+    let backups = Backups::new(&config.recovery);
+    let listed = backups.list(SERVICE, STS).await.unwrap();
+    let db2 = listed.iter().find(|b| b.name == "db-2").unwrap();
+    assert_eq!(db2.locations(), [local.display().to_string().as_str()]);
+
+    // CSM's CronJob copies the snapshotter PVC to S3, under the service's short name.
+    let uploaded = sim.sync_snapshots_to_s3().await.unwrap();
+    assert!(
+        uploaded.contains(&"cray-bss/db-2".to_owned()),
+        "{uploaded:?}"
+    );
+    let listed = backups.list(SERVICE, STS).await.unwrap();
+    let db2 = listed.iter().find(|b| b.name == "db-2").unwrap();
+    assert_eq!(
+        db2.locations(),
+        [
+            "s3://etcd-backup/cray-bss/db-2",
+            local.display().to_string().as_str()
+        ]
+    );
+    assert!(listed.iter().any(|b| b.name == "db-1"));
 }

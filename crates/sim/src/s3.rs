@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 pub const BUCKET: &str = "etcd-backup";
 /// The Secret that holds the S3 credentials of the backups.
 pub const SECRET: &str = "etcd-backup-s3-credentials";
+/// How often the simulated cluster runs [`sync_snapshots_to_s3`] (CSM's CronJob: hourly).
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A running S3 server.
 pub struct SimS3 {

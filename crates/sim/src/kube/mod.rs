@@ -160,6 +160,8 @@ pub struct SimCluster {
     etcd: Option<Arc<controllers::etcd_member::RealEtcd>>,
     s3: Option<crate::s3::SimS3>,
     ctx: controllers::Ctx,
+    /// The volume of the snapshotter PVC (`/snapshots` in the Bitnami pods).
+    snapshots: tempfile::TempDir,
 }
 
 /// Builder for a cluster whose listener also serves other routes (fake CSM services under
@@ -206,13 +208,52 @@ impl SimCluster {
         // lose their data when "their" etcd cluster is wiped (a rehearsed rebuild), and get it
         // back from the Jobs that reload it (`cray-reds-init`, `cray-fas-loader`).
         let csm = FakeCsm::seeded();
+        let snapshots = tempfile::Builder::new()
+            .prefix("sim-snapshots-")
+            .tempdir()?;
         let etcd = if opts.real_etcd {
-            Some(Arc::new(controllers::etcd_member::RealEtcd::new()?))
+            let etcd = controllers::etcd_member::RealEtcd::new(snapshots.path().to_path_buf())?;
+            // BSS keeps its boot parameters in its etcd cluster, reached through the cluster's
+            // client Service (the Bitnami layout's or the etcd-operator's).
+            let services = store.clone();
+            csm.use_etcd_for_bss(Arc::new(move || {
+                ["cray-bss-bitnami-etcd", "cray-bss-etcd-client"]
+                    .iter()
+                    .find_map(|name| {
+                        let svc = services
+                            .get(&resources::SERVICES, seed::NAMESPACE, name)
+                            .ok()?;
+                        let ip = svc.pointer("/spec/clusterIP")?.as_str()?;
+                        Some(format!(
+                            "http://{ip}:{}",
+                            controllers::etcd_member::CLIENT_PORT
+                        ))
+                    })
+            }));
+            Some(Arc::new(etcd))
         } else {
             None
         };
         let s3 = if opts.s3 {
-            Some(crate::s3::SimS3::start(shutdown.clone()).await?)
+            let s3 = crate::s3::SimS3::start(shutdown.clone()).await?;
+            // CSM's CronJob etcd-backup-pvc-snapshots-to-s3 (hourly there; often here, so
+            // that the seeded snapshots show up in S3 soon).
+            let bucket = s3.client()?;
+            let dir = snapshots.path().to_path_buf();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(crate::s3::SYNC_INTERVAL);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = every.tick() => {}
+                    }
+                    if let Err(e) = crate::s3::sync_snapshots_to_s3(&dir, bucket.as_ref()).await {
+                        tracing::warn!(error = %e, "simulated S3: syncing the snapshotter PVC");
+                    }
+                }
+            });
+            Some(s3)
         } else {
             None
         };
@@ -238,7 +279,7 @@ impl SimCluster {
             axum::routing::post(move |axum::extract::Path(cluster): axum::extract::Path<String>| {
                 let csm = wipe_target.clone();
                 async move {
-                    if csm.wipe(&cluster) {
+                    if csm.wipe_async(&cluster).await {
                         (axum::http::StatusCode::OK, axum::Json(json!({ "wiped": cluster })))
                     } else {
                         (
@@ -274,6 +315,7 @@ impl SimCluster {
             etcd,
             s3,
             ctx,
+            snapshots,
         })
     }
 
@@ -431,6 +473,36 @@ impl SimCluster {
     /// (`cray-bss-etcd`, `cray-bss-bitnami-etcd`) in the services' namespace, while it runs.
     pub fn etcd_url(&self, name: &str) -> Option<String> {
         self.etcd.as_ref()?.url(seed::NAMESPACE, name)
+    }
+
+    /// The directory behind the snapshotter PVC `bitnami-etcd-snapshotter` (mounted at
+    /// `/snapshots` in the Bitnami etcd pods: `<dir>/<sts>/db-YYYY-MM-DD_HH-MM` is
+    /// `/snapshots/<sts>/db-...` in a pod), while that PVC exists (the CSM 1.5+ layouts).
+    pub fn snapshots_dir(&self) -> Option<&std::path::Path> {
+        self.store
+            .get(
+                &resources::PERSISTENTVOLUMECLAIMS,
+                seed::NAMESPACE,
+                controllers::etcd_member::SNAPSHOTTER_PVC,
+            )
+            .ok()
+            .map(|_| self.snapshots.path())
+    }
+
+    /// Runs CSM's CronJob `etcd-backup-pvc-snapshots-to-s3` now (see
+    /// [`crate::s3::sync_snapshots_to_s3`]; the simulated cluster also runs it every
+    /// [`crate::s3::SYNC_INTERVAL`]): the keys uploaded.
+    pub async fn sync_snapshots_to_s3(&self) -> anyhow::Result<Vec<String>> {
+        let s3 = self
+            .s3
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the simulated cluster runs no S3 (SimOptions::s3)"))?;
+        crate::s3::sync_snapshots_to_s3(self.snapshots.path(), s3.client()?.as_ref()).await
+    }
+
+    /// How many keys BSS keeps in its real etcd (see [`FakeCsm::bss_key_count`]).
+    pub async fn bss_key_count(&self) -> anyhow::Result<usize> {
+        self.csm.bss_key_count().await.map_err(anyhow::Error::msg)
     }
 
     /// Handle for latency, failures and dropped watches.
