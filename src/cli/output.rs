@@ -51,6 +51,7 @@ pub enum View {
     Capture,
     EtcdClusters,
     EtcdCluster,
+    Backups,
 }
 
 /// Prints `value` in `format`; in `table`, as `view` says, falling back to TOML for a response
@@ -83,7 +84,84 @@ fn table(value: &Value, view: View) -> Option<String> {
         View::Capture => capture_table(value)?,
         View::EtcdClusters => etcd_clusters_table(value.get("items")?.as_array()?),
         View::EtcdCluster => etcd_clusters_table(std::slice::from_ref(value)),
+        View::Backups => backups_table(value.get("items")?.as_array()?),
     })
+}
+
+/// One row per backup, newest first: its age, size, where it is, and whether it is one of this
+/// service's safety snapshots.
+fn backups_table(backups: &[Value]) -> String {
+    if backups.is_empty() {
+        return "no backups".to_owned();
+    }
+    let mut table = new_table(&["NAME", "AGE", "SIZE", "WHERE", "SAFETY SNAPSHOT"]);
+    for backup in backups {
+        let age = backup
+            .get("age_seconds")
+            .and_then(Value::as_u64)
+            .map(|secs| short_duration(std::time::Duration::from_secs(secs)))
+            .unwrap_or_default();
+        let size = backup
+            .get("size")
+            .and_then(Value::as_u64)
+            .map(human_size)
+            .unwrap_or_default();
+        let places: Vec<&str> = ["s3", "snapshotter"]
+            .into_iter()
+            .filter_map(|place| backup.get(place)?.get("location")?.as_str())
+            .collect();
+        let safety = match backup.get("safety") {
+            Some(safety @ Value::Object(_)) => format!(
+                "run {}{}",
+                safety.get("run_id").and_then(Value::as_str).unwrap_or(""),
+                if safety.get("empty") == Some(&Value::Bool(true)) {
+                    " (empty cluster)"
+                } else {
+                    ""
+                }
+            ),
+            _ => String::new(),
+        };
+        table.add_row(vec![
+            backup
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            age,
+            size,
+            places.join("\n"),
+            safety,
+        ]);
+    }
+    trimmed(&mut table)
+}
+
+/// `3d4h`, `5h2m`, `7m`, `12s`: the two largest units.
+fn short_duration(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    let (days, hours, minutes) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h{m}m"),
+        (d, h, _) => format!("{d}d{h}h"),
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `20.0 MiB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// One row per etcd cluster: layout, members Ready, health and what is wrong.
@@ -138,6 +216,13 @@ pub struct RunView {
     pub message: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
+    /// The etcd mode (`check` unless the run restores or rebuilds clusters).
+    #[serde(default)]
+    pub etcd: Option<String>,
+    #[serde(default)]
+    pub backup: Option<String>,
+    #[serde(default)]
+    pub confirm: Vec<String>,
     #[serde(default)]
     pub attempt: Option<i64>,
     #[serde(default)]
@@ -148,6 +233,13 @@ pub struct RunView {
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "tasks")]
     pub services: Vec<TaskView>,
+}
+
+impl RunView {
+    /// The etcd mode of a run that may restore or rebuild clusters (not `check`).
+    fn recovery(&self) -> Option<&str> {
+        self.etcd.as_deref().filter(|mode| *mode != "check")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +362,16 @@ pub fn run_table(run: &RunView) -> String {
     if let Some(by) = &run.requested_by {
         facts.push(("Requested by", by.clone()));
     }
+    if let Some(mode) = run.recovery() {
+        let mut etcd = mode.to_owned();
+        if let Some(backup) = &run.backup {
+            etcd.push_str(&format!(" from backup {backup}"));
+        }
+        if !run.confirm.is_empty() {
+            etcd.push_str(&format!(" (confirmed: {})", run.confirm.join(", ")));
+        }
+        facts.push(("etcd", etcd));
+    }
     if let Some(created) = run.created_at {
         facts.push(("Created", local_time(created)));
     }
@@ -337,10 +439,16 @@ pub fn run_list_table(runs: &[RunView]) -> String {
             })
             .collect::<Vec<_>>()
             .join(" ");
-        let state = if run.dry_run {
-            format!("{} (dry run)", run.state)
-        } else {
+        let notes: Vec<String> = run
+            .recovery()
+            .map(|mode| format!("etcd {mode}"))
+            .into_iter()
+            .chain(run.dry_run.then(|| "dry run".to_owned()))
+            .collect();
+        let state = if notes.is_empty() {
             run.state.clone()
+        } else {
+            format!("{} ({})", run.state, notes.join(", "))
         };
         table.add_row(vec![
             run.id.clone(),
@@ -548,6 +656,27 @@ mod tests {
             text.lines()
                 .any(|l| l.starts_with(" reds") || l.starts_with("reds"))
         );
+    }
+
+    #[test]
+    fn a_recovery_run_shows_its_etcd_mode_backup_and_confirmed_clusters() {
+        let run = json!({
+            "id": "r2", "state": "running", "dry_run": false, "etcd": "restore",
+            "backup": "db-1", "confirm": ["cray-bss-bitnami-etcd"], "services": []
+        });
+        let text = table(&run, View::Run).expect("a table");
+        assert!(
+            text.contains(
+                "etcd         restore from backup db-1 (confirmed: cray-bss-bitnami-etcd)"
+            ),
+            "{text}"
+        );
+        let list = json!({"items": [run, {"id": "r3", "state": "succeeded", "etcd": "check"},
+            {"id": "r4", "state": "succeeded", "etcd": "auto", "dry_run": true}]});
+        let text = table(&list, View::RunList).expect("a table");
+        assert!(text.contains("running (etcd restore)"), "{text}");
+        assert!(text.contains("succeeded (etcd auto, dry run)"), "{text}");
+        assert!(!text.contains("etcd check"), "{text}");
     }
 
     #[test]

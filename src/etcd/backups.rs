@@ -349,18 +349,33 @@ struct Bucket {
 impl Bucket {
     fn error(&self, what: String, err: object_store::Error) -> BackupError {
         let detail = error_chain(&err);
-        match err {
+        // `head`/`get` say so in the error's kind; a list's refusal is only in its message
+        // (object_store keeps the status of its `Generic` errors private).
+        let denied = matches!(
+            err,
             object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. } => BackupError::S3Denied {
+                | object_store::Error::Unauthenticated { .. }
+        ) || [
+            "403 Forbidden",
+            "401 Unauthorized",
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "AccessDenied",
+        ]
+        .iter()
+        .any(|sign| detail.contains(sign));
+        if denied {
+            BackupError::S3Denied {
                 endpoint: self.endpoint.clone(),
                 what,
                 detail,
-            },
-            _ => BackupError::S3 {
+            }
+        } else {
+            BackupError::S3 {
                 endpoint: self.endpoint.clone(),
                 what,
                 detail,
-            },
+            }
         }
     }
 

@@ -5,6 +5,7 @@ mod common;
 
 mod api;
 mod auth;
+mod backups;
 mod bos;
 mod chart;
 mod cli;
@@ -25,6 +26,7 @@ mod remote;
 // `failpoints` has: `cargo test --workspace --features failpoints` (as `scripts/test` runs).
 #[cfg(feature = "failpoints")]
 mod restart;
+mod sim_etcd;
 mod sim_kube;
 mod sim_rehearsal;
 mod webhooks;

@@ -133,15 +133,7 @@ async fn crash_and_resume_run(
         recovery: etcd_repopulator::config::RecoveryConfig,
     }
     let mut simulated = etcd_repopulator::config::Config::default();
-    simulated.use_simulation(&sim.url(), sim.runs_real_etcd());
-    // The snapshotter directory of the simulated cluster (CSM 1.5+), else one of this test's own.
-    simulated.recovery.snapshots_dir = match sim.snapshots_dir() {
-        Some(dir) => dir.to_owned(),
-        None => {
-            std::fs::create_dir(dir.path().join("snapshots")).unwrap();
-            dir.path().join("snapshots")
-        }
-    };
+    simulated.use_simulation(sim);
     let config = ConfigFile {
         csm: simulated.csm,
         etcd: simulated.etcd,
