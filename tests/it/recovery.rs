@@ -186,7 +186,7 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
     assert_eq!(before["keys"], 1);
 
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "rebuild" }))
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
         .await;
     let run = app.finished_run(&id).await;
     // FAS's own last step names what a rebuild loses for good (actions, snapshots).
@@ -364,7 +364,7 @@ async fn a_dry_run_shows_the_plan_and_changes_nothing() {
     cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     let before = versions(&client).await;
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "dry_run": true }))
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS], "dry_run": true }))
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
@@ -413,7 +413,7 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
     let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
     cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "rebuild" }))
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
         .await;
     tokio::time::timeout(
         common::WAIT,
@@ -484,7 +484,7 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
         .await
         .unwrap();
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "rebuild" }))
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
         .await;
     let run = app.finished_run(&id).await;
     let recover = step(&run, "fas", "etcd-recover");
@@ -580,7 +580,7 @@ async fn auto_with_a_recent_backup_restores_bss_and_skips_its_repopulation() {
     break_cluster(&app, BSS_STS, BSS_SELECTOR).await;
 
     let id = app
-        .start_run(json!({ "services": ["bss"], "etcd": "auto" }))
+        .start_run(json!({ "services": ["bss"], "etcd": "auto", "confirm": [BSS_STS] }))
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
@@ -668,7 +668,7 @@ async fn auto_with_only_an_old_backup_rebuilds_and_repopulates() {
     let app = common::start_on(sim, config).await;
     break_cluster(&app, FAS_STS, FAS_SELECTOR).await;
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "auto" }))
+        .start_run(json!({ "services": ["fas"], "etcd": "auto", "confirm": [FAS_STS] }))
         .await;
     let run = app.finished_run(&id).await;
     let assess = step(&run, "fas", "etcd-assess");
@@ -709,7 +709,7 @@ async fn restore_with_a_corrupt_newest_backup_takes_the_next_and_names_it() {
     let app = common::start_on(sim, config).await;
     break_cluster(&app, BSS_STS, BSS_SELECTOR).await;
     let id = app
-        .start_run(json!({ "services": ["bss"], "etcd": "restore" }))
+        .start_run(json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] }))
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
@@ -736,7 +736,7 @@ async fn restore_with_a_corrupt_newest_backup_takes_the_next_and_names_it() {
     let before = pvcs(&client, BSS_SELECTOR).await;
     let id = app
         .start_run(
-            json!({ "services": ["bss"], "etcd": "restore", "backup": "db-2099-01-01_00-00" }),
+            json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS], "backup": "db-2099-01-01_00-00" }),
         )
         .await;
     let run = app.finished_run(&id).await;
@@ -765,7 +765,7 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
         .unwrap();
 
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "rebuild" }))
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
         .await;
     let rebuild = app.finished_run(&id).await;
     let safety = step(&rebuild, "fas", "etcd-safety-snapshot")["data"]["backup"]
@@ -779,7 +779,7 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
     );
 
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "restore" }))
+        .start_run(json!({ "services": ["fas"], "etcd": "restore", "confirm": [FAS_STS] }))
         .await;
     let restore = app.finished_run(&id).await;
     let assess = step(&restore, "fas", "etcd-assess");
@@ -797,7 +797,7 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
     let own = step(&restore, "fas", "etcd-safety-snapshot");
     assert_eq!(own["state"], "succeeded", "{own:#}");
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "restore", "dry_run": true }))
+        .start_run(json!({ "services": ["fas"], "etcd": "restore", "confirm": [FAS_STS], "dry_run": true }))
         .await;
     let again = app.finished_run(&id).await;
     let decided = &step(&again, "fas", "etcd-assess")["data"]["decision"]["backup"];

@@ -265,7 +265,7 @@ async fn a_crash_at_every_phase_of_a_bitnami_rebuild_resumes_to_a_healthy_cluste
     let client = sim.kube_client();
     for phase in PHASES {
         let failpoint = format!("etcd-recover:{phase}");
-        let body = json!({"services": ["fas"], "etcd": "rebuild", "reason": failpoint});
+        let body = json!({"services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS], "reason": failpoint});
         let (service, run) = crash_and_resume_run(&sim, body, &failpoint, "etcd-recover").await;
         let steps = run["services"][0]["steps"].as_array().unwrap();
         let recover = steps.iter().find(|s| s["name"] == "etcd-recover").unwrap();
@@ -304,7 +304,7 @@ async fn a_crash_at_every_phase_of_a_bitnami_restore_resumes_with_the_data_back(
     let keys = sim.bss_key_count().await.unwrap();
     for phase in PHASES {
         let failpoint = format!("etcd-recover:{phase}");
-        let body = json!({"services": ["bss"], "etcd": "restore", "reason": failpoint});
+        let body = json!({"services": ["bss"], "etcd": "restore", "confirm": [BSS_STS], "reason": failpoint});
         let (_service, run) = crash_and_resume_run(&sim, body, &failpoint, "etcd-recover").await;
         assert_eq!(run["state"], "succeeded", "{failpoint}: {run:#}");
         let steps = run["services"][0]["steps"].as_array().unwrap();
