@@ -18,7 +18,7 @@ use kube::{
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterError, wait::watch_until};
+use super::{Cluster, ClusterError, pods::is_ready, wait::watch_until};
 
 const FIELD_MANAGER: &str = "etcd-repopulator";
 
@@ -33,13 +33,11 @@ fn patch_params(dry_run: bool) -> PatchParams {
     params
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+/// A member pod of a StatefulSet, as a wait sees it.
+struct Member {
+    ordinal: usize,
+    name: String,
+    ready: bool,
 }
 
 /// Whether `pod` is member `<set>-<ordinal>` of the StatefulSet `set`.
@@ -140,26 +138,15 @@ impl Cluster {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<(), ClusterError> {
-        watch_until(
-            self,
-            (self.api::<Pod>(), ()),
-            watcher::Config::default().labels(selector),
-            timeout,
-            cancel,
-            &format!("the pods of StatefulSet {set} to be gone"),
-            |pods: &[Arc<Pod>]| {
-                let left: Vec<String> = pods
-                    .iter()
-                    .map(|p| p.name_any())
-                    .filter(|n| member_ordinal(set, n).is_some())
-                    .collect();
-                if left.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!("still there: {}", left.join(", ")))
-                }
-            },
-        )
+        let waiting_for = format!("the pods of StatefulSet {set} to be gone");
+        self.watch_members(set, selector, timeout, cancel, &waiting_for, |members| {
+            let left: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still there: {}", left.join(", ")))
+            }
+        })
         .await
     }
 
@@ -173,34 +160,59 @@ impl Cluster {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<Vec<String>, ClusterError> {
+        let waiting_for = format!("the {replicas} member pod(s) of StatefulSet {set} to be Ready");
+        self.watch_members(set, selector, timeout, cancel, &waiting_for, |members| {
+            let mut ready: Vec<String> = members
+                .iter()
+                .filter(|m| m.ordinal < replicas && m.ready)
+                .map(|m| m.name.clone())
+                .collect();
+            ready.sort();
+            if ready.len() == replicas {
+                Ok(ready)
+            } else if ready.is_empty() {
+                Err(format!("0 of {replicas} Ready"))
+            } else {
+                Err(format!(
+                    "{} of {replicas} Ready ({})",
+                    ready.len(),
+                    ready.join(", ")
+                ))
+            }
+        })
+        .await
+    }
+
+    /// Watches the member pods of `set` until `check` holds.
+    async fn watch_members<T>(
+        &self,
+        set: &str,
+        selector: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        waiting_for: &str,
+        check: impl Fn(&[Member]) -> Result<T, String>,
+    ) -> Result<T, ClusterError> {
         watch_until(
             self,
             (self.api::<Pod>(), ()),
             watcher::Config::default().labels(selector),
             timeout,
             cancel,
-            &format!("the {replicas} member pod(s) of StatefulSet {set} to be Ready"),
+            waiting_for,
             |pods: &[Arc<Pod>]| {
-                let mut ready: Vec<String> = pods
+                let members: Vec<Member> = pods
                     .iter()
-                    .filter(|p| is_ready(p))
-                    .map(|p| p.name_any())
-                    .filter(|n| member_ordinal(set, n).is_some_and(|o| o < replicas))
+                    .filter_map(|p| {
+                        let name = p.name_any();
+                        Some(Member {
+                            ordinal: member_ordinal(set, &name)?,
+                            ready: is_ready(p),
+                            name,
+                        })
+                    })
                     .collect();
-                ready.sort();
-                if ready.len() == replicas {
-                    Ok(ready)
-                } else {
-                    Err(format!(
-                        "{} of {replicas} Ready ({})",
-                        ready.len(),
-                        if ready.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            ready.join(", ")
-                        }
-                    ))
-                }
+                check(&members)
             },
         )
         .await

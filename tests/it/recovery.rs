@@ -14,7 +14,6 @@ use kube::{
     runtime::wait::await_condition,
 };
 use serde_json::{Value, json};
-use sim::SimOptions;
 
 use etcd_repopulator::{config::Config, etcd::backups::Backups};
 
@@ -41,26 +40,7 @@ pub fn config_with_snapshots(dir: &std::path::Path) -> Config {
 }
 
 pub async fn real_etcd_sim() -> sim::SimCluster {
-    common::release_sim(
-        "1.6",
-        SimOptions {
-            real_etcd: true,
-            ..SimOptions::default()
-        },
-    )
-    .await
-}
-
-/// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
-pub async fn etcd_put(url: &str, key: &str, value: &str) {
-    use base64::{Engine, engine::general_purpose::STANDARD};
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/v3/kv/put"))
-        .json(&json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(value) }))
-        .send()
-        .await
-        .expect("put");
-    assert!(resp.status().is_success(), "put {key}: {}", resp.status());
+    common::real_etcd_sim("1.6").await
 }
 
 /// The etcd container's environment of the StatefulSet `name`, as a map.
@@ -119,30 +99,6 @@ async fn versions(client: &kube::Client) -> Vec<(String, String)> {
     out
 }
 
-/// `GET /etcd-clusters/{name}` until `done` says so (bounded).
-pub async fn cluster_until(
-    app: &common::TestApp,
-    name: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let path = format!("/etcd-clusters/{name}");
-    let mut last = Value::Null;
-    let found = tokio::time::timeout(common::WAIT, async {
-        loop {
-            let (status, report) = app.get(&path).await;
-            assert_eq!(status, 200, "{report:#}");
-            if done(&report) {
-                return report;
-            }
-            last = report;
-            // Polling a condition with a deadline.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("{name} never reached the condition: {last:#}"))
-}
-
 fn step<'a>(run: &'a Value, service: &str, name: &str) -> &'a Value {
     run["services"]
         .as_array()
@@ -177,12 +133,12 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
     let snapshots = tempfile::tempdir().unwrap();
     let client = sim.kube_client();
     let url = sim.etcd_url(FAS_STS).expect("fas etcd runs");
-    etcd_put(&url, "/fas/stale", "from before the rebuild").await;
+    common::etcd_put(&url, "/fas/stale", "from before the rebuild").await;
     let before_pvcs = pvcs(&client, FAS_SELECTOR).await;
     assert_eq!(before_pvcs.len(), 3);
     let before_env = etcd_env(&client, FAS_STS).await;
     let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
-    let before = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let before = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(before["keys"], 1);
 
     let id = app
@@ -294,7 +250,7 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
     for (name, uid) in &after_pvcs {
         assert_ne!(uid, &before_pvcs[name], "{name} was created again");
     }
-    let after = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let after = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(after["ready"], 3);
     assert_eq!(
         after["keys"], 0,
@@ -361,7 +317,7 @@ async fn a_dry_run_shows_the_plan_and_changes_nothing() {
     let snapshots = tempfile::tempdir().unwrap();
     let client = sim.kube_client();
     let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
-    cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     let before = versions(&client).await;
     let id = app
         .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS], "dry_run": true }))
@@ -411,7 +367,7 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
         .await
         .unwrap();
     let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
-    cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     let id = app
         .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
         .await;
@@ -489,7 +445,7 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
     let run = app.finished_run(&id).await;
     let recover = step(&run, "fas", "etcd-recover");
     assert_eq!(recover["state"], "succeeded", "{recover:#}");
-    let report = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(report["ready"], 3, "{report:#}");
     assert_eq!(
         etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
@@ -551,7 +507,7 @@ async fn break_cluster(app: &common::TestApp, sts: &str, selector: &str) {
     for name in pvcs(&client, selector).await.into_keys() {
         pvc_api.delete(&name, &Default::default()).await.unwrap();
     }
-    cluster_until(app, sts, |c| {
+    common::cluster_until(app, sts, |c| {
         c["healthy"] == false && c["pods"].as_array().unwrap().is_empty()
     })
     .await;
@@ -654,7 +610,7 @@ async fn auto_with_a_recent_backup_restores_bss_and_skips_its_repopulation() {
     assert_eq!(env["ETCD_START_FROM_SNAPSHOT"], "no");
     assert!(!env.contains_key("ETCD_INIT_SNAPSHOT_FILENAME"), "{env:?}");
     assert_eq!(replicas(&client, BSS_STS).await, 3);
-    let report = cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
+    let report = common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
     assert_eq!(report["keys"].as_u64(), Some(keys as u64), "{report:#}");
 }
 
@@ -690,7 +646,7 @@ async fn auto_with_only_an_old_backup_rebuilds_and_repopulates() {
     let reload = step(&run, "fas", "reload-fas-images-from-nexus");
     assert_eq!(reload["state"], "succeeded", "{reload:#}");
     assert_eq!(run["state"], "action_required", "{run:#}");
-    let report = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(report["ready"], 3, "{report:#}");
 }
 
@@ -757,10 +713,10 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
     let sim = real_etcd_sim().await;
     let url = sim.etcd_url(FAS_STS).unwrap();
     // Written after the seeded backup: only the rebuild's safety snapshot has it.
-    etcd_put(&url, "/fas/after-the-backup", "kept by the safety snapshot").await;
+    common::etcd_put(&url, "/fas/after-the-backup", "kept by the safety snapshot").await;
     let config = config_on(&sim);
     let app = common::start_on(sim, config).await;
-    let keys = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await["keys"]
+    let keys = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await["keys"]
         .as_u64()
         .unwrap();
 
@@ -789,7 +745,7 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
         "{assess:#}"
     );
     assert_eq!(step(&restore, "fas", "etcd-recover")["state"], "succeeded");
-    let report = cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(report["keys"].as_u64(), Some(keys), "{report:#}");
 
     // The restore's own safety snapshot (of what the rebuild left) is listed, and a later

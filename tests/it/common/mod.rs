@@ -62,6 +62,51 @@ pub async fn release_sim(release: &str, options: SimOptions) -> SimCluster {
     sim
 }
 
+/// A simulated cluster laid out as CSM `release` with real etcd processes behind its etcd
+/// clusters, settled.
+pub async fn real_etcd_sim(release: &str) -> SimCluster {
+    release_sim(
+        release,
+        SimOptions {
+            real_etcd: true,
+            ..SimOptions::default()
+        },
+    )
+    .await
+}
+
+/// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
+pub async fn etcd_put(url: &str, key: &str, value: &str) {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v3/kv/put"))
+        .json(&serde_json::json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(value) }))
+        .send()
+        .await
+        .expect("put");
+    assert!(resp.status().is_success(), "put {key}: {}", resp.status());
+}
+
+/// `GET /etcd-clusters/{name}` until `done` says so (bounded).
+pub async fn cluster_until(app: &TestApp, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("/etcd-clusters/{name}");
+    let mut last = Value::Null;
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let (status, report) = app.get(&path).await;
+            assert_eq!(status, 200, "{report:#}");
+            if done(&report) {
+                return report;
+            }
+            last = report;
+            // Polling a condition with a deadline.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{name} never reached the condition: {last:#}"))
+}
+
 /// Starts the service on an existing simulated cluster with a fresh database. The service runs
 /// as its service account, with exactly the chart's Role: a Kubernetes call the Role does not
 /// allow fails the test's run, as it would in a cluster.
