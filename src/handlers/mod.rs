@@ -182,7 +182,8 @@ impl PlannedStep {
             ),
             Action::RestoreBssFromBackup { cluster } => format!(
                 "BSS is restored from the etcd backup of {cluster} (\"Restore an etcd Cluster from \
-                 a Backup\"), which this service does not do yet: report what to run"
+                 a Backup\"): skipped when this run restored it, else report its newest backup \
+                 and how to restore it"
             ),
             Action::CheckEtcd {
                 cluster,
@@ -291,7 +292,8 @@ fn rerun_job(name: &str, rerun: &JobRerun) -> PlannedStep {
 pub fn description(service: Service, profile: &Profile) -> String {
     match (service, profile.bss, profile.fas) {
         (Service::Bss, BssRepopulation::RestoreFromBackup, _) => {
-            "Boot Script Service: restore from the etcd backup (named, not done, by this service)"
+            "Boot Script Service: restore its etcd cluster from a backup (a run with \"etcd\": \
+             \"restore\")"
                 .to_owned()
         }
         (Service::Fas, _, FasReload::Nexus) => {

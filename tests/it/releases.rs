@@ -283,6 +283,12 @@ async fn csm_1_6_bitnami_nexus_and_bss_restore_named() {
         message.contains("StatefulSet cray-bss-bitnami-etcd exists"),
         "{message}"
     );
+    // It names the newest backup, and how to restore it with a run of this service.
+    assert!(message.contains("its newest backup is db-"), "{message}");
+    assert!(
+        message.contains("\"etcd\": \"restore\", \"confirm\": [\"cray-bss-bitnami-etcd\"]"),
+        "{message}"
+    );
     // The services 1.6 does not have are refused, naming the release.
     let (status, problem) = app
         .post("/repopulations", json!({ "services": ["crus"] }))
