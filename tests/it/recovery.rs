@@ -14,6 +14,7 @@ use kube::{
     runtime::wait::await_condition,
 };
 use serde_json::{Value, json};
+use sim::SimOptions;
 
 use etcd_repopulator::{config::Config, etcd::backups::Backups};
 
@@ -770,4 +771,94 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
         "the rebuilt cluster was empty: {own:#}"
     );
     assert_eq!(decided, safety.as_str(), "{seen:#}");
+}
+
+/// Every object in the simulated S3 (its files), with its size.
+fn s3_objects(sim: &sim::SimCluster) -> BTreeMap<String, u64> {
+    fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut BTreeMap<String, u64>) {
+        for entry in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                let key = path.strip_prefix(root).unwrap().display().to_string();
+                out.insert(key, entry.metadata().unwrap().len());
+            }
+        }
+    }
+    let root = sim.s3().unwrap().root();
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[tokio::test]
+async fn a_backup_only_in_s3_is_downloaded_before_the_restore_and_a_dry_run_does_not() {
+    let sim = common::release_sim(
+        "1.6",
+        SimOptions {
+            real_etcd: true,
+            s3: true,
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let keys = sim.bss_key_count().await.unwrap();
+    sim.sync_snapshots_to_s3().await.unwrap();
+    // Only S3 has it now (the snapshotter PVC lost it).
+    let local = snapshotter_files(&sim, BSS_STS).pop().unwrap();
+    let name = local.file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::remove_file(&local).unwrap();
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    break_cluster(&app, BSS_STS, BSS_SELECTOR).await;
+    let objects = s3_objects(&app.sim);
+    assert!(
+        objects
+            .keys()
+            .any(|k| k.ends_with(&format!("cray-bss/{name}"))),
+        "{objects:#?}"
+    );
+
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "restore", "dry_run": true }))
+        .await;
+    let dry = app.finished_run(&id).await;
+    assert_eq!(dry["state"], "succeeded", "{dry:#}");
+    let assess = step(&dry, "bss", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["backup"],
+        name.as_str(),
+        "{assess:#}"
+    );
+    assert!(
+        assess["message"]
+            .as_str()
+            .unwrap()
+            .contains("a real run downloads it from S3 and checks it"),
+        "{assess:#}"
+    );
+    assert!(!local.exists(), "a dry run downloads nothing");
+    assert_eq!(
+        s3_objects(&app.sim),
+        objects,
+        "a dry run changes no S3 object"
+    );
+    assert!(pvcs(&app.sim.kube_client(), BSS_SELECTOR).await.is_empty());
+
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let seen = &step(&run, "bss", "etcd-assess")["data"]["backups"][0];
+    assert!(
+        seen["location"].as_str().unwrap().starts_with("s3://"),
+        "{seen:#}"
+    );
+    assert!(
+        local.exists(),
+        "downloaded into the snapshotter directory first"
+    );
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
 }

@@ -119,6 +119,28 @@ pub async fn assessed(ctx: &StepContext<'_>) -> Result<Assessment, StepError> {
     serde_json::from_value(data).map_err(|e| StepError::BadData(format!("{ETCD_ASSESS}: {e}")))
 }
 
+/// In a dry run: what the service's etcd cluster would be after the recovery this run plans
+/// (`Some` when `etcd-assess` decided to restore or rebuild it), for the steps after it that
+/// cannot look at the cluster as it would be.
+pub async fn planned_recovery(ctx: &StepContext<'_>) -> Result<Option<String>, StepError> {
+    if !ctx.dry_run {
+        return Ok(None);
+    }
+    let Some(data) = ctx.journal.earlier_step_data(ETCD_ASSESS).await? else {
+        return Ok(None);
+    };
+    let Ok(assessment) = serde_json::from_value::<Assessment>(data) else {
+        return Ok(None);
+    };
+    Ok(match assessment.decision {
+        Decision::None => None,
+        Decision::Rebuild => Some(format!("rebuilt empty ({})", assessment.cluster)),
+        Decision::Restore { backup, .. } => {
+            Some(format!("restored from {backup} ({})", assessment.cluster))
+        }
+    })
+}
+
 /// Why a step that repopulates data a restore brings back is skipped: `Some` when this run's
 /// `etcd-assess` decided to restore the service's cluster (and so `etcd-recover`, before this
 /// step, restored it).
