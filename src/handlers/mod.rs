@@ -125,12 +125,17 @@ impl Action {
         matches!(self, Action::RestoreBssFromBackup { .. })
     }
 
-    /// How long the runner lets the step run: the step timeout, or for a recovery its own
-    /// timeout and time to put the StatefulSet back (it bounds its waits itself).
-    pub fn time_limit(&self, step_timeout: Duration) -> Duration {
+    /// How long the runner lets the step run: the step timeout, or for the recovery steps what
+    /// they bound themselves by `[recovery] timeout` (a listing and a download or a snapshot;
+    /// the recovery and the time to put the StatefulSet back), so that the runner never cuts a
+    /// recovery short without its put-back.
+    pub fn time_limit(&self, config: &Config) -> Duration {
+        let step_timeout = config.step_timeout;
+        let margin = Duration::from_secs(180);
         match self {
-            Action::RecoverBitnami { timeout, .. } => {
-                step_timeout.max(*timeout + Duration::from_secs(180))
+            Action::RecoverBitnami { timeout, .. } => step_timeout.max(*timeout + margin),
+            Action::AssessEtcd { .. } | Action::SafetySnapshot { .. } => {
+                step_timeout.max(config.recovery.timeout * 2 + margin)
             }
             _ => step_timeout,
         }

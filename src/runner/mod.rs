@@ -885,7 +885,7 @@ async fn run_step(
                 store: &inner.store,
                 events: &events,
             };
-            let limit = action.time_limit(inner.config.step_timeout);
+            let limit = action.time_limit(&inner.config);
             match tokio::time::timeout(limit, handlers::execute(&action, &ctx)).await {
                 Ok(Ok(outcome)) => (outcome.state, outcome.message, Some(outcome.data)),
                 Ok(Err(err)) if err.is_cancelled() => {

@@ -195,6 +195,10 @@ pub fn decide(
     match (mode, named) {
         (EtcdMode::Check, _) => Err("mode check does not restore or rebuild".to_owned()),
         (EtcdMode::Rebuild, _) => Ok((Decision::Rebuild, "a rebuild was requested".to_owned())),
+        (EtcdMode::Auto, _) if healthy => Ok((
+            Decision::None,
+            "the cluster is healthy; auto leaves it alone".to_owned(),
+        )),
         (EtcdMode::Restore | EtcdMode::Auto, Some(name)) => {
             match backups.iter().find(|b| b.name == name) {
                 Some(b) if b.corrupt.is_some() => Err(format!(
@@ -215,10 +219,6 @@ pub fn decide(
             )),
             None => Err(format!("there is no backup to restore from: {}", seen())),
         },
-        (EtcdMode::Auto, None) if healthy => Ok((
-            Decision::None,
-            "the cluster is healthy; auto leaves it alone".to_owned(),
-        )),
         (EtcdMode::Auto, None) => {
             let limit = humantime::format_duration(max_age);
             match newest_usable {
@@ -508,6 +508,9 @@ mod tests {
     fn auto_leaves_a_healthy_cluster_alone() {
         let (decision, _) = decide(EtcdMode::Auto, true, &[backup("a", 1)], None, WEEK).unwrap();
         assert_eq!(decision, Decision::None);
+        let (decision, _) =
+            decide(EtcdMode::Auto, true, &[backup("a", 1)], Some("a"), WEEK).unwrap();
+        assert_eq!(decision, Decision::None, "even with a backup named");
     }
 
     #[test]
