@@ -862,3 +862,87 @@ async fn a_backup_only_in_s3_is_downloaded_before_the_restore_and_a_dry_run_does
     );
     assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
 }
+
+#[tokio::test]
+async fn a_timeout_fails_the_step_puts_the_statefulset_back_and_a_resume_starts_over() {
+    let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let client = sim.kube_client();
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    let held = "data-cray-fas-bitnami-etcd-2";
+    pvc_api
+        .patch(
+            held,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": {
+                "finalizers": ["kubernetes.io/pvc-protection", "example.com/hold"],
+            }})),
+        )
+        .await
+        .unwrap();
+    let mut config = config_with_snapshots(snapshots.path());
+    config.recovery.timeout = Duration::from_secs(3);
+    let app = common::start_on(sim, config).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let recover = step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "failed", "{recover:#}");
+    let message = recover["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "[recovery] timeout (3s) ran out waiting for PersistentVolumeClaim \
+             data-cray-fas-bitnami-etcd-2 in namespace services to be deleted"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "(after phase env-set); the StatefulSet cray-fas-bitnami-etcd was put back: 3 \
+             replica(s), ETCD_INITIAL_CLUSTER_STATE=existing"
+        ),
+        "{message}"
+    );
+    assert_eq!(replicas(&client, FAS_STS).await, 3);
+    assert_eq!(
+        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+        "existing"
+    );
+    assert_eq!(step(&run, "fas", "check-etcd-cluster")["state"], "skipped");
+
+    // Released (and the service restarted with the default timeout), a resume starts over
+    // from the stored count and environment, and succeeds.
+    let app = app
+        .restart_with(config_with_snapshots(snapshots.path()))
+        .await;
+    pvc_api
+        .patch(
+            held,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+    let resp = app
+        .http
+        .post(app.url(&format!("/repopulations/{id}/resume")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let run = app.finished_run(&id).await;
+    let recover = step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    assert_eq!(recover["attempts"][0]["state"], "failed");
+    let put_back = recover["data"]["put_back"].as_array().unwrap();
+    assert_eq!(put_back.len(), 1, "{recover:#}");
+    assert_eq!(put_back[0]["after"], "env-set");
+    // Phases of both attempts: the first up to env-set, the second all over again.
+    let journalled = phases(recover);
+    assert_eq!(&journalled[..3], &PHASES[..3], "{journalled:?}");
+    assert_eq!(&journalled[3..], &PHASES[1..], "{journalled:?}");
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+}

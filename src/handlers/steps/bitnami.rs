@@ -276,6 +276,8 @@ struct Recover<'a, 'b> {
     found: Found,
     object: ObjectRef,
     deadline: Instant,
+    /// `[recovery] timeout`, which `deadline` is.
+    timeout: Duration,
     saved: Saved,
 }
 
@@ -325,6 +327,7 @@ pub async fn run(
         found,
         object,
         deadline,
+        timeout,
         saved,
     };
     if ctx.dry_run {
@@ -525,6 +528,18 @@ impl Recover<'_, '_> {
             }
             let what = match self.phase(phase).await {
                 Ok(what) => what,
+                Err(StepError::Cluster(ClusterError::Timeout {
+                    waiting_for,
+                    last_seen,
+                    ..
+                })) => {
+                    let err = StepError::Failed(format!(
+                        "[recovery] timeout ({}) ran out waiting for {waiting_for}; last seen: \
+                         {last_seen}",
+                        humantime::format_duration(self.timeout)
+                    ));
+                    return Err(self.stop(err, Some(phase)).await);
+                }
                 Err(err) => return Err(self.stop(err, Some(phase)).await),
             };
             self.saved.phase = Some(phase);

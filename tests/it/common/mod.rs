@@ -138,6 +138,29 @@ pub async fn start_as(sim: SimCluster, mut config: Config, rules: Vec<PolicyRule
 }
 
 impl TestApp {
+    /// The service stopped and started again on the same database and simulated cluster, with
+    /// `config` (a restart with a changed configuration), as its service account with the
+    /// chart's Role.
+    pub async fn restart_with(self, mut config: Config) -> TestApp {
+        self.runner.shutdown(WAIT).await;
+        config.use_simulation(&self.sim);
+        let client = self.sim.service_account_client(
+            etcd_repopulator::app::SERVICE_ACCOUNT,
+            etcd_repopulator::cluster::rbac::policy_rules(),
+        );
+        let app = App::new(self.db.to_str().unwrap(), config, client)
+            .await
+            .expect("app starts again");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app.router).await });
+        TestApp {
+            base,
+            runner: app.runner,
+            ..self
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
