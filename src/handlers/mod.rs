@@ -110,7 +110,9 @@ pub enum Action {
     SafetySnapshot { cluster: String },
     /// Bitnami (CSM 1.5+): restore or rebuild the StatefulSet `cluster` as `etcd-assess`
     /// decided (scale to 0, environment, PVCs, scale back, healthy, environment back), within
-    /// `timeout`; every ending that is not a success puts the StatefulSet back.
+    /// `[recovery] timeout` (`timeout` is what it was when the run was planned; an attempt uses
+    /// the one in force, so a run that ran out of it can be resumed with a longer one); every
+    /// ending that is not a success puts the StatefulSet back.
     RecoverBitnami {
         cluster: String,
         #[serde(with = "humantime_serde")]
@@ -133,7 +135,7 @@ impl Action {
         let step_timeout = config.step_timeout;
         let margin = Duration::from_secs(180);
         match self {
-            Action::RecoverBitnami { timeout, .. } => step_timeout.max(*timeout + margin),
+            Action::RecoverBitnami { .. } => step_timeout.max(config.recovery.timeout + margin),
             Action::AssessEtcd { .. } | Action::SafetySnapshot { .. } => {
                 step_timeout.max(config.recovery.timeout * 2 + margin)
             }
@@ -672,8 +674,8 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
             steps::recovery::assess(ctx, cluster, *mode, backup.as_deref(), *restore_max_age).await
         }
         Action::SafetySnapshot { cluster } => steps::recovery::safety_snapshot(ctx, cluster).await,
-        Action::RecoverBitnami { cluster, timeout } => {
-            steps::bitnami::run(ctx, cluster, *timeout).await
+        Action::RecoverBitnami { cluster, .. } => {
+            steps::bitnami::run(ctx, cluster, ctx.recovery.timeout).await
         }
     }
 }

@@ -912,8 +912,8 @@ async fn a_timeout_fails_the_step_puts_the_statefulset_back_and_a_resume_starts_
     );
     assert_eq!(step(&run, "fas", "check-etcd-cluster")["state"], "skipped");
 
-    // Released (and the service restarted with the default timeout), a resume starts over
-    // from the stored count and environment, and succeeds.
+    // Released, and the service restarted with the default timeout (a resume uses the one in
+    // force), a resume starts over from the stored count and environment, and succeeds.
     let app = app
         .restart_with(config_with_snapshots(snapshots.path()))
         .await;
