@@ -100,22 +100,6 @@ async fn versions(client: &kube::Client) -> Vec<(String, String)> {
     out
 }
 
-fn step<'a>(run: &'a Value, service: &str, name: &str) -> &'a Value {
-    run["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["service"] == service)
-        .and_then(|t| {
-            t["steps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == name)
-        })
-        .unwrap_or_else(|| panic!("no step {service}/{name}: {run:#}"))
-}
-
 /// The phases `etcd-recover` journalled, in order.
 pub fn phases(step: &Value) -> Vec<String> {
     step["data"]["phases"]
@@ -164,14 +148,14 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
         ],
         "{run:#}"
     );
-    let assess = step(&run, "fas", "etcd-assess");
+    let assess = common::step(&run, "fas", "etcd-assess");
     assert_eq!(
         assess["data"]["decision"]["action"], "rebuild",
         "{assess:#}"
     );
     assert_eq!(assess["data"]["report"]["healthy"], true);
     // What the cluster held before is kept, listed as a backup of the service.
-    let safety = step(&run, "fas", "etcd-safety-snapshot");
+    let safety = common::step(&run, "fas", "etcd-safety-snapshot");
     assert_eq!(safety["state"], "succeeded", "{safety:#}");
     assert_eq!(safety["data"]["keys"], 1, "{safety:#}");
     let name = safety["data"]["backup"].as_str().unwrap();
@@ -186,7 +170,7 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
     let listed = listed.iter().find(|b| b.name == name).expect("listed");
     assert_eq!(listed.safety.as_ref().unwrap().run_id, id);
     assert!(!listed.safety.as_ref().unwrap().empty);
-    let recover = step(&run, "fas", "etcd-recover");
+    let recover = common::step(&run, "fas", "etcd-recover");
     assert_eq!(recover["state"], "succeeded", "{recover:#}");
     assert_eq!(phases(recover), PHASES, "{recover:#}");
     assert_eq!(recover["data"]["replicas"], 3);
@@ -207,7 +191,7 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
         ])
     );
     // The repopulation ran on the empty cluster.
-    let check = step(&run, "fas", "check-etcd-cluster");
+    let check = common::step(&run, "fas", "check-etcd-cluster");
     assert!(
         check["message"]
             .as_str()
@@ -216,11 +200,11 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
         "{check:#}"
     );
     assert_eq!(
-        step(&run, "fas", "reload-fas-images-from-nexus")["state"],
+        common::step(&run, "fas", "reload-fas-images-from-nexus")["state"],
         "succeeded",
         "{run:#}"
     );
-    let verify = step(&run, "fas", "verify-fas-images");
+    let verify = common::step(&run, "fas", "verify-fas-images");
     assert_eq!(verify["state"], "action_required", "{verify:#}");
     assert!(
         verify["message"]
@@ -325,7 +309,7 @@ async fn a_dry_run_shows_the_plan_and_changes_nothing() {
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    let recover = step(&run, "fas", "etcd-recover");
+    let recover = common::step(&run, "fas", "etcd-recover");
     let message = recover["message"].as_str().unwrap();
     for part in [
         "dry run: the rebuild of cray-fas-bitnami-etcd would scale StatefulSet \
@@ -339,7 +323,7 @@ async fn a_dry_run_shows_the_plan_and_changes_nothing() {
         assert!(message.contains(part), "{part:?} not in {message}");
     }
     assert!(
-        step(&run, "fas", "reload-fas-images-from-nexus")["message"]
+        common::step(&run, "fas", "reload-fas-images-from-nexus")["message"]
             .as_str()
             .unwrap()
             .contains("would"),
@@ -400,7 +384,7 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
     assert_eq!(resp.status(), 202);
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "cancelled", "{run:#}");
-    let recover = step(&run, "fas", "etcd-recover");
+    let recover = common::step(&run, "fas", "etcd-recover");
     assert_eq!(recover["state"], "cancelled", "{recover:#}");
     let message = recover["message"].as_str().unwrap();
     assert!(
@@ -427,7 +411,7 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
         "the wait for the held PVC watched it"
     );
     assert_eq!(
-        step(&run, "fas", "reload-fas-images-from-nexus")["state"],
+        common::step(&run, "fas", "reload-fas-images-from-nexus")["state"],
         "cancelled",
         "nothing after it ran"
     );
@@ -444,7 +428,7 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
         .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
         .await;
     let run = app.finished_run(&id).await;
-    let recover = step(&run, "fas", "etcd-recover");
+    let recover = common::step(&run, "fas", "etcd-recover");
     assert_eq!(recover["state"], "succeeded", "{recover:#}");
     let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(report["ready"], 3, "{report:#}");
@@ -492,6 +476,14 @@ fn set_age(path: &std::path::Path, age: Duration) {
         .unwrap();
 }
 
+/// The service on `sim` (with its snapshotter directory), once the cluster `sts` is broken.
+async fn start_broken(sim: sim::SimCluster, sts: &str, selector: &str) -> common::TestApp {
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    break_cluster(&app, sts, selector).await;
+    app
+}
+
 /// Breaks the cluster `sts`: scaled to 0 and its data PVCs deleted, as a lost cluster is (no
 /// member answers, the data is gone).
 async fn break_cluster(app: &common::TestApp, sts: &str, selector: &str) {
@@ -532,16 +524,14 @@ async fn auto_with_a_recent_backup_restores_bss_and_skips_its_repopulation() {
         .pop()
         .expect("a seeded backup");
     let backup = backup.file_name().unwrap().to_str().unwrap().to_owned();
-    let config = config_on(&sim);
-    let app = common::start_on(sim, config).await;
-    break_cluster(&app, BSS_STS, BSS_SELECTOR).await;
+    let app = start_broken(sim, BSS_STS, BSS_SELECTOR).await;
 
     let id = app
         .start_run(json!({ "services": ["bss"], "etcd": "auto", "confirm": [BSS_STS] }))
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    let assess = step(&run, "bss", "etcd-assess");
+    let assess = common::step(&run, "bss", "etcd-assess");
     assert_eq!(
         assess["data"]["decision"]["action"], "restore",
         "{assess:#}"
@@ -556,7 +546,7 @@ async fn auto_with_a_recent_backup_restores_bss_and_skips_its_repopulation() {
             .any(|b| b["name"] == backup.as_str() && b["age_seconds"].as_u64().unwrap() < 3600),
         "the backups seen, with their ages: {assess:#}"
     );
-    let safety = step(&run, "bss", "etcd-safety-snapshot");
+    let safety = common::step(&run, "bss", "etcd-safety-snapshot");
     assert_eq!(safety["state"], "skipped", "{safety:#}");
     assert!(
         safety["message"]
@@ -565,7 +555,7 @@ async fn auto_with_a_recent_backup_restores_bss_and_skips_its_repopulation() {
             .contains("does not answer"),
         "{safety:#}"
     );
-    let recover = step(&run, "bss", "etcd-recover");
+    let recover = common::step(&run, "bss", "etcd-recover");
     assert_eq!(recover["state"], "succeeded", "{recover:#}");
     assert_eq!(phases(recover), PHASES);
     let during: BTreeMap<String, String> = recover["data"]["recovery_env"]
@@ -594,7 +584,7 @@ async fn auto_with_a_recent_backup_restores_bss_and_skips_its_repopulation() {
         "{recover:#}"
     );
     // BSS's repopulation is what the restore did: skipped, saying so.
-    let bss = step(&run, "bss", "restore-bss-from-backup");
+    let bss = common::step(&run, "bss", "restore-bss-from-backup");
     assert_eq!(bss["state"], "skipped", "{bss:#}");
     assert!(
         bss["message"].as_str().unwrap().contains(&format!(
@@ -621,14 +611,12 @@ async fn auto_with_only_an_old_backup_rebuilds_and_repopulates() {
     for file in snapshotter_files(&sim, FAS_STS) {
         set_age(&file, Duration::from_secs(10 * 86_400));
     }
-    let config = config_on(&sim);
-    let app = common::start_on(sim, config).await;
-    break_cluster(&app, FAS_STS, FAS_SELECTOR).await;
+    let app = start_broken(sim, FAS_STS, FAS_SELECTOR).await;
     let id = app
         .start_run(json!({ "services": ["fas"], "etcd": "auto", "confirm": [FAS_STS] }))
         .await;
     let run = app.finished_run(&id).await;
-    let assess = step(&run, "fas", "etcd-assess");
+    let assess = common::step(&run, "fas", "etcd-assess");
     assert_eq!(
         assess["data"]["decision"]["action"], "rebuild",
         "{assess:#}"
@@ -639,12 +627,12 @@ async fn auto_with_only_an_old_backup_rebuilds_and_repopulates() {
         "{reason}"
     );
     assert_eq!(
-        step(&run, "fas", "etcd-recover")["state"],
+        common::step(&run, "fas", "etcd-recover")["state"],
         "succeeded",
         "{run:#}"
     );
     // Repopulated: FAS reloaded its images into the rebuilt cluster.
-    let reload = step(&run, "fas", "reload-fas-images-from-nexus");
+    let reload = common::step(&run, "fas", "reload-fas-images-from-nexus");
     assert_eq!(reload["state"], "succeeded", "{reload:#}");
     assert_eq!(run["state"], "action_required", "{run:#}");
     let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
@@ -662,15 +650,13 @@ async fn restore_with_a_corrupt_newest_backup_takes_the_next_and_names_it() {
     let mut bytes = std::fs::read(&good).unwrap();
     bytes[100] ^= 0xff;
     std::fs::write(&corrupt, bytes).unwrap();
-    let config = config_on(&sim);
-    let app = common::start_on(sim, config).await;
-    break_cluster(&app, BSS_STS, BSS_SELECTOR).await;
+    let app = start_broken(sim, BSS_STS, BSS_SELECTOR).await;
     let id = app
         .start_run(json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] }))
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    let assess = step(&run, "bss", "etcd-assess");
+    let assess = common::step(&run, "bss", "etcd-assess");
     let good_name = good.file_name().unwrap().to_str().unwrap();
     assert_eq!(
         assess["data"]["decision"]["backup"], good_name,
@@ -698,7 +684,7 @@ async fn restore_with_a_corrupt_newest_backup_takes_the_next_and_names_it() {
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "failed", "{run:#}");
-    let assess = step(&run, "bss", "etcd-assess");
+    let assess = common::step(&run, "bss", "etcd-assess");
     assert!(
         assess["message"]
             .as_str()
@@ -725,12 +711,12 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
         .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
         .await;
     let rebuild = app.finished_run(&id).await;
-    let safety = step(&rebuild, "fas", "etcd-safety-snapshot")["data"]["backup"]
+    let safety = common::step(&rebuild, "fas", "etcd-safety-snapshot")["data"]["backup"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_eq!(
-        step(&rebuild, "fas", "etcd-recover")["state"],
+        common::step(&rebuild, "fas", "etcd-recover")["state"],
         "succeeded",
         "{rebuild:#}"
     );
@@ -739,26 +725,29 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
         .start_run(json!({ "services": ["fas"], "etcd": "restore", "confirm": [FAS_STS] }))
         .await;
     let restore = app.finished_run(&id).await;
-    let assess = step(&restore, "fas", "etcd-assess");
+    let assess = common::step(&restore, "fas", "etcd-assess");
     assert_eq!(
         assess["data"]["decision"]["backup"],
         safety.as_str(),
         "{assess:#}"
     );
-    assert_eq!(step(&restore, "fas", "etcd-recover")["state"], "succeeded");
+    assert_eq!(
+        common::step(&restore, "fas", "etcd-recover")["state"],
+        "succeeded"
+    );
     let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(report["keys"].as_u64(), Some(keys), "{report:#}");
 
     // The restore's own safety snapshot (of what the rebuild left) is listed, and a later
     // restore still prefers the newest snapshot that is not of an empty cluster.
-    let own = step(&restore, "fas", "etcd-safety-snapshot");
+    let own = common::step(&restore, "fas", "etcd-safety-snapshot");
     assert_eq!(own["state"], "succeeded", "{own:#}");
     let id = app
         .start_run(json!({ "services": ["fas"], "etcd": "restore", "confirm": [FAS_STS], "dry_run": true }))
         .await;
     let again = app.finished_run(&id).await;
-    let decided = &step(&again, "fas", "etcd-assess")["data"]["decision"]["backup"];
-    let seen = step(&again, "fas", "etcd-assess")["data"]["backups"].clone();
+    let decided = &common::step(&again, "fas", "etcd-assess")["data"]["decision"]["backup"];
+    let seen = common::step(&again, "fas", "etcd-assess")["data"]["backups"].clone();
     assert!(
         seen.as_array()
             .unwrap()
@@ -809,9 +798,7 @@ async fn a_backup_only_in_s3_is_downloaded_before_the_restore_and_a_dry_run_does
     let local = snapshotter_files(&sim, BSS_STS).pop().unwrap();
     let name = local.file_name().unwrap().to_str().unwrap().to_owned();
     std::fs::remove_file(&local).unwrap();
-    let config = config_on(&sim);
-    let app = common::start_on(sim, config).await;
-    break_cluster(&app, BSS_STS, BSS_SELECTOR).await;
+    let app = start_broken(sim, BSS_STS, BSS_SELECTOR).await;
     let objects = s3_objects(&app.sim);
     assert!(
         objects
@@ -825,7 +812,7 @@ async fn a_backup_only_in_s3_is_downloaded_before_the_restore_and_a_dry_run_does
         .await;
     let dry = app.finished_run(&id).await;
     assert_eq!(dry["state"], "succeeded", "{dry:#}");
-    let assess = step(&dry, "bss", "etcd-assess");
+    let assess = common::step(&dry, "bss", "etcd-assess");
     assert_eq!(
         assess["data"]["decision"]["backup"],
         name.as_str(),
@@ -851,7 +838,7 @@ async fn a_backup_only_in_s3_is_downloaded_before_the_restore_and_a_dry_run_does
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    let seen = &step(&run, "bss", "etcd-assess")["data"]["backups"][0];
+    let seen = &common::step(&run, "bss", "etcd-assess")["data"]["backups"][0];
     assert!(
         seen["location"].as_str().unwrap().starts_with("s3://"),
         "{seen:#}"
@@ -888,7 +875,7 @@ async fn a_timeout_fails_the_step_puts_the_statefulset_back_and_a_resume_starts_
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "failed", "{run:#}");
-    let recover = step(&run, "fas", "etcd-recover");
+    let recover = common::step(&run, "fas", "etcd-recover");
     assert_eq!(recover["state"], "failed", "{recover:#}");
     let message = recover["message"].as_str().unwrap();
     assert!(
@@ -910,7 +897,10 @@ async fn a_timeout_fails_the_step_puts_the_statefulset_back_and_a_resume_starts_
         etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
         "existing"
     );
-    assert_eq!(step(&run, "fas", "check-etcd-cluster")["state"], "skipped");
+    assert_eq!(
+        common::step(&run, "fas", "check-etcd-cluster")["state"],
+        "skipped"
+    );
 
     // Released, and the service restarted with the default timeout (a resume uses the one in
     // force), a resume starts over from the stored count and environment, and succeeds.
@@ -933,7 +923,7 @@ async fn a_timeout_fails_the_step_puts_the_statefulset_back_and_a_resume_starts_
         .unwrap();
     assert_eq!(resp.status(), 202);
     let run = app.finished_run(&id).await;
-    let recover = step(&run, "fas", "etcd-recover");
+    let recover = common::step(&run, "fas", "etcd-recover");
     assert_eq!(recover["state"], "succeeded", "{recover:#}");
     assert_eq!(recover["attempts"][0]["state"], "failed");
     let put_back = recover["data"]["put_back"].as_array().unwrap();

@@ -29,22 +29,6 @@ fn services_without_hmnfd(services: &Value) -> Vec<String> {
         .collect()
 }
 
-fn step<'a>(run: &'a Value, service: &str, step: &str) -> &'a Value {
-    run["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["service"] == service)
-        .and_then(|t| {
-            t["steps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == step)
-        })
-        .unwrap_or_else(|| panic!("no step {service}/{step} in {run:#}"))
-}
-
 /// Runs every service of `release` but HMNFD (dry, then for real) on `sim`, asserting each
 /// ends `succeeded` or `action_required`, and returns the real run.
 async fn run_release_on(release: &str, sim: sim::SimCluster) -> (common::TestApp, Value, Value) {
@@ -111,7 +95,7 @@ async fn csm_1_2_has_no_externaldns_and_reloads_fas_from_nexus() {
         service_names(&services),
         ["bos", "bss", "cps", "crus", "fas", "hmnfd", "meds", "reds"]
     );
-    let reload = step(&run, "fas", "reload-fas-images-from-nexus");
+    let reload = common::step(&run, "fas", "reload-fas-images-from-nexus");
     assert_eq!(reload["state"], "succeeded", "{reload:#}");
     let hmnfd = services["items"][5].to_string();
     assert!(hmnfd.contains("systemctl restart cray-orca"), "{hmnfd}");
@@ -125,7 +109,7 @@ async fn csm_1_4_has_no_crus() {
         ["bos", "bss", "cps", "fas", "hmnfd", "meds", "reds"]
     );
     assert_eq!(
-        step(&run, "bss", "rerun-reds-init-job")["state"],
+        common::step(&run, "bss", "rerun-reds-init-job")["state"],
         "succeeded"
     );
     let (status, problem) = app
@@ -149,10 +133,10 @@ async fn csm_1_5_is_bitnami_and_names_the_bss_restore() {
         service_names(&services),
         ["bos", "bss", "fas", "hmnfd", "meds"]
     );
-    let bss = step(&run, "bss", "restore-bss-from-backup");
+    let bss = common::step(&run, "bss", "restore-bss-from-backup");
     assert_eq!(bss["state"], "action_required", "{bss:#}");
     assert_eq!(
-        step(&run, "fas", "reload-fas-images-from-nexus")["state"],
+        common::step(&run, "fas", "reload-fas-images-from-nexus")["state"],
         "succeeded"
     );
 }
@@ -161,7 +145,7 @@ async fn csm_1_5_is_bitnami_and_names_the_bss_restore() {
 async fn csm_1_0_runs_the_seed_runbook() {
     // With the etcd-operator clusters' etcd running for real, the etcd checks run too.
     let (app, services, run) = run_release_on("1.0", common::real_etcd_sim("1.0").await).await;
-    let check = step(&run, "bss", "check-etcd-cluster");
+    let check = common::step(&run, "bss", "check-etcd-cluster");
     assert_eq!(check["state"], "succeeded", "{check:#}");
     let names = services_without_hmnfd(&services);
     assert_eq!(
@@ -178,7 +162,7 @@ async fn csm_1_0_runs_the_seed_runbook() {
         ]
     );
     assert_eq!(
-        step(&run, "fas", "rerun-fas-loader-job")["state"],
+        common::step(&run, "fas", "rerun-fas-loader-job")["state"],
         "succeeded"
     );
     let hmnfd = services["items"]
@@ -210,11 +194,11 @@ async fn csm_1_3_reloads_fas_from_nexus_and_restarts_cray_orca_on_workers() {
     let evidence = services["csm_release"]["evidence"].to_string();
     assert!(evidence.contains("Deployment cray-crus"), "{evidence}");
     assert!(evidence.contains("lists CSM 1.3.0"), "{evidence}");
-    let reload = step(&run, "fas", "reload-fas-images-from-nexus");
+    let reload = common::step(&run, "fas", "reload-fas-images-from-nexus");
     assert_eq!(reload["state"], "succeeded", "{reload:#}");
     assert!(reload["data"]["loader_run_id"].is_string(), "{reload:#}");
     assert_eq!(
-        step(&run, "bss", "rerun-reds-init-job")["state"],
+        common::step(&run, "bss", "rerun-reds-init-job")["state"],
         "succeeded"
     );
     let hmnfd = services["items"]
@@ -264,15 +248,15 @@ async fn csm_1_6_bitnami_nexus_and_bss_restore_named() {
         .start_run(json!({ "services": ["bos", "bss", "fas", "meds"] }))
         .await;
     let run = app.finished_run(&id).await;
-    let reload = step(&run, "fas", "reload-fas-images-from-nexus");
+    let reload = common::step(&run, "fas", "reload-fas-images-from-nexus");
     assert_eq!(reload["state"], "succeeded", "{reload:#}");
     assert!(
         !app.sim.csm().fas_images().is_empty(),
         "images back from Nexus"
     );
-    let check = step(&run, "bss", "check-etcd-cluster");
+    let check = common::step(&run, "bss", "check-etcd-cluster");
     assert_eq!(check["state"], "succeeded", "{check:#}");
-    let bss = step(&run, "bss", "restore-bss-from-backup");
+    let bss = common::step(&run, "bss", "restore-bss-from-backup");
     assert_eq!(bss["state"], "action_required", "{bss:#}");
     let message = bss["message"].as_str().unwrap();
     assert!(
@@ -491,7 +475,7 @@ async fn etcd_clusters_reports_the_real_etcd_of_a_bitnami_cluster_an_unready_mem
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(
-        step(&run, "bss", "check-etcd-cluster")["state"],
+        common::step(&run, "bss", "check-etcd-cluster")["state"],
         "succeeded",
         "{run:#}"
     );
@@ -521,7 +505,7 @@ async fn etcd_clusters_reports_the_real_etcd_of_a_bitnami_cluster_an_unready_mem
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(
-        step(&run, "bss", "check-etcd-cluster")["state"],
+        common::step(&run, "bss", "check-etcd-cluster")["state"],
         "failed",
         "{run:#}"
     );

@@ -121,20 +121,43 @@ pub async fn start_as(sim: SimCluster, mut config: Config, rules: Vec<PolicyRule
     let client = sim.service_account_client(etcd_repopulator::app::SERVICE_ACCOUNT, rules);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("runs.db");
+    let (base, runner) = serve(&db, config, client).await;
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        sim,
+        runner,
+        db,
+        _dir: dir,
+    }
+}
+
+/// The service on the database `db`, serving on a loopback port: its base URL and runner.
+async fn serve(db: &std::path::Path, config: Config, client: kube::Client) -> (String, Runner) {
     let app = App::new(db.to_str().unwrap(), config, client)
         .await
         .expect("app starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app.router).await });
-    TestApp {
-        base,
-        http: reqwest::Client::new(),
-        sim,
-        runner: app.runner,
-        db,
-        _dir: dir,
-    }
+    (base, app.runner)
+}
+
+/// The step `name` of `service` in `run` (a run as `GET /repopulations/{id}` shows it).
+pub fn step<'a>(run: &'a Value, service: &str, name: &str) -> &'a Value {
+    run["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["service"] == service)
+        .and_then(|t| {
+            t["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+        })
+        .unwrap_or_else(|| panic!("no step {service}/{name} in {run:#}"))
 }
 
 impl TestApp {
@@ -148,15 +171,10 @@ impl TestApp {
             etcd_repopulator::app::SERVICE_ACCOUNT,
             etcd_repopulator::cluster::rbac::policy_rules(),
         );
-        let app = App::new(self.db.to_str().unwrap(), config, client)
-            .await
-            .expect("app starts again");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app.router).await });
+        let (base, runner) = serve(&self.db, config, client).await;
         TestApp {
             base,
-            runner: app.runner,
+            runner,
             ..self
         }
     }
