@@ -583,6 +583,13 @@ async fn auto_with_a_recent_backup_restores_bss_and_skips_its_repopulation() {
             .contains("0 replicas"),
         "{recover:#}"
     );
+    let check = common::step(&run, "bss", "check-etcd-cluster");
+    assert!(
+        check["message"].as_str().unwrap().contains(&format!(
+            "holds {keys} key(s), restored from {backup} by step etcd-recover"
+        )),
+        "{check:#}"
+    );
     // BSS's repopulation is what the restore did: skipped, saying so.
     let bss = common::step(&run, "bss", "restore-bss-from-backup");
     assert_eq!(bss["state"], "skipped", "{bss:#}");

@@ -141,25 +141,38 @@ pub async fn planned_recovery(ctx: &StepContext<'_>) -> Result<Option<String>, S
     })
 }
 
-/// Why a step that repopulates data a restore brings back is skipped: `Some` when this run's
-/// `etcd-assess` decided to restore the service's cluster (and so `etcd-recover`, before this
-/// step, restored it).
-pub async fn restored(ctx: &StepContext<'_>) -> Result<Option<String>, StepError> {
+/// The backup this run restored the service's cluster from: `Some` when its `etcd-assess`
+/// decided to restore it (and so `etcd-recover`, before any later step, restored it).
+pub async fn restored_from(ctx: &StepContext<'_>) -> Result<Option<String>, StepError> {
     let Some(data) = ctx.journal.earlier_step_data(ETCD_ASSESS).await? else {
         return Ok(None);
     };
-    let Ok(assessment) = serde_json::from_value::<Assessment>(data) else {
-        return Ok(None);
-    };
-    Ok(match assessment.decision {
-        Decision::Restore { backup, .. } => Some(format!(
-            "{}the restore of {} from backup {backup} (step etcd-recover) brings this data back: \
-             nothing to repopulate",
-            if ctx.dry_run { "dry run: " } else { "" },
-            assessment.cluster
-        )),
+    Ok(match serde_json::from_value::<Assessment>(data) {
+        Ok(Assessment {
+            decision: Decision::Restore { backup, .. },
+            ..
+        }) => Some(backup),
         _ => None,
     })
+}
+
+/// Why a step that repopulates data a restore brings back is skipped, when this run restored
+/// the service's cluster.
+pub async fn restored(ctx: &StepContext<'_>) -> Result<Option<String>, StepError> {
+    let Some(backup) = restored_from(ctx).await? else {
+        return Ok(None);
+    };
+    let cluster = ctx
+        .journal
+        .earlier_step_data(ETCD_ASSESS)
+        .await?
+        .and_then(|data| data["cluster"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "{}the restore of {cluster} from backup {backup} (step etcd-recover) brings this data \
+         back: nothing to repopulate",
+        if ctx.dry_run { "dry run: " } else { "" },
+    )))
 }
 
 /// The decision for `mode` given the cluster's health and the backups (newest first).
