@@ -53,7 +53,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -736,11 +736,18 @@ impl Drop for RealEtcd {
     }
 }
 
-/// Kills the process (SIGKILL: a container's end; its task reaps it) and removes pod storage.
+/// Kills the process (SIGKILL: a container's end) and removes pod storage. It waits (briefly:
+/// SIGKILL ends a process within milliseconds) until the process is gone, so that no etcd
+/// still writes (its WAL preallocates 64 MB) into a directory being removed: a race that left
+/// the simulated cluster's directories behind.
 fn stop(k: &str, m: Member) {
     m.cancel.cancel();
     if let Some(child) = m.child.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
         let _ = child.start_kill();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
     if m.spec.ephemeral {
         let _ = std::fs::remove_dir_all(&m.spec.data_dir);
