@@ -47,7 +47,7 @@ fn pod_ref(pod: &Pod) -> PodRef {
     }
 }
 
-fn is_ready(pod: &Pod) -> bool {
+pub(super) fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
             .status

@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use steps::orca::NcnTargets;
+pub use steps::{
+    operator_recovery::{RestoreSource, paired_deployment},
+    orca::NcnTargets,
+};
 
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},
@@ -93,6 +96,23 @@ pub enum Action {
         cluster: String,
         endpoint: String,
         after: bool,
+    },
+    /// Rebuild the etcd-operator cluster `cluster` empty (CSM ≤ 1.4, "Rebuild Unhealthy etcd
+    /// Clusters"): `deployment` scaled to 0, the EtcdCluster re-created from its stored
+    /// manifest, `deployment` back at its replica count.
+    RebuildOperatorCluster {
+        cluster: String,
+        deployment: String,
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+    },
+    /// Restore the etcd-operator cluster `cluster` from `backup` through an `EtcdRestore`
+    /// (CSM ≤ 1.4, "Restore an etcd Cluster from a Backup").
+    RestoreOperatorCluster {
+        cluster: String,
+        backup: String,
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
     },
 }
 
@@ -177,6 +197,28 @@ impl PlannedStep {
             Action::VerifyHmnfdSubscriptions { wait: limit } => format!(
                 "wait up to {} until every restarted node is subscribed to HMNFD; list those that are not",
                 wait(limit)
+            ),
+            Action::RebuildOperatorCluster {
+                cluster,
+                deployment,
+                timeout,
+            } => format!(
+                "rebuild the EtcdCluster {cluster} empty: store the replica count of Deployment \
+                 {deployment} and scale it to 0; store the sanitized manifest of {cluster}, delete \
+                 it, wait until its pods are gone, create it again and wait (up to {} each) until \
+                 its members run and etcd is healthy; scale {deployment} back (on every ending)",
+                wait(timeout)
+            ),
+            Action::RestoreOperatorCluster {
+                cluster,
+                backup,
+                timeout,
+            } => format!(
+                "restore the EtcdCluster {cluster} from the backup {backup}: create the \
+                 EtcdRestore {cluster} (S3 settings of its periodic EtcdBackup), wait up to {} \
+                 until the restore operator has replaced the cluster and its members run, delete \
+                 the EtcdRestore, check the Service {cluster}-client",
+                wait(timeout)
             ),
             Action::RestoreBosTemplates => {
                 "restore every session template BOS lacks, each from the newest snapshot that \
@@ -522,6 +564,16 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
             endpoint,
             after,
         } => steps::etcd::check(ctx, cluster, endpoint, *after).await,
+        Action::RebuildOperatorCluster {
+            cluster,
+            deployment,
+            timeout,
+        } => steps::operator_recovery::rebuild(ctx, cluster, deployment, *timeout).await,
+        Action::RestoreOperatorCluster {
+            cluster,
+            backup,
+            timeout,
+        } => steps::operator_recovery::restore(ctx, cluster, backup, *timeout).await,
     }
 }
 

@@ -17,6 +17,7 @@ mod hmnfd;
 mod kube_events;
 mod metrics;
 mod openapi;
+mod operator_recovery;
 mod rbac;
 mod releases;
 mod remote;

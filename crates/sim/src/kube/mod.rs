@@ -108,6 +108,10 @@ pub struct SimOptions {
     /// (tests that need it turn it on); starting a cluster with it on and no `etcd` installed
     /// is an error.
     pub real_etcd: bool,
+    /// The storage of the simulated S3 (`<dir>/<bucket>/<key>`, as s3s-fs keeps it), where the
+    /// simulated restore operator finds the backup an `EtcdRestore` names
+    /// (`controllers::etcd_restore`); `None`: no backups.
+    pub object_store_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SimOptions {
@@ -121,6 +125,7 @@ impl Default for SimOptions {
             etcd_operator_delay: Duration::from_millis(100),
             job_backoff: Duration::from_millis(1),
             real_etcd: false,
+            object_store_dir: None,
         }
     }
 }
@@ -137,6 +142,7 @@ impl SimOptions {
             etcd_operator_delay: Duration::from_secs(3),
             job_backoff: JOB_BACKOFF,
             real_etcd: etcd_installed(),
+            object_store_dir: None,
         }
     }
 }

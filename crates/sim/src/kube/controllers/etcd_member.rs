@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use super::super::meta;
 use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, SERVICES};
+use super::etcd_restore::RESTORE_FROM;
 use super::{Ctx, all};
 
 /// The etcd command (Debian: etcd-server).
@@ -60,6 +61,9 @@ struct MemberSpec {
     data_dir: PathBuf,
     /// Removed when the process stops (pod storage).
     ephemeral: bool,
+    /// A snapshot the member's data is restored from when its data directory is new (the seed
+    /// member of an `EtcdRestore`, see `etcd_restore`).
+    restore_from: Option<PathBuf>,
 }
 
 struct Member {
@@ -144,8 +148,14 @@ impl RealEtcd {
         let mut desired = BTreeMap::new();
         // The member is named after the cluster's first pod (by name) that is not going away,
         // so that it keeps its name while the other pods start.
+        // A restored cluster's seed member comes first: the member restored from the backup.
         let mut pods: Vec<&Value> = pods.iter().filter(|p| !meta::is_deleting(p)).collect();
-        pods.sort_by_key(|p| meta::name(p).unwrap_or_default().to_owned());
+        pods.sort_by_key(|p| {
+            (
+                meta::annotation(p, RESTORE_FROM).is_none(),
+                meta::name(p).unwrap_or_default().to_owned(),
+            )
+        });
         let runs: HashSet<String> = pods
             .iter()
             .filter(|p| running(p))
@@ -184,6 +194,7 @@ impl RealEtcd {
                     ip,
                     data_dir: self.pvc_dir(meta::uid(&pvc).unwrap_or_default()),
                     ephemeral: false,
+                    restore_from: None,
                 }
             } else {
                 let owner = meta::controller_uid(pod).unwrap_or("none");
@@ -192,6 +203,7 @@ impl RealEtcd {
                     ip,
                     data_dir: self.root.path().join(format!("member-{owner}")),
                     ephemeral: true,
+                    restore_from: meta::annotation(pod, RESTORE_FROM).map(PathBuf::from),
                 }
             };
             desired.insert(k, spec);
@@ -266,6 +278,11 @@ impl RealEtcd {
             .open(&log)?;
         let client = format!("http://{}:{CLIENT_PORT}", spec.ip);
         let peer = format!("http://{}:{PEER_PORT}", spec.ip);
+        let data = spec.data_dir.join("data");
+        if let Some(snapshot) = spec.restore_from.as_ref().filter(|_| !data.exists()) {
+            restore_snapshot(snapshot, &data, &spec.name, &peer)?;
+            tracing::info!(cluster = %k, snapshot = %snapshot.display(), "simulated etcd restored from a snapshot");
+        }
         // With util-linux's setpriv (it execs etcd in its place) the kernel kills etcd when
         // the thread that started it ends, even if this process is killed without running its
         // destructors; kill_on_drop covers an orderly end.
@@ -353,6 +370,34 @@ impl Drop for RealEtcd {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// The etcd command-line client (Debian: etcd-client), for `snapshot restore`.
+pub const ETCDCTL_BINARY: &str = "etcdctl";
+
+/// `etcdctl snapshot restore` of `snapshot` into `data` for the single member `name` (as the
+/// etcd-operator's seed member does before it starts etcd).
+fn restore_snapshot(snapshot: &Path, data: &Path, name: &str, peer: &str) -> anyhow::Result<()> {
+    let output = std::process::Command::new(ETCDCTL_BINARY)
+        .env("ETCDCTL_API", "3")
+        .arg("snapshot")
+        .arg("restore")
+        .arg(snapshot)
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--name={name}"))
+        .arg(format!("--initial-cluster={name}={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("running {ETCDCTL_BINARY} (Debian: etcd-client): {e}"))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{ETCDCTL_BINARY} snapshot restore {} failed: {}",
+            snapshot.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Kills the process (SIGKILL: a container's end) and reaps it in the background; removes pod

@@ -5,6 +5,7 @@
 mod deployment;
 mod etcd;
 pub mod etcd_member;
+pub mod etcd_restore;
 mod gc;
 mod job;
 mod kubelet;
@@ -160,6 +161,12 @@ pub fn start(ctx: &Ctx) {
         ctx.clone(),
         |e| is(e, "etcd.database.coreos.com", "etcdclusters"),
         move |c| operator.reconcile(c),
+    ));
+    let mut restores = etcd_restore::RestoreOperator::default();
+    ctx.spawn(level_loop(
+        ctx.clone(),
+        |e| is(e, "etcd.database.coreos.com", "etcdrestores"),
+        move |c| restores.reconcile(c),
     ));
     ctx.spawn(level_loop(ctx.clone(), |_| true, gc::reconcile));
     if let Some(etcd) = ctx.etcd.clone() {

@@ -1,0 +1,566 @@
+//! Rebuild and restore of an etcd-operator cluster (CSM ≤ 1.4, the 1.3 pages) on a CSM 1.3
+//! simulated cluster with real etcd: the steps run as the service account, with the chart's
+//! Role, through `handlers::execute` (the runner's own entry point), with a journal kept in
+//! memory so that a second execution resumes from what the first stored.
+
+use crate::common;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use etcd_repopulator::{
+    cluster::{Cluster, RunEvents, rbac},
+    csm::{CsmClients, CsmConfig},
+    etcd::EtcdConfig,
+    handlers::{self, Action, Journal, StepContext, StepError, StepOutcome},
+    model::State,
+    remote::SshConfig,
+    store::Store,
+};
+use k8s_openapi::api::{apps::v1::Deployment, rbac::v1::PolicyRule};
+use kube::{
+    Api,
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use sim::{SimCluster, SimOptions};
+use tokio_util::sync::CancellationToken;
+
+const CLUSTER: &str = "cray-bss-etcd";
+const DEPLOYMENT: &str = "cray-bss";
+const BACKUP: &str = "etcd.backup_v5_2026-11-30-10:00:00";
+
+/// A journal in memory: what the step saved last, and its log.
+#[derive(Default)]
+struct MemoryJournal {
+    data: Mutex<Option<Value>>,
+    log: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Journal for MemoryJournal {
+    async fn save(&self, data: &Value) -> Result<(), StepError> {
+        *self.data.lock().unwrap() = Some(data.clone());
+        Ok(())
+    }
+
+    async fn log(&self, message: &str) {
+        self.log.lock().unwrap().push(message.to_owned());
+    }
+
+    async fn earlier_step_data(&self, _step: &str) -> Result<Option<Value>, StepError> {
+        Ok(None)
+    }
+}
+
+struct Executed {
+    result: Result<StepOutcome, StepError>,
+    saved: Option<Value>,
+    log: Vec<String>,
+}
+
+/// Runs `action` as the service account bound to `rules`, resuming from `saved`.
+async fn execute(
+    sim: &SimCluster,
+    action: &Action,
+    saved: Option<Value>,
+    dry_run: bool,
+    rules: Vec<PolicyRule>,
+) -> Executed {
+    let client = sim.service_account_client(etcd_repopulator::app::SERVICE_ACCOUNT, rules);
+    let cluster = Cluster::new(client.clone(), "services");
+    let csm = CsmClients::new(&CsmConfig::simulated(&sim.url())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("runs.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let events = RunEvents::new(client, uuid::Uuid::now_v7(), "bss", "etcd-recover", dry_run);
+    let journal = MemoryJournal::default();
+    let cancel = CancellationToken::new();
+    let (ssh, etcd) = (SshConfig::default(), EtcdConfig::default());
+    let ctx = StepContext {
+        cluster: &cluster,
+        csm: &csm,
+        dry_run,
+        cancel: &cancel,
+        journal: &journal,
+        saved,
+        ssh: &ssh,
+        etcd: &etcd,
+        store: &store,
+        events: &events,
+    };
+    let result = handlers::execute(action, &ctx).await;
+    Executed {
+        result,
+        saved: journal.data.lock().unwrap().clone(),
+        log: journal.log.lock().unwrap().clone(),
+    }
+}
+
+fn rebuild() -> Action {
+    Action::RebuildOperatorCluster {
+        cluster: CLUSTER.to_owned(),
+        deployment: DEPLOYMENT.to_owned(),
+        timeout: common::WAIT,
+    }
+}
+
+fn restore(backup: &str) -> Action {
+    Action::RestoreOperatorCluster {
+        cluster: CLUSTER.to_owned(),
+        backup: backup.to_owned(),
+        timeout: common::WAIT,
+    }
+}
+
+async fn sim_1_3(object_store: Option<&Path>) -> SimCluster {
+    common::release_sim(
+        "1.3",
+        SimOptions {
+            real_etcd: true,
+            object_store_dir: object_store.map(Path::to_path_buf),
+            ..SimOptions::default()
+        },
+    )
+    .await
+}
+
+fn etcd_api(sim: &SimCluster, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("etcd.database.coreos.com", "v1beta2", kind),
+        plural,
+    );
+    Api::namespaced_with(sim.kube_client(), "services", &resource)
+}
+
+fn clusters(sim: &SimCluster) -> Api<DynamicObject> {
+    etcd_api(sim, "EtcdCluster", "etcdclusters")
+}
+
+fn deployments(sim: &SimCluster) -> Api<Deployment> {
+    Api::namespaced(sim.kube_client(), "services")
+}
+
+async fn uid_of(sim: &SimCluster) -> String {
+    clusters(sim)
+        .get(CLUSTER)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap()
+}
+
+async fn replicas(sim: &SimCluster) -> i32 {
+    deployments(sim)
+        .get(DEPLOYMENT)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .replicas
+        .unwrap()
+}
+
+async fn scale_to(sim: &SimCluster, n: i32) {
+    deployments(sim)
+        .patch_scale(
+            DEPLOYMENT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": n } })),
+        )
+        .await
+        .unwrap();
+}
+
+/// The real etcd of the cluster, once it answers healthy (bounded).
+async fn etcd_url(sim: &SimCluster) -> String {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        if let Some(url) = sim.etcd_url(CLUSTER) {
+            let health = reqwest::get(format!("{url}/health")).await;
+            if let Ok(resp) = health
+                && resp.text().await.unwrap_or_default().contains("\"true\"")
+            {
+                return url;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the etcd of {CLUSTER} never answered"
+        );
+        // Polling a starting process with a deadline.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn put(url: &str, key: &str, value: &str) {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v3/kv/put"))
+        .json(&json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(value) }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "put {key}");
+}
+
+/// Every key of the etcd at `url`, with its value.
+async fn keys(url: &str) -> Vec<(String, String)> {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{url}/v3/kv/range"))
+        .json(&json!({ "key": STANDARD.encode("\0"), "range_end": STANDARD.encode("\0") }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let decode =
+        |v: &Value| String::from_utf8(STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap();
+    body["kvs"]
+        .as_array()
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| (decode(&kv["key"]), decode(&kv["value"])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn message(result: &Result<StepOutcome, StepError>) -> String {
+    match result {
+        Ok(outcome) => outcome.message.clone(),
+        Err(err) => err.to_string(),
+    }
+}
+
+/// The permissions the service account used (api group, resource[/subresource], verb).
+fn used(sim: &SimCluster) -> BTreeSet<(String, String, String)> {
+    sim.access_log()
+        .iter()
+        .inspect(|r| assert!(r.allowed, "a request outside the Role: {r:#?}"))
+        .map(|r| {
+            let resource = if r.request.subresource.is_empty() {
+                r.request.resource.clone()
+            } else {
+                format!("{}/{}", r.request.resource, r.request.subresource)
+            };
+            (
+                r.request.api_group.clone(),
+                resource,
+                r.request.verb.clone(),
+            )
+        })
+        .collect()
+}
+
+fn assert_used(
+    used: &BTreeSet<(String, String, String)>,
+    group: &str,
+    resource: &str,
+    verbs: &[&str],
+) {
+    for verb in verbs {
+        assert!(
+            used.contains(&(group.to_owned(), resource.to_owned(), (*verb).to_owned())),
+            "{group}/{resource} {verb} not used: {used:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rebuild_recreates_the_cluster_empty_and_puts_the_deployment_back() {
+    let sim = sim_1_3(None).await;
+    scale_to(&sim, 2).await;
+    sim.wait_settled(common::WAIT).await.unwrap();
+    let url = etcd_url(&sim).await;
+    put(&url, "/bss/boot-params/x3000c0s1b0n0", "{\"kernel\":\"k\"}").await;
+    assert_eq!(keys(&url).await.len(), 1);
+    let before = uid_of(&sim).await;
+
+    // The plan first: it changes nothing.
+    let cluster_rv = clusters(&sim)
+        .get(CLUSTER)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let deployment_rv = deployments(&sim)
+        .get(DEPLOYMENT)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let plan = execute(&sim, &rebuild(), None, true, rbac::policy_rules()).await;
+    let text = message(&plan.result);
+    assert!(plan.result.is_ok(), "{text}");
+    for needle in [
+        "dry run: would scale Deployment cray-bss from 2 replica(s) to 0",
+        "EtcdCluster cray-bss-etcd",
+        &format!("uid {before}"),
+        "size 3",
+        "scale cray-bss back to 2",
+        "delete the EtcdBackup cray-bss-etcd-cluster-periodic-backup",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    assert_eq!(
+        plan.saved.as_ref().unwrap()["manifest"]["metadata"]["name"],
+        CLUSTER
+    );
+    assert_eq!(
+        clusters(&sim)
+            .get(CLUSTER)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        cluster_rv
+    );
+    assert_eq!(
+        deployments(&sim)
+            .get(DEPLOYMENT)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        deployment_rv
+    );
+
+    let done = execute(&sim, &rebuild(), None, false, rbac::policy_rules()).await;
+    let text = message(&done.result);
+    let outcome = done.result.expect(&text);
+    assert_eq!(outcome.state, State::Succeeded, "{text}");
+    assert!(
+        text.contains("was rebuilt from its stored manifest: 3 member pod(s)"),
+        "{text}"
+    );
+    assert!(text.contains("0 key(s)"), "{text}");
+    assert!(
+        text.contains("Deployment cray-bss back at 2 replica(s), 2 pod(s) Ready"),
+        "{text}"
+    );
+    // A new EtcdCluster, Running with its size, and an empty etcd behind it.
+    let after = clusters(&sim).get(CLUSTER).await.unwrap();
+    assert_ne!(after.metadata.uid.as_deref(), Some(before.as_str()));
+    assert_eq!(after.data["status"]["phase"], "Running");
+    assert_eq!(after.data["status"]["size"], 3);
+    assert!(keys(&etcd_url(&sim).await).await.is_empty());
+    // The Deployment is back at its replica count, and the periodic backup went.
+    assert_eq!(replicas(&sim).await, 2);
+    assert_eq!(outcome.data["deployment"]["replicas"], 2);
+    assert_eq!(outcome.data["deployment_restored"], true);
+    assert!(
+        etcd_api(&sim, "EtcdBackup", "etcdbackups")
+            .get_opt("cray-bss-etcd-cluster-periodic-backup")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let used = used(&sim);
+    assert_used(&used, "apps", "deployments/scale", &["get", "patch"]);
+    // (`watch` too when the object does not go at once: it has no finalizer here.)
+    assert_used(
+        &used,
+        "etcd.database.coreos.com",
+        "etcdbackups",
+        &["get", "list", "delete"],
+    );
+}
+
+#[tokio::test]
+async fn a_rebuild_stopped_between_delete_and_create_resumes_from_the_stored_manifest() {
+    let sim = sim_1_3(None).await;
+    let before = uid_of(&sim).await;
+    // The first attempt may not create EtcdClusters: it fails right after the delete.
+    let mut rules = rbac::policy_rules();
+    for rule in &mut rules {
+        if rule.resources.as_deref() == Some(&["etcdclusters".to_owned()][..]) {
+            rule.verbs.retain(|verb| verb != "create");
+        }
+    }
+    let first = execute(&sim, &rebuild(), None, false, rules).await;
+    let text = message(&first.result);
+    assert!(first.result.is_err(), "{text}");
+    assert!(
+        text.contains("was deleted but could not be created again"),
+        "{text}"
+    );
+    // Every ending puts the Deployment back.
+    assert!(
+        text.contains("Deployment cray-bss put back at its 1 replica(s)"),
+        "{text}"
+    );
+    assert_eq!(replicas(&sim).await, 1);
+    assert!(clusters(&sim).get_opt(CLUSTER).await.unwrap().is_none());
+    let saved = first.saved.expect("the step stored its data");
+    assert_eq!(saved["recreate"]["original_uid"], before.as_str());
+    assert_eq!(saved["recreate"]["manifest"]["spec"]["size"], 3);
+    assert_eq!(saved["deployment"]["replicas"], 1);
+
+    // The resume, with the stored data: the cluster is created from the stored manifest.
+    let second = execute(&sim, &rebuild(), Some(saved), false, rbac::policy_rules()).await;
+    let text = message(&second.result);
+    assert_eq!(
+        second.result.expect(&text).state,
+        State::Succeeded,
+        "{text}"
+    );
+    assert!(
+        second
+            .log
+            .iter()
+            .any(|l| l
+                .contains("is absent; creating it from the manifest stored before it was deleted")),
+        "{:#?}",
+        second.log
+    );
+    let after = clusters(&sim).get(CLUSTER).await.unwrap();
+    assert_ne!(after.metadata.uid.as_deref(), Some(before.as_str()));
+    assert_eq!(after.data["status"]["phase"], "Running");
+    assert!(keys(&etcd_url(&sim).await).await.is_empty());
+    assert_eq!(replicas(&sim).await, 1);
+}
+
+/// `etcdctl snapshot save` of the cluster's etcd into the simulated S3 storage, as the backup
+/// operator stores it (`etcd-backup/cray-bss/<backup>`).
+fn save_backup(url: &str, store: &Path, name: &str) -> PathBuf {
+    let dir = store.join("etcd-backup").join("cray-bss");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    let output = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={url}"))
+        .arg("snapshot")
+        .arg("save")
+        .arg(&file)
+        .output()
+        .expect("etcdctl runs (Debian: etcd-client)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    file
+}
+
+#[tokio::test]
+async fn a_restore_through_an_etcdrestore_brings_the_backups_keys_back() {
+    let store = tempfile::tempdir().unwrap();
+    let sim = sim_1_3(Some(store.path())).await;
+    let url = etcd_url(&sim).await;
+    put(&url, "/bss/boot-params/x3000c0s1b0n0", "{\"kernel\":\"a\"}").await;
+    put(&url, "/bss/boot-params/x3000c0s2b0n0", "{\"kernel\":\"b\"}").await;
+    let backed_up = keys(&url).await;
+    save_backup(&url, store.path(), BACKUP);
+    // Written after the backup: the restore takes the cluster back to before it.
+    put(&url, "/bss/after-the-backup", "lost").await;
+    let before = uid_of(&sim).await;
+    let deployment_rv = deployments(&sim)
+        .get(DEPLOYMENT)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+
+    let plan = execute(
+        &sim,
+        &restore(&format!("cray-bss/{BACKUP}")),
+        None,
+        true,
+        rbac::policy_rules(),
+    )
+    .await;
+    let text = message(&plan.result);
+    assert!(plan.result.is_ok(), "{text}");
+    for needle in [
+        "dry run: would create the EtcdRestore cray-bss-etcd",
+        &format!("s3://etcd-backup/cray-bss/{BACKUP}"),
+        "EtcdBackup cray-bss-etcd-cluster-periodic-backup",
+        &format!("uid {before}"),
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    let restores = etcd_api(&sim, "EtcdRestore", "etcdrestores");
+    assert!(
+        restores.get_opt(CLUSTER).await.unwrap().is_none(),
+        "a plan creates nothing"
+    );
+    assert_eq!(uid_of(&sim).await, before);
+
+    let done = execute(&sim, &restore(BACKUP), None, false, rbac::policy_rules()).await;
+    let text = message(&done.result);
+    let outcome = done.result.expect(&text);
+    assert_eq!(outcome.state, State::Succeeded, "{text}");
+    assert!(text.contains("was restored from the backup"), "{text}");
+    assert!(text.contains("3 member pod(s) Running and Ready"), "{text}");
+    let data = &outcome.data;
+    assert_eq!(
+        data["restore"]["source"]["path"],
+        format!("etcd-backup/cray-bss/{BACKUP}")
+    );
+    assert_eq!(
+        data["restore"]["source"]["aws_secret"],
+        "etcd-backup-s3-credentials"
+    );
+    // A new cluster, whose etcd holds exactly what the backup held.
+    assert_ne!(uid_of(&sim).await, before);
+    assert_eq!(keys(&etcd_url(&sim).await).await, backed_up);
+    // The EtcdRestore was deleted (so that future restores can occur), the Deployment untouched.
+    assert!(restores.get_opt(CLUSTER).await.unwrap().is_none());
+    assert_eq!(
+        deployments(&sim)
+            .get(DEPLOYMENT)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        deployment_rv
+    );
+    let used = used(&sim);
+    assert_used(
+        &used,
+        "etcd.database.coreos.com",
+        "etcdrestores",
+        &["create", "list", "watch", "delete"],
+    );
+}
+
+#[tokio::test]
+async fn a_restore_without_the_periodic_backup_changes_nothing_and_says_why() {
+    let sim = sim_1_3(None).await;
+    etcd_api(&sim, "EtcdBackup", "etcdbackups")
+        .delete("cray-bss-etcd-cluster-periodic-backup", &Default::default())
+        .await
+        .unwrap();
+    let before = uid_of(&sim).await;
+    let done = execute(&sim, &restore(BACKUP), None, false, rbac::policy_rules()).await;
+    let text = message(&done.result);
+    assert!(done.result.is_err(), "{text}");
+    assert!(
+        text.contains("the EtcdBackup cray-bss-etcd-cluster-periodic-backup does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("nothing was changed"), "{text}");
+    assert_eq!(uid_of(&sim).await, before);
+    // A name that is not a backup of the service is refused before anything happens.
+    let other = execute(
+        &sim,
+        &restore("cray-bos/etcd.backup_v1_x"),
+        None,
+        false,
+        rbac::policy_rules(),
+    )
+    .await;
+    assert!(
+        message(&other.result).contains("is not a backup of cray-bss"),
+        "{}",
+        message(&other.result)
+    );
+}
