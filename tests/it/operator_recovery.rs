@@ -72,6 +72,19 @@ async fn execute(
     dry_run: bool,
     rules: Vec<PolicyRule>,
 ) -> Executed {
+    let cancel = CancellationToken::new();
+    execute_until(sim, action, saved, dry_run, rules, &cancel).await
+}
+
+/// [`execute`], stopped (as a cancel of the run stops it) when `cancel` is cancelled.
+async fn execute_until(
+    sim: &SimCluster,
+    action: &Action,
+    saved: Option<Value>,
+    dry_run: bool,
+    rules: Vec<PolicyRule>,
+    cancel: &CancellationToken,
+) -> Executed {
     let client = sim.service_account_client(etcd_repopulator::app::SERVICE_ACCOUNT, rules);
     let cluster = Cluster::new(client.clone(), "services");
     let csm = CsmClients::new(&CsmConfig::simulated(&sim.url())).unwrap();
@@ -81,13 +94,12 @@ async fn execute(
         .unwrap();
     let events = RunEvents::new(client, uuid::Uuid::now_v7(), "bss", "etcd-recover", dry_run);
     let journal = MemoryJournal::default();
-    let cancel = CancellationToken::new();
     let (ssh, etcd) = (SshConfig::default(), EtcdConfig::default());
     let ctx = StepContext {
         cluster: &cluster,
         csm: &csm,
         dry_run,
-        cancel: &cancel,
+        cancel,
         journal: &journal,
         saved,
         ssh: &ssh,
@@ -283,6 +295,12 @@ async fn a_rebuild_recreates_the_cluster_empty_and_puts_the_deployment_back() {
     put(&url, "/bss/boot-params/x3000c0s1b0n0", "{\"kernel\":\"k\"}").await;
     assert_eq!(keys(&url).await.len(), 1);
     let before = uid_of(&sim).await;
+    let periodic_before = etcd_api(&sim, "EtcdBackup", "etcdbackups")
+        .get("cray-bss-etcd-cluster-periodic-backup")
+        .await
+        .unwrap()
+        .metadata
+        .uid;
 
     // The plan first: it changes nothing.
     let cluster_rv = clusters(&sim)
@@ -356,13 +374,16 @@ async fn a_rebuild_recreates_the_cluster_empty_and_puts_the_deployment_back() {
     assert_eq!(replicas(&sim).await, 2);
     assert_eq!(outcome.data["deployment"]["replicas"], 2);
     assert_eq!(outcome.data["deployment_restored"], true);
-    assert!(
-        etcd_api(&sim, "EtcdBackup", "etcdbackups")
-            .get_opt("cray-bss-etcd-cluster-periodic-backup")
-            .await
-            .unwrap()
-            .is_none()
+    // The periodic EtcdBackup was deleted, and CSM's backup job created it again.
+    assert_eq!(
+        outcome.data["periodic_backup_deleted"],
+        "cray-bss-etcd-cluster-periodic-backup"
     );
+    let periodic = etcd_api(&sim, "EtcdBackup", "etcdbackups")
+        .get("cray-bss-etcd-cluster-periodic-backup")
+        .await
+        .unwrap();
+    assert_ne!(periodic.metadata.uid, periodic_before);
     let used = used(&sim);
     assert_used(&used, "apps", "deployments/scale", &["get", "patch"]);
     // (`watch` too when the object does not go at once: it has no finalizer here.)
@@ -426,6 +447,60 @@ async fn a_rebuild_stopped_between_delete_and_create_resumes_from_the_stored_man
     assert_eq!(after.data["status"]["phase"], "Running");
     assert!(keys(&etcd_url(&sim).await).await.is_empty());
     assert_eq!(replicas(&sim).await, 1);
+}
+
+#[tokio::test]
+async fn a_rebuild_cancelled_while_the_cluster_starts_puts_the_deployment_back() {
+    let sim = sim_1_3(None).await;
+    scale_to(&sim, 2).await;
+    sim.wait_settled(common::WAIT).await.unwrap();
+    // The re-created cluster keeps this annotation (it is in the stored manifest): it never
+    // becomes Running, so the step is still waiting when it is cancelled.
+    clusters(&sim)
+        .patch(
+            CLUSTER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": {
+                "sim.etcd-repopulator.io/never-ready": "true",
+            }}})),
+        )
+        .await
+        .unwrap();
+    let before = uid_of(&sim).await;
+    let cancel = CancellationToken::new();
+    let stop = {
+        let (cancel, api) = (cancel.clone(), clusters(&sim));
+        let before = before.clone();
+        async move {
+            // Cancel once the cluster exists again (a new uid).
+            let deadline = tokio::time::Instant::now() + common::WAIT;
+            loop {
+                let current = api.get_opt(CLUSTER).await.unwrap();
+                if current.is_some_and(|c| c.metadata.uid.as_deref() != Some(before.as_str())) {
+                    cancel.cancel();
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "never re-created");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let action = rebuild();
+    let (done, ()) = tokio::join!(
+        execute_until(&sim, &action, None, false, rbac::policy_rules(), &cancel),
+        stop
+    );
+    let text = message(&done.result);
+    assert!(
+        matches!(&done.result, Err(err) if err.is_cancelled()),
+        "{text}"
+    );
+    assert!(
+        text.contains("Deployment cray-bss put back at its 2 replica(s)"),
+        "{text}"
+    );
+    assert_eq!(replicas(&sim).await, 2);
+    assert_ne!(uid_of(&sim).await, before, "the cluster exists again");
 }
 
 /// `etcdctl snapshot save` of the cluster's etcd into the simulated S3 storage, as the backup
@@ -535,6 +610,16 @@ async fn a_restore_through_an_etcdrestore_brings_the_backups_keys_back() {
 #[tokio::test]
 async fn a_restore_without_the_periodic_backup_changes_nothing_and_says_why() {
     let sim = sim_1_3(None).await;
+    // A cluster the operator gave up on (so CSM's backup job does not create its periodic
+    // EtcdBackup again), whose periodic EtcdBackup is gone.
+    clusters(&sim)
+        .patch(
+            CLUSTER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "phase": "Failed" } })),
+        )
+        .await
+        .unwrap();
     etcd_api(&sim, "EtcdBackup", "etcdbackups")
         .delete("cray-bss-etcd-cluster-periodic-backup", &Default::default())
         .await

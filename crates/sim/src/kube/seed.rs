@@ -226,7 +226,7 @@ pub fn seed_release(store: &Store, release: &str) -> ApiResult<()> {
 
 /// The clusters backed up daily on the etcd-operator releases ("Backups for etcd-operator
 /// Clusters", CSM 1.3: BOS, BSS, CRUS, FAS; and UAS, which the simulated cluster does not have).
-const BACKED_UP: &[&str] = &["cray-bos", "cray-bss", "cray-crus", "cray-fas"];
+pub(super) const BACKED_UP: &[&str] = &["cray-bos", "cray-bss", "cray-crus", "cray-fas"];
 
 /// The S3 bucket of the etcd backups (`list_backups cray-bss` lists `cray-bss/etcd.backup_v...`
 /// in it).
@@ -238,7 +238,7 @@ pub const BACKUP_SECRET: &str = "etcd-backup-s3-credentials";
 
 /// The periodic `EtcdBackup` of `cluster`: where the backup operator writes its backups (S3
 /// `etcd-backup/<service>/etcd.backup_v<revision>_<time>`).
-fn periodic_backup(cluster: &str) -> Value {
+pub(super) fn periodic_backup(cluster: &str) -> Value {
     let csm = cluster.strip_suffix("-etcd").unwrap_or(cluster);
     json!({
         "apiVersion": "etcd.database.coreos.com/v1beta2",

@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::super::meta;
-use super::super::resources::{ETCDCLUSTERS, PODS, SERVICES};
+use super::super::resources::{ETCDBACKUPS, ETCDCLUSTERS, PODS, SERVICES};
+use super::super::seed;
 use super::super::store::Store;
 use super::{Ctx, NEVER_READY, all, log_err};
 
@@ -280,6 +281,35 @@ impl Operator {
                     );
                 });
             }
+        }
+    }
+}
+
+/// CSM's hourly job that creates the periodic `EtcdBackup` of every backed-up cluster that lacks
+/// one ("Rebuild Unhealthy etcd Clusters", CSM 1.3: after a rebuild the old one is deleted and
+/// "a new backup will be created that points to the new IP address ... via a cronjob that runs at
+/// the top of each hour"). The simulated job runs as soon as a backed-up cluster is `Running`
+/// without one, not at the top of the hour.
+pub fn backup_cronjob(ctx: &Ctx) {
+    if !ctx.store.serves(&ETCDBACKUPS) {
+        return;
+    }
+    for cluster in all(ctx, &ETCDCLUSTERS) {
+        let name = meta::name(&cluster).unwrap_or_default().to_string();
+        let ns = meta::namespace(&cluster).unwrap_or_default().to_string();
+        let backed_up = seed::BACKED_UP
+            .iter()
+            .any(|csm| name == format!("{csm}-etcd"));
+        if !backed_up || phase(&cluster) != Some("Running") || meta::is_deleting(&cluster) {
+            continue;
+        }
+        let backup = seed::periodic_backup(&name);
+        let backup_name = meta::name(&backup).unwrap_or_default().to_string();
+        if ctx.store.try_get(&ETCDBACKUPS, &ns, &backup_name).is_none() {
+            log_err(
+                "create periodic EtcdBackup",
+                ctx.store.create(&ETCDBACKUPS, &ns, backup, false),
+            );
         }
     }
 }

@@ -162,6 +162,14 @@ pub fn start(ctx: &Ctx) {
         |e| is(e, "etcd.database.coreos.com", "etcdclusters"),
         move |c| operator.reconcile(c),
     ));
+    ctx.spawn(level_loop(
+        ctx.clone(),
+        |e| {
+            is(e, "etcd.database.coreos.com", "etcdclusters")
+                || is(e, "etcd.database.coreos.com", "etcdbackups")
+        },
+        etcd::backup_cronjob,
+    ));
     let mut restores = etcd_restore::RestoreOperator::default();
     ctx.spawn(level_loop(
         ctx.clone(),
