@@ -205,8 +205,8 @@ impl PlannedStep {
             } => format!(
                 "rebuild the EtcdCluster {cluster} empty: store the replica count of Deployment \
                  {deployment} and scale it to 0; store the sanitized manifest of {cluster}, delete \
-                 it, wait until its pods are gone, create it again and wait (up to {} each) until \
-                 its members run and etcd is healthy; scale {deployment} back (on every ending)",
+                 it, wait until its pods are gone, create it again and wait until its members run \
+                 and etcd is healthy, all within {}; scale {deployment} back (on every ending)",
                 wait(timeout)
             ),
             Action::RestoreOperatorCluster {
@@ -215,7 +215,7 @@ impl PlannedStep {
                 timeout,
             } => format!(
                 "restore the EtcdCluster {cluster} from the backup {backup}: create the \
-                 EtcdRestore {cluster} (S3 settings of its periodic EtcdBackup), wait up to {} \
+                 EtcdRestore {cluster} (S3 settings of its periodic EtcdBackup), wait (within {}) \
                  until the restore operator has replaced the cluster and its members run, delete \
                  the EtcdRestore, check the Service {cluster}-client",
                 wait(timeout)

@@ -24,7 +24,8 @@
 //! Both store what they need (the Deployment's replica count, the manifest, the restore's
 //! settings) before changing anything, and are idempotent: a resume after a crash carries on
 //! from what the step stored. Every ending of a rebuild puts the Deployment back at its stored
-//! replica count, and says so.
+//! replica count, and says so. All the waits of one rebuild or restore share its `timeout`
+//! (`[recovery] timeout`); putting the Deployment back comes on top.
 
 use std::{
     sync::Mutex,
@@ -49,6 +50,24 @@ const API_VERSION: &str = "etcd.database.coreos.com/v1beta2";
 const PERIODIC_BACKUP_SUFFIX: &str = "-cluster-periodic-backup";
 /// How often etcd's health is asked while a rebuilt or restored cluster starts.
 const HEALTH_POLL: Duration = Duration::from_millis(100);
+
+/// The time a recovery has left: every wait of a rebuild or restore shares one `timeout`, so
+/// that the step is bounded by it (plus what putting the Deployment back takes).
+#[derive(Clone, Copy, Debug)]
+struct Deadline(Instant);
+
+impl Deadline {
+    fn after(timeout: Duration) -> Self {
+        Deadline(Instant::now() + timeout)
+    }
+
+    /// What is left, at least a second (a wait of zero would fail before it looked).
+    fn left(self) -> Duration {
+        self.0
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1))
+    }
+}
 
 fn etcd_object(kind: &str, plural: &str, name: &str) -> ObjectRef {
     ObjectRef {
@@ -185,9 +204,10 @@ pub async fn rebuild(
     if ctx.dry_run {
         return plan_rebuild(ctx, &record, cluster, &scale, timeout).await;
     }
-    let result = rebuild_while_scaled_down(ctx, &record, cluster, &scale, timeout).await;
+    let deadline = Deadline::after(timeout);
+    let result = rebuild_while_scaled_down(ctx, &record, cluster, &scale, deadline).await;
     // Every ending puts the Deployment back.
-    let back = scale_back(ctx, &record, &scale, result.is_ok(), timeout).await;
+    let back = scale_back(ctx, &record, &scale, result.is_ok(), deadline).await;
     match (result, back) {
         (Ok(mut outcome), Ok(note)) => {
             outcome.message.push_str(&note);
@@ -234,7 +254,7 @@ async fn rebuild_while_scaled_down(
     record: &Record<'_>,
     cluster: &str,
     scale: &DeploymentScale,
-    timeout: Duration,
+    deadline: Deadline,
 ) -> Result<StepOutcome, StepError> {
     let namespace = ctx.cluster.namespace();
     if ctx.cancel.is_cancelled() {
@@ -253,7 +273,7 @@ async fn rebuild_while_scaled_down(
     crate::failpoint::hit("operator-rebuild:after-scale-down");
     if !scale.selector.is_empty() {
         ctx.cluster
-            .wait_pods_gone(&scale.selector, timeout, ctx.cancel)
+            .wait_pods_gone(&scale.selector, deadline.left(), ctx.cancel)
             .await?;
     }
     // Store the manifest, delete, wait until the cluster and its member pods are gone, create
@@ -272,11 +292,11 @@ async fn rebuild_while_scaled_down(
         events: ctx.events,
     };
     let options = recreate::Options {
-        timeout,
+        timeout: deadline.left(),
         pods_gone: Some(members_of(cluster)),
     };
     recreate::run_with(&recreate_ctx, &cluster_object(cluster), &options).await?;
-    let (members, status) = members_up(ctx, cluster, timeout).await?;
+    let (members, status) = members_up(ctx, cluster, deadline).await?;
     record.set("members", &members).await?;
     if let Some(status) = &status {
         record.set("etcd", status).await?;
@@ -306,7 +326,7 @@ async fn scale_back(
     record: &Record<'_>,
     scale: &DeploymentScale,
     wait: bool,
-    timeout: Duration,
+    deadline: Deadline,
 ) -> Result<String, StepError> {
     ctx.cluster
         .scale_deployment(&scale.name, scale.replicas, false)
@@ -324,7 +344,7 @@ async fn scale_back(
             .wait_pods_ready(
                 &scale.selector,
                 usize::try_from(scale.replicas).unwrap_or(0),
-                timeout,
+                deadline.left(),
                 ctx.cancel,
             )
             .await?;
@@ -347,11 +367,11 @@ async fn scale_back(
 async fn members_up(
     ctx: &StepContext<'_>,
     cluster: &str,
-    timeout: Duration,
+    deadline: Deadline,
 ) -> Result<(Vec<String>, Option<EtcdStatus>), StepError> {
     let object = ctx
         .cluster
-        .wait_object_running(&cluster_object(cluster), timeout, ctx.cancel)
+        .wait_object_running(&cluster_object(cluster), deadline.left(), ctx.cancel)
         .await?;
     let size = object
         .pointer("/spec/size")
@@ -362,14 +382,14 @@ async fn members_up(
         .wait_pods_ready(
             &members_of(cluster),
             usize::try_from(size).unwrap_or(1),
-            timeout,
+            deadline.left(),
             ctx.cancel,
         )
         .await?;
     if !ctx.etcd.enabled {
         return Ok((members, None));
     }
-    let status = wait_healthy(ctx, cluster, timeout).await?;
+    let status = wait_healthy(ctx, cluster, deadline).await?;
     Ok((members, Some(status)))
 }
 
@@ -377,7 +397,7 @@ async fn members_up(
 async fn wait_healthy(
     ctx: &StepContext<'_>,
     cluster: &str,
-    timeout: Duration,
+    deadline: Deadline,
 ) -> Result<EtcdStatus, StepError> {
     let endpoint = match ctx.etcd.endpoint_of(cluster, ctx.cluster.namespace()) {
         Some(url) => url,
@@ -391,7 +411,7 @@ async fn wait_healthy(
             })?,
     };
     let client = EtcdClient::new(&endpoint, ctx.etcd)?;
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
     loop {
         let last = match client.check_health().await {
             Ok(()) => match client.status().await {
@@ -401,9 +421,9 @@ async fn wait_healthy(
             },
             Err(err) => err.to_string(),
         };
-        if Instant::now() >= deadline {
+        if Instant::now() >= deadline.0 {
             return Err(StepError::Cluster(ClusterError::Timeout {
-                after: timeout,
+                after: started.elapsed(),
                 waiting_for: format!("etcd {cluster} to be healthy at {endpoint}"),
                 last_seen: last,
             }));
@@ -693,7 +713,8 @@ pub async fn restore(
         }
     };
     crate::failpoint::hit("operator-restore:after-create");
-    let outcome = await_restore(ctx, &plan, &restore_uid, timeout).await;
+    let deadline = Deadline::after(timeout);
+    let outcome = await_restore(ctx, &plan, &restore_uid, deadline).await;
     match outcome {
         Ok(()) => {}
         Err(RestoreFailure::Operator(reason)) => {
@@ -716,7 +737,7 @@ pub async fn restore(
             ));
         }
     }
-    let (members, status) = members_up(ctx, cluster, timeout).await?;
+    let (members, status) = members_up(ctx, cluster, deadline).await?;
     record.set("members", &members).await?;
     if let Some(status) = &status {
         record.set("etcd", status).await?;
@@ -778,14 +799,14 @@ async fn await_restore(
     ctx: &StepContext<'_>,
     plan: &RestorePlan,
     restore_uid: &str,
-    timeout: Duration,
+    deadline: Deadline,
 ) -> Result<(), RestoreFailure> {
     let verdict = ctx
         .cluster
         .watch_named(
             &restore_object(&plan.cluster),
             "to be handled by the restore operator",
-            timeout,
+            deadline.left(),
             ctx.cancel,
             |objects| {
                 let Some(restore) = objects
@@ -811,7 +832,7 @@ async fn await_restore(
         .watch_named(
             &cluster_object(&plan.cluster),
             "to be replaced by the restored cluster",
-            timeout,
+            deadline.left(),
             ctx.cancel,
             |objects| match objects.first() {
                 Some(o) if o.metadata.uid.as_deref() != Some(original.as_str()) => Ok(()),
