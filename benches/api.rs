@@ -54,6 +54,9 @@ async fn fill_history(store: &Store, runs: usize) -> uuid::Uuid {
                     requested_by: "bench".to_owned(),
                     idempotency: None,
                     csm_release: None,
+                    etcd: Default::default(),
+                    backup: None,
+                    confirm: Vec::new(),
                     tasks: vec![NewTask {
                         service,
                         steps: vec![NewStep {

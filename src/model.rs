@@ -97,6 +97,68 @@ impl FromStr for Service {
     }
 }
 
+/// What a run does with the etcd cluster of each service it repopulates, before repopulating.
+/// Every mode but `check` may delete the cluster's data: a real run with one of them names the
+/// clusters it may touch in `confirm` and needs the `recover` role.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcdMode {
+    /// Leave the cluster alone: stop if it is unhealthy (the runbook starts after a rebuild).
+    #[default]
+    Check,
+    /// Restore the cluster from a backup (`backup`, else the newest), then run the repopulation
+    /// steps the backup does not cover. Destructive: the cluster's current data is replaced.
+    Restore,
+    /// Rebuild the cluster empty, then repopulate every service on it. Destructive.
+    Rebuild,
+    /// Leave a healthy cluster alone; otherwise restore from the newest recent backup, else
+    /// rebuild. Destructive when the cluster is unhealthy.
+    Auto,
+}
+
+impl EtcdMode {
+    pub const ALL: [EtcdMode; 4] = [
+        EtcdMode::Check,
+        EtcdMode::Restore,
+        EtcdMode::Rebuild,
+        EtcdMode::Auto,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EtcdMode::Check => "check",
+            EtcdMode::Restore => "restore",
+            EtcdMode::Rebuild => "rebuild",
+            EtcdMode::Auto => "auto",
+        }
+    }
+
+    /// Whether a run in this mode may delete or replace an etcd cluster's data.
+    pub fn is_destructive(self) -> bool {
+        self != EtcdMode::Check
+    }
+}
+
+impl fmt::Display for EtcdMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown etcd mode {0:?} (expected check, restore, rebuild or auto)")]
+pub struct UnknownEtcdMode(pub String);
+
+impl FromStr for EtcdMode {
+    type Err = UnknownEtcdMode;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EtcdMode::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+            .ok_or_else(|| UnknownEtcdMode(s.to_owned()))
+    }
+}
+
 /// The state of a run, of one service's task in it, or of one step of a task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -174,6 +236,10 @@ pub struct RunSummary {
     pub state: State,
     pub reason: Option<String>,
     pub dry_run: bool,
+    /// What the run does with the services' etcd clusters (`check` for runs recorded before
+    /// runs could recover them).
+    #[serde(default)]
+    pub etcd: EtcdMode,
     pub requested_by: String,
     /// 1 for the first execution, incremented by every resume.
     pub attempt: i64,
@@ -199,6 +265,7 @@ impl From<&Run> for RunSummary {
             state: run.state,
             reason: run.reason.clone(),
             dry_run: run.dry_run,
+            etcd: run.etcd,
             requested_by: run.requested_by.clone(),
             attempt: run.attempt,
             message: run.message.clone(),
@@ -233,6 +300,16 @@ pub struct Run {
     pub state: State,
     pub reason: Option<String>,
     pub dry_run: bool,
+    /// What the run does with the services' etcd clusters before repopulating (`check` for
+    /// runs recorded before runs could recover them).
+    #[serde(default)]
+    pub etcd: EtcdMode,
+    /// The backup a `restore` run restores from, as requested; `null`: the newest.
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// The etcd clusters the request confirmed the run may rebuild or restore.
+    #[serde(default)]
+    pub confirm: Vec<String>,
     pub requested_by: String,
     /// 1 for the first execution, incremented by every resume.
     pub attempt: i64,

@@ -14,6 +14,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
+use super::auth::AuthError;
 use crate::{model::Service, runner::RunnerError, store::StoreError};
 
 /// The media type of every error response (RFC 9457).
@@ -41,6 +42,16 @@ pub struct Problem {
     /// The active run that conflicts with the request (409).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active_run: Option<Uuid>,
+    /// The role the request needs (403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_role: Option<String>,
+    /// Exactly what the request's `confirm` must be (422 of a run that may rebuild or restore
+    /// etcd clusters without confirming them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<Vec<String>>,
+    /// What the request's `confirm` named (with `confirm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_given: Option<Vec<String>>,
 }
 
 impl Problem {
@@ -54,6 +65,9 @@ impl Problem {
             detail,
             field: None,
             active_run: None,
+            required_role: None,
+            confirm: None,
+            confirm_given: None,
         }
     }
 }
@@ -85,6 +99,13 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    /// The caller lacks the role a request needs (beyond what the authorization middleware
+    /// checks from the method alone).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A webhook asked for something its configuration does not allow.
+    #[error("{0}")]
+    NotAllowed(String),
     /// A fault of the service; the cause is logged, the client gets [`INTERNAL_DETAIL`].
     #[error("{0}")]
     Internal(String),
@@ -144,6 +165,16 @@ impl ApiError {
                     "run-conflict",
                     "Service already being repopulated",
                 ),
+                RunnerError::Unconfirmed { .. } => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "etcd-clusters-not-confirmed",
+                    "etcd clusters not confirmed",
+                ),
+                RunnerError::BackupAmbiguous { .. } => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "invalid-request",
+                    "Invalid request",
+                ),
                 RunnerError::IdempotencyMismatch { .. } => (
                     S::UNPROCESSABLE_ENTITY,
                     "idempotency-key-reused",
@@ -175,11 +206,23 @@ impl ApiError {
                 }
                 RunnerError::Store(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
             },
+            ApiError::Auth(err) => {
+                let (status, kind, title, _) = err.parts();
+                (status, kind, title)
+            }
+            ApiError::NotAllowed(_) => (
+                S::FORBIDDEN,
+                "not-allowed-by-configuration",
+                "Not allowed by the configuration",
+            ),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
 
     pub fn problem(&self) -> Problem {
+        if let ApiError::Auth(err) = self {
+            return err.problem();
+        }
         let (status, kind, title) = self.parts();
         let detail = match self {
             ApiError::Internal(_) | ApiError::Runner(RunnerError::Store(_)) => {
@@ -194,25 +237,31 @@ impl ApiError {
                 RunnerError::NotImplemented { .. } | RunnerError::NotInRelease { .. },
             ) => Some("services".to_owned()),
             ApiError::InvalidParameter { field, .. } => Some(field.clone()),
+            ApiError::Runner(RunnerError::Unconfirmed { .. }) => Some("confirm".to_owned()),
+            ApiError::Runner(RunnerError::BackupAmbiguous { .. }) => Some("backup".to_owned()),
             _ => None,
         };
         let active_run = match self {
             ApiError::Runner(RunnerError::Conflict { run_id, .. }) => Some(*run_id),
             _ => None,
         };
-        Problem {
-            type_: format!("{TYPE_PREFIX}{kind}"),
-            title: title.to_owned(),
-            status: status.as_u16(),
-            detail,
-            field,
-            active_run,
+        let mut problem = Problem::new(status, kind, title, detail);
+        problem.field = field;
+        problem.active_run = active_run;
+        if let ApiError::Runner(RunnerError::Unconfirmed { needed, given, .. }) = self {
+            problem.confirm = Some(needed.clone());
+            problem.confirm_given = Some(given.clone());
         }
+        problem
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // With its WWW-Authenticate challenge.
+        if let ApiError::Auth(err) = self {
+            return err.into_response();
+        }
         let problem = self.problem();
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     SharedState,
-    auth::Principal,
+    auth::{Principal, Role},
     problem::{
         ApiError, BodyProblems, JsonBody, PROBLEM, Problem, QueryParams, RunIdProblems, page_limit,
         parse_param,
@@ -20,13 +20,14 @@ use super::{
 };
 use crate::{
     handlers,
-    model::{Run, RunList, Service, State as RunState},
+    model::{EtcdMode, Run, RunList, Service, State as RunState},
     runner::{Created, RunRequest, RunnerError},
     store::RunFilter,
 };
 
 const MAX_REASON: usize = 1024;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+const MAX_BACKUP: usize = 255;
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
@@ -44,6 +45,29 @@ pub struct CreateRun {
     /// Why (e.g. which etcd cluster was rebuilt); kept in the history.
     #[schema(max_length = 1024)]
     pub reason: Option<String>,
+    /// What to do with each service's etcd cluster before repopulating: `check` (the default:
+    /// stop if it is unhealthy), `restore` (from `backup`, else the newest backup), `rebuild`
+    /// (empty) or `auto` (leave a healthy cluster alone, else restore from a recent backup,
+    /// else rebuild). All but `check` are destructive: a real run needs the `recover` role
+    /// and `confirm`.
+    #[serde(default)]
+    pub etcd: EtcdMode,
+    /// `restore` only: the backup to restore from (as `GET /etcd-clusters/{name}/backups`
+    /// names it); without it, the newest.
+    #[schema(min_length = 1, max_length = 255)]
+    pub backup: Option<String>,
+    /// The etcd clusters the run may rebuild or restore, by name (e.g.
+    /// `["cray-bss-bitnami-etcd"]`): a real run with `restore`, `rebuild` or `auto` must name
+    /// exactly the clusters of its services (a 422 lists them); a dry run needs none.
+    #[serde(default)]
+    pub confirm: Vec<String>,
+}
+
+impl CreateRun {
+    /// Whether the run may delete or replace etcd data: a real run with a destructive mode.
+    pub fn is_destructive(&self) -> bool {
+        self.etcd.is_destructive() && !self.dry_run
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -74,7 +98,7 @@ pub struct ListQuery {
         (status = 400, description = "Malformed or empty JSON, or a malformed Idempotency-Key", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A service is already being repopulated; `active_run` names the run", body = Problem, content_type = PROBLEM),
         BodyProblems,
-        (status = 422, description = "Unknown field or service, service not supported, or Idempotency-Key reused with another body", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Unknown field, service or etcd mode, service not supported, `backup` without `restore`, a real restore/rebuild/auto run whose `confirm` is not exactly its etcd clusters (`confirm` in the problem lists them), or Idempotency-Key reused with another body", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn create_run(
     State(state): State<SharedState>,
@@ -83,15 +107,26 @@ pub async fn create_run(
     JsonBody(body): JsonBody<CreateRun>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    start_run(&state, body, principal.name, idempotency_key).await
+    start_run(&state, body, Requester::Caller(&principal), idempotency_key).await
 }
 
-/// Starts the run `request` asks for on behalf of `requested_by` (or finds the one
+/// Who asks for a run, and so what allows a run that may rebuild or restore etcd clusters.
+pub(super) enum Requester<'a> {
+    /// An API caller: a real `restore`, `rebuild` or `auto` run needs the `recover` role and
+    /// the clusters confirmed in the request.
+    Caller(&'a Principal),
+    /// A webhook (`webhook:generic`): such runs, real or dry, only on the etcd clusters that
+    /// `[webhooks] recover_clusters` allows with the requested mode; that configuration
+    /// confirms them.
+    Webhook(&'static str),
+}
+
+/// Starts the run `request` asks for on behalf of `requester` (or finds the one
 /// `idempotency_key` started): 202 with the run and its `Location`.
 pub(super) async fn start_run(
     state: &SharedState,
     request: CreateRun,
-    requested_by: String,
+    requester: Requester<'_>,
     idempotency_key: Option<String>,
 ) -> Result<Response, ApiError> {
     let services = match parse_services(&request.services)? {
@@ -103,14 +138,52 @@ pub(super) async fn start_run(
         }
     };
     validate_reason(request.reason.as_deref())?;
+    validate_etcd(&request)?;
+    let (requested_by, reason, confirm) = match requester {
+        Requester::Caller(principal) => {
+            if request.is_destructive() {
+                principal.require_to(
+                    Role::Recover,
+                    &format!(
+                        "start a real etcd {} run (it may rebuild or restore etcd clusters; \
+                         the write role may start it as a dry run)",
+                        request.etcd
+                    ),
+                )?;
+            }
+            (principal.name.clone(), request.reason, request.confirm)
+        }
+        Requester::Webhook(name) if request.etcd.is_destructive() => {
+            let clusters =
+                super::webhooks::allowed_recovery(state, name, &services, &request).await?;
+            let allowed = format!(
+                "etcd {} on {} allowed by webhooks.recover_clusters",
+                request.etcd,
+                if clusters.is_empty() {
+                    "no cluster".to_owned()
+                } else {
+                    clusters.join(", ")
+                }
+            );
+            let reason = match request.reason {
+                Some(reason) => format!("{reason} ({allowed})"),
+                None => format!("{name}: {allowed}"),
+            };
+            (name.to_owned(), Some(reason), clusters)
+        }
+        Requester::Webhook(name) => (name.to_owned(), request.reason, request.confirm),
+    };
     let created = state
         .runner
         .create(RunRequest {
             services,
             dry_run: request.dry_run,
-            reason: request.reason,
+            reason,
             requested_by,
             idempotency_key,
+            etcd: request.etcd,
+            backup: request.backup,
+            confirm,
         })
         .await?;
     let run = match created {
@@ -152,6 +225,48 @@ fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
             detail: format!("reason is longer than {MAX_REASON} characters"),
             field: Some("reason".to_owned()),
         });
+    }
+    Ok(())
+}
+
+/// `backup` only with `restore`, and a name of 1 to 255 visible characters; `confirm` only with
+/// a mode that may touch a cluster.
+fn validate_etcd(request: &CreateRun) -> Result<(), ApiError> {
+    let invalid = |field: &str, detail: String| ApiError::InvalidBody {
+        detail,
+        field: Some(field.to_owned()),
+    };
+    if let Some(backup) = &request.backup {
+        if request.etcd != EtcdMode::Restore {
+            return Err(invalid(
+                "backup",
+                format!(
+                    "backup names the backup a restore uses: it needs \"etcd\": \"restore\" \
+                     (this request has \"etcd\": \"{}\"; auto picks a backup itself)",
+                    request.etcd
+                ),
+            ));
+        }
+        if backup.is_empty()
+            || backup.chars().count() > MAX_BACKUP
+            || backup.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "backup",
+                format!(
+                    "backup must be a backup's name, 1 to {MAX_BACKUP} characters without \
+                     control characters"
+                ),
+            ));
+        }
+    }
+    if request.etcd == EtcdMode::Check && !request.confirm.is_empty() {
+        return Err(invalid(
+            "confirm",
+            "confirm names the etcd clusters a restore, rebuild or auto run may touch; a check \
+             run (the default etcd mode) touches none"
+                .to_owned(),
+        ));
     }
     Ok(())
 }
@@ -311,9 +426,23 @@ pub async fn cancel_run(
     ))]
 pub async fn resume_run(
     State(state): State<SharedState>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
     let id = parse_id(&id)?;
+    if let Some(run) = state.store.get_run(id).await?
+        && run.etcd.is_destructive()
+        && !run.dry_run
+    {
+        principal.require_to(
+            Role::Recover,
+            &format!(
+                "resume run {id}: it is a real etcd {} run, which may rebuild or restore etcd \
+                 clusters",
+                run.etcd
+            ),
+        )?;
+    }
     let run = state.runner.resume(id).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }

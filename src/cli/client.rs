@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ClientOptions, EtcdClustersArgs, EtcdClustersCommand, Format, RepopulationsArgs,
+    ClientOptions, EtcdArg, EtcdClustersArgs, EtcdClustersCommand, Format, RepopulationsArgs,
     RepopulationsCommand, ServicesArgs, ServicesCommand, SnapshotsArgs, SnapshotsCommand,
     follow::{Flow, Message, StepTracker, follow},
     output::{self, RunView, View, emit},
@@ -140,6 +140,9 @@ pub async fn repopulations(
             services,
             dry_run,
             reason,
+            etcd,
+            backup,
+            confirm,
             wait,
         } => {
             let mut body = Map::new();
@@ -149,6 +152,17 @@ pub async fn repopulations(
             }
             if let Some(reason) = reason {
                 body.insert("reason".to_owned(), Value::String(reason));
+            }
+            // Only what was asked for: the service applies the defaults (and says what is
+            // wrong with a combination, e.g. --backup without --etcd restore).
+            if etcd != EtcdArg::Check {
+                body.insert("etcd".to_owned(), json!(etcd.mode()));
+            }
+            if let Some(backup) = backup {
+                body.insert("backup".to_owned(), Value::String(backup));
+            }
+            if !confirm.is_empty() {
+                body.insert("confirm".to_owned(), json!(confirm));
             }
             let run = client
                 .call(

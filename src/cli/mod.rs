@@ -114,6 +114,20 @@ pub enum RepopulationsCommand {
         /// Why (e.g. which etcd cluster was rebuilt); kept in the history.
         #[arg(long)]
         reason: Option<String>,
+        /// What to do with each service's etcd cluster first. Every mode but `check` is
+        /// DESTRUCTIVE (it may delete the cluster's data): a real run needs the `recover` role
+        /// and `--confirm` for each cluster; try it with `--dry-run` first.
+        #[arg(long, value_enum, default_value_t = EtcdArg::Check)]
+        etcd: EtcdArg,
+        /// With `--etcd restore` only: the backup to restore from (as `etcd-clusters backups`
+        /// lists it) [default: the newest].
+        #[arg(long)]
+        backup: Option<String>,
+        /// An etcd cluster the run may rebuild or restore (e.g. cray-bss-bitnami-etcd);
+        /// repeat it for each. A real run with `--etcd restore|rebuild|auto` must name exactly
+        /// the clusters of its services; if it does not, the service says which to name.
+        #[arg(long = "confirm", value_name = "CLUSTER")]
+        confirm: Vec<String>,
         /// Print the run id at once, then a line per step as it changes, then the outcome;
         /// exit 0 only if the run succeeded. Ctrl-C stops following (the run goes on).
         #[arg(long)]
@@ -152,6 +166,35 @@ pub enum RepopulationsCommand {
     Cancel { id: String },
     /// Continue an interrupted or failed run (POST /repopulations/{id}/resume).
     Resume { id: String },
+}
+
+/// `repopulations create --etcd`: what a run does with the services' etcd clusters (the API's
+/// `etcd`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdArg {
+    /// Leave each cluster alone; stop if it is unhealthy (safe; the default).
+    Check,
+    /// DESTRUCTIVE: replace each cluster's data with a backup (--backup, else the newest), then
+    /// repopulate what the backup does not hold.
+    Restore,
+    /// DESTRUCTIVE: delete each cluster's data and start it empty, then repopulate everything.
+    Rebuild,
+    /// DESTRUCTIVE when a cluster is unhealthy: leave a healthy one alone, else restore it from
+    /// a recent backup, else rebuild it; then repopulate.
+    Auto,
+}
+
+impl EtcdArg {
+    /// The API's name of the mode.
+    pub fn mode(self) -> crate::model::EtcdMode {
+        use crate::model::EtcdMode;
+        match self {
+            EtcdArg::Check => EtcdMode::Check,
+            EtcdArg::Restore => EtcdMode::Restore,
+            EtcdArg::Rebuild => EtcdMode::Rebuild,
+            EtcdArg::Auto => EtcdMode::Auto,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

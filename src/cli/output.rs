@@ -138,6 +138,13 @@ pub struct RunView {
     pub message: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
+    /// The etcd mode (`check` unless the run restores or rebuilds clusters).
+    #[serde(default)]
+    pub etcd: Option<String>,
+    #[serde(default)]
+    pub backup: Option<String>,
+    #[serde(default)]
+    pub confirm: Vec<String>,
     #[serde(default)]
     pub attempt: Option<i64>,
     #[serde(default)]
@@ -148,6 +155,13 @@ pub struct RunView {
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "tasks")]
     pub services: Vec<TaskView>,
+}
+
+impl RunView {
+    /// The etcd mode of a run that may restore or rebuild clusters (not `check`).
+    fn recovery(&self) -> Option<&str> {
+        self.etcd.as_deref().filter(|mode| *mode != "check")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +284,16 @@ pub fn run_table(run: &RunView) -> String {
     if let Some(by) = &run.requested_by {
         facts.push(("Requested by", by.clone()));
     }
+    if let Some(mode) = run.recovery() {
+        let mut etcd = mode.to_owned();
+        if let Some(backup) = &run.backup {
+            etcd.push_str(&format!(" from backup {backup}"));
+        }
+        if !run.confirm.is_empty() {
+            etcd.push_str(&format!(" (confirmed: {})", run.confirm.join(", ")));
+        }
+        facts.push(("etcd", etcd));
+    }
     if let Some(created) = run.created_at {
         facts.push(("Created", local_time(created)));
     }
@@ -337,10 +361,16 @@ pub fn run_list_table(runs: &[RunView]) -> String {
             })
             .collect::<Vec<_>>()
             .join(" ");
-        let state = if run.dry_run {
-            format!("{} (dry run)", run.state)
-        } else {
+        let notes: Vec<String> = run
+            .recovery()
+            .map(|mode| format!("etcd {mode}"))
+            .into_iter()
+            .chain(run.dry_run.then(|| "dry run".to_owned()))
+            .collect();
+        let state = if notes.is_empty() {
             run.state.clone()
+        } else {
+            format!("{} ({})", run.state, notes.join(", "))
         };
         table.add_row(vec![
             run.id.clone(),
@@ -548,6 +578,27 @@ mod tests {
             text.lines()
                 .any(|l| l.starts_with(" reds") || l.starts_with("reds"))
         );
+    }
+
+    #[test]
+    fn a_recovery_run_shows_its_etcd_mode_backup_and_confirmed_clusters() {
+        let run = json!({
+            "id": "r2", "state": "running", "dry_run": false, "etcd": "restore",
+            "backup": "db-1", "confirm": ["cray-bss-bitnami-etcd"], "services": []
+        });
+        let text = table(&run, View::Run).expect("a table");
+        assert!(
+            text.contains(
+                "etcd         restore from backup db-1 (confirmed: cray-bss-bitnami-etcd)"
+            ),
+            "{text}"
+        );
+        let list = json!({"items": [run, {"id": "r3", "state": "succeeded", "etcd": "check"},
+            {"id": "r4", "state": "succeeded", "etcd": "auto", "dry_run": true}]});
+        let text = table(&list, View::RunList).expect("a table");
+        assert!(text.contains("running (etcd restore)"), "{text}");
+        assert!(text.contains("succeeded (etcd auto, dry run)"), "{text}");
+        assert!(!text.contains("etcd check"), "{text}");
     }
 
     #[test]

@@ -24,8 +24,8 @@ pub enum AuthMode {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub mode: AuthMode,
-    /// Token mode: the file of tokens, one `name:role:token` per line (`role` is `read` or
-    /// `write`; `#` starts a comment). The Helm chart mounts its Secret's `tokens` key here.
+    /// Token mode: the file of tokens, one `name:role:token` per line (`role` is `read`,
+    /// `write` or `recover`; `#` starts a comment). The Helm chart mounts its Secret's `tokens` key here.
     pub tokens_file: PathBuf,
     pub jwt: JwtConfig,
 }
@@ -58,6 +58,9 @@ pub struct JwtConfig {
     pub read_roles: Vec<String>,
     /// Role values that grant `write` (which includes `read`).
     pub write_roles: Vec<String>,
+    /// Role values that grant `recover` (which includes `write`): real runs that rebuild or
+    /// restore etcd clusters. Empty by default: nobody may, until a role is named here.
+    pub recover_roles: Vec<String>,
     /// How long fetched keys are used before they are fetched again.
     #[serde(with = "humantime_serde")]
     pub jwks_refresh: Duration,
@@ -77,6 +80,7 @@ impl Default for JwtConfig {
             roles_claim: "resource_access.shasta.roles".to_owned(),
             read_roles: vec!["user".to_owned(), "monitor-ro".to_owned()],
             write_roles: vec!["admin".to_owned()],
+            recover_roles: Vec::new(),
             jwks_refresh: Duration::from_secs(600),
             leeway: Duration::from_secs(60),
         }
@@ -112,10 +116,10 @@ impl AuthConfig {
                 "must be a dotted claim path such as realm_access.roles",
             ));
         }
-        if jwt.read_roles.is_empty() && jwt.write_roles.is_empty() {
+        if jwt.read_roles.is_empty() && jwt.write_roles.is_empty() && jwt.recover_roles.is_empty() {
             return Err(ConfigError::invalid(
                 "auth.jwt.write_roles",
-                "read_roles and write_roles are both empty: nobody could call the API",
+                "read_roles, write_roles and recover_roles are all empty: nobody could call the API",
             ));
         }
         Ok(())

@@ -1,12 +1,15 @@
-//! `[webhooks]`: the generic webhook's key and replay window, and which Alertmanager alerts
-//! start runs for which services.
+//! `[webhooks]`: the generic webhook's key and replay window, which Alertmanager alerts start
+//! runs for which services, and on which etcd clusters webhook runs may rebuild or restore.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::model::Service;
+use crate::{
+    etcd::layout::EtcdLayout,
+    model::{EtcdMode, Service},
+};
 
 /// `[webhooks]` in the config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -18,6 +21,11 @@ pub struct WebhooksConfig {
     /// How far a signed request's timestamp may be from the service's clock.
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
+    /// etcd cluster -> the `etcd` mode (`restore`, `rebuild` or `auto`) runs started by
+    /// webhooks may use on it, e.g. `{ "cray-bss-bitnami-etcd" = "auto" }`. A cluster not
+    /// listed is never rebuilt or restored by a webhook run (those runs are `check`); a listed
+    /// one counts as confirmed for such runs. Empty by default.
+    pub recover_clusters: BTreeMap<String, EtcdMode>,
     pub alertmanager: AlertmanagerConfig,
 }
 
@@ -26,6 +34,7 @@ impl Default for WebhooksConfig {
         WebhooksConfig {
             hmac_key_file: None,
             replay_window: Duration::from_secs(300),
+            recover_clusters: BTreeMap::new(),
             alertmanager: AlertmanagerConfig::default(),
         }
     }
@@ -52,23 +61,28 @@ impl Default for AlertmanagerConfig {
         // by re-running the REDS init Job, which is still keyed to cray-bss-etcd; and MEDS has
         // no etcd cluster of its own on a standard system: it is restarted with REDS, whose
         // endpoint discovery it complements (a cray-meds-etcd, where it exists, maps to it).
+        // Each cluster under both its names: the etcd operator's (CSM <= 1.4) and the Bitnami
+        // chart's (CSM >= 1.5).
         let clusters = [
-            ("cray-bos-etcd", vec![Bos]),
-            ("cray-bss-etcd", vec![Bss]),
-            ("cray-cps-etcd", vec![Cps]),
-            ("cray-crus-etcd", vec![Crus]),
-            ("cray-externaldns-etcd", vec![Externaldns]),
-            ("cray-fas-etcd", vec![Fas]),
-            ("cray-hmnfd-etcd", vec![Hmnfd]),
-            ("cray-meds-etcd", vec![Meds]),
-            ("cray-reds-etcd", vec![Reds, Meds]),
+            ("cray-bos", vec![Bos]),
+            ("cray-bss", vec![Bss]),
+            ("cray-cps", vec![Cps]),
+            ("cray-crus", vec![Crus]),
+            ("cray-externaldns", vec![Externaldns]),
+            ("cray-fas", vec![Fas]),
+            ("cray-hmnfd", vec![Hmnfd]),
+            ("cray-meds", vec![Meds]),
+            ("cray-reds", vec![Reds, Meds]),
         ];
         AlertmanagerConfig {
             alertnames: Vec::new(),
             cluster_labels: vec!["etcd_cluster".to_owned(), "cluster".to_owned()],
             clusters: clusters
                 .into_iter()
-                .map(|(name, services)| (name.to_owned(), services))
+                .flat_map(|(csm, services)| {
+                    [EtcdLayout::Operator, EtcdLayout::Bitnami]
+                        .map(|layout| (layout.cluster_name(csm), services.clone()))
+                })
                 .collect(),
             dry_run: false,
         }
@@ -82,6 +96,23 @@ impl WebhooksConfig {
                 "webhooks.replay_window",
                 "must be greater than zero",
             ));
+        }
+        for (cluster, mode) in &self.recover_clusters {
+            let key = format!("webhooks.recover_clusters.{cluster}");
+            if EtcdLayout::parse_name(cluster).is_none() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "is not an etcd cluster name (cray-<service>-etcd or \
+                     cray-<service>-bitnami-etcd)",
+                ));
+            }
+            if !mode.is_destructive() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "check is what webhook runs do on every cluster not listed; list a cluster \
+                     with restore, rebuild or auto",
+                ));
+            }
         }
         let am = &self.alertmanager;
         if am.cluster_labels.iter().all(|l| l.trim().is_empty()) {
@@ -114,5 +145,37 @@ mod tests {
             );
         }
         assert_eq!(rules.clusters["cray-bss-etcd"], [Service::Bss]);
+        assert_eq!(rules.clusters["cray-bss-bitnami-etcd"], [Service::Bss]);
+        assert_eq!(
+            rules.clusters["cray-reds-bitnami-etcd"],
+            [Service::Reds, Service::Meds]
+        );
+    }
+
+    #[test]
+    fn recover_clusters_name_clusters_and_destructive_modes() {
+        let invalid = |toml: &str| {
+            let config: WebhooksConfig = toml::from_str(toml).unwrap();
+            match config.validate() {
+                Err(ConfigError::Invalid { key, .. }) => key,
+                other => panic!("{toml}: {other:?}"),
+            }
+        };
+        let ok: WebhooksConfig =
+            toml::from_str(r#"recover_clusters = { "cray-bss-bitnami-etcd" = "auto" }"#).unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.recover_clusters["cray-bss-bitnami-etcd"], EtcdMode::Auto);
+        assert_eq!(
+            invalid(r#"recover_clusters = { "cray-bss-etcd" = "check" }"#),
+            "webhooks.recover_clusters.cray-bss-etcd"
+        );
+        assert_eq!(
+            invalid(r#"recover_clusters = { "bss" = "rebuild" }"#),
+            "webhooks.recover_clusters.bss"
+        );
+        assert!(
+            toml::from_str::<WebhooksConfig>(r#"recover_clusters = { "cray-bss-etcd" = "wipe" }"#)
+                .is_err()
+        );
     }
 }

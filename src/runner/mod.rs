@@ -23,7 +23,7 @@ use crate::{
     csm::CsmClients,
     handlers::{self, Action, StepContext},
     metrics::Metrics,
-    model::{Run, Service, ServiceTask, State, new_run_id},
+    model::{EtcdMode, Run, Service, ServiceTask, State, new_run_id},
     release::{DetectError, Release, ReleaseInForce, ReleaseSetting, detect},
     store::{NewRun, NewStep, NewTask, StepKey, Store, StoreError},
 };
@@ -51,6 +51,27 @@ pub enum RunnerError {
         release: Release,
         supported: Vec<Service>,
     },
+    #[error(
+        "a real etcd {mode} run may rebuild or restore every etcd cluster it touches: confirm \
+         exactly {} (\"confirm\": {}); the request confirmed {}",
+        names(.needed), json_list(.needed), names(.given)
+    )]
+    Unconfirmed {
+        mode: EtcdMode,
+        /// The clusters the run may touch: what `confirm` must name.
+        needed: Vec<String>,
+        /// What the request's `confirm` named.
+        given: Vec<String>,
+    },
+    #[error(
+        "backup {backup:?} is one backup of one etcd cluster, but this run would restore {}: \
+         name one service's cluster per run, or leave backup out to restore each from its newest",
+        names(.clusters)
+    )]
+    BackupAmbiguous {
+        backup: String,
+        clusters: Vec<String>,
+    },
     #[error(transparent)]
     Release(#[from] DetectError),
     #[error("run {0} not found")]
@@ -76,6 +97,20 @@ fn quoted(services: &[Service]) -> String {
         .join(", ")
 }
 
+/// Names for a message: `a, b`, or `none`.
+fn names(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Names as the JSON array a request would carry.
+fn json_list(names: &[String]) -> String {
+    serde_json::to_string(names).unwrap_or_default()
+}
+
 fn list(services: &[Service]) -> String {
     services
         .iter()
@@ -92,21 +127,67 @@ pub struct RunRequest {
     pub reason: Option<String>,
     pub requested_by: String,
     pub idempotency_key: Option<String>,
+    /// What the run does with each service's etcd cluster before repopulating it.
+    pub etcd: EtcdMode,
+    /// `restore` only: the backup to restore from (`None`: the newest).
+    pub backup: Option<String>,
+    /// The etcd clusters the requester confirmed the run may rebuild or restore: a real run
+    /// with a destructive `etcd` mode must name exactly the clusters it may touch.
+    pub confirm: Vec<String>,
 }
 
 impl RunRequest {
-    /// What makes two requests "the same" for an idempotency key.
+    /// What makes two requests "the same" for an idempotency key. The etcd fields are left
+    /// out when they are the defaults, so that keys stored before they existed still match.
     fn fingerprint(&self) -> String {
         let mut services = self.services.clone();
         services.sort();
         services.dedup();
-        serde_json::json!({
+        let mut fingerprint = serde_json::json!({
             "services": services,
             "dry_run": self.dry_run,
             "reason": self.reason,
-        })
-        .to_string()
+        });
+        if self.etcd != EtcdMode::Check || self.backup.is_some() || !self.confirm.is_empty() {
+            fingerprint["etcd"] = serde_json::json!(self.etcd);
+            fingerprint["backup"] = serde_json::json!(self.backup);
+            fingerprint["confirm"] = serde_json::json!(sorted(&self.confirm));
+        }
+        fingerprint.to_string()
     }
+
+    /// Checks that the request confirms exactly the etcd clusters `needed` (those of its
+    /// services on the release in force), when it has to: a real run with a destructive mode,
+    /// or a dry run that names clusters (it rehearses the real request). A named `backup` must
+    /// be of the one cluster the run restores.
+    fn check_confirmed(&self, needed: Vec<String>) -> Result<(), RunnerError> {
+        let given = sorted(&self.confirm);
+        let must_confirm = self.etcd.is_destructive() && (!self.dry_run || !given.is_empty());
+        if must_confirm && given != needed {
+            return Err(RunnerError::Unconfirmed {
+                mode: self.etcd,
+                needed,
+                given,
+            });
+        }
+        if let Some(backup) = &self.backup
+            && needed.len() > 1
+        {
+            return Err(RunnerError::BackupAmbiguous {
+                backup: backup.clone(),
+                clusters: needed,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `names` sorted, each once.
+fn sorted(names: &[String]) -> Vec<String> {
+    let mut names = names.to_vec();
+    names.sort();
+    names.dedup();
+    names
 }
 
 pub enum Created {
@@ -237,6 +318,13 @@ impl Runner {
         Ok(found)
     }
 
+    /// The etcd clusters a run of `services` may rebuild or restore on the release in force
+    /// (what a real run with a destructive `etcd` mode must confirm), sorted.
+    pub async fn etcd_clusters(&self, services: &[Service]) -> Result<Vec<String>, RunnerError> {
+        let release = self.release().await?;
+        Ok(etcd_clusters(release.profile(), services))
+    }
+
     /// The CSM API clients (for snapshots taken outside a run).
     pub fn csm(&self) -> &CsmClients {
         &self.inner.csm
@@ -320,6 +408,7 @@ impl Runner {
                 supported: handlers::implemented(profile),
             });
         }
+        request.check_confirmed(etcd_clusters(profile, &services))?;
         check_free(&active, &services)?;
         let id = new_run_id();
         inner
@@ -332,6 +421,9 @@ impl Runner {
                     requested_by: request.requested_by.clone(),
                     idempotency: request.idempotency_key.clone().map(|k| (k, fingerprint)),
                     csm_release: Some(release.clone()),
+                    etcd: request.etcd,
+                    backup: request.backup.clone(),
+                    confirm: sorted(&request.confirm),
                     tasks,
                 },
                 now(),
@@ -345,9 +437,21 @@ impl Runner {
                 None,
                 None,
                 &format!(
-                    "run created by {} for {}{}",
+                    "run created by {} for {}{}{}",
                     request.requested_by,
                     list(&services),
+                    match request.etcd {
+                        EtcdMode::Check => String::new(),
+                        mode => format!(
+                            ", etcd {mode}{} (confirmed: {})",
+                            request
+                                .backup
+                                .as_ref()
+                                .map(|b| format!(" from backup {b}"))
+                                .unwrap_or_default(),
+                            names(&sorted(&request.confirm))
+                        ),
+                    },
                     if request.dry_run { " (dry run)" } else { "" }
                 ),
                 now(),
@@ -495,6 +599,16 @@ impl Runner {
             .tracker
             .spawn(execute_run(inner, id, dry_run, control).instrument(span));
     }
+}
+
+/// The etcd clusters of `services` on the release of `profile`, sorted, each once; services
+/// without a cluster of their own (MEDS, External DNS) add none.
+fn etcd_clusters(profile: &crate::release::Profile, services: &[Service]) -> Vec<String> {
+    let clusters: Vec<String> = services
+        .iter()
+        .filter_map(|&service| profile.etcd_cluster(service))
+        .collect();
+    sorted(&clusters)
 }
 
 fn check_free(active: &Active, services: &[Service]) -> Result<(), RunnerError> {

@@ -69,6 +69,10 @@ pub struct NewRun {
     pub idempotency: Option<(String, String)>,
     /// The release the run follows (see [`crate::model::Run::csm_release`]).
     pub csm_release: Option<crate::release::ReleaseInForce>,
+    /// What the run does with the etcd clusters (see [`crate::model::Run::etcd`]).
+    pub etcd: crate::model::EtcdMode,
+    pub backup: Option<String>,
+    pub confirm: Vec<String>,
     pub tasks: Vec<NewTask>,
 }
 
@@ -221,7 +225,8 @@ impl Store {
         let (key, hash) = new.idempotency.unzip();
         sqlx::query(
             "INSERT INTO runs (id, state, reason, dry_run, requested_by, idempotency_key, \
-             request_hash, attempt, created_at, csm_release) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+             request_hash, attempt, created_at, csm_release, etcd_mode, etcd_backup, etcd_confirm) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
         )
         .bind(new.id.to_string())
         .bind(State::Pending.as_str())
@@ -232,6 +237,9 @@ impl Store {
         .bind(hash)
         .bind(now)
         .bind(new.csm_release.as_ref().map(sqlx::types::Json))
+        .bind(new.etcd.as_str())
+        .bind(&new.backup)
+        .bind(sqlx::types::Json(&new.confirm))
         .execute(&mut *tx)
         .await?;
         for task in &new.tasks {

@@ -29,6 +29,9 @@ pub(super) struct RunRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub csm_release: Option<Json<crate::release::ReleaseInForce>>,
+    pub etcd_mode: String,
+    pub etcd_backup: Option<String>,
+    pub etcd_confirm: Json<Vec<String>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -208,6 +211,12 @@ impl RunRow {
             state: parse_state(&run.state)?,
             reason: run.reason,
             dry_run: run.dry_run,
+            etcd: run
+                .etcd_mode
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+            backup: run.etcd_backup,
+            confirm: run.etcd_confirm.0,
             requested_by: run.requested_by,
             attempt: run.attempt,
             message: run.message,

@@ -502,3 +502,242 @@ async fn the_served_openapi_document_follows_the_auth_mode() {
         }
     }
 }
+
+/// POSTs `body` and asserts a 422 problem naming `field`; returns the problem.
+async fn refused(app: &common::TestApp, body: Value, field: &str) -> Value {
+    let resp = app
+        .http
+        .post(app.url("/repopulations"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let p = problem(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(p["field"], field, "{body}: {p}");
+    p
+}
+
+#[tokio::test]
+async fn a_run_that_may_rebuild_or_restore_etcd_clusters_must_confirm_exactly_them() {
+    let app = start().await;
+
+    // An unknown mode; backup without restore; confirm on a check run.
+    let p = refused(&app, json!({"services": ["reds"], "etcd": "wipe"}), "etcd").await;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("wipe") && detail.contains("`check`, `restore`, `rebuild`, `auto`"),
+        "{p}"
+    );
+    for mode in [json!("auto"), json!("rebuild"), Value::Null] {
+        let mut body = json!({"services": ["reds"], "backup": "snap-1", "dry_run": true});
+        if !mode.is_null() {
+            body["etcd"] = mode;
+        }
+        let p = refused(&app, body, "backup").await;
+        assert!(
+            p["detail"]
+                .as_str()
+                .unwrap()
+                .contains("it needs \"etcd\": \"restore\""),
+            "{p}"
+        );
+    }
+    let p = refused(
+        &app,
+        json!({"services": ["reds"], "etcd": "restore", "backup": "", "dry_run": true}),
+        "backup",
+    )
+    .await;
+    assert!(p["detail"].as_str().unwrap().contains("1 to 255"), "{p}");
+    refused(
+        &app,
+        json!({"services": ["reds"], "confirm": ["cray-reds-etcd"]}),
+        "confirm",
+    )
+    .await;
+
+    // A real run without confirm, with a wrong name, with one of two, with one too many: 422
+    // saying exactly what to confirm (the release is 1.0: etcd-operator names), and what was.
+    let needed = json!(["cray-bss-etcd", "cray-reds-etcd"]);
+    for given in [
+        json!([]),
+        json!(["cray-bss-bitnami-etcd", "cray-reds-bitnami-etcd"]),
+        json!(["cray-reds-etcd"]),
+        json!(["cray-bss-etcd", "cray-reds-etcd", "cray-fas-etcd"]),
+    ] {
+        let p = refused(
+            &app,
+            json!({"services": ["bss", "meds", "reds"], "etcd": "rebuild", "confirm": given}),
+            "confirm",
+        )
+        .await;
+        assert!(
+            p["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("etcd-clusters-not-confirmed"),
+            "{p}"
+        );
+        assert_eq!(p["confirm"], needed, "{p}");
+        let mut sorted: Vec<&str> = given
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        sorted.sort_unstable();
+        assert_eq!(p["confirm_given"], json!(sorted), "{p}");
+        assert!(
+            p["detail"].as_str().unwrap().contains(
+                r#"confirm exactly cray-bss-etcd, cray-reds-etcd ("confirm": ["cray-bss-etcd","cray-reds-etcd"])"#
+            ),
+            "{p}"
+        );
+    }
+    // A backup is one cluster's: a restore of two clusters cannot name one.
+    refused(
+        &app,
+        json!({"services": ["bss", "reds"], "etcd": "restore", "backup": "snap-1",
+               "confirm": ["cray-bss-etcd", "cray-reds-etcd"]}),
+        "backup",
+    )
+    .await;
+    let (_, history) = app.get("/repopulations").await;
+    assert_eq!(history["items"], json!([]), "nothing was started");
+
+    // A dry run needs no confirm; its etcd mode is kept.
+    let (status, dry) = app
+        .post(
+            "/repopulations",
+            json!({"services": ["reds"], "etcd": "auto", "dry_run": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{dry}");
+    assert_eq!(dry["etcd"], "auto");
+    assert_eq!(dry["confirm"], json!([]));
+    app.finished_run(dry["id"].as_str().unwrap()).await;
+    // A confirm a dry run carries is checked all the same (it rehearses the real request).
+    let p = refused(
+        &app,
+        json!({"services": ["reds"], "etcd": "auto", "dry_run": true, "confirm": ["cray-bss-etcd"]}),
+        "confirm",
+    )
+    .await;
+    assert_eq!(p["confirm"], json!(["cray-reds-etcd"]));
+
+    // MEDS has no etcd cluster of its own: a real run of it confirms none.
+    let (status, meds) = app
+        .post(
+            "/repopulations",
+            json!({"services": ["meds"], "etcd": "rebuild"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{meds}");
+    assert_eq!(meds["etcd"], "rebuild");
+    app.finished_run(meds["id"].as_str().unwrap()).await;
+
+    // Confirmed exactly (in any order, repeated names count once): accepted, and what was asked
+    // is the run's, in GET /repopulations/{id} and (the mode) in the list.
+    let (status, run) = app
+        .post(
+            "/repopulations",
+            json!({"services": ["reds", "meds"], "etcd": "restore", "backup": "snap-1",
+                   "confirm": ["cray-reds-etcd", "cray-reds-etcd"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let id = run["id"].as_str().unwrap();
+    for run in [
+        run.clone(),
+        app.get(&format!("/repopulations/{id}")).await.1,
+    ] {
+        assert_eq!(run["etcd"], "restore", "{run}");
+        assert_eq!(run["backup"], "snap-1", "{run}");
+        assert_eq!(run["confirm"], json!(["cray-reds-etcd"]), "{run}");
+        assert_eq!(run["dry_run"], false, "{run}");
+    }
+    app.finished_run(id).await;
+    let (_, run) = app.get(&format!("/repopulations/{id}")).await;
+    assert_eq!(
+        run["etcd"], "restore",
+        "stored with the finished run: {run}"
+    );
+    assert_eq!(run["confirm"], json!(["cray-reds-etcd"]));
+    let (_, list) = app.get("/repopulations").await;
+    let modes: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["etcd"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["restore", "rebuild", "auto"]);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_stands_for_the_etcd_mode_too() {
+    let app = start().await;
+    let send = |body: Value| {
+        app.http
+            .post(app.url("/repopulations"))
+            .header("idempotency-key", "recover-bss-1")
+            .json(&body)
+            .send()
+    };
+    let body = json!({"services": ["meds"], "dry_run": true, "etcd": "auto"});
+    let first: Value = send(body.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(first["etcd"], "auto");
+    let again: Value = send(body).await.unwrap().json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    for other in [
+        json!({"services": ["meds"], "dry_run": true}),
+        json!({"services": ["meds"], "dry_run": true, "etcd": "rebuild"}),
+        json!({"services": ["meds"], "dry_run": true, "etcd": "restore", "backup": "b"}),
+    ] {
+        let p = problem(
+            send(other.clone()).await.unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert!(
+            p["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("idempotency-key-reused"),
+            "{other}: {p}"
+        );
+    }
+    app.finished_run(first["id"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn on_a_bitnami_release_the_clusters_to_confirm_are_the_bitnami_statefulsets() {
+    let sim = common::release_sim("1.6", sim::SimOptions::default()).await;
+    let app = common::start_on(sim, etcd_repopulator::config::Config::default()).await;
+    let p = refused(
+        &app,
+        json!({"services": ["bss", "fas", "meds"], "etcd": "auto", "confirm": ["cray-bss-etcd"]}),
+        "confirm",
+    )
+    .await;
+    assert_eq!(
+        p["confirm"],
+        json!(["cray-bss-bitnami-etcd", "cray-fas-bitnami-etcd"])
+    );
+    assert_eq!(p["confirm_given"], json!(["cray-bss-etcd"]));
+    // ["all"]: every cluster of the release.
+    let p = refused(
+        &app,
+        json!({"services": ["all"], "etcd": "rebuild"}),
+        "confirm",
+    )
+    .await;
+    assert_eq!(
+        p["confirm"],
+        json!([
+            "cray-bos-bitnami-etcd",
+            "cray-bss-bitnami-etcd",
+            "cray-fas-bitnami-etcd",
+            "cray-hmnfd-bitnami-etcd"
+        ])
+    );
+}

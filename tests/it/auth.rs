@@ -1,9 +1,12 @@
 //! Authentication and authorization: static tokens and JWTs (verified against a JWKS served by
 //! a local listener), 401 vs 403, open endpoints, and who a run records as its requester.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
-use etcd_repopulator::config::{AuthConfig, AuthMode, Config};
+use etcd_repopulator::{
+    config::{AuthConfig, AuthMode, Config},
+    etcd::EtcdConfig,
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -15,9 +18,14 @@ const TOKENS: &str = "\
 # name:role:token
 ops:write:w-0123456789abcdef
 viewer:read:r-0123456789abcdef
+oncall:recover:x-0123456789abcdef
 ";
 
 async fn start_token_mode(dir: &Path) -> TestApp {
+    start_token_mode_with(dir, Config::default()).await
+}
+
+async fn start_token_mode_with(dir: &Path, config: Config) -> TestApp {
     let file = dir.join("tokens");
     std::fs::write(&file, TOKENS).unwrap();
     let config = Config {
@@ -26,9 +34,23 @@ async fn start_token_mode(dir: &Path) -> TestApp {
             tokens_file: file,
             ..AuthConfig::default()
         },
-        ..Config::default()
+        ..config
     };
     start_with(SimOptions::default(), config).await
+}
+
+/// Asserts a 403 problem saying `who` may not do it for want of the `recover` role.
+async fn needs_recover(resp: reqwest::Response, who: &str, action: &str) {
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    let p = problem(resp, StatusCode::FORBIDDEN).await;
+    assert_eq!(p["required_role"], "recover", "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!("{who} may not {action}"))
+            && detail.ends_with("it needs the recover role"),
+        "{p}"
+    );
 }
 
 fn assert_bearer_challenge(resp: &reqwest::Response) {
@@ -191,6 +213,7 @@ async fn jwt_mode_verifies_against_the_jwks() {
     auth.jwt.roles_claim = "realm_access.roles".to_owned();
     auth.jwt.read_roles = vec!["reader".to_owned()];
     auth.jwt.write_roles = vec!["admin".to_owned()];
+    auth.jwt.recover_roles = vec!["etcd-recover".to_owned()];
     let app = start_with(
         SimOptions::default(),
         Config {
@@ -228,6 +251,39 @@ async fn jwt_mode_verifies_against_the_jwks() {
     // Authenticated without any known role: 403 as well.
     let nobody = idp.token(claims("carol", &["other"], AUDIENCE, 300));
     problem(post(nobody).await.unwrap(), StatusCode::FORBIDDEN).await;
+
+    // A real run that may rebuild or restore an etcd cluster needs recover_roles; write may
+    // start it as a dry run.
+    let recover = |token: String, dry_run: bool| {
+        app.http
+            .post(app.url("/repopulations"))
+            .bearer_auth(token)
+            .json(&json!({"services": ["meds"], "etcd": "auto", "dry_run": dry_run}))
+            .send()
+    };
+    let admin = idp.token(claims("alice", &["admin"], AUDIENCE, 300));
+    needs_recover(
+        recover(admin.clone(), false).await.unwrap(),
+        "alice",
+        "start a real etcd auto run",
+    )
+    .await;
+    let resp = recover(admin, true).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let dry: Value = resp.json().await.unwrap();
+    tokio::time::timeout(
+        crate::common::WAIT,
+        app.runner
+            .wait_inactive(dry["id"].as_str().unwrap().parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let oncall = idp.token(claims("dave", &["reader", "etcd-recover"], AUDIENCE, 300));
+    let resp = recover(oncall, false).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let run: Value = resp.json().await.unwrap();
+    assert_eq!(run["requested_by"], "dave");
+    assert_eq!(run["etcd"], "auto");
 
     // Another audience, expired (beyond the leeway), tampered, or another key: 401.
     let wrong_aud = idp.token(claims("alice", &["admin"], "someone-else", 300));
@@ -278,5 +334,121 @@ async fn with_tokens_the_served_openapi_document_asks_for_a_bearer_token() {
     assert_eq!(
         doc,
         serde_json::to_value(etcd_repopulator::api::openapi()).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_real_recovery_run_and_its_resume_need_the_recover_role() {
+    // The etcd cluster is down (nothing listens on the port), so the run fails and can be
+    // resumed.
+    let config = Config {
+        etcd: EtcdConfig {
+            enabled: true,
+            endpoint: format!("http://127.0.0.1:{}", crate::common::free_port()),
+            timeout: Duration::from_secs(5),
+            ..EtcdConfig::default()
+        },
+        ..Config::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_token_mode_with(dir.path(), config).await;
+    let post = |token: &'static str, body: Value| {
+        app.http
+            .post(app.url("/repopulations"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let real = json!({"services": ["bss"], "etcd": "rebuild", "confirm": ["cray-bss-etcd"]});
+
+    // write: 403 for the real run, whether or not it confirms, before anything else is said.
+    let write = "w-0123456789abcdef";
+    needs_recover(
+        post(write, real.clone()).await.unwrap(),
+        "ops",
+        "start a real etcd rebuild run",
+    )
+    .await;
+    needs_recover(
+        post(write, json!({"services": ["bss"], "etcd": "restore"}))
+            .await
+            .unwrap(),
+        "ops",
+        "start a real etcd restore run",
+    )
+    .await;
+    // read: 403 naming write (the method's role), as for any POST.
+    let p = problem(
+        post("r-0123456789abcdef", real.clone()).await.unwrap(),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(p["required_role"], "write", "{p}");
+    // write may start the same run as a dry run, and check runs.
+    let mut dry = real.clone();
+    dry["dry_run"] = json!(true);
+    let resp = post(write, dry).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let dry: Value = resp.json().await.unwrap();
+    let id: uuid::Uuid = dry["id"].as_str().unwrap().parse().unwrap();
+    tokio::time::timeout(crate::common::WAIT, app.runner.wait_inactive(id))
+        .await
+        .unwrap();
+
+    // recover may: the run records who.
+    let resp = post("x-0123456789abcdef", real).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let run: Value = resp.json().await.unwrap();
+    assert_eq!(run["requested_by"], "oncall");
+    assert_eq!(run["etcd"], "rebuild");
+    let id = run["id"].as_str().unwrap().to_owned();
+    tokio::time::timeout(
+        crate::common::WAIT,
+        app.runner.wait_inactive(id.parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let resume = |token: &'static str, id: String| {
+        app.http
+            .post(app.url(&format!("/repopulations/{id}/resume")))
+            .bearer_auth(token)
+            .send()
+    };
+    let ended: Value = app
+        .http
+        .get(app.url(&format!("/repopulations/{id}")))
+        .bearer_auth(write)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ended["state"], "failed", "{ended:#}");
+
+    // Resuming it continues a destructive run: recover only.
+    needs_recover(
+        resume(write, id.clone()).await.unwrap(),
+        "ops",
+        &format!("resume run {id}: it is a real etcd rebuild run"),
+    )
+    .await;
+    let resp = resume("x-0123456789abcdef", id.clone()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    tokio::time::timeout(
+        crate::common::WAIT,
+        app.runner.wait_inactive(id.parse().unwrap()),
+    )
+    .await
+    .unwrap();
+
+    // The dry run of it resumes with write (it failed on the same unreachable cluster).
+    let dry_id = dry["id"].as_str().unwrap().to_owned();
+    let resp = resume(write, dry_id).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::ACCEPTED,
+        "{:?}",
+        resp.text().await
     );
 }

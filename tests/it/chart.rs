@@ -1197,7 +1197,14 @@ fn chart_renders_with_every_optional_feature_on() {
     let secret = &rendered.secrets[0];
     let tokens = TokenSet::parse(&string_data(secret, "tokens"))
         .unwrap_or_else(|(line, problem)| panic!("tokens line {line}: {problem}"));
-    assert_eq!(format!("{tokens:?}"), r#"["ops:write", "grafana:read"]"#);
+    assert_eq!(
+        format!("{tokens:?}"),
+        r#"["ops:write", "grafana:read", "oncall:recover"]"#
+    );
+    assert_eq!(
+        config.webhooks.recover_clusters["cray-bss-bitnami-etcd"],
+        etcd_repopulator::model::EtcdMode::Auto
+    );
     assert_eq!(
         string_data(secret, "webhook-hmac-key"),
         "an-hmac-key-of-at-least-16-bytes"
@@ -1302,6 +1309,7 @@ fn chart_renders_with_existing_objects_and_jwt() {
     let (_, config) = render_and_check(&existing_objects(PROD_RELEASE), &EXISTING_OBJECTS);
     assert_eq!(config.auth.mode, AuthMode::Jwt);
     assert_eq!(config.auth.jwt.audience.as_deref(), Some("shasta"));
+    assert_eq!(config.auth.jwt.recover_roles, ["etcd-recover"]);
 }
 
 #[test]

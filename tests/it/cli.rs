@@ -651,6 +651,29 @@ async fn create_sends_the_services_as_given() {
     for args in [
         vec!["repopulations", "create", "--services", "all", "--dry-run"],
         vec!["repopulations", "create", "--services", "bss,reds"],
+        vec![
+            "repopulations",
+            "create",
+            "--services",
+            "bss,reds",
+            "--etcd",
+            "restore",
+            "--backup",
+            "snap-1",
+            "--confirm",
+            "cray-bss-etcd",
+            "--confirm",
+            "cray-reds-etcd",
+        ],
+        // --etcd check is the default: not sent.
+        vec![
+            "repopulations",
+            "create",
+            "--services",
+            "bss",
+            "--etcd",
+            "check",
+        ],
     ] {
         let output = cli(&base, &args).await;
         assert!(output.status.success(), "stderr: {}", stderr(&output));
@@ -661,6 +684,101 @@ async fn create_sends_the_services_as_given() {
         serde_json::json!({"services": ["all"], "dry_run": true})
     );
     assert_eq!(bodies[1], serde_json::json!({"services": ["bss", "reds"]}));
+    assert_eq!(
+        bodies[2],
+        serde_json::json!({"services": ["bss", "reds"], "etcd": "restore", "backup": "snap-1",
+                           "confirm": ["cray-bss-etcd", "cray-reds-etcd"]})
+    );
+    assert_eq!(bodies[3], serde_json::json!({"services": ["bss"]}));
+}
+
+#[tokio::test]
+async fn create_etcd_modes_say_they_are_destructive_and_need_confirm() {
+    let help = cli("http://127.0.0.1:9", &["repopulations", "create", "--help"]).await;
+    assert!(help.status.success(), "stderr: {}", stderr(&help));
+    let help = stdout(&help);
+    for text in [
+        "--etcd <ETCD>",
+        "DESTRUCTIVE: replace each cluster's data with a backup",
+        "DESTRUCTIVE: delete each cluster's data and start it empty",
+        "DESTRUCTIVE when a cluster is unhealthy",
+        "needs the `recover` role",
+        "--backup <BACKUP>",
+        "--confirm <CLUSTER>",
+    ] {
+        assert!(help.contains(text), "{text:?} is not in\n{help}");
+    }
+    let wrong = cli(
+        "http://127.0.0.1:9",
+        &[
+            "repopulations",
+            "create",
+            "--services",
+            "reds",
+            "--etcd",
+            "wipe",
+        ],
+    )
+    .await;
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        stderr(&wrong).contains("[possible values: check, restore, rebuild, auto]"),
+        "{}",
+        stderr(&wrong)
+    );
+
+    let app = common::start().await;
+    let unconfirmed = cli(
+        &app.base,
+        &[
+            "repopulations",
+            "create",
+            "--services",
+            "reds",
+            "--etcd",
+            "auto",
+        ],
+    )
+    .await;
+    assert_eq!(unconfirmed.status.code(), Some(1));
+    let err = stderr(&unconfirmed);
+    assert!(
+        err.contains("etcd clusters not confirmed (422)")
+            && err.contains(r#"("confirm": ["cray-reds-etcd"])"#),
+        "{err}"
+    );
+    let created = cli(
+        &app.base,
+        &[
+            "repopulations",
+            "create",
+            "--services",
+            "reds",
+            "--etcd",
+            "auto",
+            "--confirm",
+            "cray-reds-etcd",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert!(created.status.success(), "stderr: {}", stderr(&created));
+    let run: Value = serde_json::from_str(&stdout(&created)).unwrap();
+    assert_eq!(run["etcd"], "auto");
+    assert_eq!(run["confirm"], serde_json::json!(["cray-reds-etcd"]));
+    let id = run["id"].as_str().unwrap().to_owned();
+    app.finished_run(&id).await;
+    let described = cli(
+        &app.base,
+        &["repopulations", "describe", &id, "--format", "table"],
+    )
+    .await;
+    assert!(
+        stdout(&described).contains("etcd         auto (confirmed: cray-reds-etcd)"),
+        "{}",
+        stdout(&described)
+    );
 }
 
 /// A configuration error stops `serve` before it touches anything, says what is wrong once,

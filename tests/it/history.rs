@@ -10,10 +10,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sim::SimOptions;
 
-const SUMMARY_FIELDS: [&str; 11] = [
+const SUMMARY_FIELDS: [&str; 12] = [
     "attempt",
     "created_at",
     "dry_run",
+    "etcd",
     "finished_at",
     "id",
     "message",
@@ -174,4 +175,45 @@ async fn steps_after_a_failure_are_skipped_and_a_resume_keeps_the_first_attempt(
     assert_eq!(second["message"], "1 failed: bss");
     let check = &second["services"][0]["steps"][0];
     assert!(check["started_at"].as_str().unwrap() > steps[0]["finished_at"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn what_a_run_does_with_etcd_survives_a_restart() {
+    let app = common::start().await;
+    let id = app
+        .start_run(json!({
+            "services": ["reds", "meds"], "dry_run": true, "etcd": "restore",
+            "backup": "cray-reds-etcd-2024-05-01", "confirm": ["cray-reds-etcd"],
+        }))
+        .await;
+    let finished = app.finished_run(&id).await;
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    // A run still executing is assembled from its rows; a finished one is its stored
+    // document: both say the same.
+    let assembled = app.runner.store().get_run(uuid).await.unwrap().unwrap();
+    let assembled = serde_json::to_value(assembled).unwrap();
+    for run in [&finished, &assembled] {
+        assert_eq!(run["etcd"], "restore", "{run:#}");
+        assert_eq!(run["backup"], "cray-reds-etcd-2024-05-01");
+        assert_eq!(run["confirm"], json!(["cray-reds-etcd"]));
+    }
+
+    // The store opened again on the same database, as the next process opens it (migrations
+    // applied, stored documents checked).
+    let store = etcd_repopulator::store::Store::open(app.db.to_str().unwrap())
+        .await
+        .unwrap();
+    let run: Value = serde_json::from_slice(&store.run_json(uuid).await.unwrap().unwrap()).unwrap();
+    assert_eq!(run, finished);
+    let page = store
+        .history_page(&etcd_repopulator::store::RunFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let page: Value = serde_json::from_slice(&page).unwrap();
+    assert_eq!(page["items"][0]["etcd"], "restore", "{page:#}");
+    let reread = store.get_run(uuid).await.unwrap().unwrap();
+    assert_eq!(serde_json::to_value(reread).unwrap(), assembled);
 }

@@ -4,7 +4,10 @@
 
 use crate::common;
 
-use etcd_repopulator::config::{AuthConfig, AuthMode, Config, WebhooksConfig};
+use etcd_repopulator::{
+    config::{AuthConfig, AuthMode, Config, WebhooksConfig},
+    model::EtcdMode,
+};
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -169,6 +172,11 @@ fn sign(ts: &str, body: &[u8]) -> String {
 }
 
 async fn start_with_key(dir: &std::path::Path) -> TestApp {
+    start_with_key_and(dir, WebhooksConfig::default()).await
+}
+
+/// Like [`start_with_key`], with `webhooks` as configured (its key file is set here).
+async fn start_with_key_and(dir: &std::path::Path, webhooks: WebhooksConfig) -> TestApp {
     let key_file = dir.join("webhook-hmac-key");
     // As `kubectl create secret --from-file` of a file written by echo: a trailing newline.
     std::fs::write(&key_file, [KEY, b"\n"].concat()).unwrap();
@@ -182,7 +190,7 @@ async fn start_with_key(dir: &std::path::Path) -> TestApp {
         },
         webhooks: WebhooksConfig {
             hmac_key_file: Some(key_file),
-            ..WebhooksConfig::default()
+            ..webhooks
         },
         ..Config::default()
     };
@@ -417,4 +425,229 @@ async fn webhook_bodies_must_be_json_and_within_the_limit() {
         .await
         .unwrap();
     assert_eq!(history["items"], json!([]), "nothing was started");
+}
+
+/// `webhooks.recover_clusters` of one cluster.
+fn recover(cluster: &str, mode: EtcdMode) -> WebhooksConfig {
+    WebhooksConfig {
+        recover_clusters: [(cluster.to_owned(), mode)].into(),
+        ..WebhooksConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn alertmanager_recovers_only_the_clusters_configured_and_only_on_firing_alerts() {
+    let mut config = Config {
+        webhooks: recover("cray-reds-etcd", EtcdMode::Rebuild),
+        ..Config::default()
+    };
+    config.webhooks.alertmanager.alertnames = vec!["EtcdClusterUnhealthy".into()];
+    // cray-bss-bitnami-etcd is not the cluster of BSS on this release (1.0: cray-bss-etcd).
+    config
+        .webhooks
+        .recover_clusters
+        .insert("cray-bss-bitnami-etcd".to_owned(), EtcdMode::Auto);
+    let app = start_with(SimOptions::default(), config).await;
+
+    let (status, body) = deliver(
+        &app,
+        &payload(
+            "firing",
+            vec![
+                alert("firing", "cray-reds-etcd", "r1"),
+                alert("firing", "cray-bos-etcd", "b1"),
+                alert("firing", "cray-bss-bitnami-etcd", "s1"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["runs"].as_array().unwrap().len(), 1, "{body}");
+    // The configured cluster: a rebuild run of its services, confirmed by the configuration.
+    assert_eq!(body["alerts"][0]["outcome"], "started", "{body}");
+    let id = body["alerts"][0]["run_id"].as_str().unwrap().to_owned();
+    // Not configured: as before, firing starts nothing.
+    assert_eq!(body["alerts"][1]["outcome"], "firing", "{body}");
+    assert!(
+        body["alerts"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("webhooks.recover_clusters"),
+        "{body}"
+    );
+    // Configured, but BSS's cluster here is another one: not confirmed, and said so.
+    assert_eq!(body["alerts"][2]["outcome"], "not_confirmed", "{body}");
+    assert!(
+        body["alerts"][2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("would touch cray-bss-etcd"),
+        "{body}"
+    );
+
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["etcd"], "rebuild", "{run:#}");
+    assert_eq!(run["confirm"], json!(["cray-reds-etcd"]));
+    assert_eq!(run["dry_run"], false);
+    assert_eq!(run["requested_by"], "webhook:alertmanager");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("Alertmanager: EtcdClusterUnhealthy firing for cray-reds-etcd")
+            && reason
+                .ends_with("; etcd rebuild allowed by webhooks.recover_clusters.cray-reds-etcd"),
+        "{reason}"
+    );
+
+    // The alerts resolve: the recovered cluster's occurrence started its run already; the
+    // other cluster gets a check run, as without the configuration.
+    let (status, body) = deliver(
+        &app,
+        &payload(
+            "resolved",
+            vec![
+                alert("resolved", "cray-reds-etcd", "r1"),
+                alert("resolved", "cray-bos-etcd", "b1"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["alerts"][0]["outcome"], "duplicate", "{body}");
+    assert_eq!(body["alerts"][0]["run_id"], id.as_str());
+    assert_eq!(body["alerts"][1]["outcome"], "started", "{body}");
+    let bos = app
+        .finished_run(body["alerts"][1]["run_id"].as_str().unwrap())
+        .await;
+    assert_eq!(bos["etcd"], "check", "{bos:#}");
+    assert_eq!(bos["confirm"], json!([]));
+}
+
+#[tokio::test]
+async fn without_recover_clusters_alertmanager_runs_stay_check() {
+    let app = start_selecting().await;
+    let (status, body) = deliver(
+        &app,
+        &payload("firing", vec![alert("firing", "cray-reds-etcd", "c1")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["alerts"][0]["outcome"], "firing");
+    let (status, body) = deliver(
+        &app,
+        &payload("resolved", vec![alert("resolved", "cray-reds-etcd", "c1")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run = app.finished_run(body["runs"][0].as_str().unwrap()).await;
+    assert_eq!(run["etcd"], "check", "{run:#}");
+    assert_eq!(run["confirm"], json!([]));
+    assert!(run["backup"].is_null());
+}
+
+/// POSTs `body` to the generic webhook, signed now.
+async fn post_generic(app: &TestApp, body: &Value) -> reqwest::Response {
+    let now = chrono::Utc::now().timestamp().to_string();
+    let body = serde_json::to_vec(body).unwrap();
+    post_signed(app, &now, Some(&sign(&now, &body)), &body).await
+}
+
+#[tokio::test]
+async fn the_generic_webhook_recovers_only_the_clusters_configured_with_that_mode() {
+    // Without webhooks.recover_clusters: check runs only, dry or real.
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_with_key(dir.path()).await;
+    for dry_run in [false, true] {
+        let body = json!({"services": ["reds", "meds"], "etcd": "auto", "dry_run": dry_run});
+        let p = problem(post_generic(&app, &body).await, StatusCode::FORBIDDEN).await;
+        assert!(
+            p["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("not-allowed-by-configuration"),
+            "{p}"
+        );
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(
+                "webhook:generic may not start etcd auto runs on cray-reds-etcd (not listed)"
+            ) && detail.contains(r#"recover_clusters = { "cray-reds-etcd" = "auto" }"#),
+            "{p}"
+        );
+    }
+    let resp = post_generic(&app, &json!({"services": ["reds"]})).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let run: Value = resp.json().await.unwrap();
+    assert_eq!(run["etcd"], "check");
+    tokio::time::timeout(common::WAIT, app.runner.idle())
+        .await
+        .unwrap();
+    drop(app);
+
+    // Configured: that mode on that cluster, confirmed by the configuration.
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_with_key_and(dir.path(), recover("cray-reds-etcd", EtcdMode::Auto)).await;
+    let p = problem(
+        post_generic(&app, &json!({"services": ["reds"], "etcd": "rebuild"})).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cray-reds-etcd (configured: auto)"),
+        "{p}"
+    );
+    // A cluster not listed among those the run touches: refused as a whole.
+    let p = problem(
+        post_generic(&app, &json!({"services": ["reds", "bss"], "etcd": "auto"})).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("on cray-bss-etcd (not listed):") && !detail.contains("cray-reds-etcd ("),
+        "{p}"
+    );
+    // The configuration confirms: the body does not.
+    let p = problem(
+        post_generic(
+            &app,
+            &json!({"services": ["reds"], "etcd": "auto", "confirm": ["cray-reds-etcd"]}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(p["field"], "confirm");
+
+    let resp = post_generic(
+        &app,
+        &json!({"services": ["reds", "meds"], "etcd": "auto", "reason": "reds etcd down"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let run: Value = resp.json().await.unwrap();
+    assert_eq!(run["etcd"], "auto");
+    assert_eq!(run["confirm"], json!(["cray-reds-etcd"]));
+    assert_eq!(run["requested_by"], "webhook:generic");
+    assert_eq!(
+        run["reason"],
+        "reds etcd down (etcd auto on cray-reds-etcd allowed by webhooks.recover_clusters)"
+    );
+    tokio::time::timeout(common::WAIT, app.runner.idle())
+        .await
+        .unwrap();
+    let stored: Value = app
+        .http
+        .get(app.url(&format!("/repopulations/{}", run["id"].as_str().unwrap())))
+        .bearer_auth("w-0123456789abcdef")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["etcd"], "auto", "{stored:#}");
+    assert_eq!(stored["confirm"], json!(["cray-reds-etcd"]));
 }

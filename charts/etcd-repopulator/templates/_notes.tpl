@@ -20,7 +20,7 @@ From your machine:
 {{ if eq $mode "token" }}
 {{- if and (not .Values.auth.existingSecret) (not .Values.auth.tokens) }}
 NO API TOKENS ARE CONFIGURED: every API call is refused (401) until there are some. Set
-auth.tokens (`name:role:token`, role `read` or `write`) or auth.existingSecret and run
+auth.tokens (`name:role:token`, role `read`, `write` or `recover`) or auth.existingSecret and run
 `helm upgrade`. Only /healthz, /readyz, /metrics and /openapi.json answer without a token.
 {{- else if .Values.auth.existingSecret }}
 Callers send one of the tokens of Secret {{ .Values.auth.existingSecret }} (key {{ .Values.auth.tokensItem }}) as

@@ -92,7 +92,9 @@ impl JwtVerifier {
             .to_owned();
         let roles = roles_at(&claims, &self.config.roles_claim);
         let has = |wanted: &[String]| roles.iter().any(|r| wanted.contains(r));
-        let role = if has(&self.config.write_roles) {
+        let role = if has(&self.config.recover_roles) {
+            Some(Role::Recover)
+        } else if has(&self.config.write_roles) {
             Some(Role::Write)
         } else if has(&self.config.read_roles) {
             Some(Role::Read)

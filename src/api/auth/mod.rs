@@ -1,7 +1,8 @@
 //! Who may call the API. A middleware in front of every route authenticates the bearer token
 //! (static tokens from a file, or JWTs verified against a JWKS), checks the role the method
 //! needs (GET: `read`, anything else: `write`) and leaves the caller in the request's
-//! extensions for handlers that record who started a run. Being in front of every route means
+//! extensions for handlers that record who started a run, and that ask for `recover` where a
+//! request may rebuild or restore etcd clusters (see [`Principal::require_to`]). Being in front of every route means
 //! a new route is protected without anyone remembering to ask for it; only the paths in
 //! [`OPEN_PATHS`] are not.
 
@@ -39,18 +40,26 @@ pub const OPEN_PATHS: [&str; 5] = [
 
 const REALM: &str = "etcd-repopulator";
 
-/// What a caller may do; `Write` includes `Read`.
+/// What a caller may do; each role includes those before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
+    /// Read runs, services, clusters and snapshots.
     Read,
+    /// Start (dry or `check`) runs, cancel and resume them, take snapshots.
     Write,
+    /// Also start and resume real runs that rebuild or restore etcd clusters (`etcd`
+    /// `restore`, `rebuild` or `auto`).
+    Recover,
 }
 
 impl Role {
+    pub const ALL: [Role; 3] = [Role::Read, Role::Write, Role::Recover];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Read => "read",
             Role::Write => "write",
+            Role::Recover => "recover",
         }
     }
 
@@ -75,11 +84,19 @@ pub struct Principal {
 
 impl Principal {
     fn require(self, required: Role) -> Result<Principal, AuthError> {
+        self.require_to(required, "do this")?;
+        Ok(self)
+    }
+
+    /// Whether the caller holds `required` (or a role above it); the 403 says it may not
+    /// `action` and which role that needs.
+    pub fn require_to(&self, required: Role, action: &str) -> Result<(), AuthError> {
         match self.role {
-            Some(role) if role >= required => Ok(self),
+            Some(role) if role >= required => Ok(()),
             _ => Err(AuthError::Forbidden {
-                name: self.name,
+                name: self.name.clone(),
                 required,
+                action: action.to_owned(),
             }),
         }
     }
@@ -102,15 +119,21 @@ pub enum AuthError {
     Missing,
     #[error("the bearer token is not valid: {0}")]
     Invalid(String),
-    #[error("{name} may not do this: it needs the {} role", required.as_str())]
-    Forbidden { name: String, required: Role },
+    #[error("{name} may not {action}: it needs the {} role", required.as_str())]
+    Forbidden {
+        name: String,
+        required: Role,
+        action: String,
+    },
     #[error("tokens cannot be verified right now: {0}")]
     Unavailable(String),
 }
 
-impl IntoResponse for AuthError {
-    fn into_response(self) -> Response {
-        let (status, kind, title, challenge) = match &self {
+impl AuthError {
+    /// The status, problem kind and title of the refusal, and its `WWW-Authenticate` challenge
+    /// (empty: none).
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+        match self {
             AuthError::Missing => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -135,9 +158,26 @@ impl IntoResponse for AuthError {
                 "Authentication unavailable",
                 String::new(),
             ),
-        };
-        let problem = Problem::new(status, kind, title, self.to_string());
-        let mut response = problem_response(status, &problem);
+        }
+    }
+}
+
+impl AuthError {
+    /// The refusal as a problem document (naming the role needed, for a 403).
+    pub fn problem(&self) -> Problem {
+        let (status, kind, title, _) = self.parts();
+        let mut problem = Problem::new(status, kind, title, self.to_string());
+        if let AuthError::Forbidden { required, .. } = self {
+            problem.required_role = Some(required.as_str().to_owned());
+        }
+        problem
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let (status, _, _, challenge) = self.parts();
+        let mut response = problem_response(status, &self.problem());
         if let Ok(value) = HeaderValue::from_str(&challenge)
             && !challenge.is_empty()
         {
@@ -212,7 +252,7 @@ impl Authenticator {
         if let Authenticator::Open = self {
             return Ok(Principal {
                 name: "anonymous".to_owned(),
-                role: Some(Role::Write),
+                role: Some(Role::Recover),
             });
         }
         let token = bearer_token(headers)?;
@@ -304,7 +344,9 @@ pub fn document_security(openapi: &mut utoipa::openapi::OpenApi, mode: AuthMode)
                 .scheme(HttpAuthScheme::Bearer)
                 .description(Some(
                     "A static token (auth.mode = token) or a JWT from the configured identity \
-                     provider (auth.mode = jwt). GET needs the read role, everything else write.",
+                     provider (auth.mode = jwt). GET needs the read role, everything else write; \
+                     a real run with etcd restore, rebuild or auto (and its resume) needs \
+                     recover, which includes write.",
                 ))
                 .build(),
         ),
@@ -364,5 +406,6 @@ mod tests {
         assert_eq!(Role::required_for(&Method::GET), Role::Read);
         assert_eq!(Role::required_for(&Method::POST), Role::Write);
         assert!(Role::Write > Role::Read);
+        assert!(Role::Recover > Role::Write);
     }
 }

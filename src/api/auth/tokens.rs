@@ -1,4 +1,5 @@
-//! `auth.mode = "token"`: static bearer tokens from a file of `name:role:token` lines.
+//! `auth.mode = "token"`: static bearer tokens from a file of `name:role:token` lines (`role`:
+//! `read`, `write` or `recover`).
 
 use std::{fmt, path::Path};
 
@@ -69,12 +70,11 @@ impl TokenSet {
             if name.is_empty() {
                 return Err((number, "the name is empty".to_owned()));
             }
-            let role = match role.trim() {
-                "read" => Role::Read,
-                "write" => Role::Write,
-                other => {
-                    return Err((number, format!("role {other:?} is neither read nor write")));
-                }
+            let Some(role) = Role::ALL.into_iter().find(|r| r.as_str() == role.trim()) else {
+                return Err((
+                    number,
+                    format!("role {:?} is not read, write or recover", role.trim()),
+                ));
             };
             let token = token.trim();
             if token.is_empty() {
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn token_file_lines() {
         let set = TokenSet::parse(
-            "# comment\n\nadmin:write:s3cret:with:colons\n  viewer : read : abc \n",
+            "# comment\n\nadmin:write:s3cret:with:colons\n  viewer : read : abc \nops:recover:r3c\n",
         )
         .unwrap();
         assert_eq!(
@@ -140,6 +140,7 @@ mod tests {
             }
         );
         assert_eq!(set.verify("abc").unwrap().role, Some(Role::Read));
+        assert_eq!(set.verify("r3c").unwrap().role, Some(Role::Recover));
         assert!(matches!(set.verify("abd"), Err(AuthError::Invalid(_))));
         let debug = format!("{set:?}");
         assert!(
@@ -152,6 +153,7 @@ mod tests {
             .unwrap();
         assert_eq!(line, 2);
         assert!(!problem.contains("super-secret"), "{problem}");
+        assert_eq!(problem, "role \"admin\" is not read, write or recover");
         assert_eq!(TokenSet::parse("a:read:x\na:write:y").err().unwrap().0, 2);
         assert_eq!(TokenSet::parse("a:read:x\nb:write:x").err().unwrap().0, 2);
         assert_eq!(TokenSet::parse("justatoken").err().unwrap().0, 1);

@@ -25,7 +25,7 @@ use crate::{
     },
     config::AlertmanagerConfig,
     metrics::WebhookOutcome,
-    model::Service,
+    model::{EtcdMode, Service},
     runner::{Created, RunRequest, RunnerError},
 };
 
@@ -74,7 +74,8 @@ pub struct Alert {
 pub enum AlertOutcome {
     /// A run was started (`run_id`).
     Started,
-    /// Firing alerts never start runs: the cluster is not rebuilt yet.
+    /// A firing alert for a cluster `webhooks.recover_clusters` does not list: it starts no
+    /// run (the cluster is not rebuilt yet).
     Firing,
     /// Its `alertname` is not in `webhooks.alertmanager.alertnames`.
     NotSelected,
@@ -88,6 +89,9 @@ pub enum AlertOutcome {
     Busy,
     /// This build cannot repopulate one of the services.
     NotSupported,
+    /// The run would rebuild or restore etcd clusters other than the alert's, which alone
+    /// `webhooks.recover_clusters` confirms (the detail names them).
+    NotConfirmed,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -115,7 +119,9 @@ pub struct AlertmanagerResponse {
 }
 
 /// Start runs from Alertmanager: each `resolved` alert naming a known etcd cluster starts a run
-/// for the services on that cluster.
+/// for the services on that cluster; a `firing` one does only for a cluster that
+/// `webhooks.recover_clusters` lists, and that run first restores or rebuilds the cluster with
+/// the mode listed.
 ///
 /// Alertmanager authenticates like any API client, with a bearer token holding the `write`
 /// role (`http_config.authorization.credentials_file` in its receiver, or `oauth2` client
@@ -236,15 +242,28 @@ async fn handle_alert(
         result.outcome = outcome;
         result.detail = detail;
     };
-    if alert.status == AlertStatus::Firing {
-        skip(
-            AlertOutcome::Firing,
-            "firing alerts never start runs; the run starts when the alert resolves (the \
-             cluster is rebuilt)"
-                .to_owned(),
-        );
-        return Ok(result);
-    }
+    // The mode webhook runs may use on the alert's cluster, if any but `check`.
+    let recovery = etcd_cluster
+        .as_ref()
+        .and_then(|cluster| state.webhooks.recover_clusters.get(cluster))
+        .copied();
+    let etcd = match (alert.status, recovery) {
+        // The cluster is broken now: recover it (and then repopulate).
+        (AlertStatus::Firing, Some(mode)) => mode,
+        (AlertStatus::Firing, None) => {
+            skip(
+                AlertOutcome::Firing,
+                "firing alerts start runs only for the etcd clusters webhooks.recover_clusters \
+                 lists (to restore or rebuild them); otherwise the run starts when the alert \
+                 resolves (the cluster is rebuilt)"
+                    .to_owned(),
+            );
+            return Ok(result);
+        }
+        // Resolved: the cluster is healthy again; its services need their data back. (If
+        // the firing alert started a recovery run, this occurrence is a duplicate of it.)
+        (AlertStatus::Resolved, _) => EtcdMode::Check,
+    };
     if !alertname
         .as_ref()
         .is_some_and(|name| rules.alertnames.contains(name))
@@ -291,17 +310,28 @@ async fn handle_alert(
     let key = hex::encode(Sha256::digest(
         [group_key, &alert.fingerprint, &alert.starts_at].join("\u{0}"),
     ));
+    let (status, allowed, confirm) = match etcd {
+        EtcdMode::Check => ("resolved", String::new(), Vec::new()),
+        mode => (
+            "firing",
+            format!("; etcd {mode} allowed by webhooks.recover_clusters.{cluster}"),
+            vec![cluster.clone()],
+        ),
+    };
     let request = RunRequest {
         services: services.clone(),
         dry_run: rules.dry_run,
         reason: Some(format!(
-            "Alertmanager: {} resolved for {cluster} (fingerprint {}, started {})",
+            "Alertmanager: {} {status} for {cluster} (fingerprint {}, started {}){allowed}",
             alertname.as_deref().unwrap_or("alert"),
             alert.fingerprint,
             alert.starts_at
         )),
         requested_by: "webhook:alertmanager".to_owned(),
         idempotency_key: Some(format!("alertmanager:{key}")),
+        etcd,
+        backup: None,
+        confirm,
     };
     match state.runner.create(request).await {
         Ok(Created::New(run)) => {
@@ -328,6 +358,14 @@ async fn handle_alert(
         Err(err @ RunnerError::NotImplemented { .. }) => {
             result.outcome = AlertOutcome::NotSupported;
             result.detail = err.to_string();
+        }
+        Err(RunnerError::Unconfirmed { needed, .. }) => {
+            result.outcome = AlertOutcome::NotConfirmed;
+            result.detail = format!(
+                "an etcd {etcd} run for {cluster} would touch {} on the CSM release in force; \
+                 webhooks.recover_clusters confirms only {cluster} for this alert",
+                needed.join(", ")
+            );
         }
         // Shutting down or the store failing: the whole delivery fails with a 5xx so that
         // Alertmanager retries; alerts that did start runs are recognised as duplicates then.

@@ -18,7 +18,7 @@ use crate::{
         problem::{
             ApiError, BodyProblems, PROBLEM, Problem, RawBody, content_type, json_from_bytes,
         },
-        runs::{CreateRun, start_run},
+        runs::{CreateRun, Requester, start_run},
     },
     metrics::WebhookOutcome,
     model::Run,
@@ -30,6 +30,10 @@ use crate::{
 /// shared key and send `X-Signature-256: sha256=<hex>`. The timestamp (Unix seconds) must be
 /// within the replay window (default 5 minutes) of the service's clock; a request replayed
 /// within the window returns the run it started the first time.
+///
+/// `etcd` other than `check` (rebuild or restore the services' etcd clusters), real or dry, is
+/// accepted only if `webhooks.recover_clusters` lists every cluster the run may touch with that
+/// mode; that configuration confirms them, so the body carries no `confirm`.
 #[utoipa::path(post, path = "/webhooks/generic", tag = "webhooks", operation_id = "generic_webhook",
     request_body(content = CreateRun, content_type = "application/json", description = "What to repopulate, as for POST /repopulations"),
     params(
@@ -42,9 +46,10 @@ use crate::{
             headers(("Location" = String, description = "URL of the run"))),
         (status = 400, description = "Malformed or empty JSON", body = Problem, content_type = PROBLEM),
         (status = 401, description = "Missing or bad signature, or a timestamp outside the replay window", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "`etcd` restore, rebuild or auto on a cluster webhooks.recover_clusters does not allow it on", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A service is already being repopulated; `active_run` names the run", body = Problem, content_type = PROBLEM),
         BodyProblems,
-        (status = 422, description = "Unknown field or service, or service not supported", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Unknown field, service or etcd mode, service not supported, `backup` without `restore`, or a `confirm`", body = Problem, content_type = PROBLEM),
         (status = 404, description = "Disabled: no HMAC key is configured", body = Problem, content_type = PROBLEM),
         (status = 503, description = "Shutting down", body = Problem, content_type = PROBLEM),
     ))]
@@ -89,7 +94,7 @@ async fn generic_delivery(
     Ok(start_run(
         state,
         request,
-        "webhook:generic".to_owned(),
+        Requester::Webhook("webhook:generic"),
         Some(replay_key),
     )
     .await?)

@@ -74,7 +74,13 @@ struct CsmState {
     hsm: hsm::HsmState,
     faults: HashMap<CsmService, Faults>,
     requests: Vec<RecordedRequest>,
+    /// Where BSS's etcd answers, when BSS keeps its entries there.
+    bss_etcd: Option<EtcdEndpoint>,
 }
+
+/// The client URL (`http://<ip>:2379`) of an etcd cluster, looked up when needed (None: the
+/// cluster has no client Service).
+pub type EtcdEndpoint = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 #[derive(Default)]
 struct Faults {
@@ -158,9 +164,42 @@ impl FakeCsm {
             .with_state(self.clone())
     }
 
+    /// From now on BSS keeps its boot parameters in the real etcd at `endpoint` (see `bss.rs`);
+    /// the simulated cluster does this when it runs real etcd.
+    pub fn use_etcd_for_bss(&self, endpoint: EtcdEndpoint) {
+        self.with(|s| s.bss_etcd = Some(endpoint));
+    }
+
+    /// Whether BSS keeps its entries in a real etcd.
+    pub fn bss_in_etcd(&self) -> bool {
+        self.with(|s| s.bss_etcd.is_some())
+    }
+
+    /// [`FakeCsm::wipe`], waiting for BSS's keys to be deleted from its etcd when it keeps them
+    /// there.
+    pub async fn wipe_async(&self, etcd_cluster: &str) -> bool {
+        if self.bss_in_etcd() && bss_cluster(etcd_cluster) {
+            if let Err(e) = self.wipe_bss_etcd().await {
+                tracing::warn!(error = %e, "wiping BSS's etcd");
+            }
+            return true;
+        }
+        self.wipe(etcd_cluster)
+    }
+
     /// Simulates the rebuild of an etcd cluster: the service that kept its data there loses it.
-    /// Returns false for a cluster that backs none of the fakes.
+    /// Returns false for a cluster that backs none of the fakes. When BSS keeps its entries in
+    /// a real etcd, their deletion is started in the background (use
+    /// [`FakeCsm::wipe_async`] to wait for it).
     pub fn wipe(&self, etcd_cluster: &str) -> bool {
+        if self.bss_in_etcd() && bss_cluster(etcd_cluster) {
+            let fake = self.clone();
+            let cluster = etcd_cluster.to_owned();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { fake.wipe_async(&cluster).await });
+            }
+            return true;
+        }
         // The same service's cluster in the Bitnami layout (CSM 1.5+).
         let cluster = match etcd_cluster.strip_suffix("-bitnami-etcd") {
             Some(csm) => format!("{csm}-etcd"),
@@ -205,6 +244,7 @@ impl FakeCsm {
         self.with(|s| s.bos.rendered())
     }
 
+    /// BSS's entries in memory (see [`FakeCsm::bss_entries`] for wherever BSS keeps them).
     pub fn bss_bootparameters(&self) -> Vec<BootParams> {
         self.with(|s| s.bss.entries.clone())
     }
@@ -269,6 +309,11 @@ impl FakeCsm {
         let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
     }
+}
+
+/// Whether `etcd_cluster` is BSS's (either layout).
+fn bss_cluster(etcd_cluster: &str) -> bool {
+    matches!(etcd_cluster, "cray-bss-etcd" | "cray-bss-bitnami-etcd")
 }
 
 /// Records the request, then applies injected faults before the service sees it.

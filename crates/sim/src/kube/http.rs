@@ -727,7 +727,11 @@ fn object(
                         // A patch without a resourceVersion must not trip the optimistic
                         // concurrency check: only an explicit one is a precondition.
                         let explicit_rv = body.pointer("/metadata/resourceVersion").is_some();
-                        patch::merge_patch(cur, &body);
+                        if kind == PatchKind::Strategic {
+                            patch::strategic_merge_patch(cur, &body);
+                        } else {
+                            patch::merge_patch(cur, &body);
+                        }
                         if !explicit_rv && let Some(m) = cur["metadata"].as_object_mut() {
                             m.remove("resourceVersion");
                         }

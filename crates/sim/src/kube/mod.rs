@@ -159,6 +159,8 @@ pub struct SimCluster {
     csm: FakeCsm,
     etcd: Option<Arc<controllers::etcd_member::RealEtcd>>,
     ctx: controllers::Ctx,
+    /// The volume of the snapshotter PVC (`/snapshots` in the Bitnami pods).
+    snapshots: tempfile::TempDir,
 }
 
 /// Builder for a cluster whose listener also serves other routes (fake CSM services under
@@ -205,8 +207,29 @@ impl SimCluster {
         // lose their data when "their" etcd cluster is wiped (a rehearsed rebuild), and get it
         // back from the Jobs that reload it (`cray-reds-init`, `cray-fas-loader`).
         let csm = FakeCsm::seeded();
+        let snapshots = tempfile::Builder::new()
+            .prefix("sim-snapshots-")
+            .tempdir()?;
         let etcd = if opts.real_etcd {
-            Some(Arc::new(controllers::etcd_member::RealEtcd::new()?))
+            let etcd = controllers::etcd_member::RealEtcd::new(snapshots.path().to_path_buf())?;
+            // BSS keeps its boot parameters in its etcd cluster, reached through the cluster's
+            // client Service (the Bitnami layout's or the etcd-operator's).
+            let services = store.clone();
+            csm.use_etcd_for_bss(Arc::new(move || {
+                ["cray-bss-bitnami-etcd", "cray-bss-etcd-client"]
+                    .iter()
+                    .find_map(|name| {
+                        let svc = services
+                            .get(&resources::SERVICES, seed::NAMESPACE, name)
+                            .ok()?;
+                        let ip = svc.pointer("/spec/clusterIP")?.as_str()?;
+                        Some(format!(
+                            "http://{ip}:{}",
+                            controllers::etcd_member::CLIENT_PORT
+                        ))
+                    })
+            }));
+            Some(Arc::new(etcd))
         } else {
             None
         };
@@ -232,7 +255,7 @@ impl SimCluster {
             axum::routing::post(move |axum::extract::Path(cluster): axum::extract::Path<String>| {
                 let csm = wipe_target.clone();
                 async move {
-                    if csm.wipe(&cluster) {
+                    if csm.wipe_async(&cluster).await {
                         (axum::http::StatusCode::OK, axum::Json(json!({ "wiped": cluster })))
                     } else {
                         (
@@ -267,6 +290,7 @@ impl SimCluster {
             csm,
             etcd,
             ctx,
+            snapshots,
         })
     }
 
@@ -408,6 +432,25 @@ impl SimCluster {
     /// (`cray-bss-etcd`, `cray-bss-bitnami-etcd`) in the services' namespace, while it runs.
     pub fn etcd_url(&self, name: &str) -> Option<String> {
         self.etcd.as_ref()?.url(seed::NAMESPACE, name)
+    }
+
+    /// The directory behind the snapshotter PVC `bitnami-etcd-snapshotter` (mounted at
+    /// `/snapshots` in the Bitnami etcd pods: `<dir>/<sts>/db-YYYY-MM-DD_HH-MM` is
+    /// `/snapshots/<sts>/db-...` in a pod), while that PVC exists (the CSM 1.5+ layouts).
+    pub fn snapshots_dir(&self) -> Option<&std::path::Path> {
+        self.store
+            .get(
+                &resources::PERSISTENTVOLUMECLAIMS,
+                seed::NAMESPACE,
+                controllers::etcd_member::SNAPSHOTTER_PVC,
+            )
+            .ok()
+            .map(|_| self.snapshots.path())
+    }
+
+    /// How many keys BSS keeps in its real etcd (see [`FakeCsm::bss_key_count`]).
+    pub async fn bss_key_count(&self) -> anyhow::Result<usize> {
+        self.csm.bss_key_count().await.map_err(anyhow::Error::msg)
     }
 
     /// Handle for latency, failures and dropped watches.

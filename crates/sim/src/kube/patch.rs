@@ -1,7 +1,9 @@
-//! PATCH bodies. Strategic merge patch is applied as a JSON merge patch (RFC 7386): the
-//! difference only shows for lists with merge keys (e.g. `containers`), which the callers of
-//! this simulator replace wholesale anyway. Server-side apply is likewise approximated by a
-//! merge patch (no field ownership tracking).
+//! PATCH bodies. Strategic merge patch merges the lists the core types give a merge key
+//! (`containers`, `env`, `volumes` by `name`, `volumeMounts` by `mountPath`, ...: what
+//! `kubectl set env` relies on) element by element, honours `$patch: delete` in such an element
+//! and ignores the `$setElementOrder` / `$retainKeys` directives; anything else is a JSON merge
+//! patch (RFC 7386). Server-side apply is approximated by a merge patch (no field ownership
+//! tracking).
 
 use serde_json::Value;
 
@@ -48,6 +50,77 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             }
         }
         other => *target = other.clone(),
+    }
+}
+
+/// The merge key of the list `field` whose elements look like `sample` (the
+/// `patchMergeKey`s of core/v1 and apps/v1 that matter here), None for a list that a patch
+/// replaces.
+fn merge_key(field: &str, sample: &Value) -> Option<&'static str> {
+    Some(match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets" => "name",
+        "volumeMounts" => "mountPath",
+        "volumeDevices" => "devicePath",
+        "ports" if sample.get("containerPort").is_some() => "containerPort",
+        "ports" => "port",
+        "conditions" => "type",
+        "ownerReferences" => "uid",
+        "hostAliases" => "ip",
+        _ => return None,
+    })
+}
+
+/// A strategic merge patch (see the module's note).
+pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let Value::Object(t) = target else { return };
+    for (k, v) in p {
+        if k.starts_with('$') {
+            continue;
+        }
+        if v.is_null() {
+            t.remove(k);
+            continue;
+        }
+        let key = v
+            .as_array()
+            .and_then(|items| items.first())
+            .and_then(|first| merge_key(k, first));
+        match (key, v, t.get_mut(k)) {
+            (Some(key), Value::Array(items), Some(Value::Array(current))) => {
+                for item in items {
+                    let id = item.get(key);
+                    let at = current
+                        .iter()
+                        .position(|c| id.is_some() && c.get(key) == id);
+                    let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                    match (at, delete) {
+                        (Some(i), true) => {
+                            current.remove(i);
+                        }
+                        (Some(i), false) => strategic_merge_patch(&mut current[i], item),
+                        (None, true) => {}
+                        (None, false) => {
+                            let mut new = Value::Null;
+                            strategic_merge_patch(&mut new, item);
+                            current.push(new);
+                        }
+                    }
+                }
+            }
+            _ => strategic_merge_patch(t.entry(k.clone()).or_insert(Value::Null), v),
+        }
     }
 }
 
@@ -175,6 +248,37 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn strategic_merge_patch_merges_containers_and_env_by_name() {
+        let mut d = json!({"spec": {"template": {"spec": {"containers": [{
+            "name": "etcd", "image": "i",
+            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+            "volumeMounts": [{"name": "data", "mountPath": "/bitnami/etcd"}],
+        }]}}}});
+        strategic_merge_patch(
+            &mut d,
+            &json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "etcd"}],
+                "containers": [{
+                    "name": "etcd",
+                    "$setElementOrder/env": [{"name": "A"}, {"name": "B"}, {"name": "C"}],
+                    "env": [{"name": "B", "value": "new"}, {"name": "C", "value": "3"}, {"name": "A", "$patch": "delete"}],
+                }],
+            }}}}),
+        );
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "i");
+        assert_eq!(c["volumeMounts"][0]["mountPath"], "/bitnami/etcd");
+        assert_eq!(
+            c["env"],
+            json!([{"name": "B", "value": "new"}, {"name": "C", "value": "3"}])
+        );
+        // A list without a merge key is replaced.
+        let mut d = json!({"args": ["a", "b"]});
+        strategic_merge_patch(&mut d, &json!({"args": ["c"]}));
+        assert_eq!(d, json!({"args": ["c"]}));
+    }
 
     #[test]
     fn merge_patch_removes_nulls_and_merges_objects() {

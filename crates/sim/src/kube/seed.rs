@@ -4,11 +4,13 @@
 
 use serde_json::{Value, json};
 
+use super::controllers::etcd_member::SNAPSHOTTER_PVC;
+use super::controllers::statefulset::PVC_PROTECTION;
 use super::controllers::{EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS};
 use super::error::{ApiError, ApiResult};
 use super::resources::{
     CONFIGMAPS, DEPLOYMENTS, ETCDBACKUPS, ETCDCLUSTERS, ETCDRESTORES, JOBS, NAMESPACES,
-    ResourceDef, SERVICES, STATEFULSETS,
+    PERSISTENTVOLUMECLAIMS, ResourceDef, SERVICES, STATEFULSETS,
 };
 use super::store::Store;
 
@@ -204,6 +206,7 @@ pub fn seed_release(store: &Store, release: &str) -> ApiResult<()> {
         store.hide(&ETCDCLUSTERS);
         store.hide(&ETCDRESTORES);
         store.hide(&ETCDBACKUPS);
+        ensure(store, &PERSISTENTVOLUMECLAIMS, NAMESPACE, snapshotter_pvc())?;
         for csm in BITNAMI_CLUSTERS {
             for (def, object) in bitnami_etcd(csm) {
                 ensure(store, def, NAMESPACE, object)?;
@@ -258,6 +261,23 @@ pub(super) fn periodic_backup(cluster: &str) -> Value {
                 "forcePathStyle": true,
             },
         },
+    })
+}
+
+/// The RWX PVC every Bitnami etcd pod mounts at `/snapshots` (cray-etcd-base's
+/// `disasterRecovery.pvc.existingClaim`), where the snapshotter CronJobs write
+/// `<sts>/db-YYYY-MM-DD_HH-MM` and CSM's restore script looks for them.
+fn snapshotter_pvc() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": { "name": SNAPSHOTTER_PVC, "finalizers": [PVC_PROTECTION] },
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "ceph-cephfs-external",
+            "resources": { "requests": { "storage": "2Gi" } },
+        },
+        "status": { "phase": "Bound", "accessModes": ["ReadWriteMany"], "capacity": { "storage": "2Gi" } },
     })
 }
 
@@ -319,6 +339,40 @@ fn bitnami_etcd(csm: &str) -> Vec<(&'static ResourceDef, Value)> {
             ),
         },
     });
+    // The container env the chart renders with cray-etcd-base's values (no
+    // ETCD_INITIAL_CLUSTER_STATE: etcd's default, `new`, until CSM's rebuild or restore scripts
+    // `kubectl set env` it), in the chart's order, so `$(MY_POD_NAME)` expands.
+    let domain = format!("{headless}.{NAMESPACE}.svc.cluster.local");
+    let env = json!([
+        { "name": "BITNAMI_DEBUG", "value": "false" },
+        { "name": "MY_POD_IP", "valueFrom": { "fieldRef": { "apiVersion": "v1", "fieldPath": "status.podIP" } } },
+        { "name": "MY_POD_NAME", "valueFrom": { "fieldRef": { "apiVersion": "v1", "fieldPath": "metadata.name" } } },
+        { "name": "MY_STS_NAME", "value": sts },
+        { "name": "ETCDCTL_API", "value": "3" },
+        { "name": "ETCD_ON_K8S", "value": "yes" },
+        { "name": "ETCD_START_FROM_SNAPSHOT", "value": "no" },
+        { "name": "ETCD_DISASTER_RECOVERY", "value": "yes" },
+        { "name": "ETCD_NAME", "value": "$(MY_POD_NAME)" },
+        { "name": "ETCD_DATA_DIR", "value": "/bitnami/etcd/data" },
+        { "name": "ETCD_LOG_LEVEL", "value": "info" },
+        { "name": "ALLOW_NONE_AUTHENTICATION", "value": "yes" },
+        { "name": "ETCD_ADVERTISE_CLIENT_URLS", "value": format!("http://$(MY_POD_NAME).{domain}:2379,http://{sts}.{NAMESPACE}.svc.cluster.local:2379") },
+        { "name": "ETCD_LISTEN_CLIENT_URLS", "value": "http://0.0.0.0:2379" },
+        { "name": "ETCD_INITIAL_ADVERTISE_PEER_URLS", "value": format!("http://$(MY_POD_NAME).{domain}:2380") },
+        { "name": "ETCD_LISTEN_PEER_URLS", "value": "http://0.0.0.0:2380" },
+        { "name": "ETCD_AUTO_COMPACTION_MODE", "value": "periodic" },
+        { "name": "ETCD_AUTO_COMPACTION_RETENTION", "value": "1" },
+        { "name": "ETCD_INITIAL_CLUSTER_TOKEN", "value": "etcd-cluster-k8s" },
+        { "name": "ETCD_INITIAL_CLUSTER", "value": initial_cluster.join(",") },
+        { "name": "ETCD_CLUSTER_DOMAIN", "value": domain },
+        { "name": "ETCD_HEARTBEAT_INTERVAL", "value": "4200" },
+        { "name": "ETCD_ELECTION_TIMEOUT", "value": "21000" },
+        { "name": "ETCD_MAX_SNAPSHOTS", "value": "5" },
+        { "name": "ETCD_QUOTA_BACKEND_BYTES", "value": "2147483648" },
+        { "name": "ETCD_SNAPSHOT_COUNT", "value": "10000" },
+        { "name": "ETCD_SNAPSHOT_HISTORY_LIMIT", "value": "24" },
+        { "name": "ETCD_DISABLE_PRESTOP", "value": "yes" },
+    ]);
     let statefulset = json!({
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -334,15 +388,19 @@ fn bitnami_etcd(csm: &str) -> Vec<(&'static ResourceDef, Value)> {
                     "containers": [{
                         "name": "etcd",
                         "image": "artifactory.algol60.net/csm-docker/stable/docker.io/bitnami/etcd:3.5.21-debian-12-r6",
-                        "env": [
-                            { "name": "ETCD_INITIAL_CLUSTER_STATE", "value": "existing" },
-                            { "name": "ALLOW_NONE_AUTHENTICATION", "value": "yes" },
-                        ],
+                        "env": env,
                         "ports": [
                             { "name": "client", "containerPort": 2379 },
                             { "name": "peer", "containerPort": 2380 },
                         ],
-                        "volumeMounts": [{ "name": "data", "mountPath": "/bitnami/etcd" }],
+                        "volumeMounts": [
+                            { "name": "data", "mountPath": "/bitnami/etcd" },
+                            { "name": "snapshot-volume", "mountPath": "/snapshots" },
+                        ],
+                    }],
+                    "volumes": [{
+                        "name": "snapshot-volume",
+                        "persistentVolumeClaim": { "claimName": SNAPSHOTTER_PVC },
                     }],
                 },
             },

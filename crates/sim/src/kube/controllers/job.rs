@@ -121,7 +121,8 @@ fn restart_count(pod: &Value) -> i64 {
 async fn run(ctx: Ctx, mut pod: Value) {
     loop {
         tokio::time::sleep(ctx.opts.job_run_duration).await;
-        let Some(crashed) = finish(&ctx, &pod) else {
+        let effect_error = effect(&ctx, &pod).await;
+        let Some(crashed) = finish(&ctx, &pod, effect_error) else {
             return;
         };
         // The n-th crash waits the n-th back-off; `restartCount` counts the restarts done.
@@ -159,11 +160,36 @@ async fn run(ctx: Ctx, mut pod: Value) {
     }
 }
 
-/// Ends the pod's run: Succeeded, or failed when the pod carries the fail annotation. A failed
-/// `OnFailure` pod stays Running with its container waiting in `CrashLoopBackOff`; it is
-/// returned so that the kubelet can restart the container.
-fn finish(ctx: &Ctx, pod: &Value) -> Option<Value> {
-    let fail = meta::annotation(pod, FAIL) == Some("true");
+/// The work of a pod that is about to succeed ([`EFFECT`]) on the fake CSM services; the error
+/// that makes it fail instead (BSS's etcd not answering, for `cray-reds-init`).
+async fn effect(ctx: &Ctx, pod: &Value) -> Option<String> {
+    let ns = meta::namespace(pod).unwrap_or_default();
+    let current = ctx
+        .store
+        .get(&PODS, ns, meta::name(pod).unwrap_or_default())
+        .ok()?;
+    if meta::uid(&current) != meta::uid(pod)
+        || meta::is_deleting(&current)
+        || phase(&current) != Some("Running")
+        || meta::annotation(pod, FAIL) == Some("true")
+    {
+        return None;
+    }
+    match meta::annotation(pod, EFFECT) {
+        Some(EFFECT_REPOPULATE_BSS) => ctx.csm.repopulate_bss_async().await.err(),
+        Some(EFFECT_RELOAD_FAS_IMAGES) => {
+            ctx.csm.reload_fas_images();
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Ends the pod's run: Succeeded, or failed when the pod carries the fail annotation or its
+/// effect failed (`effect_error`). A failed `OnFailure` pod stays Running with its container
+/// waiting in `CrashLoopBackOff`; it is returned so that the kubelet can restart the container.
+fn finish(ctx: &Ctx, pod: &Value, effect_error: Option<String>) -> Option<Value> {
+    let fail = meta::annotation(pod, FAIL) == Some("true") || effect_error.is_some();
     let in_place = fail && restarts_in_place(pod, "");
     let job = pod
         .pointer("/metadata/ownerReferences/0/name")
@@ -171,6 +197,10 @@ fn finish(ctx: &Ctx, pod: &Value) -> Option<Value> {
         .unwrap_or_default()
         .to_string();
     let lines: Vec<String> = match meta::annotation(pod, LOG) {
+        _ if effect_error.is_some() => vec![format!(
+            "Error: {job}: {}",
+            effect_error.unwrap_or_default()
+        )],
         Some(text) => text.lines().map(str::to_string).collect(),
         None if fail => vec![format!(
             "Error: {job}: failed to populate etcd: context deadline exceeded"
@@ -215,13 +245,6 @@ fn finish(ctx: &Ctx, pod: &Value) -> Option<Value> {
     let mut crashed = None;
     if let Ok(p) = &r {
         ctx.store.append_log(p, lines);
-        if !fail {
-            match meta::annotation(p, EFFECT) {
-                Some(EFFECT_REPOPULATE_BSS) => ctx.csm.repopulate_bss(),
-                Some(EFFECT_RELOAD_FAS_IMAGES) => ctx.csm.reload_fas_images(),
-                _ => {}
-            }
-        }
         let waiting = p
             .pointer("/status/containerStatuses/0/state/waiting")
             .is_some();

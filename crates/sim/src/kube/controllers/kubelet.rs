@@ -1,6 +1,8 @@
 //! The kubelet: schedules new pods onto a node, starts them after `kubelet_ready_delay`
 //! (Running, Ready unless annotated never-ready) and removes terminating pods after
-//! `pod_termination_delay` (standing in for the grace period).
+//! `pod_termination_delay` (standing in for the grace period). A Bitnami etcd pod whose etcd
+//! runs for real starts not Ready: its readiness probe is the real etcd's health
+//! (`etcd_member`).
 
 use std::collections::HashSet;
 
@@ -9,7 +11,7 @@ use serde_json::{Value, json};
 use super::super::meta;
 use super::super::resources::PODS;
 use super::super::store::DeleteOptions;
-use super::{Ctx, NEVER_READY, all, log_err};
+use super::{Ctx, NEVER_READY, all, etcd_member, log_err};
 
 const NODE: &str = "ncn-w001";
 
@@ -43,9 +45,9 @@ fn condition(kind: &str, ok: bool, now: &str) -> Value {
     c
 }
 
-fn start(pod: &mut Value) {
+fn start(pod: &mut Value, probed: bool) {
     let now = meta::now();
-    let ready = meta::annotation(pod, NEVER_READY) != Some("true");
+    let ready = meta::annotation(pod, NEVER_READY) != Some("true") && !probed;
     let statuses: Vec<Value> = container_names(pod)
         .iter()
         .enumerate()
@@ -137,7 +139,8 @@ impl Kubelet {
                     let name = meta::name(&pod).unwrap_or_default().to_string();
                     let r = ctx2.modify(&PODS, &pod, |p| {
                         if !meta::is_deleting(p) {
-                            start(p);
+                            let probed = etcd_member::gates_readiness(&ctx2, p);
+                            start(p, probed);
                         }
                     });
                     if let Ok(p) = &r {

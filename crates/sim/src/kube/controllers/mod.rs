@@ -10,7 +10,7 @@ mod gc;
 mod job;
 mod kubelet;
 mod replicaset;
-mod statefulset;
+pub(super) mod statefulset;
 
 use std::future::Future;
 use std::sync::Arc;
