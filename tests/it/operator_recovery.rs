@@ -651,3 +651,38 @@ async fn a_restore_without_the_periodic_backup_changes_nothing_and_says_why() {
         message(&other.result)
     );
 }
+
+#[tokio::test]
+async fn a_rebuild_with_nothing_to_rebuild_from_leaves_the_deployment_alone() {
+    let sim = sim_1_3(None).await;
+    let api = clusters(&sim);
+    api.delete(CLUSTER, &Default::default()).await.unwrap();
+    // The operator tears the members down and lets the object go (bounded).
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while api.get_opt(CLUSTER).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never deleted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deployment_rv = deployments(&sim)
+        .get(DEPLOYMENT)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let done = execute(&sim, &rebuild(), None, false, rbac::policy_rules()).await;
+    let text = message(&done.result);
+    assert!(done.result.is_err(), "{text}");
+    assert!(
+        text.contains("no run stored its manifest: there is nothing to rebuild it from, and nothing was changed"),
+        "{text}"
+    );
+    assert_eq!(
+        deployments(&sim)
+            .get(DEPLOYMENT)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        deployment_rv
+    );
+}

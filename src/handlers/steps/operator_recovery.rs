@@ -204,6 +204,7 @@ pub async fn rebuild(
     if ctx.dry_run {
         return plan_rebuild(ctx, &record, cluster, &scale, timeout).await;
     }
+    rebuildable(ctx, &record, cluster).await?;
     let deadline = Deadline::after(timeout);
     let result = rebuild_while_scaled_down(ctx, &record, cluster, &scale, deadline).await;
     // Every ending puts the Deployment back.
@@ -236,6 +237,36 @@ pub async fn rebuild(
             Err(with_note(err, &note))
         }
     }
+}
+
+/// Refuses (before the Deployment is touched) a rebuild with nothing to re-create the cluster
+/// from: no EtcdCluster, and no manifest stored by this step or any run.
+async fn rebuildable(
+    ctx: &StepContext<'_>,
+    record: &Record<'_>,
+    cluster: &str,
+) -> Result<(), StepError> {
+    let object = cluster_object(cluster);
+    let stored = record.get::<Value>("recreate").is_some()
+        || ctx
+            .store
+            .newest_stored_manifest(
+                &object.api_version,
+                &object.kind,
+                cluster,
+                ctx.cluster.namespace(),
+            )
+            .await?
+            .is_some();
+    if stored || ctx.cluster.read_object(&object).await?.is_some() {
+        return Ok(());
+    }
+    Err(StepError::Failed(format!(
+        "the EtcdCluster {cluster} does not exist in namespace {}, and no run stored its \
+         manifest: there is nothing to rebuild it from, and nothing was changed. It is normally \
+         installed by the service's Helm chart",
+        ctx.cluster.namespace()
+    )))
 }
 
 /// The error with `note` appended to what it says.
