@@ -83,23 +83,13 @@ impl Cluster {
             "the pods {selector:?} in namespace {} to be gone",
             self.namespace
         );
-        watch_until(
-            self,
-            (self.api::<Pod>(), ()),
-            watcher::Config::default().labels(selector),
-            timeout,
-            cancel,
-            &waiting_for,
-            |pods: &[Arc<Pod>]| {
-                if pods.is_empty() {
-                    Ok(())
-                } else {
-                    let mut names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
-                    names.sort();
-                    Err(format!("still present: {names:?}"))
-                }
-            },
-        )
+        self.watch_pods(selector, timeout, cancel, &waiting_for, |pods| {
+            if pods.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still present: {:?}", names(pods.iter())))
+            }
+        })
         .await
     }
 
@@ -122,27 +112,41 @@ impl Cluster {
             "{count} Ready pod(s) {selector:?} in namespace {}",
             self.namespace
         );
+        self.watch_pods(selector, timeout, cancel, &waiting_for, |pods| {
+            let ready = names(pods.iter().filter(|p| is_ready(p)));
+            if ready.len() >= count {
+                Ok(ready)
+            } else {
+                Err(format!("{} of {count} Ready: {ready:?}", ready.len()))
+            }
+        })
+        .await
+    }
+
+    async fn watch_pods<T>(
+        &self,
+        selector: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        waiting_for: &str,
+        check: impl FnMut(&[Arc<Pod>]) -> Result<T, String>,
+    ) -> Result<T, ClusterError> {
         watch_until(
             self,
             (self.api::<Pod>(), ()),
             watcher::Config::default().labels(selector),
             timeout,
             cancel,
-            &waiting_for,
-            |pods: &[Arc<Pod>]| {
-                let mut ready: Vec<String> = pods
-                    .iter()
-                    .filter(|p| is_ready(p))
-                    .map(|p| p.name_any())
-                    .collect();
-                ready.sort();
-                if ready.len() >= count {
-                    Ok(ready)
-                } else {
-                    Err(format!("{} of {count} Ready: {ready:?}", ready.len()))
-                }
-            },
+            waiting_for,
+            check,
         )
         .await
     }
+}
+
+/// The pods' names, sorted.
+fn names<'a>(pods: impl Iterator<Item = &'a Arc<Pod>>) -> Vec<String> {
+    let mut names: Vec<String> = pods.map(|p| p.name_any()).collect();
+    names.sort();
+    names
 }

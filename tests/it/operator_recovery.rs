@@ -3,13 +3,12 @@
 //! Role, through `handlers::execute` (the runner's own entry point), with a journal kept in
 //! memory so that a second execution resumes from what the first stored.
 
-use crate::common;
+use crate::common::{self, until};
 
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
     sync::Mutex,
-    time::Duration,
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -191,35 +190,37 @@ async fn scale_to(sim: &SimCluster, n: i32) {
         .unwrap();
 }
 
-/// The real etcd of the cluster, once it answers healthy (bounded).
+/// The real etcd of the cluster, once it answers healthy.
 async fn etcd_url(sim: &SimCluster) -> String {
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    loop {
-        if let Some(url) = sim.etcd_url(CLUSTER) {
-            let health = reqwest::get(format!("{url}/health")).await;
-            if let Ok(resp) = health
-                && resp.text().await.unwrap_or_default().contains("\"true\"")
-            {
-                return url;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the etcd of {CLUSTER} never answered"
-        );
-        // Polling a starting process with a deadline.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the etcd of cray-bss-etcd to answer", async || {
+        let url = sim.etcd_url(CLUSTER)?;
+        let body = reqwest::get(format!("{url}/health"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        body.contains("\"true\"").then_some(url)
+    })
+    .await
 }
 
 async fn put(url: &str, key: &str, value: &str) {
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/v3/kv/put"))
-        .json(&json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(value) }))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "put {key}");
+    common::etcd::put_at(&reqwest::Client::new(), url, key, value).await;
+}
+
+async fn deployment_version(sim: &SimCluster) -> Option<String> {
+    let deployment = deployments(sim).get(DEPLOYMENT).await.unwrap();
+    deployment.metadata.resource_version
+}
+
+/// The resourceVersions of the EtcdCluster and of the Deployment (to see nothing changed).
+async fn versions(sim: &SimCluster) -> (Option<String>, Option<String>) {
+    let cluster = clusters(sim).get(CLUSTER).await.unwrap();
+    (
+        cluster.metadata.resource_version,
+        deployment_version(sim).await,
+    )
 }
 
 /// Every key of the etcd at `url`, with its value.
@@ -305,18 +306,7 @@ async fn a_rebuild_recreates_the_cluster_empty_and_puts_the_deployment_back() {
         .uid;
 
     // The plan first: it changes nothing.
-    let cluster_rv = clusters(&sim)
-        .get(CLUSTER)
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
-    let deployment_rv = deployments(&sim)
-        .get(DEPLOYMENT)
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let unchanged = versions(&sim).await;
     let plan = execute(&sim, &rebuild(), None, true, rbac::policy_rules()).await;
     let text = message(&plan.result);
     assert!(plan.result.is_ok(), "{text}");
@@ -334,24 +324,7 @@ async fn a_rebuild_recreates_the_cluster_empty_and_puts_the_deployment_back() {
         plan.saved.as_ref().unwrap()["manifest"]["metadata"]["name"],
         CLUSTER
     );
-    assert_eq!(
-        clusters(&sim)
-            .get(CLUSTER)
-            .await
-            .unwrap()
-            .metadata
-            .resource_version,
-        cluster_rv
-    );
-    assert_eq!(
-        deployments(&sim)
-            .get(DEPLOYMENT)
-            .await
-            .unwrap()
-            .metadata
-            .resource_version,
-        deployment_rv
-    );
+    assert_eq!(versions(&sim).await, unchanged);
 
     let done = execute(&sim, &rebuild(), None, false, rbac::policy_rules()).await;
     let text = message(&done.result);
@@ -475,16 +448,12 @@ async fn a_rebuild_cancelled_while_the_cluster_starts_puts_the_deployment_back()
         let before = before.clone();
         async move {
             // Cancel once the cluster exists again (a new uid).
-            let deadline = tokio::time::Instant::now() + common::WAIT;
-            loop {
-                let current = api.get_opt(CLUSTER).await.unwrap();
-                if current.is_some_and(|c| c.metadata.uid.as_deref() != Some(before.as_str())) {
-                    cancel.cancel();
-                    return;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "never re-created");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            until("the cluster to be created again", async || {
+                let current = api.get_opt(CLUSTER).await.unwrap()?;
+                (current.metadata.uid.as_deref() != Some(before.as_str())).then_some(())
+            })
+            .await;
+            cancel.cancel();
         }
     };
     let action = rebuild();
@@ -539,12 +508,7 @@ async fn a_restore_through_an_etcdrestore_brings_the_backups_keys_back() {
     // Written after the backup: the restore takes the cluster back to before it.
     put(&url, "/bss/after-the-backup", "lost").await;
     let before = uid_of(&sim).await;
-    let deployment_rv = deployments(&sim)
-        .get(DEPLOYMENT)
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let deployment_rv = deployment_version(&sim).await;
 
     let plan = execute(
         &sim,
@@ -591,15 +555,7 @@ async fn a_restore_through_an_etcdrestore_brings_the_backups_keys_back() {
     assert_eq!(keys(&etcd_url(&sim).await).await, backed_up);
     // The EtcdRestore was deleted (so that future restores can occur), the Deployment untouched.
     assert!(restores.get_opt(CLUSTER).await.unwrap().is_none());
-    assert_eq!(
-        deployments(&sim)
-            .get(DEPLOYMENT)
-            .await
-            .unwrap()
-            .metadata
-            .resource_version,
-        deployment_rv
-    );
+    assert_eq!(deployment_version(&sim).await, deployment_rv);
     let used = used(&sim);
     assert_used(
         &used,
@@ -657,18 +613,12 @@ async fn a_rebuild_with_nothing_to_rebuild_from_leaves_the_deployment_alone() {
     let sim = sim_1_3(None).await;
     let api = clusters(&sim);
     api.delete(CLUSTER, &Default::default()).await.unwrap();
-    // The operator tears the members down and lets the object go (bounded).
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    while api.get_opt(CLUSTER).await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "never deleted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let deployment_rv = deployments(&sim)
-        .get(DEPLOYMENT)
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    // The operator tears the members down and lets the object go.
+    until("the cluster to be deleted", async || {
+        api.get_opt(CLUSTER).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let deployment_rv = deployment_version(&sim).await;
     let done = execute(&sim, &rebuild(), None, false, rbac::policy_rules()).await;
     let text = message(&done.result);
     assert!(done.result.is_err(), "{text}");
@@ -676,13 +626,5 @@ async fn a_rebuild_with_nothing_to_rebuild_from_leaves_the_deployment_alone() {
         text.contains("no run stored its manifest: there is nothing to rebuild it from, and nothing was changed"),
         "{text}"
     );
-    assert_eq!(
-        deployments(&sim)
-            .get(DEPLOYMENT)
-            .await
-            .unwrap()
-            .metadata
-            .resource_version,
-        deployment_rv
-    );
+    assert_eq!(deployment_version(&sim).await, deployment_rv);
 }

@@ -421,14 +421,7 @@ async fn an_ambiguous_cluster_is_a_clear_error() {
 
 /// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
 async fn etcd_put(url: &str, key: &str, value: &str) {
-    use base64::{Engine, engine::general_purpose::STANDARD};
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/v3/kv/put"))
-        .json(&json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(value) }))
-        .send()
-        .await
-        .expect("put");
-    assert!(resp.status().is_success(), "put {key}: {}", resp.status());
+    common::etcd::put_at(&reqwest::Client::new(), url, key, value).await;
 }
 
 /// Marks the pod `name` not Ready, as the kubelet does when its readiness probe fails.
