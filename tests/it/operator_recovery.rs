@@ -5,11 +5,7 @@
 
 use crate::common::{self, until};
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    sync::Mutex,
-};
+use std::{collections::BTreeSet, path::PathBuf, sync::Mutex};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use etcd_repopulator::{
@@ -130,12 +126,13 @@ fn restore(backup: &str) -> Action {
     }
 }
 
-async fn sim_1_3(object_store: Option<&Path>) -> SimCluster {
+/// CSM 1.3 with real etcd, and with the S3 server (`s3`) where a restore needs backups.
+async fn sim_1_3(s3: bool) -> SimCluster {
     common::release_sim(
         "1.3",
         SimOptions {
             real_etcd: true,
-            object_store_dir: object_store.map(Path::to_path_buf),
+            s3,
             ..SimOptions::default()
         },
     )
@@ -289,7 +286,7 @@ fn assert_used(
 
 #[tokio::test]
 async fn a_rebuild_recreates_the_cluster_empty_and_puts_the_deployment_back() {
-    let sim = sim_1_3(None).await;
+    let sim = sim_1_3(false).await;
     scale_to(&sim, 2).await;
     sim.wait_settled(common::WAIT).await.unwrap();
     let url = etcd_url(&sim).await;
@@ -372,7 +369,7 @@ async fn a_rebuild_recreates_the_cluster_empty_and_puts_the_deployment_back() {
 
 #[tokio::test]
 async fn a_rebuild_stopped_between_delete_and_create_resumes_from_the_stored_manifest() {
-    let sim = sim_1_3(None).await;
+    let sim = sim_1_3(false).await;
     let before = uid_of(&sim).await;
     // The first attempt may not create EtcdClusters: it fails right after the delete.
     let mut rules = rbac::policy_rules();
@@ -426,7 +423,7 @@ async fn a_rebuild_stopped_between_delete_and_create_resumes_from_the_stored_man
 
 #[tokio::test]
 async fn a_rebuild_cancelled_while_the_cluster_starts_puts_the_deployment_back() {
-    let sim = sim_1_3(None).await;
+    let sim = sim_1_3(false).await;
     scale_to(&sim, 2).await;
     sim.wait_settled(common::WAIT).await.unwrap();
     // The re-created cluster keeps this annotation (it is in the stored manifest): it never
@@ -474,12 +471,14 @@ async fn a_rebuild_cancelled_while_the_cluster_starts_puts_the_deployment_back()
     assert_ne!(uid_of(&sim).await, before, "the cluster exists again");
 }
 
-/// `etcdctl snapshot save` of the cluster's etcd into the simulated S3 storage, as the backup
-/// operator stores it (`etcd-backup/cray-bss/<backup>`).
-fn save_backup(url: &str, store: &Path, name: &str) -> PathBuf {
-    let dir = store.join("etcd-backup").join("cray-bss");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(name);
+/// `etcdctl snapshot save` of the cluster's etcd into the simulated S3, as the backup operator
+/// stores it (`etcd-backup/cray-bss/<backup>`).
+fn save_backup(url: &str, sim: &SimCluster, name: &str) -> PathBuf {
+    let file = sim
+        .s3()
+        .expect("the simulated S3 runs")
+        .object_path(&format!("cray-bss/{name}"));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let output = std::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={url}"))
@@ -498,13 +497,12 @@ fn save_backup(url: &str, store: &Path, name: &str) -> PathBuf {
 
 #[tokio::test]
 async fn a_restore_through_an_etcdrestore_brings_the_backups_keys_back() {
-    let store = tempfile::tempdir().unwrap();
-    let sim = sim_1_3(Some(store.path())).await;
+    let sim = sim_1_3(true).await;
     let url = etcd_url(&sim).await;
     put(&url, "/bss/boot-params/x3000c0s1b0n0", "{\"kernel\":\"a\"}").await;
     put(&url, "/bss/boot-params/x3000c0s2b0n0", "{\"kernel\":\"b\"}").await;
     let backed_up = keys(&url).await;
-    save_backup(&url, store.path(), BACKUP);
+    save_backup(&url, &sim, BACKUP);
     // Written after the backup: the restore takes the cluster back to before it.
     put(&url, "/bss/after-the-backup", "lost").await;
     let before = uid_of(&sim).await;
@@ -567,7 +565,7 @@ async fn a_restore_through_an_etcdrestore_brings_the_backups_keys_back() {
 
 #[tokio::test]
 async fn a_restore_without_the_periodic_backup_changes_nothing_and_says_why() {
-    let sim = sim_1_3(None).await;
+    let sim = sim_1_3(false).await;
     // A cluster the operator gave up on (so CSM's backup job does not create its periodic
     // EtcdBackup again), whose periodic EtcdBackup is gone.
     clusters(&sim)
@@ -610,7 +608,7 @@ async fn a_restore_without_the_periodic_backup_changes_nothing_and_says_why() {
 
 #[tokio::test]
 async fn a_rebuild_with_nothing_to_rebuild_from_leaves_the_deployment_alone() {
-    let sim = sim_1_3(None).await;
+    let sim = sim_1_3(false).await;
     let api = clusters(&sim);
     api.delete(CLUSTER, &Default::default()).await.unwrap();
     // The operator tears the members down and lets the object go.

@@ -12,8 +12,8 @@
 //! - `status.succeeded: true`.
 //!
 //! The backup: the real seed pod fetches `spec.s3.path` (`<bucket>/<key>`) through the restore
-//! operator from S3 and runs `etcdctl snapshot restore` on it. Here the object is the file
-//! `<SimOptions::object_store_dir>/<bucket>/<key>` (the simulated S3's storage), and the seed
+//! operator from S3 and runs `etcdctl snapshot restore` on it. Here the object is its file in
+//! the simulated S3's storage (`<root>/<bucket>/<key>`, [`crate::s3`]), and the seed
 //! pod carries its path in the annotation [`RESTORE_FROM`], which the real etcd of the cluster
 //! (`etcd_member`) restores with `etcdctl snapshot restore`. A backup that does not exist leaves
 //! the seed pod failing (never Ready), as the real seed pod's init container fails; the
@@ -190,9 +190,9 @@ async fn prepare_seed(ctx: &Ctx, restore: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// The file of the S3 object `<bucket>/<key>` in the simulated object store, if one is set.
+/// The file of the S3 object `<bucket>/<key>` in the simulated S3, if it runs.
 fn object_file(ctx: &Ctx, path: &str) -> Option<PathBuf> {
-    let dir = ctx.opts.object_store_dir.as_ref()?;
+    let dir = ctx.s3_root.as_ref()?;
     let (bucket, key) = path.split_once('/')?;
     if bucket.is_empty() || key.is_empty() || key.split('/').any(|p| p == ".." || p.is_empty()) {
         return None;

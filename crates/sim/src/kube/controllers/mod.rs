@@ -49,6 +49,9 @@ pub struct Ctx {
     pub csm: FakeCsm,
     /// The real etcd processes of the etcd clusters ([`SimOptions::real_etcd`]).
     pub etcd: Option<Arc<etcd_member::RealEtcd>>,
+    /// The simulated S3's storage (`<root>/<bucket>/<key>`, [`SimOptions::s3`]), where the
+    /// restore operator finds the backups (`etcd_restore`).
+    pub s3_root: Option<std::path::PathBuf>,
 }
 
 impl Ctx {
