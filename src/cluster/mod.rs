@@ -7,6 +7,7 @@ mod pods;
 pub mod rbac;
 mod retry;
 mod scale;
+mod statefulset;
 mod wait;
 
 use std::{
@@ -19,7 +20,7 @@ use std::{
 
 pub use events::{REASON as EVENT_REASON, RunEvents};
 pub use objects::{JobOutcome, ObjectRef, Sanitized, object_uid, sanitize};
-pub use pods::{PodRef, PodsReady, RestartPlan, RestartReport};
+pub use pods::{PodRef, PodsReady, RestartPlan, RestartReport, is_ready as pod_is_ready};
 pub use retry::describe_kube_error;
 pub use scale::DeploymentScale;
 

@@ -26,10 +26,11 @@ pub use steps::{
 
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},
-    config::{Config, JobRerun, PodRestart},
+    config::{Config, JobRerun, PodRestart, RecoveryConfig},
     csm::{CsmClients, CsmError},
     etcd::EtcdConfig,
-    model::{Service, State},
+    etcd::layout::EtcdLayout,
+    model::{EtcdMode, Service, State},
     release::{BssRepopulation, FasReload, Profile},
     remote::{FanoutError, SshConfig},
     store::{Store, StoreError},
@@ -97,23 +98,65 @@ pub enum Action {
         endpoint: String,
         after: bool,
     },
-    /// Rebuild the etcd-operator cluster `cluster` empty (CSM ≤ 1.4, "Rebuild Unhealthy etcd
-    /// Clusters"): `deployment` scaled to 0, the EtcdCluster re-created from its stored
-    /// manifest, `deployment` back at its replica count.
-    RebuildOperatorCluster {
+    /// Report the cluster's health and the backups seen, and decide what to do: nothing,
+    /// restore (which backup) or rebuild (`mode`, `backup` as the run asked).
+    AssessEtcd {
         cluster: String,
-        deployment: String,
+        mode: EtcdMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backup: Option<String>,
+        #[serde(with = "humantime_serde")]
+        restore_max_age: Duration,
+    },
+    /// Before a cluster that still answers is restored or rebuilt: a snapshot of it, kept
+    /// where backups are kept and named so that it is listed as one.
+    SafetySnapshot { cluster: String },
+    /// Bitnami (CSM 1.5+): restore or rebuild the StatefulSet `cluster` as `etcd-assess`
+    /// decided (scale to 0, environment, PVCs, scale back, healthy, environment back), within
+    /// `[recovery] timeout` (`timeout` is what it was when the run was planned; an attempt uses
+    /// the one in force, so a run that ran out of it can be resumed with a longer one); every
+    /// ending that is not a success puts the StatefulSet back.
+    RecoverBitnami {
+        cluster: String,
         #[serde(with = "humantime_serde")]
         timeout: Duration,
     },
-    /// Restore the etcd-operator cluster `cluster` from `backup` through an `EtcdRestore`
-    /// (CSM ≤ 1.4, "Restore an etcd Cluster from a Backup").
-    RestoreOperatorCluster {
+    /// etcd-operator (CSM ≤ 1.4): rebuild or restore the EtcdCluster `cluster` as `etcd-assess`
+    /// decided, as the CSM 1.3 pages do it (rebuild: the service's Deployment scaled to 0, the
+    /// EtcdCluster re-created from its stored manifest, the Deployment back at its replica
+    /// count, on every ending; restore: an `EtcdRestore` for the restore operator), within
+    /// `[recovery] timeout` (`timeout` as for `RecoverBitnami`).
+    RecoverOperator {
         cluster: String,
-        backup: String,
         #[serde(with = "humantime_serde")]
         timeout: Duration,
     },
+}
+
+impl Action {
+    /// Repopulates data a restore of the service's etcd cluster brings back: after a
+    /// restore, the step ends `skipped`, saying so.
+    fn covered_by_restore(&self) -> bool {
+        matches!(self, Action::RestoreBssFromBackup { .. })
+    }
+
+    /// How long the runner lets the step run: the step timeout, or for the recovery steps what
+    /// they bound themselves by `[recovery] timeout` (a listing and a download or a snapshot;
+    /// the recovery and the time to put the StatefulSet back), so that the runner never cuts a
+    /// recovery short without its put-back.
+    pub fn time_limit(&self, config: &Config) -> Duration {
+        let step_timeout = config.step_timeout;
+        let margin = Duration::from_secs(180);
+        match self {
+            Action::RecoverBitnami { .. } | Action::RecoverOperator { .. } => {
+                step_timeout.max(config.recovery.timeout + margin)
+            }
+            Action::AssessEtcd { .. } | Action::SafetySnapshot { .. } => {
+                step_timeout.max(config.recovery.timeout * 2 + margin)
+            }
+            _ => step_timeout,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -161,7 +204,8 @@ impl PlannedStep {
             ),
             Action::RestoreBssFromBackup { cluster } => format!(
                 "BSS is restored from the etcd backup of {cluster} (\"Restore an etcd Cluster from \
-                 a Backup\"), which this service does not do yet: report what to run"
+                 a Backup\"): skipped when this run restored it, else report its newest backup \
+                 and how to restore it"
             ),
             Action::CheckEtcd {
                 cluster,
@@ -198,32 +242,55 @@ impl PlannedStep {
                 "wait up to {} until every restarted node is subscribed to HMNFD; list those that are not",
                 wait(limit)
             ),
-            Action::RebuildOperatorCluster {
-                cluster,
-                deployment,
-                timeout,
-            } => format!(
-                "rebuild the EtcdCluster {cluster} empty: store the replica count of Deployment \
-                 {deployment} and scale it to 0; store the sanitized manifest of {cluster}, delete \
-                 it, wait until its pods are gone, create it again and wait until its members run \
-                 and etcd is healthy, all within {}; scale {deployment} back (on every ending)",
-                wait(timeout)
-            ),
-            Action::RestoreOperatorCluster {
-                cluster,
-                backup,
-                timeout,
-            } => format!(
-                "restore the EtcdCluster {cluster} from the backup {backup}: create the \
-                 EtcdRestore {cluster} (S3 settings of its periodic EtcdBackup), wait (within {}) \
-                 until the restore operator has replaced the cluster and its members run, delete \
-                 the EtcdRestore, check the Service {cluster}-client",
-                wait(timeout)
-            ),
             Action::RestoreBosTemplates => {
                 "restore every session template BOS lacks, each from the newest snapshot that \
                  holds it; leave existing ones untouched"
                     .to_owned()
+            }
+            Action::AssessEtcd {
+                cluster,
+                mode,
+                backup,
+                restore_max_age,
+            } => match (mode, backup) {
+                (EtcdMode::Restore, Some(backup)) => {
+                    format!("report the health of {cluster}; restore it from backup {backup}")
+                }
+                (EtcdMode::Restore, None) => format!(
+                    "report the health of {cluster} and its backups; restore it from the newest \
+                     usable backup"
+                ),
+                (EtcdMode::Auto, _) => format!(
+                    "report the health of {cluster} and its backups; if it is unhealthy, restore \
+                     it from the newest usable backup younger than {}, else rebuild it",
+                    wait(restore_max_age)
+                ),
+                _ => format!("report the health of {cluster}; rebuild it"),
+            },
+            Action::SafetySnapshot { cluster } => format!(
+                "if {cluster} still answers, take a snapshot of it through its gateway and keep \
+                 it where backups are kept, listed as a backup (repopulator-<time>-<run id>)"
+            ),
+            Action::RecoverBitnami { cluster, timeout } => format!(
+                "as decided: store the replica count and etcd environment of StatefulSet \
+                 {cluster}, scale it to 0, set ETCD_INITIAL_CLUSTER_STATE=new (and the snapshot \
+                 to start from), delete its data PVCs, scale it back, wait up to {} until every \
+                 member is Ready and the cluster healthy, set the environment back; any other \
+                 ending puts the replicas and environment back",
+                wait(timeout)
+            ),
+            Action::RecoverOperator { cluster, timeout } => {
+                let deployment = paired_deployment(cluster).unwrap_or_default();
+                format!(
+                    "as decided: rebuild the EtcdCluster {cluster} (store the replica count of \
+                     Deployment {deployment} and scale it to 0; store the sanitized manifest, \
+                     delete the cluster, wait until its pods are gone, create it again and wait \
+                     until its members run and etcd is healthy; scale {deployment} back, on \
+                     every ending), or restore it (create the EtcdRestore {cluster}, wait until \
+                     the restore operator has replaced the cluster and its members run, delete \
+                     the EtcdRestore), within {}",
+                    wait(timeout)
+                )
             }
         }
     }
@@ -260,7 +327,8 @@ fn rerun_job(name: &str, rerun: &JobRerun) -> PlannedStep {
 pub fn description(service: Service, profile: &Profile) -> String {
     match (service, profile.bss, profile.fas) {
         (Service::Bss, BssRepopulation::RestoreFromBackup, _) => {
-            "Boot Script Service: restore from the etcd backup (named, not done, by this service)"
+            "Boot Script Service: restore its etcd cluster from a backup (a run with \"etcd\": \
+             \"restore\")"
                 .to_owned()
         }
         (Service::Fas, _, FasReload::Nexus) => {
@@ -293,18 +361,34 @@ fn runbook_1_0(service: Service) -> &'static str {
 /// The names of the etcd steps around a service's own steps.
 pub const CHECK_ETCD: &str = "check-etcd-cluster";
 pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
+/// The recovery steps before them (`"etcd": "restore" | "rebuild" | "auto"`).
+pub const ETCD_ASSESS: &str = "etcd-assess";
+pub const ETCD_SAFETY_SNAPSHOT: &str = "etcd-safety-snapshot";
+pub const ETCD_RECOVER: &str = "etcd-recover";
 
 /// The steps a run takes for `service` on `profile`'s release, or `None` when the release
 /// does not have it: its own, between the check of its etcd cluster and a recount of its keys
-/// (when configured).
-pub fn plan(service: Service, config: &Config, profile: &Profile) -> Option<Vec<PlannedStep>> {
+/// (when configured). With `etcd` other than `check`, the recovery of the cluster comes first
+/// (assess and decide, then restore from `backup` or rebuild; Bitnami layout).
+pub fn plan(
+    service: Service,
+    config: &Config,
+    profile: &Profile,
+    etcd: EtcdMode,
+    backup: Option<&str>,
+) -> Option<Vec<PlannedStep>> {
     if !profile.has(service) {
         return None;
     }
     let own = service_steps(service, config, profile);
+    let recovery = profile
+        .etcd_cluster(service)
+        .filter(|_| etcd != EtcdMode::Check)
+        .map(|cluster| recovery_steps(&cluster, profile.layout, config, etcd, backup))
+        .unwrap_or_default();
     let Some(cluster) = profile
         .etcd_cluster(service)
-        .filter(|_| config.etcd.enabled)
+        .filter(|_| config.etcd.enabled || !recovery.is_empty())
     else {
         return Some(own);
     };
@@ -322,10 +406,51 @@ pub fn plan(service: Service, config: &Config, profile: &Profile) -> Option<Vec<
             },
         )
     };
-    let mut steps = vec![check(CHECK_ETCD, false)];
+    let mut steps = recovery;
+    steps.push(check(CHECK_ETCD, false));
     steps.extend(own);
     steps.push(check(RECOUNT_ETCD, true));
     Some(steps)
+}
+
+/// Assess and decide, snapshot, then recover `cluster` (a Bitnami StatefulSet, or an
+/// etcd-operator EtcdCluster, as `layout` has them).
+fn recovery_steps(
+    cluster: &str,
+    layout: EtcdLayout,
+    config: &Config,
+    etcd: EtcdMode,
+    backup: Option<&str>,
+) -> Vec<PlannedStep> {
+    let (cluster_name, timeout) = (cluster.to_owned(), config.recovery.timeout);
+    let recover = match layout {
+        EtcdLayout::Bitnami => Action::RecoverBitnami {
+            cluster: cluster_name,
+            timeout,
+        },
+        EtcdLayout::Operator => Action::RecoverOperator {
+            cluster: cluster_name,
+            timeout,
+        },
+    };
+    vec![
+        step(
+            ETCD_ASSESS,
+            Action::AssessEtcd {
+                cluster: cluster.to_owned(),
+                mode: etcd,
+                backup: backup.map(str::to_owned),
+                restore_max_age: config.recovery.restore_max_age,
+            },
+        ),
+        step(
+            ETCD_SAFETY_SNAPSHOT,
+            Action::SafetySnapshot {
+                cluster: cluster.to_owned(),
+            },
+        ),
+        step(ETCD_RECOVER, recover),
+    ]
 }
 
 fn service_steps(service: Service, config: &Config, profile: &Profile) -> Vec<PlannedStep> {
@@ -347,7 +472,7 @@ pub fn implemented(profile: &Profile) -> Vec<Service> {
     let config = Config::default();
     Service::ALL
         .into_iter()
-        .filter(|s| plan(*s, &config, profile).is_some())
+        .filter(|s| plan(*s, &config, profile, EtcdMode::Check, None).is_some())
         .collect()
 }
 
@@ -396,6 +521,8 @@ pub trait Journal: Send + Sync {
 }
 
 pub struct StepContext<'a> {
+    /// The run the step belongs to (named in safety snapshots).
+    pub run_id: uuid::Uuid,
     pub cluster: &'a Cluster,
     pub csm: &'a CsmClients,
     pub dry_run: bool,
@@ -407,6 +534,8 @@ pub struct StepContext<'a> {
     pub ssh: &'a SshConfig,
     /// How to reach the etcd clusters.
     pub etcd: &'a EtcdConfig,
+    /// Where the etcd clusters' backups are, and how long a recovery may take.
+    pub recovery: &'a RecoveryConfig,
     /// The service's own store, for the snapshots (BOS); steps record through `journal`.
     pub store: &'a Store,
     /// Kubernetes Events on the objects the step touches.
@@ -455,6 +584,7 @@ pub struct StepOutcome {
 pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
     let cluster = ctx.cluster.counting();
     let counted = StepContext {
+        run_id: ctx.run_id,
         cluster: &cluster,
         csm: ctx.csm,
         dry_run: ctx.dry_run,
@@ -463,6 +593,7 @@ pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutco
         saved: ctx.saved.clone(),
         ssh: ctx.ssh,
         etcd: ctx.etcd,
+        recovery: ctx.recovery,
         store: ctx.store,
         events: ctx.events,
     };
@@ -530,6 +661,11 @@ fn as_plan(result: Result<StepOutcome, StepError>) -> Result<StepOutcome, StepEr
 }
 
 async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
+    if action.covered_by_restore()
+        && let Some(reason) = steps::recovery::restored(ctx).await?
+    {
+        return StepOutcome::with_state(State::Skipped, reason, serde_json::json!({}));
+    }
     match action {
         Action::RestartPods { selector, timeout } => {
             steps::pods::restart(ctx, selector, *timeout).await
@@ -564,16 +700,21 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
             endpoint,
             after,
         } => steps::etcd::check(ctx, cluster, endpoint, *after).await,
-        Action::RebuildOperatorCluster {
+        Action::AssessEtcd {
             cluster,
-            deployment,
-            timeout,
-        } => steps::operator_recovery::rebuild(ctx, cluster, deployment, *timeout).await,
-        Action::RestoreOperatorCluster {
-            cluster,
+            mode,
             backup,
-            timeout,
-        } => steps::operator_recovery::restore(ctx, cluster, backup, *timeout).await,
+            restore_max_age,
+        } => {
+            steps::recovery::assess(ctx, cluster, *mode, backup.as_deref(), *restore_max_age).await
+        }
+        Action::SafetySnapshot { cluster } => steps::recovery::safety_snapshot(ctx, cluster).await,
+        Action::RecoverBitnami { cluster, .. } => {
+            steps::bitnami::run(ctx, cluster, ctx.recovery.timeout).await
+        }
+        Action::RecoverOperator { cluster, .. } => {
+            steps::operator_recovery::run(ctx, cluster, ctx.recovery.timeout).await
+        }
     }
 }
 
@@ -593,7 +734,7 @@ impl StepOutcome {
         Self::with_state(State::ActionRequired, message, data)
     }
 
-    fn with_state(
+    pub(crate) fn with_state(
         state: State,
         message: impl Into<String>,
         data: impl Serialize,

@@ -20,6 +20,7 @@ mod metrics;
 mod openapi;
 mod operator_recovery;
 mod rbac;
+mod recovery;
 mod releases;
 mod remote;
 // The crash tests abort the service at failpoints, which only a binary built with the feature

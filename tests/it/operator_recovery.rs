@@ -1,7 +1,9 @@
 //! Rebuild and restore of an etcd-operator cluster (CSM ≤ 1.4, the 1.3 pages) on a CSM 1.3
-//! simulated cluster with real etcd: the steps run as the service account, with the chart's
-//! Role, through `handlers::execute` (the runner's own entry point), with a journal kept in
-//! memory so that a second execution resumes from what the first stored.
+//! simulated cluster with real etcd. Most tests run the step `etcd-recover` alone as the
+//! service account, with the chart's Role, through `handlers::execute` (the runner's own entry
+//! point), given the decision `etcd-assess` would have stored, with a journal kept in memory so
+//! that a second execution resumes from what the first stored; the last ones run whole runs
+//! through the API (and a crash of the service process between delete and re-create).
 
 use crate::common::{self, until};
 
@@ -10,6 +12,7 @@ use std::{collections::BTreeSet, path::PathBuf, sync::Mutex};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use etcd_repopulator::{
     cluster::{Cluster, RunEvents, rbac},
+    config::RecoveryConfig,
     csm::{CsmClients, CsmConfig},
     etcd::EtcdConfig,
     handlers::{self, Action, Journal, StepContext, StepError, StepOutcome},
@@ -30,9 +33,10 @@ const CLUSTER: &str = "cray-bss-etcd";
 const DEPLOYMENT: &str = "cray-bss";
 const BACKUP: &str = "etcd.backup_v5_2026-11-30-10:00:00";
 
-/// A journal in memory: what the step saved last, and its log.
-#[derive(Default)]
+/// A journal in memory: what the step saved last, and its log; `etcd-assess` decided
+/// `decision`.
 struct MemoryJournal {
+    decision: Value,
     data: Mutex<Option<Value>>,
     log: Mutex<Vec<String>>,
 }
@@ -48,8 +52,19 @@ impl Journal for MemoryJournal {
         self.log.lock().unwrap().push(message.to_owned());
     }
 
-    async fn earlier_step_data(&self, _step: &str) -> Result<Option<Value>, StepError> {
-        Ok(None)
+    async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError> {
+        Ok((step == handlers::ETCD_ASSESS).then(|| {
+            json!({
+                "cluster": CLUSTER,
+                "mode": "auto",
+                "healthy": false,
+                "report": {},
+                "backups": [],
+                "restore_max_age": "7days",
+                "decision": self.decision,
+                "reason": "the test decided",
+            })
+        }))
     }
 }
 
@@ -62,7 +77,7 @@ struct Executed {
 /// Runs `action` as the service account bound to `rules`, resuming from `saved`.
 async fn execute(
     sim: &SimCluster,
-    action: &Action,
+    action: &Decided,
     saved: Option<Value>,
     dry_run: bool,
     rules: Vec<PolicyRule>,
@@ -74,7 +89,7 @@ async fn execute(
 /// [`execute`], stopped (as a cancel of the run stops it) when `cancel` is cancelled.
 async fn execute_until(
     sim: &SimCluster,
-    action: &Action,
+    action: &Decided,
     saved: Option<Value>,
     dry_run: bool,
     rules: Vec<PolicyRule>,
@@ -87,10 +102,20 @@ async fn execute_until(
     let store = Store::open(dir.path().join("runs.db").to_str().unwrap())
         .await
         .unwrap();
-    let events = RunEvents::new(client, uuid::Uuid::now_v7(), "bss", "etcd-recover", dry_run);
-    let journal = MemoryJournal::default();
+    let run_id = uuid::Uuid::now_v7();
+    let events = RunEvents::new(client, run_id, "bss", "etcd-recover", dry_run);
+    let journal = MemoryJournal {
+        decision: action.decision.clone(),
+        data: Mutex::default(),
+        log: Mutex::default(),
+    };
     let (ssh, etcd) = (SshConfig::default(), EtcdConfig::default());
+    let recovery = RecoveryConfig {
+        timeout: common::WAIT,
+        ..RecoveryConfig::default()
+    };
     let ctx = StepContext {
+        run_id,
         cluster: &cluster,
         csm: &csm,
         dry_run,
@@ -99,10 +124,15 @@ async fn execute_until(
         saved,
         ssh: &ssh,
         etcd: &etcd,
+        recovery: &recovery,
         store: &store,
         events: &events,
     };
-    let result = handlers::execute(action, &ctx).await;
+    let recover = Action::RecoverOperator {
+        cluster: CLUSTER.to_owned(),
+        timeout: common::WAIT,
+    };
+    let result = handlers::execute(&recover, &ctx).await;
     Executed {
         result,
         saved: journal.data.lock().unwrap().clone(),
@@ -110,19 +140,21 @@ async fn execute_until(
     }
 }
 
-fn rebuild() -> Action {
-    Action::RebuildOperatorCluster {
-        cluster: CLUSTER.to_owned(),
-        deployment: DEPLOYMENT.to_owned(),
-        timeout: common::WAIT,
+/// What `etcd-assess` decided, for `etcd-recover` of cray-bss-etcd.
+struct Decided {
+    decision: Value,
+}
+
+fn rebuild() -> Decided {
+    Decided {
+        decision: json!({ "action": "rebuild" }),
     }
 }
 
-fn restore(backup: &str) -> Action {
-    Action::RestoreOperatorCluster {
-        cluster: CLUSTER.to_owned(),
-        backup: backup.to_owned(),
-        timeout: common::WAIT,
+fn restore(backup: &str) -> Decided {
+    let file = backup.rsplit('/').next().unwrap_or(backup);
+    Decided {
+        decision: json!({ "action": "restore", "backup": backup, "file": file }),
     }
 }
 
@@ -200,10 +232,6 @@ async fn etcd_url(sim: &SimCluster) -> String {
         body.contains("\"true\"").then_some(url)
     })
     .await
-}
-
-async fn put(url: &str, key: &str, value: &str) {
-    common::etcd::put_at(&reqwest::Client::new(), url, key, value).await;
 }
 
 async fn deployment_version(sim: &SimCluster) -> Option<String> {
@@ -292,7 +320,7 @@ async fn a_rebuild_recreates_the_cluster_empty_and_puts_the_deployment_back() {
     let url = etcd_url(&sim).await;
     // The simulated BSS keeps its boot parameters there too.
     let seeded = keys(&url).await.len();
-    put(&url, "/bss/boot-params/x3000c0s1b0n0", "{\"kernel\":\"k\"}").await;
+    common::etcd_put(&url, "/bss/boot-params/x3000c0s1b0n0", "{\"kernel\":\"k\"}").await;
     assert_eq!(keys(&url).await.len(), seeded + 1);
     let before = uid_of(&sim).await;
     let periodic_before = etcd_api(&sim, "EtcdBackup", "etcdbackups")
@@ -499,12 +527,12 @@ fn save_backup(url: &str, sim: &SimCluster, name: &str) -> PathBuf {
 async fn a_restore_through_an_etcdrestore_brings_the_backups_keys_back() {
     let sim = sim_1_3(true).await;
     let url = etcd_url(&sim).await;
-    put(&url, "/bss/boot-params/x3000c0s1b0n0", "{\"kernel\":\"a\"}").await;
-    put(&url, "/bss/boot-params/x3000c0s2b0n0", "{\"kernel\":\"b\"}").await;
+    common::etcd_put(&url, "/bss/boot-params/x3000c0s1b0n0", "{\"kernel\":\"a\"}").await;
+    common::etcd_put(&url, "/bss/boot-params/x3000c0s2b0n0", "{\"kernel\":\"b\"}").await;
     let backed_up = keys(&url).await;
     save_backup(&url, &sim, BACKUP);
     // Written after the backup: the restore takes the cluster back to before it.
-    put(&url, "/bss/after-the-backup", "lost").await;
+    common::etcd_put(&url, "/bss/after-the-backup", "lost").await;
     let before = uid_of(&sim).await;
     let deployment_rv = deployment_version(&sim).await;
 

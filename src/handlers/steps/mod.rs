@@ -1,5 +1,6 @@
 //! The implementations of the step actions, built from the cluster and CSM primitives.
 
+pub mod bitnami;
 pub mod bos;
 pub mod bss;
 pub mod csm_checks;
@@ -8,4 +9,5 @@ pub mod fas;
 pub mod operator_recovery;
 pub mod orca;
 pub mod pods;
+pub mod recovery;
 pub mod recreate;

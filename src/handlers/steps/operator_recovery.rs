@@ -36,11 +36,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::recreate;
+use super::{
+    recovery::{Decision, assessed},
+    recreate,
+};
 use crate::{
     cluster::{ClusterError, DeploymentScale, ObjectRef, object_uid, sanitize},
     etcd::{EtcdClient, EtcdStatus, layout},
     handlers::{Journal, StepContext, StepError, StepOutcome},
+    model::State,
 };
 
 /// The etcd-operator's API group and version.
@@ -170,6 +174,36 @@ impl Journal for Nested<'_, '_> {
 
     async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError> {
         self.record.journal.earlier_step_data(step).await
+    }
+}
+
+/// `etcd-recover` on the etcd-operator layout: what `etcd-assess` decided for `cluster` (nothing,
+/// [`rebuild`] with the service Deployment paired with it, or [`restore`] from the backup it
+/// chose), within `timeout`.
+pub async fn run(
+    ctx: &StepContext<'_>,
+    cluster: &str,
+    timeout: Duration,
+) -> Result<StepOutcome, StepError> {
+    let assessment = assessed(ctx).await?;
+    match &assessment.decision {
+        Decision::None => StepOutcome::with_state(
+            State::Skipped,
+            format!(
+                "nothing to recover: {} (step etcd-assess)",
+                assessment.reason
+            ),
+            json!({ "cluster": cluster, "decision": assessment.decision }),
+        ),
+        Decision::Rebuild => {
+            let deployment = paired_deployment(cluster).ok_or_else(|| {
+                StepError::Failed(format!(
+                    "{cluster} is not the name of an etcd-operator cluster (<service>-etcd)"
+                ))
+            })?;
+            rebuild(ctx, cluster, &deployment, timeout).await
+        }
+        Decision::Restore { backup, .. } => restore(ctx, cluster, backup, timeout).await,
     }
 }
 
@@ -311,6 +345,7 @@ async fn rebuild_while_scaled_down(
     // it again and wait until it runs: recreate's, with its data under `recreate`.
     let nested = Nested { record };
     let recreate_ctx = StepContext {
+        run_id: ctx.run_id,
         cluster: ctx.cluster,
         csm: ctx.csm,
         dry_run: false,
@@ -319,6 +354,7 @@ async fn rebuild_while_scaled_down(
         saved: record.get::<Value>("recreate"),
         ssh: ctx.ssh,
         etcd: ctx.etcd,
+        recovery: ctx.recovery,
         store: ctx.store,
         events: ctx.events,
     };
