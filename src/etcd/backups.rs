@@ -252,48 +252,71 @@ pub struct VerifiedSnapshot {
 /// `--skip-hash-check`, which is for a member's raw `db` file, not a backup). Blocking: call it
 /// from `spawn_blocking` in async code.
 pub fn verify_snapshot(path: &Path) -> Result<VerifiedSnapshot, BackupError> {
-    let corrupt = |detail: String| BackupError::Corrupt {
-        path: path.to_owned(),
-        detail,
-    };
     let mut file = std::fs::File::open(path).map_err(BackupError::io("opening", path))?;
-    let size = file
-        .metadata()
-        .map_err(BackupError::io("reading", path))?
-        .len();
-    const TRAILER: u64 = 32;
-    if size < TRAILER || size % 512 != TRAILER {
-        return Err(corrupt(format!(
-            "{size} bytes is not a database (a multiple of 512 bytes) followed by its SHA-256 \
-             (32 bytes): truncated, or not an etcd snapshot"
-        )));
-    }
-    let mut hasher = Sha256::new();
-    let mut remaining = size - TRAILER;
+    let mut check = SnapshotCheck::default();
     let mut buffer = vec![0u8; 1 << 16];
-    while remaining > 0 {
-        let want = usize::try_from(remaining.min(buffer.len() as u64)).unwrap_or(buffer.len());
-        file.read_exact(&mut buffer[..want])
+    loop {
+        let read = file
+            .read(&mut buffer)
             .map_err(BackupError::io("reading", path))?;
-        hasher.update(&buffer[..want]);
-        remaining -= want as u64;
+        if read == 0 {
+            break;
+        }
+        check.update(&buffer[..read]);
     }
-    let mut trailer = [0u8; 32];
-    file.read_exact(&mut trailer)
-        .map_err(BackupError::io("reading", path))?;
-    let actual = hasher.finalize();
-    if actual.as_slice() != trailer {
-        return Err(corrupt(format!(
-            "its SHA-256 is {}, its trailer says {}",
-            hex::encode(actual),
-            hex::encode(trailer)
-        )));
+    check.finish(path)
+}
+
+/// The check of [`verify_snapshot`] over a snapshot that arrives in pieces (a file, or an S3
+/// object as it is downloaded): everything but the last 32 bytes is hashed as it comes.
+#[derive(Default)]
+struct SnapshotCheck {
+    hasher: Sha256,
+    /// The last (up to) 32 bytes seen: the trailer, once everything has come.
+    tail: Vec<u8>,
+    size: u64,
+}
+
+const TRAILER: usize = 32;
+
+impl SnapshotCheck {
+    fn update(&mut self, chunk: &[u8]) {
+        self.size += chunk.len() as u64;
+        self.tail.extend_from_slice(chunk);
+        if self.tail.len() > TRAILER {
+            let hashed = self.tail.len() - TRAILER;
+            self.hasher.update(&self.tail[..hashed]);
+            self.tail.drain(..hashed);
+        }
     }
-    Ok(VerifiedSnapshot {
-        path: path.to_owned(),
-        size,
-        sha256: hex::encode(trailer),
-    })
+
+    /// The verdict for the snapshot called `path` (in messages).
+    fn finish(self, path: &Path) -> Result<VerifiedSnapshot, BackupError> {
+        let corrupt = |detail: String| BackupError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        };
+        let size = self.size;
+        if size < TRAILER as u64 || size % 512 != TRAILER as u64 {
+            return Err(corrupt(format!(
+                "{size} bytes is not a database (a multiple of 512 bytes) followed by its SHA-256 \
+                 (32 bytes): truncated, or not an etcd snapshot"
+            )));
+        }
+        let actual = self.hasher.finalize();
+        if actual.as_slice() != self.tail.as_slice() {
+            return Err(corrupt(format!(
+                "its SHA-256 is {}, its trailer says {}",
+                hex::encode(actual),
+                hex::encode(&self.tail)
+            )));
+        }
+        Ok(VerifiedSnapshot {
+            path: path.to_owned(),
+            size,
+            sha256: hex::encode(&self.tail),
+        })
+    }
 }
 
 async fn verify_async(path: &Path) -> Result<VerifiedSnapshot, BackupError> {
@@ -653,6 +676,48 @@ impl Backups {
         }
         tracing::info!(backup = %backup.name, from = %copy.location, to = %target.display(), "backup downloaded from S3 and verified");
         result.map(|()| target)
+    }
+
+    /// Checks `backup`'s copy in S3 as [`verify_snapshot`] does, reading it without storing it:
+    /// for a restore that reads the backup from S3 itself (the etcd-operator's restore
+    /// operator, CSM ≤ 1.4). A backup without an S3 copy is [`BackupError::NotFound`].
+    pub async fn verify_in_s3(
+        &self,
+        backup: &Backup,
+        csm_service: &str,
+    ) -> Result<VerifiedSnapshot, BackupError> {
+        self.timed(
+            || format!("checking the backup {} in S3", backup.name),
+            async {
+                let (Some(copy), Some(bucket)) = (&backup.s3, self.bucket()?) else {
+                    return Err(BackupError::NotFound {
+                        service: csm_service.to_owned(),
+                        name: backup.name.clone(),
+                    });
+                };
+                let key = copy
+                    .location
+                    .strip_prefix(&format!("s3://{}/", bucket.name))
+                    .unwrap_or(&copy.location)
+                    .to_owned();
+                let download = bucket
+                    .store
+                    .get(&S3Path::from(key.as_str()))
+                    .await
+                    .map_err(|e| bucket.error(format!("downloading {}", copy.location), e))?;
+                let mut stream = download.into_stream();
+                let mut check = SnapshotCheck::default();
+                while let Some(chunk) = stream
+                    .try_next()
+                    .await
+                    .map_err(|e| bucket.error(format!("downloading {}", copy.location), e))?
+                {
+                    check.update(&chunk);
+                }
+                check.finish(Path::new(&copy.location))
+            },
+        )
+        .await
     }
 
     /// A new partial file's path in the snapshotter directory (created with its directory).

@@ -654,3 +654,94 @@ async fn a_rebuild_with_nothing_to_rebuild_from_leaves_the_deployment_alone() {
     );
     assert_eq!(deployment_version(&sim).await, deployment_rv);
 }
+
+/// The step named `name` of the run's only service.
+fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["services"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name}: {run:#}"))
+}
+
+/// Whole runs on CSM 1.3 through the API: `"etcd": "rebuild"` rebuilds the EtcdCluster (a
+/// safety snapshot first) and repopulates BSS; then `"etcd": "restore"` without a backup named
+/// restores the safety snapshot of the first run, bringing back what the rebuild lost.
+#[tokio::test]
+async fn a_rebuild_run_then_a_restore_run_bring_back_the_data_from_before_the_rebuild() {
+    let sim = sim_1_3(true).await;
+    let url = etcd_url(&sim).await;
+    common::etcd_put(&url, "/bss/kept-by-the-safety-snapshot", "yes").await;
+    let before = keys(&url).await;
+    let app = common::start_on(sim, etcd_repopulator::config::Config::default()).await;
+
+    // The plan of the rebuild changes nothing.
+    let unchanged = versions(&app.sim).await;
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "rebuild", "dry_run": true }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let text = step(&run, "etcd-recover")["message"].as_str().unwrap();
+    assert!(
+        text.starts_with("dry run: would scale Deployment cray-bss from 1 replica(s) to 0"),
+        "{text}"
+    );
+    assert_eq!(versions(&app.sim).await, unchanged);
+
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "rebuild", "confirm": [CLUSTER] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let recover = step(&run, "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    let text = recover["message"].as_str().unwrap();
+    assert!(
+        text.contains("was rebuilt from its stored manifest"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Deployment cray-bss back at 1 replica(s)"),
+        "{text}"
+    );
+    assert_eq!(
+        step(&run, "etcd-safety-snapshot")["state"],
+        "succeeded",
+        "{run:#}"
+    );
+    assert_eq!(replicas(&app.sim).await, 1);
+    // Rebuilt empty, then BSS repopulated by cray-reds-init: the key put before is gone.
+    let rebuilt = keys(&etcd_url(&app.sim).await).await;
+    assert!(
+        !rebuilt
+            .iter()
+            .any(|(k, _)| k == "/bss/kept-by-the-safety-snapshot"),
+        "{rebuilt:?}"
+    );
+
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "restore", "confirm": [CLUSTER] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let recover = step(&run, "etcd-recover");
+    let text = recover["message"].as_str().unwrap();
+    assert!(
+        text.contains("was restored from the backup repopulator-"),
+        "{text}"
+    );
+    assert!(text.contains("by the restore operator"), "{text}");
+    let restored = keys(&etcd_url(&app.sim).await).await;
+    for kv in &before {
+        assert!(restored.contains(kv), "{kv:?} not back: {restored:?}");
+    }
+    assert!(
+        etcd_api(&app.sim, "EtcdRestore", "etcdrestores")
+            .get_opt(CLUSTER)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
