@@ -123,7 +123,8 @@ impl Cluster {
         .await
     }
 
-    async fn watch_pods<T>(
+    /// Watches the pods `selector` until `check` over all of them holds.
+    pub(super) async fn watch_pods<T>(
         &self,
         selector: &str,
         timeout: Duration,

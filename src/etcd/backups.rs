@@ -370,6 +370,24 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// The object `copy` (`s3://<bucket>/<key>`) as it downloads.
+    async fn download(
+        &self,
+        copy: &BackupCopy,
+    ) -> Result<futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>, BackupError>
+    {
+        let key = copy
+            .location
+            .strip_prefix(&format!("s3://{}/", self.name))
+            .unwrap_or(&copy.location);
+        let download = self
+            .store
+            .get(&S3Path::from(key))
+            .await
+            .map_err(|e| self.error(format!("downloading {}", copy.location), e))?;
+        Ok(download.into_stream())
+    }
+
     fn error(&self, what: String, err: object_store::Error) -> BackupError {
         let detail = error_chain(&err);
         // `head`/`get` say so in the error's kind; a list's refusal is only in its message
@@ -625,25 +643,10 @@ impl Backups {
             verify_async(&target).await?;
             return Ok(target);
         }
-        let (Some(copy), Some(bucket)) = (&backup.s3, self.bucket()?) else {
-            return Err(BackupError::NotFound {
-                service: sts.to_owned(),
-                name: backup.name.clone(),
-            });
-        };
-        let key = copy
-            .location
-            .strip_prefix(&format!("s3://{}/", bucket.name))
-            .unwrap_or(&copy.location)
-            .to_owned();
+        let (bucket, copy) = self.s3_copy(backup, sts)?;
         let partial = self.partial(&backup.name)?;
         let result = async {
-            let download = bucket
-                .store
-                .get(&S3Path::from(key.as_str()))
-                .await
-                .map_err(|e| bucket.error(format!("downloading {}", copy.location), e))?;
-            let mut stream = download.into_stream();
+            let mut stream = bucket.download(copy).await?;
             let mut file = tokio::fs::File::create(&partial)
                 .await
                 .map_err(BackupError::io("creating", &partial))?;
@@ -678,6 +681,22 @@ impl Backups {
         result.map(|()| target)
     }
 
+    /// The bucket and `backup`'s copy in it; [`BackupError::NotFound`] (of `service`) when it
+    /// has none or S3 is not configured.
+    fn s3_copy<'b>(
+        &self,
+        backup: &'b Backup,
+        service: &str,
+    ) -> Result<(Bucket, &'b BackupCopy), BackupError> {
+        match (&backup.s3, self.bucket()?) {
+            (Some(copy), Some(bucket)) => Ok((bucket, copy)),
+            _ => Err(BackupError::NotFound {
+                service: service.to_owned(),
+                name: backup.name.clone(),
+            }),
+        }
+    }
+
     /// Checks `backup`'s copy in S3 as [`verify_snapshot`] does, reading it without storing it:
     /// for a restore that reads the backup from S3 itself (the etcd-operator's restore
     /// operator, CSM ≤ 1.4). A backup without an S3 copy is [`BackupError::NotFound`].
@@ -689,23 +708,8 @@ impl Backups {
         self.timed(
             || format!("checking the backup {} in S3", backup.name),
             async {
-                let (Some(copy), Some(bucket)) = (&backup.s3, self.bucket()?) else {
-                    return Err(BackupError::NotFound {
-                        service: csm_service.to_owned(),
-                        name: backup.name.clone(),
-                    });
-                };
-                let key = copy
-                    .location
-                    .strip_prefix(&format!("s3://{}/", bucket.name))
-                    .unwrap_or(&copy.location)
-                    .to_owned();
-                let download = bucket
-                    .store
-                    .get(&S3Path::from(key.as_str()))
-                    .await
-                    .map_err(|e| bucket.error(format!("downloading {}", copy.location), e))?;
-                let mut stream = download.into_stream();
+                let (bucket, copy) = self.s3_copy(backup, csm_service)?;
+                let mut stream = bucket.download(copy).await?;
                 let mut check = SnapshotCheck::default();
                 while let Some(chunk) = stream
                     .try_next()

@@ -655,16 +655,6 @@ async fn a_rebuild_with_nothing_to_rebuild_from_leaves_the_deployment_alone() {
     assert_eq!(deployment_version(&sim).await, deployment_rv);
 }
 
-/// The step named `name` of the run's only service.
-fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
-    run["services"][0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no step {name}: {run:#}"))
-}
-
 /// Whole runs on CSM 1.3 through the API: `"etcd": "rebuild"` rebuilds the EtcdCluster (a
 /// safety snapshot first) and repopulates BSS; then `"etcd": "restore"` without a backup named
 /// restores the safety snapshot of the first run, bringing back what the rebuild lost.
@@ -683,7 +673,9 @@ async fn a_rebuild_run_then_a_restore_run_bring_back_the_data_from_before_the_re
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    let text = step(&run, "etcd-recover")["message"].as_str().unwrap();
+    let text = common::step(&run, "bss", "etcd-recover")["message"]
+        .as_str()
+        .unwrap();
     assert!(
         text.starts_with("dry run: would scale Deployment cray-bss from 1 replica(s) to 0"),
         "{text}"
@@ -695,7 +687,7 @@ async fn a_rebuild_run_then_a_restore_run_bring_back_the_data_from_before_the_re
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    let recover = step(&run, "etcd-recover");
+    let recover = common::step(&run, "bss", "etcd-recover");
     assert_eq!(recover["state"], "succeeded", "{recover:#}");
     let text = recover["message"].as_str().unwrap();
     assert!(
@@ -707,7 +699,7 @@ async fn a_rebuild_run_then_a_restore_run_bring_back_the_data_from_before_the_re
         "{text}"
     );
     assert_eq!(
-        step(&run, "etcd-safety-snapshot")["state"],
+        common::step(&run, "bss", "etcd-safety-snapshot")["state"],
         "succeeded",
         "{run:#}"
     );
@@ -726,7 +718,7 @@ async fn a_rebuild_run_then_a_restore_run_bring_back_the_data_from_before_the_re
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    let recover = step(&run, "etcd-recover");
+    let recover = common::step(&run, "bss", "etcd-recover");
     let text = recover["message"].as_str().unwrap();
     assert!(
         text.contains("was restored from the backup repopulator-"),
