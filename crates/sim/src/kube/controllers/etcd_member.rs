@@ -62,6 +62,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::meta;
 use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, SERVICES};
+use super::etcd_restore::RESTORE_FROM;
 use super::{Ctx, NEVER_READY, all, log_err};
 
 /// The etcd command (Debian: etcd-server).
@@ -116,6 +117,9 @@ struct MemberSpec {
     ephemeral: bool,
     /// A Bitnami container's initialization (None: etcd-operator).
     bitnami: Option<BitnamiInit>,
+    /// etcd-operator: the snapshot a restored cluster's seed member restores its data from,
+    /// when its data directory is new (see `etcd_restore`).
+    restore_from: Option<PathBuf>,
 }
 
 impl MemberSpec {
@@ -412,8 +416,14 @@ impl RealEtcd {
         let mut desired = BTreeMap::new();
         // The member is named after the cluster's first pod (by name) that is not going away,
         // so that it keeps its name while the other pods start.
+        // A restored etcd-operator cluster's seed member comes first: it holds the backup.
         let mut pods: Vec<&Value> = pods.iter().filter(|p| !meta::is_deleting(p)).collect();
-        pods.sort_by_key(|p| meta::name(p).unwrap_or_default().to_owned());
+        pods.sort_by_key(|p| {
+            (
+                meta::annotation(p, RESTORE_FROM).is_none(),
+                meta::name(p).unwrap_or_default().to_owned(),
+            )
+        });
         let runs: HashSet<String> = pods
             .iter()
             .filter(|p| running(p))
@@ -453,6 +463,7 @@ impl RealEtcd {
                     data_dir: self.pvc_dir(meta::uid(&pvc).unwrap_or_default()),
                     ephemeral: false,
                     bitnami: Some(bitnami_init(pod, &self.snapshots)),
+                    restore_from: None,
                 }
             } else {
                 let owner = meta::controller_uid(pod).unwrap_or("none");
@@ -462,6 +473,7 @@ impl RealEtcd {
                     data_dir: self.root.path().join(format!("member-{owner}")),
                     ephemeral: true,
                     bitnami: None,
+                    restore_from: meta::annotation(pod, RESTORE_FROM).map(PathBuf::from),
                 }
             };
             desired.insert(k, spec);
@@ -917,7 +929,7 @@ impl MemberTask {
                 let Some(host) = host.as_ref().filter(|h| h.is_file()) else {
                     return Err(format!("There was no snapshot to restore! ({file})"));
                 };
-                self.restore(init, host).await?;
+                self.restore(&init.token, host).await?;
             }
             if dir_is_empty(&data) && init.initial_members > 1 && init.state == "existing" {
                 return Err(format!(
@@ -929,11 +941,17 @@ impl MemberTask {
                 ));
             }
         }
+        // The etcd-operator's seed member: its init container restores the backup.
+        if let Some(file) = &spec.restore_from
+            && dir_is_empty(&data)
+        {
+            self.restore("", file).await?;
+        }
         self.spawn_etcd().map_err(|e| e.to_string())
     }
 
     /// `etcdctl snapshot restore` into the empty data directory.
-    async fn restore(&self, init: &BitnamiInit, file: &Path) -> Result<(), String> {
+    async fn restore(&self, token: &str, file: &Path) -> Result<(), String> {
         let spec = &self.spec;
         let data = spec.etcd_data();
         let _ = std::fs::remove_dir(&data);
@@ -954,8 +972,8 @@ impl MemberTask {
                 &format!("{}={}", spec.name, spec.peer_url()),
             ])
             .args(["--initial-advertise-peer-urls", &spec.peer_url()]);
-        if !init.token.is_empty() {
-            command.args(["--initial-cluster-token", &init.token]);
+        if !token.is_empty() {
+            command.args(["--initial-cluster-token", token]);
         }
         let out = command
             .stdin(Stdio::null())
