@@ -135,9 +135,19 @@ pub enum Action {
 
 impl Action {
     /// Repopulates data a restore of the service's etcd cluster brings back: after a
-    /// restore, the step ends `skipped`, saying so.
+    /// restore, the step ends `skipped`, saying so. That is BSS's boot parameters (on 1.5+ the
+    /// restore is the runbook's answer; before, the `cray-reds-init` Job writes them) and FAS's
+    /// images (the `cray-fas-loader` Job, or the Nexus reload): the loader Jobs a run re-creates
+    /// only write their service's data into its etcd. What a backup cannot hold still runs:
+    /// the checks that follow (they confirm the data is back), HMNFD's ORCA restarts (the
+    /// nodes subscribe again), and BOS's templates from the newest snapshot (they may be
+    /// newer than the backup; only missing ones are put back).
     fn covered_by_restore(&self) -> bool {
-        matches!(self, Action::RestoreBssFromBackup { .. })
+        match self {
+            Action::RestoreBssFromBackup { .. } | Action::ReloadFasFromNexus { .. } => true,
+            Action::Recreate { object, .. } => object.kind == "Job",
+            _ => false,
+        }
     }
 
     /// How long the runner lets the step run: the step timeout, or for the recovery steps what

@@ -725,6 +725,22 @@ async fn a_rebuild_run_then_a_restore_run_bring_back_the_data_from_before_the_re
         "{text}"
     );
     assert!(text.contains("by the restore operator"), "{text}");
+    // The restore brought BSS's boot parameters back: cray-reds-init is not re-run, and the
+    // check that BSS holds them still runs.
+    let rerun = common::step(&run, "bss", "rerun-reds-init-job");
+    assert_eq!(rerun["state"], "skipped", "{rerun:#}");
+    assert!(
+        rerun["message"]
+            .as_str()
+            .unwrap()
+            .contains("brings this data back"),
+        "{rerun:#}"
+    );
+    assert_eq!(
+        common::step(&run, "bss", "verify-bss-boot-parameters")["state"],
+        "succeeded",
+        "{run:#}"
+    );
     let restored = keys(&etcd_url(&app.sim).await).await;
     for kv in &before {
         assert!(restored.contains(kv), "{kv:?} not back: {restored:?}");

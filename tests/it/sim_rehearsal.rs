@@ -551,6 +551,9 @@ impl Serve {
             .args(extra)
             .env_remove("ETCD_REPOPULATOR_CONFIG")
             .env("RUST_LOG", "info")
+            // The simulated cluster's directories (its etcd data, snapshotter PVC, S3) go
+            // into the test's own, removed with it whatever way the service ends.
+            .env("TMPDIR", dir.path())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -691,6 +694,12 @@ impl Drop for Serve {
     /// stops the sshd.
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+        // Gone (bounded: SIGKILL takes milliseconds) before `dir`, which holds the simulated
+        // cluster's directories, is removed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 
