@@ -602,6 +602,15 @@ async fn ours(
             );
         }
     }
+    // The recovery step's journal: when each of its phases was done.
+    for phase in recover["data"]["phases"].as_array().into_iter().flatten() {
+        println!(
+            "recovery-phase op={} round={round} who=ours step=etcd-recover phase={} at={}s",
+            op.name(),
+            phase["phase"].as_str().unwrap_or("?"),
+            secs(since_post(&phase["at"])),
+        );
+    }
     println!(
         "recovery-phase op={} round={round} who=ours run={} took={}s",
         op.name(),
