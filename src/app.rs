@@ -96,7 +96,7 @@ impl App {
         mut config: Config,
         sim: &SimCluster,
     ) -> anyhow::Result<App> {
-        config.use_simulation(&sim.url(), sim.runs_real_etcd());
+        config.use_simulation(sim);
         App::new(database, config, simulated_client(sim)).await
     }
 }
@@ -129,7 +129,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await?;
         // The simulated CSM services live on the simulated cluster's address.
-        config.use_simulation(&sim.url(), sim.runs_real_etcd());
+        config.use_simulation(&sim);
         if !sim.runs_real_etcd() {
             tracing::warn!(
                 "`{}` is not installed (Debian: etcd-server): the simulated etcd clusters have \

@@ -14,10 +14,12 @@ mod auth;
 mod hmnfd;
 mod hostname;
 mod names;
+mod recovery;
 mod webhooks;
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
 pub use hostname::HostnameTemplate;
+pub use recovery::RecoveryConfig;
 pub use webhooks::{AlertmanagerConfig, WebhooksConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Webhooks that start runs (Alertmanager, generic HMAC-signed).
     pub webhooks: WebhooksConfig,
+    /// The etcd clusters' backups (S3, the snapshotter PVC) and restores.
+    pub recovery: RecoveryConfig,
 }
 
 /// A service repopulated by re-running a Kubernetes Job.
@@ -177,20 +181,34 @@ impl Default for Config {
             snapshots: SnapshotConfig::default(),
             auth: AuthConfig::default(),
             webhooks: WebhooksConfig::default(),
+            recovery: RecoveryConfig::default(),
         }
     }
 }
 
 impl Config {
-    /// Points the configuration at the simulated cluster at `sim_url`: its CSM services; the
-    /// etcd checks stay as configured when the simulated cluster runs real etcd clusters
-    /// (`sim_runs_etcd`), and are off otherwise (nothing answers) unless `[etcd]` was
-    /// configured, e.g. at a real etcd.
+    /// Points the configuration at the simulated cluster `sim`: its CSM services; the etcd
+    /// checks stay as configured when it runs real etcd clusters, and are off otherwise
+    /// (nothing answers) unless `[etcd]` was configured, e.g. at a real etcd; `[recovery]` at
+    /// its S3 (the Secret `etcd-backup-s3-credentials` as files) and its snapshotter PVC's
+    /// directory (none before CSM 1.5), unless configured.
     #[cfg(feature = "simulate")]
-    pub fn use_simulation(&mut self, sim_url: &str, sim_runs_etcd: bool) {
-        self.csm = CsmConfig::simulated(sim_url);
-        if !sim_runs_etcd && self.etcd == EtcdConfig::default() {
+    pub fn use_simulation(&mut self, sim: &sim::SimCluster) {
+        self.csm = CsmConfig::simulated(&sim.url());
+        if !sim.runs_real_etcd() && self.etcd == EtcdConfig::default() {
             self.etcd = EtcdConfig::simulated();
+        }
+        let defaults = RecoveryConfig::default();
+        if let Some(s3) = sim.s3()
+            && self.recovery.s3_credentials_dir == defaults.s3_credentials_dir
+        {
+            self.recovery.s3_credentials_dir = s3.credentials_dir().to_owned();
+        }
+        if self.recovery.snapshots_dir == defaults.snapshots_dir {
+            self.recovery.snapshots_dir = sim
+                .snapshots_dir()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
         }
     }
 
@@ -266,6 +284,7 @@ impl Config {
             .map_err(|problem| ConfigError::invalid("externaldns.name", problem))?;
         self.auth.validate()?;
         self.webhooks.validate()?;
+        self.recovery.validate()?;
         self.validate_hmnfd()?;
         Ok(())
     }

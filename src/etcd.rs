@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+pub mod backups;
 pub mod layout;
 
 /// Where the etcd clusters are and whether to check them.
@@ -161,6 +162,25 @@ fn strings(value: &Value) -> Vec<String> {
 pub struct EtcdClient {
     http: reqwest::Client,
     base: String,
+}
+
+/// The data of one message of the gateway's snapshot stream (nothing for a blank line).
+fn snapshot_message(line: &[u8]) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let message: Value =
+        serde_json::from_slice(line).map_err(|e| format!("a message that is not JSON: {e}"))?;
+    let error = &message["error"];
+    if !error.is_null() {
+        let text = error["message"].as_str().unwrap_or_default();
+        return Err(format!("etcd stopped the snapshot: {text} ({error})"));
+    }
+    let blob = message["result"]["blob"].as_str().unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .map_err(|e| format!("a blob that is not base64: {e}"))
 }
 
 /// The gateway encodes 64-bit integers as JSON strings and leaves out zero values.
@@ -320,6 +340,77 @@ impl EtcdClient {
             raft_index: int(&status, "raftIndex"),
             errors: strings(&status["errors"]),
         })
+    }
+
+    /// `/v3/maintenance/snapshot`: the member's whole backend, streamed into `out`, as
+    /// `etcdctl snapshot save` writes it (the database, then the SHA-256 of it that etcd
+    /// appends). The gateway streams one JSON object a line, each `{"result": {"blob":
+    /// <base64>, ...}}` or `{"error": {...}}`. `timeout` bounds the whole transfer (the
+    /// client's per-request timeout is for small answers). Returns the bytes written.
+    pub async fn snapshot<W>(&self, out: &mut W, timeout: Duration) -> Result<u64, EtcdError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use futures::StreamExt as _;
+        use tokio::io::AsyncWriteExt as _;
+
+        let url = format!("{}/v3/maintenance/snapshot", self.base);
+        let unreachable = |source| EtcdError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        let invalid = |detail: String| EtcdError::Invalid {
+            url: self.base.clone(),
+            what: "a snapshot",
+            detail,
+        };
+        let response = self
+            .http
+            .post(&url)
+            .timeout(timeout)
+            .json(&json!({}))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let text = response.text().await.unwrap_or_default();
+            return Err(invalid(format!("HTTP {status}: {text:.200}")));
+        }
+        let mut stream = response.bytes_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut written = 0u64;
+        loop {
+            let chunk = stream.next().await.transpose().map_err(unreachable)?;
+            let finished = chunk.is_none();
+            pending.extend_from_slice(chunk.as_deref().unwrap_or_default());
+            // Every complete line; at the end, what is left too (it may lack its newline).
+            while let Some(end) = pending
+                .iter()
+                .position(|&b| b == b'\n')
+                .or((finished && !pending.is_empty()).then_some(pending.len()))
+            {
+                let line: Vec<u8> = pending.drain(..end).collect();
+                if !pending.is_empty() {
+                    pending.remove(0);
+                }
+                let data = snapshot_message(&line).map_err(invalid)?;
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| invalid(format!("writing it: {e}")))?;
+                written += data.len() as u64;
+            }
+            if finished {
+                break;
+            }
+        }
+        out.flush()
+            .await
+            .map_err(|e| invalid(format!("writing it: {e}")))?;
+        if written == 0 {
+            return Err(invalid("an empty stream".to_owned()));
+        }
+        Ok(written)
     }
 
     fn expect_ok(&self, code: u16, body: &Value, what: &'static str) -> Result<(), EtcdError> {

@@ -10,7 +10,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{SharedState, problem::ApiError};
-use crate::etcd::layout::{self, EtcdClusterReport};
+use crate::etcd::{
+    backups::{Backup, Backups},
+    layout::{self, EtcdClusterReport},
+};
 
 #[derive(Serialize, ToSchema)]
 pub struct EtcdClusterList {
@@ -49,7 +52,18 @@ pub async fn get_etcd_cluster(
     Path(name): Path<String>,
 ) -> Result<Json<EtcdClusterReport>, ApiError> {
     let cluster = state.runner.cluster();
-    let found = layout::find(cluster, &name)
+    let found = find_cluster(cluster, &name).await?;
+    let report = layout::report(cluster, &found, &state.runner.config().etcd)
+        .await
+        .map_err(cluster_error)?;
+    Ok(Json(report))
+}
+
+async fn find_cluster(
+    cluster: &crate::cluster::Cluster,
+    name: &str,
+) -> Result<layout::Found, ApiError> {
+    layout::find(cluster, name)
         .await
         .map_err(cluster_error)?
         .ok_or_else(|| {
@@ -58,9 +72,38 @@ pub async fn get_etcd_cluster(
                  etcd StatefulSet (<service>-etcd or <service>-bitnami-etcd) of that name",
                 cluster.namespace()
             ))
-        })?;
-    let report = layout::report(cluster, &found, &state.runner.config().etcd)
-        .await
-        .map_err(cluster_error)?;
-    Ok(Json(report))
+        })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BackupList {
+    /// The CSM service whose folder of the bucket was listed (`cray-bss`).
+    pub service: String,
+    /// Newest first.
+    pub items: Vec<Backup>,
+}
+
+/// The backups of one etcd cluster, newest first: CSM's S3 bucket (`etcd-backup/<service>/`)
+/// and the snapshotter PVC (`/snapshots/<statefulset>/`), merged by name, with this service's
+/// safety snapshots marked.
+#[utoipa::path(get, path = "/etcd-clusters/{name}/backups", tag = "etcd", operation_id = "list_etcd_cluster_backups",
+    params(("name" = String, Path, description = "Name of the cluster: the EtcdCluster or the StatefulSet")),
+    responses(
+        (status = 200, description = "The cluster's backups, newest first", body = BackupList),
+        (status = 404, description = "No etcd cluster of that name", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "S3 refused the request (its keys) or failed, or the snapshotter directory could not be read", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Neither S3 nor the snapshotter directory is configured, or what is configured is missing (the credentials, the mount)", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "S3 did not answer within [recovery] timeout", body = super::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_etcd_cluster_backups(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<Json<BackupList>, ApiError> {
+    let found = find_cluster(state.runner.cluster(), &name).await?;
+    let backups = Backups::new(&state.runner.config().recovery);
+    let items = backups.list(&found.csm_service, &found.name).await?;
+    Ok(Json(BackupList {
+        service: found.csm_service,
+        items,
+    }))
 }

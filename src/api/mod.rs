@@ -59,6 +59,7 @@ pub type SharedState = Arc<AppState>;
         services::list_services,
         etcd_clusters::list_etcd_clusters,
         etcd_clusters::get_etcd_cluster,
+        etcd_clusters::list_etcd_cluster_backups,
         snapshots::create_snapshots,
         snapshots::list_snapshots,
         health::healthz,
@@ -71,7 +72,7 @@ pub type SharedState = Arc<AppState>;
     tags(
         (name = "repopulations", description = "Repopulation runs and their history"),
         (name = "services", description = "The services a run can repopulate"),
-        (name = "etcd", description = "The services' etcd clusters, in either layout, and their health"),
+        (name = "etcd", description = "The services' etcd clusters, in either layout, their health and their backups"),
         (name = "snapshots", description = "Captured BOS session templates and HMNFD subscriptions"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "webhooks", description = "Runs started by Alertmanager and other automation"),
@@ -114,6 +115,10 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/etcd-clusters/{name}",
             get(etcd_clusters::get_etcd_cluster),
+        )
+        .route(
+            "/etcd-clusters/{name}/backups",
+            get(etcd_clusters::list_etcd_cluster_backups),
         )
         .route(
             "/snapshots",

@@ -15,7 +15,7 @@ use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
 use super::auth::AuthError;
-use crate::{model::Service, runner::RunnerError, store::StoreError};
+use crate::{etcd::backups::BackupError, model::Service, runner::RunnerError, store::StoreError};
 
 /// The media type of every error response (RFC 9457).
 pub const PROBLEM: &str = "application/problem+json";
@@ -99,6 +99,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    /// The backups could not be listed, fetched or taken (S3, the snapshotter directory).
+    #[error(transparent)]
+    Backups(#[from] BackupError),
     /// The caller lacks the role a request needs (beyond what the authorization middleware
     /// checks from the method alone).
     #[error(transparent)]
@@ -205,6 +208,37 @@ impl ApiError {
                     (S::SERVICE_UNAVAILABLE, "shutting-down", "Shutting down")
                 }
                 RunnerError::Store(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            },
+            ApiError::Backups(err) => match err {
+                BackupError::NotFound { .. } => {
+                    (S::NOT_FOUND, "backup-not-found", "No such backup")
+                }
+                BackupError::Corrupt { .. } => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "backup-corrupt",
+                    "Backup is corrupt",
+                ),
+                BackupError::S3Denied { .. } => {
+                    (S::BAD_GATEWAY, "s3-refused", "S3 refused the request")
+                }
+                BackupError::S3 { .. } | BackupError::Etcd { .. } | BackupError::Io { .. } => (
+                    S::BAD_GATEWAY,
+                    "backup-storage-failed",
+                    "Backup storage failed",
+                ),
+                BackupError::Timeout { .. } => (
+                    S::GATEWAY_TIMEOUT,
+                    "backup-storage-timeout",
+                    "Backup storage did not answer in time",
+                ),
+                BackupError::NotConfigured
+                | BackupError::NoSnapshotsDir { .. }
+                | BackupError::SnapshotsDirMissing(_)
+                | BackupError::Credentials { .. } => (
+                    S::SERVICE_UNAVAILABLE,
+                    "backups-not-configured",
+                    "Backups not configured",
+                ),
             },
             ApiError::Auth(err) => {
                 let (status, kind, title, _) = err.parts();

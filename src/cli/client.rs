@@ -282,7 +282,7 @@ pub async fn snapshots(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `etcd-clusters list|describe`.
+/// `etcd-clusters list|describe|backups`.
 pub async fn etcd_clusters(
     options: &ClientOptions,
     args: EtcdClustersArgs,
@@ -293,6 +293,10 @@ pub async fn etcd_clusters(
         EtcdClustersCommand::Describe { name } => (
             format!("/etcd-clusters/{}", encode(name)),
             View::EtcdCluster,
+        ),
+        EtcdClustersCommand::Backups { name } => (
+            format!("/etcd-clusters/{}/backups", encode(name)),
+            View::Backups,
         ),
     };
     let response = client.call(Method::GET, &path, &[], None).await?;

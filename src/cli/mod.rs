@@ -245,6 +245,9 @@ pub enum EtcdClustersCommand {
     List,
     /// One cluster (GET /etcd-clusters/{name}), e.g. cray-bss-bitnami-etcd.
     Describe { name: String },
+    /// A cluster's backups, newest first, in S3 and the snapshotter PVC
+    /// (GET /etcd-clusters/{name}/backups).
+    Backups { name: String },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -51,6 +51,7 @@ pub enum View {
     Capture,
     EtcdClusters,
     EtcdCluster,
+    Backups,
 }
 
 /// Prints `value` in `format`; in `table`, as `view` says, falling back to TOML for a response
@@ -83,7 +84,84 @@ fn table(value: &Value, view: View) -> Option<String> {
         View::Capture => capture_table(value)?,
         View::EtcdClusters => etcd_clusters_table(value.get("items")?.as_array()?),
         View::EtcdCluster => etcd_clusters_table(std::slice::from_ref(value)),
+        View::Backups => backups_table(value.get("items")?.as_array()?),
     })
+}
+
+/// One row per backup, newest first: its age, size, where it is, and whether it is one of this
+/// service's safety snapshots.
+fn backups_table(backups: &[Value]) -> String {
+    if backups.is_empty() {
+        return "no backups".to_owned();
+    }
+    let mut table = new_table(&["NAME", "AGE", "SIZE", "WHERE", "SAFETY SNAPSHOT"]);
+    for backup in backups {
+        let age = backup
+            .get("age_seconds")
+            .and_then(Value::as_u64)
+            .map(|secs| short_duration(std::time::Duration::from_secs(secs)))
+            .unwrap_or_default();
+        let size = backup
+            .get("size")
+            .and_then(Value::as_u64)
+            .map(human_size)
+            .unwrap_or_default();
+        let places: Vec<&str> = ["s3", "snapshotter"]
+            .into_iter()
+            .filter_map(|place| backup.get(place)?.get("location")?.as_str())
+            .collect();
+        let safety = match backup.get("safety") {
+            Some(safety @ Value::Object(_)) => format!(
+                "run {}{}",
+                safety.get("run_id").and_then(Value::as_str).unwrap_or(""),
+                if safety.get("empty") == Some(&Value::Bool(true)) {
+                    " (empty cluster)"
+                } else {
+                    ""
+                }
+            ),
+            _ => String::new(),
+        };
+        table.add_row(vec![
+            backup
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            age,
+            size,
+            places.join("\n"),
+            safety,
+        ]);
+    }
+    trimmed(&mut table)
+}
+
+/// `3d4h`, `5h2m`, `7m`, `12s`: the two largest units.
+fn short_duration(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    let (days, hours, minutes) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h{m}m"),
+        (d, h, _) => format!("{d}d{h}h"),
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `20.0 MiB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// One row per etcd cluster: layout, members Ready, health and what is wrong.

@@ -441,6 +441,10 @@ struct Expected {
     ssh: Option<(&'static str, &'static str, Option<&'static str>)>,
     /// The etcd TLS Secret and its CA, client certificate and key keys, when one is mounted.
     etcd_tls: Option<(&'static str, &'static str, &'static str, &'static str)>,
+    /// The snapshotter PVC mounted at /snapshots, if any.
+    snapshotter: Option<&'static str>,
+    /// The Secret with the S3 credentials of the backups, if one is mounted.
+    s3_secret: Option<&'static str>,
     service_port: i32,
     /// The Secret and key of the `helm test` pod's token, if it has one.
     test_token: Option<(String, &'static str)>,
@@ -465,11 +469,16 @@ impl Expected {
             rbac: true,
             ssh: None,
             etcd_tls: None,
+            snapshotter: None,
+            s3_secret: None,
             service_port: 8080,
             test_token: None,
         }
     }
 }
+
+/// A snapshotter directory of one cluster (`/snapshots/<sts>/`).
+const STS_DIR: &str = "cray-bss-bitnami-etcd";
 
 const ARGS: [&str; 5] = [
     "serve",
@@ -705,9 +714,18 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
     if let Some((secret, _, _, _)) = expected.etcd_tls {
         external_secrets.insert(secret);
     }
+    if let Some(secret) = expected.s3_secret {
+        external_secrets.insert(secret);
+    }
     let mut secrets_mounted = BTreeSet::new();
     for volume in volumes.values() {
-        if let Some(claim) = &volume.persistent_volume_claim {
+        if let Some(claim) = &volume.persistent_volume_claim
+            && volume.name == "snapshots"
+        {
+            // CSM's snapshotter PVC, never the chart's.
+            assert_eq!(Some(claim.claim_name.as_str()), expected.snapshotter);
+            assert_eq!(claim.read_only, None);
+        } else if let Some(claim) = &volume.persistent_volume_claim {
             assert_eq!(claim.claim_name, expected.claim);
             assert_eq!(
                 rendered
@@ -770,7 +788,8 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         secrets_mounted.len(),
         usize::from(!expected.auth_items.is_empty())
             + usize::from(expected.ssh.is_some())
-            + usize::from(expected.etcd_tls.is_some()),
+            + usize::from(expected.etcd_tls.is_some())
+            + usize::from(expected.s3_secret.is_some()),
         "{secrets_mounted:?}"
     );
 
@@ -897,6 +916,36 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         }
     } else {
         assert_eq!(config.etcd.ca_file, None);
+    }
+
+    // The backups: the snapshotter PVC at recovery.snapshots_dir, writable; the S3 Secret's
+    // three keys at recovery.s3_credentials_dir.
+    match expected.snapshotter {
+        Some(claim) => {
+            let dir = config.recovery.snapshots_dir.clone();
+            let (mount, _) = mount_of(container, &dir.join(STS_DIR).join("db-x"));
+            assert_ne!(mount.read_only, Some(true));
+            let volume = volumes[mount.name.as_str()];
+            assert_eq!(
+                volume
+                    .persistent_volume_claim
+                    .as_ref()
+                    .map(|c| c.claim_name.as_str()),
+                Some(claim)
+            );
+        }
+        None => assert_eq!(config.recovery.snapshots_dir, Path::new("")),
+    }
+    match expected.s3_secret {
+        Some(secret) => {
+            for key in ["access_key", "secret_key", "http_s3_endpoint"] {
+                let file = config.recovery.s3_credentials_dir.join(key);
+                let (volume, item) = file_source(container, &volumes, &file);
+                assert_eq!(volume.name, volumes_of_secret(pod, secret));
+                assert_eq!(item, key);
+            }
+        }
+        None => assert_eq!(config.recovery.s3_credentials_dir, Path::new("")),
     }
 
     if expected.creates_claim {
@@ -1167,6 +1216,8 @@ fn chart_renders_with_every_optional_feature_on() {
         ]),
         ssh: Some(("repopulator-ssh", "id_rsa", Some("known_hosts"))),
         etcd_tls: Some(("csm-etcd-client-tls", "ca.pem", "tls.crt", "tls.key")),
+        snapshotter: Some("bitnami-etcd-snapshotter"),
+        s3_secret: Some("etcd-backup-s3-credentials"),
         service_port: 9090,
         test_token: Some(("etcd-repopulator-auth".to_owned(), "test-token")),
         // The release name contains nameOverride, so it is the full name.

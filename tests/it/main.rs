@@ -5,6 +5,7 @@ mod common;
 
 mod api;
 mod auth;
+mod backups;
 mod bos;
 mod chart;
 mod cli;

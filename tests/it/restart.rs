@@ -119,7 +119,7 @@ async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step
         etcd: etcd_repopulator::etcd::EtcdConfig,
     }
     let mut simulated = etcd_repopulator::config::Config::default();
-    simulated.use_simulation(&sim.url(), sim.runs_real_etcd());
+    simulated.use_simulation(sim);
     let config = ConfigFile {
         csm: simulated.csm,
         etcd: simulated.etcd,

@@ -166,7 +166,7 @@ http://{{ include "etcd-repopulator.fullname" . }}.{{ .Release.Namespace }}.svc:
 
 {{/* config.toml: the values' config, with namespace forced to targetNamespace (where the Role is),
 and, unless config sets them, the auth mode, the files of the mounted auth Secret and the files of
-the mounted SSH and etcd TLS Secrets filled in. */}}
+the mounted SSH, etcd TLS and S3 Secrets and the snapshotter mount filled in. */}}
 {{- define "etcd-repopulator.configToml" -}}
 {{- $items := include "etcd-repopulator.authItems" . | fromYaml }}
 {{- $auth := dict "mode" .Values.auth.mode }}
@@ -194,6 +194,11 @@ the mounted SSH and etcd TLS Secrets filled in. */}}
 {{- $_ := set $mounted "etcd" $etcd }}
 {{- end }}
 {{- end }}
+{{- $recovery := dict "snapshots_dir" (ternary "/snapshots" "" .Values.backups.snapshotter.enabled) }}
+{{- if .Values.backups.s3.existingSecret }}
+{{- $_ := set $recovery "s3_credentials_dir" "/etc/etcd-repopulator/s3" }}
+{{- end }}
+{{- $_ := set $mounted "recovery" $recovery }}
 {{- $config := merge (dict "namespace" .Values.targetNamespace) (deepCopy (.Values.config | default dict)) $mounted }}
 {{- include "etcd-repopulator.intsFromFloats" $config }}
 {{- toToml $config }}

@@ -4,5 +4,6 @@
 
 pub mod csm;
 pub mod kube;
+pub mod s3;
 
 pub use kube::{KubeVersion, SimCluster, SimOptions};

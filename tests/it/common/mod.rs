@@ -72,7 +72,7 @@ pub async fn start_on(sim: SimCluster, config: Config) -> TestApp {
 /// Like [`start_on`], with the service account bound to `rules` instead of the chart's Role.
 pub async fn start_as(sim: SimCluster, mut config: Config, rules: Vec<PolicyRule>) -> TestApp {
     // Tests of the etcd checks point `config.etcd.endpoint` at a real etcd (tests/it/etcd.rs).
-    config.use_simulation(&sim.url(), sim.runs_real_etcd());
+    config.use_simulation(&sim);
     let client = sim.service_account_client(etcd_repopulator::app::SERVICE_ACCOUNT, rules);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("runs.db");

@@ -108,6 +108,10 @@ pub struct SimOptions {
     /// (tests that need it turn it on); starting a cluster with it on and no `etcd` installed
     /// is an error.
     pub real_etcd: bool,
+    /// Run a real S3 server (`s3s-fs`) on loopback with CSM's bucket `etcd-backup`, and seed
+    /// the Secret `etcd-backup-s3-credentials` with its keys (see [`crate::s3`]). Off by
+    /// default (tests that need it turn it on); on in `serve --simulate`.
+    pub s3: bool,
 }
 
 impl Default for SimOptions {
@@ -121,6 +125,7 @@ impl Default for SimOptions {
             etcd_operator_delay: Duration::from_millis(100),
             job_backoff: Duration::from_millis(1),
             real_etcd: false,
+            s3: false,
         }
     }
 }
@@ -137,6 +142,7 @@ impl SimOptions {
             etcd_operator_delay: Duration::from_secs(3),
             job_backoff: JOB_BACKOFF,
             real_etcd: etcd_installed(),
+            s3: true,
         }
     }
 }
@@ -152,6 +158,7 @@ pub struct SimCluster {
     server: Option<JoinHandle<()>>,
     csm: FakeCsm,
     etcd: Option<Arc<controllers::etcd_member::RealEtcd>>,
+    s3: Option<crate::s3::SimS3>,
     ctx: controllers::Ctx,
     /// The volume of the snapshotter PVC (`/snapshots` in the Bitnami pods).
     snapshots: tempfile::TempDir,
@@ -227,6 +234,29 @@ impl SimCluster {
         } else {
             None
         };
+        let s3 = if opts.s3 {
+            let s3 = crate::s3::SimS3::start(shutdown.clone()).await?;
+            // CSM's CronJob etcd-backup-pvc-snapshots-to-s3 (hourly there; often here, so
+            // that the seeded snapshots show up in S3 soon).
+            let bucket = s3.client()?;
+            let dir = snapshots.path().to_path_buf();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(crate::s3::SYNC_INTERVAL);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = every.tick() => {}
+                    }
+                    if let Err(e) = crate::s3::sync_snapshots_to_s3(&dir, bucket.as_ref()).await {
+                        tracing::warn!(error = %e, "simulated S3: syncing the snapshotter PVC");
+                    }
+                }
+            });
+            Some(s3)
+        } else {
+            None
+        };
         let ctx = controllers::Ctx {
             store: store.clone(),
             opts,
@@ -283,6 +313,7 @@ impl SimCluster {
             server: Some(server),
             csm,
             etcd,
+            s3,
             ctx,
             snapshots,
         })
@@ -375,7 +406,23 @@ impl SimCluster {
     /// Seeds the services' namespace as CSM `release` (`1.0`, `1.2` ... `1.6`) lays it out.
     pub async fn seed_csm_release(&self, release: &str) -> anyhow::Result<()> {
         seed::seed_release(&self.store, release)
-            .map_err(|e| anyhow::anyhow!("seeding the simulated cluster as CSM {release}: {e}"))
+            .map_err(|e| anyhow::anyhow!("seeding the simulated cluster as CSM {release}: {e}"))?;
+        if let Some(s3) = &self.s3 {
+            let secret = s3.secret(seed::NAMESPACE);
+            match self
+                .store
+                .create(&resources::SECRETS, seed::NAMESPACE, secret, false)
+            {
+                Ok(_) | Err(error::ApiError::AlreadyExists { .. }) => {}
+                Err(e) => anyhow::bail!("seeding the Secret {}: {e}", crate::s3::SECRET),
+            }
+        }
+        Ok(())
+    }
+
+    /// The S3 server with CSM's bucket `etcd-backup` ([`SimOptions::s3`]).
+    pub fn s3(&self) -> Option<&crate::s3::SimS3> {
+        self.s3.as_ref()
     }
 
     /// Waits (on store events, not sleeps) until every Deployment and StatefulSet has its ready
@@ -440,6 +487,17 @@ impl SimCluster {
             )
             .ok()
             .map(|_| self.snapshots.path())
+    }
+
+    /// Runs CSM's CronJob `etcd-backup-pvc-snapshots-to-s3` now (see
+    /// [`crate::s3::sync_snapshots_to_s3`]; the simulated cluster also runs it every
+    /// [`crate::s3::SYNC_INTERVAL`]): the keys uploaded.
+    pub async fn sync_snapshots_to_s3(&self) -> anyhow::Result<Vec<String>> {
+        let s3 = self
+            .s3
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the simulated cluster runs no S3 (SimOptions::s3)"))?;
+        crate::s3::sync_snapshots_to_s3(self.snapshots.path(), s3.client()?.as_ref()).await
     }
 
     /// How many keys BSS keeps in its real etcd (see [`FakeCsm::bss_key_count`]).

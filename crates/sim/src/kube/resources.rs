@@ -205,6 +205,11 @@ pub const CONFIGMAPS: ResourceDef = ResourceDef {
     status_subresource: false,
     ..builtin("", "v1", "configmaps", "configmap", "ConfigMap", &["cm"])
 };
+/// CSM's `etcd-backup-s3-credentials` (the simulated S3's keys).
+pub const SECRETS: ResourceDef = ResourceDef {
+    status_subresource: false,
+    ..builtin("", "v1", "secrets", "secret", "Secret", &[])
+};
 pub const PERSISTENTVOLUMECLAIMS: ResourceDef = builtin(
     "",
     "v1",
@@ -263,6 +268,7 @@ pub const ALL: &[ResourceDef] = &[
     EVENTS_V1,
     SERVICES,
     CONFIGMAPS,
+    SECRETS,
     PERSISTENTVOLUMECLAIMS,
     DEPLOYMENTS,
     REPLICASETS,

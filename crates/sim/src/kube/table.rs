@@ -355,6 +355,12 @@ fn column_set(def: &ResourceDef) -> Vec<Column> {
             ),
             AGE,
         ],
+        ("", "secrets") => vec![
+            NAME,
+            ("Type", "string", "", 0, "The type of the secret."),
+            ("Data", "string", "", 0, "Data contains the secret data."),
+            AGE,
+        ],
         ("", "persistentvolumeclaims") => vec![
             NAME,
             (
@@ -677,6 +683,20 @@ fn cells(def: &ResourceDef, obj: &Value, now: DateTime<Utc>, kube: KubeVersion) 
                     .map_or(0, |m| m.len())
             };
             vec![name, json!(count("data") + count("binaryData")), age]
+        }
+        ("", "secrets") => {
+            let count = |key: &str| {
+                obj.get(key)
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())
+            };
+            let kind = obj.get("type").and_then(Value::as_str).unwrap_or("Opaque");
+            vec![
+                name,
+                json!(kind),
+                json!(count("data") + count("stringData")),
+                age,
+            ]
         }
         ("", "persistentvolumeclaims") => pvc_cells(obj, name, age, kube),
         ("", "events") | ("events.k8s.io", "events") => event_cells(def, obj, now),

@@ -1,0 +1,156 @@
+//! `[recovery]`: where the etcd clusters' backups are (CSM's S3 bucket `etcd-backup` and the
+//! Bitnami snapshotter PVC `bitnami-etcd-snapshotter`), and how old a backup may be to restore.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// `[recovery]` in the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// The newest backup must be at most this old for a restore to be chosen on its own.
+    #[serde(with = "humantime_serde")]
+    pub restore_max_age: Duration,
+    /// Where the snapshotter PVC `bitnami-etcd-snapshotter` is mounted (its snapshots are in
+    /// `<snapshots_dir>/<statefulset>/`); empty: not mounted.
+    pub snapshots_dir: PathBuf,
+    /// A directory with the files `access_key`, `secret_key` and `http_s3_endpoint`: the keys
+    /// of CSM's Secret `etcd-backup-s3-credentials`, mounted as files; empty: no S3.
+    pub s3_credentials_dir: PathBuf,
+    /// The bucket CSM copies the snapshots to, one folder per service (`cray-bss/`).
+    pub s3_bucket: String,
+    /// Upper bound of one backup operation (a listing, a download, a snapshot).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            restore_max_age: Duration::from_secs(7 * 24 * 3600),
+            snapshots_dir: PathBuf::from("/snapshots"),
+            s3_credentials_dir: PathBuf::new(),
+            s3_bucket: "etcd-backup".to_owned(),
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RecoveryConfig {
+    /// The snapshotter directory, when mounted.
+    pub fn snapshots_dir(&self) -> Option<&std::path::Path> {
+        (!self.snapshots_dir.as_os_str().is_empty()).then_some(self.snapshots_dir.as_path())
+    }
+
+    /// The S3 credentials directory, when S3 is configured.
+    pub fn s3_credentials_dir(&self) -> Option<&std::path::Path> {
+        (!self.s3_credentials_dir.as_os_str().is_empty())
+            .then_some(self.s3_credentials_dir.as_path())
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.restore_max_age.is_zero() {
+            return Err(ConfigError::invalid(
+                "recovery.restore_max_age",
+                "must be greater than zero",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "recovery.timeout",
+                "must be greater than zero",
+            ));
+        }
+        for (key, dir) in [
+            ("recovery.snapshots_dir", self.snapshots_dir()),
+            ("recovery.s3_credentials_dir", self.s3_credentials_dir()),
+        ] {
+            if dir.is_some_and(|dir| !dir.is_absolute()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be an absolute path (or empty: not mounted)",
+                ));
+            }
+        }
+        // S3's bucket naming rules (3-63 lowercase letters, digits, dots and hyphens, starting
+        // and ending with a letter or digit).
+        let bucket = &self.s3_bucket;
+        let valid = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(ConfigError::invalid(
+                "recovery.s3_bucket",
+                format!(
+                    "{bucket:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, \
+                     '.' and '-', starting and ending with a letter or digit)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    #[test]
+    fn defaults_are_csm_s() {
+        let recovery = Config::default().recovery;
+        assert_eq!(recovery.restore_max_age, Duration::from_secs(604_800));
+        assert_eq!(
+            recovery.snapshots_dir(),
+            Some(std::path::Path::new("/snapshots"))
+        );
+        assert_eq!(recovery.s3_credentials_dir(), None);
+        assert_eq!(recovery.s3_bucket, "etcd-backup");
+        assert_eq!(recovery.timeout, Duration::from_secs(600));
+        let config = Config::from_toml(
+            "[recovery]\nrestore_max_age = \"2days\"\nsnapshots_dir = \"\"\n\
+             s3_credentials_dir = \"/etc/s3\"\ntimeout = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.recovery.restore_max_age,
+            Duration::from_secs(172_800)
+        );
+        assert_eq!(config.recovery.snapshots_dir(), None);
+        assert_eq!(
+            config.recovery.s3_credentials_dir(),
+            Some(std::path::Path::new("/etc/s3"))
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("restore_max_age = \"0s\"", "recovery.restore_max_age"),
+            ("timeout = \"0s\"", "recovery.timeout"),
+            ("snapshots_dir = \"snapshots\"", "recovery.snapshots_dir"),
+            (
+                "s3_credentials_dir = \"creds\"",
+                "recovery.s3_credentials_dir",
+            ),
+            ("s3_bucket = \"Etcd_Backup\"", "recovery.s3_bucket"),
+            ("s3_bucket = \"-etcd\"", "recovery.s3_bucket"),
+            ("s3_bucket = \"ab\"", "recovery.s3_bucket"),
+        ] {
+            match Config::from_toml(&format!("[recovery]\n{text}\n")) {
+                Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let err = Config::from_toml("[recovery]\nbucket = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bucket"), "{err}");
+    }
+}
