@@ -253,6 +253,10 @@ pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long `serve --simulate` waits for the simulated cluster to settle before it serves.
+#[cfg(feature = "simulate")]
+const SIM_SETTLE: Duration = Duration::from_secs(60);
+
 #[cfg(feature = "simulate")]
 async fn start_sim(
     listen: SocketAddr,
@@ -262,6 +266,11 @@ async fn start_sim(
 ) -> anyhow::Result<SimCluster> {
     let sim = SimCluster::start(listen, options).await?;
     sim.seed_csm_release(csm_release).await?;
+    // Serve once the seeded pods run and (with real etcd) every etcd cluster answers with its
+    // seeded data and backup, so that a rehearsal starts from a settled cluster.
+    if let Err(err) = sim.wait_settled(SIM_SETTLE).await {
+        tracing::warn!(error = %err, "the simulated cluster has not settled; serving anyway");
+    }
     tracing::info!(url = %sim.url(), csm_release, "simulated cluster listening (plain HTTP, no auth)");
     if let Some(path) = kubeconfig {
         std::fs::write(path, sim.kubeconfig_yaml()).with_context(|| {

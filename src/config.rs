@@ -13,7 +13,6 @@ use crate::{
 mod auth;
 mod hmnfd;
 mod hostname;
-mod names;
 mod recovery;
 mod webhooks;
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
@@ -243,7 +242,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        names::dns1123_label(&self.namespace)
+        labels::dns1123_label(&self.namespace)
             .map_err(|problem| ConfigError::invalid("namespace", problem))?;
         if self.step_timeout.is_zero() {
             return Err(ConfigError::invalid(
@@ -262,11 +261,11 @@ impl Config {
             if restart.selector.trim().is_empty() {
                 return Err(ConfigError::invalid(key, "must not be empty"));
             }
-            names::label_selector(&restart.selector)
+            labels::label_selector(&restart.selector)
                 .map_err(|problem| ConfigError::invalid(key, problem))?;
         }
         for (key, rerun) in [("bss", &self.bss), ("fas", &self.fas)] {
-            names::dns1123_subdomain(&rerun.job)
+            labels::dns1123_subdomain(&rerun.job)
                 .map_err(|problem| ConfigError::invalid(format!("{key}.job"), problem))?;
         }
         let dns = &self.externaldns;
@@ -280,7 +279,7 @@ impl Config {
                 return Err(ConfigError::invalid(key, "must not be empty"));
             }
         }
-        names::dns1123_subdomain(&dns.name)
+        labels::dns1123_subdomain(&dns.name)
             .map_err(|problem| ConfigError::invalid("externaldns.name", problem))?;
         self.auth.validate()?;
         self.webhooks.validate()?;

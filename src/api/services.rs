@@ -47,7 +47,13 @@ pub async fn list_services(
         .services
         .iter()
         .filter_map(|&service| {
-            let steps = handlers::plan(service, config, profile)?;
+            let steps = handlers::plan(
+                service,
+                config,
+                profile,
+                crate::model::EtcdMode::Check,
+                None,
+            )?;
             Some(ServiceInfo {
                 service,
                 description: handlers::description(service, profile),

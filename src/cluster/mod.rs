@@ -6,6 +6,7 @@ mod objects;
 mod pods;
 pub mod rbac;
 mod retry;
+mod statefulset;
 mod wait;
 
 use std::{
@@ -18,7 +19,7 @@ use std::{
 
 pub use events::{REASON as EVENT_REASON, RunEvents};
 pub use objects::{JobOutcome, ObjectRef, Sanitized, object_uid, sanitize};
-pub use pods::{PodRef, PodsReady, RestartPlan, RestartReport};
+pub use pods::{PodRef, PodsReady, RestartPlan, RestartReport, is_ready as pod_is_ready};
 pub use retry::describe_kube_error;
 
 /// What a primitive could not do, with enough context for a person at 3 a.m.

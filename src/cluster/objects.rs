@@ -52,6 +52,15 @@ impl ObjectRef {
         }
     }
 
+    pub fn persistent_volume_claim(name: &str) -> Self {
+        ObjectRef {
+            api_version: "v1".to_owned(),
+            kind: "PersistentVolumeClaim".to_owned(),
+            plural: "persistentvolumeclaims".to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
     fn resource(&self) -> ApiResource {
         let (group, version) = match self.api_version.split_once('/') {
             Some((g, v)) => (g, v),

@@ -47,7 +47,8 @@ fn pod_ref(pod: &Pod) -> PodRef {
     }
 }
 
-fn is_ready(pod: &Pod) -> bool {
+/// Ready and not being deleted.
+pub fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
             .status

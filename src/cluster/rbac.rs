@@ -40,11 +40,12 @@ pub const REQUIRED: &[Permission] = &[
         resource: "configmaps",
         verbs: &["get"],
     },
-    // The data PVCs of Bitnami etcd clusters (`GET /etcd-clusters`).
+    // The data PVCs of Bitnami etcd clusters (`GET /etcd-clusters`); a restore or rebuild
+    // deletes them and waits until they are gone (`handlers::steps::bitnami`).
     Permission {
         api_group: "",
         resource: "persistentvolumeclaims",
-        verbs: &["list"],
+        verbs: &["list", "watch", "delete"],
     },
     // Which services the release deploys (cray-crus, cray-externaldns-*): release detection.
     Permission {
@@ -58,12 +59,19 @@ pub const REQUIRED: &[Permission] = &[
         resource: "replicasets",
         verbs: &["get"],
     },
-    // Bitnami etcd clusters (`etcd::layout`: list, get) and External DNS's cluster as a
-    // StatefulSet on releases configured that way (watch, create, delete).
+    // Bitnami etcd clusters (`etcd::layout`: list, get; a restore or rebuild sets the etcd
+    // container's environment with a patch and watches the rollout) and External DNS's
+    // cluster as a StatefulSet on releases configured that way (watch, create, delete).
     Permission {
         api_group: "apps",
         resource: "statefulsets",
-        verbs: &["get", "list", "watch", "create", "delete"],
+        verbs: &["get", "list", "watch", "create", "delete", "patch"],
+    },
+    // A restore or rebuild scales the etcd StatefulSet to 0 and back (`kubectl scale`).
+    Permission {
+        api_group: "apps",
+        resource: "statefulsets/scale",
+        verbs: &["patch"],
     },
     // Kubernetes Events on the objects a run touches. Only `create`: each step publishes each
     // Event once (a repeat would be a `patch` of its series, see `cluster::events`).

@@ -28,7 +28,7 @@ use utoipa::ToSchema;
 
 use super::{EtcdAlarm, EtcdClient, EtcdConfig};
 use crate::{
-    cluster::{Cluster, ClusterError, ObjectRef},
+    cluster::{Cluster, ClusterError, ObjectRef, pod_is_ready},
     model::Service,
 };
 
@@ -385,18 +385,7 @@ async fn member_pods(
             api.list(&params)
         })
         .await?;
-    let ready = pods
-        .items
-        .iter()
-        .filter(|pod| {
-            pod.metadata.deletion_timestamp.is_none()
-                && pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .count();
+    let ready = pods.items.iter().filter(|pod| pod_is_ready(pod)).count();
     let mut names: Vec<String> = pods.items.iter().map(|p| p.name_any()).collect();
     names.sort();
     Ok((names, ready as i64))

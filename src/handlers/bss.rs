@@ -3,8 +3,8 @@
 //! check BSS really holds boot parameters again (the runbook leaves that to the reader).
 
 //!
-//! CSM 1.5+ ("Restore BSS from the ETCD backup"): a restore, which this service does not do
-//! yet; the run ends `action_required` naming the procedure.
+//! CSM 1.5+ ("Restore BSS from the ETCD backup"): a run with `"etcd": "restore"` restores the
+//! cluster first and the step ends `skipped`; otherwise it ends `action_required`, naming how.
 
 use super::{Action, PlannedStep, rerun_job, step};
 use crate::{

@@ -23,10 +23,11 @@ pub use steps::orca::NcnTargets;
 
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},
-    config::{Config, JobRerun, PodRestart},
+    config::{Config, JobRerun, PodRestart, RecoveryConfig},
     csm::{CsmClients, CsmError},
     etcd::EtcdConfig,
-    model::{Service, State},
+    etcd::layout::EtcdLayout,
+    model::{EtcdMode, Service, State},
     release::{BssRepopulation, FasReload, Profile},
     remote::{FanoutError, SshConfig},
     store::{Store, StoreError},
@@ -94,6 +95,53 @@ pub enum Action {
         endpoint: String,
         after: bool,
     },
+    /// Report the cluster's health and the backups seen, and decide what to do: nothing,
+    /// restore (which backup) or rebuild (`mode`, `backup` as the run asked).
+    AssessEtcd {
+        cluster: String,
+        mode: EtcdMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backup: Option<String>,
+        #[serde(with = "humantime_serde")]
+        restore_max_age: Duration,
+    },
+    /// Before a cluster that still answers is restored or rebuilt: a snapshot of it, kept
+    /// where backups are kept and named so that it is listed as one.
+    SafetySnapshot { cluster: String },
+    /// Bitnami (CSM 1.5+): restore or rebuild the StatefulSet `cluster` as `etcd-assess`
+    /// decided (scale to 0, environment, PVCs, scale back, healthy, environment back), within
+    /// `[recovery] timeout` (`timeout` is what it was when the run was planned; an attempt uses
+    /// the one in force, so a run that ran out of it can be resumed with a longer one); every
+    /// ending that is not a success puts the StatefulSet back.
+    RecoverBitnami {
+        cluster: String,
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+    },
+}
+
+impl Action {
+    /// Repopulates data a restore of the service's etcd cluster brings back: after a
+    /// restore, the step ends `skipped`, saying so.
+    fn covered_by_restore(&self) -> bool {
+        matches!(self, Action::RestoreBssFromBackup { .. })
+    }
+
+    /// How long the runner lets the step run: the step timeout, or for the recovery steps what
+    /// they bound themselves by `[recovery] timeout` (a listing and a download or a snapshot;
+    /// the recovery and the time to put the StatefulSet back), so that the runner never cuts a
+    /// recovery short without its put-back.
+    pub fn time_limit(&self, config: &Config) -> Duration {
+        let step_timeout = config.step_timeout;
+        let margin = Duration::from_secs(180);
+        match self {
+            Action::RecoverBitnami { .. } => step_timeout.max(config.recovery.timeout + margin),
+            Action::AssessEtcd { .. } | Action::SafetySnapshot { .. } => {
+                step_timeout.max(config.recovery.timeout * 2 + margin)
+            }
+            _ => step_timeout,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -141,7 +189,8 @@ impl PlannedStep {
             ),
             Action::RestoreBssFromBackup { cluster } => format!(
                 "BSS is restored from the etcd backup of {cluster} (\"Restore an etcd Cluster from \
-                 a Backup\"), which this service does not do yet: report what to run"
+                 a Backup\"): skipped when this run restored it, else report its newest backup \
+                 and how to restore it"
             ),
             Action::CheckEtcd {
                 cluster,
@@ -183,6 +232,38 @@ impl PlannedStep {
                  holds it; leave existing ones untouched"
                     .to_owned()
             }
+            Action::AssessEtcd {
+                cluster,
+                mode,
+                backup,
+                restore_max_age,
+            } => match (mode, backup) {
+                (EtcdMode::Restore, Some(backup)) => {
+                    format!("report the health of {cluster}; restore it from backup {backup}")
+                }
+                (EtcdMode::Restore, None) => format!(
+                    "report the health of {cluster} and its backups; restore it from the newest \
+                     usable backup"
+                ),
+                (EtcdMode::Auto, _) => format!(
+                    "report the health of {cluster} and its backups; if it is unhealthy, restore \
+                     it from the newest usable backup younger than {}, else rebuild it",
+                    wait(restore_max_age)
+                ),
+                _ => format!("report the health of {cluster}; rebuild it"),
+            },
+            Action::SafetySnapshot { cluster } => format!(
+                "if {cluster} still answers, take a snapshot of it through its gateway and keep \
+                 it where backups are kept, listed as a backup (repopulator-<time>-<run id>)"
+            ),
+            Action::RecoverBitnami { cluster, timeout } => format!(
+                "as decided: store the replica count and etcd environment of StatefulSet \
+                 {cluster}, scale it to 0, set ETCD_INITIAL_CLUSTER_STATE=new (and the snapshot \
+                 to start from), delete its data PVCs, scale it back, wait up to {} until every \
+                 member is Ready and the cluster healthy, set the environment back; any other \
+                 ending puts the replicas and environment back",
+                wait(timeout)
+            ),
         }
     }
 }
@@ -218,7 +299,8 @@ fn rerun_job(name: &str, rerun: &JobRerun) -> PlannedStep {
 pub fn description(service: Service, profile: &Profile) -> String {
     match (service, profile.bss, profile.fas) {
         (Service::Bss, BssRepopulation::RestoreFromBackup, _) => {
-            "Boot Script Service: restore from the etcd backup (named, not done, by this service)"
+            "Boot Script Service: restore its etcd cluster from a backup (a run with \"etcd\": \
+             \"restore\")"
                 .to_owned()
         }
         (Service::Fas, _, FasReload::Nexus) => {
@@ -251,18 +333,34 @@ fn runbook_1_0(service: Service) -> &'static str {
 /// The names of the etcd steps around a service's own steps.
 pub const CHECK_ETCD: &str = "check-etcd-cluster";
 pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
+/// The recovery steps before them (`"etcd": "restore" | "rebuild" | "auto"`).
+pub const ETCD_ASSESS: &str = "etcd-assess";
+pub const ETCD_SAFETY_SNAPSHOT: &str = "etcd-safety-snapshot";
+pub const ETCD_RECOVER: &str = "etcd-recover";
 
 /// The steps a run takes for `service` on `profile`'s release, or `None` when the release
 /// does not have it: its own, between the check of its etcd cluster and a recount of its keys
-/// (when configured).
-pub fn plan(service: Service, config: &Config, profile: &Profile) -> Option<Vec<PlannedStep>> {
+/// (when configured). With `etcd` other than `check`, the recovery of the cluster comes first
+/// (assess and decide, then restore from `backup` or rebuild; Bitnami layout).
+pub fn plan(
+    service: Service,
+    config: &Config,
+    profile: &Profile,
+    etcd: EtcdMode,
+    backup: Option<&str>,
+) -> Option<Vec<PlannedStep>> {
     if !profile.has(service) {
         return None;
     }
     let own = service_steps(service, config, profile);
+    let recovery = profile
+        .etcd_cluster(service)
+        .filter(|_| etcd != EtcdMode::Check && profile.layout == EtcdLayout::Bitnami)
+        .map(|cluster| recovery_steps(&cluster, config, etcd, backup))
+        .unwrap_or_default();
     let Some(cluster) = profile
         .etcd_cluster(service)
-        .filter(|_| config.etcd.enabled)
+        .filter(|_| config.etcd.enabled || !recovery.is_empty())
     else {
         return Some(own);
     };
@@ -280,10 +378,44 @@ pub fn plan(service: Service, config: &Config, profile: &Profile) -> Option<Vec<
             },
         )
     };
-    let mut steps = vec![check(CHECK_ETCD, false)];
+    let mut steps = recovery;
+    steps.push(check(CHECK_ETCD, false));
     steps.extend(own);
     steps.push(check(RECOUNT_ETCD, true));
     Some(steps)
+}
+
+/// Assess and decide, then recover the Bitnami StatefulSet `cluster`.
+fn recovery_steps(
+    cluster: &str,
+    config: &Config,
+    etcd: EtcdMode,
+    backup: Option<&str>,
+) -> Vec<PlannedStep> {
+    vec![
+        step(
+            ETCD_ASSESS,
+            Action::AssessEtcd {
+                cluster: cluster.to_owned(),
+                mode: etcd,
+                backup: backup.map(str::to_owned),
+                restore_max_age: config.recovery.restore_max_age,
+            },
+        ),
+        step(
+            ETCD_SAFETY_SNAPSHOT,
+            Action::SafetySnapshot {
+                cluster: cluster.to_owned(),
+            },
+        ),
+        step(
+            ETCD_RECOVER,
+            Action::RecoverBitnami {
+                cluster: cluster.to_owned(),
+                timeout: config.recovery.timeout,
+            },
+        ),
+    ]
 }
 
 fn service_steps(service: Service, config: &Config, profile: &Profile) -> Vec<PlannedStep> {
@@ -305,7 +437,7 @@ pub fn implemented(profile: &Profile) -> Vec<Service> {
     let config = Config::default();
     Service::ALL
         .into_iter()
-        .filter(|s| plan(*s, &config, profile).is_some())
+        .filter(|s| plan(*s, &config, profile, EtcdMode::Check, None).is_some())
         .collect()
 }
 
@@ -354,6 +486,8 @@ pub trait Journal: Send + Sync {
 }
 
 pub struct StepContext<'a> {
+    /// The run the step belongs to (named in safety snapshots).
+    pub run_id: uuid::Uuid,
     pub cluster: &'a Cluster,
     pub csm: &'a CsmClients,
     pub dry_run: bool,
@@ -365,6 +499,8 @@ pub struct StepContext<'a> {
     pub ssh: &'a SshConfig,
     /// How to reach the etcd clusters.
     pub etcd: &'a EtcdConfig,
+    /// Where the etcd clusters' backups are, and how long a recovery may take.
+    pub recovery: &'a RecoveryConfig,
     /// The service's own store, for the snapshots (BOS); steps record through `journal`.
     pub store: &'a Store,
     /// Kubernetes Events on the objects the step touches.
@@ -413,6 +549,7 @@ pub struct StepOutcome {
 pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
     let cluster = ctx.cluster.counting();
     let counted = StepContext {
+        run_id: ctx.run_id,
         cluster: &cluster,
         csm: ctx.csm,
         dry_run: ctx.dry_run,
@@ -421,6 +558,7 @@ pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutco
         saved: ctx.saved.clone(),
         ssh: ctx.ssh,
         etcd: ctx.etcd,
+        recovery: ctx.recovery,
         store: ctx.store,
         events: ctx.events,
     };
@@ -488,6 +626,11 @@ fn as_plan(result: Result<StepOutcome, StepError>) -> Result<StepOutcome, StepEr
 }
 
 async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
+    if action.covered_by_restore()
+        && let Some(reason) = steps::recovery::restored(ctx).await?
+    {
+        return StepOutcome::with_state(State::Skipped, reason, serde_json::json!({}));
+    }
     match action {
         Action::RestartPods { selector, timeout } => {
             steps::pods::restart(ctx, selector, *timeout).await
@@ -522,6 +665,18 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
             endpoint,
             after,
         } => steps::etcd::check(ctx, cluster, endpoint, *after).await,
+        Action::AssessEtcd {
+            cluster,
+            mode,
+            backup,
+            restore_max_age,
+        } => {
+            steps::recovery::assess(ctx, cluster, *mode, backup.as_deref(), *restore_max_age).await
+        }
+        Action::SafetySnapshot { cluster } => steps::recovery::safety_snapshot(ctx, cluster).await,
+        Action::RecoverBitnami { cluster, .. } => {
+            steps::bitnami::run(ctx, cluster, ctx.recovery.timeout).await
+        }
     }
 }
 
@@ -541,7 +696,7 @@ impl StepOutcome {
         Self::with_state(State::ActionRequired, message, data)
     }
 
-    fn with_state(
+    pub(crate) fn with_state(
         state: State,
         message: impl Into<String>,
         data: impl Serialize,

@@ -150,8 +150,8 @@ pub enum FasReload {
 pub enum BssRepopulation {
     /// Re-run the REDS `init` Job (≤ 1.4).
     RedsInitJob,
-    /// "Restore BSS from the ETCD backup" (1.5+): a restore, which this service does not do
-    /// yet; the run says so and names the procedure.
+    /// "Restore BSS from the ETCD backup" (1.5+): a run with `"etcd": "restore"` does it
+    /// first; otherwise the run names the newest backup and how to restore it.
     RestoreFromBackup,
 }
 

@@ -386,7 +386,13 @@ impl Runner {
         let mut tasks = Vec::new();
         let mut missing = Vec::new();
         for &service in &services {
-            match handlers::plan(service, &inner.config, profile) {
+            match handlers::plan(
+                service,
+                &inner.config,
+                profile,
+                request.etcd,
+                request.backup.as_deref(),
+            ) {
                 Some(steps) => tasks.push(NewTask {
                     service,
                     steps: steps
@@ -778,7 +784,8 @@ async fn run_task(
             .instrument(span)
             .await?;
         match state {
-            State::Succeeded => {}
+            // A step that had nothing to do says why (its message) and the task goes on.
+            State::Succeeded | State::Skipped => {}
             State::ActionRequired => notes.push(message),
             other => {
                 outcome = (other, format!("step {} {other}: {message}", step.name));
@@ -865,6 +872,7 @@ async fn run_step(
                 dry_run,
             );
             let ctx = StepContext {
+                run_id,
                 cluster: &inner.cluster,
                 csm: &inner.csm,
                 dry_run,
@@ -873,10 +881,11 @@ async fn run_step(
                 saved: step.data.clone(),
                 ssh: &inner.config.ssh,
                 etcd: &inner.config.etcd,
+                recovery: &inner.config.recovery,
                 store: &inner.store,
                 events: &events,
             };
-            let limit = inner.config.step_timeout;
+            let limit = action.time_limit(&inner.config);
             match tokio::time::timeout(limit, handlers::execute(&action, &ctx)).await {
                 Ok(Ok(outcome)) => (outcome.state, outcome.message, Some(outcome.data)),
                 Ok(Err(err)) if err.is_cancelled() => {

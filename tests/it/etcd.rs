@@ -78,7 +78,7 @@ async fn a_healthy_cluster_is_checked_first_and_its_keys_counted_around_the_serv
     let recount = step(&run, "recount-etcd-keys");
     assert_eq!(
         recount["message"],
-        "cray-reds-etcd holds 2 key(s) now, 2 before the run"
+        "cray-reds-etcd holds 2 key(s) now, 2 before the service was repopulated"
     );
 }
 

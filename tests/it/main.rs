@@ -19,6 +19,7 @@ mod kube_events;
 mod metrics;
 mod openapi;
 mod rbac;
+mod recovery;
 mod releases;
 mod remote;
 // The crash tests abort the service at failpoints, which only a binary built with the feature

@@ -29,34 +29,6 @@ fn services_without_hmnfd(services: &Value) -> Vec<String> {
         .collect()
 }
 
-fn step<'a>(run: &'a Value, service: &str, step: &str) -> &'a Value {
-    run["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["service"] == service)
-        .and_then(|t| {
-            t["steps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == step)
-        })
-        .unwrap_or_else(|| panic!("no step {service}/{step} in {run:#}"))
-}
-
-/// A simulated cluster laid out as `release` whose etcd clusters are real etcd processes.
-async fn real_etcd_sim(release: &str) -> sim::SimCluster {
-    common::release_sim(
-        release,
-        SimOptions {
-            real_etcd: true,
-            ..SimOptions::default()
-        },
-    )
-    .await
-}
-
 /// Runs every service of `release` but HMNFD (dry, then for real) on `sim`, asserting each
 /// ends `succeeded` or `action_required`, and returns the real run.
 async fn run_release_on(release: &str, sim: sim::SimCluster) -> (common::TestApp, Value, Value) {
@@ -123,7 +95,7 @@ async fn csm_1_2_has_no_externaldns_and_reloads_fas_from_nexus() {
         service_names(&services),
         ["bos", "bss", "cps", "crus", "fas", "hmnfd", "meds", "reds"]
     );
-    let reload = step(&run, "fas", "reload-fas-images-from-nexus");
+    let reload = common::step(&run, "fas", "reload-fas-images-from-nexus");
     assert_eq!(reload["state"], "succeeded", "{reload:#}");
     let hmnfd = services["items"][5].to_string();
     assert!(hmnfd.contains("systemctl restart cray-orca"), "{hmnfd}");
@@ -137,7 +109,7 @@ async fn csm_1_4_has_no_crus() {
         ["bos", "bss", "cps", "fas", "hmnfd", "meds", "reds"]
     );
     assert_eq!(
-        step(&run, "bss", "rerun-reds-init-job")["state"],
+        common::step(&run, "bss", "rerun-reds-init-job")["state"],
         "succeeded"
     );
     let (status, problem) = app
@@ -161,10 +133,10 @@ async fn csm_1_5_is_bitnami_and_names_the_bss_restore() {
         service_names(&services),
         ["bos", "bss", "fas", "hmnfd", "meds"]
     );
-    let bss = step(&run, "bss", "restore-bss-from-backup");
+    let bss = common::step(&run, "bss", "restore-bss-from-backup");
     assert_eq!(bss["state"], "action_required", "{bss:#}");
     assert_eq!(
-        step(&run, "fas", "reload-fas-images-from-nexus")["state"],
+        common::step(&run, "fas", "reload-fas-images-from-nexus")["state"],
         "succeeded"
     );
 }
@@ -172,8 +144,8 @@ async fn csm_1_5_is_bitnami_and_names_the_bss_restore() {
 #[tokio::test]
 async fn csm_1_0_runs_the_seed_runbook() {
     // With the etcd-operator clusters' etcd running for real, the etcd checks run too.
-    let (app, services, run) = run_release_on("1.0", real_etcd_sim("1.0").await).await;
-    let check = step(&run, "bss", "check-etcd-cluster");
+    let (app, services, run) = run_release_on("1.0", common::real_etcd_sim("1.0").await).await;
+    let check = common::step(&run, "bss", "check-etcd-cluster");
     assert_eq!(check["state"], "succeeded", "{check:#}");
     let names = services_without_hmnfd(&services);
     assert_eq!(
@@ -190,7 +162,7 @@ async fn csm_1_0_runs_the_seed_runbook() {
         ]
     );
     assert_eq!(
-        step(&run, "fas", "rerun-fas-loader-job")["state"],
+        common::step(&run, "fas", "rerun-fas-loader-job")["state"],
         "succeeded"
     );
     let hmnfd = services["items"]
@@ -222,11 +194,11 @@ async fn csm_1_3_reloads_fas_from_nexus_and_restarts_cray_orca_on_workers() {
     let evidence = services["csm_release"]["evidence"].to_string();
     assert!(evidence.contains("Deployment cray-crus"), "{evidence}");
     assert!(evidence.contains("lists CSM 1.3.0"), "{evidence}");
-    let reload = step(&run, "fas", "reload-fas-images-from-nexus");
+    let reload = common::step(&run, "fas", "reload-fas-images-from-nexus");
     assert_eq!(reload["state"], "succeeded", "{reload:#}");
     assert!(reload["data"]["loader_run_id"].is_string(), "{reload:#}");
     assert_eq!(
-        step(&run, "bss", "rerun-reds-init-job")["state"],
+        common::step(&run, "bss", "rerun-reds-init-job")["state"],
         "succeeded"
     );
     let hmnfd = services["items"]
@@ -257,7 +229,7 @@ async fn csm_1_3_reloads_fas_from_nexus_and_restarts_cray_orca_on_workers() {
 
 #[tokio::test]
 async fn csm_1_6_bitnami_nexus_and_bss_restore_named() {
-    let sim = real_etcd_sim("1.6").await;
+    let sim = common::real_etcd_sim("1.6").await;
     // The rebuild lost FAS's images: the Nexus load brings them back.
     assert!(sim.csm().wipe("cray-fas-bitnami-etcd"));
     assert!(sim.csm().fas_images().is_empty());
@@ -276,15 +248,15 @@ async fn csm_1_6_bitnami_nexus_and_bss_restore_named() {
         .start_run(json!({ "services": ["bos", "bss", "fas", "meds"] }))
         .await;
     let run = app.finished_run(&id).await;
-    let reload = step(&run, "fas", "reload-fas-images-from-nexus");
+    let reload = common::step(&run, "fas", "reload-fas-images-from-nexus");
     assert_eq!(reload["state"], "succeeded", "{reload:#}");
     assert!(
         !app.sim.csm().fas_images().is_empty(),
         "images back from Nexus"
     );
-    let check = step(&run, "bss", "check-etcd-cluster");
+    let check = common::step(&run, "bss", "check-etcd-cluster");
     assert_eq!(check["state"], "succeeded", "{check:#}");
-    let bss = step(&run, "bss", "restore-bss-from-backup");
+    let bss = common::step(&run, "bss", "restore-bss-from-backup");
     assert_eq!(bss["state"], "action_required", "{bss:#}");
     let message = bss["message"].as_str().unwrap();
     assert!(
@@ -293,6 +265,12 @@ async fn csm_1_6_bitnami_nexus_and_bss_restore_named() {
     );
     assert!(
         message.contains("StatefulSet cray-bss-bitnami-etcd exists"),
+        "{message}"
+    );
+    // It names the newest backup, and how to restore it with a run of this service.
+    assert!(message.contains("its newest backup is db-"), "{message}");
+    assert!(
+        message.contains("\"etcd\": \"restore\", \"confirm\": [\"cray-bss-bitnami-etcd\"]"),
         "{message}"
     );
     // The services 1.6 does not have are refused, naming the release.
@@ -419,18 +397,6 @@ async fn an_ambiguous_cluster_is_a_clear_error() {
     assert_eq!(run["csm_release"]["evidence"], json!([]));
 }
 
-/// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
-async fn etcd_put(url: &str, key: &str, value: &str) {
-    use base64::{Engine, engine::general_purpose::STANDARD};
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/v3/kv/put"))
-        .json(&json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(value) }))
-        .send()
-        .await
-        .expect("put");
-    assert!(resp.status().is_success(), "put {key}: {}", resp.status());
-}
-
 /// Marks the pod `name` not Ready, as the kubelet does when its readiness probe fails.
 async fn make_unready(app: &common::TestApp, name: &str) {
     app.pods()
@@ -445,29 +411,9 @@ async fn make_unready(app: &common::TestApp, name: &str) {
         .unwrap();
 }
 
-/// `GET /etcd-clusters/{name}` until `done` says so (bounded).
-async fn cluster_until(app: &common::TestApp, name: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let path = format!("/etcd-clusters/{name}");
-    let mut last = Value::Null;
-    let found = tokio::time::timeout(common::WAIT, async {
-        loop {
-            let (status, report) = app.get(&path).await;
-            assert_eq!(status, 200, "{report:#}");
-            if done(&report) {
-                return report;
-            }
-            last = report;
-            // Polling a condition with a deadline.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("{name} never reached the condition: {last:#}"))
-}
-
 #[tokio::test]
 async fn etcd_clusters_reports_the_real_etcd_of_a_bitnami_cluster_an_unready_member_and_an_alarm() {
-    let sim = real_etcd_sim("1.6").await;
+    let sim = common::real_etcd_sim("1.6").await;
     let url = sim
         .etcd_url("cray-bss-bitnami-etcd")
         .expect("bss etcd runs");
@@ -485,7 +431,7 @@ async fn etcd_clusters_reports_the_real_etcd_of_a_bitnami_cluster_an_unready_mem
     // BSS keeps its seeded boot parameters there; one more key beside them.
     let bss_keys = sim.bss_key_count().await.unwrap();
     assert!(bss_keys > 1, "{bss_keys}");
-    etcd_put(&url, "/bss/defaults", "{}").await;
+    common::etcd_put(&url, "/bss/defaults", "{}").await;
     let app = common::start_on(sim, Config::default()).await;
     let (status, list) = app.get("/etcd-clusters").await;
     assert_eq!(status, 200, "{list:#}");
@@ -529,7 +475,7 @@ async fn etcd_clusters_reports_the_real_etcd_of_a_bitnami_cluster_an_unready_mem
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(
-        step(&run, "bss", "check-etcd-cluster")["state"],
+        common::step(&run, "bss", "check-etcd-cluster")["state"],
         "succeeded",
         "{run:#}"
     );
@@ -559,7 +505,7 @@ async fn etcd_clusters_reports_the_real_etcd_of_a_bitnami_cluster_an_unready_mem
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(
-        step(&run, "bss", "check-etcd-cluster")["state"],
+        common::step(&run, "bss", "check-etcd-cluster")["state"],
         "failed",
         "{run:#}"
     );
@@ -571,11 +517,11 @@ async fn etcd_clusters_reports_the_real_etcd_of_a_bitnami_cluster_an_unready_mem
 
 #[tokio::test]
 async fn etcd_operator_clusters_run_member_pods_and_a_real_etcd_on_1_0() {
-    let sim = real_etcd_sim("1.0").await;
+    let sim = common::real_etcd_sim("1.0").await;
     let url = sim.etcd_url("cray-bss-etcd").expect("bss etcd runs");
     let bss_keys = sim.bss_key_count().await.unwrap();
-    etcd_put(&url, "/bss/a", "1").await;
-    etcd_put(&url, "/bss/b", "2").await;
+    common::etcd_put(&url, "/bss/a", "1").await;
+    common::etcd_put(&url, "/bss/b", "2").await;
     let app = common::start_on(sim, Config::default()).await;
     let (status, list) = app.get("/etcd-clusters").await;
     assert_eq!(status, 200, "{list:#}");
@@ -632,11 +578,11 @@ async fn etcd_operator_clusters_run_member_pods_and_a_real_etcd_on_1_0() {
 
 #[tokio::test]
 async fn a_bitnami_cluster_scaled_to_zero_and_back_keeps_its_data_in_its_pvc() {
-    let sim = real_etcd_sim("1.6").await;
+    let sim = common::real_etcd_sim("1.6").await;
     let url = sim
         .etcd_url("cray-fas-bitnami-etcd")
         .expect("fas etcd runs");
-    etcd_put(&url, "/fas/images", "[]").await;
+    common::etcd_put(&url, "/fas/images", "[]").await;
     let sts: Api<StatefulSet> = Api::namespaced(sim.kube_client(), "services");
     let app = common::start_on(sim, Config::default()).await;
     // The scale subresource, as on the real server.
@@ -667,7 +613,7 @@ async fn a_bitnami_cluster_scaled_to_zero_and_back_keeps_its_data_in_its_pvc() {
         Some(0)
     );
     // The pods go, and so does etcd: the cluster is reported unreachable.
-    let fas = cluster_until(&app, "cray-fas-bitnami-etcd", |c| {
+    let fas = common::cluster_until(&app, "cray-fas-bitnami-etcd", |c| {
         c["pods"].as_array().unwrap().is_empty() && c["healthy"] == false
     })
     .await;
@@ -698,7 +644,7 @@ async fn a_bitnami_cluster_scaled_to_zero_and_back_keeps_its_data_in_its_pvc() {
     )
     .await
     .unwrap();
-    let fas = cluster_until(&app, "cray-fas-bitnami-etcd", |c| c["healthy"] == true).await;
+    let fas = common::cluster_until(&app, "cray-fas-bitnami-etcd", |c| c["healthy"] == true).await;
     assert_eq!(fas["keys"], 1, "{fas:#}");
     assert_eq!(fas["ready"], 3);
 }

@@ -100,6 +100,19 @@ async fn seeded_sim() -> SimCluster {
 /// Runs `service` in a service process that aborts at `failpoint`, starts a second process on
 /// the same database, checks the run is interrupted at `step`, resumes it and returns the run.
 async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step: &str) -> Value {
+    let body = json!({"services": [service], "reason": "crash test"});
+    crash_and_resume_run(sim, body, failpoint, step).await.1
+}
+
+/// Like [`crash_and_resume`] for the run `body` asks for (one service); returns the base URL
+/// of the service process that resumed it (still running) and the run.
+async fn crash_and_resume_run(
+    sim: &SimCluster,
+    body: Value,
+    failpoint: &str,
+    step: &str,
+) -> (Service, Value) {
+    let service = body["services"][0].as_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     // The service process acts as its service account, with the chart's Role.
     let token = sim.service_account_token(
@@ -117,12 +130,14 @@ async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step
     struct ConfigFile {
         csm: etcd_repopulator::csm::CsmConfig,
         etcd: etcd_repopulator::etcd::EtcdConfig,
+        recovery: etcd_repopulator::config::RecoveryConfig,
     }
     let mut simulated = etcd_repopulator::config::Config::default();
     simulated.use_simulation(sim);
     let config = ConfigFile {
         csm: simulated.csm,
         etcd: simulated.etcd,
+        recovery: simulated.recovery,
     };
     std::fs::write(
         dir.path().join("config.toml"),
@@ -133,7 +148,7 @@ async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step
     let mut first = spawn_service(dir.path(), Some(failpoint)).await;
     let resp = reqwest::Client::new()
         .post(format!("{}/repopulations", first.base))
-        .json(&json!({"services": [service], "reason": "crash test"}))
+        .json(&body)
         .send()
         .await
         .unwrap();
@@ -158,7 +173,14 @@ async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step
             .contains(&format!("{service}/{step}")),
         "{run:#}"
     );
-    assert_eq!(run["services"][0]["steps"][0]["state"], "interrupted");
+    let interrupted: Vec<&str> = run["services"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "interrupted")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(interrupted.first(), Some(&step), "{run:#}");
 
     let resp = reqwest::Client::new()
         .post(format!("{}/repopulations/{id}/resume", second.base))
@@ -176,7 +198,7 @@ async fn crash_and_resume(sim: &SimCluster, service: &str, failpoint: &str, step
         !log.is_empty() && log.iter().all(|record| record.allowed),
         "both processes used the service account, within its Role: {log:#?}"
     );
-    run
+    (second, run)
 }
 
 #[tokio::test]
@@ -231,4 +253,72 @@ async fn etcd_cluster_deleted_before_a_crash_is_created_again_from_the_stored_ma
     assert_ne!(cluster.metadata.uid, original.metadata.uid);
     assert_eq!(cluster.data["spec"], original.data["spec"]);
     assert_eq!(cluster.data["status"]["phase"], "Running");
+}
+
+/// A kill -9 of the service at every phase boundary of a Bitnami rebuild (CSM 1.6, real etcd):
+/// the resumed run continues from the journal and ends with the cluster healthy, at its replica
+/// count, with `ETCD_INITIAL_CLUSTER_STATE=existing`.
+#[tokio::test]
+async fn a_crash_at_every_phase_of_a_bitnami_rebuild_resumes_to_a_healthy_cluster() {
+    use crate::recovery::{FAS_STS, PHASES, etcd_env, phases, real_etcd_sim, replicas};
+    let sim = real_etcd_sim().await;
+    let client = sim.kube_client();
+    for phase in PHASES {
+        let failpoint = format!("etcd-recover:{phase}");
+        let body = json!({"services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS], "reason": failpoint});
+        let (service, run) = crash_and_resume_run(&sim, body, &failpoint, "etcd-recover").await;
+        let steps = run["services"][0]["steps"].as_array().unwrap();
+        let recover = steps.iter().find(|s| s["name"] == "etcd-recover").unwrap();
+        assert_eq!(recover["state"], "succeeded", "{failpoint}: {run:#}");
+        let journalled = phases(recover);
+        assert_eq!(
+            journalled, PHASES,
+            "{failpoint}: each phase once: {recover:#}"
+        );
+        assert_eq!(
+            recover["attempts"][0]["state"], "interrupted",
+            "{failpoint}: {recover:#}"
+        );
+        assert_eq!(run["state"], "action_required", "{failpoint}: {run:#}");
+        assert_eq!(replicas(&client, FAS_STS).await, 3, "{failpoint}");
+        let env = etcd_env(&client, FAS_STS).await;
+        assert_eq!(env["ETCD_INITIAL_CLUSTER_STATE"], "existing", "{failpoint}");
+        let report: Value = reqwest::get(format!("{}/etcd-clusters/{FAS_STS}", service.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(report["healthy"], true, "{failpoint}: {report:#}");
+        assert_eq!(report["ready"], 3, "{failpoint}: {report:#}");
+    }
+}
+
+/// The same for a restore (BSS from its newest backup): the resumed run ends with BSS's keys
+/// back, BSS's repopulation skipped, and the environment back to `existing`.
+#[tokio::test]
+async fn a_crash_at_every_phase_of_a_bitnami_restore_resumes_with_the_data_back() {
+    use crate::recovery::{BSS_STS, PHASES, etcd_env, phases, real_etcd_sim, replicas};
+    let sim = real_etcd_sim().await;
+    let client = sim.kube_client();
+    let keys = sim.bss_key_count().await.unwrap();
+    for phase in PHASES {
+        let failpoint = format!("etcd-recover:{phase}");
+        let body = json!({"services": ["bss"], "etcd": "restore", "confirm": [BSS_STS], "reason": failpoint});
+        let (_service, run) = crash_and_resume_run(&sim, body, &failpoint, "etcd-recover").await;
+        assert_eq!(run["state"], "succeeded", "{failpoint}: {run:#}");
+        let steps = run["services"][0]["steps"].as_array().unwrap();
+        let named = |name: &str| steps.iter().find(|s| s["name"] == name).unwrap();
+        assert_eq!(phases(named("etcd-recover")), PHASES, "{failpoint}");
+        assert_eq!(
+            named("restore-bss-from-backup")["state"],
+            "skipped",
+            "{failpoint}"
+        );
+        assert_eq!(sim.bss_key_count().await.unwrap(), keys, "{failpoint}");
+        assert_eq!(replicas(&client, BSS_STS).await, 3, "{failpoint}");
+        let env = etcd_env(&client, BSS_STS).await;
+        assert_eq!(env["ETCD_INITIAL_CLUSTER_STATE"], "existing", "{failpoint}");
+        assert_eq!(env["ETCD_START_FROM_SNAPSHOT"], "no", "{failpoint}");
+    }
 }

@@ -11,21 +11,14 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use sim::{SimCluster, SimOptions};
+use sim::SimCluster;
 
 use crate::common;
 
 const STS: &str = "cray-bss-bitnami-etcd";
 
 async fn sim_1_6() -> SimCluster {
-    common::release_sim(
-        "1.6",
-        SimOptions {
-            real_etcd: true,
-            ..SimOptions::default()
-        },
-    )
-    .await
+    common::real_etcd_sim("1.6").await
 }
 
 /// Polls `check` (a condition with a deadline, not a sleep to let work happen).

@@ -1,14 +1,14 @@
 //! BSS on CSM 1.5+: the runbook says "Restore BSS from the ETCD backup, see Restore an ETCD
-//! Cluster from a Backup". Restoring is a later feature of this service; until then the step
-//! checks what it can (the cluster's state) and ends `action_required` with the procedure.
-//! Backups live in the S3 bucket `etcd-backup` and on the `bitnami-etcd-snapshotter` PVC,
-//! neither of which the service can read (no S3 credentials, no exec into pods), so it cannot
-//! name the newest backup: it names the command that lists them.
+//! Cluster from a Backup". A run with `"etcd": "restore"` (or `auto` choosing a restore) does
+//! that first, and this step then ends `skipped` (see `handlers::Action::covered_by_restore`).
+//! Otherwise (a check-only run, or a rebuild, which empties BSS's cluster) the step checks what
+//! it can (the cluster's state, its newest backup) and ends `action_required`, naming how to
+//! restore it: a run of this service, or CSM's own script.
 
 use serde_json::json;
 
 use crate::{
-    etcd::layout,
+    etcd::{backups::Backups, layout},
     handlers::{StepContext, StepError, StepOutcome},
 };
 
@@ -28,21 +28,36 @@ pub async fn restore_required(
         ),
     };
     let csm = cluster.trim_end_matches("-bitnami-etcd");
+    let newest = match Backups::new(ctx.recovery).list(csm, cluster).await {
+        Ok(backups) => match backups
+            .iter()
+            .find(|b| b.safety.as_ref().is_none_or(|s| !s.empty))
+        {
+            Some(b) => format!(
+                "its newest backup is {} ({} old)",
+                b.name,
+                humantime::format_duration(b.age())
+            ),
+            None => "it has no backup".to_owned(),
+        },
+        Err(err) => format!("its backups could not be listed: {err}"),
+    };
     StepOutcome::action_required(
         format!(
             "BSS is repopulated by restoring its etcd cluster from a backup (runbook: \"Restore \
-             BSS from the ETCD backup\", see \"Restore an etcd Cluster from a Backup\"); this \
-             service does not restore clusters yet. {state}. Run \
+             BSS from the ETCD backup\", see \"Restore an etcd Cluster from a Backup\"), which \
+             this run did not do. {state}; {newest} (GET /etcd-clusters/{cluster}/backups lists \
+             them). Restore it with a run: POST /repopulations {{\"services\": [\"bss\"], \
+             \"etcd\": \"restore\", \"confirm\": [\"{cluster}\"]}}, or with CSM's \
              `/opt/cray/platform-utils/etcd/etcd_restore_rebuild.sh -s {csm}` on a master or \
-             worker NCN: it restores the newest backup of the last 7 days. This service cannot \
-             see the backups (S3 bucket etcd-backup, prefix {csm}/); list them with \
-             `list_backups {csm}` in the etcd-backup-restore pod (namespace operators)"
+             worker NCN"
         ),
         json!({
             "cluster": cluster,
             "exists": found.is_some(),
             "procedure": "Restore_an_etcd_Cluster_from_a_Backup.release-1.6.md",
             "command": format!("/opt/cray/platform-utils/etcd/etcd_restore_rebuild.sh -s {csm}"),
+            "backups": newest,
         }),
     )
 }

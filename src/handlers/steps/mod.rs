@@ -1,5 +1,6 @@
 //! The implementations of the step actions, built from the cluster and CSM primitives.
 
+pub mod bitnami;
 pub mod bos;
 pub mod bss;
 pub mod csm_checks;
@@ -7,4 +8,5 @@ pub mod etcd;
 pub mod fas;
 pub mod orca;
 pub mod pods;
+pub mod recovery;
 pub mod recreate;

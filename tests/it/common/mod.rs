@@ -62,6 +62,51 @@ pub async fn release_sim(release: &str, options: SimOptions) -> SimCluster {
     sim
 }
 
+/// A simulated cluster laid out as CSM `release` with real etcd processes behind its etcd
+/// clusters, settled.
+pub async fn real_etcd_sim(release: &str) -> SimCluster {
+    release_sim(
+        release,
+        SimOptions {
+            real_etcd: true,
+            ..SimOptions::default()
+        },
+    )
+    .await
+}
+
+/// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
+pub async fn etcd_put(url: &str, key: &str, value: &str) {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v3/kv/put"))
+        .json(&serde_json::json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(value) }))
+        .send()
+        .await
+        .expect("put");
+    assert!(resp.status().is_success(), "put {key}: {}", resp.status());
+}
+
+/// `GET /etcd-clusters/{name}` until `done` says so (bounded).
+pub async fn cluster_until(app: &TestApp, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("/etcd-clusters/{name}");
+    let mut last = Value::Null;
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let (status, report) = app.get(&path).await;
+            assert_eq!(status, 200, "{report:#}");
+            if done(&report) {
+                return report;
+            }
+            last = report;
+            // Polling a condition with a deadline.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{name} never reached the condition: {last:#}"))
+}
+
 /// Starts the service on an existing simulated cluster with a fresh database. The service runs
 /// as its service account, with exactly the chart's Role: a Kubernetes call the Role does not
 /// allow fails the test's run, as it would in a cluster.
@@ -76,23 +121,64 @@ pub async fn start_as(sim: SimCluster, mut config: Config, rules: Vec<PolicyRule
     let client = sim.service_account_client(etcd_repopulator::app::SERVICE_ACCOUNT, rules);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("runs.db");
+    let (base, runner) = serve(&db, config, client).await;
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        sim,
+        runner,
+        db,
+        _dir: dir,
+    }
+}
+
+/// The service on the database `db`, serving on a loopback port: its base URL and runner.
+async fn serve(db: &std::path::Path, config: Config, client: kube::Client) -> (String, Runner) {
     let app = App::new(db.to_str().unwrap(), config, client)
         .await
         .expect("app starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app.router).await });
-    TestApp {
-        base,
-        http: reqwest::Client::new(),
-        sim,
-        runner: app.runner,
-        db,
-        _dir: dir,
-    }
+    (base, app.runner)
+}
+
+/// The step `name` of `service` in `run` (a run as `GET /repopulations/{id}` shows it).
+pub fn step<'a>(run: &'a Value, service: &str, name: &str) -> &'a Value {
+    run["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["service"] == service)
+        .and_then(|t| {
+            t["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+        })
+        .unwrap_or_else(|| panic!("no step {service}/{name} in {run:#}"))
 }
 
 impl TestApp {
+    /// The service stopped and started again on the same database and simulated cluster, with
+    /// `config` (a restart with a changed configuration), as its service account with the
+    /// chart's Role.
+    pub async fn restart_with(self, mut config: Config) -> TestApp {
+        self.runner.shutdown(WAIT).await;
+        config.use_simulation(&self.sim);
+        let client = self.sim.service_account_client(
+            etcd_repopulator::app::SERVICE_ACCOUNT,
+            etcd_repopulator::cluster::rbac::policy_rules(),
+        );
+        let (base, runner) = serve(&self.db, config, client).await;
+        TestApp {
+            base,
+            runner,
+            ..self
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

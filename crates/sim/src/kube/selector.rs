@@ -5,191 +5,21 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use labels::{Op, Requirement, Selector};
+
 use super::error::ApiError;
 use super::events;
 use super::resources::ResourceDef;
 
-#[derive(Debug, Clone, PartialEq)]
-enum Op {
-    Eq(String),
-    NotEq(String),
-    In(Vec<String>),
-    NotIn(Vec<String>),
-    Exists,
-    DoesNotExist,
-    Gt(i64),
-    Lt(i64),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Requirement {
-    key: String,
-    op: Op,
-}
-
-impl Requirement {
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let v = labels.get(&self.key);
-        match &self.op {
-            Op::Eq(x) => v == Some(x),
-            // As in the real selector, `!=` and `notin` also match objects without the key.
-            Op::NotEq(x) => v != Some(x),
-            Op::In(xs) => v.is_some_and(|v| xs.contains(v)),
-            Op::NotIn(xs) => v.is_none_or(|v| !xs.contains(v)),
-            Op::Exists => v.is_some(),
-            Op::DoesNotExist => v.is_none(),
-            Op::Gt(n) => v
-                .and_then(|v| v.parse::<i64>().ok())
-                .is_some_and(|v| v > *n),
-            Op::Lt(n) => v
-                .and_then(|v| v.parse::<i64>().ok())
-                .is_some_and(|v| v < *n),
-        }
-    }
-}
-
-/// A parsed `labelSelector`; the empty selector matches everything.
+/// A parsed `labelSelector` (the grammar and matching of the shared `labels` crate, which the
+/// service's configuration check uses too); the empty selector matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct LabelSelector(Vec<Requirement>);
-
-fn parse_error(detail: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest(format!("unable to parse requirement: {detail}"))
-}
-
-fn is_key_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')
-}
-
-fn validate_key(key: &str) -> Result<(), ApiError> {
-    let name = key.rsplit('/').next().unwrap_or(key);
-    if key.is_empty() || name.is_empty() || name.len() > 63 || key.matches('/').count() > 1 {
-        return Err(parse_error(format!(
-            "Invalid value: {key:?}: name part must be non-empty and at most 63 characters"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_value(v: &str) -> Result<(), ApiError> {
-    let ok = v.len() <= 63
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && v.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
-        && v.chars().last().is_none_or(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(parse_error(format!(
-            "Invalid value: {v:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
-        )))
-    }
-}
-
-/// Splits on commas that are not inside parentheses.
-fn split_top_level(s: &str) -> Result<Vec<&str>, ApiError> {
-    let mut parts = Vec::new();
-    let mut depth = 0i32;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err(parse_error("found ')', expected: identifier"));
-                }
-            }
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    if depth != 0 {
-        return Err(parse_error("found '', expected: ')'"));
-    }
-    parts.push(&s[start..]);
-    Ok(parts)
-}
-
-fn parse_set(rest: &str) -> Result<Vec<String>, ApiError> {
-    let rest = rest.trim();
-    let inner = rest
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| parse_error(format!("found '{rest}', expected: '('")))?;
-    let values: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).collect();
-    for v in &values {
-        validate_value(v)?;
-    }
-    Ok(values)
-}
-
-fn parse_requirement(term: &str) -> Result<Requirement, ApiError> {
-    let term = term.trim();
-    if term.is_empty() {
-        return Err(parse_error("found '', expected: identifier"));
-    }
-    if let Some(key) = term.strip_prefix('!') {
-        let key = key.trim();
-        validate_key(key)?;
-        return Ok(Requirement {
-            key: key.to_string(),
-            op: Op::DoesNotExist,
-        });
-    }
-    let key_end = term.find(|c: char| !is_key_char(c)).unwrap_or(term.len());
-    let key = &term[..key_end];
-    validate_key(key)?;
-    let rest = term[key_end..].trim_start();
-    let op = if rest.is_empty() {
-        Op::Exists
-    } else if let Some(v) = rest.strip_prefix("==").or_else(|| rest.strip_prefix('=')) {
-        let v = v.trim();
-        validate_value(v)?;
-        Op::Eq(v.to_string())
-    } else if let Some(v) = rest.strip_prefix("!=") {
-        let v = v.trim();
-        validate_value(v)?;
-        Op::NotEq(v.to_string())
-    } else if let Some(v) = rest.strip_prefix("notin") {
-        Op::NotIn(parse_set(v)?)
-    } else if let Some(v) = rest.strip_prefix("in") {
-        Op::In(parse_set(v)?)
-    } else if let Some(v) = rest.strip_prefix('>') {
-        Op::Gt(v.trim().parse().map_err(|_| {
-            parse_error(format!(
-                "for 'Gt', 'Lt' operators, the value must be an integer: {v}"
-            ))
-        })?)
-    } else if let Some(v) = rest.strip_prefix('<') {
-        Op::Lt(v.trim().parse().map_err(|_| {
-            parse_error(format!(
-                "for 'Gt', 'Lt' operators, the value must be an integer: {v}"
-            ))
-        })?)
-    } else {
-        return Err(parse_error(format!(
-            "found '{rest}', expected: in, notin, =, ==, !=, gt, lt"
-        )));
-    };
-    Ok(Requirement {
-        key: key.to_string(),
-        op,
-    })
-}
+pub struct LabelSelector(Selector);
 
 impl LabelSelector {
+    /// The API server answers a selector it cannot parse with 400 and the parser's message.
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        if s.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        split_top_level(s)?
-            .into_iter()
-            .map(parse_requirement)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+        Selector::parse(s).map(Self).map_err(ApiError::BadRequest)
     }
 
     /// A `metav1.LabelSelector` object (`matchLabels` + `matchExpressions`), as used in
@@ -226,7 +56,7 @@ impl LabelSelector {
                 reqs.push(Requirement { key, op });
             }
         }
-        Some(Self(reqs))
+        Some(Self(Selector(reqs)))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -234,7 +64,7 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.iter().all(|r| r.matches(labels))
+        self.0.matches(labels)
     }
 
     pub fn matches_object(&self, obj: &Value) -> bool {

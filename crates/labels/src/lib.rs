@@ -1,10 +1,14 @@
-//! Kubernetes' rules for the names and label selectors the configuration holds, so that a typo
-//! stops the start naming its key instead of failing the first run (or, for a selector, being
-//! refused by the API server only when a run lists pods).
+//! Kubernetes' rules for names and label selectors, in one place for both sides: the service
+//! checks the names and selectors its configuration holds (so that a typo stops the start naming
+//! its key instead of failing the first run), and the simulated API server parses and matches
+//! the `labelSelector` of every list and watch with the same grammar.
 //!
 //! The rules are those of k8s.io/apimachinery: `validation.IsDNS1123Label` and
 //! `IsDNS1123Subdomain` for names, and `labels.Parse` (its lexer, grammar and the checks of
-//! `labels.NewRequirement`) for selectors. kube-rs builds selectors but does not parse them.
+//! `labels.NewRequirement`) and `Requirement.Matches` for selectors. kube-rs builds selectors but
+//! does not parse them.
+
+use std::collections::BTreeMap;
 
 /// A DNS-1123 label (namespaces, most resource names): at most 63 lower-case letters, digits
 /// and `-`, starting and ending with a letter or digit.
@@ -159,26 +163,86 @@ fn tokens(selector: &str) -> Vec<Token<'_>> {
     tokens
 }
 
-/// Checks `selector` as the API server would parse it (`labels.Parse`): comma-separated
-/// requirements `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (a,b)`,
-/// `key notin (a,b)`, `key>1`, `key<1`. The empty selector selects everything.
-pub fn label_selector(selector: &str) -> Result<(), String> {
-    let mut parser = Parser {
-        tokens: tokens(selector),
-        at: 0,
-    };
-    if parser.peek() == &Token::End {
-        return Ok(());
-    }
-    loop {
-        parser.requirement()?;
-        match parser.next() {
-            Token::End => return Ok(()),
-            Token::Comma if matches!(parser.peek(), Token::Identifier(_) | Token::Not) => {}
-            Token::Comma => return Err(parser.unexpected("a requirement after ','")),
-            other => return Err(unexpected(&other, "',' or the end")),
+/// What a requirement asks of a label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Eq(String),
+    NotEq(String),
+    In(Vec<String>),
+    NotIn(Vec<String>),
+    Exists,
+    DoesNotExist,
+    Gt(i64),
+    Lt(i64),
+}
+
+/// One requirement of a selector: `key` and what its label must be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    pub key: String,
+    pub op: Op,
+}
+
+impl Requirement {
+    /// As apimachinery's `Requirement.Matches`: `!=` and `notin` also match labels without the
+    /// key; `>` and `<` need an integer label.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let v = labels.get(&self.key);
+        let number = || v.and_then(|v| v.parse::<i64>().ok());
+        match &self.op {
+            Op::Eq(x) => v == Some(x),
+            Op::NotEq(x) => v != Some(x),
+            Op::In(xs) => v.is_some_and(|v| xs.contains(v)),
+            Op::NotIn(xs) => v.is_none_or(|v| !xs.contains(v)),
+            Op::Exists => v.is_some(),
+            Op::DoesNotExist => v.is_none(),
+            Op::Gt(n) => number().is_some_and(|v| v > *n),
+            Op::Lt(n) => number().is_some_and(|v| v < *n),
         }
     }
+}
+
+/// A parsed label selector: requirements that must all hold; the empty selector selects
+/// everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector(pub Vec<Requirement>);
+
+impl Selector {
+    /// Parses `selector` as the API server does (`labels.Parse`): comma-separated requirements
+    /// `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (a,b)`,
+    /// `key notin (a,b)`, `key>1`, `key<1`. The error reads like the API server's.
+    pub fn parse(selector: &str) -> Result<Selector, String> {
+        let mut parser = Parser {
+            tokens: tokens(selector),
+            at: 0,
+        };
+        let mut requirements = Vec::new();
+        if parser.peek() == &Token::End {
+            return Ok(Selector(requirements));
+        }
+        loop {
+            requirements.push(parser.requirement()?);
+            match parser.next() {
+                Token::End => return Ok(Selector(requirements)),
+                Token::Comma if matches!(parser.peek(), Token::Identifier(_) | Token::Not) => {}
+                Token::Comma => return Err(parser.unexpected("a requirement after ','")),
+                other => return Err(unexpected(&other, "',' or the end")),
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| r.matches(labels))
+    }
+}
+
+/// Checks `selector` as the API server would parse it ([`Selector::parse`]).
+pub fn label_selector(selector: &str) -> Result<(), String> {
+    Selector::parse(selector).map(drop)
 }
 
 struct Parser<'a> {
@@ -209,7 +273,7 @@ impl<'a> Parser<'a> {
     }
 
     /// One requirement: `!key`, `key`, or `key <operator> <value(s)>`.
-    fn requirement(&mut self) -> Result<(), String> {
+    fn requirement(&mut self) -> Result<Requirement, String> {
         let negated = self.peek() == &Token::Not;
         if negated {
             self.next();
@@ -219,11 +283,25 @@ impl<'a> Parser<'a> {
             other => return Err(unexpected(&other, "a label key")),
         };
         check_key(key)?;
-        if negated || matches!(self.peek(), Token::Comma | Token::End) {
-            return Ok(());
+        let requirement = |op| Requirement {
+            key: key.to_owned(),
+            op,
+        };
+        if negated {
+            return Ok(requirement(Op::DoesNotExist));
+        }
+        if matches!(self.peek(), Token::Comma | Token::End) {
+            return Ok(requirement(Op::Exists));
         }
         match self.next() {
-            Token::Identifier("in" | "notin") => self.value_set(key),
+            Token::Identifier(set @ ("in" | "notin")) => {
+                let values = self.value_set(key)?;
+                Ok(requirement(if set == "in" {
+                    Op::In(values)
+                } else {
+                    Op::NotIn(values)
+                }))
+            }
             Token::Operator(op) => {
                 // `key=` (followed by ',' or the end) compares with the empty value.
                 let value = match self.peek() {
@@ -235,19 +313,26 @@ impl<'a> Parser<'a> {
                     }
                     _ => return Err(self.unexpected("a value")),
                 };
-                if matches!(op, ">" | "<") && value.parse::<i64>().is_err() {
-                    return Err(format!(
-                        "{key}{op}{value}: for '>' and '<' the value must be an integer"
-                    ));
-                }
-                check_value(value)
+                let integer = || {
+                    value.parse::<i64>().map_err(|_| {
+                        format!("{key}{op}{value}: for '>' and '<' the value must be an integer")
+                    })
+                };
+                let op = match op {
+                    ">" => Op::Gt(integer()?),
+                    "<" => Op::Lt(integer()?),
+                    "!=" => Op::NotEq(value.to_owned()),
+                    _ => Op::Eq(value.to_owned()),
+                };
+                check_value(value)?;
+                Ok(requirement(op))
             }
             other => Err(unexpected(&other, "=, ==, !=, in, notin, > or <")),
         }
     }
 
     /// `(a, b, ...)` after `in` or `notin`: not empty.
-    fn value_set(&mut self, key: &str) -> Result<(), String> {
+    fn value_set(&mut self, key: &str) -> Result<Vec<String>, String> {
         if self.next() != Token::Open {
             return Err(format!("{key}: expected '(' after 'in' or 'notin'"));
         }
@@ -256,19 +341,25 @@ impl<'a> Parser<'a> {
                 "{key}: for 'in' and 'notin' the set of values must not be empty"
             ));
         }
+        let mut values = Vec::new();
         loop {
             // As in apimachinery, `(a,,b)` holds the empty value.
             match self.peek() {
                 Token::Identifier(value) => {
+                    let value = *value;
                     check_value(value)?;
+                    values.push(value.to_owned());
                     self.next();
                 }
-                Token::Comma | Token::Close => check_value("")?,
+                Token::Comma | Token::Close => {
+                    check_value("")?;
+                    values.push(String::new());
+                }
                 _ => return Err(self.unexpected("a value")),
             }
             match self.next() {
                 Token::Comma => {}
-                Token::Close => return Ok(()),
+                Token::Close => return Ok(values),
                 other => return Err(unexpected(&other, "',' or ')'")),
             }
         }
@@ -316,6 +407,36 @@ mod tests {
         ] {
             assert!(label_selector(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn selectors_match_as_apimachinery_matches() {
+        let labels: BTreeMap<String, String> = [("app", "cray-bss"), ("replicas", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        for (selector, expected) in [
+            ("", true),
+            ("app", true),
+            ("!app", false),
+            ("!tier", true),
+            ("app=cray-bss", true),
+            ("app==cray-bos", false),
+            ("tier!=db", true),
+            ("app in (cray-bos, cray-bss)", true),
+            ("tier notin (db)", true),
+            ("app notin (cray-bss)", false),
+            ("replicas>2,replicas<4", true),
+            ("app>2", false),
+            ("app=cray-bss,tier", false),
+        ] {
+            let parsed = Selector::parse(selector).unwrap();
+            assert_eq!(parsed.matches(&labels), expected, "{selector:?}");
+        }
+        assert_eq!(
+            Selector::parse("a in (x,,y)").unwrap().0[0].op,
+            Op::In(vec!["x".to_owned(), String::new(), "y".to_owned()])
+        );
     }
 
     #[test]

@@ -1,0 +1,945 @@
+//! Restoring and rebuilding an etcd cluster in a run (`"etcd": "rebuild" | "restore" |
+//! "auto"`) on the Bitnami layout (CSM 1.6), against the simulated cluster with real etcd
+//! processes behind the etcd pods: the StatefulSet, its environment, its PVCs and the real
+//! keys are what the tests look at.
+
+use crate::common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::PersistentVolumeClaim};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::wait::await_condition,
+};
+use serde_json::{Value, json};
+use sim::SimOptions;
+
+use etcd_repopulator::{config::Config, etcd::backups::Backups};
+
+pub const FAS_STS: &str = "cray-fas-bitnami-etcd";
+pub const FAS_SELECTOR: &str = "app.kubernetes.io/name=etcd,app.kubernetes.io/instance=cray-fas";
+
+/// Every phase of `etcd-recover`, in order.
+pub const PHASES: [&str; 8] = [
+    "stored",
+    "scaled-down",
+    "env-set",
+    "pvcs-deleted",
+    "scaled-up",
+    "healthy",
+    "env-restored",
+    "settled",
+];
+
+/// The service's configuration with a snapshotter directory of its own (`dir`).
+pub fn config_with_snapshots(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.recovery.snapshots_dir = dir.to_owned();
+    config
+}
+
+pub async fn real_etcd_sim() -> sim::SimCluster {
+    common::real_etcd_sim("1.6").await
+}
+
+/// The etcd container's environment of the StatefulSet `name`, as a map.
+pub async fn etcd_env(client: &kube::Client, name: &str) -> BTreeMap<String, String> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    let set = api.get(name).await.unwrap();
+    set.spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .find(|c| c.name == "etcd")
+        .unwrap()
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (v.name, v.value.unwrap_or_default()))
+        .collect()
+}
+
+pub async fn replicas(client: &kube::Client, name: &str) -> i32 {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    api.get(name).await.unwrap().spec.unwrap().replicas.unwrap()
+}
+
+/// name -> uid of the PVCs of `selector`.
+pub async fn pvcs(client: &kube::Client, selector: &str) -> BTreeMap<String, String> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    api.list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| (p.name_any(), p.uid().unwrap()))
+        .collect()
+}
+
+/// resourceVersions of the StatefulSet, its pods and PVCs.
+async fn versions(client: &kube::Client) -> Vec<(String, String)> {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "services");
+    let params = ListParams::default().labels(FAS_SELECTOR);
+    let mut out = vec![(
+        FAS_STS.to_owned(),
+        sets.get(FAS_STS).await.unwrap().resource_version().unwrap(),
+    )];
+    for p in pvcs.list(&params).await.unwrap().items {
+        out.push((p.name_any(), p.resource_version().unwrap()));
+    }
+    for p in pods.list(&params).await.unwrap().items {
+        out.push((p.name_any(), p.resource_version().unwrap()));
+    }
+    out
+}
+
+/// The phases `etcd-recover` journalled, in order.
+pub fn phases(step: &Value) -> Vec<String> {
+    step["data"]["phases"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| p["phase"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
+    let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let client = sim.kube_client();
+    let url = sim.etcd_url(FAS_STS).expect("fas etcd runs");
+    common::etcd_put(&url, "/fas/stale", "from before the rebuild").await;
+    let before_pvcs = pvcs(&client, FAS_SELECTOR).await;
+    assert_eq!(before_pvcs.len(), 3);
+    let before_env = etcd_env(&client, FAS_STS).await;
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
+    let before = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(before["keys"], 1);
+
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    // FAS's own last step names what a rebuild loses for good (actions, snapshots).
+    assert_eq!(run["state"], "action_required", "{run:#}");
+    let names: Vec<&str> = run["services"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &names[..4],
+        [
+            "etcd-assess",
+            "etcd-safety-snapshot",
+            "etcd-recover",
+            "check-etcd-cluster"
+        ],
+        "{run:#}"
+    );
+    let assess = common::step(&run, "fas", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["action"], "rebuild",
+        "{assess:#}"
+    );
+    assert_eq!(assess["data"]["report"]["healthy"], true);
+    // What the cluster held before is kept, listed as a backup of the service.
+    let safety = common::step(&run, "fas", "etcd-safety-snapshot");
+    assert_eq!(safety["state"], "succeeded", "{safety:#}");
+    assert_eq!(safety["data"]["keys"], 1, "{safety:#}");
+    let name = safety["data"]["backup"].as_str().unwrap();
+    assert!(
+        name.starts_with("repopulator-") && name.ends_with(&id),
+        "{name}"
+    );
+    let listed = Backups::new(&config_with_snapshots(snapshots.path()).recovery)
+        .list("cray-fas", FAS_STS)
+        .await
+        .unwrap();
+    let listed = listed.iter().find(|b| b.name == name).expect("listed");
+    assert_eq!(listed.safety.as_ref().unwrap().run_id, id);
+    assert!(!listed.safety.as_ref().unwrap().empty);
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    assert_eq!(phases(recover), PHASES, "{recover:#}");
+    assert_eq!(recover["data"]["replicas"], 3);
+    assert_eq!(
+        recover["data"]["pvcs"],
+        json!([
+            "data-cray-fas-bitnami-etcd-0",
+            "data-cray-fas-bitnami-etcd-1",
+            "data-cray-fas-bitnami-etcd-2"
+        ])
+    );
+    // A rebuild does not start from a snapshot: the chart's ETCD_START_FROM_SNAPSHOT stays no.
+    assert_eq!(
+        recover["data"]["recovery_env"],
+        json!([
+            { "name": "ETCD_INITIAL_CLUSTER_STATE", "value": "new" },
+            { "name": "ETCD_START_FROM_SNAPSHOT", "value": "no" },
+        ])
+    );
+    // The repopulation ran on the empty cluster.
+    let check = common::step(&run, "fas", "check-etcd-cluster");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty, as after a rebuild"),
+        "{check:#}"
+    );
+    assert_eq!(
+        common::step(&run, "fas", "reload-fas-images-from-nexus")["state"],
+        "succeeded",
+        "{run:#}"
+    );
+    let verify = common::step(&run, "fas", "verify-fas-images");
+    assert_eq!(verify["state"], "action_required", "{verify:#}");
+    assert!(
+        verify["message"]
+            .as_str()
+            .unwrap()
+            .contains("lists 5 firmware image(s)"),
+        "{verify:#}"
+    );
+    for s in run["services"][0]["steps"].as_array().unwrap() {
+        assert_ne!(s["state"], "failed", "{s:#}");
+    }
+
+    // The StatefulSet is as it was, its PVCs are new and the cluster is healthy and empty.
+    let client = app.sim.kube_client();
+    assert_eq!(replicas(&client, FAS_STS).await, 3);
+    // As CSM's scripts leave it: ETCD_INITIAL_CLUSTER_STATE=existing, the rest as it was.
+    let mut expected = before_env.clone();
+    expected.insert(
+        "ETCD_INITIAL_CLUSTER_STATE".to_owned(),
+        "existing".to_owned(),
+    );
+    assert_eq!(etcd_env(&client, FAS_STS).await, expected);
+    let after_pvcs = pvcs(&client, FAS_SELECTOR).await;
+    assert_eq!(
+        after_pvcs.keys().collect::<Vec<_>>(),
+        before_pvcs.keys().collect::<Vec<_>>()
+    );
+    for (name, uid) in &after_pvcs {
+        assert_ne!(uid, &before_pvcs[name], "{name} was created again");
+    }
+    let after = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(after["ready"], 3);
+    assert_eq!(
+        after["keys"], 0,
+        "the rebuild emptied the cluster: {after:#}"
+    );
+
+    // The run's log tells each phase (the stored log of a finished run, as SSE).
+    let log = app
+        .http
+        .get(app.url(&format!("/repopulations/{id}/events")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .filter(|e: &Value| e["step"] == "etcd-recover")
+        .collect();
+    for phase in PHASES {
+        assert!(
+            lines.iter().any(|e| e["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("{phase}: "))),
+            "{phase} not in the log: {lines:#?}"
+        );
+    }
+
+    // Exactly the verbs the Role grants for it, and nothing outside the Role.
+    let log = app.sim.access_log();
+    assert!(log.iter().all(|r| r.allowed), "outside the Role");
+    let used = |group: &str, resource: &str, verb: &str| {
+        log.iter().any(|r| {
+            let q = &r.request;
+            let full = if q.subresource.is_empty() {
+                q.resource.clone()
+            } else {
+                format!("{}/{}", q.resource, q.subresource)
+            };
+            q.api_group == group && full == resource && q.verb == verb
+        })
+    };
+    for (group, resource, verb) in [
+        ("apps", "statefulsets", "patch"),
+        ("apps", "statefulsets", "watch"),
+        ("apps", "statefulsets/scale", "patch"),
+        ("", "persistentvolumeclaims", "list"),
+        ("", "persistentvolumeclaims", "delete"),
+    ] {
+        assert!(
+            used(group, resource, verb),
+            "{group}/{resource} {verb} unused"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_shows_the_plan_and_changes_nothing() {
+    let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let client = sim.kube_client();
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let before = versions(&client).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS], "dry_run": true }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let recover = common::step(&run, "fas", "etcd-recover");
+    let message = recover["message"].as_str().unwrap();
+    for part in [
+        "dry run: the rebuild of cray-fas-bitnami-etcd would scale StatefulSet \
+         cray-fas-bitnami-etcd from 3 replica(s) to 0",
+        "set ETCD_INITIAL_CLUSTER_STATE=new",
+        "delete the PVCs data-cray-fas-bitnami-etcd-0, data-cray-fas-bitnami-etcd-1, \
+         data-cray-fas-bitnami-etcd-2",
+        "scale back to 3",
+        "then set ETCD_INITIAL_CLUSTER_STATE=existing",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+    assert!(
+        common::step(&run, "fas", "reload-fas-images-from-nexus")["message"]
+            .as_str()
+            .unwrap()
+            .contains("would"),
+        "the steps that follow are shown: {run:#}"
+    );
+    assert_eq!(versions(&client).await, before, "nothing changed");
+    assert!(phases(recover).is_empty());
+}
+
+#[tokio::test]
+async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
+    let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let client = sim.kube_client();
+    // A finalizer holds the second PVC: the run waits there, in the middle of the rebuild.
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    let held = "data-cray-fas-bitnami-etcd-1";
+    let hold =
+        |finalizers: Vec<&str>| Patch::Merge(json!({ "metadata": { "finalizers": finalizers } }));
+    pvc_api
+        .patch(
+            held,
+            &PatchParams::default(),
+            &hold(vec!["kubernetes.io/pvc-protection", "example.com/hold"]),
+        )
+        .await
+        .unwrap();
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    tokio::time::timeout(
+        common::WAIT,
+        await_condition(
+            pvc_api.clone(),
+            held,
+            |p: Option<&PersistentVolumeClaim>| {
+                p.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+            },
+        ),
+    )
+    .await
+    .expect("the run deletes the PVCs")
+    .unwrap();
+    assert_eq!(replicas(&client, FAS_STS).await, 0);
+    assert_eq!(
+        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+        "new"
+    );
+
+    let resp = app
+        .http
+        .post(app.url(&format!("/repopulations/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "cancelled", "{recover:#}");
+    let message = recover["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "the StatefulSet cray-fas-bitnami-etcd was put back: 3 replica(s), \
+             ETCD_INITIAL_CLUSTER_STATE=existing"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("data PVCs may have been deleted"),
+        "{message}"
+    );
+    assert_eq!(replicas(&client, FAS_STS).await, 3);
+    assert_eq!(
+        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+        "existing"
+    );
+    // Waiting for a PVC whose finalizer holds it is a watch (the Role's PVC `watch`).
+    assert!(
+        app.sim.access_log().iter().any(|r| r.allowed
+            && r.request.resource == "persistentvolumeclaims"
+            && r.request.verb == "watch"),
+        "the wait for the held PVC watched it"
+    );
+    assert_eq!(
+        common::step(&run, "fas", "reload-fas-images-from-nexus")["state"],
+        "cancelled",
+        "nothing after it ran"
+    );
+    // Released, the PVC goes once its pod does: a new run rebuilds the cluster, healthy.
+    pvc_api
+        .patch(
+            held,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+    assert_eq!(
+        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+        "existing"
+    );
+}
+
+pub const BSS_STS: &str = "cray-bss-bitnami-etcd";
+const BSS_SELECTOR: &str = "app.kubernetes.io/name=etcd,app.kubernetes.io/instance=cray-bss";
+
+/// The service's configuration with the simulated cluster's snapshotter directory (what the
+/// chart mounts from the PVC `bitnami-etcd-snapshotter`).
+fn config_on(sim: &sim::SimCluster) -> Config {
+    config_with_snapshots(sim.snapshots_dir().expect("1.6 has the snapshotter PVC"))
+}
+
+/// BSS's boot parameters, as its API lists them.
+async fn bss_list(sim: &sim::SimCluster) -> Value {
+    let url = format!(
+        "{}/boot/v1/bootparameters",
+        sim::csm::service_url(&sim.url(), csm_wire::CsmService::Bss)
+    );
+    let (status, list) = common::json(reqwest::get(url).await.unwrap()).await;
+    assert_eq!(status, 200, "{list:#}");
+    list
+}
+
+/// The backups in the snapshotter directory of `sts`, oldest first.
+fn snapshotter_files(sim: &sim::SimCluster, sts: &str) -> Vec<std::path::PathBuf> {
+    let dir = sim.snapshots_dir().unwrap().join(sts);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    files
+}
+
+fn set_age(path: &std::path::Path, age: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
+/// The service on `sim` (with its snapshotter directory), once the cluster `sts` is broken.
+async fn start_broken(sim: sim::SimCluster, sts: &str, selector: &str) -> common::TestApp {
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    break_cluster(&app, sts, selector).await;
+    app
+}
+
+/// Breaks the cluster `sts`: scaled to 0 and its data PVCs deleted, as a lost cluster is (no
+/// member answers, the data is gone).
+async fn break_cluster(app: &common::TestApp, sts: &str, selector: &str) {
+    let client = app.sim.kube_client();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    sets.patch_scale(
+        sts,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "replicas": 0 } })),
+    )
+    .await
+    .unwrap();
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    for name in pvcs(&client, selector).await.into_keys() {
+        pvc_api.delete(&name, &Default::default()).await.unwrap();
+    }
+    common::cluster_until(app, sts, |c| {
+        c["healthy"] == false && c["pods"].as_array().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::timeout(common::WAIT, async {
+        while !pvcs(&client, selector).await.is_empty() {
+            // Polling a condition with a deadline.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the PVCs go once the pods have");
+}
+
+#[tokio::test]
+async fn auto_with_a_recent_backup_restores_bss_and_skips_its_repopulation() {
+    let sim = real_etcd_sim().await;
+    let keys = sim.bss_key_count().await.unwrap();
+    let before = bss_list(&sim).await;
+    assert!(keys > 1 && before.as_array().unwrap().len() == keys);
+    let backup = snapshotter_files(&sim, BSS_STS)
+        .pop()
+        .expect("a seeded backup");
+    let backup = backup.file_name().unwrap().to_str().unwrap().to_owned();
+    let app = start_broken(sim, BSS_STS, BSS_SELECTOR).await;
+
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "auto", "confirm": [BSS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let assess = common::step(&run, "bss", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["action"], "restore",
+        "{assess:#}"
+    );
+    assert_eq!(assess["data"]["decision"]["backup"], backup.as_str());
+    assert_eq!(assess["data"]["healthy"], false);
+    assert!(
+        assess["data"]["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == backup.as_str() && b["age_seconds"].as_u64().unwrap() < 3600),
+        "the backups seen, with their ages: {assess:#}"
+    );
+    let safety = common::step(&run, "bss", "etcd-safety-snapshot");
+    assert_eq!(safety["state"], "skipped", "{safety:#}");
+    assert!(
+        safety["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not answer"),
+        "{safety:#}"
+    );
+    let recover = common::step(&run, "bss", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    assert_eq!(phases(recover), PHASES);
+    let during: BTreeMap<String, String> = recover["data"]["recovery_env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(during["ETCD_INITIAL_CLUSTER_STATE"], "new");
+    assert_eq!(during["ETCD_START_FROM_SNAPSHOT"], "yes");
+    assert_eq!(
+        during["ETCD_INIT_SNAPSHOTS_DIR"],
+        format!("/snapshots/{BSS_STS}")
+    );
+    assert_eq!(during["ETCD_INIT_SNAPSHOT_FILENAME"], backup);
+    assert!(
+        recover["data"]["replicas_from"]
+            .as_str()
+            .unwrap()
+            .contains("0 replicas"),
+        "{recover:#}"
+    );
+    let check = common::step(&run, "bss", "check-etcd-cluster");
+    assert!(
+        check["message"].as_str().unwrap().contains(&format!(
+            "holds {keys} key(s), restored from {backup} by step etcd-recover"
+        )),
+        "{check:#}"
+    );
+    // BSS's repopulation is what the restore did: skipped, saying so.
+    let bss = common::step(&run, "bss", "restore-bss-from-backup");
+    assert_eq!(bss["state"], "skipped", "{bss:#}");
+    assert!(
+        bss["message"].as_str().unwrap().contains(&format!(
+            "from backup {backup} (step etcd-recover) brings this data back"
+        )),
+        "{bss:#}"
+    );
+    // The data is back, identical; the StatefulSet is as CSM leaves it.
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
+    assert_eq!(bss_list(&app.sim).await, before);
+    let client = app.sim.kube_client();
+    let env = etcd_env(&client, BSS_STS).await;
+    assert_eq!(env["ETCD_INITIAL_CLUSTER_STATE"], "existing");
+    assert_eq!(env["ETCD_START_FROM_SNAPSHOT"], "no");
+    assert!(!env.contains_key("ETCD_INIT_SNAPSHOT_FILENAME"), "{env:?}");
+    assert_eq!(replicas(&client, BSS_STS).await, 3);
+    let report = common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["keys"].as_u64(), Some(keys as u64), "{report:#}");
+}
+
+#[tokio::test]
+async fn auto_with_only_an_old_backup_rebuilds_and_repopulates() {
+    let sim = real_etcd_sim().await;
+    for file in snapshotter_files(&sim, FAS_STS) {
+        set_age(&file, Duration::from_secs(10 * 86_400));
+    }
+    let app = start_broken(sim, FAS_STS, FAS_SELECTOR).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "auto", "confirm": [FAS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    let assess = common::step(&run, "fas", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["action"], "rebuild",
+        "{assess:#}"
+    );
+    let reason = assess["data"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("older than restore_max_age 7days"),
+        "{reason}"
+    );
+    assert_eq!(
+        common::step(&run, "fas", "etcd-recover")["state"],
+        "succeeded",
+        "{run:#}"
+    );
+    // Repopulated: FAS reloaded its images into the rebuilt cluster.
+    let reload = common::step(&run, "fas", "reload-fas-images-from-nexus");
+    assert_eq!(reload["state"], "succeeded", "{reload:#}");
+    assert_eq!(run["state"], "action_required", "{run:#}");
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+}
+
+#[tokio::test]
+async fn restore_with_a_corrupt_newest_backup_takes_the_next_and_names_it() {
+    let sim = real_etcd_sim().await;
+    let keys = sim.bss_key_count().await.unwrap();
+    let good = snapshotter_files(&sim, BSS_STS).pop().unwrap();
+    set_age(&good, Duration::from_secs(3600));
+    // A newer backup whose content does not match its SHA-256 trailer.
+    let corrupt = good.with_file_name("db-2099-01-01_00-00");
+    let mut bytes = std::fs::read(&good).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&corrupt, bytes).unwrap();
+    let app = start_broken(sim, BSS_STS, BSS_SELECTOR).await;
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let assess = common::step(&run, "bss", "etcd-assess");
+    let good_name = good.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        assess["data"]["decision"]["backup"], good_name,
+        "{assess:#}"
+    );
+    assert!(
+        assess["message"]
+            .as_str()
+            .unwrap()
+            .contains("db-2099-01-01_00-00 is corrupt, not used"),
+        "{assess:#}"
+    );
+    let seen = assess["data"]["backups"].as_array().unwrap();
+    assert_eq!(seen[0]["name"], "db-2099-01-01_00-00");
+    assert!(seen[0]["corrupt"].as_str().unwrap().len() > 1, "{seen:#?}");
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
+
+    // Named, a corrupt backup is refused, naming it; nothing is touched.
+    let client = app.sim.kube_client();
+    let before = pvcs(&client, BSS_SELECTOR).await;
+    let id = app
+        .start_run(
+            json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS], "backup": "db-2099-01-01_00-00" }),
+        )
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let assess = common::step(&run, "bss", "etcd-assess");
+    assert!(
+        assess["message"]
+            .as_str()
+            .unwrap()
+            .contains("backup db-2099-01-01_00-00 is corrupt"),
+        "{assess:#}"
+    );
+    assert_eq!(pvcs(&client, BSS_SELECTOR).await, before);
+}
+
+#[tokio::test]
+async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_before() {
+    let sim = real_etcd_sim().await;
+    let url = sim.etcd_url(FAS_STS).unwrap();
+    // Written after the seeded backup: only the rebuild's safety snapshot has it.
+    common::etcd_put(&url, "/fas/after-the-backup", "kept by the safety snapshot").await;
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    let keys = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await["keys"]
+        .as_u64()
+        .unwrap();
+
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    let rebuild = app.finished_run(&id).await;
+    let safety = common::step(&rebuild, "fas", "etcd-safety-snapshot")["data"]["backup"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        common::step(&rebuild, "fas", "etcd-recover")["state"],
+        "succeeded",
+        "{rebuild:#}"
+    );
+
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "restore", "confirm": [FAS_STS] }))
+        .await;
+    let restore = app.finished_run(&id).await;
+    let assess = common::step(&restore, "fas", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["backup"],
+        safety.as_str(),
+        "{assess:#}"
+    );
+    assert_eq!(
+        common::step(&restore, "fas", "etcd-recover")["state"],
+        "succeeded"
+    );
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["keys"].as_u64(), Some(keys), "{report:#}");
+
+    // The restore's own safety snapshot (of what the rebuild left) is listed, and a later
+    // restore still prefers the newest snapshot that is not of an empty cluster.
+    let own = common::step(&restore, "fas", "etcd-safety-snapshot");
+    assert_eq!(own["state"], "succeeded", "{own:#}");
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "restore", "confirm": [FAS_STS], "dry_run": true }))
+        .await;
+    let again = app.finished_run(&id).await;
+    let decided = &common::step(&again, "fas", "etcd-assess")["data"]["decision"]["backup"];
+    let seen = common::step(&again, "fas", "etcd-assess")["data"]["backups"].clone();
+    assert!(
+        seen.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == own["data"]["backup"]),
+        "{seen:#}"
+    );
+    assert_eq!(
+        own["data"]["empty"], true,
+        "the rebuilt cluster was empty: {own:#}"
+    );
+    assert_eq!(decided, safety.as_str(), "{seen:#}");
+}
+
+/// Every object in the simulated S3 (its files), with its size.
+fn s3_objects(sim: &sim::SimCluster) -> BTreeMap<String, u64> {
+    fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut BTreeMap<String, u64>) {
+        for entry in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                let key = path.strip_prefix(root).unwrap().display().to_string();
+                out.insert(key, entry.metadata().unwrap().len());
+            }
+        }
+    }
+    let root = sim.s3().unwrap().root();
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[tokio::test]
+async fn a_backup_only_in_s3_is_downloaded_before_the_restore_and_a_dry_run_does_not() {
+    let sim = common::release_sim(
+        "1.6",
+        SimOptions {
+            real_etcd: true,
+            s3: true,
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let keys = sim.bss_key_count().await.unwrap();
+    sim.sync_snapshots_to_s3().await.unwrap();
+    // Only S3 has it now (the snapshotter PVC lost it).
+    let local = snapshotter_files(&sim, BSS_STS).pop().unwrap();
+    let name = local.file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::remove_file(&local).unwrap();
+    let app = start_broken(sim, BSS_STS, BSS_SELECTOR).await;
+    let objects = s3_objects(&app.sim);
+    assert!(
+        objects
+            .keys()
+            .any(|k| k.ends_with(&format!("cray-bss/{name}"))),
+        "{objects:#?}"
+    );
+
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "restore", "dry_run": true }))
+        .await;
+    let dry = app.finished_run(&id).await;
+    assert_eq!(dry["state"], "succeeded", "{dry:#}");
+    let assess = common::step(&dry, "bss", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["backup"],
+        name.as_str(),
+        "{assess:#}"
+    );
+    assert!(
+        assess["message"]
+            .as_str()
+            .unwrap()
+            .contains("a real run downloads it from S3 and checks it"),
+        "{assess:#}"
+    );
+    assert!(!local.exists(), "a dry run downloads nothing");
+    assert_eq!(
+        s3_objects(&app.sim),
+        objects,
+        "a dry run changes no S3 object"
+    );
+    assert!(pvcs(&app.sim.kube_client(), BSS_SELECTOR).await.is_empty());
+
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let seen = &common::step(&run, "bss", "etcd-assess")["data"]["backups"][0];
+    assert!(
+        seen["location"].as_str().unwrap().starts_with("s3://"),
+        "{seen:#}"
+    );
+    assert!(
+        local.exists(),
+        "downloaded into the snapshotter directory first"
+    );
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
+}
+
+#[tokio::test]
+async fn a_timeout_fails_the_step_puts_the_statefulset_back_and_a_resume_starts_over() {
+    let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let client = sim.kube_client();
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    let held = "data-cray-fas-bitnami-etcd-2";
+    pvc_api
+        .patch(
+            held,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": {
+                "finalizers": ["kubernetes.io/pvc-protection", "example.com/hold"],
+            }})),
+        )
+        .await
+        .unwrap();
+    let mut config = config_with_snapshots(snapshots.path());
+    config.recovery.timeout = Duration::from_secs(3);
+    let app = common::start_on(sim, config).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "failed", "{recover:#}");
+    let message = recover["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "[recovery] timeout (3s) ran out waiting for PersistentVolumeClaim \
+             data-cray-fas-bitnami-etcd-2 in namespace services to be deleted"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "(after phase env-set); the StatefulSet cray-fas-bitnami-etcd was put back: 3 \
+             replica(s), ETCD_INITIAL_CLUSTER_STATE=existing"
+        ),
+        "{message}"
+    );
+    assert_eq!(replicas(&client, FAS_STS).await, 3);
+    assert_eq!(
+        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+        "existing"
+    );
+    assert_eq!(
+        common::step(&run, "fas", "check-etcd-cluster")["state"],
+        "skipped"
+    );
+
+    // Released, and the service restarted with the default timeout (a resume uses the one in
+    // force), a resume starts over from the stored count and environment, and succeeds.
+    let app = app
+        .restart_with(config_with_snapshots(snapshots.path()))
+        .await;
+    pvc_api
+        .patch(
+            held,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+    let resp = app
+        .http
+        .post(app.url(&format!("/repopulations/{id}/resume")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let run = app.finished_run(&id).await;
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    assert_eq!(recover["attempts"][0]["state"], "failed");
+    let put_back = recover["data"]["put_back"].as_array().unwrap();
+    assert_eq!(put_back.len(), 1, "{recover:#}");
+    assert_eq!(put_back[0]["after"], "env-set");
+    // Phases of both attempts: the first up to env-set, the second all over again.
+    let journalled = phases(recover);
+    assert_eq!(&journalled[..3], &PHASES[..3], "{journalled:?}");
+    assert_eq!(&journalled[3..], &PHASES[1..], "{journalled:?}");
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+}
