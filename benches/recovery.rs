@@ -7,24 +7,35 @@
 //! The baseline is the exact sequence of CSM's `rebuild_cluster` and `restore_from_backup`
 //! (cray-etcd-backup's scripts, which `etcd_restore_rebuild.sh` calls on CSM 1.5+), each
 //! command through the real `kubectl` (`scripts/tools` puts it into `target/tools/bin`), then
-//! the endpoint health check of `etcd_restore_rebuild.sh`. Its two waits poll as
-//! `etcd_restore_rebuild.sh`'s `wait_for_pods_terminate` and `wait_for_pods_start` poll:
-//! look, and if not done, `sleep 10` and look again (`BENCH_RECOVERY_POLL`, default `10s`).
-//! After the scale to 0 the wait is for the pods to be gone; after the scale to 3 it is for
-//! what `kubectl rollout status` waits for (every replica Ready and updated). The simulated
-//! cluster serves neither Endpoints nor `kubectl exec`, so the health check lists the Ready
-//! pods (what the Endpoints object lists) and runs the `etcdctl endpoint health -w json` the
-//! script execs in a pod against the cluster's client endpoint from here.
+//! the endpoint health check of `etcd_restore_rebuild.sh`, measured twice:
 //!
-//! Both sides are watched by the same observer (every 50 ms): the cluster counts as healthy
-//! again the first time, after its pods were all gone, that its 3 pods are Ready and its
-//! client endpoint answers `/health`. Ours is timed from the POST to that moment (`ours`) and
-//! to the end of the run's recovery step (`ours_step`: the environment put back and rolled
-//! out); the baseline from its first command to the end of its health check (`baseline`: when
-//! the admin learns the cluster is back), with the moment the observer saw it healthy as a
-//! detail. `BENCH_RECOVERY_ROUNDS` (default 3) rounds of rebuild then restore, each baseline
-//! then ours; the summary lines give the medians. `scripts/test` runs it once with 1 s polls
-//! and one round, so a bench that no longer works fails CI.
+//! * `baseline`: the two waits poll as the etcd-operator era `etcd_restore_rebuild.sh`'s
+//!   `wait_for_pods_terminate` and `wait_for_pods_start` do: look, and if not done, `sleep 10`
+//!   and look again (`BENCH_RECOVERY_POLL`, default `10s`). After the scale to 0 the wait is
+//!   for the pods to be gone; after the scale to 3 for what `kubectl rollout status` waits for
+//!   (every replica Ready and at the update revision).
+//! * `baseline_watch`: the waits are the scripts' own `kubectl rollout status` (a watch);
+//!   after the scale to 0 it returns at once and `kubectl delete pvc` is what waits for the
+//!   pods to go (the PVCs' `pvc-protection` finalizer).
+//!
+//! The simulated cluster serves neither Endpoints nor `kubectl exec`, so the health check
+//! lists the Ready pods (what the Endpoints object lists) and runs the `etcdctl endpoint health
+//! -w json` the script execs in a pod against the cluster's client endpoint from here; it looks
+//! again after a poll interval if that fails.
+//!
+//! Every sequence is watched by the same observer (every 50 ms): the cluster counts as healthy
+//! again the first time, after its pods were all gone, that its 3 pods are Ready and its client
+//! endpoint answers `/health`. Per sequence: `healthy` (start -> the observer saw it healthy),
+//! `noticed` (start -> the sequence knew: ours, its recovery step's journalled `healthy` phase;
+//! the baseline, its health check passed) and `done` (ours: the recovery step ended, after the
+//! environment was put back and rolled out; the baseline: its health check, the scripts do not
+//! wait for that rollout). The summary's `ours` is ours' `healthy`, `baseline` the polled
+//! baseline's `done` (when the admin learns the cluster is back), medians of
+//! `BENCH_RECOVERY_ROUNDS` (default 3) rounds of rebuild then restore, each sequence on a
+//! settled cluster. `BENCH_RECOVERY_POD_DELAY` sets the simulated pods' start and termination
+//! delays (default: `serve --simulate`'s, 1 s and 2 s). `scripts/test` runs it once in a short
+//! mode (1 s polls, 200 ms pods, one round: about 20 s) so a bench that no longer works fails
+//! CI.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -261,35 +272,70 @@ fn ready(pod: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Watches the cluster from now on: resolves to the first moment, after its pods were all
-/// gone, that its members are all Ready and its client endpoint healthy.
-fn observe(sim: &Arc<SimCluster>) -> tokio::task::JoinHandle<Instant> {
-    let sim = sim.clone();
-    tokio::spawn(async move {
-        let pods: Api<Pod> = Api::namespaced(sim.kube_client(), NAMESPACE);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        let params = ListParams::default().labels(SELECTOR);
-        let deadline = Instant::now() + DEADLINE;
-        let mut gone = false;
-        loop {
-            assert!(Instant::now() < deadline, "the cluster never came back");
-            let members = pods.list(&params).await.expect("pods").items;
-            if !gone {
-                gone = members.is_empty();
-            } else if members.len() == MEMBERS && members.iter().all(ready) {
-                let now = Instant::now();
-                if let Some(url) = sim.etcd_url(STS)
-                    && etcd_healthy(&http, &url).await
-                {
-                    return now;
+/// Watches the cluster from now on, for [`Observer::healthy`].
+struct Observer {
+    task: tokio::task::JoinHandle<Instant>,
+    /// What it saw last (for the message when the cluster does not come back).
+    seen: Arc<std::sync::Mutex<String>>,
+}
+
+impl Observer {
+    fn start(sim: &Arc<SimCluster>) -> Self {
+        let sim = sim.clone();
+        let seen = Arc::new(std::sync::Mutex::new("nothing yet".to_owned()));
+        let saw = seen.clone();
+        let task = tokio::spawn(async move {
+            let pods: Api<Pod> = Api::namespaced(sim.kube_client(), NAMESPACE);
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap();
+            let params = ListParams::default().labels(SELECTOR);
+            let mut gone = false;
+            loop {
+                let members = pods.list(&params).await.expect("pods").items;
+                let ready_members = members.iter().filter(|p| ready(p)).count();
+                let mut healthy = None;
+                if !gone {
+                    gone = members.is_empty();
+                } else if members.len() == MEMBERS && ready_members == MEMBERS {
+                    let now = Instant::now();
+                    let answer = match sim.etcd_url(STS) {
+                        Some(url) => etcd_healthy(&http, &url).await,
+                        None => false,
+                    };
+                    if answer {
+                        return now;
+                    }
+                    healthy = Some(answer);
                 }
+                *saw.lock().unwrap() = format!(
+                    "pods all gone once: {gone}; {} pods, {ready_members} Ready; etcd healthy: \
+                     {healthy:?}",
+                    members.len()
+                );
+                tokio::time::sleep(OBSERVE).await;
             }
-            tokio::time::sleep(OBSERVE).await;
+        });
+        Observer { task, seen }
+    }
+
+    /// The first moment, after its pods were all gone, that the cluster's members were all
+    /// Ready and its client endpoint healthy.
+    async fn healthy(mut self) -> Instant {
+        let started = Instant::now();
+        match tokio::time::timeout(DEADLINE, &mut self.task).await {
+            Ok(at) => at.expect("the observer"),
+            Err(_) => {
+                self.task.abort();
+                panic!(
+                    "the cluster did not come back within {DEADLINE:?} (waited {:?}); last seen: {}",
+                    started.elapsed(),
+                    self.seen.lock().unwrap()
+                )
+            }
         }
-    })
+    }
 }
 
 /// Waits (untimed, between measurements) until the StatefulSet is rolled out, every member
@@ -343,6 +389,9 @@ struct Measured {
     healthy: Duration,
     /// Start -> the sequence (baseline: its health check; ours: the recovery step) ended.
     done: Duration,
+    /// Start -> the sequence knew the cluster was healthy (baseline: its health check
+    /// passed; ours: the recovery step's `healthy` phase).
+    noticed: Duration,
 }
 
 /// CSM's way: `rebuild_cluster` / `restore_from_backup`, then `check_endpoint_health`, every
@@ -361,7 +410,7 @@ async fn baseline(
         Wait::Poll(poll) => poll,
         Wait::RolloutStatus => Duration::from_secs(1),
     };
-    let observer = observe(sim);
+    let observer = Observer::start(sim);
     let mut t = Timeline::new();
     // `ns=$(kubectl get statefulsets.apps -A | grep ${ss_name} | awk '{print $1}')`
     let listing = kubectl.run(&["get", "statefulsets.apps", "-A"]).await;
@@ -518,11 +567,12 @@ async fn baseline(
     .await;
     t.mark("endpoint-health", looks);
     let done = t.last - t.start;
-    let healthy_at = observer.await.expect("observer");
+    let healthy_at = observer.healthy().await;
     t.print(op, round, wait.who());
     Measured {
         healthy: healthy_at - t.start,
         done,
+        noticed: done,
     }
 }
 
@@ -537,7 +587,7 @@ async fn ours(
     round: usize,
 ) -> Measured {
     let http = reqwest::Client::new();
-    let observer = observe(sim);
+    let observer = Observer::start(sim);
     let mut body = json!({
         "services": ["bss"],
         "etcd": op.name(),
@@ -562,7 +612,7 @@ async fn ours(
         "POST /repopulations: {status}: {run:#}"
     );
     let id = run["id"].as_str().expect("run id").to_owned();
-    let healthy_at = observer.await.expect("observer");
+    let healthy_at = observer.healthy().await;
     app.runner.idle().await;
     let run_done = start.elapsed();
     let run: Value = http
@@ -617,9 +667,17 @@ async fn ours(
         run["state"].as_str().unwrap_or("?"),
         secs(run_done)
     );
+    let noticed = recover["data"]["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["phase"] == "healthy")
+        .map(|p| since_post(&p["at"]))
+        .unwrap_or_else(|| panic!("no phase healthy journalled in {recover:#}"));
     Measured {
         healthy: healthy_at - start,
         done: since_post(&recover["finished_at"]),
+        noticed,
     }
 }
 
@@ -627,6 +685,11 @@ async fn ours(
 async fn main() {
     let poll = env_duration("BENCH_RECOVERY_POLL", "10s");
     let rounds = env_usize("BENCH_RECOVERY_ROUNDS", 3).max(1);
+    // The simulated pods' start and termination delays: `serve --simulate`'s unless set.
+    let interactive = SimOptions::interactive();
+    let pod_delay = std::env::var("BENCH_RECOVERY_POD_DELAY")
+        .is_ok()
+        .then(|| env_duration("BENCH_RECOVERY_POD_DELAY", "0s"));
     let kubectl_bin = find_kubectl();
     assert!(
         sim::kube::etcd_installed(),
@@ -636,8 +699,10 @@ async fn main() {
     let sim = SimCluster::start(
         "127.0.0.1:0".parse().unwrap(),
         SimOptions {
+            kubelet_ready_delay: pod_delay.unwrap_or(interactive.kubelet_ready_delay),
+            pod_termination_delay: pod_delay.unwrap_or(interactive.pod_termination_delay),
             real_etcd: true,
-            ..SimOptions::interactive()
+            ..interactive
         },
     )
     .await
@@ -666,8 +731,11 @@ async fn main() {
     let router = app.router.clone();
     tokio::spawn(async move { axum::serve(listener, router).await });
     eprintln!(
-        "CSM 1.6 simulated with real etcd in {}s; BSS has {seeded_keys} keys, its backup {snapshot}",
-        secs(began.elapsed())
+        "CSM 1.6 simulated with real etcd in {}s (pods start in {:?}, terminate in {:?}); BSS has \
+         {seeded_keys} keys, its backup {snapshot}",
+        secs(began.elapsed()),
+        pod_delay.unwrap_or(interactive.kubelet_ready_delay),
+        pod_delay.unwrap_or(interactive.pod_termination_delay),
     );
 
     let mut results: Vec<Round> = Vec::new();
@@ -693,17 +761,21 @@ async fn main() {
                 baseline,
                 watch,
             };
-            println!(
-                "recovery-round op={} round={round} ours={}s ours_step={}s baseline={}s \
-                 baseline_healthy={}s baseline_watch={}s baseline_watch_healthy={}s",
-                op.name(),
-                secs(r.ours.healthy),
-                secs(r.ours.done),
-                secs(r.baseline.done),
-                secs(r.baseline.healthy),
-                secs(r.watch.done),
-                secs(r.watch.healthy),
-            );
+            for (who, m) in [
+                ("ours", &r.ours),
+                (Wait::Poll(poll).who(), &r.baseline),
+                (Wait::RolloutStatus.who(), &r.watch),
+            ] {
+                // healthy: the cluster was; noticed: the sequence knew; done: it ended.
+                println!(
+                    "recovery-round op={} round={round} who={who} healthy={}s noticed={}s \
+                     done={}s",
+                    op.name(),
+                    secs(m.healthy),
+                    secs(m.noticed),
+                    secs(m.done),
+                );
+            }
             results.push(r);
         }
     }
