@@ -6,6 +6,7 @@ mod objects;
 mod pods;
 pub mod rbac;
 mod retry;
+mod scale;
 mod statefulset;
 mod wait;
 
@@ -21,6 +22,7 @@ pub use events::{REASON as EVENT_REASON, RunEvents};
 pub use objects::{JobOutcome, ObjectRef, Sanitized, object_uid, sanitize};
 pub use pods::{PodRef, PodsReady, RestartPlan, RestartReport, is_ready as pod_is_ready};
 pub use retry::describe_kube_error;
+pub use scale::DeploymentScale;
 
 /// What a primitive could not do, with enough context for a person at 3 a.m.
 #[derive(Debug, thiserror::Error)]

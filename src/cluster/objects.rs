@@ -194,7 +194,7 @@ impl Cluster {
 
     /// Watches the object named by `target` (all objects of that name, whatever their uid)
     /// until `check` returns `Ok`; `state` says what is awaited ("to be deleted").
-    async fn watch_named<T>(
+    pub(crate) async fn watch_named<T>(
         &self,
         target: &ObjectRef,
         state: &str,

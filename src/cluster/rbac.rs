@@ -53,6 +53,13 @@ pub const REQUIRED: &[Permission] = &[
         resource: "deployments",
         verbs: &["list"],
     },
+    // Rebuilding an etcd-operator cluster takes its service's Deployment down and back up
+    // (`handlers::steps::operator_recovery`): its Scale read, then set.
+    Permission {
+        api_group: "apps",
+        resource: "deployments/scale",
+        verbs: &["get", "patch"],
+    },
     // A pod is only deleted when a ReplicaSet will replace it (and how many it wants).
     Permission {
         api_group: "apps",
@@ -86,11 +93,25 @@ pub const REQUIRED: &[Permission] = &[
         resource: "jobs",
         verbs: &["get", "list", "watch", "create", "delete"],
     },
-    // Recreate cray-externaldns-etcd.
+    // Recreate cray-externaldns-etcd, and rebuild an etcd-operator cluster.
     Permission {
         api_group: "etcd.database.coreos.com",
         resource: "etcdclusters",
         verbs: &["get", "list", "watch", "create", "delete"],
+    },
+    // Restore an etcd-operator cluster: an EtcdRestore for the restore operator, watched until
+    // handled, then deleted ("Restore an etcd Cluster from a Backup", CSM 1.3).
+    Permission {
+        api_group: "etcd.database.coreos.com",
+        resource: "etcdrestores",
+        verbs: &["list", "watch", "create", "delete"],
+    },
+    // The periodic EtcdBackup of a cluster: where its backups are (a restore reads its S3
+    // settings), deleted after a rebuild ("Rebuild Unhealthy etcd Clusters", CSM 1.3).
+    Permission {
+        api_group: "etcd.database.coreos.com",
+        resource: "etcdbackups",
+        verbs: &["get", "list", "watch", "delete"],
     },
 ];
 

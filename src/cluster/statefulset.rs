@@ -193,10 +193,8 @@ impl Cluster {
         waiting_for: &str,
         check: impl Fn(&[Member]) -> Result<T, String>,
     ) -> Result<T, ClusterError> {
-        watch_until(
-            self,
-            (self.api::<Pod>(), ()),
-            watcher::Config::default().labels(selector),
+        self.watch_pods(
+            selector,
             timeout,
             cancel,
             waiting_for,

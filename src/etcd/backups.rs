@@ -252,48 +252,71 @@ pub struct VerifiedSnapshot {
 /// `--skip-hash-check`, which is for a member's raw `db` file, not a backup). Blocking: call it
 /// from `spawn_blocking` in async code.
 pub fn verify_snapshot(path: &Path) -> Result<VerifiedSnapshot, BackupError> {
-    let corrupt = |detail: String| BackupError::Corrupt {
-        path: path.to_owned(),
-        detail,
-    };
     let mut file = std::fs::File::open(path).map_err(BackupError::io("opening", path))?;
-    let size = file
-        .metadata()
-        .map_err(BackupError::io("reading", path))?
-        .len();
-    const TRAILER: u64 = 32;
-    if size < TRAILER || size % 512 != TRAILER {
-        return Err(corrupt(format!(
-            "{size} bytes is not a database (a multiple of 512 bytes) followed by its SHA-256 \
-             (32 bytes): truncated, or not an etcd snapshot"
-        )));
-    }
-    let mut hasher = Sha256::new();
-    let mut remaining = size - TRAILER;
+    let mut check = SnapshotCheck::default();
     let mut buffer = vec![0u8; 1 << 16];
-    while remaining > 0 {
-        let want = usize::try_from(remaining.min(buffer.len() as u64)).unwrap_or(buffer.len());
-        file.read_exact(&mut buffer[..want])
+    loop {
+        let read = file
+            .read(&mut buffer)
             .map_err(BackupError::io("reading", path))?;
-        hasher.update(&buffer[..want]);
-        remaining -= want as u64;
+        if read == 0 {
+            break;
+        }
+        check.update(&buffer[..read]);
     }
-    let mut trailer = [0u8; 32];
-    file.read_exact(&mut trailer)
-        .map_err(BackupError::io("reading", path))?;
-    let actual = hasher.finalize();
-    if actual.as_slice() != trailer {
-        return Err(corrupt(format!(
-            "its SHA-256 is {}, its trailer says {}",
-            hex::encode(actual),
-            hex::encode(trailer)
-        )));
+    check.finish(path)
+}
+
+/// The check of [`verify_snapshot`] over a snapshot that arrives in pieces (a file, or an S3
+/// object as it is downloaded): everything but the last 32 bytes is hashed as it comes.
+#[derive(Default)]
+struct SnapshotCheck {
+    hasher: Sha256,
+    /// The last (up to) 32 bytes seen: the trailer, once everything has come.
+    tail: Vec<u8>,
+    size: u64,
+}
+
+const TRAILER: usize = 32;
+
+impl SnapshotCheck {
+    fn update(&mut self, chunk: &[u8]) {
+        self.size += chunk.len() as u64;
+        self.tail.extend_from_slice(chunk);
+        if self.tail.len() > TRAILER {
+            let hashed = self.tail.len() - TRAILER;
+            self.hasher.update(&self.tail[..hashed]);
+            self.tail.drain(..hashed);
+        }
     }
-    Ok(VerifiedSnapshot {
-        path: path.to_owned(),
-        size,
-        sha256: hex::encode(trailer),
-    })
+
+    /// The verdict for the snapshot called `path` (in messages).
+    fn finish(self, path: &Path) -> Result<VerifiedSnapshot, BackupError> {
+        let corrupt = |detail: String| BackupError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        };
+        let size = self.size;
+        if size < TRAILER as u64 || size % 512 != TRAILER as u64 {
+            return Err(corrupt(format!(
+                "{size} bytes is not a database (a multiple of 512 bytes) followed by its SHA-256 \
+                 (32 bytes): truncated, or not an etcd snapshot"
+            )));
+        }
+        let actual = self.hasher.finalize();
+        if actual.as_slice() != self.tail.as_slice() {
+            return Err(corrupt(format!(
+                "its SHA-256 is {}, its trailer says {}",
+                hex::encode(actual),
+                hex::encode(&self.tail)
+            )));
+        }
+        Ok(VerifiedSnapshot {
+            path: path.to_owned(),
+            size,
+            sha256: hex::encode(&self.tail),
+        })
+    }
 }
 
 async fn verify_async(path: &Path) -> Result<VerifiedSnapshot, BackupError> {
@@ -347,6 +370,24 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// The object `copy` (`s3://<bucket>/<key>`) as it downloads.
+    async fn download(
+        &self,
+        copy: &BackupCopy,
+    ) -> Result<futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>, BackupError>
+    {
+        let key = copy
+            .location
+            .strip_prefix(&format!("s3://{}/", self.name))
+            .unwrap_or(&copy.location);
+        let download = self
+            .store
+            .get(&S3Path::from(key))
+            .await
+            .map_err(|e| self.error(format!("downloading {}", copy.location), e))?;
+        Ok(download.into_stream())
+    }
+
     fn error(&self, what: String, err: object_store::Error) -> BackupError {
         let detail = error_chain(&err);
         // `head`/`get` say so in the error's kind; a list's refusal is only in its message
@@ -602,25 +643,10 @@ impl Backups {
             verify_async(&target).await?;
             return Ok(target);
         }
-        let (Some(copy), Some(bucket)) = (&backup.s3, self.bucket()?) else {
-            return Err(BackupError::NotFound {
-                service: sts.to_owned(),
-                name: backup.name.clone(),
-            });
-        };
-        let key = copy
-            .location
-            .strip_prefix(&format!("s3://{}/", bucket.name))
-            .unwrap_or(&copy.location)
-            .to_owned();
+        let (bucket, copy) = self.s3_copy(backup, sts)?;
         let partial = self.partial(&backup.name)?;
         let result = async {
-            let download = bucket
-                .store
-                .get(&S3Path::from(key.as_str()))
-                .await
-                .map_err(|e| bucket.error(format!("downloading {}", copy.location), e))?;
-            let mut stream = download.into_stream();
+            let mut stream = bucket.download(copy).await?;
             let mut file = tokio::fs::File::create(&partial)
                 .await
                 .map_err(BackupError::io("creating", &partial))?;
@@ -653,6 +679,49 @@ impl Backups {
         }
         tracing::info!(backup = %backup.name, from = %copy.location, to = %target.display(), "backup downloaded from S3 and verified");
         result.map(|()| target)
+    }
+
+    /// The bucket and `backup`'s copy in it; [`BackupError::NotFound`] (of `service`) when it
+    /// has none or S3 is not configured.
+    fn s3_copy<'b>(
+        &self,
+        backup: &'b Backup,
+        service: &str,
+    ) -> Result<(Bucket, &'b BackupCopy), BackupError> {
+        match (&backup.s3, self.bucket()?) {
+            (Some(copy), Some(bucket)) => Ok((bucket, copy)),
+            _ => Err(BackupError::NotFound {
+                service: service.to_owned(),
+                name: backup.name.clone(),
+            }),
+        }
+    }
+
+    /// Checks `backup`'s copy in S3 as [`verify_snapshot`] does, reading it without storing it:
+    /// for a restore that reads the backup from S3 itself (the etcd-operator's restore
+    /// operator, CSM ≤ 1.4). A backup without an S3 copy is [`BackupError::NotFound`].
+    pub async fn verify_in_s3(
+        &self,
+        backup: &Backup,
+        csm_service: &str,
+    ) -> Result<VerifiedSnapshot, BackupError> {
+        self.timed(
+            || format!("checking the backup {} in S3", backup.name),
+            async {
+                let (bucket, copy) = self.s3_copy(backup, csm_service)?;
+                let mut stream = bucket.download(copy).await?;
+                let mut check = SnapshotCheck::default();
+                while let Some(chunk) = stream
+                    .try_next()
+                    .await
+                    .map_err(|e| bucket.error(format!("downloading {}", copy.location), e))?
+                {
+                    check.update(&chunk);
+                }
+                check.finish(Path::new(&copy.location))
+            },
+        )
+        .await
     }
 
     /// A new partial file's path in the snapshotter directory (created with its directory).

@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use steps::orca::NcnTargets;
+pub use steps::{
+    operator_recovery::{RestoreSource, paired_deployment},
+    orca::NcnTargets,
+};
 
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},
@@ -118,6 +121,16 @@ pub enum Action {
         #[serde(with = "humantime_serde")]
         timeout: Duration,
     },
+    /// etcd-operator (CSM ≤ 1.4): rebuild or restore the EtcdCluster `cluster` as `etcd-assess`
+    /// decided, as the CSM 1.3 pages do it (rebuild: the service's Deployment scaled to 0, the
+    /// EtcdCluster re-created from its stored manifest, the Deployment back at its replica
+    /// count, on every ending; restore: an `EtcdRestore` for the restore operator), within
+    /// `[recovery] timeout` (`timeout` as for `RecoverBitnami`).
+    RecoverOperator {
+        cluster: String,
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+    },
 }
 
 impl Action {
@@ -135,7 +148,9 @@ impl Action {
         let step_timeout = config.step_timeout;
         let margin = Duration::from_secs(180);
         match self {
-            Action::RecoverBitnami { .. } => step_timeout.max(config.recovery.timeout + margin),
+            Action::RecoverBitnami { .. } | Action::RecoverOperator { .. } => {
+                step_timeout.max(config.recovery.timeout + margin)
+            }
             Action::AssessEtcd { .. } | Action::SafetySnapshot { .. } => {
                 step_timeout.max(config.recovery.timeout * 2 + margin)
             }
@@ -264,6 +279,19 @@ impl PlannedStep {
                  ending puts the replicas and environment back",
                 wait(timeout)
             ),
+            Action::RecoverOperator { cluster, timeout } => {
+                let deployment = paired_deployment(cluster).unwrap_or_default();
+                format!(
+                    "as decided: rebuild the EtcdCluster {cluster} (store the replica count of \
+                     Deployment {deployment} and scale it to 0; store the sanitized manifest, \
+                     delete the cluster, wait until its pods are gone, create it again and wait \
+                     until its members run and etcd is healthy; scale {deployment} back, on \
+                     every ending), or restore it (create the EtcdRestore {cluster}, wait until \
+                     the restore operator has replaced the cluster and its members run, delete \
+                     the EtcdRestore), within {}",
+                    wait(timeout)
+                )
+            }
         }
     }
 }
@@ -355,8 +383,8 @@ pub fn plan(
     let own = service_steps(service, config, profile);
     let recovery = profile
         .etcd_cluster(service)
-        .filter(|_| etcd != EtcdMode::Check && profile.layout == EtcdLayout::Bitnami)
-        .map(|cluster| recovery_steps(&cluster, config, etcd, backup))
+        .filter(|_| etcd != EtcdMode::Check)
+        .map(|cluster| recovery_steps(&cluster, profile.layout, config, etcd, backup))
         .unwrap_or_default();
     let Some(cluster) = profile
         .etcd_cluster(service)
@@ -385,13 +413,26 @@ pub fn plan(
     Some(steps)
 }
 
-/// Assess and decide, then recover the Bitnami StatefulSet `cluster`.
+/// Assess and decide, snapshot, then recover `cluster` (a Bitnami StatefulSet, or an
+/// etcd-operator EtcdCluster, as `layout` has them).
 fn recovery_steps(
     cluster: &str,
+    layout: EtcdLayout,
     config: &Config,
     etcd: EtcdMode,
     backup: Option<&str>,
 ) -> Vec<PlannedStep> {
+    let (cluster_name, timeout) = (cluster.to_owned(), config.recovery.timeout);
+    let recover = match layout {
+        EtcdLayout::Bitnami => Action::RecoverBitnami {
+            cluster: cluster_name,
+            timeout,
+        },
+        EtcdLayout::Operator => Action::RecoverOperator {
+            cluster: cluster_name,
+            timeout,
+        },
+    };
     vec![
         step(
             ETCD_ASSESS,
@@ -408,13 +449,7 @@ fn recovery_steps(
                 cluster: cluster.to_owned(),
             },
         ),
-        step(
-            ETCD_RECOVER,
-            Action::RecoverBitnami {
-                cluster: cluster.to_owned(),
-                timeout: config.recovery.timeout,
-            },
-        ),
+        step(ETCD_RECOVER, recover),
     ]
 }
 
@@ -676,6 +711,9 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
         Action::SafetySnapshot { cluster } => steps::recovery::safety_snapshot(ctx, cluster).await,
         Action::RecoverBitnami { cluster, .. } => {
             steps::bitnami::run(ctx, cluster, ctx.recovery.timeout).await
+        }
+        Action::RecoverOperator { cluster, .. } => {
+            steps::operator_recovery::run(ctx, cluster, ctx.recovery.timeout).await
         }
     }
 }

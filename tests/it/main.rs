@@ -18,6 +18,7 @@ mod hmnfd;
 mod kube_events;
 mod metrics;
 mod openapi;
+mod operator_recovery;
 mod rbac;
 mod recovery;
 mod releases;

@@ -28,7 +28,7 @@ const SERVICES: [&str; 8] = [
 /// Permissions of `REQUIRED` that only some configurations or failures use, so a run of every
 /// service in the default configuration does not: External DNS as a StatefulSet and the pod
 /// log of a failed Job. `tests/it/handlers.rs` runs both, as the same service account.
-const USED_ONLY_SOMETIMES: [(&str, &str, &str); 11] = [
+const USED_ONLY_SOMETIMES: [(&str, &str, &str); 21] = [
     // A restore or rebuild of a Bitnami etcd cluster (CSM 1.5+, `"etcd": "rebuild"`):
     // tests/it/recovery.rs checks a rebuild uses exactly these, as the same service account.
     ("apps", "statefulsets", "patch"),
@@ -44,6 +44,19 @@ const USED_ONLY_SOMETIMES: [(&str, &str, &str); 11] = [
     // The data PVCs of Bitnami etcd clusters: only on CSM 1.5+ (the default simulated
     // cluster is 1.0); tests/it/releases.rs lists them on 1.6, as the same service account.
     ("", "persistentvolumeclaims", "list"),
+    // Rebuild and restore of an etcd-operator cluster (CSM ≤ 1.4): only when a run recovers a
+    // cluster; tests/it/operator_recovery.rs runs both as the same service account and checks
+    // each of these is used.
+    ("apps", "deployments/scale", "get"),
+    ("apps", "deployments/scale", "patch"),
+    ("etcd.database.coreos.com", "etcdrestores", "list"),
+    ("etcd.database.coreos.com", "etcdrestores", "watch"),
+    ("etcd.database.coreos.com", "etcdrestores", "create"),
+    ("etcd.database.coreos.com", "etcdrestores", "delete"),
+    ("etcd.database.coreos.com", "etcdbackups", "get"),
+    ("etcd.database.coreos.com", "etcdbackups", "list"),
+    ("etcd.database.coreos.com", "etcdbackups", "watch"),
+    ("etcd.database.coreos.com", "etcdbackups", "delete"),
 ];
 
 fn combined(resource: &str, subresource: &str) -> String {

@@ -255,6 +255,61 @@ async fn etcd_cluster_deleted_before_a_crash_is_created_again_from_the_stored_ma
     assert_eq!(cluster.data["status"]["phase"], "Running");
 }
 
+/// A kill -9 of the service at each point of an etcd-operator rebuild (CSM 1.3, real etcd)
+/// where something was changed: the Deployment scaled to 0, and the EtcdCluster deleted but
+/// not created again. The resumed run creates the cluster from the manifest the first process
+/// stored, and puts the Deployment back at the replica count it stored.
+#[tokio::test]
+async fn a_crash_during_an_etcd_operator_rebuild_resumes_from_what_was_stored() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let sim = common::release_sim(
+        "1.3",
+        SimOptions {
+            real_etcd: true,
+            s3: true,
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("etcd.database.coreos.com", "v1beta2", "EtcdCluster"),
+        "etcdclusters",
+    );
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(sim.kube_client(), "services", &ar);
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(sim.kube_client(), "services");
+    for failpoint in ["operator-rebuild:after-scale-down", "recreate:after-delete"] {
+        let original = api.get("cray-bss-etcd").await.unwrap();
+        let body = json!({
+            "services": ["bss"], "etcd": "rebuild", "confirm": ["cray-bss-etcd"], "reason": failpoint,
+        });
+        let (_service, run) = crash_and_resume_run(&sim, body, failpoint, "etcd-recover").await;
+        let recover = run["services"][0]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "etcd-recover")
+            .unwrap();
+        assert_eq!(recover["state"], "succeeded", "{failpoint}: {run:#}");
+        assert_eq!(
+            recover["attempts"][0]["state"], "interrupted",
+            "{failpoint}: {recover:#}"
+        );
+        assert_eq!(
+            recover["data"]["deployment"]["replicas"], 1,
+            "{failpoint}: {recover:#}"
+        );
+        assert_eq!(run["state"], "succeeded", "{failpoint}: {run:#}");
+        let cluster = api.get("cray-bss-etcd").await.unwrap();
+        assert_ne!(cluster.metadata.uid, original.metadata.uid, "{failpoint}");
+        assert_eq!(cluster.data["spec"], original.data["spec"], "{failpoint}");
+        assert_eq!(cluster.data["status"]["phase"], "Running", "{failpoint}");
+        let deployment = deployments.get("cray-bss").await.unwrap();
+        assert_eq!(deployment.spec.unwrap().replicas, Some(1), "{failpoint}");
+    }
+}
+
 /// A kill -9 of the service at every phase boundary of a Bitnami rebuild (CSM 1.6, real etcd):
 /// the resumed run continues from the journal and ends with the cluster healthy, at its replica
 /// count, with `ETCD_INITIAL_CLUSTER_STATE=existing`.

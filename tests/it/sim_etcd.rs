@@ -3,8 +3,6 @@
 //! patch of the pod template), delete the PVCs, scale to 3, on real etcd and real snapshots,
 //! measured on BSS's real keys.
 
-use std::time::Duration;
-
 use csm_wire::CsmService;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -13,26 +11,12 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use sim::SimCluster;
 
-use crate::common;
+use crate::common::{self, until};
 
 const STS: &str = "cray-bss-bitnami-etcd";
 
 async fn sim_1_6() -> SimCluster {
     common::real_etcd_sim("1.6").await
-}
-
-/// Polls `check` (a condition with a deadline, not a sleep to let work happen).
-async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    tokio::time::timeout(common::WAIT, async {
-        loop {
-            if let Some(found) = check().await {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 fn pods(sim: &SimCluster) -> Api<Pod> {

@@ -6,6 +6,7 @@ pub mod bss;
 pub mod csm_checks;
 pub mod etcd;
 pub mod fas;
+pub mod operator_recovery;
 pub mod orca;
 pub mod pods;
 pub mod recovery;

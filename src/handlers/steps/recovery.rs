@@ -288,6 +288,12 @@ pub async fn assess(
             break (decision, reason);
         };
         let checked = match (&chosen.snapshotter, ctx.dry_run) {
+            // etcd-operator: its restore operator reads the backup from S3 itself; it is
+            // checked there (read, not stored), in a dry run too.
+            _ if found.layout == layout::EtcdLayout::Operator => Backups::new(ctx.recovery)
+                .verify_in_s3(chosen, &found.csm_service)
+                .await
+                .map(|_| ()),
             // Downloading it would change the snapshotter directory: a real run does it.
             (None, true) => {
                 break (

@@ -52,11 +52,36 @@ struct Dropped {
 
 const LOG_LINES: i64 = 20;
 
+/// How long a re-create waits, and for what else.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// For each wait: the object gone, created again, running (or the Job finished).
+    pub timeout: Duration,
+    /// A label selector of pods the old object owned (an EtcdCluster's members): the object is
+    /// created again only once none of them is left, as "Rebuild Unhealthy etcd Clusters"
+    /// (CSM 1.3) says: "Wait for the pods to terminate before proceeding".
+    pub pods_gone: Option<String>,
+}
+
 pub async fn run(
     ctx: &StepContext<'_>,
     object: &ObjectRef,
     timeout: Duration,
 ) -> Result<StepOutcome, StepError> {
+    let options = Options {
+        timeout,
+        pods_gone: None,
+    };
+    run_with(ctx, object, &options).await
+}
+
+/// [`run`], waiting for what `options` name too.
+pub async fn run_with(
+    ctx: &StepContext<'_>,
+    object: &ObjectRef,
+    options: &Options,
+) -> Result<StepOutcome, StepError> {
+    let timeout = options.timeout;
     let cluster = ctx.cluster;
     let what = object.describe(cluster.namespace());
     let earlier: Saved = match &ctx.saved {
@@ -97,7 +122,7 @@ pub async fn run(
                         &saved,
                     );
                 }
-                replace(ctx, object, &what, &manifest, &uid, timeout, &mut saved).await?
+                replace(ctx, object, &what, &manifest, &uid, options, &mut saved).await?
             } else {
                 ctx.journal
                     .log(&format!(
@@ -122,7 +147,7 @@ pub async fn run(
                 return dry_run(ctx, object, &what, saved, &original, timeout).await;
             }
             replace(
-                ctx, object, &what, &manifest, &original, timeout, &mut saved,
+                ctx, object, &what, &manifest, &original, options, &mut saved,
             )
             .await?
         }
@@ -155,6 +180,7 @@ pub async fn run(
                     &saved,
                 );
             }
+            wait_pods_gone(ctx, options).await?;
             create(ctx, object, &what, &manifest, &original, &mut saved).await?
         }
     };
@@ -253,6 +279,20 @@ async fn stored_by_another_run(
     Ok((manifest, data.original_uid.unwrap_or_default()))
 }
 
+/// Waits (not cancellable: the object is gone and must be created again) until the pods
+/// `options.pods_gone` are gone.
+async fn wait_pods_gone(ctx: &StepContext<'_>, options: &Options) -> Result<(), StepError> {
+    if let Some(selector) = &options.pods_gone {
+        ctx.journal
+            .log(&format!("waiting for the pods {selector:?} to terminate"))
+            .await;
+        ctx.cluster
+            .wait_pods_gone(selector, options.timeout, &CancellationToken::new())
+            .await?;
+    }
+    Ok(())
+}
+
 /// Deletes the object with uid `original`, waits until it is gone, and creates it from
 /// `manifest`. Once the delete is sent there is no safe point until the object exists again:
 /// a cancel or shutdown requested meanwhile is noted, the object is created, and then the step
@@ -263,9 +303,10 @@ async fn replace(
     what: &str,
     manifest: &Value,
     original: &str,
-    timeout: Duration,
+    options: &Options,
     saved: &mut Saved,
 ) -> Result<String, StepError> {
+    let timeout = options.timeout;
     if ctx.cancel.is_cancelled() {
         return Err(StepError::Cancelled(format!(
             "about to delete {what}; nothing was deleted"
@@ -302,6 +343,7 @@ async fn replace(
     };
     deleted?;
     crate::failpoint::hit("recreate:after-delete");
+    wait_pods_gone(ctx, options).await?;
     let uid = create(ctx, object, what, manifest, original, saved).await?;
     if ctx.cancel.is_cancelled() {
         saved.new_uid = Some(uid.clone());

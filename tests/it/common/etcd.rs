@@ -111,22 +111,26 @@ impl Etcd {
 
     /// Puts `key` = `value` through the JSON gateway.
     pub async fn put(&self, key: &str, value: &str) {
-        let resp = self
-            .http
-            .post(format!("{}/v3/kv/put", self.url))
-            .json(&serde_json::json!({
-                "key": STANDARD.encode(key),
-                "value": STANDARD.encode(value),
-            }))
-            .send()
-            .await
-            .expect("put");
-        assert!(resp.status().is_success(), "put {key}: {}", resp.status());
+        put_at(&self.http, &self.url, key, value).await;
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
+}
+
+/// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
+pub async fn put_at(http: &reqwest::Client, url: &str, key: &str, value: &str) {
+    let resp = http
+        .post(format!("{url}/v3/kv/put"))
+        .json(&serde_json::json!({
+            "key": STANDARD.encode(key),
+            "value": STANDARD.encode(value),
+        }))
+        .send()
+        .await
+        .expect("put");
+    assert!(resp.status().is_success(), "put {key}: {}", resp.status());
 }
 
 impl Drop for Etcd {

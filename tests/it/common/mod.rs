@@ -19,6 +19,21 @@ use sim::{SimCluster, SimOptions};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// Polls `check` until it finds something (a condition with a deadline, [`WAIT`], not a sleep
+/// to let work happen); panics naming `what` when it never does.
+pub async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(found) = check().await {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
 /// A loopback port free at the time of the call (whoever binds it next may race for it).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -77,14 +92,7 @@ pub async fn real_etcd_sim(release: &str) -> SimCluster {
 
 /// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
 pub async fn etcd_put(url: &str, key: &str, value: &str) {
-    use base64::{Engine, engine::general_purpose::STANDARD};
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/v3/kv/put"))
-        .json(&serde_json::json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(value) }))
-        .send()
-        .await
-        .expect("put");
-    assert!(resp.status().is_success(), "put {key}: {}", resp.status());
+    etcd::put_at(&reqwest::Client::new(), url, key, value).await;
 }
 
 /// `GET /etcd-clusters/{name}` until `done` says so (bounded).

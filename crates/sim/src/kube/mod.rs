@@ -263,6 +263,7 @@ impl SimCluster {
             shutdown: shutdown.clone(),
             csm: csm.clone(),
             etcd: etcd.clone(),
+            s3_root: s3.as_ref().map(|s3| s3.root().to_path_buf()),
         };
         controllers::start(&ctx);
         let wipe_target = csm.clone();

@@ -249,8 +249,12 @@ pub const JOBS: ResourceDef = ResourceDef {
     default_gc: PropagationPolicy::Orphan,
     ..builtin("batch", "v1", "jobs", "job", "Job", &[])
 };
+/// OBSERVED.md: the EtcdCluster CRD has no status subresource (`PATCH .../status` is 404), so
+/// the status is written with the object, as the restore operator does when it creates a
+/// restored cluster already `Running`.
 pub const ETCDCLUSTERS: ResourceDef = ResourceDef {
     unconditional_update: false,
+    status_subresource: false,
     ..builtin(
         "etcd.database.coreos.com",
         "v1beta2",
@@ -258,6 +262,35 @@ pub const ETCDCLUSTERS: ResourceDef = ResourceDef {
         "etcdcluster",
         "EtcdCluster",
         &["etcd"],
+    )
+};
+
+/// The etcd-operator's restore requests (its restore operator, `etcd-restore-operator`). As for
+/// EtcdClusters, the CRD has no status subresource: the restore operator writes its
+/// `status.succeeded`/`status.reason` with the object.
+pub const ETCDRESTORES: ResourceDef = ResourceDef {
+    unconditional_update: false,
+    status_subresource: false,
+    ..builtin(
+        "etcd.database.coreos.com",
+        "v1beta2",
+        "etcdrestores",
+        "etcdrestore",
+        "EtcdRestore",
+        &[],
+    )
+};
+/// The etcd-operator's backup requests (CSM's periodic `<cluster>-cluster-periodic-backup`).
+pub const ETCDBACKUPS: ResourceDef = ResourceDef {
+    unconditional_update: false,
+    status_subresource: false,
+    ..builtin(
+        "etcd.database.coreos.com",
+        "v1beta2",
+        "etcdbackups",
+        "etcdbackup",
+        "EtcdBackup",
+        &[],
     )
 };
 
@@ -275,6 +308,8 @@ pub const ALL: &[ResourceDef] = &[
     STATEFULSETS,
     JOBS,
     ETCDCLUSTERS,
+    ETCDRESTORES,
+    ETCDBACKUPS,
 ];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {

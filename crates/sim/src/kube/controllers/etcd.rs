@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::super::meta;
-use super::super::resources::{ETCDCLUSTERS, PODS, SERVICES};
+use super::super::resources::{ETCDBACKUPS, ETCDCLUSTERS, PODS, SERVICES};
+use super::super::seed;
 use super::super::store::Store;
 use super::{Ctx, NEVER_READY, all, log_err};
 
@@ -38,17 +39,23 @@ fn member_labels(name: &str) -> Value {
 /// The client Service `<name>-client`, the peer Service `<name>` and `spec.size` member pods,
 /// owned by the cluster `c` (pkg/cluster and pkg/util/k8sutil of etcd-operator).
 fn create_members(store: &Store, c: &Value) {
-    let name = meta::name(c).unwrap_or_default().to_string();
     let ns = meta::namespace(c).unwrap_or_default().to_string();
     let size = c.pointer("/spec/size").and_then(Value::as_i64).unwrap_or(3);
-    let version = c
-        .pointer("/spec/version")
-        .and_then(Value::as_str)
-        .unwrap_or("3.3.8");
-    let repository = c
-        .pointer("/spec/repository")
-        .and_then(Value::as_str)
-        .unwrap_or("quay.io/coreos/etcd");
+    create_services(store, c);
+    for _ in 0..size {
+        log_err(
+            "create etcd member pod",
+            store.create(&PODS, &ns, member_pod(c, json!({})), false),
+        );
+    }
+}
+
+/// The client Service `<name>-client` and the peer Service `<name>` of the cluster `c` (the
+/// operator sets them up for a new cluster, and for one it finds already `Running`, as the
+/// restore operator creates a restored one). Existing ones are left alone.
+fn create_services(store: &Store, c: &Value) {
+    let name = meta::name(c).unwrap_or_default().to_string();
+    let ns = meta::namespace(c).unwrap_or_default().to_string();
     let owner = json!([meta::controller_ref(c)]);
     let labels = member_labels(&name);
     let client = json!({
@@ -80,6 +87,20 @@ fn create_members(store: &Store, c: &Value) {
             store.create(&SERVICES, &ns, service, false),
         );
     }
+}
+
+/// A member pod `<name>-<random>` of the cluster `c`, owned by it, with `annotations` added to
+/// the cluster's `spec.pod.annotations`.
+pub fn member_pod(c: &Value, extra: Value) -> Value {
+    let name = meta::name(c).unwrap_or_default().to_string();
+    let version = c
+        .pointer("/spec/version")
+        .and_then(Value::as_str)
+        .unwrap_or("3.3.8");
+    let repository = c
+        .pointer("/spec/repository")
+        .and_then(Value::as_str)
+        .unwrap_or("quay.io/coreos/etcd");
     let mut annotations = c
         .pointer("/spec/pod/annotations")
         .cloned()
@@ -87,35 +108,68 @@ fn create_members(store: &Store, c: &Value) {
     if meta::annotation(c, NEVER_READY) == Some("true") {
         annotations[NEVER_READY] = json!("true");
     }
-    for _ in 0..size {
-        let member = format!("{name}-{}", meta::random_suffix(10));
-        let pod = json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": member,
-                "labels": labels,
-                "annotations": annotations,
-                "ownerReferences": owner,
-            },
-            "spec": {
-                "hostname": member,
-                "subdomain": name,
-                "containers": [{
-                    "name": "etcd",
-                    "image": format!("{repository}:v{version}"),
-                    "ports": [
-                        { "name": "client", "containerPort": 2379 },
-                        { "name": "peer", "containerPort": 2380 },
-                    ],
-                }],
-            },
-        });
+    if let (Some(into), Some(extra)) = (annotations.as_object_mut(), extra.as_object()) {
+        into.extend(extra.clone());
+    }
+    let member = format!("{name}-{}", meta::random_suffix(10));
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": member,
+            "labels": member_labels(&name),
+            "annotations": annotations,
+            "ownerReferences": [meta::controller_ref(c)],
+        },
+        "spec": {
+            "hostname": member,
+            "subdomain": name,
+            "containers": [{
+                "name": "etcd",
+                "image": format!("{repository}:v{version}"),
+                "ports": [
+                    { "name": "client", "containerPort": 2379 },
+                    { "name": "peer", "containerPort": 2380 },
+                ],
+            }],
+        },
+    })
+}
+
+/// A Running cluster (not paused) with fewer member pods than `spec.size`, as the restore
+/// operator leaves one (its seed member only): the operator adds the missing members and
+/// records them in the status.
+fn add_missing_members(ctx: &Ctx, c: &Value) {
+    let size = c.pointer("/spec/size").and_then(Value::as_i64).unwrap_or(3);
+    let pods = all(ctx, &PODS);
+    let have = super::owned_by(&pods, c)
+        .filter(|p| !meta::is_deleting(p))
+        .count();
+    let Ok(have) = i64::try_from(have) else {
+        return;
+    };
+    if have >= size {
+        return;
+    }
+    let ns = meta::namespace(c).unwrap_or_default().to_string();
+    for _ in have..size {
         log_err(
-            "create etcd member pod",
-            store.create(&PODS, &ns, pod, false),
+            "add etcd member pod",
+            ctx.store
+                .create(&PODS, &ns, member_pod(c, json!({})), false),
         );
     }
+    let pods = all(ctx, &PODS);
+    let mut members: Vec<String> = super::owned_by(&pods, c)
+        .filter(|p| !meta::is_deleting(p))
+        .filter_map(meta::name)
+        .map(str::to_string)
+        .collect();
+    members.sort();
+    log_err(
+        "etcd cluster members added",
+        ctx.modify(&ETCDCLUSTERS, c, |c| running(c, &members)),
+    );
 }
 
 fn running(c: &mut Value, members: &[String]) {
@@ -179,6 +233,8 @@ impl Operator {
             if !ours || phase(&cluster).is_none() {
                 if phase(&cluster).is_none() {
                     create_members(&ctx.store, &cluster);
+                } else {
+                    create_services(&ctx.store, &cluster);
                 }
                 log_err(
                     "adopt etcd cluster",
@@ -193,6 +249,11 @@ impl Operator {
                         }
                     }),
                 );
+                continue;
+            }
+            let paused = cluster.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+            if phase(&cluster) == Some("Running") && !paused {
+                add_missing_members(ctx, &cluster);
                 continue;
             }
             if phase(&cluster) == Some("Creating")
@@ -220,6 +281,35 @@ impl Operator {
                     );
                 });
             }
+        }
+    }
+}
+
+/// CSM's hourly job that creates the periodic `EtcdBackup` of every backed-up cluster that lacks
+/// one ("Rebuild Unhealthy etcd Clusters", CSM 1.3: after a rebuild the old one is deleted and
+/// "a new backup will be created that points to the new IP address ... via a cronjob that runs at
+/// the top of each hour"). The simulated job runs as soon as a backed-up cluster is `Running`
+/// without one, not at the top of the hour.
+pub fn backup_cronjob(ctx: &Ctx) {
+    if !ctx.store.serves(&ETCDBACKUPS) {
+        return;
+    }
+    for cluster in all(ctx, &ETCDCLUSTERS) {
+        let name = meta::name(&cluster).unwrap_or_default().to_string();
+        let ns = meta::namespace(&cluster).unwrap_or_default().to_string();
+        let backed_up = seed::BACKED_UP
+            .iter()
+            .any(|csm| name == format!("{csm}-etcd"));
+        if !backed_up || phase(&cluster) != Some("Running") || meta::is_deleting(&cluster) {
+            continue;
+        }
+        let backup = seed::periodic_backup(&name);
+        let backup_name = meta::name(&backup).unwrap_or_default().to_string();
+        if ctx.store.try_get(&ETCDBACKUPS, &ns, &backup_name).is_none() {
+            log_err(
+                "create periodic EtcdBackup",
+                ctx.store.create(&ETCDBACKUPS, &ns, backup, false),
+            );
         }
     }
 }

@@ -53,7 +53,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,6 +62,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::meta;
 use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, SERVICES};
+use super::etcd_restore::RESTORE_FROM;
 use super::{Ctx, NEVER_READY, all, log_err};
 
 /// The etcd command (Debian: etcd-server).
@@ -116,6 +117,9 @@ struct MemberSpec {
     ephemeral: bool,
     /// A Bitnami container's initialization (None: etcd-operator).
     bitnami: Option<BitnamiInit>,
+    /// etcd-operator: the snapshot a restored cluster's seed member restores its data from,
+    /// when its data directory is new (see `etcd_restore`).
+    restore_from: Option<PathBuf>,
 }
 
 impl MemberSpec {
@@ -412,8 +416,14 @@ impl RealEtcd {
         let mut desired = BTreeMap::new();
         // The member is named after the cluster's first pod (by name) that is not going away,
         // so that it keeps its name while the other pods start.
+        // A restored etcd-operator cluster's seed member comes first: it holds the backup.
         let mut pods: Vec<&Value> = pods.iter().filter(|p| !meta::is_deleting(p)).collect();
-        pods.sort_by_key(|p| meta::name(p).unwrap_or_default().to_owned());
+        pods.sort_by_key(|p| {
+            (
+                meta::annotation(p, RESTORE_FROM).is_none(),
+                meta::name(p).unwrap_or_default().to_owned(),
+            )
+        });
         let runs: HashSet<String> = pods
             .iter()
             .filter(|p| running(p))
@@ -453,6 +463,7 @@ impl RealEtcd {
                     data_dir: self.pvc_dir(meta::uid(&pvc).unwrap_or_default()),
                     ephemeral: false,
                     bitnami: Some(bitnami_init(pod, &self.snapshots)),
+                    restore_from: None,
                 }
             } else {
                 let owner = meta::controller_uid(pod).unwrap_or("none");
@@ -462,6 +473,7 @@ impl RealEtcd {
                     data_dir: self.root.path().join(format!("member-{owner}")),
                     ephemeral: true,
                     bitnami: None,
+                    restore_from: meta::annotation(pod, RESTORE_FROM).map(PathBuf::from),
                 }
             };
             desired.insert(k, spec);
@@ -736,11 +748,18 @@ impl Drop for RealEtcd {
     }
 }
 
-/// Kills the process (SIGKILL: a container's end; its task reaps it) and removes pod storage.
+/// Kills the process (SIGKILL: a container's end) and removes pod storage. It waits (briefly:
+/// SIGKILL ends a process within milliseconds) until the process is gone, so that no etcd
+/// still writes (its WAL preallocates 64 MB) into a directory being removed: a race that left
+/// the simulated cluster's directories behind.
 fn stop(k: &str, m: Member) {
     m.cancel.cancel();
     if let Some(child) = m.child.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
         let _ = child.start_kill();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
     if m.spec.ephemeral {
         let _ = std::fs::remove_dir_all(&m.spec.data_dir);
@@ -910,7 +929,7 @@ impl MemberTask {
                 let Some(host) = host.as_ref().filter(|h| h.is_file()) else {
                     return Err(format!("There was no snapshot to restore! ({file})"));
                 };
-                self.restore(init, host).await?;
+                self.restore(&init.token, host).await?;
             }
             if dir_is_empty(&data) && init.initial_members > 1 && init.state == "existing" {
                 return Err(format!(
@@ -922,11 +941,17 @@ impl MemberTask {
                 ));
             }
         }
+        // The etcd-operator's seed member: its init container restores the backup.
+        if let Some(file) = &spec.restore_from
+            && dir_is_empty(&data)
+        {
+            self.restore("", file).await?;
+        }
         self.spawn_etcd().map_err(|e| e.to_string())
     }
 
     /// `etcdctl snapshot restore` into the empty data directory.
-    async fn restore(&self, init: &BitnamiInit, file: &Path) -> Result<(), String> {
+    async fn restore(&self, token: &str, file: &Path) -> Result<(), String> {
         let spec = &self.spec;
         let data = spec.etcd_data();
         let _ = std::fs::remove_dir(&data);
@@ -947,8 +972,8 @@ impl MemberTask {
                 &format!("{}={}", spec.name, spec.peer_url()),
             ])
             .args(["--initial-advertise-peer-urls", &spec.peer_url()]);
-        if !init.token.is_empty() {
-            command.args(["--initial-cluster-token", &init.token]);
+        if !token.is_empty() {
+            command.args(["--initial-cluster-token", token]);
         }
         let out = command
             .stdin(Stdio::null())

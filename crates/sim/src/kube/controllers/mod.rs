@@ -5,6 +5,7 @@
 mod deployment;
 mod etcd;
 pub mod etcd_member;
+pub mod etcd_restore;
 mod gc;
 mod job;
 mod kubelet;
@@ -48,6 +49,9 @@ pub struct Ctx {
     pub csm: FakeCsm,
     /// The real etcd processes of the etcd clusters ([`SimOptions::real_etcd`]).
     pub etcd: Option<Arc<etcd_member::RealEtcd>>,
+    /// The simulated S3's storage (`<root>/<bucket>/<key>`, [`SimOptions::s3`]), where the
+    /// restore operator finds the backups (`etcd_restore`).
+    pub s3_root: Option<std::path::PathBuf>,
 }
 
 impl Ctx {
@@ -160,6 +164,20 @@ pub fn start(ctx: &Ctx) {
         ctx.clone(),
         |e| is(e, "etcd.database.coreos.com", "etcdclusters"),
         move |c| operator.reconcile(c),
+    ));
+    ctx.spawn(level_loop(
+        ctx.clone(),
+        |e| {
+            is(e, "etcd.database.coreos.com", "etcdclusters")
+                || is(e, "etcd.database.coreos.com", "etcdbackups")
+        },
+        etcd::backup_cronjob,
+    ));
+    let mut restores = etcd_restore::RestoreOperator::default();
+    ctx.spawn(level_loop(
+        ctx.clone(),
+        |e| is(e, "etcd.database.coreos.com", "etcdrestores"),
+        move |c| restores.reconcile(c),
     ));
     ctx.spawn(level_loop(ctx.clone(), |_| true, gc::reconcile));
     if let Some(etcd) = ctx.etcd.clone() {
