@@ -77,7 +77,7 @@ impl EtcdConfig {
 pub enum EtcdError {
     #[error("etcd TLS setup: {0} (see [etcd] ca_file, cert_file, key_file)")]
     Tls(String),
-    #[error("etcd at {url} is unreachable: {}", error_chain(.source))]
+    #[error("etcd at {url} is unreachable: {}", crate::errors::error_chain(.source))]
     Unreachable {
         url: String,
         #[source]
@@ -91,18 +91,6 @@ pub enum EtcdError {
         what: &'static str,
         detail: String,
     },
-}
-
-/// An error with its causes ("error sending request: ...: invalid peer certificate: ...").
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// What the cluster says of itself.

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod csm;
+pub mod errors;
 pub mod etcd;
 pub mod failpoint;
 pub mod handlers;

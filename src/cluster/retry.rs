@@ -3,7 +3,7 @@
 //! writes that are idempotent as sent (deletes with a uid precondition; creates whose
 //! `AlreadyExists` the caller resolves). How often is counted, so a step can say so.
 
-use std::{error::Error as _, future::Future, time::Duration};
+use std::{future::Future, time::Duration};
 
 use backon::{ExponentialBuilder, Retryable};
 
@@ -39,17 +39,7 @@ pub fn describe_kube_error(err: &kube::Error) -> String {
             (reason, message) => format!("{} {reason}: {message}", status.code),
         };
     }
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::errors::error_chain(err)
 }
 
 impl Cluster {

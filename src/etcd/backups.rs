@@ -389,7 +389,7 @@ impl Bucket {
     }
 
     fn error(&self, what: String, err: object_store::Error) -> BackupError {
-        let detail = error_chain(&err);
+        let detail = crate::errors::error_chain(&err);
         // `head`/`get` say so in the error's kind; a list's refusal is only in its message
         // (object_store keeps the status of its `Generic` errors private).
         let denied = matches!(
@@ -423,20 +423,6 @@ impl Bucket {
     fn url(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.name)
     }
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The backups, as `[recovery]` says where they are.
