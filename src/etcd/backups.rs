@@ -1001,6 +1001,17 @@ mod tests {
         std::fs::write(&path, &data[..8 * 512]).unwrap();
         let err = verify_snapshot(&path).unwrap_err().to_string();
         assert!(err.contains("not a database"), "{err}");
+        // Shorter than the trailer itself, or empty.
+        for short in [&data[..5], &[][..]] {
+            std::fs::write(&path, short).unwrap();
+            let err = verify_snapshot(&path).unwrap_err();
+            assert!(matches!(err, BackupError::Corrupt { .. }), "{err}");
+            let err = err.to_string();
+            assert!(
+                err.contains(&format!("{} bytes is not a database", short.len())),
+                "{err}"
+            );
+        }
     }
 
     #[test]
