@@ -63,6 +63,13 @@ async fn find_cluster(
     cluster: &crate::cluster::Cluster,
     name: &str,
 ) -> Result<layout::Found, ApiError> {
+    // Every EtcdCluster's and StatefulSet's name is one; anything else (`../x`, `a/b`) is no
+    // cluster, and is never put into a path of the API server.
+    labels::dns1123_subdomain(name).map_err(|why| {
+        ApiError::NotFound(format!(
+            "no etcd cluster {name:?}: {why}, as the name of every EtcdCluster and StatefulSet is"
+        ))
+    })?;
     layout::find(cluster, name)
         .await
         .map_err(cluster_error)?

@@ -53,7 +53,7 @@ pub struct CreateRun {
     #[serde(default)]
     pub etcd: EtcdMode,
     /// `restore` only: the backup to restore from (as `GET /etcd-clusters/{name}/backups`
-    /// names it); without it, the newest.
+    /// names it: one file name, no `/` or `\`); without it, the newest.
     #[schema(min_length = 1, max_length = 255)]
     pub backup: Option<String>,
     /// The etcd clusters the run may rebuild or restore, by name (e.g.
@@ -229,7 +229,8 @@ fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `backup` only with `restore`, and a name of 1 to 255 visible characters; `confirm` only with
+/// `backup` only with `restore`, and a name of 1 to 255 visible characters that is one file name
+/// (no `/`, `\`, `.` or `..`); `confirm` only with
 /// a mode that may touch a cluster.
 fn validate_etcd(request: &CreateRun) -> Result<(), ApiError> {
     let invalid = |field: &str, detail: String| ApiError::InvalidBody {
@@ -256,6 +257,18 @@ fn validate_etcd(request: &CreateRun) -> Result<(), ApiError> {
                 format!(
                     "backup must be a backup's name, 1 to {MAX_BACKUP} characters without \
                      control characters"
+                ),
+            ));
+        }
+        // A backup's name is one file name (in the snapshotter directory, and under
+        // `<service>/` in S3): never a path.
+        if backup.contains(['/', '\\']) || backup == "." || backup == ".." {
+            return Err(invalid(
+                "backup",
+                format!(
+                    "backup {backup:?} is not a backup's name: a name is one file name, as \
+                     GET /etcd-clusters/{{name}}/backups lists it (db-2025-01-01_00-00), without \
+                     '/' or '\\' (list_backups' <service>/ prefix left out), and not '.' or '..'"
                 ),
             ));
         }

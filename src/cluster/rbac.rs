@@ -100,11 +100,12 @@ pub const REQUIRED: &[Permission] = &[
         verbs: &["get", "list", "watch", "create", "delete"],
     },
     // Restore an etcd-operator cluster: an EtcdRestore for the restore operator, watched until
-    // handled, then deleted ("Restore an etcd Cluster from a Backup", CSM 1.3).
+    // handled, then deleted ("Restore an etcd Cluster from a Backup", CSM 1.3); read when its
+    // create is refused as existing (this run's own, created before a crash?).
     Permission {
         api_group: "etcd.database.coreos.com",
         resource: "etcdrestores",
-        verbs: &["list", "watch", "create", "delete"],
+        verbs: &["get", "list", "watch", "create", "delete"],
     },
     // The periodic EtcdBackup of a cluster: where its backups are (a restore reads its S3
     // settings), deleted after a rebuild ("Rebuild Unhealthy etcd Clusters", CSM 1.3).

@@ -367,6 +367,10 @@ struct Bucket {
     store: Arc<dyn ObjectStore>,
     endpoint: String,
     name: String,
+    /// The access and secret key, taken out of every message: S3 servers quote the access key
+    /// in their error responses (AWS and MinIO: `<AWSAccessKeyId>`), which object_store puts in
+    /// its errors.
+    keys: [String; 2],
 }
 
 impl Bucket {
@@ -389,7 +393,7 @@ impl Bucket {
     }
 
     fn error(&self, what: String, err: object_store::Error) -> BackupError {
-        let detail = crate::errors::error_chain(&err);
+        let detail = self.redact(crate::errors::error_chain(&err));
         // `head`/`get` say so in the error's kind; a list's refusal is only in its message
         // (object_store keeps the status of its `Generic` errors private).
         let denied = matches!(
@@ -422,6 +426,16 @@ impl Bucket {
 
     fn url(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.name)
+    }
+
+    /// `text` without the keys.
+    fn redact(&self, mut text: String) -> String {
+        for key in &self.keys {
+            if !key.is_empty() {
+                text = text.replace(key.as_str(), "<redacted>");
+            }
+        }
+        text
     }
 }
 
@@ -464,12 +478,13 @@ impl Backups {
             .with_timeout(self.config.timeout)
             .with_connect_timeout(Duration::from_secs(10))
             .with_allow_http(endpoint.starts_with("http://"));
+        let keys = [credentials.access_key, credentials.secret_key];
         let store = AmazonS3Builder::new()
             .with_endpoint(&endpoint)
             .with_bucket_name(&self.config.s3_bucket)
             .with_region(S3_REGION)
-            .with_access_key_id(credentials.access_key)
-            .with_secret_access_key(credentials.secret_key)
+            .with_access_key_id(&keys[0])
+            .with_secret_access_key(&keys[1])
             .with_virtual_hosted_style_request(false)
             .with_allow_http(endpoint.starts_with("http://"))
             .with_client_options(options)
@@ -483,6 +498,7 @@ impl Backups {
             store: Arc::new(store),
             endpoint,
             name: self.config.s3_bucket.clone(),
+            keys,
         }))
     }
 
@@ -630,12 +646,15 @@ impl Backups {
             return Ok(target);
         }
         let (bucket, copy) = self.s3_copy(backup, sts)?;
-        let partial = self.partial(&backup.name)?;
+        // Removed however this ends: an error, the timeout, or the caller dropping the future
+        // (a cancelled run).
+        let partial = PartialFile(self.partial(&backup.name)?);
+        let partial = partial.0.as_path();
         let result = async {
             let mut stream = bucket.download(copy).await?;
-            let mut file = tokio::fs::File::create(&partial)
+            let mut file = tokio::fs::File::create(partial)
                 .await
-                .map_err(BackupError::io("creating", &partial))?;
+                .map_err(BackupError::io("creating", partial))?;
             while let Some(chunk) = stream
                 .try_next()
                 .await
@@ -643,28 +662,26 @@ impl Backups {
             {
                 file.write_all(&chunk)
                     .await
-                    .map_err(BackupError::io("writing", &partial))?;
+                    .map_err(BackupError::io("writing", partial))?;
             }
             file.sync_all()
                 .await
-                .map_err(BackupError::io("writing", &partial))?;
+                .map_err(BackupError::io("writing", partial))?;
             drop(file);
             // Refused under the name the user knows, not the partial file's.
-            verify_async(&partial).await.map_err(|e| match e {
+            verify_async(partial).await.map_err(|e| match e {
                 BackupError::Corrupt { detail, .. } => BackupError::Corrupt {
                     path: PathBuf::from(&copy.location),
                     detail,
                 },
                 other => other,
             })?;
-            put_in_place(&partial, &target).await
+            put_in_place(partial, &target).await
         }
         .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&partial).await;
-        }
+        result?;
         tracing::info!(backup = %backup.name, from = %copy.location, to = %target.display(), "backup downloaded from S3 and verified");
-        result.map(|()| target)
+        Ok(target)
     }
 
     /// The bucket and `backup`'s copy in it; [`BackupError::NotFound`] (of `service`) when it
@@ -766,22 +783,18 @@ impl Backups {
         let name = safety.name();
         let dir = self.snapshots_dir(sts)?;
         // Without the snapshotter directory, the snapshot goes to S3 from a temporary file.
-        let partial = match &dir {
+        // Removed however this ends (an error, the timeout, the caller dropping the future) when
+        // it was not moved into place; without the snapshotter directory, always.
+        let partial = PartialFile(match &dir {
             Some(_) => self.partial(&name)?,
             None => std::env::temp_dir().join(format!(
                 "etcd-repopulator-{name}.{}.part",
                 uuid::Uuid::now_v7().simple()
             )),
-        };
-        let result = self
-            .save_snapshot(etcd, &partial, sts, csm_service, &name, dir.as_deref())
-            .await;
-        // Left only when something failed before it was moved into place (or, without the
-        // snapshotter directory, always).
-        if tokio::fs::try_exists(&partial).await.unwrap_or(false) {
-            let _ = tokio::fs::remove_file(&partial).await;
-        }
-        let mut backup = result?;
+        });
+        let mut backup = self
+            .save_snapshot(etcd, &partial.0, sts, csm_service, &name, dir.as_deref())
+            .await?;
         tracing::info!(
             run_id,
             sts,
@@ -847,6 +860,21 @@ impl Backups {
         }
         debug_assert_eq!(backup.size, verified.size);
         Ok(backup)
+    }
+}
+
+/// A partial file, removed when this is dropped (unless it was renamed into place before).
+struct PartialFile(PathBuf);
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        // Small and local: a blocking call is fine here, and the only one that runs when the
+        // future that owns this is dropped.
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), error = %e, "removing a partial snapshot file");
+        }
     }
 }
 
@@ -973,6 +1001,17 @@ mod tests {
         std::fs::write(&path, &data[..8 * 512]).unwrap();
         let err = verify_snapshot(&path).unwrap_err().to_string();
         assert!(err.contains("not a database"), "{err}");
+        // Shorter than the trailer itself, or empty.
+        for short in [&data[..5], &[][..]] {
+            std::fs::write(&path, short).unwrap();
+            let err = verify_snapshot(&path).unwrap_err();
+            assert!(matches!(err, BackupError::Corrupt { .. }), "{err}");
+            let err = err.to_string();
+            assert!(
+                err.contains(&format!("{} bytes is not a database", short.len())),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -1001,6 +1040,135 @@ mod tests {
         ] {
             assert_eq!(SafetySnapshot::parse(other), None, "{other}");
         }
+    }
+
+    /// An S3 endpoint on loopback that answers every request with `respond` (and then keeps
+    /// the connection open, unless the response closes it).
+    async fn fake_s3(respond: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt as _;
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let _ = socket.write_all(respond).await;
+                    // Held until the client goes away.
+                    let _ = socket.read(&mut buffer).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// `[recovery]` with the snapshotter directory `root` and S3 at `endpoint` with these keys.
+    fn with_s3(root: &Path, creds: &Path, endpoint: &str, access: &str) -> RecoveryConfig {
+        for (key, value) in [
+            ("access_key", access),
+            ("secret_key", "the-secret-key-0123456789"),
+            ("http_s3_endpoint", endpoint),
+        ] {
+            std::fs::write(creds.join(key), value).unwrap();
+        }
+        RecoveryConfig {
+            snapshots_dir: root.to_owned(),
+            s3_credentials_dir: creds.to_owned(),
+            ..RecoveryConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_s3_error_that_quotes_the_access_key_is_told_without_it() {
+        // What AWS and MinIO answer a request signed with a wrong secret key.
+        let endpoint = fake_s3(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nConnection: close\r\n\
+              Content-Length: 186\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>\
+              <Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>AKIAQUOTEDACCESSKEY9</AWSAccessKeyId>\
+              <RequestId>1</RequestId><HostId>h</HostId></Error>   ",
+        )
+        .await;
+        let root = tempfile::tempdir().unwrap();
+        let creds = tempfile::tempdir().unwrap();
+        let config = with_s3(root.path(), creds.path(), &endpoint, "AKIAQUOTEDACCESSKEY9");
+        let err = Backups::new(&config)
+            .list("cray-bss", "cray-bss-bitnami-etcd")
+            .await
+            .unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(matches!(err, BackupError::S3Denied { .. }), "{text}");
+        assert!(text.contains("SignatureDoesNotMatch"), "{text}");
+        assert!(
+            !text.contains("AKIAQUOTEDACCESSKEY9") && !text.contains("the-secret-key"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_download_cut_short_by_its_caller_leaves_no_partial_file() {
+        // Headers and the first KiB of a 100 000-byte object, then nothing.
+        let endpoint = fake_s3(Box::leak(
+            [
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nETag: \"e\"\r\n\
+                  Last-Modified: Mon, 30 Nov 2026 10:00:00 GMT\r\n\r\n"
+                    .as_slice(),
+                &[1u8; 1024],
+            ]
+            .concat()
+            .into_boxed_slice(),
+        ))
+        .await;
+        let root = tempfile::tempdir().unwrap();
+        let creds = tempfile::tempdir().unwrap();
+        let config = with_s3(root.path(), creds.path(), &endpoint, "AKIAEXAMPLE");
+        let mut backup = Backup::new("db-2026-11-30_10-00".to_owned());
+        backup.add(
+            BackupCopy {
+                location: "s3://etcd-backup/cray-bss/db-2026-11-30_10-00".to_owned(),
+                size: 100_000,
+                last_modified: Utc::now(),
+            },
+            true,
+        );
+        let backups = Backups::new(&config);
+        let mut fetch = Box::pin(backups.fetch(&backup, "cray-bss-bitnami-etcd"));
+        let partial_dir = root.path().join(PARTIAL_DIR);
+        let files = |dir: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(dir)
+                .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+                .unwrap_or_default()
+        };
+        // Driven until its partial file has the first bytes (as a cancelled run or the
+        // timeout would find it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            tokio::select! {
+                ended = &mut fetch => panic!("the download ended: {ended:?}"),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            if files(&partial_dir)
+                .iter()
+                .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0))
+            {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no partial file");
+        }
+        drop(fetch);
+        assert_eq!(files(&partial_dir), Vec::<PathBuf>::new());
+        assert_eq!(
+            files(&root.path().join("cray-bss-bitnami-etcd")),
+            Vec::<PathBuf>::new()
+        );
     }
 
     #[tokio::test]

@@ -549,6 +549,27 @@ async fn a_run_that_may_rebuild_or_restore_etcd_clusters_must_confirm_exactly_th
     )
     .await;
     assert!(p["detail"].as_str().unwrap().contains("1 to 255"), "{p}");
+    // A path is never a backup's name: 422 before anything looks for it.
+    for name in [
+        "../../etc/passwd",
+        "cray-reds/db-2025-01-01_00-00",
+        "/etc/passwd",
+        "..",
+        ".",
+        "..\\x",
+    ] {
+        let p = refused(
+            &app,
+            json!({"services": ["reds"], "etcd": "restore", "backup": name, "dry_run": true}),
+            "backup",
+        )
+        .await;
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("is not a backup's name") && detail.contains("one file name"),
+            "{name}: {p}"
+        );
+    }
     refused(
         &app,
         json!({"services": ["reds"], "confirm": ["cray-reds-etcd"]}),

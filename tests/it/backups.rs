@@ -474,6 +474,30 @@ async fn the_endpoint_says_what_is_wrong_unknown_cluster_nothing_configured_wron
         "{problem}"
     );
 
+    // A name that is no Kubernetes object name (a path, upper case) is no cluster either: 404
+    // naming it, never a path sent to the API server.
+    for (name, encoded) in [
+        ("../../x-bitnami-etcd", "..%2F..%2Fx-bitnami-etcd"),
+        ("a/b-bitnami-etcd", "a%2Fb-bitnami-etcd"),
+        ("../cray-bss-etcd", "..%2Fcray-bss-etcd"),
+        ("Cray-Bss-bitnami-etcd", "Cray-Bss-bitnami-etcd"),
+    ] {
+        for path in ["", "/backups"] {
+            let resp = app
+                .http
+                .get(app.url(&format!("/etcd-clusters/{encoded}{path}")))
+                .send()
+                .await
+                .unwrap();
+            let problem = common::problem(resp, StatusCode::NOT_FOUND).await;
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(
+                detail.contains(&format!("{name:?}")) && detail.contains("DNS-1123"),
+                "{name}{path}: {problem}"
+            );
+        }
+    }
+
     // Neither S3 nor the snapshotter directory.
     let sim = common::release_sim("1.6", SimOptions::default()).await;
     let config = Config {

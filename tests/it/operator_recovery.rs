@@ -591,6 +591,76 @@ async fn a_restore_through_an_etcdrestore_brings_the_backups_keys_back() {
     );
 }
 
+/// A crash (or a lost response) after the `EtcdRestore` was created and before its uid was
+/// stored: the resumed step finds its own run's `EtcdRestore` and carries on with it, instead
+/// of refusing it as another restore's.
+#[tokio::test]
+async fn a_restore_resumed_after_its_etcdrestore_was_created_carries_on_with_it() {
+    let sim = sim_1_3(true).await;
+    let url = etcd_url(&sim).await;
+    common::etcd_put(&url, "/bss/boot-params/x3000c0s1b0n0", "{\"kernel\":\"a\"}").await;
+    let backed_up = keys(&url).await;
+    save_backup(&url, &sim, BACKUP);
+    common::etcd_put(&url, "/bss/after-the-backup", "lost").await;
+    let before = uid_of(&sim).await;
+
+    // What the attempt that crashed had done: stored its plan (a dry run stores the same one,
+    // with the manifest it would create), created the EtcdRestore, and no more.
+    let plan = execute(&sim, &restore(BACKUP), None, true, rbac::policy_rules()).await;
+    let text = message(&plan.result);
+    let saved = plan.saved.expect(&text);
+    let restores = etcd_api(&sim, "EtcdRestore", "etcdrestores");
+    let created: DynamicObject = serde_json::from_value(saved["etcd_restore"].clone()).unwrap();
+    restores
+        .create(&Default::default(), &created)
+        .await
+        .unwrap();
+
+    let resumed = execute(
+        &sim,
+        &restore(BACKUP),
+        Some(json!({ "restore": saved["restore"] })),
+        false,
+        rbac::policy_rules(),
+    )
+    .await;
+    let text = message(&resumed.result);
+    let outcome = resumed.result.expect(&text);
+    assert_eq!(outcome.state, State::Succeeded, "{text}");
+    assert!(
+        resumed
+            .log
+            .iter()
+            .any(|l| l.contains("created by an earlier attempt of this run, for the backup")),
+        "{:?}",
+        resumed.log
+    );
+    assert_ne!(uid_of(&sim).await, before);
+    assert_eq!(keys(&etcd_url(&sim).await).await, backed_up);
+    assert!(restores.get_opt(CLUSTER).await.unwrap().is_none());
+
+    // Another's EtcdRestore (no annotation of this run) is still refused: not waited for, not
+    // deleted.
+    let mut other = created.clone();
+    other.metadata.annotations = None;
+    other.metadata.resource_version = None;
+    restores.create(&Default::default(), &other).await.unwrap();
+    let refused = execute(
+        &sim,
+        &restore(BACKUP),
+        Some(json!({ "restore": saved["restore"] })),
+        false,
+        rbac::policy_rules(),
+    )
+    .await;
+    let text = message(&refused.result);
+    assert!(
+        text.contains("an EtcdRestore cray-bss-etcd exists already"),
+        "{text}"
+    );
+    assert!(restores.get_opt(CLUSTER).await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn a_restore_without_the_periodic_backup_changes_nothing_and_says_why() {
     let sim = sim_1_3(false).await;

@@ -28,7 +28,7 @@ const SERVICES: [&str; 8] = [
 /// Permissions of `REQUIRED` that only some configurations or failures use, so a run of every
 /// service in the default configuration does not: External DNS as a StatefulSet and the pod
 /// log of a failed Job. `tests/it/handlers.rs` runs both, as the same service account.
-const USED_ONLY_SOMETIMES: [(&str, &str, &str); 21] = [
+const USED_ONLY_SOMETIMES: [(&str, &str, &str); 22] = [
     // A restore or rebuild of a Bitnami etcd cluster (CSM 1.5+, `"etcd": "rebuild"`):
     // tests/it/recovery.rs checks a rebuild uses exactly these, as the same service account.
     ("apps", "statefulsets", "patch"),
@@ -49,6 +49,7 @@ const USED_ONLY_SOMETIMES: [(&str, &str, &str); 21] = [
     // each of these is used.
     ("apps", "deployments/scale", "get"),
     ("apps", "deployments/scale", "patch"),
+    ("etcd.database.coreos.com", "etcdrestores", "get"),
     ("etcd.database.coreos.com", "etcdrestores", "list"),
     ("etcd.database.coreos.com", "etcdrestores", "watch"),
     ("etcd.database.coreos.com", "etcdrestores", "create"),

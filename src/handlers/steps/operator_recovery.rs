@@ -660,8 +660,13 @@ async fn restore_source(
     })
 }
 
-/// The `EtcdRestore` CSM's `restore_from_backup` creates for `cluster`.
-fn restore_manifest(cluster: &str, source: &RestoreSource) -> Value {
+/// The annotation that names the run whose restore created an `EtcdRestore`: a resume that finds
+/// one with its own run's id adopts it (the create went through, the crash or a lost response
+/// came before its uid was stored).
+const RUN_ANNOTATION: &str = "etcd-repopulator/run-id";
+
+/// The `EtcdRestore` CSM's `restore_from_backup` creates for `cluster`, for the run `run_id`.
+fn restore_manifest(cluster: &str, source: &RestoreSource, run_id: &str) -> Value {
     let mut s3 = json!({
         "path": source.path,
         "awsSecret": source.aws_secret,
@@ -678,6 +683,7 @@ fn restore_manifest(cluster: &str, source: &RestoreSource) -> Value {
         "metadata": {
             "name": cluster,
             "labels": { "app.kubernetes.io/managed-by": "etcd-repopulator" },
+            "annotations": { RUN_ANNOTATION: run_id },
         },
         "spec": {
             "etcdCluster": { "name": cluster },
@@ -698,6 +704,9 @@ struct RestorePlan {
     /// Its sanitized manifest: if the restore operator deletes it and fails, this is what it
     /// was (a rebuild can create it again from here).
     manifest: Value,
+    /// The run that planned it (its `EtcdRestore` carries it as [`RUN_ANNOTATION`]).
+    #[serde(default)]
+    run_id: String,
 }
 
 /// Restores the etcd-operator cluster `cluster` from `backup` (a name `list_backups` prints)
@@ -728,12 +737,13 @@ pub async fn restore(
                 source,
                 original_uid: object_uid(&existing).unwrap_or_default(),
                 manifest: sanitize(&existing).manifest,
+                run_id: ctx.run_id.to_string(),
             };
             record.set("restore", &plan).await?;
             plan
         }
     };
-    let manifest = restore_manifest(cluster, &plan.source);
+    let manifest = restore_manifest(cluster, &plan.source, &plan.run_id);
     if ctx.dry_run {
         ctx.cluster
             .create_object(&restore_ref, &manifest, true)
@@ -763,17 +773,41 @@ pub async fn restore(
                     "about to restore {cluster}; nothing was changed"
                 )));
             }
-            let created = ctx
+            let (object, adopted) = match ctx
                 .cluster
                 .create_object(&restore_ref, &manifest, false)
                 .await
-                .map_err(|err| refused(cluster, err))?;
-            let uid = object_uid(&created).unwrap_or_default();
+            {
+                Ok(created) => (created, false),
+                // This run's own, when an earlier attempt created it and crashed before it
+                // stored the uid (or the create's response was lost and it was sent again).
+                Err(err) if err.api_status().is_some_and(|s| s.code == 409) => {
+                    match ctx.cluster.read_object(&restore_ref).await? {
+                        Some(existing)
+                            if !plan.run_id.is_empty()
+                                && existing["metadata"]["annotations"][RUN_ANNOTATION]
+                                    == plan.run_id.as_str() =>
+                        {
+                            (existing, true)
+                        }
+                        _ => return Err(refused(cluster, err)),
+                    }
+                }
+                Err(err) => return Err(refused(cluster, err)),
+            };
+            let uid = object_uid(&object).unwrap_or_default();
             record.set("restore_uid", &uid).await?;
+            let how = if adopted {
+                "found the EtcdRestore {cluster}, created by an earlier attempt of this run,"
+            } else {
+                "created the EtcdRestore {cluster}"
+            };
             ctx.journal
                 .log(&format!(
-                    "created the EtcdRestore {cluster} for the backup {} (s3://{})",
-                    plan.backup, plan.source.path
+                    "{} for the backup {} (s3://{})",
+                    how.replace("{cluster}", cluster),
+                    plan.backup,
+                    plan.source.path
                 ))
                 .await;
             uid
