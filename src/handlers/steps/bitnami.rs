@@ -48,6 +48,9 @@ const VARS: [&str; 4] = [STATE_VAR, START_VAR, DIR_VAR, FILE_VAR];
 /// `/snapshots/<cluster>-bitnami-etcd`).
 pub const POD_SNAPSHOTS_DIR: &str = "/snapshots";
 
+/// The failpoint armed in a put-back, between the environment and the replica count.
+pub const PUT_BACK_FAILPOINT: &str = "etcd-recover:putting-back";
+
 /// CSM's scripts scale back to three members; used only when the set is found at 0 replicas
 /// with no data PVCs to count.
 const CSM_REPLICAS: i32 = 3;
@@ -279,6 +282,9 @@ struct Recover<'a, 'b> {
     /// `[recovery] timeout`, which `deadline` is.
     timeout: Duration,
     saved: Saved,
+    /// Starting over after an earlier attempt's put-back, which may not have completed (a
+    /// crash in it): a stop before the scale-down puts the set back too.
+    restarting: bool,
 }
 
 pub async fn run(
@@ -329,6 +335,7 @@ pub async fn run(
         deadline,
         timeout,
         saved,
+        restarting: false,
     };
     if ctx.dry_run {
         return recover.plan().await;
@@ -482,18 +489,18 @@ impl Recover<'_, '_> {
 
     async fn execute(mut self) -> Result<StepOutcome, StepError> {
         let ctx = self.ctx;
-        if let Some(last) = self.saved.put_back.last().filter(|_| self.saved.start_over) {
-            {
-                ctx.journal
-                    .log(&format!(
-                        "an earlier attempt stopped after {} and put the StatefulSet back; \
-                         starting over from the stored replica count and environment",
-                        last.after.map(Phase::as_str).unwrap_or("nothing")
-                    ))
-                    .await;
-                self.saved.phase = Some(Phase::Stored);
-                self.saved.start_over = false;
-            }
+        if self.saved.start_over {
+            let stopped = self.saved.phase.map(Phase::as_str).unwrap_or("nothing");
+            ctx.journal
+                .log(&format!(
+                    "an earlier attempt stopped after {stopped} and put the StatefulSet back (or \
+                     was stopped itself while it did); starting over from the stored replica \
+                     count and environment"
+                ))
+                .await;
+            self.saved.phase = Some(Phase::Stored);
+            self.saved.start_over = false;
+            self.restarting = true;
         } else if let Some(phase) = self.saved.phase {
             ctx.journal
                 .log(&format!(
@@ -728,7 +735,7 @@ impl Recover<'_, '_> {
         let after = self.saved.phase;
         let why = err.to_string();
         let stopped_after = after.map(Phase::as_str).unwrap_or("nothing");
-        if after.max(attempted) < Some(Phase::ScaledDown) {
+        if !self.restarting && after.max(attempted) < Some(Phase::ScaledDown) {
             let note = format!(
                 "nothing was changed: StatefulSet {} was not scaled down",
                 self.saved.cluster
@@ -743,10 +750,20 @@ impl Recover<'_, '_> {
             };
         }
         let mut errors = Vec::new();
+        // Journalled before the first write: a crash during the put-back (the set half put
+        // back, scaled up with its data PVCs in use) resumes by starting over from the scale
+        // to 0, not with the phase after the last journalled one.
+        self.saved.start_over = true;
+        if let Ok(value) = to_value(&self.saved)
+            && let Err(e) = ctx.journal.save(&value).await
+        {
+            errors.push(format!("journal: {e}"));
+        }
         let restored = self.saved.restored_env.clone();
         if let Err(e) = self.set_env(&restored).await {
             errors.push(format!("environment: {e}"));
         }
+        crate::failpoint::hit(PUT_BACK_FAILPOINT);
         if let Err(e) = ctx
             .cluster
             .scale_statefulset(&self.saved.cluster, self.saved.replicas, false)
@@ -763,7 +780,6 @@ impl Recover<'_, '_> {
             errors: errors.clone(),
         };
         self.saved.put_back.push(put_back);
-        self.saved.start_over = true;
         if let Ok(value) = to_value(&self.saved)
             && let Err(e) = ctx.journal.save(&value).await
         {
