@@ -943,3 +943,50 @@ async fn a_timeout_fails_the_step_puts_the_statefulset_back_and_a_resume_starts_
     let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(report["ready"], 3, "{report:#}");
 }
+
+/// The data PVCs are found by name, as the StatefulSet claims them and CSM's scripts delete
+/// them: one without the set's labels (made by hand before the set, to bind a given volume)
+/// is deleted too, not left behind with the old member's data under a "rebuilt" cluster.
+#[tokio::test]
+async fn a_rebuild_deletes_a_data_pvc_without_the_sets_labels() {
+    let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let client = sim.kube_client();
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    let unlabelled = "data-cray-fas-bitnami-etcd-1";
+    let before = pvc_api.get(unlabelled).await.unwrap();
+    pvc_api
+        .patch(
+            unlabelled,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": null } })),
+        )
+        .await
+        .unwrap();
+    assert!(!pvcs(&client, FAS_SELECTOR).await.contains_key(unlabelled));
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    let deleted = recover["data"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == "pvcs-deleted")
+        .unwrap()["what"]
+        .clone();
+    assert_eq!(
+        deleted,
+        "deleted the PVCs data-cray-fas-bitnami-etcd-0, data-cray-fas-bitnami-etcd-1, \
+         data-cray-fas-bitnami-etcd-2",
+        "{recover:#}"
+    );
+    let after = pvc_api.get(unlabelled).await.unwrap();
+    assert_ne!(after.uid(), before.uid(), "made again by the StatefulSet");
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+}

@@ -196,6 +196,12 @@ fn with_vars(list: &[EnvVar], wanted: &[EnvVar]) -> Vec<EnvVar> {
     out
 }
 
+/// What the names of the StatefulSet's data PVCs start with (`data-<sts>-N`, as CSM's scripts
+/// delete them: by name).
+fn data_pvc_prefix(sts: &str) -> String {
+    format!("data-{sts}-")
+}
+
 /// The four variables as `list` has them.
 fn vars_of(list: &[EnvVar]) -> Vec<EnvVar> {
     list.iter()
@@ -362,7 +368,7 @@ async fn first_look(
     };
     let pvcs_found: Vec<String> = ctx
         .cluster
-        .list_pvcs(&found.pod_selector())
+        .list_pvcs(&data_pvc_prefix(name))
         .await?
         .iter()
         .map(|p| p.name_any())
@@ -443,7 +449,7 @@ impl Recover<'_, '_> {
             )
             .await?;
         let existing: Vec<(String, String)> = cluster
-            .list_pvcs(&self.found.pod_selector())
+            .list_pvcs(&data_pvc_prefix(&s.cluster))
             .await?
             .iter()
             .filter(|p| s.pvcs.contains(&p.name_any()))
@@ -602,7 +608,7 @@ impl Recover<'_, '_> {
                 Ok(format!("set {env} in container {}", self.saved.container))
             }
             Phase::PvcsDeleted => {
-                let pvcs = cluster.list_pvcs(&selector).await?;
+                let pvcs = cluster.list_pvcs(&data_pvc_prefix(&name)).await?;
                 let mut deleted = Vec::new();
                 for pvc in pvcs
                     .iter()
