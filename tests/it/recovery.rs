@@ -990,3 +990,77 @@ async fn a_rebuild_deletes_a_data_pvc_without_the_sets_labels() {
     let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(report["ready"], 3, "{report:#}");
 }
+
+/// A stop (here: the service shut down) once the cluster was recovered (`healthy` journalled;
+/// the rollout of the environment put back was left) says the recovery was complete, not that
+/// the cluster is empty, and a resume finishes the rollout without scaling to 0 and deleting
+/// the recovered data again.
+#[tokio::test]
+async fn a_stop_after_the_cluster_is_healthy_keeps_the_recovery_and_a_resume_finishes_it() {
+    let sim = common::release_sim(
+        "1.6",
+        SimOptions {
+            real_etcd: true,
+            // The rollout of the environment put back takes a few seconds, pod by pod.
+            kubelet_ready_delay: Duration::from_secs(2),
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let client = sim.kube_client();
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    common::until("the environment put back", async || {
+        let (_, run) = app.get(&format!("/repopulations/{id}")).await;
+        phases(common::step(&run, "fas", "etcd-recover"))
+            .contains(&"env-restored".to_owned())
+            .then_some(())
+    })
+    .await;
+    let pvcs_recovered = pvcs(&client, FAS_SELECTOR).await;
+    let app = app
+        .restart_with(config_with_snapshots(snapshots.path()))
+        .await;
+    let (_, run) = app.get(&format!("/repopulations/{id}")).await;
+    assert_eq!(run["state"], "interrupted", "{run:#}");
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "interrupted", "{recover:#}");
+    let message = recover["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "the rebuild of cray-fas-bitnami-etcd itself was complete (the cluster was healthy \
+             after it)"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("empty"), "{message}");
+    assert_eq!(replicas(&client, FAS_STS).await, 3);
+
+    let resp = app
+        .http
+        .post(app.url(&format!("/repopulations/{id}/resume")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let run = app.finished_run(&id).await;
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    // Each phase once: the resume carried on with the rollout (`settled`).
+    assert_eq!(phases(recover), PHASES, "{recover:#}");
+    assert_eq!(
+        pvcs(&client, FAS_SELECTOR).await,
+        pvcs_recovered,
+        "the recovered data PVCs were kept"
+    );
+    assert_eq!(
+        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+        "existing"
+    );
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+}

@@ -20,7 +20,8 @@
 //! redoing one a crash interrupted is harmless). Every other ending (failure, timeout, cancel)
 //! puts the StatefulSet back, replicas and environment, before the step ends, and says so: a
 //! run never leaves `ETCD_INITIAL_CLUSTER_STATE=new` or 0 replicas behind. A later attempt after
-//! such a put-back starts over from `scaled-down`.
+//! such a put-back starts over from `scaled-down`, unless the cluster had been recovered
+//! (`healthy`): then it carries on with `env-restored` and `settled`.
 
 use std::time::{Duration, Instant};
 
@@ -756,10 +757,14 @@ impl Recover<'_, '_> {
             };
         }
         let mut errors = Vec::new();
-        // Journalled before the first write: a crash during the put-back (the set half put
-        // back, scaled up with its data PVCs in use) resumes by starting over from the scale
-        // to 0, not with the phase after the last journalled one.
-        self.saved.start_over = true;
+        // After `healthy` the cluster was recovered, and the put-back is what `env-restored`
+        // does: a resume carries on from there (the environment, its rollout) and does not
+        // delete the recovered data again. Before, a resume starts over from the scale to 0;
+        // journalled before the first write, so that a crash during the put-back (the set half
+        // put back, scaled up with its data PVCs in use) does not carry on after the last
+        // journalled phase.
+        let recovered = after >= Some(Phase::Healthy);
+        self.saved.start_over = !recovered;
         if let Ok(value) = to_value(&self.saved)
             && let Err(e) = ctx.journal.save(&value).await
         {
@@ -792,16 +797,24 @@ impl Recover<'_, '_> {
             errors.push(format!("journal: {e}"));
         }
         let data_note = match after.max(attempted) {
+            _ if recovered => format!(
+                "; the {} itself was complete (the cluster was healthy after it) and the \
+                 put-back did not touch its data: resuming this run (failed or interrupted) \
+                 waits for the rollout of the environment without redoing it",
+                self.what()
+            ),
             Some(Phase::PvcsDeleted) if after < Some(Phase::PvcsDeleted) => {
                 "; some of its data PVCs may have been deleted, so the cluster may have lost its \
                  data: restore or rebuild it (resume this run, or start one with \"etcd\": \
                  \"restore\")"
+                    .to_owned()
             }
             Some(p) if p >= Phase::PvcsDeleted => {
                 "; its data PVCs had been deleted, so the cluster is empty until a run restores \
                  or rebuilds it (resume this run, or start one with \"etcd\": \"restore\")"
+                    .to_owned()
             }
-            _ => "; its data PVCs were not touched",
+            _ => "; its data PVCs were not touched".to_owned(),
         };
         let note = if errors.is_empty() {
             format!(
