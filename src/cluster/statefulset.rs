@@ -108,23 +108,25 @@ impl Cluster {
         .await
     }
 
-    /// The PVCs matching `selector`, by name.
+    /// The PVCs of the namespace whose names start with `prefix` (`data-<sts>-`), by name. A
+    /// StatefulSet claims its PVCs by name, whatever their labels (a PVC made by hand before
+    /// the set, to bind a given volume, has none), so they are not found by a label selector.
     pub async fn list_pvcs(
         &self,
-        selector: &str,
+        prefix: &str,
     ) -> Result<Vec<PersistentVolumeClaim>, ClusterError> {
         let api = self.api::<PersistentVolumeClaim>();
-        let params = ListParams::default().labels(selector);
-        let mut pvcs = self
+        let params = ListParams::default();
+        let mut pvcs: Vec<PersistentVolumeClaim> = self
             .retrying(
-                &format!(
-                    "listing the PVCs {selector:?} in namespace {}",
-                    self.namespace
-                ),
+                &format!("listing the PVCs {prefix}* in namespace {}", self.namespace),
                 || api.list(&params),
             )
             .await?
-            .items;
+            .items
+            .into_iter()
+            .filter(|p| p.name_any().starts_with(prefix))
+            .collect();
         pvcs.sort_by_key(|p| p.name_any());
         Ok(pvcs)
     }

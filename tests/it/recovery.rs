@@ -943,3 +943,124 @@ async fn a_timeout_fails_the_step_puts_the_statefulset_back_and_a_resume_starts_
     let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(report["ready"], 3, "{report:#}");
 }
+
+/// The data PVCs are found by name, as the StatefulSet claims them and CSM's scripts delete
+/// them: one without the set's labels (made by hand before the set, to bind a given volume)
+/// is deleted too, not left behind with the old member's data under a "rebuilt" cluster.
+#[tokio::test]
+async fn a_rebuild_deletes_a_data_pvc_without_the_sets_labels() {
+    let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let client = sim.kube_client();
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    let unlabelled = "data-cray-fas-bitnami-etcd-1";
+    let before = pvc_api.get(unlabelled).await.unwrap();
+    pvc_api
+        .patch(
+            unlabelled,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": null } })),
+        )
+        .await
+        .unwrap();
+    assert!(!pvcs(&client, FAS_SELECTOR).await.contains_key(unlabelled));
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    let deleted = recover["data"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == "pvcs-deleted")
+        .unwrap()["what"]
+        .clone();
+    assert_eq!(
+        deleted,
+        "deleted the PVCs data-cray-fas-bitnami-etcd-0, data-cray-fas-bitnami-etcd-1, \
+         data-cray-fas-bitnami-etcd-2",
+        "{recover:#}"
+    );
+    let after = pvc_api.get(unlabelled).await.unwrap();
+    assert_ne!(after.uid(), before.uid(), "made again by the StatefulSet");
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+}
+
+/// A stop (here: the service shut down) once the cluster was recovered (`healthy` journalled;
+/// the rollout of the environment put back was left) says the recovery was complete, not that
+/// the cluster is empty, and a resume finishes the rollout without scaling to 0 and deleting
+/// the recovered data again.
+#[tokio::test]
+async fn a_stop_after_the_cluster_is_healthy_keeps_the_recovery_and_a_resume_finishes_it() {
+    let sim = common::release_sim(
+        "1.6",
+        SimOptions {
+            real_etcd: true,
+            // The rollout of the environment put back takes a few seconds, pod by pod.
+            kubelet_ready_delay: Duration::from_secs(2),
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let client = sim.kube_client();
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    common::until("the environment put back", async || {
+        let (_, run) = app.get(&format!("/repopulations/{id}")).await;
+        phases(common::step(&run, "fas", "etcd-recover"))
+            .contains(&"env-restored".to_owned())
+            .then_some(())
+    })
+    .await;
+    let pvcs_recovered = pvcs(&client, FAS_SELECTOR).await;
+    let app = app
+        .restart_with(config_with_snapshots(snapshots.path()))
+        .await;
+    let (_, run) = app.get(&format!("/repopulations/{id}")).await;
+    assert_eq!(run["state"], "interrupted", "{run:#}");
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "interrupted", "{recover:#}");
+    let message = recover["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "the rebuild of cray-fas-bitnami-etcd itself was complete (the cluster was healthy \
+             after it)"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("empty"), "{message}");
+    assert_eq!(replicas(&client, FAS_STS).await, 3);
+
+    let resp = app
+        .http
+        .post(app.url(&format!("/repopulations/{id}/resume")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let run = app.finished_run(&id).await;
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    // Each phase once: the resume carried on with the rollout (`settled`).
+    assert_eq!(phases(recover), PHASES, "{recover:#}");
+    assert_eq!(
+        pvcs(&client, FAS_SELECTOR).await,
+        pvcs_recovered,
+        "the recovered data PVCs were kept"
+    );
+    assert_eq!(
+        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+        "existing"
+    );
+    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+}

@@ -112,6 +112,19 @@ async fn crash_and_resume_run(
     failpoint: &str,
     step: &str,
 ) -> (Service, Value) {
+    crash_and_resume_run_with(sim, body, failpoint, step, None, |_| async {}).await
+}
+
+/// Like [`crash_and_resume_run`], the first process with `[recovery] timeout` set to
+/// `timeout` (when given); `between` sees the interrupted run before the resume.
+async fn crash_and_resume_run_with<F: std::future::Future<Output = ()>>(
+    sim: &SimCluster,
+    body: Value,
+    failpoint: &str,
+    step: &str,
+    timeout: Option<Duration>,
+    between: impl FnOnce(Value) -> F,
+) -> (Service, Value) {
     let service = body["services"][0].as_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     // The service process acts as its service account, with the chart's Role.
@@ -134,16 +147,23 @@ async fn crash_and_resume_run(
     }
     let mut simulated = etcd_repopulator::config::Config::default();
     simulated.use_simulation(sim);
-    let config = ConfigFile {
+    let mut config = ConfigFile {
         csm: simulated.csm,
         etcd: simulated.etcd,
         recovery: simulated.recovery,
     };
-    std::fs::write(
-        dir.path().join("config.toml"),
-        toml::to_string(&config).unwrap(),
-    )
-    .unwrap();
+    let write = |config: &ConfigFile| {
+        std::fs::write(
+            dir.path().join("config.toml"),
+            toml::to_string(config).unwrap(),
+        )
+        .unwrap()
+    };
+    let default_timeout = config.recovery.timeout;
+    if let Some(timeout) = timeout {
+        config.recovery.timeout = timeout;
+    }
+    write(&config);
 
     let mut first = spawn_service(dir.path(), Some(failpoint)).await;
     let resp = reqwest::Client::new()
@@ -162,6 +182,8 @@ async fn crash_and_resume_run(
         .unwrap()
         .unwrap();
     assert!(!status.success(), "the failpoint aborted the service");
+    config.recovery.timeout = default_timeout;
+    write(&config);
 
     let second = spawn_service(dir.path(), None).await;
     let run = get_run(&second.base, &id).await;
@@ -181,6 +203,7 @@ async fn crash_and_resume_run(
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(interrupted.first(), Some(&step), "{run:#}");
+    between(run).await;
 
     let resp = reqwest::Client::new()
         .post(format!("{}/repopulations/{id}/resume", second.base))
@@ -376,4 +399,78 @@ async fn a_crash_at_every_phase_of_a_bitnami_restore_resumes_with_the_data_back(
         assert_eq!(env["ETCD_INITIAL_CLUSTER_STATE"], "existing", "{failpoint}");
         assert_eq!(env["ETCD_START_FROM_SNAPSHOT"], "no", "{failpoint}");
     }
+}
+
+/// A kill -9 while a failed Bitnami rebuild puts the StatefulSet back (its environment back to
+/// `existing`, still at 0 replicas): the resume starts over from the scale to 0, as after a
+/// completed put-back, and does not carry on after the last journalled phase (which would
+/// delete the data PVCs and scale up without `ETCD_INITIAL_CLUSTER_STATE=new`).
+#[tokio::test]
+async fn a_crash_while_putting_the_statefulset_back_resumes_by_starting_over() {
+    use crate::recovery::{FAS_STS, PHASES, etcd_env, phases, real_etcd_sim, replicas};
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::api::{Patch, PatchParams};
+    let sim = real_etcd_sim().await;
+    let client = sim.kube_client();
+    // A finalizer holds a PVC: the first attempt's [recovery] timeout runs out deleting it.
+    let pvc_api: kube::Api<PersistentVolumeClaim> =
+        kube::Api::namespaced(client.clone(), "services");
+    let held = "data-cray-fas-bitnami-etcd-2";
+    let hold =
+        |finalizers: Value| Patch::Merge(json!({ "metadata": { "finalizers": finalizers } }));
+    pvc_api
+        .patch(
+            held,
+            &PatchParams::default(),
+            &hold(json!(["kubernetes.io/pvc-protection", "example.com/hold"])),
+        )
+        .await
+        .unwrap();
+    let failpoint = "etcd-recover:putting-back";
+    let body = json!({"services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS]});
+    let (service, run) = crash_and_resume_run_with(
+        &sim,
+        body,
+        failpoint,
+        "etcd-recover",
+        Some(Duration::from_secs(3)),
+        |run| {
+            let (client, pvc_api, hold) = (client.clone(), pvc_api.clone(), hold);
+            async move {
+                // Killed half way through the put-back: the environment is back, the replicas
+                // are not; the journal says to start over.
+                assert_eq!(replicas(&client, FAS_STS).await, 0);
+                assert_eq!(
+                    etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
+                    "existing"
+                );
+                let steps = run["services"][0]["steps"].as_array().unwrap();
+                let recover = steps.iter().find(|s| s["name"] == "etcd-recover").unwrap();
+                assert_eq!(recover["data"]["start_over"], true, "{recover:#}");
+                pvc_api
+                    .patch(held, &PatchParams::default(), &hold(Value::Null))
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    let steps = run["services"][0]["steps"].as_array().unwrap();
+    let recover = steps.iter().find(|s| s["name"] == "etcd-recover").unwrap();
+    assert_eq!(recover["state"], "succeeded", "{run:#}");
+    // The first attempt up to env-set, the second all over again from the scale to 0.
+    let journalled = phases(recover);
+    assert_eq!(&journalled[..3], &PHASES[..3], "{journalled:?}");
+    assert_eq!(&journalled[3..], &PHASES[1..], "{journalled:?}");
+    assert_eq!(replicas(&client, FAS_STS).await, 3);
+    let env = etcd_env(&client, FAS_STS).await;
+    assert_eq!(env["ETCD_INITIAL_CLUSTER_STATE"], "existing");
+    let report: Value = reqwest::get(format!("{}/etcd-clusters/{FAS_STS}", service.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["healthy"], true, "{report:#}");
+    assert_eq!(report["ready"], 3, "{report:#}");
 }

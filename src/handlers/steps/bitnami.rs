@@ -20,7 +20,8 @@
 //! redoing one a crash interrupted is harmless). Every other ending (failure, timeout, cancel)
 //! puts the StatefulSet back, replicas and environment, before the step ends, and says so: a
 //! run never leaves `ETCD_INITIAL_CLUSTER_STATE=new` or 0 replicas behind. A later attempt after
-//! such a put-back starts over from `scaled-down`.
+//! such a put-back starts over from `scaled-down`, unless the cluster had been recovered
+//! (`healthy`): then it carries on with `env-restored` and `settled`.
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ const VARS: [&str; 4] = [STATE_VAR, START_VAR, DIR_VAR, FILE_VAR];
 /// Where the Bitnami pods mount the snapshotter PVC (`restore_from_backup`'s
 /// `/snapshots/<cluster>-bitnami-etcd`).
 pub const POD_SNAPSHOTS_DIR: &str = "/snapshots";
+
+/// The failpoint armed in a put-back, between the environment and the replica count.
+pub const PUT_BACK_FAILPOINT: &str = "etcd-recover:putting-back";
 
 /// CSM's scripts scale back to three members; used only when the set is found at 0 replicas
 /// with no data PVCs to count.
@@ -193,6 +197,12 @@ fn with_vars(list: &[EnvVar], wanted: &[EnvVar]) -> Vec<EnvVar> {
     out
 }
 
+/// What the names of the StatefulSet's data PVCs start with (`data-<sts>-N`, as CSM's scripts
+/// delete them: by name).
+fn data_pvc_prefix(sts: &str) -> String {
+    format!("data-{sts}-")
+}
+
 /// The four variables as `list` has them.
 fn vars_of(list: &[EnvVar]) -> Vec<EnvVar> {
     list.iter()
@@ -279,6 +289,9 @@ struct Recover<'a, 'b> {
     /// `[recovery] timeout`, which `deadline` is.
     timeout: Duration,
     saved: Saved,
+    /// Starting over after an earlier attempt's put-back, which may not have completed (a
+    /// crash in it): a stop before the scale-down puts the set back too.
+    restarting: bool,
 }
 
 pub async fn run(
@@ -329,6 +342,7 @@ pub async fn run(
         deadline,
         timeout,
         saved,
+        restarting: false,
     };
     if ctx.dry_run {
         return recover.plan().await;
@@ -355,7 +369,7 @@ async fn first_look(
     };
     let pvcs_found: Vec<String> = ctx
         .cluster
-        .list_pvcs(&found.pod_selector())
+        .list_pvcs(&data_pvc_prefix(name))
         .await?
         .iter()
         .map(|p| p.name_any())
@@ -436,7 +450,7 @@ impl Recover<'_, '_> {
             )
             .await?;
         let existing: Vec<(String, String)> = cluster
-            .list_pvcs(&self.found.pod_selector())
+            .list_pvcs(&data_pvc_prefix(&s.cluster))
             .await?
             .iter()
             .filter(|p| s.pvcs.contains(&p.name_any()))
@@ -482,18 +496,18 @@ impl Recover<'_, '_> {
 
     async fn execute(mut self) -> Result<StepOutcome, StepError> {
         let ctx = self.ctx;
-        if let Some(last) = self.saved.put_back.last().filter(|_| self.saved.start_over) {
-            {
-                ctx.journal
-                    .log(&format!(
-                        "an earlier attempt stopped after {} and put the StatefulSet back; \
-                         starting over from the stored replica count and environment",
-                        last.after.map(Phase::as_str).unwrap_or("nothing")
-                    ))
-                    .await;
-                self.saved.phase = Some(Phase::Stored);
-                self.saved.start_over = false;
-            }
+        if self.saved.start_over {
+            let stopped = self.saved.phase.map(Phase::as_str).unwrap_or("nothing");
+            ctx.journal
+                .log(&format!(
+                    "an earlier attempt stopped after {stopped} and put the StatefulSet back (or \
+                     was stopped itself while it did); starting over from the stored replica \
+                     count and environment"
+                ))
+                .await;
+            self.saved.phase = Some(Phase::Stored);
+            self.saved.start_over = false;
+            self.restarting = true;
         } else if let Some(phase) = self.saved.phase {
             ctx.journal
                 .log(&format!(
@@ -595,7 +609,7 @@ impl Recover<'_, '_> {
                 Ok(format!("set {env} in container {}", self.saved.container))
             }
             Phase::PvcsDeleted => {
-                let pvcs = cluster.list_pvcs(&selector).await?;
+                let pvcs = cluster.list_pvcs(&data_pvc_prefix(&name)).await?;
                 let mut deleted = Vec::new();
                 for pvc in pvcs
                     .iter()
@@ -728,7 +742,7 @@ impl Recover<'_, '_> {
         let after = self.saved.phase;
         let why = err.to_string();
         let stopped_after = after.map(Phase::as_str).unwrap_or("nothing");
-        if after.max(attempted) < Some(Phase::ScaledDown) {
+        if !self.restarting && after.max(attempted) < Some(Phase::ScaledDown) {
             let note = format!(
                 "nothing was changed: StatefulSet {} was not scaled down",
                 self.saved.cluster
@@ -743,10 +757,24 @@ impl Recover<'_, '_> {
             };
         }
         let mut errors = Vec::new();
+        // After `healthy` the cluster was recovered, and the put-back is what `env-restored`
+        // does: a resume carries on from there (the environment, its rollout) and does not
+        // delete the recovered data again. Before, a resume starts over from the scale to 0;
+        // journalled before the first write, so that a crash during the put-back (the set half
+        // put back, scaled up with its data PVCs in use) does not carry on after the last
+        // journalled phase.
+        let recovered = after >= Some(Phase::Healthy);
+        self.saved.start_over = !recovered;
+        if let Ok(value) = to_value(&self.saved)
+            && let Err(e) = ctx.journal.save(&value).await
+        {
+            errors.push(format!("journal: {e}"));
+        }
         let restored = self.saved.restored_env.clone();
         if let Err(e) = self.set_env(&restored).await {
             errors.push(format!("environment: {e}"));
         }
+        crate::failpoint::hit(PUT_BACK_FAILPOINT);
         if let Err(e) = ctx
             .cluster
             .scale_statefulset(&self.saved.cluster, self.saved.replicas, false)
@@ -763,23 +791,30 @@ impl Recover<'_, '_> {
             errors: errors.clone(),
         };
         self.saved.put_back.push(put_back);
-        self.saved.start_over = true;
         if let Ok(value) = to_value(&self.saved)
             && let Err(e) = ctx.journal.save(&value).await
         {
             errors.push(format!("journal: {e}"));
         }
         let data_note = match after.max(attempted) {
+            _ if recovered => format!(
+                "; the {} itself was complete (the cluster was healthy after it) and the \
+                 put-back did not touch its data: resuming this run (failed or interrupted) \
+                 waits for the rollout of the environment without redoing it",
+                self.what()
+            ),
             Some(Phase::PvcsDeleted) if after < Some(Phase::PvcsDeleted) => {
                 "; some of its data PVCs may have been deleted, so the cluster may have lost its \
                  data: restore or rebuild it (resume this run, or start one with \"etcd\": \
                  \"restore\")"
+                    .to_owned()
             }
             Some(p) if p >= Phase::PvcsDeleted => {
                 "; its data PVCs had been deleted, so the cluster is empty until a run restores \
                  or rebuilds it (resume this run, or start one with \"etcd\": \"restore\")"
+                    .to_owned()
             }
-            _ => "; its data PVCs were not touched",
+            _ => "; its data PVCs were not touched".to_owned(),
         };
         let note = if errors.is_empty() {
             format!(
