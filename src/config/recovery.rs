@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 
 /// `[recovery]` in the config file.
+/// The longest `[recovery] timeout` accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecoveryConfig {
@@ -62,6 +65,13 @@ impl RecoveryConfig {
             return Err(ConfigError::invalid(
                 "recovery.timeout",
                 "must be greater than zero",
+            ));
+        }
+        // A bound on one recovery: waits add it to the clock, which must not overflow.
+        if self.timeout > MAX_TIMEOUT {
+            return Err(ConfigError::invalid(
+                "recovery.timeout",
+                "must be at most 1 day (one restore or rebuild waits at most this long)",
             ));
         }
         for (key, dir) in [
@@ -134,6 +144,7 @@ mod tests {
         for (text, key) in [
             ("restore_max_age = \"0s\"", "recovery.restore_max_age"),
             ("timeout = \"0s\"", "recovery.timeout"),
+            ("timeout = \"1000years\"", "recovery.timeout"),
             ("snapshots_dir = \"snapshots\"", "recovery.snapshots_dir"),
             (
                 "s3_credentials_dir = \"creds\"",

@@ -159,11 +159,15 @@ impl Action {
         let margin = Duration::from_secs(180);
         match self {
             Action::RecoverBitnami { .. } | Action::RecoverOperator { .. } => {
-                step_timeout.max(config.recovery.timeout + margin)
+                step_timeout.max(config.recovery.timeout.saturating_add(margin))
             }
-            Action::AssessEtcd { .. } | Action::SafetySnapshot { .. } => {
-                step_timeout.max(config.recovery.timeout * 2 + margin)
-            }
+            Action::AssessEtcd { .. } | Action::SafetySnapshot { .. } => step_timeout.max(
+                config
+                    .recovery
+                    .timeout
+                    .saturating_mul(2)
+                    .saturating_add(margin),
+            ),
             _ => step_timeout,
         }
     }

@@ -805,13 +805,13 @@ impl Recover<'_, '_> {
             ),
             Some(Phase::PvcsDeleted) if after < Some(Phase::PvcsDeleted) => {
                 "; some of its data PVCs may have been deleted, so the cluster may have lost its \
-                 data: restore or rebuild it (resume this run, or start one with \"etcd\": \
+                 data: restore or rebuild it (resume this run unless it was cancelled, or start one with \"etcd\": \
                  \"restore\")"
                     .to_owned()
             }
             Some(p) if p >= Phase::PvcsDeleted => {
                 "; its data PVCs had been deleted, so the cluster is empty until a run restores \
-                 or rebuilds it (resume this run, or start one with \"etcd\": \"restore\")"
+                 or rebuilds it (resume this run unless it was cancelled, or start one with \"etcd\": \"restore\")"
                     .to_owned()
             }
             _ => "; its data PVCs were not touched".to_owned(),
