@@ -379,6 +379,40 @@ fn bitnami_line(level: &str, message: &str) -> String {
     format!("etcd {time} {level} ==> {message}")
 }
 
+/// The prefix of a simulated cluster's etcd directory in the temporary directory.
+const ROOT_PREFIX: &str = "sim-etcd-";
+/// The file in it naming the process that owns it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes the etcd directories of simulated clusters whose process is gone without removing
+/// them (killed with SIGKILL, or ended without running destructors): each holds about 128 MB
+/// per cluster (etcd preallocates its WAL), so a few killed test runs would fill a disk.
+fn remove_abandoned_roots() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for dir in entries.flatten().map(|e| e.path()) {
+        let ours = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(ROOT_PREFIX));
+        // A directory without the file is being created (or predates it): left alone.
+        let Some(owner) = ours
+            .then(|| std::fs::read_to_string(dir.join(OWNER_FILE)).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        let alive = owner
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive && std::fs::remove_dir_all(&dir).is_ok() {
+            tracing::info!(dir = %dir.display(), "removed the etcd directory of a simulated cluster whose process is gone");
+        }
+    }
+}
+
 impl RealEtcd {
     pub fn new(snapshots: PathBuf) -> anyhow::Result<RealEtcd> {
         if !etcd_installed() {
@@ -387,7 +421,9 @@ impl RealEtcd {
                  is not on the PATH (Debian: apt-get install etcd-server)"
             );
         }
-        let root = tempfile::Builder::new().prefix("sim-etcd-").tempdir()?;
+        remove_abandoned_roots();
+        let root = tempfile::Builder::new().prefix(ROOT_PREFIX).tempdir()?;
+        std::fs::write(root.path().join(OWNER_FILE), std::process::id().to_string())?;
         Ok(RealEtcd {
             root,
             snapshots,
