@@ -280,24 +280,40 @@ struct Observer {
 }
 
 impl Observer {
-    fn start(sim: &Arc<SimCluster>) -> Self {
+    async fn start(sim: &Arc<SimCluster>) -> Self {
         let sim = sim.clone();
         let seen = Arc::new(std::sync::Mutex::new("nothing yet".to_owned()));
         let saw = seen.clone();
+        let pods: Api<Pod> = Api::namespaced(sim.kube_client(), NAMESPACE);
+        let params = ListParams::default().labels(SELECTOR);
+        // The members before the sequence: "gone" is when none of them is left. Not only when
+        // a look finds no pod at all: with watches the set scales back up within a few
+        // milliseconds of its pods being gone, quicker than one look.
+        let before: std::collections::HashSet<String> = pods
+            .list(&params)
+            .await
+            .expect("pods")
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.uid)
+            .collect();
         let task = tokio::spawn(async move {
-            let pods: Api<Pod> = Api::namespaced(sim.kube_client(), NAMESPACE);
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()
                 .unwrap();
-            let params = ListParams::default().labels(SELECTOR);
             let mut gone = false;
             loop {
                 let members = pods.list(&params).await.expect("pods").items;
                 let ready_members = members.iter().filter(|p| ready(p)).count();
                 let mut healthy = None;
                 if !gone {
-                    gone = members.is_empty();
+                    gone = members.iter().all(|p| {
+                        p.metadata
+                            .uid
+                            .as_ref()
+                            .is_none_or(|uid| !before.contains(uid))
+                    });
                 } else if members.len() == MEMBERS && ready_members == MEMBERS {
                     let now = Instant::now();
                     let answer = match sim.etcd_url(STS) {
@@ -410,7 +426,7 @@ async fn baseline(
         Wait::Poll(poll) => poll,
         Wait::RolloutStatus => Duration::from_secs(1),
     };
-    let observer = Observer::start(sim);
+    let observer = Observer::start(sim).await;
     let mut t = Timeline::new();
     // `ns=$(kubectl get statefulsets.apps -A | grep ${ss_name} | awk '{print $1}')`
     let listing = kubectl.run(&["get", "statefulsets.apps", "-A"]).await;
@@ -587,7 +603,7 @@ async fn ours(
     round: usize,
 ) -> Measured {
     let http = reqwest::Client::new();
-    let observer = Observer::start(sim);
+    let observer = Observer::start(sim).await;
     let mut body = json!({
         "services": ["bss"],
         "etcd": op.name(),
