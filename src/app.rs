@@ -165,6 +165,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .spawn_periodic(snapshot_config.interval, stop_snapshots.clone());
         tracing::info!(interval = %humantime::format_duration(snapshot_config.interval), "periodic snapshots of BOS session templates and HMNFD subscriptions enabled");
     }
+    let _collector = crate::collector::Collector::new(&app.runner).start();
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -13,11 +13,13 @@ use crate::{
 mod auth;
 mod hmnfd;
 mod hostname;
+mod metrics;
 mod recovery;
 mod webhooks;
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
 pub use hostname::HostnameTemplate;
+pub use metrics::MetricsConfig;
 pub use recovery::RecoveryConfig;
 pub use webhooks::{AlertmanagerConfig, WebhooksConfig};
 
@@ -83,6 +85,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// The etcd clusters' backups (S3, the snapshotter PVC) and restores.
     pub recovery: RecoveryConfig,
+    /// How often `/metrics` measures the etcd clusters and their backups.
+    pub metrics: MetricsConfig,
 }
 
 /// A service repopulated by re-running a Kubernetes Job.
@@ -181,6 +185,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             webhooks: WebhooksConfig::default(),
             recovery: RecoveryConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -284,6 +289,7 @@ impl Config {
         self.auth.validate()?;
         self.webhooks.validate()?;
         self.recovery.validate()?;
+        self.metrics.validate()?;
         self.validate_hmnfd()?;
         Ok(())
     }

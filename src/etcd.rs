@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 pub mod backups;
 pub mod layout;
+pub mod quota;
 
 /// Where the etcd clusters are and whether to check them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +101,8 @@ pub struct EtcdStatus {
     /// Member id of the leader; `None` when the cluster has none (no quorum).
     pub leader: Option<String>,
     pub db_size: u64,
+    /// Bytes of the database in use (etcd ≥ 3.4; the rest is freed by a defrag).
+    pub db_size_in_use: Option<u64>,
     pub raft_index: u64,
     /// Keys in the whole keyspace.
     pub keys: u64,
@@ -267,6 +270,9 @@ impl EtcdClient {
             version: status["version"].as_str().unwrap_or_default().to_owned(),
             leader: (leader != 0).then(|| leader.to_string()),
             db_size: int(&status, "dbSize"),
+            db_size_in_use: status
+                .get("dbSizeInUse")
+                .map(|_| int(&status, "dbSizeInUse")),
             raft_index: int(&status, "raftIndex"),
             keys: int(&count, "count"),
         })

@@ -8,7 +8,8 @@
 //! (clients of the CSM REST APIs), [`etcd`] (health and key counts of the etcd clusters) and
 //! [`remote`] (SSH fan-out to the nodes). [`store`] keeps runs and snapshots in SQLite;
 //! [`config`] is the one configuration every layer reads, and depends on none of the layers
-//! above. The simulated cluster and CSM services that `serve --simulate` and the tests run
+//! above. [`metrics`] is `/metrics`' registry, which the runner counts runs into and the
+//! [`collector`] (started by `serve`) fills with its measures of the etcd clusters. The simulated cluster and CSM services that `serve --simulate` and the tests run
 //! against are the workspace crate `crates/sim` (feature `simulate`). README.md
 //! ("Development") draws the same map.
 
@@ -16,6 +17,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod cluster;
+pub mod collector;
 pub mod config;
 pub mod csm;
 pub mod errors;

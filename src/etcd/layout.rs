@@ -26,7 +26,7 @@ use kube::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{EtcdAlarm, EtcdClient, EtcdConfig};
+use super::{EtcdAlarm, EtcdClient, EtcdConfig, quota::Quota};
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef, pod_is_ready},
     model::Service,
@@ -148,6 +148,8 @@ pub struct Found {
     pub object: ClusterObject,
     /// `spec.size` (EtcdCluster) or `spec.replicas` (StatefulSet).
     pub desired: i64,
+    /// The backend quota its members run with.
+    pub quota: Quota,
 }
 
 impl Found {
@@ -191,6 +193,7 @@ fn from_etcdcluster(object: &DynamicObject) -> Option<Found> {
             generation: object.metadata.generation,
         },
         desired: object.data["spec"]["size"].as_i64().unwrap_or(0),
+        quota: Quota::of_etcd_env(&object.data["spec"]["pod"]["etcdEnv"]),
         name,
     })
 }
@@ -215,6 +218,7 @@ fn from_statefulset(sts: &StatefulSet) -> Option<Found> {
             .and_then(|s| s.replicas)
             .map(i64::from)
             .unwrap_or(1),
+        quota: Quota::of_statefulset(sts),
         name,
     })
 }
@@ -366,6 +370,10 @@ pub struct EtcdClusterReport {
     pub leader: Option<String>,
     pub alarms: Vec<EtcdAlarm>,
     pub db_size: Option<u64>,
+    /// Bytes of the database in use (etcd ≥ 3.4; the rest is freed by a defrag).
+    pub db_size_in_use: Option<u64>,
+    /// The backend quota: beyond it etcd raises `NOSPACE` and refuses writes.
+    pub quota: Quota,
     pub keys: Option<u64>,
     pub version: Option<String>,
     pub member_health: Vec<MemberHealth>,
@@ -489,6 +497,8 @@ pub async fn report(
         leader: None,
         alarms: Vec::new(),
         db_size: None,
+        db_size_in_use: None,
+        quota: found.quota,
         keys: None,
         version: None,
         member_health: Vec::new(),
@@ -554,6 +564,7 @@ pub async fn report(
         Ok(status) => {
             report.keys = Some(status.keys);
             report.db_size = Some(status.db_size);
+            report.db_size_in_use = status.db_size_in_use;
             report.version = Some(status.version);
             if report.leader.is_none() {
                 report.leader = status.leader;

@@ -654,7 +654,7 @@ async fn drive_run(
     dry_run: bool,
     control: &Control,
 ) -> Result<State, StoreError> {
-    let store = &inner.store;
+    let (store, started) = (&inner.store, Instant::now());
     store.start_run(id, now()).await?;
     tracing::info!("run started");
     let services = store.pending_tasks(id).await?;
@@ -682,6 +682,9 @@ async fn drive_run(
         )
         .await?;
     tracing::info!(state = %state, "{message}");
+    inner
+        .metrics
+        .run_ended(run.etcd, run.dry_run, state, started.elapsed());
     Ok(state)
 }
 

@@ -4,6 +4,7 @@
 mod history;
 mod manifests;
 mod rows;
+mod run_metrics;
 mod snapshots;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use crate::model::{Event, Service, State};
 pub use manifests::StoredManifest;
 use rows::{EventRow, StepRow};
+pub use run_metrics::LastRecovery;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
