@@ -3,11 +3,13 @@
 //! names required), `schema` (values.schema.json refuses typos and bad values), `lint`
 //! (`helm lint --strict`, Chart.yaml), `rendering` (the chart rendered with the default values,
 //! the values files of `ci/` and `--set` variations, checked as typed objects that fit
-//! together), `notes` (NOTES.txt and the credentials it speaks of).
+//! together), `notes` (NOTES.txt and the credentials it speaks of) and `monitoring` (the
+//! ServiceMonitor, PrometheusRule and Grafana dashboard).
 //!
 //! Here, the machinery they share: helm itself renders the chart (`helm template`;
 //! scripts/tools puts helm into target/tools); every object passes `kubernetes-validate
-//! --strict` against the schemas of Kubernetes 1.24 (the chart's minimum), 1.29 and 1.33 and is
+//! --strict` against the schemas of Kubernetes 1.24 (the chart's minimum), 1.29 and 1.33 (it has
+//! none for the custom resources of kube-prometheus-stack: `monitoring` checks those) and is
 //! typed; [`check`] then checks what must hold whatever the values: the Role has exactly
 //! `cluster::rbac::policy_rules()` and is bound to the pod's ServiceAccount, the Deployment is a
 //! single non-root writer with probes on the port the Service targets, every volume, Secret,
@@ -16,6 +18,7 @@
 //! runs the image's client against the Service.
 
 mod lint;
+mod monitoring;
 mod notes;
 mod rendering;
 mod role;
@@ -150,6 +153,15 @@ fn validate(yaml: &str) {
     }
 }
 
+/// The stream without the documents of kube-prometheus-stack's custom resources, for which
+/// kubernetes-validate has no schema (it would warn).
+fn without_custom_resources(yaml: &str) -> String {
+    yaml.split("---\n")
+        .filter(|document| !document.contains("\napiVersion: monitoring.coreos.com/"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 /// The documents of a YAML stream as Kubernetes reads them (YAML 1.1: `0400` is octal).
 fn yaml_documents(yaml: &str) -> Vec<serde_json::Value> {
     let options = serde_saphyr::options! { legacy_octal_numbers: true };
@@ -178,13 +190,16 @@ struct Rendered {
     deployments: Vec<Deployment>,
     /// The `helm test` pod.
     pods: Vec<Pod>,
+    /// The custom resources of kube-prometheus-stack (ServiceMonitor, PrometheusRule), which
+    /// k8s-openapi has no type for.
+    monitoring: Vec<serde_json::Value>,
 }
 
 /// Renders the chart for `release` with `values`, validates every object against Kubernetes'
 /// schemas and types it.
 fn render(release: Release, values: &[&str]) -> Rendered {
     let yaml = helm_template(release, values);
-    validate(&yaml);
+    validate(&without_custom_resources(&yaml));
     let mut rendered = Rendered::default();
     for document in &yaml_documents(&yaml) {
         let kind = document["kind"].as_str().unwrap_or_else(|| {
@@ -200,6 +215,7 @@ fn render(release: Release, values: &[&str]) -> Rendered {
             "Service" => rendered.services.push(typed(document)),
             "Deployment" => rendered.deployments.push(typed(document)),
             "Pod" => rendered.pods.push(typed(document)),
+            "ServiceMonitor" | "PrometheusRule" => rendered.monitoring.push(document.clone()),
             other => panic!("the chart rendered an unexpected {other}: {document}"),
         }
         rendered.kinds.push(kind.to_owned());

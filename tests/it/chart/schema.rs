@@ -5,7 +5,19 @@ use super::*;
 
 #[test]
 fn the_values_schema_refuses_typos_and_bad_values() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["--set", "metrics.serviceMonitor.enabeld=true"],
+            "Additional property enabeld is not allowed",
+        ),
+        (
+            &["--set", "metrics.prometheusRule.backupMaxAge=2 hours"],
+            "metrics.prometheusRule.backupMaxAge: Does not match pattern",
+        ),
+        (
+            &["--set", "metrics.prometheusRule.dbQuotaRatio=80"],
+            "metrics.prometheusRule.dbQuotaRatio",
+        ),
         (
             &["--set", "auth.mode=jtw"],
             r#"auth.mode: auth.mode must be one of the following: "token", "jwt", "none""#,
