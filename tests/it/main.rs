@@ -19,6 +19,7 @@ mod kube_events;
 mod metrics;
 mod openapi;
 mod operator_recovery;
+mod prometheus;
 mod rbac;
 mod recovery;
 mod releases;
