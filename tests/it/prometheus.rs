@@ -16,7 +16,7 @@ use etcd_repopulator::{collector::Collector, config::Config, etcd::layout::EtcdL
 use serde_json::{Value, json};
 
 use crate::{
-    common::{self, free_port},
+    common::{self, etcd, free_port},
     recovery::FAS_STS,
 };
 
@@ -63,6 +63,14 @@ fn write_rules(dir: &Path, groups: &Value) {
     std::fs::write(dir.join("rules.yaml"), groups.to_string()).unwrap();
 }
 
+/// A temporary directory with the rendered rules in it, and the rules.
+fn rules_dir() -> (tempfile::TempDir, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let groups = rule_groups();
+    write_rules(dir.path(), &groups);
+    (dir, groups)
+}
+
 fn promtool(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("promtool")
         .args(args)
@@ -80,9 +88,7 @@ fn promtool(dir: &Path, args: &[&str]) -> String {
 
 #[test]
 fn promtool_checks_the_rendered_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let groups = rule_groups();
-    write_rules(dir.path(), &groups);
+    let (dir, groups) = rules_dir();
     let printed = promtool(dir.path(), &["check", "rules", "rules.yaml"]);
     let count = rules(&groups).count();
     assert!(
@@ -121,9 +127,7 @@ fn expand(text: &str, labels: &serde_json::Map<String, Value>) -> String {
 
 #[test]
 fn promtool_tests_every_alert_firing_and_not_firing() {
-    let dir = tempfile::tempdir().unwrap();
-    let groups = rule_groups();
-    write_rules(dir.path(), &groups);
+    let (dir, groups) = rules_dir();
     let mut tests: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(root().join(ALERTS_TEST)).unwrap())
             .unwrap();
@@ -347,26 +351,10 @@ async fn prometheus_scrapes_the_service_and_evaluates_every_rule_and_panel() {
     let bos = sim
         .etcd_url("cray-bos-bitnami-etcd")
         .expect("bos etcd runs");
-    let http = reqwest::Client::new();
-    let members: Value = http
-        .post(format!("{bos}/v3/cluster/member/list"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let members = etcd::gateway(&bos, "/v3/cluster/member/list", json!({})).await;
     let member = members["members"][0]["ID"].clone();
-    let raised: Value = http
-        .post(format!("{bos}/v3/maintenance/alarm"))
-        .json(&json!({ "action": "ACTIVATE", "memberID": member, "alarm": "NOSPACE" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alarm = json!({ "action": "ACTIVATE", "memberID": member, "alarm": "NOSPACE" });
+    let raised = etcd::gateway(&bos, "/v3/maintenance/alarm", alarm).await;
     assert_eq!(raised["alarms"][0]["alarm"], "NOSPACE", "{raised}");
 
     let mut config = Config::default();
