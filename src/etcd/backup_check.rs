@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     config::RecoveryConfig,
-    store::{CheckedCopy, NewBackupCheck, Store, StoreError, StoredBackupCheck},
+    store::{BackupCheckRecord, CheckedCopy, Store, StoreError},
 };
 
 /// A backup that restores: what proved it, and what it holds.
@@ -198,8 +198,8 @@ pub struct LastCheck {
     pub location: String,
 }
 
-impl From<StoredBackupCheck> for LastCheck {
-    fn from(stored: StoredBackupCheck) -> Self {
+impl From<BackupCheckRecord> for LastCheck {
+    fn from(stored: BackupCheckRecord) -> Self {
         LastCheck {
             at: stored.checked_at,
             ok: stored.ok,
@@ -228,7 +228,7 @@ pub async fn last_checks(
 ) -> Result<Vec<Option<LastCheck>>, StoreError> {
     let mut found = Vec::with_capacity(backups.len());
     for backup in backups {
-        let mut newest: Option<StoredBackupCheck> = None;
+        let mut newest: Option<BackupCheckRecord> = None;
         for copy in [&backup.snapshotter, &backup.s3].into_iter().flatten() {
             if let Some(check) = store.last_backup_check(&copy_key(copy)).await?
                 && newest
@@ -267,7 +267,7 @@ pub async fn remember(
         ),
         Err(_) => return,
     };
-    let check = NewBackupCheck {
+    let check = BackupCheckRecord {
         copy: copy_key(copy),
         backup: name.to_owned(),
         checked_at: Utc::now(),

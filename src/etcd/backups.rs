@@ -883,22 +883,22 @@ impl Backups {
             .await
             .map_err(BackupError::io("writing", partial))?;
         drop(file);
-        // Not remembered against the partial file's name: against each copy, once in place.
-        let checked = check_backup_file(partial, &self.config).await;
-        let size = match &checked {
-            Ok(check) => check.size,
-            Err(_) => 0,
-        };
+        // A snapshot that does not restore is no safety net: refused before it is put in
+        // place. Remembered against each copy once in place, not the partial file's name.
+        let checked = check_backup_file(partial, &self.config).await?;
+        let size = checked.size;
         let mut backup = Backup::new(name.to_owned());
         if let Some(dir) = dir {
             let target = dir.join(name);
             put_in_place(partial, &target).await?;
             let copy = local_copy(&target).await?;
-            self.remember(name, &copy, clone_outcome(&checked, &target))
-                .await?;
+            let placed = BackupCheck {
+                path: target,
+                ..checked.clone()
+            };
+            self.remember(name, &copy, Ok(placed)).await?;
             backup.add(copy, false);
         }
-        let checked = checked?;
         if let Some(bucket) = self.bucket()? {
             let source = dir.map_or_else(|| partial.to_owned(), |dir| dir.join(name));
             let key = format!("{csm_service}/{name}");
@@ -933,29 +933,6 @@ fn in_s3(err: BackupError, copy: &BackupCopy) -> BackupError {
             detail,
         },
         other => other,
-    }
-}
-
-/// The check `outcome`, about the file at `path` (errors are not `Clone`: a corrupt one is
-/// told again, anything else as an I/O error).
-fn clone_outcome(
-    outcome: &Result<BackupCheck, BackupError>,
-    path: &Path,
-) -> Result<BackupCheck, BackupError> {
-    match outcome {
-        Ok(check) => Ok(BackupCheck {
-            path: path.to_owned(),
-            ..check.clone()
-        }),
-        Err(BackupError::Corrupt { detail, .. }) => Err(BackupError::Corrupt {
-            path: path.to_owned(),
-            detail: detail.clone(),
-        }),
-        Err(other) => Err(BackupError::Io {
-            what: "checking",
-            path: path.to_owned(),
-            source: std::io::Error::other(other.to_string()),
-        }),
     }
 }
 

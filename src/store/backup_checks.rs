@@ -29,25 +29,11 @@ impl CheckedCopy {
     }
 }
 
-/// A check to remember.
-#[derive(Clone, Debug)]
-pub struct NewBackupCheck {
+/// A check of a backup's copy, to remember or as remembered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupCheckRecord {
     pub copy: CheckedCopy,
     /// The backup's name (`db-2025-01-01_00-00`).
-    pub backup: String,
-    pub checked_at: DateTime<Utc>,
-    pub ok: bool,
-    pub revision: Option<u64>,
-    pub keys: Option<u64>,
-    pub detail: String,
-    pub how: String,
-    pub facts: Option<Value>,
-}
-
-/// A check as remembered.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredBackupCheck {
-    pub copy: CheckedCopy,
     pub backup: String,
     pub checked_at: DateTime<Utc>,
     pub ok: bool,
@@ -77,7 +63,7 @@ fn stored_count(n: Option<u64>) -> Option<i64> {
 impl Store {
     /// Remembers a check of a backup's copy (and forgets the oldest of that copy's beyond the
     /// last [`KEPT_PER_COPY`]).
-    pub async fn record_backup_check(&self, check: &NewBackupCheck) -> Result<()> {
+    pub async fn record_backup_check(&self, check: &BackupCheckRecord) -> Result<()> {
         let copy = &check.copy;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -114,7 +100,7 @@ impl Store {
     }
 
     /// The newest check of `copy` (this location, size and modification time).
-    pub async fn last_backup_check(&self, copy: &CheckedCopy) -> Result<Option<StoredBackupCheck>> {
+    pub async fn last_backup_check(&self, copy: &CheckedCopy) -> Result<Option<BackupCheckRecord>> {
         let row: Option<CheckRow> = sqlx::query_as(
             "SELECT backup, checked_at, ok, revision, keys, detail, how, facts FROM backup_checks \
              WHERE location = ? AND size = ? AND last_modified = ? AND kind = ? \
@@ -126,7 +112,7 @@ impl Store {
         .bind(KIND_CHECK)
         .fetch_optional(&self.readers)
         .await?;
-        Ok(row.map(|row| StoredBackupCheck {
+        Ok(row.map(|row| BackupCheckRecord {
             copy: copy.clone(),
             backup: row.backup,
             checked_at: row.checked_at,
@@ -154,8 +140,8 @@ mod tests {
         }
     }
 
-    fn check(copy: CheckedCopy, ok: bool, detail: &str) -> NewBackupCheck {
-        NewBackupCheck {
+    fn check(copy: CheckedCopy, ok: bool, detail: &str) -> BackupCheckRecord {
+        BackupCheckRecord {
             copy,
             backup: "db-1".to_owned(),
             checked_at: Utc::now(),

@@ -18,7 +18,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::model::{Event, Service, State};
-pub use backup_checks::{CheckedCopy, NewBackupCheck, StoredBackupCheck};
+pub use backup_checks::{BackupCheckRecord, CheckedCopy};
 pub use manifests::StoredManifest;
 use rows::{EventRow, StepRow};
 

@@ -226,6 +226,30 @@ impl PageSet {
     }
 }
 
+/// Where a page is in the walk: how deep in trees and buckets, and the bounds its keys must be
+/// within (`low` included, `high` excluded), from its parent.
+#[derive(Clone, Copy)]
+struct Frame<'k> {
+    /// Levels of trees and nested buckets above.
+    level: usize,
+    /// How deep the bucket whose entries these are is nested.
+    bucket: usize,
+    low: Option<&'k [u8]>,
+    high: Option<&'k [u8]>,
+}
+
+impl Frame<'_> {
+    /// The root of a bucket nested in the one of this frame.
+    fn nested(&self) -> Frame<'static> {
+        Frame {
+            level: self.level + 1,
+            bucket: self.bucket + 1,
+            low: None,
+            high: None,
+        }
+    }
+}
+
 /// Where a leaf's elements are, for messages.
 #[derive(Clone, Copy)]
 enum Place {
@@ -387,7 +411,13 @@ impl<'s, S: Source + ?Sized> Db<'s, S> {
         if self.meta.freelist != NO_FREELIST {
             walk.read_freelist(self.meta.freelist)?;
         }
-        walk.tree(self.meta.root, 0, 0, None, None, visitor)?;
+        let top = Frame {
+            level: 0,
+            bucket: 0,
+            low: None,
+            high: None,
+        };
+        walk.tree(self.meta.root, top, visitor)?;
         if let Some(free) = &walk.free {
             let lost: Vec<u64> = (2..self.meta.pages)
                 .filter(|&id| !walk.reached.contains(id) && !free.contains(id))
@@ -533,18 +563,14 @@ impl<S: Source + ?Sized> Walk<'_, '_, S> {
         Ok(())
     }
 
-    /// The B+tree whose root is page `id`, holding the entries of a bucket nested `bucket`
-    /// deep, whose keys must be within [`low`, `high`).
+    /// The B+tree whose root is page `id`, at `frame`.
     fn tree(
         &mut self,
         id: u64,
-        level: usize,
-        bucket: usize,
-        low: Option<&[u8]>,
-        high: Option<&[u8]>,
+        frame: Frame<'_>,
         visitor: &mut dyn Visitor,
     ) -> Result<(), DbError> {
-        if level > MAX_DEPTH {
+        if frame.level > MAX_DEPTH {
             return Err(DbError::Limit(format!(
                 "page {id} is more than {MAX_DEPTH} levels of trees and buckets deep"
             )));
@@ -555,8 +581,8 @@ impl<S: Source + ?Sized> Walk<'_, '_, S> {
         let span = page.len() as u64;
         self.held += span;
         let result = match u16_at(&page, 8) {
-            BRANCH_PAGE => self.branch(&page, id, level, bucket, low, high, visitor),
-            LEAF_PAGE => self.leaf(&page, Place::Page(id), level, bucket, low, high, visitor),
+            BRANCH_PAGE => self.branch(&page, id, frame, visitor),
+            LEAF_PAGE => self.leaf(&page, Place::Page(id), frame, visitor),
             flags => Err(corrupt(format!(
                 "page {id} is a {} page where a branch or leaf page was expected",
                 kind(flags)
@@ -566,15 +592,11 @@ impl<S: Source + ?Sized> Walk<'_, '_, S> {
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn branch(
         &mut self,
         page: &[u8],
         id: u64,
-        level: usize,
-        bucket: usize,
-        low: Option<&[u8]>,
-        high: Option<&[u8]>,
+        frame: Frame<'_>,
         visitor: &mut dyn Visitor,
     ) -> Result<(), DbError> {
         let count = element_count(page, Place::Page(id))?;
@@ -588,28 +610,24 @@ impl<S: Source + ?Sized> Walk<'_, '_, S> {
             let key = element_bytes(page, at, pos, ksize, 0, Place::Page(id), i)?.0;
             children.push((key, u64_at(page, at + 8)));
         }
-        check_order(
-            children.iter().map(|(key, _)| *key),
-            low,
-            high,
-            Place::Page(id),
-        )?;
+        check_order(children.iter().map(|(key, _)| *key), frame, Place::Page(id))?;
         for (i, (key, child)) in children.iter().enumerate() {
-            let next = children.get(i + 1).map(|(key, _)| *key).or(high);
-            self.tree(*child, level + 1, bucket, Some(key), next, visitor)?;
+            let below = Frame {
+                level: frame.level + 1,
+                bucket: frame.bucket,
+                low: Some(key),
+                high: children.get(i + 1).map(|(key, _)| *key).or(frame.high),
+            };
+            self.tree(*child, below, visitor)?;
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn leaf(
         &mut self,
         page: &[u8],
         place: Place,
-        level: usize,
-        bucket: usize,
-        low: Option<&[u8]>,
-        high: Option<&[u8]>,
+        frame: Frame<'_>,
         visitor: &mut dyn Visitor,
     ) -> Result<(), DbError> {
         let count = element_count(page, place)?;
@@ -630,21 +648,21 @@ impl<S: Source + ?Sized> Walk<'_, '_, S> {
             let (key, value) = element_bytes(page, at, pos, ksize, vsize, place, i)?;
             elements.push((flags & BUCKET_ELEMENT != 0, key, value));
         }
-        check_order(elements.iter().map(|(_, key, _)| *key), low, high, place)?;
+        check_order(elements.iter().map(|(_, key, _)| *key), frame, place)?;
         let here = match place {
             Place::Page(id) | Place::Inline(id) => id,
         };
         for (i, (is_bucket, key, value)) in elements.into_iter().enumerate() {
             if !is_bucket {
                 visitor.entry(Entry::Value {
-                    depth: bucket,
+                    depth: frame.bucket,
                     key,
                     value,
                 })?;
                 continue;
             }
             visitor.entry(Entry::Bucket {
-                depth: bucket,
+                depth: frame.bucket,
                 name: key,
             })?;
             if value.len() < BUCKET_HEADER {
@@ -656,7 +674,7 @@ impl<S: Source + ?Sized> Walk<'_, '_, S> {
             }
             let root = u64_at(value, 0);
             if root != 0 {
-                self.tree(root, level + 1, bucket + 1, None, None, visitor)?;
+                self.tree(root, frame.nested(), visitor)?;
                 continue;
             }
             let inline = &value[BUCKET_HEADER..];
@@ -665,20 +683,12 @@ impl<S: Source + ?Sized> Walk<'_, '_, S> {
                     "{place}, element {i}: an inline bucket that is not a leaf page"
                 )));
             }
-            if level + 1 > MAX_DEPTH {
+            if frame.level + 1 > MAX_DEPTH {
                 return Err(DbError::Limit(format!(
                     "{place} is more than {MAX_DEPTH} levels of trees and buckets deep"
                 )));
             }
-            self.leaf(
-                inline,
-                Place::Inline(here),
-                level + 1,
-                bucket + 1,
-                None,
-                None,
-                visitor,
-            )?;
+            self.leaf(inline, Place::Inline(here), frame.nested(), visitor)?;
         }
         Ok(())
     }
@@ -730,10 +740,10 @@ fn element_bytes(
 /// Keys strictly increasing, none below `low`, all below `high`.
 fn check_order<'k>(
     keys: impl Iterator<Item = &'k [u8]>,
-    low: Option<&[u8]>,
-    high: Option<&[u8]>,
+    frame: Frame<'_>,
     place: Place,
 ) -> Result<(), DbError> {
+    let Frame { low, high, .. } = frame;
     let mut previous: Option<&[u8]> = None;
     for (i, key) in keys.enumerate() {
         let bad = match previous {
