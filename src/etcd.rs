@@ -12,9 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+pub mod backup_check;
 pub mod backups;
 pub mod layout;
 pub mod quota;
+pub mod restore_tool;
+pub mod snapshot_db;
 
 /// Where the etcd clusters are and whether to check them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -60,6 +60,7 @@ pub type SharedState = Arc<AppState>;
         etcd_clusters::list_etcd_clusters,
         etcd_clusters::get_etcd_cluster,
         etcd_clusters::list_etcd_cluster_backups,
+        etcd_clusters::check_etcd_cluster_backup,
         snapshots::create_snapshots,
         snapshots::list_snapshots,
         health::healthz,
@@ -119,6 +120,10 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/etcd-clusters/{name}/backups",
             get(etcd_clusters::list_etcd_cluster_backups),
+        )
+        .route(
+            "/etcd-clusters/{name}/backups/{backup}/check",
+            post(etcd_clusters::check_etcd_cluster_backup),
         )
         .route(
             "/snapshots",

@@ -1,6 +1,7 @@
 //! The run store: SQLite through sqlx. Every state change of a run is written here before (or
 //! as) it happens in the cluster, so a crash never loses what was done or what was saved.
 
+mod backup_checks;
 mod history;
 mod manifests;
 mod rows;
@@ -18,6 +19,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::model::{Event, Service, State};
+pub use backup_checks::{BackupCheckRecord, CheckedCopy};
 pub use manifests::StoredManifest;
 use rows::{EventRow, StepRow};
 pub use run_metrics::LastRecovery;
