@@ -828,7 +828,8 @@ impl Backups {
             sts: sts.to_owned(),
             source,
         };
-        let keys = etcd.status().await.map_err(etcd_error)?.keys;
+        // Serializable: the member answering counts what it holds, with or without a quorum.
+        let (keys, _) = etcd.changed_since(0, true).await.map_err(etcd_error)?;
         let safety = SafetySnapshot {
             run_id: run_id.to_owned(),
             taken_at: Utc::now(),
