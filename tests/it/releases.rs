@@ -133,8 +133,16 @@ async fn csm_1_5_is_bitnami_and_names_the_bss_restore() {
         service_names(&services),
         ["bos", "bss", "fas", "hmnfd", "meds"]
     );
+    // BSS still holds its boot parameters: nothing is missing, nothing to restore.
     let bss = common::step(&run, "bss", "restore-bss-from-backup");
-    assert_eq!(bss["state"], "action_required", "{bss:#}");
+    assert_eq!(bss["state"], "succeeded", "{bss:#}");
+    assert!(
+        bss["message"]
+            .as_str()
+            .unwrap()
+            .contains("its data is there, nothing to restore"),
+        "{bss:#}"
+    );
     assert_eq!(
         common::step(&run, "fas", "reload-fas-images-from-nexus")["state"],
         "succeeded"
@@ -230,9 +238,12 @@ async fn csm_1_3_reloads_fas_from_nexus_and_restarts_cray_orca_on_workers() {
 #[tokio::test]
 async fn csm_1_6_bitnami_nexus_and_bss_restore_named() {
     let sim = common::real_etcd_sim("1.6").await;
-    // The rebuild lost FAS's images: the Nexus load brings them back.
+    // The rebuild lost FAS's images: the Nexus load brings them back. BSS lost its boot
+    // parameters: the run says how to restore them.
     assert!(sim.csm().wipe("cray-fas-bitnami-etcd"));
     assert!(sim.csm().fas_images().is_empty());
+    assert!(sim.csm().wipe_async("cray-bss-bitnami-etcd").await);
+    assert_eq!(sim.bss_key_count().await.unwrap(), 0);
     let app = common::start_on(sim, Config::default()).await;
     let (_, services) = app.get("/services").await;
     assert_eq!(services["csm_release"]["release"], "1.6", "{services:#}");
@@ -259,6 +270,10 @@ async fn csm_1_6_bitnami_nexus_and_bss_restore_named() {
     let bss = common::step(&run, "bss", "restore-bss-from-backup");
     assert_eq!(bss["state"], "action_required", "{bss:#}");
     let message = bss["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("BSS holds no boot parameters"),
+        "{message}"
+    );
     assert!(
         message.contains("etcd_restore_rebuild.sh -s cray-bss"),
         "{message}"
