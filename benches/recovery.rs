@@ -608,6 +608,8 @@ async fn ours(
         "services": ["bss"],
         "etcd": op.name(),
         "confirm": [STS],
+        // What CSM's scripts do too: the cluster's data is replaced, whatever it holds.
+        "discard_newer": true,
         "reason": format!("bench recovery {} round {round}", op.name()),
     });
     if op == Op::Restore {

@@ -175,10 +175,13 @@ pub enum State {
     /// A step that did not run because an earlier step of its service did not succeed (the
     /// message names it).
     Skipped,
+    /// An interrupted or failed run a person gave up on (`POST .../abandon`): it can never be
+    /// resumed, and no longer holds back a new recovery of its etcd clusters.
+    Abandoned,
 }
 
 impl State {
-    pub const ALL: [State; 8] = [
+    pub const ALL: [State; 9] = [
         State::Pending,
         State::Running,
         State::Succeeded,
@@ -187,6 +190,7 @@ impl State {
         State::Interrupted,
         State::ActionRequired,
         State::Skipped,
+        State::Abandoned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -199,6 +203,7 @@ impl State {
             State::Interrupted => "interrupted",
             State::ActionRequired => "action_required",
             State::Skipped => "skipped",
+            State::Abandoned => "abandoned",
         }
     }
 
@@ -310,6 +315,10 @@ pub struct Run {
     /// The etcd clusters the request confirmed the run may rebuild or restore.
     #[serde(default)]
     pub confirm: Vec<String>,
+    /// The request accepted that a restore or rebuild throws away what the live cluster holds
+    /// beyond the backup (or all of it, for a rebuild).
+    #[serde(default)]
+    pub discard_newer: bool,
     pub requested_by: String,
     /// 1 for the first execution, incremented by every resume.
     pub attempt: i64,

@@ -56,6 +56,7 @@ pub type SharedState = Arc<AppState>;
         runs::get_run,
         runs::cancel_run,
         runs::resume_run,
+        runs::abandon_run,
         services::list_services,
         etcd_clusters::list_etcd_clusters,
         etcd_clusters::get_etcd_cluster,
@@ -104,6 +105,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/repopulations/{id}", get(runs::get_run))
         .route("/repopulations/{id}/cancel", post(runs::cancel_run))
         .route("/repopulations/{id}/resume", post(runs::resume_run))
+        .route("/repopulations/{id}/abandon", post(runs::abandon_run))
         .route("/repopulations/{id}/events", get(events::follow_events))
         .route(
             webhooks::ALERTMANAGER_PATH,
