@@ -315,7 +315,7 @@ async fn the_bitnami_layout_has_its_services_config_and_pvcs_which_outlive_the_p
         .unwrap();
     maps.get("cray-bss-bitnami-etcd-config").await.unwrap();
     // No EtcdCluster CRD on 1.5+.
-    let etcd = crate::common::sim_kube::etcd_api(&client);
+    let etcd = sim::testing::etcd_api(&client);
     let err = etcd.list(&Default::default()).await.unwrap_err();
     assert!(matches!(err, kube::Error::Api(s) if s.code == 404));
     // The StatefulSet goes; its PVCs stay.
@@ -562,7 +562,7 @@ async fn etcd_operator_clusters_run_member_pods_and_a_real_etcd_on_1_0() {
         "{bss:#}"
     );
     // The cluster deleted: its pods go, and so does its etcd.
-    let clusters = crate::common::sim_kube::etcd_api(&app.sim.kube_client());
+    let clusters = sim::testing::etcd_api(&app.sim.kube_client());
     clusters
         .delete("cray-bos-etcd", &DeleteParams::background())
         .await

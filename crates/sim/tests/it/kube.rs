@@ -1,7 +1,5 @@
 //! The simulated Kubernetes API server, driven through the real kube-rs client over HTTP.
 
-use crate::common::sim_kube as sim_common;
-
 use std::collections::BTreeMap;
 
 use futures::stream::BoxStream;
@@ -19,8 +17,8 @@ use kube::runtime::wait::{Condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use sim::testing::{DEADLINE, NS, api_err, cluster, cluster_with, etcd_api, wait_for};
 use sim::{KubeVersion, SimCluster, SimOptions};
-use sim_common::{DEADLINE, NS, api_err, cluster, cluster_with, etcd_api, wait_for};
 
 fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {
     let labels: BTreeMap<String, String> = labels
