@@ -30,7 +30,14 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, version: KubeVersion) 
         ("", "services") => prepare_service(obj),
         ("", "events") | ("events.k8s.io", "events") => events::prepare_create(def, obj),
         ("batch", "jobs") => prepare_job(def, obj, version),
-        ("apps", "deployments" | "replicasets" | "statefulsets") => prepare_workload(def, obj),
+        ("apps", "deployments" | "replicasets" | "statefulsets") => {
+            prepare_workload(def, obj, version)
+        }
+        // SetDefaults_PersistentVolumeClaim: the volume controller binds it later.
+        ("", "persistentvolumeclaims") => {
+            obj["status"] = json!({ "phase": "Pending" });
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -158,7 +165,7 @@ fn prepare_service(obj: &mut Value) -> ApiResult<()> {
     Ok(())
 }
 
-fn prepare_workload(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
+fn prepare_workload(def: &ResourceDef, obj: &mut Value, version: KubeVersion) -> ApiResult<()> {
     if def.plural != "statefulsets" || obj.pointer("/spec/replicas").is_none() {
         set_default(obj, "/spec/replicas", json!(1));
     }
@@ -174,11 +181,17 @@ fn prepare_workload(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
             );
         }
         set_default(obj, "/spec/revisionHistoryLimit", json!(10));
-        set_default(
-            obj,
-            "/spec/persistentVolumeClaimRetentionPolicy",
-            json!({ "whenDeleted": "Retain", "whenScaled": "Retain" }),
-        );
+        // The StatefulSetAutoDeletePVC feature is on from 1.27 (beta); before, the field is
+        // dropped (`dropStatefulSetDisabledFields`) and never defaulted.
+        if version >= KubeVersion::new(1, 27) {
+            set_default(
+                obj,
+                "/spec/persistentVolumeClaimRetentionPolicy",
+                json!({ "whenDeleted": "Retain", "whenScaled": "Retain" }),
+            );
+        } else if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("persistentVolumeClaimRetentionPolicy");
+        }
     }
     let name = meta::name(obj).unwrap_or_default().to_string();
     let mut causes = Vec::new();

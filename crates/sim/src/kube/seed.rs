@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::controllers::etcd_member::SNAPSHOTTER_PVC;
-use super::controllers::statefulset::PVC_PROTECTION;
+use super::controllers::volumes::PVC_PROTECTION;
 use super::controllers::{EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS};
 use super::error::{ApiError, ApiResult};
 use super::resources::{

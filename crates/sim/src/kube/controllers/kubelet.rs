@@ -1,4 +1,6 @@
-//! The kubelet: schedules new pods onto a node, starts them after `kubelet_ready_delay`
+//! The kubelet (and the scheduler): schedules new pods onto a node once the claims of their
+//! volumes are bound (else the pod stays `Pending`, `PodScheduled` False with the scheduler's
+//! reason), starts them after `kubelet_ready_delay`
 //! (Running, Ready unless annotated never-ready) and removes terminating pods after
 //! `pod_termination_delay` (standing in for the grace period). A Bitnami etcd pod whose etcd
 //! runs for real starts not Ready: its readiness probe is the real etcd's health
@@ -9,7 +11,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use super::super::meta;
-use super::super::resources::PODS;
+use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS};
 use super::super::store::DeleteOptions;
 use super::{Ctx, NEVER_READY, all, etcd_member, log_err};
 
@@ -85,9 +87,40 @@ fn start(pod: &mut Value, probed: bool) {
     ]);
 }
 
+/// Why the scheduler cannot place `pod` (its VolumeBinding plugin: a claim that does not
+/// exist, is being deleted, or is not bound yet), if it cannot.
+fn unschedulable(pod: &Value, pvcs: &[Value]) -> Option<String> {
+    let ns = meta::namespace(pod);
+    let claims = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer("/persistentVolumeClaim/claimName")?.as_str());
+    for claim in claims {
+        let pvc = pvcs
+            .iter()
+            .find(|p| meta::namespace(p) == ns && meta::name(p) == Some(claim));
+        match pvc {
+            None => return Some(format!("persistentvolumeclaim \"{claim}\" not found")),
+            Some(pvc) if meta::is_deleting(pvc) => {
+                return Some(format!(
+                    "persistentvolumeclaim \"{claim}\" is being deleted"
+                ));
+            }
+            Some(pvc) if pvc.pointer("/status/phase").and_then(Value::as_str) != Some("Bound") => {
+                return Some("pod has unbound immediate PersistentVolumeClaims".into());
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
 impl Kubelet {
     pub fn reconcile(&mut self, ctx: &Ctx) {
         let pods = all(ctx, &PODS);
+        let pvcs = all(ctx, &PERSISTENTVOLUMECLAIMS);
         let live: HashSet<String> = pods
             .iter()
             .filter_map(|p| meta::uid(p).map(str::to_string))
@@ -119,6 +152,24 @@ impl Kubelet {
                     });
                 }
             } else if node.is_none_or(str::is_empty) {
+                if let Some(why) = unschedulable(&pod, &pvcs) {
+                    let message = format!("0/1 nodes are available: {why}.");
+                    let said = pod
+                        .pointer("/status/conditions/0/message")
+                        .and_then(Value::as_str);
+                    if said != Some(message.as_str()) {
+                        log_err(
+                            "report unschedulable pod",
+                            ctx.modify(&PODS, &pod, |p| {
+                                let mut c = condition("PodScheduled", false, &meta::now());
+                                c["reason"] = json!("Unschedulable");
+                                c["message"] = json!(message);
+                                p["status"]["conditions"] = json!([c]);
+                            }),
+                        );
+                    }
+                    continue;
+                }
                 log_err(
                     "schedule pod",
                     ctx.modify(&PODS, &pod, |p| {

@@ -11,6 +11,7 @@ mod job;
 mod kubelet;
 mod replicaset;
 pub(super) mod statefulset;
+pub(super) mod volumes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -139,18 +140,28 @@ pub fn start(ctx: &Ctx) {
     ));
     ctx.spawn(level_loop(
         ctx.clone(),
-        |e| is(e, "apps", "statefulsets") || is(e, "", "pods"),
+        |e| {
+            is(e, "apps", "statefulsets")
+                || is(e, "", "pods")
+                || is(e, "", "persistentvolumeclaims")
+        },
         statefulset::reconcile,
     ));
     ctx.spawn(level_loop(
         ctx.clone(),
         |e| is(e, "", "persistentvolumeclaims") || is(e, "", "pods"),
-        statefulset::pvc_protection,
+        volumes::pvc_protection,
+    ));
+    let mut binder = volumes::Binder::default();
+    ctx.spawn(level_loop(
+        ctx.clone(),
+        |e| is(e, "", "persistentvolumeclaims"),
+        move |c| binder.reconcile(c),
     ));
     let mut kubelet = kubelet::Kubelet::default();
     ctx.spawn(level_loop(
         ctx.clone(),
-        |e| is(e, "", "pods"),
+        |e| is(e, "", "pods") || is(e, "", "persistentvolumeclaims"),
         move |c| kubelet.reconcile(c),
     ));
     let mut jobs = job::JobController::default();
