@@ -1,6 +1,7 @@
 //! Simulated controllers: level-triggered loops that re-examine the store after every change
 //! (the sim holds tens of objects, so a full pass is cheap), plus timers for the delays a
-//! real kubelet, Job controller or etcd operator would take.
+//! real kubelet, Job controller or etcd operator would take; with real etcd, the members'
+//! containers (`etcd_member`) and kube-proxy in front of them (`kube_proxy`).
 
 mod deployment;
 mod etcd;
@@ -8,6 +9,7 @@ pub mod etcd_member;
 pub mod etcd_restore;
 mod gc;
 mod job;
+mod kube_proxy;
 mod kubelet;
 mod replicaset;
 pub(super) mod statefulset;
@@ -196,6 +198,12 @@ pub fn start(ctx: &Ctx) {
             ctx.clone(),
             |e| is(e, "", "pods") || is(e, "", "services") || is(e, "", "persistentvolumeclaims"),
             move |c| etcd.reconcile(c),
+        ));
+        let proxy = std::sync::Arc::new(kube_proxy::KubeProxy::default());
+        ctx.spawn(level_loop(
+            ctx.clone(),
+            |e| is(e, "", "pods") || is(e, "", "services"),
+            move |c| proxy.reconcile(c),
         ));
     }
 }

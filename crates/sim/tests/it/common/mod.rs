@@ -6,13 +6,14 @@ use sim::{SimCluster, SimOptions};
 
 pub use sim::testing::{WAIT, until};
 
-/// A simulated cluster laid out as CSM `release` with real etcd processes behind its etcd
-/// clusters, settled.
-pub async fn real_etcd_sim(release: &str) -> SimCluster {
+/// A simulated cluster laid out as CSM `release` with real etcd processes behind the etcd
+/// clusters `only` names (all of them: None), settled.
+pub async fn real_etcd_sim(release: &str, only: Option<&[&str]>) -> SimCluster {
     sim::testing::release_sim(
         release,
         SimOptions {
             real_etcd: true,
+            real_etcd_clusters: only.map(|names| names.iter().map(|n| (*n).to_owned()).collect()),
             ..SimOptions::default()
         },
     )
