@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use super::controllers::etcd::{BACKED_UP, periodic_backup};
 use super::controllers::etcd_member::SNAPSHOTTER_PVC;
 use super::controllers::volumes::PVC_PROTECTION;
 use super::controllers::{EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS};
@@ -219,49 +220,17 @@ pub fn seed_release(store: &Store, release: &str, quota: Option<u64>) -> ApiResu
             }
             ensure(store, &ETCDCLUSTERS, NAMESPACE, etcd_cluster(name))?;
             if BACKED_UP.iter().any(|csm| *name == format!("{csm}-etcd")) {
-                ensure(store, &ETCDBACKUPS, NAMESPACE, periodic_backup(name))?;
+                ensure(
+                    store,
+                    &ETCDBACKUPS,
+                    NAMESPACE,
+                    periodic_backup(name, NAMESPACE),
+                )?;
             }
         }
     }
     ensure(store, &CONFIGMAPS, NAMESPACE, product_catalog(release))?;
     Ok(())
-}
-
-/// The clusters backed up daily on the etcd-operator releases ("Backups for etcd-operator
-/// Clusters", CSM 1.3: BOS, BSS, CRUS, FAS; and UAS, which the simulated cluster does not have).
-pub(super) const BACKED_UP: &[&str] = &["cray-bos", "cray-bss", "cray-crus", "cray-fas"];
-
-/// The S3 bucket of the etcd backups (`list_backups cray-bss` lists `cray-bss/etcd.backup_v...`
-/// in it).
-pub const BACKUP_BUCKET: &str = "etcd-backup";
-
-/// The Secret with the S3 credentials the backup and restore operators use (`awsSecret`). The
-/// CSM 1.3 pages do not name it; this is the name CSM uses for its etcd backups from 1.5.
-pub const BACKUP_SECRET: &str = "etcd-backup-s3-credentials";
-
-/// The periodic `EtcdBackup` of `cluster`: where the backup operator writes its backups (S3
-/// `etcd-backup/<service>/etcd.backup_v<revision>_<time>`).
-pub(super) fn periodic_backup(cluster: &str) -> Value {
-    let csm = cluster.strip_suffix("-etcd").unwrap_or(cluster);
-    json!({
-        "apiVersion": "etcd.database.coreos.com/v1beta2",
-        "kind": "EtcdBackup",
-        "metadata": {
-            "name": format!("{cluster}-cluster-periodic-backup"),
-            "labels": { "app.kubernetes.io/name": cluster },
-        },
-        "spec": {
-            "etcdEndpoints": [format!("http://{cluster}-client.{NAMESPACE}.svc:2379")],
-            "storageType": "S3",
-            "backupPolicy": { "backupIntervalInSecond": 86400, "maxBackups": 7 },
-            "s3": {
-                "path": format!("{BACKUP_BUCKET}/{csm}/etcd.backup"),
-                "awsSecret": BACKUP_SECRET,
-                "endpoint": "http://rgw-vip.nmn",
-                "forcePathStyle": true,
-            },
-        },
-    })
 }
 
 /// The RWX PVC every Bitnami etcd pod mounts at `/snapshots` (cray-etcd-base's

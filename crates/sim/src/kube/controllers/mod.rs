@@ -4,7 +4,7 @@
 //! containers (`etcd_member`) and kube-proxy in front of them (`kube_proxy`).
 
 mod deployment;
-mod etcd;
+pub(super) mod etcd;
 pub mod etcd_member;
 pub mod etcd_restore;
 mod gc;
