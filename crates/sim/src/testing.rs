@@ -76,6 +76,20 @@ pub async fn release_sim(release: &str, options: SimOptions) -> SimCluster {
     sim
 }
 
+/// [`release_sim`] with real etcd processes behind the etcd clusters `only` names (e.g.
+/// `cray-bss-bitnami-etcd`; None: all of them; the others' pods are Ready without a process).
+pub async fn real_etcd_sim(release: &str, only: Option<&[&str]>) -> SimCluster {
+    release_sim(
+        release,
+        SimOptions {
+            real_etcd: true,
+            real_etcd_clusters: only.map(|names| names.iter().map(|n| (*n).to_owned()).collect()),
+            ..SimOptions::default()
+        },
+    )
+    .await
+}
+
 pub fn etcd_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("etcd.database.coreos.com", "v1beta2", "EtcdCluster"),

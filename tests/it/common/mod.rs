@@ -54,23 +54,12 @@ pub use sim::testing::release_sim;
 /// A simulated cluster laid out as CSM `release` with real etcd processes behind its etcd
 /// clusters, settled.
 pub async fn real_etcd_sim(release: &str) -> SimCluster {
-    real_etcd_sim_of(release, None).await
+    sim::testing::real_etcd_sim(release, None).await
 }
 
-/// Like [`real_etcd_sim`], with real etcd only for the etcd clusters `only` names (e.g.
-/// `cray-bss-bitnami-etcd`; the others' pods are Ready without a process): CSM 1.6's four
-/// Bitnami clusters are twelve processes, a lot for tests that use one or two.
-pub async fn real_etcd_sim_of(release: &str, only: Option<&[&str]>) -> SimCluster {
-    release_sim(
-        release,
-        SimOptions {
-            real_etcd: true,
-            real_etcd_clusters: only.map(|names| names.iter().map(|n| (*n).to_owned()).collect()),
-            ..SimOptions::default()
-        },
-    )
-    .await
-}
+/// Like [`real_etcd_sim`], with real etcd only for the etcd clusters `only` names (CSM 1.6's
+/// four Bitnami clusters are twelve processes, a lot for tests that use one or two).
+pub use sim::testing::real_etcd_sim as real_etcd_sim_of;
 
 /// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
 pub async fn etcd_put(url: &str, key: &str, value: &str) {

@@ -63,22 +63,30 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
     .expect("deployment")
 }
 
-/// A watch on the pods labelled `app=<app>`, from now.
-pub async fn watch_pods(
-    pods: &Api<Pod>,
-    app: &str,
-) -> BoxStream<'static, kube::Result<WatchEvent<Pod>>> {
-    let rv = pods
+/// A watch of `api` from now, with `params` (e.g. a label selector).
+pub async fn watch_from_now<K>(
+    api: &Api<K>,
+    params: &WatchParams,
+) -> BoxStream<'static, kube::Result<WatchEvent<K>>>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let rv = api
         .list(&ListParams::default())
         .await
         .expect("list")
         .metadata
         .resource_version
         .expect("rv");
-    pods.watch(&WatchParams::default().labels(&format!("app={app}")), &rv)
-        .await
-        .expect("watch")
-        .boxed()
+    api.watch(params, &rv).await.expect("watch").boxed()
+}
+
+/// A watch on the pods labelled `app=<app>`, from now.
+pub async fn watch_pods(
+    pods: &Api<Pod>,
+    app: &str,
+) -> BoxStream<'static, kube::Result<WatchEvent<Pod>>> {
+    watch_from_now(pods, &WatchParams::default().labels(&format!("app={app}"))).await
 }
 
 pub fn is_pod_ready() -> impl Condition<Pod> {

@@ -4,7 +4,7 @@
 //! and labels of the Kubernetes version the simulated cluster behaves as.
 
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{
@@ -16,7 +16,7 @@ use serde_json::json;
 use sim::testing::{DEADLINE, NS, cluster, cluster_with, wait_for};
 use sim::{KubeVersion, SimCluster, SimOptions};
 
-use crate::kube::{is_pod_ready, watch_pods};
+use crate::kube::{is_pod_ready, watch_from_now, watch_pods};
 
 /// A StatefulSet `name` with pods labelled `app: <name>`, a headless service and a claim
 /// template, like Bitnami's etcd chart; `policy` is its podManagementPolicy, if any.
@@ -280,24 +280,6 @@ async fn statefulset_parallel_creation_rolling_update_and_ordered_scale_down() {
     assert_eq!(set.status.and_then(|s| s.observed_generation), Some(2));
 }
 
-/// A watch of `api` from now (every object of the namespace).
-async fn watch_from_now<K>(api: &Api<K>) -> BoxStream<'static, kube::Result<WatchEvent<K>>>
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-{
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .metadata
-        .resource_version
-        .expect("rv");
-    api.watch(&WatchParams::default(), &rv)
-        .await
-        .expect("watch")
-        .boxed()
-}
-
 /// The events of `stream` up to the first one `done` accepts, as (resourceVersion, kind of
 /// event, name, the object).
 async fn events_until<K>(
@@ -346,8 +328,8 @@ async fn claims_are_created_before_their_pods_pending_then_bound() {
         Api::namespaced(client.clone(), NS),
     );
     let pvcs = claims(&client);
-    let mut pod_events = watch_from_now(&pods).await;
-    let mut pvc_events = watch_from_now(&pvcs).await;
+    let mut pod_events = watch_from_now(&pods, &WatchParams::default()).await;
+    let mut pvc_events = watch_from_now(&pvcs, &WatchParams::default()).await;
     sets.create(
         &PostParams::default(),
         &statefulset("par", 3, Some("Parallel")),
@@ -443,8 +425,8 @@ async fn a_pod_whose_claim_is_gone_gets_a_new_claim_first_never_while_the_old_on
     assert!(terminating.metadata.deletion_timestamp.is_some());
     assert_eq!(terminating.finalizers(), ["kubernetes.io/pvc-protection"]);
 
-    let mut pod_events = watch_from_now(&pods).await;
-    let mut pvc_events = watch_from_now(&pvcs).await;
+    let mut pod_events = watch_from_now(&pods, &WatchParams::default()).await;
+    let mut pvc_events = watch_from_now(&pvcs, &WatchParams::default()).await;
     pods.delete("par-0", &DeleteParams::default())
         .await
         .expect("delete pod");

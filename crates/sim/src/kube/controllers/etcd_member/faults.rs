@@ -140,7 +140,7 @@ impl RealEtcd {
         let found = lock(&self.members)
             .values()
             .find(|m| m.spec.ns == ns && m.spec.name == pod)
-            .map(|m| (m.child.clone(), m.files.clone()));
+            .map(|m| (m.shared.child.clone(), m.shared.files.clone()));
         let Some((child, files)) = found else {
             return then();
         };

@@ -80,9 +80,9 @@ pub struct ContainerState {
     pub stopped: bool,
 }
 
-/// A running member, as [`RealEtcd`] keeps it.
-pub struct Member {
-    pub spec: MemberSpec,
+/// What a member's task and [`RealEtcd`] share.
+#[derive(Clone)]
+pub struct Shared {
     /// The running process (None while starting, restoring or crash-looping).
     pub child: Arc<Mutex<Option<tokio::process::Child>>>,
     pub state: Arc<Mutex<ContainerState>>,
@@ -91,6 +91,25 @@ pub struct Member {
     pub finished: CancellationToken,
     /// Held while a fault changes the member's files: the container does not start meanwhile.
     pub files: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Shared {
+    /// A new member's, stopped with `parent`.
+    pub fn new(parent: &CancellationToken) -> Shared {
+        Shared {
+            child: Arc::default(),
+            state: Arc::default(),
+            cancel: parent.child_token(),
+            finished: CancellationToken::new(),
+            files: Arc::default(),
+        }
+    }
+}
+
+/// A running member, as [`RealEtcd`] keeps it.
+pub struct Member {
+    pub spec: MemberSpec,
+    pub shared: Shared,
 }
 
 /// The kubelet's crash-loop back-off before the `restarts`-th restart.
@@ -130,11 +149,7 @@ pub struct MemberTask {
     pub ctx: Ctx,
     pub key: String,
     pub spec: MemberSpec,
-    pub child: Arc<Mutex<Option<tokio::process::Child>>>,
-    pub state: Arc<Mutex<ContainerState>>,
-    pub cancel: CancellationToken,
-    pub finished: CancellationToken,
-    pub files: Arc<tokio::sync::Mutex<()>>,
+    pub shared: Shared,
     /// The previous member on the same address, whose process must be gone (its ports free)
     /// before this one starts.
     pub after: Option<CancellationToken>,
@@ -145,7 +160,7 @@ pub struct MemberTask {
 impl MemberTask {
     fn set(&self, change: impl FnOnce(&mut ContainerState)) {
         let changed = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             let before = state.clone();
             change(&mut state);
             *state != before
@@ -161,22 +176,22 @@ impl MemberTask {
     }
 
     pub async fn run(self) {
-        let _finished = self.finished.clone().drop_guard();
+        let _finished = self.shared.finished.clone().drop_guard();
         if let Some(after) = &self.after {
             let _ = tokio::time::timeout(Duration::from_secs(5), after.cancelled()).await;
         }
         let mut restarts = 0u32;
         loop {
             let started = {
-                let _files = self.files.lock().await;
-                if self.cancel.is_cancelled() {
+                let _files = self.shared.files.lock().await;
+                if self.shared.cancel.is_cancelled() {
                     return;
                 }
                 self.start().await
             };
             match started {
                 Err(message) => {
-                    if self.cancel.is_cancelled() {
+                    if self.shared.cancel.is_cancelled() {
                         return;
                     }
                     tracing::warn!(member = %self.key, error = %message, "simulated etcd container failed to start");
@@ -189,7 +204,7 @@ impl MemberTask {
                 }
                 Ok(child) => {
                     tracing::info!(member = %self.key, url = %self.spec.client_url(), pid = child.id(), "simulated etcd started");
-                    *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+                    *self.shared.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
                     self.set(|s| {
                         s.failure = None;
                         s.restarts = restarts;
@@ -238,7 +253,7 @@ impl MemberTask {
         let mut failures = 0u32;
         loop {
             let exited = {
-                let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+                let mut child = self.shared.child.lock().unwrap_or_else(|e| e.into_inner());
                 match child.as_mut().map(tokio::process::Child::try_wait) {
                     Some(Ok(Some(status))) => {
                         *child = None;
@@ -250,7 +265,7 @@ impl MemberTask {
                     None => Some("killed".to_owned()),
                 }
             };
-            if self.cancel.is_cancelled() {
+            if self.shared.cancel.is_cancelled() {
                 self.reap().await;
                 return None;
             }
@@ -259,7 +274,12 @@ impl MemberTask {
             }
             let healthy = process::health(SocketAddr::from((self.spec.ip, CLIENT_PORT))).await;
             failures = if healthy { 0 } else { failures + 1 };
-            let was = self.state.lock().unwrap_or_else(|e| e.into_inner()).healthy;
+            let was = self
+                .shared
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .healthy;
             let ready = healthy || (was && failures < threshold);
             if ready != was {
                 if ready {
@@ -273,7 +293,7 @@ impl MemberTask {
                 Duration::from_millis(100)
             };
             tokio::select! {
-                () = self.cancel.cancelled() => {}
+                () = self.shared.cancel.cancelled() => {}
                 () = tokio::time::sleep(period) => {}
             }
         }
@@ -282,7 +302,12 @@ impl MemberTask {
     /// Stops the process as the kubelet stops a container (SIGTERM, then SIGKILL), and
     /// removes pod storage.
     async fn reap(&self) {
-        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let child = self
+            .shared
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(child) = child {
             terminate(child).await;
         }
@@ -462,7 +487,7 @@ impl Runtime for MemberTask {
 
     async fn pause(&self, d: Duration) -> Result<(), String> {
         tokio::select! {
-            () = self.cancel.cancelled() => Err("the container was stopped".into()),
+            () = self.shared.cancel.cancelled() => Err("the container was stopped".into()),
             () = tokio::time::sleep(d) => Ok(()),
         }
     }

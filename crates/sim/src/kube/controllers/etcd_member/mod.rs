@@ -67,7 +67,7 @@ use super::etcd_restore::RESTORE_FROM;
 use super::{Ctx, NEVER_READY, all, log_err};
 
 use env::Dns;
-use member::{ContainerState, Kind, Member, MemberSpec, MemberTask};
+use member::{ContainerState, Kind, Member, MemberSpec, MemberTask, Shared};
 pub use process::{
     CLIENT_PORT, ETCD_BINARY, ETCDCTL_BINARY, PEER_PORT, etcd_installed, save_snapshot,
 };
@@ -428,12 +428,12 @@ impl RealEtcd {
                 .collect();
             for k in stale {
                 if let Some(m) = members.remove(&k) {
-                    m.cancel.cancel();
-                    lock(&self.last_on_ip).insert(m.spec.ip, m.finished.clone());
+                    m.shared.cancel.cancel();
+                    lock(&self.last_on_ip).insert(m.spec.ip, m.shared.finished.clone());
                     lock(&self.retiring).push((
                         k.clone(),
                         m.spec.data_dir.clone(),
-                        m.finished.clone(),
+                        m.shared.finished.clone(),
                     ));
                 }
             }
@@ -443,11 +443,7 @@ impl RealEtcd {
                 }
                 let member = Member {
                     spec: spec.clone(),
-                    child: Arc::default(),
-                    state: Arc::default(),
-                    cancel: ctx.shutdown.child_token(),
-                    finished: CancellationToken::new(),
-                    files: Arc::default(),
+                    shared: Shared::new(&ctx.shutdown),
                 };
                 let task = MemberTask {
                     etcd: self.clone(),
@@ -455,11 +451,7 @@ impl RealEtcd {
                     key: k.clone(),
                     after: lock(&self.last_on_ip).get(&spec.ip).cloned(),
                     spec,
-                    child: member.child.clone(),
-                    state: member.state.clone(),
-                    cancel: member.cancel.clone(),
-                    finished: member.finished.clone(),
-                    files: member.files.clone(),
+                    shared: member.shared.clone(),
                     log_from: Mutex::default(),
                 };
                 let etcd = self.clone();
@@ -506,7 +498,9 @@ impl RealEtcd {
 
     /// The state of the member `k` (None: nothing runs for it).
     fn member_state(&self, k: &str) -> Option<ContainerState> {
-        lock(&self.members).get(k).map(|m| lock(&m.state).clone())
+        lock(&self.members)
+            .get(k)
+            .map(|m| lock(&m.shared.state).clone())
     }
 
     /// Writes each running Bitnami pod's readiness and container state when what its probe
@@ -554,7 +548,7 @@ impl RealEtcd {
         desired.iter().all(|(k, spec)| {
             seeded.contains(&key(&spec.ns, &spec.cluster))
                 && members.get(k).is_some_and(|m| {
-                    (spec.is_bitnami() || m.spec == *spec) && lock(&m.state).healthy
+                    (spec.is_bitnami() || m.spec == *spec) && lock(&m.shared.state).healthy
                 })
         })
     }
@@ -588,7 +582,7 @@ impl RealEtcd {
             .values()
             .filter(|m| m.spec.ns == ns && m.spec.cluster == cluster)
             .map(|m| {
-                let state = lock(&m.state).clone();
+                let state = lock(&m.shared.state).clone();
                 RealMember {
                     pod: m.spec.name.clone(),
                     ip: m.spec.ip,
@@ -641,8 +635,8 @@ impl RealEtcd {
         let finished = lock(&self.members)
             .get(&k)
             .map(|m| {
-                m.cancel.cancel();
-                m.finished.clone()
+                m.shared.cancel.cancel();
+                m.shared.finished.clone()
             })
             .or_else(|| {
                 lock(&self.retiring)
@@ -668,8 +662,8 @@ impl RealEtcd {
     pub fn stop_all(&self) {
         let members = std::mem::take(&mut *lock(&self.members));
         for (k, m) in members {
-            m.cancel.cancel();
-            if let Some(child) = lock(&m.child).as_mut() {
+            m.shared.cancel.cancel();
+            if let Some(child) = lock(&m.shared.child).as_mut() {
                 let _ = child.start_kill();
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
                 while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
