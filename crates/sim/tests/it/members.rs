@@ -369,3 +369,43 @@ async fn a_member_with_a_corrupt_database_crash_loops_while_the_others_serve() {
     let (ready, restarts, ..) = container(&sim, &broken).await;
     assert!(!ready && restarts >= 1);
 }
+
+#[tokio::test]
+async fn with_state_existing_a_member_whose_volume_is_lost_panics_on_the_leaders_log() {
+    let sim = bss_only().await;
+    let service = sim.etcd_url(STS).unwrap();
+    put_test_keys(&service, 5).await;
+    // What CSM's restore leaves behind: ETCD_INITIAL_CLUSTER_STATE=existing, rolled out.
+    let sets: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        kube::Api::namespaced(sim.kube_client(), "services");
+    sets.patch(
+        STS,
+        &Default::default(),
+        &kube::api::Patch::Strategic(json!({ "spec": { "template": { "spec": { "containers": [{
+            "name": "etcd", "env": [{ "name": "ETCD_INITIAL_CLUSTER_STATE", "value": "existing" }],
+        }]}}}})),
+    )
+    .await
+    .unwrap();
+    common::until("the rollout", async || {
+        let status = sets.get(STS).await.unwrap().status?;
+        (status.updated_replicas == Some(3) && status.ready_replicas == Some(3)).then_some(())
+    })
+    .await;
+    let lost = format!("{STS}-1");
+    let pvcs: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(sim.kube_client(), "services");
+    pvcs.delete(&format!("data-{lost}"), &Default::default())
+        .await
+        .unwrap();
+    pods(&sim).delete(&lost, &Default::default()).await.unwrap();
+    // It joins as the member the cluster knows, with an empty log, and the leader's commit
+    // index is beyond it: raft panics, every time.
+    crash_loops_with(
+        &sim,
+        &lost,
+        "Was the raft log corrupted, truncated, or lost?",
+    )
+    .await;
+    assert_eq!(test_keys(&service, false).await.unwrap(), 5);
+}

@@ -3,8 +3,8 @@
 //! that is being deleted holding its pod back, claims `Pending` then `Bound`, and the fields
 //! and labels of the Kubernetes version the simulated cluster behaves as.
 
-use futures::stream::BoxStream;
 use futures::TryStreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{
