@@ -165,6 +165,7 @@ async fn sim_1_3(s3: bool) -> SimCluster {
         "1.3",
         SimOptions {
             real_etcd: true,
+            real_etcd_clusters: Some(vec![CLUSTER.to_owned()]),
             s3,
             ..SimOptions::default()
         },

@@ -43,8 +43,17 @@ pub fn config_with_snapshots(dir: &std::path::Path) -> Config {
     config
 }
 
+/// CSM 1.6 with real etcd behind the two clusters these tests recover (BSS's and FAS's).
 pub async fn real_etcd_sim() -> sim::SimCluster {
-    common::real_etcd_sim("1.6").await
+    common::real_etcd_sim_of("1.6", Some(&REAL_CLUSTERS)).await
+}
+
+/// The etcd clusters the recovery tests run for real.
+pub const REAL_CLUSTERS: [&str; 2] = [BSS_STS, FAS_STS];
+
+/// [`REAL_CLUSTERS`], for `SimOptions::real_etcd_clusters`.
+pub fn real_clusters() -> Option<Vec<String>> {
+    Some(REAL_CLUSTERS.iter().map(|c| (*c).to_owned()).collect())
 }
 
 /// The etcd container's environment of the StatefulSet `name`, as a map.
@@ -883,6 +892,7 @@ async fn a_backup_only_in_s3_is_downloaded_before_the_restore_and_a_dry_run_does
         "1.6",
         SimOptions {
             real_etcd: true,
+            real_etcd_clusters: real_clusters(),
             s3: true,
             ..SimOptions::default()
         },
@@ -1090,6 +1100,7 @@ async fn a_stop_after_the_cluster_is_healthy_keeps_the_recovery_and_a_resume_fin
         "1.6",
         SimOptions {
             real_etcd: true,
+            real_etcd_clusters: real_clusters(),
             // The rollout of the environment put back takes a few seconds, pod by pod.
             kubelet_ready_delay: Duration::from_secs(2),
             ..SimOptions::default()

@@ -321,6 +321,7 @@ async fn a_crash_during_an_etcd_operator_rebuild_resumes_from_what_was_stored() 
         "1.3",
         SimOptions {
             real_etcd: true,
+            real_etcd_clusters: Some(vec!["cray-bss-etcd".to_owned()]),
             s3: true,
             ..SimOptions::default()
         },

@@ -5,5 +5,6 @@
 pub mod csm;
 pub mod kube;
 pub mod s3;
+pub mod testing;
 
 pub use kube::{KubeVersion, SimCluster, SimOptions};
