@@ -174,9 +174,12 @@ async fn container(sim: &SimCluster, pod: &str) -> (bool, i32, Option<String>, O
     )
 }
 
-/// Waits until `pod` crash-loops with a last message that contains `words`.
+/// Waits until `pod` crash-loops with a last message that contains `words`. The kubelet's
+/// back-off doubles from 10 s, and on a loaded machine the first exit can be another error
+/// (a peer not yet reachable), so this waits through a few restarts rather than [`common::WAIT`].
 async fn crash_loops_with(sim: &SimCluster, pod: &str, words: &str) -> String {
-    common::until(&format!("{pod} crash-looping with {words:?}"), async || {
+    let what = format!("{pod} crash-looping with {words:?}");
+    common::until_within(std::time::Duration::from_secs(120), &what, async || {
         let (ready, restarts, waiting, message) = container(sim, pod).await;
         (!ready && restarts >= 1 && waiting.as_deref() == Some("CrashLoopBackOff"))
             .then_some(message)

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-pub use sim::testing::{WAIT, real_etcd_sim, until};
+pub use sim::testing::{WAIT, real_etcd_sim, until, until_within};
 
 /// The status and JSON body of a response (null when it is not JSON).
 pub async fn json(resp: reqwest::Response) -> (StatusCode, Value) {
