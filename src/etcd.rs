@@ -298,25 +298,36 @@ impl EtcdClient {
         })
     }
 
-    /// The keys whose last change is newer than `revision` (their `mod_revision` is above it),
-    /// and the store's revision: what a restore of a backup at `revision` would take back.
-    /// `serializable`: read from the member answering, without a quorum (for a member of a
-    /// cluster that lost it); otherwise a linearizable read.
-    pub async fn changed_since(
-        &self,
-        revision: i64,
-        serializable: bool,
-    ) -> Result<(u64, i64), EtcdError> {
+    /// The keys of the whole keyspace and the store's revision. `serializable`: read from the
+    /// member answering, without a quorum (for a member of a cluster that lost it); otherwise a
+    /// linearizable read.
+    pub async fn key_count(&self, serializable: bool) -> Result<(u64, i64), EtcdError> {
         let range = json!({
             "key": "AA==",
             "range_end": "AA==",
             "count_only": true,
-            "min_mod_revision": revision.saturating_add(1).to_string(),
             "serializable": serializable,
         });
         let (code, count) = self.call("/v3/kv/range", Some(range)).await?;
         self.expect_ok(code, &count, "a key count")?;
         Ok((int(&count, "count"), self::revision(&count)))
+    }
+
+    /// The keys whose last change is newer than `revision` (their `mod_revision` is above it):
+    /// what a restore of a backup at `revision` would take back; `serializable` as for
+    /// [`EtcdClient::key_count`]. etcd applies the revision filters after it counts, so a
+    /// count-only range would count every key: the keys (not their values) are listed.
+    pub async fn changed_since(&self, revision: i64, serializable: bool) -> Result<u64, EtcdError> {
+        let range = json!({
+            "key": "AA==",
+            "range_end": "AA==",
+            "keys_only": true,
+            "min_mod_revision": revision.saturating_add(1).to_string(),
+            "serializable": serializable,
+        });
+        let (code, listed) = self.call("/v3/kv/range", Some(range)).await?;
+        self.expect_ok(code, &listed, "a key listing")?;
+        Ok(listed["kvs"].as_array().map_or(0, |kvs| kvs.len() as u64))
     }
 
     /// `/v3/cluster/member/list`: every member with its client URLs, as the cluster knows them.

@@ -829,7 +829,7 @@ impl Backups {
             source,
         };
         // Serializable: the member answering counts what it holds, with or without a quorum.
-        let (keys, _) = etcd.changed_since(0, true).await.map_err(etcd_error)?;
+        let (keys, _) = etcd.key_count(true).await.map_err(etcd_error)?;
         let safety = SafetySnapshot {
             run_id: run_id.to_owned(),
             taken_at: Utc::now(),

@@ -579,7 +579,7 @@ pub async fn probe_member_pods(
             let answer = async {
                 let client = EtcdClient::new(&url, config)?;
                 let status = client.member_status().await?;
-                let (keys, _) = client.changed_since(0, true).await?;
+                let (keys, _) = client.key_count(true).await?;
                 Ok::<_, super::EtcdError>((status, keys))
             }
             .await;
@@ -656,6 +656,52 @@ pub async fn report(
             return Ok(report);
         }
     };
+    let through_service = read_cluster(&client, config, &mut report).await;
+    // The client Service sends only to Ready pods, and etcd's readiness probe fails on more
+    // than a lost quorum (an alarm, a member catching up): when it answers nothing, the
+    // members are asked at their own addresses, and the cluster serves if one of them reads
+    // through a quorum.
+    if !through_service && !report.pods.is_empty() {
+        let answering = probe_member_pods(cluster, found, config)
+            .await?
+            .into_iter()
+            .find(|m| m.revision.is_some());
+        if let Some(member) = answering
+            && let Some(member_url) = member.ip.as_deref().and_then(|ip| member_url(&url, ip))
+            && let Ok(member_client) = EtcdClient::new(&member_url, config)
+        {
+            let mut via_member = report.clone();
+            via_member.problems.clear();
+            if ready < found.desired {
+                via_member.problems.push(format!(
+                    "{ready} of {} member pods are Ready",
+                    found.desired
+                ));
+            }
+            via_member.problems.push(format!(
+                "the client Service {client_service} has no Ready member to answer: read \
+                 through member pod {}",
+                member.pod
+            ));
+            read_cluster(&member_client, config, &mut via_member).await;
+            report = via_member;
+        }
+    }
+    if report.leader.is_none() {
+        report.problems.push("no leader".to_owned());
+    }
+    report.healthy = report.problems.is_empty();
+    Ok(report)
+}
+
+/// Fills `report` with what the cluster says through `client`: its members and their health,
+/// its alarms, its status and keys. Returns whether it answered at all.
+async fn read_cluster(
+    client: &EtcdClient,
+    config: &EtcdConfig,
+    report: &mut EtcdClusterReport,
+) -> bool {
+    let mut answered = false;
     match client.members().await {
         Ok(members) => {
             let checked = member_health(&members, config).await;
@@ -678,11 +724,13 @@ pub async fn report(
                 report.member_health.push(health);
             }
             report.leader = leaders.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l);
+            answered = true;
         }
         Err(err) => report.problems.push(err.to_string()),
     }
     match client.alarms().await {
         Ok(alarms) => {
+            answered = true;
             for alarm in &alarms {
                 report.problems.push(format!(
                     "alarm {} raised by member {}",
@@ -705,14 +753,11 @@ pub async fn report(
             if report.leader.is_none() {
                 report.leader = status.leader;
             }
+            answered = true;
         }
         Err(err) => report.problems.push(err.to_string()),
     }
-    if report.leader.is_none() {
-        report.problems.push("no leader".to_owned());
-    }
-    report.healthy = report.problems.is_empty();
-    Ok(report)
+    answered
 }
 
 #[cfg(test)]

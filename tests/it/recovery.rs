@@ -217,12 +217,14 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
             "data-cray-fas-bitnami-etcd-2"
         ])
     );
-    // A rebuild does not start from a snapshot: the chart's ETCD_START_FROM_SNAPSHOT stays no.
+    // A rebuild does not start from a snapshot: the chart's ETCD_START_FROM_SNAPSHOT stays no,
+    // and CSM's ETCD_DISASTER_RECOVERY as it was.
     assert_eq!(
         recover["data"]["recovery_env"],
         json!([
             { "name": "ETCD_INITIAL_CLUSTER_STATE", "value": "new" },
             { "name": "ETCD_START_FROM_SNAPSHOT", "value": "no" },
+            { "name": "ETCD_DISASTER_RECOVERY", "value": "yes" },
         ])
     );
     // The repopulation ran on the empty cluster.
@@ -1563,4 +1565,68 @@ async fn a_cancel_at_every_phase_ends_with_a_serving_cluster() {
             }
         }
     }
+}
+
+/// After the whole cluster restarted with its data (scaled to 0 and back, as after a power-on),
+/// CSM's disaster recovery makes every member crash-loop: none answers, but their volumes hold
+/// the data. `auto` does not restore an older backup over it, and says what would let the
+/// members start; an explicit restore needs `discard_newer`.
+#[tokio::test]
+async fn members_crash_looping_with_their_data_are_not_restored_over() {
+    let sim = real_etcd_sim().await;
+    let client = sim.kube_client();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
+    let before = pvcs(&client, BSS_SELECTOR).await;
+    for replicas in [0, 3] {
+        sets.patch_scale(
+            BSS_STS,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
+        )
+        .await
+        .unwrap();
+        common::until("the scale", async || {
+            let pods = app.pods_matching(BSS_SELECTOR).await;
+            (pods.len() == replicas as usize).then_some(())
+        })
+        .await;
+    }
+    common::until("the members crash-looping", async || {
+        let (_, report) = app.get(&format!("/etcd-clusters/{BSS_STS}")).await;
+        (report["serving"] == false
+            && app
+                .sim
+                .etcd_members(BSS_STS)
+                .iter()
+                .all(|m| m.restarts >= 2))
+        .then_some(())
+    })
+    .await;
+
+    let auto = json!({ "services": ["bss"], "etcd": "auto", "confirm": [BSS_STS] });
+    let run = app.finished_run(&app.start_run(auto).await).await;
+    let (action, message) = decision(&run, "bss");
+    assert_eq!(action, "none", "{message}");
+    assert!(
+        message.contains("no member of cray-bss-bitnami-etcd answers and its data PVCs remain")
+            && message.contains("ETCD_DISASTER_RECOVERY=no"),
+        "{message}"
+    );
+    assert_eq!(
+        common::step(&run, "bss", "etcd-assess")["state"],
+        "action_required"
+    );
+    let restore = json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] });
+    let run = app.finished_run(&app.start_run(restore).await).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let (_, message) = decision(&run, "bss");
+    assert!(message.contains("\"discard_newer\": true"), "{message}");
+    assert_eq!(
+        pvcs(&client, BSS_SELECTOR).await,
+        before,
+        "no volume touched"
+    );
 }

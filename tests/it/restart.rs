@@ -555,7 +555,9 @@ async fn a_stale_resume_is_refused_and_an_interrupted_recovery_holds_its_cluster
         "{problem:#}"
     );
 
-    // Put back by hand, as an admin would: three replicas, `existing`, no snapshot.
+    // Put back by hand, as an admin would: three replicas, `existing`, no snapshot, and disaster
+    // recovery off (with it on, members that all start with their data at once find no quorum,
+    // look for a snapshot at /snapshots/db-* and exit, for ever).
     let sets: kube::Api<StatefulSet> = kube::Api::namespaced(client.clone(), "services");
     let mut set = sets.get(BSS_STS).await.unwrap();
     let spec = set.spec.as_mut().unwrap();
@@ -566,7 +568,7 @@ async fn a_stale_resume_is_refused_and_an_interrupted_recovery_holds_its_cluster
     for v in env.iter_mut() {
         let value = match v.name.as_str() {
             "ETCD_INITIAL_CLUSTER_STATE" => "existing",
-            "ETCD_START_FROM_SNAPSHOT" => "no",
+            "ETCD_START_FROM_SNAPSHOT" | "ETCD_DISASTER_RECOVERY" => "no",
             _ => continue,
         };
         *v = EnvVar {

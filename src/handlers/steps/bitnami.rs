@@ -69,7 +69,10 @@ pub const STATE_VAR: &str = "ETCD_INITIAL_CLUSTER_STATE";
 pub const START_VAR: &str = "ETCD_START_FROM_SNAPSHOT";
 pub const DIR_VAR: &str = "ETCD_INIT_SNAPSHOTS_DIR";
 pub const FILE_VAR: &str = "ETCD_INIT_SNAPSHOT_FILENAME";
-const VARS: [&str; 4] = [STATE_VAR, START_VAR, DIR_VAR, FILE_VAR];
+/// CSM's cray-etcd-base sets it to `yes`: a member that starts with data and finds no quorum
+/// restores `/snapshots/db-*` (see the put-back).
+pub const DR_VAR: &str = "ETCD_DISASTER_RECOVERY";
+const VARS: [&str; 5] = [STATE_VAR, START_VAR, DIR_VAR, FILE_VAR, DR_VAR];
 
 /// Where the Bitnami pods mount the snapshotter PVC (`restore_from_backup`'s
 /// `/snapshots/<cluster>-bitnami-etcd`).
@@ -334,6 +337,9 @@ fn recovery_envs(
     if restoring || original_of(START_VAR).is_some() {
         after.push(env(START_VAR, "no"));
     }
+    // Disaster recovery stays as it was (it only matters to a member that starts with data).
+    during.extend(original_of(DR_VAR));
+    after.extend(original_of(DR_VAR));
     // The snapshot variables are removed afterwards: with `ETCD_START_FROM_SNAPSHOT=no` they
     // mean nothing, and left behind they name a snapshot the next restore may not want.
     if !restoring {
@@ -1265,7 +1271,18 @@ impl Recover<'_, '_> {
             errors.push(format!("journal: {e}"));
         }
         let restored = self.saved.restored_env.clone();
-        if let Err(e) = self.set_env(&restored).await {
+        let data_kept = recovered || after.max(attempted) < Some(Phase::PvcsDeleted);
+        // Scaled back up with their data, the members all start at once and none sees a
+        // quorum: with ETCD_DISASTER_RECOVERY=yes (CSM's default) the image then looks for a
+        // snapshot to restore at /snapshots/db-* (CSM keeps them in /snapshots/<sts>/), finds
+        // none, and exits, for ever. So they come up with it off, and get it back (a rolling
+        // update, one member at a time beside a healthy quorum) once the cluster is healthy.
+        let scaled_down = !recovered && data_kept;
+        let coming_up = match (scaled_down, disaster_recovery_off(&restored)) {
+            (true, Some(off)) => off,
+            _ => restored.clone(),
+        };
+        if let Err(e) = self.set_env(&coming_up).await {
             errors.push(format!("environment: {e}"));
         }
         crate::failpoint::hit(PUT_BACK_FAILPOINT);
@@ -1279,7 +1296,6 @@ impl Recover<'_, '_> {
         // The step ends once the cluster is back, not while its pods are still starting
         // (unless the service is stopping: the next start marks the run interrupted), when it
         // can come back: its data PVCs untouched, or the cluster recovered.
-        let data_kept = recovered || after.max(attempted) < Some(Phase::PvcsDeleted);
         let back = if errors.is_empty() && data_kept && !ctx.shutdown.is_cancelled() {
             let deadline = Instant::now() + PUT_BACK_WAIT;
             let token = ctx.shutdown;
@@ -1299,6 +1315,27 @@ impl Recover<'_, '_> {
             }
         } else {
             None
+        };
+        // Whatever came of it, the environment ends as it was (with disaster recovery back).
+        let back = if coming_up == restored {
+            back
+        } else if let Err(e) = self.set_env(&restored).await {
+            errors.push(format!("environment: {e}"));
+            back
+        } else if back.is_none() && !ctx.shutdown.is_cancelled() {
+            let deadline = Instant::now() + PUT_BACK_WAIT;
+            match ctx
+                .cluster
+                .wait_statefulset_rolled_out(&self.saved.cluster, PUT_BACK_WAIT, ctx.shutdown)
+                .await
+            {
+                Ok(()) => wait_healthy(ctx, &self.found, deadline, ctx.shutdown)
+                    .await
+                    .err(),
+                Err(e) => Some(StepError::Cluster(e)),
+            }
+        } else {
+            back
         };
         let measured = self.measure().await;
         let put_back = PutBack {
@@ -1388,6 +1425,24 @@ fn deferred_cancel(phase: Phase, cluster: &str) -> String {
          data is gone, and stopping now would leave the cluster empty and crash-looping)",
         phase.as_str()
     )
+}
+
+/// `env` with ETCD_DISASTER_RECOVERY=no, when it has it on (`None` when it is off or unset).
+fn disaster_recovery_off(env: &[EnvVar]) -> Option<Vec<EnvVar>> {
+    let on = env
+        .iter()
+        .any(|v| v.name == DR_VAR && v.value.as_deref() == Some("yes"));
+    on.then(|| {
+        env.iter()
+            .map(|v| {
+                if v.name == DR_VAR {
+                    self::env(DR_VAR, "no")
+                } else {
+                    v.clone()
+                }
+            })
+            .collect()
+    })
 }
 
 /// What `decision` does, in words.
@@ -1559,6 +1614,7 @@ pub async fn resume_blocker(
     if saved.start_over || !saved.put_back.is_empty() {
         replicas.push(saved.replicas);
         envs.push(saved.restored_env.clone());
+        envs.extend(disaster_recovery_off(&saved.restored_env));
     }
     let sorted = |vars: &[EnvVar]| {
         let mut vars = vars_of(vars);

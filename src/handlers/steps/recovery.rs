@@ -621,7 +621,7 @@ pub async fn assess(
     let unreadable = if report.serving || live.is_some() {
         None
     } else {
-        unreadable_data(ctx, &found, &report).await?
+        unreadable_data(ctx, &found, &members).await?
     };
     let (listed, mut backups) = backups_seen(ctx, &found, mode).await?;
     // The chosen backup is fetched into the snapshotter directory and checked (an etcd
@@ -700,11 +700,7 @@ pub async fn assess(
                     (&live, facts.revision, &live_client)
                     && live.revision > revision
                 {
-                    seen.changed_since = client
-                        .changed_since(revision, *serializable)
-                        .await
-                        .ok()
-                        .map(|(keys, _)| keys);
+                    seen.changed_since = client.changed_since(revision, *serializable).await.ok();
                 }
             }
             Err(BackupError::Corrupt { detail, .. }) => {
@@ -791,13 +787,15 @@ fn facts(check: &BackupCheck) -> CheckedFacts {
 }
 
 /// Why what the members of a cluster that does not serve hold cannot be read, when it may
-/// exist: a Bitnami StatefulSet at 0 replicas whose data PVCs remain (nobody runs them).
+/// exist: a Bitnami StatefulSet whose data PVCs remain while no member answers (scaled to 0,
+/// or its members crash-looping with their data: after a power-on, CSM's disaster recovery
+/// finds no snapshot where it looks and exits, for ever). Called when no member answered.
 async fn unreadable_data(
     ctx: &StepContext<'_>,
     found: &layout::Found,
-    report: &layout::EtcdClusterReport,
+    members: &[MemberPod],
 ) -> Result<Option<String>, StepError> {
-    if found.layout != layout::EtcdLayout::Bitnami || found.desired > 0 || report.pvcs.is_empty() {
+    if found.layout != layout::EtcdLayout::Bitnami {
         return Ok(None);
     }
     let pvcs = ctx
@@ -808,11 +806,37 @@ async fn unreadable_data(
     if names.is_empty() {
         return Ok(None);
     }
+    if found.desired == 0 {
+        return Ok(Some(format!(
+            "StatefulSet {} is at 0 replicas and its data PVCs remain ({}): what its members \
+             hold cannot be read while none runs",
+            found.name,
+            names.join(", ")
+        )));
+    }
+    let states: Vec<String> = members
+        .iter()
+        .map(|m| match &m.waiting {
+            Some(waiting) => format!("{}: {waiting}", m.pod),
+            None => format!(
+                "{}: {}",
+                m.pod,
+                m.error.as_deref().unwrap_or("does not answer")
+            ),
+        })
+        .collect();
     Ok(Some(format!(
-        "StatefulSet {} is at 0 replicas and its data PVCs remain ({}): what its members hold \
-         cannot be read while none runs",
+        "no member of {} answers and its data PVCs remain ({}): what they hold cannot be read \
+         (member pods: {}). When the members crash-loop with their data after a restart of the \
+         whole cluster, ETCD_DISASTER_RECOVERY=no on the StatefulSet lets them start and find \
+         each other again",
         found.name,
-        names.join(", ")
+        names.join(", "),
+        if states.is_empty() {
+            "none".to_owned()
+        } else {
+            states.join("; ")
+        }
     )))
 }
 
@@ -872,7 +896,7 @@ pub async fn safety_snapshot(
         None => (url, "its client Service".to_owned()),
     };
     let client = EtcdClient::new(&url, ctx.etcd)?;
-    let keys = match client.changed_since(0, true).await {
+    let keys = match client.key_count(true).await {
         Ok((keys, _)) => keys,
         Err(err) => {
             return skipped(format!(
