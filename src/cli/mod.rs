@@ -2,7 +2,9 @@
 //! them a `cray`-style client of the service's API (`repopulations ...`, `services ...`,
 //! `snapshots ...`).
 
-pub mod client;
+mod client;
+pub mod commands;
+mod error;
 mod follow;
 mod output;
 
