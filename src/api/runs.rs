@@ -20,7 +20,8 @@ use super::{
 };
 use crate::{
     handlers,
-    model::{EtcdMode, Run, RunList, Service, State as RunState},
+    model::{EtcdMode, Service, State as RunState},
+    run::{Run, RunList},
     runner::{Created, RunRequest, RunnerError},
     store::RunFilter,
 };

@@ -16,7 +16,10 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use crate::model::{Event, Service, State};
+use crate::{
+    model::{Service, State},
+    run::Event,
+};
 pub use manifests::StoredManifest;
 use rows::{EventRow, StepRow};
 
@@ -67,9 +70,9 @@ pub struct NewRun {
     pub dry_run: bool,
     pub requested_by: String,
     pub idempotency: Option<(String, String)>,
-    /// The release the run follows (see [`crate::model::Run::csm_release`]).
+    /// The release the run follows (see [`crate::run::Run::csm_release`]).
     pub csm_release: Option<crate::release::ReleaseInForce>,
-    /// What the run does with the etcd clusters (see [`crate::model::Run::etcd`]).
+    /// What the run does with the etcd clusters (see [`crate::run::Run::etcd`]).
     pub etcd: crate::model::EtcdMode,
     pub backup: Option<String>,
     pub confirm: Vec<String>,

@@ -21,7 +21,7 @@ use crate::{
         runs::{CreateRun, Requester, start_run},
     },
     metrics::WebhookOutcome,
-    model::Run,
+    run::Run,
 };
 
 /// Start a run from other automation, authenticated by an HMAC-SHA256 signature.
