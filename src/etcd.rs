@@ -14,6 +14,9 @@ use utoipa::ToSchema;
 
 pub mod backups;
 pub mod layout;
+mod recovery_config;
+
+pub use recovery_config::{InvalidSetting, RecoveryConfig};
 
 /// Where the etcd clusters are and whether to check them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

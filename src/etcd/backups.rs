@@ -32,8 +32,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 use utoipa::ToSchema;
 
+use super::RecoveryConfig;
 use super::{EtcdClient, EtcdError};
-use crate::config::RecoveryConfig;
 
 /// The region the S3 client signs for: CSM's own tools use this one against its Ceph RGW
 /// (`create_aws_creds.sh` writes `region=foo`), which does not check it.
