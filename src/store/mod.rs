@@ -22,6 +22,7 @@ use crate::{
 };
 pub use manifests::StoredManifest;
 use rows::{EventRow, StepRow};
+pub use snapshots::{NewSnapshot, Snapshot, SnapshotSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
