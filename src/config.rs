@@ -162,31 +162,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Points the configuration at the simulated cluster `sim`: its CSM services; the etcd
-    /// checks stay as configured when it runs real etcd clusters, and are off otherwise
-    /// (nothing answers) unless `[etcd]` was configured, e.g. at a real etcd; `[recovery]` at
-    /// its S3 (the Secret `etcd-backup-s3-credentials` as files) and its snapshotter PVC's
-    /// directory (none before CSM 1.5), unless configured.
-    #[cfg(feature = "simulate")]
-    pub fn use_simulation(&mut self, sim: &sim::SimCluster) {
-        self.csm = CsmConfig::simulated(&sim.url());
-        if !sim.runs_real_etcd() && self.etcd == EtcdConfig::default() {
-            self.etcd = EtcdConfig::simulated();
-        }
-        let defaults = RecoveryConfig::default();
-        if let Some(s3) = sim.s3()
-            && self.recovery.s3_credentials_dir == defaults.s3_credentials_dir
-        {
-            self.recovery.s3_credentials_dir = s3.credentials_dir().to_owned();
-        }
-        if self.recovery.snapshots_dir == defaults.snapshots_dir {
-            self.recovery.snapshots_dir = sim
-                .snapshots_dir()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
-        }
-    }
-
     /// Loads the file at `path`, or the defaults when there is none, and validates it.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let config = match path {

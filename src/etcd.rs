@@ -57,14 +57,6 @@ impl Default for EtcdConfig {
 }
 
 impl EtcdConfig {
-    /// The simulated cluster has no etcd clusters: no checks.
-    pub fn simulated() -> Self {
-        EtcdConfig {
-            enabled: false,
-            ..EtcdConfig::default()
-        }
-    }
-
     /// The client URL of `cluster` from the `endpoint` template; `None` when endpoints are
     /// discovered.
     pub fn endpoint_of(&self, cluster: &str, namespace: &str) -> Option<String> {

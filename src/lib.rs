@@ -9,8 +9,8 @@
 //! [`remote`] (SSH fan-out to the nodes). [`store`] keeps runs ([`run`]) and snapshots in SQLite;
 //! [`config`] is the one configuration every layer reads, and depends on none of the layers
 //! above. The simulated cluster and CSM services that `serve --simulate` and the tests run
-//! against are the workspace crate `crates/sim` (feature `simulate`). README.md
-//! ("Development") draws the same map.
+//! against are the workspace crate `crates/sim` (feature `simulate`), wired in
+//! `app::simulate`. README.md ("Development") draws the same map.
 
 pub mod api;
 pub mod app;
@@ -28,7 +28,5 @@ pub mod release;
 pub mod remote;
 pub mod run;
 pub mod runner;
-#[cfg(feature = "simulate")]
-pub mod sim_nodes;
 pub mod snapshots;
 pub mod store;

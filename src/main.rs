@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
         }
         Command::Sim(args) => {
             app::init_tracing();
-            app::run_sim(args).await
+            app::simulate::run_sim(args).await
         }
         Command::Fanout(args) => {
             return match etcd_repopulator::remote::cli::run_cli(args).await {
@@ -47,10 +47,8 @@ async fn main() -> ExitCode {
         Command::EtcdClusters(args) => {
             return commands::report(commands::etcd_clusters(&cli.client, args).await);
         }
-        #[cfg(feature = "simulate")]
-        Command::SimNodeGuard(args) => return etcd_repopulator::sim_nodes::guard(args).await,
-        #[cfg(feature = "simulate")]
-        Command::SimNode(args) => return etcd_repopulator::sim_nodes::node_command(args).await,
+        Command::SimNodeGuard(args) => return app::simulate::guard(args).await,
+        Command::SimNode(args) => return app::simulate::node_command(args).await,
         Command::RbacRules => {
             print!("{}", rbac::rules_yaml());
             Ok(())

@@ -53,13 +53,11 @@ pub enum Command {
     RbacRules,
     /// What a node of `serve --simulate` does with a command sent to it over SSH (run by the
     /// simulated nodes' sshd).
-    #[cfg(feature = "simulate")]
     #[command(hide = true)]
-    SimNode(crate::sim_nodes::SimNodeArgs),
+    SimNode(SimNodeArgs),
     /// Runs the simulated nodes' sshd until its stdin closes (the service stopped).
-    #[cfg(feature = "simulate")]
     #[command(hide = true)]
-    SimNodeGuard(crate::sim_nodes::GuardArgs),
+    SimNodeGuard(GuardArgs),
 }
 
 /// Where the API is and how to talk to it; shared by every client command (and accepted, though
@@ -316,4 +314,41 @@ pub struct SimArgs {
     #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
         value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
     pub csm_release: String,
+}
+
+/// `sim-node`: what a simulated node does with the command it was sent over SSH (in
+/// `SSH_ORIGINAL_COMMAND`, as sshd's `ForceCommand` leaves it). The simulated nodes' sshd
+/// passes these (`sim::nodes::NodeCommand::args`).
+#[derive(Args, Debug, Clone)]
+pub struct SimNodeArgs {
+    /// The node's host name.
+    #[arg(long)]
+    pub host: String,
+    /// The node's xname, when HSM knows it (ORCA subscribes under it).
+    #[arg(long)]
+    pub xname: Option<String>,
+    /// The simulated HMNFD (v2) base URL.
+    #[arg(long)]
+    pub hmnfd_url: String,
+    /// The simulated HSM (v2) base URL.
+    #[arg(long)]
+    pub hsm_url: String,
+    /// The systemd unit of ORCA on the simulated release (`cray-dvs-orca`, `cray-orca`).
+    #[arg(long)]
+    pub orca_unit: String,
+    /// The command, when not run by sshd.
+    #[arg(trailing_var_arg = true)]
+    pub command: Vec<String>,
+}
+
+/// `sim-node-guard [--remove-dir DIR] SSHD ARGS...`: runs sshd until it exits or this process's
+/// stdin closes (the service that started it stopped), then stops it and removes its directory.
+#[derive(Args, Debug, Clone)]
+pub struct GuardArgs {
+    /// Removed once the service is gone (the directory of sshd's keys and configuration).
+    #[arg(long)]
+    pub remove_dir: Option<PathBuf>,
+    /// The program to run and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
 }
