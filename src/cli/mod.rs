@@ -252,9 +252,10 @@ pub enum EtcdClustersCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address of the HTTP API.
-    #[arg(long, env = "ETCD_REPOPULATOR_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
+    /// Address of the HTTP API [default: 0.0.0.0:8080; with --simulate 127.0.0.1:8080, as
+    /// authentication is then off].
+    #[arg(long, env = "ETCD_REPOPULATOR_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// SQLite database: a path or a `sqlite:` URL; created if missing.
     #[arg(
         long,
@@ -290,6 +291,18 @@ pub struct ServeArgs {
     #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
         value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
     pub csm_release: String,
+}
+
+impl ServeArgs {
+    /// Where the API listens: `--listen`, else every interface, else (`--simulate`, whose
+    /// authentication is off by default) loopback only.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen.unwrap_or(if self.simulate {
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 8080))
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -351,4 +364,32 @@ pub struct GuardArgs {
     /// The program to run and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["etcd-repopulator", "serve"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_simulation_listens_on_loopback_unless_told_otherwise() {
+        assert_eq!(serve(&[]).listen().to_string(), "0.0.0.0:8080");
+        assert_eq!(
+            serve(&["--simulate"]).listen().to_string(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            serve(&["--simulate", "--listen", "0.0.0.0:9000"])
+                .listen()
+                .to_string(),
+            "0.0.0.0:9000"
+        );
+    }
 }
