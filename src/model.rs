@@ -99,7 +99,7 @@ impl FromStr for Service {
 /// What a run does with the etcd cluster of each service it repopulates, before repopulating.
 /// Every mode but `check` may delete the cluster's data: a real run with one of them names the
 /// clusters it may touch in `confirm` and needs the `recover` role.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EtcdMode {
     /// Leave the cluster alone: stop if it is unhealthy (the runbook starts after a rebuild).
@@ -135,6 +135,25 @@ impl EtcdMode {
     /// Whether a run in this mode may delete or replace an etcd cluster's data.
     pub fn is_destructive(self) -> bool {
         self != EtcdMode::Check
+    }
+}
+
+/// From its name only: any other JSON value (a number, `null`, a list) is a type error naming
+/// the modes, where serde's derived enum would let serde_json call it a syntax error.
+impl<'de> Deserialize<'de> for EtcdMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ModeName;
+        impl serde::de::Visitor<'_> for ModeName {
+            type Value = EtcdMode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("one of `check`, `restore`, `rebuild`, `auto`")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<EtcdMode, E> {
+                const NAMES: &[&str] = &["check", "restore", "rebuild", "auto"];
+                name.parse().map_err(|_| E::unknown_variant(name, NAMES))
+            }
+        }
+        deserializer.deserialize_str(ModeName)
     }
 }
 

@@ -525,12 +525,25 @@ where
                 detail: err.to_string(),
             }
         } else {
-            not_json(&err)
+            // serde_json calls a value of the wrong type for an enum (`"status": 1`) a syntax
+            // error; in valid JSON it is a wrong type, which the document's tree names.
+            type_error::<T>(bytes).unwrap_or_else(|| not_json(&err))
         }
     })?;
     // Nothing may follow the document (as serde_json::from_slice checks).
     deserializer.end().map_err(|err| not_json(&err))?;
     Ok(value)
+}
+
+/// Why `bytes`, valid JSON, is not a `T`: the field and serde's message, read from the parsed
+/// document (`None` for a body that is not JSON, or that is a `T` after all).
+fn type_error<T: DeserializeOwned>(bytes: &[u8]) -> Option<ApiError> {
+    let document: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let err = serde_path_to_error::deserialize::<_, T>(document).err()?;
+    Some(ApiError::InvalidBody {
+        field: field_at(&err),
+        detail: err.into_inner().to_string(),
+    })
 }
 
 fn not_json(err: &serde_json::Error) -> ApiError {

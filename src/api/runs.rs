@@ -99,7 +99,7 @@ pub struct ListQuery {
         (status = 400, description = "Malformed or empty JSON, or a malformed Idempotency-Key", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A service is already being repopulated; `active_run` names the run", body = Problem, content_type = PROBLEM),
         BodyProblems,
-        (status = 422, description = "Unknown field, service or etcd mode, service not supported, `backup` without `restore`, a real restore/rebuild/auto run whose `confirm` is not exactly its etcd clusters (`confirm` in the problem lists them), or Idempotency-Key reused with another body", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Unknown field, service or etcd mode, a field of the wrong type (`field` names it), service not supported, `backup` without `restore` or for services without an etcd cluster, a real restore/rebuild/auto run whose `confirm` is not exactly its etcd clusters (`confirm` in the problem lists them), or Idempotency-Key reused with another body", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn create_run(
     State(state): State<SharedState>,
@@ -139,7 +139,7 @@ pub(super) async fn start_run(
         }
     };
     validate_reason(request.reason.as_deref())?;
-    validate_etcd(&request)?;
+    validate_etcd(&request, &services)?;
     let (requested_by, reason, confirm) = match requester {
         Requester::Caller(principal) => {
             if request.is_destructive() {
@@ -276,7 +276,7 @@ fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
 /// `backup` only with `restore`, and a name of 1 to 255 visible characters that is one file name
 /// (no `/`, `\`, `.` or `..`); `confirm` only with
 /// a mode that may touch a cluster.
-fn validate_etcd(request: &CreateRun) -> Result<(), ApiError> {
+fn validate_etcd(request: &CreateRun, services: &[Service]) -> Result<(), ApiError> {
     let invalid = |field: &str, detail: String| ApiError::InvalidBody {
         detail,
         field: Some(field.to_owned()),
@@ -313,6 +313,21 @@ fn validate_etcd(request: &CreateRun) -> Result<(), ApiError> {
                     "backup {backup:?} is not a backup's name: a name is one file name, as \
                      GET /etcd-clusters/{{name}}/backups lists it (db-2025-01-01_00-00), without \
                      '/' or '\\' (list_backups' <service>/ prefix left out), and not '.' or '..'"
+                ),
+            ));
+        }
+        // MEDS and External DNS keep nothing in an etcd cluster of their own: a backup
+        // would be silently ignored.
+        if services.iter().all(|s| s.etcd_service().is_none()) {
+            return Err(invalid(
+                "backup",
+                format!(
+                    "backup {backup:?} restores an etcd cluster, and none of the services                      ({}) has one: leave backup out, or add the service whose cluster it is",
+                    services
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
