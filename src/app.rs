@@ -20,7 +20,7 @@ use crate::{
     csm::CsmClients,
     runner::Runner,
     snapshots::Snapshotter,
-    store::Store,
+    store::{DatabaseLock, Store},
 };
 
 /// The service account the chart creates (and that `serve --simulate` acts as).
@@ -88,7 +88,21 @@ impl App {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.simulate && !simulate::AVAILABLE {
+        anyhow::bail!(NO_SIMULATE);
+    }
     let mut config = Config::load(args.config.as_deref())?;
+    // One service per database, before anything reads it: the runner marks the runs it finds
+    // running as interrupted, which would take over the live runs of another service.
+    let lock = DatabaseLock::acquire(&args.database)?;
+    if let Some(lock) = &lock {
+        tracing::info!(lock = %lock.path().display(), "database locked for this service");
+    }
+    // And a service that cannot serve must not take over either.
+    let listen = args.listen();
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     // The simulated cluster and its nodes' sshd, kept running while the service serves.
     let (client, simulation) = if args.simulate {
         let simulation = simulate::Simulation::start(&args, &mut config).await?;
@@ -116,10 +130,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .spawn_periodic(snapshot_config.interval, stop_snapshots.clone());
         tracing::info!(interval = %humantime::format_duration(snapshot_config.interval), "periodic snapshots of BOS session templates and HMNFD subscriptions enabled");
     }
-    let listen = args.listen();
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, database = %args.database, simulate = args.simulate, "serving");
     axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown_signal())
@@ -130,6 +140,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(simulation) = simulation {
         simulation.shutdown().await;
     }
+    drop(lock);
     Ok(())
 }
 

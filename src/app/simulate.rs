@@ -23,6 +23,9 @@ use crate::{
     remote::{SshConfig, hostlist},
 };
 
+/// This build has the simulated cluster.
+pub const AVAILABLE: bool = true;
+
 /// How long `serve --simulate` waits for the simulated cluster to settle before it serves.
 const SIM_SETTLE: Duration = Duration::from_secs(60);
 

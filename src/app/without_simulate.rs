@@ -10,6 +10,9 @@ use crate::{
     config::Config,
 };
 
+/// This build has no simulated cluster.
+pub const AVAILABLE: bool = false;
+
 /// Never made: there is nothing to simulate with.
 pub enum Simulation {}
 
