@@ -470,7 +470,8 @@ pub async fn get_run(
         .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))
 }
 
-/// Stop a running run at its next safe point; it ends `cancelled`.
+/// Stop a running run at its next safe point; it ends `cancelled`. Cancelling a real `restore`,
+/// `rebuild` or `auto` run needs the `recover` role, as starting and resuming one do.
 #[utoipa::path(post, path = "/repopulations/{id}/cancel", tag = "repopulations", operation_id = "cancel_repopulation",
     params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
@@ -480,9 +481,12 @@ pub async fn get_run(
     ))]
 pub async fn cancel_run(
     State(state): State<SharedState>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
     let id = parse_id(&id)?;
+    // Stopping a recovery midway decides what state its etcd cluster is left in.
+    require_recover_for_real_recovery(&state, &principal, id, "cancel").await?;
     let run = state.runner.cancel(id).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
@@ -502,6 +506,20 @@ pub async fn resume_run(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
     let id = parse_id(&id)?;
+    require_recover_for_real_recovery(&state, &principal, id, "resume").await?;
+    let run = state.runner.resume(id).await?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+/// A real run with a destructive etcd mode may be resumed or cancelled (`verb`) only by a
+/// caller with the `recover` role, as it may only be started by one: either decides what
+/// becomes of an etcd cluster's data. (An unknown run is left to the runner's 404.)
+async fn require_recover_for_real_recovery(
+    state: &SharedState,
+    principal: &Principal,
+    id: Uuid,
+    verb: &str,
+) -> Result<(), ApiError> {
     if let Some(run) = state.store.get_run(id).await?
         && run.etcd.is_destructive()
         && !run.dry_run
@@ -509,12 +527,11 @@ pub async fn resume_run(
         principal.require_to(
             Role::Recover,
             &format!(
-                "resume run {id}: it is a real etcd {} run, which may rebuild or restore etcd \
+                "{verb} run {id}: it is a real etcd {} run, which may rebuild or restore etcd \
                  clusters",
                 run.etcd
             ),
         )?;
     }
-    let run = state.runner.resume(id).await?;
-    Ok((StatusCode::ACCEPTED, Json(run)))
+    Ok(())
 }

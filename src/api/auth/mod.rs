@@ -47,7 +47,7 @@ pub enum Role {
     Read,
     /// Start (dry or `check`) runs, cancel and resume them, take snapshots.
     Write,
-    /// Also start and resume real runs that rebuild or restore etcd clusters (`etcd`
+    /// Also start, resume and cancel real runs that rebuild or restore etcd clusters (`etcd`
     /// `restore`, `rebuild` or `auto`).
     Recover,
 }
@@ -345,8 +345,8 @@ pub fn document_security(openapi: &mut utoipa::openapi::OpenApi, mode: AuthMode)
                 .description(Some(
                     "A static token (auth.mode = token) or a JWT from the configured identity \
                      provider (auth.mode = jwt). GET needs the read role, everything else write; \
-                     a real run with etcd restore, rebuild or auto (and its resume) needs \
-                     recover, which includes write.",
+                     a real run with etcd restore, rebuild or auto (and its resume and \
+                     cancel) needs recover, which includes write.",
                 ))
                 .build(),
         ),
