@@ -337,24 +337,30 @@ async fn with_tokens_the_served_openapi_document_asks_for_a_bearer_token() {
     );
 }
 
+/// The etcd clusters' endpoint where nothing listens (each request bounded by `etcd_timeout`),
+/// and `[recovery] timeout` at `recovery_timeout`.
+fn etcd_down(etcd_timeout: Duration, recovery_timeout: Duration) -> Config {
+    Config {
+        etcd: EtcdConfig {
+            enabled: true,
+            endpoint: format!("http://127.0.0.1:{}", crate::common::free_port()),
+            timeout: etcd_timeout,
+            ..EtcdConfig::default()
+        },
+        recovery: etcd_repopulator::config::RecoveryConfig {
+            timeout: recovery_timeout,
+            ..Default::default()
+        },
+        ..Config::default()
+    }
+}
+
 #[tokio::test]
 async fn a_real_recovery_run_and_its_resume_need_the_recover_role() {
     // The etcd cluster is down (nothing listens on the port), so the run fails and can be
     // resumed: the rebuild (CSM 1.0, etcd-operator) waits for it to answer for as long as
     // `[recovery] timeout` lets it.
-    let config = Config {
-        etcd: EtcdConfig {
-            enabled: true,
-            endpoint: format!("http://127.0.0.1:{}", crate::common::free_port()),
-            timeout: Duration::from_secs(5),
-            ..EtcdConfig::default()
-        },
-        recovery: etcd_repopulator::config::RecoveryConfig {
-            timeout: Duration::from_secs(2),
-            ..Default::default()
-        },
-        ..Config::default()
-    };
+    let config = etcd_down(Duration::from_secs(5), Duration::from_secs(2));
     let dir = tempfile::tempdir().unwrap();
     let app = start_token_mode_with(dir.path(), config).await;
     let post = |token: &'static str, body: Value| {
@@ -506,19 +512,7 @@ async fn run_state(app: &TestApp, token: &str, id: &str) -> String {
 async fn cancelling_a_real_recovery_run_needs_the_recover_role() {
     // The etcd cluster is down (nothing listens on the port): the rebuild (CSM 1.0,
     // etcd-operator) waits for it to answer, running, for as long as `[recovery] timeout`.
-    let config = Config {
-        etcd: EtcdConfig {
-            enabled: true,
-            endpoint: format!("http://127.0.0.1:{}", crate::common::free_port()),
-            timeout: Duration::from_secs(2),
-            ..EtcdConfig::default()
-        },
-        recovery: etcd_repopulator::config::RecoveryConfig {
-            timeout: Duration::from_secs(20),
-            ..Default::default()
-        },
-        ..Config::default()
-    };
+    let config = etcd_down(Duration::from_secs(2), Duration::from_secs(20));
     let dir = tempfile::tempdir().unwrap();
     let app = start_token_mode_with(dir.path(), config).await;
     let (write, recover) = ("w-0123456789abcdef", "x-0123456789abcdef");

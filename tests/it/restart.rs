@@ -63,6 +63,21 @@ async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Servic
     }
 }
 
+/// POSTs the run `body` asks for to the service at `base`; returns its id (asserting 202).
+async fn start_run(base: &str, body: &Value) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/repopulations"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn get_run(base: &str, id: &str) -> Value {
     reqwest::get(format!("{base}/repopulations/{id}"))
         .await
@@ -170,17 +185,7 @@ async fn crash_and_resume_run_with<F: std::future::Future<Output = ()>>(
     config.write(dir.path());
 
     let mut first = spawn_service(dir.path(), Some(failpoint)).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/repopulations", first.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = start_run(&first.base, &body).await;
     let status = tokio::task::spawn_blocking(move || first.child.wait())
         .await
         .unwrap()
@@ -501,17 +506,7 @@ async fn a_second_service_on_the_same_database_refuses_to_start_and_leaves_its_r
     let dir = tempfile::tempdir().unwrap();
     prepare(&sim, dir.path());
     let first = spawn_service(dir.path(), None).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/repopulations", first.base))
-        .json(&json!({"services": ["reds"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = start_run(&first.base, &json!({"services": ["reds"]})).await;
     // Waiting for the pods, which never become Ready.
     let running = |run: &Value| {
         run["state"] == "running" && run["services"][0]["steps"][0]["state"] == "running"
