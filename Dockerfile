@@ -1,4 +1,9 @@
 # Multi-stage build: a static (musl) release binary in a distroless, non-root runtime image.
+# etcd's own `etcdutl` (a static Go binary) of the release CSM runs (cray-etcd-base: Bitnami etcd
+# 3.5.21): a backup is restored into a scratch directory with it before a restore deletes
+# anything ([recovery] etcdutl).
+FROM gcr.io/etcd-development/etcd:v3.5.21 AS etcd
+
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
     && rm -rf /var/lib/apt/lists/* \
@@ -18,6 +23,7 @@ RUN cargo build --locked --release --no-default-features --target x86_64-unknown
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/etcd-repopulator /usr/local/bin/etcd-repopulator
+COPY --from=etcd /usr/local/bin/etcdutl /usr/local/bin/etcdutl
 # The database's directory, owned by the user the service runs as: `docker run` works without a
 # volume (the history is then lost with the container), and a volume mounted there starts out
 # writable by that user.

@@ -57,6 +57,7 @@ async fn fill_history(store: &Store, runs: usize) -> uuid::Uuid {
                     etcd: Default::default(),
                     backup: None,
                     confirm: Vec::new(),
+                    discard_newer: false,
                     tasks: vec![NewTask {
                         service,
                         steps: vec![NewStep {

@@ -608,6 +608,8 @@ async fn ours(
         "services": ["bss"],
         "etcd": op.name(),
         "confirm": [STS],
+        // What CSM's scripts do too: the cluster's data is replaced, whatever it holds.
+        "discard_newer": true,
         "reason": format!("bench recovery {} round {round}", op.name()),
     });
     if op == Op::Restore {
@@ -718,6 +720,9 @@ async fn main() {
             kubelet_ready_delay: pod_delay.unwrap_or(interactive.kubelet_ready_delay),
             pod_termination_delay: pod_delay.unwrap_or(interactive.pod_termination_delay),
             real_etcd: true,
+            // Only the cluster the bench recovers runs for real (the others would be nine
+            // more processes for nothing).
+            real_etcd_clusters: Some(vec![STS.to_owned()]),
             ..interactive
         },
     )

@@ -130,6 +130,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .spawn_periodic(snapshot_config.interval, stop_snapshots.clone());
         tracing::info!(interval = %humantime::format_duration(snapshot_config.interval), "periodic snapshots of BOS session templates and HMNFD subscriptions enabled");
     }
+    let _collector = crate::collector::Collector::new(&app.runner).start();
     tracing::info!(listen = %listener.local_addr()?, database = %args.database, simulate = args.simulate, "serving");
     axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown_signal())

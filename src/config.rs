@@ -14,6 +14,7 @@ mod auth;
 mod error;
 mod hmnfd;
 mod hostname;
+mod metrics;
 mod webhooks;
 /// `[recovery]`, owned by the etcd layer that reads it.
 pub use crate::etcd::RecoveryConfig;
@@ -21,6 +22,7 @@ pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use error::ConfigError;
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
 pub use hostname::HostnameTemplate;
+pub use metrics::MetricsConfig;
 pub use webhooks::{AlertmanagerConfig, WebhooksConfig};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,6 +61,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// The etcd clusters' backups (S3, the snapshotter PVC) and restores.
     pub recovery: RecoveryConfig,
+    /// How often `/metrics` measures the etcd clusters and their backups.
+    pub metrics: MetricsConfig,
 }
 
 /// A service repopulated by re-running a Kubernetes Job.
@@ -157,6 +161,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             webhooks: WebhooksConfig::default(),
             recovery: RecoveryConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -237,6 +242,7 @@ impl Config {
         self.recovery
             .validate()
             .map_err(|e| ConfigError::invalid(e.key, e.problem))?;
+        self.metrics.validate()?;
         self.validate_hmnfd()?;
         Ok(())
     }

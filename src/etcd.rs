@@ -12,9 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+pub mod backup_check;
 pub mod backups;
 pub mod layout;
+pub mod quota;
 mod recovery_config;
+pub mod restore_tool;
+pub mod snapshot_db;
 
 pub use recovery_config::{InvalidSetting, RecoveryConfig};
 
@@ -95,7 +99,12 @@ pub struct EtcdStatus {
     /// Member id of the leader; `None` when the cluster has none (no quorum).
     pub leader: Option<String>,
     pub db_size: u64,
+    /// Bytes of the database in use (etcd ≥ 3.4; the rest is freed by a defrag).
+    pub db_size_in_use: Option<u64>,
     pub raft_index: u64,
+    /// The store's revision (the header of the count: a linearizable read).
+    #[serde(default)]
+    pub revision: i64,
     /// Keys in the whole keyspace.
     pub keys: u64,
 }
@@ -126,7 +135,13 @@ pub struct MemberStatus {
     pub version: String,
     pub leader: Option<String>,
     pub db_size: u64,
+    /// The part of `db_size` in use (the rest is free pages a defragmentation returns).
+    pub db_size_in_use: u64,
     pub raft_index: u64,
+    pub raft_term: u64,
+    /// The revision of this member's own store: what it holds, whether or not the cluster has
+    /// a quorum (a member answers its maintenance status alone).
+    pub revision: i64,
     pub errors: Vec<String>,
 }
 
@@ -166,6 +181,11 @@ fn snapshot_message(line: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("a blob that is not base64: {e}"))
 }
 
+/// The store revision in a response's header.
+fn revision(body: &Value) -> i64 {
+    i64::try_from(int(&body["header"], "revision")).unwrap_or(i64::MAX)
+}
+
 /// The gateway encodes 64-bit integers as JSON strings and leaves out zero values.
 fn int(value: &Value, key: &str) -> u64 {
     match &value[key] {
@@ -180,7 +200,9 @@ impl EtcdClient {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|e| EtcdError::Tls(format!("{}: {e}", path.display())))
         };
-        let mut builder = reqwest::Client::builder().timeout(config.timeout);
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(3)));
         if let Some(path) = &config.ca_file {
             let bundle = reqwest::Certificate::from_pem_bundle(&read(path)?)
                 .map_err(|e| EtcdError::Tls(format!("{}: {e}", path.display())))?;
@@ -262,9 +284,34 @@ impl EtcdClient {
             version: status["version"].as_str().unwrap_or_default().to_owned(),
             leader: (leader != 0).then(|| leader.to_string()),
             db_size: int(&status, "dbSize"),
+            db_size_in_use: status
+                .get("dbSizeInUse")
+                .map(|_| int(&status, "dbSizeInUse")),
             raft_index: int(&status, "raftIndex"),
+            revision: revision(&count),
             keys: int(&count, "count"),
         })
+    }
+
+    /// The keys whose last change is newer than `revision` (their `mod_revision` is above it),
+    /// and the store's revision: what a restore of a backup at `revision` would take back.
+    /// `serializable`: read from the member answering, without a quorum (for a member of a
+    /// cluster that lost it); otherwise a linearizable read.
+    pub async fn changed_since(
+        &self,
+        revision: i64,
+        serializable: bool,
+    ) -> Result<(u64, i64), EtcdError> {
+        let range = json!({
+            "key": "AA==",
+            "range_end": "AA==",
+            "count_only": true,
+            "min_mod_revision": revision.saturating_add(1).to_string(),
+            "serializable": serializable,
+        });
+        let (code, count) = self.call("/v3/kv/range", Some(range)).await?;
+        self.expect_ok(code, &count, "a key count")?;
+        Ok((int(&count, "count"), self::revision(&count)))
     }
 
     /// `/v3/cluster/member/list`: every member with its client URLs, as the cluster knows them.
@@ -320,7 +367,10 @@ impl EtcdClient {
             version: status["version"].as_str().unwrap_or_default().to_owned(),
             leader: (leader != 0).then(|| leader.to_string()),
             db_size: int(&status, "dbSize"),
+            db_size_in_use: int(&status, "dbSizeInUse"),
             raft_index: int(&status, "raftIndex"),
+            raft_term: int(&status, "raftTerm"),
+            revision: revision(&status),
             errors: strings(&status["errors"]),
         })
     }

@@ -8,14 +8,17 @@
 //! (clients of the CSM REST APIs), [`etcd`] (health and key counts of the etcd clusters) and
 //! [`remote`] (SSH fan-out to the nodes). [`store`] keeps runs ([`run`]) and snapshots in SQLite;
 //! [`config`] is the one configuration every layer reads, and depends on none of the layers
-//! above. The simulated cluster and CSM services that `serve --simulate` and the tests run
-//! against are the workspace crate `crates/sim` (feature `simulate`), wired in
-//! `app::simulate`. README.md ("Development") draws the same map.
+//! above. [`metrics`] is `/metrics`' registry, which the runner counts runs into and the
+//! [`collector`] (started by `serve`) fills with its measures of the etcd clusters. The
+//! simulated cluster and CSM services that `serve --simulate` and the tests run against are the
+//! workspace crate `crates/sim` (feature `simulate`), wired in `app::simulate`. README.md
+//! ("Development") draws the same map.
 
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod cluster;
+pub mod collector;
 pub mod config;
 pub mod csm;
 pub mod errors;

@@ -193,10 +193,13 @@ pub enum State {
     /// A step that did not run because an earlier step of its service did not succeed (the
     /// message names it).
     Skipped,
+    /// An interrupted or failed run a person gave up on (`POST .../abandon`): it can never be
+    /// resumed, and no longer holds back a new recovery of its etcd clusters.
+    Abandoned,
 }
 
 impl State {
-    pub const ALL: [State; 8] = [
+    pub const ALL: [State; 9] = [
         State::Pending,
         State::Running,
         State::Succeeded,
@@ -205,6 +208,7 @@ impl State {
         State::Interrupted,
         State::ActionRequired,
         State::Skipped,
+        State::Abandoned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -217,6 +221,7 @@ impl State {
             State::Interrupted => "interrupted",
             State::ActionRequired => "action_required",
             State::Skipped => "skipped",
+            State::Abandoned => "abandoned",
         }
     }
 

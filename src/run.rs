@@ -94,6 +94,10 @@ pub struct Run {
     /// The etcd clusters the request confirmed the run may rebuild or restore.
     #[serde(default)]
     pub confirm: Vec<String>,
+    /// The request accepted that a restore or rebuild throws away what the live cluster holds
+    /// beyond the backup (or all of it, for a rebuild).
+    #[serde(default)]
+    pub discard_newer: bool,
     pub requested_by: String,
     /// 1 for the first execution, incremented by every resume.
     pub attempt: i64,

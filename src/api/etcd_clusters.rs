@@ -1,5 +1,6 @@
 //! `GET /etcd-clusters`: every etcd cluster of the services' namespace, in either layout, with
-//! what Kubernetes and etcd say of it ("Check the Health of etcd Clusters" as an API).
+//! what Kubernetes and etcd say of it ("Check the Health of etcd Clusters" as an API); its
+//! backups, each with its last check, and a check of one on demand.
 
 use axum::{
     Json,
@@ -11,7 +12,8 @@ use utoipa::ToSchema;
 
 use super::{SharedState, problem::ApiError};
 use crate::etcd::{
-    backups::{Backup, Backups},
+    backup_check::{self, BackupCheck, LastCheck},
+    backups::{Backup, BackupError, Backups},
     layout::{self, EtcdClusterReport},
 };
 
@@ -87,7 +89,19 @@ pub struct BackupList {
     /// The CSM service whose folder of the bucket was listed (`cray-bss`).
     pub service: String,
     /// Newest first.
-    pub items: Vec<Backup>,
+    pub items: Vec<ListedBackup>,
+}
+
+/// A backup, with what is known of whether it restores.
+#[derive(Serialize, ToSchema)]
+pub struct ListedBackup {
+    #[serde(flatten)]
+    pub backup: Backup,
+    /// The last check of one of its copies as they are now (before a restore, or
+    /// `POST .../check`); absent when none was checked.
+    pub check: Option<LastCheck>,
+    /// False when that check failed: a restore does not use it (`check.detail` says why).
+    pub usable: bool,
 }
 
 /// The backups of one etcd cluster, newest first: CSM's S3 bucket (`etcd-backup/<service>/`)
@@ -108,9 +122,76 @@ pub async fn list_etcd_cluster_backups(
 ) -> Result<Json<BackupList>, ApiError> {
     let found = find_cluster(state.runner.cluster(), &name).await?;
     let backups = Backups::new(&state.runner.config().recovery);
-    let items = backups.list(&found.csm_service, &found.name).await?;
+    let listed = backups.list(&found.csm_service, &found.name).await?;
+    let checks = backup_check::last_checks(&state.store, &listed).await?;
+    let items = listed
+        .into_iter()
+        .zip(checks)
+        .map(|(backup, check)| ListedBackup {
+            usable: check.as_ref().is_none_or(|c| c.ok),
+            backup,
+            check,
+        })
+        .collect();
     Ok(Json(BackupList {
         service: found.csm_service,
         items,
     }))
+}
+
+/// The verdict of a backup's check.
+#[derive(Serialize, ToSchema)]
+pub struct BackupCheckResult {
+    pub backup: String,
+    /// It is an etcd snapshot that restores.
+    pub ok: bool,
+    /// What it holds and how it was proven (when `ok`).
+    pub check: Option<BackupCheck>,
+    /// What it holds, or what is wrong with it.
+    pub detail: String,
+}
+
+/// Checks one backup now, as a restore does before it deletes anything: its SHA-256 trailer,
+/// its database read whole (an etcd database: revision, keys, live keys by prefix), and a
+/// restore into a scratch directory by `etcdutl` (or etcd 3.4's `etcdctl`) when the service
+/// has one. The copy in the snapshotter directory is checked where it is; a backup only in S3
+/// is downloaded into a temporary file, removed after. The verdict is remembered: the listing
+/// shows it, and a restore skips a backup whose copy failed.
+#[utoipa::path(post, path = "/etcd-clusters/{name}/backups/{backup}/check", tag = "etcd", operation_id = "check_etcd_cluster_backup",
+    params(
+        ("name" = String, Path, description = "Name of the cluster: the EtcdCluster or the StatefulSet"),
+        ("backup" = String, Path, description = "Name of the backup (`db-2025-01-01_00-00`)"),
+    ),
+    responses(
+        (status = 200, description = "The check ran: `ok` says whether the backup restores", body = BackupCheckResult),
+        (status = 404, description = "No etcd cluster, or no backup, of that name", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "S3 refused the request (its keys) or failed, or the backup could not be read", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Neither S3 nor the snapshotter directory is configured, or what is configured is missing (the credentials, the mount)", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The check did not finish within [recovery] timeout", body = super::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn check_etcd_cluster_backup(
+    State(state): State<SharedState>,
+    Path((name, backup)): Path<(String, String)>,
+) -> Result<Json<BackupCheckResult>, ApiError> {
+    let found = find_cluster(state.runner.cluster(), &name).await?;
+    let backups = Backups::new(&state.runner.config().recovery).recording(&state.store);
+    let listed = backups
+        .find(&found.csm_service, &found.name, &backup)
+        .await?;
+    let result = match backups.check(&listed).await {
+        Ok(check) => BackupCheckResult {
+            backup,
+            ok: true,
+            detail: check.summary(),
+            check: Some(check),
+        },
+        Err(BackupError::Corrupt { path, detail }) => BackupCheckResult {
+            backup,
+            ok: false,
+            check: None,
+            detail: format!("{}: {detail}", path.display()),
+        },
+        Err(other) => return Err(other.into()),
+    };
+    Ok(Json(result))
 }

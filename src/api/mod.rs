@@ -61,10 +61,12 @@ pub type SharedState = Arc<AppState>;
         runs::get_run,
         runs::cancel_run,
         runs::resume_run,
+        runs::abandon_run,
         services::list_services,
         etcd_clusters::list_etcd_clusters,
         etcd_clusters::get_etcd_cluster,
         etcd_clusters::list_etcd_cluster_backups,
+        etcd_clusters::check_etcd_cluster_backup,
         snapshots::create_snapshots,
         snapshots::list_snapshots,
         health::healthz,
@@ -108,6 +110,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/repopulations/{id}", get(runs::get_run))
         .route("/repopulations/{id}/cancel", post(runs::cancel_run))
         .route("/repopulations/{id}/resume", post(runs::resume_run))
+        .route("/repopulations/{id}/abandon", post(runs::abandon_run))
         .route("/repopulations/{id}/events", get(events::follow_events))
         .route(ALERTMANAGER_PATH, post(webhooks::alertmanager::receive))
         .route(GENERIC_PATH, post(webhooks::generic::receive))
@@ -121,6 +124,10 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/etcd-clusters/{name}/backups",
             get(etcd_clusters::list_etcd_cluster_backups),
+        )
+        .route(
+            "/etcd-clusters/{name}/backups/{backup}/check",
+            post(etcd_clusters::check_etcd_cluster_backup),
         )
         .route(
             "/snapshots",

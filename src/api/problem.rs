@@ -41,6 +41,10 @@ pub struct Problem {
     /// The active run that conflicts with the request (409).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active_run: Option<Uuid>,
+    /// The interrupted recovery run that holds back a new recovery of the same etcd cluster
+    /// (409): resume it or abandon it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted_run: Option<Uuid>,
     /// The role the request needs (403).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub required_role: Option<String>,
@@ -64,6 +68,7 @@ impl Problem {
             detail,
             field: None,
             active_run: None,
+            interrupted_run: None,
             required_role: None,
             confirm: None,
             confirm_given: None,
@@ -219,6 +224,16 @@ impl ApiError {
                     "invalid-state",
                     "Run is not in a state that allows this",
                 ),
+                RunnerError::InterruptedRecovery { .. } => (
+                    S::CONFLICT,
+                    "recovery-interrupted",
+                    "An interrupted recovery run holds this etcd cluster",
+                ),
+                RunnerError::ResumeStale { .. } => (
+                    S::CONFLICT,
+                    "resume-stale",
+                    "The cluster changed since the run's journal",
+                ),
                 RunnerError::ShuttingDown => {
                     (S::SERVICE_UNAVAILABLE, "shutting-down", "Shutting down")
                 }
@@ -293,6 +308,9 @@ impl ApiError {
         problem.active_run = active_run;
         if let ApiError::Refused(refusal) = self {
             problem.required_role = refusal.required_role.map(str::to_owned);
+        }
+        if let ApiError::Runner(RunnerError::InterruptedRecovery { run_id, .. }) = self {
+            problem.interrupted_run = Some(*run_id);
         }
         if let ApiError::Runner(RunnerError::Unconfirmed { needed, given, .. }) = self {
             problem.confirm = Some(needed.clone());

@@ -62,6 +62,12 @@ pub struct CreateRun {
     /// exactly the clusters of its services (a 422 lists them); a dry run needs none.
     #[serde(default)]
     pub confirm: Vec<String>,
+    /// `restore` or `rebuild` only: accept throwing away what the live cluster holds beyond the
+    /// backup (writes made after it), or, for a rebuild, all it holds. Without it, a run that
+    /// would lose such data stops before it changes anything, saying how many revisions and
+    /// keys; its dry run shows the same. `auto` never discards newer data.
+    #[serde(default)]
+    pub discard_newer: bool,
 }
 
 impl CreateRun {
@@ -184,6 +190,7 @@ pub(super) async fn start_run(
             etcd: request.etcd,
             backup: request.backup,
             confirm,
+            discard_newer: request.discard_newer,
         })
         .await?;
     let run = match created {
@@ -281,6 +288,17 @@ fn validate_etcd(request: &CreateRun, services: &[Service]) -> Result<(), ApiErr
         detail,
         field: Some(field.to_owned()),
     };
+    if request.discard_newer && !matches!(request.etcd, EtcdMode::Restore | EtcdMode::Rebuild) {
+        return Err(invalid(
+            "discard_newer",
+            format!(
+                "discard_newer accepts that a restore or rebuild throws away newer data: it needs \
+                 \"etcd\": \"restore\" or \"rebuild\" (this request has \"etcd\": \"{}\"; \
+                 auto never discards data a member holds)",
+                request.etcd
+            ),
+        ));
+    }
     if let Some(backup) = &request.backup {
         if request.etcd != EtcdMode::Restore {
             return Err(invalid(
@@ -491,13 +509,36 @@ pub async fn cancel_run(
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
+/// Give up on an interrupted or failed run: it ends `abandoned` and can never be resumed, and
+/// no longer holds back a new recovery of its etcd clusters. Needs the `recover` role.
+#[utoipa::path(post, path = "/repopulations/{id}/abandon", tag = "repopulations", operation_id = "abandon_repopulation",
+    params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
+    responses(
+        (status = 200, description = "Abandoned; the run as it is now (its message says what its etcd clusters look like)", body = Run),
+        RunIdProblems,
+        (status = 409, description = "The run is not interrupted or failed", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn abandon_run(
+    State(state): State<SharedState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Run>), ApiError> {
+    let id = parse_id(&id)?;
+    principal.require_to(
+        Role::Recover,
+        &format!("abandon run {id} (a new recovery of its etcd clusters may then start)"),
+    )?;
+    let run = state.runner.abandon(id, &principal.name).await?;
+    Ok((StatusCode::OK, Json(run)))
+}
+
 /// Execute an interrupted or failed run's unfinished services again (a new attempt).
 #[utoipa::path(post, path = "/repopulations/{id}/resume", tag = "repopulations", operation_id = "resume_repopulation",
     params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
         (status = 202, description = "Resumed; the run as it is now", body = Run),
         RunIdProblems,
-        (status = 409, description = "The run is not interrupted or failed, or a service is busy", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The run is not interrupted or failed, a service is busy, or the etcd cluster it recovers changed since its journal (`resume-stale`: abandon it)", body = Problem, content_type = PROBLEM),
         (status = 503, description = "Shutting down", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn resume_run(

@@ -53,6 +53,7 @@ pub async fn list_services(
                 profile,
                 crate::model::EtcdMode::Check,
                 None,
+                false,
             )?;
             Some(ServiceInfo {
                 service,

@@ -57,6 +57,7 @@ pub async fn repopulations(
             etcd,
             backup,
             confirm,
+            discard_newer,
             wait,
         } => {
             let mut body = Map::new();
@@ -74,6 +75,9 @@ pub async fn repopulations(
             }
             if let Some(backup) = backup {
                 body.insert("backup".to_owned(), Value::String(backup));
+            }
+            if discard_newer {
+                body.insert("discard_newer".to_owned(), Value::Bool(true));
             }
             if !confirm.is_empty() {
                 body.insert("confirm".to_owned(), json!(confirm));
@@ -143,6 +147,12 @@ pub async fn repopulations(
         RepopulationsCommand::Resume { id } => (
             client
                 .call(Method::POST, &run_path(&id, "/resume"), &[], None)
+                .await?,
+            View::Run,
+        ),
+        RepopulationsCommand::Abandon { id } => (
+            client
+                .call(Method::POST, &run_path(&id, "/abandon"), &[], None)
                 .await?,
             View::Run,
         ),

@@ -128,6 +128,11 @@ pub enum RepopulationsCommand {
         /// the clusters of its services; if it does not, the service says which to name.
         #[arg(long = "confirm", value_name = "CLUSTER")]
         confirm: Vec<String>,
+        /// With `--etcd restore|rebuild`: accept throwing away what the cluster holds beyond
+        /// the backup (all of it, for a rebuild). Without it such a run stops before it changes
+        /// anything, saying how much would be lost; a safety snapshot keeps it either way.
+        #[arg(long)]
+        discard_newer: bool,
         /// Print the run id at once, then a line per step as it changes, then the outcome;
         /// exit 0 only if the run succeeded. Ctrl-C stops following (the run goes on).
         #[arg(long)]
@@ -138,7 +143,7 @@ pub enum RepopulationsCommand {
     /// The run history, newest first (GET /repopulations).
     List {
         /// Only runs in this state (pending, running, succeeded, failed, cancelled,
-        /// interrupted, action_required).
+        /// interrupted, action_required, abandoned).
         #[arg(long)]
         state: Option<String>,
         /// Only runs that include this service.
@@ -166,6 +171,9 @@ pub enum RepopulationsCommand {
     Cancel { id: String },
     /// Continue an interrupted or failed run (POST /repopulations/{id}/resume).
     Resume { id: String },
+    /// Give up on an interrupted or failed run: it can never be resumed, and a new recovery of
+    /// its etcd clusters may start (POST /repopulations/{id}/abandon; role recover).
+    Abandon { id: String },
 }
 
 /// `repopulations create --etcd`: what a run does with the services' etcd clusters (the API's

@@ -108,6 +108,75 @@ impl Cluster {
         .await
     }
 
+    /// Sets the annotation `key` of the StatefulSet `name` to `value` (a merge patch: its
+    /// spec, and so its generation, are untouched).
+    pub async fn annotate_statefulset(
+        &self,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), ClusterError> {
+        let api = self.api::<StatefulSet>();
+        let patch = Patch::Merge(json!({ "metadata": { "annotations": { key: value } } }));
+        let params = patch_params(false);
+        self.retrying(
+            &format!("annotating StatefulSet {}/{name}", self.namespace),
+            || api.patch(name, &params, &patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The member pods of `set` whose container is crash-looping: restarted at least
+    /// `restarts` times and now waiting in `CrashLoopBackOff`, each with its last message.
+    pub async fn crash_looping_members(
+        &self,
+        set: &str,
+        selector: &str,
+        restarts: i32,
+    ) -> Result<Vec<String>, ClusterError> {
+        let api = self.api::<Pod>();
+        let params = ListParams::default().labels(selector);
+        let pods = self
+            .retrying(&format!("listing the pods {selector}"), || {
+                api.list(&params)
+            })
+            .await?;
+        let mut looping = Vec::new();
+        for pod in &pods.items {
+            let name = pod.name_any();
+            if member_ordinal(set, &name).is_none() {
+                continue;
+            }
+            let statuses = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.clone())
+                .unwrap_or_default();
+            for c in statuses {
+                let waiting = c
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.clone());
+                if c.restart_count >= restarts && waiting.as_deref() == Some("CrashLoopBackOff") {
+                    let last = c
+                        .last_state
+                        .as_ref()
+                        .and_then(|s| s.terminated.as_ref())
+                        .and_then(|t| t.message.clone().or(t.reason.clone()))
+                        .unwrap_or_default();
+                    looping.push(format!(
+                        "{name} ({} restarts; last: {})",
+                        c.restart_count,
+                        last.trim()
+                    ));
+                }
+            }
+        }
+        Ok(looping)
+    }
+
     /// The PVCs of the namespace whose names start with `prefix` (`data-<sts>-`), by name. A
     /// StatefulSet claims its PVCs by name, whatever their labels (a PVC made by hand before
     /// the set, to bind a given volume, has none), so they are not found by a label selector.

@@ -10,7 +10,10 @@
 //! [`Backups::list`] merges both places by name, newest first; [`Backups::fetch`] makes sure a
 //! backup is in the snapshotter directory, where a restoring pod reads it
 //! (`ETCD_INIT_SNAPSHOTS_DIR=/snapshots/<sts>`), downloading it from S3 as `restore_from_backup`
-//! does, and [`verify_snapshot`] checks the SHA-256 that etcd appends to every snapshot.
+//! does, and checks it ([`check_backup_file`]: the SHA-256 that etcd appends to every snapshot,
+//! the database read whole, and a restore by etcd's own tool into a scratch directory);
+//! [`Backups::check`] checks one where it is. With a store ([`Backups::recording`]), every
+//! verdict is remembered by copy (`crate::store`'s `backup_checks`).
 //! [`Backups::take_safety_snapshot`] saves what a cluster holds before it is restored or rebuilt,
 //! in both places, under a name both CSM's tools and this one list as a backup of the service.
 //!
@@ -32,8 +35,11 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 use utoipa::ToSchema;
 
-use super::RecoveryConfig;
-use super::{EtcdClient, EtcdError};
+use super::{
+    EtcdClient, EtcdError, RecoveryConfig,
+    backup_check::{self, BackupCheck, check_backup_file},
+};
+use crate::store::Store;
 
 /// The region the S3 client signs for: CSM's own tools use this one against its Ceph RGW
 /// (`create_aws_creds.sh` writes `region=foo`), which does not check it.
@@ -48,7 +54,7 @@ const SAFETY_TIME: &str = "%Y-%m-%d_%H-%M-%S";
 /// that neither CSM's sync to S3 (`ls /snapshots/`) nor Bitnami's restore (`find /snapshots/
 /// -maxdepth 1 -type f -name 'db-*'`) ever sees a half-written file, and on the same volume,
 /// so that the finished file is renamed into place.
-const PARTIAL_DIR: &str = ".etcd-repopulator";
+pub(crate) const PARTIAL_DIR: &str = ".etcd-repopulator";
 
 /// Why a backup could not be listed, fetched, verified or taken.
 #[derive(Debug, thiserror::Error)]
@@ -319,17 +325,6 @@ impl SnapshotCheck {
     }
 }
 
-async fn verify_async(path: &Path) -> Result<VerifiedSnapshot, BackupError> {
-    let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || verify_snapshot(&owned))
-        .await
-        .map_err(|e| BackupError::Io {
-            what: "verifying",
-            path: path.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-}
-
 /// The three keys of CSM's Secret `etcd-backup-s3-credentials`, read from their files.
 struct S3Credentials {
     access_key: String,
@@ -440,16 +435,54 @@ impl Bucket {
 }
 
 /// The backups, as `[recovery]` says where they are.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Backups {
     config: RecoveryConfig,
+    /// Where checks are remembered, when set.
+    store: Option<Store>,
+}
+
+/// A backup in the snapshotter directory, checked.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub path: PathBuf,
+    pub check: BackupCheck,
 }
 
 impl Backups {
     pub fn new(config: &RecoveryConfig) -> Backups {
         Backups {
             config: config.clone(),
+            store: None,
         }
+    }
+
+    /// These backups, remembering every check's verdict in `store`.
+    pub fn recording(mut self, store: &Store) -> Backups {
+        self.store = Some(store.clone());
+        self
+    }
+
+    /// Remembers `outcome` as the verdict on `copy` of `name` (when recording).
+    async fn remember(
+        &self,
+        name: &str,
+        copy: &BackupCopy,
+        outcome: Result<BackupCheck, BackupError>,
+    ) -> Result<BackupCheck, BackupError> {
+        if let Some(store) = &self.store {
+            backup_check::remember(store, name, copy, &outcome).await;
+        }
+        match &outcome {
+            Ok(check) => {
+                tracing::info!(backup = name, location = %copy.location, result = %check.summary(), "backup checked")
+            }
+            Err(BackupError::Corrupt { detail, .. }) => {
+                tracing::warn!(backup = name, location = %copy.location, %detail, "backup refused by its check")
+            }
+            Err(_) => {}
+        }
+        outcome
     }
 
     pub fn config(&self) -> &RecoveryConfig {
@@ -620,10 +653,11 @@ impl Backups {
     }
 
     /// Makes sure `backup` is at `<snapshots_dir>/<sts>/<name>` (downloading it from S3 when
-    /// only S3 has it, to a hidden partial file renamed into place once complete and verified)
-    /// and that its SHA-256 trailer matches; returns that path. A corrupt snapshot is refused
-    /// ([`BackupError::Corrupt`], naming it), and a corrupt download is not kept.
-    pub async fn fetch(&self, backup: &Backup, sts: &str) -> Result<PathBuf, BackupError> {
+    /// only S3 has it, to a hidden partial file renamed into place once complete and checked)
+    /// and that it restores ([`check_backup_file`]); returns that path and the check. A
+    /// snapshot that fails is refused ([`BackupError::Corrupt`], naming it and what is wrong),
+    /// and a download that fails is not kept.
+    pub async fn fetch(&self, backup: &Backup, sts: &str) -> Result<Fetched, BackupError> {
         self.timed(
             || format!("fetching the backup {}", backup.name),
             self.fetch_inner(backup, sts),
@@ -631,7 +665,7 @@ impl Backups {
         .await
     }
 
-    async fn fetch_inner(&self, backup: &Backup, sts: &str) -> Result<PathBuf, BackupError> {
+    async fn fetch_inner(&self, backup: &Backup, sts: &str) -> Result<Fetched, BackupError> {
         let Some(dir) = self.snapshots_dir(sts)? else {
             return Err(BackupError::NoSnapshotsDir {
                 what: "restoring a backup",
@@ -642,8 +676,13 @@ impl Backups {
             .await
             .map_err(BackupError::io("looking for", &target))?
         {
-            verify_async(&target).await?;
-            return Ok(target);
+            let copy = local_copy(&target).await?;
+            let outcome = check_backup_file(&target, &self.config).await;
+            let check = self.remember(&backup.name, &copy, outcome).await?;
+            return Ok(Fetched {
+                path: target,
+                check,
+            });
         }
         let (bucket, copy) = self.s3_copy(backup, sts)?;
         // Removed however this ends: an error, the timeout, or the caller dropping the future
@@ -651,37 +690,61 @@ impl Backups {
         let partial = PartialFile(self.partial(&backup.name)?);
         let partial = partial.0.as_path();
         let result = async {
-            let mut stream = bucket.download(copy).await?;
-            let mut file = tokio::fs::File::create(partial)
-                .await
-                .map_err(BackupError::io("creating", partial))?;
-            while let Some(chunk) = stream
-                .try_next()
-                .await
-                .map_err(|e| bucket.error(format!("downloading {}", copy.location), e))?
-            {
-                file.write_all(&chunk)
-                    .await
-                    .map_err(BackupError::io("writing", partial))?;
-            }
-            file.sync_all()
-                .await
-                .map_err(BackupError::io("writing", partial))?;
-            drop(file);
+            download(&bucket, copy, partial).await?;
             // Refused under the name the user knows, not the partial file's.
-            verify_async(partial).await.map_err(|e| match e {
-                BackupError::Corrupt { detail, .. } => BackupError::Corrupt {
-                    path: PathBuf::from(&copy.location),
-                    detail,
-                },
-                other => other,
-            })?;
-            put_in_place(partial, &target).await
+            let outcome = check_backup_file(partial, &self.config)
+                .await
+                .map_err(|e| in_s3(e, copy));
+            let mut check = self.remember(&backup.name, copy, outcome).await?;
+            put_in_place(partial, &target).await?;
+            check.path.clone_from(&target);
+            Ok(check)
         }
         .await;
-        result?;
-        tracing::info!(backup = %backup.name, from = %copy.location, to = %target.display(), "backup downloaded from S3 and verified");
-        Ok(target)
+        let check = result?;
+        tracing::info!(backup = %backup.name, from = %copy.location, to = %target.display(), "backup downloaded from S3 and checked");
+        Ok(Fetched {
+            path: target,
+            check,
+        })
+    }
+
+    /// Checks `backup` ([`check_backup_file`]) where it is, changing nothing there: its copy
+    /// in the snapshotter directory of `sts` when it has one (what a Bitnami restore reads),
+    /// else its S3 copy, downloaded into a temporary file removed after.
+    pub async fn check(&self, backup: &Backup) -> Result<BackupCheck, BackupError> {
+        self.timed(|| format!("checking the backup {}", backup.name), async {
+            match &backup.snapshotter {
+                Some(copy) => {
+                    let outcome = check_backup_file(Path::new(&copy.location), &self.config).await;
+                    self.remember(&backup.name, copy, outcome).await
+                }
+                None => self.check_s3_copy(backup).await,
+            }
+        })
+        .await
+    }
+
+    /// Downloads `backup`'s S3 copy into a temporary file (in the snapshotter directory's
+    /// hidden directory, or the system's temporary directory), removed however this ends, and
+    /// checks it.
+    async fn check_s3_copy(&self, backup: &Backup) -> Result<BackupCheck, BackupError> {
+        // Listed backups have a copy in one place or the other.
+        let (bucket, copy) = self.s3_copy(backup, "its cluster")?;
+        let partial = PartialFile(match self.config.snapshots_dir() {
+            Some(_) => self.partial(&backup.name)?,
+            None => std::env::temp_dir().join(format!(
+                "etcd-repopulator-{}.{}.part",
+                backup.name,
+                uuid::Uuid::now_v7().simple()
+            )),
+        });
+        let partial = partial.0.as_path();
+        download(&bucket, copy, partial).await?;
+        let outcome = check_backup_file(partial, &self.config)
+            .await
+            .map_err(|e| in_s3(e, copy));
+        self.remember(&backup.name, copy, outcome).await
     }
 
     /// The bucket and `backup`'s copy in it; [`BackupError::NotFound`] (of `service`) when it
@@ -700,28 +763,19 @@ impl Backups {
         }
     }
 
-    /// Checks `backup`'s copy in S3 as [`verify_snapshot`] does, reading it without storing it:
-    /// for a restore that reads the backup from S3 itself (the etcd-operator's restore
+    /// Checks `backup`'s copy in S3 ([`check_backup_file`], on a temporary copy removed
+    /// after): for a restore that reads the backup from S3 itself (the etcd-operator's restore
     /// operator, CSM ≤ 1.4). A backup without an S3 copy is [`BackupError::NotFound`].
     pub async fn verify_in_s3(
         &self,
         backup: &Backup,
         csm_service: &str,
-    ) -> Result<VerifiedSnapshot, BackupError> {
+    ) -> Result<BackupCheck, BackupError> {
         self.timed(
             || format!("checking the backup {} in S3", backup.name),
             async {
-                let (bucket, copy) = self.s3_copy(backup, csm_service)?;
-                let mut stream = bucket.download(copy).await?;
-                let mut check = SnapshotCheck::default();
-                while let Some(chunk) = stream
-                    .try_next()
-                    .await
-                    .map_err(|e| bucket.error(format!("downloading {}", copy.location), e))?
-                {
-                    check.update(&chunk);
-                }
-                check.finish(Path::new(&copy.location))
+                self.s3_copy(backup, csm_service)?;
+                self.check_s3_copy(backup).await
             },
         )
         .await
@@ -774,7 +828,8 @@ impl Backups {
             sts: sts.to_owned(),
             source,
         };
-        let keys = etcd.status().await.map_err(etcd_error)?.keys;
+        // Serializable: the member answering counts what it holds, with or without a quorum.
+        let (keys, _) = etcd.changed_since(0, true).await.map_err(etcd_error)?;
         let safety = SafetySnapshot {
             run_id: run_id.to_owned(),
             taken_at: Utc::now(),
@@ -829,12 +884,21 @@ impl Backups {
             .await
             .map_err(BackupError::io("writing", partial))?;
         drop(file);
-        let verified = verify_async(partial).await?;
+        // A snapshot that does not restore is no safety net: refused before it is put in
+        // place. Remembered against each copy once in place, not the partial file's name.
+        let checked = check_backup_file(partial, &self.config).await?;
+        let size = checked.size;
         let mut backup = Backup::new(name.to_owned());
         if let Some(dir) = dir {
             let target = dir.join(name);
             put_in_place(partial, &target).await?;
-            backup.add(local_copy(&target).await?, false);
+            let copy = local_copy(&target).await?;
+            let placed = BackupCheck {
+                path: target,
+                ..checked.clone()
+            };
+            self.remember(name, &copy, Ok(placed)).await?;
+            backup.add(copy, false);
         }
         if let Some(bucket) = self.bucket()? {
             let source = dir.map_or_else(|| partial.to_owned(), |dir| dir.join(name));
@@ -849,18 +913,48 @@ impl Backups {
                 .head(&S3Path::from(key.as_str()))
                 .await
                 .map_err(|e| bucket.error(format!("reading back {location}"), e))?;
-            backup.add(
-                BackupCopy {
-                    location,
-                    size: meta.size,
-                    last_modified: meta.last_modified,
-                },
-                true,
-            );
+            let copy = BackupCopy {
+                location,
+                size: meta.size,
+                last_modified: meta.last_modified,
+            };
+            self.remember(name, &copy, Ok(checked.clone())).await?;
+            backup.add(copy, true);
         }
-        debug_assert_eq!(backup.size, verified.size);
+        debug_assert_eq!(backup.size, size);
         Ok(backup)
     }
+}
+
+/// `err` about the S3 copy `copy` rather than the temporary file it was downloaded to.
+fn in_s3(err: BackupError, copy: &BackupCopy) -> BackupError {
+    match err {
+        BackupError::Corrupt { detail, .. } => BackupError::Corrupt {
+            path: PathBuf::from(&copy.location),
+            detail,
+        },
+        other => other,
+    }
+}
+
+/// Downloads `copy` from `bucket` into the file `target` (created), synced.
+async fn download(bucket: &Bucket, copy: &BackupCopy, target: &Path) -> Result<(), BackupError> {
+    let mut stream = bucket.download(copy).await?;
+    let mut file = tokio::fs::File::create(target)
+        .await
+        .map_err(BackupError::io("creating", target))?;
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| bucket.error(format!("downloading {}", copy.location), e))?
+    {
+        file.write_all(&chunk)
+            .await
+            .map_err(BackupError::io("writing", target))?;
+    }
+    file.sync_all()
+        .await
+        .map_err(BackupError::io("writing", target))
 }
 
 /// A partial file, removed when this is dropped (unless it was renamed into place before).

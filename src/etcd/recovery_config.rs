@@ -24,9 +24,15 @@ pub struct RecoveryConfig {
     pub s3_credentials_dir: PathBuf,
     /// The bucket CSM copies the snapshots to, one folder per service (`cray-bss/`).
     pub s3_bucket: String,
-    /// Upper bound of one backup operation (a listing, a download, a snapshot).
+    /// Upper bound of one backup operation (a listing, a download, a snapshot, a check).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// The tool that proves a backup restores, by restoring it into a scratch directory before
+    /// a restore deletes anything: a path, or a name looked up on `PATH`. An `etcdutl` (etcd
+    /// 3.5+) runs `etcdutl snapshot restore`, anything else `etcdctl snapshot restore` (etcd
+    /// 3.4). Empty (the default): `etcdutl`, else `etcdctl`, on `PATH`; `none`: backups are
+    /// checked by reading their database only.
+    pub etcdutl: String,
 }
 
 impl Default for RecoveryConfig {
@@ -37,6 +43,7 @@ impl Default for RecoveryConfig {
             s3_credentials_dir: PathBuf::new(),
             s3_bucket: "etcd-backup".to_owned(),
             timeout: Duration::from_secs(600),
+            etcdutl: String::new(),
         }
     }
 }

@@ -107,6 +107,9 @@ pub enum Action {
         backup: Option<String>,
         #[serde(with = "humantime_serde")]
         restore_max_age: Duration,
+        /// The request accepts losing what the live cluster holds beyond the backup.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        discard_newer: bool,
     },
     /// Before a cluster that still answers is restored or rebuilt: a snapshot of it, kept
     /// where backups are kept and named so that it is listed as one.
@@ -266,21 +269,41 @@ impl PlannedStep {
                 mode,
                 backup,
                 restore_max_age,
-            } => match (mode, backup) {
-                (EtcdMode::Restore, Some(backup)) => {
-                    format!("report the health of {cluster}; restore it from backup {backup}")
+                discard_newer,
+            } => {
+                let weigh = if *discard_newer {
+                    "; what the cluster holds beyond the backup is discarded, as the request \
+                     accepts (it is kept in the safety snapshot)"
+                } else {
+                    "; stop, changing nothing, if the cluster (or a member) holds data newer than \
+                     the backup"
+                };
+                match (mode, backup) {
+                    (EtcdMode::Restore, Some(backup)) => format!(
+                        "report the health of {cluster}; prove backup {backup} is an etcd \
+                         database and restore it{weigh}"
+                    ),
+                    (EtcdMode::Restore, None) => format!(
+                        "report the health of {cluster} and its backups; restore it from the \
+                         newest backup proven to be an etcd database{weigh}"
+                    ),
+                    (EtcdMode::Auto, _) => format!(
+                        "report the health of {cluster} and its backups; if it serves (a quorum \
+                         answers reads), leave it alone; otherwise restore it from the newest \
+                         usable backup younger than {}, unless a member holds newer data, else \
+                         rebuild it if no member holds any",
+                        wait(restore_max_age)
+                    ),
+                    _ => format!(
+                        "report the health of {cluster}; rebuild it{}",
+                        if *discard_newer {
+                            ", discarding what it holds (kept in the safety snapshot)"
+                        } else {
+                            "; stop, changing nothing, if it holds keys"
+                        }
+                    ),
                 }
-                (EtcdMode::Restore, None) => format!(
-                    "report the health of {cluster} and its backups; restore it from the newest \
-                     usable backup"
-                ),
-                (EtcdMode::Auto, _) => format!(
-                    "report the health of {cluster} and its backups; if it is unhealthy, restore \
-                     it from the newest usable backup younger than {}, else rebuild it",
-                    wait(restore_max_age)
-                ),
-                _ => format!("report the health of {cluster}; rebuild it"),
-            },
+            }
             Action::SafetySnapshot { cluster } => format!(
                 "if {cluster} still answers, take a snapshot of it through its gateway and keep \
                  it where backups are kept, listed as a backup (repopulator-<time>-<run id>)"
@@ -390,6 +413,7 @@ pub fn plan(
     profile: &Profile,
     etcd: EtcdMode,
     backup: Option<&str>,
+    discard_newer: bool,
 ) -> Option<Vec<PlannedStep>> {
     if !profile.has(service) {
         return None;
@@ -398,7 +422,16 @@ pub fn plan(
     let recovery = profile
         .etcd_cluster(service)
         .filter(|_| etcd != EtcdMode::Check)
-        .map(|cluster| recovery_steps(&cluster, profile.layout, config, etcd, backup))
+        .map(|cluster| {
+            recovery_steps(
+                &cluster,
+                profile.layout,
+                config,
+                etcd,
+                backup,
+                discard_newer,
+            )
+        })
         .unwrap_or_default();
     let Some(cluster) = profile
         .etcd_cluster(service)
@@ -435,6 +468,7 @@ fn recovery_steps(
     config: &Config,
     etcd: EtcdMode,
     backup: Option<&str>,
+    discard_newer: bool,
 ) -> Vec<PlannedStep> {
     let (cluster_name, timeout) = (cluster.to_owned(), config.recovery.timeout);
     let recover = match layout {
@@ -455,6 +489,7 @@ fn recovery_steps(
                 mode: etcd,
                 backup: backup.map(str::to_owned),
                 restore_max_age: config.recovery.restore_max_age,
+                discard_newer,
             },
         ),
         step(
@@ -481,12 +516,47 @@ fn service_steps(service: Service, config: &Config, profile: &Profile) -> Vec<Pl
     }
 }
 
+/// Why a resume of the step planned as `spec`, whose journal is `data`, must not go on: the
+/// cluster it acts on changed since its last journalled write (see
+/// `steps::bitnami::resume_blocker`). `None`: nothing stands in the way.
+pub async fn resume_blocker(
+    cluster: &Cluster,
+    spec: &Value,
+    data: &Value,
+    run_id: &str,
+) -> Result<Option<String>, StepError> {
+    match serde_json::from_value::<Action>(spec.clone()) {
+        Ok(Action::RecoverBitnami { .. }) => {
+            steps::bitnami::resume_blocker(cluster, data, run_id).await
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The etcd cluster `name` as it is now, in words (for a person deciding what to do next):
+/// whether it serves, and for a StatefulSet its replicas and recovery environment.
+pub async fn describe_cluster_now(cluster: &Cluster, config: &Config, name: &str) -> String {
+    let found = match crate::etcd::layout::find(cluster, name).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return format!("{name} does not exist"),
+        Err(err) => return format!("{name} could not be read: {err}"),
+    };
+    let report = match crate::etcd::layout::report(cluster, &found, &config.etcd).await {
+        Ok(report) => steps::bitnami::describe_report(&report),
+        Err(err) => format!("{name} could not be read: {err}"),
+    };
+    match steps::bitnami::describe_statefulset(cluster, &found).await {
+        Some(set) => format!("{report}; {set}"),
+        None => report,
+    }
+}
+
 /// The services a run can repopulate on `profile`'s release.
 pub fn implemented(profile: &Profile) -> Vec<Service> {
     let config = Config::default();
     Service::ALL
         .into_iter()
-        .filter(|s| plan(*s, &config, profile, EtcdMode::Check, None).is_some())
+        .filter(|s| plan(*s, &config, profile, EtcdMode::Check, None, false).is_some())
         .collect()
 }
 
@@ -540,7 +610,10 @@ pub struct StepContext<'a> {
     pub cluster: &'a Cluster,
     pub csm: &'a CsmClients,
     pub dry_run: bool,
+    /// Cancelled when the run is cancelled or the service stops.
     pub cancel: &'a CancellationToken,
+    /// Cancelled only when the service stops (see the recovery's point of no return).
+    pub shutdown: &'a CancellationToken,
     pub journal: &'a dyn Journal,
     /// What this step saved in an earlier attempt (a resume after a crash).
     pub saved: Option<Value>,
@@ -603,6 +676,7 @@ pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutco
         csm: ctx.csm,
         dry_run: ctx.dry_run,
         cancel: ctx.cancel,
+        shutdown: ctx.shutdown,
         journal: ctx.journal,
         saved: ctx.saved.clone(),
         ssh: ctx.ssh,
@@ -719,8 +793,17 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
             mode,
             backup,
             restore_max_age,
+            discard_newer,
         } => {
-            steps::recovery::assess(ctx, cluster, *mode, backup.as_deref(), *restore_max_age).await
+            steps::recovery::assess(
+                ctx,
+                cluster,
+                *mode,
+                backup.as_deref(),
+                *restore_max_age,
+                *discard_newer,
+            )
+            .await
         }
         Action::SafetySnapshot { cluster } => steps::recovery::safety_snapshot(ctx, cluster).await,
         Action::RecoverBitnami { cluster, .. } => {

@@ -84,6 +84,19 @@ pub enum RunnerError {
         allowed: &'static str,
         verb: &'static str,
     },
+    #[error(
+        "run {run_id} was interrupted while it recovered the etcd cluster {cluster}, and may \
+         have left it mid-recovery: resume it (POST /repopulations/{run_id}/resume), or abandon \
+         it (POST /repopulations/{run_id}/abandon, role recover) to start a new recovery of \
+         {cluster}"
+    )]
+    InterruptedRecovery { run_id: Uuid, cluster: String },
+    #[error(
+        "run {run_id} cannot be resumed: {why}. Resuming it would act on a cluster it no longer \
+         knows; abandon it (POST /repopulations/{run_id}/abandon) and start a new run, which \
+         weighs the cluster as it is"
+    )]
+    ResumeStale { run_id: Uuid, why: String },
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -135,6 +148,9 @@ pub struct RunRequest {
     /// The etcd clusters the requester confirmed the run may rebuild or restore: a real run
     /// with a destructive `etcd` mode must name exactly the clusters it may touch.
     pub confirm: Vec<String>,
+    /// `restore`/`rebuild`: the request accepts losing what the live cluster holds beyond the
+    /// backup (all it holds, for a rebuild).
+    pub discard_newer: bool,
 }
 
 impl RunRequest {
@@ -153,6 +169,9 @@ impl RunRequest {
             fingerprint["etcd"] = serde_json::json!(self.etcd);
             fingerprint["backup"] = serde_json::json!(self.backup);
             fingerprint["confirm"] = serde_json::json!(sorted(&self.confirm));
+        }
+        if self.discard_newer {
+            fingerprint["discard_newer"] = serde_json::json!(true);
         }
         fingerprint.to_string()
     }
@@ -206,7 +225,12 @@ enum StopReason {
 
 #[derive(Clone)]
 struct Control {
+    /// Cancelled by a cancel and by a shutdown.
     token: CancellationToken,
+    /// Cancelled by a shutdown only: a step past its point of no return (an etcd recovery
+    /// whose data PVCs are being deleted) finishes its work on a cancel, but stops at its next
+    /// journalled phase when the process stops.
+    shutdown: CancellationToken,
     reason: Arc<StdMutex<Option<StopReason>>>,
 }
 
@@ -214,6 +238,7 @@ impl Control {
     fn new() -> Self {
         Control {
             token: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
             reason: Arc::new(StdMutex::new(None)),
         }
     }
@@ -221,6 +246,9 @@ impl Control {
     fn stop(&self, reason: StopReason) {
         let mut current = self.reason.lock().unwrap_or_else(|p| p.into_inner());
         current.get_or_insert(reason);
+        if reason == StopReason::Shutdown {
+            self.shutdown.cancel();
+        }
         self.token.cancel();
     }
 
@@ -393,6 +421,7 @@ impl Runner {
                 profile,
                 request.etcd,
                 request.backup.as_deref(),
+                request.discard_newer,
             ) {
                 Some(steps) => tasks.push(NewTask {
                     service,
@@ -417,6 +446,18 @@ impl Runner {
         }
         request.check_confirmed(etcd_clusters(profile, &services))?;
         check_free(&active, &services)?;
+        if request.etcd.is_destructive() && !request.dry_run {
+            let clusters = etcd_clusters(profile, &services);
+            if let Some((run_id, cluster)) = inner
+                .store
+                .interrupted_recoveries(handlers::ETCD_RECOVER)
+                .await?
+                .into_iter()
+                .find(|(_, cluster)| clusters.contains(cluster))
+            {
+                return Err(RunnerError::InterruptedRecovery { run_id, cluster });
+            }
+        }
         let id = new_run_id();
         inner
             .store
@@ -431,6 +472,7 @@ impl Runner {
                     etcd: request.etcd,
                     backup: request.backup.clone(),
                     confirm: sorted(&request.confirm),
+                    discard_newer: request.discard_newer,
                     tasks,
                 },
                 now(),
@@ -534,6 +576,27 @@ impl Runner {
             .map(|t| t.service)
             .collect();
         check_free(&active, &services)?;
+        // A resume acts on what its journal says of the cluster: refused when someone (another
+        // run, a person) changed the cluster since.
+        if !run.dry_run {
+            for &service in &services {
+                for step in inner.store.task_steps(id, service).await? {
+                    let (Some(data), false) = (&step.data, step.state == State::Succeeded) else {
+                        continue;
+                    };
+                    if let Some(why) =
+                        handlers::resume_blocker(&inner.cluster, &step.spec, data, &id.to_string())
+                            .await
+                            .map_err(|e| RunnerError::ResumeStale {
+                                run_id: id,
+                                why: format!("the cluster could not be read to check it ({e})"),
+                            })?
+                    {
+                        return Err(RunnerError::ResumeStale { run_id: id, why });
+                    }
+                }
+            }
+        }
         inner.store.prepare_resume(id).await?;
         inner
             .store
@@ -551,6 +614,61 @@ impl Runner {
             )
             .await?;
         self.launch(&mut active, id, &services, run.dry_run);
+        drop(active);
+        inner
+            .store
+            .get_run(id)
+            .await?
+            .ok_or(RunnerError::NotFound(id))
+    }
+
+    /// Marks an interrupted or failed run `abandoned` by `by`: it can never be resumed, and no
+    /// longer holds back a new recovery of its etcd clusters. The message says what its
+    /// clusters look like now.
+    pub async fn abandon(&self, id: Uuid, by: &str) -> Result<Run, RunnerError> {
+        let inner = &self.inner;
+        let active = inner.active.lock().await;
+        let run = inner
+            .store
+            .get_run(id)
+            .await?
+            .ok_or(RunnerError::NotFound(id))?;
+        if !matches!(run.state, State::Interrupted | State::Failed) || active.runs.contains_key(&id)
+        {
+            return Err(RunnerError::WrongState {
+                run_id: id,
+                state: run.state,
+                allowed: "interrupted or failed",
+                verb: "abandoned",
+            });
+        }
+        let mut clusters = Vec::new();
+        for task in &run.services {
+            for step in inner.store.task_steps(id, task.service).await? {
+                if let Some(cluster) = step.spec["cluster"]
+                    .as_str()
+                    .filter(|_| step.name == handlers::ETCD_RECOVER)
+                {
+                    clusters.push(
+                        handlers::describe_cluster_now(&inner.cluster, &inner.config, cluster)
+                            .await,
+                    );
+                }
+            }
+        }
+        let message = if clusters.is_empty() {
+            format!("abandoned by {by}: it can never be resumed")
+        } else {
+            format!(
+                "abandoned by {by}: it can never be resumed; {}",
+                clusters.join("; ")
+            )
+        };
+        inner.store.abandon_run(id, &message, now()).await?;
+        inner
+            .store
+            .append_event(id, "warn", None, None, &message, now())
+            .await?;
         drop(active);
         inner
             .store
@@ -655,7 +773,7 @@ async fn drive_run(
     dry_run: bool,
     control: &Control,
 ) -> Result<State, StoreError> {
-    let store = &inner.store;
+    let (store, started) = (&inner.store, Instant::now());
     store.start_run(id, now()).await?;
     tracing::info!("run started");
     let services = store.pending_tasks(id).await?;
@@ -683,6 +801,9 @@ async fn drive_run(
         )
         .await?;
     tracing::info!(state = %state, "{message}");
+    inner
+        .metrics
+        .run_ended(run.etcd, run.dry_run, state, started.elapsed());
     Ok(state)
 }
 
@@ -742,7 +863,11 @@ fn summary_line(tasks: &[ServiceTask]) -> String {
 fn level_of(state: State) -> &'static str {
     match state {
         State::Succeeded | State::Pending | State::Running => "info",
-        State::ActionRequired | State::Cancelled | State::Interrupted | State::Skipped => "warn",
+        State::ActionRequired
+        | State::Cancelled
+        | State::Interrupted
+        | State::Skipped
+        | State::Abandoned => "warn",
         State::Failed => "error",
     }
 }
@@ -878,6 +1003,7 @@ async fn run_step(
                 csm: &inner.csm,
                 dry_run,
                 cancel: &control.token,
+                shutdown: &control.shutdown,
                 journal: &journal,
                 saved: step.data.clone(),
                 ssh: &inner.config.ssh,

@@ -37,7 +37,7 @@ const PAGE_BUILDS: usize = 2;
 /// The version of the run views (`Run`, `RunSummary`) the stored documents are written in.
 /// Increment it when their JSON changes: at start, the service writes the documents of every
 /// finished run again in the new format.
-const DOCUMENT_FORMAT: i64 = 2;
+const DOCUMENT_FORMAT: i64 = 3;
 /// How many finished runs without stored documents (from before they were stored) are written
 /// per transaction at start.
 const BACKFILL_BATCH: i64 = 500;
@@ -498,6 +498,7 @@ mod tests {
             etcd: Default::default(),
             backup: None,
             confirm: Vec::new(),
+            discard_newer: false,
             tasks: vec![NewTask {
                 service: Service::Reds,
                 steps: vec![step("check"), step("restart")],

@@ -91,6 +91,7 @@ mod tests {
             etcd: Default::default(),
             backup: None,
             confirm: Vec::new(),
+            discard_newer: false,
             tasks: vec![NewTask {
                 service: Service::Bss,
                 steps: vec![NewStep {

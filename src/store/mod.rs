@@ -1,10 +1,12 @@
 //! The run store: SQLite through sqlx. Every state change of a run is written here before (or
 //! as) it happens in the cluster, so a crash never loses what was done or what was saved.
 
+mod backup_checks;
 mod history;
 mod lock;
 mod manifests;
 mod rows;
+mod run_metrics;
 mod snapshots;
 
 use std::{
@@ -25,9 +27,11 @@ use crate::{
     model::{Service, State},
     run::Event,
 };
+pub use backup_checks::{BackupCheckRecord, CheckedCopy};
 pub use lock::{DatabaseLock, LockError};
 pub use manifests::StoredManifest;
 use rows::{EventRow, StepRow};
+pub use run_metrics::LastRecovery;
 pub use snapshots::{NewSnapshot, Snapshot, SnapshotSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,7 @@ pub struct NewRun {
     pub etcd: crate::model::EtcdMode,
     pub backup: Option<String>,
     pub confirm: Vec<String>,
+    pub discard_newer: bool,
     pub tasks: Vec<NewTask>,
 }
 
@@ -246,8 +251,8 @@ impl Store {
         let (key, hash) = new.idempotency.unzip();
         sqlx::query(
             "INSERT INTO runs (id, state, reason, dry_run, requested_by, idempotency_key, \
-             request_hash, attempt, created_at, csm_release, etcd_mode, etcd_backup, etcd_confirm) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+             request_hash, attempt, created_at, csm_release, etcd_mode, etcd_backup, etcd_confirm, \
+             etcd_discard_newer) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
         )
         .bind(new.id.to_string())
         .bind(State::Pending.as_str())
@@ -261,6 +266,7 @@ impl Store {
         .bind(new.etcd.as_str())
         .bind(&new.backup)
         .bind(sqlx::types::Json(&new.confirm))
+        .bind(new.discard_newer)
         .execute(&mut *tx)
         .await?;
         for task in &new.tasks {
@@ -345,6 +351,53 @@ impl Store {
         tx.commit().await?;
         self.history.changed();
         Ok(())
+    }
+
+    /// Marks the run abandoned, with the tasks that did not succeed: it can never be resumed.
+    pub async fn abandon_run(&self, id: Uuid, message: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let id = id.to_string();
+        sqlx::query(
+            "UPDATE tasks SET state = ?, message = ? || COALESCE(' (was: ' || message || ')', ''), \
+             finished_at = COALESCE(finished_at, ?) WHERE run_id = ? AND state != ?",
+        )
+        .bind(State::Abandoned.as_str())
+        .bind(message)
+        .bind(now)
+        .bind(&id)
+        .bind(State::Succeeded.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE runs SET state = ?, message = ?, finished_at = ? WHERE id = ?")
+            .bind(State::Abandoned.as_str())
+            .bind(message)
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        history::store_document(&mut tx, &id).await?;
+        tx.commit().await?;
+        self.history.changed();
+        Ok(())
+    }
+
+    /// The interrupted real recovery runs, each with the etcd cluster of each of its steps
+    /// named `step` (the recovery step, whose plan names its cluster).
+    pub async fn interrupted_recoveries(&self, step: &str) -> Result<Vec<(Uuid, String)>> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT s.run_id, json_extract(s.spec, '$.cluster') FROM steps s \
+             JOIN runs r ON r.id = s.run_id \
+             WHERE r.state = ? AND r.dry_run = 0 AND r.etcd_mode != 'check' AND s.name = ? \
+             ORDER BY s.run_id",
+        )
+        .bind(State::Interrupted.as_str())
+        .bind(step)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .filter_map(|(id, cluster)| Some((id, cluster?)))
+            .map(|(id, cluster)| Ok((rows::parse_uuid(&id)?, cluster)))
+            .collect()
     }
 
     /// The services of a run still to be executed (pending), in name order.

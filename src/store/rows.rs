@@ -33,6 +33,7 @@ pub(super) struct RunRow {
     pub etcd_mode: String,
     pub etcd_backup: Option<String>,
     pub etcd_confirm: Json<Vec<String>>,
+    pub etcd_discard_newer: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -218,6 +219,7 @@ impl RunRow {
                 .map_err(|e| StoreError::Corrupt(format!("{e}")))?,
             backup: run.etcd_backup,
             confirm: run.etcd_confirm.0,
+            discard_newer: run.etcd_discard_newer,
             requested_by: run.requested_by,
             attempt: run.attempt,
             message: run.message,

@@ -19,6 +19,7 @@ mod kube_events;
 mod metrics;
 mod openapi;
 mod operator_recovery;
+mod prometheus;
 mod rbac;
 mod recovery;
 mod releases;
@@ -27,7 +28,5 @@ mod remote;
 // `failpoints` has: `cargo test --workspace --features failpoints` (as `scripts/test` runs).
 #[cfg(feature = "failpoints")]
 mod restart;
-mod sim_etcd;
-mod sim_kube;
 mod sim_rehearsal;
 mod webhooks;

@@ -120,6 +120,7 @@ async fn execute_until(
         csm: &csm,
         dry_run,
         cancel,
+        shutdown: &tokio_util::sync::CancellationToken::new(),
         journal: &journal,
         saved,
         ssh: &ssh,
@@ -164,6 +165,7 @@ async fn sim_1_3(s3: bool) -> SimCluster {
         "1.3",
         SimOptions {
             real_etcd: true,
+            real_etcd_clusters: Some(vec![CLUSTER.to_owned()]),
             s3,
             ..SimOptions::default()
         },
@@ -739,7 +741,7 @@ async fn a_rebuild_run_then_a_restore_run_bring_back_the_data_from_before_the_re
     // The plan of the rebuild changes nothing.
     let unchanged = versions(&app.sim).await;
     let id = app
-        .start_run(json!({ "services": ["bss"], "etcd": "rebuild", "dry_run": true }))
+        .start_run(json!({ "services": ["bss"], "etcd": "rebuild", "dry_run": true, "discard_newer": true }))
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
@@ -753,7 +755,7 @@ async fn a_rebuild_run_then_a_restore_run_bring_back_the_data_from_before_the_re
     assert_eq!(versions(&app.sim).await, unchanged);
 
     let id = app
-        .start_run(json!({ "services": ["bss"], "etcd": "rebuild", "confirm": [CLUSTER] }))
+        .start_run(json!({ "services": ["bss"], "etcd": "rebuild", "confirm": [CLUSTER], "discard_newer": true }))
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
@@ -783,8 +785,10 @@ async fn a_rebuild_run_then_a_restore_run_bring_back_the_data_from_before_the_re
         "{rebuilt:?}"
     );
 
+    // The rebuilt cluster holds what cray-reds-init wrote: a restore replaces it only when the
+    // request accepts that.
     let id = app
-        .start_run(json!({ "services": ["bss"], "etcd": "restore", "confirm": [CLUSTER] }))
+        .start_run(json!({ "services": ["bss"], "etcd": "restore", "confirm": [CLUSTER], "discard_newer": true }))
         .await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");

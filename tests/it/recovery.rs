@@ -7,7 +7,10 @@ use crate::common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::PersistentVolumeClaim};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{PersistentVolumeClaim, Pod},
+};
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
@@ -40,8 +43,17 @@ pub fn config_with_snapshots(dir: &std::path::Path) -> Config {
     config
 }
 
+/// CSM 1.6 with real etcd behind the two clusters these tests recover (BSS's and FAS's).
 pub async fn real_etcd_sim() -> sim::SimCluster {
-    common::real_etcd_sim("1.6").await
+    common::real_etcd_sim_of("1.6", Some(&REAL_CLUSTERS)).await
+}
+
+/// The etcd clusters the recovery tests run for real.
+pub const REAL_CLUSTERS: [&str; 2] = [BSS_STS, FAS_STS];
+
+/// [`REAL_CLUSTERS`], for `SimOptions::real_etcd_clusters`.
+pub fn real_clusters() -> Option<Vec<String>> {
+    Some(REAL_CLUSTERS.iter().map(|c| (*c).to_owned()).collect())
 }
 
 /// The etcd container's environment of the StatefulSet `name`, as a map.
@@ -126,8 +138,31 @@ async fn rebuild_empties_the_cluster_brings_it_back_healthy_and_repopulates() {
     let before = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(before["keys"], 1);
 
+    // The cluster holds a key: a rebuild without `discard_newer` stops before it changes
+    // anything, saying what it would lose.
     let id = app
         .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    let refused = app.finished_run(&id).await;
+    assert_eq!(refused["state"], "failed", "{refused:#}");
+    let assess = common::step(&refused, "fas", "etcd-assess");
+    let message = assess["message"].as_str().unwrap();
+    assert!(
+        message.contains("holds 1 key(s)") && message.contains("\"discard_newer\": true"),
+        "{message}"
+    );
+    assert_eq!(
+        common::step(&refused, "fas", "etcd-recover")["state"],
+        "skipped"
+    );
+    assert_eq!(
+        pvcs(&client, FAS_SELECTOR).await,
+        before_pvcs,
+        "nothing touched"
+    );
+
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS], "discard_newer": true }))
         .await;
     let run = app.finished_run(&id).await;
     // FAS's own last step names what a rebuild loses for good (actions, snapshots).
@@ -333,8 +368,12 @@ async fn a_dry_run_shows_the_plan_and_changes_nothing() {
     assert!(phases(recover).is_empty());
 }
 
+/// Once the data PVCs are being deleted there is no going back: a cancel there is noted and the
+/// rebuild finished (here once the PVC a finalizer held is released), and only then does the
+/// run end `cancelled`, saying so, with a healthy cluster (not put back with `existing` over
+/// empty volumes, which crash-loops).
 #[tokio::test]
-async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
+async fn a_cancel_once_the_pvcs_are_being_deleted_finishes_the_recovery_first() {
     let sim = real_etcd_sim().await;
     let snapshots = tempfile::tempdir().unwrap();
     let client = sim.kube_client();
@@ -370,10 +409,6 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
     .expect("the run deletes the PVCs")
     .unwrap();
     assert_eq!(replicas(&client, FAS_STS).await, 0);
-    assert_eq!(
-        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
-        "new"
-    );
 
     let resp = app
         .http
@@ -382,27 +417,13 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
-    let run = app.finished_run(&id).await;
-    assert_eq!(run["state"], "cancelled", "{run:#}");
-    let recover = common::step(&run, "fas", "etcd-recover");
-    assert_eq!(recover["state"], "cancelled", "{recover:#}");
-    let message = recover["message"].as_str().unwrap();
-    assert!(
-        message.contains(
-            "the StatefulSet cray-fas-bitnami-etcd was put back: 3 replica(s), \
-             ETCD_INITIAL_CLUSTER_STATE=existing"
-        ),
-        "{message}"
-    );
-    assert!(
-        message.contains("data PVCs may have been deleted"),
-        "{message}"
-    );
-    assert_eq!(replicas(&client, FAS_STS).await, 3);
-    assert_eq!(
-        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
-        "existing"
-    );
+    common::until("the cancel noted in the journal", async || {
+        let (_, run) = app.get(&format!("/repopulations/{id}")).await;
+        common::step(&run, "fas", "etcd-recover")["data"]["cancel_deferred"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
     // Waiting for a PVC whose finalizer holds it is a watch (the Role's PVC `watch`).
     assert!(
         app.sim.access_log().iter().any(|r| r.allowed
@@ -410,12 +431,6 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
             && r.request.verb == "watch"),
         "the wait for the held PVC watched it"
     );
-    assert_eq!(
-        common::step(&run, "fas", "reload-fas-images-from-nexus")["state"],
-        "cancelled",
-        "nothing after it ran"
-    );
-    // Released, the PVC goes once its pod does: a new run rebuilds the cluster, healthy.
     pvc_api
         .patch(
             held,
@@ -424,18 +439,101 @@ async fn a_cancel_in_the_middle_puts_the_statefulset_back() {
         )
         .await
         .unwrap();
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "cancelled", "{recover:#}");
+    assert_eq!(
+        phases(recover),
+        PHASES,
+        "every phase, to the end: {recover:#}"
+    );
+    let message = recover["message"].as_str().unwrap();
+    assert!(
+        message.contains("once the data PVCs of cray-fas-bitnami-etcd were being deleted")
+            && message.contains("the recovery was finished first")
+            && message.contains("cray-fas-bitnami-etcd is healthy"),
+        "{message}"
+    );
+    assert!(!message.contains("resume"), "{message}");
+    assert_eq!(
+        common::step(&run, "fas", "reload-fas-images-from-nexus")["state"],
+        "cancelled",
+        "nothing after it ran"
+    );
+    // As the run ended: healthy, every member Ready, the environment back.
+    let (_, report) = app.get(&format!("/etcd-clusters/{FAS_STS}")).await;
+    assert_eq!(report["healthy"], true, "{report:#}");
+    assert_eq!(report["ready"], 3, "{report:#}");
+    assert_eq!(replicas(&client, FAS_STS).await, 3);
+    let env = etcd_env(&client, FAS_STS).await;
+    assert_eq!(env["ETCD_INITIAL_CLUSTER_STATE"], "existing");
+    assert!(!env.contains_key("ETCD_INIT_SNAPSHOT_FILENAME"), "{env:?}");
+}
+
+/// A cancel while the StatefulSet is scaled down (a finalizer holds a member pod) puts it back,
+/// and the run ends only once the cluster is back and healthy, saying so.
+#[tokio::test]
+async fn a_cancel_during_the_scale_down_ends_once_the_cluster_is_back() {
+    let sim = real_etcd_sim().await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let client = sim.kube_client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "services");
+    let held = "cray-fas-bitnami-etcd-2";
+    let hold =
+        |finalizers: Value| Patch::Merge(json!({ "metadata": { "finalizers": finalizers } }));
+    pods.patch(
+        held,
+        &PatchParams::default(),
+        &hold(json!(["example.com/hold"])),
+    )
+    .await
+    .unwrap();
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+    let before = pvcs(&client, FAS_SELECTOR).await;
     let id = app
         .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
         .await;
+    tokio::time::timeout(
+        common::WAIT,
+        await_condition(pods.clone(), held, |p: Option<&Pod>| {
+            p.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+        }),
+    )
+    .await
+    .expect("the run scales the set down")
+    .unwrap();
+    let resp = app
+        .http
+        .post(app.url(&format!("/repopulations/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    common::until("the set put back", async || {
+        (replicas(&client, FAS_STS).await == 3).then_some(())
+    })
+    .await;
+    pods.patch(held, &PatchParams::default(), &hold(Value::Null))
+        .await
+        .unwrap();
     let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
     let recover = common::step(&run, "fas", "etcd-recover");
-    assert_eq!(recover["state"], "succeeded", "{recover:#}");
-    let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
-    assert_eq!(report["ready"], 3, "{report:#}");
-    assert_eq!(
-        etcd_env(&client, FAS_STS).await["ETCD_INITIAL_CLUSTER_STATE"],
-        "existing"
+    let message = recover["message"].as_str().unwrap();
+    assert!(
+        message.contains("was put back: 3 replica(s)")
+            && message.contains("now cray-fas-bitnami-etcd is healthy")
+            && message.contains("its data PVCs were not touched"),
+        "{message}"
     );
+    assert!(!message.contains("resume"), "{message}");
+    // As the run ended: healthy, every member Ready, the same volumes.
+    let (_, report) = app.get(&format!("/etcd-clusters/{FAS_STS}")).await;
+    assert_eq!(report["healthy"], true, "{report:#}");
+    assert_eq!(report["ready"], 3, "{report:#}");
+    assert_eq!(pvcs(&client, FAS_SELECTOR).await, before);
 }
 
 pub const BSS_STS: &str = "cray-bss-bitnami-etcd";
@@ -715,7 +813,7 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
         .unwrap();
 
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS], "discard_newer": true }))
         .await;
     let rebuild = app.finished_run(&id).await;
     let safety = common::step(&rebuild, "fas", "etcd-safety-snapshot")["data"]["backup"]
@@ -729,7 +827,7 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
     );
 
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "restore", "confirm": [FAS_STS] }))
+        .start_run(json!({ "services": ["fas"], "etcd": "restore", "confirm": [FAS_STS], "discard_newer": true }))
         .await;
     let restore = app.finished_run(&id).await;
     let assess = common::step(&restore, "fas", "etcd-assess");
@@ -750,7 +848,7 @@ async fn rebuild_then_restore_without_naming_a_backup_brings_back_the_data_from_
     let own = common::step(&restore, "fas", "etcd-safety-snapshot");
     assert_eq!(own["state"], "succeeded", "{own:#}");
     let id = app
-        .start_run(json!({ "services": ["fas"], "etcd": "restore", "confirm": [FAS_STS], "dry_run": true }))
+        .start_run(json!({ "services": ["fas"], "etcd": "restore", "confirm": [FAS_STS], "dry_run": true, "discard_newer": true }))
         .await;
     let again = app.finished_run(&id).await;
     let decided = &common::step(&again, "fas", "etcd-assess")["data"]["decision"]["backup"];
@@ -794,6 +892,7 @@ async fn a_backup_only_in_s3_is_downloaded_before_the_restore_and_a_dry_run_does
         "1.6",
         SimOptions {
             real_etcd: true,
+            real_etcd_clusters: real_clusters(),
             s3: true,
             ..SimOptions::default()
         },
@@ -1001,6 +1100,7 @@ async fn a_stop_after_the_cluster_is_healthy_keeps_the_recovery_and_a_resume_fin
         "1.6",
         SimOptions {
             real_etcd: true,
+            real_etcd_clusters: real_clusters(),
             // The rollout of the environment put back takes a few seconds, pod by pod.
             kubelet_ready_delay: Duration::from_secs(2),
             ..SimOptions::default()
@@ -1063,4 +1163,404 @@ async fn a_stop_after_the_cluster_is_healthy_keeps_the_recovery_and_a_resume_fin
     );
     let report = common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
     assert_eq!(report["ready"], 3, "{report:#}");
+}
+
+/// What `etcd-assess` decided and why, and whether the run touched the cluster at all.
+fn decision(run: &Value, service: &str) -> (String, String) {
+    let assess = common::step(run, service, "etcd-assess");
+    (
+        assess["data"]["decision"]["action"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        assess["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// One member pod not Ready (the others hold quorum and serve reads) is a degraded cluster,
+/// not a lost one: `auto` leaves it and its data alone, and says what is degraded.
+#[tokio::test]
+async fn auto_leaves_a_serving_cluster_with_a_member_pod_down_alone() {
+    let sim = real_etcd_sim().await;
+    let keys = sim.bss_key_count().await.unwrap();
+    let client = sim.kube_client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "services");
+    pods.patch(
+        "cray-bss-bitnami-etcd-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "annotations": {
+            sim::kube::controllers::NEVER_READY: "true",
+        }}})),
+    )
+    .await
+    .unwrap();
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    let report =
+        common::cluster_until(&app, BSS_STS, |c| c["ready"] == 2 && c["serving"] == true).await;
+    assert_eq!(report["healthy"], false, "{report:#}");
+    let before = pvcs(&client, BSS_SELECTOR).await;
+
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "auto", "confirm": [BSS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "action_required", "{run:#}");
+    let (action, message) = decision(&run, "bss");
+    assert_eq!(action, "none", "{message}");
+    assert!(
+        message.contains("serving but degraded (2 of 3 member pods are Ready)")
+            && message.contains("auto never restores or rebuilds a serving cluster"),
+        "{message}"
+    );
+    assert_eq!(
+        common::step(&run, "bss", "etcd-assess")["state"],
+        "action_required"
+    );
+    for untouched in ["etcd-safety-snapshot", "etcd-recover"] {
+        assert_eq!(
+            common::step(&run, "bss", untouched)["state"],
+            "skipped",
+            "{untouched}"
+        );
+    }
+    assert_eq!(pvcs(&client, BSS_SELECTOR).await, before, "no PVC touched");
+    assert_eq!(replicas(&client, BSS_STS).await, 3);
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
+}
+
+/// A recovery finds the StatefulSet left mid-recovery (by CSM's script or an abandoned run):
+/// `ETCD_INITIAL_CLUSTER_STATE=new`, the snapshot variables. It says so, and ends with none of
+/// them on the template.
+#[tokio::test]
+async fn a_recovery_cleans_up_what_an_earlier_one_left_on_the_statefulset() {
+    let sim = real_etcd_sim().await;
+    let client = sim.kube_client();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    let set = sets.get(FAS_STS).await.unwrap();
+    let mut env = set.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    for (name, value) in [
+        ("ETCD_INITIAL_CLUSTER_STATE", "new"),
+        ("ETCD_START_FROM_SNAPSHOT", "yes"),
+        (
+            "ETCD_INIT_SNAPSHOTS_DIR",
+            "/snapshots/cray-fas-bitnami-etcd",
+        ),
+        ("ETCD_INIT_SNAPSHOT_FILENAME", "db-2020-01-01_00-00"),
+    ] {
+        env.retain(|v| v.name != name);
+        env.push(k8s_openapi::api::core::v1::EnvVar {
+            name: name.to_owned(),
+            value: Some(value.to_owned()),
+            value_from: None,
+        });
+    }
+    sets.patch(
+        FAS_STS,
+        &PatchParams::default(),
+        &Patch::Strategic(json!({ "spec": { "template": { "spec": { "containers": [
+            { "name": "etcd", "env": env }
+        ]}}}})),
+    )
+    .await
+    .unwrap();
+    let snapshots = tempfile::tempdir().unwrap();
+    let app = common::start_on(sim, config_with_snapshots(snapshots.path())).await;
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+
+    let id = app
+        .start_run(json!({ "services": ["fas"], "etcd": "rebuild", "confirm": [FAS_STS] }))
+        .await;
+    let run = app.finished_run(&id).await;
+    let recover = common::step(&run, "fas", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{recover:#}");
+    let leftover = recover["data"]["leftover"].as_str().unwrap();
+    assert!(
+        leftover.starts_with("left mid-recovery: ")
+            && leftover.contains("ETCD_INITIAL_CLUSTER_STATE=new")
+            && leftover.contains("ETCD_INIT_SNAPSHOT_FILENAME=db-2020-01-01_00-00"),
+        "{leftover}"
+    );
+    let env = etcd_env(&client, FAS_STS).await;
+    assert_eq!(env["ETCD_INITIAL_CLUSTER_STATE"], "existing", "{env:?}");
+    assert_eq!(env["ETCD_START_FROM_SNAPSHOT"], "no", "{env:?}");
+    assert!(!env.contains_key("ETCD_INIT_SNAPSHOTS_DIR"), "{env:?}");
+    assert!(!env.contains_key("ETCD_INIT_SNAPSHOT_FILENAME"), "{env:?}");
+    common::cluster_until(&app, FAS_STS, |c| c["healthy"] == true).await;
+}
+
+/// A restore whose snapshot fails in the pods once the data PVCs are gone (here the file is
+/// replaced under the run, as a pruning would) does not leave an empty cluster crash-looping:
+/// the run brings it back from its own safety snapshot, ends `failed` and says so.
+#[tokio::test]
+async fn a_restore_that_fails_in_the_pods_brings_the_cluster_back_from_the_safety_snapshot() {
+    let sim = real_etcd_sim().await;
+    let keys = sim.bss_key_count().await.unwrap();
+    let before = bss_list(&sim).await;
+    let client = sim.kube_client();
+    // A finalizer holds a PVC: the run waits there, after the backup was checked.
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "services");
+    let held = "data-cray-bss-bitnami-etcd-2";
+    let hold =
+        |finalizers: Value| Patch::Merge(json!({ "metadata": { "finalizers": finalizers } }));
+    pvc_api
+        .patch(
+            held,
+            &PatchParams::default(),
+            &hold(json!(["kubernetes.io/pvc-protection", "example.com/hold"])),
+        )
+        .await
+        .unwrap();
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
+    let id = app
+        .start_run(json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] }))
+        .await;
+    tokio::time::timeout(
+        common::WAIT,
+        await_condition(
+            pvc_api.clone(),
+            held,
+            |p: Option<&PersistentVolumeClaim>| {
+                p.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+            },
+        ),
+    )
+    .await
+    .expect("the run deletes the PVCs")
+    .unwrap();
+    let (_, run) = app.get(&format!("/repopulations/{id}")).await;
+    let file = common::step(&run, "bss", "etcd-assess")["data"]["decision"]["file"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let snapshot = app.sim.snapshots_dir().unwrap().join(BSS_STS).join(&file);
+    std::fs::write(&snapshot, vec![0x5a; 64 * 1024]).unwrap();
+    pvc_api
+        .patch(held, &PatchParams::default(), &hold(Value::Null))
+        .await
+        .unwrap();
+
+    let run = app.finished_run(&id).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let recover = common::step(&run, "bss", "etcd-recover");
+    assert_eq!(recover["state"], "failed", "{recover:#}");
+    let message = recover["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "the restore from {file} failed after its data PVCs were deleted"
+        )) && message.contains("crash-loop")
+            && message.contains("brought back from this run's safety snapshot repopulator-")
+            && message.contains("cray-bss-bitnami-etcd is healthy"),
+        "{message}"
+    );
+    assert_eq!(recover["data"]["fallback"]["to"]["action"], "restore");
+    // What the cluster held when the run began is back, and nothing is left on the template.
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
+    assert_eq!(bss_list(&app.sim).await, before);
+    let env = etcd_env(&client, BSS_STS).await;
+    assert_eq!(env["ETCD_INITIAL_CLUSTER_STATE"], "existing", "{env:?}");
+    assert_eq!(env["ETCD_START_FROM_SNAPSHOT"], "no", "{env:?}");
+    assert!(!env.contains_key("ETCD_INIT_SNAPSHOT_FILENAME"), "{env:?}");
+    let (_, report) = app.get(&format!("/etcd-clusters/{BSS_STS}")).await;
+    assert_eq!(report["healthy"], true, "{report:#}");
+}
+
+/// Writes made after the newest backup are not thrown away by a restore unless the request says
+/// so (`discard_newer`), and the dry run says how much would be lost; a restore that did
+/// discard them names the safety snapshot that holds them and the request that brings them back.
+#[tokio::test]
+async fn a_restore_over_newer_writes_needs_discard_newer_and_says_how_to_get_them_back() {
+    let sim = real_etcd_sim().await;
+    let url = sim.etcd_url(BSS_STS).expect("bss etcd runs");
+    common::etcd_put(&url, "/bss/written-after-the-backup", "newer").await;
+    let client = sim.kube_client();
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    let keys = common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await["keys"]
+        .as_u64()
+        .unwrap();
+    let keys_now = async || {
+        common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await["keys"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = pvcs(&client, BSS_SELECTOR).await;
+    let restore = json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] });
+
+    let mut dry = restore.clone();
+    dry["dry_run"] = json!(true);
+    let run = app.finished_run(&app.start_run(dry).await).await;
+    let (_, message) = decision(&run, "bss");
+    assert!(
+        message.starts_with("dry run: a real run would end failed here")
+            && message.contains("1 revision(s) newer than backup db-")
+            && message.contains("1 key(s) written or changed since")
+            && message.contains("\"discard_newer\": true"),
+        "{message}"
+    );
+    let run = app
+        .finished_run(&app.start_run(restore.clone()).await)
+        .await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    assert_eq!(
+        common::step(&run, "bss", "etcd-recover")["state"],
+        "skipped"
+    );
+    assert_eq!(pvcs(&client, BSS_SELECTOR).await, before, "nothing touched");
+    assert_eq!(keys_now().await, keys);
+
+    let mut discard = restore;
+    discard["discard_newer"] = json!(true);
+    let run = app.finished_run(&app.start_run(discard).await).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(keys_now().await, keys - 1, "the newer write is gone");
+    let assess = common::step(&run, "bss", "etcd-assess");
+    assert_eq!(assess["data"]["discarded"]["revisions"], 1, "{assess:#}");
+    assert_eq!(assess["data"]["discarded"]["acknowledged"], true);
+    let message = common::step(&run, "bss", "etcd-recover")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let safety = common::step(&run, "bss", "etcd-safety-snapshot")["data"]["backup"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains(&format!("the safety snapshot {safety} holds it")),
+        "{message}"
+    );
+    // The request the message gives brings them back.
+    let request: Value = serde_json::from_str(
+        message
+            .split("to bring it back, POST /repopulations ")
+            .nth(1)
+            .expect("the message names the request"),
+    )
+    .unwrap();
+    assert_eq!(request["backup"], safety.as_str(), "{request:#}");
+    let run = app.finished_run(&app.start_run(request).await).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(keys_now().await, keys, "the newer write is back");
+}
+
+/// A "backup" that is not an etcd database (random bytes followed by their SHA-256, so the
+/// trailer matches) is refused before anything changes, naming why; a restore takes the next
+/// backup, and the listing flags it unusable from then on.
+#[tokio::test]
+async fn a_backup_that_is_not_an_etcd_database_is_refused_before_anything_changes() {
+    use sha2::Digest as _;
+    let sim = real_etcd_sim().await;
+    let keys = sim.bss_key_count().await.unwrap();
+    let good = snapshotter_files(&sim, BSS_STS).pop().unwrap();
+    set_age(&good, Duration::from_secs(3600));
+    let mut bytes: Vec<u8> = (0..20 * 1024).map(|_| rand::random::<u8>()).collect();
+    let trailer = sha2::Sha256::digest(&bytes);
+    bytes.extend_from_slice(&trailer);
+    let garbage = good.with_file_name("db-2099-01-01_00-00");
+    std::fs::write(&garbage, bytes).unwrap();
+    let client = sim.kube_client();
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
+    let before = pvcs(&client, BSS_SELECTOR).await;
+
+    let named = json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS],
+                        "backup": "db-2099-01-01_00-00" });
+    let run = app.finished_run(&app.start_run(named).await).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let (_, message) = decision(&run, "bss");
+    assert!(
+        message.contains("db-2099-01-01_00-00") && message.contains("not a bbolt database"),
+        "{message}"
+    );
+    assert_eq!(pvcs(&client, BSS_SELECTOR).await, before, "nothing touched");
+    let (_, listed) = app.get(&format!("/etcd-clusters/{BSS_STS}/backups")).await;
+    let flagged = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "db-2099-01-01_00-00")
+        .unwrap();
+    assert_eq!(flagged["usable"], false, "{flagged:#}");
+
+    let run = app
+        .finished_run(
+            &app.start_run(json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] }))
+                .await,
+        )
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let assess = common::step(&run, "bss", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["backup"],
+        good.file_name().unwrap().to_str().unwrap(),
+        "{assess:#}"
+    );
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
+}
+
+/// A cancel at every phase of a rebuild and of a restore ends with a cluster that serves: put
+/// back with its data before the data PVCs go, finished (with the backup's data) after; never
+/// `existing` over empty volumes, never the recovery environment left on the template.
+#[tokio::test]
+async fn a_cancel_at_every_phase_ends_with_a_serving_cluster() {
+    let sim = real_etcd_sim().await;
+    let keys = sim.bss_key_count().await.unwrap();
+    let client = sim.kube_client();
+    let config = config_on(&sim);
+    let app = common::start_on(sim, config).await;
+    for (service, sts, mode) in [("fas", FAS_STS, "rebuild"), ("bss", BSS_STS, "restore")] {
+        for phase in PHASES {
+            common::cluster_until(&app, sts, |c| c["healthy"] == true).await;
+            let id = app
+                .start_run(json!({ "services": [service], "etcd": mode, "confirm": [sts] }))
+                .await;
+            common::until(&format!("{mode} at phase {phase}"), async || {
+                let (_, run) = app.get(&format!("/repopulations/{id}")).await;
+                let finished = !matches!(run["state"].as_str(), Some("pending" | "running"));
+                let reached =
+                    phases(common::step(&run, service, "etcd-recover")).contains(&phase.to_owned());
+                (reached || finished).then_some(())
+            })
+            .await;
+            app.http
+                .post(app.url(&format!("/repopulations/{id}/cancel")))
+                .send()
+                .await
+                .unwrap();
+            let run = app.finished_run(&id).await;
+            let state = run["state"].as_str().unwrap();
+            assert!(
+                state == "cancelled" || state == "succeeded" || state == "action_required",
+                "{mode} cancelled after {phase}: {run:#}"
+            );
+            let (_, report) = app.get(&format!("/etcd-clusters/{sts}")).await;
+            assert_eq!(
+                report["serving"], true,
+                "{mode} cancelled after {phase}: {report:#}"
+            );
+            assert_eq!(
+                report["ready"], 3,
+                "{mode} cancelled after {phase}: {report:#}"
+            );
+            let env = etcd_env(&client, sts).await;
+            assert_eq!(
+                env["ETCD_INITIAL_CLUSTER_STATE"], "existing",
+                "{mode} {phase}"
+            );
+            assert!(
+                !env.contains_key("ETCD_INIT_SNAPSHOT_FILENAME"),
+                "{mode} {phase}"
+            );
+            assert_eq!(replicas(&client, sts).await, 3, "{mode} {phase}");
+            if service == "bss" {
+                assert_eq!(app.sim.bss_key_count().await.unwrap(), keys, "{phase}");
+            }
+        }
+    }
 }

@@ -175,6 +175,51 @@ async fn crash_and_resume_run_with<F: std::future::Future<Output = ()>>(
     timeout: Option<Duration>,
     between: impl FnOnce(Value) -> F,
 ) -> (Service, Value) {
+    let Crashed {
+        _dir,
+        second,
+        id,
+        run,
+    } = crash_at(sim, body, failpoint, step, timeout).await;
+    between(run).await;
+
+    let (status, resumed) =
+        post_json(&second.base, &format!("/repopulations/{id}/resume"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resumed:#}");
+    let run = wait_run(&second.base, &id, |r| {
+        r["state"] != "pending" && r["state"] != "running"
+    })
+    .await;
+    assert_eq!(run["attempt"], 2);
+    let log = sim.access_log();
+    assert!(
+        !log.is_empty() && log.iter().all(|record| record.allowed),
+        "both processes used the service account, within its Role: {log:#?}"
+    );
+    (second, run)
+}
+
+/// A run a service process started and was killed in at a failpoint, as the second process
+/// on the same database shows it.
+struct Crashed {
+    /// Holds the database and configuration of both processes.
+    _dir: tempfile::TempDir,
+    second: Service,
+    id: String,
+    /// The run, `interrupted` at the step named.
+    run: Value,
+}
+
+/// Starts the run `body` asks for (one service) in a service process that aborts at
+/// `failpoint` (with `[recovery] timeout` set to `timeout` when given), then a second process
+/// on the same database, and checks the run is interrupted at `step`.
+async fn crash_at(
+    sim: &SimCluster,
+    body: Value,
+    failpoint: &str,
+    step: &str,
+    timeout: Option<Duration>,
+) -> Crashed {
     let service = body["services"][0].as_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let mut config = prepare(sim, dir.path());
@@ -212,25 +257,12 @@ async fn crash_and_resume_run_with<F: std::future::Future<Output = ()>>(
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(interrupted.first(), Some(&step), "{run:#}");
-    between(run).await;
-
-    let resp = reqwest::Client::new()
-        .post(format!("{}/repopulations/{id}/resume", second.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let run = wait_run(&second.base, &id, |r| {
-        r["state"] != "pending" && r["state"] != "running"
-    })
-    .await;
-    assert_eq!(run["attempt"], 2);
-    let log = sim.access_log();
-    assert!(
-        !log.is_empty() && log.iter().all(|record| record.allowed),
-        "both processes used the service account, within its Role: {log:#?}"
-    );
-    (second, run)
+    Crashed {
+        _dir: dir,
+        second,
+        id,
+        run,
+    }
 }
 
 #[tokio::test]
@@ -298,6 +330,7 @@ async fn a_crash_during_an_etcd_operator_rebuild_resumes_from_what_was_stored() 
         "1.3",
         SimOptions {
             real_etcd: true,
+            real_etcd_clusters: Some(vec!["cray-bss-etcd".to_owned()]),
             s3: true,
             ..SimOptions::default()
         },
@@ -314,7 +347,7 @@ async fn a_crash_during_an_etcd_operator_rebuild_resumes_from_what_was_stored() 
     for failpoint in ["operator-rebuild:after-scale-down", "recreate:after-delete"] {
         let original = api.get("cray-bss-etcd").await.unwrap();
         let body = json!({
-            "services": ["bss"], "etcd": "rebuild", "confirm": ["cray-bss-etcd"], "reason": failpoint,
+            "services": ["bss"], "etcd": "rebuild", "confirm": ["cray-bss-etcd"], "discard_newer": true, "reason": failpoint,
         });
         let (_service, run) = crash_and_resume_run(&sim, body, failpoint, "etcd-recover").await;
         let recover = run["services"][0]["steps"]
@@ -540,4 +573,138 @@ async fn a_second_service_on_the_same_database_refuses_to_start_and_leaves_its_r
     );
     let run = get_run(&first.base, &id).await;
     assert!(running(&run), "{run:#}");
+}
+
+/// A POST from a test to the service process at `base`: status and JSON body.
+async fn post_json(base: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new().post(format!("{base}{path}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let resp = request.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A restore killed after it set the recovery environment (0 replicas, `new`, the snapshot)
+/// holds its cluster: a new recovery run of it is refused, naming the run. Once someone else
+/// changed the StatefulSet (here: put it back by hand), resuming the old run would act on a
+/// cluster it no longer knows and is refused, naming what changed. Abandoned, it can never be
+/// resumed, and a new run weighs the cluster as it is.
+#[tokio::test]
+async fn a_stale_resume_is_refused_and_an_interrupted_recovery_holds_its_cluster() {
+    use crate::recovery::{BSS_STS, etcd_env, real_etcd_sim, replicas};
+    use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::EnvVar};
+    let sim = real_etcd_sim().await;
+    let client = sim.kube_client();
+    let keys = sim.bss_key_count().await.unwrap();
+    let body = json!({"services": ["bss"], "etcd": "restore", "confirm": [BSS_STS]});
+    let Crashed {
+        _dir, second, id, ..
+    } = crash_at(&sim, body, "etcd-recover:env-set", "etcd-recover", None).await;
+    let base = second.base.as_str();
+    assert_eq!(replicas(&client, BSS_STS).await, 0);
+    assert_eq!(
+        etcd_env(&client, BSS_STS).await["ETCD_START_FROM_SNAPSHOT"],
+        "yes"
+    );
+
+    let auto = json!({"services": ["bss"], "etcd": "auto", "confirm": [BSS_STS]});
+    let (status, problem) = post_json(base, "/repopulations", Some(auto.clone())).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem:#}");
+    assert_eq!(
+        problem["type"],
+        "urn:etcd-repopulator:problem:recovery-interrupted"
+    );
+    assert_eq!(problem["interrupted_run"], id.as_str(), "{problem:#}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("/abandon"),
+        "{problem:#}"
+    );
+
+    // Put back by hand, as an admin would: three replicas, `existing`, no snapshot.
+    let sets: kube::Api<StatefulSet> = kube::Api::namespaced(client.clone(), "services");
+    let mut set = sets.get(BSS_STS).await.unwrap();
+    let spec = set.spec.as_mut().unwrap();
+    spec.replicas = Some(3);
+    let container = &mut spec.template.spec.as_mut().unwrap().containers[0];
+    let env = container.env.as_mut().unwrap();
+    env.retain(|v| !v.name.starts_with("ETCD_INIT_SNAPSHOT"));
+    for v in env.iter_mut() {
+        let value = match v.name.as_str() {
+            "ETCD_INITIAL_CLUSTER_STATE" => "existing",
+            "ETCD_START_FROM_SNAPSHOT" => "no",
+            _ => continue,
+        };
+        *v = EnvVar {
+            name: v.name.clone(),
+            value: Some(value.to_owned()),
+            value_from: None,
+        };
+    }
+    sets.replace(BSS_STS, &Default::default(), &set)
+        .await
+        .unwrap();
+    let healthy = wait_cluster(base, BSS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(healthy["keys"].as_u64(), Some(keys as u64), "{healthy:#}");
+
+    let (status, problem) = post_json(base, &format!("/repopulations/{id}/resume"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem:#}");
+    assert_eq!(problem["type"], "urn:etcd-repopulator:problem:resume-stale");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("it has 3 replica(s), this run left 0")
+            && detail.contains("its environment is ")
+            && detail.contains("ETCD_INITIAL_CLUSTER_STATE=existing, this run left"),
+        "{detail}"
+    );
+    assert_eq!(replicas(&client, BSS_STS).await, 3, "nothing was changed");
+
+    let (status, run) = post_json(base, &format!("/repopulations/{id}/abandon"), None).await;
+    assert_eq!(status, StatusCode::OK, "{run:#}");
+    assert_eq!(run["state"], "abandoned", "{run:#}");
+    let message = run["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("abandoned by ")
+            && message.contains("cray-bss-bitnami-etcd is healthy"),
+        "{message}"
+    );
+    let (status, problem) = post_json(base, &format!("/repopulations/{id}/resume"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem:#}");
+    assert_eq!(
+        problem["type"],
+        "urn:etcd-repopulator:problem:invalid-state"
+    );
+
+    // A new run weighs the cluster as it is: healthy, left alone, its data kept.
+    let (status, created) = post_json(base, "/repopulations", Some(auto)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created:#}");
+    let new = created["id"].as_str().unwrap();
+    let run = wait_run(base, new, |r| {
+        r["state"] != "pending" && r["state"] != "running"
+    })
+    .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(sim.bss_key_count().await.unwrap(), keys);
+}
+
+/// Polls `GET /etcd-clusters/{name}` of the service process at `base` until `done` holds.
+async fn wait_cluster(base: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let report: Value = reqwest::get(format!("{base}/etcd-clusters/{name}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&report) {
+            return report;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster never got there: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

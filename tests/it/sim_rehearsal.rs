@@ -2,8 +2,6 @@
 //! `kubectl get` tables with the real server's columns, and Jobs that retry failed pods with
 //! the Job controller's backoff until `backoffLimit`.
 
-use crate::common::sim_kube as sim_common;
-
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
@@ -12,8 +10,8 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::wait::{Condition, conditions};
 use serde_json::{Value, json};
+use sim::testing::{DEADLINE, NS, wait_for};
 use sim::{KubeVersion, SimCluster, SimOptions};
-use sim_common::{DEADLINE, NS, wait_for};
 
 /// What kubectl sends for `kubectl get`.
 const KUBECTL_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,\

@@ -229,3 +229,26 @@ lists. It renders nothing. */}}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The labels of the monitoring objects (ServiceMonitor, PrometheusRule, dashboard), with the
+extra labels `labels` the watching side selects them by (kube-prometheus-stack's Prometheus, its
+Grafana's dashboard sidecar). */}}
+{{- define "etcd-repopulator.monitoringLabels" -}}
+{{ include "etcd-repopulator.commonLabels" .root }}
+app.kubernetes.io/component: monitoring
+{{- with .labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* A duration of the values (`2h`, `30m`, `7d`: one number, one unit of s, m, h, d or w; the
+schema checks the form) in seconds, for PromQL, whose number literals take no units. */}}
+{{- define "etcd-repopulator.seconds" -}}
+{{- $units := dict "s" 1 "m" 60 "h" 3600 "d" 86400 "w" 604800 }}
+{{- $number := regexFind "^[0-9]+" . }}
+{{- $unit := trimPrefix $number . }}
+{{- if or (not $number) (not (hasKey $units $unit)) }}
+{{- fail (printf "%q is not a duration such as 2h, 30m or 7d" .) }}
+{{- end }}
+{{- mul (atoi $number) (get $units $unit) }}
+{{- end }}

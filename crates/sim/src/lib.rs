@@ -7,5 +7,6 @@ pub mod csm;
 pub mod kube;
 pub mod nodes;
 pub mod s3;
+pub mod testing;
 
 pub use kube::{KubeVersion, SimCluster, SimOptions};

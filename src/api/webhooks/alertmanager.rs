@@ -332,6 +332,8 @@ async fn handle_alert(
         etcd,
         backup: None,
         confirm,
+        // A webhook never discards data newer than a backup: `auto` and a restore stop instead.
+        discard_newer: false,
     };
     match state.runner.create(request).await {
         Ok(Created::New(run)) => {

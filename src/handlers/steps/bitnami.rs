@@ -16,14 +16,35 @@
 //!    (when it was set), the snapshot variables as they were;
 //! 8. `settled`: the rollout of that change complete and the cluster healthy again.
 //!
-//! A resume continues after the last journalled phase (each phase sets absolute values, so
-//! redoing one a crash interrupted is harmless). Every other ending (failure, timeout, cancel)
-//! puts the StatefulSet back, replicas and environment, before the step ends, and says so: a
-//! run never leaves `ETCD_INITIAL_CLUSTER_STATE=new` or 0 replicas behind. A later attempt after
-//! such a put-back starts over from `scaled-down`, unless the cluster had been recovered
-//! (`healthy`): then it carries on with `env-restored` and `settled`.
+//! The rules that govern every ending, stated once:
+//!
+//! - **Point of no return.** Once the data PVCs are being deleted (phase `pvcs-deleted` and
+//!   after), the old data is gone: a cancel no longer stops the sequence, which goes on to a
+//!   healthy cluster with its environment back, and the step then ends `cancelled`, saying
+//!   so. Only the service stopping (SIGTERM) interrupts it there, at the next journalled
+//!   phase, leaving the journal for a resume to carry on from.
+//! - **A restore that fails past that point** (its pods crash-loop, or it times out) does not
+//!   leave an empty cluster crash-looping with `existing`: the sequence runs again from
+//!   `scaled-down` with this run's safety snapshot (what the cluster held when the run began)
+//!   when there is one, else as a rebuild (empty, `new`); the step ends `failed` and says which.
+//! - **Before that point**, a failure, timeout or cancel puts the StatefulSet back (replicas
+//!   and environment) and waits until its members are back and it is healthy, before the step
+//!   ends; the message says what was measured then. A later attempt after a put-back starts
+//!   over from `scaled-down`, unless the cluster had been recovered (`healthy`): then it carries
+//!   on with `env-restored` and `settled`.
+//! - **A resume** continues after the last journalled phase (each phase sets absolute values,
+//!   so redoing one a crash interrupted is harmless), but only if the StatefulSet is as the
+//!   journal left it (`observed`: generation, replicas, environment, PVCs; see
+//!   [`resume_blocker`]) and, before the data is deleted, if the cluster holds nothing newer
+//!   than what the assessment weighed.
+//! - No ending leaves `ETCD_INITIAL_CLUSTER_STATE=new`, `ETCD_START_FROM_SNAPSHOT=yes` or the
+//!   snapshot variables on the template, and a StatefulSet found with them (left mid-recovery)
+//!   is cleaned of them.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::EnvVar};
@@ -31,11 +52,16 @@ use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::recovery::{Decision, assessed};
+use tokio_util::sync::CancellationToken;
+
+use super::recovery::{Assessment, Decision, Discarded, assessed};
 use crate::{
-    cluster::{ClusterError, ObjectRef},
-    etcd::layout::{self, EtcdLayout, Found},
-    handlers::{StepContext, StepError, StepOutcome},
+    cluster::{Cluster, ClusterError, ObjectRef},
+    etcd::{
+        backups::Backups,
+        layout::{self, EtcdLayout, Found},
+    },
+    handlers::{ETCD_SAFETY_SNAPSHOT, StepContext, StepError, StepOutcome},
     model::State,
 };
 
@@ -161,6 +187,41 @@ struct Saved {
     health: Option<Value>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     dry_run: bool,
+    /// The StatefulSet as the last journalled write left it (what a resume compares).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    observed: Option<Observed>,
+    /// The restore failed after its data PVCs were deleted; what the run did instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fallback: Option<Fallback>,
+    /// A cancel that arrived once the data PVCs were being deleted: the recovery was finished
+    /// first. Why, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cancel_deferred: Option<String>,
+    /// What the first look found left by an earlier recovery (and cleaned up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    leftover: Option<String>,
+}
+
+/// The StatefulSet after a journalled write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Observed {
+    generation: i64,
+    replicas: i32,
+    /// The four variables.
+    env: Vec<EnvVar>,
+    /// The data PVCs (`data-<sts>-N`) and their uids.
+    pvcs: BTreeMap<String, String>,
+}
+
+/// A failed restore, and the recovery run instead.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Fallback {
+    at: DateTime<Utc>,
+    /// What failed.
+    from: Decision,
+    /// What was done instead: this run's safety snapshot restored, or a rebuild.
+    to: Decision,
+    why: String,
 }
 
 fn to_value<T: Serialize>(value: &T) -> Result<Value, StepError> {
@@ -273,8 +334,8 @@ fn recovery_envs(
     if restoring || original_of(START_VAR).is_some() {
         after.push(env(START_VAR, "no"));
     }
-    // The snapshot variables go back to what they were (removed when they were not set).
-    after.extend([DIR_VAR, FILE_VAR].into_iter().filter_map(original_of));
+    // The snapshot variables are removed afterwards: with `ETCD_START_FROM_SNAPSHOT=no` they
+    // mean nothing, and left behind they name a snapshot the next restore may not want.
     if !restoring {
         during.extend([DIR_VAR, FILE_VAR].into_iter().filter_map(original_of));
     }
@@ -289,6 +350,10 @@ struct Recover<'a, 'b> {
     /// `[recovery] timeout`, which `deadline` is.
     timeout: Duration,
     saved: Saved,
+    /// What `etcd-assess` weighed (a resume checks it still holds before it deletes data).
+    assessment: Assessment,
+    /// The safety snapshot step `etcd-safety-snapshot` took, if it took one.
+    safety: Option<SafetyTaken>,
     /// Starting over after an earlier attempt's put-back, which may not have completed (a
     /// crash in it): a stop before the scale-down puts the set back too.
     restarting: bool,
@@ -302,7 +367,7 @@ pub async fn run(
     let deadline = Instant::now() + timeout;
     let assessment = assessed(ctx).await?;
     let decision = assessment.decision.clone();
-    if decision == Decision::None {
+    if decision == Decision::LeaveAlone {
         return StepOutcome::with_state(
             State::Skipped,
             format!(
@@ -342,12 +407,31 @@ pub async fn run(
         deadline,
         timeout,
         saved,
+        assessment,
+        safety: safety_taken(ctx).await?,
         restarting: false,
     };
     if ctx.dry_run {
         return recover.plan().await;
     }
     recover.execute().await
+}
+
+/// A safety snapshot this run took, as step `etcd-safety-snapshot` stored it.
+#[derive(Clone, Debug, Deserialize)]
+struct SafetyTaken {
+    #[serde(rename = "backup")]
+    name: String,
+    #[serde(default)]
+    empty: bool,
+}
+
+async fn safety_taken(ctx: &StepContext<'_>) -> Result<Option<SafetyTaken>, StepError> {
+    Ok(ctx
+        .journal
+        .earlier_step_data(ETCD_SAFETY_SNAPSHOT)
+        .await?
+        .and_then(|data| serde_json::from_value(data).ok()))
 }
 
 /// What the step stores before it changes anything.
@@ -390,7 +474,16 @@ async fn first_look(
             }
         ));
     }
-    let original_env = vars_of(&env);
+    let (original_env, leftover) = without_leftovers(&vars_of(&env));
+    if let Some(leftover) = &leftover {
+        ctx.journal
+            .log(&format!(
+                "StatefulSet {name} carries {leftover} ({} replica(s)): those values are not \
+                 kept; it ends with ETCD_INITIAL_CLUSTER_STATE=existing and without them",
+                set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+            ))
+            .await;
+    }
     let (recovery_env, restored_env) = recovery_envs(&decision, name, &original_env);
     let pvcs = (0..replicas)
         .filter_map(|n| found.layout.data_pvc(name, i64::from(n)))
@@ -414,7 +507,64 @@ async fn first_look(
         members: Vec::new(),
         health: None,
         dry_run: false,
+        observed: None,
+        fallback: None,
+        cancel_deferred: None,
+        leftover,
     })
+}
+
+/// The four variables as a clean set has them, and what an earlier recovery left on it
+/// (`ETCD_INITIAL_CLUSTER_STATE=new`, `ETCD_START_FROM_SNAPSHOT=yes`, the snapshot variables),
+/// if anything.
+fn without_leftovers(vars: &[EnvVar]) -> (Vec<EnvVar>, Option<String>) {
+    let value = |name: &str| {
+        vars.iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.value.clone())
+    };
+    let mid_recovery =
+        value(STATE_VAR).as_deref() == Some("new") || value(START_VAR).as_deref() == Some("yes");
+    let snapshot_vars = vars.iter().any(|v| v.name == DIR_VAR || v.name == FILE_VAR);
+    if !mid_recovery && !snapshot_vars {
+        return (vars.to_vec(), None);
+    }
+    let left: Vec<EnvVar> = vars
+        .iter()
+        .filter(|v| v.name != STATE_VAR && v.name != START_VAR)
+        .filter(|v| v.name != DIR_VAR && v.name != FILE_VAR)
+        .cloned()
+        .chain([env(STATE_VAR, "existing")])
+        .chain(value(START_VAR).map(|_| env(START_VAR, "no")))
+        .collect();
+    let found = describe_env(&vars_of(vars));
+    (
+        left,
+        Some(if mid_recovery {
+            format!("left mid-recovery: {found}")
+        } else {
+            format!("snapshot variables an earlier restore left: {found}")
+        }),
+    )
+}
+
+/// How long a put-back waits for the members to be back and the cluster healthy before the
+/// step ends (within the runner's margin beyond `[recovery] timeout`).
+const PUT_BACK_WAIT: Duration = Duration::from_secs(120);
+/// A member pod restarted this many times and waiting in `CrashLoopBackOff` fails the
+/// recovery's wait at once, rather than at the timeout.
+const CRASH_LOOP_RESTARTS: i32 = 2;
+/// The annotation a recovery sets on the StatefulSet it changes: the run that changed it last.
+pub const RUN_ANNOTATION: &str = "etcd-repopulator.cray-hpe.github.io/recovery-run";
+
+impl Phase {
+    /// The phase after `done` (the first one when nothing is done).
+    fn after(done: Option<Phase>) -> Option<Phase> {
+        match done {
+            None => Some(Phase::Stored),
+            Some(done) => Phase::ALL.into_iter().find(|p| *p > done),
+        }
+    }
 }
 
 impl Recover<'_, '_> {
@@ -423,11 +573,14 @@ impl Recover<'_, '_> {
     }
 
     fn what(&self) -> String {
-        match &self.saved.decision {
-            Decision::Restore { backup, .. } => {
-                format!("restore of {} from {backup}", self.saved.cluster)
-            }
-            _ => format!("rebuild of {}", self.saved.cluster),
+        let cluster = &self.saved.cluster;
+        let now = match &self.saved.decision {
+            Decision::Restore { backup, .. } => format!("restore of {cluster} from {backup}"),
+            _ => format!("rebuild of {cluster}"),
+        };
+        match &self.saved.fallback {
+            Some(fallback) => format!("{now} (after the {} failed)", describe(&fallback.from)),
+            None => now,
         }
     }
 
@@ -467,11 +620,19 @@ impl Recover<'_, '_> {
                 )
                 .await?;
         }
+        let discarded = match &self.assessment.discarded {
+            Some(lost) => format!(
+                "; it discards what the cluster holds beyond the backup ({}), kept in the \
+                 safety snapshot",
+                lost.summary
+            ),
+            None => String::new(),
+        };
         let message = format!(
             "dry run: the {} would scale StatefulSet {} from {} replica(s) to 0 and wait until \
              its pods are gone; set {} in container {}; delete the PVCs {}; scale back to {}; \
              wait until every member is Ready and the cluster is healthy through Service {}; \
-             then set {} and wait for that rollout",
+             then set {} and wait for that rollout{discarded}",
             self.what(),
             s.cluster,
             s.replicas,
@@ -517,6 +678,19 @@ impl Recover<'_, '_> {
                 ))
                 .await;
         }
+        // An earlier attempt decided on what the cluster held then: before its data is
+        // deleted, a resume makes sure nothing newer has been written since.
+        if ctx.saved.is_some()
+            && self.saved.phase < Some(Phase::EnvSet)
+            && let Some(changed) = self.newer_than_assessed().await?
+        {
+            let err = StepError::Failed(format!(
+                "the cluster changed since step etcd-assess weighed it: {changed}; this run's \
+                 decision ({}) no longer holds. Start a new run, which weighs it again",
+                self.what()
+            ));
+            return Err(self.stop(err, None).await);
+        }
         let uid = self.saved.statefulset_uid.clone();
         if self.saved.phase.is_none() {
             ctx.announce(
@@ -532,56 +706,363 @@ impl Recover<'_, '_> {
             )
             .await;
         }
-        for phase in Phase::ALL {
-            if self.saved.phase.is_some_and(|done| done >= phase) {
-                continue;
+        while let Some(phase) = Phase::after(self.saved.phase) {
+            // Between the deletion of the data PVCs and a healthy cluster, the old data is gone
+            // and the new is not there yet: a cancel is noted and the recovery finished (to
+            // its end); the process stopping interrupts it at a phase boundary, leaving the
+            // StatefulSet to come up as it was set and the journal for a resume.
+            let no_return = (Phase::PvcsDeleted..=Phase::Healthy).contains(&phase);
+            let committed = no_return || self.saved.cancel_deferred.is_some();
+            if no_return && ctx.shutdown.is_cancelled() {
+                return Err(self.interrupted(phase));
             }
-            if ctx.cancel.is_cancelled() {
+            if committed && !ctx.shutdown.is_cancelled() {
+                self.note_cancel(phase).await?;
+            } else if ctx.cancel.is_cancelled() {
                 let why = format!("cancelled before phase {}", phase.as_str());
                 return Err(self.stop(StepError::Cancelled(why), None).await);
             }
-            let what = match self.phase(phase).await {
+            let token = if committed { ctx.shutdown } else { ctx.cancel };
+            // A cancel that arrives while a committed phase waits is noted at once (the run's
+            // log and journal say the recovery is being finished first), not at its end.
+            let base = self.saved.clone();
+            let doing = self.what();
+            let logged = std::sync::atomic::AtomicBool::new(false);
+            let noted = async {
+                if !committed || base.cancel_deferred.is_some() {
+                    return std::future::pending().await;
+                }
+                ctx.cancel.cancelled().await;
+                let mut noted = base.clone();
+                let why = deferred_cancel(phase, &base.cluster);
+                ctx.journal
+                    .log(&format!("{why}: finishing the {doing} first"))
+                    .await;
+                noted.cancel_deferred = Some(why);
+                if let Ok(value) = to_value(&noted) {
+                    let _ = ctx.journal.save(&value).await;
+                }
+                logged.store(true, std::sync::atomic::Ordering::Relaxed);
+                std::future::pending().await
+            };
+            let work = async {
+                tokio::select! {
+                    result = self.phase(phase, token) => result,
+                    result = noted => result,
+                }
+            };
+            let result = work.await;
+            if logged.load(std::sync::atomic::Ordering::Relaxed) {
+                self.saved.cancel_deferred = Some(deferred_cancel(phase, &self.saved.cluster));
+            }
+            let what = match result {
                 Ok(what) => what,
-                Err(StepError::Cluster(ClusterError::Timeout {
-                    waiting_for,
-                    last_seen,
-                    ..
-                })) => {
-                    let err = StepError::Failed(format!(
-                        "[recovery] timeout ({}) ran out waiting for {waiting_for}; last seen: \
-                         {last_seen}",
-                        humantime::format_duration(self.timeout)
-                    ));
+                Err(err) if no_return && err.is_cancelled() => return Err(self.interrupted(phase)),
+                Err(err) => {
+                    let err = self.timed_out(err);
+                    // The restore (or bootstrap) itself failed in the pods: bring the cluster
+                    // back some other way rather than leave it empty.
+                    let failed_in_pods = matches!(phase, Phase::ScaledUp | Phase::Healthy);
+                    if failed_in_pods
+                        && self.saved.fallback.is_none()
+                        && let Some(to) = self.fallback_for(&err).await
+                    {
+                        self.fall_back(to, &err).await?;
+                        continue;
+                    }
                     return Err(self.stop(err, Some(phase)).await);
                 }
-                Err(err) => return Err(self.stop(err, Some(phase)).await),
             };
-            self.saved.phase = Some(phase);
-            self.saved.phases.push(PhaseRecord {
-                phase,
-                at: Utc::now(),
-                what: what.clone(),
-            });
-            ctx.journal.save(&to_value(&self.saved)?).await?;
-            ctx.journal
-                .log(&format!("{}: {what}", phase.as_str()))
-                .await;
-            crate::failpoint::hit(&phase.failpoint());
+            self.journal_phase(phase, what).await?;
         }
-        let message = format!(
-            "{}: done; {} member(s) Ready ({}), healthy, {}",
+        self.finish(&uid).await
+    }
+
+    /// The step's ending once every phase is done: succeeded; `failed` when the cluster was
+    /// brought back from a fallback; `cancelled` when a cancel came past the point of no
+    /// return.
+    async fn finish(&mut self, uid: &str) -> Result<StepOutcome, StepError> {
+        let ctx = self.ctx;
+        let measured = self.measure().await;
+        let done = format!(
+            "{}: done; {} member(s) Ready ({}), {}; {measured}",
             self.what(),
             self.saved.members.len(),
             self.saved.members.join(", "),
             describe_env(&self.saved.restored_env)
         );
-        ctx.announce(&self.object, &uid, false, "EtcdRecovered", &message)
+        let discarded = match &self.assessment.discarded {
+            Some(lost) if self.saved.fallback.is_none() => self.discarded_note(lost),
+            _ => String::new(),
+        };
+        let warning = self.saved.fallback.is_some() || self.saved.cancel_deferred.is_some();
+        ctx.announce(&self.object, uid, warning, "EtcdRecovered", &done)
             .await;
-        StepOutcome::done(message, to_value(&self.saved)?)
+        if let Some(fallback) = self.saved.fallback.clone() {
+            let instead = match &fallback.to {
+                Decision::Restore { backup, .. } => format!(
+                    "it was brought back from this run's safety snapshot {backup}: it holds what \
+                     it held when this run began"
+                ),
+                _ => "there was no safety snapshot (the cluster did not answer when this run \
+                      began), so it was brought up EMPTY (rebuilt)"
+                    .to_owned(),
+            };
+            let message = format!(
+                "the {} failed after its data PVCs were deleted ({}); {instead}. {done}. \
+                 Backups: {}",
+                describe(&fallback.from),
+                fallback.why,
+                self.remaining_backups()
+            );
+            return StepOutcome::failed(message, to_value(&self.saved)?);
+        }
+        if let Some(why) = self.saved.cancel_deferred.clone() {
+            return Err(StepError::Cancelled(format!(
+                "{why}; the recovery was finished first, so the run ends here: {done}{discarded}"
+            )));
+        }
+        StepOutcome::done(format!("{done}{discarded}"), to_value(&self.saved)?)
     }
 
-    /// Performs `phase`; returns what it did.
-    async fn phase(&mut self, phase: Phase) -> Result<String, StepError> {
+    /// What the message says of data a restore or rebuild discarded: where it is kept and the
+    /// request that brings it back.
+    fn discarded_note(&self, lost: &Discarded) -> String {
+        let service = self.found.service_name();
+        match self.safety.as_ref().map(|s| &s.name) {
+            Some(snapshot) => format!(
+                ". It discarded what the cluster held beyond the backup ({}); the safety \
+                 snapshot {snapshot} holds it: to bring it back, POST /repopulations \
+                 {{\"services\": [\"{service}\"], \"etcd\": \"restore\", \"backup\": \
+                 \"{snapshot}\", \"confirm\": [\"{}\"], \"discard_newer\": true}}",
+                lost.summary, self.saved.cluster
+            ),
+            None => format!(
+                ". It discarded what the cluster held beyond the backup ({}); no safety \
+                 snapshot could be taken of it",
+                lost.summary
+            ),
+        }
+    }
+
+    /// A cancel that arrives past the point of no return is journalled and logged once; the
+    /// recovery goes on.
+    async fn note_cancel(&mut self, phase: Phase) -> Result<(), StepError> {
+        if !self.ctx.cancel.is_cancelled() || self.saved.cancel_deferred.is_some() {
+            return Ok(());
+        }
+        let why = deferred_cancel(phase, &self.saved.cluster);
+        self.ctx
+            .journal
+            .log(&format!("{why}: finishing the {} first", self.what()))
+            .await;
+        self.saved.cancel_deferred = Some(why);
+        self.ctx.journal.save(&to_value(&self.saved)?).await
+    }
+
+    /// The service is stopping past the point of no return: the step stops where it is,
+    /// without a put-back; the journal says where a resume carries on.
+    fn interrupted(&self, phase: Phase) -> StepError {
+        let after = self.saved.phase.map(Phase::as_str).unwrap_or("nothing");
+        StepError::Cancelled(format!(
+            "the service stopped during the {}, before phase {} (after {after}; its data PVCs \
+             were being deleted or are gone): resume this run to carry on from there",
+            self.what(),
+            phase.as_str()
+        ))
+    }
+
+    /// A wait that ran out, said as `[recovery] timeout`'s.
+    fn timed_out(&self, err: StepError) -> StepError {
+        match err {
+            StepError::Cluster(ClusterError::Timeout {
+                waiting_for,
+                last_seen,
+                ..
+            }) => StepError::Failed(format!(
+                "[recovery] timeout ({}) ran out waiting for {waiting_for}; last seen: {last_seen}",
+                humantime::format_duration(self.timeout)
+            )),
+            other => other,
+        }
+    }
+
+    /// What to recover instead once the data PVCs are gone and the recovery failed: this run's
+    /// safety snapshot (what the cluster held when the run began), fetched into the snapshotter
+    /// directory if it is only in S3; else, after a failed restore, a rebuild. `None`: nothing
+    /// better than a put-back (a rebuild that failed, without a safety snapshot).
+    async fn fallback_for(&self, err: &StepError) -> Option<Decision> {
+        let ctx = self.ctx;
+        if let Some(name) = self.safety.as_ref().filter(|s| !s.empty).map(|s| &s.name) {
+            let backups = Backups::new(ctx.recovery).recording(ctx.store);
+            let fetched = async {
+                let listed = backups
+                    .list(&self.found.csm_service, &self.saved.cluster)
+                    .await?;
+                let Some(backup) = listed.iter().find(|b| &b.name == name) else {
+                    return Ok(None);
+                };
+                backups.fetch(backup, &self.saved.cluster).await.map(Some)
+            }
+            .await;
+            match fetched {
+                Ok(Some(_)) => {
+                    return Some(Decision::Restore {
+                        backup: name.clone(),
+                        file: name.clone(),
+                    });
+                }
+                Ok(None) => {
+                    ctx.journal
+                        .log(&format!("the safety snapshot {name} is no longer listed"))
+                        .await;
+                }
+                Err(e) => {
+                    ctx.journal
+                        .log(&format!(
+                            "the safety snapshot {name} could not be fetched: {e}"
+                        ))
+                        .await;
+                }
+            }
+        }
+        let restoring = matches!(self.saved.decision, Decision::Restore { .. });
+        if !restoring {
+            ctx.journal
+                .log(&format!(
+                    "the rebuild failed ({err}) and there is no safety snapshot to bring the \
+                     cluster back from"
+                ))
+                .await;
+        }
+        restoring.then_some(Decision::Rebuild)
+    }
+
+    /// Starts the sequence over from `scaled-down` to recover `to` instead, journalled first.
+    async fn fall_back(&mut self, to: Decision, err: &StepError) -> Result<(), StepError> {
+        let ctx = self.ctx;
+        let from = self.saved.decision.clone();
+        ctx.journal
+            .log(&format!(
+                "the {} failed after its data PVCs were deleted ({err}); bringing the cluster \
+                 back with the {} instead",
+                describe(&from),
+                describe(&to)
+            ))
+            .await;
+        let (during, after) = recovery_envs(&to, &self.saved.cluster, &self.saved.original_env);
+        self.saved.fallback = Some(Fallback {
+            at: Utc::now(),
+            from,
+            to: to.clone(),
+            why: err.to_string(),
+        });
+        self.saved.decision = to;
+        self.saved.recovery_env = during;
+        self.saved.restored_env = after;
+        self.saved.phase = Some(Phase::Stored);
+        self.deadline = Instant::now() + self.timeout;
+        ctx.journal.save(&to_value(&self.saved)?).await
+    }
+
+    /// Journals `phase` as done, with the StatefulSet as it left it, then the failpoint.
+    async fn journal_phase(&mut self, phase: Phase, what: String) -> Result<(), StepError> {
+        let ctx = self.ctx;
+        self.saved.phase = Some(phase);
+        self.saved.phases.push(PhaseRecord {
+            phase,
+            at: Utc::now(),
+            what: what.clone(),
+        });
+        self.saved.observed = self.observe().await?;
+        ctx.journal.save(&to_value(&self.saved)?).await?;
+        ctx.journal
+            .log(&format!("{}: {what}", phase.as_str()))
+            .await;
+        crate::failpoint::hit(&phase.failpoint());
+        Ok(())
+    }
+
+    /// The StatefulSet and its data PVCs as they are now.
+    async fn observe(&self) -> Result<Option<Observed>, StepError> {
+        observe(self.ctx.cluster, &self.saved).await
+    }
+
+    /// The cluster's state, measured, in words: whether it serves and how many keys.
+    async fn measure(&self) -> String {
+        let ctx = self.ctx;
+        match layout::report(ctx.cluster, &self.found, ctx.etcd).await {
+            Ok(report) => describe_report(&report),
+            Err(err) => format!("its state could not be read: {err}"),
+        }
+    }
+
+    /// The backups a person could restore from now, newest first (a few).
+    fn remaining_backups(&self) -> String {
+        let usable: Vec<String> = self
+            .assessment
+            .backups
+            .iter()
+            .filter(|b| b.corrupt.is_none() && !b.empty)
+            .take(3)
+            .map(|b| format!("{} ({} old)", b.name, b.age))
+            .collect();
+        if usable.is_empty() {
+            format!(
+                "none usable was listed (GET /etcd-clusters/{}/backups)",
+                self.saved.cluster
+            )
+        } else {
+            format!(
+                "{} (GET /etcd-clusters/{}/backups lists them all)",
+                usable.join(", "),
+                self.saved.cluster
+            )
+        }
+    }
+
+    /// What the cluster holds now that it did not when step etcd-assess weighed it, if
+    /// anything.
+    async fn newer_than_assessed(&self) -> Result<Option<String>, StepError> {
+        let ctx = self.ctx;
+        let report = layout::report(ctx.cluster, &self.found, ctx.etcd).await?;
+        let now = match (report.serving, report.revision, report.keys) {
+            (true, Some(revision), Some(keys)) => Some((revision, keys, "the cluster".to_owned())),
+            _ => layout::probe_member_pods(ctx.cluster, &self.found, ctx.etcd)
+                .await?
+                .into_iter()
+                .filter_map(|m| {
+                    Some((
+                        m.revision?,
+                        m.keys.unwrap_or(0),
+                        format!("member pod {}", m.pod),
+                    ))
+                })
+                .max_by_key(|(revision, ..)| *revision),
+        };
+        Ok(match (&self.assessment.live, now) {
+            (_, None) => None,
+            (None, Some((revision, keys, source))) => (keys > 0).then(|| {
+                format!(
+                    "nothing answered then; now {source} holds {keys} key(s) at revision {revision}"
+                )
+            }),
+            (Some(then), Some((revision, keys, source))) => (revision > then.revision).then(|| {
+                format!(
+                    "it was at revision {} then; now {source} is at revision {revision} ({keys} \
+                     key(s))",
+                    then.revision
+                )
+            }),
+        })
+    }
+
+    /// Performs `phase`, its waits cancelled by `token`; returns what it did.
+    async fn phase(
+        &mut self,
+        phase: Phase,
+        token: &CancellationToken,
+    ) -> Result<String, StepError> {
         let ctx = self.ctx;
         let cluster = ctx.cluster;
         let name = self.saved.cluster.clone();
@@ -598,15 +1079,23 @@ impl Recover<'_, '_> {
                 describe_env(&self.saved.original_env)
             )),
             Phase::ScaledDown => {
+                cluster
+                    .annotate_statefulset(&name, RUN_ANNOTATION, &ctx.run_id.to_string())
+                    .await?;
                 cluster.scale_statefulset(&name, 0, false).await?;
                 cluster
-                    .wait_members_gone(&name, &selector, self.remaining(), ctx.cancel)
+                    .wait_members_gone(&name, &selector, self.remaining(), token)
                     .await?;
                 Ok(format!("scaled {name} to 0; its pods are gone"))
             }
             Phase::EnvSet => {
-                let env = self.recovery_env_now().await?;
-                Ok(format!("set {env} in container {}", self.saved.container))
+                let env = self.saved.recovery_env.clone();
+                self.set_env(&env).await?;
+                Ok(format!(
+                    "set {} in container {}",
+                    describe_env(&env),
+                    self.saved.container
+                ))
             }
             Phase::PvcsDeleted => {
                 let pvcs = cluster.list_pvcs(&data_pvc_prefix(&name)).await?;
@@ -622,7 +1111,7 @@ impl Recover<'_, '_> {
                             &pvc.uid().unwrap_or_default(),
                             false,
                             self.remaining(),
-                            ctx.cancel,
+                            token,
                         )
                         .await?;
                     deleted.push(pvc_name);
@@ -640,16 +1129,18 @@ impl Recover<'_, '_> {
                 Ok(format!("scaled {name} back to {}", self.saved.replicas))
             }
             Phase::Healthy => {
-                let members = cluster
-                    .wait_members_ready(
-                        &name,
-                        &selector,
-                        self.saved.replicas as usize,
-                        self.remaining(),
-                        ctx.cancel,
-                    )
-                    .await?;
-                let health = self.wait_healthy().await?;
+                let ready = cluster.wait_members_ready(
+                    &name,
+                    &selector,
+                    self.saved.replicas as usize,
+                    self.remaining(),
+                    token,
+                );
+                let members = tokio::select! {
+                    members = ready => members?,
+                    looping = self.crash_loop(token) => return Err(looping),
+                };
+                let health = self.wait_healthy(token).await?;
                 self.saved.members = members.clone();
                 self.saved.health = Some(health);
                 Ok(format!(
@@ -668,9 +1159,9 @@ impl Recover<'_, '_> {
             }
             Phase::Settled => {
                 cluster
-                    .wait_statefulset_rolled_out(&name, self.remaining(), ctx.cancel)
+                    .wait_statefulset_rolled_out(&name, self.remaining(), token)
                     .await?;
-                let health = self.wait_healthy().await?;
+                let health = self.wait_healthy(token).await?;
                 self.saved.health = Some(health);
                 Ok(format!(
                     "the rollout of the environment change is complete and {name} is healthy"
@@ -679,10 +1170,32 @@ impl Recover<'_, '_> {
         }
     }
 
-    async fn recovery_env_now(&mut self) -> Result<String, StepError> {
-        let env = self.saved.recovery_env.clone();
-        self.set_env(&env).await?;
-        Ok(describe_env(&env))
+    /// Resolves when a member pod crash-loops (the restore or bootstrap fails in it), with
+    /// the error that says so; never while they start normally.
+    async fn crash_loop(&self, token: &CancellationToken) -> StepError {
+        let ctx = self.ctx;
+        let selector = self.found.pod_selector();
+        loop {
+            match ctx
+                .cluster
+                .crash_looping_members(&self.saved.cluster, &selector, CRASH_LOOP_RESTARTS)
+                .await
+            {
+                Ok(looping) if !looping.is_empty() => {
+                    return StepError::Failed(format!(
+                        "member pod(s) of {} crash-loop: {}",
+                        self.saved.cluster,
+                        looping.join("; ")
+                    ));
+                }
+                Ok(_) => {}
+                Err(err) => return StepError::Cluster(err),
+            }
+            tokio::select! {
+                () = token.cancelled() => std::future::pending::<()>().await,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
     }
 
     /// Sets the four variables to `wanted` (and removes the others), unless they are already.
@@ -703,44 +1216,26 @@ impl Recover<'_, '_> {
         Ok(())
     }
 
-    /// The cluster's report, once it says healthy. etcd has nothing to watch for health, so
-    /// it is asked again with a growing pause (from 0.1 s to 2 s) until the deadline.
-    async fn wait_healthy(&self) -> Result<Value, StepError> {
-        let ctx = self.ctx;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let report = layout::report(ctx.cluster, &self.found, ctx.etcd).await?;
-            if report.healthy {
-                return to_value(&report);
-            }
-            if self.remaining().is_zero() {
-                return Err(StepError::Cluster(ClusterError::Timeout {
-                    after: self.deadline.elapsed(),
-                    waiting_for: format!("{} to be healthy", self.saved.cluster),
-                    last_seen: report.problems.join("; "),
-                }));
-            }
-            tokio::select! {
-                _ = ctx.cancel.cancelled() => {
-                    return Err(StepError::Cancelled(format!(
-                        "waiting for {} to be healthy ({})",
-                        self.saved.cluster,
-                        report.problems.join("; ")
-                    )));
-                }
-                _ = tokio::time::sleep(pause.min(self.remaining())) => {}
-            }
-            pause = (pause * 2).min(Duration::from_secs(2));
-        }
+    /// The cluster's report, once it says healthy, within the recovery's deadline.
+    async fn wait_healthy(&self, token: &CancellationToken) -> Result<Value, StepError> {
+        let report = wait_healthy(self.ctx, &self.found, self.deadline, token).await?;
+        to_value(&report)
     }
 
     /// Puts the StatefulSet back (replica count, environment) after `err` stopped the
-    /// sequence (in phase `attempted`, or between phases), journals it, and returns the error
-    /// saying so. Before the scale-down was sent, nothing was changed and nothing is put back.
+    /// sequence (in phase `attempted`, or between phases), waits until its members are back
+    /// and it is healthy (unless the service is stopping), journals it, and returns the error
+    /// saying what was measured then. Before the scale-down was sent, nothing was changed and
+    /// nothing is put back.
     async fn stop(&mut self, err: StepError, attempted: Option<Phase>) -> StepError {
         let ctx = self.ctx;
         let after = self.saved.phase;
+        let cancelled = err.is_cancelled();
         let why = err.to_string();
+        let why = why
+            .strip_prefix("cancelled while ")
+            .unwrap_or(&why)
+            .to_owned();
         let stopped_after = after.map(Phase::as_str).unwrap_or("nothing");
         if !self.restarting && after.max(attempted) < Some(Phase::ScaledDown) {
             let note = format!(
@@ -748,9 +1243,8 @@ impl Recover<'_, '_> {
                 self.saved.cluster
             );
             ctx.journal.log(&note).await;
-            let why = why.strip_prefix("cancelled while ").unwrap_or(&why);
             let message = format!("{why}; {note}");
-            return if err.is_cancelled() {
+            return if cancelled {
                 StepError::Cancelled(message)
             } else {
                 StepError::Failed(message)
@@ -782,6 +1276,31 @@ impl Recover<'_, '_> {
         {
             errors.push(format!("replicas: {e}"));
         }
+        // The step ends once the cluster is back, not while its pods are still starting
+        // (unless the service is stopping: the next start marks the run interrupted), when it
+        // can come back: its data PVCs untouched, or the cluster recovered.
+        let data_kept = recovered || after.max(attempted) < Some(Phase::PvcsDeleted);
+        let back = if errors.is_empty() && data_kept && !ctx.shutdown.is_cancelled() {
+            let deadline = Instant::now() + PUT_BACK_WAIT;
+            let token = ctx.shutdown;
+            let members = ctx
+                .cluster
+                .wait_members_ready(
+                    &self.saved.cluster,
+                    &self.found.pod_selector(),
+                    self.saved.replicas as usize,
+                    PUT_BACK_WAIT,
+                    token,
+                )
+                .await;
+            match members {
+                Ok(_) => wait_healthy(ctx, &self.found, deadline, token).await.err(),
+                Err(e) => Some(StepError::Cluster(e)),
+            }
+        } else {
+            None
+        };
+        let measured = self.measure().await;
         let put_back = PutBack {
             at: Utc::now(),
             why: why.clone(),
@@ -791,34 +1310,49 @@ impl Recover<'_, '_> {
             errors: errors.clone(),
         };
         self.saved.put_back.push(put_back);
+        match self.observe().await {
+            Ok(observed) => self.saved.observed = observed,
+            Err(e) => errors.push(format!("reading it back: {e}")),
+        }
         if let Ok(value) = to_value(&self.saved)
             && let Err(e) = ctx.journal.save(&value).await
         {
             errors.push(format!("journal: {e}"));
         }
+        let next = if cancelled {
+            "start a new run to recover it"
+        } else {
+            "resume this run, or start a new one"
+        };
         let data_note = match after.max(attempted) {
             _ if recovered => format!(
                 "; the {} itself was complete (the cluster was healthy after it) and the \
-                 put-back did not touch its data: resuming this run (failed or interrupted) \
-                 waits for the rollout of the environment without redoing it",
-                self.what()
+                 put-back did not touch its data{}",
+                self.what(),
+                if cancelled {
+                    ""
+                } else {
+                    ": resuming this run waits for the rollout of the environment without \
+                     redoing it"
+                }
             ),
-            Some(Phase::PvcsDeleted) if after < Some(Phase::PvcsDeleted) => {
-                "; some of its data PVCs may have been deleted, so the cluster may have lost its \
-                 data: restore or rebuild it (resume this run unless it was cancelled, or start one with \"etcd\": \
-                 \"restore\")"
-                    .to_owned()
-            }
-            Some(p) if p >= Phase::PvcsDeleted => {
-                "; its data PVCs had been deleted, so the cluster is empty until a run restores \
-                 or rebuilds it (resume this run unless it was cancelled, or start one with \"etcd\": \"restore\")"
-                    .to_owned()
-            }
+            Some(p) if p >= Phase::PvcsDeleted => format!(
+                "; its data PVCs had been deleted: {next} (\"etcd\": \"restore\" or \
+                 \"rebuild\")"
+            ),
             _ => "; its data PVCs were not touched".to_owned(),
+        };
+        let back_note = match back {
+            Some(e) => format!(
+                "; it did not come back within {}: {e}",
+                humantime::format_duration(PUT_BACK_WAIT)
+            ),
+            None => String::new(),
         };
         let note = if errors.is_empty() {
             format!(
-                "the StatefulSet {} was put back: {} replica(s), {}{data_note}",
+                "the StatefulSet {} was put back: {} replica(s), {}{back_note}; now {measured}\
+                 {data_note}",
                 self.saved.cluster,
                 self.saved.replicas,
                 describe_env(&restored)
@@ -826,25 +1360,250 @@ impl Recover<'_, '_> {
         } else {
             format!(
                 "putting the StatefulSet {} back FAILED ({}): check its replicas ({}) and \
-                 environment ({}) by hand, or resume the run",
+                 environment ({}) by hand{}; now {measured}",
                 self.saved.cluster,
                 errors.join("; "),
                 self.saved.replicas,
-                describe_env(&restored)
+                describe_env(&restored),
+                if cancelled { "" } else { ", or resume the run" }
             )
         };
         ctx.journal.log(&note).await;
         let uid = self.saved.statefulset_uid.clone();
         ctx.announce(&self.object, &uid, true, "EtcdRecoverStopped", &note)
             .await;
-        let why = why.strip_prefix("cancelled while ").unwrap_or(&why);
         let message = format!("{why} (after phase {stopped_after}); {note}");
-        if err.is_cancelled() {
+        if cancelled {
             StepError::Cancelled(message)
         } else {
             StepError::Failed(message)
         }
     }
+}
+
+/// Why a cancel during `phase` (once the data PVCs of `cluster` were being deleted) waits.
+fn deferred_cancel(phase: Phase, cluster: &str) -> String {
+    format!(
+        "cancelled during phase {}, once the data PVCs of {cluster} were being deleted (the old \
+         data is gone, and stopping now would leave the cluster empty and crash-looping)",
+        phase.as_str()
+    )
+}
+
+/// What `decision` does, in words.
+fn describe(decision: &Decision) -> String {
+    match decision {
+        Decision::Restore { backup, .. } => format!("restore from {backup}"),
+        Decision::Rebuild => "rebuild".to_owned(),
+        Decision::LeaveAlone => "nothing".to_owned(),
+    }
+}
+
+/// A cluster's report in words: serving or not, healthy or what is wrong, its keys.
+pub fn describe_report(report: &layout::EtcdClusterReport) -> String {
+    let keys = report
+        .keys
+        .map(|k| format!(", {k} key(s)"))
+        .unwrap_or_default();
+    if report.healthy {
+        format!("{} is healthy{keys}", report.name)
+    } else if report.serving {
+        format!(
+            "{} serves{keys} but is degraded ({})",
+            report.name,
+            report.problems.join("; ")
+        )
+    } else {
+        format!(
+            "{} does NOT serve ({})",
+            report.name,
+            report.problems.join("; ")
+        )
+    }
+}
+
+/// The cluster's report once it says healthy, asked again with a growing pause (from 0.1 s to
+/// 2 s: etcd has nothing to watch for health) until `deadline` or `token`.
+async fn wait_healthy(
+    ctx: &StepContext<'_>,
+    found: &Found,
+    deadline: Instant,
+    token: &CancellationToken,
+) -> Result<layout::EtcdClusterReport, StepError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let report = layout::report(ctx.cluster, found, ctx.etcd).await?;
+        if report.healthy {
+            return Ok(report);
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(StepError::Cluster(ClusterError::Timeout {
+                after: started.elapsed(),
+                waiting_for: format!("{} to be healthy", found.name),
+                last_seen: report.problems.join("; "),
+            }));
+        }
+        tokio::select! {
+            () = token.cancelled() => {
+                return Err(StepError::Cancelled(format!(
+                    "waiting for {} to be healthy ({})",
+                    found.name,
+                    report.problems.join("; ")
+                )));
+            }
+            () = tokio::time::sleep(pause.min(remaining)) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A Bitnami StatefulSet's replicas and recovery environment in words, saying when it was left
+/// mid-recovery; `None` for other layouts or when it cannot be read.
+pub async fn describe_statefulset(cluster: &Cluster, found: &Found) -> Option<String> {
+    if found.layout != EtcdLayout::Bitnami {
+        return None;
+    }
+    let set = cluster.statefulset(&found.name).await.ok()??;
+    let (_, _, env) = etcd_container(&set)?;
+    let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let (_, leftover) = without_leftovers(&vars_of(&env));
+    Some(match leftover {
+        Some(leftover) => format!(
+            "StatefulSet {} has {replicas} replica(s) and carries {leftover}: the next recovery \
+             run of it cleans that up",
+            found.name
+        ),
+        None => format!(
+            "StatefulSet {} has {replicas} replica(s), {}",
+            found.name,
+            describe_env(&vars_of(&env))
+        ),
+    })
+}
+
+/// The StatefulSet of `saved` and its data PVCs as they are now (`None`: the set is gone).
+async fn observe(cluster: &Cluster, saved: &Saved) -> Result<Option<Observed>, StepError> {
+    let Some(set) = cluster.statefulset(&saved.cluster).await? else {
+        return Ok(None);
+    };
+    let pvcs = cluster
+        .list_pvcs(&data_pvc_prefix(&saved.cluster))
+        .await?
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect();
+    Ok(Some(Observed {
+        generation: set.metadata.generation.unwrap_or(0),
+        replicas: set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        env: vars_of(&container_env(&set, saved.container_index)),
+        pvcs,
+    }))
+}
+
+/// Why a resume of the `etcd-recover` step whose journal is `data` must not go on: what
+/// changed the StatefulSet since its last journalled write, beyond what the phase the resume
+/// redoes writes itself (and, when its annotation says so, which run). `None`: it is as the
+/// journal left it (or the step changed nothing yet).
+pub async fn resume_blocker(
+    cluster: &Cluster,
+    data: &Value,
+    run_id: &str,
+) -> Result<Option<String>, StepError> {
+    let Ok(saved) = serde_json::from_value::<Saved>(data.clone()) else {
+        return Ok(None);
+    };
+    let (Some(observed), Some(done)) = (&saved.observed, saved.phase) else {
+        return Ok(None);
+    };
+    if saved.dry_run || done == Phase::Settled {
+        return Ok(None);
+    }
+    let name = &saved.cluster;
+    let Some(set) = cluster.statefulset(name).await? else {
+        return Ok(Some(format!("the StatefulSet {name} is gone")));
+    };
+    let by = set
+        .annotations()
+        .get(RUN_ANNOTATION)
+        .filter(|by| by.as_str() != run_id)
+        .map(|by| format!(" (run {by} recovered it since)"))
+        .unwrap_or_default();
+    if set.uid().unwrap_or_default() != saved.statefulset_uid {
+        return Ok(Some(format!(
+            "the StatefulSet {name} was deleted and created again since this run's last \
+             journalled phase{by}"
+        )));
+    }
+    let Some(now) = observe(cluster, &saved).await? else {
+        return Ok(Some(format!("the StatefulSet {name} is gone")));
+    };
+    // What the phase a resume redoes first may already have written (a crash in it), and
+    // what an interrupted put-back writes.
+    let next = if saved.start_over {
+        Some(Phase::ScaledDown)
+    } else {
+        Phase::after(Some(done))
+    };
+    let mut replicas = vec![observed.replicas];
+    let mut envs = vec![observed.env.clone()];
+    match next {
+        Some(Phase::ScaledDown) => replicas.push(0),
+        Some(Phase::EnvSet) => envs.push(saved.recovery_env.clone()),
+        Some(Phase::ScaledUp) => replicas.push(saved.replicas),
+        Some(Phase::EnvRestored) => envs.push(saved.restored_env.clone()),
+        _ => {}
+    }
+    if saved.start_over || !saved.put_back.is_empty() {
+        replicas.push(saved.replicas);
+        envs.push(saved.restored_env.clone());
+    }
+    let sorted = |vars: &[EnvVar]| {
+        let mut vars = vars_of(vars);
+        vars.sort_by(|a, b| a.name.cmp(&b.name));
+        vars
+    };
+    let same_env = |a: &[EnvVar], b: &[EnvVar]| sorted(a) == sorted(b);
+    let mut changed = Vec::new();
+    if !replicas.contains(&now.replicas) {
+        changed.push(format!(
+            "it has {} replica(s), this run left {}",
+            now.replicas, observed.replicas
+        ));
+    }
+    if !envs.iter().any(|env| same_env(env, &now.env)) {
+        changed.push(format!(
+            "its environment is {}, this run left {}",
+            describe_env(&now.env),
+            describe_env(&observed.env)
+        ));
+    }
+    // Once the environment is set, the run itself may have deleted the data PVCs (the phase
+    // after it, or a crash in it); a PVC it saw that now has another uid was made again by
+    // someone else's scale-up.
+    let pvcs_may_go = done >= Phase::EnvSet;
+    for (pvc, uid) in &observed.pvcs {
+        match now.pvcs.get(pvc) {
+            Some(now_uid) if now_uid != uid => {
+                changed.push(format!("PVC {pvc} was deleted and created again"));
+            }
+            None if !pvcs_may_go => changed.push(format!("PVC {pvc} was deleted")),
+            _ => {}
+        }
+    }
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "StatefulSet {name} changed since this run's last journalled phase ({}, generation {} \
+         then, {} now): {}{by}",
+        done.as_str(),
+        observed.generation,
+        now.generation,
+        changed.join("; ")
+    )))
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! BSS on CSM 1.5+: the runbook says "Restore BSS from the ETCD backup, see Restore an ETCD
 //! Cluster from a Backup". A run with `"etcd": "restore"` (or `auto` choosing a restore) does
 //! that first, and this step then ends `skipped` (see `handlers::Action::covered_by_restore`).
-//! Otherwise (a check-only run, or a rebuild, which empties BSS's cluster) the step checks what
-//! it can (the cluster's state, its newest backup) and ends `action_required`, naming how to
-//! restore it: a run of this service, or CSM's own script.
+//! Otherwise (a check-only run, or a rebuild, which empties BSS's cluster) the step asks BSS:
+//! when it holds boot parameters, nothing is missing and the step succeeds; when it holds none
+//! (or cannot be asked), the step checks what it can (the cluster's state, its newest backup)
+//! and ends `action_required`, naming how to restore it: a run of this service, or CSM's own
+//! script.
 
 use serde_json::json;
 
@@ -16,6 +18,22 @@ pub async fn restore_required(
     ctx: &StepContext<'_>,
     cluster: &str,
 ) -> Result<StepOutcome, StepError> {
+    let asked = match ctx.csm.bss.list_bootparameters().await {
+        Ok(entries) if !entries.is_empty() => {
+            let hosts: usize = entries.iter().map(|entry| entry.hosts.len()).sum();
+            return StepOutcome::done(
+                format!(
+                    "BSS holds {} boot parameter entr{} for {hosts} host(s): its data is there, \
+                     nothing to restore",
+                    entries.len(),
+                    if entries.len() == 1 { "y" } else { "ies" }
+                ),
+                json!({ "cluster": cluster, "entries": entries.len(), "hosts": hosts }),
+            );
+        }
+        Ok(_) => "BSS holds no boot parameters".to_owned(),
+        Err(err) => format!("BSS could not be asked for its boot parameters ({err})"),
+    };
     let found = layout::find(ctx.cluster, cluster).await?;
     let state = match &found {
         Some(found) => format!(
@@ -44,9 +62,9 @@ pub async fn restore_required(
     };
     StepOutcome::action_required(
         format!(
-            "BSS is repopulated by restoring its etcd cluster from a backup (runbook: \"Restore \
-             BSS from the ETCD backup\", see \"Restore an etcd Cluster from a Backup\"), which \
-             this run did not do. {state}; {newest} (GET /etcd-clusters/{cluster}/backups lists \
+            "{asked}. BSS is repopulated by restoring its etcd cluster from a backup (runbook: \
+             \"Restore BSS from the ETCD backup\", see \"Restore an etcd Cluster from a \
+             Backup\"), which this run did not do. {state}; {newest} (GET /etcd-clusters/{cluster}/backups lists \
              them). Restore it with a run: POST /repopulations {{\"services\": [\"bss\"], \
              \"etcd\": \"restore\", \"confirm\": [\"{cluster}\"]}}, or with CSM's \
              `/opt/cray/platform-utils/etcd/etcd_restore_rebuild.sh -s {csm}` on a master or \

@@ -187,7 +187,7 @@ pub async fn run(
 ) -> Result<StepOutcome, StepError> {
     let assessment = assessed(ctx).await?;
     match &assessment.decision {
-        Decision::None => StepOutcome::with_state(
+        Decision::LeaveAlone => StepOutcome::with_state(
             State::Skipped,
             format!(
                 "nothing to recover: {} (step etcd-assess)",
@@ -350,6 +350,7 @@ async fn rebuild_while_scaled_down(
         csm: ctx.csm,
         dry_run: false,
         cancel: ctx.cancel,
+        shutdown: ctx.shutdown,
         journal: &nested,
         saved: record.get::<Value>("recreate"),
         ssh: ctx.ssh,

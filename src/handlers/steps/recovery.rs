@@ -18,8 +18,9 @@ use serde_json::Value;
 use crate::{
     etcd::{
         EtcdClient,
-        backups::{Backup, BackupError, Backups, verify_snapshot},
-        layout,
+        backup_check::{BackupCheck, last_checks},
+        backups::{Backup, BackupError, Backups},
+        layout::{self, MemberPod},
     },
     handlers::{ETCD_ASSESS, StepContext, StepError, StepOutcome},
     model::{EtcdMode, State},
@@ -29,8 +30,11 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Decision {
-    /// Nothing: the cluster is healthy (`auto`).
-    None,
+    /// Nothing: the cluster serves (healthy or degraded), or what its members hold is newer
+    /// than any backup, or could not be read (the assessment says which, and whether a person
+    /// has work left).
+    #[serde(rename = "none")]
+    LeaveAlone,
     /// Restore it from `backup` (its snapshot file in the snapshotter directory is `file`).
     Restore { backup: String, file: String },
     /// Rebuild it empty.
@@ -54,9 +58,22 @@ pub struct BackupSeen {
     pub empty: bool,
     /// Taken by this run.
     pub this_run: bool,
-    /// Why its snapshot was refused (its SHA-256 trailer did not match), when it was checked.
+    /// Why its snapshot was refused (not an etcd database, or its SHA-256 trailer did not
+    /// match), when it was checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<String>,
+    /// It was checked (fetched, its trailer and database proven) by this assessment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checked: bool,
+    /// What the check read from it: its store revision and keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    /// Keys the live cluster wrote or changed after this backup's revision (their
+    /// `mod_revision` is above it), when it was weighed against the live data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_since: Option<u64>,
 }
 
 impl BackupSeen {
@@ -72,6 +89,10 @@ impl BackupSeen {
             empty: backup.safety.as_ref().is_some_and(|s| s.empty),
             this_run: backup.safety.as_ref().is_some_and(|s| s.run_id == run_id),
             corrupt: None,
+            checked: false,
+            revision: None,
+            keys: None,
+            changed_since: None,
         }
     }
 
@@ -87,6 +108,352 @@ impl BackupSeen {
             None
         }
     }
+
+    fn describe(&self) -> String {
+        match self.revision {
+            Some(revision) => format!("{} ({} old, revision {revision})", self.name, self.age),
+            None => format!("{} ({} old)", self.name, self.age),
+        }
+    }
+}
+
+/// What the live cluster holds, as far as it could be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveData {
+    /// Where it was read: the cluster through its client endpoint (it serves), or the member
+    /// that holds the most when the cluster has no quorum.
+    pub source: String,
+    /// The member pod read, when the cluster did not serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    pub revision: i64,
+    pub keys: u64,
+}
+
+/// What a restore or rebuild throws away of what the live cluster holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discarded {
+    /// Revisions the live cluster has beyond the backup's (all of them for a rebuild, or
+    /// when the cluster's history restarted after the backup).
+    pub revisions: i64,
+    /// Keys written or changed after the backup (all the keys it holds for a rebuild, or when
+    /// its history restarted).
+    pub keys: u64,
+    /// The same in words.
+    pub summary: String,
+    /// The request said `"discard_newer": true`.
+    pub acknowledged: bool,
+}
+
+/// What the assessment knows when it decides.
+#[derive(Clone, Copy, Debug)]
+pub struct Evidence<'a> {
+    pub mode: EtcdMode,
+    /// The cluster answers a linearizable read (a quorum holds it).
+    pub serving: bool,
+    pub healthy: bool,
+    /// What is wrong with it (one line each).
+    pub problems: &'a [String],
+    /// What the cluster, or its most advanced member, holds; `None` when nothing answered.
+    pub live: Option<&'a LiveData>,
+    /// Why what its members hold cannot be read although it may exist (a StatefulSet at 0
+    /// replicas whose data PVCs remain).
+    pub unreadable: Option<&'a str>,
+    /// Newest first.
+    pub backups: &'a [BackupSeen],
+    pub named: Option<&'a str>,
+    pub max_age: Duration,
+    /// The request accepts losing what the live cluster holds beyond the backup.
+    pub discard_newer: bool,
+}
+
+/// What [`decide`] concluded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Decided {
+        decision: Decision,
+        reason: String,
+        /// A person has work left (the cluster is degraded, or holds data no backup has).
+        needs_person: bool,
+        discarded: Option<Discarded>,
+    },
+    /// The backup named must be checked (fetched, proven to be an etcd database, its
+    /// revision read) before anything can be decided.
+    Check(String),
+}
+
+/// How to send the same request again with the loss acknowledged.
+pub const DISCARD_HINT: &str = "add \"discard_newer\": true to the request to accept that loss (a \
+     safety snapshot keeps what the cluster holds before it is replaced)";
+
+/// What restoring `backup` over `live` throws away; `None` when nothing is lost.
+pub fn loss(live: &LiveData, backup: &BackupSeen) -> Option<Discarded> {
+    let Some(backup_revision) = backup.revision else {
+        return (live.keys > 0).then(|| Discarded {
+            revisions: live.revision,
+            keys: live.keys,
+            summary: format!(
+                "{} holds {} key(s) at revision {}, and the revision of backup {} could not be \
+                 read: nothing shows it holds as much",
+                live.source, live.keys, live.revision, backup.name
+            ),
+            acknowledged: false,
+        });
+    };
+    if live.revision > backup_revision {
+        let revisions = live.revision - backup_revision;
+        let changed = match backup.changed_since {
+            Some(keys) => format!(
+                ": {keys} key(s) written or changed since, the rest of those revisions deletions"
+            ),
+            None => String::new(),
+        };
+        return Some(Discarded {
+            revisions,
+            keys: backup.changed_since.unwrap_or(0),
+            summary: format!(
+                "{} holds revision {}, {revisions} revision(s) newer than backup {} (revision \
+                 {backup_revision}){changed}",
+                live.source, live.revision, backup.name
+            ),
+            acknowledged: false,
+        });
+    }
+    // A restore keeps the backup's revision and a rebuild starts again from 1, so a cluster
+    // behind the backup was rebuilt or restored from something else since: it shares no
+    // history with the backup, and everything it holds would be replaced.
+    (live.revision < backup_revision && live.keys > 0).then(|| Discarded {
+        revisions: live.revision,
+        keys: live.keys,
+        summary: format!(
+            "{} holds {} key(s) at revision {}, behind backup {} (revision {backup_revision}): \
+             it was rebuilt or restored since that backup, and all of its keys would be replaced",
+            live.source, live.keys, live.revision, backup.name
+        ),
+        acknowledged: false,
+    })
+}
+
+/// The decision for the evidence, or why the run cannot go on (a restore that would lose
+/// newer data without `discard_newer`, a backup that was not found, ...).
+pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
+    let decided = |decision, reason: String, needs_person, discarded| {
+        Ok(Verdict::Decided {
+            decision,
+            reason,
+            needs_person,
+            discarded,
+        })
+    };
+    let restore = |b: &BackupSeen| Decision::Restore {
+        backup: b.name.clone(),
+        file: b.file.clone(),
+    };
+    let seen = || {
+        if e.backups.is_empty() {
+            "no backups were found".to_owned()
+        } else {
+            format!(
+                "backups seen: {}",
+                e.backups
+                    .iter()
+                    .map(|b| match b.unusable() {
+                        Some(why) => format!("{} ({} old, {why})", b.name, b.age),
+                        None => format!("{} ({} old)", b.name, b.age),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    };
+    let unreadable_note = |what: &str| {
+        e.unreadable.map(|why| {
+            format!("{why}; {what} would replace whatever they hold, so it needs \"discard_newer\": true")
+        })
+    };
+    match e.mode {
+        EtcdMode::Check => return Err("mode check does not restore or rebuild".to_owned()),
+        EtcdMode::Rebuild => {
+            if let Some(live) = e.live.filter(|live| live.keys > 0) {
+                let discarded = Discarded {
+                    revisions: live.revision,
+                    keys: live.keys,
+                    summary: format!(
+                        "{} holds {} key(s) (revision {}), all of which a rebuild deletes",
+                        live.source, live.keys, live.revision
+                    ),
+                    acknowledged: e.discard_newer,
+                };
+                if !e.discard_newer {
+                    return Err(format!("{}; {DISCARD_HINT}", discarded.summary));
+                }
+                return decided(
+                    Decision::Rebuild,
+                    format!(
+                        "a rebuild was requested, discarding what it holds: {}",
+                        discarded.summary
+                    ),
+                    false,
+                    Some(discarded),
+                );
+            }
+            if let Some(note) = unreadable_note("a rebuild").filter(|_| !e.discard_newer) {
+                return Err(note);
+            }
+            return decided(
+                Decision::Rebuild,
+                "a rebuild was requested".to_owned(),
+                false,
+                None,
+            );
+        }
+        EtcdMode::Auto if e.serving => {
+            return if e.healthy {
+                decided(
+                    Decision::LeaveAlone,
+                    "the cluster is healthy; auto leaves it alone".to_owned(),
+                    false,
+                    None,
+                )
+            } else {
+                decided(
+                    Decision::LeaveAlone,
+                    format!(
+                        "the cluster serves (a quorum of its members answers reads) but is \
+                         degraded ({}); auto never restores or rebuilds a serving cluster, which \
+                         would replace its data: repair what is degraded (a member pod that does \
+                         not start, an alarm), see GET /etcd-clusters/<name>",
+                        e.problems.join("; ")
+                    ),
+                    true,
+                    None,
+                )
+            };
+        }
+        EtcdMode::Auto => {
+            if let Some(why) = e.unreadable {
+                return decided(
+                    Decision::LeaveAlone,
+                    format!(
+                        "{why}; auto does not restore or rebuild over data it cannot read: \
+                         scale the StatefulSet back so its members can say what they hold, and \
+                         run auto again (or restore explicitly with \"discard_newer\": true)"
+                    ),
+                    true,
+                    None,
+                );
+            }
+        }
+        EtcdMode::Restore => {}
+    }
+    // Restore, or auto on a cluster that does not serve.
+    let candidate = match (e.mode, e.named) {
+        (_, Some(name)) => match e.backups.iter().find(|b| b.name == name) {
+            Some(b) if b.corrupt.is_some() => {
+                return Err(format!(
+                    "backup {name} is corrupt: {}",
+                    b.corrupt.as_deref().unwrap_or_default()
+                ));
+            }
+            Some(b) => b,
+            None => return Err(format!("backup {name:?} was not found; {}", seen())),
+        },
+        (EtcdMode::Restore, None) => match e.backups.iter().find(|b| b.unusable().is_none()) {
+            Some(b) => b,
+            None => return Err(format!("there is no backup to restore from: {}", seen())),
+        },
+        _ => {
+            let limit = humantime::format_duration(e.max_age);
+            let recent = e.backups.iter().find(|b| b.unusable().is_none());
+            match recent {
+                Some(b) if Duration::from_secs(b.age_seconds) <= e.max_age => b,
+                other => {
+                    let why = match other {
+                        Some(b) => format!(
+                            "its newest usable backup, {}, is {} old, older than restore_max_age \
+                             {limit}",
+                            b.name, b.age
+                        ),
+                        None => seen(),
+                    };
+                    if let Some(live) = e.live.filter(|live| live.keys > 0) {
+                        return decided(
+                            Decision::LeaveAlone,
+                            format!(
+                                "the cluster does not serve and {why}, but {} still holds {} \
+                                 key(s) (revision {}): auto never rebuilds over data a member \
+                                 holds; bring the other members back, or rebuild explicitly with \
+                                 \"discard_newer\": true",
+                                live.source, live.keys, live.revision
+                            ),
+                            true,
+                            None,
+                        );
+                    }
+                    return decided(
+                        Decision::Rebuild,
+                        format!("the cluster does not serve and {why}"),
+                        false,
+                        None,
+                    );
+                }
+            }
+        }
+    };
+    if !candidate.checked {
+        return Ok(Verdict::Check(candidate.name.clone()));
+    }
+    let why_chosen = match (e.mode, e.named) {
+        (_, Some(_)) => format!("backup {} was named", candidate.describe()),
+        (EtcdMode::Restore, None) => {
+            format!("{} is the newest usable backup", candidate.describe())
+        }
+        _ => format!(
+            "the cluster does not serve and {} is the newest usable backup (restore_max_age {})",
+            candidate.describe(),
+            humantime::format_duration(e.max_age)
+        ),
+    };
+    let discarded = e.live.and_then(|live| loss(live, candidate));
+    match (e.mode, discarded) {
+        (EtcdMode::Auto, Some(lost)) => decided(
+            Decision::LeaveAlone,
+            format!(
+                "the cluster does not serve, but {}: auto never restores a backup older than \
+                 what a member holds. Bring the other members back (the member's data is \
+                 intact), or restore explicitly with \"discard_newer\": true",
+                lost.summary
+            ),
+            true,
+            None,
+        ),
+        (_, Some(mut lost)) => {
+            if !e.discard_newer {
+                return Err(format!(
+                    "restoring {} would lose data: {}; {DISCARD_HINT}",
+                    candidate.name, lost.summary
+                ));
+            }
+            lost.acknowledged = true;
+            decided(
+                restore(candidate),
+                format!(
+                    "{why_chosen}; discarding what is newer, as the request accepts: {}",
+                    lost.summary
+                ),
+                false,
+                Some(lost),
+            )
+        }
+        (_, None) => {
+            if e.live.is_none()
+                && let Some(note) = unreadable_note("a restore").filter(|_| !e.discard_newer)
+            {
+                return Err(note);
+            }
+            decided(restore(candidate), why_chosen, false, None)
+        }
+    }
 }
 
 /// What `etcd-assess` stores.
@@ -95,14 +462,30 @@ pub struct Assessment {
     pub cluster: String,
     pub mode: EtcdMode,
     pub healthy: bool,
+    /// A quorum of its members answers reads (see [`layout::EtcdClusterReport::serving`]).
+    #[serde(default)]
+    pub serving: bool,
     /// The cluster's report (`GET /etcd-clusters/{name}`).
     pub report: Value,
+    /// Each member pod and what it answered at its own address, when the cluster did not
+    /// serve (what a member holds without a quorum).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberPod>,
+    /// What the cluster, or its most advanced member, holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveData>,
+    /// Why what its members hold could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
     /// Newest first.
     pub backups: Vec<BackupSeen>,
     #[serde(with = "humantime_serde")]
     pub restore_max_age: Duration,
     pub decision: Decision,
     pub reason: String,
+    /// What the recovery throws away of what the live cluster holds (accepted by the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded: Option<Discarded>,
 }
 
 /// The decision of `etcd-assess` of this run and service.
@@ -133,7 +516,7 @@ pub async fn planned_recovery(ctx: &StepContext<'_>) -> Result<Option<String>, S
         return Ok(None);
     };
     Ok(match assessment.decision {
-        Decision::None => None,
+        Decision::LeaveAlone => None,
         Decision::Rebuild => Some(format!("rebuilt empty ({})", assessment.cluster)),
         Decision::Restore { backup, .. } => {
             Some(format!("restored from {backup} ({})", assessment.cluster))
@@ -175,97 +558,14 @@ pub async fn restored(ctx: &StepContext<'_>) -> Result<Option<String>, StepError
     )))
 }
 
-/// The decision for `mode` given the cluster's health and the backups (newest first).
-pub fn decide(
-    mode: EtcdMode,
-    healthy: bool,
-    backups: &[BackupSeen],
-    named: Option<&str>,
-    max_age: Duration,
-) -> Result<(Decision, String), String> {
-    let restore = |b: &BackupSeen| Decision::Restore {
-        backup: b.name.clone(),
-        file: b.file.clone(),
-    };
-    let seen = || {
-        if backups.is_empty() {
-            "no backups were found".to_owned()
-        } else {
-            format!(
-                "backups seen: {}",
-                backups
-                    .iter()
-                    .map(|b| match b.unusable() {
-                        Some(why) => format!("{} ({} old, {why})", b.name, b.age),
-                        None => format!("{} ({} old)", b.name, b.age),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
-    };
-    let newest_usable = backups.iter().find(|b| b.unusable().is_none());
-    match (mode, named) {
-        (EtcdMode::Check, _) => Err("mode check does not restore or rebuild".to_owned()),
-        (EtcdMode::Rebuild, _) => Ok((Decision::Rebuild, "a rebuild was requested".to_owned())),
-        (EtcdMode::Auto, _) if healthy => Ok((
-            Decision::None,
-            "the cluster is healthy; auto leaves it alone".to_owned(),
-        )),
-        (EtcdMode::Restore | EtcdMode::Auto, Some(name)) => {
-            match backups.iter().find(|b| b.name == name) {
-                Some(b) if b.corrupt.is_some() => Err(format!(
-                    "backup {name} is corrupt: {}",
-                    b.corrupt.as_deref().unwrap_or_default()
-                )),
-                Some(b) => Ok((
-                    restore(b),
-                    format!("backup {name} was named ({} old)", b.age),
-                )),
-                None => Err(format!("backup {name:?} was not found; {}", seen())),
-            }
-        }
-        (EtcdMode::Restore, None) => match newest_usable {
-            Some(b) => Ok((
-                restore(b),
-                format!("{} is the newest usable backup ({} old)", b.name, b.age),
-            )),
-            None => Err(format!("there is no backup to restore from: {}", seen())),
-        },
-        (EtcdMode::Auto, None) => {
-            let limit = humantime::format_duration(max_age);
-            match newest_usable {
-                Some(b) if Duration::from_secs(b.age_seconds) <= max_age => Ok((
-                    restore(b),
-                    format!(
-                        "the cluster is unhealthy and {} is the newest usable backup, {} old \
-                         (restore_max_age {limit})",
-                        b.name, b.age
-                    ),
-                )),
-                Some(b) => Ok((
-                    Decision::Rebuild,
-                    format!(
-                        "the cluster is unhealthy and its newest usable backup, {}, is {} old, \
-                         older than restore_max_age {limit}",
-                        b.name, b.age
-                    ),
-                )),
-                None => Ok((
-                    Decision::Rebuild,
-                    format!("the cluster is unhealthy and {}", seen()),
-                )),
-            }
-        }
-    }
-}
-
+#[allow(clippy::too_many_arguments)]
 pub async fn assess(
     ctx: &StepContext<'_>,
     cluster: &str,
     mode: EtcdMode,
     backup: Option<&str>,
     max_age: Duration,
+    discard_newer: bool,
 ) -> Result<StepOutcome, StepError> {
     let Some(found) = layout::find(ctx.cluster, cluster).await? else {
         return Err(StepError::Failed(format!(
@@ -275,55 +575,145 @@ pub async fn assess(
         )));
     };
     let report = layout::report(ctx.cluster, &found, ctx.etcd).await?;
+    // What the data the recovery would replace is: the cluster's when it serves; otherwise the
+    // member that holds the most (members answer their own status without a quorum).
+    let mut members = Vec::new();
+    let live = match (report.serving, report.revision, report.keys) {
+        (true, Some(revision), Some(keys)) => Some(LiveData {
+            source: "the cluster (through its client Service)".to_owned(),
+            pod: None,
+            revision,
+            keys,
+        }),
+        _ => {
+            members = layout::probe_member_pods(ctx.cluster, &found, ctx.etcd).await?;
+            members
+                .iter()
+                .filter_map(|m| Some((m, m.revision?)))
+                .max_by_key(|(_, revision)| *revision)
+                .map(|(m, revision)| LiveData {
+                    source: format!(
+                        "member pod {} (read alone: the cluster has no quorum)",
+                        m.pod
+                    ),
+                    pod: Some(m.pod.clone()),
+                    revision,
+                    keys: m.keys.unwrap_or(0),
+                })
+        }
+    };
+    // Where what it holds is read again, to count the keys changed since a backup.
+    let live_client = match (&live, report.endpoint.as_deref()) {
+        (Some(live), Some(endpoint)) => {
+            let url = match &live.pod {
+                None => Some(endpoint.to_owned()),
+                Some(pod) => members
+                    .iter()
+                    .find(|m| &m.pod == pod)
+                    .and_then(|m| m.ip.as_deref())
+                    .and_then(|ip| layout::member_url(endpoint, ip)),
+            };
+            url.and_then(|url| EtcdClient::new(&url, ctx.etcd).ok())
+                .map(|client| (client, live.pod.is_some()))
+        }
+        _ => None,
+    };
+    let unreadable = if report.serving || live.is_some() {
+        None
+    } else {
+        unreadable_data(ctx, &found, &report).await?
+    };
     let (listed, mut backups) = backups_seen(ctx, &found, mode).await?;
-    // The chosen backup is fetched into the snapshotter directory and checked; a corrupt one
-    // is named and the next is chosen (unless it was named in the request).
-    let (decision, reason) = loop {
-        let (decision, reason) = decide(mode, report.healthy, &backups, backup, max_age)
-            .map_err(|problem| StepError::Failed(format!("{cluster}: {problem}")))?;
-        let Decision::Restore { backup: name, .. } = &decision else {
-            break (decision, reason);
+    // The chosen backup is fetched into the snapshotter directory and checked (an etcd
+    // database, its revision read); a corrupt one is named and the next is chosen (unless it
+    // was named in the request).
+    let (decision, reason, needs_person, discarded) = loop {
+        let evidence = Evidence {
+            mode,
+            serving: report.serving,
+            healthy: report.healthy,
+            problems: &report.problems,
+            live: live.as_ref(),
+            unreadable: unreadable.as_deref(),
+            backups: &backups,
+            named: backup,
+            max_age,
+            discard_newer,
         };
-        let Some(chosen) = listed.iter().find(|b| &b.name == name) else {
-            break (decision, reason);
+        let name = match decide(&evidence)
+            .map_err(|problem| StepError::Failed(format!("{cluster}: {problem}")))?
+        {
+            Verdict::Decided {
+                decision,
+                reason,
+                needs_person,
+                discarded,
+            } => break (decision, reason, needs_person, discarded),
+            Verdict::Check(name) => name,
         };
+        let chosen = listed
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| StepError::Failed(format!("{cluster}: backup {name} vanished")))?;
+        let backups_api = Backups::new(ctx.recovery).recording(ctx.store);
         let checked = match (&chosen.snapshotter, ctx.dry_run) {
             // etcd-operator: its restore operator reads the backup from S3 itself; it is
             // checked there (read, not stored), in a dry run too.
-            _ if found.layout == layout::EtcdLayout::Operator => Backups::new(ctx.recovery)
+            _ if found.layout == layout::EtcdLayout::Operator => backups_api
                 .verify_in_s3(chosen, &found.csm_service)
                 .await
-                .map(|_| ()),
-            // Downloading it would change the snapshotter directory: a real run does it.
+                .map(|check| facts(&check)),
+            // Downloading it would change the snapshotter directory: a real run does it, and
+            // weighs it against what the cluster holds before it changes anything.
             (None, true) => {
                 break (
-                    decision,
-                    format!("{reason}; a real run downloads it from S3 and checks it"),
+                    Decision::Restore {
+                        backup: name.clone(),
+                        file: chosen.name.clone(),
+                    },
+                    format!(
+                        "{name} is the newest candidate; it is only in S3: a real run downloads \
+                         it from S3 and checks it (an etcd database, its revision weighed \
+                         against what the cluster holds) before it changes anything"
+                    ),
+                    false,
+                    None,
                 );
             }
             // A dry run checks the copy in the snapshotter directory where it is.
-            (Some(copy), true) => {
-                let path = std::path::PathBuf::from(&copy.location);
-                tokio::task::spawn_blocking(move || verify_snapshot(&path).map(|_| ()))
-                    .await
-                    .map_err(|e| StepError::Failed(format!("checking {name}: {e}")))?
-            }
-            (_, false) => Backups::new(ctx.recovery)
+            (Some(_), true) => backups_api.check(chosen).await.map(|check| facts(&check)),
+            (_, false) => backups_api
                 .fetch(chosen, &found.name)
                 .await
-                .map(|_| ()),
+                .map(|fetched| facts(&fetched.check)),
         };
+        let seen = backups
+            .iter_mut()
+            .find(|b| b.name == name)
+            .expect("the candidate is listed");
         match checked {
-            Ok(()) => break (decision, reason),
+            Ok(facts) => {
+                seen.checked = true;
+                seen.revision = facts.revision;
+                seen.keys = facts.keys;
+                if let (Some(live), Some(revision), Some((client, serializable))) =
+                    (&live, facts.revision, &live_client)
+                    && live.revision > revision
+                {
+                    seen.changed_since = client
+                        .changed_since(revision, *serializable)
+                        .await
+                        .ok()
+                        .map(|(keys, _)| keys);
+                }
+            }
             Err(BackupError::Corrupt { detail, .. }) => {
                 ctx.journal
                     .log(&format!(
                         "backup {name} is corrupt ({detail}); not using it"
                     ))
                     .await;
-                if let Some(seen) = backups.iter_mut().find(|b| &b.name == name) {
-                    seen.corrupt = Some(detail);
-                }
+                seen.corrupt = Some(detail);
             }
             Err(err) => {
                 return Err(StepError::Failed(format!(
@@ -344,11 +734,16 @@ pub async fn assess(
     };
     let health = if report.healthy {
         "healthy".to_owned()
+    } else if report.serving {
+        format!("serving but degraded ({})", report.problems.join("; "))
     } else {
-        format!("unhealthy ({})", report.problems.join("; "))
+        format!("not serving ({})", report.problems.join("; "))
     };
     let message = match &decision {
-        Decision::None => format!("{cluster} is {health}: nothing to recover"),
+        Decision::LeaveAlone if needs_person => {
+            format!("{cluster} is {health}: left alone, because {reason}")
+        }
+        Decision::LeaveAlone => format!("{cluster} is {health}: nothing to recover"),
         Decision::Rebuild => format!("{cluster} is {health}: rebuild it, because {reason}"),
         Decision::Restore { backup, .. } => {
             format!("{cluster} is {health}: restore it from {backup}, because {reason}")
@@ -358,18 +753,67 @@ pub async fn assess(
         cluster: cluster.to_owned(),
         mode,
         healthy: report.healthy,
+        serving: report.serving,
         report: serde_json::to_value(&report).map_err(|e| StepError::BadData(e.to_string()))?,
+        members,
+        live,
+        unreadable,
         backups,
         restore_max_age: max_age,
         decision,
         reason,
+        discarded,
     };
     let message = if ctx.dry_run {
         format!("dry run: {message}")
     } else {
         message
     };
-    StepOutcome::done(message, &assessment)
+    let state = if needs_person {
+        State::ActionRequired
+    } else {
+        State::Succeeded
+    };
+    StepOutcome::with_state(state, message, &assessment)
+}
+
+/// What a check proved of a backup's snapshot: its store revision and live keys.
+struct CheckedFacts {
+    revision: Option<i64>,
+    keys: Option<u64>,
+}
+
+fn facts(check: &BackupCheck) -> CheckedFacts {
+    CheckedFacts {
+        revision: i64::try_from(check.snapshot.revision).ok(),
+        keys: Some(check.snapshot.live_keys),
+    }
+}
+
+/// Why what the members of a cluster that does not serve hold cannot be read, when it may
+/// exist: a Bitnami StatefulSet at 0 replicas whose data PVCs remain (nobody runs them).
+async fn unreadable_data(
+    ctx: &StepContext<'_>,
+    found: &layout::Found,
+    report: &layout::EtcdClusterReport,
+) -> Result<Option<String>, StepError> {
+    if found.layout != layout::EtcdLayout::Bitnami || found.desired > 0 || report.pvcs.is_empty() {
+        return Ok(None);
+    }
+    let pvcs = ctx
+        .cluster
+        .list_pvcs(&format!("data-{}-", found.name))
+        .await?;
+    let names: Vec<String> = pvcs.iter().map(kube::ResourceExt::name_any).collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "StatefulSet {} is at 0 replicas and its data PVCs remain ({}): what its members hold \
+         cannot be read while none runs",
+        found.name,
+        names.join(", ")
+    )))
 }
 
 /// `etcd-safety-snapshot`: before a cluster that still answers is restored or rebuilt, its
@@ -389,7 +833,7 @@ pub async fn safety_snapshot(
             serde_json::json!({ "cluster": cluster }),
         )
     };
-    if assessment.decision == Decision::None {
+    if assessment.decision == Decision::LeaveAlone {
         return skipped(format!("nothing to recover: {}", assessment.reason));
     }
     if let Some(saved) = ctx.saved.as_ref().filter(|s| s.get("backup").is_some()) {
@@ -411,20 +855,36 @@ pub async fn safety_snapshot(
             "{cluster} has no client Service: there is nothing to save through it"
         ));
     };
+    // Without a quorum the client Service has nobody to send to, but the member that holds
+    // the most answers alone: its snapshot is what the recovery would replace.
+    let member = assessment.live.as_ref().and_then(|live| {
+        let pod = live.pod.as_ref()?;
+        let ip = assessment
+            .members
+            .iter()
+            .find(|m| &m.pod == pod)?
+            .ip
+            .as_ref()?;
+        Some((pod.clone(), layout::member_url(&url, ip)?))
+    });
+    let (url, through) = match member {
+        Some((pod, url)) => (url, format!("member pod {pod}")),
+        None => (url, "its client Service".to_owned()),
+    };
     let client = EtcdClient::new(&url, ctx.etcd)?;
-    let keys = match client.status().await {
-        Ok(status) => status.keys,
+    let keys = match client.changed_since(0, true).await {
+        Ok((keys, _)) => keys,
         Err(err) => {
             return skipped(format!(
                 "{cluster} does not answer ({err}): there is nothing a snapshot could save"
             ));
         }
     };
-    let backups = Backups::new(ctx.recovery);
+    let backups = Backups::new(ctx.recovery).recording(ctx.store);
     if ctx.dry_run {
         return StepOutcome::done(
             format!(
-                "dry run: would take a snapshot of {cluster} ({keys} key(s)) through its gateway \
+                "dry run: would take a snapshot of {cluster} ({keys} key(s)) through {through} \
                  and keep it {}, named repopulator-<time>-{}{}",
                 where_kept(ctx.recovery),
                 ctx.run_id,
@@ -493,9 +953,25 @@ async fn backups_seen(
         .await
         .map_err(|e| StepError::Failed(format!("listing the backups of {}: {e}", found.name)))?;
     let run_id = ctx.run_id.to_string();
+    // A copy an earlier check found corrupt (remembered by copy: replaced, it is checked again)
+    // is not chosen on its own.
+    let checks = last_checks(ctx.store, &listed)
+        .await
+        .map_err(|e| StepError::Failed(format!("reading the backups' last checks: {e}")))?;
     let seen = listed
         .iter()
-        .map(|b| BackupSeen::from_backup(b, &run_id))
+        .zip(checks)
+        .map(|(b, check)| {
+            let mut seen = BackupSeen::from_backup(b, &run_id);
+            if let Some(check) = check.filter(|c| !c.ok) {
+                seen.corrupt = Some(format!(
+                    "found corrupt when checked at {}: {}",
+                    check.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    check.detail
+                ));
+            }
+            seen
+        })
         .collect();
     Ok((listed, seen))
 }
@@ -505,11 +981,12 @@ mod tests {
     use super::*;
 
     const DAY: u64 = 86_400;
+    const WEEK: Duration = Duration::from_secs(7 * DAY);
 
     fn backup(name: &str, days: u64) -> BackupSeen {
         BackupSeen {
             name: name.to_owned(),
-            file: name.rsplit('/').next().unwrap().to_owned(),
+            file: name.to_owned(),
             location: "s3".to_owned(),
             age_seconds: days * DAY,
             age: format!("{days}days"),
@@ -518,70 +995,267 @@ mod tests {
             empty: false,
             this_run: false,
             corrupt: None,
+            checked: false,
+            revision: None,
+            keys: None,
+            changed_since: None,
         }
     }
 
-    const WEEK: Duration = Duration::from_secs(7 * DAY);
+    fn checked(name: &str, days: u64, revision: i64) -> BackupSeen {
+        BackupSeen {
+            checked: true,
+            revision: Some(revision),
+            keys: Some(9),
+            ..backup(name, days)
+        }
+    }
 
-    #[test]
-    fn auto_leaves_a_healthy_cluster_alone() {
-        let (decision, _) = decide(EtcdMode::Auto, true, &[backup("a", 1)], None, WEEK).unwrap();
-        assert_eq!(decision, Decision::None);
-        let (decision, _) =
-            decide(EtcdMode::Auto, true, &[backup("a", 1)], Some("a"), WEEK).unwrap();
-        assert_eq!(decision, Decision::None, "even with a backup named");
+    fn live(revision: i64, keys: u64) -> LiveData {
+        LiveData {
+            source: "member pod x-0".to_owned(),
+            pod: Some("x-0".to_owned()),
+            revision,
+            keys,
+        }
+    }
+
+    fn evidence<'a>(mode: EtcdMode, backups: &'a [BackupSeen]) -> Evidence<'a> {
+        Evidence {
+            mode,
+            serving: false,
+            healthy: false,
+            problems: &[],
+            live: None,
+            unreadable: None,
+            backups,
+            named: None,
+            max_age: WEEK,
+            discard_newer: false,
+        }
+    }
+
+    fn decided(verdict: Result<Verdict, String>) -> (Decision, bool, Option<Discarded>) {
+        match verdict.unwrap() {
+            Verdict::Decided {
+                decision,
+                needs_person,
+                discarded,
+                ..
+            } => (decision, needs_person, discarded),
+            Verdict::Check(name) => panic!("asks to check {name}"),
+        }
+    }
+
+    fn restore(name: &str) -> Decision {
+        Decision::Restore {
+            backup: name.to_owned(),
+            file: name.to_owned(),
+        }
     }
 
     #[test]
-    fn auto_restores_a_recent_backup_and_rebuilds_without_one() {
-        let recent = [backup("cray-bss/db-new", 1), backup("cray-bss/db-old", 9)];
-        let (decision, _) = decide(EtcdMode::Auto, false, &recent, None, WEEK).unwrap();
+    fn auto_never_touches_a_serving_cluster() {
+        let backups = [checked("a", 1, 5)];
+        let healthy = Evidence {
+            serving: true,
+            healthy: true,
+            ..evidence(EtcdMode::Auto, &backups)
+        };
         assert_eq!(
-            decision,
-            Decision::Restore {
-                backup: "cray-bss/db-new".to_owned(),
-                file: "db-new".to_owned()
-            }
+            decided(decide(&healthy)),
+            (Decision::LeaveAlone, false, None)
         );
-        let (decision, reason) = decide(EtcdMode::Auto, false, &recent[1..], None, WEEK).unwrap();
+        let problems = ["2 of 3 member pods are Ready".to_owned()];
+        let degraded = Evidence {
+            serving: true,
+            problems: &problems,
+            ..evidence(EtcdMode::Auto, &backups)
+        };
+        assert_eq!(
+            decided(decide(&degraded)),
+            (Decision::LeaveAlone, true, None),
+            "a person repairs the member"
+        );
+    }
+
+    #[test]
+    fn auto_checks_its_backup_then_restores_it_unless_a_member_holds_newer_data() {
+        let unchecked = [backup("new", 1), backup("old", 9)];
+        assert_eq!(
+            decide(&evidence(EtcdMode::Auto, &unchecked)),
+            Ok(Verdict::Check("new".to_owned()))
+        );
+        let backups = [checked("new", 1, 20), backup("old", 9)];
+        assert_eq!(
+            decided(decide(&evidence(EtcdMode::Auto, &backups))),
+            (restore("new"), false, None)
+        );
+        let member = live(20, 9);
+        let same = Evidence {
+            live: Some(&member),
+            ..evidence(EtcdMode::Auto, &backups)
+        };
+        assert_eq!(decided(decide(&same)), (restore("new"), false, None));
+        let member = live(25, 9);
+        let newer = Evidence {
+            live: Some(&member),
+            ..evidence(EtcdMode::Auto, &backups)
+        };
+        assert_eq!(
+            decided(decide(&newer)),
+            (Decision::LeaveAlone, true, None),
+            "never older than what a member holds"
+        );
+    }
+
+    #[test]
+    fn auto_rebuilds_only_when_no_member_holds_data() {
+        let old = [checked("old", 9, 20)];
+        assert_eq!(
+            decided(decide(&evidence(EtcdMode::Auto, &old))),
+            (Decision::Rebuild, false, None)
+        );
+        assert_eq!(
+            decided(decide(&evidence(EtcdMode::Auto, &[]))),
+            (Decision::Rebuild, false, None)
+        );
+        let member = live(3, 2);
+        let holding = Evidence {
+            live: Some(&member),
+            ..evidence(EtcdMode::Auto, &old)
+        };
+        assert_eq!(
+            decided(decide(&holding)),
+            (Decision::LeaveAlone, true, None)
+        );
+        let unreadable = Evidence {
+            unreadable: Some("StatefulSet x is at 0 replicas"),
+            ..evidence(EtcdMode::Auto, &old)
+        };
+        assert_eq!(
+            decided(decide(&unreadable)),
+            (Decision::LeaveAlone, true, None)
+        );
+    }
+
+    #[test]
+    fn a_restore_over_newer_data_needs_discard_newer_and_says_how_much() {
+        let backups = [checked("b", 1, 20)];
+        let cluster = LiveData {
+            source: "the cluster".to_owned(),
+            pod: None,
+            revision: 23,
+            keys: 10,
+        };
+        let newer = Evidence {
+            serving: true,
+            healthy: true,
+            live: Some(&cluster),
+            ..evidence(EtcdMode::Restore, &backups)
+        };
+        let refused = decide(&newer).unwrap_err();
+        assert!(
+            refused.contains("3 revision(s) newer than backup b (revision 20)")
+                && refused.contains("\"discard_newer\": true"),
+            "{refused}"
+        );
+        let (decision, person, discarded) = decided(decide(&Evidence {
+            discard_newer: true,
+            ..newer
+        }));
+        assert_eq!((decision, person), (restore("b"), false));
+        let discarded = discarded.unwrap();
+        assert_eq!(discarded.revisions, 3);
+        assert!(discarded.acknowledged);
+        // Behind the backup with keys: rebuilt or restored since, everything it holds goes.
+        let rebuilt = LiveData {
+            revision: 4,
+            ..cluster.clone()
+        };
+        let refused = decide(&Evidence {
+            live: Some(&rebuilt),
+            ..newer
+        })
+        .unwrap_err();
+        assert!(
+            refused.contains("all of its keys would be replaced"),
+            "{refused}"
+        );
+        // The same revision: nothing is lost.
+        let same = LiveData {
+            revision: 20,
+            ..cluster.clone()
+        };
+        assert_eq!(
+            decided(decide(&Evidence {
+                live: Some(&same),
+                ..newer
+            })),
+            (restore("b"), false, None)
+        );
+    }
+
+    #[test]
+    fn a_rebuild_of_a_cluster_holding_keys_needs_discard_newer() {
+        let member = live(7, 3);
+        let holding = Evidence {
+            live: Some(&member),
+            ..evidence(EtcdMode::Rebuild, &[])
+        };
+        assert!(decide(&holding).unwrap_err().contains("holds 3 key(s)"));
+        let (decision, _, discarded) = decided(decide(&Evidence {
+            discard_newer: true,
+            ..holding
+        }));
         assert_eq!(decision, Decision::Rebuild);
-        assert!(reason.contains("older than restore_max_age"), "{reason}");
-        let (decision, _) = decide(EtcdMode::Auto, false, &[], None, WEEK).unwrap();
-        assert_eq!(decision, Decision::Rebuild);
+        assert_eq!(discarded.unwrap().keys, 3);
+        let empty = live(1, 0);
+        assert_eq!(
+            decided(decide(&Evidence {
+                live: Some(&empty),
+                ..holding
+            })),
+            (Decision::Rebuild, false, None)
+        );
     }
 
     #[test]
     fn own_and_empty_snapshots_are_never_chosen_on_their_own() {
-        let mut own = backup("cray-bss/safety-own", 0);
+        let mut own = checked("safety-own", 0, 9);
         own.safety = true;
         own.this_run = true;
-        let mut empty = backup("cray-bss/safety-empty", 0);
+        let mut empty = checked("safety-empty", 0, 9);
         empty.safety = true;
         empty.empty = true;
-        let mut other_safety = backup("cray-bss/safety-other", 0);
+        let mut other_safety = checked("safety-other", 0, 9);
         other_safety.safety = true;
-        let list = [own, empty, other_safety, backup("cray-bss/db", 1)];
-        let (decision, _) = decide(EtcdMode::Restore, false, &list, None, WEEK).unwrap();
+        let list = [own, empty, other_safety, checked("db", 1, 9)];
         assert_eq!(
-            decision,
-            Decision::Restore {
-                backup: "cray-bss/safety-other".to_owned(),
-                file: "safety-other".to_owned()
-            }
+            decided(decide(&evidence(EtcdMode::Restore, &list))).0,
+            restore("safety-other")
         );
-        let err = decide(EtcdMode::Restore, false, &list[..2], None, WEEK).unwrap_err();
+        let err = decide(&evidence(EtcdMode::Restore, &list[..2])).unwrap_err();
         assert!(err.contains("an empty cluster"), "{err}");
-        // Named explicitly, any listed backup is used.
-        let (decision, _) = decide(
-            EtcdMode::Restore,
-            false,
-            &list,
-            Some("cray-bss/safety-empty"),
-            WEEK,
-        )
-        .unwrap();
-        assert!(matches!(decision, Decision::Restore { .. }));
-        let err = decide(EtcdMode::Restore, false, &list, Some("nope"), WEEK).unwrap_err();
+        // Named explicitly, any listed backup is used; a corrupt one or an unknown name is not.
+        let named = Evidence {
+            named: Some("safety-empty"),
+            ..evidence(EtcdMode::Restore, &list)
+        };
+        assert_eq!(decided(decide(&named)).0, restore("safety-empty"));
+        let err = decide(&Evidence {
+            named: Some("nope"),
+            ..named
+        })
+        .unwrap_err();
         assert!(err.contains("\"nope\" was not found"), "{err}");
+        let mut corrupt = checked("bad", 0, 9);
+        corrupt.corrupt = Some("not a bbolt database".to_owned());
+        let err = decide(&Evidence {
+            named: Some("bad"),
+            ..evidence(EtcdMode::Restore, std::slice::from_ref(&corrupt))
+        })
+        .unwrap_err();
+        assert!(err.contains("backup bad is corrupt: not a bbolt"), "{err}");
     }
 }

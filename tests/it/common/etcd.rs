@@ -133,6 +133,18 @@ pub async fn put_at(http: &reqwest::Client, url: &str, key: &str, value: &str) {
     assert!(resp.status().is_success(), "put {key}: {}", resp.status());
 }
 
+/// POSTs `body` to `path` of the etcd JSON gateway at `url` and returns its answer.
+pub async fn gateway(url: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.expect("a JSON answer")
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -2,7 +2,6 @@
 //! router on a real listener, and helpers that wait on conditions (never fixed sleeps).
 
 pub mod etcd;
-pub mod sim_kube;
 pub mod sshd;
 
 use std::{path::PathBuf, time::Duration};
@@ -17,22 +16,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sim::{SimCluster, SimOptions};
 
-pub const WAIT: Duration = Duration::from_secs(30);
-
-/// Polls `check` until it finds something (a condition with a deadline, [`WAIT`], not a sleep
-/// to let work happen); panics naming `what` when it never does.
-pub async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(found) = check().await {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
+pub use sim::testing::{WAIT, until};
 
 /// A loopback port free at the time of the call (whoever binds it next may race for it).
 pub fn free_port() -> u16 {
@@ -65,30 +49,17 @@ pub async fn seeded_sim(options: SimOptions) -> SimCluster {
     release_sim("1.0", options).await
 }
 
-/// A simulated cluster laid out as CSM `release`, settled.
-pub async fn release_sim(release: &str, options: SimOptions) -> SimCluster {
-    let sim = SimCluster::start("127.0.0.1:0".parse().unwrap(), options)
-        .await
-        .expect("simulated cluster starts");
-    sim.seed_csm_release(release).await.expect("seeding");
-    sim.wait_settled(WAIT)
-        .await
-        .expect("seeded cluster settles");
-    sim
-}
+pub use sim::testing::release_sim;
 
 /// A simulated cluster laid out as CSM `release` with real etcd processes behind its etcd
 /// clusters, settled.
 pub async fn real_etcd_sim(release: &str) -> SimCluster {
-    release_sim(
-        release,
-        SimOptions {
-            real_etcd: true,
-            ..SimOptions::default()
-        },
-    )
-    .await
+    sim::testing::real_etcd_sim(release, None).await
 }
+
+/// Like [`real_etcd_sim`], with real etcd only for the etcd clusters `only` names (CSM 1.6's
+/// four Bitnami clusters are twelve processes, a lot for tests that use one or two).
+pub use sim::testing::real_etcd_sim as real_etcd_sim_of;
 
 /// Puts `key` = `value` into the etcd at `url` through its JSON gateway.
 pub async fn etcd_put(url: &str, key: &str, value: &str) {

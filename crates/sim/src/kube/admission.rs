@@ -30,7 +30,14 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, version: KubeVersion) 
         ("", "services") => prepare_service(obj),
         ("", "events") | ("events.k8s.io", "events") => events::prepare_create(def, obj),
         ("batch", "jobs") => prepare_job(def, obj, version),
-        ("apps", "deployments" | "replicasets" | "statefulsets") => prepare_workload(def, obj),
+        ("apps", "deployments" | "replicasets" | "statefulsets") => {
+            prepare_workload(def, obj, version)
+        }
+        // SetDefaults_PersistentVolumeClaim: the volume controller binds it later.
+        ("", "persistentvolumeclaims") => {
+            obj["status"] = json!({ "phase": "Pending" });
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -114,20 +121,28 @@ fn prepare_pod(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
 /// for an etcd cluster) is reachable at the Service's cluster IP, as through kube-proxy.
 pub const SERVICE_CIDR: &str = "127.77.0.0/16";
 
-/// Process-wide, so that simulated clusters running side by side (tests) never share a cluster
-/// IP; starts at a random offset so that test processes running side by side rarely do.
+/// The pod network of the simulated cluster's real etcd members: 127.76.0.0/16, on loopback,
+/// so that a member's etcd listens on its pod's IP. Below the service CIDR, so that a member's
+/// URL at its pod comes before the one at its Service where etcd sorts them (`clientURLs`),
+/// as `<pod>.<headless>...` comes before `<service>.<namespace>...` on a real cluster.
+pub const POD_CIDR: &str = "127.76.0.0/16";
+
+/// Process-wide, so that simulated clusters running side by side (tests) never share an
+/// address; starting at a random offset so that test processes running side by side rarely do.
 static NEXT_CLUSTER_IP: std::sync::LazyLock<std::sync::atomic::AtomicU32> =
     std::sync::LazyLock::new(|| std::sync::atomic::AtomicU32::new(rand::random::<u32>()));
+static NEXT_POD_IP: std::sync::LazyLock<std::sync::atomic::AtomicU32> =
+    std::sync::LazyLock::new(|| std::sync::atomic::AtomicU32::new(rand::random::<u32>()));
 
-/// A free address of [`SERVICE_CIDR`]: one nobody listens on at the etcd ports.
-pub fn allocate_cluster_ip() -> std::net::Ipv4Addr {
+/// A free address of `127.<net>.0.0/16`: one nobody listens on at the etcd ports.
+fn allocate_loopback(net: u8, next: &std::sync::atomic::AtomicU32) -> std::net::Ipv4Addr {
     loop {
-        let n = NEXT_CLUSTER_IP.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u16;
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u16;
         let [hi, lo] = n.to_be_bytes();
         if lo == 0 || lo == 255 {
             continue;
         }
-        let ip = std::net::Ipv4Addr::new(127, 77, hi, lo);
+        let ip = std::net::Ipv4Addr::new(127, net, hi, lo);
         let free = [2379, 2380]
             .iter()
             .all(|port| std::net::TcpListener::bind((ip, *port)).is_ok());
@@ -135,6 +150,16 @@ pub fn allocate_cluster_ip() -> std::net::Ipv4Addr {
             return ip;
         }
     }
+}
+
+/// A free address of [`SERVICE_CIDR`].
+pub fn allocate_cluster_ip() -> std::net::Ipv4Addr {
+    allocate_loopback(77, &NEXT_CLUSTER_IP)
+}
+
+/// A free address of [`POD_CIDR`].
+pub fn allocate_pod_ip() -> std::net::Ipv4Addr {
+    allocate_loopback(76, &NEXT_POD_IP)
 }
 
 /// A Service gets its cluster IP at creation (`spec.clusterIP` and `spec.clusterIPs`), except a
@@ -158,7 +183,7 @@ fn prepare_service(obj: &mut Value) -> ApiResult<()> {
     Ok(())
 }
 
-fn prepare_workload(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
+fn prepare_workload(def: &ResourceDef, obj: &mut Value, version: KubeVersion) -> ApiResult<()> {
     if def.plural != "statefulsets" || obj.pointer("/spec/replicas").is_none() {
         set_default(obj, "/spec/replicas", json!(1));
     }
@@ -174,11 +199,17 @@ fn prepare_workload(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
             );
         }
         set_default(obj, "/spec/revisionHistoryLimit", json!(10));
-        set_default(
-            obj,
-            "/spec/persistentVolumeClaimRetentionPolicy",
-            json!({ "whenDeleted": "Retain", "whenScaled": "Retain" }),
-        );
+        // The StatefulSetAutoDeletePVC feature is on from 1.27 (beta); before, the field is
+        // dropped (`dropStatefulSetDisabledFields`) and never defaulted.
+        if version >= KubeVersion::new(1, 27) {
+            set_default(
+                obj,
+                "/spec/persistentVolumeClaimRetentionPolicy",
+                json!({ "whenDeleted": "Retain", "whenScaled": "Retain" }),
+            );
+        } else if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("persistentVolumeClaimRetentionPolicy");
+        }
     }
     let name = meta::name(obj).unwrap_or_default().to_string();
     let mut causes = Vec::new();

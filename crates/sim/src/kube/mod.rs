@@ -5,13 +5,16 @@
 //! events over one storage), `store` (objects, resourceVersions, event history), `admission`
 //! (defaulting/validation before storing), `http` (REST paths, verbs, discovery), `watch`
 //! (watch streams), `selector`, `patch`, `faults` (fault injection), `authz` (service-account
-//! authentication and RBAC), `table` (server-side printing for kubectl), `controllers` (Deployment, ReplicaSet, StatefulSet, kubelet, Job,
-//! etcd operator, garbage collector) and `seed` (a CSM-like `services` namespace).
+//! authentication and RBAC), `table` (server-side printing for kubectl), `controllers`
+//! (Deployment, ReplicaSet, StatefulSet, volumes, kubelet, Job, etcd operator, garbage
+//! collector, the real etcd members and kube-proxy in front of them), `etcd_routes` (the
+//! `/sim/etcd/...` controls) and `seed` (a CSM-like `services` namespace).
 
 mod admission;
 pub mod authz;
 pub mod controllers;
 mod error;
+mod etcd_routes;
 mod events;
 pub mod faults;
 mod http;
@@ -36,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::csm::FakeCsm;
 
-pub use admission::SERVICE_CIDR;
+pub use admission::{POD_CIDR, SERVICE_CIDR};
 pub use controllers::etcd_member::etcd_installed;
 pub use faults::{FailureKind, FaultInjector};
 pub use seed::{NAMESPACE as CSM_NAMESPACE, RELEASES as CSM_RELEASES, SEEDED_JOBS};
@@ -108,6 +111,18 @@ pub struct SimOptions {
     /// (tests that need it turn it on); starting a cluster with it on and no `etcd` installed
     /// is an error.
     pub real_etcd: bool,
+    /// With [`SimOptions::real_etcd`], the etcd clusters (`cray-bss-bitnami-etcd`,
+    /// `cray-bss-etcd`) that run for real; None: all of them. The pods of the others are Ready
+    /// as soon as they run, and nothing answers at their Services. CSM 1.6 has four Bitnami
+    /// clusters of three members: twelve processes, which tests that use one cluster spare.
+    pub real_etcd_clusters: Option<Vec<String>>,
+    /// The heartbeat interval and election timeout of the real Bitnami members, in place of
+    /// what the StatefulSet's env says (CSM's 4.2 s and 21 s: a new leader takes 21-42 s to be
+    /// elected, and a request without quorum 47 s to fail). None: the env's.
+    pub etcd_raft_timing: Option<(Duration, Duration)>,
+    /// `ETCD_QUOTA_BACKEND_BYTES` of the seeded Bitnami StatefulSets (CSM: 2 GiB); a small one
+    /// makes a cluster reach its quota (`NOSPACE`) with a few writes. None: CSM's.
+    pub etcd_quota_backend_bytes: Option<u64>,
     /// Run a real S3 server (`s3s-fs`) on loopback with CSM's bucket `etcd-backup`, and seed
     /// the Secret `etcd-backup-s3-credentials` with its keys (see [`crate::s3`]). Off by
     /// default (tests that need it turn it on); on in `serve --simulate`.
@@ -125,6 +140,10 @@ impl Default for SimOptions {
             etcd_operator_delay: Duration::from_millis(100),
             job_backoff: Duration::from_millis(1),
             real_etcd: false,
+            real_etcd_clusters: None,
+            // etcd's own defaults are 100 ms and 1 s; a little slower holds on a busy machine.
+            etcd_raft_timing: Some((Duration::from_millis(250), Duration::from_millis(2500))),
+            etcd_quota_backend_bytes: None,
             s3: false,
         }
     }
@@ -142,6 +161,9 @@ impl SimOptions {
             etcd_operator_delay: Duration::from_secs(3),
             job_backoff: JOB_BACKOFF,
             real_etcd: etcd_installed(),
+            real_etcd_clusters: None,
+            etcd_raft_timing: None,
+            etcd_quota_backend_bytes: None,
             s3: true,
         }
     }
@@ -212,14 +234,23 @@ impl SimCluster {
             .prefix("sim-snapshots-")
             .tempdir()?;
         let etcd = if opts.real_etcd {
-            let etcd = controllers::etcd_member::RealEtcd::new(snapshots.path().to_path_buf())?;
+            let etcd = controllers::etcd_member::RealEtcd::new(
+                snapshots.path().to_path_buf(),
+                opts.real_etcd_clusters.as_deref(),
+            )?;
             // BSS keeps its boot parameters in its etcd cluster, reached through the cluster's
             // client Service (the Bitnami layout's or the etcd-operator's).
             let services = store.clone();
-            csm.use_etcd_for_bss(Arc::new(move || {
-                ["cray-bss-bitnami-etcd", "cray-bss-etcd-client"]
-                    .iter()
-                    .find_map(|name| {
+            let bss_clusters: Vec<(&str, &str)> = [
+                ("cray-bss-bitnami-etcd", "cray-bss-bitnami-etcd"),
+                ("cray-bss-etcd", "cray-bss-etcd-client"),
+            ]
+            .into_iter()
+            .filter(|(cluster, _)| etcd.runs(cluster))
+            .collect();
+            if !bss_clusters.is_empty() {
+                csm.use_etcd_for_bss(Arc::new(move || {
+                    bss_clusters.iter().find_map(|(_, name)| {
                         let svc = services
                             .get(&resources::SERVICES, seed::NAMESPACE, name)
                             .ok()?;
@@ -229,7 +260,8 @@ impl SimCluster {
                             controllers::etcd_member::CLIENT_PORT
                         ))
                     })
-            }));
+                }));
+            }
             Some(Arc::new(etcd))
         } else {
             None
@@ -266,7 +298,6 @@ impl SimCluster {
             s3_root: s3.as_ref().map(|s3| s3.root().to_path_buf()),
         };
         controllers::start(&ctx);
-        let wipe_target = csm.clone();
         let authz = Authorizer::default();
         let router = http::router(http::ApiContext {
             store: store.clone(),
@@ -275,22 +306,7 @@ impl SimCluster {
             shutdown: shutdown.clone(),
         })
         .nest("/csm", csm.router())
-        .route(
-            "/sim/etcd/{cluster}/wipe",
-            axum::routing::post(move |axum::extract::Path(cluster): axum::extract::Path<String>| {
-                let csm = wipe_target.clone();
-                async move {
-                    if csm.wipe_async(&cluster).await {
-                        (axum::http::StatusCode::OK, axum::Json(json!({ "wiped": cluster })))
-                    } else {
-                        (
-                            axum::http::StatusCode::NOT_FOUND,
-                            axum::Json(json!({ "error": format!("no simulated service keeps its data in {cluster}") })),
-                        )
-                    }
-                }
-            }),
-        )
+        .merge(etcd_routes::router(csm.clone(), etcd.clone(), ctx.clone()))
         .merge(extra);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -406,7 +422,7 @@ impl SimCluster {
 
     /// Seeds the services' namespace as CSM `release` (`1.0`, `1.2` ... `1.6`) lays it out.
     pub async fn seed_csm_release(&self, release: &str) -> anyhow::Result<()> {
-        seed::seed_release(&self.store, release)
+        seed::seed_release(&self.store, release, self.ctx.opts.etcd_quota_backend_bytes)
             .map_err(|e| anyhow::anyhow!("seeding the simulated cluster as CSM {release}: {e}"))?;
         if let Some(s3) = &self.s3 {
             let secret = s3.secret(seed::NAMESPACE);
@@ -473,7 +489,64 @@ impl SimCluster {
     /// `http://<client Service's cluster IP>:2379` of the real etcd of the etcd cluster `name`
     /// (`cray-bss-etcd`, `cray-bss-bitnami-etcd`) in the services' namespace, while it runs.
     pub fn etcd_url(&self, name: &str) -> Option<String> {
-        self.etcd.as_ref()?.url(seed::NAMESPACE, name)
+        self.etcd.as_ref()?.url(&self.ctx, seed::NAMESPACE, name)
+    }
+
+    /// The members of the etcd cluster `name` (`cray-bss-bitnami-etcd`, `cray-bss-etcd`) in
+    /// the services' namespace that run for real, by pod name: a Bitnami member's own
+    /// address (its pod IP) and volume; an etcd-operator cluster's one process.
+    pub fn etcd_members(&self, name: &str) -> Vec<controllers::etcd_member::RealMember> {
+        self.etcd
+            .as_ref()
+            .map(|e| e.members(&self.ctx, seed::NAMESPACE, name))
+            .unwrap_or_default()
+    }
+
+    fn real_etcd(&self) -> anyhow::Result<&Arc<controllers::etcd_member::RealEtcd>> {
+        self.etcd.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("the simulated cluster runs no real etcd (SimOptions::real_etcd)")
+        })
+    }
+
+    /// Stops the etcd container of the Bitnami member pod `pod` (killed, not restarted, the pod
+    /// not Ready), as a member whose node went down.
+    pub async fn stop_etcd_member(&self, pod: &str) -> anyhow::Result<()> {
+        self.real_etcd()?
+            .stop_member(&self.ctx, seed::NAMESPACE, pod)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// Starts the etcd container of `pod` again after [`SimCluster::stop_etcd_member`].
+    pub fn start_etcd_member(&self, pod: &str) -> anyhow::Result<()> {
+        self.real_etcd()?
+            .start_member(&self.ctx, seed::NAMESPACE, pod)
+            .map_err(anyhow::Error::from)
+    }
+
+    /// Does `damage` to the data directory of the Bitnami member pod `pod` (its etcd killed
+    /// first; it meets the damage when its container starts again).
+    pub async fn damage_etcd_member(
+        &self,
+        pod: &str,
+        damage: controllers::etcd_member::faults::Damage,
+    ) -> anyhow::Result<()> {
+        self.real_etcd()?
+            .damage_member(&self.ctx, seed::NAMESPACE, pod, damage)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// Writes keys to the Bitnami cluster `name` until it refuses with `NOSPACE` (its
+    /// `ETCD_QUOTA_BACKEND_BYTES` must be small, see [`SimOptions::etcd_quota_backend_bytes`]).
+    pub async fn fill_etcd_quota(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<controllers::etcd_member::faults::Filled> {
+        self.real_etcd()?
+            .fill_quota(&self.ctx, seed::NAMESPACE, name)
+            .await
+            .map_err(anyhow::Error::from)
     }
 
     /// The directory behind the snapshotter PVC `bitnami-etcd-snapshotter` (mounted at

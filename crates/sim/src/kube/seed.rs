@@ -4,8 +4,9 @@
 
 use serde_json::{Value, json};
 
+use super::controllers::etcd::{BACKED_UP, periodic_backup};
 use super::controllers::etcd_member::SNAPSHOTTER_PVC;
-use super::controllers::statefulset::PVC_PROTECTION;
+use super::controllers::volumes::PVC_PROTECTION;
 use super::controllers::{EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS};
 use super::error::{ApiError, ApiResult};
 use super::resources::{
@@ -150,7 +151,7 @@ pub const RELEASES: &[&str] = &["1.0", "1.2", "1.3", "1.4", "1.5", "1.6"];
 /// Services and ConfigMap; the StatefulSet controller makes the PVCs) and no EtcdCluster CRD
 /// from 1.5; CRUS up to 1.3; REDS and CPS up to 1.4; the `cray-fas-loader` Job on 1.0 only (FAS
 /// loads from Nexus through its API from 1.2). The product catalog records the release.
-pub fn seed_release(store: &Store, release: &str) -> ApiResult<()> {
+pub fn seed_release(store: &Store, release: &str, quota: Option<u64>) -> ApiResult<()> {
     let Some(index) = RELEASES.iter().position(|r| *r == release) else {
         return Err(ApiError::BadRequest(format!(
             "unknown CSM release {release:?}; the simulated cluster knows {}",
@@ -208,7 +209,7 @@ pub fn seed_release(store: &Store, release: &str) -> ApiResult<()> {
         store.hide(&ETCDBACKUPS);
         ensure(store, &PERSISTENTVOLUMECLAIMS, NAMESPACE, snapshotter_pvc())?;
         for csm in BITNAMI_CLUSTERS {
-            for (def, object) in bitnami_etcd(csm) {
+            for (def, object) in bitnami_etcd(csm, quota) {
                 ensure(store, def, NAMESPACE, object)?;
             }
         }
@@ -219,49 +220,17 @@ pub fn seed_release(store: &Store, release: &str) -> ApiResult<()> {
             }
             ensure(store, &ETCDCLUSTERS, NAMESPACE, etcd_cluster(name))?;
             if BACKED_UP.iter().any(|csm| *name == format!("{csm}-etcd")) {
-                ensure(store, &ETCDBACKUPS, NAMESPACE, periodic_backup(name))?;
+                ensure(
+                    store,
+                    &ETCDBACKUPS,
+                    NAMESPACE,
+                    periodic_backup(name, NAMESPACE),
+                )?;
             }
         }
     }
     ensure(store, &CONFIGMAPS, NAMESPACE, product_catalog(release))?;
     Ok(())
-}
-
-/// The clusters backed up daily on the etcd-operator releases ("Backups for etcd-operator
-/// Clusters", CSM 1.3: BOS, BSS, CRUS, FAS; and UAS, which the simulated cluster does not have).
-pub(super) const BACKED_UP: &[&str] = &["cray-bos", "cray-bss", "cray-crus", "cray-fas"];
-
-/// The S3 bucket of the etcd backups (`list_backups cray-bss` lists `cray-bss/etcd.backup_v...`
-/// in it).
-pub const BACKUP_BUCKET: &str = "etcd-backup";
-
-/// The Secret with the S3 credentials the backup and restore operators use (`awsSecret`). The
-/// CSM 1.3 pages do not name it; this is the name CSM uses for its etcd backups from 1.5.
-pub const BACKUP_SECRET: &str = "etcd-backup-s3-credentials";
-
-/// The periodic `EtcdBackup` of `cluster`: where the backup operator writes its backups (S3
-/// `etcd-backup/<service>/etcd.backup_v<revision>_<time>`).
-pub(super) fn periodic_backup(cluster: &str) -> Value {
-    let csm = cluster.strip_suffix("-etcd").unwrap_or(cluster);
-    json!({
-        "apiVersion": "etcd.database.coreos.com/v1beta2",
-        "kind": "EtcdBackup",
-        "metadata": {
-            "name": format!("{cluster}-cluster-periodic-backup"),
-            "labels": { "app.kubernetes.io/name": cluster },
-        },
-        "spec": {
-            "etcdEndpoints": [format!("http://{cluster}-client.{NAMESPACE}.svc:2379")],
-            "storageType": "S3",
-            "backupPolicy": { "backupIntervalInSecond": 86400, "maxBackups": 7 },
-            "s3": {
-                "path": format!("{BACKUP_BUCKET}/{csm}/etcd.backup"),
-                "awsSecret": BACKUP_SECRET,
-                "endpoint": "http://rgw-vip.nmn",
-                "forcePathStyle": true,
-            },
-        },
-    })
 }
 
 /// The RWX PVC every Bitnami etcd pod mounts at `/snapshots` (cray-etcd-base's
@@ -301,8 +270,9 @@ fn product_catalog(release: &str) -> Value {
 
 /// What `cray-etcd-base` (Bitnami etcd chart 11.2.3) renders for the CSM service `csm`: the
 /// StatefulSet `<csm>-bitnami-etcd` (3 members, `Parallel`, PVC template `data`), its client
-/// and headless Services and the ConfigMap `<sts>-config` (plain HTTP, no auth).
-fn bitnami_etcd(csm: &str) -> Vec<(&'static ResourceDef, Value)> {
+/// and headless Services and the ConfigMap `<sts>-config` (plain HTTP, no auth); `quota` in
+/// place of CSM's `ETCD_QUOTA_BACKEND_BYTES` (2 GiB).
+fn bitnami_etcd(csm: &str, quota: Option<u64>) -> Vec<(&'static ResourceDef, Value)> {
     let sts = format!("{csm}-bitnami-etcd");
     let headless = format!("{sts}-headless");
     let labels = json!({ "app.kubernetes.io/name": "etcd", "app.kubernetes.io/instance": csm });
@@ -368,7 +338,7 @@ fn bitnami_etcd(csm: &str) -> Vec<(&'static ResourceDef, Value)> {
         { "name": "ETCD_HEARTBEAT_INTERVAL", "value": "4200" },
         { "name": "ETCD_ELECTION_TIMEOUT", "value": "21000" },
         { "name": "ETCD_MAX_SNAPSHOTS", "value": "5" },
-        { "name": "ETCD_QUOTA_BACKEND_BYTES", "value": "2147483648" },
+        { "name": "ETCD_QUOTA_BACKEND_BYTES", "value": quota.unwrap_or(2_147_483_648).to_string() },
         { "name": "ETCD_SNAPSHOT_COUNT", "value": "10000" },
         { "name": "ETCD_SNAPSHOT_HISTORY_LIMIT", "value": "24" },
         { "name": "ETCD_DISABLE_PRESTOP", "value": "yes" },
@@ -393,6 +363,17 @@ fn bitnami_etcd(csm: &str) -> Vec<(&'static ResourceDef, Value)> {
                             { "name": "client", "containerPort": 2379 },
                             { "name": "peer", "containerPort": 2380 },
                         ],
+                        // cray-etcd-base's probe values.
+                        "livenessProbe": {
+                            "httpGet": { "path": "/livez", "port": 2379, "scheme": "HTTP" },
+                            "initialDelaySeconds": 20, "periodSeconds": 5, "timeoutSeconds": 5,
+                            "successThreshold": 1, "failureThreshold": 10,
+                        },
+                        "readinessProbe": {
+                            "exec": { "command": ["/opt/bitnami/scripts/etcd/healthcheck.sh"] },
+                            "initialDelaySeconds": 20, "periodSeconds": 5, "timeoutSeconds": 5,
+                            "successThreshold": 1, "failureThreshold": 10,
+                        },
                         "volumeMounts": [
                             { "name": "data", "mountPath": "/bitnami/etcd" },
                             { "name": "snapshot-volume", "mountPath": "/snapshots" },

@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 
 use super::super::meta;
 use super::super::resources::{ETCDBACKUPS, ETCDCLUSTERS, PODS, SERVICES};
-use super::super::seed;
 use super::super::store::Store;
 use super::{Ctx, NEVER_READY, all, log_err};
 
@@ -285,6 +284,43 @@ impl Operator {
     }
 }
 
+/// The clusters backed up daily on the etcd-operator releases ("Backups for etcd-operator
+/// Clusters", CSM 1.3: BOS, BSS, CRUS, FAS; and UAS, which the simulated cluster does not have).
+pub const BACKED_UP: &[&str] = &["cray-bos", "cray-bss", "cray-crus", "cray-fas"];
+
+/// The S3 bucket of the etcd backups (`list_backups cray-bss` lists `cray-bss/etcd.backup_v...`
+/// in it).
+pub const BACKUP_BUCKET: &str = "etcd-backup";
+
+/// The Secret with the S3 credentials the backup and restore operators use (`awsSecret`). The
+/// CSM 1.3 pages do not name it; this is the name CSM uses for its etcd backups from 1.5.
+pub const BACKUP_SECRET: &str = "etcd-backup-s3-credentials";
+
+/// The periodic `EtcdBackup` of `cluster` in `ns`: where the backup operator writes its
+/// backups (S3 `etcd-backup/<service>/etcd.backup_v<revision>_<time>`).
+pub fn periodic_backup(cluster: &str, ns: &str) -> Value {
+    let csm = cluster.strip_suffix("-etcd").unwrap_or(cluster);
+    json!({
+        "apiVersion": "etcd.database.coreos.com/v1beta2",
+        "kind": "EtcdBackup",
+        "metadata": {
+            "name": format!("{cluster}-cluster-periodic-backup"),
+            "labels": { "app.kubernetes.io/name": cluster },
+        },
+        "spec": {
+            "etcdEndpoints": [format!("http://{cluster}-client.{ns}.svc:2379")],
+            "storageType": "S3",
+            "backupPolicy": { "backupIntervalInSecond": 86400, "maxBackups": 7 },
+            "s3": {
+                "path": format!("{BACKUP_BUCKET}/{csm}/etcd.backup"),
+                "awsSecret": BACKUP_SECRET,
+                "endpoint": "http://rgw-vip.nmn",
+                "forcePathStyle": true,
+            },
+        },
+    })
+}
+
 /// CSM's hourly job that creates the periodic `EtcdBackup` of every backed-up cluster that lacks
 /// one ("Rebuild Unhealthy etcd Clusters", CSM 1.3: after a rebuild the old one is deleted and
 /// "a new backup will be created that points to the new IP address ... via a cronjob that runs at
@@ -297,13 +333,11 @@ pub fn backup_cronjob(ctx: &Ctx) {
     for cluster in all(ctx, &ETCDCLUSTERS) {
         let name = meta::name(&cluster).unwrap_or_default().to_string();
         let ns = meta::namespace(&cluster).unwrap_or_default().to_string();
-        let backed_up = seed::BACKED_UP
-            .iter()
-            .any(|csm| name == format!("{csm}-etcd"));
+        let backed_up = BACKED_UP.iter().any(|csm| name == format!("{csm}-etcd"));
         if !backed_up || phase(&cluster) != Some("Running") || meta::is_deleting(&cluster) {
             continue;
         }
-        let backup = seed::periodic_backup(&name);
+        let backup = periodic_backup(&name, &ns);
         let backup_name = meta::name(&backup).unwrap_or_default().to_string();
         if ctx.store.try_get(&ETCDBACKUPS, &ns, &backup_name).is_none() {
             log_err(

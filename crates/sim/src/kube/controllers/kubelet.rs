@@ -1,17 +1,20 @@
-//! The kubelet: schedules new pods onto a node, starts them after `kubelet_ready_delay`
+//! The kubelet (and the scheduler): schedules new pods onto a node once the claims of their
+//! volumes are bound (else the pod stays `Pending`, `PodScheduled` False with the scheduler's
+//! reason), starts them after `kubelet_ready_delay`
 //! (Running, Ready unless annotated never-ready) and removes terminating pods after
-//! `pod_termination_delay` (standing in for the grace period). A Bitnami etcd pod whose etcd
-//! runs for real starts not Ready: its readiness probe is the real etcd's health
-//! (`etcd_member`).
+//! `pod_termination_delay` (standing in for the grace period), once their containers have
+//! stopped (a real etcd's process has ended: its successor must not meet it). A Bitnami etcd pod whose etcd
+//! runs for real gets a loopback address as its pod IP and starts not Ready: its readiness
+//! probe is the real etcd's health (`etcd_member`).
 
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
 use super::super::meta;
-use super::super::resources::PODS;
+use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS};
 use super::super::store::DeleteOptions;
-use super::{Ctx, NEVER_READY, all, etcd_member, log_err};
+use super::{Ctx, NEVER_READY, all, log_err};
 
 const NODE: &str = "ncn-w001";
 
@@ -45,9 +48,12 @@ fn condition(kind: &str, ok: bool, now: &str) -> Value {
     c
 }
 
-fn start(pod: &mut Value, probed: bool) {
+/// Starts the pod's containers: Running, Ready unless annotated never-ready or `real_ip` is
+/// given (the pod of a real etcd member, whose probe decides), with `real_ip` as its IP (else
+/// a random one: nothing listens there).
+fn start(pod: &mut Value, real_ip: Option<std::net::Ipv4Addr>) {
     let now = meta::now();
-    let ready = meta::annotation(pod, NEVER_READY) != Some("true") && !probed;
+    let ready = meta::annotation(pod, NEVER_READY) != Some("true") && real_ip.is_none();
     let statuses: Vec<Value> = container_names(pod)
         .iter()
         .enumerate()
@@ -68,10 +74,15 @@ fn start(pod: &mut Value, probed: bool) {
             })
         })
         .collect();
-    let ip = format!(
-        "10.32.{}.{}",
-        rand::random::<u8>(),
-        rand::random::<u8>().max(2)
+    let ip = real_ip.map_or_else(
+        || {
+            format!(
+                "10.32.{}.{}",
+                rand::random::<u8>(),
+                rand::random::<u8>().max(2)
+            )
+        },
+        |ip| ip.to_string(),
     );
     pod["status"]["phase"] = json!("Running");
     pod["status"]["podIP"] = json!(ip);
@@ -85,9 +96,40 @@ fn start(pod: &mut Value, probed: bool) {
     ]);
 }
 
+/// Why the scheduler cannot place `pod` (its VolumeBinding plugin: a claim that does not
+/// exist, is being deleted, or is not bound yet), if it cannot.
+fn unschedulable(pod: &Value, pvcs: &[Value]) -> Option<String> {
+    let ns = meta::namespace(pod);
+    let claims = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer("/persistentVolumeClaim/claimName")?.as_str());
+    for claim in claims {
+        let pvc = pvcs
+            .iter()
+            .find(|p| meta::namespace(p) == ns && meta::name(p) == Some(claim));
+        match pvc {
+            None => return Some(format!("persistentvolumeclaim \"{claim}\" not found")),
+            Some(pvc) if meta::is_deleting(pvc) => {
+                return Some(format!(
+                    "persistentvolumeclaim \"{claim}\" is being deleted"
+                ));
+            }
+            Some(pvc) if pvc.pointer("/status/phase").and_then(Value::as_str) != Some("Bound") => {
+                return Some("pod has unbound immediate PersistentVolumeClaims".into());
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
 impl Kubelet {
     pub fn reconcile(&mut self, ctx: &Ctx) {
         let pods = all(ctx, &PODS);
+        let pvcs = all(ctx, &PERSISTENTVOLUMECLAIMS);
         let live: HashSet<String> = pods
             .iter()
             .filter_map(|p| meta::uid(p).map(str::to_string))
@@ -105,6 +147,10 @@ impl Kubelet {
                     let delay = ctx.opts.pod_termination_delay;
                     ctx.spawn(async move {
                         tokio::time::sleep(delay).await;
+                        // The pod goes only once its containers have stopped.
+                        if let Some(etcd) = &ctx2.etcd {
+                            etcd.stop_container(&uid).await;
+                        }
                         let opts = DeleteOptions {
                             grace_period_seconds: Some(0),
                             precondition_uid: Some(uid),
@@ -119,6 +165,24 @@ impl Kubelet {
                     });
                 }
             } else if node.is_none_or(str::is_empty) {
+                if let Some(why) = unschedulable(&pod, &pvcs) {
+                    let message = format!("0/1 nodes are available: {why}.");
+                    let said = pod
+                        .pointer("/status/conditions/0/message")
+                        .and_then(Value::as_str);
+                    if said != Some(message.as_str()) {
+                        log_err(
+                            "report unschedulable pod",
+                            ctx.modify(&PODS, &pod, |p| {
+                                let mut c = condition("PodScheduled", false, &meta::now());
+                                c["reason"] = json!("Unschedulable");
+                                c["message"] = json!(message);
+                                p["status"]["conditions"] = json!([c]);
+                            }),
+                        );
+                    }
+                    continue;
+                }
                 log_err(
                     "schedule pod",
                     ctx.modify(&PODS, &pod, |p| {
@@ -139,8 +203,8 @@ impl Kubelet {
                     let name = meta::name(&pod).unwrap_or_default().to_string();
                     let r = ctx2.modify(&PODS, &pod, |p| {
                         if !meta::is_deleting(p) {
-                            let probed = etcd_member::gates_readiness(&ctx2, p);
-                            start(p, probed);
+                            let real_ip = ctx2.etcd.as_ref().and_then(|e| e.pod_ip(p));
+                            start(p, real_ip);
                         }
                     });
                     if let Ok(p) = &r {

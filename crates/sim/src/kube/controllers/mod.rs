@@ -1,16 +1,19 @@
 //! Simulated controllers: level-triggered loops that re-examine the store after every change
 //! (the sim holds tens of objects, so a full pass is cheap), plus timers for the delays a
-//! real kubelet, Job controller or etcd operator would take.
+//! real kubelet, Job controller or etcd operator would take; with real etcd, the members'
+//! containers (`etcd_member`) and kube-proxy in front of them (`kube_proxy`).
 
 mod deployment;
-mod etcd;
+pub(super) mod etcd;
 pub mod etcd_member;
 pub mod etcd_restore;
 mod gc;
 mod job;
+mod kube_proxy;
 mod kubelet;
 mod replicaset;
 pub(super) mod statefulset;
+pub(super) mod volumes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -139,18 +142,28 @@ pub fn start(ctx: &Ctx) {
     ));
     ctx.spawn(level_loop(
         ctx.clone(),
-        |e| is(e, "apps", "statefulsets") || is(e, "", "pods"),
+        |e| {
+            is(e, "apps", "statefulsets")
+                || is(e, "", "pods")
+                || is(e, "", "persistentvolumeclaims")
+        },
         statefulset::reconcile,
     ));
     ctx.spawn(level_loop(
         ctx.clone(),
         |e| is(e, "", "persistentvolumeclaims") || is(e, "", "pods"),
-        statefulset::pvc_protection,
+        volumes::pvc_protection,
+    ));
+    let mut binder = volumes::Binder::default();
+    ctx.spawn(level_loop(
+        ctx.clone(),
+        |e| is(e, "", "persistentvolumeclaims"),
+        move |c| binder.reconcile(c),
     ));
     let mut kubelet = kubelet::Kubelet::default();
     ctx.spawn(level_loop(
         ctx.clone(),
-        |e| is(e, "", "pods"),
+        |e| is(e, "", "pods") || is(e, "", "persistentvolumeclaims"),
         move |c| kubelet.reconcile(c),
     ));
     let mut jobs = job::JobController::default();
@@ -185,6 +198,12 @@ pub fn start(ctx: &Ctx) {
             ctx.clone(),
             |e| is(e, "", "pods") || is(e, "", "services") || is(e, "", "persistentvolumeclaims"),
             move |c| etcd.reconcile(c),
+        ));
+        let proxy = std::sync::Arc::new(kube_proxy::KubeProxy::default());
+        ctx.spawn(level_loop(
+            ctx.clone(),
+            |e| is(e, "", "pods") || is(e, "", "services"),
+            move |c| proxy.reconcile(c),
         ));
     }
 }

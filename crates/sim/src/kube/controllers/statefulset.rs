@@ -1,7 +1,8 @@
 //! The StatefulSet controller (pkg/controller/statefulset, `updateStatefulSet` in
-//! stateful_set_control.go): pods `<set>-<ordinal>` for the ordinals `0..replicas`, each with
-//! a stable identity (hostname, subdomain, `pod-name` and `pod-index` labels, claims named after
-//! the ordinal); with `podManagementPolicy: OrderedReady` (the default) a pod is created only
+//! stateful_set_control.go), as kube-controller-manager 1.26 runs it: pods `<set>-<ordinal>`
+//! for the ordinals `0..replicas`, each with a stable identity (hostname, subdomain, the
+//! `statefulset.kubernetes.io/pod-name` label, and from 1.28 `apps.kubernetes.io/pod-index`;
+//! claims named after the ordinal); with `podManagementPolicy: OrderedReady` (the default) a pod is created only
 //! once every lower ordinal is Running and Ready, and the highest surplus pod is removed only
 //! once the others are; `Parallel` does both at once. A deleted, failed or finished pod is made
 //! again under the same name once the old one is gone, and a changed template is rolled out
@@ -9,27 +10,39 @@
 //!
 //! Before a pod is made, the PersistentVolumeClaims of its `volumeClaimTemplates` that do not
 //! exist yet are created (`createPersistentVolumeClaims`): `<template>-<set>-<ordinal>`, with
-//! the selector's labels, no owner (no `persistentVolumeClaimRetentionPolicy`: they are kept
-//! when pods are deleted, the set is scaled down or deleted, as the Bitnami chart CSM pins
-//! leaves them) and the `kubernetes.io/pvc-protection` finalizer the admission plugin adds.
+//! the selector's labels, no owner (no `persistentVolumeClaimRetentionPolicy`, which 1.26 does
+//! not have: they are kept when pods are deleted, the set is scaled down or deleted, as the
+//! Bitnami chart CSM pins leaves them) and the `kubernetes.io/pvc-protection` finalizer the
+//! admission plugin adds; then the pod. A claim that exists but is being deleted (its old pod
+//! was still using it) holds its pod back until it is gone, when the claim is made again
+//! (`pvc <name> is being deleted`); with `OrderedReady` it holds the pods after it too. A new
+//! claim is `Pending` until the volume controller binds it (`volumes`), and the scheduler
+//! places a pod only once its claims are bound (`kubelet`).
 //!
 //! Not simulated: ControllerRevision objects (a revision is `<set>-<hash of the template>`, so
-//! a pod below a rolling update's partition is made from the current template),
-//! `persistentVolumeClaimRetentionPolicy`, `minReadySeconds` (available means ready),
+//! a pod below a rolling update's partition is made from the current template), Events,
+//! `persistentVolumeClaimRetentionPolicy` (1.27+), `minReadySeconds` (available means ready),
 //! `spec.ordinals`, `maxUnavailable` and the adoption of orphaned pods.
 
 use std::cmp::Reverse;
 
 use serde_json::{Value, json};
 
+use super::super::KubeVersion;
 use super::super::meta;
 use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, STATEFULSETS};
 use super::replicaset::{delete_pod, is_ready, pod_from_template};
+use super::volumes::PVC_PROTECTION;
 use super::{Ctx, all, generation, log_err, owned_by};
 
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// Whether pods carry [`POD_INDEX_LABEL`] (the PodIndexLabel feature, 1.28 and later).
+fn pod_index_label(ctx: &Ctx) -> bool {
+    ctx.opts.kubernetes_version >= KubeVersion::new(1, 28)
+}
 
 /// `getParentNameAndOrdinal`: the name is `(.*)-([0-9]+)$`, the ordinal a 32-bit integer.
 fn parent_and_ordinal(name: &str) -> Option<(&str, usize)> {
@@ -78,7 +91,7 @@ fn revision(pod: &Value) -> Option<&str> {
 
 /// `newStatefulSetPod` + `setPodRevision`: the template's pod, named for its ordinal, with the
 /// identity of `initIdentity` and the volumes of `updateStorage`.
-fn new_pod(set: &Value, ordinal: usize, revision: &str) -> Value {
+fn new_pod(set: &Value, ordinal: usize, revision: &str, index_label: bool) -> Value {
     let set_name = meta::name(set).unwrap_or_default();
     let name = format!("{set_name}-{ordinal}");
     let template = set.pointer("/spec/template").cloned().unwrap_or(json!({}));
@@ -87,7 +100,9 @@ fn new_pod(set: &Value, ordinal: usize, revision: &str) -> Value {
     pod["metadata"]["name"] = json!(name);
     let labels = &mut pod["metadata"]["labels"];
     labels[POD_NAME_LABEL] = json!(name);
-    labels[POD_INDEX_LABEL] = json!(ordinal.to_string());
+    if index_label {
+        labels[POD_INDEX_LABEL] = json!(ordinal.to_string());
+    }
     labels[REVISION_LABEL] = json!(revision);
     pod["spec"]["hostname"] = json!(name);
     if let Some(service) = set
@@ -132,11 +147,9 @@ fn new_pod(set: &Value, ordinal: usize, revision: &str) -> Value {
     pod
 }
 
-/// The finalizer that keeps a PVC while a pod uses it (see `pvc_protection`).
-pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
-
-/// `createPersistentVolumeClaims`: the claims of member `ordinal` that do not exist yet.
-fn create_claims(ctx: &Ctx, set: &Value, ordinal: usize) {
+/// `createPersistentVolumeClaims`: the claims of member `ordinal` that do not exist yet;
+/// Err when one of them exists but is being deleted (the pod must wait for it to go).
+fn create_claims(ctx: &Ctx, set: &Value, ordinal: usize) -> Result<(), String> {
     let ns = meta::namespace(set).unwrap_or_default();
     let set_name = meta::name(set).unwrap_or_default();
     let templates = set
@@ -153,7 +166,10 @@ fn create_claims(ctx: &Ctx, set: &Value, ordinal: usize) {
             continue;
         };
         let name = format!("{claim}-{set_name}-{ordinal}");
-        if ctx.store.get(&PERSISTENTVOLUMECLAIMS, ns, &name).is_ok() {
+        if let Some(existing) = ctx.store.try_get(&PERSISTENTVOLUMECLAIMS, ns, &name) {
+            if meta::is_deleting(&existing) {
+                return Err(format!("pvc {name} is being deleted"));
+            }
             continue;
         }
         let mut labels = template
@@ -173,54 +189,13 @@ fn create_claims(ctx: &Ctx, set: &Value, ordinal: usize) {
                 "finalizers": [PVC_PROTECTION],
             },
             "spec": template.get("spec").cloned().unwrap_or(json!({})),
-            "status": { "phase": "Bound" },
         });
         log_err(
             "create persistentvolumeclaim",
             ctx.store.create(&PERSISTENTVOLUMECLAIMS, ns, pvc, false),
         );
     }
-}
-
-/// The `pvc-protection` controller (pkg/controller/volume/pvcprotection): a PVC being deleted
-/// keeps its finalizer while a pod that is not finished uses it, so it goes only once its pods
-/// have (which is why CSM scales a StatefulSet to 0 before deleting its PVCs).
-pub fn pvc_protection(ctx: &Ctx) {
-    let pods = all(ctx, &PODS);
-    for pvc in all(ctx, &PERSISTENTVOLUMECLAIMS) {
-        if !meta::is_deleting(&pvc) || !meta::finalizers(&pvc).iter().any(|f| f == PVC_PROTECTION) {
-            continue;
-        }
-        let ns = meta::namespace(&pvc).unwrap_or_default();
-        let name = meta::name(&pvc).unwrap_or_default();
-        let in_use = pods.iter().any(|pod| {
-            meta::namespace(pod) == Some(ns)
-                && !matches!(phase(pod), Some("Failed" | "Succeeded"))
-                && pod
-                    .pointer("/spec/volumes")
-                    .and_then(Value::as_array)
-                    .is_some_and(|vs| {
-                        vs.iter().any(|v| {
-                            v.pointer("/persistentVolumeClaim/claimName")
-                                .and_then(Value::as_str)
-                                == Some(name)
-                        })
-                    })
-        });
-        if !in_use {
-            log_err(
-                "remove pvc-protection",
-                ctx.modify(&PERSISTENTVOLUMECLAIMS, &pvc, |p| {
-                    if let Some(fs) = p
-                        .pointer_mut("/metadata/finalizers")
-                        .and_then(Value::as_array_mut)
-                    {
-                        fs.retain(|f| f != PVC_PROTECTION);
-                    }
-                }),
-            );
-        }
-    }
+    Ok(())
 }
 
 /// `updateIdentity` for a pod whose identity labels were changed (`identityMatches` fails).
@@ -228,8 +203,9 @@ fn restore_identity(ctx: &Ctx, pod: &Value, ordinal: usize) {
     let name = meta::name(pod).unwrap_or_default().to_string();
     let labels = pod.pointer("/metadata/labels");
     let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+    let index_label = pod_index_label(ctx);
     if label(POD_NAME_LABEL) == Some(name.as_str())
-        && label(POD_INDEX_LABEL) == Some(ordinal.to_string().as_str())
+        && (!index_label || label(POD_INDEX_LABEL) == Some(ordinal.to_string().as_str()))
     {
         return;
     }
@@ -237,7 +213,9 @@ fn restore_identity(ctx: &Ctx, pod: &Value, ordinal: usize) {
         "restore pod identity",
         ctx.modify(&PODS, pod, |p| {
             p["metadata"]["labels"][POD_NAME_LABEL] = json!(name);
-            p["metadata"]["labels"][POD_INDEX_LABEL] = json!(ordinal.to_string());
+            if index_label {
+                p["metadata"]["labels"][POD_INDEX_LABEL] = json!(ordinal.to_string());
+            }
         }),
     );
 }
@@ -310,9 +288,15 @@ fn act(ctx: &Ctx, set: &Value, members: &[(usize, &Value)], update_revision: &st
             // the create fails with AlreadyExists, as on a real server, and is retried on the
             // next change.
             None => {
-                create_claims(ctx, set, ordinal);
-                let pod = new_pod(set, ordinal, update_revision);
-                log_err("create pod", ctx.store.create(&PODS, ns, pod, false));
+                match create_claims(ctx, set, ordinal) {
+                    Ok(()) => {
+                        let pod = new_pod(set, ordinal, update_revision, pod_index_label(ctx));
+                        log_err("create pod", ctx.store.create(&PODS, ns, pod, false));
+                    }
+                    Err(why) => {
+                        tracing::debug!(pod = %format!("{}-{ordinal}", meta::name(set).unwrap_or_default()), %why, "sim statefulset: pod not created")
+                    }
+                }
                 true
             }
         };

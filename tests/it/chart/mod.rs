@@ -1,15 +1,29 @@
-//! The Helm chart. Textually: its Role's rules are the output of `etcd-repopulator rbac-rules`
-//! and every value is documented. Rendered by helm itself (`helm template`; scripts/tools puts
-//! helm into target/tools) with the default values and with the values files of `ci/`: every
-//! object passes `kubernetes-validate --strict` against the schemas of Kubernetes 1.24 (the
-//! chart's minimum), 1.29 and 1.33, is a valid object of its kind, and the objects fit
-//! together: the Role has exactly `cluster::rbac::policy_rules()` and is bound to the pod's
-//! ServiceAccount, the Deployment is a single non-root writer with probes on the port the
-//! Service targets, every volume, Secret, ConfigMap and claim it names exists (or is one the
-//! values name as existing), the ConfigMap's config.toml is one the service loads, pointing at
-//! the files mounted, and the `helm test` pod runs the image's client against the Service.
-//! `helm lint --strict` passes, values.schema.json refuses typos, and NOTES.txt says how to
-//! reach the service and when it refuses every call.
+//! The Helm chart, checked by what each test file looks at: `role` (the Role is the code's
+//! rules, namespaced and narrow), `values` (every value documented, upgrades restart the pod,
+//! names required), `schema` (values.schema.json refuses typos and bad values), `lint`
+//! (`helm lint --strict`, Chart.yaml), `rendering` (the chart rendered with the default values,
+//! the values files of `ci/` and `--set` variations, checked as typed objects that fit
+//! together), `notes` (NOTES.txt and the credentials it speaks of) and `monitoring` (the
+//! ServiceMonitor, PrometheusRule and Grafana dashboard).
+//!
+//! Here, the machinery they share: helm itself renders the chart (`helm template`;
+//! scripts/tools puts helm into target/tools); every object passes `kubernetes-validate
+//! --strict` against the schemas of Kubernetes 1.24 (the chart's minimum), 1.29 and 1.33 (it has
+//! none for the custom resources of kube-prometheus-stack: `monitoring` checks those) and is
+//! typed; [`check`] then checks what must hold whatever the values: the Role has exactly
+//! `cluster::rbac::policy_rules()` and is bound to the pod's ServiceAccount, the Deployment is a
+//! single non-root writer with probes on the port the Service targets, every volume, Secret,
+//! ConfigMap and claim it names exists (or is one the values name as existing), the ConfigMap's
+//! config.toml is one the service loads, pointing at the files mounted, and the `helm test` pod
+//! runs the image's client against the Service.
+
+mod lint;
+mod monitoring;
+mod notes;
+mod rendering;
+mod role;
+mod schema;
+mod values;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -40,185 +54,11 @@ use k8s_openapi::{
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
-const BEGIN: &str = "# BEGIN rbac-rules";
-const END: &str = "# END rbac-rules";
-
 fn chart_file(path: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("charts/etcd-repopulator")
         .join(path);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The plain-YAML block between the marker comments of templates/role.yaml.
-fn role_rules_block() -> String {
-    let role = chart_file("templates/role.yaml");
-    let start = role.find(BEGIN).expect("role.yaml has the BEGIN marker");
-    let start = start + role[start..].find('\n').expect("marker line ends") + 1;
-    let end = role.find(END).expect("role.yaml has the END marker");
-    role[start..end].to_owned()
-}
-
-/// One rule as written: (apiGroups, resources, verbs).
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Rule {
-    api_groups: Vec<String>,
-    resources: Vec<String>,
-    verbs: Vec<String>,
-}
-
-/// Parses the subset of YAML a Role's `rules:` are written in here: a `rules:` line, then
-/// items `- apiGroups: [...]` with `resources: [...]` and `verbs: [...]` as flow lists of
-/// quoted or plain strings. Anything else fails the test, so the block stays in this form.
-fn parse_rules(block: &str) -> Vec<Rule> {
-    let mut lines = block.lines().filter(|line| !line.trim().is_empty());
-    assert_eq!(lines.next().map(str::trim_end), Some("rules:"), "{block}");
-    let mut rules: Vec<Rule> = Vec::new();
-    for line in lines {
-        let trimmed = line.trim();
-        let entry = match trimmed.strip_prefix("- ") {
-            Some(entry) => {
-                rules.push(Rule::default());
-                entry
-            }
-            None => trimmed,
-        };
-        let (key, value) = entry
-            .split_once(':')
-            .unwrap_or_else(|| panic!("not `key: [list]`: {line:?}"));
-        let rule = rules
-            .last_mut()
-            .unwrap_or_else(|| panic!("key before the first `- `: {line:?}"));
-        let list = parse_flow_list(value.trim());
-        let slot = match key.trim() {
-            "apiGroups" => &mut rule.api_groups,
-            "resources" => &mut rule.resources,
-            "verbs" => &mut rule.verbs,
-            other => panic!("unexpected key {other:?} in a rule"),
-        };
-        assert!(slot.is_empty(), "{key} given twice: {line:?}");
-        *slot = list;
-    }
-    rules
-}
-
-fn parse_flow_list(text: &str) -> Vec<String> {
-    let inner = text
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or_else(|| panic!("not a flow list: {text:?}"));
-    if inner.trim().is_empty() {
-        return Vec::new();
-    }
-    inner
-        .split(',')
-        .map(|item| {
-            let item = item.trim();
-            let unquoted = item
-                .strip_prefix('"')
-                .and_then(|i| i.strip_suffix('"'))
-                .or_else(|| item.strip_prefix('\'').and_then(|i| i.strip_suffix('\'')))
-                .unwrap_or(item);
-            assert!(!unquoted.contains(['"', '\\']), "unsupported item {item:?}");
-            unquoted.to_owned()
-        })
-        .collect()
-}
-
-fn rule_of(permission: &Permission) -> Rule {
-    Rule {
-        api_groups: vec![permission.api_group.to_owned()],
-        resources: vec![permission.resource.to_owned()],
-        verbs: permission.verbs.iter().map(|v| (*v).to_owned()).collect(),
-    }
-}
-
-#[test]
-fn role_rules_are_exactly_the_required_permissions() {
-    let in_chart = parse_rules(&role_rules_block());
-    let in_code: Vec<Rule> = rbac::REQUIRED.iter().map(rule_of).collect();
-    assert_eq!(
-        in_chart, in_code,
-        "templates/role.yaml differs from cluster::rbac::REQUIRED; regenerate the block \
-         between the markers with `etcd-repopulator rbac-rules`"
-    );
-}
-
-#[test]
-fn role_rules_block_is_the_rbac_rules_output() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"))
-        .arg("rbac-rules")
-        .output()
-        .expect("the binary runs");
-    assert!(output.status.success());
-    let printed = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(printed, rbac::rules_yaml());
-    assert_eq!(role_rules_block(), printed);
-}
-
-#[test]
-fn rbac_is_namespaced_and_narrow() {
-    for template in ["templates/role.yaml", "templates/rolebinding.yaml"] {
-        let text = chart_file(template);
-        assert!(!text.contains("ClusterRole"), "{template}");
-        assert!(
-            text.contains("namespace: {{ .Values.targetNamespace }}"),
-            "{template}"
-        );
-    }
-    let rules = parse_rules(&role_rules_block());
-    for rule in &rules {
-        for item in rule
-            .api_groups
-            .iter()
-            .chain(&rule.resources)
-            .chain(&rule.verbs)
-        {
-            assert_ne!(item, "*");
-        }
-        assert!(!rule.resources.iter().any(|r| r == "secrets"));
-    }
-}
-
-/// Dotted paths of every key in values.yaml (block mappings only; flow values are leaves).
-fn value_paths(values: &str) -> BTreeSet<String> {
-    let mut stack: Vec<(usize, String)> = Vec::new();
-    let mut paths = BTreeSet::new();
-    for line in values.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('-') {
-            continue;
-        }
-        let Some((key, _)) = trimmed.split_once(':') else {
-            continue;
-        };
-        let indent = line.len() - trimmed.len();
-        while stack.last().is_some_and(|(i, _)| *i >= indent) {
-            stack.pop();
-        }
-        let path = stack
-            .iter()
-            .map(|(_, k)| k.as_str())
-            .chain([key])
-            .collect::<Vec<_>>()
-            .join(".");
-        stack.push((indent, key.to_owned()));
-        paths.insert(path);
-    }
-    paths
-}
-
-#[test]
-fn every_value_is_documented_in_the_chart_readme() {
-    let paths = value_paths(&chart_file("values.yaml"));
-    assert!(paths.contains("ssh.existingSecret"), "{paths:?}");
-    assert!(paths.contains("targetNamespace"), "{paths:?}");
-    let readme = chart_file("README.md");
-    let missing: Vec<&String> = paths
-        .iter()
-        .filter(|path| !readme.contains(&format!("`{path}`")))
-        .collect();
-    assert!(missing.is_empty(), "undocumented values: {missing:?}");
 }
 
 // The chart rendered by helm (`helm template`, target/tools/bin/helm from scripts/tools), each
@@ -313,6 +153,15 @@ fn validate(yaml: &str) {
     }
 }
 
+/// The stream without the documents of kube-prometheus-stack's custom resources, for which
+/// kubernetes-validate has no schema (it would warn).
+fn without_custom_resources(yaml: &str) -> String {
+    yaml.split("---\n")
+        .filter(|document| !document.contains("\napiVersion: monitoring.coreos.com/"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 /// The documents of a YAML stream as Kubernetes reads them (YAML 1.1: `0400` is octal).
 fn yaml_documents(yaml: &str) -> Vec<serde_json::Value> {
     let options = serde_saphyr::options! { legacy_octal_numbers: true };
@@ -341,13 +190,16 @@ struct Rendered {
     deployments: Vec<Deployment>,
     /// The `helm test` pod.
     pods: Vec<Pod>,
+    /// The custom resources of kube-prometheus-stack (ServiceMonitor, PrometheusRule), which
+    /// k8s-openapi has no type for.
+    monitoring: Vec<serde_json::Value>,
 }
 
 /// Renders the chart for `release` with `values`, validates every object against Kubernetes'
 /// schemas and types it.
 fn render(release: Release, values: &[&str]) -> Rendered {
     let yaml = helm_template(release, values);
-    validate(&yaml);
+    validate(&without_custom_resources(&yaml));
     let mut rendered = Rendered::default();
     for document in &yaml_documents(&yaml) {
         let kind = document["kind"].as_str().unwrap_or_else(|| {
@@ -363,6 +215,7 @@ fn render(release: Release, values: &[&str]) -> Rendered {
             "Service" => rendered.services.push(typed(document)),
             "Deployment" => rendered.deployments.push(typed(document)),
             "Pod" => rendered.pods.push(typed(document)),
+            "ServiceMonitor" | "PrometheusRule" => rendered.monitoring.push(document.clone()),
             other => panic!("the chart rendered an unexpected {other}: {document}"),
         }
         rendered.kinds.push(kind.to_owned());
@@ -514,8 +367,35 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 }
 
 /// Checks what must hold whatever the values, and returns the service's configuration as it
+/// Checks what must hold whatever the values, and returns the service's configuration as it
 /// loads the rendered config.toml.
 fn check(rendered: &Rendered, expected: &Expected) -> Config {
+    check_objects(rendered, expected);
+    let server = check_deployment(rendered, expected);
+    let service_selector = check_service(rendered, expected, &server);
+    check_rbac_objects(rendered, expected);
+    check_volumes(rendered, expected, &server);
+    let config = check_config(rendered, expected, &server);
+    check_auth(rendered, expected, &server, &config);
+    check_mounted_secrets(expected, &server, &config);
+    check_backups(expected, &server, &config);
+    check_claim(rendered, expected);
+    check_test_pod(rendered, expected, server.container, &service_selector);
+    config
+}
+
+/// The service's pod as the Deployment runs it.
+struct ServerPod<'a> {
+    pod: &'a PodSpec,
+    container: &'a Container,
+    labels: BTreeMap<String, String>,
+    /// Its container's named ports.
+    ports: BTreeMap<String, i32>,
+    volumes: BTreeMap<&'a str, &'a Volume>,
+}
+
+/// Which objects, and that each is the release's.
+fn check_objects(rendered: &Rendered, expected: &Expected) {
     // Which objects, in helm's install order, hooks last.
     let mut kinds = Vec::new();
     if expected.creates_service_account {
@@ -556,7 +436,9 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
             .then_some(expected.target_namespace.as_str());
         assert_eq!(meta.namespace.as_deref(), namespace, "{kind}");
     }
+}
 
+fn check_deployment<'a>(rendered: &'a Rendered, expected: &Expected) -> ServerPod<'a> {
     // The Deployment: one non-root writer, its pod labelled like the Deployment.
     let deployment = &rendered.deployments[0];
     assert_eq!(
@@ -635,6 +517,28 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         );
     }
 
+    let volumes = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|volume| (volume.name.as_str(), volume))
+        .collect();
+    ServerPod {
+        pod,
+        container,
+        labels: pod_labels,
+        ports,
+        volumes,
+    }
+}
+
+/// Returns the Service's selector.
+fn check_service(
+    rendered: &Rendered,
+    expected: &Expected,
+    server: &ServerPod<'_>,
+) -> BTreeMap<String, String> {
+    let (pod_labels, ports) = (&server.labels, &server.ports);
     // The Service sends to that port of those pods (and not to the test pod).
     let service = &rendered.services[0];
     assert_eq!(
@@ -643,7 +547,7 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
     );
     let service_spec = service.spec.as_ref().expect("Service spec");
     let service_selector = service_spec.selector.clone().expect("Service selector");
-    assert!(selects(&service_selector, &pod_labels));
+    assert!(selects(&service_selector, pod_labels));
     let service_ports = service_spec.ports.as_deref().expect("Service ports");
     assert_eq!(service_ports.len(), 1);
     assert_eq!(service_ports[0].port, expected.service_port);
@@ -652,6 +556,10 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         other => panic!("targetPort {other:?} is not a named container port"),
     }
 
+    service_selector
+}
+
+fn check_rbac_objects(rendered: &Rendered, expected: &Expected) {
     // RBAC: exactly the code's rules, in the services' namespace, for the pod's account.
     if expected.rbac {
         let role = &rendered.roles[0];
@@ -680,15 +588,17 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
             Some(expected.service_account.as_str())
         );
     }
+}
 
+fn check_volumes(rendered: &Rendered, expected: &Expected, server: &ServerPod<'_>) {
     // Volumes: every mount has its volume, every volume is mounted, every object a volume
     // names is rendered or one the values say exists.
-    let volumes: BTreeMap<&str, &Volume> = pod
-        .volumes
-        .iter()
-        .flatten()
-        .map(|volume| (volume.name.as_str(), volume))
-        .collect();
+    let ServerPod {
+        pod,
+        container,
+        volumes,
+        ..
+    } = server;
     assert_eq!(volumes.len(), pod.volumes.as_ref().map_or(0, Vec::len));
     let mounts = container.volume_mounts.as_deref().unwrap_or_default();
     for mount in mounts {
@@ -804,14 +714,17 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
             .persistent_volume_claim
             .is_some()
     );
+}
 
+fn check_config(rendered: &Rendered, expected: &Expected, server: &ServerPod<'_>) -> Config {
+    let (container, volumes) = (server.container, &server.volumes);
     // config.toml: the ConfigMap's, loadable by the service, the pod restarts when it changes.
     let config_map = &rendered.config_maps[0];
     assert_eq!(
         config_map.metadata.name.as_deref(),
         Some(expected.fullname.as_str())
     );
-    let (volume, key) = file_source(container, &volumes, Path::new(ARGS[2]));
+    let (volume, key) = file_source(container, volumes, Path::new(ARGS[2]));
     assert_eq!(
         volume.config_map.as_ref().map(|c| c.name.as_str()),
         config_map.metadata.name.as_deref()
@@ -834,6 +747,11 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         expected.creates_auth_secret
     );
 
+    config
+}
+
+fn check_auth(rendered: &Rendered, expected: &Expected, server: &ServerPod<'_>, config: &Config) {
+    let (container, volumes) = (server.container, &server.volumes);
     // The auth Secret: only the keys the configured modes read are mounted, at the files
     // config.toml names.
     match volumes.get("auth") {
@@ -861,7 +779,7 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         match expected.auth_items.get(item) {
             Some(expected_key) => {
                 let file = file.unwrap_or_else(|| panic!("config.toml names no {item} file"));
-                let (volume, key) = file_source(container, &volumes, &file);
+                let (volume, key) = file_source(container, volumes, &file);
                 assert_eq!(volume.name, "auth");
                 assert_eq!(key, *expected_key);
             }
@@ -884,9 +802,19 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         }
         assert_eq!(secret_keys(secret), keys);
     }
+}
+
+/// The SSH and etcd TLS Secrets, at the files config.toml names.
+fn check_mounted_secrets(expected: &Expected, server: &ServerPod<'_>, config: &Config) {
+    let ServerPod {
+        pod,
+        container,
+        volumes,
+        ..
+    } = server;
 
     if let Some((ssh_secret, key_item, known_hosts_item)) = expected.ssh {
-        let (volume, key) = file_source(container, &volumes, &config.ssh.identity_file);
+        let (volume, key) = file_source(container, volumes, &config.ssh.identity_file);
         assert_eq!(
             volume
                 .secret
@@ -896,7 +824,7 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         );
         assert_eq!(key, key_item);
         if let Some(known_hosts_item) = known_hosts_item {
-            let (volume, key) = file_source(container, &volumes, &config.ssh.known_hosts_file);
+            let (volume, key) = file_source(container, volumes, &config.ssh.known_hosts_file);
             assert_eq!(volume.name, volumes_of_secret(pod, ssh_secret));
             assert_eq!(key, known_hosts_item);
         }
@@ -910,13 +838,22 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         ];
         for (file, expected_key) in files {
             let file = file.expect("config.toml names every etcd TLS file");
-            let (volume, key) = file_source(container, &volumes, &file);
+            let (volume, key) = file_source(container, volumes, &file);
             assert_eq!(volume.name, volumes_of_secret(pod, etcd_secret));
             assert_eq!(key, expected_key);
         }
     } else {
         assert_eq!(config.etcd.ca_file, None);
     }
+}
+
+fn check_backups(expected: &Expected, server: &ServerPod<'_>, config: &Config) {
+    let ServerPod {
+        pod,
+        container,
+        volumes,
+        ..
+    } = server;
 
     // The backups: the snapshotter PVC at recovery.snapshots_dir, writable; the S3 Secret's
     // three keys at recovery.s3_credentials_dir.
@@ -940,14 +877,16 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
         Some(secret) => {
             for key in ["access_key", "secret_key", "http_s3_endpoint"] {
                 let file = config.recovery.s3_credentials_dir.join(key);
-                let (volume, item) = file_source(container, &volumes, &file);
+                let (volume, item) = file_source(container, volumes, &file);
                 assert_eq!(volume.name, volumes_of_secret(pod, secret));
                 assert_eq!(item, key);
             }
         }
         None => assert_eq!(config.recovery.s3_credentials_dir, Path::new("")),
     }
+}
 
+fn check_claim(rendered: &Rendered, expected: &Expected) {
     if expected.creates_claim {
         let claim = &rendered.claims[0];
         assert_eq!(
@@ -973,9 +912,6 @@ fn check(rendered: &Rendered, expected: &Expected) -> Config {
                 .is_some_and(|r| r.contains_key("storage"))
         );
     }
-
-    check_test_pod(rendered, expected, container, &service_selector);
-    config
 }
 
 /// The non-root, read-only, unprivileged container every pod of the chart runs.
@@ -1177,573 +1113,9 @@ const DEFAULT_RELEASE: Release = Release {
     namespace: "etcd-repopulator",
 };
 
-#[test]
-fn chart_renders_with_the_default_values() {
-    let expected = Expected::defaults(DEFAULT_RELEASE, "etcd-repopulator");
-    let (rendered, config) = render_and_check(&expected, &[]);
-    assert_eq!(config.auth.mode, AuthMode::Token);
-
-    // No tokens (every API call refused until some are set) and no webhook key (disabled).
-    let secret = &rendered.secrets[0];
-    assert_eq!(string_data(secret, "tokens"), "");
-    assert_eq!(config.webhooks.hmac_key_file, None);
-
-    let pod = pod_spec(&rendered);
-    let container = &pod.containers[0];
-    assert_eq!(container.image.as_deref(), Some("etcd-repopulator:0.1.0"));
-    assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
-    assert!(pod.image_pull_secrets.is_none() && pod.node_selector.is_none());
-    assert!(pod.tolerations.is_none() && pod.affinity.is_none());
-    assert_eq!(claim_class_and_size(&rendered), (None, "1Gi"));
-    assert_eq!(tmp_size_limit(&rendered), "64Mi");
-    // The Secret volumes are readable by their owner only (0400, octal as Kubernetes reads it).
-    let auth = pod.volumes.iter().flatten().find(|v| v.name == "auth");
-    let mode = auth
-        .and_then(|v| v.secret.as_ref())
-        .and_then(|s| s.default_mode);
-    assert_eq!(mode, Some(0o400));
-}
-
-#[test]
-fn chart_renders_with_every_optional_feature_on() {
-    let expected = Expected {
-        name: "repopulator",
-        target_namespace: "csm-services".to_owned(),
-        service_account: "repopulator-sa".to_owned(),
-        auth_items: BTreeMap::from([
-            ("tokens", "tokens"),
-            ("webhook-hmac-key", "webhook-hmac-key"),
-        ]),
-        ssh: Some(("repopulator-ssh", "id_rsa", Some("known_hosts"))),
-        etcd_tls: Some(("csm-etcd-client-tls", "ca.pem", "tls.crt", "tls.key")),
-        snapshotter: Some("bitnami-etcd-snapshotter"),
-        s3_secret: Some("etcd-backup-s3-credentials"),
-        service_port: 9090,
-        test_token: Some(("etcd-repopulator-auth".to_owned(), "test-token")),
-        // The release name contains nameOverride, so it is the full name.
-        ..Expected::defaults(DEFAULT_RELEASE, "etcd-repopulator")
-    };
-    let (rendered, config) = render_and_check(
-        &expected,
-        &[
-            "--values",
-            "charts/etcd-repopulator/ci/all-features-values.yaml",
-        ],
-    );
-
-    // Integers stay integers (helm hands values files' numbers to templates as floats).
-    assert_eq!(config.step_timeout.as_secs(), 15 * 60);
-    assert_eq!(config.csm.retry.max_attempts, 7);
-    assert_eq!(config.ssh.fanout, 16);
-    assert_eq!(config.ssh.port, 2222);
-    assert_eq!(config.snapshots.retain, 96);
-    assert!(config.hmnfd.discover_ncns);
-    assert_eq!(config.ssh.hosts["ncn-w001"], "10.252.1.7");
-    assert_eq!(
-        config.webhooks.alertmanager.alertnames,
-        ["EtcdClusterRebuilt"]
-    );
-    assert_eq!(config.auth.mode, AuthMode::Token);
-
-    let secret = &rendered.secrets[0];
-    let tokens = TokenSet::parse(&string_data(secret, "tokens"))
-        .unwrap_or_else(|(line, problem)| panic!("tokens line {line}: {problem}"));
-    assert_eq!(
-        format!("{tokens:?}"),
-        r#"["ops:write", "grafana:read", "oncall:recover"]"#
-    );
-    assert_eq!(
-        config.webhooks.recover_clusters["cray-bss-bitnami-etcd"],
-        etcd_repopulator::model::EtcdMode::Auto
-    );
-    assert_eq!(
-        string_data(secret, "webhook-hmac-key"),
-        "an-hmac-key-of-at-least-16-bytes"
-    );
-    // The test reads, so it gets the read token, not the first one.
-    assert_eq!(
-        string_data(secret, "test-token"),
-        "fedcba9876543210fedcba9876543210"
-    );
-
-    let account = &rendered.service_accounts[0].metadata;
-    assert_eq!(
-        account.annotations.as_ref().unwrap()["example.com/owner"],
-        "platform"
-    );
-    let service = rendered.services[0].spec.as_ref().unwrap();
-    assert_eq!(service.type_.as_deref(), Some("NodePort"));
-    let service_meta = &rendered.services[0].metadata;
-    assert_eq!(
-        service_meta.annotations.as_ref().unwrap()["prometheus.io/scrape"],
-        "true"
-    );
-
-    assert_eq!(
-        pod_annotation(&rendered, "example.com/team").as_deref(),
-        Some("csm")
-    );
-    let pod = pod_spec(&rendered);
-    assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
-    assert_eq!(
-        pod.node_selector.as_ref().unwrap()["kubernetes.io/os"],
-        "linux"
-    );
-    assert_eq!(pod.tolerations.as_ref().unwrap().len(), 1);
-    assert!(
-        pod.affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .is_some()
-    );
-    let container = &pod.containers[0];
-    assert_eq!(
-        container.image.as_deref(),
-        Some("registry.local/etcd-repopulator:0.1.0-rc1")
-    );
-    assert_eq!(container.image_pull_policy.as_deref(), Some("Always"));
-    let rust_log = container
-        .env
-        .iter()
-        .flatten()
-        .find(|v| v.name == "RUST_LOG");
-    assert_eq!(
-        rust_log.and_then(|v| v.value.as_deref()),
-        Some("info,etcd_repopulator=debug")
-    );
-    let limits = container
-        .resources
-        .as_ref()
-        .unwrap()
-        .limits
-        .as_ref()
-        .unwrap();
-    assert_eq!(limits["cpu"].0, "2");
-    assert_eq!(limits["memory"].0, "512Mi");
-    assert_eq!(claim_class_and_size(&rendered), (Some("fast-ssd"), "5Gi"));
-    assert_eq!(tmp_size_limit(&rendered), "128Mi");
-    // The test pod is scheduled where the service may be.
-    let test_pod = rendered.pods[0].spec.as_ref().unwrap();
-    assert_eq!(test_pod.image_pull_secrets, pod.image_pull_secrets);
-    assert_eq!(test_pod.tolerations, pod.tolerations);
-}
-
-/// The values of ci/existing-objects-values.yaml, for `release`.
-fn existing_objects(release: Release) -> Expected {
-    Expected {
-        service_account: "csm-repopulator".to_owned(),
-        creates_service_account: false,
-        auth_secret: "repopulator-api-credentials".to_owned(),
-        creates_auth_secret: false,
-        // JWT mode: no `tokens` in the Secret, only the webhook key, under its own name.
-        auth_items: BTreeMap::from([("webhook-hmac-key", "hmac-key")]),
-        claim: "repopulator-history".to_owned(),
-        creates_claim: false,
-        ssh: Some(("repopulator-ssh", "id_ed25519", None)),
-        test_token: Some(("repopulator-test-jwt".to_owned(), "jwt")),
-        ..Expected::defaults(release, "repopulator")
-    }
-}
-
-const EXISTING_OBJECTS: [&str; 2] = [
-    "--values",
-    "charts/etcd-repopulator/ci/existing-objects-values.yaml",
-];
-
-const PROD_RELEASE: Release = Release {
-    name: "repopulator-prod",
-    namespace: "csm-tools",
-};
-
-#[test]
-fn chart_renders_with_existing_objects_and_jwt() {
-    let (_, config) = render_and_check(&existing_objects(PROD_RELEASE), &EXISTING_OBJECTS);
-    assert_eq!(config.auth.mode, AuthMode::Jwt);
-    assert_eq!(config.auth.jwt.audience.as_deref(), Some("shasta"));
-    assert_eq!(config.auth.jwt.recover_roles, ["etcd-recover"]);
-}
-
-#[test]
-fn in_jwt_mode_without_a_webhook_key_no_auth_secret_is_needed() {
-    // An existing Secret: nothing of it is mounted.
-    let expected = Expected {
-        auth_items: BTreeMap::new(),
-        ..existing_objects(PROD_RELEASE)
-    };
-    let mut values = EXISTING_OBJECTS.to_vec();
-    values.extend(["--set", "auth.webhookHmacKeyItem="]);
-    let (_, config) = render_and_check(&expected, &values);
-    assert_eq!(config.auth.mode, AuthMode::Jwt);
-
-    // No existing Secret: the chart creates none, having nothing to put in it.
-    let expected = Expected {
-        creates_auth_secret: false,
-        auth_items: BTreeMap::new(),
-        ..Expected::defaults(DEFAULT_RELEASE, "etcd-repopulator")
-    };
-    let (_, config) = render_and_check(
-        &expected,
-        &[
-            "--set",
-            "auth.mode=jwt",
-            "--set-json",
-            r#"config={"auth":{"jwt":{"jwks_url":"https://keycloak.local/certs","issuer":"https://keycloak.local","audience":"shasta"}}}"#,
-        ],
-    );
-    assert_eq!(config.auth.mode, AuthMode::Jwt);
-}
-
-#[test]
-fn chart_renders_without_rbac_and_with_set_json() {
-    let release = Release {
-        name: "repop",
-        namespace: "default",
-    };
-    let expected = Expected {
-        rbac: false,
-        ..Expected::defaults(release, "repop-etcd-repopulator")
-    };
-    let (_, config) = render_and_check(
-        &expected,
-        &[
-            "--set-json",
-            "rbac.create=false",
-            "--set-json",
-            r#"config={"step_timeout":"20m","ssh":{"fanout":4}}"#,
-        ],
-    );
-    assert_eq!(config.step_timeout.as_secs(), 20 * 60);
-    assert_eq!(config.ssh.fanout, 4);
-}
-
-/// helm's error for `values`, which must fail the render.
 fn render_error(values: &[&str]) -> String {
     match helm_template_of(CHART, DEFAULT_RELEASE, values) {
         Ok(yaml) => panic!("helm template {values:?} rendered:\n{yaml}"),
         Err(stderr) => stderr,
     }
-}
-
-#[test]
-fn an_existing_service_account_must_be_named() {
-    // Whether or not the chart binds the Role: the pod would run as `default` either way.
-    for rbac in ["true", "false"] {
-        let error = render_error(&[
-            "--set",
-            "serviceAccount.create=false",
-            "--set",
-            &format!("rbac.create={rbac}"),
-        ]);
-        assert!(
-            error.contains(
-                "serviceAccount.create is false but serviceAccount.name is empty: name the \
-                 existing ServiceAccount the service runs as"
-            ),
-            "{error}"
-        );
-    }
-}
-
-#[test]
-fn the_values_schema_refuses_typos_and_bad_values() {
-    let cases: [(&[&str], &str); 6] = [
-        (
-            &["--set", "auth.mode=jtw"],
-            r#"auth.mode: auth.mode must be one of the following: "token", "jwt", "none""#,
-        ),
-        (
-            &["--set-json", r#"config={"auth":{"mode":"jtw"}}"#],
-            "config.auth.mode: config.auth.mode must be one of the following",
-        ),
-        (
-            &["--set", "servce.port=80"],
-            "Additional property servce is not allowed",
-        ),
-        (
-            &["--set", "auth.existingSecert=x"],
-            "Additional property existingSecert is not allowed",
-        ),
-        (
-            &[
-                "--set-json",
-                r#"auth.tokens=["ops:admin:0123456789abcdef"]"#,
-            ],
-            "auth.tokens.0: Does not match pattern",
-        ),
-        (
-            &["--set", "auth.webhookHmacKey=too-short"],
-            "auth.webhookHmacKey",
-        ),
-    ];
-    for (values, message) in cases {
-        let error = render_error(values);
-        assert!(
-            error.contains("values don't meet the specifications of the schema"),
-            "{values:?}: {error}"
-        );
-        assert!(error.contains(message), "{values:?}: {error}");
-    }
-}
-
-#[test]
-fn helm_lint_strict_passes_with_the_default_values_and_every_ci_values_file() {
-    let mut values_files: Vec<String> = std::fs::read_dir(root().join(CHART).join("ci"))
-        .expect("ci/")
-        .map(|entry| {
-            format!(
-                "{CHART}/ci/{}",
-                entry.unwrap().file_name().to_string_lossy()
-            )
-        })
-        .collect();
-    values_files.sort();
-    assert!(!values_files.is_empty(), "no values files in ci/");
-    for values in [None].into_iter().chain(values_files.iter().map(Some)) {
-        let mut args = vec!["lint", "--strict", CHART];
-        args.extend(values.iter().flat_map(|file| ["--values", file.as_str()]));
-        let output = run_tool("helm", &args);
-        let printed = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "helm lint {values:?}:\n{printed}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        // Not even an [INFO] recommendation.
-        let remarks: Vec<&str> = printed.lines().filter(|l| l.starts_with('[')).collect();
-        assert!(remarks.is_empty(), "helm lint {values:?}: {remarks:?}");
-        assert!(printed.contains("1 chart(s) linted, 0 chart(s) failed"));
-    }
-}
-
-#[test]
-fn chart_metadata_names_its_sources_maintainers_and_icon() {
-    let chart: serde_json::Value =
-        serde_saphyr::from_str(&chart_file("Chart.yaml")).expect("Chart.yaml parses");
-    assert!(chart["sources"].as_array().is_some_and(|s| !s.is_empty()));
-    let maintainers = chart["maintainers"].as_array().expect("maintainers");
-    assert!(maintainers.iter().all(|m| m["name"].is_string()));
-    let icon = chart["icon"].as_str().expect("icon");
-    assert!(icon.starts_with("data:image/svg+xml;base64,"), "{icon}");
-}
-
-/// The pod template's checksum annotations for `values`.
-fn checksums(values: &[&str]) -> (String, Option<String>) {
-    let yaml = helm_template(DEFAULT_RELEASE, values);
-    let deployment = yaml_documents(&yaml)
-        .into_iter()
-        .find(|document| document["kind"] == "Deployment")
-        .expect("a Deployment");
-    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
-    let config = annotations["checksum/config"]
-        .as_str()
-        .expect("checksum/config");
-    let auth = annotations["checksum/auth"].as_str().map(str::to_owned);
-    (config.to_owned(), auth)
-}
-
-#[test]
-fn an_upgrade_that_changes_the_config_or_the_secret_restarts_the_pod() {
-    let tokens = |tokens: &str| format!("auth.tokens={tokens}");
-    let ops = tokens(r#"["ops:write:0123456789abcdef0123456789abcdef"]"#);
-    let (config, auth) = checksums(&["--set-json", &ops]);
-    let auth = auth.expect("checksum/auth of the chart's Secret");
-
-    // Another token: the Secret changes, not the config.
-    let other = tokens(r#"["ops:write:fedcba9876543210fedcba9876543210"]"#);
-    let (config2, auth2) = checksums(&["--set-json", &other]);
-    assert_eq!(config2, config);
-    assert_ne!(auth2.as_deref(), Some(auth.as_str()));
-
-    // A webhook key: the Secret changes.
-    let (_, auth3) = checksums(&[
-        "--set-json",
-        &ops,
-        "--set",
-        "auth.webhookHmacKey=an-hmac-key-of-at-least-16-bytes",
-    ]);
-    assert_ne!(auth3.as_deref(), Some(auth.as_str()));
-
-    // Another config: the config changes, not the Secret.
-    let (config4, auth4) = checksums(&["--set-json", &ops, "--set", "config.step_timeout=20m"]);
-    assert_ne!(config4, config);
-    assert_eq!(auth4.as_deref(), Some(auth.as_str()));
-
-    // An existing Secret is not the chart's to hash.
-    let (_, auth5) = checksums(&["--set", "auth.existingSecret=api-credentials"]);
-    assert_eq!(auth5, None);
-}
-
-/// NOTES.txt as `helm install` prints it for `values`. `helm template` does not render
-/// NOTES.txt, and `helm install --dry-run` needs a cluster, so this renders the named template
-/// NOTES.txt consists of through a probe template in a copy of the chart.
-fn notes(values: &[&str]) -> String {
-    assert_eq!(
-        chart_file("templates/NOTES.txt"),
-        "{{- include \"etcd-repopulator.notes\" . }}\n"
-    );
-    let copy = tempfile::tempdir().unwrap();
-    let chart = copy.path().join("etcd-repopulator");
-    copy_dir(&root().join(CHART), &chart);
-    std::fs::write(
-        chart.join("templates/notes-probe.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  \
-         notes: {{ include \"etcd-repopulator.notes\" . | toJson }}\n",
-    )
-    .unwrap();
-    let mut args = vec!["--show-only", "templates/notes-probe.yaml"];
-    args.extend_from_slice(values);
-    let yaml = helm_template_of(chart.to_str().unwrap(), DEFAULT_RELEASE, &args)
-        .unwrap_or_else(|stderr| panic!("rendering the notes {values:?} failed:\n{stderr}"));
-    let probe = &yaml_documents(&yaml)[0];
-    probe["data"]["notes"].as_str().expect("notes").to_owned()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-const NO_TOKENS: &str = "NO API TOKENS ARE CONFIGURED: every API call is refused (401)";
-
-#[test]
-fn notes_say_how_to_reach_the_service_and_when_calls_are_refused() {
-    let defaults = notes(&[]);
-    for line in [
-        "Reach the API inside the cluster at http://etcd-repopulator.etcd-repopulator.svc:8080",
-        "kubectl -n etcd-repopulator port-forward service/etcd-repopulator 8080:8080",
-        "etcd-repopulator services list --url http://localhost:8080 --token <token>",
-        NO_TOKENS,
-        "POST /webhooks/generic is disabled",
-        "without a token, so it fails (401) until it has one: auth.tokens, or a Secret",
-    ] {
-        assert!(defaults.contains(line), "{line:?} is not in\n{defaults}");
-    }
-
-    let all = notes(&[
-        "--values",
-        "charts/etcd-repopulator/ci/all-features-values.yaml",
-    ]);
-    assert!(!all.contains(NO_TOKENS), "{all}");
-    for line in [
-        "http://etcd-repopulator.etcd-repopulator.svc:9090, or on every node at",
-        "Callers send one of auth.tokens",
-        "Signed webhooks (POST /webhooks/generic) are enabled.",
-        "runs `etcd-repopulator services list` against the\nService.",
-    ] {
-        assert!(all.contains(line), "{line:?} is not in\n{all}");
-    }
-
-    let jwt = notes(&EXISTING_OBJECTS);
-    assert!(jwt.contains("Callers send a JWT"), "{jwt}");
-    assert!(!jwt.contains(NO_TOKENS), "{jwt}");
-
-    let open = notes(&["--set", "auth.mode=none"]);
-    assert!(open.contains("WARNING: auth.mode is \"none\""), "{open}");
-}
-
-/// The service's authenticator as the rendered pod sets it up: config.toml's `[auth]` with the
-/// files of the chart's Secret.
-fn authenticator(rendered: &Rendered, files: &tempfile::TempDir) -> Authenticator {
-    let toml = &rendered.config_maps[0].data.as_ref().unwrap()["config.toml"];
-    let mut config = Config::from_toml(toml).unwrap();
-    let tokens = files.path().join("tokens");
-    std::fs::write(&tokens, string_data(&rendered.secrets[0], "tokens")).unwrap();
-    config.auth.tokens_file = tokens;
-    Authenticator::from_config(&config.auth).unwrap()
-}
-
-fn bearer(token: &str) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    headers
-}
-
-#[tokio::test]
-async fn with_default_values_every_api_call_is_refused_until_tokens_are_configured() {
-    let files = tempfile::tempdir().unwrap();
-    let defaults = render(DEFAULT_RELEASE, &[]);
-    let auth = authenticator(&defaults, &files);
-    assert_eq!(auth.mode(), AuthMode::Token);
-    for headers in [HeaderMap::new(), bearer("anything"), bearer("")] {
-        assert!(auth.authenticate(&headers).await.is_err());
-    }
-
-    // With tokens, the test pod's token is one of them, and a read token.
-    let rendered = render(
-        DEFAULT_RELEASE,
-        &[
-            "--values",
-            "charts/etcd-repopulator/ci/all-features-values.yaml",
-        ],
-    );
-    let auth = authenticator(&rendered, &files);
-    let test_token = string_data(&rendered.secrets[0], "test-token");
-    let principal = auth.authenticate(&bearer(&test_token)).await.unwrap();
-    assert_eq!(principal.name, "grafana");
-    assert_eq!(principal.role, Some(AuthRole::Read));
-}
-
-#[test]
-fn yaml_output_is_a_helm_template_stream() {
-    let yaml = helm_template(DEFAULT_RELEASE, &[]);
-    let documents: Vec<&str> = yaml.split("---\n").collect();
-    assert_eq!(documents[0], "", "the stream starts with a separator");
-    let sources: Vec<&str> = documents[1..]
-        .iter()
-        .map(|doc| {
-            let header = doc.lines().next().unwrap_or_default();
-            header
-                .strip_prefix("# Source: etcd-repopulator/")
-                .unwrap_or_else(|| panic!("no `# Source:` header: {doc}"))
-        })
-        .collect();
-    // Sorted by kind as helm installs them, the test hook last; partials (_*.tpl) and
-    // NOTES.txt render nothing here.
-    assert_eq!(
-        sources,
-        [
-            "templates/serviceaccount.yaml",
-            "templates/secret.yaml",
-            "templates/configmap.yaml",
-            "templates/pvc.yaml",
-            "templates/role.yaml",
-            "templates/rolebinding.yaml",
-            "templates/service.yaml",
-            "templates/deployment.yaml",
-            "templates/tests/services-list.yaml",
-        ]
-    );
-    // With the defaults every template but those renders something.
-    let mut templates = BTreeSet::new();
-    let mut dirs = vec![PathBuf::from("templates")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(root().join(CHART).join(&dir)).expect("templates/") {
-            let entry = entry.unwrap();
-            let path = dir.join(entry.file_name());
-            let name = entry.file_name().into_string().unwrap();
-            if entry.file_type().unwrap().is_dir() {
-                dirs.push(path);
-            } else if !name.starts_with('_') && name != "NOTES.txt" {
-                templates.insert(path.to_str().unwrap().to_owned());
-            }
-        }
-    }
-    assert_eq!(
-        sources
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<BTreeSet<_>>(),
-        templates
-    );
 }

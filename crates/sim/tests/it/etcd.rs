@@ -16,7 +16,7 @@ use crate::common::{self, until};
 const STS: &str = "cray-bss-bitnami-etcd";
 
 async fn sim_1_6() -> SimCluster {
-    common::real_etcd_sim("1.6").await
+    common::real_etcd_sim("1.6", Some(&[STS])).await
 }
 
 fn pods(sim: &SimCluster) -> Api<Pod> {
@@ -126,6 +126,11 @@ async fn crash_looping(sim: &SimCluster) -> String {
     .await
 }
 
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
 async fn put_boot_parameters(sim: &SimCluster, host: &str) {
     let url = format!(
         "{}/boot/v1/bootparameters",
@@ -169,7 +174,7 @@ fn seeded_backup(sim: &SimCluster, sts: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn every_bitnami_cluster_has_a_seeded_backup_and_bss_keeps_its_data_in_etcd() {
-    let sim = sim_1_6().await;
+    let sim = common::real_etcd_sim("1.6", None).await;
     for sts in [
         "cray-bos-bitnami-etcd",
         "cray-bss-bitnami-etcd",
@@ -230,6 +235,29 @@ async fn a_restore_from_a_snapshot_brings_bss_keys_back() {
     })
     .await;
     assert_eq!(sim.bss_key_count().await.unwrap(), keys);
+    // Every member restored the snapshot into the same cluster: three members, each with
+    // the keys in its own data.
+    let members = sim.etcd_members(STS);
+    assert_eq!(members.len(), 3);
+    let mut ids = std::collections::BTreeSet::new();
+    for member in &members {
+        let (status, body) = common::json(
+            reqwest::Client::new()
+                .post(format!("{}/v3/kv/range", member.client_url))
+                .json(&json!({
+                    "key": b64("/bss/"), "range_end": b64("/bss0"),
+                    "count_only": true, "serializable": true,
+                }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["count"], keys.to_string(), "{}: {body}", member.pod);
+        ids.insert(body["header"]["member_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 3, "{ids:?}");
     let (status, list) = bss_list(&sim).await;
     assert_eq!(status, 200, "{list:#}");
     let hosts: Vec<&str> = list
@@ -280,14 +308,19 @@ async fn a_rebuild_with_state_new_starts_an_empty_cluster() {
 }
 
 #[tokio::test]
-async fn pvcs_deleted_with_state_existing_leave_the_members_unable_to_join() {
+async fn pvcs_deleted_with_state_existing_leave_the_members_crash_looping() {
     let sim = sim_1_6().await;
     recreate_with(&sim, &[("ETCD_INITIAL_CLUSTER_STATE", "existing")]).await;
-    let message = crash_looping(&sim).await;
-    assert!(
-        message.contains("cannot join the existing cluster"),
-        "{message}"
-    );
+    // Nobody answers, so each member bootstraps and etcd, told to join an existing cluster,
+    // finds none and exits, leaving its data directory behind; from then on the container
+    // finds data, and a cluster that does not respond, and its disaster recovery finds no
+    // `/snapshots/db-*` (CSM's are under `/snapshots/<sts>/`).
+    let message = until("the disaster recovery's failure", async || {
+        let m = crash_looping(&sim).await;
+        m.contains("There was no snapshot to restore!").then_some(m)
+    })
+    .await;
+    assert_eq!(message, "There was no snapshot to restore!");
     // The crash loop went round at least once more, and nobody became Ready.
     assert!(members(&sim).await.iter().all(|p| !ready(p)));
     assert_eq!(ready_replicas(&sim).await, 0);
@@ -303,7 +336,11 @@ async fn pvcs_deleted_with_state_existing_leave_the_members_unable_to_join() {
         .logs(&format!("{STS}-0"), &Default::default())
         .await
         .unwrap();
-    assert!(log.contains("cannot join the existing cluster"), "{log}");
+    assert!(
+        log.contains("could not retrieve cluster information from the given URLs"),
+        "{log}"
+    );
+    assert!(log.contains("Cluster not responding!"), "{log}");
 }
 
 #[tokio::test]

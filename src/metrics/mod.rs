@@ -1,8 +1,16 @@
 //! Prometheus metrics of the service, every name prefixed `etcd_repopulator_`. One registry per
 //! `Metrics` value (owned by the runner, reached through `AppState`), never a global: tests run
 //! many services in one process and each must count only its own runs.
+//!
+//! Here: the runs, steps, recoveries and webhook deliveries, counted as they happen. The etcd
+//! clusters, their backups and drills, and the runs waiting for a person are in [`clusters`]
+//! (measured by `crate::collector`). The README's "Metrics" section lists every metric.
 
-use std::time::Duration;
+mod clusters;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -15,7 +23,14 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::model::{Service, State};
+use crate::{
+    etcd::layout::EtcdLayout,
+    model::{EtcdMode, Service, State},
+};
+pub use clusters::{
+    BackupSample, ClusterLabels, ClusterSample, ClusterSnapshot, EtcdSample, NewestBackup,
+    RunsSample,
+};
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus scrapes).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -39,6 +54,22 @@ struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RecoveryLabels {
+    mode: String,
+    outcome: String,
+}
+
+/// How a run execution can end: its final state, or `aborted` when the store failed under it.
+const OUTCOMES: [&str; 6] = [
+    "succeeded",
+    "failed",
+    "cancelled",
+    "interrupted",
+    "action_required",
+    "aborted",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
     source: String,
     outcome: String,
@@ -52,6 +83,17 @@ struct DurationBuckets;
 impl MetricConstructor<Histogram> for DurationBuckets {
     fn new_metric(&self) -> Histogram {
         Histogram::new(exponential_buckets(1.0, 2.0, 13))
+    }
+}
+
+/// Buckets from 10 s to about 5.7 h: a recovery restores or rebuilds a cluster (minutes), then
+/// repopulates its service, bounded by `[recovery] timeout` and the steps' timeouts.
+#[derive(Clone, Debug)]
+pub(crate) struct RecoveryBuckets;
+
+impl MetricConstructor<Histogram> for RecoveryBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(10.0, 2.0, 12))
     }
 }
 
@@ -91,6 +133,9 @@ pub struct Metrics {
     service_duration: Family<ServiceLabels, Histogram, DurationBuckets>,
     step_duration: Family<StepLabels, Histogram, DurationBuckets>,
     webhook_deliveries: Family<WebhookLabels, Counter>,
+    recovery_runs: Family<RecoveryLabels, Counter>,
+    recovery_duration: Family<RecoveryLabels, Histogram, RecoveryBuckets>,
+    clusters: Arc<clusters::ClusterMetrics>,
 }
 
 impl Default for Metrics {
@@ -143,6 +188,31 @@ impl Metrics {
             "Webhook deliveries, by source (alertmanager, generic) and outcome",
             webhook_deliveries.clone(),
         );
+        let start_time = Gauge::<i64>::default();
+        start_time.set(Utc::now().timestamp());
+        registry.register_with_unit(
+            "start_time",
+            "When the service started (Unix time)",
+            Unit::Seconds,
+            start_time,
+        );
+        let recovery_runs = Family::<RecoveryLabels, Counter>::default();
+        let recovery_duration = Family::new_with_constructor(RecoveryBuckets);
+        // Every outcome of every recovering mode is a series from the start, so that an
+        // `increase()` sees the first failure.
+        for mode in EtcdMode::ALL.into_iter().filter(|m| m.is_destructive()) {
+            for outcome in OUTCOMES {
+                drop(recovery_runs.get_or_create(&RecoveryLabels {
+                    mode: mode.as_str().to_owned(),
+                    outcome: outcome.to_owned(),
+                }));
+            }
+        }
+        let clusters = Arc::new(clusters::ClusterMetrics::new(
+            recovery_runs.clone(),
+            recovery_duration.clone(),
+        ));
+        registry.register_collector(Box::new(clusters.clone()));
         Metrics {
             registry,
             runs_started,
@@ -152,7 +222,48 @@ impl Metrics {
             service_duration,
             step_duration,
             webhook_deliveries,
+            recovery_runs,
+            recovery_duration,
+            clusters,
         }
+    }
+
+    /// A run execution ended in `state` (see [`Metrics::run_finished`]); counted as a
+    /// recovery when the run is real and its etcd mode restores, rebuilds or decides (`auto`).
+    pub fn run_ended(&self, mode: EtcdMode, dry_run: bool, state: State, took: Duration) {
+        if dry_run || !mode.is_destructive() {
+            return;
+        }
+        let labels = RecoveryLabels {
+            mode: mode.as_str().to_owned(),
+            outcome: state.as_str().to_owned(),
+        };
+        self.recovery_runs.get_or_create(&labels).inc();
+        self.recovery_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// The result of a restore drill of a cluster, which ended at `finished_at`: the drill
+    /// metrics (`etcd_repopulator_drill_*`) of that cluster. Kept until the next drill of it;
+    /// call it at start too with each cluster's newest stored drill, so that a restart does
+    /// not lose them.
+    pub fn record_drill(
+        &self,
+        cluster: &str,
+        service: &str,
+        layout: EtcdLayout,
+        finished_at: DateTime<Utc>,
+        passed: bool,
+    ) {
+        let labels = ClusterLabels::new(cluster, service, layout);
+        self.clusters.record_drill(&labels, finished_at, passed);
+    }
+
+    /// Replaces the metrics of the etcd clusters, their backups and the stored runs with those
+    /// of `snapshot` (one pass of the collector).
+    pub fn publish(&self, snapshot: &ClusterSnapshot) {
+        self.clusters.publish(snapshot);
     }
 
     pub fn run_started(&self) {

@@ -1,12 +1,10 @@
 //! The simulated Kubernetes API server, driven through the real kube-rs client over HTTP.
 
-use crate::common::sim_kube as sim_common;
-
 use std::collections::BTreeMap;
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::api::events::v1::Event as V1Event;
@@ -19,8 +17,8 @@ use kube::runtime::wait::{Condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use sim::testing::{DEADLINE, NS, api_err, cluster, cluster_with, etcd_api, wait_for};
 use sim::{KubeVersion, SimCluster, SimOptions};
-use sim_common::{DEADLINE, NS, api_err, cluster, cluster_with, etcd_api, wait_for};
 
 fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {
     let labels: BTreeMap<String, String> = labels
@@ -65,126 +63,33 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
     .expect("deployment")
 }
 
-/// A StatefulSet `name` with pods labelled `app: <name>`, a headless service and a claim
-/// template, like Bitnami's etcd chart; `policy` is its podManagementPolicy, if any.
-fn statefulset(name: &str, replicas: i32, policy: Option<&str>) -> StatefulSet {
-    let mut set = json!({
-        "metadata": { "name": name },
-        "spec": {
-            "replicas": replicas,
-            "serviceName": format!("{name}-headless"),
-            "selector": { "matchLabels": { "app": name } },
-            "template": {
-                "metadata": { "labels": { "app": name } },
-                "spec": { "containers": [{ "name": "etcd", "image": "bitnami/etcd" }] },
-            },
-            "volumeClaimTemplates": [{
-                "metadata": { "name": "data" },
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": { "requests": { "storage": "1Gi" } },
-                },
-            }],
-        },
-    });
-    if let Some(policy) = policy {
-        set["spec"]["podManagementPolicy"] = json!(policy);
-    }
-    serde_json::from_value(set).expect("statefulset")
-}
-
-fn has_ready_replicas(n: i32) -> impl Condition<StatefulSet> {
-    move |s: Option<&StatefulSet>| {
-        s.and_then(|s| s.status.as_ref())
-            .is_some_and(|st| st.replicas == n && st.ready_replicas.unwrap_or(0) == n)
-    }
-}
-
-/// A watch on the pods labelled `app=<app>`, from now.
-async fn watch_pods(
-    pods: &Api<Pod>,
-    app: &str,
-) -> BoxStream<'static, kube::Result<WatchEvent<Pod>>> {
-    let rv = pods
+/// A watch of `api` from now, with `params` (e.g. a label selector).
+pub async fn watch_from_now<K>(
+    api: &Api<K>,
+    params: &WatchParams,
+) -> BoxStream<'static, kube::Result<WatchEvent<K>>>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let rv = api
         .list(&ListParams::default())
         .await
         .expect("list")
         .metadata
         .resource_version
         .expect("rv");
-    pods.watch(&WatchParams::default().labels(&format!("app={app}")), &rv)
-        .await
-        .expect("watch")
-        .boxed()
+    api.watch(params, &rv).await.expect("watch").boxed()
 }
 
-/// What a pod watch shows, in order, as `step pod` entries joined by ", ": the first time each
-/// pod is `seen`, is `ready`, is `terminating` and is `gone`, for the steps in `steps`, up to
-/// `until`.
-async fn pod_history(
-    stream: &mut BoxStream<'static, kube::Result<WatchEvent<Pod>>>,
-    steps: &[&str],
-    until: &str,
-) -> String {
-    let mut log: Vec<String> = Vec::new();
-    while !log.iter().any(|e| e == until) {
-        let ev = tokio::time::timeout(DEADLINE, stream.try_next())
-            .await
-            .unwrap_or_else(|_| panic!("no pod event in time; so far: {log:?}"))
-            .expect("stream ok")
-            .expect("stream open");
-        let (pod, gone) = match ev {
-            WatchEvent::Added(p) | WatchEvent::Modified(p) => (p, false),
-            WatchEvent::Deleted(p) => (p, true),
-            WatchEvent::Bookmark(_) => continue,
-            WatchEvent::Error(e) => panic!("watch error {e:?}"),
-        };
-        for (step, happened) in [
-            ("seen", true),
-            ("ready", is_pod_ready().matches_object(Some(&pod))),
-            ("terminating", pod.metadata.deletion_timestamp.is_some()),
-            ("gone", gone),
-        ] {
-            let entry = format!("{step} {}", pod.name_any());
-            if happened && steps.contains(&step) && !log.contains(&entry) {
-                log.push(entry);
-            }
-        }
-    }
-    log.join(", ")
-}
-
-/// A fresh cluster, with its StatefulSets and pods in the test namespace.
-async fn statefulset_cluster() -> (SimCluster, Api<StatefulSet>, Api<Pod>) {
-    let (sim, client) = cluster().await;
-    (
-        sim,
-        Api::namespaced(client.clone(), NS),
-        Api::namespaced(client, NS),
-    )
-}
-
-/// Creates `set` (its pods labelled `app: <set name>`) and returns when its pods were seen and
-/// Ready, up to `until`, as [`pod_history`] tells it, and the set once all its replicas are
-/// Ready.
-async fn create_statefulset(
-    sets: &Api<StatefulSet>,
+/// A watch on the pods labelled `app=<app>`, from now.
+pub async fn watch_pods(
     pods: &Api<Pod>,
-    set: StatefulSet,
-    until: &str,
-) -> (String, StatefulSet) {
-    let name = set.name_any();
-    let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let mut stream = watch_pods(pods, &name).await;
-    sets.create(&PostParams::default(), &set)
-        .await
-        .expect("create");
-    let history = pod_history(&mut stream, &["seen", "ready"], until).await;
-    let ready = wait_for(sets, &name, has_ready_replicas(replicas)).await;
-    (history, ready.expect("statefulset"))
+    app: &str,
+) -> BoxStream<'static, kube::Result<WatchEvent<Pod>>> {
+    watch_from_now(pods, &WatchParams::default().labels(&format!("app={app}"))).await
 }
 
-fn is_pod_ready() -> impl Condition<Pod> {
+pub fn is_pod_ready() -> impl Condition<Pod> {
     |p: Option<&Pod>| {
         p.and_then(|p| p.status.as_ref())
             .and_then(|s| s.conditions.as_ref())
@@ -1401,158 +1306,4 @@ async fn invalid_events_are_rejected() {
     let series =
         json!({ "series": { "count": 1, "lastObservedTime": "2025-01-01T00:00:01.000000Z" } });
     assert_eq!(patch_v1(series).await, ["series.count"]);
-}
-
-#[tokio::test]
-async fn statefulset_creates_pods_in_order_and_recreates_a_deleted_one_by_name() {
-    let (_sim, sets, pods) = statefulset_cluster().await;
-    // No podManagementPolicy: OrderedReady is the default. Each pod is created only once its
-    // predecessor is Running and Ready.
-    let set = statefulset("web", 3, None);
-    let (history, set) = create_statefulset(&sets, &pods, set, "ready web-2").await;
-    assert_eq!(
-        history,
-        "seen web-0, ready web-0, seen web-1, ready web-1, seen web-2, ready web-2"
-    );
-    let status = serde_json::to_value(set.status.as_ref().expect("status")).expect("json");
-    let revision = status["updateRevision"].as_str().expect("updateRevision");
-    assert!(revision.starts_with("web-"), "{status}");
-    assert_eq!(
-        status,
-        json!({
-            "observedGeneration": 1,
-            "replicas": 3,
-            "readyReplicas": 3,
-            "availableReplicas": 3,
-            "currentReplicas": 3,
-            "updatedReplicas": 3,
-            "currentRevision": revision,
-            "updateRevision": revision,
-            "collisionCount": 0,
-        })
-    );
-
-    let old = pods.get("web-1").await.expect("web-1");
-    let labels = old.labels();
-    assert_eq!(labels["app"], "web");
-    assert_eq!(labels["statefulset.kubernetes.io/pod-name"], "web-1");
-    assert_eq!(labels["apps.kubernetes.io/pod-index"], "1");
-    assert_eq!(labels["controller-revision-hash"], revision);
-    let spec = old.spec.as_ref().expect("spec");
-    assert_eq!(spec.hostname.as_deref(), Some("web-1"));
-    assert_eq!(spec.subdomain.as_deref(), Some("web-headless"));
-    let claim = spec.volumes.as_ref().expect("volumes")[0]
-        .persistent_volume_claim
-        .as_ref()
-        .expect("claim");
-    assert_eq!(claim.claim_name, "data-web-1");
-    let owner = &old.owner_references()[0];
-    assert_eq!(
-        (
-            owner.kind.as_str(),
-            owner.uid.as_str(),
-            owner.controller,
-            owner.block_owner_deletion
-        ),
-        (
-            "StatefulSet",
-            set.uid().expect("uid").as_str(),
-            Some(true),
-            Some(true)
-        )
-    );
-
-    // A deleted pod comes back under its name, after the old one is gone; the others stay.
-    let others: Vec<Option<String>> = [
-        pods.get("web-0").await.expect("web-0").uid(),
-        pods.get("web-2").await.expect("web-2").uid(),
-    ]
-    .into();
-    pods.delete("web-1", &DeleteParams::default())
-        .await
-        .expect("delete");
-    let old_uid = old.uid().expect("uid");
-    let replacement = wait_for(&pods, "web-1", move |p: Option<&Pod>| {
-        p.is_some_and(|p| p.uid().as_deref() != Some(old_uid.as_str()))
-            && is_pod_ready().matches_object(p)
-    })
-    .await
-    .expect("replacement");
-    assert_eq!(replacement.labels()["apps.kubernetes.io/pod-index"], "1");
-    assert_eq!(
-        others,
-        vec![
-            pods.get("web-0").await.expect("web-0").uid(),
-            pods.get("web-2").await.expect("web-2").uid(),
-        ]
-    );
-    wait_for(&sets, "web", has_ready_replicas(3)).await;
-}
-
-#[tokio::test]
-async fn statefulset_parallel_creation_rolling_update_and_ordered_scale_down() {
-    let (_sim, sets, pods) = statefulset_cluster().await;
-
-    // Parallel: every pod is created before any is Ready.
-    let set = statefulset("par", 3, Some("Parallel"));
-    let (history, before) = create_statefulset(&sets, &pods, set, "seen par-2").await;
-    assert_eq!(history, "seen par-0, seen par-1, seen par-2");
-    let old_revision = before.status.and_then(|s| s.update_revision);
-
-    // A new template is rolled out from the highest ordinal, one pod at a time (also with
-    // Parallel): the next goes once the one before is back and Ready.
-    let mut stream = watch_pods(&pods, "par").await;
-    sets.patch(
-        "par",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "spec": { "template": { "metadata": {
-            "annotations": { "rollout": "2" } } } } })),
-    )
-    .await
-    .expect("new template");
-    assert_eq!(
-        pod_history(&mut stream, &["terminating", "gone"], "gone par-0").await,
-        "terminating par-2, gone par-2, terminating par-1, gone par-1, terminating par-0, gone par-0"
-    );
-    let rolled = wait_for(&sets, "par", move |s: Option<&StatefulSet>| {
-        s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
-            st.ready_replicas == Some(3)
-                && st.current_replicas == Some(3)
-                && st.update_revision != old_revision
-                && st.current_revision == st.update_revision
-        })
-    })
-    .await
-    .and_then(|s| s.status)
-    .expect("status");
-    for pod in pods
-        .list(&ListParams::default().labels("app=par"))
-        .await
-        .expect("list")
-    {
-        assert_eq!(
-            pod.labels().get("controller-revision-hash"),
-            rolled.update_revision.as_ref()
-        );
-    }
-
-    // OrderedReady scale-down: the highest ordinal first, the next once it is gone.
-    let set = statefulset("web", 3, Some("OrderedReady"));
-    create_statefulset(&sets, &pods, set, "ready web-2").await;
-    let mut stream = watch_pods(&pods, "web").await;
-    sets.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "spec": { "replicas": 1 } })),
-    )
-    .await
-    .expect("scale");
-    assert_eq!(
-        pod_history(&mut stream, &["terminating", "gone"], "gone web-1").await,
-        "terminating web-2, gone web-2, terminating web-1, gone web-1"
-    );
-    let set = wait_for(&sets, "web", has_ready_replicas(1))
-        .await
-        .expect("statefulset");
-    assert_eq!(set.status.and_then(|s| s.observed_generation), Some(2));
 }

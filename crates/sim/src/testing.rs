@@ -1,4 +1,6 @@
-//! Helpers for tests against the simulated Kubernetes API server.
+//! Helpers for tests against the simulated cluster (the sim's own, in `crates/sim/tests`, and
+//! the service's): a fresh cluster, waiting on a condition with a deadline (never a fixed
+//! sleep), the etcd-operator's resources.
 
 use std::time::Duration;
 
@@ -8,10 +10,39 @@ use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use sim::{SimCluster, SimOptions};
 
+use crate::{SimCluster, SimOptions};
+
+/// The services' namespace.
 pub const NS: &str = "services";
+/// How long [`wait_for`] waits for a watched condition.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+/// How long [`until`] polls.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it finds something (a condition with a deadline, [`WAIT`], not a sleep
+/// to let work happen); panics naming `what` when it never does.
+pub async fn until<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    until_within(WAIT, what, check).await
+}
+
+/// [`until`] with another deadline.
+pub async fn until_within<T>(
+    deadline: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    tokio::time::timeout(deadline, async {
+        loop {
+            if let Some(found) = check().await {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
 
 /// A fresh simulated cluster with an empty `services` namespace, and a client for it.
 pub async fn cluster() -> (SimCluster, Client) {
@@ -31,6 +62,32 @@ pub async fn cluster_with(options: SimOptions) -> (SimCluster, Client) {
         .await
         .expect("create ns");
     (sim, client)
+}
+
+/// A simulated cluster laid out as CSM `release` with `options`, settled.
+pub async fn release_sim(release: &str, options: SimOptions) -> SimCluster {
+    let sim = SimCluster::start("127.0.0.1:0".parse().expect("addr"), options)
+        .await
+        .expect("simulated cluster starts");
+    sim.seed_csm_release(release).await.expect("seeding");
+    sim.wait_settled(WAIT)
+        .await
+        .expect("seeded cluster settles");
+    sim
+}
+
+/// [`release_sim`] with real etcd processes behind the etcd clusters `only` names (e.g.
+/// `cray-bss-bitnami-etcd`; None: all of them; the others' pods are Ready without a process).
+pub async fn real_etcd_sim(release: &str, only: Option<&[&str]>) -> SimCluster {
+    release_sim(
+        release,
+        SimOptions {
+            real_etcd: true,
+            real_etcd_clusters: only.map(|names| names.iter().map(|n| (*n).to_owned()).collect()),
+            ..SimOptions::default()
+        },
+    )
+    .await
 }
 
 pub fn etcd_resource() -> ApiResource {
