@@ -11,43 +11,19 @@ use crate::{
 };
 
 mod auth;
+mod error;
 mod hmnfd;
 mod hostname;
 mod metrics;
-mod recovery;
 mod webhooks;
+/// `[recovery]`, owned by the etcd layer that reads it.
+pub use crate::etcd::RecoveryConfig;
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
+pub use error::ConfigError;
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
 pub use hostname::HostnameTemplate;
 pub use metrics::MetricsConfig;
-pub use recovery::RecoveryConfig;
 pub use webhooks::{AlertmanagerConfig, WebhooksConfig};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: String,
-        source: Box<toml::de::Error>,
-    },
-    #[error("invalid config: {key}: {problem}")]
-    Invalid { key: String, problem: String },
-}
-
-impl ConfigError {
-    /// The value of `key` is wrong: `problem` says how.
-    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            key: key.into(),
-            problem: problem.into(),
-        }
-    }
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -191,31 +167,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Points the configuration at the simulated cluster `sim`: its CSM services; the etcd
-    /// checks stay as configured when it runs real etcd clusters, and are off otherwise
-    /// (nothing answers) unless `[etcd]` was configured, e.g. at a real etcd; `[recovery]` at
-    /// its S3 (the Secret `etcd-backup-s3-credentials` as files) and its snapshotter PVC's
-    /// directory (none before CSM 1.5), unless configured.
-    #[cfg(feature = "simulate")]
-    pub fn use_simulation(&mut self, sim: &sim::SimCluster) {
-        self.csm = CsmConfig::simulated(&sim.url());
-        if !sim.runs_real_etcd() && self.etcd == EtcdConfig::default() {
-            self.etcd = EtcdConfig::simulated();
-        }
-        let defaults = RecoveryConfig::default();
-        if let Some(s3) = sim.s3()
-            && self.recovery.s3_credentials_dir == defaults.s3_credentials_dir
-        {
-            self.recovery.s3_credentials_dir = s3.credentials_dir().to_owned();
-        }
-        if self.recovery.snapshots_dir == defaults.snapshots_dir {
-            self.recovery.snapshots_dir = sim
-                .snapshots_dir()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
-        }
-    }
-
     /// Loads the file at `path`, or the defaults when there is none, and validates it.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let config = match path {
@@ -288,7 +239,9 @@ impl Config {
             .map_err(|problem| ConfigError::invalid("externaldns.name", problem))?;
         self.auth.validate()?;
         self.webhooks.validate()?;
-        self.recovery.validate()?;
+        self.recovery
+            .validate()
+            .map_err(|e| ConfigError::invalid(e.key, e.problem))?;
         self.metrics.validate()?;
         self.validate_hmnfd()?;
         Ok(())
@@ -400,5 +353,58 @@ mod tests {
             let text = format!("[reds]\nselector = {selector:?}");
             Config::from_toml(&text).unwrap_or_else(|e| panic!("{selector}: {e}"));
         }
+    }
+
+    #[test]
+    fn recovery_defaults_are_csm_s() {
+        let recovery = Config::default().recovery;
+        assert_eq!(recovery.restore_max_age, Duration::from_secs(604_800));
+        assert_eq!(
+            recovery.snapshots_dir(),
+            Some(std::path::Path::new("/snapshots"))
+        );
+        assert_eq!(recovery.s3_credentials_dir(), None);
+        assert_eq!(recovery.s3_bucket, "etcd-backup");
+        assert_eq!(recovery.timeout, Duration::from_secs(600));
+        let config = Config::from_toml(
+            "[recovery]\nrestore_max_age = \"2days\"\nsnapshots_dir = \"\"\n\
+             s3_credentials_dir = \"/etc/s3\"\ntimeout = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.recovery.restore_max_age,
+            Duration::from_secs(172_800)
+        );
+        assert_eq!(config.recovery.snapshots_dir(), None);
+        assert_eq!(
+            config.recovery.s3_credentials_dir(),
+            Some(std::path::Path::new("/etc/s3"))
+        );
+    }
+
+    #[test]
+    fn bad_recovery_values_name_their_key() {
+        for (text, key) in [
+            ("restore_max_age = \"0s\"", "recovery.restore_max_age"),
+            ("timeout = \"0s\"", "recovery.timeout"),
+            ("timeout = \"1000years\"", "recovery.timeout"),
+            ("snapshots_dir = \"snapshots\"", "recovery.snapshots_dir"),
+            (
+                "s3_credentials_dir = \"creds\"",
+                "recovery.s3_credentials_dir",
+            ),
+            ("s3_bucket = \"Etcd_Backup\"", "recovery.s3_bucket"),
+            ("s3_bucket = \"-etcd\"", "recovery.s3_bucket"),
+            ("s3_bucket = \"ab\"", "recovery.s3_bucket"),
+        ] {
+            match Config::from_toml(&format!("[recovery]\n{text}\n")) {
+                Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let err = Config::from_toml("[recovery]\nbucket = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bucket"), "{err}");
     }
 }

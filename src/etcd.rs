@@ -16,8 +16,11 @@ pub mod backup_check;
 pub mod backups;
 pub mod layout;
 pub mod quota;
+mod recovery_config;
 pub mod restore_tool;
 pub mod snapshot_db;
+
+pub use recovery_config::{InvalidSetting, RecoveryConfig};
 
 /// Where the etcd clusters are and whether to check them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,14 +61,6 @@ impl Default for EtcdConfig {
 }
 
 impl EtcdConfig {
-    /// The simulated cluster has no etcd clusters: no checks.
-    pub fn simulated() -> Self {
-        EtcdConfig {
-            enabled: false,
-            ..EtcdConfig::default()
-        }
-    }
-
     /// The client URL of `cluster` from the `endpoint` template; `None` when endpoints are
     /// discovered.
     pub fn endpoint_of(&self, cluster: &str, namespace: &str) -> Option<String> {

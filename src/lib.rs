@@ -6,11 +6,12 @@
 //! time, recovery after a restart) → [`handlers`] (what a run does for each service, as steps,
 //! following the CSM [`release`] in force) → [`cluster`] (Kubernetes, through kube-rs), [`csm`]
 //! (clients of the CSM REST APIs), [`etcd`] (health and key counts of the etcd clusters) and
-//! [`remote`] (SSH fan-out to the nodes). [`store`] keeps runs and snapshots in SQLite;
+//! [`remote`] (SSH fan-out to the nodes). [`store`] keeps runs ([`run`]) and snapshots in SQLite;
 //! [`config`] is the one configuration every layer reads, and depends on none of the layers
 //! above. [`metrics`] is `/metrics`' registry, which the runner counts runs into and the
-//! [`collector`] (started by `serve`) fills with its measures of the etcd clusters. The simulated cluster and CSM services that `serve --simulate` and the tests run
-//! against are the workspace crate `crates/sim` (feature `simulate`). README.md
+//! [`collector`] (started by `serve`) fills with its measures of the etcd clusters. The
+//! simulated cluster and CSM services that `serve --simulate` and the tests run against are the
+//! workspace crate `crates/sim` (feature `simulate`), wired in `app::simulate`. README.md
 //! ("Development") draws the same map.
 
 pub mod api;
@@ -28,8 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod release;
 pub mod remote;
+pub mod run;
 pub mod runner;
-#[cfg(feature = "simulate")]
-pub mod sim_nodes;
 pub mod snapshots;
 pub mod store;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use etcd_repopulator::{
     app,
-    cli::{Cli, Command, client},
+    cli::{Cli, Command, commands},
     cluster::rbac,
 };
 
@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
         }
         Command::Sim(args) => {
             app::init_tracing();
-            app::run_sim(args).await
+            app::simulate::run_sim(args).await
         }
         Command::Fanout(args) => {
             return match etcd_repopulator::remote::cli::run_cli(args).await {
@@ -36,21 +36,19 @@ async fn main() -> ExitCode {
             Err(err) => Err(err.into()),
         },
         Command::Repopulations(args) => {
-            return client::report(client::repopulations(&cli.client, args).await);
+            return commands::report(commands::repopulations(&cli.client, args).await);
         }
         Command::Services(args) => {
-            return client::report(client::services(&cli.client, args).await);
+            return commands::report(commands::services(&cli.client, args).await);
         }
         Command::Snapshots(args) => {
-            return client::report(client::snapshots(&cli.client, args).await);
+            return commands::report(commands::snapshots(&cli.client, args).await);
         }
         Command::EtcdClusters(args) => {
-            return client::report(client::etcd_clusters(&cli.client, args).await);
+            return commands::report(commands::etcd_clusters(&cli.client, args).await);
         }
-        #[cfg(feature = "simulate")]
-        Command::SimNodeGuard(args) => return etcd_repopulator::sim_nodes::guard(args).await,
-        #[cfg(feature = "simulate")]
-        Command::SimNode(args) => return etcd_repopulator::sim_nodes::node_command(args).await,
+        Command::SimNodeGuard(args) => return app::simulate::guard(args).await,
+        Command::SimNode(args) => return app::simulate::node_command(args).await,
         Command::RbacRules => {
             print!("{}", rbac::rules_yaml());
             Ok(())

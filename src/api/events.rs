@@ -24,7 +24,8 @@ use super::{
     runs::parse_id,
 };
 use crate::{
-    model::{Run, State as RunState},
+    model::State as RunState,
+    run::Run,
     store::{Store, StoreError},
 };
 

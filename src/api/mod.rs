@@ -25,6 +25,11 @@ use utoipa::OpenApi;
 
 use crate::{config::AuthMode, runner::Runner, store::Store};
 
+/// Where Alertmanager delivers its notifications (`webhooks::alertmanager`).
+pub const ALERTMANAGER_PATH: &str = "/webhooks/alertmanager";
+/// Where other automation starts runs with a signed request (`webhooks::generic`).
+pub const GENERIC_PATH: &str = "/webhooks/generic";
+
 /// Request bodies above this size are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
@@ -107,11 +112,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/repopulations/{id}/resume", post(runs::resume_run))
         .route("/repopulations/{id}/abandon", post(runs::abandon_run))
         .route("/repopulations/{id}/events", get(events::follow_events))
-        .route(
-            webhooks::ALERTMANAGER_PATH,
-            post(webhooks::alertmanager::receive),
-        )
-        .route(webhooks::GENERIC_PATH, post(webhooks::generic::receive))
+        .route(ALERTMANAGER_PATH, post(webhooks::alertmanager::receive))
+        .route(GENERIC_PATH, post(webhooks::generic::receive))
         .route("/metrics", get(metrics::metrics))
         .route("/services", get(services::list_services))
         .route("/etcd-clusters", get(etcd_clusters::list_etcd_clusters))

@@ -6,7 +6,7 @@ use std::{fmt::Display, str::FromStr, sync::Arc};
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Query, Request, rejection::BytesRejection},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -14,7 +14,6 @@ use serde::{Serialize, de::DeserializeOwned};
 use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
-use super::auth::AuthError;
 use crate::{etcd::backups::BackupError, model::Service, runner::RunnerError, store::StoreError};
 
 /// The media type of every error response (RFC 9457).
@@ -107,16 +106,32 @@ pub enum ApiError {
     /// The backups could not be listed, fetched or taken (S3, the snapshotter directory).
     #[error(transparent)]
     Backups(#[from] BackupError),
-    /// The caller lacks the role a request needs (beyond what the authorization middleware
-    /// checks from the method alone).
-    #[error(transparent)]
-    Auth(#[from] AuthError),
+    /// Refused by the authentication layer, which describes its refusals itself (`api::auth`
+    /// converts them): e.g. the caller lacks the role a request needs, beyond what the
+    /// authorization middleware checks from the method alone.
+    #[error("{}", .0.detail)]
+    Refused(Box<Refusal>),
     /// A webhook asked for something its configuration does not allow.
     #[error("{0}")]
     NotAllowed(String),
     /// A fault of the service; the cause is logged, the client gets [`INTERNAL_DETAIL`].
     #[error("{0}")]
     Internal(String),
+}
+
+/// A refusal described by the layer that refused (authentication): its problem, and the
+/// challenge the response carries.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    /// The last part of the problem's `type`.
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    /// The role the request needs (403).
+    pub required_role: Option<&'static str>,
+    /// The `WWW-Authenticate` header of the response, if any.
+    pub challenge: Option<HeaderValue>,
 }
 
 fn known_services() -> String {
@@ -255,10 +270,7 @@ impl ApiError {
                     "Backups not configured",
                 ),
             },
-            ApiError::Auth(err) => {
-                let (status, kind, title, _) = err.parts();
-                (status, kind, title)
-            }
+            ApiError::Refused(refusal) => (refusal.status, refusal.kind, refusal.title),
             ApiError::NotAllowed(_) => (
                 S::FORBIDDEN,
                 "not-allowed-by-configuration",
@@ -269,9 +281,6 @@ impl ApiError {
     }
 
     pub fn problem(&self) -> Problem {
-        if let ApiError::Auth(err) = self {
-            return err.problem();
-        }
         let (status, kind, title) = self.parts();
         let detail = match self {
             ApiError::Internal(_) | ApiError::Runner(RunnerError::Store(_)) => {
@@ -297,6 +306,9 @@ impl ApiError {
         let mut problem = Problem::new(status, kind, title, detail);
         problem.field = field;
         problem.active_run = active_run;
+        if let ApiError::Refused(refusal) = self {
+            problem.required_role = refusal.required_role.map(str::to_owned);
+        }
         if let ApiError::Runner(RunnerError::InterruptedRecovery { run_id, .. }) = self {
             problem.interrupted_run = Some(*run_id);
         }
@@ -310,14 +322,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // With its WWW-Authenticate challenge.
-        if let ApiError::Auth(err) = self {
-            return err.into_response();
-        }
         let problem = self.problem();
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ErrorReport::attach(problem_response(status, &problem), self)
+        let mut response = problem_response(status, &problem);
+        if let ApiError::Refused(refusal) = &self
+            && let Some(challenge) = &refusal.challenge
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        ErrorReport::attach(response, self)
     }
 }
 
@@ -527,12 +543,25 @@ where
                 detail: err.to_string(),
             }
         } else {
-            not_json(&err)
+            // serde_json calls a value of the wrong type for an enum (`"status": 1`) a syntax
+            // error; in valid JSON it is a wrong type, which the document's tree names.
+            type_error::<T>(bytes).unwrap_or_else(|| not_json(&err))
         }
     })?;
     // Nothing may follow the document (as serde_json::from_slice checks).
     deserializer.end().map_err(|err| not_json(&err))?;
     Ok(value)
+}
+
+/// Why `bytes`, valid JSON, is not a `T`: the field and serde's message, read from the parsed
+/// document (`None` for a body that is not JSON, or that is a `T` after all).
+fn type_error<T: DeserializeOwned>(bytes: &[u8]) -> Option<ApiError> {
+    let document: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let err = serde_path_to_error::deserialize::<_, T>(document).err()?;
+    Some(ApiError::InvalidBody {
+        field: field_at(&err),
+        detail: err.into_inner().to_string(),
+    })
 }
 
 fn not_json(err: &serde_json::Error) -> ApiError {

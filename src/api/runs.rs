@@ -20,7 +20,8 @@ use super::{
 };
 use crate::{
     handlers,
-    model::{EtcdMode, Run, RunList, Service, State as RunState},
+    model::{EtcdMode, Service, State as RunState},
+    run::{Run, RunList},
     runner::{Created, RunRequest, RunnerError},
     store::RunFilter,
 };
@@ -104,7 +105,7 @@ pub struct ListQuery {
         (status = 400, description = "Malformed or empty JSON, or a malformed Idempotency-Key", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A service is already being repopulated; `active_run` names the run", body = Problem, content_type = PROBLEM),
         BodyProblems,
-        (status = 422, description = "Unknown field, service or etcd mode, service not supported, `backup` without `restore`, a real restore/rebuild/auto run whose `confirm` is not exactly its etcd clusters (`confirm` in the problem lists them), or Idempotency-Key reused with another body", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Unknown field, service or etcd mode, a field of the wrong type (`field` names it), service not supported, `backup` without `restore` or for services without an etcd cluster, a real restore/rebuild/auto run whose `confirm` is not exactly its etcd clusters (`confirm` in the problem lists them), or Idempotency-Key reused with another body", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn create_run(
     State(state): State<SharedState>,
@@ -144,7 +145,7 @@ pub(super) async fn start_run(
         }
     };
     validate_reason(request.reason.as_deref())?;
-    validate_etcd(&request)?;
+    validate_etcd(&request, &services)?;
     let (requested_by, reason, confirm) = match requester {
         Requester::Caller(principal) => {
             if request.is_destructive() {
@@ -160,8 +161,7 @@ pub(super) async fn start_run(
             (principal.name.clone(), request.reason, request.confirm)
         }
         Requester::Webhook(name) if request.etcd.is_destructive() => {
-            let clusters =
-                super::webhooks::allowed_recovery(state, name, &services, &request).await?;
+            let clusters = allowed_recovery(state, name, &services, &request).await?;
             let allowed = format!(
                 "etcd {} on {} allowed by webhooks.recover_clusters",
                 request.etcd,
@@ -206,6 +206,50 @@ pub(super) async fn start_run(
         .into_response())
 }
 
+/// The etcd clusters a run that `webhook` (`webhook:generic`) asks for may rebuild or restore
+/// (those of its `services` on the release in force), if `webhooks.recover_clusters` allows
+/// the requested mode on every one of them; that configuration confirms them, so the request
+/// itself names none.
+async fn allowed_recovery(
+    state: &SharedState,
+    webhook: &str,
+    services: &[Service],
+    request: &CreateRun,
+) -> Result<Vec<String>, ApiError> {
+    if !request.confirm.is_empty() {
+        return Err(ApiError::InvalidBody {
+            detail: format!(
+                "{webhook} takes no confirm: webhooks.recover_clusters in the service's \
+                 configuration names the etcd clusters webhook runs may rebuild or restore"
+            ),
+            field: Some("confirm".to_owned()),
+        });
+    }
+    let clusters = state.runner.etcd_clusters(services).await?;
+    let allowed = &state.webhooks.recover_clusters;
+    let refused: Vec<String> = clusters
+        .iter()
+        .filter(|cluster| allowed.get(*cluster) != Some(&request.etcd))
+        .map(|cluster| match allowed.get(cluster) {
+            Some(mode) => format!("{cluster} (configured: {mode})"),
+            None => format!("{cluster} (not listed)"),
+        })
+        .collect();
+    if let Some(first) = clusters
+        .iter()
+        .find(|c| allowed.get(*c) != Some(&request.etcd))
+    {
+        return Err(ApiError::NotAllowed(format!(
+            "{webhook} may not start etcd {mode} runs on {}: webhook runs rebuild or restore \
+             only the clusters webhooks.recover_clusters lists with that mode, e.g. \
+             recover_clusters = {{ \"{first}\" = \"{mode}\" }}",
+            refused.join(", "),
+            mode = request.etcd,
+        )));
+    }
+    Ok(clusters)
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -239,7 +283,7 @@ fn validate_reason(reason: Option<&str>) -> Result<(), ApiError> {
 /// `backup` only with `restore`, and a name of 1 to 255 visible characters that is one file name
 /// (no `/`, `\`, `.` or `..`); `confirm` only with
 /// a mode that may touch a cluster.
-fn validate_etcd(request: &CreateRun) -> Result<(), ApiError> {
+fn validate_etcd(request: &CreateRun, services: &[Service]) -> Result<(), ApiError> {
     let invalid = |field: &str, detail: String| ApiError::InvalidBody {
         detail,
         field: Some(field.to_owned()),
@@ -287,6 +331,21 @@ fn validate_etcd(request: &CreateRun) -> Result<(), ApiError> {
                     "backup {backup:?} is not a backup's name: a name is one file name, as \
                      GET /etcd-clusters/{{name}}/backups lists it (db-2025-01-01_00-00), without \
                      '/' or '\\' (list_backups' <service>/ prefix left out), and not '.' or '..'"
+                ),
+            ));
+        }
+        // MEDS and External DNS keep nothing in an etcd cluster of their own: a backup
+        // would be silently ignored.
+        if services.iter().all(|s| s.etcd_service().is_none()) {
+            return Err(invalid(
+                "backup",
+                format!(
+                    "backup {backup:?} restores an etcd cluster, and none of the services                      ({}) has one: leave backup out, or add the service whose cluster it is",
+                    services
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -429,7 +488,8 @@ pub async fn get_run(
         .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))
 }
 
-/// Stop a running run at its next safe point; it ends `cancelled`.
+/// Stop a running run at its next safe point; it ends `cancelled`. Cancelling a real `restore`,
+/// `rebuild` or `auto` run needs the `recover` role, as starting and resuming one do.
 #[utoipa::path(post, path = "/repopulations/{id}/cancel", tag = "repopulations", operation_id = "cancel_repopulation",
     params(("id" = String, Path, format = Uuid, description = "Run id (a UUID)")),
     responses(
@@ -439,9 +499,12 @@ pub async fn get_run(
     ))]
 pub async fn cancel_run(
     State(state): State<SharedState>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
     let id = parse_id(&id)?;
+    // Stopping a recovery midway decides what state its etcd cluster is left in.
+    require_recover_for_real_recovery(&state, &principal, id, "cancel").await?;
     let run = state.runner.cancel(id).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
@@ -484,6 +547,20 @@ pub async fn resume_run(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
     let id = parse_id(&id)?;
+    require_recover_for_real_recovery(&state, &principal, id, "resume").await?;
+    let run = state.runner.resume(id).await?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+/// A real run with a destructive etcd mode may be resumed or cancelled (`verb`) only by a
+/// caller with the `recover` role, as it may only be started by one: either decides what
+/// becomes of an etcd cluster's data. (An unknown run is left to the runner's 404.)
+async fn require_recover_for_real_recovery(
+    state: &SharedState,
+    principal: &Principal,
+    id: Uuid,
+    verb: &str,
+) -> Result<(), ApiError> {
     if let Some(run) = state.store.get_run(id).await?
         && run.etcd.is_destructive()
         && !run.dry_run
@@ -491,12 +568,11 @@ pub async fn resume_run(
         principal.require_to(
             Role::Recover,
             &format!(
-                "resume run {id}: it is a real etcd {} run, which may rebuild or restore etcd \
+                "{verb} run {id}: it is a real etcd {} run, which may rebuild or restore etcd \
                  clusters",
                 run.etcd
             ),
         )?;
     }
-    let run = state.runner.resume(id).await?;
-    Ok((StatusCode::ACCEPTED, Json(run)))
+    Ok(())
 }

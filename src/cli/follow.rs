@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    client::{Client, ClientError},
+    client::Client,
+    error::ClientError,
     output::{RunView, duration, local_time},
 };
 

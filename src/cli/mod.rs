@@ -2,7 +2,9 @@
 //! them a `cray`-style client of the service's API (`repopulations ...`, `services ...`,
 //! `snapshots ...`).
 
-pub mod client;
+mod client;
+pub mod commands;
+mod error;
 mod follow;
 mod output;
 
@@ -51,13 +53,11 @@ pub enum Command {
     RbacRules,
     /// What a node of `serve --simulate` does with a command sent to it over SSH (run by the
     /// simulated nodes' sshd).
-    #[cfg(feature = "simulate")]
     #[command(hide = true)]
-    SimNode(crate::sim_nodes::SimNodeArgs),
+    SimNode(SimNodeArgs),
     /// Runs the simulated nodes' sshd until its stdin closes (the service stopped).
-    #[cfg(feature = "simulate")]
     #[command(hide = true)]
-    SimNodeGuard(crate::sim_nodes::GuardArgs),
+    SimNodeGuard(GuardArgs),
 }
 
 /// Where the API is and how to talk to it; shared by every client command (and accepted, though
@@ -260,9 +260,10 @@ pub enum EtcdClustersCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address of the HTTP API.
-    #[arg(long, env = "ETCD_REPOPULATOR_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
+    /// Address of the HTTP API [default: 0.0.0.0:8080; with --simulate 127.0.0.1:8080, as
+    /// authentication is then off].
+    #[arg(long, env = "ETCD_REPOPULATOR_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// SQLite database: a path or a `sqlite:` URL; created if missing.
     #[arg(
         long,
@@ -300,6 +301,18 @@ pub struct ServeArgs {
     pub csm_release: String,
 }
 
+impl ServeArgs {
+    /// Where the API listens: `--listen`, else every interface, else (`--simulate`, whose
+    /// authentication is off by default) loopback only.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen.unwrap_or(if self.simulate {
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 8080))
+        })
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct SimArgs {
     /// Address of the simulated cluster's API.
@@ -322,4 +335,69 @@ pub struct SimArgs {
     #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
         value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
     pub csm_release: String,
+}
+
+/// `sim-node`: what a simulated node does with the command it was sent over SSH (in
+/// `SSH_ORIGINAL_COMMAND`, as sshd's `ForceCommand` leaves it). The simulated nodes' sshd
+/// passes these (`sim::nodes::NodeCommand::args`).
+#[derive(Args, Debug, Clone)]
+pub struct SimNodeArgs {
+    /// The node's host name.
+    #[arg(long)]
+    pub host: String,
+    /// The node's xname, when HSM knows it (ORCA subscribes under it).
+    #[arg(long)]
+    pub xname: Option<String>,
+    /// The simulated HMNFD (v2) base URL.
+    #[arg(long)]
+    pub hmnfd_url: String,
+    /// The simulated HSM (v2) base URL.
+    #[arg(long)]
+    pub hsm_url: String,
+    /// The systemd unit of ORCA on the simulated release (`cray-dvs-orca`, `cray-orca`).
+    #[arg(long)]
+    pub orca_unit: String,
+    /// The command, when not run by sshd.
+    #[arg(trailing_var_arg = true)]
+    pub command: Vec<String>,
+}
+
+/// `sim-node-guard [--remove-dir DIR] SSHD ARGS...`: runs sshd until it exits or this process's
+/// stdin closes (the service that started it stopped), then stops it and removes its directory.
+#[derive(Args, Debug, Clone)]
+pub struct GuardArgs {
+    /// Removed once the service is gone (the directory of sshd's keys and configuration).
+    #[arg(long)]
+    pub remove_dir: Option<PathBuf>,
+    /// The program to run and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["etcd-repopulator", "serve"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_simulation_listens_on_loopback_unless_told_otherwise() {
+        assert_eq!(serve(&[]).listen().to_string(), "0.0.0.0:8080");
+        assert_eq!(
+            serve(&["--simulate"]).listen().to_string(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            serve(&["--simulate", "--listen", "0.0.0.0:9000"])
+                .listen()
+                .to_string(),
+            "0.0.0.0:9000"
+        );
+    }
 }

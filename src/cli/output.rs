@@ -12,7 +12,7 @@ use comfy_table::{ContentArrangement, Table, presets::NOTHING};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Format, client::ClientError};
+use super::{Format, error::ClientError};
 
 /// The format asked for, else `table` on a terminal and `toml` otherwise.
 pub fn resolve(format: Option<Format>) -> Format {

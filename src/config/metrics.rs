@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// `[metrics]` in the config file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

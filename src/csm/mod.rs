@@ -86,25 +86,6 @@ impl Default for CsmConfig {
     }
 }
 
-impl CsmConfig {
-    /// Every URL pointing at the fake services of the simulated cluster served at `base`
-    /// ([`sim::csm::service_url`]): only the base URLs differ from production.
-    #[cfg(feature = "simulate")]
-    pub fn simulated(base: &str) -> Self {
-        let url = |service| sim::csm::service_url(base, service);
-        Self {
-            bos_url: url(CsmService::Bos),
-            bss_url: url(CsmService::Bss),
-            cps_url: url(CsmService::Cps),
-            crus_url: url(CsmService::Crus),
-            fas_url: url(CsmService::Fas),
-            hmnfd_url: url(CsmService::Hmnfd),
-            hsm_url: url(CsmService::Hsm),
-            ..Self::default()
-        }
-    }
-}
-
 /// Exponential backoff for idempotent requests (GET, PUT) that failed with a connect error, a
 /// timeout, or 429/502/503/504: the answers a CSM service gives while its pod restarts or its
 /// Istio sidecar has no healthy upstream, which is exactly the situation after an etcd rebuild.

@@ -18,14 +18,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
+    RecoveryConfig,
     backups::{Backup, BackupCopy, BackupError, verify_snapshot},
     restore_tool::{Proof, RestoreTool},
     snapshot_db::{self, DbError, FileRegion, SnapshotFacts},
 };
-use crate::{
-    config::RecoveryConfig,
-    store::{BackupCheckRecord, CheckedCopy, Store, StoreError},
-};
+use crate::store::{BackupCheckRecord, CheckedCopy, Store, StoreError};
 
 /// A backup that restores: what proved it, and what it holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

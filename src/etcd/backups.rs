@@ -36,10 +36,10 @@ use tokio::io::AsyncWriteExt as _;
 use utoipa::ToSchema;
 
 use super::{
-    EtcdClient, EtcdError,
+    EtcdClient, EtcdError, RecoveryConfig,
     backup_check::{self, BackupCheck, check_backup_file},
 };
-use crate::{config::RecoveryConfig, store::Store};
+use crate::store::Store;
 
 /// The region the S3 client signs for: CSM's own tools use this one against its Ceph RGW
 /// (`create_aws_creds.sh` writes `region=foo`), which does not check it.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use utoipa::ToSchema;
 
-use crate::config::RecoveryConfig;
+use super::RecoveryConfig;
 
 /// `[recovery] etcdutl` meaning "no tool".
 const NONE: &str = "none";

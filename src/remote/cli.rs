@@ -12,8 +12,11 @@ use anyhow::{Context as _, bail};
 use tokio::sync::mpsc;
 
 use super::config::SshConfig;
-use super::fanout::{self, OutputLine, OutputStream};
 use super::hostlist;
+use super::{
+    fanout,
+    outcome::{OutputLine, OutputStream},
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FanoutArgs {

@@ -8,12 +8,13 @@ mod config;
 pub mod fanout;
 pub mod hostlist;
 mod known_hosts;
+pub mod outcome;
 mod ssh;
 mod tail;
 
 pub use config::SshConfig;
-pub use fanout::{
-    FanoutError, FanoutReport, HostOutcome, HostResult, OutputLine, OutputStream, TimeoutPhase,
-    preflight, run, run_with_output,
-};
+pub use fanout::{preflight, run, run_with_output};
 pub use known_hosts::KnownHostsError;
+pub use outcome::{
+    FanoutError, FanoutReport, HostOutcome, HostResult, OutputLine, OutputStream, TimeoutPhase,
+};

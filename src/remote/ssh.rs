@@ -14,8 +14,10 @@ use tokio::time::{sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::config::SshConfig;
-use super::fanout::{FanoutError, HostOutcome, OutputLine, OutputStream, TAIL_LINES, TimeoutPhase};
 use super::known_hosts::{HostKeyStatus, KnownHosts};
+use super::outcome::{
+    FanoutError, HostOutcome, OutputLine, OutputStream, TAIL_LINES, TimeoutPhase,
+};
 use super::tail::{LineSplitter, Tail};
 
 /// Everything the host tasks share; built once per fan-out so the key file and known_hosts

@@ -23,8 +23,9 @@ use crate::{
     csm::CsmClients,
     handlers::{self, Action, StepContext},
     metrics::Metrics,
-    model::{EtcdMode, Run, Service, ServiceTask, State, new_run_id},
+    model::{EtcdMode, Service, State, new_run_id},
     release::{DetectError, Release, ReleaseInForce, ReleaseSetting, detect},
+    run::{Run, ServiceTask},
     store::{NewRun, NewStep, NewTask, StepKey, Store, StoreError},
 };
 use journal::StoreJournal;

@@ -9,10 +9,10 @@
 
 mod redact;
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
@@ -20,110 +20,29 @@ use uuid::Uuid;
 
 pub use redact::{is_secret_key, redact};
 
+pub use crate::store::{NewSnapshot, Snapshot, SnapshotSource};
 use crate::{
     csm::{CsmClients, CsmError},
     store::{Store, StoreError},
 };
 
-/// What a snapshot holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum SnapshotSource {
-    /// BOS `GET /v2/sessiontemplates`: an array of templates.
-    BosSessionTemplates,
-    /// HMNFD `GET /subscriptions`: an array of subscriptions.
-    HmnfdSubscriptions,
-}
-
-impl SnapshotSource {
-    pub const ALL: [SnapshotSource; 2] = [
-        SnapshotSource::BosSessionTemplates,
-        SnapshotSource::HmnfdSubscriptions,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SnapshotSource::BosSessionTemplates => "bos-session-templates",
-            SnapshotSource::HmnfdSubscriptions => "hmnfd-subscriptions",
-        }
-    }
-}
-
-impl fmt::Display for SnapshotSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SnapshotSource {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SnapshotSource::ALL
-            .into_iter()
-            .find(|source| source.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown snapshot source {s:?} (known: {})",
-                    SnapshotSource::ALL.map(SnapshotSource::as_str).join(", ")
-                )
-            })
-    }
-}
-
-/// A stored snapshot, as `GET /snapshots` shows it.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct Snapshot {
-    pub id: Uuid,
-    pub taken_at: DateTime<Utc>,
-    pub source: SnapshotSource,
-    /// Number of templates or subscriptions in `content`.
-    pub items: u64,
-    /// JSON paths of keys removed because they looked like secrets (the values are not kept).
-    pub redacted: Vec<String>,
-    /// The data as read from the service, minus `redacted`; left out of lists unless
-    /// `?content=true`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    /// Any JSON: BOS templates are a list, as HMNFD subscriptions are.
-    pub content: Option<Value>,
-}
-
-/// A snapshot about to be stored.
-#[derive(Clone, Debug)]
-pub struct NewSnapshot {
-    pub id: Uuid,
-    pub taken_at: DateTime<Utc>,
-    pub source: SnapshotSource,
-    pub items: u64,
-    pub redacted: Vec<String>,
-    pub content: Value,
-}
-
-impl NewSnapshot {
-    /// Redacts `content` and counts its items.
-    pub fn new(source: SnapshotSource, taken_at: DateTime<Utc>, content: Value) -> Self {
-        let (content, redacted) = redact(content);
-        let items = content.as_array().map_or(0, |a| a.len() as u64);
-        NewSnapshot {
-            // UUIDv7, like run ids: sortable by capture time.
-            id: Uuid::now_v7(),
-            taken_at,
-            source,
-            items,
-            redacted,
-            content,
-        }
-    }
-
-    fn stored(self) -> Snapshot {
-        Snapshot {
-            id: self.id,
-            taken_at: self.taken_at,
-            source: self.source,
-            items: self.items,
-            redacted: self.redacted,
-            content: Some(self.content),
-        }
+/// `content` of `source`, taken at `taken_at`, as it will be stored: redacted, its items
+/// counted.
+fn redacted_snapshot(
+    source: SnapshotSource,
+    taken_at: DateTime<Utc>,
+    content: Value,
+) -> NewSnapshot {
+    let (content, redacted) = redact(content);
+    let items = content.as_array().map_or(0, |a| a.len() as u64);
+    NewSnapshot {
+        // UUIDv7, like run ids: sortable by capture time.
+        id: Uuid::now_v7(),
+        taken_at,
+        source,
+        items,
+        redacted,
+        content,
     }
 }
 
@@ -191,7 +110,7 @@ impl Snapshotter {
         for &source in sources {
             match self.read(source).await {
                 Ok(content) => {
-                    let new = NewSnapshot::new(source, now, content);
+                    let new = redacted_snapshot(source, now, content);
                     self.store.insert_snapshot(&new).await?;
                     self.store.prune_snapshots(source, self.retain).await?;
                     report.stored.push(new.stored());

@@ -22,7 +22,10 @@ use super::{
     Result, RunFilter, Store, StoreError,
     rows::{self, RunRow, StepAttemptRow, StepRow, TaskRow},
 };
-use crate::model::{Run, RunSummary, Service, ServiceSummary, State};
+use crate::{
+    model::{Service, State},
+    run::{Run, RunSummary, ServiceSummary},
+};
 
 /// Memory for the documents of finished runs read recently.
 const DOCUMENT_CACHE_BYTES: u64 = 4 << 20;
@@ -467,7 +470,8 @@ mod tests {
 
     use super::outline;
     use crate::{
-        model::{RunSummary, Service, State, new_run_id},
+        model::{Service, State, new_run_id},
+        run::RunSummary,
         store::{NewRun, NewStep, NewTask, RunFilter, StepKey, Store},
     };
 
@@ -540,7 +544,7 @@ mod tests {
         };
         let page = store.history_page(&filter).await.unwrap();
         // The page as written is a RunList.
-        serde_json::from_slice::<crate::model::RunList>(&page).unwrap();
+        serde_json::from_slice::<crate::run::RunList>(&page).unwrap();
         let page: serde_json::Value = serde_json::from_slice(&page).unwrap();
         page["items"].as_array().unwrap().clone()
     }

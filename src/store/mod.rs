@@ -3,12 +3,17 @@
 
 mod backup_checks;
 mod history;
+mod lock;
 mod manifests;
 mod rows;
 mod run_metrics;
 mod snapshots;
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -18,11 +23,16 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use crate::model::{Event, Service, State};
+use crate::{
+    model::{Service, State},
+    run::Event,
+};
 pub use backup_checks::{BackupCheckRecord, CheckedCopy};
+pub use lock::{DatabaseLock, LockError};
 pub use manifests::StoredManifest;
 use rows::{EventRow, StepRow};
 pub use run_metrics::LastRecovery;
+pub use snapshots::{NewSnapshot, Snapshot, SnapshotSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,9 +81,9 @@ pub struct NewRun {
     pub dry_run: bool,
     pub requested_by: String,
     pub idempotency: Option<(String, String)>,
-    /// The release the run follows (see [`crate::model::Run::csm_release`]).
+    /// The release the run follows (see [`crate::run::Run::csm_release`]).
     pub csm_release: Option<crate::release::ReleaseInForce>,
-    /// What the run does with the etcd clusters (see [`crate::model::Run::etcd`]).
+    /// What the run does with the etcd clusters (see [`crate::run::Run::etcd`]).
     pub etcd: crate::model::EtcdMode,
     pub backup: Option<String>,
     pub confirm: Vec<String>,
@@ -134,6 +144,29 @@ const EVENT_BUFFER: usize = 1024;
 const READER_CONNECTIONS: u32 = 4;
 /// Creates the directory a database file goes in, if missing: SQLite creates the file but not
 /// its directory (the image's `/var/lib/etcd-repopulator` without a volume mounted there).
+/// The connection options of the database at `location`, a path or a `sqlite:` URL.
+fn connect_options(location: &str) -> Result<SqliteConnectOptions> {
+    if location.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(location).map_err(|source| StoreError::Location {
+            location: location.to_owned(),
+            source,
+        })
+    } else {
+        Ok(SqliteConnectOptions::new().filename(location))
+    }
+}
+
+/// The file of the database at `location`, with its directory created if missing; `None` for
+/// an in-memory database, which has no file, so no directory either.
+fn database_file(location: &str) -> Result<Option<PathBuf>> {
+    let options = connect_options(location)?;
+    if location.contains(":memory:") || location.contains("mode=memory") {
+        return Ok(None);
+    }
+    create_parent_dir(options.get_filename())?;
+    Ok(Some(options.get_filename().to_owned()))
+}
+
 fn create_parent_dir(file: &Path) -> Result<()> {
     let Some(dir) = file.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
         return Ok(());
@@ -161,20 +194,8 @@ impl Store {
     /// Opens (creating if missing, with its directory) the database at `location`, a path or a
     /// `sqlite:` URL, and applies the migrations.
     pub async fn open(location: &str) -> Result<Store> {
-        let options = if location.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(location).map_err(|source| StoreError::Location {
-                location: location.to_owned(),
-                source,
-            })?
-        } else {
-            SqliteConnectOptions::new().filename(location)
-        };
-        // An in-memory database has no file, so no directory either.
-        let in_memory = location.contains(":memory:") || location.contains("mode=memory");
-        if !in_memory {
-            create_parent_dir(options.get_filename())?;
-        }
-        let options = options
+        let in_memory = database_file(location)?.is_none();
+        let options = connect_options(location)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)

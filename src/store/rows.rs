@@ -8,8 +8,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Result, StepRecord, StoreError};
-use crate::model::{
-    Event, Run, RunSummary, Service, ServiceSummary, ServiceTask, State, Step, StepAttempt,
+use crate::{
+    model::{Service, State},
+    run::{Event, Run, RunSummary, ServiceSummary, ServiceTask, Step, StepAttempt},
 };
 
 #[derive(sqlx::FromRow)]

@@ -1,13 +1,104 @@
-//! Snapshots of CSM data (see `crate::snapshots`): insert, list newest first, newest per source,
-//! and pruning of old ones.
+//! Snapshots of CSM data (`crate::snapshots` takes them): what one holds, and insert, list
+//! newest first, newest per source, and pruning of old ones.
+
+use std::{fmt, str::FromStr};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Result, Store, StoreError};
-use crate::snapshots::{NewSnapshot, Snapshot, SnapshotSource};
+
+/// What a snapshot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotSource {
+    /// BOS `GET /v2/sessiontemplates`: an array of templates.
+    BosSessionTemplates,
+    /// HMNFD `GET /subscriptions`: an array of subscriptions.
+    HmnfdSubscriptions,
+}
+
+impl SnapshotSource {
+    pub const ALL: [SnapshotSource; 2] = [
+        SnapshotSource::BosSessionTemplates,
+        SnapshotSource::HmnfdSubscriptions,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotSource::BosSessionTemplates => "bos-session-templates",
+            SnapshotSource::HmnfdSubscriptions => "hmnfd-subscriptions",
+        }
+    }
+}
+
+impl fmt::Display for SnapshotSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SnapshotSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SnapshotSource::ALL
+            .into_iter()
+            .find(|source| source.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown snapshot source {s:?} (known: {})",
+                    SnapshotSource::ALL.map(SnapshotSource::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// A stored snapshot, as `GET /snapshots` shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Snapshot {
+    pub id: Uuid,
+    pub taken_at: DateTime<Utc>,
+    pub source: SnapshotSource,
+    /// Number of templates or subscriptions in `content`.
+    pub items: u64,
+    /// JSON paths of keys removed because they looked like secrets (the values are not kept).
+    pub redacted: Vec<String>,
+    /// The data as read from the service, minus `redacted`; left out of lists unless
+    /// `?content=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Any JSON: BOS templates are a list, as HMNFD subscriptions are.
+    pub content: Option<Value>,
+}
+
+/// A snapshot about to be stored.
+#[derive(Clone, Debug)]
+pub struct NewSnapshot {
+    pub id: Uuid,
+    pub taken_at: DateTime<Utc>,
+    pub source: SnapshotSource,
+    pub items: u64,
+    pub redacted: Vec<String>,
+    pub content: Value,
+}
+
+impl NewSnapshot {
+    /// The snapshot as stored (and as `GET /snapshots` shows it).
+    pub fn stored(self) -> Snapshot {
+        Snapshot {
+            id: self.id,
+            taken_at: self.taken_at,
+            source: self.source,
+            items: self.items,
+            redacted: self.redacted,
+            content: Some(self.content),
+        }
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct SnapshotRow {

@@ -517,6 +517,85 @@ async fn refused(app: &common::TestApp, body: Value, field: &str) -> Value {
     p
 }
 
+/// A field of the wrong type is a 422 naming it, whatever the type: never a 400 calling the
+/// (valid) JSON malformed.
+#[tokio::test]
+async fn every_field_of_the_wrong_type_is_a_422_naming_it() {
+    let app = start().await;
+    let wrong: [(&str, Vec<Value>); 6] = [
+        (
+            "etcd",
+            vec![
+                json!(1),
+                json!(null),
+                json!(true),
+                json!(["restore"]),
+                json!({}),
+            ],
+        ),
+        (
+            "services",
+            vec![json!(1), json!(null), json!("reds"), json!({})],
+        ),
+        (
+            "dry_run",
+            vec![json!("yes"), json!(null), json!(1), json!([])],
+        ),
+        ("reason", vec![json!(1), json!(true), json!([]), json!({})]),
+        ("backup", vec![json!(1), json!(false), json!(["db-x"])]),
+        (
+            "confirm",
+            vec![json!("cray-reds-etcd"), json!(null), json!(1)],
+        ),
+    ];
+    for (field, values) in wrong {
+        for value in values {
+            let mut body = json!({"services": ["reds"], "dry_run": true});
+            body[field] = value;
+            let p = refused(&app, body, field).await;
+            assert!(
+                p["type"].as_str().unwrap().ends_with("invalid-request"),
+                "{p}"
+            );
+        }
+    }
+    // An item of the wrong type is named with its index.
+    for field in ["services", "confirm"] {
+        let mut body = json!({"services": ["reds"], "dry_run": true});
+        body[field] = json!([1]);
+        refused(&app, body, &format!("{field}[0]")).await;
+    }
+    // The etcd modes are named.
+    let p = refused(&app, json!({"services": ["reds"], "etcd": 1}), "etcd").await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`check`, `restore`, `rebuild`, `auto`"),
+        "{p}"
+    );
+}
+
+/// MEDS and External DNS have no etcd cluster: a backup for them is refused, not ignored.
+#[tokio::test]
+async fn a_backup_with_no_cluster_to_restore_is_refused() {
+    let app = start().await;
+    for services in [json!(["meds"]), json!(["meds", "externaldns"])] {
+        for dry_run in [false, true] {
+            let p = refused(
+                &app,
+                json!({"services": services, "etcd": "restore", "backup": "db-x",
+                       "dry_run": dry_run}),
+                "backup",
+            )
+            .await;
+            assert!(p["detail"].as_str().unwrap().contains("meds"), "{p}");
+        }
+    }
+    let (_, history) = app.get("/repopulations").await;
+    assert_eq!(history["items"], json!([]), "no run was started");
+}
+
 #[tokio::test]
 async fn a_run_that_may_rebuild_or_restore_etcd_clusters_must_confirm_exactly_them() {
     let app = start().await;

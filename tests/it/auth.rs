@@ -337,24 +337,30 @@ async fn with_tokens_the_served_openapi_document_asks_for_a_bearer_token() {
     );
 }
 
+/// The etcd clusters' endpoint where nothing listens (each request bounded by `etcd_timeout`),
+/// and `[recovery] timeout` at `recovery_timeout`.
+fn etcd_down(etcd_timeout: Duration, recovery_timeout: Duration) -> Config {
+    Config {
+        etcd: EtcdConfig {
+            enabled: true,
+            endpoint: format!("http://127.0.0.1:{}", crate::common::free_port()),
+            timeout: etcd_timeout,
+            ..EtcdConfig::default()
+        },
+        recovery: etcd_repopulator::config::RecoveryConfig {
+            timeout: recovery_timeout,
+            ..Default::default()
+        },
+        ..Config::default()
+    }
+}
+
 #[tokio::test]
 async fn a_real_recovery_run_and_its_resume_need_the_recover_role() {
     // The etcd cluster is down (nothing listens on the port), so the run fails and can be
     // resumed: the rebuild (CSM 1.0, etcd-operator) waits for it to answer for as long as
     // `[recovery] timeout` lets it.
-    let config = Config {
-        etcd: EtcdConfig {
-            enabled: true,
-            endpoint: format!("http://127.0.0.1:{}", crate::common::free_port()),
-            timeout: Duration::from_secs(5),
-            ..EtcdConfig::default()
-        },
-        recovery: etcd_repopulator::config::RecoveryConfig {
-            timeout: Duration::from_secs(2),
-            ..Default::default()
-        },
-        ..Config::default()
-    };
+    let config = etcd_down(Duration::from_secs(5), Duration::from_secs(2));
     let dir = tempfile::tempdir().unwrap();
     let app = start_token_mode_with(dir.path(), config).await;
     let post = |token: &'static str, body: Value| {
@@ -454,6 +460,96 @@ async fn a_real_recovery_run_and_its_resume_need_the_recover_role() {
     assert_eq!(
         resp.status(),
         StatusCode::ACCEPTED,
+        "{:?}",
+        resp.text().await
+    );
+}
+
+/// POSTs `body` as the caller with `token`; returns the run's id (asserting 202).
+async fn start_as(app: &TestApp, token: &str, body: Value) -> String {
+    let resp = app
+        .http
+        .post(app.url("/repopulations"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// POST `/repopulations/{id}/cancel` as the caller with `token`.
+async fn cancel_as(app: &TestApp, token: &str, id: &str) -> reqwest::Response {
+    app.http
+        .post(app.url(&format!("/repopulations/{id}/cancel")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn run_state(app: &TestApp, token: &str, id: &str) -> String {
+    let run: Value = app
+        .http
+        .get(app.url(&format!("/repopulations/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    run["state"].as_str().unwrap().to_owned()
+}
+
+/// Cancelling a real recovery run decides what state its etcd cluster is left in: like
+/// starting and resuming one, it needs the `recover` role; a dry one, `write`.
+#[tokio::test]
+async fn cancelling_a_real_recovery_run_needs_the_recover_role() {
+    // The etcd cluster is down (nothing listens on the port): the rebuild (CSM 1.0,
+    // etcd-operator) waits for it to answer, running, for as long as `[recovery] timeout`.
+    let config = etcd_down(Duration::from_secs(2), Duration::from_secs(20));
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_token_mode_with(dir.path(), config).await;
+    let (write, recover) = ("w-0123456789abcdef", "x-0123456789abcdef");
+
+    let real = json!({"services": ["bss"], "etcd": "rebuild", "confirm": ["cray-bss-etcd"]});
+    let id = start_as(&app, recover, real).await;
+    crate::common::until("the rebuild to run", async || {
+        (run_state(&app, write, &id).await == "running").then_some(())
+    })
+    .await;
+    needs_recover(
+        cancel_as(&app, write, &id).await,
+        "ops",
+        &format!("cancel run {id}: it is a real etcd rebuild run"),
+    )
+    .await;
+    assert_eq!(
+        run_state(&app, write, &id).await,
+        "running",
+        "refused: the run goes on"
+    );
+    let resp = cancel_as(&app, recover, &id).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    tokio::time::timeout(
+        crate::common::WAIT,
+        app.runner.wait_inactive(id.parse().unwrap()),
+    )
+    .await
+    .unwrap();
+
+    // A dry run of the same: write may cancel it (whether it still runs or already ended).
+    let dry = json!({"services": ["bss"], "etcd": "rebuild", "dry_run": true});
+    let dry = start_as(&app, write, dry).await;
+    let resp = cancel_as(&app, write, &dry).await;
+    assert_ne!(
+        resp.status(),
+        StatusCode::FORBIDDEN,
         "{:?}",
         resp.text().await
     );

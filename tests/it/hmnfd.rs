@@ -9,9 +9,16 @@
 use crate::common;
 use crate::common::sshd;
 
-use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use etcd_repopulator::{config::Config, csm::CsmConfig, remote::SshConfig};
+use etcd_repopulator::{
+    app::simulate, config::Config, csm::CsmConfig, model::Service, release::Release,
+    remote::SshConfig,
+};
 use serde_json::{Value, json};
 use sim::{SimCluster, SimOptions};
 use sshd::Sshd;
@@ -335,4 +342,76 @@ async fn dry_run_reports_the_ssh_identity_a_real_run_would_miss() {
         ) && message.contains("cannot read known_hosts file /etc/etcd-repopulator/ssh/known_hosts"),
         "{message}"
     );
+}
+
+/// On the simulated nodes of `serve --simulate` laid out as `release`, an `hmnfd` run succeeds:
+/// each node answers the release's own ORCA restart (`cray-dvs-orca` on 1.0, `cray-orca` from
+/// 1.2, as the release's runbook says) by subscribing to HMNFD again.
+async fn hmnfd_succeeds_on_the_simulated_nodes_of(release: Release) {
+    let sim = common::release_sim(release.as_str(), SimOptions::default()).await;
+    let mut config = Config::default();
+    config.use_simulation(&sim);
+    let sshd = sim::nodes::find_sshd(None).expect("sshd (Debian: openssh-server)");
+    let program = Path::new(env!("CARGO_BIN_EXE_etcd-repopulator"));
+    let nodes = simulate::start_nodes(&mut config, &sim, &sshd, program, release).unwrap();
+    let cluster = release.profile().etcd_cluster(Service::Hmnfd).unwrap();
+    assert!(sim.csm().wipe(&cluster), "{cluster}");
+    let app = common::start_on(sim, config).await;
+
+    let id = app.start_run(json!({ "services": ["hmnfd"] })).await;
+    let run = app.finished_run(&id).await;
+    assert_eq!(
+        run["state"],
+        "succeeded",
+        "CSM {release}: {run:#}\n{}",
+        nodes.sshds.log()
+    );
+    let restart = common::step(&run, "hmnfd", "restart-orca");
+    assert_eq!(
+        restart["data"]["command"],
+        format!("systemctl restart {}", release.profile().orca_unit)
+    );
+    let subscribed: BTreeSet<String> = app
+        .sim
+        .csm()
+        .hmnfd_subscriptions()
+        .iter()
+        .filter_map(|s| s.subscriber_component.clone())
+        .collect();
+    for &nid in &READY_NIDS {
+        assert!(
+            subscribed.contains(&compute_xname(nid)),
+            "CSM {release}: {subscribed:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hmnfd_succeeds_on_the_simulated_nodes_of_csm_1_0() {
+    hmnfd_succeeds_on_the_simulated_nodes_of(Release::V1_0).await;
+}
+
+#[tokio::test]
+async fn hmnfd_succeeds_on_the_simulated_nodes_of_csm_1_2() {
+    hmnfd_succeeds_on_the_simulated_nodes_of(Release::V1_2).await;
+}
+
+#[tokio::test]
+async fn hmnfd_succeeds_on_the_simulated_nodes_of_csm_1_3() {
+    hmnfd_succeeds_on_the_simulated_nodes_of(Release::V1_3).await;
+}
+
+#[tokio::test]
+async fn hmnfd_succeeds_on_the_simulated_nodes_of_csm_1_4() {
+    hmnfd_succeeds_on_the_simulated_nodes_of(Release::V1_4).await;
+}
+
+#[tokio::test]
+async fn hmnfd_succeeds_on_the_simulated_nodes_of_csm_1_5() {
+    hmnfd_succeeds_on_the_simulated_nodes_of(Release::V1_5).await;
+}
+
+#[tokio::test]
+async fn hmnfd_succeeds_on_the_simulated_nodes_of_csm_1_6() {
+    hmnfd_succeeds_on_the_simulated_nodes_of(Release::V1_6).await;
 }

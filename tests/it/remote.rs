@@ -160,7 +160,7 @@ async fn results_keep_only_the_tails_of_large_output() {
     assert!(report.all_succeeded(), "{}", report.summary());
     for result in &report.results {
         let stdout = &result.stdout_tail;
-        assert_eq!(stdout.len(), remote::fanout::TAIL_LINES, "{}", result.host);
+        assert_eq!(stdout.len(), remote::outcome::TAIL_LINES, "{}", result.host);
         assert_eq!(stdout[0], "99982");
         assert_eq!(stdout[18], "100000");
         assert_eq!(

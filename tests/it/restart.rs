@@ -63,6 +63,21 @@ async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Servic
     }
 }
 
+/// POSTs the run `body` asks for to the service at `base`; returns its id (asserting 202).
+async fn start_run(base: &str, body: &Value) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/repopulations"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn get_run(base: &str, id: &str) -> Value {
     reqwest::get(format!("{base}/repopulations/{id}"))
         .await
@@ -95,6 +110,41 @@ async fn seeded_sim() -> SimCluster {
     sim.seed_csm().await.unwrap();
     sim.wait_settled(common::WAIT).await.unwrap();
     sim
+}
+
+/// The CSM APIs of the simulated cluster, as a deployment's config file would name them (and
+/// no etcd clusters to check).
+#[derive(serde::Serialize)]
+struct ConfigFile {
+    csm: etcd_repopulator::csm::CsmConfig,
+    etcd: etcd_repopulator::etcd::EtcdConfig,
+    recovery: etcd_repopulator::config::RecoveryConfig,
+}
+
+impl ConfigFile {
+    /// As `dir/config.toml`, which [`spawn_service`] reads.
+    fn write(&self, dir: &std::path::Path) {
+        std::fs::write(dir.join("config.toml"), toml::to_string(self).unwrap()).unwrap();
+    }
+}
+
+/// Sets `dir` up for service processes on `sim`: their kubeconfig (the service account, with
+/// the chart's Role) and their config file, which is returned for changes.
+fn prepare(sim: &SimCluster, dir: &std::path::Path) -> ConfigFile {
+    let token = sim.service_account_token(
+        etcd_repopulator::app::SERVICE_ACCOUNT,
+        etcd_repopulator::cluster::rbac::policy_rules(),
+    );
+    std::fs::write(dir.join("kubeconfig"), sim.kubeconfig_with_token(&token)).unwrap();
+    let mut simulated = etcd_repopulator::config::Config::default();
+    simulated.use_simulation(sim);
+    let config = ConfigFile {
+        csm: simulated.csm,
+        etcd: simulated.etcd,
+        recovery: simulated.recovery,
+    };
+    config.write(dir);
+    config
 }
 
 /// Runs `service` in a service process that aborts at `failpoint`, starts a second process on
@@ -172,63 +222,22 @@ async fn crash_at(
 ) -> Crashed {
     let service = body["services"][0].as_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
-    // The service process acts as its service account, with the chart's Role.
-    let token = sim.service_account_token(
-        etcd_repopulator::app::SERVICE_ACCOUNT,
-        etcd_repopulator::cluster::rbac::policy_rules(),
-    );
-    std::fs::write(
-        dir.path().join("kubeconfig"),
-        sim.kubeconfig_with_token(&token),
-    )
-    .unwrap();
-    // The CSM APIs of the simulated cluster, as a deployment's config file would name them
-    // (and no etcd clusters to check).
-    #[derive(serde::Serialize)]
-    struct ConfigFile {
-        csm: etcd_repopulator::csm::CsmConfig,
-        etcd: etcd_repopulator::etcd::EtcdConfig,
-        recovery: etcd_repopulator::config::RecoveryConfig,
-    }
-    let mut simulated = etcd_repopulator::config::Config::default();
-    simulated.use_simulation(sim);
-    let mut config = ConfigFile {
-        csm: simulated.csm,
-        etcd: simulated.etcd,
-        recovery: simulated.recovery,
-    };
-    let write = |config: &ConfigFile| {
-        std::fs::write(
-            dir.path().join("config.toml"),
-            toml::to_string(config).unwrap(),
-        )
-        .unwrap()
-    };
+    let mut config = prepare(sim, dir.path());
     let default_timeout = config.recovery.timeout;
     if let Some(timeout) = timeout {
         config.recovery.timeout = timeout;
     }
-    write(&config);
+    config.write(dir.path());
 
     let mut first = spawn_service(dir.path(), Some(failpoint)).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/repopulations", first.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = start_run(&first.base, &body).await;
     let status = tokio::task::spawn_blocking(move || first.child.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(!status.success(), "the failpoint aborted the service");
     config.recovery.timeout = default_timeout;
-    write(&config);
+    config.write(dir.path());
 
     let second = spawn_service(dir.path(), None).await;
     let run = get_run(&second.base, &id).await;
@@ -506,6 +515,64 @@ async fn a_crash_while_putting_the_statefulset_back_resumes_by_starting_over() {
         .unwrap();
     assert_eq!(report["healthy"], true, "{report:#}");
     assert_eq!(report["ready"], 3, "{report:#}");
+}
+
+/// A second service on the same database (a second replica by mistake) refuses to start,
+/// naming the first, before it touches any run: the first one's live run stays `running`.
+#[tokio::test]
+async fn a_second_service_on_the_same_database_refuses_to_start_and_leaves_its_runs_alone() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, Patch, PatchParams};
+
+    let sim = seeded_sim().await;
+    // REDS pods that never become Ready: the run waits for them, running.
+    let deployments: Api<Deployment> = Api::namespaced(sim.kube_client(), "services");
+    deployments
+        .patch(
+            "cray-reds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {
+                "sim.etcd-repopulator.io/never-ready": "true"}}}}})),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    prepare(&sim, dir.path());
+    let first = spawn_service(dir.path(), None).await;
+    let id = start_run(&first.base, &json!({"services": ["reds"]})).await;
+    // Waiting for the pods, which never become Ready.
+    let running = |run: &Value| {
+        run["state"] == "running" && run["services"][0]["steps"][0]["state"] == "running"
+    };
+    wait_run(&first.base, &id, running).await;
+
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .arg("--database")
+        .arg(dir.path().join("runs.db"))
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .env("KUBECONFIG", dir.path().join("kubeconfig"))
+        .env_remove("ETCD_REPOPULATOR_FAILPOINT")
+        .kill_on_drop(true)
+        .output();
+    let second = tokio::time::timeout(common::WAIT, second)
+        .await
+        .expect("the second service exits at once")
+        .unwrap();
+    assert!(!second.status.success(), "{second:?}");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let holder = format!("pid {} on host ", first.child.id());
+    assert!(
+        stderr.contains("is in use by another etcd-repopulator") && stderr.contains(&holder),
+        "{stderr}"
+    );
+    let run = get_run(&first.base, &id).await;
+    assert!(running(&run), "{run:#}");
 }
 
 /// A POST from a test to the service process at `base`: status and JSON body.

@@ -715,7 +715,7 @@ fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
 #[tokio::test]
 async fn serve_simulate_gives_the_nodes_an_ssh_server_so_hmnfd_succeeds() {
     assert!(
-        etcd_repopulator::sim_nodes::find_sshd(None).is_some(),
+        sim::nodes::find_sshd(None).is_some(),
         "sshd not found: install Debian's openssh-server"
     );
     let mut serve = Serve::start(&[]).await;

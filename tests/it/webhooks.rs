@@ -309,6 +309,52 @@ async fn generic_webhook_without_a_key_is_disabled() {
     )
     .await;
     assert!(p["type"].as_str().unwrap().ends_with("webhook-disabled"));
+    // Unsigned too: the caller learns the webhook is off, not that a signature is missing.
+    let p = problem(
+        post_signed(&app, &now, None, body).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert!(
+        p["type"].as_str().unwrap().ends_with("webhook-disabled"),
+        "{p}"
+    );
+    let unsigned = app
+        .http
+        .post(app.url("/webhooks/generic"))
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let p = problem(unsigned, StatusCode::NOT_FOUND).await;
+    assert!(
+        p["type"].as_str().unwrap().ends_with("webhook-disabled"),
+        "{p}"
+    );
+}
+
+/// A field of the wrong type in an Alertmanager payload is a 422 naming it (an enum's too).
+#[tokio::test]
+async fn alertmanager_fields_of_the_wrong_type_are_422_naming_them() {
+    let app = start_selecting().await;
+    let good = payload("resolved", vec![alert("resolved", "cray-reds-etcd", "f1")]);
+    for (pointer, value, field) in [
+        ("/status", json!(1), "status"),
+        ("/status", json!(null), "status"),
+        ("/version", json!(4), "version"),
+        ("/alerts", json!({}), "alerts"),
+        ("/alerts/0/status", json!(["resolved"]), "alerts[0].status"),
+        ("/alerts/0/fingerprint", json!(7), "alerts[0].fingerprint"),
+    ] {
+        let mut body = good.clone();
+        *body.pointer_mut(pointer).unwrap() = value;
+        let (status, p) = deliver(&app, &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{pointer}: {p}");
+        assert_eq!(p["field"], field, "{pointer}: {p}");
+    }
+    let (_, history) = app.get("/repopulations").await;
+    assert_eq!(history["items"], json!([]), "no run was started");
 }
 
 #[test]

@@ -12,8 +12,8 @@ mod tokens;
 use std::fmt;
 
 use super::{
-    SharedState,
-    problem::{ApiError, ErrorReport, Problem, problem_response},
+    ALERTMANAGER_PATH, GENERIC_PATH, SharedState,
+    problem::{ApiError, Refusal},
 };
 use crate::{
     config::{AuthConfig, AuthMode},
@@ -35,7 +35,7 @@ pub const OPEN_PATHS: [&str; 5] = [
     "/readyz",
     "/metrics",
     "/openapi.json",
-    "/webhooks/generic",
+    GENERIC_PATH,
 ];
 
 const REALM: &str = "etcd-repopulator";
@@ -47,7 +47,7 @@ pub enum Role {
     Read,
     /// Start (dry or `check`) runs, cancel and resume them, take snapshots.
     Write,
-    /// Also start and resume real runs that rebuild or restore etcd clusters (`etcd`
+    /// Also start, resume and cancel real runs that rebuild or restore etcd clusters (`etcd`
     /// `restore`, `rebuild` or `auto`).
     Recover,
 }
@@ -132,7 +132,7 @@ pub enum AuthError {
 impl AuthError {
     /// The status, problem kind and title of the refusal, and its `WWW-Authenticate` challenge
     /// (empty: none).
-    pub fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
         match self {
             AuthError::Missing => (
                 StatusCode::UNAUTHORIZED,
@@ -162,30 +162,30 @@ impl AuthError {
     }
 }
 
-impl AuthError {
-    /// The refusal as a problem document (naming the role needed, for a 403).
-    pub fn problem(&self) -> Problem {
-        let (status, kind, title, _) = self.parts();
-        let mut problem = Problem::new(status, kind, title, self.to_string());
-        if let AuthError::Forbidden { required, .. } = self {
-            problem.required_role = Some(required.as_str().to_owned());
-        }
-        problem
+/// The refusal as a problem (naming the role needed, for a 403) with its challenge.
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> ApiError {
+        let (status, kind, title, challenge) = err.parts();
+        let required_role = match &err {
+            AuthError::Forbidden { required, .. } => Some(required.as_str()),
+            _ => None,
+        };
+        ApiError::Refused(Box::new(Refusal {
+            status,
+            kind,
+            title,
+            detail: err.to_string(),
+            required_role,
+            challenge: HeaderValue::from_str(&challenge)
+                .ok()
+                .filter(|_| !challenge.is_empty()),
+        }))
     }
 }
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        let (status, _, _, challenge) = self.parts();
-        let mut response = problem_response(status, &self.problem());
-        if let Ok(value) = HeaderValue::from_str(&challenge)
-            && !challenge.is_empty()
-        {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-        ErrorReport::attach(response, self)
+        ApiError::from(self).into_response()
     }
 }
 
@@ -291,7 +291,7 @@ pub async fn authorize(
     if OPEN_PATHS.contains(&path) {
         return next.run(request).await;
     }
-    let is_alertmanager = path == super::webhooks::ALERTMANAGER_PATH;
+    let is_alertmanager = path == ALERTMANAGER_PATH;
     let required = Role::required_for(request.method());
     let result = state
         .auth
@@ -345,8 +345,8 @@ pub fn document_security(openapi: &mut utoipa::openapi::OpenApi, mode: AuthMode)
                 .description(Some(
                     "A static token (auth.mode = token) or a JWT from the configured identity \
                      provider (auth.mode = jwt). GET needs the read role, everything else write; \
-                     a real run with etcd restore, rebuild or auto (and its resume) needs \
-                     recover, which includes write.",
+                     a real run with etcd restore, rebuild or auto (and its resume and \
+                     cancel) needs recover, which includes write.",
                 ))
                 .build(),
         ),

@@ -12,20 +12,14 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{
-    SharedState,
-    problem::{ApiError, ErrorReport, Problem, problem_response},
-    runs::CreateRun,
-};
+use super::problem::{ApiError, ErrorReport, Problem, problem_response};
 use crate::{
     config::{AlertmanagerConfig, WebhooksConfig},
     metrics::WebhookOutcome,
-    model::{EtcdMode, Service},
+    model::EtcdMode,
     runner::RunnerError,
 };
 
-pub const ALERTMANAGER_PATH: &str = "/webhooks/alertmanager";
-pub const GENERIC_PATH: &str = "/webhooks/generic";
 pub const SIGNATURE_HEADER: &str = "x-signature-256";
 pub const TIMESTAMP_HEADER: &str = "x-signature-timestamp";
 
@@ -81,50 +75,6 @@ impl Webhooks {
             alertmanager: config.alertmanager.clone(),
         })
     }
-}
-
-/// The etcd clusters a run that `webhook` (`webhook:generic`) asks for may rebuild or restore
-/// (those of its `services` on the release in force), if `webhooks.recover_clusters` allows
-/// the requested mode on every one of them; that configuration confirms them, so the request
-/// itself names none.
-pub(super) async fn allowed_recovery(
-    state: &SharedState,
-    webhook: &str,
-    services: &[Service],
-    request: &CreateRun,
-) -> Result<Vec<String>, ApiError> {
-    if !request.confirm.is_empty() {
-        return Err(ApiError::InvalidBody {
-            detail: format!(
-                "{webhook} takes no confirm: webhooks.recover_clusters in the service's \
-                 configuration names the etcd clusters webhook runs may rebuild or restore"
-            ),
-            field: Some("confirm".to_owned()),
-        });
-    }
-    let clusters = state.runner.etcd_clusters(services).await?;
-    let allowed = &state.webhooks.recover_clusters;
-    let refused: Vec<String> = clusters
-        .iter()
-        .filter(|cluster| allowed.get(*cluster) != Some(&request.etcd))
-        .map(|cluster| match allowed.get(cluster) {
-            Some(mode) => format!("{cluster} (configured: {mode})"),
-            None => format!("{cluster} (not listed)"),
-        })
-        .collect();
-    if let Some(first) = clusters
-        .iter()
-        .find(|c| allowed.get(*c) != Some(&request.etcd))
-    {
-        return Err(ApiError::NotAllowed(format!(
-            "{webhook} may not start etcd {mode} runs on {}: webhook runs rebuild or restore \
-             only the clusters webhooks.recover_clusters lists with that mode, e.g. \
-             recover_clusters = {{ \"{first}\" = \"{mode}\" }}",
-            refused.join(", "),
-            mode = request.etcd,
-        )));
-    }
-    Ok(clusters)
 }
 
 fn load_key(path: &Path) -> Result<Option<HmacKey>, WebhookSetupError> {

@@ -1,7 +1,8 @@
 //! Events: one storage (pkg/registry/core/event) served as core/v1 `events` and as
-//! events.k8s.io/v1 `events`. Objects are stored in the core/v1 form; [`V1_CONVERSION`] is the
-//! field mapping of pkg/apis/events/v1/conversion.go (`Convert_v1_Event_To_core_Event` and back,
-//! and `AddFieldLabelConversionsForEvent`), and the validation is pkg/apis/core/validation/events.go
+//! events.k8s.io/v1 `events`. Objects are stored in the core/v1 form; `resources::EVENTS_V1`
+//! converts them with the field mapping of pkg/apis/events/v1/conversion.go
+//! (`Convert_v1_Event_To_core_Event` and back, and `AddFieldLabelConversionsForEvent`), and the
+//! validation here is pkg/apis/core/validation/events.go
 //! (`ValidateEventCreate`/`ValidateEventUpdate`), which runs on the stored form but depends on
 //! the API version of the request.
 
@@ -9,46 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, ApiResult, FieldError};
 use super::meta;
-use super::resources::{self, Conversion, ResourceDef};
-
-pub const V1_CONVERSION: Conversion = Conversion {
-    storage: &resources::EVENTS,
-    fields: &[
-        ("metadata", "metadata"),
-        ("involvedObject", "regarding"),
-        ("message", "note"),
-        ("related", "related"),
-        ("reportingComponent", "reportingController"),
-        ("reportingInstance", "reportingInstance"),
-        ("action", "action"),
-        ("reason", "reason"),
-        ("type", "type"),
-        ("eventTime", "eventTime"),
-        ("series", "series"),
-        ("source", "deprecatedSource"),
-        ("firstTimestamp", "deprecatedFirstTimestamp"),
-        ("lastTimestamp", "deprecatedLastTimestamp"),
-        ("count", "deprecatedCount"),
-    ],
-    field_labels: &[
-        ("metadata.name", "metadata.name"),
-        ("metadata.namespace", "metadata.namespace"),
-        ("reason", "reason"),
-        ("regarding.kind", "involvedObject.kind"),
-        ("regarding.namespace", "involvedObject.namespace"),
-        ("regarding.name", "involvedObject.name"),
-        ("regarding.uid", "involvedObject.uid"),
-        ("regarding.apiVersion", "involvedObject.apiVersion"),
-        (
-            "regarding.resourceVersion",
-            "involvedObject.resourceVersion",
-        ),
-        ("regarding.fieldPath", "involvedObject.fieldPath"),
-        ("reportingController", "reportingComponent"),
-        ("source", "source"),
-        ("type", "type"),
-    ],
-};
+use super::resources::ResourceDef;
 
 /// The fields `ToSelectableFields` (pkg/registry/core/event/strategy.go) offers, as JSON
 /// pointers into the stored object; with several, the first non-empty one counts (`source` is

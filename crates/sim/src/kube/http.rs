@@ -602,7 +602,14 @@ fn collection(
                 send_initial_events,
                 timeout,
             };
-            Ok(watch::serve(ctx, def, ns, params))
+            Ok(watch::serve(
+                &ctx.store,
+                ctx.faults.watch_epoch(),
+                ctx.shutdown.clone(),
+                def,
+                ns,
+                params,
+            ))
         }
         Method::GET => {
             let sel = selectors(def, &call.query)?;

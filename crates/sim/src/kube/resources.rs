@@ -5,8 +5,6 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value, json};
 
-use super::events;
-
 /// How a resource is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResourceDef {
@@ -197,9 +195,51 @@ pub const EVENTS: ResourceDef = ResourceDef {
 /// pkg/apis/events/v1/conversion.go does.
 pub const EVENTS_V1: ResourceDef = ResourceDef {
     status_subresource: false,
-    conversion: Some(&events::V1_CONVERSION),
+    conversion: Some(&EVENTS_V1_CONVERSION),
     ..builtin("events.k8s.io", "v1", "events", "event", "Event", &["ev"])
 };
+/// events.k8s.io/v1 `events` over core/v1 storage: the field mapping of
+/// pkg/apis/events/v1/conversion.go (`Convert_v1_Event_To_core_Event` and back) and its
+/// `AddFieldLabelConversionsForEvent`.
+const EVENTS_V1_CONVERSION: Conversion = Conversion {
+    storage: &EVENTS,
+    fields: &[
+        ("metadata", "metadata"),
+        ("involvedObject", "regarding"),
+        ("message", "note"),
+        ("related", "related"),
+        ("reportingComponent", "reportingController"),
+        ("reportingInstance", "reportingInstance"),
+        ("action", "action"),
+        ("reason", "reason"),
+        ("type", "type"),
+        ("eventTime", "eventTime"),
+        ("series", "series"),
+        ("source", "deprecatedSource"),
+        ("firstTimestamp", "deprecatedFirstTimestamp"),
+        ("lastTimestamp", "deprecatedLastTimestamp"),
+        ("count", "deprecatedCount"),
+    ],
+    field_labels: &[
+        ("metadata.name", "metadata.name"),
+        ("metadata.namespace", "metadata.namespace"),
+        ("reason", "reason"),
+        ("regarding.kind", "involvedObject.kind"),
+        ("regarding.namespace", "involvedObject.namespace"),
+        ("regarding.name", "involvedObject.name"),
+        ("regarding.uid", "involvedObject.uid"),
+        ("regarding.apiVersion", "involvedObject.apiVersion"),
+        (
+            "regarding.resourceVersion",
+            "involvedObject.resourceVersion",
+        ),
+        ("regarding.fieldPath", "involvedObject.fieldPath"),
+        ("reportingController", "reportingComponent"),
+        ("source", "source"),
+        ("type", "type"),
+    ],
+};
+
 pub const SERVICES: ResourceDef = builtin("", "v1", "services", "service", "Service", &["svc"]);
 pub const CONFIGMAPS: ResourceDef = ResourceDef {
     status_subresource: false,

@@ -14,10 +14,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
-use super::http::ApiContext;
 use super::resources::ResourceDef;
 use super::selector::Selectors;
-use super::store::{EventType, StoreEvent};
+use super::store::{EventType, Store, StoreEvent};
 use super::table::TableRequest;
 
 /// How often a watch that allows bookmarks gets one (the real server sends them about once a
@@ -152,13 +151,17 @@ impl WatchStream {
     }
 }
 
+/// The watch of `def` objects (in `ns`) as a streamed response. `epoch` changes when fault
+/// injection drops every open watch; `shutdown` ends the stream with the server.
 pub fn serve(
-    ctx: &ApiContext,
+    store: &Store,
+    epoch: watch::Receiver<u64>,
+    shutdown: CancellationToken,
     def: &'static ResourceDef,
     ns: Option<String>,
     params: WatchParams,
 ) -> Response {
-    let start = match ctx.store.watch_from(def, ns.as_deref(), params.from_rv) {
+    let start = match store.watch_from(def, ns.as_deref(), params.from_rv) {
         Ok(s) => s,
         Err(err @ ApiError::Expired { .. }) => {
             // The watch cache answers a too-old resourceVersion inside the stream: 200, then
@@ -187,8 +190,8 @@ pub fn serve(
         last_rv: start.start_rv,
         bookmarks: params.bookmarks,
         deadline: Instant::now() + params.timeout.unwrap_or(DEFAULT_TIMEOUT),
-        epoch: ctx.faults.watch_epoch(),
-        cancel: ctx.shutdown.clone(),
+        epoch,
+        cancel: shutdown,
         next_bookmark: Instant::now() + BOOKMARK_INTERVAL,
     };
     let body = futures::stream::unfold(stream, |mut s| async move {

@@ -1,16 +1,15 @@
 //! `[recovery]`: where the etcd clusters' backups are (CSM's S3 bucket `etcd-backup` and the
 //! Bitnami snapshotter PVC `bitnami-etcd-snapshotter`), and how old a backup may be to restore.
+//! Owned here, by the layer that reads it; `config` places it in the file.
 
 use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
-
-/// `[recovery]` in the config file.
 /// The longest `[recovery] timeout` accepted.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// `[recovery]` in the config file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecoveryConfig {
@@ -61,22 +60,22 @@ impl RecoveryConfig {
             .then_some(self.s3_credentials_dir.as_path())
     }
 
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.restore_max_age.is_zero() {
-            return Err(ConfigError::invalid(
+            return Err(InvalidSetting::new(
                 "recovery.restore_max_age",
                 "must be greater than zero",
             ));
         }
         if self.timeout.is_zero() {
-            return Err(ConfigError::invalid(
+            return Err(InvalidSetting::new(
                 "recovery.timeout",
                 "must be greater than zero",
             ));
         }
         // A bound on one recovery: waits add it to the clock, which must not overflow.
         if self.timeout > MAX_TIMEOUT {
-            return Err(ConfigError::invalid(
+            return Err(InvalidSetting::new(
                 "recovery.timeout",
                 "must be at most 1 day (one restore or rebuild waits at most this long)",
             ));
@@ -86,7 +85,7 @@ impl RecoveryConfig {
             ("recovery.s3_credentials_dir", self.s3_credentials_dir()),
         ] {
             if dir.is_some_and(|dir| !dir.is_absolute()) {
-                return Err(ConfigError::invalid(
+                return Err(InvalidSetting::new(
                     key,
                     "must be an absolute path (or empty: not mounted)",
                 ));
@@ -102,7 +101,7 @@ impl RecoveryConfig {
             && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
             && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
         if !valid {
-            return Err(ConfigError::invalid(
+            return Err(InvalidSetting::new(
                 "recovery.s3_bucket",
                 format!(
                     "{bucket:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, \
@@ -114,61 +113,18 @@ impl RecoveryConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::Config;
-    use super::*;
+/// A `[recovery]` value that cannot work: its key (`recovery.timeout`) and why.
+#[derive(Debug)]
+pub struct InvalidSetting {
+    pub key: &'static str,
+    pub problem: String,
+}
 
-    #[test]
-    fn defaults_are_csm_s() {
-        let recovery = Config::default().recovery;
-        assert_eq!(recovery.restore_max_age, Duration::from_secs(604_800));
-        assert_eq!(
-            recovery.snapshots_dir(),
-            Some(std::path::Path::new("/snapshots"))
-        );
-        assert_eq!(recovery.s3_credentials_dir(), None);
-        assert_eq!(recovery.s3_bucket, "etcd-backup");
-        assert_eq!(recovery.timeout, Duration::from_secs(600));
-        let config = Config::from_toml(
-            "[recovery]\nrestore_max_age = \"2days\"\nsnapshots_dir = \"\"\n\
-             s3_credentials_dir = \"/etc/s3\"\ntimeout = \"30s\"\n",
-        )
-        .unwrap();
-        assert_eq!(
-            config.recovery.restore_max_age,
-            Duration::from_secs(172_800)
-        );
-        assert_eq!(config.recovery.snapshots_dir(), None);
-        assert_eq!(
-            config.recovery.s3_credentials_dir(),
-            Some(std::path::Path::new("/etc/s3"))
-        );
-    }
-
-    #[test]
-    fn bad_values_name_their_key() {
-        for (text, key) in [
-            ("restore_max_age = \"0s\"", "recovery.restore_max_age"),
-            ("timeout = \"0s\"", "recovery.timeout"),
-            ("timeout = \"1000years\"", "recovery.timeout"),
-            ("snapshots_dir = \"snapshots\"", "recovery.snapshots_dir"),
-            (
-                "s3_credentials_dir = \"creds\"",
-                "recovery.s3_credentials_dir",
-            ),
-            ("s3_bucket = \"Etcd_Backup\"", "recovery.s3_bucket"),
-            ("s3_bucket = \"-etcd\"", "recovery.s3_bucket"),
-            ("s3_bucket = \"ab\"", "recovery.s3_bucket"),
-        ] {
-            match Config::from_toml(&format!("[recovery]\n{text}\n")) {
-                Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, key, "{text}"),
-                other => panic!("{text}: {other:?}"),
-            }
+impl InvalidSetting {
+    fn new(key: &'static str, problem: impl Into<String>) -> InvalidSetting {
+        InvalidSetting {
+            key,
+            problem: problem.into(),
         }
-        let err = Config::from_toml("[recovery]\nbucket = \"x\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("bucket"), "{err}");
     }
 }

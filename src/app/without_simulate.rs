@@ -1,0 +1,45 @@
+//! In place of `simulate.rs` in a build without the simulated cluster (cargo feature
+//! `simulate`; the container image is built so): `serve --simulate`, `sim` and the simulated
+//! nodes' subcommands refuse, saying why.
+
+use std::process::ExitCode;
+
+use super::NO_SIMULATE;
+use crate::{
+    cli::{GuardArgs, ServeArgs, SimArgs, SimNodeArgs},
+    config::Config,
+};
+
+/// This build has no simulated cluster.
+pub const AVAILABLE: bool = false;
+
+/// Never made: there is nothing to simulate with.
+pub enum Simulation {}
+
+impl Simulation {
+    pub async fn start(_args: &ServeArgs, _config: &mut Config) -> anyhow::Result<Simulation> {
+        anyhow::bail!(NO_SIMULATE)
+    }
+
+    pub fn client(&self) -> kube::Client {
+        match *self {}
+    }
+
+    pub async fn shutdown(self) {
+        match self {}
+    }
+}
+
+pub async fn run_sim(_args: SimArgs) -> anyhow::Result<()> {
+    anyhow::bail!(NO_SIMULATE)
+}
+
+pub async fn node_command(_args: SimNodeArgs) -> ExitCode {
+    eprintln!("etcd-repopulator: {NO_SIMULATE}");
+    ExitCode::FAILURE
+}
+
+pub async fn guard(_args: GuardArgs) -> ExitCode {
+    eprintln!("etcd-repopulator: {NO_SIMULATE}");
+    ExitCode::FAILURE
+}

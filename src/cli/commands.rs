@@ -1,0 +1,326 @@
+//! The client commands (`repopulations`, `services`, `snapshots`, `etcd-clusters`): call the
+//! service's API and print the answer as a table (on a terminal), TOML (otherwise, like
+//! `cray`) or JSON. Problems go to stderr and make the process exit non-zero.
+
+use std::process::ExitCode;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    ClientOptions, EtcdArg, EtcdClustersArgs, EtcdClustersCommand, Format, RepopulationsArgs,
+    RepopulationsCommand, ServicesArgs, ServicesCommand, SnapshotsArgs, SnapshotsCommand,
+    client::{Client, encode, run_path},
+    error::ClientError,
+    follow::{Flow, Message, StepTracker, follow},
+    output::{self, RunView, View, emit},
+};
+
+/// The exit status of a command whose reader went away, as if SIGPIPE had ended it.
+const EXIT_OUTPUT_CLOSED: u8 = 141;
+/// The exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Prints `result`'s error (if any) on stderr and turns it into the process's exit status. A
+/// closed output ends the command quietly.
+pub fn report(result: Result<ExitCode, ClientError>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(ClientError::OutputClosed) => ExitCode::from(EXIT_OUTPUT_CLOSED),
+        Err(err) => {
+            eprintln!("etcd-repopulator: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exit_for(run: &Value) -> ExitCode {
+    if run.get("state").and_then(Value::as_str) == Some("succeeded") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn repopulations(
+    options: &ClientOptions,
+    args: RepopulationsArgs,
+) -> Result<ExitCode, ClientError> {
+    let client = Client::new(options)?;
+    let format = output::resolve(options.format);
+    let (response, view) = match args.command {
+        RepopulationsCommand::Create {
+            services,
+            dry_run,
+            reason,
+            etcd,
+            backup,
+            confirm,
+            discard_newer,
+            wait,
+        } => {
+            let mut body = Map::new();
+            body.insert("services".to_owned(), json!(services));
+            if dry_run {
+                body.insert("dry_run".to_owned(), Value::Bool(true));
+            }
+            if let Some(reason) = reason {
+                body.insert("reason".to_owned(), Value::String(reason));
+            }
+            // Only what was asked for: the service applies the defaults (and says what is
+            // wrong with a combination, e.g. --backup without --etcd restore).
+            if etcd != EtcdArg::Check {
+                body.insert("etcd".to_owned(), json!(etcd.mode()));
+            }
+            if let Some(backup) = backup {
+                body.insert("backup".to_owned(), Value::String(backup));
+            }
+            if discard_newer {
+                body.insert("discard_newer".to_owned(), Value::Bool(true));
+            }
+            if !confirm.is_empty() {
+                body.insert("confirm".to_owned(), json!(confirm));
+            }
+            let run = client
+                .call(
+                    Method::POST,
+                    "/repopulations",
+                    &[],
+                    Some(Value::Object(body)),
+                )
+                .await?;
+            if wait {
+                return wait_for_end(&client, &run, format).await;
+            }
+            if format == Format::Table
+                && let Some(id) = run.get("id").and_then(Value::as_str)
+            {
+                output::print(&run, format, View::Run)?;
+                emit(&format!(
+                    "\nFollow it: etcd-repopulator repopulations logs {id} --follow"
+                ))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            (run, View::Run)
+        }
+        RepopulationsCommand::Describe { id } => (
+            client
+                .call(Method::GET, &run_path(&id, ""), &[], None)
+                .await?,
+            View::Run,
+        ),
+        RepopulationsCommand::List {
+            state,
+            service,
+            limit,
+            cursor,
+            all,
+        } => {
+            let query: Vec<(&str, String)> = [
+                ("state", state),
+                ("service", service),
+                ("limit", limit.map(|n| n.to_string())),
+                ("cursor", cursor),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| (key, value)))
+            .collect();
+            let list = if all {
+                client.all_pages("/repopulations", query).await?
+            } else {
+                client
+                    .call(Method::GET, "/repopulations", &query, None)
+                    .await?
+            };
+            (list, View::RunList)
+        }
+        RepopulationsCommand::Logs { id, follow } => {
+            return logs(&client, &id, follow, format).await;
+        }
+        RepopulationsCommand::Cancel { id } => (
+            client
+                .call(Method::POST, &run_path(&id, "/cancel"), &[], None)
+                .await?,
+            View::Run,
+        ),
+        RepopulationsCommand::Resume { id } => (
+            client
+                .call(Method::POST, &run_path(&id, "/resume"), &[], None)
+                .await?,
+            View::Run,
+        ),
+        RepopulationsCommand::Abandon { id } => (
+            client
+                .call(Method::POST, &run_path(&id, "/abandon"), &[], None)
+                .await?,
+            View::Run,
+        ),
+    };
+    output::print(&response, format, view)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn services(
+    options: &ClientOptions,
+    args: ServicesArgs,
+) -> Result<ExitCode, ClientError> {
+    let client = Client::new(options)?;
+    let response = match args.command {
+        ServicesCommand::List => client.call(Method::GET, "/services", &[], None).await?,
+    };
+    output::print(&response, output::resolve(options.format), View::Services)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn snapshots(
+    options: &ClientOptions,
+    args: SnapshotsArgs,
+) -> Result<ExitCode, ClientError> {
+    let client = Client::new(options)?;
+    let (response, view) = match args.command {
+        SnapshotsCommand::Create => (
+            client.call(Method::POST, "/snapshots", &[], None).await?,
+            View::Capture,
+        ),
+        SnapshotsCommand::List {
+            source,
+            content,
+            limit,
+        } => {
+            let query: Vec<(&str, String)> = [
+                ("source", source),
+                ("content", content.then(|| "true".to_owned())),
+                ("limit", limit.map(|n| n.to_string())),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| (key, value)))
+            .collect();
+            (
+                client.call(Method::GET, "/snapshots", &query, None).await?,
+                View::Snapshots,
+            )
+        }
+    };
+    output::print(&response, output::resolve(options.format), view)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `etcd-clusters list|describe|backups`.
+pub async fn etcd_clusters(
+    options: &ClientOptions,
+    args: EtcdClustersArgs,
+) -> Result<ExitCode, ClientError> {
+    let client = Client::new(options)?;
+    let (path, view) = match &args.command {
+        EtcdClustersCommand::List => ("/etcd-clusters".to_owned(), View::EtcdClusters),
+        EtcdClustersCommand::Describe { name } => (
+            format!("/etcd-clusters/{}", encode(name)),
+            View::EtcdCluster,
+        ),
+        EtcdClustersCommand::Backups { name } => (
+            format!("/etcd-clusters/{}/backups", encode(name)),
+            View::Backups,
+        ),
+    };
+    let response = client.call(Method::GET, &path, &[], None).await?;
+    output::print(&response, output::resolve(options.format), view)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `create --wait`: the id at once, a line per step change, then the outcome. Progress goes
+/// to stdout in the table format and to stderr otherwise (stdout is then the final run, as
+/// `describe` prints it, for scripts).
+async fn wait_for_end(
+    client: &Client,
+    created: &Value,
+    format: Format,
+) -> Result<ExitCode, ClientError> {
+    let id = created
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ClientError::InvalidResponse {
+            url: client.base().to_string(),
+            reason: "the created run has no id".to_owned(),
+        })?
+        .to_owned();
+    let progress = |line: &str| -> Result<(), ClientError> {
+        if format == Format::Table {
+            emit(line)
+        } else {
+            eprintln!("{line}");
+            Ok(())
+        }
+    };
+    progress(&format!(
+        "run {id} started; following it (Ctrl-C stops following, the run goes on)"
+    ))?;
+    let mut tracker = StepTracker::default();
+    let followed = follow(client, &id, |message| {
+        if let Message::Run(run) = message
+            && let Ok(run) = RunView::deserialize(&run)
+        {
+            for line in tracker.changes(&run) {
+                progress(&line)?;
+            }
+        }
+        Ok(Flow::Continue)
+    });
+    tokio::select! {
+        result = followed => result?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!(
+                "\nStopped following; run {id} goes on. Follow it again with \
+                 `etcd-repopulator repopulations logs {id} --follow`, or see it with \
+                 `etcd-repopulator repopulations describe {id}`."
+            );
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+    }
+    let run = client
+        .call(Method::GET, &run_path(&id, ""), &[], None)
+        .await?;
+    if format == Format::Table {
+        emit("")?;
+    }
+    output::print(&run, format, View::Run)?;
+    Ok(exit_for(&run))
+}
+
+/// `logs`: the stored log (the stream sends it before the first `run`), or with `follow`
+/// everything until the run stops. Lines as text, or with `--format json` one JSON object
+/// per line.
+async fn logs(
+    client: &Client,
+    id: &str,
+    follow_on: bool,
+    format: Format,
+) -> Result<ExitCode, ClientError> {
+    let mut end_state: Option<String> = None;
+    follow(client, id, |message| match message {
+        Message::Log(line) => {
+            if format == Format::Json {
+                emit(&serde_json::to_string(&json!({
+                    "id": line.id, "at": line.at, "level": line.level,
+                    "service": line.service, "step": line.step, "message": line.message,
+                }))?)?;
+            } else {
+                emit(&line.render())?;
+            }
+            Ok(Flow::Continue)
+        }
+        Message::Run(_) if !follow_on => Ok(Flow::Stop),
+        Message::Run(_) => Ok(Flow::Continue),
+        Message::End(end) => {
+            end_state = end.get("state").and_then(Value::as_str).map(str::to_owned);
+            Ok(Flow::Stop)
+        }
+    })
+    .await?;
+    if let Some(state) = end_state
+        && format != Format::Json
+    {
+        eprintln!("run {id} ended: {state}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
