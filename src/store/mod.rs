@@ -2,6 +2,7 @@
 //! as) it happens in the cluster, so a crash never loses what was done or what was saved.
 
 mod backup_checks;
+mod drills;
 mod history;
 mod manifests;
 mod rows;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 use crate::model::{Event, Service, State};
 pub use backup_checks::{BackupCheckRecord, CheckedCopy};
+pub use drills::{DrillEnd, DrillRecord, DrillState, DrilledCopy, NewDrill};
 pub use manifests::StoredManifest;
 use rows::{EventRow, StepRow};
 pub use run_metrics::LastRecovery;
