@@ -11,12 +11,14 @@ use crate::{
 };
 
 mod auth;
+mod drills;
 mod hmnfd;
 mod hostname;
 mod metrics;
 mod recovery;
 mod webhooks;
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
+pub use drills::DrillsConfig;
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
 pub use hostname::HostnameTemplate;
 pub use metrics::MetricsConfig;
@@ -87,6 +89,8 @@ pub struct Config {
     pub recovery: RecoveryConfig,
     /// How often `/metrics` measures the etcd clusters and their backups.
     pub metrics: MetricsConfig,
+    /// Restore drills of the etcd clusters' backups, on a schedule and on demand.
+    pub drills: DrillsConfig,
 }
 
 /// A service repopulated by re-running a Kubernetes Job.
@@ -186,6 +190,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             recovery: RecoveryConfig::default(),
             metrics: MetricsConfig::default(),
+            drills: DrillsConfig::default(),
         }
     }
 }
@@ -290,6 +295,7 @@ impl Config {
         self.webhooks.validate()?;
         self.recovery.validate()?;
         self.metrics.validate()?;
+        self.drills.validate()?;
         self.validate_hmnfd()?;
         Ok(())
     }
