@@ -17,6 +17,7 @@ use crate::{
     cluster::Cluster,
     config::{AuthMode, Config},
     csm::CsmClients,
+    drills::Drills,
     runner::Runner,
     snapshots::Snapshotter,
     store::Store,
@@ -58,6 +59,7 @@ pub struct App {
     pub router: axum::Router,
     pub runner: Runner,
     pub store: Store,
+    pub drills: Drills,
 }
 
 impl App {
@@ -71,17 +73,20 @@ impl App {
         let config = Arc::new(config);
         let cluster = Cluster::new(client, config.namespace.clone());
         let runner = Runner::start(store.clone(), cluster, csm, config).await?;
+        let drills = Drills::start(&runner).await?;
         let router = api::router(Arc::new(AppState {
             store: store.clone(),
             runner: runner.clone(),
             cluster_configured: true,
             auth,
             webhooks,
+            drills: drills.clone(),
         }));
         Ok(App {
             router,
             runner,
             store,
+            drills,
         })
     }
 
@@ -166,6 +171,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(interval = %humantime::format_duration(snapshot_config.interval), "periodic snapshots of BOS session templates and HMNFD subscriptions enabled");
     }
     let _collector = crate::collector::Collector::new(&app.runner).start();
+    let _drills = app
+        .runner
+        .config()
+        .drills
+        .enabled
+        .then(|| app.drills.schedule());
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -175,6 +186,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     stop_snapshots.cancel();
     tracing::info!("stopping: waiting for runs to reach a safe point");
+    app.drills.shutdown(SHUTDOWN_GRACE).await;
     app.runner.shutdown(SHUTDOWN_GRACE).await;
     #[cfg(feature = "simulate")]
     {

@@ -102,6 +102,10 @@ pub enum ApiError {
     /// The backups could not be listed, fetched or taken (S3, the snapshotter directory).
     #[error(transparent)]
     Backups(#[from] BackupError),
+    /// A drill could not start (see `api::drills` for the conversion: its backup and store
+    /// errors become those variants).
+    #[error(transparent)]
+    Drill(crate::drills::DrillError),
     /// The caller lacks the role a request needs (beyond what the authorization middleware
     /// checks from the method alone).
     #[error(transparent)]
@@ -240,6 +244,12 @@ impl ApiError {
                     "Backups not configured",
                 ),
             },
+            ApiError::Drill(crate::drills::DrillError::Busy { .. }) => (
+                S::CONFLICT,
+                "drill-conflict",
+                "A drill of the cluster is running",
+            ),
+            ApiError::Drill(_) => (S::SERVICE_UNAVAILABLE, "shutting-down", "Shutting down"),
             ApiError::Auth(err) => {
                 let (status, kind, title, _) = err.parts();
                 (status, kind, title)
