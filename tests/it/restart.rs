@@ -12,9 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sim::{SimCluster, SimOptions};
 
-struct Service {
-    child: Child,
-    base: String,
+pub(crate) struct Service {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Service {
@@ -25,7 +25,7 @@ impl Drop for Service {
 }
 
 /// Starts `serve` against the simulated cluster's kubeconfig and waits until it answers.
-async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Service {
+pub(crate) async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Service {
     let port = common::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
