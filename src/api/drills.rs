@@ -99,8 +99,9 @@ pub async fn create_drill(
         .drills
         .start_drill(&found, request.backup.as_deref(), trigger)
         .await?;
-    let location = HeaderValue::from_str(&format!("/etcd-clusters/{name}/drills/{}", drill.id))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let location =
+        HeaderValue::from_str(&format!("/etcd-clusters/{name}/drills/{}", drill.record.id))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],

@@ -114,60 +114,24 @@ impl Trigger {
 /// A drill, as `GET /etcd-clusters/{name}/drills` shows it.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Drill {
-    pub id: Uuid,
-    pub cluster: String,
-    /// The service (`bss`), or the CSM service of a cluster this tool does not repopulate.
-    pub service: String,
-    /// `bitnami` or `etcd-operator`.
-    pub layout: String,
-    /// `api` or `schedule`.
-    pub trigger: String,
-    pub requested_by: Option<String>,
-    /// The backup drilled (absent: the cluster had none).
-    pub backup: Option<String>,
-    /// The copy read: its path in the snapshotter directory, or its S3 URL.
-    pub location: Option<String>,
-    pub state: DrillState,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub record: DrillRecord,
     pub took_seconds: Option<f64>,
-    /// What it found, or what is wrong, in one line.
-    pub detail: String,
-    pub backup_revision: Option<u64>,
-    pub live_revision: Option<u64>,
-    /// The backup's age when drilled.
-    pub backup_age_seconds: Option<u64>,
-    /// How long the restore by the real tool took.
-    pub restore_seconds: Option<f64>,
     /// Everything it found, step by step (absent while it runs).
     pub report: Option<DrillReport>,
 }
 
 impl From<DrillRecord> for Drill {
-    fn from(record: DrillRecord) -> Drill {
+    fn from(mut record: DrillRecord) -> Drill {
         Drill {
             took_seconds: record
                 .finished_at
                 .map(|end| (end - record.started_at).as_seconds_f64()),
             report: record
                 .report
+                .take()
                 .and_then(|value| serde_json::from_value(value).ok()),
-            id: record.id,
-            cluster: record.cluster,
-            service: record.service,
-            layout: record.layout,
-            trigger: record.trigger,
-            requested_by: record.requested_by,
-            backup: record.backup,
-            location: record.location,
-            state: record.state,
-            started_at: record.started_at,
-            finished_at: record.finished_at,
-            detail: record.detail,
-            backup_revision: record.backup_revision,
-            live_revision: record.live_revision,
-            backup_age_seconds: record.backup_age_seconds,
-            restore_seconds: record.restore_seconds,
+            record,
         }
     }
 }

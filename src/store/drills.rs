@@ -116,26 +116,36 @@ pub struct DrillEnd {
     pub report: Option<Value>,
 }
 
-/// A drill as stored.
-#[derive(Clone, Debug)]
+/// A drill as stored, and as `GET /etcd-clusters/{name}/drills` shows it (with its report
+/// read, see `crate::drills::Drill`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct DrillRecord {
     pub id: Uuid,
     pub cluster: String,
+    /// The service (`bss`), or the CSM service of a cluster this tool does not repopulate.
     pub service: String,
+    /// `bitnami` or `etcd-operator`.
     pub layout: String,
+    /// `api` or `schedule`.
     pub trigger: String,
     pub requested_by: Option<String>,
+    /// The backup drilled (absent: the cluster had none).
     pub backup: Option<String>,
-    /// The copy read (its path, or its S3 URL).
+    /// The copy read: its path in the snapshotter directory, or its S3 URL.
     pub location: Option<String>,
     pub state: DrillState,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What it found, or what is wrong, in one line.
     pub detail: String,
     pub backup_revision: Option<u64>,
     pub live_revision: Option<u64>,
+    /// The backup's age when drilled.
     pub backup_age_seconds: Option<u64>,
+    /// How long the restore by the real tool took.
     pub restore_seconds: Option<f64>,
+    /// The report as stored (JSON).
+    #[serde(skip)]
     pub report: Option<Value>,
 }
 

@@ -11,7 +11,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use etcd_repopulator::config::Config;
@@ -82,6 +82,21 @@ async fn start_drill(app: &TestApp, cluster: &str, body: Option<Value>) -> Value
         )
     );
     drill
+}
+
+/// `method` on `path` (with `body`, if any), refused with `status`: the problem.
+async fn refused(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    status: StatusCode,
+) -> Value {
+    let mut request = app.http.request(method, app.url(path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    common::problem(request.send().await.unwrap(), status).await
 }
 
 /// The drill `id` of `cluster` once it has ended.
@@ -427,52 +442,37 @@ async fn a_corrupted_an_empty_and_a_truncated_backup_each_fail_saying_what_is_wr
     assert!(line.ends_with(" 0"), "{line}");
 
     // What the caller gets wrong.
-    let resp = app
-        .http
-        .post(app.url(&format!("/etcd-clusters/{BSS}/drills")))
-        .json(&json!({ "backup": "db-nonexistent" }))
-        .send()
-        .await
-        .unwrap();
-    let problem = common::problem(resp, StatusCode::NOT_FOUND).await;
+    let drills = format!("/etcd-clusters/{BSS}/drills");
+    let unknown = json!({ "backup": "db-nonexistent" });
+    let problem = refused(
+        &app,
+        Method::POST,
+        &drills,
+        Some(unknown),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     assert!(
         problem["detail"]
             .as_str()
             .unwrap()
             .contains("db-nonexistent")
     );
-    let resp = app
-        .http
-        .post(app.url(&format!("/etcd-clusters/{BSS}/drills")))
-        .json(&json!({ "backups": "x" }))
-        .send()
-        .await
-        .unwrap();
-    common::problem(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let resp = app
-        .http
-        .post(app.url("/etcd-clusters/cray-nothing-bitnami-etcd/drills"))
-        .send()
-        .await
-        .unwrap();
-    common::problem(resp, StatusCode::NOT_FOUND).await;
-    let resp = app
-        .http
-        .get(app.url(&format!("/etcd-clusters/{BSS}/drills/not-a-uuid")))
-        .send()
-        .await
-        .unwrap();
-    common::problem(resp, StatusCode::BAD_REQUEST).await;
-    let resp = app
-        .http
-        .get(app.url(&format!(
-            "/etcd-clusters/{BSS}/drills/{}",
-            uuid::Uuid::now_v7()
-        )))
-        .send()
-        .await
-        .unwrap();
-    common::problem(resp, StatusCode::NOT_FOUND).await;
+    let typo = json!({ "backups": "x" });
+    refused(
+        &app,
+        Method::POST,
+        &drills,
+        Some(typo),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let nothing = "/etcd-clusters/cray-nothing-bitnami-etcd/drills";
+    refused(&app, Method::POST, nothing, None, StatusCode::NOT_FOUND).await;
+    let malformed = format!("{drills}/not-a-uuid");
+    refused(&app, Method::GET, &malformed, None, StatusCode::BAD_REQUEST).await;
+    let unknown = format!("{drills}/{}", uuid::Uuid::now_v7());
+    refused(&app, Method::GET, &unknown, None, StatusCode::NOT_FOUND).await;
 }
 
 /// A live cluster that accepts connections and never answers: a drill waits on it (up to
@@ -507,13 +507,8 @@ async fn a_drill_cut_short_by_a_shutdown_or_its_timeout_leaves_nothing_and_one_r
     let id = first["id"].as_str().unwrap();
     let etcd = serving_etcd(scratch.path()).await;
     // One drill of a cluster at a time: the second names the first.
-    let resp = app
-        .http
-        .post(app.url(&format!("/etcd-clusters/{BSS}/drills")))
-        .send()
-        .await
-        .unwrap();
-    let problem = common::problem(resp, StatusCode::CONFLICT).await;
+    let drills = format!("/etcd-clusters/{BSS}/drills");
+    let problem = refused(&app, Method::POST, &drills, None, StatusCode::CONFLICT).await;
     assert!(
         problem["detail"].as_str().unwrap().contains(id),
         "{problem:#}"
@@ -525,13 +520,14 @@ async fn a_drill_cut_short_by_a_shutdown_or_its_timeout_leaves_nothing_and_one_r
     let (_, drill) = app.get(&format!("/etcd-clusters/{BSS}/drills/{id}")).await;
     assert_eq!(drill["state"], "cancelled", "{drill:#}");
     // Stopped, it starts no more.
-    let resp = app
-        .http
-        .post(app.url(&format!("/etcd-clusters/{BSS}/drills")))
-        .send()
-        .await
-        .unwrap();
-    common::problem(resp, StatusCode::SERVICE_UNAVAILABLE).await;
+    refused(
+        &app,
+        Method::POST,
+        &drills,
+        None,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
 
     // A drill longer than [drills] timeout ends `error`, leaving nothing either.
     let app = app.restart_with(hung(Duration::from_secs(15))).await;
@@ -559,35 +555,13 @@ async fn a_drill_cut_short_by_a_shutdown_or_its_timeout_leaves_nothing_and_one_r
 #[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn a_crashed_drills_etcd_and_directory_are_removed_at_the_next_start() {
-    use crate::restart::spawn_service;
+    use crate::restart::{ConfigFile, spawn_service, write_kubeconfig};
 
     let sim = common::real_etcd_sim("1.6").await;
     let dir = tempfile::tempdir().unwrap();
     let scratch = dir.path().join("scratch");
-    let token = sim.service_account_token(
-        etcd_repopulator::app::SERVICE_ACCOUNT,
-        etcd_repopulator::cluster::rbac::policy_rules(),
-    );
-    std::fs::write(
-        dir.path().join("kubeconfig"),
-        sim.kubeconfig_with_token(&token),
-    )
-    .unwrap();
-    #[derive(serde::Serialize)]
-    struct ConfigFile {
-        csm: etcd_repopulator::csm::CsmConfig,
-        etcd: etcd_repopulator::etcd::EtcdConfig,
-        recovery: etcd_repopulator::config::RecoveryConfig,
-        drills: etcd_repopulator::config::DrillsConfig,
-    }
-    let mut simulated = config(&scratch);
-    simulated.use_simulation(&sim);
-    let file = ConfigFile {
-        csm: simulated.csm,
-        etcd: simulated.etcd,
-        recovery: simulated.recovery,
-        drills: simulated.drills,
-    };
+    write_kubeconfig(&sim, dir.path());
+    let file = ConfigFile::simulated(&sim, config(&scratch));
     std::fs::write(
         dir.path().join("config.toml"),
         toml::to_string(&file).unwrap(),

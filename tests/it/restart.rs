@@ -24,6 +24,42 @@ impl Drop for Service {
     }
 }
 
+/// Writes `dir/kubeconfig`: the simulated cluster, as the service account with the chart's
+/// Role (what a service process acts as).
+pub(crate) fn write_kubeconfig(sim: &SimCluster, dir: &std::path::Path) {
+    let token = sim.service_account_token(
+        etcd_repopulator::app::SERVICE_ACCOUNT,
+        etcd_repopulator::cluster::rbac::policy_rules(),
+    );
+    std::fs::write(dir.join("kubeconfig"), sim.kubeconfig_with_token(&token)).unwrap();
+}
+
+/// A service process's config file: the CSM APIs of the simulated cluster, as a deployment's
+/// config file would name them, its etcd clusters and backups, and the drills'.
+#[derive(serde::Serialize)]
+pub(crate) struct ConfigFile {
+    csm: etcd_repopulator::csm::CsmConfig,
+    etcd: etcd_repopulator::etcd::EtcdConfig,
+    recovery: etcd_repopulator::config::RecoveryConfig,
+    drills: etcd_repopulator::config::DrillsConfig,
+}
+
+impl ConfigFile {
+    /// `config` pointed at `sim` (`Config::use_simulation`).
+    pub(crate) fn simulated(
+        sim: &SimCluster,
+        mut config: etcd_repopulator::config::Config,
+    ) -> Self {
+        config.use_simulation(sim);
+        ConfigFile {
+            csm: config.csm,
+            etcd: config.etcd,
+            recovery: config.recovery,
+            drills: config.drills,
+        }
+    }
+}
+
 /// Starts `serve` against the simulated cluster's kubeconfig and waits until it answers.
 pub(crate) async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Service {
     let port = common::free_port();
@@ -127,31 +163,8 @@ async fn crash_and_resume_run_with<F: std::future::Future<Output = ()>>(
 ) -> (Service, Value) {
     let service = body["services"][0].as_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
-    // The service process acts as its service account, with the chart's Role.
-    let token = sim.service_account_token(
-        etcd_repopulator::app::SERVICE_ACCOUNT,
-        etcd_repopulator::cluster::rbac::policy_rules(),
-    );
-    std::fs::write(
-        dir.path().join("kubeconfig"),
-        sim.kubeconfig_with_token(&token),
-    )
-    .unwrap();
-    // The CSM APIs of the simulated cluster, as a deployment's config file would name them
-    // (and no etcd clusters to check).
-    #[derive(serde::Serialize)]
-    struct ConfigFile {
-        csm: etcd_repopulator::csm::CsmConfig,
-        etcd: etcd_repopulator::etcd::EtcdConfig,
-        recovery: etcd_repopulator::config::RecoveryConfig,
-    }
-    let mut simulated = etcd_repopulator::config::Config::default();
-    simulated.use_simulation(sim);
-    let mut config = ConfigFile {
-        csm: simulated.csm,
-        etcd: simulated.etcd,
-        recovery: simulated.recovery,
-    };
+    write_kubeconfig(sim, dir.path());
+    let mut config = ConfigFile::simulated(sim, etcd_repopulator::config::Config::default());
     let write = |config: &ConfigFile| {
         std::fs::write(
             dir.path().join("config.toml"),
