@@ -1,7 +1,8 @@
 # Multi-stage build: a static (musl) release binary in a distroless, non-root runtime image.
-# etcd's own `etcdutl` (a static Go binary) of the release CSM runs (cray-etcd-base: Bitnami etcd
-# 3.5.21): a backup is restored into a scratch directory with it before a restore deletes
-# anything ([recovery] etcdutl).
+# etcd's own `etcdutl` and `etcd` (static Go binaries) of the release CSM runs (cray-etcd-base:
+# Bitnami etcd 3.5.21): a backup is restored into a scratch directory with etcdutl before a
+# restore deletes anything ([recovery] etcdutl), and a restore drill serves the restored backup
+# with etcd, a child of the service in its pod ([drills] etcd).
 FROM gcr.io/etcd-development/etcd:v3.5.21 AS etcd
 
 FROM rust:1-bookworm AS build
@@ -24,6 +25,7 @@ RUN cargo build --locked --release --no-default-features --target x86_64-unknown
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/etcd-repopulator /usr/local/bin/etcd-repopulator
 COPY --from=etcd /usr/local/bin/etcdutl /usr/local/bin/etcdutl
+COPY --from=etcd /usr/local/bin/etcd /usr/local/bin/etcd
 # The database's directory, owned by the user the service runs as: `docker run` works without a
 # volume (the history is then lost with the container), and a volume mounted there starts out
 # writable by that user.

@@ -18,6 +18,7 @@ use crate::{
     cluster::Cluster,
     config::{AuthMode, Config},
     csm::CsmClients,
+    drills::Drills,
     runner::Runner,
     snapshots::Snapshotter,
     store::{DatabaseLock, Store},
@@ -59,6 +60,7 @@ pub struct App {
     pub router: axum::Router,
     pub runner: Runner,
     pub store: Store,
+    pub drills: Drills,
 }
 
 impl App {
@@ -72,17 +74,20 @@ impl App {
         let config = Arc::new(config);
         let cluster = Cluster::new(client, config.namespace.clone());
         let runner = Runner::start(store.clone(), cluster, csm, config).await?;
+        let drills = Drills::start(&runner).await?;
         let router = api::router(Arc::new(AppState {
             store: store.clone(),
             runner: runner.clone(),
             cluster_configured: true,
             auth,
             webhooks,
+            drills: drills.clone(),
         }));
         Ok(App {
             router,
             runner,
             store,
+            drills,
         })
     }
 }
@@ -131,12 +136,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(interval = %humantime::format_duration(snapshot_config.interval), "periodic snapshots of BOS session templates and HMNFD subscriptions enabled");
     }
     let _collector = crate::collector::Collector::new(&app.runner).start();
+    let _drills = app
+        .runner
+        .config()
+        .drills
+        .enabled
+        .then(|| app.drills.schedule());
     tracing::info!(listen = %listener.local_addr()?, database = %args.database, simulate = args.simulate, "serving");
     axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     stop_snapshots.cancel();
     tracing::info!("stopping: waiting for runs to reach a safe point");
+    app.drills.shutdown(SHUTDOWN_GRACE).await;
     app.runner.shutdown(SHUTDOWN_GRACE).await;
     if let Some(simulation) = simulation {
         simulation.shutdown().await;

@@ -11,6 +11,7 @@ use crate::{
 };
 
 mod auth;
+mod drills;
 mod error;
 mod hmnfd;
 mod hostname;
@@ -19,6 +20,7 @@ mod webhooks;
 /// `[recovery]`, owned by the etcd layer that reads it.
 pub use crate::etcd::RecoveryConfig;
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
+pub use drills::DrillsConfig;
 pub use error::ConfigError;
 pub use hmnfd::{HmnfdConfig, SnapshotConfig};
 pub use hostname::HostnameTemplate;
@@ -63,6 +65,8 @@ pub struct Config {
     pub recovery: RecoveryConfig,
     /// How often `/metrics` measures the etcd clusters and their backups.
     pub metrics: MetricsConfig,
+    /// Restore drills of the etcd clusters' backups, on a schedule and on demand.
+    pub drills: DrillsConfig,
 }
 
 /// A service repopulated by re-running a Kubernetes Job.
@@ -162,6 +166,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             recovery: RecoveryConfig::default(),
             metrics: MetricsConfig::default(),
+            drills: DrillsConfig::default(),
         }
     }
 }
@@ -243,6 +248,7 @@ impl Config {
             .validate()
             .map_err(|e| ConfigError::invalid(e.key, e.problem))?;
         self.metrics.validate()?;
+        self.drills.validate()?;
         self.validate_hmnfd()?;
         Ok(())
     }

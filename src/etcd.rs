@@ -145,6 +145,24 @@ pub struct MemberStatus {
     pub errors: Vec<String>,
 }
 
+/// A key as a keys-only range lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub key: Vec<u8>,
+    /// The revision of its last change.
+    pub mod_revision: u64,
+}
+
+/// One page of [`EtcdClient::key_page`].
+#[derive(Clone, Debug)]
+pub struct KeyPage {
+    pub keys: Vec<KeyEntry>,
+    /// The revision the page was read at.
+    pub revision: u64,
+    /// More keys follow the last one.
+    pub more: bool,
+}
+
 fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
@@ -275,10 +293,7 @@ impl EtcdClient {
     pub async fn status(&self) -> Result<EtcdStatus, EtcdError> {
         let (code, status) = self.call("/v3/maintenance/status", Some(json!({}))).await?;
         self.expect_ok(code, &status, "a status")?;
-        // The whole keyspace: from "\0" to "\0" (base64 "AA=="), counted, not read.
-        let range = json!({ "key": "AA==", "range_end": "AA==", "count_only": true });
-        let (code, count) = self.call("/v3/kv/range", Some(range)).await?;
-        self.expect_ok(code, &count, "a key count")?;
+        let (keys, revision) = self.key_count(false).await?;
         let leader = int(&status, "leader");
         Ok(EtcdStatus {
             version: status["version"].as_str().unwrap_or_default().to_owned(),
@@ -288,8 +303,65 @@ impl EtcdClient {
                 .get("dbSizeInUse")
                 .map(|_| int(&status, "dbSizeInUse")),
             raft_index: int(&status, "raftIndex"),
-            revision: revision(&count),
-            keys: int(&count, "count"),
+            revision,
+            keys,
+        })
+    }
+
+    /// `/v3/kv/range` of the whole keyspace (from "\0" to "\0", base64 "AA=="), counted
+    /// (`count_only`), not read: the number of keys and the revision the count is at.
+    pub async fn count_keys(&self) -> Result<(u64, u64), EtcdError> {
+        let (keys, revision) = self.key_count(false).await?;
+        Ok((keys, u64::try_from(revision).unwrap_or(0)))
+    }
+
+    /// `/v3/kv/range` from `from` to the end of the keyspace, keys only, in key order, at most
+    /// `limit` keys, at `revision` (the store as it was then; `None`: now). Read-only: a
+    /// range never changes the cluster. The next page starts after the last key.
+    pub async fn key_page(
+        &self,
+        from: &[u8],
+        revision: Option<u64>,
+        limit: u64,
+    ) -> Result<KeyPage, EtcdError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        // The empty key is not a key: `\0` is the first there is.
+        let from: &[u8] = if from.is_empty() { b"\0" } else { from };
+        let mut range = json!({
+            "key": b64.encode(from),
+            "range_end": "AA==",
+            "keys_only": true,
+            "limit": limit,
+        });
+        if let Some(revision) = revision {
+            range["revision"] = json!(revision);
+        }
+        let (code, body) = self.call("/v3/kv/range", Some(range)).await?;
+        self.expect_ok(code, &body, "a key listing")?;
+        let empty = Vec::new();
+        let keys = body["kvs"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .map(|kv| {
+                let key = b64
+                    .decode(kv["key"].as_str().unwrap_or_default())
+                    .map_err(|e| EtcdError::Invalid {
+                        url: self.base.clone(),
+                        what: "a key listing",
+                        detail: format!("a key that is not base64: {e}"),
+                    })?;
+                Ok(KeyEntry {
+                    key,
+                    mod_revision: int(kv, "mod_revision"),
+                })
+            })
+            .collect::<Result<Vec<_>, EtcdError>>()?;
+        Ok(KeyPage {
+            keys,
+            revision: int(&body["header"], "revision"),
+            more: body["more"].as_bool().unwrap_or(false),
         })
     }
 

@@ -6,7 +6,8 @@
 //! time, recovery after a restart) → [`handlers`] (what a run does for each service, as steps,
 //! following the CSM [`release`] in force) → [`cluster`] (Kubernetes, through kube-rs), [`csm`]
 //! (clients of the CSM REST APIs), [`etcd`] (health and key counts of the etcd clusters) and
-//! [`remote`] (SSH fan-out to the nodes). [`store`] keeps runs ([`run`]) and snapshots in SQLite;
+//! [`remote`] (SSH fan-out to the nodes). [`drills`] restore the clusters' backups into a
+//! scratch etcd to prove them. [`store`] keeps runs ([`run`]), snapshots and drills in SQLite;
 //! [`config`] is the one configuration every layer reads, and depends on none of the layers
 //! above. [`metrics`] is `/metrics`' registry, which the runner counts runs into and the
 //! [`collector`] (started by `serve`) fills with its measures of the etcd clusters. The
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod collector;
 pub mod config;
 pub mod csm;
+pub mod drills;
 pub mod errors;
 pub mod etcd;
 pub mod failpoint;

@@ -1,6 +1,6 @@
 //! `GET /etcd-clusters`: every etcd cluster of the services' namespace, in either layout, with
 //! what Kubernetes and etcd say of it ("Check the Health of etcd Clusters" as an API); its
-//! backups, each with its last check, and a check of one on demand.
+//! backups, each with its last check and last drill, and a check of one on demand.
 
 use axum::{
     Json,
@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{SharedState, problem::ApiError};
+use crate::drills::{DrillOutcome, last_drill};
 use crate::etcd::{
     backup_check::{self, BackupCheck, LastCheck},
     backups::{Backup, BackupError, Backups},
@@ -61,7 +62,7 @@ pub async fn get_etcd_cluster(
     Ok(Json(report))
 }
 
-async fn find_cluster(
+pub(super) async fn find_cluster(
     cluster: &crate::cluster::Cluster,
     name: &str,
 ) -> Result<layout::Found, ApiError> {
@@ -102,6 +103,9 @@ pub struct ListedBackup {
     pub check: Option<LastCheck>,
     /// False when that check failed: a restore does not use it (`check.detail` says why).
     pub usable: bool,
+    /// Its last restore drill that reached a verdict (`GET .../drills` has them all); absent
+    /// when none did.
+    pub drill: Option<DrillOutcome>,
 }
 
 /// The backups of one etcd cluster, newest first: CSM's S3 bucket (`etcd-backup/<service>/`)
@@ -124,15 +128,15 @@ pub async fn list_etcd_cluster_backups(
     let backups = Backups::new(&state.runner.config().recovery);
     let listed = backups.list(&found.csm_service, &found.name).await?;
     let checks = backup_check::last_checks(&state.store, &listed).await?;
-    let items = listed
-        .into_iter()
-        .zip(checks)
-        .map(|(backup, check)| ListedBackup {
+    let mut items = Vec::with_capacity(listed.len());
+    for (backup, check) in listed.into_iter().zip(checks) {
+        items.push(ListedBackup {
             usable: check.as_ref().is_none_or(|c| c.ok),
+            drill: last_drill(&state.store, &backup).await?,
             backup,
             check,
-        })
-        .collect();
+        });
+    }
     Ok(Json(BackupList {
         service: found.csm_service,
         items,

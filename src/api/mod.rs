@@ -2,6 +2,7 @@
 //! mapping of every error to `application/problem+json`.
 
 pub mod auth;
+mod drills;
 mod etcd_clusters;
 mod events;
 mod health;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub auth: auth::Authenticator,
     /// Keys and rules of the webhooks (`[webhooks]`).
     pub webhooks: webhooks::Webhooks,
+    /// Restore drills of the etcd clusters' backups.
+    pub drills: crate::drills::Drills,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -67,6 +70,9 @@ pub type SharedState = Arc<AppState>;
         etcd_clusters::get_etcd_cluster,
         etcd_clusters::list_etcd_cluster_backups,
         etcd_clusters::check_etcd_cluster_backup,
+        drills::create_drill,
+        drills::list_drills,
+        drills::get_drill,
         snapshots::create_snapshots,
         snapshots::list_snapshots,
         health::healthz,
@@ -129,6 +135,11 @@ pub fn router(state: SharedState) -> Router {
             "/etcd-clusters/{name}/backups/{backup}/check",
             post(etcd_clusters::check_etcd_cluster_backup),
         )
+        .route(
+            "/etcd-clusters/{name}/drills",
+            post(drills::create_drill).get(drills::list_drills),
+        )
+        .route("/etcd-clusters/{name}/drills/{id}", get(drills::get_drill))
         .route(
             "/snapshots",
             post(snapshots::create_snapshots).get(snapshots::list_snapshots),

@@ -111,6 +111,10 @@ pub enum ApiError {
     /// authorization middleware checks from the method alone.
     #[error("{}", .0.detail)]
     Refused(Box<Refusal>),
+    /// A drill could not start (see `api::drills` for the conversion: its backup and store
+    /// errors become those variants).
+    #[error(transparent)]
+    Drill(crate::drills::DrillError),
     /// A webhook asked for something its configuration does not allow.
     #[error("{0}")]
     NotAllowed(String),
@@ -271,6 +275,12 @@ impl ApiError {
                 ),
             },
             ApiError::Refused(refusal) => (refusal.status, refusal.kind, refusal.title),
+            ApiError::Drill(crate::drills::DrillError::Busy { .. }) => (
+                S::CONFLICT,
+                "drill-conflict",
+                "A drill of the cluster is running",
+            ),
+            ApiError::Drill(_) => (S::SERVICE_UNAVAILABLE, "shutting-down", "Shutting down"),
             ApiError::NotAllowed(_) => (
                 S::FORBIDDEN,
                 "not-allowed-by-configuration",

@@ -212,7 +212,21 @@ pub async fn etcd_clusters(
     args: EtcdClustersArgs,
 ) -> Result<ExitCode, ClientError> {
     let client = Client::new(options)?;
+    let format = output::resolve(options.format);
     let (path, view) = match &args.command {
+        EtcdClustersCommand::Drill {
+            name,
+            backup,
+            no_wait,
+        } => return drill(&client, name, backup.as_deref(), *no_wait, format).await,
+        EtcdClustersCommand::Drills { name, limit } => {
+            let query: Vec<(&str, String)> =
+                limit.iter().map(|n| ("limit", n.to_string())).collect();
+            let path = format!("/etcd-clusters/{}/drills", encode(name));
+            let list = client.call(Method::GET, &path, &query, None).await?;
+            output::print(&list, format, View::Drills)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         EtcdClustersCommand::List => ("/etcd-clusters".to_owned(), View::EtcdClusters),
         EtcdClustersCommand::Describe { name } => (
             format!("/etcd-clusters/{}", encode(name)),
@@ -224,8 +238,61 @@ pub async fn etcd_clusters(
         ),
     };
     let response = client.call(Method::GET, &path, &[], None).await?;
-    output::print(&response, output::resolve(options.format), view)?;
+    output::print(&response, format, view)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `etcd-clusters drill`: starts the drill, then (unless `no_wait`) asks for it once a second
+/// until it has ended; prints it, and exits 0 only if it passed.
+async fn drill(
+    client: &Client,
+    name: &str,
+    backup: Option<&str>,
+    no_wait: bool,
+    format: Format,
+) -> Result<ExitCode, ClientError> {
+    let path = format!("/etcd-clusters/{}/drills", encode(name));
+    let body = backup.map(|backup| json!({ "backup": backup }));
+    let mut drill = client.call(Method::POST, &path, &[], body).await?;
+    let id = drill
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ClientError::InvalidResponse {
+            url: path.clone(),
+            reason: "the started drill has no id".to_owned(),
+        })?
+        .to_owned();
+    if !no_wait {
+        if format != Format::Table {
+            eprintln!("drill {id} started; waiting for its result");
+        }
+        let one = format!("{path}/{}", encode(&id));
+        let waited = async {
+            while drill.get("state").and_then(Value::as_str) == Some("running") {
+                // The service has no event stream for drills: ask again in a second.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                drill = client.call(Method::GET, &one, &[], None).await?;
+            }
+            Ok::<_, ClientError>(())
+        };
+        tokio::select! {
+            result = waited => result?,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!(
+                    "\nStopped waiting; drill {id} goes on. See it with \
+                     `etcd-repopulator etcd-clusters drills {name}`."
+                );
+                return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            }
+        }
+    }
+    output::print(&drill, format, View::Drill)?;
+    let state = drill.get("state").and_then(Value::as_str);
+    Ok(if no_wait || state == Some("passed") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `create --wait`: the id at once, a line per step change, then the outcome. Progress goes

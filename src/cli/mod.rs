@@ -4,6 +4,7 @@
 
 mod client;
 pub mod commands;
+mod drill_view;
 mod error;
 mod follow;
 mod output;
@@ -253,9 +254,28 @@ pub enum EtcdClustersCommand {
     List,
     /// One cluster (GET /etcd-clusters/{name}), e.g. cray-bss-bitnami-etcd.
     Describe { name: String },
-    /// A cluster's backups, newest first, in S3 and the snapshotter PVC
-    /// (GET /etcd-clusters/{name}/backups).
+    /// A cluster's backups, newest first, in S3 and the snapshotter PVC, each with its last
+    /// check and drill (GET /etcd-clusters/{name}/backups).
     Backups { name: String },
+    /// Restore drill of a cluster's newest backup (or --backup): restored into a scratch etcd,
+    /// its keys compared with the live cluster's (POST /etcd-clusters/{name}/drills); waits
+    /// for its result and exits non-zero unless it passed.
+    Drill {
+        name: String,
+        /// The backup to drill (`db-2025-01-01_00-00`) [default: the newest].
+        #[arg(long)]
+        backup: Option<String>,
+        /// Print the started drill and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// A cluster's restore drills, newest first (GET /etcd-clusters/{name}/drills).
+    Drills {
+        name: String,
+        /// At most this many (1 to 100).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -52,6 +52,8 @@ pub enum View {
     EtcdClusters,
     EtcdCluster,
     Backups,
+    Drill,
+    Drills,
 }
 
 /// Prints `value` in `format`; in `table`, as `view` says, falling back to TOML for a response
@@ -85,6 +87,8 @@ fn table(value: &Value, view: View) -> Option<String> {
         View::EtcdClusters => etcd_clusters_table(value.get("items")?.as_array()?),
         View::EtcdCluster => etcd_clusters_table(std::slice::from_ref(value)),
         View::Backups => backups_table(value.get("items")?.as_array()?),
+        View::Drill => super::drill_view::drill(value)?,
+        View::Drills => super::drill_view::drills(value.get("items")?.as_array()?),
     })
 }
 
@@ -94,7 +98,7 @@ fn backups_table(backups: &[Value]) -> String {
     if backups.is_empty() {
         return "no backups".to_owned();
     }
-    let mut table = new_table(&["NAME", "AGE", "SIZE", "WHERE", "SAFETY SNAPSHOT"]);
+    let mut table = new_table(&["NAME", "AGE", "SIZE", "WHERE", "DRILLED", "SAFETY SNAPSHOT"]);
     for backup in backups {
         let age = backup
             .get("age_seconds")
@@ -131,6 +135,7 @@ fn backups_table(backups: &[Value]) -> String {
             age,
             size,
             places.join("\n"),
+            super::drill_view::last_drill(backup.get("drill")),
             safety,
         ]);
     }
@@ -325,7 +330,7 @@ pub fn local_time(at: DateTime<Utc>) -> String {
         .to_string()
 }
 
-fn new_table(header: &[&str]) -> Table {
+pub(super) fn new_table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_style(NOTHING)
@@ -335,7 +340,7 @@ fn new_table(header: &[&str]) -> Table {
 }
 
 /// The table as text: columns two spaces apart, as kubectl prints them.
-fn trimmed(table: &mut Table) -> String {
+pub(super) fn trimmed(table: &mut Table) -> String {
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
     }

@@ -73,7 +73,7 @@ pub async fn check_backup_file(
 }
 
 async fn check_inner(path: &Path, config: &RecoveryConfig) -> Result<BackupCheck, BackupError> {
-    let (verified, snapshot) = read_blocking(path).await?;
+    let (verified, snapshot) = read_backup_file(path).await?;
     let corrupt = |detail: String| BackupError::Corrupt {
         path: path.to_owned(),
         detail,
@@ -125,8 +125,10 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The trailer, then the database, read on a blocking thread.
-async fn read_blocking(
+/// The first two proofs of [`check_backup_file`], without the restore: the trailer, then the
+/// database, read on a blocking thread (stopped if the future is dropped). A snapshot that
+/// fails is [`BackupError::Corrupt`], naming what is wrong.
+pub async fn read_backup_file(
     path: &Path,
 ) -> Result<(super::backups::VerifiedSnapshot, SnapshotFacts), BackupError> {
     let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));

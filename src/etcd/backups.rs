@@ -763,6 +763,23 @@ impl Backups {
         }
     }
 
+    /// Downloads `backup`'s S3 copy into the new file `target` (whoever owns `target` removes
+    /// it), changing nothing in S3 or the snapshotter directory; returns that copy.
+    /// [`BackupError::NotFound`] when it has no S3 copy or S3 is not configured.
+    pub async fn download_to<'b>(
+        &self,
+        backup: &'b Backup,
+        target: &Path,
+    ) -> Result<&'b BackupCopy, BackupError> {
+        let (bucket, copy) = self.s3_copy(backup, "its cluster")?;
+        self.timed(
+            || format!("downloading the backup {}", backup.name),
+            download(&bucket, copy, target),
+        )
+        .await?;
+        Ok(copy)
+    }
+
     /// Checks `backup`'s copy in S3 ([`check_backup_file`], on a temporary copy removed
     /// after): for a restore that reads the backup from S3 itself (the etcd-operator's restore
     /// operator, CSM ≤ 1.4). A backup without an S3 copy is [`BackupError::NotFound`].

@@ -134,18 +134,8 @@ impl RestoreTool {
         db_size: u64,
         parent: &Path,
     ) -> Result<Result<(), String>, RestoreRefused> {
-        let needed = db_size.saturating_add(RESTORE_OVERHEAD);
-        match available_bytes(parent) {
-            Ok(free) if free < needed => {
-                return Ok(Err(format!(
-                    "{} has {} MiB free, a restore needs about {} MiB",
-                    parent.display(),
-                    free >> 20,
-                    needed >> 20
-                )));
-            }
-            Ok(_) => {}
-            Err(e) => return Ok(Err(format!("{}: {e}", parent.display()))),
+        if let Err(why) = room_for_restore(parent, db_size) {
+            return Ok(Err(why));
         }
         let scratch = match tempfile::Builder::new()
             .prefix("restore-check-")
@@ -159,28 +149,54 @@ impl RestoreTool {
                 )));
             }
         };
+        let restored = self
+            .restore_into(snapshot, &scratch.path().join("data"), None)
+            .await;
+        // Removed after the tool has ended (restore_into waits for it, or kills it).
+        if let Err(e) = scratch.close() {
+            tracing::warn!(error = %e, "removing a restore check's scratch directory");
+        }
+        restored
+    }
+
+    /// Restores `snapshot` into `data_dir` (which must not exist yet; the caller removes it),
+    /// as the member `member` says when given (`--name`, `--initial-cluster`,
+    /// `--initial-advertise-peer-urls`: for an etcd that will serve it), else with the tool's
+    /// defaults. `Ok(Err(why))` when the tool could not be run; `Err` when it refused the
+    /// snapshot. The tool is killed (and reaped) if the future is dropped.
+    pub async fn restore_into(
+        &self,
+        snapshot: &Path,
+        data_dir: &Path,
+        member: Option<&RestoredMember>,
+    ) -> Result<Result<(), String>, RestoreRefused> {
         let mut command = self.command();
         command
             .args(["snapshot", "restore"])
             .arg(snapshot)
             .arg("--data-dir")
-            .arg(scratch.path().join("data"));
+            .arg(data_dir);
+        if let Some(member) = member {
+            command
+                .arg(format!("--name={}", member.name))
+                .arg(format!(
+                    "--initial-cluster={}={}",
+                    member.name, member.peer_url
+                ))
+                .arg(format!("--initial-advertise-peer-urls={}", member.peer_url));
+        }
         let child = match command.spawn() {
             Ok(child) => child,
             Err(e) => return Ok(Err(format!("cannot run {}: {e}", self.path.display()))),
         };
-        let mut run = Running {
-            child,
-            scratch: Some(scratch),
-        };
-        let stdout = run.child.stdout.take();
-        let stderr = run.child.stderr.take();
-        let (status, _, stderr) = tokio::join!(run.child.wait(), capped(stdout), capped(stderr));
+        let mut run = Reaped(child);
+        let stdout = run.0.stdout.take();
+        let stderr = run.0.stderr.take();
+        let (status, _, stderr) = tokio::join!(run.0.wait(), capped(stdout), capped(stderr));
         let status = match status {
             Ok(status) => status,
             Err(e) => return Ok(Err(format!("waiting for {}: {e}", self.name()))),
         };
-        drop(run);
         if status.success() {
             return Ok(Ok(()));
         }
@@ -192,30 +208,49 @@ impl RestoreTool {
     }
 }
 
-/// A restore in progress: on any ending, the process is killed (and waited for, briefly)
-/// before its scratch directory is removed.
-struct Running {
-    child: tokio::process::Child,
-    scratch: Option<tempfile::TempDir>,
+/// The member a restore makes of the snapshot's data, for an etcd that serves it.
+#[derive(Clone, Debug)]
+pub struct RestoredMember {
+    pub name: String,
+    pub peer_url: String,
 }
 
-impl Drop for Running {
+/// Whether `dir` has room to restore a database of `db_size` bytes (a copy of it, a WAL
+/// segment and a raft snapshot); why not otherwise.
+pub fn room_for_restore(dir: &Path, db_size: u64) -> Result<(), String> {
+    let needed = db_size.saturating_add(RESTORE_OVERHEAD);
+    match available_bytes(dir) {
+        Ok(free) if free < needed => Err(format!(
+            "{} has {} MiB free, a restore needs about {} MiB",
+            dir.display(),
+            free >> 20,
+            needed >> 20
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
+}
+
+/// A child process that is killed and reaped (briefly waited for) however its owner ends.
+pub struct Reaped(pub tokio::process::Child);
+
+impl Drop for Reaped {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.start_kill();
-            // A killed process is gone within milliseconds; the directory is removed after.
-            for _ in 0..200 {
-                if !matches!(self.child.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+        kill_and_reap(&mut self.0);
+    }
+}
+
+/// Kills `child` if it still runs and waits (at most 2 s) until it is gone, so that what it
+/// wrote can be removed after.
+pub fn kill_and_reap(child: &mut tokio::process::Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.start_kill();
+        // A killed process is gone within milliseconds.
+        for _ in 0..200 {
+            if !matches!(child.try_wait(), Ok(None)) {
+                break;
             }
-        }
-        if let Some(scratch) = self.scratch.take() {
-            let path = scratch.path().to_owned();
-            if let Err(e) = scratch.close() {
-                tracing::warn!(path = %path.display(), error = %e, "removing a restore check's scratch directory");
-            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
@@ -248,13 +283,13 @@ fn complaint(stderr: &str) -> String {
     line.chars().take(500).collect()
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// `name` on `PATH`, as a shell finds it.
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(name))

@@ -220,7 +220,7 @@ fn kv_key(message: &[u8]) -> Result<&[u8], &'static str> {
 
 /// A key's first path segment: up to and including the first `/` after its first byte (so
 /// `/bss/boot-params/x` is under `/bss/`), or the whole key when it has none.
-fn prefix_of(key: &[u8]) -> &[u8] {
+pub(crate) fn prefix_of(key: &[u8]) -> &[u8] {
     let end = key
         .iter()
         .skip(1)

@@ -23,7 +23,7 @@ pub struct CheckedCopy {
 
 impl CheckedCopy {
     /// The time as stored: text that compares equal for equal times.
-    fn stored_time(&self) -> String {
+    pub(super) fn stored_time(&self) -> String {
         self.last_modified
             .to_rfc3339_opts(SecondsFormat::Nanos, true)
     }

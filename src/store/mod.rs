@@ -2,6 +2,7 @@
 //! as) it happens in the cluster, so a crash never loses what was done or what was saved.
 
 mod backup_checks;
+mod drills;
 mod history;
 mod lock;
 mod manifests;
@@ -28,6 +29,7 @@ use crate::{
     run::Event,
 };
 pub use backup_checks::{BackupCheckRecord, CheckedCopy};
+pub use drills::{DrillEnd, DrillRecord, DrillState, DrilledCopy, NewDrill};
 pub use lock::{DatabaseLock, LockError};
 pub use manifests::StoredManifest;
 use rows::{EventRow, StepRow};

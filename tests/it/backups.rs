@@ -238,7 +238,7 @@ async fn s3_and_the_snapshotter_dir_are_merged_newest_first_with_their_ages() {
 }
 
 /// Runs the binary's client command against `base`; its standard output.
-async fn cli(base: &str, args: &[&str]) -> String {
+pub(crate) async fn cli(base: &str, args: &[&str]) -> String {
     let config_home = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"))
         .args(args)

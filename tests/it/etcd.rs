@@ -155,7 +155,7 @@ async fn the_plan_names_the_endpoint_of_each_cluster() {
 #[tokio::test]
 async fn a_cluster_behind_tls_with_client_certificates_is_checked_with_the_configured_files() {
     let (etcd, tls) = Etcd::start_tls().await;
-    etcd.put("/bss/bootparameters/x3000c0s1b0n0", "{}").await;
+    etcd.put("/params/x3000c0s1b0n0", "{}").await;
 
     // Without the CA the server certificate is not trusted: the run stops at the check, and
     // says where to configure it.

@@ -12,9 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sim::{SimCluster, SimOptions};
 
-struct Service {
-    child: Child,
-    base: String,
+pub(crate) struct Service {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Service {
@@ -24,8 +24,49 @@ impl Drop for Service {
     }
 }
 
+/// Writes `dir/kubeconfig`: the simulated cluster, as the service account with the chart's
+/// Role (what a service process acts as).
+pub(crate) fn write_kubeconfig(sim: &SimCluster, dir: &std::path::Path) {
+    let token = sim.service_account_token(
+        etcd_repopulator::app::SERVICE_ACCOUNT,
+        etcd_repopulator::cluster::rbac::policy_rules(),
+    );
+    std::fs::write(dir.join("kubeconfig"), sim.kubeconfig_with_token(&token)).unwrap();
+}
+
+/// A service process's config file: the CSM APIs of the simulated cluster, as a deployment's
+/// config file would name them, its etcd clusters and backups, and the drills'.
+#[derive(serde::Serialize)]
+pub(crate) struct ConfigFile {
+    csm: etcd_repopulator::csm::CsmConfig,
+    etcd: etcd_repopulator::etcd::EtcdConfig,
+    recovery: etcd_repopulator::config::RecoveryConfig,
+    drills: etcd_repopulator::config::DrillsConfig,
+}
+
+impl ConfigFile {
+    /// `config` pointed at `sim` (`Config::use_simulation`).
+    /// As `dir/config.toml`, which [`spawn_service`] reads.
+    pub(crate) fn write(&self, dir: &std::path::Path) {
+        std::fs::write(dir.join("config.toml"), toml::to_string(self).unwrap()).unwrap();
+    }
+
+    pub(crate) fn simulated(
+        sim: &SimCluster,
+        mut config: etcd_repopulator::config::Config,
+    ) -> Self {
+        config.use_simulation(sim);
+        ConfigFile {
+            csm: config.csm,
+            etcd: config.etcd,
+            recovery: config.recovery,
+            drills: config.drills,
+        }
+    }
+}
+
 /// Starts `serve` against the simulated cluster's kubeconfig and waits until it answers.
-async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Service {
+pub(crate) async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Service {
     let port = common::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -112,37 +153,11 @@ async fn seeded_sim() -> SimCluster {
     sim
 }
 
-/// The CSM APIs of the simulated cluster, as a deployment's config file would name them (and
-/// no etcd clusters to check).
-#[derive(serde::Serialize)]
-struct ConfigFile {
-    csm: etcd_repopulator::csm::CsmConfig,
-    etcd: etcd_repopulator::etcd::EtcdConfig,
-    recovery: etcd_repopulator::config::RecoveryConfig,
-}
-
-impl ConfigFile {
-    /// As `dir/config.toml`, which [`spawn_service`] reads.
-    fn write(&self, dir: &std::path::Path) {
-        std::fs::write(dir.join("config.toml"), toml::to_string(self).unwrap()).unwrap();
-    }
-}
-
 /// Sets `dir` up for service processes on `sim`: their kubeconfig (the service account, with
 /// the chart's Role) and their config file, which is returned for changes.
 fn prepare(sim: &SimCluster, dir: &std::path::Path) -> ConfigFile {
-    let token = sim.service_account_token(
-        etcd_repopulator::app::SERVICE_ACCOUNT,
-        etcd_repopulator::cluster::rbac::policy_rules(),
-    );
-    std::fs::write(dir.join("kubeconfig"), sim.kubeconfig_with_token(&token)).unwrap();
-    let mut simulated = etcd_repopulator::config::Config::default();
-    simulated.use_simulation(sim);
-    let config = ConfigFile {
-        csm: simulated.csm,
-        etcd: simulated.etcd,
-        recovery: simulated.recovery,
-    };
+    write_kubeconfig(sim, dir);
+    let config = ConfigFile::simulated(sim, etcd_repopulator::config::Config::default());
     config.write(dir);
     config
 }

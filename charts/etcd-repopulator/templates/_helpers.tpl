@@ -166,7 +166,8 @@ http://{{ include "etcd-repopulator.fullname" . }}.{{ .Release.Namespace }}.svc:
 
 {{/* config.toml: the values' config, with namespace forced to targetNamespace (where the Role is),
 and, unless config sets them, the auth mode, the files of the mounted auth Secret and the files of
-the mounted SSH, etcd TLS and S3 Secrets and the snapshotter mount filled in. */}}
+the mounted SSH, etcd TLS and S3 Secrets, the snapshotter mount and the drills' scratch directory
+filled in. */}}
 {{- define "etcd-repopulator.configToml" -}}
 {{- $items := include "etcd-repopulator.authItems" . | fromYaml }}
 {{- $auth := dict "mode" .Values.auth.mode }}
@@ -199,6 +200,7 @@ the mounted SSH, etcd TLS and S3 Secrets and the snapshotter mount filled in. */
 {{- $_ := set $recovery "s3_credentials_dir" "/etc/etcd-repopulator/s3" }}
 {{- end }}
 {{- $_ := set $mounted "recovery" $recovery }}
+{{- $_ := set $mounted "drills" (dict "scratch_dir" "/drills") }}
 {{- $config := merge (dict "namespace" .Values.targetNamespace) (deepCopy (.Values.config | default dict)) $mounted }}
 {{- include "etcd-repopulator.intsFromFloats" $config }}
 {{- toToml $config }}

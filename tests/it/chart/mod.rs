@@ -737,6 +737,14 @@ fn check_config(rendered: &Rendered, expected: &Expected, server: &ServerPod<'_>
     let config = Config::from_toml(toml)
         .unwrap_or_else(|e| panic!("the service refuses the rendered config.toml: {e}\n{toml}"));
     assert_eq!(config.namespace, expected.target_namespace);
+    // The drills' scratch directory is a writable emptyDir of bounded size.
+    let (scratch, _) = mount_of(container, &config.drills.scratch_dir.join("drill-x"));
+    assert_ne!(scratch.read_only, Some(true));
+    let scratch = volumes[scratch.name.as_str()]
+        .empty_dir
+        .as_ref()
+        .expect("the drills' scratch directory is an emptyDir");
+    assert!(scratch.size_limit.is_some());
     let checksum = pod_annotation(rendered, "checksum/config").expect("checksum/config");
     // Over toToml's output, which ends with a newline that helm's trimming of the document's
     // end takes from the ConfigMap (TOML does not need it).

@@ -6,7 +6,7 @@ pub mod sshd;
 
 use std::{path::PathBuf, time::Duration};
 
-use etcd_repopulator::{app::App, config::Config, runner::Runner};
+use etcd_repopulator::{app::App, config::Config, drills::Drills, runner::Runner};
 use k8s_openapi::api::{
     core::v1::{Event, Pod},
     rbac::v1::PolicyRule,
@@ -31,6 +31,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub sim: SimCluster,
     pub runner: Runner,
+    pub drills: Drills,
     pub db: PathBuf,
     /// Holds the database directory until the test ends.
     pub _dir: tempfile::TempDir,
@@ -100,26 +101,32 @@ pub async fn start_as(sim: SimCluster, mut config: Config, rules: Vec<PolicyRule
     let client = sim.service_account_client(etcd_repopulator::app::SERVICE_ACCOUNT, rules);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("runs.db");
-    let (base, runner) = serve(&db, config, client).await;
+    let (base, runner, drills) = serve(&db, config, client).await;
     TestApp {
         base,
         http: reqwest::Client::new(),
         sim,
         runner,
+        drills,
         db,
         _dir: dir,
     }
 }
 
-/// The service on the database `db`, serving on a loopback port: its base URL and runner.
-async fn serve(db: &std::path::Path, config: Config, client: kube::Client) -> (String, Runner) {
+/// The service on the database `db`, serving on a loopback port: its base URL, runner and
+/// drills.
+async fn serve(
+    db: &std::path::Path,
+    config: Config,
+    client: kube::Client,
+) -> (String, Runner, Drills) {
     let app = App::new(db.to_str().unwrap(), config, client)
         .await
         .expect("app starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app.router).await });
-    (base, app.runner)
+    (base, app.runner, app.drills)
 }
 
 /// The step `name` of `service` in `run` (a run as `GET /repopulations/{id}` shows it).
@@ -144,16 +151,18 @@ impl TestApp {
     /// `config` (a restart with a changed configuration), as its service account with the
     /// chart's Role.
     pub async fn restart_with(self, mut config: Config) -> TestApp {
+        self.drills.shutdown(WAIT).await;
         self.runner.shutdown(WAIT).await;
         config.use_simulation(&self.sim);
         let client = self.sim.service_account_client(
             etcd_repopulator::app::SERVICE_ACCOUNT,
             etcd_repopulator::cluster::rbac::policy_rules(),
         );
-        let (base, runner) = serve(&self.db, config, client).await;
+        let (base, runner, drills) = serve(&self.db, config, client).await;
         TestApp {
             base,
             runner,
+            drills,
             ..self
         }
     }

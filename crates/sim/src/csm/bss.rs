@@ -9,7 +9,10 @@
 //! real BSS keeps them: one key per host (MAC, NID) under [`ETCD_PREFIX`], a `BootParams`
 //! JSON value, through etcd's v3 JSON gateway. Then a rebuilt cluster really loses them, a
 //! restored one really has them back, and with its etcd down BSS answers 500 as real BSS does.
-//! (The key layout is the fake's own; only the count and content matter to the tests.)
+//! The keys are named as hms-bss names them (`boot_data.go`: `/params/<xname>`, else the MAC
+//! or `nid<N>` it was stored by), so that what reads BSS's etcd (the restore drills' counts of
+//! boot parameters) reads the fake's as it would read the real one; the values are the fake's
+//! own (`BootParams` JSON, where hms-bss keeps its images under `/kernel/` and `/initrd/`).
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -24,8 +27,8 @@ use serde_json::{Value, json};
 use super::{FakeCsm, problem};
 use csm_wire::{BootParams, CsmService, HsmComponent};
 
-/// Where BSS's entries are in its etcd.
-pub const ETCD_PREFIX: &str = "/bss/bootparameters/";
+/// Where BSS's entries are in its etcd (hms-bss's `paramsPfx`).
+pub const ETCD_PREFIX: &str = "/params/";
 
 #[derive(Default)]
 pub(super) struct BssState {
@@ -116,14 +119,15 @@ fn split(entry: &BootParams) -> Vec<BootParams> {
         .collect()
 }
 
-/// The key part naming a split entry: `host/<xname>`, `mac/<mac>` or `nid/<nid>`.
+/// The key part naming a split entry, as hms-bss names it: the host (`x3000c0s1b0n0`,
+/// `Default`), the MAC, or `nid<N>`.
 fn identity(entry: &BootParams) -> String {
     if let Some(h) = entry.hosts.first() {
-        format!("host/{h}")
+        h.clone()
     } else if let Some(m) = entry.macs.first() {
-        format!("mac/{m}")
+        m.clone()
     } else {
-        format!("nid/{}", entry.nids.first().copied().unwrap_or_default())
+        format!("nid{}", entry.nids.first().copied().unwrap_or_default())
     }
 }
 
