@@ -340,7 +340,8 @@ fn validate_etcd(request: &CreateRun, services: &[Service]) -> Result<(), ApiErr
             return Err(invalid(
                 "backup",
                 format!(
-                    "backup {backup:?} restores an etcd cluster, and none of the services                      ({}) has one: leave backup out, or add the service whose cluster it is",
+                    "backup {backup:?} restores an etcd cluster, and none of the services ({}) \
+                     has one: leave backup out, or add the service whose cluster it is",
                     services
                         .iter()
                         .map(|s| s.as_str())

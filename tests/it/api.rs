@@ -483,6 +483,20 @@ async fn a_wrongly_typed_field_is_named_not_its_value() {
     }
 }
 
+#[tokio::test]
+async fn a_backup_for_services_without_an_etcd_cluster_is_refused() {
+    let app = start().await;
+    let body = json!({"services": ["meds"], "etcd": "restore", "backup": "db-1", "dry_run": true});
+    let (status, p) = app.post("/repopulations", body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["field"], "backup", "{p}");
+    assert_eq!(
+        p["detail"],
+        "backup \"db-1\" restores an etcd cluster, and none of the services (meds) has one: \
+         leave backup out, or add the service whose cluster it is"
+    );
+}
+
 /// With `auth.mode = "none"` the served document asks for no credentials (the committed one
 /// describes a service with authentication on).
 #[tokio::test]
@@ -791,7 +805,7 @@ async fn an_idempotency_key_stands_for_the_etcd_mode_too() {
     for other in [
         json!({"services": ["meds"], "dry_run": true}),
         json!({"services": ["meds"], "dry_run": true, "etcd": "rebuild"}),
-        json!({"services": ["meds"], "dry_run": true, "etcd": "restore", "backup": "b"}),
+        json!({"services": ["meds"], "dry_run": true, "etcd": "restore"}),
     ] {
         let p = problem(
             send(other.clone()).await.unwrap(),
