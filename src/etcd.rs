@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 pub mod backup_check;
+pub mod backup_drill;
 pub mod backups;
 pub mod layout;
 pub mod quota;

@@ -61,7 +61,7 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -136,46 +136,7 @@ impl From<DrillRecord> for Drill {
     }
 }
 
-/// The newest drill of a backup that reached a verdict.
-#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
-pub struct DrillOutcome {
-    /// The drill (`GET /etcd-clusters/{name}/drills/{id}`).
-    pub id: Uuid,
-    /// When it ended.
-    pub at: DateTime<Utc>,
-    /// It restored, a real etcd served it, and it holds what the live cluster's service keeps.
-    pub passed: bool,
-    /// What it found, or what is wrong with the backup.
-    pub detail: String,
-}
-
-/// The newest drill of `backup`'s copies as they are now (a copy replaced under the same name
-/// is undrilled) that passed or failed: for `auto` to prefer a backup whose drill passed, and
-/// for the listing of backups. `None`: never drilled to a verdict.
-pub async fn last_drill(
-    store: &Store,
-    backup: &Backup,
-) -> Result<Option<DrillOutcome>, StoreError> {
-    let mut newest: Option<DrillRecord> = None;
-    for copy in [&backup.snapshotter, &backup.s3].into_iter().flatten() {
-        let copy = CheckedCopy {
-            location: copy.location.clone(),
-            size: copy.size,
-            last_modified: copy.last_modified,
-        };
-        if let Some(drill) = store.last_drill_verdict(&copy).await?
-            && newest.as_ref().is_none_or(|n| drill.id > n.id)
-        {
-            newest = Some(drill);
-        }
-    }
-    Ok(newest.map(|drill| DrillOutcome {
-        id: drill.id,
-        at: drill.finished_at.unwrap_or(drill.started_at),
-        passed: drill.state == DrillState::Passed,
-        detail: drill.detail,
-    }))
-}
+pub use crate::etcd::backup_drill::{DrillOutcome, last_drill};
 
 /// The drills of one service instance: at most one per cluster at a time, each a task that
 /// the service's shutdown cancels.

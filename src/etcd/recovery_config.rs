@@ -16,6 +16,11 @@ pub struct RecoveryConfig {
     /// The newest backup must be at most this old for a restore to be chosen on its own.
     #[serde(with = "humantime_serde")]
     pub restore_max_age: Duration,
+    /// `auto` restores the newest backup whose restore drill passed rather than a newer one
+    /// that was not drilled, when it is at most this much older: a bounded number of writes
+    /// traded for a backup proven to restore with the services' data. Zero: always the newest.
+    #[serde(with = "humantime_serde")]
+    pub prefer_drilled_within: Duration,
     /// Where the snapshotter PVC `bitnami-etcd-snapshotter` is mounted (its snapshots are in
     /// `<snapshots_dir>/<statefulset>/`); empty: not mounted.
     pub snapshots_dir: PathBuf,
@@ -39,6 +44,8 @@ impl Default for RecoveryConfig {
     fn default() -> Self {
         RecoveryConfig {
             restore_max_age: Duration::from_secs(7 * 24 * 3600),
+            // One CSM backup interval (hourly snapshots): at most one backup's writes.
+            prefer_drilled_within: Duration::from_secs(3600),
             snapshots_dir: PathBuf::from("/snapshots"),
             s3_credentials_dir: PathBuf::new(),
             s3_bucket: "etcd-backup".to_owned(),

@@ -74,6 +74,18 @@ pub struct BackupSeen {
     /// `mod_revision` is above it), when it was weighed against the live data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_since: Option<u64>,
+    /// Its newest restore drill that reached a verdict (`GET /etcd-clusters/{name}/drills`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillSeen>,
+}
+
+/// A backup's newest restore drill, as the assessment saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrillSeen {
+    pub id: uuid::Uuid,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub passed: bool,
+    pub detail: String,
 }
 
 impl BackupSeen {
@@ -93,6 +105,7 @@ impl BackupSeen {
             revision: None,
             keys: None,
             changed_since: None,
+            drill: None,
         }
     }
 
@@ -100,6 +113,8 @@ impl BackupSeen {
     fn unusable(&self) -> Option<&'static str> {
         if self.corrupt.is_some() {
             Some("corrupt")
+        } else if self.drill.as_ref().is_some_and(|d| !d.passed) {
+            Some("its last restore drill failed")
         } else if self.this_run {
             Some("a safety snapshot this run took")
         } else if self.empty {
@@ -110,10 +125,24 @@ impl BackupSeen {
     }
 
     fn describe(&self) -> String {
+        let drilled = match &self.drill {
+            Some(drill) if drill.passed => format!(
+                ", its restore drill passed at {}",
+                drill.at.format("%Y-%m-%d %H:%M UTC")
+            ),
+            _ => String::new(),
+        };
         match self.revision {
-            Some(revision) => format!("{} ({} old, revision {revision})", self.name, self.age),
-            None => format!("{} ({} old)", self.name, self.age),
+            Some(revision) => format!(
+                "{} ({} old, revision {revision}{drilled})",
+                self.name, self.age
+            ),
+            None => format!("{} ({} old{drilled})", self.name, self.age),
         }
+    }
+
+    fn drill_passed(&self) -> bool {
+        self.drill.as_ref().is_some_and(|d| d.passed)
     }
 }
 
@@ -163,6 +192,9 @@ pub struct Evidence<'a> {
     pub backups: &'a [BackupSeen],
     pub named: Option<&'a str>,
     pub max_age: Duration,
+    /// `[recovery] prefer_drilled_within`: how much older a drilled backup `auto` takes over
+    /// the newest when that one was not drilled.
+    pub prefer_drilled_within: Duration,
     /// The request accepts losing what the live cluster holds beyond the backup.
     pub discard_newer: bool,
 }
@@ -366,7 +398,9 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
             let limit = humantime::format_duration(e.max_age);
             let recent = e.backups.iter().find(|b| b.unusable().is_none());
             match recent {
-                Some(b) if Duration::from_secs(b.age_seconds) <= e.max_age => b,
+                Some(b) if Duration::from_secs(b.age_seconds) <= e.max_age => {
+                    drilled_instead(e, b).unwrap_or(b)
+                }
                 other => {
                     let why = match other {
                         Some(b) => format!(
@@ -408,11 +442,27 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
         (EtcdMode::Restore, None) => {
             format!("{} is the newest usable backup", candidate.describe())
         }
-        _ => format!(
-            "the cluster does not serve and {} is the newest usable backup (restore_max_age {})",
-            candidate.describe(),
-            humantime::format_duration(e.max_age)
-        ),
+        _ => match e.backups.iter().find(|b| b.unusable().is_none()) {
+            Some(newest) if newest.name != candidate.name => format!(
+                "the cluster does not serve and {} is the newest backup whose restore drill \
+                 passed: preferred over the newer {}, which was not drilled \
+                 (prefer_drilled_within {})",
+                candidate.describe(),
+                newest.describe(),
+                humantime::format_duration(e.prefer_drilled_within)
+            ),
+            _ => format!(
+                "the cluster does not serve and {} is the newest usable backup{} \
+                 (restore_max_age {})",
+                candidate.describe(),
+                if candidate.drill_passed() {
+                    ""
+                } else {
+                    ", not drilled"
+                },
+                humantime::format_duration(e.max_age)
+            ),
+        },
     };
     let discarded = e.live.and_then(|live| loss(live, candidate));
     match (e.mode, discarded) {
@@ -638,6 +688,7 @@ pub async fn assess(
             backups: &backups,
             named: backup,
             max_age,
+            prefer_drilled_within: ctx.recovery.prefer_drilled_within,
             discard_newer,
         };
         let name = match decide(&evidence)
@@ -962,6 +1013,21 @@ fn where_kept(config: &crate::config::RecoveryConfig) -> String {
     }
 }
 
+/// For `auto`: the newest usable backup whose restore drill passed, when `newest` was not drilled
+/// and it is at most `prefer_drilled_within` older (and within `restore_max_age`).
+fn drilled_instead<'a>(e: &Evidence<'a>, newest: &BackupSeen) -> Option<&'a BackupSeen> {
+    if newest.drill_passed() || e.prefer_drilled_within.is_zero() {
+        return None;
+    }
+    let bound = newest.age_seconds + e.prefer_drilled_within.as_secs();
+    e.backups.iter().find(|b| {
+        b.unusable().is_none()
+            && b.drill_passed()
+            && b.age_seconds <= bound
+            && Duration::from_secs(b.age_seconds) <= e.max_age
+    })
+}
+
 /// The backups of the cluster, newest first, as listed and as the assessment shows them. A
 /// rebuild lists none.
 async fn backups_seen(
@@ -982,11 +1048,25 @@ async fn backups_seen(
     let checks = last_checks(ctx.store, &listed)
         .await
         .map_err(|e| StepError::Failed(format!("reading the backups' last checks: {e}")))?;
+    let mut drills = Vec::with_capacity(listed.len());
+    for backup in &listed {
+        let drill = crate::etcd::backup_drill::last_drill(ctx.store, backup)
+            .await
+            .map_err(|e| StepError::Failed(format!("reading the backups' last drills: {e}")))?;
+        drills.push(drill.map(|d| DrillSeen {
+            id: d.id,
+            at: d.at,
+            passed: d.passed,
+            detail: d.detail,
+        }));
+    }
     let seen = listed
         .iter()
         .zip(checks)
-        .map(|(b, check)| {
+        .zip(drills)
+        .map(|((b, check), drill)| {
             let mut seen = BackupSeen::from_backup(b, &run_id);
+            seen.drill = drill;
             if let Some(check) = check.filter(|c| !c.ok) {
                 seen.corrupt = Some(format!(
                     "found corrupt when checked at {}: {}",
@@ -1023,6 +1103,26 @@ mod tests {
             revision: None,
             keys: None,
             changed_since: None,
+            drill: None,
+        }
+    }
+
+    fn drilled(mut backup: BackupSeen, passed: bool) -> BackupSeen {
+        backup.drill = Some(DrillSeen {
+            id: uuid::Uuid::nil(),
+            at: chrono::Utc::now(),
+            passed,
+            detail: "drilled".to_owned(),
+        });
+        backup
+    }
+
+    const HOUR: u64 = 3600;
+
+    fn hours(name: &str, hours: u64) -> BackupSeen {
+        BackupSeen {
+            age_seconds: hours * HOUR,
+            ..checked(name, 0, 20)
         }
     }
 
@@ -1055,6 +1155,7 @@ mod tests {
             backups,
             named: None,
             max_age: WEEK,
+            prefer_drilled_within: Duration::from_secs(3600),
             discard_newer: false,
         }
     }
@@ -1131,6 +1232,56 @@ mod tests {
             (Decision::LeaveAlone, true, None),
             "never older than what a member holds"
         );
+    }
+
+    #[test]
+    fn auto_prefers_a_drilled_backup_within_prefer_drilled_within_and_skips_a_failed_one() {
+        // The newest was not drilled; the one an hour older passed: auto takes that one, and
+        // says why.
+        let backups = [hours("new", 1), drilled(hours("drilled", 2), true)];
+        let verdict = decide(&evidence(EtcdMode::Auto, &backups)).unwrap();
+        let Verdict::Decided {
+            decision, reason, ..
+        } = verdict
+        else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(decision, restore("drilled"));
+        assert!(reason.contains("preferred over the newer new"), "{reason}");
+        // More than prefer_drilled_within older: the newest, said to be undrilled.
+        let backups = [hours("new", 1), drilled(hours("drilled", 3), true)];
+        let verdict = decide(&evidence(EtcdMode::Auto, &backups)).unwrap();
+        let Verdict::Decided {
+            decision, reason, ..
+        } = verdict
+        else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(decision, restore("new"));
+        assert!(reason.contains("not drilled"), "{reason}");
+        // Zero turns the preference off.
+        let backups = [hours("new", 1), drilled(hours("drilled", 2), true)];
+        let off = Evidence {
+            prefer_drilled_within: Duration::ZERO,
+            ..evidence(EtcdMode::Auto, &backups)
+        };
+        assert_eq!(decided(decide(&off)).0, restore("new"));
+        // A backup whose last drill failed is not chosen on its own, by auto or restore.
+        let backups = [drilled(hours("failed", 1), false), hours("older", 5)];
+        assert_eq!(
+            decided(decide(&evidence(EtcdMode::Auto, &backups))).0,
+            restore("older")
+        );
+        assert_eq!(
+            decided(decide(&evidence(EtcdMode::Restore, &backups))).0,
+            restore("older")
+        );
+        // Named, it is the admin's call.
+        let named = Evidence {
+            named: Some("failed"),
+            ..evidence(EtcdMode::Restore, &backups)
+        };
+        assert_eq!(decided(decide(&named)).0, restore("failed"));
     }
 
     #[test]
