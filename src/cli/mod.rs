@@ -48,6 +48,12 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// The services' etcd clusters, in either layout, and their health.
     EtcdClusters(EtcdClustersArgs),
+    /// Print a shell completion script (e.g. `etcd-repopulator completion bash >
+    /// /etc/bash_completion.d/etcd-repopulator`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the Kubernetes RBAC rules the service needs, as the `rules:` of a Role (this is
     /// what the chart's templates/role.yaml carries).
     #[command(hide = true)]
@@ -81,7 +87,7 @@ pub struct ClientOptions {
     #[arg(long, global = true, env = "ETCD_REPOPULATOR_CLIENT_CONFIG")]
     pub client_config: Option<PathBuf>,
     /// Output format [default: table on a terminal, else toml].
-    #[arg(long, global = true, value_enum)]
+    #[arg(long, short = 'o', visible_alias = "output", global = true, value_enum)]
     pub format: Option<Format>,
 }
 
@@ -134,12 +140,19 @@ pub enum RepopulationsCommand {
         /// anything, saying how much would be lost; a safety snapshot keeps it either way.
         #[arg(long)]
         discard_newer: bool,
-        /// Print the run id at once, then a line per step as it changes, then the outcome;
-        /// exit 0 only if the run succeeded. Ctrl-C stops following (the run goes on).
+        /// Print the run id at once, then a line per step as it changes (and the phases of
+        /// an etcd recovery as they are logged), then the outcome; exit 0 only if the run
+        /// succeeded. Ctrl-C stops following (the run goes on).
         #[arg(long)]
         wait: bool,
+        /// Do not ask before a destructive run (`--etcd restore|rebuild|auto` without
+        /// `--dry-run`): for scripts. From a terminal, such a run asks yes/no naming the
+        /// clusters first.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
-    /// Show a run with its service tasks and steps (GET /repopulations/{id}).
+    /// Show a run with its service tasks and steps (GET /repopulations/{id}). Every command
+    /// that takes a run id also takes a unique prefix of one (`0193a2`).
     Describe { id: String },
     /// The run history, newest first (GET /repopulations).
     List {
