@@ -358,6 +358,11 @@ pub struct SimArgs {
     /// Write a kubeconfig for it here.
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Write a configuration file for a `serve` in another process here: the simulated CSM
+    /// services' URLs, its etcd clusters, its S3 and snapshotter directory (`serve --config
+    /// FILE` with `KUBECONFIG` at `--kubeconfig`).
+    #[arg(long)]
+    pub serve_config: Option<PathBuf>,
     /// How long the simulated kubelet takes to make a new pod Ready.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub kubelet_delay: std::time::Duration,
