@@ -31,7 +31,10 @@ fn services_without_hmnfd(services: &Value) -> Vec<String> {
 
 /// Runs every service of `release` but HMNFD (dry, then for real) on `sim`, asserting each
 /// ends `succeeded` or `action_required`, and returns the real run.
-async fn run_release_on(release: &str, sim: sim::SimCluster) -> (common::TestApp, Value, Value) {
+pub(crate) async fn run_release_on(
+    release: &str,
+    sim: sim::SimCluster,
+) -> (common::TestApp, Value, Value) {
     let app = common::start_on(sim, Config::default()).await;
     let (status, services) = app.get("/services").await;
     assert_eq!(status, 200, "{services:#}");

@@ -7,6 +7,11 @@
 //!   `create_backup` puts named ones; `list_backups`, `has_recent_backup` and
 //!   `restore_from_backup` (cray-etcd-backup) read them there.
 //!
+//! Besides the `db-*` snapshots and this service's safety snapshots, S3 holds (CSM 1.7) the
+//! snapshot cray-etcd-base's pre-upgrade Job takes before Helm upgrades a service
+//! (`<service>_etcd_upgrade.snapshot-<helm revision>.db`, [`UpgradeSnapshot`]); it is listed,
+//! fetched, checked and restored as any other.
+//!
 //! [`Backups::list`] merges both places by name, newest first; [`Backups::fetch`] makes sure a
 //! backup is in the snapshotter directory, where a restoring pod reads it
 //! (`ETCD_INIT_SNAPSHOTS_DIR=/snapshots/<sts>`), downloading it from S3 as `restore_from_backup`
@@ -42,7 +47,7 @@ use super::{
 };
 use crate::store::Store;
 
-pub use names::{Backup, BackupCopy, SafetySnapshot};
+pub use names::{Backup, BackupCopy, SafetySnapshot, UpgradeSnapshot};
 pub use verify::{VerifiedSnapshot, verify_snapshot};
 
 /// Where partial files are written, under the snapshotter directory: a hidden directory, so

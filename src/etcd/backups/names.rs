@@ -1,5 +1,5 @@
 //! What a backup is: its copies, and what its name says (one of this service's safety
-//! snapshots).
+//! snapshots, or the snapshot cray-etcd-base's pre-upgrade Job took).
 
 use std::time::Duration;
 
@@ -69,6 +69,42 @@ impl SafetySnapshot {
     }
 }
 
+/// What the name of a snapshot taken by cray-etcd-base's pre-upgrade Job says (CSM 1.7,
+/// `charts/cray-etcd-base/templates/upgrade-job.yaml`): before Helm upgrades a service's
+/// release, the Job saves a snapshot of its cluster and uploads it to S3 only, as
+/// `etcd-backup/<service>/<service>_etcd_upgrade.snapshot-<revision>.db`, where the revision is
+/// Helm's (`.Release.Revision`: the upgrade's, 2 after the first upgrade), not etcd's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UpgradeSnapshot {
+    /// The CSM service whose Helm release was upgraded (`cray-bss`).
+    pub service: String,
+    /// The Helm release revision of that upgrade.
+    pub helm_revision: u64,
+}
+
+impl UpgradeSnapshot {
+    const MIDDLE: &str = "_etcd_upgrade.snapshot-";
+
+    pub fn name(&self) -> String {
+        format!("{}{}{}.db", self.service, Self::MIDDLE, self.helm_revision)
+    }
+
+    /// The upgrade snapshot a backup's name describes, if it is one.
+    pub fn parse(name: &str) -> Option<UpgradeSnapshot> {
+        let (service, rest) = name.split_once(Self::MIDDLE)?;
+        let revision = rest.strip_suffix(".db")?;
+        let valid = !service.is_empty()
+            && !service.contains('/')
+            && !revision.is_empty()
+            && revision.bytes().all(|b| b.is_ascii_digit());
+        Some(UpgradeSnapshot {
+            service: service.to_owned(),
+            helm_revision: revision.parse().ok()?,
+        })
+        .filter(|_| valid)
+    }
+}
+
 /// A backup of one etcd cluster, in S3, in the snapshotter directory, or both.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Backup {
@@ -87,6 +123,9 @@ pub struct Backup {
     pub age_seconds: u64,
     /// Set when it is one of this service's safety snapshots.
     pub safety: Option<SafetySnapshot>,
+    /// Set when cray-etcd-base's pre-upgrade Job took it (CSM 1.7): `helm_revision` is the
+    /// upgrade's Helm revision parsed from the name. Ordered among the others by its time.
+    pub upgrade: Option<UpgradeSnapshot>,
 }
 
 impl Backup {
@@ -107,6 +146,7 @@ impl Backup {
     pub(super) fn new(name: String) -> Backup {
         Backup {
             safety: SafetySnapshot::parse(&name),
+            upgrade: UpgradeSnapshot::parse(&name),
             name,
             s3: None,
             snapshotter: None,
@@ -156,6 +196,27 @@ mod tests {
             "repopulator-2025-13-01_00-00-00-x",
         ] {
             assert_eq!(SafetySnapshot::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn upgrade_snapshot_names_carry_the_helm_revision() {
+        let upgrade = UpgradeSnapshot::parse("cray-bss_etcd_upgrade.snapshot-12.db").unwrap();
+        assert_eq!(upgrade.service, "cray-bss");
+        assert_eq!(upgrade.helm_revision, 12);
+        assert_eq!(upgrade.name(), "cray-bss_etcd_upgrade.snapshot-12.db");
+        let backup = Backup::new(upgrade.name());
+        assert_eq!(backup.upgrade, Some(upgrade));
+        assert_eq!(backup.safety, None);
+        for other in [
+            "db-2025-01-01_00-00",
+            "cray-bss_etcd_upgrade.snapshot-.db",
+            "cray-bss_etcd_upgrade.snapshot-2",
+            "cray-bss_etcd_upgrade.snapshot-2x.db",
+            "_etcd_upgrade.snapshot-2.db",
+            "cray-bss_etcd_migration.snapshot-1.db",
+        ] {
+            assert_eq!(UpgradeSnapshot::parse(other), None, "{other}");
         }
     }
 }
