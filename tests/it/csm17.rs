@@ -12,7 +12,7 @@ use sim::SimOptions;
 use crate::{
     common, drills,
     recovery::{BSS_SELECTOR, BSS_STS, break_cluster},
-    releases::run_release_on,
+    releases::{refused_service, run_release_on, service_names},
 };
 
 const UPGRADE: &str = "cray-bss_etcd_upgrade.snapshot-2.db";
@@ -57,12 +57,7 @@ async fn csm_1_7_is_detected_from_the_catalog_and_runs_bos_bss_fas_and_meds() {
             .contains("https://cray-hpe.github.io/docs-csm/en-17/"),
         "{release:#}"
     );
-    let names: Vec<&str> = services["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["service"].as_str().unwrap())
-        .collect();
+    let names = service_names(&services);
     assert_eq!(names, ["bos", "bss", "fas", "meds"], "{services:#}");
     let ran: Vec<&str> = run["services"]
         .as_array()
@@ -74,17 +69,7 @@ async fn csm_1_7_is_detected_from_the_catalog_and_runs_bos_bss_fas_and_meds() {
     let reload = common::step(&run, "fas", "reload-fas-images-from-nexus");
     assert_eq!(reload["state"], "succeeded", "{reload:#}");
     // The 1.7 page has no HMNFD section: a run of it is refused, naming the release.
-    let (status, problem) = app
-        .post("/repopulations", json!({ "services": ["hmnfd"] }))
-        .await;
-    assert_eq!(status, 422, "{problem:#}");
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("\"hmnfd\": not part of CSM 1.7"),
-        "{problem:#}"
-    );
+    refused_service(&app, "hmnfd", "1.7").await;
 }
 
 #[tokio::test]
