@@ -328,7 +328,7 @@ pub struct ServeArgs {
     /// when `[ssh]` is not configured [default: sshd on PATH, else /usr/sbin/sshd].
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_SSHD")]
     pub sim_sshd: Option<PathBuf>,
-    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
+    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7).
     #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
         value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
     pub csm_release: String,
@@ -369,7 +369,7 @@ pub struct SimArgs {
     /// The Job controller's first back-off after a failed pod (see `serve --sim-job-backoff`).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub job_backoff: std::time::Duration,
-    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
+    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7).
     #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
         value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
     pub csm_release: String,

@@ -10,6 +10,7 @@ mod bos;
 mod chart;
 mod cli;
 mod csm;
+mod csm17;
 mod drills;
 mod etcd;
 mod events;
