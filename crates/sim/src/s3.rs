@@ -7,8 +7,9 @@
 //! [`sync_snapshots_to_s3`] does what CSM's CronJob `etcd-backup-pvc-snapshots-to-s3` does
 //! (`sync-snapshots-to-s3.sh`): `/snapshots/<sts>/*` -> `etcd-backup/<service>/`.
 //!
-//! [`pre_upgrade_snapshot`] does what cray-etcd-base's pre-upgrade Job does (CSM 1.7):
-//! a snapshot of the cluster to `etcd-backup/<service>/<service>_etcd_upgrade.snapshot-<rev>.db`.
+//! What cray-etcd-base's pre-upgrade Job does (CSM 1.7), a snapshot of the cluster to
+//! `etcd-backup/<service>/<service>_etcd_upgrade.snapshot-<rev>.db`, is the etcd members'
+//! controller's (`kube::controllers::etcd_member::upgrade_job`): it takes the snapshot.
 //!
 //! s3s-fs reports an object's `LastModified` from its file's modification time: a test ages a
 //! backup by setting it ([`SimS3::object_path`]).
@@ -231,37 +232,6 @@ pub async fn sync_snapshots_to_s3(
 /// upgrade snapshot is older than the `db-*` one, as on a system upgraded before its latest
 /// hourly snapshot.
 pub const UPGRADE_BEFORE_SNAPSHOT: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// What cray-etcd-base's pre-upgrade Job (`templates/upgrade-job.yaml`, CSM 1.7) does when Helm
-/// upgrades the release of the StatefulSet `sts` to `revision`: `etcdctl snapshot save` of the
-/// cluster at `url`, uploaded as `<service>/<service>_etcd_upgrade.snapshot-<revision>.db` to
-/// [`BUCKET`] of the simulated S3 whose storage is `s3_root`, dated
-/// [`UPGRADE_BEFORE_SNAPSHOT`] ago. The object appears whole (a rename into the bucket).
-/// Returns its key.
-pub async fn pre_upgrade_snapshot(
-    s3_root: &Path,
-    url: &str,
-    sts: &str,
-    revision: u32,
-) -> anyhow::Result<String> {
-    let service = short_name(sts);
-    let key = format!("{service}/{service}_etcd_upgrade.snapshot-{revision}.db");
-    // Beside the bucket, on the same file system, so that the object appears by a rename.
-    let scratch = tempfile::Builder::new()
-        .prefix(".upgrade-job-")
-        .tempdir_in(s3_root)?;
-    let file = crate::kube::controllers::etcd_member::save_snapshot(url, scratch.path()).await?;
-    let taken = std::time::SystemTime::now() - UPGRADE_BEFORE_SNAPSHOT;
-    std::fs::File::options()
-        .write(true)
-        .open(&file)?
-        .set_modified(taken)?;
-    let target = s3_root.join(BUCKET).join(&key);
-    std::fs::create_dir_all(target.parent().context("an object's directory")?)?;
-    std::fs::rename(&file, &target)
-        .with_context(|| format!("putting s3://{BUCKET}/{key} in place"))?;
-    Ok(key)
-}
 
 /// The names in `dir` that `ls` shows, directories or files as asked; none when `dir` does not
 /// exist.

@@ -36,7 +36,7 @@
 //! in it (`cray-bss-*`), and a Bitnami cluster gets a real backup in the snapshotter directory
 //! (`<snapshots>/<sts>/db-YYYY-MM-DD_HH-MM`, by `etcdctl snapshot save`, as the chart's
 //! snapshotter CronJob names them), and, on CSM 1.7, the snapshot its Helm upgrade's
-//! pre-upgrade Job put in S3 (`crate::s3::pre_upgrade_snapshot`).
+//! pre-upgrade Job put in S3 ([`upgrade_job::pre_upgrade_snapshot`]).
 //!
 //! Faults (`faults`): a member can be stopped (its container down, not restarted) and started
 //! again, and have its data files corrupted or removed (its process killed first, as a crash).
@@ -51,6 +51,7 @@ mod env;
 pub mod faults;
 mod member;
 mod process;
+mod upgrade_job;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -737,7 +738,7 @@ impl RealEtcd {
         let (Some(revision), Some(root)) = (revision, ctx.s3_root.as_ref()) else {
             return;
         };
-        match crate::s3::pre_upgrade_snapshot(root, url, &spec.cluster, revision).await {
+        match upgrade_job::pre_upgrade_snapshot(root, url, &spec.cluster, revision).await {
             Ok(key) => {
                 tracing::info!(cluster = %spec.cluster, %key, "seeded the pre-upgrade snapshot")
             }
