@@ -7,7 +7,7 @@ use std::{
 
 use sha2::{Digest as _, Sha256};
 
-use super::BackupError;
+use super::error::BackupError;
 
 /// A snapshot whose SHA-256 trailer matches its content.
 #[derive(Clone, Debug, PartialEq, Eq)]
