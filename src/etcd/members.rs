@@ -1,0 +1,43 @@
+//! The cluster's membership as etcd keeps it (`/v3/cluster/member/*`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::{
+    EtcdClient, EtcdError,
+    client::{int, strings},
+};
+
+/// A member as `member/list` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EtcdMember {
+    pub id: String,
+    /// Empty for a member added but not started yet.
+    pub name: String,
+    pub client_urls: Vec<String>,
+    pub peer_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl EtcdClient {
+    /// `/v3/cluster/member/list`: every member with its client URLs, as the cluster knows them.
+    pub async fn members(&self) -> Result<Vec<EtcdMember>, EtcdError> {
+        let (code, body) = self
+            .call("/v3/cluster/member/list", Some(json!({})))
+            .await?;
+        self.expect_ok(code, &body, "a member list")?;
+        let empty = Vec::new();
+        let members = body["members"].as_array().unwrap_or(&empty);
+        Ok(members
+            .iter()
+            .map(|m| EtcdMember {
+                id: int(m, "ID").to_string(),
+                name: m["name"].as_str().unwrap_or_default().to_owned(),
+                client_urls: strings(&m["clientURLs"]),
+                peer_urls: strings(&m["peerURLs"]),
+                is_learner: m["isLearner"].as_bool().unwrap_or(false),
+            })
+            .collect())
+    }
+}
