@@ -119,11 +119,25 @@ impl EtcdClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), EtcdError> {
+        self.call_within(path, body, None).await
+    }
+
+    /// [`EtcdClient::call`] bounded by `timeout` rather than the per-request timeout (for the
+    /// calls that take as long as the database is large: a defragmentation).
+    pub(super) async fn call_within(
+        &self,
+        path: &str,
+        body: Option<Value>,
+        timeout: Option<Duration>,
+    ) -> Result<(u16, Value), EtcdError> {
         let url = format!("{}{path}", self.base);
-        let request = match body {
+        let mut request = match body {
             Some(body) => self.http.post(&url).json(&body),
             None => self.http.get(&url),
         };
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         let unreachable = |source| EtcdError::Unreachable {
             url: self.base.clone(),
             source,
@@ -261,6 +275,16 @@ impl EtcdClient {
         let (code, listed) = self.call("/v3/kv/range", Some(range)).await?;
         self.expect_ok(code, &listed, "a key listing")?;
         Ok(listed["kvs"].as_array().map_or(0, |kvs| kvs.len() as u64))
+    }
+
+    /// `/v3/kv/compaction` up to `revision` (the versions of keys older than it are dropped;
+    /// the current value of every key stays), `physical`: answered once the compaction is
+    /// applied to the backend, so that a defragmentation after it returns the freed space.
+    /// A revision already compacted is an error (`required revision has been compacted`).
+    pub async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        let request = json!({ "revision": revision.to_string(), "physical": true });
+        let (code, body) = self.call("/v3/kv/compaction", Some(request)).await?;
+        self.expect_ok(code, &body, "a compaction")
     }
 
     pub(super) fn expect_ok(

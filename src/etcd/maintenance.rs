@@ -1,7 +1,10 @@
 //! What one member says of itself and does on its own (`/v3/maintenance/*`): its status,
 //! which it answers alone (without a quorum), the cluster's alarms, and its snapshot.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -167,5 +170,83 @@ impl EtcdClient {
             return Err(invalid("an empty stream".to_owned()));
         }
         Ok(written)
+    }
+
+    /// `/v3/maintenance/alarm` (DEACTIVATE) of `alarm`: the member may take writes again (as
+    /// far as the alarm goes: a `NOSPACE` comes back at the next write unless space was
+    /// freed first, by a compaction and a defragmentation).
+    pub async fn disarm(&self, alarm: &EtcdAlarm) -> Result<(), EtcdError> {
+        let request = json!({
+            "action": "DEACTIVATE",
+            "memberID": alarm.member_id,
+            "alarm": alarm.alarm,
+        });
+        let (code, body) = self.call("/v3/maintenance/alarm", Some(request)).await?;
+        self.expect_ok(code, &body, "an alarm disarm")
+    }
+
+    /// Every alarm raised, disarmed (what `etcdctl alarm disarm` does): the alarms that were.
+    pub async fn disarm_all(&self) -> Result<Vec<EtcdAlarm>, EtcdError> {
+        let alarms = self.alarms().await?;
+        for alarm in &alarms {
+            self.disarm(alarm).await?;
+        }
+        Ok(alarms)
+    }
+
+    /// `/v3/maintenance/defragment` of the member answering (this client's endpoint is one
+    /// member's own address): its backend rewritten without the free pages, so that its
+    /// database shrinks to what is in use. The member serves nothing while it runs, which takes
+    /// as long as the database is large: `timeout` bounds it.
+    pub async fn defragment(&self, timeout: Duration) -> Result<(), EtcdError> {
+        let (code, body) = self
+            .call_within("/v3/maintenance/defragment", Some(json!({})), Some(timeout))
+            .await?;
+        self.expect_ok(code, &body, "a defragmentation")
+    }
+
+    /// `/v3/maintenance/transfer-leadership` to the member `target` (a decimal member id):
+    /// only the leader does it, so this client's endpoint is the leader's own address (any
+    /// other member answers `not leader`). Answered once the target leads.
+    pub async fn move_leader(&self, target: &str) -> Result<(), EtcdError> {
+        let (code, body) = self
+            .call(
+                "/v3/maintenance/transfer-leadership",
+                Some(json!({ "targetID": target })),
+            )
+            .await?;
+        self.expect_ok(code, &body, "a leadership transfer")
+    }
+
+    /// [`EtcdClient::snapshot`] of the member answering into the file `path`, written beside it
+    /// first (`<path>.part`) and renamed once whole and synced, so that `path` is never a
+    /// partial snapshot. Returns the bytes written.
+    pub async fn snapshot_to_file(&self, path: &Path, timeout: Duration) -> Result<u64, EtcdError> {
+        let mut part = path.as_os_str().to_owned();
+        part.push(".part");
+        let part = PathBuf::from(part);
+        let failed = |detail: String| EtcdError::Invalid {
+            url: self.base.clone(),
+            what: "a snapshot",
+            detail,
+        };
+        let written = async {
+            let mut file = tokio::fs::File::create(&part)
+                .await
+                .map_err(|e| failed(format!("creating {}: {e}", part.display())))?;
+            let written = self.snapshot(&mut file, timeout).await?;
+            file.sync_all()
+                .await
+                .map_err(|e| failed(format!("syncing {}: {e}", part.display())))?;
+            tokio::fs::rename(&part, path)
+                .await
+                .map_err(|e| failed(format!("renaming it to {}: {e}", path.display())))?;
+            Ok(written)
+        }
+        .await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&part).await;
+        }
+        written
     }
 }

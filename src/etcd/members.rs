@@ -40,4 +40,17 @@ impl EtcdClient {
             })
             .collect())
     }
+
+    /// `/v3/cluster/member/remove` of the member `id` (a decimal member id, as
+    /// [`EtcdMember::id`]): it leaves the cluster, and its etcd, once it learns that, exits and
+    /// refuses to start with its data again. Needs a quorum, and etcd refuses (`unhealthy
+    /// cluster`) while fewer members than a quorum of those left have been connected to the
+    /// leader for 5 s (right after a leader change, or a member's restart): ask again. An
+    /// unknown id is an error (`member not found`).
+    pub async fn remove_member(&self, id: &str) -> Result<(), EtcdError> {
+        let (code, body) = self
+            .call("/v3/cluster/member/remove", Some(json!({ "ID": id })))
+            .await?;
+        self.expect_ok(code, &body, "a member removal")
+    }
 }

@@ -12,6 +12,7 @@ mod cli;
 mod csm;
 mod drills;
 mod etcd;
+mod etcd_ops;
 mod events;
 mod handlers;
 mod history;
