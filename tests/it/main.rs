@@ -18,6 +18,7 @@ mod handlers;
 mod history;
 mod hmnfd;
 mod kube_events;
+mod members;
 mod metrics;
 mod openapi;
 mod operator_recovery;

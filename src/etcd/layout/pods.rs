@@ -2,7 +2,7 @@
 //! pod's address.
 
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::{Api, ResourceExt, api::ListParams};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -53,55 +53,105 @@ pub fn member_url(endpoint: &str, ip: &str) -> Option<String> {
 /// a report for the whole request timeout.
 const PROBE_CONNECT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// `config` for asking one member at its own address (see [`PROBE_CONNECT`]).
+pub(super) fn probe_config(config: &EtcdConfig) -> EtcdConfig {
+    EtcdConfig {
+        timeout: config.timeout.min(PROBE_CONNECT * 2),
+        ..config.clone()
+    }
+}
+
+/// The member pods of `found`, by name.
+pub(super) async fn list_member_pods(
+    cluster: &Cluster,
+    found: &Found,
+) -> Result<Vec<Pod>, ClusterError> {
+    let api: Api<Pod> = Api::namespaced(cluster.client().clone(), cluster.namespace());
+    let selector = found.pod_selector();
+    let params = ListParams::default().labels(&selector);
+    let mut pods = cluster
+        .retrying(&format!("listing the pods {selector}"), || {
+            api.list(&params)
+        })
+        .await?
+        .items;
+    pods.sort_by_key(|pod| pod.name_any());
+    Ok(pods)
+}
+
+/// The pod's IP, once it has one.
+pub(super) fn pod_ip(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .pod_ip
+        .clone()
+        .filter(|ip| !ip.is_empty())
+}
+
+/// The status of the pod's etcd container (named `etcd` in both layouts; else its first).
+fn etcd_container(pod: &Pod) -> Option<&ContainerStatus> {
+    let all = pod.status.as_ref()?.container_statuses.as_ref()?;
+    all.iter().find(|c| c.name == "etcd").or(all.first())
+}
+
+pub(super) fn restarts(pod: &Pod) -> i32 {
+    etcd_container(pod).map_or(0, |c| c.restart_count)
+}
+
+/// Why the pod's etcd container waits, as the kubelet says, with the message of its last
+/// termination (`CrashLoopBackOff: <what etcd said last>`).
+pub(super) fn waiting(pod: &Pod) -> Option<String> {
+    let container = etcd_container(pod)?;
+    let waiting = container.state.as_ref()?.waiting.as_ref()?;
+    let last = container
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .and_then(|t| t.message.clone().or(t.reason.clone()));
+    Some(match (waiting.reason.as_deref(), last) {
+        (Some(reason), Some(last)) => format!("{reason}: {}", last.trim()),
+        (Some(reason), None) => reason.to_owned(),
+        (None, _) => "waiting".to_owned(),
+    })
+}
+
+/// Why the pod's etcd container does not run: it waits ([`waiting`]), or it ended and stays
+/// down (`terminated: Error, exit code 137`, with its message).
+pub(super) fn not_running(pod: &Pod) -> Option<String> {
+    waiting(pod).or_else(|| {
+        let ended = etcd_container(pod)?.state.as_ref()?.terminated.as_ref()?;
+        let mut text = format!(
+            "terminated: {}, exit code {}",
+            ended.reason.as_deref().unwrap_or("unknown reason"),
+            ended.exit_code
+        );
+        if let Some(message) = ended.message.as_deref().filter(|m| !m.trim().is_empty()) {
+            text.push_str(&format!(": {}", message.trim()));
+        }
+        Some(text)
+    })
+}
+
 /// Every member pod of `found`, with what its etcd says at its own address.
 pub async fn probe_member_pods(
     cluster: &Cluster,
     found: &Found,
     config: &EtcdConfig,
 ) -> Result<Vec<MemberPod>, ClusterError> {
-    let api: Api<Pod> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let selector = found.pod_selector();
-    let params = ListParams::default().labels(&selector);
-    let pods = cluster
-        .retrying(&format!("listing the pods {selector}"), || {
-            api.list(&params)
-        })
-        .await?;
+    let pods = list_member_pods(cluster, found).await?;
     let endpoint = endpoint(cluster, found, config).await?;
-    let config = EtcdConfig {
-        timeout: config.timeout.min(PROBE_CONNECT * 2),
-        ..config.clone()
-    };
-    let mut probed = join_all(pods.items.iter().map(|pod| {
+    let config = probe_config(config);
+    let probed = join_all(pods.iter().map(|pod| {
         let config = &config;
         let endpoint = endpoint.as_deref();
         async move {
-            let status = pod.status.clone().unwrap_or_default();
-            let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty());
-            let container = status
-                .container_statuses
-                .as_ref()
-                .and_then(|all| all.iter().find(|c| c.name == "etcd").or(all.first()));
-            let waiting = container
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.waiting.as_ref())
-                .map(|w| {
-                    let last = container
-                        .and_then(|c| c.last_state.as_ref())
-                        .and_then(|s| s.terminated.as_ref())
-                        .and_then(|t| t.message.clone().or(t.reason.clone()));
-                    match (w.reason.as_deref(), last) {
-                        (Some(reason), Some(last)) => format!("{reason}: {}", last.trim()),
-                        (Some(reason), None) => reason.to_owned(),
-                        (None, _) => "waiting".to_owned(),
-                    }
-                });
+            let ip = pod_ip(pod);
             let mut member = MemberPod {
                 pod: pod.name_any(),
                 ip: ip.clone(),
                 ready: pod_is_ready(pod),
-                waiting,
-                restarts: container.map(|c| c.restart_count).unwrap_or(0),
+                waiting: waiting(pod),
+                restarts: restarts(pod),
                 revision: None,
                 raft_index: None,
                 member_id: None,
@@ -132,6 +182,5 @@ pub async fn probe_member_pods(
         }
     }))
     .await;
-    probed.sort_by(|a, b| a.pod.cmp(&b.pod));
     Ok(probed)
 }

@@ -1,6 +1,14 @@
 //! A cluster as `GET /etcd-clusters` shows it: what Kubernetes and etcd say of it, CSM's
 //! "Check the Health of etcd Clusters" (`ncnHealthChecks.sh -s etcd_health_status`,
-//! `etcd_cluster_balance`, `etcd_database_health`) as data.
+//! `etcd_cluster_balance`, `etcd_database_health`) as data, member by member.
+//!
+//! In the Bitnami layout each member pod's etcd is asked at the pod's own address: a member
+//! answers its maintenance status alone, so what each member holds shows even when the
+//! cluster has lost its quorum, and a pod is matched to its member by the member id it answers
+//! with (else by name). The etcd operator reconciles its members against its pods itself (and
+//! the simulated cluster runs one etcd for all the pods of such a cluster), so there each
+//! member is asked at the client URL it advertises, and pods and members are not matched up
+//! for problems.
 
 use std::collections::BTreeMap;
 
@@ -10,22 +18,55 @@ use kube::{Api, ResourceExt, api::ListParams};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{ClusterObject, EtcdLayout, Found, endpoint, member_url, probe_member_pods};
+use super::{
+    ClusterObject, EtcdLayout, Found, endpoint, member_url,
+    pods::{list_member_pods, not_running, pod_ip, probe_config, restarts},
+};
 use crate::{
     cluster::{Cluster, ClusterError, pod_is_ready},
-    etcd::{EtcdAlarm, EtcdClient, EtcdConfig, EtcdError, EtcdMember, quota::Quota},
+    etcd::{EtcdAlarm, EtcdClient, EtcdConfig, EtcdMember, EtcdStatus, MemberStatus, quota::Quota},
 };
 
-/// One member's health, from the member itself.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+/// One member of a cluster as etcd and Kubernetes see it: a member etcd lists and its pod, a
+/// member without a pod, or a member pod that is no member.
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
 pub struct MemberHealth {
-    pub id: String,
+    /// Its member id (decimal); absent for a pod that is no member etcd lists, or that did not
+    /// answer when the member list could not be read.
+    pub id: Option<String>,
+    /// etcd's name of it (the pod's name in both layouts); empty for a member added but not
+    /// started.
     pub name: String,
+    /// Its pod; absent for a member without one.
+    pub pod: Option<String>,
+    /// The pod is Ready (its etcd answers the chart's probe).
+    pub pod_ready: bool,
+    /// Why the pod's etcd container does not run, as the kubelet says: `CrashLoopBackOff:
+    /// <its last message>`, `terminated: Error, exit code 137`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Restarts of the pod's etcd container.
+    pub restarts: i32,
+    pub peer_urls: Vec<String>,
+    /// Where it was asked: its pod's address (Bitnami), or the client URL it advertises.
     pub client_url: Option<String>,
+    /// It has started (a member added but not started has no name and no client URL yet).
+    pub started: bool,
+    pub is_learner: bool,
+    /// It answered, without errors, and a read through it found a leader and a quorum.
     pub healthy: bool,
     pub is_leader: bool,
+    /// Its raft term and index, its store's revision and its database's size: what it holds,
+    /// whether or not the cluster has a quorum.
+    pub raft_term: Option<u64>,
+    pub raft_index: Option<u64>,
+    pub revision: Option<i64>,
     pub db_size: Option<u64>,
+    /// The part of `db_size` in use; the rest is free pages a defragmentation returns.
+    pub db_size_in_use: Option<u64>,
     pub version: Option<String>,
+    /// The alarms raised by this member (`NOSPACE`, `CORRUPT`).
+    pub alarms: Vec<String>,
     /// Why it is not healthy.
     pub error: Option<String>,
 }
@@ -72,27 +113,11 @@ pub struct EtcdClusterReport {
     pub quota: Quota,
     pub keys: Option<u64>,
     pub version: Option<String>,
+    /// Every member, as etcd and Kubernetes see it: each member etcd lists, with its pod, and
+    /// each member pod that is no member etcd lists.
     pub member_health: Vec<MemberHealth>,
     /// What is wrong, one line each.
     pub problems: Vec<String>,
-}
-
-/// Ready pods and names of the cluster's member pods.
-async fn member_pods(
-    cluster: &Cluster,
-    selector: &str,
-) -> Result<(Vec<String>, i64), ClusterError> {
-    let api: Api<Pod> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let params = ListParams::default().labels(selector);
-    let pods = cluster
-        .retrying(&format!("listing the pods {selector}"), || {
-            api.list(&params)
-        })
-        .await?;
-    let ready = pods.items.iter().filter(|pod| pod_is_ready(pod)).count();
-    let mut names: Vec<String> = pods.items.iter().map(|p| p.name_any()).collect();
-    names.sort();
-    Ok((names, ready as i64))
 }
 
 async fn data_pvcs(cluster: &Cluster, found: &Found) -> Result<Vec<String>, ClusterError> {
@@ -118,51 +143,69 @@ async fn data_pvcs(cluster: &Cluster, found: &Found) -> Result<Vec<String>, Clus
     Ok(names)
 }
 
-/// Health of every member the cluster lists, asked of each member at its own client URL.
-async fn member_health(
-    members: &[EtcdMember],
-    config: &EtcdConfig,
-) -> Vec<(MemberHealth, Option<String>)> {
-    join_all(members.iter().map(|member| async move {
-        let url = member.client_urls.first().cloned();
-        let mut health = MemberHealth {
-            id: member.id.clone(),
-            name: member.name.clone(),
-            client_url: url.clone(),
-            healthy: false,
-            is_leader: false,
-            db_size: None,
-            version: None,
-            error: None,
-        };
-        let Some(url) = url else {
-            health.error = Some("the member has not started (no client URL)".to_owned());
-            return (health, None);
-        };
-        let result = async {
-            let client = EtcdClient::new(&url, config)?;
-            let status = client.member_status().await?;
-            client.check_health().await?;
-            Ok::<_, EtcdError>(status)
+/// What one member says at its own address: its status, and whether a read through it finds a
+/// leader and a quorum (`/health`; the reason when not).
+type MemberAnswer = Result<(MemberStatus, Result<(), String>), String>;
+
+async fn ask_member(url: &str, config: &EtcdConfig) -> MemberAnswer {
+    let client = EtcdClient::new(url, config).map_err(|e| e.to_string())?;
+    let status = client.member_status().await.map_err(|e| e.to_string())?;
+    let health = client.check_health().await.map_err(|e| e.to_string());
+    Ok((status, health))
+}
+
+/// A member pod and what its etcd said at the pod's address (`None`: not asked).
+struct PodRead<'a> {
+    pod: &'a Pod,
+    url: Option<String>,
+    answer: Option<MemberAnswer>,
+}
+
+impl PodRead<'_> {
+    fn member_id(&self) -> Option<&str> {
+        match &self.answer {
+            Some(Ok((status, _))) => Some(&status.member_id),
+            _ => None,
         }
-        .await;
-        let mut leader = None;
-        match result {
-            Ok(status) => {
-                health.healthy = status.errors.is_empty();
-                health.is_leader = status.leader.as_deref() == Some(status.member_id.as_str());
-                health.db_size = Some(status.db_size);
-                health.version = Some(status.version);
-                if !status.errors.is_empty() {
-                    health.error = Some(status.errors.join("; "));
-                }
-                leader = status.leader;
-            }
-            Err(err) => health.error = Some(err.to_string()),
+    }
+}
+
+/// Each pod of `pods` asked at its own address (the cluster's endpoint with the pod's IP).
+async fn ask_pods<'a>(pods: &'a [Pod], endpoint: &str, config: &EtcdConfig) -> Vec<PodRead<'a>> {
+    let config = probe_config(config);
+    join_all(pods.iter().map(|pod| {
+        let config = &config;
+        async move {
+            let url = pod_ip(pod).and_then(|ip| member_url(endpoint, &ip));
+            let answer = match &url {
+                Some(url) => Some(ask_member(url, config).await),
+                None => None,
+            };
+            PodRead { pod, url, answer }
         }
-        (health, leader)
     }))
     .await
+}
+
+/// What a cluster said through one endpoint.
+struct ClusterRead {
+    members: Result<Vec<EtcdMember>, String>,
+    alarms: Result<Vec<EtcdAlarm>, String>,
+    status: Result<EtcdStatus, String>,
+}
+
+impl ClusterRead {
+    async fn through(client: &EtcdClient) -> ClusterRead {
+        ClusterRead {
+            members: client.members().await.map_err(|e| e.to_string()),
+            alarms: client.alarms().await.map_err(|e| e.to_string()),
+            status: client.status().await.map_err(|e| e.to_string()),
+        }
+    }
+
+    fn answered(&self) -> bool {
+        self.members.is_ok() || self.alarms.is_ok() || self.status.is_ok()
+    }
 }
 
 /// The report of one cluster: what Kubernetes and etcd say of it. Kubernetes errors are
@@ -172,7 +215,8 @@ pub async fn report(
     found: &Found,
     config: &EtcdConfig,
 ) -> Result<EtcdClusterReport, ClusterError> {
-    let (pods, ready) = member_pods(cluster, &found.pod_selector()).await?;
+    let pods = list_member_pods(cluster, found).await?;
+    let ready = pods.iter().filter(|pod| pod_is_ready(pod)).count() as i64;
     let pvcs = data_pvcs(cluster, found).await?;
     let endpoint = endpoint(cluster, found, config).await?;
     let client_service = found.layout.client_service(&found.name);
@@ -183,7 +227,7 @@ pub async fn report(
         object: found.object.clone(),
         members: found.desired,
         ready,
-        pods,
+        pods: pods.iter().map(|pod| pod.name_any()).collect(),
         pvcs,
         headless_service: found.layout.headless_service(&found.name),
         config_map: found.layout.config_map(&found.name),
@@ -208,6 +252,12 @@ pub async fn report(
             found.desired
         ));
     }
+    for pod in pods.iter().filter(|pod| !pod_is_ready(pod)) {
+        let state = not_running(pod).unwrap_or_else(|| "not Ready".to_owned());
+        report
+            .problems
+            .push(format!("pod {}: {state}", pod.name_any()));
+    }
     let Some(url) = endpoint else {
         report.problems.push(format!(
             "the client Service {client_service} does not exist"
@@ -221,36 +271,55 @@ pub async fn report(
             return Ok(report);
         }
     };
-    let through_service = read_cluster(&client, config, &mut report).await;
+    let bitnami = found.layout == EtcdLayout::Bitnami;
+    let mut read = ClusterRead::through(&client).await;
+    let mut pod_reads = if bitnami {
+        ask_pods(&pods, &url, config).await
+    } else {
+        Vec::new()
+    };
     // The client Service sends only to Ready pods, and etcd's readiness probe fails on more
     // than a lost quorum (an alarm, a member catching up): when it answers nothing, the
-    // members are asked at their own addresses, and the cluster serves if one of them reads
-    // through a quorum.
-    if !through_service && !report.pods.is_empty() {
-        let answering = probe_member_pods(cluster, found, config)
-            .await?
-            .into_iter()
-            .find(|m| m.revision.is_some());
-        if let Some(member) = answering
-            && let Some(member_url) = member.ip.as_deref().and_then(|ip| member_url(&url, ip))
+    // cluster is read through a member that answers at its own address (a member lists the
+    // members it knows and reads through a quorum if there is one).
+    if !read.answered() && !pods.is_empty() {
+        if !bitnami {
+            pod_reads = ask_pods(&pods, &url, config).await;
+        }
+        let answering = pod_reads
+            .iter()
+            .find(|p| p.member_id().is_some())
+            .and_then(|p| Some((p.pod.name_any(), p.url.clone()?)));
+        if let Some((pod, member_url)) = answering
             && let Ok(member_client) = EtcdClient::new(&member_url, config)
         {
-            let mut via_member = report.clone();
-            via_member.problems.clear();
-            if ready < found.desired {
-                via_member.problems.push(format!(
-                    "{ready} of {} member pods are Ready",
-                    found.desired
+            let via_member = ClusterRead::through(&member_client).await;
+            if via_member.answered() {
+                report.problems.push(format!(
+                    "the client Service {client_service} has no Ready member to answer: read \
+                     through member pod {pod}"
                 ));
+                read = via_member;
             }
-            via_member.problems.push(format!(
-                "the client Service {client_service} has no Ready member to answer: read \
-                 through member pod {}",
-                member.pod
-            ));
-            read_cluster(&member_client, config, &mut via_member).await;
-            report = via_member;
         }
+    }
+    apply_cluster_read(&mut report, &read);
+    let members = read.members.as_deref().ok();
+    report.member_health = if bitnami {
+        members_by_pod(members, &pod_reads, &report.alarms)
+    } else {
+        members_at_their_urls(members.unwrap_or_default(), &pods, &report.alarms, config).await
+    };
+    member_problems(&mut report, bitnami && members.is_some());
+    // The leader most members follow, else the one the status through the endpoint named.
+    let mut leaders: BTreeMap<&str, usize> = BTreeMap::new();
+    for member in &report.member_health {
+        if let Some(leader) = member.is_leader.then_some(member.id.as_deref()).flatten() {
+            *leaders.entry(leader).or_default() += 1;
+        }
+    }
+    if let Some(leader) = leaders.into_iter().max_by_key(|(_, n)| *n) {
+        report.leader = Some(leader.0.to_owned());
     }
     if report.leader.is_none() {
         report.problems.push("no leader".to_owned());
@@ -259,54 +328,25 @@ pub async fn report(
     Ok(report)
 }
 
-/// Fills `report` with what the cluster says through `client`: its members and their health,
-/// its alarms, its status and keys. Returns whether it answered at all.
-async fn read_cluster(
-    client: &EtcdClient,
-    config: &EtcdConfig,
-    report: &mut EtcdClusterReport,
-) -> bool {
-    let mut answered = false;
-    match client.members().await {
-        Ok(members) => {
-            let checked = member_health(&members, config).await;
-            let mut leaders: BTreeMap<String, usize> = BTreeMap::new();
-            for (health, leader) in checked {
-                if let Some(leader) = leader {
-                    *leaders.entry(leader).or_default() += 1;
-                }
-                if let Some(error) = &health.error {
-                    report.problems.push(format!(
-                        "member {} ({}): {error}",
-                        if health.name.is_empty() {
-                            &health.id
-                        } else {
-                            &health.name
-                        },
-                        health.id
-                    ));
-                }
-                report.member_health.push(health);
-            }
-            report.leader = leaders.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l);
-            answered = true;
-        }
-        Err(err) => report.problems.push(err.to_string()),
+/// The cluster's alarms, status and keys into `report`, and what it could not read into its
+/// problems.
+fn apply_cluster_read(report: &mut EtcdClusterReport, read: &ClusterRead) {
+    if let Err(err) = &read.members {
+        report.problems.push(err.clone());
     }
-    match client.alarms().await {
+    match &read.alarms {
         Ok(alarms) => {
-            answered = true;
-            for alarm in &alarms {
+            for alarm in alarms {
                 report.problems.push(format!(
                     "alarm {} raised by member {}",
                     alarm.alarm, alarm.member_id
                 ));
             }
-            report.alarms = alarms;
+            report.alarms = alarms.clone();
         }
-        Err(err) => report.problems.push(err.to_string()),
+        Err(err) => report.problems.push(err.clone()),
     }
-    match client.status().await {
+    match &read.status {
         Ok(status) => {
             // The count is a linearizable read: a quorum answered it.
             report.serving = true;
@@ -314,13 +354,173 @@ async fn read_cluster(
             report.keys = Some(status.keys);
             report.db_size = Some(status.db_size);
             report.db_size_in_use = status.db_size_in_use;
-            report.version = Some(status.version);
-            if report.leader.is_none() {
-                report.leader = status.leader;
-            }
-            answered = true;
+            report.version = Some(status.version.clone());
+            report.leader = status.leader.clone();
         }
-        Err(err) => report.problems.push(err.to_string()),
+        Err(err) => report.problems.push(err.clone()),
     }
-    answered
+}
+
+/// A member's view from what it answered (at `url`) and the alarms raised by it.
+fn member_view(
+    member: Option<&EtcdMember>,
+    url: Option<String>,
+    answer: Option<&MemberAnswer>,
+    alarms: &[EtcdAlarm],
+) -> MemberHealth {
+    let mut view = MemberHealth {
+        client_url: url,
+        ..MemberHealth::default()
+    };
+    if let Some(member) = member {
+        view.id = Some(member.id.clone());
+        view.name = member.name.clone();
+        view.peer_urls = member.peer_urls.clone();
+        view.started = !member.name.is_empty() || !member.client_urls.is_empty();
+        view.is_learner = member.is_learner;
+    }
+    match answer {
+        Some(Ok((status, health))) => {
+            view.id.get_or_insert_with(|| status.member_id.clone());
+            view.started = true;
+            view.is_leader = status.leader.as_deref() == Some(status.member_id.as_str());
+            view.raft_term = Some(status.raft_term);
+            view.raft_index = Some(status.raft_index);
+            view.revision = Some(status.revision);
+            view.db_size = Some(status.db_size);
+            view.db_size_in_use = Some(status.db_size_in_use);
+            view.version = Some(status.version.clone());
+            view.healthy = health.is_ok() && status.errors.is_empty();
+            view.error = match health {
+                Err(why) => Some(why.clone()),
+                Ok(()) if !status.errors.is_empty() => Some(status.errors.join("; ")),
+                Ok(()) => None,
+            };
+        }
+        Some(Err(err)) => view.error = Some(err.clone()),
+        None if member.is_none() => view.error = Some("no address yet (not running)".to_owned()),
+        None if view.started => view.error = Some("no address to ask it at".to_owned()),
+        None => view.error = Some("the member has not started (no client URL)".to_owned()),
+    }
+    view.alarms = alarms
+        .iter()
+        .filter(|a| view.id.as_deref() == Some(a.member_id.as_str()))
+        .map(|a| a.alarm.clone())
+        .collect();
+    view
+}
+
+/// Bitnami: each member etcd lists with the pod that answered as it (else the pod of its
+/// name), each member without a pod, each pod that is no member.
+fn members_by_pod(
+    members: Option<&[EtcdMember]>,
+    pod_reads: &[PodRead<'_>],
+    alarms: &[EtcdAlarm],
+) -> Vec<MemberHealth> {
+    let members = members.unwrap_or_default();
+    let pod_of = |member: &EtcdMember| {
+        pod_reads
+            .iter()
+            .position(|p| p.member_id() == Some(member.id.as_str()))
+            .or_else(|| {
+                pod_reads.iter().position(|p| {
+                    p.member_id().is_none()
+                        && !member.name.is_empty()
+                        && p.pod.name_any() == member.name
+                })
+            })
+    };
+    let mut matched = vec![false; pod_reads.len()];
+    let mut views: Vec<MemberHealth> = members
+        .iter()
+        .map(|member| match pod_of(member) {
+            Some(i) => {
+                matched[i] = true;
+                with_pod(
+                    member_view(
+                        Some(member),
+                        pod_reads[i].url.clone(),
+                        pod_reads[i].answer.as_ref(),
+                        alarms,
+                    ),
+                    pod_reads[i].pod,
+                )
+            }
+            None => member_view(Some(member), None, None, alarms),
+        })
+        .collect();
+    for (read, _) in pod_reads.iter().zip(&matched).filter(|(_, m)| !**m) {
+        let mut view = member_view(None, read.url.clone(), read.answer.as_ref(), alarms);
+        view.name = read.pod.name_any();
+        views.push(with_pod(view, read.pod));
+    }
+    views.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    views
+}
+
+/// etcd-operator: each member asked at the client URL it advertises, with the pod of its name.
+async fn members_at_their_urls(
+    members: &[EtcdMember],
+    pods: &[Pod],
+    alarms: &[EtcdAlarm],
+    config: &EtcdConfig,
+) -> Vec<MemberHealth> {
+    join_all(members.iter().map(|member| async move {
+        let url = member.client_urls.first().cloned();
+        let answer = match &url {
+            Some(url) => Some(ask_member(url, config).await),
+            None => None,
+        };
+        let view = member_view(Some(member), url, answer.as_ref(), alarms);
+        match pods.iter().find(|pod| pod.name_any() == member.name) {
+            Some(pod) => with_pod(view, pod),
+            None => view,
+        }
+    }))
+    .await
+}
+
+fn with_pod(mut view: MemberHealth, pod: &Pod) -> MemberHealth {
+    view.pod = Some(pod.name_any());
+    view.pod_ready = pod_is_ready(pod);
+    view.container = not_running(pod);
+    view.restarts = restarts(pod);
+    view
+}
+
+/// What is wrong with the members, one line each. `matched`: pods and members were matched
+/// up, so a pod without a member and a member without a pod are problems.
+fn member_problems(report: &mut EtcdClusterReport, matched: bool) {
+    for member in &report.member_health {
+        let id = member.id.as_deref().unwrap_or("?");
+        let name = if member.name.is_empty() {
+            id
+        } else {
+            &member.name
+        };
+        match (&member.pod, &member.id) {
+            (Some(pod), None) if matched => {
+                report.problems.push(format!("pod {pod} is no etcd member"));
+                continue;
+            }
+            (None, Some(id)) if matched => {
+                report
+                    .problems
+                    .push(format!("member {name} ({id}) has no pod"));
+            }
+            _ => {}
+        }
+        if member.id.is_some() && !member.started {
+            report
+                .problems
+                .push(format!("member {id} was added but has not started"));
+        } else if let Some(error) = &member.error
+            && member.container.is_none()
+        {
+            // A pod whose container does not run said why already.
+            report
+                .problems
+                .push(format!("member {name} ({id}): {error}"));
+        }
+    }
 }
