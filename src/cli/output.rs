@@ -8,7 +8,7 @@ use std::{
 };
 
 use chrono::{DateTime, Local, Utc};
-use comfy_table::{ContentArrangement, Table, presets::NOTHING};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width, presets::NOTHING};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -339,10 +339,32 @@ pub(super) fn new_table(header: &[&str]) -> Table {
     table
 }
 
-/// The table as text: columns two spaces apart, as kubectl prints them.
+/// The table as text: columns two spaces apart, as kubectl prints them. A column is never
+/// narrower than its longest word, so that on a narrow terminal only text wraps, between words:
+/// an id or a name is never broken (it is copied into the next command).
 pub(super) fn trimmed(table: &mut Table) -> String {
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
+    let mut widest: Vec<usize> = Vec::new();
+    for row in table.header().into_iter().chain(table.row_iter()) {
+        for (i, cell) in row.cell_iter().enumerate() {
+            let longest = cell
+                .content()
+                .split_whitespace()
+                .map(|word| word.chars().count())
+                .max()
+                .unwrap_or(0);
+            if widest.len() <= i {
+                widest.resize(i + 1, 0);
+            }
+            widest[i] = widest[i].max(longest);
+        }
+    }
+    for (i, column) in table.column_iter_mut().enumerate() {
+        let padding = (0, 2);
+        column.set_padding(padding);
+        let width = widest.get(i).copied().unwrap_or(0) + usize::from(padding.1);
+        column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(
+            u16::try_from(width).unwrap_or(u16::MAX),
+        )));
     }
     table.trim_fmt()
 }
@@ -682,6 +704,23 @@ mod tests {
         assert!(text.contains("running (etcd restore)"), "{text}");
         assert!(text.contains("succeeded (etcd auto, dry run)"), "{text}");
         assert!(!text.contains("etcd check"), "{text}");
+    }
+
+    #[test]
+    fn a_narrow_table_wraps_text_between_words_and_never_breaks_an_id() {
+        let id = "01968f3a-7b2c-7d4e-9f10-123456789abc";
+        let backup = "s3://etcd-backup/cray-bss/db-2025-01-01_00-00-with-a-long-name";
+        let reason = "a long reason that has to wrap because the terminal is narrow, word by word";
+        let mut table = new_table(&["ID", "STATE", "WHERE", "REASON"]);
+        table.set_width(60);
+        table.add_row(vec![id, "succeeded (etcd auto, dry run)", backup, reason]);
+        let text = trimmed(&mut table);
+        assert!(text.contains(id) && text.contains(backup), "{text}");
+        let words: Vec<&str> = text.split_whitespace().collect();
+        for word in reason.split_whitespace() {
+            assert!(words.contains(&word), "{word:?} broken in\n{text}");
+        }
+        assert!(text.lines().count() > 2, "the reason wraps:\n{text}");
     }
 
     #[test]
