@@ -84,8 +84,8 @@ fn table(value: &Value, view: View) -> Option<String> {
         View::Services => services_table(value)?,
         View::Snapshots => snapshots_table(&SnapshotList::deserialize(value).ok()?.items),
         View::Capture => capture_table(value)?,
-        View::EtcdClusters => etcd_clusters_table(value.get("items")?.as_array()?),
-        View::EtcdCluster => etcd_clusters_table(std::slice::from_ref(value)),
+        View::EtcdClusters => super::etcd_view::clusters(value.get("items")?.as_array()?),
+        View::EtcdCluster => super::etcd_view::cluster(value)?,
         View::Backups => backups_table(value.get("items")?.as_array()?),
         View::Drill => super::drill_view::drill(value)?,
         View::Drills => super::drill_view::drills(value.get("items")?.as_array()?),
@@ -155,7 +155,7 @@ fn short_duration(duration: std::time::Duration) -> String {
 }
 
 /// `512 B`, `1.5 KiB`, `20.0 MiB`.
-fn human_size(bytes: u64) -> String {
+pub(super) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -167,44 +167,6 @@ fn human_size(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
-}
-
-/// One row per etcd cluster: layout, members Ready, health and what is wrong.
-fn etcd_clusters_table(clusters: &[Value]) -> String {
-    if clusters.is_empty() {
-        return "no etcd clusters".to_owned();
-    }
-    let text = |v: &Value, key: &str| match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    };
-    let mut table = new_table(&[
-        "NAME", "SERVICE", "LAYOUT", "READY", "HEALTHY", "LEADER", "KEYS", "PROBLEMS",
-    ]);
-    for cluster in clusters {
-        let problems: Vec<&str> = cluster
-            .get("problems")
-            .and_then(Value::as_array)
-            .map(|p| p.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        table.add_row(vec![
-            text(cluster, "name"),
-            text(cluster, "service"),
-            text(cluster, "layout"),
-            format!("{}/{}", text(cluster, "ready"), text(cluster, "members")),
-            if cluster.get("healthy") == Some(&Value::Bool(true)) {
-                "yes"
-            } else {
-                "no"
-            }
-            .to_owned(),
-            text(cluster, "leader"),
-            text(cluster, "keys"),
-            problems.join("; "),
-        ]);
-    }
-    trimmed(&mut table)
 }
 
 /// The fields of a run the client shows. Lists may hold summaries (no steps, perhaps services
