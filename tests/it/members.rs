@@ -166,16 +166,7 @@ async fn a_stopped_member_and_a_crash_looping_one_are_problems_with_their_pods_s
 
 #[tokio::test]
 async fn a_full_quota_shows_as_nospace_on_the_members_that_raised_it() {
-    let sim = sim::testing::release_sim(
-        "1.6",
-        sim::SimOptions {
-            real_etcd: true,
-            real_etcd_clusters: Some(vec![STS.to_owned()]),
-            etcd_quota_backend_bytes: Some(2 << 20),
-            ..sim::SimOptions::default()
-        },
-    )
-    .await;
+    let sim = sim::testing::real_etcd_sim_with_quota("1.6", STS, 2 << 20).await;
     sim.fill_etcd_quota(STS).await.unwrap();
     let app = common::start_on(sim, Config::default()).await;
     let report = common::cluster_until(&app, STS, |r| {
