@@ -252,11 +252,14 @@ pub async fn report(
             found.desired
         ));
     }
-    for pod in pods.iter().filter(|pod| !pod_is_ready(pod)) {
-        let state = not_running(pod).unwrap_or_else(|| "not Ready".to_owned());
-        report
-            .problems
-            .push(format!("pod {}: {state}", pod.name_any()));
+    // What the kubelet says of a pod whose etcd does not run (a pod that runs but is not
+    // Ready is counted above, and its member says why below).
+    for pod in &pods {
+        if let Some(state) = not_running(pod) {
+            report
+                .problems
+                .push(format!("pod {}: {state}", pod.name_any()));
+        }
     }
     let Some(url) = endpoint else {
         report.problems.push(format!(
