@@ -6,6 +6,7 @@ mod client;
 pub mod commands;
 mod drill_view;
 mod error;
+mod etcd_view;
 mod follow;
 mod output;
 

@@ -151,6 +151,30 @@ async fn etcd_clusters_list_and_describe() {
     let cells: Vec<&str> = bss.split_whitespace().collect();
     assert_eq!(cells[1..3], ["bss", "etcd-operator"], "{bss}");
     assert!(cells[3].ends_with("/3"), "members Ready of 3: {bss}");
+    // One cluster described: its facts, then its members, PVCs and problems.
+    let output = cli(
+        &app.base,
+        &[
+            "etcd-clusters",
+            "describe",
+            "cray-bss-etcd",
+            "--format",
+            "table",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("Name        cray-bss-etcd\n"), "{text}");
+    assert!(
+        text.contains("Layout      etcd-operator (EtcdCluster cray-bss-etcd)"),
+        "{text}"
+    );
+    assert!(text.contains("Pods Ready  "), "{text}");
+    assert!(
+        text.contains("no problems") || text.contains("Problems:\n  - "),
+        "{text}"
+    );
     let output = cli(&app.base, &["etcd-clusters", "describe", "cray-nope-etcd"]).await;
     assert!(!output.status.success());
     assert!(
