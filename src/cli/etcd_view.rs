@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::output::{human_size, new_table, trimmed};
+use super::table::{human_size, new_table, trimmed};
 
 fn text(value: &Value, key: &str) -> String {
     match value.get(key) {

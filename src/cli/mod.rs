@@ -9,6 +9,7 @@ mod error;
 mod etcd_view;
 mod follow;
 mod output;
+mod table;
 
 use std::{net::SocketAddr, path::PathBuf};
 

@@ -8,11 +8,14 @@ use std::{
 };
 
 use chrono::{DateTime, Local, Utc};
-use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width, presets::NOTHING};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Format, error::ClientError};
+use super::{
+    Format,
+    error::ClientError,
+    table::{human_size, new_table, trimmed},
+};
 
 /// The format asked for, else `table` on a terminal and `toml` otherwise.
 pub fn resolve(format: Option<Format>) -> Format {
@@ -154,21 +157,6 @@ fn short_duration(duration: std::time::Duration) -> String {
     }
 }
 
-/// `512 B`, `1.5 KiB`, `20.0 MiB`.
-pub(super) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 /// The fields of a run the client shows. Lists may hold summaries (no steps, perhaps services
 /// as a `{service: state}` map), so everything but `id` and `state` may be missing.
 #[derive(Debug, Deserialize)]
@@ -290,45 +278,6 @@ pub fn local_time(at: DateTime<Utc>) -> String {
     at.with_timezone(&Local)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
-}
-
-pub(super) fn new_table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(NOTHING)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.to_vec());
-    table
-}
-
-/// The table as text: columns two spaces apart, as kubectl prints them. A column is never
-/// narrower than its longest word, so that on a narrow terminal only text wraps, between words:
-/// an id or a name is never broken (it is copied into the next command).
-pub(super) fn trimmed(table: &mut Table) -> String {
-    let mut widest: Vec<usize> = Vec::new();
-    for row in table.header().into_iter().chain(table.row_iter()) {
-        for (i, cell) in row.cell_iter().enumerate() {
-            let longest = cell
-                .content()
-                .split_whitespace()
-                .map(|word| word.chars().count())
-                .max()
-                .unwrap_or(0);
-            if widest.len() <= i {
-                widest.resize(i + 1, 0);
-            }
-            widest[i] = widest[i].max(longest);
-        }
-    }
-    for (i, column) in table.column_iter_mut().enumerate() {
-        let padding = (0, 2);
-        column.set_padding(padding);
-        let width = widest.get(i).copied().unwrap_or(0) + usize::from(padding.1);
-        column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(
-            u16::try_from(width).unwrap_or(u16::MAX),
-        )));
-    }
-    table.trim_fmt()
 }
 
 /// The run's facts, then its services and their steps.
