@@ -29,6 +29,7 @@ pub mod failpoint;
 pub mod handlers;
 pub mod metrics;
 pub mod model;
+pub mod recovery;
 pub mod release;
 pub mod remote;
 pub mod run;

@@ -33,4 +33,5 @@ mod remote;
 #[cfg(feature = "failpoints")]
 mod restart;
 mod sim_rehearsal;
+mod space;
 mod webhooks;
