@@ -17,23 +17,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-pub use steps::{
-    operator_recovery::{RestoreSource, paired_deployment},
-    orca::NcnTargets,
-};
+pub use crate::recovery::operator::{RestoreSource, paired_deployment};
+pub use crate::step::{Journal, StepContext, StepError, StepOutcome};
+pub use steps::orca::NcnTargets;
 
 use crate::{
-    cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},
-    config::{Config, JobRerun, PodRestart, RecoveryConfig},
-    csm::{CsmClients, CsmError},
-    etcd::EtcdConfig,
+    cluster::{Cluster, ClusterError, ObjectRef},
+    config::{Config, JobRerun, PodRestart},
     etcd::layout::EtcdLayout,
     model::{EtcdMode, Service, State},
     release::{BssRepopulation, FasReload, Profile},
-    remote::{FanoutError, SshConfig},
-    store::{Store, StoreError},
 };
 
 /// What one step does. Stored (as JSON) in the step's `spec` when the run is created.
@@ -398,10 +392,7 @@ fn runbook_1_0(service: Service) -> &'static str {
 /// The names of the etcd steps around a service's own steps.
 pub const CHECK_ETCD: &str = "check-etcd-cluster";
 pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
-/// The recovery steps before them (`"etcd": "restore" | "rebuild" | "auto"`).
-pub const ETCD_ASSESS: &str = "etcd-assess";
-pub const ETCD_SAFETY_SNAPSHOT: &str = "etcd-safety-snapshot";
-pub const ETCD_RECOVER: &str = "etcd-recover";
+pub use crate::recovery::{ETCD_ASSESS, ETCD_RECOVER, ETCD_SAFETY_SNAPSHOT};
 
 /// The steps a run takes for `service` on `profile`'s release, or `None` when the release
 /// does not have it: its own, between the check of its etcd cluster and a recount of its keys
@@ -518,7 +509,7 @@ fn service_steps(service: Service, config: &Config, profile: &Profile) -> Vec<Pl
 
 /// Why a resume of the step planned as `spec`, whose journal is `data`, must not go on: the
 /// cluster it acts on changed since its last journalled write (see
-/// `steps::bitnami::resume_blocker`). `None`: nothing stands in the way.
+/// `crate::recovery::bitnami::resume_blocker`). `None`: nothing stands in the way.
 pub async fn resume_blocker(
     cluster: &Cluster,
     spec: &Value,
@@ -527,7 +518,7 @@ pub async fn resume_blocker(
 ) -> Result<Option<String>, StepError> {
     match serde_json::from_value::<Action>(spec.clone()) {
         Ok(Action::RecoverBitnami { .. }) => {
-            steps::bitnami::resume_blocker(cluster, data, run_id).await
+            crate::recovery::bitnami::resume_blocker(cluster, data, run_id).await
         }
         _ => Ok(None),
     }
@@ -542,10 +533,10 @@ pub async fn describe_cluster_now(cluster: &Cluster, config: &Config, name: &str
         Err(err) => return format!("{name} could not be read: {err}"),
     };
     let report = match crate::etcd::layout::report(cluster, &found, &config.etcd).await {
-        Ok(report) => steps::bitnami::describe_report(&report),
+        Ok(report) => crate::recovery::bitnami::describe_report(&report),
         Err(err) => format!("{name} could not be read: {err}"),
     };
-    match steps::bitnami::describe_statefulset(cluster, &found).await {
+    match crate::recovery::bitnami::describe_statefulset(cluster, &found).await {
         Some(set) => format!("{report}; {set}"),
         None => report,
     }
@@ -558,110 +549,6 @@ pub fn implemented(profile: &Profile) -> Vec<Service> {
         .into_iter()
         .filter(|s| plan(*s, &config, profile, EtcdMode::Check, None, false).is_some())
         .collect()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error(transparent)]
-    Csm(#[from] CsmError),
-    /// The step ran and found the service not repopulated; the message says what and why.
-    #[error("{0}")]
-    Failed(String),
-    #[error("could not record the step's data: {0}")]
-    Journal(String),
-    #[error("stored step data is unreadable: {0}")]
-    BadData(String),
-    #[error("SSH fan-out could not start: {0}")]
-    Fanout(#[from] FanoutError),
-    #[error("reading the snapshots: {0}")]
-    Snapshots(#[from] StoreError),
-    #[error(transparent)]
-    Etcd(#[from] crate::etcd::EtcdError),
-    #[error("cancelled while {0}")]
-    Cancelled(String),
-}
-
-impl StepError {
-    pub fn is_cancelled(&self) -> bool {
-        matches!(
-            self,
-            StepError::Cluster(ClusterError::Cancelled { .. }) | StepError::Cancelled(_)
-        )
-    }
-}
-
-/// Where a running step records what it must not lose (implemented by the runner on the store).
-#[async_trait::async_trait]
-pub trait Journal: Send + Sync {
-    /// Durably stores the step's data; returns once it is on disk.
-    async fn save(&self, data: &Value) -> Result<(), StepError>;
-    /// Appends a line to the run's log.
-    async fn log(&self, message: &str);
-    /// What the step named `step` of the same run and service stored (for a step that builds
-    /// on an earlier one's result).
-    async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError>;
-}
-
-pub struct StepContext<'a> {
-    /// The run the step belongs to (named in safety snapshots).
-    pub run_id: uuid::Uuid,
-    pub cluster: &'a Cluster,
-    pub csm: &'a CsmClients,
-    pub dry_run: bool,
-    /// Cancelled when the run is cancelled or the service stops.
-    pub cancel: &'a CancellationToken,
-    /// Cancelled only when the service stops (see the recovery's point of no return).
-    pub shutdown: &'a CancellationToken,
-    pub journal: &'a dyn Journal,
-    /// What this step saved in an earlier attempt (a resume after a crash).
-    pub saved: Option<Value>,
-    /// How to reach nodes (HMNFD).
-    pub ssh: &'a SshConfig,
-    /// How to reach the etcd clusters.
-    pub etcd: &'a EtcdConfig,
-    /// Where the etcd clusters' backups are, and how long a recovery may take.
-    pub recovery: &'a RecoveryConfig,
-    /// The service's own store, for the snapshots (BOS); steps record through `journal`.
-    pub store: &'a Store,
-    /// Kubernetes Events on the objects the step touches.
-    pub events: &'a RunEvents,
-}
-
-impl StepContext<'_> {
-    /// Publishes an Event on `object` (uid `uid`, in the services' namespace). Events are a
-    /// courtesy to whoever runs `kubectl describe`: one that cannot be published is noted in
-    /// the run's log and the step goes on.
-    async fn announce(
-        &self,
-        object: &ObjectRef,
-        uid: &str,
-        warning: bool,
-        action: &str,
-        what: &str,
-    ) {
-        let regarding = object.reference(self.cluster.namespace(), uid);
-        if let Err(err) = self.events.publish(&regarding, warning, action, what).await {
-            let subject = object.describe(self.cluster.namespace());
-            let err = describe_kube_error(&err);
-            tracing::warn!(error = %err, object = %subject, "could not publish a Kubernetes Event");
-            self.journal
-                .log(&format!(
-                    "could not publish a Kubernetes Event on {subject}: {err}"
-                ))
-                .await;
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct StepOutcome {
-    /// `Succeeded`, `ActionRequired` when a person still has work to do, or `Failed` when the
-    /// step must keep what it saw (e.g. per-host results) with the failure.
-    pub state: State,
-    pub message: String,
-    pub data: Value,
 }
 
 /// Executes one step. Kubernetes requests retried after transient errors are counted and
@@ -750,7 +637,7 @@ fn as_plan(result: Result<StepOutcome, StepError>) -> Result<StepOutcome, StepEr
 
 async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
     if action.covered_by_restore()
-        && let Some(reason) = steps::recovery::restored(ctx).await?
+        && let Some(reason) = crate::recovery::assess::restored(ctx).await?
     {
         return StepOutcome::with_state(State::Skipped, reason, serde_json::json!({}));
     }
@@ -761,7 +648,9 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
         Action::EnsurePodsReady { selector, timeout } => {
             steps::pods::ensure_ready(ctx, selector, *timeout).await
         }
-        Action::Recreate { object, timeout } => steps::recreate::run(ctx, object, *timeout).await,
+        Action::Recreate { object, timeout } => {
+            crate::step::recreate::run(ctx, object, *timeout).await
+        }
         Action::ListCrusSessions { after_restart } => {
             steps::csm_checks::list_crus_sessions(ctx, *after_restart).await
         }
@@ -795,7 +684,7 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
             restore_max_age,
             discard_newer,
         } => {
-            steps::recovery::assess(
+            crate::recovery::assess::assess(
                 ctx,
                 cluster,
                 *mode,
@@ -805,41 +694,14 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
             )
             .await
         }
-        Action::SafetySnapshot { cluster } => steps::recovery::safety_snapshot(ctx, cluster).await,
+        Action::SafetySnapshot { cluster } => {
+            crate::recovery::assess::safety_snapshot(ctx, cluster).await
+        }
         Action::RecoverBitnami { cluster, .. } => {
-            steps::bitnami::run(ctx, cluster, ctx.recovery.timeout).await
+            crate::recovery::bitnami::run(ctx, cluster, ctx.recovery.timeout).await
         }
         Action::RecoverOperator { cluster, .. } => {
-            steps::operator_recovery::run(ctx, cluster, ctx.recovery.timeout).await
+            crate::recovery::operator::run(ctx, cluster, ctx.recovery.timeout).await
         }
-    }
-}
-
-impl StepOutcome {
-    fn done(message: impl Into<String>, data: impl Serialize) -> Result<StepOutcome, StepError> {
-        Self::with_state(State::Succeeded, message, data)
-    }
-
-    fn failed(message: impl Into<String>, data: impl Serialize) -> Result<StepOutcome, StepError> {
-        Self::with_state(State::Failed, message, data)
-    }
-
-    fn action_required(
-        message: impl Into<String>,
-        data: impl Serialize,
-    ) -> Result<StepOutcome, StepError> {
-        Self::with_state(State::ActionRequired, message, data)
-    }
-
-    pub(crate) fn with_state(
-        state: State,
-        message: impl Into<String>,
-        data: impl Serialize,
-    ) -> Result<StepOutcome, StepError> {
-        Ok(StepOutcome {
-            state,
-            message: message.into(),
-            data: serde_json::to_value(data).map_err(|e| StepError::BadData(e.to_string()))?,
-        })
     }
 }

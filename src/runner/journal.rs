@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::{
-    handlers::{Journal, StepError},
+    step::{Journal, StepError},
     store::{StepKey, Store},
 };
 

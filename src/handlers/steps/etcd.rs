@@ -15,7 +15,7 @@ pub async fn check(
     endpoint: &str,
     after: bool,
 ) -> Result<StepOutcome, StepError> {
-    if let Some(recovered) = super::recovery::planned_recovery(ctx).await? {
+    if let Some(recovered) = crate::recovery::assess::planned_recovery(ctx).await? {
         return StepOutcome::done(
             format!(
                 "dry run: would {} once the cluster is {recovered} by step etcd-recover; as it is \
@@ -70,7 +70,7 @@ pub async fn check(
             "{cluster} is healthy (etcd {}, leader {leader}) and empty, as after a rebuild",
             status.version
         )
-    } else if let Some(restored) = super::recovery::restored_from(ctx).await? {
+    } else if let Some(restored) = crate::recovery::assess::restored_from(ctx).await? {
         format!(
             "{cluster} is healthy (etcd {}, leader {leader}) and holds {keys} key(s), restored \
              from {restored} by step etcd-recover",

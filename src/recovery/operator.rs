@@ -36,15 +36,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    recovery::{Decision, assessed},
-    recreate,
-};
+use super::assess::{Decision, assessed};
 use crate::{
     cluster::{ClusterError, DeploymentScale, ObjectRef, object_uid, sanitize},
     etcd::{EtcdClient, EtcdStatus, layout},
-    handlers::{Journal, StepContext, StepError, StepOutcome},
     model::State,
+    step::{Journal, StepContext, StepError, StepOutcome, recreate},
 };
 
 /// The etcd-operator's API group and version.

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     cluster::{JobOutcome, ObjectRef, Sanitized, object_uid, sanitize},
-    handlers::{StepContext, StepError, StepOutcome},
+    step::{StepContext, StepError, StepOutcome},
 };
 
 /// What the step stores, in its order of arrival.

@@ -22,8 +22,9 @@ use crate::{
         backups::{Backup, BackupError, Backups},
         layout::{self, MemberPod},
     },
-    handlers::{ETCD_ASSESS, StepContext, StepError, StepOutcome},
     model::{EtcdMode, State},
+    recovery::ETCD_ASSESS,
+    step::{StepContext, StepError, StepOutcome},
 };
 
 /// What the run does to the cluster.

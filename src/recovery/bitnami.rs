@@ -54,15 +54,16 @@ use serde_json::Value;
 
 use tokio_util::sync::CancellationToken;
 
-use super::recovery::{Assessment, Decision, Discarded, assessed};
+use super::assess::{Assessment, Decision, Discarded, assessed};
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef},
     etcd::{
         backups::Backups,
         layout::{self, EtcdLayout, Found},
     },
-    handlers::{ETCD_SAFETY_SNAPSHOT, StepContext, StepError, StepOutcome},
     model::State,
+    recovery::ETCD_SAFETY_SNAPSHOT,
+    step::{StepContext, StepError, StepOutcome},
 };
 
 pub const STATE_VAR: &str = "ETCD_INITIAL_CLUSTER_STATE";
