@@ -147,6 +147,15 @@ impl Action {
         }
     }
 
+    /// What the step's data, once it ended, tells the steps after it (see [`Decided`]).
+    pub fn learn(&self, data: &Value, decided: &mut Decided) {
+        match self {
+            Action::AssessEtcd { .. } => decided.learn_assessment(data),
+            Action::SafetySnapshot { .. } => decided.learn_safety_snapshot(data),
+            _ => {}
+        }
+    }
+
     /// How long the runner lets the step run: the step timeout, or for the recovery steps what
     /// they bound themselves by `[recovery] timeout` (a listing and a download or a snapshot;
     /// the recovery and the time to put the StatefulSet back), so that the runner never cuts a
@@ -392,7 +401,7 @@ fn runbook_1_0(service: Service) -> &'static str {
 /// The names of the etcd steps around a service's own steps.
 pub const CHECK_ETCD: &str = "check-etcd-cluster";
 pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
-pub use crate::recovery::{ETCD_ASSESS, ETCD_RECOVER, ETCD_SAFETY_SNAPSHOT};
+pub use crate::recovery::{Decided, ETCD_ASSESS, ETCD_RECOVER, ETCD_SAFETY_SNAPSHOT};
 
 /// The steps a run takes for `service` on `profile`'s release, or `None` when the release
 /// does not have it: its own, between the check of its etcd cluster and a recount of its keys
@@ -555,7 +564,11 @@ pub fn implemented(profile: &Profile) -> Vec<Service> {
 /// named in the outcome. A dry run is a plan: what a real run would leave to a person ends the
 /// step `succeeded` (the message says what it would be), and what would stop a real run ends it
 /// `failed`, saying so.
-pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
+pub async fn execute(
+    action: &Action,
+    ctx: &StepContext<'_>,
+    decided: &Decided,
+) -> Result<StepOutcome, StepError> {
     let cluster = ctx.cluster.counting();
     let counted = StepContext {
         run_id: ctx.run_id,
@@ -572,7 +585,7 @@ pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutco
         store: ctx.store,
         events: ctx.events,
     };
-    let result = perform(action, &counted).await;
+    let result = perform(action, &counted, decided).await;
     let retries = cluster.retries();
     let result = match result {
         Ok(mut outcome) => {
@@ -635,9 +648,13 @@ fn as_plan(result: Result<StepOutcome, StepError>) -> Result<StepOutcome, StepEr
     }
 }
 
-async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
+async fn perform(
+    action: &Action,
+    ctx: &StepContext<'_>,
+    decided: &Decided,
+) -> Result<StepOutcome, StepError> {
     if action.covered_by_restore()
-        && let Some(reason) = crate::recovery::assess::restored(ctx).await?
+        && let Some(reason) = decided.covered_by_restore(ctx.dry_run)
     {
         return StepOutcome::with_state(State::Skipped, reason, serde_json::json!({}));
     }
@@ -676,7 +693,7 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
             cluster,
             endpoint,
             after,
-        } => steps::etcd::check(ctx, cluster, endpoint, *after).await,
+        } => steps::etcd::check(ctx, decided, cluster, endpoint, *after).await,
         Action::AssessEtcd {
             cluster,
             mode,
@@ -695,13 +712,13 @@ async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, 
             .await
         }
         Action::SafetySnapshot { cluster } => {
-            crate::recovery::assess::safety_snapshot(ctx, cluster).await
+            crate::recovery::assess::safety_snapshot(ctx, decided, cluster).await
         }
         Action::RecoverBitnami { cluster, .. } => {
-            crate::recovery::bitnami::run(ctx, cluster, ctx.recovery.timeout).await
+            crate::recovery::bitnami::run(ctx, decided, cluster, ctx.recovery.timeout).await
         }
         Action::RecoverOperator { cluster, .. } => {
-            crate::recovery::operator::run(ctx, cluster, ctx.recovery.timeout).await
+            crate::recovery::operator::run(ctx, decided, cluster, ctx.recovery.timeout).await
         }
     }
 }

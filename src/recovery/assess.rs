@@ -23,7 +23,7 @@ use crate::{
         layout::{self, MemberPod},
     },
     model::{EtcdMode, State},
-    recovery::ETCD_ASSESS,
+    recovery::Decided,
     step::{StepContext, StepError, StepOutcome},
 };
 
@@ -539,76 +539,6 @@ pub struct Assessment {
     pub discarded: Option<Discarded>,
 }
 
-/// The decision of `etcd-assess` of this run and service.
-pub async fn assessed(ctx: &StepContext<'_>) -> Result<Assessment, StepError> {
-    let data = ctx
-        .journal
-        .earlier_step_data(ETCD_ASSESS)
-        .await?
-        .ok_or_else(|| {
-            StepError::Failed(format!(
-                "step {ETCD_ASSESS} stored no decision; start a new run"
-            ))
-        })?;
-    serde_json::from_value(data).map_err(|e| StepError::BadData(format!("{ETCD_ASSESS}: {e}")))
-}
-
-/// In a dry run: what the service's etcd cluster would be after the recovery this run plans
-/// (`Some` when `etcd-assess` decided to restore or rebuild it), for the steps after it that
-/// cannot look at the cluster as it would be.
-pub async fn planned_recovery(ctx: &StepContext<'_>) -> Result<Option<String>, StepError> {
-    if !ctx.dry_run {
-        return Ok(None);
-    }
-    let Some(data) = ctx.journal.earlier_step_data(ETCD_ASSESS).await? else {
-        return Ok(None);
-    };
-    let Ok(assessment) = serde_json::from_value::<Assessment>(data) else {
-        return Ok(None);
-    };
-    Ok(match assessment.decision {
-        Decision::LeaveAlone => None,
-        Decision::Rebuild => Some(format!("rebuilt empty ({})", assessment.cluster)),
-        Decision::Restore { backup, .. } => {
-            Some(format!("restored from {backup} ({})", assessment.cluster))
-        }
-    })
-}
-
-/// The backup this run restored the service's cluster from: `Some` when its `etcd-assess`
-/// decided to restore it (and so `etcd-recover`, before any later step, restored it).
-pub async fn restored_from(ctx: &StepContext<'_>) -> Result<Option<String>, StepError> {
-    let Some(data) = ctx.journal.earlier_step_data(ETCD_ASSESS).await? else {
-        return Ok(None);
-    };
-    Ok(match serde_json::from_value::<Assessment>(data) {
-        Ok(Assessment {
-            decision: Decision::Restore { backup, .. },
-            ..
-        }) => Some(backup),
-        _ => None,
-    })
-}
-
-/// Why a step that repopulates data a restore brings back is skipped, when this run restored
-/// the service's cluster.
-pub async fn restored(ctx: &StepContext<'_>) -> Result<Option<String>, StepError> {
-    let Some(backup) = restored_from(ctx).await? else {
-        return Ok(None);
-    };
-    let cluster = ctx
-        .journal
-        .earlier_step_data(ETCD_ASSESS)
-        .await?
-        .and_then(|data| data["cluster"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    Ok(Some(format!(
-        "{}the restore of {cluster} from backup {backup} (step etcd-recover) brings this data \
-         back: nothing to repopulate",
-        if ctx.dry_run { "dry run: " } else { "" },
-    )))
-}
-
 #[allow(clippy::too_many_arguments)]
 pub async fn assess(
     ctx: &StepContext<'_>,
@@ -899,9 +829,10 @@ async fn unreadable_data(
 /// this, so the run never restores from the snapshot it took.
 pub async fn safety_snapshot(
     ctx: &StepContext<'_>,
+    decided: &Decided,
     cluster: &str,
 ) -> Result<StepOutcome, StepError> {
-    let assessment = assessed(ctx).await?;
+    let assessment = decided.assessment()?;
     let skipped = |message: String| {
         StepOutcome::with_state(
             State::Skipped,

@@ -27,16 +27,18 @@
 //! replica count, and says so. All the waits of one rebuild or restore share its `timeout`
 //! (`[recovery] timeout`); putting the Deployment back comes on top.
 
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::assess::{Decision, assessed};
+use super::{
+    Decided,
+    assess::Decision,
+    journal::Journaled,
+    wait::{Deadline, wait_healthy},
+};
 use crate::{
     cluster::{ClusterError, DeploymentScale, ObjectRef, object_uid, sanitize},
     etcd::{EtcdClient, EtcdStatus, layout},
@@ -49,27 +51,6 @@ const API_VERSION: &str = "etcd.database.coreos.com/v1beta2";
 /// Where the periodic backups of a cluster are configured (CSM 1.3: "kubectl get etcdbackup -n
 /// services | grep bos.*periodic").
 const PERIODIC_BACKUP_SUFFIX: &str = "-cluster-periodic-backup";
-/// How often etcd's health is asked while a rebuilt or restored cluster starts.
-const HEALTH_POLL: Duration = Duration::from_millis(100);
-
-/// The time a recovery has left: every wait of a rebuild or restore shares one `timeout`, so
-/// that the step is bounded by it (plus what putting the Deployment back takes).
-#[derive(Clone, Copy, Debug)]
-struct Deadline(Instant);
-
-impl Deadline {
-    fn after(timeout: Duration) -> Self {
-        Deadline(Instant::now() + timeout)
-    }
-
-    /// What is left, at least a second (a wait of zero would fail before it looked).
-    fn left(self) -> Duration {
-        self.0
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1))
-    }
-}
-
 fn etcd_object(kind: &str, plural: &str, name: &str) -> ObjectRef {
     ObjectRef {
         api_version: API_VERSION.to_owned(),
@@ -112,47 +93,45 @@ fn members_of(cluster: &str) -> String {
     layout::EtcdLayout::Operator.pod_selector(cluster, "")
 }
 
-/// The step's data, shared by the step and the nested [`recreate`] step: every change is
-/// saved whole, through the step's journal.
-struct Record<'a> {
-    journal: &'a dyn Journal,
-    data: Mutex<Value>,
+/// What a rebuild or restore saved, field by field as it went (the step's data; a resume
+/// reads it back and carries on). The nested [`recreate`] step's own data is under `recreate`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
+    /// The service Deployment's Scale before the rebuild took it to 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deployment: Option<DeploymentScale>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recreate: Option<Value>,
+    /// The member pods Running and Ready at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    members: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etcd: Option<EtcdStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deployment_restored: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deployment_pods_ready: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    periodic_backup_deleted: Option<String>,
+    /// A dry run's rebuild: the sanitized manifest a real run would store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    manifest: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restore: Option<RestorePlan>,
+    /// A dry run's restore: the EtcdRestore a real run would create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etcd_restore: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restore_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restore_deleted: Option<bool>,
 }
 
-impl<'a> Record<'a> {
-    fn new(ctx: &StepContext<'a>) -> Self {
-        let data = match &ctx.saved {
-            Some(value @ Value::Object(_)) => value.clone(),
-            _ => json!({}),
-        };
-        Record {
-            journal: ctx.journal,
-            data: Mutex::new(data),
-        }
-    }
-
-    fn snapshot(&self) -> Value {
-        self.data.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let data = self.snapshot();
-        data.get(key)
-            .filter(|v| !v.is_null())
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-    }
-
-    /// Sets `key` and stores the whole record durably.
-    async fn set(&self, key: &str, value: impl Serialize) -> Result<(), StepError> {
-        let value = serde_json::to_value(value).map_err(|e| StepError::BadData(e.to_string()))?;
-        let data = {
-            let mut data = self.data.lock().unwrap_or_else(|e| e.into_inner());
-            data[key] = value;
-            data.clone()
-        };
-        self.journal.save(&data).await
-    }
-}
+type Record<'a> = Journaled<'a, Saved>;
 
 /// The journal the nested [`recreate`] step writes to: its data under `recreate` in the record.
 struct Nested<'a, 'b> {
@@ -162,15 +141,18 @@ struct Nested<'a, 'b> {
 #[async_trait::async_trait]
 impl Journal for Nested<'_, '_> {
     async fn save(&self, data: &Value) -> Result<(), StepError> {
-        self.record.set("recreate", data).await
+        let data = data.clone();
+        self.record
+            .update(|saved| saved.recreate = Some(data))
+            .await
     }
 
     async fn log(&self, message: &str) {
-        self.record.journal.log(message).await;
+        self.record.journal().log(message).await;
     }
 
     async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError> {
-        self.record.journal.earlier_step_data(step).await
+        self.record.journal().earlier_step_data(step).await
     }
 }
 
@@ -179,10 +161,11 @@ impl Journal for Nested<'_, '_> {
 /// chose), within `timeout`.
 pub async fn run(
     ctx: &StepContext<'_>,
+    decided: &Decided,
     cluster: &str,
     timeout: Duration,
 ) -> Result<StepOutcome, StepError> {
-    let assessment = assessed(ctx).await?;
+    let assessment = decided.assessment()?;
     match &assessment.decision {
         Decision::LeaveAlone => StepOutcome::with_state(
             State::Skipped,
@@ -213,11 +196,13 @@ pub async fn rebuild(
     deployment: &str,
     timeout: Duration,
 ) -> Result<StepOutcome, StepError> {
-    let record = Record::new(ctx);
-    record.set("cluster", cluster).await?;
+    let record = Record::resume(ctx);
+    record
+        .update(|saved| saved.cluster = Some(cluster.to_owned()))
+        .await?;
     // The replica count comes first, and an earlier attempt's wins: after a crash while the
     // Deployment was at 0, reading it again would say 0.
-    let scale = match record.get::<DeploymentScale>("deployment") {
+    let scale = match record.get().deployment {
         Some(stored) => stored,
         None => {
             let Some(current) = ctx.cluster.deployment_scale(deployment).await? else {
@@ -228,7 +213,9 @@ pub async fn rebuild(
                     ctx.cluster.namespace()
                 )));
             };
-            record.set("deployment", &current).await?;
+            record
+                .update(|saved| saved.deployment = Some(current.clone()))
+                .await?;
             current
         }
     };
@@ -243,7 +230,7 @@ pub async fn rebuild(
     match (result, back) {
         (Ok(mut outcome), Ok(note)) => {
             outcome.message.push_str(&note);
-            outcome.data = record.snapshot();
+            outcome.data = record.to_value()?;
             Ok(outcome)
         }
         (Ok(_), Err(err)) => Err(StepError::Failed(format!(
@@ -278,7 +265,7 @@ async fn rebuildable(
     cluster: &str,
 ) -> Result<(), StepError> {
     let object = cluster_object(cluster);
-    let stored = record.get::<Value>("recreate").is_some()
+    let stored = record.get().recreate.is_some()
         || ctx
             .store
             .newest_stored_manifest(
@@ -304,9 +291,6 @@ async fn rebuildable(
 fn with_note(err: StepError, note: &str) -> StepError {
     match err {
         StepError::Cancelled(what) => StepError::Cancelled(format!("{what}{note}")),
-        StepError::Cluster(ClusterError::Cancelled { waiting_for }) => {
-            StepError::Cancelled(format!("waiting for {waiting_for}{note}"))
-        }
         other => StepError::Failed(format!("{other}{note}")),
     }
 }
@@ -349,7 +333,7 @@ async fn rebuild_while_scaled_down(
         cancel: ctx.cancel,
         shutdown: ctx.shutdown,
         journal: &nested,
-        saved: record.get::<Value>("recreate"),
+        saved: record.get().recreate,
         ssh: ctx.ssh,
         etcd: ctx.etcd,
         recovery: ctx.recovery,
@@ -362,9 +346,13 @@ async fn rebuild_while_scaled_down(
     };
     recreate::run_with(&recreate_ctx, &cluster_object(cluster), &options).await?;
     let (members, status) = members_up(ctx, cluster, deadline).await?;
-    record.set("members", &members).await?;
+    record
+        .update(|saved| saved.members = Some(members.clone()))
+        .await?;
     if let Some(status) = &status {
-        record.set("etcd", status).await?;
+        record
+            .update(|saved| saved.etcd = Some(status.clone()))
+            .await?;
     }
     let periodic = delete_periodic_backup(ctx, record, cluster).await?;
     let health = match &status {
@@ -380,7 +368,7 @@ async fn rebuild_while_scaled_down(
              member pod(s) Running and Ready{health}{periodic}",
             members.len()
         ),
-        record.snapshot(),
+        record.to_value()?,
     )
 }
 
@@ -396,7 +384,9 @@ async fn scale_back(
     ctx.cluster
         .scale_deployment(&scale.name, scale.replicas, false)
         .await?;
-    record.set("deployment_restored", true).await?;
+    record
+        .update(|saved| saved.deployment_restored = Some(true))
+        .await?;
     ctx.journal
         .log(&format!(
             "Deployment {} is back at {} replica(s)",
@@ -413,7 +403,9 @@ async fn scale_back(
                 ctx.cancel,
             )
             .await?;
-        record.set("deployment_pods_ready", &ready).await?;
+        record
+            .update(|saved| saved.deployment_pods_ready = Some(ready.clone()))
+            .await?;
         return Ok(format!(
             "; Deployment {} back at {} replica(s), {} pod(s) Ready",
             scale.name,
@@ -454,12 +446,12 @@ async fn members_up(
     if !ctx.etcd.enabled {
         return Ok((members, None));
     }
-    let status = wait_healthy(ctx, cluster, deadline).await?;
+    let status = etcd_healthy(ctx, cluster, deadline).await?;
     Ok((members, Some(status)))
 }
 
 /// Asks etcd (through the cluster's client Service) until it is healthy with a leader.
-async fn wait_healthy(
+async fn etcd_healthy(
     ctx: &StepContext<'_>,
     cluster: &str,
     deadline: Deadline,
@@ -476,33 +468,18 @@ async fn wait_healthy(
             })?,
     };
     let client = EtcdClient::new(&endpoint, ctx.etcd)?;
-    let started = Instant::now();
-    loop {
-        let last = match client.check_health().await {
+    let waiting_for = format!("etcd {cluster} to be healthy at {endpoint}");
+    wait_healthy(deadline, ctx.cancel, &waiting_for, || async {
+        Ok(match client.check_health().await {
             Ok(()) => match client.status().await {
-                Ok(status) if status.leader.is_some() => return Ok(status),
-                Ok(_) => "no leader".to_owned(),
-                Err(err) => err.to_string(),
+                Ok(status) if status.leader.is_some() => Ok(status),
+                Ok(_) => Err("no leader".to_owned()),
+                Err(err) => Err(err.to_string()),
             },
-            Err(err) => err.to_string(),
-        };
-        if Instant::now() >= deadline.0 {
-            return Err(StepError::Cluster(ClusterError::Timeout {
-                after: started.elapsed(),
-                waiting_for: format!("etcd {cluster} to be healthy at {endpoint}"),
-                last_seen: last,
-            }));
-        }
-        tokio::select! {
-            _ = ctx.cancel.cancelled() => {
-                return Err(StepError::Cluster(ClusterError::Cancelled {
-                    waiting_for: format!("etcd {cluster} to be healthy at {endpoint}"),
-                }));
-            }
-            // Polling a starting process's health endpoint (etcd has nothing to watch).
-            _ = tokio::time::sleep(HEALTH_POLL) => {}
-        }
-    }
+            Err(err) => Err(err.to_string()),
+        })
+    })
+    .await
 }
 
 /// The page's post-rebuild step: the periodic `EtcdBackup` points at the old cluster and is
@@ -520,7 +497,9 @@ async fn delete_periodic_backup(
     ctx.cluster
         .delete_and_wait_gone(&backup, &uid, false, Duration::from_secs(30), ctx.cancel)
         .await?;
-    record.set("periodic_backup_deleted", &backup.name).await?;
+    record
+        .update(|saved| saved.periodic_backup_deleted = Some(backup.name.clone()))
+        .await?;
     Ok(format!(
         "; deleted the EtcdBackup {} (it pointed at the old cluster; CSM's hourly job creates it \
          again)",
@@ -551,8 +530,10 @@ async fn plan_rebuild(
         .delete_and_wait_gone(&object, &uid, true, timeout, ctx.cancel)
         .await?;
     let manifest = sanitize(&existing).manifest;
-    record.set("manifest", &manifest).await?;
-    record.set("dry_run", true).await?;
+    record
+        .update(|saved| saved.manifest = Some(manifest.clone()))
+        .await?;
+    record.update(|saved| saved.dry_run = Some(true)).await?;
     let periodic = periodic_backup_object(cluster);
     let periodic_note = match ctx.cluster.read_object(&periodic).await? {
         Some(_) => format!(
@@ -574,7 +555,7 @@ async fn plan_rebuild(
             scale.name,
             scale.replicas
         ),
-        record.snapshot(),
+        record.to_value()?,
     )
 }
 
@@ -715,9 +696,9 @@ pub async fn restore(
     backup: &str,
     timeout: Duration,
 ) -> Result<StepOutcome, StepError> {
-    let record = Record::new(ctx);
+    let record = Record::resume(ctx);
     let restore_ref = restore_object(cluster);
-    let plan = match record.get::<RestorePlan>("restore") {
+    let plan = match record.get().restore {
         Some(plan) => plan,
         None => {
             let Some(existing) = ctx.cluster.read_object(&cluster_object(cluster)).await? else {
@@ -737,7 +718,9 @@ pub async fn restore(
                 manifest: sanitize(&existing).manifest,
                 run_id: ctx.run_id.to_string(),
             };
-            record.set("restore", &plan).await?;
+            record
+                .update(|saved| saved.restore = Some(plan.clone()))
+                .await?;
             plan
         }
     };
@@ -747,8 +730,10 @@ pub async fn restore(
             .create_object(&restore_ref, &manifest, true)
             .await
             .map_err(|err| refused(cluster, err))?;
-        record.set("etcd_restore", &manifest).await?;
-        record.set("dry_run", true).await?;
+        record
+            .update(|saved| saved.etcd_restore = Some(manifest.clone()))
+            .await?;
+        record.update(|saved| saved.dry_run = Some(true)).await?;
         return StepOutcome::done(
             format!(
                 "dry run: would create the EtcdRestore {cluster} (in this step's data) for the \
@@ -759,11 +744,11 @@ pub async fn restore(
                  service is left alone, as the page does",
                 plan.backup, plan.source.path, plan.source.from, plan.original_uid
             ),
-            record.snapshot(),
+            record.to_value()?,
         );
     }
     // Create the EtcdRestore, unless an earlier attempt did.
-    let restore_uid = match record.get::<String>("restore_uid") {
+    let restore_uid = match record.get().restore_uid {
         Some(uid) => uid,
         None => {
             if ctx.cancel.is_cancelled() {
@@ -794,7 +779,9 @@ pub async fn restore(
                 Err(err) => return Err(refused(cluster, err)),
             };
             let uid = object_uid(&object).unwrap_or_default();
-            record.set("restore_uid", &uid).await?;
+            record
+                .update(|saved| saved.restore_uid = Some(uid.clone()))
+                .await?;
             let how = if adopted {
                 "found the EtcdRestore {cluster}, created by an earlier attempt of this run,"
             } else {
@@ -837,9 +824,13 @@ pub async fn restore(
         }
     }
     let (members, status) = members_up(ctx, cluster, deadline).await?;
-    record.set("members", &members).await?;
+    record
+        .update(|saved| saved.members = Some(members.clone()))
+        .await?;
     if let Some(status) = &status {
-        record.set("etcd", status).await?;
+        record
+            .update(|saved| saved.etcd = Some(status.clone()))
+            .await?;
     }
     delete_restore(ctx, &record, cluster, &restore_uid).await?;
     if layout::client_url(ctx.cluster, &format!("{cluster}-client"))
@@ -864,7 +855,7 @@ pub async fn restore(
             plan.source.path,
             members.len()
         ),
-        record.snapshot(),
+        record.to_value()?,
     )
 }
 
@@ -875,7 +866,7 @@ fn refused(cluster: &str, err: ClusterError) -> StepError {
              left behind (the page: delete it \"to make it possible for future restores to \
              occur\", kubectl -n services delete etcdrestore {cluster}); nothing was changed"
         )),
-        _ => StepError::Cluster(err),
+        _ => StepError::from(err),
     }
 }
 
@@ -887,7 +878,7 @@ enum RestoreFailure {
 
 impl From<ClusterError> for RestoreFailure {
     fn from(err: ClusterError) -> Self {
-        RestoreFailure::Step(StepError::Cluster(err))
+        RestoreFailure::Step(StepError::from(err))
     }
 }
 
@@ -958,7 +949,9 @@ async fn delete_restore(
             &CancellationToken::new(),
         )
         .await?;
-    record.set("restore_deleted", true).await?;
+    record
+        .update(|saved| saved.restore_deleted = Some(true))
+        .await?;
     ctx.journal
         .log(&format!("deleted the EtcdRestore {cluster}"))
         .await;

@@ -21,7 +21,7 @@ use crate::{
     cluster::{Cluster, RunEvents},
     config::Config,
     csm::CsmClients,
-    handlers::{self, Action, StepContext},
+    handlers::{self, Action, Decided, StepContext},
     metrics::Metrics,
     model::{EtcdMode, Service, State, new_run_id},
     release::{DetectError, Release, ReleaseInForce, ReleaseSetting, detect},
@@ -886,6 +886,16 @@ async fn run_task(
         .append_event(run_id, "info", Some(service), None, "started", now())
         .await?;
     let steps = store.task_steps(run_id, service).await?;
+    // What the steps a resumed run already took decided, for the steps after them.
+    let mut decided = Decided::default();
+    for step in steps.iter().filter(|s| s.state == State::Succeeded) {
+        if let (Ok(action), Some(data)) = (
+            serde_json::from_value::<Action>(step.spec.clone()),
+            &step.data,
+        ) {
+            action.learn(data, &mut decided);
+        }
+    }
     let mut outcome = (State::Succeeded, String::new());
     let mut notes = Vec::new();
     // Once a step fails or the run is stopped, the state and message of the steps not started.
@@ -906,9 +916,10 @@ async fn run_task(
             continue;
         }
         let span = tracing::info_span!("step", step = %step.name);
-        let (state, message) = run_step(inner, run_id, service, step, dry_run, control)
-            .instrument(span)
-            .await?;
+        let (state, message) =
+            run_step(inner, run_id, service, step, dry_run, control, &mut decided)
+                .instrument(span)
+                .await?;
         match state {
             // A step that had nothing to do says why (its message) and the task goes on.
             State::Succeeded | State::Skipped => {}
@@ -963,6 +974,7 @@ async fn run_step(
     step: &crate::store::StepRecord,
     dry_run: bool,
     control: &Control,
+    decided: &mut Decided,
 ) -> Result<(State, String), StoreError> {
     let store = &inner.store;
     let started = Instant::now();
@@ -1013,8 +1025,11 @@ async fn run_step(
                 events: &events,
             };
             let limit = action.time_limit(&inner.config);
-            match tokio::time::timeout(limit, handlers::execute(&action, &ctx)).await {
-                Ok(Ok(outcome)) => (outcome.state, outcome.message, Some(outcome.data)),
+            match tokio::time::timeout(limit, handlers::execute(&action, &ctx, decided)).await {
+                Ok(Ok(outcome)) => {
+                    action.learn(&outcome.data, decided);
+                    (outcome.state, outcome.message, Some(outcome.data))
+                }
                 Ok(Err(err)) if err.is_cancelled() => {
                     (control.stopped_state(), err.to_string(), None)
                 }

@@ -23,7 +23,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
-    Cluster(#[from] ClusterError),
+    Cluster(ClusterError),
     #[error(transparent)]
     Csm(#[from] CsmError),
     /// The step ran and found the service not repopulated; the message says what and why.
@@ -43,12 +43,22 @@ pub enum StepError {
     Cancelled(String),
 }
 
+/// A wait the cluster layer ended because the run was cancelled becomes the one cancelled
+/// error of every step (same words), whoever waited.
+impl From<ClusterError> for StepError {
+    fn from(err: ClusterError) -> Self {
+        match err {
+            ClusterError::Cancelled { waiting_for } => {
+                StepError::Cancelled(format!("waiting for {waiting_for}"))
+            }
+            other => StepError::Cluster(other),
+        }
+    }
+}
+
 impl StepError {
     pub fn is_cancelled(&self) -> bool {
-        matches!(
-            self,
-            StepError::Cluster(ClusterError::Cancelled { .. }) | StepError::Cancelled(_)
-        )
+        matches!(self, StepError::Cancelled(_))
     }
 }
 

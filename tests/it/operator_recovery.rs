@@ -133,7 +133,16 @@ async fn execute_until(
         cluster: CLUSTER.to_owned(),
         timeout: common::WAIT,
     };
-    let result = handlers::execute(&recover, &ctx).await;
+    // What the runner hands the step: the decision `etcd-assess` stored, typed.
+    let mut decided = handlers::Decided::default();
+    if let Some(assessment) = journal
+        .earlier_step_data(handlers::ETCD_ASSESS)
+        .await
+        .unwrap()
+    {
+        decided.learn_assessment(&assessment);
+    }
+    let result = handlers::execute(&recover, &ctx, &decided).await;
     Executed {
         result,
         saved: journal.data.lock().unwrap().clone(),

@@ -7,15 +7,17 @@ use serde_json::json;
 use crate::{
     etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdStatus, layout},
     handlers::{CHECK_ETCD, StepContext, StepError, StepOutcome},
+    recovery::Decided,
 };
 
 pub async fn check(
     ctx: &StepContext<'_>,
+    decided: &Decided,
     cluster: &str,
     endpoint: &str,
     after: bool,
 ) -> Result<StepOutcome, StepError> {
-    if let Some(recovered) = crate::recovery::assess::planned_recovery(ctx).await? {
+    if let Some(recovered) = decided.planned_recovery().filter(|_| ctx.dry_run) {
         return StepOutcome::done(
             format!(
                 "dry run: would {} once the cluster is {recovered} by step etcd-recover; as it is \
@@ -70,7 +72,7 @@ pub async fn check(
             "{cluster} is healthy (etcd {}, leader {leader}) and empty, as after a rebuild",
             status.version
         )
-    } else if let Some(restored) = crate::recovery::assess::restored_from(ctx).await? {
+    } else if let Some(restored) = decided.restored_from() {
         format!(
             "{cluster} is healthy (etcd {}, leader {leader}) and holds {keys} key(s), restored \
              from {restored} by step etcd-recover",
