@@ -712,7 +712,7 @@ async fn perform(
             .await
         }
         Action::SafetySnapshot { cluster } => {
-            crate::recovery::assess::safety_snapshot(ctx, decided, cluster).await
+            crate::recovery::safety_snapshot::safety_snapshot(ctx, decided, cluster).await
         }
         Action::RecoverBitnami { cluster, .. } => {
             crate::recovery::bitnami::run(ctx, decided, cluster, ctx.recovery.timeout).await

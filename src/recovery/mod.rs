@@ -5,15 +5,18 @@
 
 pub mod assess;
 pub mod bitnami;
+pub mod decision;
 pub mod journal;
 pub mod operator;
+pub mod safety_snapshot;
 pub mod wait;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::step::StepError;
-use assess::{Assessment, Decision};
+use assess::Assessment;
+use decision::Decision;
 
 /// The recovery steps before a service's own (`"etcd": "restore" | "rebuild" | "auto"`).
 pub const ETCD_ASSESS: &str = "etcd-assess";

@@ -20,7 +20,7 @@ use crate::{
 
 /// What the step stores, in its order of arrival.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Saved {
+struct Recreation {
     object: Option<ObjectRef>,
     /// The sanitized manifest, stored before anything is deleted.
     manifest: Option<Value>,
@@ -84,13 +84,13 @@ pub async fn run_with(
     let timeout = options.timeout;
     let cluster = ctx.cluster;
     let what = object.describe(cluster.namespace());
-    let earlier: Saved = match &ctx.saved {
+    let earlier: Recreation = match &ctx.saved {
         Some(value) => serde_json::from_value(value.clone()).unwrap_or_default(),
-        None => Saved::default(),
+        None => Recreation::default(),
     };
-    let mut saved = Saved {
+    let mut saved = Recreation {
         object: Some(object.clone()),
-        ..Saved::default()
+        ..Recreation::default()
     };
     let current = cluster.read_object(object).await?;
     let new_uid = match (current, earlier.manifest, earlier.original_uid) {
@@ -211,7 +211,7 @@ pub async fn run_with(
     }
 }
 
-fn to_value(saved: &Saved) -> Result<Value, StepError> {
+fn to_value(saved: &Recreation) -> Result<Value, StepError> {
     serde_json::to_value(saved).map_err(|e| StepError::BadData(e.to_string()))
 }
 
@@ -226,7 +226,7 @@ fn job_failed(job: &Value) -> bool {
 }
 
 /// The old object's finalizers and owner references, named when the manifest left them out.
-fn dropped_note(saved: &Saved) -> String {
+fn dropped_note(saved: &Recreation) -> String {
     let fields: Vec<&str> = saved
         .dropped
         .iter()
@@ -248,7 +248,7 @@ async fn stored_by_another_run(
     ctx: &StepContext<'_>,
     object: &ObjectRef,
     what: &str,
-    saved: &mut Saved,
+    saved: &mut Recreation,
 ) -> Result<(Value, String), StepError> {
     let stored = ctx
         .store
@@ -260,7 +260,7 @@ async fn stored_by_another_run(
         )
         .await?;
     let found = stored.and_then(|stored| {
-        let data: Saved = serde_json::from_value(stored.data).ok()?;
+        let data: Recreation = serde_json::from_value(stored.data).ok()?;
         Some((stored.run_id, data))
     });
     let Some((run_id, data)) = found else {
@@ -304,7 +304,7 @@ async fn replace(
     manifest: &Value,
     original: &str,
     options: &Options,
-    saved: &mut Saved,
+    saved: &mut Recreation,
 ) -> Result<String, StepError> {
     let timeout = options.timeout;
     if ctx.cancel.is_cancelled() {
@@ -369,7 +369,7 @@ async fn create(
     what: &str,
     manifest: &Value,
     original: &str,
-    saved: &mut Saved,
+    saved: &mut Recreation,
 ) -> Result<String, StepError> {
     match ctx.cluster.create_object(object, manifest, false).await {
         Ok(created) => {
@@ -412,7 +412,7 @@ async fn dry_run(
     ctx: &StepContext<'_>,
     object: &ObjectRef,
     what: &str,
-    mut saved: Saved,
+    mut saved: Recreation,
     original: &str,
     timeout: Duration,
 ) -> Result<StepOutcome, StepError> {
@@ -439,7 +439,7 @@ async fn wait_for_job(
     what: &str,
     uid: &str,
     timeout: Duration,
-    mut saved: Saved,
+    mut saved: Recreation,
 ) -> Result<StepOutcome, StepError> {
     let outcome = ctx
         .cluster

@@ -2,9 +2,9 @@
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::EnvVar};
 
-use crate::recovery::assess::Decision;
+use crate::recovery::decision::Decision;
 
-use super::saved::*;
+use super::state::*;
 
 pub(super) fn env(name: &str, value: &str) -> EnvVar {
     EnvVar {

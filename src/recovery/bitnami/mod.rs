@@ -47,7 +47,8 @@ use kube::ResourceExt;
 
 use super::{
     Decided, SafetySnapshot,
-    assess::{Assessment, Decision, Discarded},
+    assess::Assessment,
+    decision::{Decision, Discarded},
     journal::{self, to_value},
     wait::Deadline,
 };
@@ -62,13 +63,13 @@ mod env;
 mod observe;
 mod phases;
 mod put_back;
-mod saved;
+mod state;
 #[cfg(test)]
 mod tests;
 
 use env::*;
 pub use observe::{describe_report, describe_statefulset, resume_blocker};
-use saved::*;
+use state::*;
 
 struct Recover<'a, 'b> {
     ctx: &'a StepContext<'b>,
@@ -77,7 +78,7 @@ struct Recover<'a, 'b> {
     deadline: Deadline,
     /// `[recovery] timeout`, which `deadline` is.
     timeout: Duration,
-    saved: Saved,
+    saved: StatefulSetJournal,
     /// What `etcd-assess` weighed (a resume checks it still holds before it deletes data).
     assessment: Assessment,
     /// The safety snapshot step `etcd-safety-snapshot` took, if it took one.
@@ -120,7 +121,8 @@ pub async fn run(
         )));
     }
     let object = found.layout.object(&found.name);
-    let earlier = journal::earlier::<Saved>(ctx).filter(|s| s.phase.is_some() && !s.dry_run);
+    let earlier =
+        journal::earlier::<StatefulSetJournal>(ctx).filter(|s| s.phase.is_some() && !s.dry_run);
     let saved = match earlier {
         Some(saved) => saved,
         None => first_look(ctx, &found, decision).await?,
@@ -147,7 +149,7 @@ async fn first_look(
     ctx: &StepContext<'_>,
     found: &Found,
     decision: Decision,
-) -> Result<Saved, StepError> {
+) -> Result<StatefulSetJournal, StepError> {
     let name = &found.name;
     let set = ctx
         .cluster
@@ -196,7 +198,7 @@ async fn first_look(
     let pvcs = (0..replicas)
         .filter_map(|n| found.layout.data_pvc(name, i64::from(n)))
         .collect();
-    Ok(Saved {
+    Ok(StatefulSetJournal {
         cluster: name.clone(),
         statefulset_uid: set.uid().unwrap_or_default(),
         decision,
@@ -227,7 +229,7 @@ impl Recover<'_, '_> {
         self.deadline.remaining()
     }
 
-    fn what(&self) -> String {
+    fn describe_recovery(&self) -> String {
         let cluster = &self.saved.cluster;
         let now = match &self.saved.decision {
             Decision::Restore { backup, .. } => format!("restore of {cluster} from {backup}"),
@@ -288,7 +290,7 @@ impl Recover<'_, '_> {
              its pods are gone; set {} in container {}; delete the PVCs {}; scale back to {}; \
              wait until every member is Ready and the cluster is healthy through Service {}; \
              then set {} and wait for that rollout{discarded}",
-            self.what(),
+            self.describe_recovery(),
             s.cluster,
             s.replicas,
             describe_env(&s.recovery_env),
@@ -328,7 +330,7 @@ impl Recover<'_, '_> {
             ctx.journal
                 .log(&format!(
                     "resuming the {} after phase {} (journalled by an earlier attempt)",
-                    self.what(),
+                    self.describe_recovery(),
                     phase.as_str()
                 ))
                 .await;
@@ -342,9 +344,9 @@ impl Recover<'_, '_> {
             let err = StepError::Failed(format!(
                 "the cluster changed since step etcd-assess weighed it: {changed}; this run's \
                  decision ({}) no longer holds. Start a new run, which weighs it again",
-                self.what()
+                self.describe_recovery()
             ));
-            return Err(self.stop(err, None).await);
+            return Err(self.put_back(err, None).await);
         }
         let uid = self.saved.statefulset_uid.clone();
         if self.saved.phase.is_none() {
@@ -355,7 +357,7 @@ impl Recover<'_, '_> {
                 "EtcdRecover",
                 &format!(
                     "{}: scaling to 0, deleting the data PVCs, scaling back to {}",
-                    self.what(),
+                    self.describe_recovery(),
                     self.saved.replicas
                 ),
             )
@@ -375,13 +377,13 @@ impl Recover<'_, '_> {
                 self.note_cancel(phase).await?;
             } else if ctx.cancel.is_cancelled() {
                 let why = format!("cancelled before phase {}", phase.as_str());
-                return Err(self.stop(StepError::Cancelled(why), None).await);
+                return Err(self.put_back(StepError::Cancelled(why), None).await);
             }
             let token = if committed { ctx.shutdown } else { ctx.cancel };
             // A cancel that arrives while a committed phase waits is noted at once (the run's
             // log and journal say the recovery is being finished first), not at its end.
             let base = self.saved.clone();
-            let doing = self.what();
+            let doing = self.describe_recovery();
             let logged = std::sync::atomic::AtomicBool::new(false);
             let noted = async {
                 if !committed || base.cancel_deferred.is_some() {
@@ -423,7 +425,7 @@ impl Recover<'_, '_> {
                         self.fall_back(to, &err).await?;
                         continue;
                     }
-                    return Err(self.stop(err, Some(phase)).await);
+                    return Err(self.put_back(err, Some(phase)).await);
                 }
             };
             self.journal_phase(phase, what).await?;
@@ -439,7 +441,7 @@ impl Recover<'_, '_> {
         let measured = self.measure().await;
         let done = format!(
             "{}: done; {} member(s) Ready ({}), {}; {measured}",
-            self.what(),
+            self.describe_recovery(),
             self.saved.members.len(),
             self.saved.members.join(", "),
             describe_env(&self.saved.restored_env)

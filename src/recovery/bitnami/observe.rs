@@ -10,7 +10,7 @@ use crate::{
     step::StepError,
 };
 
-use super::{env::*, saved::*};
+use super::{env::*, state::*};
 
 /// A cluster's report in words: serving or not, healthy or what is wrong, its keys.
 pub fn describe_report(report: &layout::EtcdClusterReport) -> String {
@@ -62,7 +62,7 @@ pub async fn describe_statefulset(cluster: &Cluster, found: &Found) -> Option<St
 /// The StatefulSet of `saved` and its data PVCs as they are now (`None`: the set is gone).
 pub(super) async fn observe(
     cluster: &Cluster,
-    saved: &Saved,
+    saved: &StatefulSetJournal,
 ) -> Result<Option<Observed>, StepError> {
     let Some(set) = cluster.statefulset(&saved.cluster).await? else {
         return Ok(None);
@@ -91,7 +91,7 @@ pub async fn resume_blocker(
     data: &Value,
     run_id: &str,
 ) -> Result<Option<String>, StepError> {
-    let Ok(saved) = serde_json::from_value::<Saved>(data.clone()) else {
+    let Ok(saved) = serde_json::from_value::<StatefulSetJournal>(data.clone()) else {
         return Ok(None);
     };
     let (Some(observed), Some(done)) = (&saved.observed, saved.phase) else {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::recovery::{
-    assess::Decision,
+    decision::Decision,
     journal::{self, to_value},
     wait::{Deadline, wait_healthy},
 };
@@ -23,7 +23,7 @@ use crate::{
     step::{StepContext, StepError},
 };
 
-use super::{Recover, deferred_cancel, describe, env::*, observe::*, saved::*};
+use super::{Recover, deferred_cancel, describe, env::*, observe::*, state::*};
 
 impl Recover<'_, '_> {
     /// A cancel that arrives past the point of no return is journalled and logged once; the
@@ -37,7 +37,10 @@ impl Recover<'_, '_> {
         let why = deferred_cancel(phase, &self.saved.cluster);
         self.ctx
             .journal
-            .log(&format!("{why}: finishing the {} first", self.what()))
+            .log(&format!(
+                "{why}: finishing the {} first",
+                self.describe_recovery()
+            ))
             .await;
         self.saved.cancel_deferred = Some(why);
         journal::save(self.ctx.journal, &self.saved).await
@@ -50,7 +53,7 @@ impl Recover<'_, '_> {
         StepError::Cancelled(format!(
             "the service stopped during the {}, before phase {} (after {after}; its data PVCs \
              were being deleted or are gone): resume this run to carry on from there",
-            self.what(),
+            self.describe_recovery(),
             phase.as_str()
         ))
     }

@@ -8,7 +8,7 @@ use crate::recovery::{
 };
 use crate::step::StepError;
 
-use super::{Recover, env::*, phases::healthy_report, saved::*};
+use super::{Recover, env::*, phases::healthy_report, state::*};
 
 impl Recover<'_, '_> {
     /// Puts the StatefulSet back (replica count, environment) after `err` stopped the
@@ -21,7 +21,7 @@ impl Recover<'_, '_> {
     /// and it is healthy (unless the service is stopping), journals it, and returns the error
     /// saying what was measured then. Before the scale-down was sent, nothing was changed and
     /// nothing is put back.
-    pub(super) async fn stop(&mut self, err: StepError, attempted: Option<Phase>) -> StepError {
+    pub(super) async fn put_back(&mut self, err: StepError, attempted: Option<Phase>) -> StepError {
         let ctx = self.ctx;
         let after = self.saved.phase;
         let cancelled = err.is_cancelled();
@@ -151,7 +151,7 @@ impl Recover<'_, '_> {
             _ if recovered => format!(
                 "; the {} itself was complete (the cluster was healthy after it) and the \
                  put-back did not touch its data{}",
-                self.what(),
+                self.describe_recovery(),
                 if cancelled {
                     ""
                 } else {

@@ -1,7 +1,7 @@
 //! The environment a recovery sets and puts back, and the order of its phases.
 
-use super::{env::*, saved::*};
-use crate::recovery::assess::Decision;
+use super::{env::*, state::*};
+use crate::recovery::decision::Decision;
 use k8s_openapi::api::core::v1::EnvVar;
 
 fn names(vars: &[EnvVar]) -> Vec<String> {

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::recovery::assess::Decision;
+use crate::recovery::decision::Decision;
 
 pub const STATE_VAR: &str = "ETCD_INITIAL_CLUSTER_STATE";
 pub const START_VAR: &str = "ETCD_START_FROM_SNAPSHOT";
@@ -97,7 +97,7 @@ pub(super) struct PutBack {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct Saved {
+pub(super) struct StatefulSetJournal {
     pub(super) cluster: String,
     pub(super) statefulset_uid: String,
     pub(super) decision: Decision,
