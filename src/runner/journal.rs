@@ -49,7 +49,7 @@ impl Journal for StoreJournal {
                 Some(self.key.service),
                 Some(&self.step),
                 message,
-                super::now(),
+                super::state::now(),
             )
             .await
         {
