@@ -15,7 +15,7 @@ use etcd_repopulator::{
     config::RecoveryConfig,
     csm::{CsmClients, CsmConfig},
     etcd::EtcdConfig,
-    handlers::{self, Action, Journal, StepContext, StepError, StepOutcome},
+    handlers::{self, Action, Journal, RecoverOperator, StepContext, StepError, StepOutcome},
     model::State,
     remote::SshConfig,
     store::Store,
@@ -129,10 +129,10 @@ async fn execute_until(
         store: &store,
         events: &events,
     };
-    let recover = Action::RecoverOperator {
+    let recover = Action::RecoverOperator(RecoverOperator {
         cluster: CLUSTER.to_owned(),
         timeout: common::WAIT,
-    };
+    });
     // What the runner hands the step: the decision `etcd-assess` stored, typed.
     let mut decided = handlers::Decided::default();
     if let Some(assessment) = journal

@@ -6,9 +6,58 @@ use serde_json::json;
 
 use crate::{
     etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdStatus, layout},
-    handlers::{CHECK_ETCD, StepContext, StepError, StepOutcome},
     recovery::Decided,
+    step::{StepContext, StepError, StepOutcome},
 };
+
+use serde::{Deserialize, Serialize};
+
+use crate::handlers::kind::StepKind;
+
+/// The names of the etcd steps around a service's own steps.
+pub const CHECK_ETCD: &str = "check-etcd-cluster";
+pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
+
+/// Check the service's etcd cluster is healthy and count its keys: before the service is
+/// repopulated (the runbook's prerequisite), or after (`after`), against the count before.
+/// `endpoint` is the `[etcd] endpoint` override; empty: found from the cluster's layout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckEtcd {
+    pub cluster: String,
+    pub endpoint: String,
+    pub after: bool,
+}
+
+#[async_trait::async_trait]
+impl StepKind for CheckEtcd {
+    fn describe(&self) -> String {
+        let Self {
+            cluster,
+            endpoint,
+            after,
+        } = self;
+        if *after {
+            return format!("count the keys of {cluster} again, to see the data came back");
+        }
+        format!(
+            "check that the etcd cluster {cluster} ({}) is healthy and count its keys; stop here \
+             if it is not",
+            if endpoint.is_empty() {
+                "its client Service"
+            } else {
+                endpoint
+            }
+        )
+    }
+
+    async fn perform(
+        &self,
+        ctx: &StepContext<'_>,
+        decided: &Decided,
+    ) -> Result<StepOutcome, StepError> {
+        check(ctx, decided, &self.cluster, &self.endpoint, self.after).await
+    }
+}
 
 pub async fn check(
     ctx: &StepContext<'_>,

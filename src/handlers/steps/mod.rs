@@ -7,3 +7,5 @@ pub mod etcd;
 pub mod fas;
 pub mod orca;
 pub mod pods;
+pub mod recovery;
+pub mod recreate;

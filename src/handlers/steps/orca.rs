@@ -13,9 +13,80 @@ use serde_json::json;
 use crate::{
     config::HostnameTemplate,
     csm::{ComponentFilter, HsmComponent},
-    handlers::{StepContext, StepError, StepOutcome},
     remote::{self, hostlist},
+    step::{StepContext, StepError, StepOutcome},
 };
+
+use crate::{
+    handlers::kind::{StepKind, wait},
+    recovery::Decided,
+};
+
+/// List the nodes that run ORCA: Ready compute nodes from HSM, and the NCNs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolveOrcaTargets {
+    pub compute_hostname: String,
+    pub ncns: NcnTargets,
+}
+
+#[async_trait::async_trait]
+impl StepKind for ResolveOrcaTargets {
+    fn describe(&self) -> String {
+        let Self {
+            compute_hostname,
+            ncns,
+        } = self;
+        format!(
+            "list the Ready compute nodes in HSM (host name {compute_hostname:?}) and {}",
+            ncns.describe()
+        )
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+        resolve_targets(ctx, &self.compute_hostname, &self.ncns).await
+    }
+}
+
+/// Run `command` on every target of the step `resolve-targets` over SSH.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestartOrca {
+    pub command: String,
+}
+
+#[async_trait::async_trait]
+impl StepKind for RestartOrca {
+    fn describe(&self) -> String {
+        let command = &self.command;
+        format!(
+            "run {command:?} on every target over SSH (pdsh-like fan-out); every host must succeed"
+        )
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+        restart(ctx, &self.command).await
+    }
+}
+
+/// Wait (bounded) until every restarted node with a known xname is subscribed to HMNFD.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerifyHmnfdSubscriptions {
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+}
+
+#[async_trait::async_trait]
+impl StepKind for VerifyHmnfdSubscriptions {
+    fn describe(&self) -> String {
+        format!(
+            "wait up to {} until every restarted node is subscribed to HMNFD; list those that are not",
+            wait(&self.wait)
+        )
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+        verify_subscriptions(ctx, self.wait).await
+    }
+}
 
 /// The name of the step whose data lists the targets (see `handlers::hmnfd`).
 const TARGETS_STEP: &str = "resolve-targets";

@@ -6,8 +6,61 @@ use serde_json::json;
 
 use crate::{
     cluster::ObjectRef,
-    handlers::{StepContext, StepError, StepOutcome},
+    step::{StepContext, StepError, StepOutcome},
 };
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    handlers::kind::{StepKind, wait},
+    recovery::Decided,
+};
+
+/// Delete the pods matching `selector` and wait until their replacements are Ready.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestartPods {
+    pub selector: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl StepKind for RestartPods {
+    fn describe(&self) -> String {
+        let Self { selector, timeout } = self;
+        format!(
+            "delete the pods {selector:?} and wait up to {} until as many replacements are Ready",
+            wait(timeout)
+        )
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+        restart(ctx, &self.selector, self.timeout).await
+    }
+}
+
+/// Restart the pods matching `selector` only if they are not all Ready.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnsurePodsReady {
+    pub selector: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl StepKind for EnsurePodsReady {
+    fn describe(&self) -> String {
+        let Self { selector, timeout } = self;
+        format!(
+            "check that the pods {selector:?} are Ready; restart them (waiting up to {}) only if not",
+            wait(timeout)
+        )
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+        ensure_ready(ctx, &self.selector, self.timeout).await
+    }
+}
 
 pub async fn restart(
     ctx: &StepContext<'_>,
