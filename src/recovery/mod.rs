@@ -14,7 +14,10 @@ pub mod wait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::step::StepError;
+use crate::{
+    model::State,
+    step::{StepError, StepOutcome},
+};
 use assess::Assessment;
 use decision::Decision;
 
@@ -109,4 +112,19 @@ impl Decided {
             if dry_run { "dry run: " } else { "" },
         ))
     }
+}
+
+/// `etcd-recover` when `etcd-assess` left the cluster alone: skipped, saying why.
+pub fn nothing_to_recover(
+    cluster: &str,
+    assessment: &Assessment,
+) -> Result<StepOutcome, StepError> {
+    StepOutcome::with_state(
+        State::Skipped,
+        format!(
+            "nothing to recover: {} (step etcd-assess)",
+            assessment.reason
+        ),
+        serde_json::json!({ "cluster": cluster, "decision": assessment.decision }),
+    )
 }

@@ -8,7 +8,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    cluster::RunEvents,
+    cluster::{Mode, RunEvents},
     handlers::{self, Action, Decided, StepContext},
     model::{Service, State},
     run::{Run, ServiceTask},
@@ -276,7 +276,7 @@ pub(super) async fn run_step(
                 run_id,
                 service.as_str(),
                 &step.name,
-                dry_run,
+                Mode::dry_run_if(dry_run),
             );
             let ctx = StepContext {
                 run_id,

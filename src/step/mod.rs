@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},
+    cluster::{Cluster, ClusterError, Mode, ObjectRef, RunEvents, describe_kube_error},
     config::RecoveryConfig,
     csm::{CsmClients, CsmError},
     etcd::EtcdConfig,
@@ -100,6 +100,11 @@ pub struct StepContext<'a> {
 }
 
 impl StepContext<'_> {
+    /// How the step's writes go to the API server: as server-side dry runs in a dry run.
+    pub fn mode(&self) -> Mode {
+        Mode::dry_run_if(self.dry_run)
+    }
+
     /// Publishes an Event on `object` (uid `uid`, in the services' namespace). Events are a
     /// courtesy to whoever runs `kubectl describe`: one that cannot be published is noted in
     /// the run's log and the step goes on.

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    cluster::{JobOutcome, ObjectRef, Sanitized, object_uid, sanitize},
+    cluster::{JobOutcome, Mode, ObjectRef, Sanitized, object_uid, sanitize},
     step::{StepContext, StepError, StepOutcome},
 };
 
@@ -325,9 +325,9 @@ async fn replace(
     .await;
     // Not cancellable: the timeout bounds the wait for finalizers.
     let uninterruptible = CancellationToken::new();
-    let gone = ctx
-        .cluster
-        .delete_and_wait_gone(object, original, false, timeout, &uninterruptible);
+    let gone =
+        ctx.cluster
+            .delete_and_wait_gone(object, original, Mode::Apply, timeout, &uninterruptible);
     let mut gone = std::pin::pin!(gone);
     let deleted = tokio::select! {
         result = &mut gone => result,
@@ -371,7 +371,11 @@ async fn create(
     original: &str,
     saved: &mut Recreation,
 ) -> Result<String, StepError> {
-    match ctx.cluster.create_object(object, manifest, false).await {
+    match ctx
+        .cluster
+        .create_object(object, manifest, Mode::Apply)
+        .await
+    {
         Ok(created) => {
             ctx.journal.log(&format!("created {what} again")).await;
             let uid = object_uid(&created).unwrap_or_default();
@@ -420,7 +424,7 @@ async fn dry_run(
     // preconditions) but not performed. The create cannot be validated the same way while the
     // object still exists (the server would answer AlreadyExists), so it is only shown.
     ctx.cluster
-        .delete_and_wait_gone(object, original, true, timeout, ctx.cancel)
+        .delete_and_wait_gone(object, original, Mode::DryRun, timeout, ctx.cancel)
         .await?;
     saved.dry_run = Some(true);
     let note = dropped_note(&saved).replace("left out of", "would be left out of");

@@ -11,7 +11,7 @@ use std::{collections::BTreeSet, path::PathBuf, sync::Mutex};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use etcd_repopulator::{
-    cluster::{Cluster, RunEvents, rbac},
+    cluster::{Cluster, Mode, RunEvents, rbac},
     config::RecoveryConfig,
     csm::{CsmClients, CsmConfig},
     etcd::EtcdConfig,
@@ -103,7 +103,13 @@ async fn execute_until(
         .await
         .unwrap();
     let run_id = uuid::Uuid::now_v7();
-    let events = RunEvents::new(client, run_id, "bss", "etcd-recover", dry_run);
+    let events = RunEvents::new(
+        client,
+        run_id,
+        "bss",
+        "etcd-recover",
+        Mode::dry_run_if(dry_run),
+    );
     let journal = MemoryJournal {
         decision: action.decision.clone(),
         data: Mutex::default(),

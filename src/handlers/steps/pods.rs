@@ -94,7 +94,7 @@ pub async fn restart(
     }
     let report = ctx
         .cluster
-        .restart(plan, ctx.dry_run, timeout, ctx.cancel)
+        .restart(plan, ctx.mode(), timeout, ctx.cancel)
         .await?;
     for pod in &report.new_pods {
         ctx.announce(

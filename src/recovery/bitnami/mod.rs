@@ -50,12 +50,12 @@ use super::{
     assess::Assessment,
     decision::{Decision, Discarded},
     journal::{self, to_value},
+    nothing_to_recover,
     wait::Deadline,
 };
 use crate::{
-    cluster::ObjectRef,
+    cluster::{Mode, ObjectRef},
     etcd::layout::{self, EtcdLayout, Found},
-    model::State,
     step::{StepContext, StepError, StepOutcome},
 };
 
@@ -98,14 +98,7 @@ pub async fn run(
     let assessment = decided.assessment()?.clone();
     let decision = assessment.decision.clone();
     if decision == Decision::LeaveAlone {
-        return StepOutcome::with_state(
-            State::Skipped,
-            format!(
-                "nothing to recover: {} (step etcd-assess)",
-                assessment.reason
-            ),
-            serde_json::json!({ "cluster": cluster, "decision": decision }),
-        );
+        return nothing_to_recover(cluster, &assessment);
     }
     let Some(found) = layout::find(ctx.cluster, cluster).await? else {
         return Err(StepError::Failed(format!(
@@ -247,7 +240,9 @@ impl Recover<'_, '_> {
         let ctx = self.ctx;
         let cluster = ctx.cluster;
         let s = &self.saved;
-        cluster.scale_statefulset(&s.cluster, 0, true).await?;
+        cluster
+            .scale_statefulset(&s.cluster, 0, Mode::DryRun)
+            .await?;
         let set = cluster.statefulset(&s.cluster).await?.unwrap_or_default();
         let current = container_env(&set, s.container_index);
         cluster
@@ -256,7 +251,7 @@ impl Recover<'_, '_> {
                 s.container_index,
                 &s.container,
                 &with_vars(&current, &s.recovery_env),
-                true,
+                Mode::DryRun,
             )
             .await?;
         let existing: Vec<(String, String)> = cluster
@@ -271,7 +266,7 @@ impl Recover<'_, '_> {
                 .delete_and_wait_gone(
                     &ObjectRef::persistent_volume_claim(name),
                     uid,
-                    true,
+                    Mode::DryRun,
                     self.remaining(),
                     ctx.cancel,
                 )

@@ -15,7 +15,7 @@ use crate::recovery::{
     wait::{Deadline, wait_healthy},
 };
 use crate::{
-    cluster::{ClusterError, ObjectRef},
+    cluster::{ClusterError, Mode, ObjectRef},
     etcd::{
         backups::Backups,
         layout::{self, Found},
@@ -276,7 +276,7 @@ impl Recover<'_, '_> {
                 cluster
                     .annotate_statefulset(&name, RUN_ANNOTATION, &ctx.run_id.to_string())
                     .await?;
-                cluster.scale_statefulset(&name, 0, false).await?;
+                cluster.scale_statefulset(&name, 0, Mode::Apply).await?;
                 cluster
                     .wait_members_gone(&name, &selector, self.remaining(), token)
                     .await?;
@@ -303,7 +303,7 @@ impl Recover<'_, '_> {
                         .delete_and_wait_gone(
                             &ObjectRef::persistent_volume_claim(&pvc_name),
                             &pvc.uid().unwrap_or_default(),
-                            false,
+                            Mode::Apply,
                             self.remaining(),
                             token,
                         )
@@ -318,7 +318,7 @@ impl Recover<'_, '_> {
             }
             Phase::ScaledUp => {
                 cluster
-                    .scale_statefulset(&name, self.saved.replicas, false)
+                    .scale_statefulset(&name, self.saved.replicas, Mode::Apply)
                     .await?;
                 Ok(format!("scaled {name} back to {}", self.saved.replicas))
             }
@@ -404,7 +404,13 @@ impl Recover<'_, '_> {
         let target = with_vars(&current, wanted);
         if target != current {
             cluster
-                .set_container_env(&s.cluster, s.container_index, &s.container, &target, false)
+                .set_container_env(
+                    &s.cluster,
+                    s.container_index,
+                    &s.container,
+                    &target,
+                    Mode::Apply,
+                )
                 .await?;
         }
         Ok(())

@@ -2,10 +2,8 @@
 
 use chrono::Utc;
 
-use crate::recovery::{
-    journal::{self},
-    wait::Deadline,
-};
+use crate::cluster::Mode;
+use crate::recovery::{journal, wait::Deadline};
 use crate::step::StepError;
 
 use super::{Recover, env::*, phases::healthy_report, state::*};
@@ -74,7 +72,7 @@ impl Recover<'_, '_> {
         crate::failpoint::hit(PUT_BACK_FAILPOINT);
         if let Err(e) = ctx
             .cluster
-            .scale_statefulset(&self.saved.cluster, self.saved.replicas, false)
+            .scale_statefulset(&self.saved.cluster, self.saved.replicas, Mode::Apply)
             .await
         {
             errors.push(format!("replicas: {e}"));

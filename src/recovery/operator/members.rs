@@ -8,7 +8,7 @@ use crate::{
     step::{StepContext, StepError},
 };
 
-use super::objects::*;
+use super::{objects::*, record::Record};
 
 /// The error with `note` appended to what it says.
 pub(super) fn with_note(err: StepError, note: &str) -> StepError {
@@ -19,8 +19,26 @@ pub(super) fn with_note(err: StepError, note: &str) -> StepError {
 }
 
 /// Waits until the cluster's member pods are Ready (`spec.size` of them) and, when the etcd
-/// checks are on, etcd answers healthy with a leader through the client Service.
+/// checks are on, etcd answers healthy with a leader through the client Service; journals both.
 pub(super) async fn members_up(
+    ctx: &StepContext<'_>,
+    record: &Record<'_>,
+    cluster: &str,
+    deadline: Deadline,
+) -> Result<(Vec<String>, Option<EtcdStatus>), StepError> {
+    let (members, status) = wait_members_up(ctx, cluster, deadline).await?;
+    record
+        .update(|saved| {
+            saved.members = Some(members.clone());
+            if let Some(status) = &status {
+                saved.etcd = Some(status.clone());
+            }
+        })
+        .await?;
+    Ok((members, status))
+}
+
+async fn wait_members_up(
     ctx: &StepContext<'_>,
     cluster: &str,
     deadline: Deadline,

@@ -29,13 +29,8 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
-use super::{Decided, decision::Decision};
-use crate::{
-    model::State,
-    step::{StepContext, StepError, StepOutcome},
-};
+use super::{Decided, decision::Decision, nothing_to_recover};
+use crate::step::{StepContext, StepError, StepOutcome};
 
 mod members;
 mod objects;
@@ -59,14 +54,7 @@ pub async fn run(
 ) -> Result<StepOutcome, StepError> {
     let assessment = decided.assessment()?;
     match &assessment.decision {
-        Decision::LeaveAlone => StepOutcome::with_state(
-            State::Skipped,
-            format!(
-                "nothing to recover: {} (step etcd-assess)",
-                assessment.reason
-            ),
-            json!({ "cluster": cluster, "decision": assessment.decision }),
-        ),
+        Decision::LeaveAlone => nothing_to_recover(cluster, assessment),
         Decision::Rebuild => {
             let deployment = paired_deployment(cluster).ok_or_else(|| {
                 StepError::Failed(format!(

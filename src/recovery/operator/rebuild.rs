@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::recovery::wait::Deadline;
 use crate::{
-    cluster::{DeploymentScale, object_uid, sanitize},
+    cluster::{DeploymentScale, Mode, object_uid, sanitize},
     step::{StepContext, StepError, StepOutcome, recreate},
 };
 
@@ -132,7 +132,9 @@ pub(super) async fn rebuild_while_scaled_down(
             scale.name, scale.replicas
         ))
         .await;
-    ctx.cluster.scale_deployment(&scale.name, 0, false).await?;
+    ctx.cluster
+        .scale_deployment(&scale.name, 0, Mode::Apply)
+        .await?;
     crate::failpoint::hit("operator-rebuild:after-scale-down");
     if !scale.selector.is_empty() {
         ctx.cluster
@@ -162,15 +164,7 @@ pub(super) async fn rebuild_while_scaled_down(
         pods_gone: Some(members_of(cluster)),
     };
     recreate::run_with(&recreate_ctx, &cluster_object(cluster), &options).await?;
-    let (members, status) = members_up(ctx, cluster, deadline).await?;
-    record
-        .update(|saved| saved.members = Some(members.clone()))
-        .await?;
-    if let Some(status) = &status {
-        record
-            .update(|saved| saved.etcd = Some(status.clone()))
-            .await?;
-    }
+    let (members, status) = members_up(ctx, record, cluster, deadline).await?;
     let periodic = delete_periodic_backup(ctx, record, cluster).await?;
     let health = match &status {
         Some(status) => format!(
@@ -199,7 +193,7 @@ pub(super) async fn scale_back(
     deadline: Deadline,
 ) -> Result<String, StepError> {
     ctx.cluster
-        .scale_deployment(&scale.name, scale.replicas, false)
+        .scale_deployment(&scale.name, scale.replicas, Mode::Apply)
         .await?;
     record
         .update(|saved| saved.deployment_restored = Some(true))
@@ -249,7 +243,13 @@ pub(super) async fn delete_periodic_backup(
     };
     let uid = object_uid(&existing).unwrap_or_default();
     ctx.cluster
-        .delete_and_wait_gone(&backup, &uid, false, Duration::from_secs(30), ctx.cancel)
+        .delete_and_wait_gone(
+            &backup,
+            &uid,
+            Mode::Apply,
+            Duration::from_secs(30),
+            ctx.cancel,
+        )
         .await?;
     record
         .update(|saved| saved.periodic_backup_deleted = Some(backup.name.clone()))
@@ -279,9 +279,11 @@ pub(super) async fn plan_rebuild(
     let uid = object_uid(&existing).unwrap_or_default();
     let size = existing.pointer("/spec/size").and_then(Value::as_i64);
     // The writes go to the API server as dry runs: permissions and preconditions are checked.
-    ctx.cluster.scale_deployment(&scale.name, 0, true).await?;
     ctx.cluster
-        .delete_and_wait_gone(&object, &uid, true, timeout, ctx.cancel)
+        .scale_deployment(&scale.name, 0, Mode::DryRun)
+        .await?;
+    ctx.cluster
+        .delete_and_wait_gone(&object, &uid, Mode::DryRun, timeout, ctx.cancel)
         .await?;
     let manifest = sanitize(&existing).manifest;
     record

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::recovery::wait::Deadline;
 use crate::{
-    cluster::{ClusterError, object_uid, sanitize},
+    cluster::{ClusterError, Mode, object_uid, sanitize},
     etcd::layout,
     step::{StepContext, StepError, StepOutcome},
 };
@@ -153,7 +153,7 @@ pub async fn restore(
     let manifest = restore_manifest(cluster, &plan.source, &plan.run_id);
     if ctx.dry_run {
         ctx.cluster
-            .create_object(&restore_ref, &manifest, true)
+            .create_object(&restore_ref, &manifest, Mode::DryRun)
             .await
             .map_err(|err| refused(cluster, err))?;
         record
@@ -184,7 +184,7 @@ pub async fn restore(
             }
             let (object, adopted) = match ctx
                 .cluster
-                .create_object(&restore_ref, &manifest, false)
+                .create_object(&restore_ref, &manifest, Mode::Apply)
                 .await
             {
                 Ok(created) => (created, false),
@@ -249,15 +249,7 @@ pub async fn restore(
             ));
         }
     }
-    let (members, status) = members_up(ctx, cluster, deadline).await?;
-    record
-        .update(|saved| saved.members = Some(members.clone()))
-        .await?;
-    if let Some(status) = &status {
-        record
-            .update(|saved| saved.etcd = Some(status.clone()))
-            .await?;
-    }
+    let (members, status) = members_up(ctx, &record, cluster, deadline).await?;
     delete_restore(ctx, &record, cluster, &restore_uid).await?;
     if layout::client_url(ctx.cluster, &format!("{cluster}-client"))
         .await?
@@ -370,7 +362,7 @@ pub(super) async fn delete_restore(
         .delete_and_wait_gone(
             &restore_object(cluster),
             uid,
-            false,
+            Mode::Apply,
             Duration::from_secs(30),
             &CancellationToken::new(),
         )
