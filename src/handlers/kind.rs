@@ -25,7 +25,7 @@ pub trait StepKind: Send + Sync {
     }
 
     /// Repopulates data a restore of the service's etcd cluster brings back: after a restore,
-    /// the step ends `skipped`, saying so (see `Action::covered_by_restore`).
+    /// the step ends `skipped`, saying so (see `handlers::perform`).
     fn covered_by_restore(&self) -> bool {
         false
     }

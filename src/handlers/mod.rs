@@ -1,6 +1,8 @@
-//! One module per service, each a short declarative list of steps built from the primitives
-//! in `cluster` (and later `csm` and `remote`). The runner stores the planned steps with the run
-//! and executes them here, so a resumed run follows the plan it was created with.
+//! One module per service, each a short declarative list of steps; each kind of step is a
+//! struct in `steps` that owns its description, limits and execution ([`kind::StepKind`]),
+//! built from `cluster`, `csm`, `remote`, `step` and `recovery`. The runner stores the planned
+//! steps with the run and executes them here, so a resumed run follows the plan it was created
+//! with.
 
 mod bos;
 mod bss;

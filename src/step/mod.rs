@@ -93,7 +93,8 @@ pub struct StepContext<'a> {
     pub etcd: &'a EtcdConfig,
     /// Where the etcd clusters' backups are, and how long a recovery may take.
     pub recovery: &'a RecoveryConfig,
-    /// The service's own store, for the snapshots (BOS); steps record through `journal`.
+    /// The service's own store (BOS snapshots, stored manifests, backup checks); a step
+    /// records what it did through `journal`, not here.
     pub store: &'a Store,
     /// Kubernetes Events on the objects the step touches.
     pub events: &'a RunEvents,

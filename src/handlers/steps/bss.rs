@@ -1,6 +1,6 @@
 //! BSS on CSM 1.5+: the runbook says "Restore BSS from the ETCD backup, see Restore an ETCD
 //! Cluster from a Backup". A run with `"etcd": "restore"` (or `auto` choosing a restore) does
-//! that first, and this step then ends `skipped` (see `handlers::Action::covered_by_restore`).
+//! that first, and this step then ends `skipped` (see `StepKind::covered_by_restore`).
 //! Otherwise (a check-only run, or a rebuild, which empties BSS's cluster) the step asks BSS:
 //! when it holds boot parameters, nothing is missing and the step succeeds; when it holds none
 //! (or cannot be asked), the step checks what it can (the cluster's state, its newest backup)
