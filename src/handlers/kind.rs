@@ -4,7 +4,11 @@
 //! how it is performed. `Action` (in `handlers`) is only the list of kinds and how they are
 //! stored.
 
-use std::time::Duration;
+use std::{
+    any::{Any, TypeId},
+    collections::HashMap,
+    time::Duration,
+};
 
 use serde_json::Value;
 
@@ -13,6 +17,39 @@ use crate::{
     recovery::Decided,
     step::{StepContext, StepError, StepOutcome},
 };
+
+/// What the earlier steps of a service's task told the steps after them, each fact under its
+/// own type: the step that learns it ([`StepKind::learn`]) and the steps that use it name the
+/// type, never another step's name. The runner keeps it per task, learning from each step's
+/// data as the step ends, and from the stored steps on a resume.
+#[derive(Default)]
+pub struct Earlier {
+    facts: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+}
+
+impl Earlier {
+    pub fn insert<T: Any + Send + Sync>(&mut self, fact: T) {
+        self.facts.insert(TypeId::of::<T>(), Box::new(fact));
+    }
+
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.facts.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// The fact of type `T`, a default one first if there is none yet.
+    pub fn entry<T: Any + Send + Sync + Default>(&mut self) -> &mut T {
+        self.facts
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()))
+            .downcast_mut()
+            .expect("a fact is stored under its own type")
+    }
+
+    /// What the recovery steps decided (nothing, when the run recovers nothing).
+    pub fn recovery(&self) -> &Decided {
+        self.get().unwrap_or(&Decided::NOTHING)
+    }
+}
 
 #[async_trait::async_trait]
 pub trait StepKind: Send + Sync {
@@ -31,12 +68,12 @@ pub trait StepKind: Send + Sync {
     }
 
     /// What the step's data, once it ended, tells the steps after it.
-    fn learn(&self, _data: &Value, _decided: &mut Decided) {}
+    fn learn(&self, _data: &Value, _earlier: &mut Earlier) {}
 
     async fn perform(
         &self,
         ctx: &StepContext<'_>,
-        decided: &Decided,
+        earlier: &Earlier,
     ) -> Result<StepOutcome, StepError>;
 }
 

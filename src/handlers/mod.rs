@@ -95,9 +95,9 @@ impl Action {
         }
     }
 
-    /// What the step's data, once it ended, tells the steps after it (see [`Decided`]).
-    pub fn learn(&self, data: &Value, decided: &mut Decided) {
-        self.kind().learn(data, decided);
+    /// What the step's data, once it ended, tells the steps after it (see [`Earlier`]).
+    pub fn learn(&self, data: &Value, earlier: &mut Earlier) {
+        self.kind().learn(data, earlier);
     }
 
     /// How long the runner lets the step run: the step timeout, or for the recovery steps what
@@ -182,6 +182,7 @@ fn runbook_1_0(service: Service) -> &'static str {
 }
 
 pub use crate::recovery::{Decided, ETCD_ASSESS, ETCD_RECOVER, ETCD_SAFETY_SNAPSHOT};
+pub use kind::Earlier;
 pub use steps::etcd::{CHECK_ETCD, RECOUNT_ETCD};
 
 /// The steps a run takes for `service` on `profile`'s release, or `None` when the release
@@ -348,7 +349,7 @@ pub fn implemented(profile: &Profile) -> Vec<Service> {
 pub async fn execute(
     action: &Action,
     ctx: &StepContext<'_>,
-    decided: &Decided,
+    earlier: &Earlier,
 ) -> Result<StepOutcome, StepError> {
     let cluster = ctx.cluster.counting();
     let counted = StepContext {
@@ -366,7 +367,7 @@ pub async fn execute(
         store: ctx.store,
         events: ctx.events,
     };
-    let result = perform(action, &counted, decided).await;
+    let result = perform(action, &counted, earlier).await;
     let retries = cluster.retries();
     let result = match result {
         Ok(mut outcome) => {
@@ -439,15 +440,15 @@ fn as_plan(result: Result<StepOutcome, StepError>) -> Result<StepOutcome, StepEr
 async fn perform(
     action: &Action,
     ctx: &StepContext<'_>,
-    decided: &Decided,
+    earlier: &Earlier,
 ) -> Result<StepOutcome, StepError> {
     let step = action.kind();
     if step.covered_by_restore()
-        && let Some(reason) = decided.covered_by_restore(ctx.dry_run)
+        && let Some(reason) = earlier.recovery().covered_by_restore(ctx.dry_run)
     {
         return StepOutcome::with_state(State::Skipped, reason, serde_json::json!({}));
     }
-    step.perform(ctx, decided).await
+    step.perform(ctx, earlier).await
 }
 
 #[cfg(test)]

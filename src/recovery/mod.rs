@@ -47,6 +47,12 @@ pub struct SafetySnapshot {
 }
 
 impl Decided {
+    /// Before the recovery steps, or in a run that recovers nothing.
+    pub const NOTHING: Decided = Decided {
+        assessment: None,
+        safety_snapshot: None,
+    };
+
     /// Learns the decision from what `etcd-assess` stored.
     pub fn learn_assessment(&mut self, data: &Value) {
         self.assessment =

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     cluster::{Mode, RunEvents},
-    handlers::{self, Action, Decided, StepContext},
+    handlers::{self, Action, Earlier, StepContext},
     model::{Service, State},
     run::{Run, ServiceTask},
     store::{StepKey, StoreError},
@@ -155,14 +155,14 @@ pub(super) async fn run_task(
         .append_event(run_id, "info", Some(service), None, "started", now())
         .await?;
     let steps = store.task_steps(run_id, service).await?;
-    // What the steps a resumed run already took decided, for the steps after them.
-    let mut decided = Decided::default();
+    // What the steps a resumed run already took told the steps after them.
+    let mut earlier = Earlier::default();
     for step in steps.iter().filter(|s| s.state == State::Succeeded) {
         if let (Ok(action), Some(data)) = (
             serde_json::from_value::<Action>(step.spec.clone()),
             &step.data,
         ) {
-            action.learn(data, &mut decided);
+            action.learn(data, &mut earlier);
         }
     }
     let mut outcome = (State::Succeeded, String::new());
@@ -186,7 +186,7 @@ pub(super) async fn run_task(
         }
         let span = tracing::info_span!("step", step = %step.name);
         let (state, message) =
-            run_step(inner, run_id, service, step, dry_run, control, &mut decided)
+            run_step(inner, run_id, service, step, dry_run, control, &mut earlier)
                 .instrument(span)
                 .await?;
         match state {
@@ -243,7 +243,7 @@ pub(super) async fn run_step(
     step: &crate::store::StepRecord,
     dry_run: bool,
     control: &Control,
-    decided: &mut Decided,
+    earlier: &mut Earlier,
 ) -> Result<(State, String), StoreError> {
     let store = &inner.store;
     let started = Instant::now();
@@ -294,9 +294,9 @@ pub(super) async fn run_step(
                 events: &events,
             };
             let limit = action.time_limit(&inner.config);
-            match tokio::time::timeout(limit, handlers::execute(&action, &ctx, decided)).await {
+            match tokio::time::timeout(limit, handlers::execute(&action, &ctx, earlier)).await {
                 Ok(Ok(outcome)) => {
-                    action.learn(&outcome.data, decided);
+                    action.learn(&outcome.data, earlier);
                     (outcome.state, outcome.message, Some(outcome.data))
                 }
                 Ok(Err(err)) if err.is_cancelled() => {

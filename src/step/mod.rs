@@ -69,9 +69,6 @@ pub trait Journal: Send + Sync {
     async fn save(&self, data: &Value) -> Result<(), StepError>;
     /// Appends a line to the run's log.
     async fn log(&self, message: &str);
-    /// What the step named `step` of the same run and service stored (for a step that builds
-    /// on an earlier one's result).
-    async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError>;
 }
 
 pub struct StepContext<'a> {

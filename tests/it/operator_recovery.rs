@@ -51,20 +51,21 @@ impl Journal for MemoryJournal {
     async fn log(&self, message: &str) {
         self.log.lock().unwrap().push(message.to_owned());
     }
+}
 
-    async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError> {
-        Ok((step == handlers::ETCD_ASSESS).then(|| {
-            json!({
-                "cluster": CLUSTER,
-                "mode": "auto",
-                "healthy": false,
-                "report": {},
-                "backups": [],
-                "restore_max_age": "7days",
-                "decision": self.decision,
-                "reason": "the test decided",
-            })
-        }))
+impl MemoryJournal {
+    /// What `etcd-assess` would have stored.
+    fn assessment(&self) -> Value {
+        json!({
+            "cluster": CLUSTER,
+            "mode": "auto",
+            "healthy": false,
+            "report": {},
+            "backups": [],
+            "restore_max_age": "7days",
+            "decision": self.decision,
+            "reason": "the test decided",
+        })
     }
 }
 
@@ -140,15 +141,11 @@ async fn execute_until(
         timeout: common::WAIT,
     });
     // What the runner hands the step: the decision `etcd-assess` stored, typed.
-    let mut decided = handlers::Decided::default();
-    if let Some(assessment) = journal
-        .earlier_step_data(handlers::ETCD_ASSESS)
-        .await
-        .unwrap()
-    {
-        decided.learn_assessment(&assessment);
-    }
-    let result = handlers::execute(&recover, &ctx, &decided).await;
+    let mut earlier = handlers::Earlier::default();
+    earlier
+        .entry::<handlers::Decided>()
+        .learn_assessment(&journal.assessment());
+    let result = handlers::execute(&recover, &ctx, &earlier).await;
     Executed {
         result,
         saved: journal.data.lock().unwrap().clone(),

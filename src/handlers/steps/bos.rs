@@ -14,7 +14,7 @@ use crate::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{handlers::kind::StepKind, recovery::Decided};
+use crate::handlers::kind::{Earlier, StepKind};
 
 /// Put back every BOS session template BOS no longer has, each from the newest snapshot that
 /// holds it.
@@ -29,7 +29,7 @@ impl StepKind for RestoreBosTemplates {
             .to_owned()
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         restore_templates(ctx).await
     }
 }

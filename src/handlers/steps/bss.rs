@@ -16,7 +16,7 @@ use crate::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{handlers::kind::StepKind, recovery::Decided};
+use crate::handlers::kind::{Earlier, StepKind};
 
 /// BSS on CSM 1.5+: "Restore BSS from the ETCD backup", a procedure this service does not
 /// perform; the step names it and what it can see of the cluster.
@@ -41,7 +41,7 @@ impl StepKind for RestoreBssFromBackup {
         true
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         restore_required(ctx, &self.cluster).await
     }
 }

@@ -12,7 +12,7 @@ use crate::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{handlers::kind::StepKind, recovery::Decided};
+use crate::handlers::kind::{Earlier, StepKind};
 
 /// Record the CRUS sessions; after the restart, sessions not completed need a person.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,7 +30,7 @@ impl StepKind for ListCrusSessions {
         }
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         list_crus_sessions(ctx, self.after_restart).await
     }
 }
@@ -46,7 +46,7 @@ impl StepKind for CheckCpsClients {
             .to_owned()
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         check_cps_clients(ctx).await
     }
 }
@@ -61,7 +61,7 @@ impl StepKind for VerifyFasImages {
         "check that FAS lists firmware images; report lost actions and snapshots".to_owned()
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         verify_fas_images(ctx).await
     }
 }
@@ -76,7 +76,7 @@ impl StepKind for VerifyBssBootParameters {
         "check that BSS holds boot parameters again".to_owned()
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         verify_bss_boot_parameters(ctx).await
     }
 }

@@ -2,21 +2,23 @@
 //! prerequisite, "A etcd cluster was rebuilt"), and its keys counted before and after, so the
 //! run shows the data coming back. Read-only, so a dry run does it too.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdStatus, layout},
-    recovery::Decided,
     step::{StepContext, StepError, StepOutcome},
 };
 
 use serde::{Deserialize, Serialize};
 
-use crate::handlers::kind::StepKind;
+use crate::handlers::kind::{Earlier, StepKind};
 
 /// The names of the etcd steps around a service's own steps.
 pub const CHECK_ETCD: &str = "check-etcd-cluster";
 pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
+
+/// The keys the cluster held before the service was repopulated.
+struct KeysBefore(u64);
 
 /// Check the service's etcd cluster is healthy and count its keys: before the service is
 /// repopulated (the runbook's prerequisite), or after (`after`), against the count before.
@@ -50,22 +52,32 @@ impl StepKind for CheckEtcd {
         )
     }
 
+    /// The check before the repopulation tells the recount how many keys there were.
+    fn learn(&self, data: &Value, earlier: &mut Earlier) {
+        if let Some(keys) = data.pointer("/status/keys").and_then(Value::as_u64)
+            && !self.after
+        {
+            earlier.insert(KeysBefore(keys));
+        }
+    }
+
     async fn perform(
         &self,
         ctx: &StepContext<'_>,
-        decided: &Decided,
+        earlier: &Earlier,
     ) -> Result<StepOutcome, StepError> {
-        check(ctx, decided, &self.cluster, &self.endpoint, self.after).await
+        check(ctx, earlier, &self.cluster, &self.endpoint, self.after).await
     }
 }
 
 pub async fn check(
     ctx: &StepContext<'_>,
-    decided: &Decided,
+    earlier: &Earlier,
     cluster: &str,
     endpoint: &str,
     after: bool,
 ) -> Result<StepOutcome, StepError> {
+    let decided = earlier.recovery();
     if let Some(recovered) = decided.planned_recovery().filter(|_| ctx.dry_run) {
         return StepOutcome::done(
             format!(
@@ -105,13 +117,8 @@ pub async fn check(
     });
     let keys = status.keys;
     let message = if after {
-        let before = ctx
-            .journal
-            .earlier_step_data(CHECK_ETCD)
-            .await?
-            .and_then(|data| data.pointer("/status/keys").and_then(|k| k.as_u64()));
-        match before {
-            Some(before) => format!(
+        match earlier.get::<KeysBefore>() {
+            Some(KeysBefore(before)) => format!(
                 "{cluster} holds {keys} key(s) now, {before} before the service was repopulated"
             ),
             None => format!("{cluster} holds {keys} key(s) now"),

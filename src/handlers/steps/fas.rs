@@ -11,10 +11,7 @@ use crate::step::{StepContext, StepError, StepOutcome};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    handlers::kind::{StepKind, wait},
-    recovery::Decided,
-};
+use crate::handlers::kind::{Earlier, StepKind, wait};
 
 /// `POST /loader/nexus` on FAS (CSM 1.2+), then wait until the loader is `ready` again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,7 +35,7 @@ impl StepKind for ReloadFasFromNexus {
         true
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         reload_from_nexus(ctx, self.timeout).await
     }
 }

@@ -8,7 +8,7 @@
 use std::{collections::BTreeSet, fmt::Write as _, time::Duration};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     config::HostnameTemplate,
@@ -17,10 +17,7 @@ use crate::{
     step::{StepContext, StepError, StepOutcome},
 };
 
-use crate::{
-    handlers::kind::{StepKind, wait},
-    recovery::Decided,
-};
+use crate::handlers::kind::{Earlier, StepKind, wait};
 
 /// List the nodes that run ORCA: Ready compute nodes from HSM, and the NCNs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,7 +39,13 @@ impl StepKind for ResolveOrcaTargets {
         )
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    fn learn(&self, data: &Value, earlier: &mut Earlier) {
+        earlier.insert(ResolvedTargets(
+            serde_json::from_value(data.clone()).map_err(|e| e.to_string()),
+        ));
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         resolve_targets(ctx, &self.compute_hostname, &self.ncns).await
     }
 }
@@ -62,8 +65,12 @@ impl StepKind for RestartOrca {
         )
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
-        restart(ctx, &self.command).await
+    async fn perform(
+        &self,
+        ctx: &StepContext<'_>,
+        earlier: &Earlier,
+    ) -> Result<StepOutcome, StepError> {
+        restart(ctx, earlier, &self.command).await
     }
 }
 
@@ -83,8 +90,12 @@ impl StepKind for VerifyHmnfdSubscriptions {
         )
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
-        verify_subscriptions(ctx, self.wait).await
+    async fn perform(
+        &self,
+        ctx: &StepContext<'_>,
+        earlier: &Earlier,
+    ) -> Result<StepOutcome, StepError> {
+        verify_subscriptions(ctx, earlier, self.wait).await
     }
 }
 
@@ -267,23 +278,28 @@ pub async fn resolve_targets(
     StepOutcome::done(message, data)
 }
 
-async fn targets(ctx: &StepContext<'_>) -> Result<Targets, StepError> {
-    let data = ctx
-        .journal
-        .earlier_step_data(TARGETS_STEP)
-        .await?
-        .ok_or_else(|| {
-            StepError::BadData(format!(
-                "the step {TARGETS_STEP} stored no targets; start a new run"
-            ))
-        })?;
-    serde_json::from_value(data)
-        .map_err(|e| StepError::BadData(format!("targets of {TARGETS_STEP}: {e}")))
+fn targets(earlier: &Earlier) -> Result<Targets, StepError> {
+    match earlier.get::<ResolvedTargets>() {
+        Some(ResolvedTargets(Ok(targets))) => Ok(targets.clone()),
+        Some(ResolvedTargets(Err(unreadable))) => Err(StepError::BadData(format!(
+            "targets of {TARGETS_STEP}: {unreadable}"
+        ))),
+        None => Err(StepError::BadData(format!(
+            "the step {TARGETS_STEP} stored no targets; start a new run"
+        ))),
+    }
 }
 
+/// The targets `resolve-targets` listed, for the steps after it.
+struct ResolvedTargets(Result<Targets, String>);
+
 /// Runs `command` on every target; succeeds only if every host did.
-pub async fn restart(ctx: &StepContext<'_>, command: &str) -> Result<StepOutcome, StepError> {
-    let targets = targets(ctx).await?;
+pub async fn restart(
+    ctx: &StepContext<'_>,
+    earlier: &Earlier,
+    command: &str,
+) -> Result<StepOutcome, StepError> {
+    let targets = targets(earlier)?;
     let hosts = targets.hosts();
     if ctx.dry_run {
         // What the fan-out would trip on before reaching any host: a missing or unreadable
@@ -356,9 +372,10 @@ fn round(duration: Duration) -> Duration {
 /// Waits (bounded by `wait`) until every target with a known xname has a subscription.
 pub async fn verify_subscriptions(
     ctx: &StepContext<'_>,
+    earlier: &Earlier,
     wait: Duration,
 ) -> Result<StepOutcome, StepError> {
-    let targets = targets(ctx).await?;
+    let targets = targets(earlier)?;
     let expected: Vec<&Target> = targets
         .targets
         .iter()

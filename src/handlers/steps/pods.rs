@@ -11,10 +11,7 @@ use crate::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    handlers::kind::{StepKind, wait},
-    recovery::Decided,
-};
+use crate::handlers::kind::{Earlier, StepKind, wait};
 
 /// Delete the pods matching `selector` and wait until their replacements are Ready.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,7 +31,7 @@ impl StepKind for RestartPods {
         )
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         restart(ctx, &self.selector, self.timeout).await
     }
 }
@@ -57,7 +54,7 @@ impl StepKind for EnsurePodsReady {
         )
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         ensure_ready(ctx, &self.selector, self.timeout).await
     }
 }

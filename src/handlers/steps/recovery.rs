@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     config::Config,
-    handlers::kind::{StepKind, wait},
+    handlers::kind::{Earlier, StepKind, wait},
     model::EtcdMode,
     recovery::{self, Decided},
     step::{StepContext, StepError, StepOutcome},
@@ -84,11 +84,11 @@ impl StepKind for AssessEtcd {
         twice_the_recovery_timeout(config)
     }
 
-    fn learn(&self, data: &Value, decided: &mut Decided) {
-        decided.learn_assessment(data);
+    fn learn(&self, data: &Value, earlier: &mut Earlier) {
+        earlier.entry::<Decided>().learn_assessment(data);
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         recovery::assess::assess(
             ctx,
             &self.cluster,
@@ -122,16 +122,16 @@ impl StepKind for SafetySnapshot {
         twice_the_recovery_timeout(config)
     }
 
-    fn learn(&self, data: &Value, decided: &mut Decided) {
-        decided.learn_safety_snapshot(data);
+    fn learn(&self, data: &Value, earlier: &mut Earlier) {
+        earlier.entry::<Decided>().learn_safety_snapshot(data);
     }
 
     async fn perform(
         &self,
         ctx: &StepContext<'_>,
-        decided: &Decided,
+        earlier: &Earlier,
     ) -> Result<StepOutcome, StepError> {
-        recovery::safety_snapshot::safety_snapshot(ctx, decided, &self.cluster).await
+        recovery::safety_snapshot::safety_snapshot(ctx, earlier.recovery(), &self.cluster).await
     }
 }
 
@@ -167,9 +167,9 @@ impl StepKind for RecoverBitnami {
     async fn perform(
         &self,
         ctx: &StepContext<'_>,
-        decided: &Decided,
+        earlier: &Earlier,
     ) -> Result<StepOutcome, StepError> {
-        recovery::bitnami::run(ctx, decided, &self.cluster, ctx.recovery.timeout).await
+        recovery::bitnami::run(ctx, earlier.recovery(), &self.cluster, ctx.recovery.timeout).await
     }
 }
 
@@ -206,9 +206,9 @@ impl StepKind for RecoverOperator {
     async fn perform(
         &self,
         ctx: &StepContext<'_>,
-        decided: &Decided,
+        earlier: &Earlier,
     ) -> Result<StepOutcome, StepError> {
-        recovery::operator::run(ctx, decided, &self.cluster, ctx.recovery.timeout).await
+        recovery::operator::run(ctx, earlier.recovery(), &self.cluster, ctx.recovery.timeout).await
     }
 }
 

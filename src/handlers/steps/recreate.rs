@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cluster::ObjectRef,
-    handlers::kind::{StepKind, wait},
-    recovery::Decided,
+    handlers::kind::{Earlier, StepKind, wait},
     step::{StepContext, StepError, StepOutcome, recreate},
 };
 
@@ -44,7 +43,7 @@ impl StepKind for Recreate {
         self.object.kind == "Job"
     }
 
-    async fn perform(&self, ctx: &StepContext<'_>, _: &Decided) -> Result<StepOutcome, StepError> {
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
         recreate::run(ctx, &self.object, self.timeout).await
     }
 }

@@ -67,10 +67,6 @@ impl Journal for RecreateJournal<'_, '_> {
     async fn log(&self, message: &str) {
         self.record.journal().log(message).await;
     }
-
-    async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError> {
-        self.record.journal().earlier_step_data(step).await
-    }
 }
 
 /// Where the restore operator finds a backup: the S3 settings of the cluster's periodic
