@@ -24,8 +24,12 @@
 //! again after a poll interval if that fails.
 //!
 //! Every sequence is watched by the same observer (every 50 ms): the cluster counts as healthy
-//! again the first time, after its pods were all gone, that its 3 pods are Ready and its client
-//! endpoint answers `/health`. Per sequence: `healthy` (start -> the observer saw it healthy),
+//! again the first time, after its pods were all gone, that etcd says so: its client endpoint
+//! answers `/health` (a quorum commits) and its member list has its 3 members, all started.
+//! Not the pods' readiness: ours puts the environment back as soon as the cluster is healthy,
+//! and the rolling update that follows takes a member pod out of Ready within milliseconds, so
+//! a look at the pods would miss the moment (and see "healthy" only after the rollout), while
+//! etcd serves throughout. Per sequence: `healthy` (start -> the observer saw it healthy),
 //! `noticed` (start -> the sequence knew: ours, its recovery step's journalled `healthy` phase;
 //! the baseline, its health check passed) and `done` (ours: the recovery step ended, after the
 //! environment was put back and rolled out; the baseline: its health check, the scripts do not
@@ -263,6 +267,29 @@ async fn etcd_healthy(http: &reqwest::Client, url: &str) -> bool {
     body["health"] == "true"
 }
 
+/// How many members etcd's member list at `url` has that have started (a name and client
+/// URLs: a member added but not yet started has neither).
+async fn started_members(http: &reqwest::Client, url: &str) -> usize {
+    let list = async {
+        let resp = http
+            .post(format!("{url}/v3/cluster/member/list"))
+            .json(&json!({}))
+            .send()
+            .await
+            .ok()?;
+        resp.json::<Value>().await.ok()
+    };
+    list.await
+        .and_then(|body| body["members"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| {
+            m["name"].as_str().is_some_and(|n| !n.is_empty())
+                && m["clientURLs"].as_array().is_some_and(|u| !u.is_empty())
+        })
+        .count()
+}
+
 fn ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
@@ -314,10 +341,13 @@ impl Observer {
                             .as_ref()
                             .is_none_or(|uid| !before.contains(uid))
                     });
-                } else if members.len() == MEMBERS && ready_members == MEMBERS {
+                } else {
                     let now = Instant::now();
                     let answer = match sim.etcd_url(STS) {
-                        Some(url) => etcd_healthy(&http, &url).await,
+                        Some(url) => {
+                            etcd_healthy(&http, &url).await
+                                && started_members(&http, &url).await == MEMBERS
+                        }
                         None => false,
                     };
                     if answer {

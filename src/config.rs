@@ -33,7 +33,7 @@ pub struct Config {
     /// Namespace of the services and their etcd clusters.
     pub namespace: String,
     /// The CSM release whose runbook runs follow: `"auto"` (detect it from the cluster) or a
-    /// release (`"1.0"`, `"1.2"` ... `"1.6"`), see `release`.
+    /// release (`"1.0"`, `"1.2"` ... `"1.7"`), see `release`.
     pub csm_release: ReleaseSetting,
     /// Upper bound for any one step, unless the service sets its own.
     #[serde(with = "humantime_serde")]

@@ -47,6 +47,17 @@ async fn main() -> ExitCode {
         Command::EtcdClusters(args) => {
             return commands::report(commands::etcd_clusters(&cli.client, args).await);
         }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(
+                shell,
+                &mut command,
+                "etcd-repopulator",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::SimNodeGuard(args) => return app::simulate::guard(args).await,
         Command::SimNode(args) => return app::simulate::node_command(args).await,
         Command::RbacRules => {

@@ -142,7 +142,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/etcd-clusters/{name}/drills/{id}", get(drills::get_drill))
         .route(
             "/snapshots",
-            post(snapshots::create_snapshots).get(snapshots::list_snapshots),
+            post(snapshots::create_snapshots)
+                .layer(DefaultBodyLimit::max(
+                    crate::snapshots::bos_export::MAX_EXPORT_BYTES,
+                ))
+                .get(snapshots::list_snapshots),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

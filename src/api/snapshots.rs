@@ -3,6 +3,7 @@
 
 use axum::{
     Json,
+    body::Bytes,
     extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -15,7 +16,12 @@ use super::{
     SharedState,
     problem::{ApiError, PROBLEM, Problem, QueryParams, page_limit, parse_param, problem_response},
 };
-use crate::snapshots::{CaptureReport, Snapshot, SnapshotSource, Snapshotter};
+use crate::snapshots::{CaptureReport, Snapshot, SnapshotSource, Snapshotter, bos_export};
+
+/// An archive of `export_bos_data.sh` (a `tgz`), or a JSON file of BOS session templates.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BosExportArchive(#[allow(dead_code)] Vec<u8>);
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -40,14 +46,43 @@ pub struct SnapshotQuery {
     pub limit: Option<String>,
 }
 
-/// Capture BOS session templates and HMNFD subscriptions now.
+/// Capture BOS session templates and HMNFD subscriptions now; or, with a body, import BOS
+/// session templates exported by CSM's `export_bos_data.sh` as a snapshot (taken at the
+/// export's time), for the BOS step to restore templates from.
 #[utoipa::path(post, path = "/snapshots", tag = "snapshots", operation_id = "create_snapshots",
+    request_body(content = Option<BosExportArchive>, content_type = "application/gzip", description = "Optional: an export of `export_bos_data.sh` (`bos-export-<time>-<id>.tgz`, or the JSON file older versions wrote) to import instead of capturing"),
     responses(
         (status = 201, description = "What was stored (with content, secrets removed), and which sources could not be read", body = CaptureReport),
+        (status = 413, description = "The export is larger than 16 MiB", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "The body is not an export of BOS session templates", body = Problem, content_type = PROBLEM),
         (status = 502, description = "No source could be read", body = Problem, content_type = PROBLEM),
     ))]
-pub async fn create_snapshots(State(state): State<SharedState>) -> Result<Response, ApiError> {
+pub async fn create_snapshots(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let runner = &state.runner;
+    // No body, or `{}` (what clients send for "no options"): a capture.
+    let capture = body.iter().all(u8::is_ascii_whitespace)
+        || serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+            .is_ok_and(|options| options.is_empty());
+    if !capture {
+        let export = bos_export::read(&body).map_err(|e| ApiError::InvalidBody {
+            detail: format!("not an export of BOS session templates (export_bos_data.sh): {e}"),
+            field: None,
+        })?;
+        let snapshotter = Snapshotter::new(
+            runner.csm().clone(),
+            state.store.clone(),
+            runner.config().snapshots.retain,
+        );
+        let stored = snapshotter.import_bos_export(export, Utc::now()).await?;
+        let report = CaptureReport {
+            stored: vec![stored],
+            failed: Vec::new(),
+        };
+        return Ok((StatusCode::CREATED, Json(report)).into_response());
+    }
     let snapshotter = Snapshotter::new(
         runner.csm().clone(),
         state.store.clone(),

@@ -256,8 +256,40 @@ pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
         &args.csm_release,
     )
     .await?;
+    if let Some(path) = &args.serve_config {
+        write_serve_config(&sim, path)?;
+    }
     shutdown_signal().await;
     sim.shutdown().await;
+    Ok(())
+}
+
+/// The sections of a configuration file that point a `serve` in another process at `sim`, as
+/// `serve --simulate` points itself ([`Config::use_simulation`]).
+#[derive(serde::Serialize)]
+struct ServeConfig {
+    csm: crate::csm::CsmConfig,
+    etcd: crate::etcd::EtcdConfig,
+    recovery: RecoveryConfig,
+}
+
+fn write_serve_config(sim: &SimCluster, path: &Path) -> anyhow::Result<()> {
+    let mut config = Config::default();
+    config.use_simulation(sim);
+    let file = ServeConfig {
+        csm: config.csm,
+        etcd: config.etcd,
+        recovery: config.recovery,
+    };
+    let text = format!(
+        "# For `etcd-repopulator serve --config {}` with KUBECONFIG at the simulated cluster's\n\
+         # kubeconfig (`sim --kubeconfig`). Written by `etcd-repopulator sim`.\n{}",
+        path.display(),
+        toml::to_string(&file).context("formatting the configuration")?
+    );
+    std::fs::write(path, text)
+        .with_context(|| format!("writing a configuration for serve to {}", path.display()))?;
+    tracing::info!(path = %path.display(), "configuration for a serve in another process written");
     Ok(())
 }
 
@@ -275,6 +307,17 @@ async fn start_sim(
         tracing::warn!(error = %err, "the simulated cluster has not settled; serving anyway");
     }
     tracing::info!(url = %sim.url(), csm_release, "simulated cluster listening (plain HTTP, no auth)");
+    if let Some(s3) = sim.s3() {
+        tracing::info!(
+            objects = %s3.root().display(),
+            credentials = %s3.credentials_dir().display(),
+            endpoint = s3.endpoint(),
+            "simulated S3 keeps its objects under this directory (bucket/key as paths)"
+        );
+    }
+    if let Some(dir) = sim.snapshots_dir() {
+        tracing::info!(dir = %dir.display(), "simulated snapshotter PVC (bitnami-etcd-snapshotter)");
+    }
     if let Some(path) = kubeconfig {
         std::fs::write(path, sim.kubeconfig_yaml()).with_context(|| {
             format!(

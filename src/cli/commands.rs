@@ -19,6 +19,15 @@ use super::{
 
 /// The exit status of a command whose reader went away, as if SIGPIPE had ended it.
 const EXIT_OUTPUT_CLOSED: u8 = 141;
+/// How the runner logs a step's start and end (which `--wait` shows as step lines).
+const STEP_LIFECYCLE: [&str; 6] = [
+    "started",
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
+    "action required",
+];
 /// The exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -59,7 +68,12 @@ pub async fn repopulations(
             confirm,
             discard_newer,
             wait,
+            yes,
         } => {
+            if etcd != EtcdArg::Check && !dry_run && !yes && !approved(etcd, &confirm, &services)? {
+                eprintln!("Not started.");
+                return Ok(ExitCode::FAILURE);
+            }
             let mut body = Map::new();
             body.insert("services".to_owned(), json!(services));
             if dry_run {
@@ -106,7 +120,12 @@ pub async fn repopulations(
         }
         RepopulationsCommand::Describe { id } => (
             client
-                .call(Method::GET, &run_path(&id, ""), &[], None)
+                .call(
+                    Method::GET,
+                    &run_path(&resolve_id(&client, &id).await?, ""),
+                    &[],
+                    None,
+                )
                 .await?,
             View::Run,
         ),
@@ -136,29 +155,104 @@ pub async fn repopulations(
             (list, View::RunList)
         }
         RepopulationsCommand::Logs { id, follow } => {
+            let id = resolve_id(&client, &id).await?;
             return logs(&client, &id, follow, format).await;
         }
         RepopulationsCommand::Cancel { id } => (
             client
-                .call(Method::POST, &run_path(&id, "/cancel"), &[], None)
+                .call(
+                    Method::POST,
+                    &run_path(&resolve_id(&client, &id).await?, "/cancel"),
+                    &[],
+                    None,
+                )
                 .await?,
             View::Run,
         ),
         RepopulationsCommand::Resume { id } => (
             client
-                .call(Method::POST, &run_path(&id, "/resume"), &[], None)
+                .call(
+                    Method::POST,
+                    &run_path(&resolve_id(&client, &id).await?, "/resume"),
+                    &[],
+                    None,
+                )
                 .await?,
             View::Run,
         ),
         RepopulationsCommand::Abandon { id } => (
             client
-                .call(Method::POST, &run_path(&id, "/abandon"), &[], None)
+                .call(
+                    Method::POST,
+                    &run_path(&resolve_id(&client, &id).await?, "/abandon"),
+                    &[],
+                    None,
+                )
                 .await?,
             View::Run,
         ),
     };
     output::print(&response, format, view)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// From a terminal, a destructive run asks first, naming its clusters, as CSM's
+/// `etcd_restore_rebuild.sh` does; scripts (stdin not a terminal) and `--yes` do not.
+fn approved(etcd: EtcdArg, clusters: &[String], services: &[String]) -> Result<bool, ClientError> {
+    use std::io::{BufRead, IsTerminal};
+    if !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    let what = if clusters.is_empty() {
+        format!("the etcd clusters of {}", services.join(", "))
+    } else {
+        clusters.join(", ")
+    };
+    eprint!(
+        "etcd {} may DELETE the data of {what} (a safety snapshot is taken first; `--dry-run` \
+         shows the plan).\nProceed? (yes/no) ",
+        etcd.mode()
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(ClientError::Output)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// A run id, or a unique prefix of one (looked up in the history).
+async fn resolve_id(client: &Client, id: &str) -> Result<String, ClientError> {
+    let prefix = id.to_ascii_lowercase();
+    let looks_like_prefix = (4..36).contains(&prefix.len())
+        && prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if uuid::Uuid::parse_str(id).is_ok() || !looks_like_prefix {
+        // A whole id, or something the service will name as not one.
+        return Ok(id.to_owned());
+    }
+    let runs = client
+        .all_pages("/repopulations", vec![("limit", "500".to_owned())])
+        .await?;
+    let matching: Vec<&str> = runs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|run| run.get("id").and_then(Value::as_str))
+        .filter(|candidate| candidate.starts_with(&prefix))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => Err(ClientError::NoSuchRun {
+            prefix: id.to_owned(),
+        }),
+        many => Err(ClientError::AmbiguousRun {
+            prefix: id.to_owned(),
+            ids: many.iter().map(|s| (*s).to_owned()).collect(),
+        }),
+    }
 }
 
 pub async fn services(
@@ -324,12 +418,23 @@ async fn wait_for_end(
     ))?;
     let mut tracker = StepTracker::default();
     let followed = follow(client, &id, |message| {
-        if let Message::Run(run) = message
-            && let Ok(run) = RunView::deserialize(&run)
-        {
-            for line in tracker.changes(&run) {
-                progress(&line)?;
+        match message {
+            Message::Run(run) => {
+                if let Ok(run) = RunView::deserialize(&run) {
+                    for line in tracker.changes(&run) {
+                        progress(&line)?;
+                    }
+                }
             }
+            // The phases of an etcd recovery (the long, destructive part), as `logs
+            // --follow` shows them; a step's start and end are the step lines already.
+            Message::Log(line)
+                if line.step.as_deref().is_some_and(|s| s.starts_with("etcd-"))
+                    && !STEP_LIFECYCLE.iter().any(|w| line.message.starts_with(w)) =>
+            {
+                progress(&format!("  {}", line.render()))?;
+            }
+            _ => {}
         }
         Ok(Flow::Continue)
     });

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::output::{new_table, trimmed};
+use super::table::{new_table, trimmed};
 
 fn text(value: &Value, key: &str) -> String {
     match value.get(key) {

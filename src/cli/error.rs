@@ -35,6 +35,14 @@ pub enum ClientError {
     },
     #[error("unexpected response from {url}: {reason}")]
     InvalidResponse { url: String, reason: String },
+    #[error("no run id starts with {prefix:?} (`etcd-repopulator repopulations list` shows them)")]
+    NoSuchRun { prefix: String },
+    #[error(
+        "{} runs' ids start with {prefix:?}: {}; give more of the id",
+        .ids.len(),
+        .ids.join(", ")
+    )]
+    AmbiguousRun { prefix: String, ids: Vec<String> },
     #[error(
         "lost the event stream of run {id} ({reason}); the run goes on: \
          `etcd-repopulator repopulations describe {id}` shows it"
@@ -74,10 +82,25 @@ fn problem_message(status: StatusCode, title: Option<&str>, detail: Option<&str>
 pub(super) fn problem(status: StatusCode, bytes: &[u8]) -> ClientError {
     let problem = serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null);
     let text = |key: &str| problem.get(key).and_then(Value::as_str).map(str::to_owned);
-    let detail = text("detail").or_else(|| {
+    let mut detail = text("detail").or_else(|| {
         let raw = String::from_utf8_lossy(bytes).trim().to_owned();
         (!raw.is_empty()).then_some(raw)
     });
+    // The clusters a destructive run must confirm, as the flags that confirm them.
+    if let Some(needed) = problem.get("confirm").and_then(Value::as_array)
+        && !needed.is_empty()
+    {
+        let flags: Vec<String> = needed
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|cluster| format!("--confirm {cluster}"))
+            .collect();
+        detail = Some(format!(
+            "{}\n  add to the command: {}",
+            detail.unwrap_or_default(),
+            flags.join(" ")
+        ));
+    }
     ClientError::Problem {
         status,
         title: text("title"),

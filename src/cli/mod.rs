@@ -6,8 +6,10 @@ mod client;
 pub mod commands;
 mod drill_view;
 mod error;
+mod etcd_view;
 mod follow;
 mod output;
+mod table;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -48,6 +50,12 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// The services' etcd clusters, in either layout, and their health.
     EtcdClusters(EtcdClustersArgs),
+    /// Print a shell completion script (e.g. `etcd-repopulator completion bash >
+    /// /etc/bash_completion.d/etcd-repopulator`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the Kubernetes RBAC rules the service needs, as the `rules:` of a Role (this is
     /// what the chart's templates/role.yaml carries).
     #[command(hide = true)]
@@ -81,7 +89,7 @@ pub struct ClientOptions {
     #[arg(long, global = true, env = "ETCD_REPOPULATOR_CLIENT_CONFIG")]
     pub client_config: Option<PathBuf>,
     /// Output format [default: table on a terminal, else toml].
-    #[arg(long, global = true, value_enum)]
+    #[arg(long, short = 'o', visible_alias = "output", global = true, value_enum)]
     pub format: Option<Format>,
 }
 
@@ -134,12 +142,19 @@ pub enum RepopulationsCommand {
         /// anything, saying how much would be lost; a safety snapshot keeps it either way.
         #[arg(long)]
         discard_newer: bool,
-        /// Print the run id at once, then a line per step as it changes, then the outcome;
-        /// exit 0 only if the run succeeded. Ctrl-C stops following (the run goes on).
+        /// Print the run id at once, then a line per step as it changes (and the phases of
+        /// an etcd recovery as they are logged), then the outcome; exit 0 only if the run
+        /// succeeded. Ctrl-C stops following (the run goes on).
         #[arg(long)]
         wait: bool,
+        /// Do not ask before a destructive run (`--etcd restore|rebuild|auto` without
+        /// `--dry-run`): for scripts. From a terminal, such a run asks yes/no naming the
+        /// clusters first.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
-    /// Show a run with its service tasks and steps (GET /repopulations/{id}).
+    /// Show a run with its service tasks and steps (GET /repopulations/{id}). Every command
+    /// that takes a run id also takes a unique prefix of one (`0193a2`).
     Describe { id: String },
     /// The run history, newest first (GET /repopulations).
     List {
@@ -315,7 +330,7 @@ pub struct ServeArgs {
     /// when `[ssh]` is not configured [default: sshd on PATH, else /usr/sbin/sshd].
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_SSHD")]
     pub sim_sshd: Option<PathBuf>,
-    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
+    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7).
     #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
         value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
     pub csm_release: String,
@@ -345,13 +360,18 @@ pub struct SimArgs {
     /// Write a kubeconfig for it here.
     #[arg(long, env = "ETCD_REPOPULATOR_SIM_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Write a configuration file for a `serve` in another process here: the simulated CSM
+    /// services' URLs, its etcd clusters, its S3 and snapshotter directory (`serve --config
+    /// FILE` with `KUBECONFIG` at `--kubeconfig`).
+    #[arg(long)]
+    pub serve_config: Option<PathBuf>,
     /// How long the simulated kubelet takes to make a new pod Ready.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub kubelet_delay: std::time::Duration,
     /// The Job controller's first back-off after a failed pod (see `serve --sim-job-backoff`).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub job_backoff: std::time::Duration,
-    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6).
+    /// The CSM release the simulated cluster is laid out as (1.0, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7).
     #[arg(long, env = "ETCD_REPOPULATOR_CSM_RELEASE", default_value = "1.0",
         value_parser = clap::builder::PossibleValuesParser::new(crate::release::Release::ALL.map(|r| r.as_str())))]
     pub csm_release: String,

@@ -8,11 +8,14 @@ use std::{
 };
 
 use chrono::{DateTime, Local, Utc};
-use comfy_table::{ContentArrangement, Table, presets::NOTHING};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Format, error::ClientError};
+use super::{
+    Format,
+    error::ClientError,
+    table::{human_size, new_table, trimmed},
+};
 
 /// The format asked for, else `table` on a terminal and `toml` otherwise.
 pub fn resolve(format: Option<Format>) -> Format {
@@ -84,8 +87,8 @@ fn table(value: &Value, view: View) -> Option<String> {
         View::Services => services_table(value)?,
         View::Snapshots => snapshots_table(&SnapshotList::deserialize(value).ok()?.items),
         View::Capture => capture_table(value)?,
-        View::EtcdClusters => etcd_clusters_table(value.get("items")?.as_array()?),
-        View::EtcdCluster => etcd_clusters_table(std::slice::from_ref(value)),
+        View::EtcdClusters => super::etcd_view::clusters(value.get("items")?.as_array()?),
+        View::EtcdCluster => super::etcd_view::cluster(value)?,
         View::Backups => backups_table(value.get("items")?.as_array()?),
         View::Drill => super::drill_view::drill(value)?,
         View::Drills => super::drill_view::drills(value.get("items")?.as_array()?),
@@ -152,59 +155,6 @@ fn short_duration(duration: std::time::Duration) -> String {
         (0, h, m) => format!("{h}h{m}m"),
         (d, h, _) => format!("{d}d{h}h"),
     }
-}
-
-/// `512 B`, `1.5 KiB`, `20.0 MiB`.
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// One row per etcd cluster: layout, members Ready, health and what is wrong.
-fn etcd_clusters_table(clusters: &[Value]) -> String {
-    if clusters.is_empty() {
-        return "no etcd clusters".to_owned();
-    }
-    let text = |v: &Value, key: &str| match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    };
-    let mut table = new_table(&[
-        "NAME", "SERVICE", "LAYOUT", "READY", "HEALTHY", "LEADER", "KEYS", "PROBLEMS",
-    ]);
-    for cluster in clusters {
-        let problems: Vec<&str> = cluster
-            .get("problems")
-            .and_then(Value::as_array)
-            .map(|p| p.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        table.add_row(vec![
-            text(cluster, "name"),
-            text(cluster, "service"),
-            text(cluster, "layout"),
-            format!("{}/{}", text(cluster, "ready"), text(cluster, "members")),
-            if cluster.get("healthy") == Some(&Value::Bool(true)) {
-                "yes"
-            } else {
-                "no"
-            }
-            .to_owned(),
-            text(cluster, "leader"),
-            text(cluster, "keys"),
-            problems.join("; "),
-        ]);
-    }
-    trimmed(&mut table)
 }
 
 /// The fields of a run the client shows. Lists may hold summaries (no steps, perhaps services
@@ -328,23 +278,6 @@ pub fn local_time(at: DateTime<Utc>) -> String {
     at.with_timezone(&Local)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
-}
-
-pub(super) fn new_table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(NOTHING)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.to_vec());
-    table
-}
-
-/// The table as text: columns two spaces apart, as kubectl prints them.
-pub(super) fn trimmed(table: &mut Table) -> String {
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    table.trim_fmt()
 }
 
 /// The run's facts, then its services and their steps.
@@ -682,6 +615,23 @@ mod tests {
         assert!(text.contains("running (etcd restore)"), "{text}");
         assert!(text.contains("succeeded (etcd auto, dry run)"), "{text}");
         assert!(!text.contains("etcd check"), "{text}");
+    }
+
+    #[test]
+    fn a_narrow_table_wraps_text_between_words_and_never_breaks_an_id() {
+        let id = "01968f3a-7b2c-7d4e-9f10-123456789abc";
+        let backup = "s3://etcd-backup/cray-bss/db-2025-01-01_00-00-with-a-long-name";
+        let reason = "a long reason that has to wrap because the terminal is narrow, word by word";
+        let mut table = new_table(&["ID", "STATE", "WHERE", "REASON"]);
+        table.set_width(60);
+        table.add_row(vec![id, "succeeded (etcd auto, dry run)", backup, reason]);
+        let text = trimmed(&mut table);
+        assert!(text.contains(id) && text.contains(backup), "{text}");
+        let words: Vec<&str> = text.split_whitespace().collect();
+        for word in reason.split_whitespace() {
+            assert!(words.contains(&word), "{word:?} broken in\n{text}");
+        }
+        assert!(text.lines().count() > 2, "the reason wraps:\n{text}");
     }
 
     #[test]

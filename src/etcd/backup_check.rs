@@ -1,5 +1,5 @@
 //! Whether a backup restores, proven before a restore deletes anything: its SHA-256 trailer
-//! ([`super::backups::verify_snapshot`]), its database read whole ([`super::snapshot_db`]:
+//! ([`verify_snapshot`]), its database read whole ([`super::snapshot_db`]:
 //! an etcd database, its revision and keys), and, when the tool is there, etcd's own restore
 //! into a scratch directory ([`super::restore_tool`]). [`check_backup_file`] is the one entry
 //! point; what it finds is remembered in the store (`backup_checks`) by copy, so that the
@@ -19,7 +19,11 @@ use utoipa::ToSchema;
 
 use super::{
     RecoveryConfig,
-    backups::{Backup, BackupCopy, BackupError, verify_snapshot},
+    backups::{
+        error::{BackupError, PARTIAL_DIR},
+        names::{Backup, BackupCopy},
+        verify::{VerifiedSnapshot, verify_snapshot},
+    },
     restore_tool::{Proof, RestoreTool},
     snapshot_db::{self, DbError, FileRegion, SnapshotFacts},
 };
@@ -110,7 +114,7 @@ async fn check_inner(path: &Path, config: &RecoveryConfig) -> Result<BackupCheck
 fn scratch_parent(config: &RecoveryConfig) -> PathBuf {
     config
         .snapshots_dir()
-        .map(|dir| dir.join(super::backups::PARTIAL_DIR))
+        .map(|dir| dir.join(PARTIAL_DIR))
         .filter(|dir| std::fs::create_dir_all(dir).is_ok())
         .unwrap_or_else(std::env::temp_dir)
 }
@@ -130,7 +134,7 @@ impl Drop for CancelOnDrop {
 /// fails is [`BackupError::Corrupt`], naming what is wrong.
 pub async fn read_backup_file(
     path: &Path,
-) -> Result<(super::backups::VerifiedSnapshot, SnapshotFacts), BackupError> {
+) -> Result<(VerifiedSnapshot, SnapshotFacts), BackupError> {
     let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let flag = cancel.0.clone();
     let owned = path.to_owned();

@@ -1,7 +1,8 @@
 //! Everything that decides and performs the recovery of a service's etcd cluster, for both
 //! layouts: the decision ([`assess`]: health, backups, restore or rebuild or nothing), the
 //! Bitnami StatefulSet's sequence ([`bitnami`], CSM ≥ 1.5) and the etcd-operator's
-//! ([`operator`], CSM ≤ 1.4). The steps in `handlers` name what runs; this module does it.
+//! ([`operator`], CSM ≤ 1.4); and maintenance instead of deletion for a cluster whose
+//! database is full ([`space`]). The steps in `handlers` name what runs; this module does it.
 
 pub mod assess;
 pub mod bitnami;
@@ -9,6 +10,7 @@ pub mod decision;
 pub mod journal;
 pub mod operator;
 pub mod safety_snapshot;
+pub mod space;
 pub mod wait;
 
 use serde::Deserialize;

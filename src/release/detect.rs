@@ -2,7 +2,7 @@
 //! (EtcdClusters or Bitnami StatefulSets), whether External DNS's etcd and CRUS are still
 //! deployed, and the CSM version CSM itself records in the `cray-product-catalog` ConfigMap
 //! (key `csm`, one YAML entry per installed version), which tells apart releases whose
-//! clusters look alike (1.2 and 1.3, 1.5 and 1.6).
+//! clusters look alike (1.2 and 1.3; 1.5, 1.6 and 1.7).
 
 use std::collections::BTreeSet;
 
@@ -34,7 +34,7 @@ pub enum DetectError {
     Cluster(#[from] ClusterError),
     #[error(
         "the cluster matches no CSM release this service knows ({evidence}); set csm_release \
-         (1.0, 1.2, 1.3, 1.4, 1.5 or 1.6) in the configuration"
+         ({known}) in the configuration", known = super::known_releases()
     )]
     NoMatch { evidence: Evidence },
     #[error(

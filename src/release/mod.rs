@@ -23,16 +23,18 @@ pub enum Release {
     V1_4,
     V1_5,
     V1_6,
+    V1_7,
 }
 
 impl Release {
-    pub const ALL: [Release; 6] = [
+    pub const ALL: [Release; 7] = [
         Release::V1_0,
         Release::V1_2,
         Release::V1_3,
         Release::V1_4,
         Release::V1_5,
         Release::V1_6,
+        Release::V1_7,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Release {
             Release::V1_4 => "1.4",
             Release::V1_5 => "1.5",
             Release::V1_6 => "1.6",
+            Release::V1_7 => "1.7",
         }
     }
 
@@ -159,7 +162,8 @@ pub enum BssRepopulation {
 #[derive(Debug)]
 pub struct Profile {
     pub release: Release,
-    /// The runbook page this profile follows (`shared/csm/docs-csm/`), and the docs-csm commit.
+    /// The runbook page this profile follows (`shared/csm/docs-csm/`), and the docs-csm commit
+    /// (empty when the page was read where CSM publishes it: see [`Profile::citation`]).
     pub page: &'static str,
     pub commit: &'static str,
     pub layout: EtcdLayout,
@@ -187,7 +191,7 @@ const WORKERS_AND_STORAGE: &[&str] = &["ncn-w00[1-4]-can.local", "ncn-s00[1-4]-c
 const WORKERS: &[&str] = &["ncn-w00[1-4]-can.local"];
 
 /// Every profile, oldest first. Each cites its page; `SOURCES.md` names the branches.
-pub static PROFILES: [Profile; 6] = [
+pub static PROFILES: [Profile; 7] = [
     // release-1.0: the seed of this service.
     Profile {
         release: Release::V1_0,
@@ -280,6 +284,23 @@ pub static PROFILES: [Profile; 6] = [
         externaldns: false,
         crus: false,
     },
+    // release-1.7 (read at cray-hpe.github.io/docs-csm/en-17): BOS, BSS (restore from backup),
+    // FAS (Nexus), MEDS; the HMNFD section is gone, so a 1.7 run resubscribes no ORCA daemon
+    // (the ORCA fields stay for the record of what 1.6 did). The etcd layout is 1.6's.
+    Profile {
+        release: Release::V1_7,
+        page: "Repopulate_Data_in_etcd_Clusters_When_Rebuilding_Them.release-1.7.md",
+        commit: "",
+        layout: EtcdLayout::Bitnami,
+        services: &[Bos, Bss, Fas, Meds],
+        fas: FasReload::Nexus,
+        bss: BssRepopulation::RestoreFromBackup,
+        orca_unit: "cray-orca",
+        orca_ncn_hostlists: WORKERS,
+        orca_ncn_subroles: &["Worker"],
+        externaldns: false,
+        crus: false,
+    },
 ];
 
 impl Profile {
@@ -287,10 +308,19 @@ impl Profile {
         self.services.contains(&service)
     }
 
-    /// The runbook page, as cited in runs and in `GET /services`.
+    /// The runbook page, as cited in runs and in `GET /services`: its docs-csm commit, or
+    /// (a release whose branch this project has no copy of) where CSM publishes it.
     pub fn citation(&self) -> String {
         debug_assert!(self.page.starts_with(PAGE));
-        format!("docs-csm {} ({})", self.page, &self.commit[..12])
+        match self.commit.get(..12) {
+            Some(commit) => format!("docs-csm {} ({commit})", self.page),
+            None => format!(
+                "docs-csm {} (https://cray-hpe.github.io/docs-csm/en-{}/operations/kubernetes/{}/)",
+                self.page,
+                self.release.as_str().replace('.', ""),
+                PAGE.to_lowercase()
+            ),
+        }
     }
 
     /// The name of `service`'s etcd cluster in this release's layout, if it has one.
@@ -305,7 +335,7 @@ impl Profile {
 /// The release in force and why: what the configuration pinned, or what detection found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReleaseInForce {
-    /// `1.0`, `1.2` ... `1.6`.
+    /// `1.0`, `1.2` ... `1.7`.
     #[schema(value_type = String, example = "1.6")]
     pub release: Release,
     /// `configured` (`csm_release` pins it) or `detected` (`csm_release = "auto"`).
@@ -407,5 +437,27 @@ mod tests {
             Some("cray-bss-etcd")
         );
         assert_eq!(Release::V1_6.profile().etcd_cluster(Service::Reds), None);
+        // 1.7's page drops the HMNFD section.
+        assert_eq!(Release::V1_7.profile().services, &[Bos, Bss, Fas, Meds]);
+        assert_eq!(Release::V1_7.profile().etcd_cluster(Service::Hmnfd), None);
+        assert_eq!("1.7.0".parse::<Release>().unwrap(), Release::V1_7);
+    }
+
+    #[test]
+    fn a_page_without_a_commit_is_cited_where_csm_publishes_it() {
+        let citation = Release::V1_7.profile().citation();
+        assert!(
+            citation.ends_with(
+                "(https://cray-hpe.github.io/docs-csm/en-17/operations/kubernetes/\
+                 repopulate_data_in_etcd_clusters_when_rebuilding_them/)"
+            ),
+            "{citation}"
+        );
+        assert!(
+            Release::V1_6
+                .profile()
+                .citation()
+                .ends_with("(6f4bfb97325e)")
+        );
     }
 }

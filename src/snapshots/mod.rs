@@ -7,6 +7,7 @@
 //! ([`redact`]): the database is not a secret store, and its content is shown by
 //! `GET /snapshots`.
 
+pub mod bos_export;
 mod redact;
 
 use std::time::Duration;
@@ -122,6 +123,29 @@ impl Snapshotter {
             }
         }
         Ok(report)
+    }
+
+    /// Stores the session templates of a BOS export as a snapshot taken when it was exported
+    /// (else `now`), redacted like a capture: the BOS step restores templates BOS lacks from
+    /// it as from any snapshot, newest first.
+    pub async fn import_bos_export(
+        &self,
+        export: bos_export::BosExport,
+        now: DateTime<Utc>,
+    ) -> Result<Snapshot, StoreError> {
+        let source = SnapshotSource::BosSessionTemplates;
+        let taken_at = export.exported_at.unwrap_or(now);
+        let new = redacted_snapshot(source, taken_at, Value::Array(export.templates));
+        self.store.insert_snapshot(&new).await?;
+        self.store.prune_snapshots(source, self.retain).await?;
+        tracing::info!(
+            snapshot = %new.id,
+            templates = new.items,
+            %taken_at,
+            found_in = export.found_in,
+            "BOS export imported as a snapshot of session templates"
+        );
+        Ok(new.stored())
     }
 
     async fn read(&self, source: SnapshotSource) -> Result<Value, SnapshotError> {

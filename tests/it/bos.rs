@@ -408,3 +408,83 @@ async fn periodic_snapshots_start_at_once_and_retry_what_does_not_answer() {
     let (_, bos) = app.get("/snapshots?source=bos-session-templates").await;
     assert_eq!(bos["items"].as_array().unwrap().len(), 1);
 }
+
+/// A tgz as CSM's `export_bos_data.sh` writes it.
+fn bos_export_archive(templates: &Value) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (path, content) in [
+        (
+            "bos-export-20261201093000-oK4WMw/v2/options.json",
+            "{}".to_owned(),
+        ),
+        (
+            "bos-export-20261201093000-oK4WMw/v2/sessiontemplates.json",
+            templates.to_string(),
+        ),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, path, content.as_bytes())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// An export made with `export_bos_data.sh` before BOS's etcd was lost is imported as a snapshot
+/// (POST /snapshots with the archive) and the bos run restores its templates; what is not an
+/// export is refused, saying why.
+#[tokio::test]
+async fn an_export_of_export_bos_data_is_imported_and_restored_from() {
+    let app = common::start().await;
+    let mut exported = app.sim.csm().bos_templates()["boot-template"].clone();
+    exported["name"] = json!("exported-before-upgrade");
+    exported["description"] = json!("from the export");
+    let archive = bos_export_archive(&json!([exported]));
+    let resp = app
+        .http
+        .post(app.url("/snapshots"))
+        .header("content-type", "application/gzip")
+        .body(archive)
+        .send()
+        .await
+        .unwrap();
+    let (status, report) = common::json(resp).await;
+    assert_eq!(status, StatusCode::CREATED, "{report:#}");
+    let stored = &report["stored"][0];
+    assert_eq!(stored["source"], "bos-session-templates");
+    assert_eq!(stored["items"], 1);
+    assert_eq!(stored["taken_at"], "2026-12-01T09:30:00Z");
+
+    assert!(app.sim.csm().wipe("cray-bos-etcd"));
+    let run = run_bos(&app, false).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let now = app.sim.csm().bos_templates();
+    assert_eq!(
+        now["exported-before-upgrade"]["description"], "from the export",
+        "{now:#?}"
+    );
+
+    for (body, why) in [
+        (b"not an archive".to_vec(), "not JSON"),
+        (vec![0x1f, 0x8b, 0, 0], "not a gzip-compressed tar archive"),
+        (br#"[{"enable_cfs": true}]"#.to_vec(), "has no name"),
+    ] {
+        let resp = app
+            .http
+            .post(app.url("/snapshots"))
+            .header("content-type", "application/gzip")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, problem) = common::json(resp).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(why),
+            "{problem:#}"
+        );
+    }
+}

@@ -151,6 +151,30 @@ async fn etcd_clusters_list_and_describe() {
     let cells: Vec<&str> = bss.split_whitespace().collect();
     assert_eq!(cells[1..3], ["bss", "etcd-operator"], "{bss}");
     assert!(cells[3].ends_with("/3"), "members Ready of 3: {bss}");
+    // One cluster described: its facts, then its members, PVCs and problems.
+    let output = cli(
+        &app.base,
+        &[
+            "etcd-clusters",
+            "describe",
+            "cray-bss-etcd",
+            "--format",
+            "table",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("Name        cray-bss-etcd\n"), "{text}");
+    assert!(
+        text.contains("Layout      etcd-operator (EtcdCluster cray-bss-etcd)"),
+        "{text}"
+    );
+    assert!(text.contains("Pods Ready  "), "{text}");
+    assert!(
+        text.contains("no problems") || text.contains("Problems:\n  - "),
+        "{text}"
+    );
     let output = cli(&app.base, &["etcd-clusters", "describe", "cray-nope-etcd"]).await;
     assert!(!output.status.success());
     assert!(
@@ -744,7 +768,7 @@ async fn create_etcd_modes_say_they_are_destructive_and_need_confirm() {
     let err = stderr(&unconfirmed);
     assert!(
         err.contains("etcd clusters not confirmed (422)")
-            && err.contains(r#"("confirm": ["cray-reds-etcd"])"#),
+            && err.contains("add to the command: --confirm cray-reds-etcd"),
         "{err}"
     );
     let created = cli(
@@ -840,4 +864,208 @@ async fn create_needs_services() {
     assert!(output.status.success(), "{}", stderr(&output));
     let run: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert!(run["services"].as_array().unwrap().len() > 1, "{run}");
+}
+
+/// Runs the binary as [`cli`] does, on a terminal (a pseudo-terminal made by util-linux's
+/// `script`) whose keyboard types `typed`.
+async fn cli_on_a_terminal(base: &str, args: &[&str], typed: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let config_home = tempfile::tempdir().unwrap();
+    let mut line = vec![env!("CARGO_BIN_EXE_etcd-repopulator").to_owned()];
+    line.extend(args.iter().map(|a| a.to_string()));
+    line.extend(["--url".to_owned(), base.to_owned()]);
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .env_remove("ETCD_REPOPULATOR_URL")
+        .env_remove("ETCD_REPOPULATOR_TOKEN")
+        .env_remove("ETCD_REPOPULATOR_CLIENT_CONFIG")
+        .env("XDG_CONFIG_HOME", config_home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("util-linux's script runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(typed.as_bytes()).await.unwrap();
+    let output = tokio::time::timeout(common::WAIT, child.wait_with_output())
+        .await
+        .expect("the command ends")
+        .unwrap();
+    drop(stdin);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// From a terminal, a destructive run asks yes/no naming its clusters; "no" starts nothing,
+/// "yes" and `--yes` start it; a dry run does not ask.
+#[tokio::test]
+async fn a_destructive_run_from_a_terminal_asks_first() {
+    let app = common::start().await;
+    let create = [
+        "repopulations",
+        "create",
+        "--services",
+        "reds",
+        "--etcd",
+        "rebuild",
+        "--confirm",
+        "cray-reds-etcd",
+        "-o",
+        "json",
+    ];
+    let refused = cli_on_a_terminal(&app.base, &create, "no\n").await;
+    assert!(
+        refused.contains("etcd rebuild may DELETE the data of cray-reds-etcd")
+            && refused.contains("Proceed? (yes/no)")
+            && refused.contains("Not started."),
+        "{refused}"
+    );
+    let (_, runs) = app.get("/repopulations").await;
+    assert_eq!(
+        runs["items"],
+        serde_json::json!([]),
+        "nothing started: {refused}"
+    );
+
+    // One run of a service at a time: each ends before the next starts.
+    let started = async |output: String| {
+        let at = output
+            .find('{')
+            .unwrap_or_else(|| panic!("no run in {output}"));
+        let run: Value = serde_json::from_str(output[at..].trim()).unwrap();
+        assert_eq!(run["etcd"], "rebuild", "{run}");
+        app.finished_run(run["id"].as_str().unwrap()).await;
+        output
+    };
+    let accepted = started(cli_on_a_terminal(&app.base, &create, "yes\n").await).await;
+    assert!(accepted.contains("Proceed? (yes/no)"), "{accepted}");
+    let mut with_yes = create.to_vec();
+    with_yes.push("--yes");
+    let unasked = started(cli_on_a_terminal(&app.base, &with_yes, "").await).await;
+    assert!(!unasked.contains("Proceed?"), "{unasked}");
+    let mut dry = create.to_vec();
+    dry.push("--dry-run");
+    let planned = started(cli_on_a_terminal(&app.base, &dry, "").await).await;
+    assert!(!planned.contains("Proceed?"), "{planned}");
+    let (_, runs) = app.get("/repopulations").await;
+    assert_eq!(runs["items"].as_array().unwrap().len(), 3, "{runs:#}");
+}
+
+/// A unique prefix of a run id stands for it; an ambiguous or unknown one says so.
+#[tokio::test]
+async fn a_run_id_prefix_stands_for_the_run() {
+    let app = common::start().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let created = cli(
+            &app.base,
+            &[
+                "repopulations",
+                "create",
+                "--services",
+                "reds",
+                "--dry-run",
+                "-o",
+                "json",
+            ],
+        )
+        .await;
+        assert!(created.status.success(), "{}", stderr(&created));
+        let run: Value = serde_json::from_str(&stdout(&created)).unwrap();
+        let id = run["id"].as_str().unwrap().to_owned();
+        app.finished_run(&id).await;
+        ids.push(id);
+    }
+    // The ids differ at last in their random part, the end.
+    let shared = ids[0]
+        .chars()
+        .zip(ids[1].chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let unique = &ids[1][..(shared + 1).max(8)];
+    let described = cli(
+        &app.base,
+        &["repopulations", "describe", unique, "--output", "json"],
+    )
+    .await;
+    assert!(described.status.success(), "{}", stderr(&described));
+    let run: Value = serde_json::from_str(&stdout(&described)).unwrap();
+    assert_eq!(run["id"], ids[1].as_str());
+
+    let ambiguous = cli(&app.base, &["repopulations", "logs", &ids[0][..4]]).await;
+    assert_eq!(ambiguous.status.code(), Some(1));
+    let err = stderr(&ambiguous);
+    assert!(
+        err.contains("2 runs' ids start with") && err.contains(&ids[0]) && err.contains(&ids[1]),
+        "{err}"
+    );
+    let unknown = cli(&app.base, &["repopulations", "cancel", "ffffffff"]).await;
+    assert!(
+        stderr(&unknown).contains("no run id starts with \"ffffffff\""),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+#[tokio::test]
+async fn completion_scripts_for_the_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = cli("http://127.0.0.1:9", &["completion", shell]).await;
+        assert!(script.status.success(), "{}", stderr(&script));
+        let text = stdout(&script);
+        assert!(
+            text.contains("etcd-repopulator") && text.contains("repopulations"),
+            "{shell}"
+        );
+    }
+}
+
+/// `--wait` on a recovery shows its phases as they are logged, not one "etcd-recover running"
+/// line for the whole destructive part.
+#[tokio::test]
+async fn wait_shows_the_phases_of_an_etcd_recovery() {
+    let app = common::start().await;
+    let output = cli(
+        &app.base,
+        &[
+            "repopulations",
+            "create",
+            "--services",
+            "reds",
+            "--etcd",
+            "rebuild",
+            "--confirm",
+            "cray-reds-etcd",
+            "--wait",
+            "--format",
+            "table",
+        ],
+    )
+    .await;
+    // (The default simulated cluster's etcd does not serve: the run fails after the recovery,
+    // which is all this test is about.)
+    let text = stdout(&output);
+    let phases: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.contains("reds/etcd-recover: "))
+        .collect();
+    assert!(
+        phases.len() >= 2,
+        "the recovery's phases, logged, in:\n{text}"
+    );
+    assert!(
+        phases
+            .iter()
+            .any(|l| l.contains("created EtcdCluster cray-reds-etcd")),
+        "{text}"
+    );
+    assert!(
+        !phases.iter().any(|l| l.contains("etcd-recover: started")),
+        "a step's start is its step line: {text}"
+    );
+    let running = text
+        .lines()
+        .position(|l| l.contains("etcd-recover") && l.contains("running"))
+        .unwrap_or_else(|| panic!("etcd-recover running in:\n{text}"));
+    let first_phase = text.lines().position(|l| l == phases[0]).unwrap();
+    assert!(running < first_phase, "{text}");
 }

@@ -56,7 +56,7 @@ async fn until_drilled<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>)
 }
 
 /// POSTs a drill of `cluster` (with `body`, if any); the started drill.
-async fn start_drill(app: &TestApp, cluster: &str, body: Option<Value>) -> Value {
+pub(crate) async fn start_drill(app: &TestApp, cluster: &str, body: Option<Value>) -> Value {
     let mut request = app
         .http
         .post(app.url(&format!("/etcd-clusters/{cluster}/drills")));
@@ -100,7 +100,7 @@ async fn refused(
 }
 
 /// The drill `id` of `cluster` once it has ended.
-async fn ended(app: &TestApp, cluster: &str, id: &str) -> Value {
+pub(crate) async fn ended(app: &TestApp, cluster: &str, id: &str) -> Value {
     let path = format!("/etcd-clusters/{cluster}/drills/{id}");
     until_drilled(&format!("drill {id} to end"), async || {
         let (status, drill) = app.get(&path).await;

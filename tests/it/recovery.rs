@@ -539,7 +539,8 @@ async fn a_cancel_during_the_scale_down_ends_once_the_cluster_is_back() {
 }
 
 pub const BSS_STS: &str = "cray-bss-bitnami-etcd";
-const BSS_SELECTOR: &str = "app.kubernetes.io/name=etcd,app.kubernetes.io/instance=cray-bss";
+pub(crate) const BSS_SELECTOR: &str =
+    "app.kubernetes.io/name=etcd,app.kubernetes.io/instance=cray-bss";
 
 /// The service's configuration with the simulated cluster's snapshotter directory (what the
 /// chart mounts from the PVC `bitnami-etcd-snapshotter`).
@@ -586,7 +587,7 @@ async fn start_broken(sim: sim::SimCluster, sts: &str, selector: &str) -> common
 
 /// Breaks the cluster `sts`: scaled to 0 and its data PVCs deleted, as a lost cluster is (no
 /// member answers, the data is gone).
-async fn break_cluster(app: &common::TestApp, sts: &str, selector: &str) {
+pub(crate) async fn break_cluster(app: &common::TestApp, sts: &str, selector: &str) {
     let client = app.sim.kube_client();
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
     sets.patch_scale(

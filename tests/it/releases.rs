@@ -31,7 +31,10 @@ fn services_without_hmnfd(services: &Value) -> Vec<String> {
 
 /// Runs every service of `release` but HMNFD (dry, then for real) on `sim`, asserting each
 /// ends `succeeded` or `action_required`, and returns the real run.
-async fn run_release_on(release: &str, sim: sim::SimCluster) -> (common::TestApp, Value, Value) {
+pub(crate) async fn run_release_on(
+    release: &str,
+    sim: sim::SimCluster,
+) -> (common::TestApp, Value, Value) {
     let app = common::start_on(sim, Config::default()).await;
     let (status, services) = app.get("/services").await;
     assert_eq!(status, 200, "{services:#}");
@@ -78,8 +81,23 @@ async fn run_release(release: &str) -> (common::TestApp, Value, Value) {
     .await
 }
 
+/// A run of `service`, which CSM `release` does not have: refused, naming the release; the
+/// problem.
+pub(crate) async fn refused_service(app: &common::TestApp, service: &str, release: &str) -> Value {
+    let (status, problem) = app
+        .post("/repopulations", json!({ "services": [service] }))
+        .await;
+    assert_eq!(status, 422, "{problem:#}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("\"{service}\": not part of CSM {release}")),
+        "{problem:#}"
+    );
+    problem
+}
+
 /// The services of the release in `GET /services`, HMNFD included.
-fn service_names(services: &Value) -> Vec<&str> {
+pub(crate) fn service_names(services: &Value) -> Vec<&str> {
     services["items"]
         .as_array()
         .unwrap()
@@ -112,17 +130,7 @@ async fn csm_1_4_has_no_crus() {
         common::step(&run, "bss", "rerun-reds-init-job")["state"],
         "succeeded"
     );
-    let (status, problem) = app
-        .post("/repopulations", json!({ "services": ["crus"] }))
-        .await;
-    assert_eq!(status, 422, "{problem:#}");
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("\"crus\": not part of CSM 1.4"),
-        "{problem:#}"
-    );
+    refused_service(&app, "crus", "1.4").await;
 }
 
 #[tokio::test]
@@ -222,17 +230,7 @@ async fn csm_1_3_reloads_fas_from_nexus_and_restarts_cray_orca_on_workers() {
         "1.3 resubscribes workers only: {text}"
     );
     // A service 1.3 does not have.
-    let (status, problem) = app
-        .post("/repopulations", json!({ "services": ["externaldns"] }))
-        .await;
-    assert_eq!(status, 422, "{problem:#}");
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("\"externaldns\": not part of CSM 1.3"),
-        "{problem:#}"
-    );
+    refused_service(&app, "externaldns", "1.3").await;
 }
 
 #[tokio::test]
@@ -289,17 +287,7 @@ async fn csm_1_6_bitnami_nexus_and_bss_restore_named() {
         "{message}"
     );
     // The services 1.6 does not have are refused, naming the release.
-    let (status, problem) = app
-        .post("/repopulations", json!({ "services": ["crus"] }))
-        .await;
-    assert_eq!(status, 422, "{problem:#}");
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("\"crus\": not part of CSM 1.6"),
-        "{problem:#}"
-    );
+    let problem = refused_service(&app, "crus", "1.6").await;
     assert_eq!(problem["field"], "services");
 }
 

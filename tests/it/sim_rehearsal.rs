@@ -810,3 +810,99 @@ async fn without_sshd_the_hmnfd_step_says_what_to_install() {
     );
     serve.stop().await;
 }
+
+/// `sim --serve-config` writes what a `serve` in another process needs: that service, with the
+/// kubeconfig `sim` wrote, runs the runbook against the simulated cluster.
+#[tokio::test]
+async fn a_serve_in_another_process_runs_against_sim_with_its_config() {
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (kubeconfig, config) = (
+        dir.path().join("sim.kubeconfig"),
+        dir.path().join("sim.toml"),
+    );
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"))
+            .args(args)
+            .env_remove("ETCD_REPOPULATOR_FAILPOINT")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let _sim = Killed(spawn(&[
+        "sim",
+        "--csm-release",
+        "1.0",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--serve-config",
+        config.to_str().unwrap(),
+    ]));
+    crate::common::until("sim's kubeconfig and configuration", async || {
+        (kubeconfig.exists() && config.exists()).then_some(())
+    })
+    .await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("[csm]") && text.contains("bss_url"), "{text}");
+
+    let port = crate::common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-repopulator"));
+    serve
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--database")
+        .arg(dir.path().join("runs.db"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("ETCD_REPOPULATOR_FAILPOINT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _serve = Killed(serve.spawn().unwrap());
+    let http = reqwest::Client::new();
+    crate::common::until("serve answers", async || {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let run: Value = http
+        .post(format!("{base}/repopulations"))
+        .json(&json!({"services": ["reds"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{run}"))
+        .to_owned();
+    let ended = crate::common::until("the run ends", async || {
+        let run: Value = http
+            .get(format!("{base}/repopulations/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (run["state"] != "pending" && run["state"] != "running").then_some(run)
+    })
+    .await;
+    assert_eq!(ended["state"], "succeeded", "{ended:#}");
+}

@@ -7,6 +7,10 @@
 //! [`sync_snapshots_to_s3`] does what CSM's CronJob `etcd-backup-pvc-snapshots-to-s3` does
 //! (`sync-snapshots-to-s3.sh`): `/snapshots/<sts>/*` -> `etcd-backup/<service>/`.
 //!
+//! What cray-etcd-base's pre-upgrade Job does (CSM 1.7), a snapshot of the cluster to
+//! `etcd-backup/<service>/<service>_etcd_upgrade.snapshot-<rev>.db`, is the etcd members'
+//! controller's (`kube::controllers::etcd_member::upgrade_job`): it takes the snapshot.
+//!
 //! s3s-fs reports an object's `LastModified` from its file's modification time: a test ages a
 //! backup by setting it ([`SimS3::object_path`]).
 
@@ -223,6 +227,11 @@ pub async fn sync_snapshots_to_s3(
     }
     Ok(uploaded)
 }
+
+/// How long before the cluster's first hourly snapshot the simulated Helm upgrade ran: the
+/// upgrade snapshot is older than the `db-*` one, as on a system upgraded before its latest
+/// hourly snapshot.
+pub const UPGRADE_BEFORE_SNAPSHOT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The names in `dir` that `ls` shows, directories or files as asked; none when `dir` does not
 /// exist.

@@ -90,6 +90,25 @@ pub async fn real_etcd_sim(release: &str, only: Option<&[&str]>) -> SimCluster {
     .await
 }
 
+/// [`release_sim`] with real etcd behind the one etcd cluster `cluster`, whose members run with
+/// a backend quota of `quota_bytes` (small enough to fill in a test: `NOSPACE`).
+pub async fn real_etcd_sim_with_quota(
+    release: &str,
+    cluster: &str,
+    quota_bytes: u64,
+) -> SimCluster {
+    release_sim(
+        release,
+        SimOptions {
+            real_etcd: true,
+            real_etcd_clusters: Some(vec![cluster.to_owned()]),
+            etcd_quota_backend_bytes: Some(quota_bytes),
+            ..SimOptions::default()
+        },
+    )
+    .await
+}
+
 pub fn etcd_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("etcd.database.coreos.com", "v1beta2", "EtcdCluster"),

@@ -420,7 +420,7 @@ impl SimCluster {
         self.seed_csm_release("1.0").await
     }
 
-    /// Seeds the services' namespace as CSM `release` (`1.0`, `1.2` ... `1.6`) lays it out.
+    /// Seeds the services' namespace as CSM `release` (`1.0`, `1.2` ... `1.7`) lays it out.
     pub async fn seed_csm_release(&self, release: &str) -> anyhow::Result<()> {
         seed::seed_release(&self.store, release, self.ctx.opts.etcd_quota_backend_bytes)
             .map_err(|e| anyhow::anyhow!("seeding the simulated cluster as CSM {release}: {e}"))?;

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use super::controllers::etcd::{BACKED_UP, periodic_backup};
 use super::controllers::etcd_member::SNAPSHOTTER_PVC;
 use super::controllers::volumes::PVC_PROTECTION;
-use super::controllers::{EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS};
+use super::controllers::{
+    EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS, UPGRADED_AT_REVISION,
+};
 use super::error::{ApiError, ApiResult};
 use super::resources::{
     CONFIGMAPS, DEPLOYMENTS, ETCDBACKUPS, ETCDCLUSTERS, ETCDRESTORES, JOBS, NAMESPACES,
@@ -144,13 +146,21 @@ fn ensure(store: &Store, def: &'static ResourceDef, ns: &str, obj: Value) -> Api
 }
 
 /// The CSM releases the simulated cluster can be laid out as.
-pub const RELEASES: &[&str] = &["1.0", "1.2", "1.3", "1.4", "1.5", "1.6"];
+pub const RELEASES: &[&str] = &["1.0", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7"];
+
+/// The Helm revision of each cray-etcd-base release on the simulated 1.7: installed (1), then
+/// upgraded to 1.7 (2), whose pre-upgrade Job saved the snapshot
+/// `<service>_etcd_upgrade.snapshot-2.db` ([`UPGRADED_AT_REVISION`]).
+pub const UPGRADE_HELM_REVISION: u32 = 2;
 
 /// The services' namespace as CSM `release` lays it out: etcd-operator `EtcdCluster`s up to
 /// 1.4 (External DNS's only on 1.0), Bitnami etcd StatefulSets (with their client and headless
 /// Services and ConfigMap; the StatefulSet controller makes the PVCs) and no EtcdCluster CRD
 /// from 1.5; CRUS up to 1.3; REDS and CPS up to 1.4; the `cray-fas-loader` Job on 1.0 only (FAS
-/// loads from Nexus through its API from 1.2). The product catalog records the release.
+/// loads from Nexus through its API from 1.2); from 1.7, each Bitnami cluster was upgraded by
+/// Helm, whose pre-upgrade Job left a snapshot in S3 ([`UPGRADED_AT_REVISION`]). 1.7's
+/// cray-etcd-base (mid-2025: Bitnami chart 11.2.3, etcd 3.5.21, a 2 GiB quota) renders what
+/// 1.5 and 1.6 are simulated with. The product catalog records the release.
 pub fn seed_release(store: &Store, release: &str, quota: Option<u64>) -> ApiResult<()> {
     let Some(index) = RELEASES.iter().position(|r| *r == release) else {
         return Err(ApiError::BadRequest(format!(
@@ -159,6 +169,7 @@ pub fn seed_release(store: &Store, release: &str, quota: Option<u64>) -> ApiResu
         )));
     };
     let at_least = |r: &str| index >= RELEASES.iter().position(|x| *x == r).unwrap_or(0);
+    let upgraded = at_least("1.7").then_some(UPGRADE_HELM_REVISION);
     let (bitnami, crus, reds, externaldns) = (
         at_least("1.5"),
         !at_least("1.4"),
@@ -209,7 +220,7 @@ pub fn seed_release(store: &Store, release: &str, quota: Option<u64>) -> ApiResu
         store.hide(&ETCDBACKUPS);
         ensure(store, &PERSISTENTVOLUMECLAIMS, NAMESPACE, snapshotter_pvc())?;
         for csm in BITNAMI_CLUSTERS {
-            for (def, object) in bitnami_etcd(csm, quota) {
+            for (def, object) in bitnami_etcd(csm, quota, upgraded) {
                 ensure(store, def, NAMESPACE, object)?;
             }
         }
@@ -271,8 +282,13 @@ fn product_catalog(release: &str) -> Value {
 /// What `cray-etcd-base` (Bitnami etcd chart 11.2.3) renders for the CSM service `csm`: the
 /// StatefulSet `<csm>-bitnami-etcd` (3 members, `Parallel`, PVC template `data`), its client
 /// and headless Services and the ConfigMap `<sts>-config` (plain HTTP, no auth); `quota` in
-/// place of CSM's `ETCD_QUOTA_BACKEND_BYTES` (2 GiB).
-fn bitnami_etcd(csm: &str, quota: Option<u64>) -> Vec<(&'static ResourceDef, Value)> {
+/// place of CSM's `ETCD_QUOTA_BACKEND_BYTES` (2 GiB); `upgraded`: the Helm revision of the
+/// upgrade whose pre-upgrade Job snapshotted it, if any.
+fn bitnami_etcd(
+    csm: &str,
+    quota: Option<u64>,
+    upgraded: Option<u32>,
+) -> Vec<(&'static ResourceDef, Value)> {
     let sts = format!("{csm}-bitnami-etcd");
     let headless = format!("{sts}-headless");
     let labels = json!({ "app.kubernetes.io/name": "etcd", "app.kubernetes.io/instance": csm });
@@ -343,7 +359,7 @@ fn bitnami_etcd(csm: &str, quota: Option<u64>) -> Vec<(&'static ResourceDef, Val
         { "name": "ETCD_SNAPSHOT_HISTORY_LIMIT", "value": "24" },
         { "name": "ETCD_DISABLE_PRESTOP", "value": "yes" },
     ]);
-    let statefulset = json!({
+    let mut statefulset = json!({
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
         "metadata": { "name": sts, "labels": labels },
@@ -394,6 +410,10 @@ fn bitnami_etcd(csm: &str, quota: Option<u64>) -> Vec<(&'static ResourceDef, Val
             }],
         },
     });
+    if let Some(revision) = upgraded {
+        statefulset["metadata"]["annotations"] =
+            json!({ UPGRADED_AT_REVISION: revision.to_string() });
+    }
     vec![
         (&SERVICES, service(&sts, false)),
         (&SERVICES, service(&headless, true)),

@@ -245,7 +245,7 @@ async fn a_restore_from_a_snapshot_brings_bss_keys_back() {
             reqwest::Client::new()
                 .post(format!("{}/v3/kv/range", member.client_url))
                 .json(&json!({
-                    "key": b64("/bss/"), "range_end": b64("/bss0"),
+                    "key": b64("/params/"), "range_end": b64("/params0"),
                     "count_only": true, "serializable": true,
                 }))
                 .send()

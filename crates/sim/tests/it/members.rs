@@ -295,16 +295,7 @@ async fn two_of_three_members_stopped_lose_quorum_and_do_not_come_back_by_themse
 
 #[tokio::test]
 async fn a_small_quota_filled_raises_nospace_and_the_members_go_not_ready() {
-    let sim = sim::testing::release_sim(
-        "1.6",
-        sim::SimOptions {
-            real_etcd: true,
-            real_etcd_clusters: Some(vec![STS.to_owned()]),
-            etcd_quota_backend_bytes: Some(2 << 20),
-            ..sim::SimOptions::default()
-        },
-    )
-    .await;
+    let sim = sim::testing::real_etcd_sim_with_quota("1.6", STS, 2 << 20).await;
     let filled = sim.fill_etcd_quota(STS).await.unwrap();
     assert!(filled.keys >= 1, "{filled:?}");
     assert!(

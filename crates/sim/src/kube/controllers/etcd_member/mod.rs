@@ -35,7 +35,8 @@
 //! The first time a cluster's etcd is healthy, the fake BSS stores its seeded boot parameters
 //! in it (`cray-bss-*`), and a Bitnami cluster gets a real backup in the snapshotter directory
 //! (`<snapshots>/<sts>/db-YYYY-MM-DD_HH-MM`, by `etcdctl snapshot save`, as the chart's
-//! snapshotter CronJob names them).
+//! snapshotter CronJob names them), and, on CSM 1.7, the snapshot its Helm upgrade's
+//! pre-upgrade Job put in S3 ([`upgrade_job::pre_upgrade_snapshot`]).
 //!
 //! Faults (`faults`): a member can be stopped (its container down, not restarted) and started
 //! again, and have its data files corrupted or removed (its process killed first, as a crash).
@@ -50,6 +51,7 @@ mod env;
 pub mod faults;
 mod member;
 mod process;
+mod upgrade_job;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -64,7 +66,7 @@ use super::super::admission::allocate_pod_ip;
 use super::super::meta;
 use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, SERVICES, STATEFULSETS};
 use super::etcd_restore::RESTORE_FROM;
-use super::{Ctx, NEVER_READY, all, log_err};
+use super::{Ctx, NEVER_READY, UPGRADED_AT_REVISION, all, log_err};
 
 use env::Dns;
 use member::{ContainerState, Kind, Member, MemberSpec, MemberTask, Shared};
@@ -716,9 +718,34 @@ impl RealEtcd {
                 Ok(file) => tracing::info!(cluster = %k, file = %file.display(), "seeded a backup"),
                 Err(e) => tracing::warn!(cluster = %k, error = %e, "cannot seed a backup"),
             }
+            self.upgrade_snapshot(ctx, spec, &url).await;
         }
         lock(&self.seeded).insert(k);
         self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+impl RealEtcd {
+    /// A cluster Helm upgraded on CSM 1.7 ([`UPGRADED_AT_REVISION`] on its StatefulSet) gets
+    /// the object its pre-upgrade Job left in S3 (when the simulated S3 runs).
+    async fn upgrade_snapshot(&self, ctx: &Ctx, spec: &MemberSpec, url: &str) {
+        let revision = ctx
+            .store
+            .get(&STATEFULSETS, &spec.ns, &spec.cluster)
+            .ok()
+            .and_then(|sts| meta::annotation(&sts, UPGRADED_AT_REVISION).map(str::to_owned))
+            .and_then(|revision| revision.parse().ok());
+        let (Some(revision), Some(root)) = (revision, ctx.s3_root.as_ref()) else {
+            return;
+        };
+        match upgrade_job::pre_upgrade_snapshot(root, url, &spec.cluster, revision).await {
+            Ok(key) => {
+                tracing::info!(cluster = %spec.cluster, %key, "seeded the pre-upgrade snapshot")
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %spec.cluster, error = %e, "cannot seed the pre-upgrade snapshot")
+            }
+        }
     }
 }
 

@@ -1,0 +1,185 @@
+//! Maintenance instead of deletion: a cluster whose database is full (a `NOSPACE` alarm: etcd
+//! refuses every write) gets its space back without losing a key, as etcd's own maintenance
+//! guide does it (etcd.io "Maintenance": history compaction, defragmentation, space quota):
+//!
+//! 1. compact the history up to the current revision (every key keeps its current value);
+//! 2. defragment one member at a time, the followers first, each only while every member
+//!    answers and one leads; then move leadership to a defragmented follower and defragment
+//!    the former leader last (a member serves nothing while it defragments);
+//! 3. disarm the alarms, unless the live data itself fills the quota: then compaction and
+//!    defragmentation cannot help, and disarming would only let the next writes fill it again,
+//!    so the repair stops and says to raise `ETCD_QUOTA_BACKEND_BYTES` (CSM 1.7 lowered it
+//!    from 10 GiB to 2 GiB).
+//!
+//! Nothing is deleted, so nothing needs `confirm`; every step can be repeated (a compaction to
+//! a revision already compacted is skipped, a defragmentation of a compact database is quick,
+//! disarming nothing is nothing), so a resumed run repeats the sequence from the start.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::etcd::{EtcdAlarm, EtcdClient, EtcdError, MemberStatus};
+
+/// The live data may fill at most this part of the quota for the alarm to be disarmed.
+const MAX_FILL_AFTER: f64 = 0.9;
+
+/// One member, reached at its own address (a defragmentation and a leadership transfer are
+/// one member's).
+pub struct Member {
+    pub name: String,
+    pub client: EtcdClient,
+}
+
+/// What [`reclaim_space`] did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpaceReclaimed {
+    /// The revision the history was compacted to (`None`: it already was).
+    pub compacted_to: Option<i64>,
+    /// Each member defragmented, in order, with its database size before and after.
+    pub defragmented: Vec<Defragmented>,
+    /// The leadership moved away from the member defragmented last: (from, to).
+    pub leader_moved: Option<(String, String)>,
+    /// The alarms disarmed (`NOSPACE on member <id>`).
+    pub disarmed: Vec<String>,
+    /// The largest database in use after, and the quota it was weighed against.
+    pub in_use_bytes: u64,
+    pub quota_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Defragmented {
+    pub member: String,
+    pub size_before: u64,
+    pub size_after: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpaceError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("{0}: the cluster must be healthy between defragmentations")]
+    NotHealthy(String),
+    #[error(
+        "after compaction and defragmentation the live data still uses {in_use} bytes of the \
+         {quota}-byte quota (ETCD_QUOTA_BACKEND_BYTES): it is the data, not its history, that \
+         fills it, so the alarm is left armed (disarmed, the next writes would raise it again). \
+         Raise ETCD_QUOTA_BACKEND_BYTES on the StatefulSet (CSM 1.7 lowered it to 2 GiB), or \
+         delete data the services no longer need, then repair again"
+    )]
+    DataFillsQuota {
+        in_use: u64,
+        quota: u64,
+        done: Box<SpaceReclaimed>,
+    },
+}
+
+/// Every member's own status, and the member that leads: all must answer and agree on one
+/// leader (a quorum), or nothing is defragmented.
+async fn healthy(members: &[Member]) -> Result<(Vec<MemberStatus>, usize), SpaceError> {
+    let mut statuses = Vec::with_capacity(members.len());
+    for member in members {
+        let status = member.client.member_status().await.map_err(|e| {
+            SpaceError::NotHealthy(format!("member {} does not answer: {e}", member.name))
+        })?;
+        statuses.push(status);
+    }
+    let leader = statuses
+        .first()
+        .and_then(|s| s.leader.clone())
+        .ok_or_else(|| SpaceError::NotHealthy("no member leads".to_owned()))?;
+    if statuses
+        .iter()
+        .any(|s| s.leader.as_deref() != Some(leader.as_str()))
+    {
+        return Err(SpaceError::NotHealthy(
+            "the members do not agree on a leader".to_owned(),
+        ));
+    }
+    let at = statuses
+        .iter()
+        .position(|s| s.member_id == leader)
+        .ok_or_else(|| {
+            SpaceError::NotHealthy(format!("the leader {leader} is not a member read"))
+        })?;
+    Ok((statuses, at))
+}
+
+async fn defragment(
+    member: &Member,
+    timeout: Duration,
+    done: &mut SpaceReclaimed,
+) -> Result<(), SpaceError> {
+    let before = member.client.member_status().await?.db_size;
+    member.client.defragment(timeout).await?;
+    let after = member.client.member_status().await?.db_size;
+    done.defragmented.push(Defragmented {
+        member: member.name.clone(),
+        size_before: before,
+        size_after: after,
+    });
+    Ok(())
+}
+
+/// Reclaims the space of the cluster whose members are `members` (each at its own address;
+/// `cluster` answers for all of them): see the module. `quota`: the members'
+/// `--quota-backend-bytes`, when known.
+pub async fn reclaim_space(
+    cluster: &EtcdClient,
+    members: &[Member],
+    quota: Option<u64>,
+    defrag_timeout: Duration,
+) -> Result<SpaceReclaimed, SpaceError> {
+    let mut done = SpaceReclaimed {
+        quota_bytes: quota,
+        ..SpaceReclaimed::default()
+    };
+    let (statuses, leader) = healthy(members).await?;
+    let revision = statuses.iter().map(|s| s.revision).max().unwrap_or(0);
+    match cluster.compact(revision).await {
+        Ok(()) => done.compacted_to = Some(revision),
+        Err(e) if e.to_string().contains("compacted") => {}
+        Err(e) => return Err(e.into()),
+    }
+    for (at, member) in members.iter().enumerate() {
+        if at != leader {
+            healthy(members).await?;
+            defragment(member, defrag_timeout, &mut done).await?;
+        }
+    }
+    let mut last = leader;
+    if members.len() > 1 {
+        // The leader last, once it leads no more: to the first follower.
+        let (statuses, leader) = healthy(members).await?;
+        let to = (0..members.len()).find(|&i| i != leader).unwrap_or(0);
+        members[leader]
+            .client
+            .move_leader(&statuses[to].member_id)
+            .await?;
+        done.leader_moved = Some((members[leader].name.clone(), members[to].name.clone()));
+        last = leader;
+        healthy(members).await?;
+    }
+    defragment(&members[last], defrag_timeout, &mut done).await?;
+    let mut in_use = 0;
+    for member in members {
+        in_use = in_use.max(member.client.member_status().await?.db_size_in_use);
+    }
+    done.in_use_bytes = in_use;
+    if let Some(quota) = quota
+        && in_use as f64 > quota as f64 * MAX_FILL_AFTER
+    {
+        return Err(SpaceError::DataFillsQuota {
+            in_use,
+            quota,
+            done: Box::new(done),
+        });
+    }
+    done.disarmed = cluster
+        .disarm_all()
+        .await?
+        .iter()
+        .map(|EtcdAlarm { member_id, alarm }| format!("{alarm} on member {member_id}"))
+        .collect();
+    Ok(done)
+}
