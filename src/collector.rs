@@ -24,11 +24,11 @@ use crate::{
         backups::{BackupError, Backups},
         layout::{self, EtcdClusterReport, EtcdLayout, Found},
     },
-    handlers::ETCD_RECOVER,
     metrics::{
         BackupSample, ClusterLabels, ClusterSample, ClusterSnapshot, EtcdSample, Metrics,
         NewestBackup, RunsSample,
     },
+    recovery::ETCD_RECOVER,
     runner::Runner,
     store::{Store, StoreError},
 };

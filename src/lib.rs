@@ -35,4 +35,5 @@ pub mod remote;
 pub mod run;
 pub mod runner;
 pub mod snapshots;
+pub mod step;
 pub mod store;

@@ -7,6 +7,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use uuid::Uuid;
 
+use super::Mode;
+
 /// The `reason` of every Event the service publishes.
 pub const REASON: &str = "Repopulation";
 
@@ -31,15 +33,9 @@ pub struct RunEvents {
 }
 
 impl RunEvents {
-    pub fn new(
-        client: kube::Client,
-        run_id: Uuid,
-        service: &str,
-        step: &str,
-        dry_run: bool,
-    ) -> Self {
+    pub fn new(client: kube::Client, run_id: Uuid, service: &str, step: &str, mode: Mode) -> Self {
         RunEvents {
-            recorder: (!dry_run).then(|| Recorder::new(client, reporter())),
+            recorder: (!mode.is_dry_run()).then(|| Recorder::new(client, reporter())),
             context: format!("etcd-repopulator run {run_id} (service {service}, step {step})"),
         }
     }

@@ -25,6 +25,25 @@ pub use retry::describe_kube_error;
 pub use scale::DeploymentScale;
 
 /// What a primitive could not do, with enough context for a person at 3 a.m.
+/// Whether a write is sent for real or as a server-side dry run (validated by the API server,
+/// admission and RBAC included, and not persisted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    DryRun,
+    Apply,
+}
+
+impl Mode {
+    /// `DryRun` when `dry_run`.
+    pub fn dry_run_if(dry_run: bool) -> Mode {
+        if dry_run { Mode::DryRun } else { Mode::Apply }
+    }
+
+    pub fn is_dry_run(self) -> bool {
+        self == Mode::DryRun
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("{action} failed: {}{}", describe_kube_error(.source), retried(*.retries))]

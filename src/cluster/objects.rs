@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterError, wait::watch_until};
+use super::{Cluster, ClusterError, Mode, wait::watch_until};
 
 /// Which object to recreate: its kind (with plural for the URL path) and name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,7 +231,7 @@ impl Cluster {
         &self,
         target: &ObjectRef,
         uid: &str,
-        dry_run: bool,
+        mode: Mode,
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<(), ClusterError> {
@@ -241,7 +241,7 @@ impl Cluster {
             uid: Some(uid.to_owned()),
             resource_version: None,
         });
-        if dry_run {
+        if mode.is_dry_run() {
             params = params.dry_run();
         }
         // With the uid precondition the delete is idempotent, so it is retried.
@@ -254,7 +254,7 @@ impl Cluster {
             Err(err) if err.api_status().is_some_and(|s| s.code == 404) => return Ok(()),
             Err(err) => return Err(err),
         }
-        if dry_run {
+        if mode.is_dry_run() {
             return Ok(());
         }
         self.watch_named(
@@ -270,20 +270,20 @@ impl Cluster {
         .await
     }
 
-    /// Creates the object from `manifest` (a server-side dry run when `dry_run`); returns what
+    /// Creates the object from `manifest` (a server-side dry run in `Mode::DryRun`); returns what
     /// the server stored. Transient errors are retried: a create whose answer was lost comes
     /// back as `409 AlreadyExists`, which the caller resolves by reading the object's uid.
     pub async fn create_object(
         &self,
         target: &ObjectRef,
         manifest: &Value,
-        dry_run: bool,
+        mode: Mode,
     ) -> Result<Value, ClusterError> {
         let (api, _) = self.dynamic(target);
         let object: DynamicObject = serde_json::from_value(manifest.clone())
             .map_err(|e| ClusterError::Invalid(format!("stored manifest: {e}")))?;
         let params = PostParams {
-            dry_run,
+            dry_run: mode.is_dry_run(),
             field_manager: Some("etcd-repopulator".to_owned()),
         };
         let action = format!("creating {}", target.describe(&self.namespace));

@@ -12,7 +12,7 @@ use kube::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterError, wait::watch_until};
+use super::{Cluster, ClusterError, Mode, wait::watch_until};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodRef {
@@ -156,15 +156,16 @@ impl Cluster {
         })
     }
 
-    /// Deletes the planned pods (server-side dry run when `dry_run`), then watches until none of
+    /// Deletes the planned pods (server-side dry run in `Mode::DryRun`), then watches until none of
     /// them exists any more and `expected_ready` pods with new uids are Ready.
     pub async fn restart(
         &self,
         plan: RestartPlan,
-        dry_run: bool,
+        mode: Mode,
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<RestartReport, ClusterError> {
+        let dry_run = mode.is_dry_run();
         let api = self.api::<Pod>();
         let params = if dry_run {
             DeleteParams::default().dry_run()

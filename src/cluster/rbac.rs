@@ -41,7 +41,7 @@ pub const REQUIRED: &[Permission] = &[
         verbs: &["get"],
     },
     // The data PVCs of Bitnami etcd clusters (`GET /etcd-clusters`); a restore or rebuild
-    // deletes them and waits until they are gone (`handlers::steps::bitnami`).
+    // deletes them and waits until they are gone (`recovery::bitnami`).
     Permission {
         api_group: "",
         resource: "persistentvolumeclaims",
@@ -54,7 +54,7 @@ pub const REQUIRED: &[Permission] = &[
         verbs: &["list"],
     },
     // Rebuilding an etcd-operator cluster takes its service's Deployment down and back up
-    // (`handlers::steps::operator_recovery`): its Scale read, then set.
+    // (`recovery::operator`): its Scale read, then set.
     Permission {
         api_group: "apps",
         resource: "deployments/scale",

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterError, pods::is_ready, wait::watch_until};
+use super::{Cluster, ClusterError, Mode, pods::is_ready, wait::watch_until};
 
 /// A Deployment's `autoscaling/v1` Scale: how many replicas it wants, and the label selector of
 /// its pods.
@@ -50,16 +50,16 @@ impl Cluster {
     }
 
     /// Sets the Deployment's replicas (a merge patch of its Scale: idempotent, so retried); a
-    /// server-side dry run when `dry_run`.
+    /// server-side dry run in `Mode::DryRun`.
     pub async fn scale_deployment(
         &self,
         name: &str,
         replicas: i32,
-        dry_run: bool,
+        mode: Mode,
     ) -> Result<(), ClusterError> {
         let api = self.api::<Deployment>();
         let params = PatchParams {
-            dry_run,
+            dry_run: mode.is_dry_run(),
             ..PatchParams::default()
         };
         let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));

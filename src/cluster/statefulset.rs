@@ -18,16 +18,16 @@ use kube::{
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterError, pods::is_ready, wait::watch_until};
+use super::{Cluster, ClusterError, Mode, pods::is_ready, wait::watch_until};
 
 const FIELD_MANAGER: &str = "etcd-repopulator";
 
-fn patch_params(dry_run: bool) -> PatchParams {
+fn patch_params(mode: Mode) -> PatchParams {
     let mut params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
     };
-    if dry_run {
+    if mode.is_dry_run() {
         params = params.dry_run();
     }
     params
@@ -61,11 +61,11 @@ impl Cluster {
         &self,
         name: &str,
         replicas: i32,
-        dry_run: bool,
+        mode: Mode,
     ) -> Result<(), ClusterError> {
         let api = self.api::<StatefulSet>();
         let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
-        let params = patch_params(dry_run);
+        let params = patch_params(mode);
         self.retrying(
             &format!(
                 "scaling StatefulSet {}/{name} to {replicas} replica(s)",
@@ -86,7 +86,7 @@ impl Cluster {
         index: usize,
         container: &str,
         env: &[EnvVar],
-        dry_run: bool,
+        mode: Mode,
     ) -> Result<StatefulSet, ClusterError> {
         let api = self.api::<StatefulSet>();
         let base = format!("/spec/template/spec/containers/{index}");
@@ -97,7 +97,7 @@ impl Cluster {
         let patch: json_patch::Patch = serde_json::from_value(ops)
             .map_err(|e| ClusterError::Invalid(format!("env patch: {e}")))?;
         let patch = Patch::Json::<()>(patch);
-        let params = patch_params(dry_run);
+        let params = patch_params(mode);
         self.retrying(
             &format!(
                 "setting the environment of container {container} of StatefulSet {}/{name}",
@@ -118,7 +118,7 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         let api = self.api::<StatefulSet>();
         let patch = Patch::Merge(json!({ "metadata": { "annotations": { key: value } } }));
-        let params = patch_params(false);
+        let params = patch_params(Mode::Apply);
         self.retrying(
             &format!("annotating StatefulSet {}/{name}", self.namespace),
             || api.patch(name, &params, &patch),

@@ -2,12 +2,12 @@
 //! of rebuilding them by hand from the product docs, put back the ones the service captured
 //! while BOS was healthy; without a snapshot, say exactly where the runbook sends the admin.
 
-use super::{Action, PlannedStep, step};
+use super::{Action, PlannedStep, RestoreBosTemplates, step};
 use crate::config::Config;
 
 pub fn steps(_config: &Config) -> Vec<PlannedStep> {
     vec![step(
         "restore-session-templates",
-        Action::RestoreBosTemplates,
+        Action::RestoreBosTemplates(RestoreBosTemplates {}),
     )]
 }

@@ -6,7 +6,7 @@
 //! CSM 1.5+ ("Restore BSS from the ETCD backup"): a run with `"etcd": "restore"` restores the
 //! cluster first and the step ends `skipped`; otherwise it ends `action_required`, naming how.
 
-use super::{Action, PlannedStep, rerun_job, step};
+use super::{Action, PlannedStep, RestoreBssFromBackup, VerifyBssBootParameters, rerun_job, step};
 use crate::{
     config::Config,
     model::Service,
@@ -17,18 +17,18 @@ pub fn steps(config: &Config, profile: &Profile) -> Vec<PlannedStep> {
     if profile.bss == BssRepopulation::RestoreFromBackup {
         return vec![step(
             "restore-bss-from-backup",
-            Action::RestoreBssFromBackup {
+            Action::RestoreBssFromBackup(RestoreBssFromBackup {
                 cluster: profile
                     .etcd_cluster(Service::Bss)
                     .unwrap_or_else(|| "cray-bss-bitnami-etcd".to_owned()),
-            },
+            }),
         )];
     }
     vec![
         rerun_job("rerun-reds-init-job", &config.bss),
         step(
             "verify-bss-boot-parameters",
-            Action::VerifyBssBootParameters,
+            Action::VerifyBssBootParameters(VerifyBssBootParameters {}),
         ),
     ]
 }

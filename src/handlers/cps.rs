@@ -1,18 +1,21 @@
 //! CPS (runbook: make sure the components are up; clients that had content mounted must
 //! re-mount, compute nodes by a reboot).
 
-use super::{Action, PlannedStep, step};
+use super::{Action, CheckCpsClients, EnsurePodsReady, PlannedStep, step};
 use crate::config::Config;
 
 pub fn steps(config: &Config) -> Vec<PlannedStep> {
     vec![
         step(
             "ensure-cps-pods-ready",
-            Action::EnsurePodsReady {
+            Action::EnsurePodsReady(EnsurePodsReady {
                 selector: config.cps.selector.clone(),
                 timeout: config.cps.timeout,
-            },
+            }),
         ),
-        step("check-cps-clients", Action::CheckCpsClients),
+        step(
+            "check-cps-clients",
+            Action::CheckCpsClients(CheckCpsClients {}),
+        ),
     ]
 }

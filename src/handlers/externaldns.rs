@@ -1,16 +1,16 @@
 //! External DNS (runbook: save the EtcdCluster, strip what the server set, delete it, recreate
 //! it): its etcd only caches CoreDNS data, so recreating it empty is the repopulation.
 
-use super::{Action, PlannedStep, step};
+use super::{Action, PlannedStep, Recreate, step};
 use crate::config::Config;
 
 pub fn steps(config: &Config) -> Vec<PlannedStep> {
     let dns = &config.externaldns;
     vec![step(
         "recreate-externaldns-etcd",
-        Action::Recreate {
+        Action::Recreate(Recreate {
             object: dns.object(),
             timeout: dns.timeout,
-        },
+        }),
     )]
 }

@@ -3,7 +3,7 @@
 //! the loader. Then check the images are back, and tell the operator that actions and
 //! snapshots in flight were lost.
 
-use super::{Action, PlannedStep, rerun_job, step};
+use super::{Action, PlannedStep, ReloadFasFromNexus, VerifyFasImages, rerun_job, step};
 use crate::{
     config::Config,
     release::{FasReload, Profile},
@@ -14,10 +14,16 @@ pub fn steps(config: &Config, profile: &Profile) -> Vec<PlannedStep> {
         FasReload::LoaderJob => rerun_job("rerun-fas-loader-job", &config.fas),
         FasReload::Nexus => step(
             "reload-fas-images-from-nexus",
-            Action::ReloadFasFromNexus {
+            Action::ReloadFasFromNexus(ReloadFasFromNexus {
                 timeout: config.fas.timeout,
-            },
+            }),
         ),
     };
-    vec![reload, step("verify-fas-images", Action::VerifyFasImages)]
+    vec![
+        reload,
+        step(
+            "verify-fas-images",
+            Action::VerifyFasImages(VerifyFasImages {}),
+        ),
+    ]
 }

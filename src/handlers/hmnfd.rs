@@ -6,7 +6,10 @@
 //! CSM 1.2+ restarts `cray-orca`, and from 1.3 on the worker NCNs only (not storage): the
 //! release's profile supplies these unless `[hmnfd]` sets its own.
 
-use super::{Action, NcnTargets, PlannedStep, step};
+use super::{
+    Action, NcnTargets, PlannedStep, ResolveOrcaTargets, RestartOrca, VerifyHmnfdSubscriptions,
+    step,
+};
 use crate::{
     config::{Config, HmnfdConfig},
     release::Profile,
@@ -51,22 +54,22 @@ pub fn steps(config: &Config, profile: &Profile) -> Vec<PlannedStep> {
     vec![
         step(
             "resolve-targets",
-            Action::ResolveOrcaTargets {
+            Action::ResolveOrcaTargets(ResolveOrcaTargets {
                 compute_hostname: hmnfd.compute_hostname.clone(),
                 ncns,
-            },
+            }),
         ),
         step(
             "restart-orca",
-            Action::RestartOrca {
+            Action::RestartOrca(RestartOrca {
                 command: hmnfd.command.clone(),
-            },
+            }),
         ),
         step(
             "verify-subscriptions",
-            Action::VerifyHmnfdSubscriptions {
+            Action::VerifyHmnfdSubscriptions(VerifyHmnfdSubscriptions {
                 wait: hmnfd.verify_wait,
-            },
+            }),
         ),
     ]
 }

@@ -1,6 +1,8 @@
-//! One module per service, each a short declarative list of steps built from the primitives
-//! in `cluster` (and later `csm` and `remote`). The runner stores the planned steps with the run
-//! and executes them here, so a resumed run follows the plan it was created with.
+//! One module per service, each a short declarative list of steps; each kind of step is a
+//! struct in `steps` that owns its description, limits and execution ([`kind::StepKind`]),
+//! built from `cluster`, `csm`, `remote`, `step` and `recovery`. The runner stores the planned
+//! steps with the run and executes them here, so a resumed run follows the plan it was created
+//! with.
 
 mod bos;
 mod bss;
@@ -9,6 +11,7 @@ mod crus;
 mod externaldns;
 mod fas;
 mod hmnfd;
+pub mod kind;
 mod meds;
 mod reds;
 mod steps;
@@ -17,162 +20,90 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
+pub use crate::recovery::operator::RestoreSource;
+pub use crate::step::{Journal, StepContext, StepError, StepOutcome};
+use kind::StepKind;
 pub use steps::{
-    operator_recovery::{RestoreSource, paired_deployment},
-    orca::NcnTargets,
+    bos::RestoreBosTemplates,
+    bss::RestoreBssFromBackup,
+    csm_checks::{CheckCpsClients, ListCrusSessions, VerifyBssBootParameters, VerifyFasImages},
+    etcd::CheckEtcd,
+    fas::ReloadFasFromNexus,
+    orca::{NcnTargets, ResolveOrcaTargets, RestartOrca, VerifyHmnfdSubscriptions},
+    pods::{EnsurePodsReady, RestartPods},
+    recovery::{AssessEtcd, RecoverBitnami, RecoverOperator, SafetySnapshot},
+    recreate::Recreate,
 };
 
 use crate::{
-    cluster::{Cluster, ClusterError, ObjectRef, RunEvents, describe_kube_error},
-    config::{Config, JobRerun, PodRestart, RecoveryConfig},
-    csm::{CsmClients, CsmError},
-    etcd::EtcdConfig,
+    cluster::{Cluster, ClusterError, ObjectRef},
+    config::{Config, JobRerun, PodRestart},
     etcd::layout::EtcdLayout,
     model::{EtcdMode, Service, State},
     release::{BssRepopulation, FasReload, Profile},
-    remote::{FanoutError, SshConfig},
-    store::{Store, StoreError},
 };
 
-/// What one step does. Stored (as JSON) in the step's `spec` when the run is created.
+/// The kinds of step a run takes, each owned by its file in `steps` (its description, limits
+/// and execution: [`StepKind`]). Stored (as JSON, `{"action": "<kind>", <its fields>}`) in the
+/// step's `spec` when the run is created: add kinds, never rename one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    /// Delete the pods matching `selector` and wait until their replacements are Ready.
-    RestartPods {
-        selector: String,
-        #[serde(with = "humantime_serde")]
-        timeout: Duration,
-    },
-    /// Restart the pods matching `selector` only if they are not all Ready.
-    EnsurePodsReady {
-        selector: String,
-        #[serde(with = "humantime_serde")]
-        timeout: Duration,
-    },
-    /// Delete the object and create it again from its sanitized manifest (stored first), then
-    /// wait until it completes (Job) or runs (EtcdCluster, StatefulSet).
-    Recreate {
-        object: ObjectRef,
-        #[serde(with = "humantime_serde")]
-        timeout: Duration,
-    },
-    /// Record the CRUS sessions; after the restart, sessions not completed need a person.
-    ListCrusSessions { after_restart: bool },
-    /// Find out whether clients had CPS content mounted, and which nodes must be rebooted.
-    CheckCpsClients,
-    /// Check that FAS lists firmware images again, and report what an etcd rebuild loses.
-    VerifyFasImages,
-    /// `POST /loader/nexus` on FAS (CSM 1.2+), then wait until the loader is `ready` again.
-    ReloadFasFromNexus {
-        #[serde(with = "humantime_serde")]
-        timeout: Duration,
-    },
-    /// BSS on CSM 1.5+: "Restore BSS from the ETCD backup", a procedure this service does not
-    /// perform; the step names it and what it can see of the cluster.
-    RestoreBssFromBackup { cluster: String },
-    /// Check that BSS holds boot parameters again (the work of `cray-reds-init`).
-    VerifyBssBootParameters,
-    /// List the nodes that run ORCA: Ready compute nodes from HSM, and the NCNs.
-    ResolveOrcaTargets {
-        compute_hostname: String,
-        ncns: NcnTargets,
-    },
-    /// Run `command` on every target of the step `resolve-targets` over SSH.
-    RestartOrca { command: String },
-    /// Wait (bounded) until every restarted node with a known xname is subscribed to HMNFD.
-    VerifyHmnfdSubscriptions {
-        #[serde(with = "humantime_serde")]
-        wait: Duration,
-    },
-    /// Put back every BOS session template BOS no longer has, each from the newest snapshot
-    /// that holds it.
-    RestoreBosTemplates,
-    /// Check the service's etcd cluster is healthy and count its keys: before the service is
-    /// repopulated (the runbook's prerequisite), or after (`after`), against the count before.
-    /// `endpoint` is the `[etcd] endpoint` override; empty: found from the cluster's layout.
-    CheckEtcd {
-        cluster: String,
-        endpoint: String,
-        after: bool,
-    },
-    /// Report the cluster's health and the backups seen, and decide what to do: nothing,
-    /// restore (which backup) or rebuild (`mode`, `backup` as the run asked).
-    AssessEtcd {
-        cluster: String,
-        mode: EtcdMode,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        backup: Option<String>,
-        #[serde(with = "humantime_serde")]
-        restore_max_age: Duration,
-        /// The request accepts losing what the live cluster holds beyond the backup.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        discard_newer: bool,
-    },
-    /// Before a cluster that still answers is restored or rebuilt: a snapshot of it, kept
-    /// where backups are kept and named so that it is listed as one.
-    SafetySnapshot { cluster: String },
-    /// Bitnami (CSM 1.5+): restore or rebuild the StatefulSet `cluster` as `etcd-assess`
-    /// decided (scale to 0, environment, PVCs, scale back, healthy, environment back), within
-    /// `[recovery] timeout` (`timeout` is what it was when the run was planned; an attempt uses
-    /// the one in force, so a run that ran out of it can be resumed with a longer one); every
-    /// ending that is not a success puts the StatefulSet back.
-    RecoverBitnami {
-        cluster: String,
-        #[serde(with = "humantime_serde")]
-        timeout: Duration,
-    },
-    /// etcd-operator (CSM ≤ 1.4): rebuild or restore the EtcdCluster `cluster` as `etcd-assess`
-    /// decided, as the CSM 1.3 pages do it (rebuild: the service's Deployment scaled to 0, the
-    /// EtcdCluster re-created from its stored manifest, the Deployment back at its replica
-    /// count, on every ending; restore: an `EtcdRestore` for the restore operator), within
-    /// `[recovery] timeout` (`timeout` as for `RecoverBitnami`).
-    RecoverOperator {
-        cluster: String,
-        #[serde(with = "humantime_serde")]
-        timeout: Duration,
-    },
+    RestartPods(RestartPods),
+    EnsurePodsReady(EnsurePodsReady),
+    Recreate(Recreate),
+    ListCrusSessions(ListCrusSessions),
+    CheckCpsClients(CheckCpsClients),
+    VerifyFasImages(VerifyFasImages),
+    ReloadFasFromNexus(ReloadFasFromNexus),
+    RestoreBssFromBackup(RestoreBssFromBackup),
+    VerifyBssBootParameters(VerifyBssBootParameters),
+    ResolveOrcaTargets(ResolveOrcaTargets),
+    RestartOrca(RestartOrca),
+    VerifyHmnfdSubscriptions(VerifyHmnfdSubscriptions),
+    RestoreBosTemplates(RestoreBosTemplates),
+    CheckEtcd(CheckEtcd),
+    AssessEtcd(AssessEtcd),
+    SafetySnapshot(SafetySnapshot),
+    RecoverBitnami(RecoverBitnami),
+    RecoverOperator(RecoverOperator),
 }
 
 impl Action {
-    /// Repopulates data a restore of the service's etcd cluster brings back: after a
-    /// restore, the step ends `skipped`, saying so. That is BSS's boot parameters (on 1.5+ the
-    /// restore is the runbook's answer; before, the `cray-reds-init` Job writes them) and FAS's
-    /// images (the `cray-fas-loader` Job, or the Nexus reload): the loader Jobs a run re-creates
-    /// only write their service's data into its etcd. What a backup cannot hold still runs:
-    /// the checks that follow (they confirm the data is back), HMNFD's ORCA restarts (the
-    /// nodes subscribe again), and BOS's templates from the newest snapshot (they may be
-    /// newer than the backup; only missing ones are put back).
-    fn covered_by_restore(&self) -> bool {
+    /// The step this action is.
+    fn kind(&self) -> &dyn StepKind {
         match self {
-            Action::RestoreBssFromBackup { .. } | Action::ReloadFasFromNexus { .. } => true,
-            Action::Recreate { object, .. } => object.kind == "Job",
-            _ => false,
+            Action::RestartPods(step) => step,
+            Action::EnsurePodsReady(step) => step,
+            Action::Recreate(step) => step,
+            Action::ListCrusSessions(step) => step,
+            Action::CheckCpsClients(step) => step,
+            Action::VerifyFasImages(step) => step,
+            Action::ReloadFasFromNexus(step) => step,
+            Action::RestoreBssFromBackup(step) => step,
+            Action::VerifyBssBootParameters(step) => step,
+            Action::ResolveOrcaTargets(step) => step,
+            Action::RestartOrca(step) => step,
+            Action::VerifyHmnfdSubscriptions(step) => step,
+            Action::RestoreBosTemplates(step) => step,
+            Action::CheckEtcd(step) => step,
+            Action::AssessEtcd(step) => step,
+            Action::SafetySnapshot(step) => step,
+            Action::RecoverBitnami(step) => step,
+            Action::RecoverOperator(step) => step,
         }
     }
 
+    /// What the step's data, once it ended, tells the steps after it (see [`Earlier`]).
+    pub fn learn(&self, data: &Value, earlier: &mut Earlier) {
+        self.kind().learn(data, earlier);
+    }
+
     /// How long the runner lets the step run: the step timeout, or for the recovery steps what
-    /// they bound themselves by `[recovery] timeout` (a listing and a download or a snapshot;
-    /// the recovery and the time to put the StatefulSet back), so that the runner never cuts a
-    /// recovery short without its put-back.
+    /// they bound themselves by `[recovery] timeout`.
     pub fn time_limit(&self, config: &Config) -> Duration {
-        let step_timeout = config.step_timeout;
-        let margin = Duration::from_secs(180);
-        match self {
-            Action::RecoverBitnami { .. } | Action::RecoverOperator { .. } => {
-                step_timeout.max(config.recovery.timeout.saturating_add(margin))
-            }
-            Action::AssessEtcd { .. } | Action::SafetySnapshot { .. } => step_timeout.max(
-                config
-                    .recovery
-                    .timeout
-                    .saturating_mul(2)
-                    .saturating_add(margin),
-            ),
-            _ => step_timeout,
-        }
+        self.kind().time_limit(config)
     }
 }
 
@@ -184,152 +115,7 @@ pub struct PlannedStep {
 
 impl PlannedStep {
     pub fn describe(&self) -> String {
-        let wait = |t: &Duration| humantime::format_duration(*t).to_string();
-        match &self.action {
-            Action::RestartPods { selector, timeout } => format!(
-                "delete the pods {selector:?} and wait up to {} until as many replacements are Ready",
-                wait(timeout)
-            ),
-            Action::EnsurePodsReady { selector, timeout } => format!(
-                "check that the pods {selector:?} are Ready; restart them (waiting up to {}) only if not",
-                wait(timeout)
-            ),
-            Action::Recreate { object, timeout } => format!(
-                "store the sanitized manifest of {} {}, delete it, create it again from the stored \
-                 manifest and wait up to {} until it {}",
-                object.kind,
-                object.name,
-                wait(timeout),
-                if object.kind == "Job" { "completes" } else { "runs" }
-            ),
-            Action::ListCrusSessions { after_restart: false } => {
-                "list the CRUS sessions and record their upgrade_id, state and messages".to_owned()
-            }
-            Action::ListCrusSessions { after_restart: true } => {
-                "list the CRUS sessions again; sessions not completed need a look".to_owned()
-            }
-            Action::CheckCpsClients => {
-                "ask CPS whether content is in use; list the nodes that must be rebooted to re-mount".to_owned()
-            }
-            Action::VerifyFasImages => {
-                "check that FAS lists firmware images; report lost actions and snapshots".to_owned()
-            }
-            Action::ReloadFasFromNexus { timeout } => format!(
-                "POST /loader/nexus on FAS (\"Load Firmware from Nexus\") and wait up to {} until \
-                 the loader is ready again",
-                wait(timeout)
-            ),
-            Action::RestoreBssFromBackup { cluster } => format!(
-                "BSS is restored from the etcd backup of {cluster} (\"Restore an etcd Cluster from \
-                 a Backup\"): skipped when this run restored it, else report its newest backup \
-                 and how to restore it"
-            ),
-            Action::CheckEtcd {
-                cluster,
-                endpoint,
-                after: false,
-            } => format!(
-                "check that the etcd cluster {cluster} ({}) is healthy and count its keys; \
-                 stop here if it is not",
-                if endpoint.is_empty() {
-                    "its client Service"
-                } else {
-                    endpoint
-                }
-            ),
-            Action::CheckEtcd {
-                cluster,
-                after: true,
-                ..
-            } => format!("count the keys of {cluster} again, to see the data came back"),
-            Action::VerifyBssBootParameters => {
-                "check that BSS holds boot parameters again".to_owned()
-            }
-            Action::ResolveOrcaTargets {
-                compute_hostname,
-                ncns,
-            } => format!(
-                "list the Ready compute nodes in HSM (host name {compute_hostname:?}) and {}",
-                ncns.describe()
-            ),
-            Action::RestartOrca { command } => format!(
-                "run {command:?} on every target over SSH (pdsh-like fan-out); every host must succeed"
-            ),
-            Action::VerifyHmnfdSubscriptions { wait: limit } => format!(
-                "wait up to {} until every restarted node is subscribed to HMNFD; list those that are not",
-                wait(limit)
-            ),
-            Action::RestoreBosTemplates => {
-                "restore every session template BOS lacks, each from the newest snapshot that \
-                 holds it; leave existing ones untouched"
-                    .to_owned()
-            }
-            Action::AssessEtcd {
-                cluster,
-                mode,
-                backup,
-                restore_max_age,
-                discard_newer,
-            } => {
-                let weigh = if *discard_newer {
-                    "; what the cluster holds beyond the backup is discarded, as the request \
-                     accepts (it is kept in the safety snapshot)"
-                } else {
-                    "; stop, changing nothing, if the cluster (or a member) holds data newer than \
-                     the backup"
-                };
-                match (mode, backup) {
-                    (EtcdMode::Restore, Some(backup)) => format!(
-                        "report the health of {cluster}; prove backup {backup} is an etcd \
-                         database and restore it{weigh}"
-                    ),
-                    (EtcdMode::Restore, None) => format!(
-                        "report the health of {cluster} and its backups; restore it from the \
-                         newest backup proven to be an etcd database{weigh}"
-                    ),
-                    (EtcdMode::Auto, _) => format!(
-                        "report the health of {cluster} and its backups; if it serves (a quorum \
-                         answers reads), leave it alone; otherwise restore it from the newest \
-                         usable backup younger than {}, unless a member holds newer data, else \
-                         rebuild it if no member holds any",
-                        wait(restore_max_age)
-                    ),
-                    _ => format!(
-                        "report the health of {cluster}; rebuild it{}",
-                        if *discard_newer {
-                            ", discarding what it holds (kept in the safety snapshot)"
-                        } else {
-                            "; stop, changing nothing, if it holds keys"
-                        }
-                    ),
-                }
-            }
-            Action::SafetySnapshot { cluster } => format!(
-                "if {cluster} still answers, take a snapshot of it through its gateway and keep \
-                 it where backups are kept, listed as a backup (repopulator-<time>-<run id>)"
-            ),
-            Action::RecoverBitnami { cluster, timeout } => format!(
-                "as decided: store the replica count and etcd environment of StatefulSet \
-                 {cluster}, scale it to 0, set ETCD_INITIAL_CLUSTER_STATE=new (and the snapshot \
-                 to start from), delete its data PVCs, scale it back, wait up to {} until every \
-                 member is Ready and the cluster healthy, set the environment back; any other \
-                 ending puts the replicas and environment back",
-                wait(timeout)
-            ),
-            Action::RecoverOperator { cluster, timeout } => {
-                let deployment = paired_deployment(cluster).unwrap_or_default();
-                format!(
-                    "as decided: rebuild the EtcdCluster {cluster} (store the replica count of \
-                     Deployment {deployment} and scale it to 0; store the sanitized manifest, \
-                     delete the cluster, wait until its pods are gone, create it again and wait \
-                     until its members run and etcd is healthy; scale {deployment} back, on \
-                     every ending), or restore it (create the EtcdRestore {cluster}, wait until \
-                     the restore operator has replaced the cluster and its members run, delete \
-                     the EtcdRestore), within {}",
-                    wait(timeout)
-                )
-            }
-        }
+        self.action.kind().describe()
     }
 }
 
@@ -343,20 +129,20 @@ fn step(name: &str, action: Action) -> PlannedStep {
 fn restart_pods(name: &str, restart: &PodRestart) -> PlannedStep {
     step(
         name,
-        Action::RestartPods {
+        Action::RestartPods(RestartPods {
             selector: restart.selector.clone(),
             timeout: restart.timeout,
-        },
+        }),
     )
 }
 
 fn rerun_job(name: &str, rerun: &JobRerun) -> PlannedStep {
     step(
         name,
-        Action::Recreate {
+        Action::Recreate(Recreate {
             object: ObjectRef::job(&rerun.job),
             timeout: rerun.timeout,
-        },
+        }),
     )
 }
 
@@ -395,13 +181,9 @@ fn runbook_1_0(service: Service) -> &'static str {
     }
 }
 
-/// The names of the etcd steps around a service's own steps.
-pub const CHECK_ETCD: &str = "check-etcd-cluster";
-pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
-/// The recovery steps before them (`"etcd": "restore" | "rebuild" | "auto"`).
-pub const ETCD_ASSESS: &str = "etcd-assess";
-pub const ETCD_SAFETY_SNAPSHOT: &str = "etcd-safety-snapshot";
-pub const ETCD_RECOVER: &str = "etcd-recover";
+pub use crate::recovery::{Decided, ETCD_ASSESS, ETCD_RECOVER, ETCD_SAFETY_SNAPSHOT};
+pub use kind::Earlier;
+pub use steps::etcd::{CHECK_ETCD, RECOUNT_ETCD};
 
 /// The steps a run takes for `service` on `profile`'s release, or `None` when the release
 /// does not have it: its own, between the check of its etcd cluster and a recount of its keys
@@ -446,11 +228,11 @@ pub fn plan(
     let check = |name: &str, after: bool| {
         step(
             name,
-            Action::CheckEtcd {
+            Action::CheckEtcd(CheckEtcd {
                 cluster: cluster.clone(),
                 endpoint: endpoint.clone(),
                 after,
-            },
+            }),
         )
     };
     let mut steps = recovery;
@@ -472,31 +254,31 @@ fn recovery_steps(
 ) -> Vec<PlannedStep> {
     let (cluster_name, timeout) = (cluster.to_owned(), config.recovery.timeout);
     let recover = match layout {
-        EtcdLayout::Bitnami => Action::RecoverBitnami {
+        EtcdLayout::Bitnami => Action::RecoverBitnami(RecoverBitnami {
             cluster: cluster_name,
             timeout,
-        },
-        EtcdLayout::Operator => Action::RecoverOperator {
+        }),
+        EtcdLayout::Operator => Action::RecoverOperator(RecoverOperator {
             cluster: cluster_name,
             timeout,
-        },
+        }),
     };
     vec![
         step(
             ETCD_ASSESS,
-            Action::AssessEtcd {
+            Action::AssessEtcd(AssessEtcd {
                 cluster: cluster.to_owned(),
                 mode: etcd,
                 backup: backup.map(str::to_owned),
                 restore_max_age: config.recovery.restore_max_age,
                 discard_newer,
-            },
+            }),
         ),
         step(
             ETCD_SAFETY_SNAPSHOT,
-            Action::SafetySnapshot {
+            Action::SafetySnapshot(SafetySnapshot {
                 cluster: cluster.to_owned(),
-            },
+            }),
         ),
         step(ETCD_RECOVER, recover),
     ]
@@ -518,7 +300,7 @@ fn service_steps(service: Service, config: &Config, profile: &Profile) -> Vec<Pl
 
 /// Why a resume of the step planned as `spec`, whose journal is `data`, must not go on: the
 /// cluster it acts on changed since its last journalled write (see
-/// `steps::bitnami::resume_blocker`). `None`: nothing stands in the way.
+/// `crate::recovery::bitnami::resume_blocker`). `None`: nothing stands in the way.
 pub async fn resume_blocker(
     cluster: &Cluster,
     spec: &Value,
@@ -526,8 +308,8 @@ pub async fn resume_blocker(
     run_id: &str,
 ) -> Result<Option<String>, StepError> {
     match serde_json::from_value::<Action>(spec.clone()) {
-        Ok(Action::RecoverBitnami { .. }) => {
-            steps::bitnami::resume_blocker(cluster, data, run_id).await
+        Ok(Action::RecoverBitnami(_)) => {
+            crate::recovery::bitnami::resume_blocker(cluster, data, run_id).await
         }
         _ => Ok(None),
     }
@@ -542,10 +324,10 @@ pub async fn describe_cluster_now(cluster: &Cluster, config: &Config, name: &str
         Err(err) => return format!("{name} could not be read: {err}"),
     };
     let report = match crate::etcd::layout::report(cluster, &found, &config.etcd).await {
-        Ok(report) => steps::bitnami::describe_report(&report),
+        Ok(report) => crate::recovery::bitnami::describe_report(&report),
         Err(err) => format!("{name} could not be read: {err}"),
     };
-    match steps::bitnami::describe_statefulset(cluster, &found).await {
+    match crate::recovery::bitnami::describe_statefulset(cluster, &found).await {
         Some(set) => format!("{report}; {set}"),
         None => report,
     }
@@ -560,115 +342,15 @@ pub fn implemented(profile: &Profile) -> Vec<Service> {
         .collect()
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error(transparent)]
-    Csm(#[from] CsmError),
-    /// The step ran and found the service not repopulated; the message says what and why.
-    #[error("{0}")]
-    Failed(String),
-    #[error("could not record the step's data: {0}")]
-    Journal(String),
-    #[error("stored step data is unreadable: {0}")]
-    BadData(String),
-    #[error("SSH fan-out could not start: {0}")]
-    Fanout(#[from] FanoutError),
-    #[error("reading the snapshots: {0}")]
-    Snapshots(#[from] StoreError),
-    #[error(transparent)]
-    Etcd(#[from] crate::etcd::EtcdError),
-    #[error("cancelled while {0}")]
-    Cancelled(String),
-}
-
-impl StepError {
-    pub fn is_cancelled(&self) -> bool {
-        matches!(
-            self,
-            StepError::Cluster(ClusterError::Cancelled { .. }) | StepError::Cancelled(_)
-        )
-    }
-}
-
-/// Where a running step records what it must not lose (implemented by the runner on the store).
-#[async_trait::async_trait]
-pub trait Journal: Send + Sync {
-    /// Durably stores the step's data; returns once it is on disk.
-    async fn save(&self, data: &Value) -> Result<(), StepError>;
-    /// Appends a line to the run's log.
-    async fn log(&self, message: &str);
-    /// What the step named `step` of the same run and service stored (for a step that builds
-    /// on an earlier one's result).
-    async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError>;
-}
-
-pub struct StepContext<'a> {
-    /// The run the step belongs to (named in safety snapshots).
-    pub run_id: uuid::Uuid,
-    pub cluster: &'a Cluster,
-    pub csm: &'a CsmClients,
-    pub dry_run: bool,
-    /// Cancelled when the run is cancelled or the service stops.
-    pub cancel: &'a CancellationToken,
-    /// Cancelled only when the service stops (see the recovery's point of no return).
-    pub shutdown: &'a CancellationToken,
-    pub journal: &'a dyn Journal,
-    /// What this step saved in an earlier attempt (a resume after a crash).
-    pub saved: Option<Value>,
-    /// How to reach nodes (HMNFD).
-    pub ssh: &'a SshConfig,
-    /// How to reach the etcd clusters.
-    pub etcd: &'a EtcdConfig,
-    /// Where the etcd clusters' backups are, and how long a recovery may take.
-    pub recovery: &'a RecoveryConfig,
-    /// The service's own store, for the snapshots (BOS); steps record through `journal`.
-    pub store: &'a Store,
-    /// Kubernetes Events on the objects the step touches.
-    pub events: &'a RunEvents,
-}
-
-impl StepContext<'_> {
-    /// Publishes an Event on `object` (uid `uid`, in the services' namespace). Events are a
-    /// courtesy to whoever runs `kubectl describe`: one that cannot be published is noted in
-    /// the run's log and the step goes on.
-    async fn announce(
-        &self,
-        object: &ObjectRef,
-        uid: &str,
-        warning: bool,
-        action: &str,
-        what: &str,
-    ) {
-        let regarding = object.reference(self.cluster.namespace(), uid);
-        if let Err(err) = self.events.publish(&regarding, warning, action, what).await {
-            let subject = object.describe(self.cluster.namespace());
-            let err = describe_kube_error(&err);
-            tracing::warn!(error = %err, object = %subject, "could not publish a Kubernetes Event");
-            self.journal
-                .log(&format!(
-                    "could not publish a Kubernetes Event on {subject}: {err}"
-                ))
-                .await;
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct StepOutcome {
-    /// `Succeeded`, `ActionRequired` when a person still has work to do, or `Failed` when the
-    /// step must keep what it saw (e.g. per-host results) with the failure.
-    pub state: State,
-    pub message: String,
-    pub data: Value,
-}
-
 /// Executes one step. Kubernetes requests retried after transient errors are counted and
 /// named in the outcome. A dry run is a plan: what a real run would leave to a person ends the
 /// step `succeeded` (the message says what it would be), and what would stop a real run ends it
 /// `failed`, saying so.
-pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
+pub async fn execute(
+    action: &Action,
+    ctx: &StepContext<'_>,
+    earlier: &Earlier,
+) -> Result<StepOutcome, StepError> {
     let cluster = ctx.cluster.counting();
     let counted = StepContext {
         run_id: ctx.run_id,
@@ -685,7 +367,7 @@ pub async fn execute(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutco
         store: ctx.store,
         events: ctx.events,
     };
-    let result = perform(action, &counted).await;
+    let result = perform(action, &counted, earlier).await;
     let retries = cluster.retries();
     let result = match result {
         Ok(mut outcome) => {
@@ -748,98 +430,60 @@ fn as_plan(result: Result<StepOutcome, StepError>) -> Result<StepOutcome, StepEr
     }
 }
 
-async fn perform(action: &Action, ctx: &StepContext<'_>) -> Result<StepOutcome, StepError> {
-    if action.covered_by_restore()
-        && let Some(reason) = steps::recovery::restored(ctx).await?
+/// Repopulates data a restore of the service's etcd cluster brings back: after a restore, the
+/// step ends `skipped`, saying so. That is BSS's boot parameters (on 1.5+ the restore is the
+/// runbook's answer; before, the `cray-reds-init` Job writes them) and FAS's images (the
+/// `cray-fas-loader` Job, or the Nexus reload). What a backup cannot hold still runs: the
+/// checks that follow (they confirm the data is back), HMNFD's ORCA restarts (the nodes
+/// subscribe again), and BOS's templates from the newest snapshot (they may be newer than the
+/// backup; only missing ones are put back).
+async fn perform(
+    action: &Action,
+    ctx: &StepContext<'_>,
+    earlier: &Earlier,
+) -> Result<StepOutcome, StepError> {
+    let step = action.kind();
+    if step.covered_by_restore()
+        && let Some(reason) = earlier.recovery().covered_by_restore(ctx.dry_run)
     {
         return StepOutcome::with_state(State::Skipped, reason, serde_json::json!({}));
     }
-    match action {
-        Action::RestartPods { selector, timeout } => {
-            steps::pods::restart(ctx, selector, *timeout).await
-        }
-        Action::EnsurePodsReady { selector, timeout } => {
-            steps::pods::ensure_ready(ctx, selector, *timeout).await
-        }
-        Action::Recreate { object, timeout } => steps::recreate::run(ctx, object, *timeout).await,
-        Action::ListCrusSessions { after_restart } => {
-            steps::csm_checks::list_crus_sessions(ctx, *after_restart).await
-        }
-        Action::CheckCpsClients => steps::csm_checks::check_cps_clients(ctx).await,
-        Action::VerifyFasImages => steps::csm_checks::verify_fas_images(ctx).await,
-        Action::ReloadFasFromNexus { timeout } => {
-            steps::fas::reload_from_nexus(ctx, *timeout).await
-        }
-        Action::RestoreBssFromBackup { cluster } => {
-            steps::bss::restore_required(ctx, cluster).await
-        }
-        Action::VerifyBssBootParameters => steps::csm_checks::verify_bss_boot_parameters(ctx).await,
-        Action::ResolveOrcaTargets {
-            compute_hostname,
-            ncns,
-        } => steps::orca::resolve_targets(ctx, compute_hostname, ncns).await,
-        Action::RestartOrca { command } => steps::orca::restart(ctx, command).await,
-        Action::VerifyHmnfdSubscriptions { wait } => {
-            steps::orca::verify_subscriptions(ctx, *wait).await
-        }
-        Action::RestoreBosTemplates => steps::bos::restore_templates(ctx).await,
-        Action::CheckEtcd {
-            cluster,
-            endpoint,
-            after,
-        } => steps::etcd::check(ctx, cluster, endpoint, *after).await,
-        Action::AssessEtcd {
-            cluster,
-            mode,
-            backup,
-            restore_max_age,
-            discard_newer,
-        } => {
-            steps::recovery::assess(
-                ctx,
-                cluster,
-                *mode,
-                backup.as_deref(),
-                *restore_max_age,
-                *discard_newer,
-            )
-            .await
-        }
-        Action::SafetySnapshot { cluster } => steps::recovery::safety_snapshot(ctx, cluster).await,
-        Action::RecoverBitnami { cluster, .. } => {
-            steps::bitnami::run(ctx, cluster, ctx.recovery.timeout).await
-        }
-        Action::RecoverOperator { cluster, .. } => {
-            steps::operator_recovery::run(ctx, cluster, ctx.recovery.timeout).await
-        }
-    }
+    step.perform(ctx, earlier).await
 }
 
-impl StepOutcome {
-    fn done(message: impl Into<String>, data: impl Serialize) -> Result<StepOutcome, StepError> {
-        Self::with_state(State::Succeeded, message, data)
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn failed(message: impl Into<String>, data: impl Serialize) -> Result<StepOutcome, StepError> {
-        Self::with_state(State::Failed, message, data)
-    }
-
-    fn action_required(
-        message: impl Into<String>,
-        data: impl Serialize,
-    ) -> Result<StepOutcome, StepError> {
-        Self::with_state(State::ActionRequired, message, data)
-    }
-
-    pub(crate) fn with_state(
-        state: State,
-        message: impl Into<String>,
-        data: impl Serialize,
-    ) -> Result<StepOutcome, StepError> {
-        Ok(StepOutcome {
-            state,
-            message: message.into(),
-            data: serde_json::to_value(data).map_err(|e| StepError::BadData(e.to_string()))?,
-        })
+    /// Plans stored by earlier versions (each step's `spec`) read back, and are written again
+    /// exactly as they were: a run stored before a change to the kinds of step still resumes.
+    #[test]
+    fn stored_plans_read_back_and_are_written_the_same() {
+        let stored = [
+            r#"{"action":"restart_pods","selector":"app=x","timeout":"5m"}"#,
+            r#"{"action":"ensure_pods_ready","selector":"app=x","timeout":"5m"}"#,
+            r#"{"action":"recreate","object":{"api_version":"batch/v1","kind":"Job","plural":"jobs","name":"cray-reds-init"},"timeout":"10m"}"#,
+            r#"{"action":"list_crus_sessions","after_restart":true}"#,
+            r#"{"action":"check_cps_clients"}"#,
+            r#"{"action":"verify_fas_images"}"#,
+            r#"{"action":"reload_fas_from_nexus","timeout":"10m"}"#,
+            r#"{"action":"restore_bss_from_backup","cluster":"cray-bss-bitnami-etcd"}"#,
+            r#"{"action":"verify_bss_boot_parameters"}"#,
+            r#"{"action":"resolve_orca_targets","compute_hostname":"nid{nid:06}-nmn","ncns":{"from":"hostlists","hostlists":["ncn-w00[1-3]"]}}"#,
+            r#"{"action":"restart_orca","command":"systemctl restart cray-dvs-orca"}"#,
+            r#"{"action":"verify_hmnfd_subscriptions","wait":"2m"}"#,
+            r#"{"action":"restore_bos_templates"}"#,
+            r#"{"action":"check_etcd","cluster":"cray-bss-etcd","endpoint":"","after":false}"#,
+            r#"{"action":"assess_etcd","cluster":"cray-bss-etcd","mode":"auto","restore_max_age":"7days"}"#,
+            r#"{"action":"assess_etcd","cluster":"c","mode":"restore","backup":"b","restore_max_age":"1day","discard_newer":true}"#,
+            r#"{"action":"safety_snapshot","cluster":"cray-bss-etcd"}"#,
+            r#"{"action":"recover_bitnami","cluster":"cray-bss-bitnami-etcd","timeout":"30m"}"#,
+            r#"{"action":"recover_operator","cluster":"cray-bss-etcd","timeout":"30m"}"#,
+        ];
+        for json in stored {
+            let value: Value = serde_json::from_str(json).unwrap();
+            let action: Action = serde_json::from_value(value.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&action).unwrap(), value, "{json}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::{
-    handlers::{Journal, StepError},
+    step::{Journal, StepError},
     store::{StepKey, Store},
 };
 
@@ -32,13 +32,6 @@ impl Journal for StoreJournal {
             .map_err(|e| StepError::Journal(e.to_string()))
     }
 
-    async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError> {
-        self.store
-            .step_data_by_name(self.key.run_id, self.key.service, step)
-            .await
-            .map_err(|e| StepError::Journal(e.to_string()))
-    }
-
     async fn log(&self, message: &str) {
         tracing::info!("{message}");
         if let Err(err) = self
@@ -49,7 +42,7 @@ impl Journal for StoreJournal {
                 Some(self.key.service),
                 Some(&self.step),
                 message,
-                super::now(),
+                super::state::now(),
             )
             .await
         {

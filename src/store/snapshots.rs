@@ -204,23 +204,4 @@ impl Store {
         .await?;
         Ok(done.rows_affected())
     }
-
-    /// The data a step of the same run and service stored under `step` (by name), for steps
-    /// that build on an earlier one (HMNFD: the restart uses the targets resolved before).
-    pub async fn step_data_by_name(
-        &self,
-        run_id: Uuid,
-        service: crate::model::Service,
-        step: &str,
-    ) -> Result<Option<Value>> {
-        let data: Option<Option<Json<Value>>> = sqlx::query_scalar(
-            "SELECT data FROM steps WHERE run_id = ? AND service = ? AND name = ?",
-        )
-        .bind(run_id.to_string())
-        .bind(service.as_str())
-        .bind(step)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(data.flatten().map(|d| d.0))
-    }
 }

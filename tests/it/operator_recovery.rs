@@ -11,11 +11,11 @@ use std::{collections::BTreeSet, path::PathBuf, sync::Mutex};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use etcd_repopulator::{
-    cluster::{Cluster, RunEvents, rbac},
+    cluster::{Cluster, Mode, RunEvents, rbac},
     config::RecoveryConfig,
     csm::{CsmClients, CsmConfig},
     etcd::EtcdConfig,
-    handlers::{self, Action, Journal, StepContext, StepError, StepOutcome},
+    handlers::{self, Action, Journal, RecoverOperator, StepContext, StepError, StepOutcome},
     model::State,
     remote::SshConfig,
     store::Store,
@@ -51,20 +51,21 @@ impl Journal for MemoryJournal {
     async fn log(&self, message: &str) {
         self.log.lock().unwrap().push(message.to_owned());
     }
+}
 
-    async fn earlier_step_data(&self, step: &str) -> Result<Option<Value>, StepError> {
-        Ok((step == handlers::ETCD_ASSESS).then(|| {
-            json!({
-                "cluster": CLUSTER,
-                "mode": "auto",
-                "healthy": false,
-                "report": {},
-                "backups": [],
-                "restore_max_age": "7days",
-                "decision": self.decision,
-                "reason": "the test decided",
-            })
-        }))
+impl MemoryJournal {
+    /// What `etcd-assess` would have stored.
+    fn assessment(&self) -> Value {
+        json!({
+            "cluster": CLUSTER,
+            "mode": "auto",
+            "healthy": false,
+            "report": {},
+            "backups": [],
+            "restore_max_age": "7days",
+            "decision": self.decision,
+            "reason": "the test decided",
+        })
     }
 }
 
@@ -103,7 +104,13 @@ async fn execute_until(
         .await
         .unwrap();
     let run_id = uuid::Uuid::now_v7();
-    let events = RunEvents::new(client, run_id, "bss", "etcd-recover", dry_run);
+    let events = RunEvents::new(
+        client,
+        run_id,
+        "bss",
+        "etcd-recover",
+        Mode::dry_run_if(dry_run),
+    );
     let journal = MemoryJournal {
         decision: action.decision.clone(),
         data: Mutex::default(),
@@ -129,11 +136,16 @@ async fn execute_until(
         store: &store,
         events: &events,
     };
-    let recover = Action::RecoverOperator {
+    let recover = Action::RecoverOperator(RecoverOperator {
         cluster: CLUSTER.to_owned(),
         timeout: common::WAIT,
-    };
-    let result = handlers::execute(&recover, &ctx).await;
+    });
+    // What the runner hands the step: the decision `etcd-assess` stored, typed.
+    let mut earlier = handlers::Earlier::default();
+    earlier
+        .entry::<handlers::Decided>()
+        .learn_assessment(&journal.assessment());
+    let result = handlers::execute(&recover, &ctx, &earlier).await;
     Executed {
         result,
         saved: journal.data.lock().unwrap().clone(),

@@ -4,14 +4,35 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    handlers::{StepContext, StepError, StepOutcome},
     snapshots::SnapshotSource,
+    step::{StepContext, StepError, StepOutcome},
 };
+
+use serde::{Deserialize, Serialize};
+
+use crate::handlers::kind::{Earlier, StepKind};
+
+/// Put back every BOS session template BOS no longer has, each from the newest snapshot that
+/// holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestoreBosTemplates {}
+
+#[async_trait::async_trait]
+impl StepKind for RestoreBosTemplates {
+    fn describe(&self) -> String {
+        "restore every session template BOS lacks, each from the newest snapshot that holds it; \
+         leave existing ones untouched"
+            .to_owned()
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
+        restore_templates(ctx).await
+    }
+}
 
 /// The runbook's answer when nothing was captured: rebuild them from the product docs.
 const RUNBOOK_GUIDANCE: &str = "reconstruct the boot session templates of the impacted product \

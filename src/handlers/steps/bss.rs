@@ -1,6 +1,6 @@
 //! BSS on CSM 1.5+: the runbook says "Restore BSS from the ETCD backup, see Restore an ETCD
 //! Cluster from a Backup". A run with `"etcd": "restore"` (or `auto` choosing a restore) does
-//! that first, and this step then ends `skipped` (see `handlers::Action::covered_by_restore`).
+//! that first, and this step then ends `skipped` (see `StepKind::covered_by_restore`).
 //! Otherwise (a check-only run, or a rebuild, which empties BSS's cluster) the step asks BSS:
 //! when it holds boot parameters, nothing is missing and the step succeeds; when it holds none
 //! (or cannot be asked), the step checks what it can (the cluster's state, its newest backup)
@@ -11,8 +11,40 @@ use serde_json::json;
 
 use crate::{
     etcd::{backups::Backups, layout},
-    handlers::{StepContext, StepError, StepOutcome},
+    step::{StepContext, StepError, StepOutcome},
 };
+
+use serde::{Deserialize, Serialize};
+
+use crate::handlers::kind::{Earlier, StepKind};
+
+/// BSS on CSM 1.5+: "Restore BSS from the ETCD backup", a procedure this service does not
+/// perform; the step names it and what it can see of the cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestoreBssFromBackup {
+    pub cluster: String,
+}
+
+#[async_trait::async_trait]
+impl StepKind for RestoreBssFromBackup {
+    fn describe(&self) -> String {
+        let cluster = &self.cluster;
+        format!(
+            "BSS is restored from the etcd backup of {cluster} (\"Restore an etcd Cluster from \
+             a Backup\"): skipped when this run restored it, else report its newest backup \
+             and how to restore it"
+        )
+    }
+
+    /// On 1.5+ the restore is the runbook's answer.
+    fn covered_by_restore(&self) -> bool {
+        true
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
+        restore_required(ctx, &self.cluster).await
+    }
+}
 
 pub async fn restore_required(
     ctx: &StepContext<'_>,

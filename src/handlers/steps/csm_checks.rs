@@ -7,8 +7,79 @@ use serde_json::json;
 
 use crate::{
     csm::ComponentFilter,
-    handlers::{StepContext, StepError, StepOutcome},
+    step::{StepContext, StepError, StepOutcome},
 };
+
+use serde::{Deserialize, Serialize};
+
+use crate::handlers::kind::{Earlier, StepKind};
+
+/// Record the CRUS sessions; after the restart, sessions not completed need a person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListCrusSessions {
+    pub after_restart: bool,
+}
+
+#[async_trait::async_trait]
+impl StepKind for ListCrusSessions {
+    fn describe(&self) -> String {
+        if self.after_restart {
+            "list the CRUS sessions again; sessions not completed need a look".to_owned()
+        } else {
+            "list the CRUS sessions and record their upgrade_id, state and messages".to_owned()
+        }
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
+        list_crus_sessions(ctx, self.after_restart).await
+    }
+}
+
+/// Find out whether clients had CPS content mounted, and which nodes must be rebooted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckCpsClients {}
+
+#[async_trait::async_trait]
+impl StepKind for CheckCpsClients {
+    fn describe(&self) -> String {
+        "ask CPS whether content is in use; list the nodes that must be rebooted to re-mount"
+            .to_owned()
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
+        check_cps_clients(ctx).await
+    }
+}
+
+/// Check that FAS lists firmware images again, and report what an etcd rebuild loses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerifyFasImages {}
+
+#[async_trait::async_trait]
+impl StepKind for VerifyFasImages {
+    fn describe(&self) -> String {
+        "check that FAS lists firmware images; report lost actions and snapshots".to_owned()
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
+        verify_fas_images(ctx).await
+    }
+}
+
+/// Check that BSS holds boot parameters again (the work of `cray-reds-init`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerifyBssBootParameters {}
+
+#[async_trait::async_trait]
+impl StepKind for VerifyBssBootParameters {
+    fn describe(&self) -> String {
+        "check that BSS holds boot parameters again".to_owned()
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
+        verify_bss_boot_parameters(ctx).await
+    }
+}
 
 pub async fn list_crus_sessions(
     ctx: &StepContext<'_>,

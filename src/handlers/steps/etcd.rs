@@ -2,20 +2,83 @@
 //! prerequisite, "A etcd cluster was rebuilt"), and its keys counted before and after, so the
 //! run shows the data coming back. Read-only, so a dry run does it too.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdStatus, layout},
-    handlers::{CHECK_ETCD, StepContext, StepError, StepOutcome},
+    step::{StepContext, StepError, StepOutcome},
 };
+
+use serde::{Deserialize, Serialize};
+
+use crate::handlers::kind::{Earlier, StepKind};
+
+/// The names of the etcd steps around a service's own steps.
+pub const CHECK_ETCD: &str = "check-etcd-cluster";
+pub const RECOUNT_ETCD: &str = "recount-etcd-keys";
+
+/// The keys the cluster held before the service was repopulated.
+struct KeysBefore(u64);
+
+/// Check the service's etcd cluster is healthy and count its keys: before the service is
+/// repopulated (the runbook's prerequisite), or after (`after`), against the count before.
+/// `endpoint` is the `[etcd] endpoint` override; empty: found from the cluster's layout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckEtcd {
+    pub cluster: String,
+    pub endpoint: String,
+    pub after: bool,
+}
+
+#[async_trait::async_trait]
+impl StepKind for CheckEtcd {
+    fn describe(&self) -> String {
+        let Self {
+            cluster,
+            endpoint,
+            after,
+        } = self;
+        if *after {
+            return format!("count the keys of {cluster} again, to see the data came back");
+        }
+        format!(
+            "check that the etcd cluster {cluster} ({}) is healthy and count its keys; stop here \
+             if it is not",
+            if endpoint.is_empty() {
+                "its client Service"
+            } else {
+                endpoint
+            }
+        )
+    }
+
+    /// The check before the repopulation tells the recount how many keys there were.
+    fn learn(&self, data: &Value, earlier: &mut Earlier) {
+        if let Some(keys) = data.pointer("/status/keys").and_then(Value::as_u64)
+            && !self.after
+        {
+            earlier.insert(KeysBefore(keys));
+        }
+    }
+
+    async fn perform(
+        &self,
+        ctx: &StepContext<'_>,
+        earlier: &Earlier,
+    ) -> Result<StepOutcome, StepError> {
+        check(ctx, earlier, &self.cluster, &self.endpoint, self.after).await
+    }
+}
 
 pub async fn check(
     ctx: &StepContext<'_>,
+    earlier: &Earlier,
     cluster: &str,
     endpoint: &str,
     after: bool,
 ) -> Result<StepOutcome, StepError> {
-    if let Some(recovered) = super::recovery::planned_recovery(ctx).await? {
+    let decided = earlier.recovery();
+    if let Some(recovered) = decided.planned_recovery().filter(|_| ctx.dry_run) {
         return StepOutcome::done(
             format!(
                 "dry run: would {} once the cluster is {recovered} by step etcd-recover; as it is \
@@ -54,13 +117,8 @@ pub async fn check(
     });
     let keys = status.keys;
     let message = if after {
-        let before = ctx
-            .journal
-            .earlier_step_data(CHECK_ETCD)
-            .await?
-            .and_then(|data| data.pointer("/status/keys").and_then(|k| k.as_u64()));
-        match before {
-            Some(before) => format!(
+        match earlier.get::<KeysBefore>() {
+            Some(KeysBefore(before)) => format!(
                 "{cluster} holds {keys} key(s) now, {before} before the service was repopulated"
             ),
             None => format!("{cluster} holds {keys} key(s) now"),
@@ -70,7 +128,7 @@ pub async fn check(
             "{cluster} is healthy (etcd {}, leader {leader}) and empty, as after a rebuild",
             status.version
         )
-    } else if let Some(restored) = super::recovery::restored_from(ctx).await? {
+    } else if let Some(restored) = decided.restored_from() {
         format!(
             "{cluster} is healthy (etcd {}, leader {leader}) and holds {keys} key(s), restored \
              from {restored} by step etcd-recover",

@@ -7,7 +7,38 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::handlers::{StepContext, StepError, StepOutcome};
+use crate::step::{StepContext, StepError, StepOutcome};
+
+use serde::{Deserialize, Serialize};
+
+use crate::handlers::kind::{Earlier, StepKind, wait};
+
+/// `POST /loader/nexus` on FAS (CSM 1.2+), then wait until the loader is `ready` again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReloadFasFromNexus {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl StepKind for ReloadFasFromNexus {
+    fn describe(&self) -> String {
+        format!(
+            "POST /loader/nexus on FAS (\"Load Firmware from Nexus\") and wait up to {} until \
+             the loader is ready again",
+            wait(&self.timeout)
+        )
+    }
+
+    /// FAS's images are written into its etcd: a restore brings them back.
+    fn covered_by_restore(&self) -> bool {
+        true
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
+        reload_from_nexus(ctx, self.timeout).await
+    }
+}
 
 /// How often the loader's status is asked while it loads (FAS has no watch).
 const POLL: Duration = Duration::from_millis(500);

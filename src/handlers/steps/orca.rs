@@ -8,14 +8,96 @@
 use std::{collections::BTreeSet, fmt::Write as _, time::Duration};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     config::HostnameTemplate,
     csm::{ComponentFilter, HsmComponent},
-    handlers::{StepContext, StepError, StepOutcome},
     remote::{self, hostlist},
+    step::{StepContext, StepError, StepOutcome},
 };
+
+use crate::handlers::kind::{Earlier, StepKind, wait};
+
+/// List the nodes that run ORCA: Ready compute nodes from HSM, and the NCNs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolveOrcaTargets {
+    pub compute_hostname: String,
+    pub ncns: NcnTargets,
+}
+
+#[async_trait::async_trait]
+impl StepKind for ResolveOrcaTargets {
+    fn describe(&self) -> String {
+        let Self {
+            compute_hostname,
+            ncns,
+        } = self;
+        format!(
+            "list the Ready compute nodes in HSM (host name {compute_hostname:?}) and {}",
+            ncns.describe()
+        )
+    }
+
+    fn learn(&self, data: &Value, earlier: &mut Earlier) {
+        earlier.insert(ResolvedTargets(
+            serde_json::from_value(data.clone()).map_err(|e| e.to_string()),
+        ));
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
+        resolve_targets(ctx, &self.compute_hostname, &self.ncns).await
+    }
+}
+
+/// Run `command` on every target of the step `resolve-targets` over SSH.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestartOrca {
+    pub command: String,
+}
+
+#[async_trait::async_trait]
+impl StepKind for RestartOrca {
+    fn describe(&self) -> String {
+        let command = &self.command;
+        format!(
+            "run {command:?} on every target over SSH (pdsh-like fan-out); every host must succeed"
+        )
+    }
+
+    async fn perform(
+        &self,
+        ctx: &StepContext<'_>,
+        earlier: &Earlier,
+    ) -> Result<StepOutcome, StepError> {
+        restart(ctx, earlier, &self.command).await
+    }
+}
+
+/// Wait (bounded) until every restarted node with a known xname is subscribed to HMNFD.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerifyHmnfdSubscriptions {
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+}
+
+#[async_trait::async_trait]
+impl StepKind for VerifyHmnfdSubscriptions {
+    fn describe(&self) -> String {
+        format!(
+            "wait up to {} until every restarted node is subscribed to HMNFD; list those that are not",
+            wait(&self.wait)
+        )
+    }
+
+    async fn perform(
+        &self,
+        ctx: &StepContext<'_>,
+        earlier: &Earlier,
+    ) -> Result<StepOutcome, StepError> {
+        verify_subscriptions(ctx, earlier, self.wait).await
+    }
+}
 
 /// The name of the step whose data lists the targets (see `handlers::hmnfd`).
 const TARGETS_STEP: &str = "resolve-targets";
@@ -196,23 +278,28 @@ pub async fn resolve_targets(
     StepOutcome::done(message, data)
 }
 
-async fn targets(ctx: &StepContext<'_>) -> Result<Targets, StepError> {
-    let data = ctx
-        .journal
-        .earlier_step_data(TARGETS_STEP)
-        .await?
-        .ok_or_else(|| {
-            StepError::BadData(format!(
-                "the step {TARGETS_STEP} stored no targets; start a new run"
-            ))
-        })?;
-    serde_json::from_value(data)
-        .map_err(|e| StepError::BadData(format!("targets of {TARGETS_STEP}: {e}")))
+fn targets(earlier: &Earlier) -> Result<Targets, StepError> {
+    match earlier.get::<ResolvedTargets>() {
+        Some(ResolvedTargets(Ok(targets))) => Ok(targets.clone()),
+        Some(ResolvedTargets(Err(unreadable))) => Err(StepError::BadData(format!(
+            "targets of {TARGETS_STEP}: {unreadable}"
+        ))),
+        None => Err(StepError::BadData(format!(
+            "the step {TARGETS_STEP} stored no targets; start a new run"
+        ))),
+    }
 }
 
+/// The targets `resolve-targets` listed, for the steps after it.
+struct ResolvedTargets(Result<Targets, String>);
+
 /// Runs `command` on every target; succeeds only if every host did.
-pub async fn restart(ctx: &StepContext<'_>, command: &str) -> Result<StepOutcome, StepError> {
-    let targets = targets(ctx).await?;
+pub async fn restart(
+    ctx: &StepContext<'_>,
+    earlier: &Earlier,
+    command: &str,
+) -> Result<StepOutcome, StepError> {
+    let targets = targets(earlier)?;
     let hosts = targets.hosts();
     if ctx.dry_run {
         // What the fan-out would trip on before reaching any host: a missing or unreadable
@@ -285,9 +372,10 @@ fn round(duration: Duration) -> Duration {
 /// Waits (bounded by `wait`) until every target with a known xname has a subscription.
 pub async fn verify_subscriptions(
     ctx: &StepContext<'_>,
+    earlier: &Earlier,
     wait: Duration,
 ) -> Result<StepOutcome, StepError> {
-    let targets = targets(ctx).await?;
+    let targets = targets(earlier)?;
     let expected: Vec<&Target> = targets
         .targets
         .iter()

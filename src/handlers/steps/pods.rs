@@ -6,8 +6,58 @@ use serde_json::json;
 
 use crate::{
     cluster::ObjectRef,
-    handlers::{StepContext, StepError, StepOutcome},
+    step::{StepContext, StepError, StepOutcome},
 };
+
+use serde::{Deserialize, Serialize};
+
+use crate::handlers::kind::{Earlier, StepKind, wait};
+
+/// Delete the pods matching `selector` and wait until their replacements are Ready.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestartPods {
+    pub selector: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl StepKind for RestartPods {
+    fn describe(&self) -> String {
+        let Self { selector, timeout } = self;
+        format!(
+            "delete the pods {selector:?} and wait up to {} until as many replacements are Ready",
+            wait(timeout)
+        )
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
+        restart(ctx, &self.selector, self.timeout).await
+    }
+}
+
+/// Restart the pods matching `selector` only if they are not all Ready.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnsurePodsReady {
+    pub selector: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl StepKind for EnsurePodsReady {
+    fn describe(&self) -> String {
+        let Self { selector, timeout } = self;
+        format!(
+            "check that the pods {selector:?} are Ready; restart them (waiting up to {}) only if not",
+            wait(timeout)
+        )
+    }
+
+    async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
+        ensure_ready(ctx, &self.selector, self.timeout).await
+    }
+}
 
 pub async fn restart(
     ctx: &StepContext<'_>,
@@ -41,7 +91,7 @@ pub async fn restart(
     }
     let report = ctx
         .cluster
-        .restart(plan, ctx.dry_run, timeout, ctx.cancel)
+        .restart(plan, ctx.mode(), timeout, ctx.cancel)
         .await?;
     for pod in &report.new_pods {
         ctx.announce(

@@ -1,0 +1,353 @@
+//! The rules of the decision, one case each.
+
+use super::*;
+
+const DAY: u64 = 86_400;
+const WEEK: Duration = Duration::from_secs(7 * DAY);
+
+fn backup(name: &str, days: u64) -> BackupSeen {
+    BackupSeen {
+        name: name.to_owned(),
+        file: name.to_owned(),
+        location: "s3".to_owned(),
+        age_seconds: days * DAY,
+        age: format!("{days}days"),
+        size: Some(1),
+        safety: false,
+        empty: false,
+        this_run: false,
+        corrupt: None,
+        checked: false,
+        revision: None,
+        keys: None,
+        changed_since: None,
+        drill: None,
+    }
+}
+
+fn drilled(mut backup: BackupSeen, passed: bool) -> BackupSeen {
+    backup.drill = Some(DrillSeen {
+        id: uuid::Uuid::nil(),
+        at: chrono::Utc::now(),
+        passed,
+        detail: "drilled".to_owned(),
+    });
+    backup
+}
+
+const HOUR: u64 = 3600;
+
+fn hours(name: &str, hours: u64) -> BackupSeen {
+    BackupSeen {
+        age_seconds: hours * HOUR,
+        ..checked(name, 0, 20)
+    }
+}
+
+fn checked(name: &str, days: u64, revision: i64) -> BackupSeen {
+    BackupSeen {
+        checked: true,
+        revision: Some(revision),
+        keys: Some(9),
+        ..backup(name, days)
+    }
+}
+
+fn live(revision: i64, keys: u64) -> LiveData {
+    LiveData {
+        source: "member pod x-0".to_owned(),
+        pod: Some("x-0".to_owned()),
+        revision,
+        keys,
+    }
+}
+
+fn evidence<'a>(mode: EtcdMode, backups: &'a [BackupSeen]) -> Evidence<'a> {
+    Evidence {
+        mode,
+        serving: false,
+        healthy: false,
+        problems: &[],
+        live: None,
+        unreadable: None,
+        backups,
+        named: None,
+        max_age: WEEK,
+        prefer_drilled_within: Duration::from_secs(3600),
+        discard_newer: false,
+    }
+}
+
+fn decided(verdict: Result<Verdict, String>) -> (Decision, bool, Option<Discarded>) {
+    match verdict.unwrap() {
+        Verdict::Decided {
+            decision,
+            needs_person,
+            discarded,
+            ..
+        } => (decision, needs_person, discarded),
+        Verdict::Check(name) => panic!("asks to check {name}"),
+    }
+}
+
+fn restore(name: &str) -> Decision {
+    Decision::Restore {
+        backup: name.to_owned(),
+        file: name.to_owned(),
+    }
+}
+
+#[test]
+fn auto_never_touches_a_serving_cluster() {
+    let backups = [checked("a", 1, 5)];
+    let healthy = Evidence {
+        serving: true,
+        healthy: true,
+        ..evidence(EtcdMode::Auto, &backups)
+    };
+    assert_eq!(
+        decided(decide(&healthy)),
+        (Decision::LeaveAlone, false, None)
+    );
+    let problems = ["2 of 3 member pods are Ready".to_owned()];
+    let degraded = Evidence {
+        serving: true,
+        problems: &problems,
+        ..evidence(EtcdMode::Auto, &backups)
+    };
+    assert_eq!(
+        decided(decide(&degraded)),
+        (Decision::LeaveAlone, true, None),
+        "a person repairs the member"
+    );
+}
+
+#[test]
+fn auto_checks_its_backup_then_restores_it_unless_a_member_holds_newer_data() {
+    let unchecked = [backup("new", 1), backup("old", 9)];
+    assert_eq!(
+        decide(&evidence(EtcdMode::Auto, &unchecked)),
+        Ok(Verdict::Check("new".to_owned()))
+    );
+    let backups = [checked("new", 1, 20), backup("old", 9)];
+    assert_eq!(
+        decided(decide(&evidence(EtcdMode::Auto, &backups))),
+        (restore("new"), false, None)
+    );
+    let member = live(20, 9);
+    let same = Evidence {
+        live: Some(&member),
+        ..evidence(EtcdMode::Auto, &backups)
+    };
+    assert_eq!(decided(decide(&same)), (restore("new"), false, None));
+    let member = live(25, 9);
+    let newer = Evidence {
+        live: Some(&member),
+        ..evidence(EtcdMode::Auto, &backups)
+    };
+    assert_eq!(
+        decided(decide(&newer)),
+        (Decision::LeaveAlone, true, None),
+        "never older than what a member holds"
+    );
+}
+
+#[test]
+fn auto_prefers_a_drilled_backup_within_prefer_drilled_within_and_skips_a_failed_one() {
+    // The newest was not drilled; the one an hour older passed: auto takes that one, and
+    // says why.
+    let backups = [hours("new", 1), drilled(hours("drilled", 2), true)];
+    let verdict = decide(&evidence(EtcdMode::Auto, &backups)).unwrap();
+    let Verdict::Decided {
+        decision, reason, ..
+    } = verdict
+    else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(decision, restore("drilled"));
+    assert!(reason.contains("preferred over the newer new"), "{reason}");
+    // More than prefer_drilled_within older: the newest, said to be undrilled.
+    let backups = [hours("new", 1), drilled(hours("drilled", 3), true)];
+    let verdict = decide(&evidence(EtcdMode::Auto, &backups)).unwrap();
+    let Verdict::Decided {
+        decision, reason, ..
+    } = verdict
+    else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(decision, restore("new"));
+    assert!(reason.contains("not drilled"), "{reason}");
+    // Zero turns the preference off.
+    let backups = [hours("new", 1), drilled(hours("drilled", 2), true)];
+    let off = Evidence {
+        prefer_drilled_within: Duration::ZERO,
+        ..evidence(EtcdMode::Auto, &backups)
+    };
+    assert_eq!(decided(decide(&off)).0, restore("new"));
+    // A backup whose last drill failed is not chosen on its own, by auto or restore.
+    let backups = [drilled(hours("failed", 1), false), hours("older", 5)];
+    assert_eq!(
+        decided(decide(&evidence(EtcdMode::Auto, &backups))).0,
+        restore("older")
+    );
+    assert_eq!(
+        decided(decide(&evidence(EtcdMode::Restore, &backups))).0,
+        restore("older")
+    );
+    // Named, it is the admin's call.
+    let named = Evidence {
+        named: Some("failed"),
+        ..evidence(EtcdMode::Restore, &backups)
+    };
+    assert_eq!(decided(decide(&named)).0, restore("failed"));
+}
+
+#[test]
+fn auto_rebuilds_only_when_no_member_holds_data() {
+    let old = [checked("old", 9, 20)];
+    assert_eq!(
+        decided(decide(&evidence(EtcdMode::Auto, &old))),
+        (Decision::Rebuild, false, None)
+    );
+    assert_eq!(
+        decided(decide(&evidence(EtcdMode::Auto, &[]))),
+        (Decision::Rebuild, false, None)
+    );
+    let member = live(3, 2);
+    let holding = Evidence {
+        live: Some(&member),
+        ..evidence(EtcdMode::Auto, &old)
+    };
+    assert_eq!(
+        decided(decide(&holding)),
+        (Decision::LeaveAlone, true, None)
+    );
+    let unreadable = Evidence {
+        unreadable: Some("StatefulSet x is at 0 replicas"),
+        ..evidence(EtcdMode::Auto, &old)
+    };
+    assert_eq!(
+        decided(decide(&unreadable)),
+        (Decision::LeaveAlone, true, None)
+    );
+}
+
+#[test]
+fn a_restore_over_newer_data_needs_discard_newer_and_says_how_much() {
+    let backups = [checked("b", 1, 20)];
+    let cluster = LiveData {
+        source: "the cluster".to_owned(),
+        pod: None,
+        revision: 23,
+        keys: 10,
+    };
+    let newer = Evidence {
+        serving: true,
+        healthy: true,
+        live: Some(&cluster),
+        ..evidence(EtcdMode::Restore, &backups)
+    };
+    let refused = decide(&newer).unwrap_err();
+    assert!(
+        refused.contains("3 revision(s) newer than backup b (revision 20)")
+            && refused.contains("\"discard_newer\": true"),
+        "{refused}"
+    );
+    let (decision, person, discarded) = decided(decide(&Evidence {
+        discard_newer: true,
+        ..newer
+    }));
+    assert_eq!((decision, person), (restore("b"), false));
+    let discarded = discarded.unwrap();
+    assert_eq!(discarded.revisions, 3);
+    assert!(discarded.acknowledged);
+    // Behind the backup with keys: rebuilt or restored since, everything it holds goes.
+    let rebuilt = LiveData {
+        revision: 4,
+        ..cluster.clone()
+    };
+    let refused = decide(&Evidence {
+        live: Some(&rebuilt),
+        ..newer
+    })
+    .unwrap_err();
+    assert!(
+        refused.contains("all of its keys would be replaced"),
+        "{refused}"
+    );
+    // The same revision: nothing is lost.
+    let same = LiveData {
+        revision: 20,
+        ..cluster.clone()
+    };
+    assert_eq!(
+        decided(decide(&Evidence {
+            live: Some(&same),
+            ..newer
+        })),
+        (restore("b"), false, None)
+    );
+}
+
+#[test]
+fn a_rebuild_of_a_cluster_holding_keys_needs_discard_newer() {
+    let member = live(7, 3);
+    let holding = Evidence {
+        live: Some(&member),
+        ..evidence(EtcdMode::Rebuild, &[])
+    };
+    assert!(decide(&holding).unwrap_err().contains("holds 3 key(s)"));
+    let (decision, _, discarded) = decided(decide(&Evidence {
+        discard_newer: true,
+        ..holding
+    }));
+    assert_eq!(decision, Decision::Rebuild);
+    assert_eq!(discarded.unwrap().keys, 3);
+    let empty = live(1, 0);
+    assert_eq!(
+        decided(decide(&Evidence {
+            live: Some(&empty),
+            ..holding
+        })),
+        (Decision::Rebuild, false, None)
+    );
+}
+
+#[test]
+fn own_and_empty_snapshots_are_never_chosen_on_their_own() {
+    let mut own = checked("safety-own", 0, 9);
+    own.safety = true;
+    own.this_run = true;
+    let mut empty = checked("safety-empty", 0, 9);
+    empty.safety = true;
+    empty.empty = true;
+    let mut other_safety = checked("safety-other", 0, 9);
+    other_safety.safety = true;
+    let list = [own, empty, other_safety, checked("db", 1, 9)];
+    assert_eq!(
+        decided(decide(&evidence(EtcdMode::Restore, &list))).0,
+        restore("safety-other")
+    );
+    let err = decide(&evidence(EtcdMode::Restore, &list[..2])).unwrap_err();
+    assert!(err.contains("an empty cluster"), "{err}");
+    // Named explicitly, any listed backup is used; a corrupt one or an unknown name is not.
+    let named = Evidence {
+        named: Some("safety-empty"),
+        ..evidence(EtcdMode::Restore, &list)
+    };
+    assert_eq!(decided(decide(&named)).0, restore("safety-empty"));
+    let err = decide(&Evidence {
+        named: Some("nope"),
+        ..named
+    })
+    .unwrap_err();
+    assert!(err.contains("\"nope\" was not found"), "{err}");
+    let mut corrupt = checked("bad", 0, 9);
+    corrupt.corrupt = Some("not a bbolt database".to_owned());
+    let err = decide(&Evidence {
+        named: Some("bad"),
+        ..evidence(EtcdMode::Restore, std::slice::from_ref(&corrupt))
+    })
+    .unwrap_err();
+    assert!(err.contains("backup bad is corrupt: not a bbolt"), "{err}");
+}
