@@ -113,14 +113,18 @@ pub enum EtcdMode {
     /// Leave a healthy cluster alone; otherwise restore from the newest recent backup, else
     /// rebuild. Destructive when the cluster is unhealthy.
     Auto,
+    /// Only what loses no data: a full database (`NOSPACE`) gets its space back (compaction,
+    /// defragmentation one member at a time, alarm disarmed). Not destructive.
+    Repair,
 }
 
 impl EtcdMode {
-    pub const ALL: [EtcdMode; 4] = [
+    pub const ALL: [EtcdMode; 5] = [
         EtcdMode::Check,
         EtcdMode::Restore,
         EtcdMode::Rebuild,
         EtcdMode::Auto,
+        EtcdMode::Repair,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -129,12 +133,13 @@ impl EtcdMode {
             EtcdMode::Restore => "restore",
             EtcdMode::Rebuild => "rebuild",
             EtcdMode::Auto => "auto",
+            EtcdMode::Repair => "repair",
         }
     }
 
     /// Whether a run in this mode may delete or replace an etcd cluster's data.
     pub fn is_destructive(self) -> bool {
-        self != EtcdMode::Check
+        !matches!(self, EtcdMode::Check | EtcdMode::Repair)
     }
 }
 
@@ -146,10 +151,10 @@ impl<'de> Deserialize<'de> for EtcdMode {
         impl serde::de::Visitor<'_> for ModeName {
             type Value = EtcdMode;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("one of `check`, `restore`, `rebuild`, `auto`")
+                f.write_str("one of `check`, `restore`, `rebuild`, `auto`, `repair`")
             }
             fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<EtcdMode, E> {
-                const NAMES: &[&str] = &["check", "restore", "rebuild", "auto"];
+                const NAMES: &[&str] = &["check", "restore", "rebuild", "auto", "repair"];
                 name.parse().map_err(|_| E::unknown_variant(name, NAMES))
             }
         }
@@ -164,7 +169,7 @@ impl fmt::Display for EtcdMode {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown etcd mode {0:?} (expected check, restore, rebuild or auto)")]
+#[error("unknown etcd mode {0:?} (expected check, restore, rebuild, auto or repair)")]
 pub struct UnknownEtcdMode(pub String);
 
 impl FromStr for EtcdMode {

@@ -70,7 +70,11 @@ pub async fn repopulations(
             wait,
             yes,
         } => {
-            if etcd != EtcdArg::Check && !dry_run && !yes && !approved(etcd, &confirm, &services)? {
+            if etcd.mode().is_destructive()
+                && !dry_run
+                && !yes
+                && !approved(etcd, &confirm, &services)?
+            {
                 eprintln!("Not started.");
                 return Ok(ExitCode::FAILURE);
             }

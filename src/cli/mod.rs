@@ -206,6 +206,9 @@ pub enum EtcdArg {
     /// DESTRUCTIVE when a cluster is unhealthy: leave a healthy one alone, else restore it from
     /// a recent backup, else rebuild it; then repopulate.
     Auto,
+    /// Only what loses no data: a full database (NOSPACE) gets its space back by compaction,
+    /// defragmentation and disarming the alarm. Not destructive: no --confirm needed.
+    Repair,
 }
 
 impl EtcdArg {
@@ -217,6 +220,7 @@ impl EtcdArg {
             EtcdArg::Restore => EtcdMode::Restore,
             EtcdArg::Rebuild => EtcdMode::Rebuild,
             EtcdArg::Auto => EtcdMode::Auto,
+            EtcdArg::Repair => EtcdMode::Repair,
         }
     }
 }

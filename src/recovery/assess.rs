@@ -126,6 +126,7 @@ pub async fn assess(
     } else {
         unreadable_data(ctx, &found, &members).await?
     };
+    let alarms: Vec<String> = report.alarms.iter().map(|a| a.alarm.clone()).collect();
     let (listed, mut backups) = backups_seen(ctx, &found, mode).await?;
     // The chosen backup is fetched into the snapshotter directory and checked (an etcd
     // database, its revision read); a corrupt one is named and the next is chosen (unless it
@@ -143,6 +144,7 @@ pub async fn assess(
             max_age,
             prefer_drilled_within: ctx.recovery.prefer_drilled_within,
             discard_newer,
+            alarms: &alarms,
         };
         let name = match decide(&evidence)
             .map_err(|problem| StepError::Failed(format!("{cluster}: {problem}")))?
@@ -245,6 +247,7 @@ pub async fn assess(
         }
         Decision::LeaveAlone => format!("{cluster} is {health}: nothing to recover"),
         Decision::Rebuild => format!("{cluster} is {health}: rebuild it, because {reason}"),
+        Decision::ReclaimSpace => format!("{cluster} is {health}: {reason}"),
         Decision::Restore { backup, .. } => {
             format!("{cluster} is {health}: restore it from {backup}, because {reason}")
         }
@@ -351,7 +354,7 @@ async fn backups_seen(
     found: &layout::Found,
     mode: EtcdMode,
 ) -> Result<(Vec<Backup>, Vec<BackupSeen>), StepError> {
-    if mode == EtcdMode::Rebuild {
+    if matches!(mode, EtcdMode::Rebuild | EtcdMode::Repair) {
         return Ok((Vec::new(), Vec::new()));
     }
     let listed = Backups::new(ctx.recovery)

@@ -94,6 +94,10 @@ impl Decided {
         match &assessment.decision {
             Decision::LeaveAlone => None,
             Decision::Rebuild => Some(format!("rebuilt empty ({})", assessment.cluster)),
+            Decision::ReclaimSpace => Some(format!(
+                "given its space back, every key kept ({})",
+                assessment.cluster
+            )),
             Decision::Restore { backup, .. } => {
                 Some(format!("restored from {backup} ({})", assessment.cluster))
             }

@@ -33,6 +33,12 @@ pub async fn safety_snapshot(
     if assessment.decision == Decision::LeaveAlone {
         return skipped(format!("nothing to recover: {}", assessment.reason));
     }
+    if assessment.decision == Decision::ReclaimSpace {
+        return skipped(
+            "reclaiming space deletes no key and replaces nothing: no safety snapshot is needed"
+                .to_owned(),
+        );
+    }
     if let Some(saved) = ctx.saved.as_ref().filter(|s| s.get("backup").is_some()) {
         return StepOutcome::done(
             format!(

@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::etcd::{EtcdAlarm, EtcdClient, EtcdError, MemberStatus};
+use crate::{
+    etcd::{EtcdAlarm, EtcdClient, EtcdError, MemberStatus, layout},
+    step::{StepContext, StepError, StepOutcome},
+};
 
 /// The live data may fill at most this part of the quota for the alarm to be disarmed.
 const MAX_FILL_AFTER: f64 = 0.9;
@@ -182,4 +185,85 @@ pub async fn reclaim_space(
         .map(|EtcdAlarm { member_id, alarm }| format!("{alarm} on member {member_id}"))
         .collect();
     Ok(done)
+}
+
+/// `etcd-recover` when `etcd-assess` decided [`super::decision::Decision::ReclaimSpace`]: the
+/// cluster `cluster` located, its members read at their own addresses, and [`reclaim_space`]
+/// within `[recovery] timeout` per defragmentation. A dry run says what it would do. When the
+/// data itself fills the quota the step ends `action_required`, the alarm left armed.
+pub async fn perform(ctx: &StepContext<'_>, cluster: &str) -> Result<StepOutcome, StepError> {
+    let Some(found) = layout::find(ctx.cluster, cluster).await? else {
+        return Err(StepError::Failed(format!(
+            "the etcd cluster {cluster} does not exist in namespace {}",
+            ctx.cluster.namespace()
+        )));
+    };
+    let quota = Some(found.quota.bytes);
+    if ctx.dry_run {
+        return StepOutcome::done(
+            format!(
+                "dry run: would compact {cluster}'s history, defragment its members one at a \
+                 time (the leader last), and disarm NOSPACE unless its live data fills the \
+                 {}-byte quota; nothing is deleted",
+                found.quota.bytes
+            ),
+            serde_json::json!({ "cluster": cluster, "quota_bytes": quota }),
+        );
+    }
+    let report = layout::report(ctx.cluster, &found, ctx.etcd).await?;
+    let endpoint = report.endpoint.clone().ok_or_else(|| {
+        StepError::Failed(format!("{cluster} has no client endpoint to reach it by"))
+    })?;
+    let members = report
+        .member_health
+        .iter()
+        .filter_map(|m| {
+            let url = m.client_url.as_deref()?;
+            Some(Member {
+                name: m.pod.clone().unwrap_or_else(|| m.name.clone()),
+                client: EtcdClient::new(url, ctx.etcd).ok()?,
+            })
+        })
+        .collect::<Vec<_>>();
+    if members.is_empty() {
+        return Err(StepError::Failed(format!(
+            "no member of {cluster} could be reached at its own address"
+        )));
+    }
+    let whole = EtcdClient::new(&endpoint, ctx.etcd)?;
+    match reclaim_space(&whole, &members, quota, ctx.recovery.timeout).await {
+        Ok(done) => StepOutcome::done(
+            format!(
+                "{cluster} has its space back, every key kept: history compacted{}, {} \
+                 member(s) defragmented{}, {} (in use: {} of {} bytes)",
+                done.compacted_to
+                    .map(|r| format!(" to revision {r}"))
+                    .unwrap_or_default(),
+                done.defragmented.len(),
+                done.leader_moved
+                    .as_ref()
+                    .map(|(from, to)| format!(" (leadership moved from {from} to {to} first)"))
+                    .unwrap_or_default(),
+                if done.disarmed.is_empty() {
+                    "no alarm to disarm".to_owned()
+                } else {
+                    format!("disarmed {}", done.disarmed.join(", "))
+                },
+                done.in_use_bytes,
+                found.quota.bytes,
+            ),
+            &done,
+        ),
+        Err(SpaceError::DataFillsQuota { done, .. }) => {
+            let message = SpaceError::DataFillsQuota {
+                in_use: done.in_use_bytes,
+                quota: found.quota.bytes,
+                done: done.clone(),
+            }
+            .to_string();
+            StepOutcome::action_required(format!("{cluster}: {message}"), &*done)
+        }
+        Err(SpaceError::Etcd(e)) => Err(e.into()),
+        Err(e @ SpaceError::NotHealthy(_)) => Err(StepError::Failed(format!("{cluster}: {e}"))),
+    }
 }

@@ -158,3 +158,71 @@ async fn live_data_that_fills_the_quota_is_left_armed_saying_to_raise_it() {
     );
     assert_eq!(cluster.key_count(true).await.unwrap().0, keys);
 }
+
+/// Through the API: `"etcd": "repair"` on BSS's full cluster (history) gives it its space back
+/// in the run's `etcd-recover` step, with no `confirm` and no safety snapshot; every key stays,
+/// BSS is writable again; `auto` on the same full cluster plans the same, and `repair` of a
+/// healthy cluster does nothing.
+#[tokio::test]
+async fn repair_and_auto_give_a_full_cluster_its_space_back_through_a_run() {
+    let sim = sim::testing::real_etcd_sim_with_quota("1.6", STS, QUOTA).await;
+    let url = sim.etcd_url(STS).unwrap();
+    let cluster = client(&url);
+    let app = common::start_on(sim, etcd_repopulator::config::Config::default()).await;
+    let id = app
+        .start_run(serde_json::json!({ "services": ["bss"], "etcd": "repair" }))
+        .await;
+    let healthy = app.finished_run(&id).await;
+    let recover = common::step(&healthy, "bss", "etcd-recover");
+    assert_eq!(recover["state"], "skipped", "{healthy:#}");
+    assert!(
+        common::step(&healthy, "bss", "etcd-assess")["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to recover"),
+        "{healthy:#}"
+    );
+
+    fill_with_history(&url).await;
+    let (keys, _) = cluster.key_count(false).await.unwrap();
+    let id = app
+        .start_run(serde_json::json!({ "services": ["bss"], "etcd": "auto", "dry_run": true }))
+        .await;
+    let planned = app.finished_run(&id).await;
+    let assess = common::step(&planned, "bss", "etcd-assess");
+    assert_eq!(
+        assess["data"]["decision"]["action"], "reclaim-space",
+        "{planned:#}"
+    );
+    assert!(
+        cluster
+            .alarms()
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.alarm == "NOSPACE")
+    );
+
+    let id = app
+        .start_run(serde_json::json!({ "services": ["bss"], "etcd": "repair" }))
+        .await;
+    let repaired = app.finished_run(&id).await;
+    assert_eq!(repaired["state"], "succeeded", "{repaired:#}");
+    assert_eq!(
+        common::step(&repaired, "bss", "etcd-safety-snapshot")["state"],
+        "skipped"
+    );
+    let recover = common::step(&repaired, "bss", "etcd-recover");
+    assert_eq!(recover["state"], "succeeded", "{repaired:#}");
+    assert!(
+        recover["message"]
+            .as_str()
+            .unwrap()
+            .contains("has its space back, every key kept"),
+        "{recover:#}"
+    );
+    assert_eq!(recover["data"]["defragmented"].as_array().unwrap().len(), 3);
+    assert!(cluster.alarms().await.unwrap().is_empty());
+    assert_eq!(cluster.key_count(false).await.unwrap().0, keys);
+    common::etcd::put_at(&reqwest::Client::new(), &url, "/after/repair", "1").await;
+}

@@ -53,6 +53,12 @@ impl StepKind for AssessEtcd {
              backup"
         };
         match (mode, backup) {
+            (EtcdMode::Repair, _) => format!(
+                "report the health of {cluster}; if its database is full (alarm NOSPACE), give \
+                 it its space back without deleting a key (compaction, defragmentation one \
+                 member at a time, the alarm disarmed); otherwise leave it alone, saying what \
+                 is wrong"
+            ),
             (EtcdMode::Restore, Some(backup)) => format!(
                 "report the health of {cluster}; prove backup {backup} is an etcd database and \
                  restore it{weigh}"
@@ -63,7 +69,8 @@ impl StepKind for AssessEtcd {
             ),
             (EtcdMode::Auto, _) => format!(
                 "report the health of {cluster} and its backups; if it serves (a quorum answers \
-                 reads), leave it alone; otherwise restore it from the newest usable backup \
+                 reads), leave it alone, but give a full database (alarm NOSPACE) its space back \
+                 without deleting a key; otherwise restore it from the newest usable backup \
                  younger than {}, unless a member holds newer data, else rebuild it if no member \
                  holds any",
                 wait(restore_max_age)

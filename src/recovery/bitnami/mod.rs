@@ -100,6 +100,9 @@ pub async fn run(
     if decision == Decision::LeaveAlone {
         return nothing_to_recover(cluster, &assessment);
     }
+    if decision == Decision::ReclaimSpace {
+        return super::space::perform(ctx, cluster).await;
+    }
     let Some(found) = layout::find(ctx.cluster, cluster).await? else {
         return Err(StepError::Failed(format!(
             "the StatefulSet {cluster} does not exist in namespace {}: a restore or rebuild \
@@ -510,6 +513,7 @@ fn describe(decision: &Decision) -> String {
     match decision {
         Decision::Restore { backup, .. } => format!("restore from {backup}"),
         Decision::Rebuild => "rebuild".to_owned(),
+        Decision::ReclaimSpace => "space reclaim".to_owned(),
         Decision::LeaveAlone => "nothing".to_owned(),
     }
 }

@@ -21,6 +21,10 @@ pub enum Decision {
     Restore { backup: String, file: String },
     /// Rebuild it empty.
     Rebuild,
+    /// Give a full database its space back without deleting a key (`recovery::space`):
+    /// compaction, defragmentation one member at a time, the alarm disarmed.
+    #[serde(rename = "reclaim-space")]
+    ReclaimSpace,
 }
 
 /// A backup as the assessment saw it.
@@ -179,6 +183,8 @@ pub struct Evidence<'a> {
     pub prefer_drilled_within: Duration,
     /// The request accepts losing what the live cluster holds beyond the backup.
     pub discard_newer: bool,
+    /// The alarms raised in the cluster (`NOSPACE`, `CORRUPT`), one per member that raised it.
+    pub alarms: &'a [String],
 }
 
 /// What [`decide`] concluded.
@@ -285,8 +291,45 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
             format!("{why}; {what} would replace whatever they hold, so it needs \"discard_newer\": true")
         })
     };
+    let nospace = e.alarms.iter().any(|a| a == "NOSPACE");
     match e.mode {
         EtcdMode::Check => return Err("mode check does not restore or rebuild".to_owned()),
+        // A full database that still serves reads: its space back, no key lost.
+        EtcdMode::Repair | EtcdMode::Auto if e.serving && nospace => {
+            return decided(
+                Decision::ReclaimSpace,
+                format!(
+                    "the cluster serves reads but refuses writes: its database is full (alarm \
+                     NOSPACE); {} gives it its space back without deleting a key (compaction, \
+                     defragmentation one member at a time, the alarm disarmed)",
+                    e.mode
+                ),
+                false,
+                None,
+            );
+        }
+        EtcdMode::Repair => {
+            return decided(
+                Decision::LeaveAlone,
+                if e.healthy {
+                    "the cluster is healthy: nothing to repair".to_owned()
+                } else {
+                    format!(
+                        "repair does only what loses no data, and for what is wrong ({}) it \
+                         has no such remedy yet (member replacement and quorum-loss recovery \
+                         are not built): see GET /etcd-clusters/<name>, and use auto or an \
+                         explicit restore if a backup must be restored",
+                        if e.problems.is_empty() {
+                            "the cluster does not serve".to_owned()
+                        } else {
+                            e.problems.join("; ")
+                        }
+                    )
+                },
+                !e.healthy,
+                None,
+            );
+        }
         EtcdMode::Rebuild => {
             if let Some(live) = e.live.filter(|live| live.keys > 0) {
                 let discarded = Discarded {

@@ -75,6 +75,7 @@ fn evidence<'a>(mode: EtcdMode, backups: &'a [BackupSeen]) -> Evidence<'a> {
         max_age: WEEK,
         prefer_drilled_within: Duration::from_secs(3600),
         discard_newer: false,
+        alarms: &[],
     }
 }
 
@@ -350,4 +351,48 @@ fn own_and_empty_snapshots_are_never_chosen_on_their_own() {
     })
     .unwrap_err();
     assert!(err.contains("backup bad is corrupt: not a bbolt"), "{err}");
+}
+
+#[test]
+fn a_full_serving_cluster_gets_its_space_back_and_repair_never_deletes() {
+    let nospace = ["NOSPACE".to_owned()];
+    let backups = [backup("b", 1)];
+    let full = |mode| Evidence {
+        serving: true,
+        healthy: false,
+        problems: &[],
+        alarms: &nospace,
+        ..evidence(mode, &backups)
+    };
+    assert_eq!(
+        decided(decide(&full(EtcdMode::Repair))).0,
+        Decision::ReclaimSpace
+    );
+    assert_eq!(
+        decided(decide(&full(EtcdMode::Auto))).0,
+        Decision::ReclaimSpace
+    );
+    // An explicit restore is still a restore.
+    assert_ne!(
+        decide(&full(EtcdMode::Restore)).map(|v| matches!(
+            v,
+            Verdict::Decided {
+                decision: Decision::ReclaimSpace,
+                ..
+            }
+        )),
+        Ok(true)
+    );
+    // Repair of anything else: left alone, saying a person has work when it is not healthy.
+    let down = evidence(EtcdMode::Repair, &backups);
+    assert_eq!(decided(decide(&down)), (Decision::LeaveAlone, true, None));
+    let healthy = Evidence {
+        serving: true,
+        healthy: true,
+        ..evidence(EtcdMode::Repair, &backups)
+    };
+    assert_eq!(
+        decided(decide(&healthy)),
+        (Decision::LeaveAlone, false, None)
+    );
 }

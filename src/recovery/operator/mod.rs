@@ -55,6 +55,7 @@ pub async fn run(
     let assessment = decided.assessment()?;
     match &assessment.decision {
         Decision::LeaveAlone => nothing_to_recover(cluster, assessment),
+        Decision::ReclaimSpace => super::space::perform(ctx, cluster).await,
         Decision::Rebuild => {
             let deployment = paired_deployment(cluster).ok_or_else(|| {
                 StepError::Failed(format!(
