@@ -746,7 +746,7 @@ async fn create_etcd_modes_say_they_are_destructive_and_need_confirm() {
     .await;
     assert_eq!(wrong.status.code(), Some(2));
     assert!(
-        stderr(&wrong).contains("[possible values: check, restore, rebuild, auto]"),
+        stderr(&wrong).contains("[possible values: check, restore, rebuild, auto, repair]"),
         "{}",
         stderr(&wrong)
     );
