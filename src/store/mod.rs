@@ -3,6 +3,7 @@
 
 mod backup_checks;
 mod drills;
+mod events;
 mod history;
 mod lock;
 mod manifests;
@@ -24,15 +25,14 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use crate::{
-    model::{Service, State},
-    run::Event,
-};
+use crate::model::{Service, State};
 pub use backup_checks::{BackupCheckRecord, CheckedCopy};
 pub use drills::{DrillEnd, DrillRecord, DrillState, DrilledCopy, NewDrill};
+pub use events::AppendedEvent;
+use events::insert_event;
 pub use lock::{DatabaseLock, LockError};
 pub use manifests::StoredManifest;
-use rows::{EventRow, StepRow};
+use rows::StepRow;
 pub use run_metrics::LastRecovery;
 pub use snapshots::{NewSnapshot, Snapshot, SnapshotSource};
 
@@ -128,13 +128,6 @@ pub struct RunFilter {
 pub struct Interrupted {
     pub run_id: Uuid,
     pub steps: Vec<(Service, String)>,
-}
-
-/// An event just appended to a run's log, as broadcast to live followers (SSE).
-#[derive(Clone, Debug)]
-pub struct AppendedEvent {
-    pub run_id: Uuid,
-    pub event: Event,
 }
 
 /// How many appended events a slow follower may fall behind before it must re-read the log
@@ -633,127 +626,7 @@ impl Store {
         self.history.resumed(run_id);
         Ok(())
     }
-
-    pub async fn append_event(
-        &self,
-        run_id: Uuid,
-        level: &str,
-        service: Option<Service>,
-        step: Option<&str>,
-        message: &str,
-        now: DateTime<Utc>,
-    ) -> Result<i64> {
-        let mut conn = self.pool.acquire().await?;
-        let id = insert_event(
-            &mut conn,
-            &run_id.to_string(),
-            now,
-            level,
-            service,
-            step,
-            message,
-        )
-        .await?;
-        // No receiver (nobody follows a log) is the normal case, not an error.
-        let _ = self.appended.send(AppendedEvent {
-            run_id,
-            event: Event {
-                id,
-                at: now,
-                level: level.to_owned(),
-                service,
-                step: step.map(str::to_owned),
-                message: message.to_owned(),
-            },
-        });
-        Ok(id)
-    }
-
-    /// Every event appended from now on, of every run.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AppendedEvent> {
-        self.appended.subscribe()
-    }
-
-    /// The run's log after event `after` (0 for all), oldest first.
-    pub async fn events(&self, run_id: Uuid, after: i64) -> Result<Vec<Event>> {
-        let rows: Vec<EventRow> =
-            sqlx::query_as("SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id")
-                .bind(run_id.to_string())
-                .bind(after)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter().map(EventRow::into_event).collect()
-    }
-}
-
-async fn insert_event(
-    conn: &mut sqlx::SqliteConnection,
-    run_id: &str,
-    now: DateTime<Utc>,
-    level: &str,
-    service: Option<Service>,
-    step: Option<&str>,
-    message: &str,
-) -> Result<i64> {
-    let id = sqlx::query(
-        "INSERT INTO events (run_id, at, level, service, step, message) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(run_id)
-    .bind(now)
-    .bind(level)
-    .bind(service.map(Service::as_str))
-    .bind(step)
-    .bind(message)
-    .execute(conn)
-    .await?
-    .last_insert_rowid();
-    Ok(id)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn open_creates_the_directory_of_the_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("var/lib/etcd-repopulator/runs.db");
-        let store = Store::open(path.to_str().unwrap()).await.unwrap();
-        store.ping().await.unwrap();
-        assert!(path.is_file());
-
-        let url_path = dir.path().join("other/runs.db");
-        Store::open(&format!("sqlite://{}", url_path.display()))
-            .await
-            .unwrap();
-        assert!(url_path.is_file());
-    }
-
-    #[tokio::test]
-    async fn open_names_the_directory_it_cannot_create_and_why() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("a-file");
-        std::fs::write(&file, "").unwrap();
-        let Err(err) = Store::open(file.join("sub/runs.db").to_str().unwrap()).await else {
-            panic!("a directory under a file was created");
-        };
-        assert!(matches!(err, StoreError::Directory { .. }), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "cannot create the directory {} of the database: Not a directory (os error 20)",
-                file.join("sub").display()
-            )
-        );
-    }
-
-    #[tokio::test]
-    async fn an_in_memory_database_needs_no_directory() {
-        Store::open("sqlite::memory:")
-            .await
-            .unwrap()
-            .ping()
-            .await
-            .unwrap();
-    }
-}
+mod tests;
