@@ -21,6 +21,9 @@
 //! every etcd database, however empty.
 
 mod bbolt;
+mod bytes;
+mod page_set;
+mod source;
 
 use std::{
     collections::{BTreeMap, HashMap},

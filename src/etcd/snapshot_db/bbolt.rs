@@ -21,13 +21,14 @@
 //! recurse, allocate or read without bound.
 
 use std::{
-    fs::File,
     io,
-    os::unix::fs::FileExt as _,
     sync::atomic::{AtomicBool, Ordering},
 };
 
 use super::DbError;
+use super::bytes::{fnv1a64, u16_at, u32_at, u64_at};
+use super::page_set::PageSet;
+pub use super::source::{FileRegion, Source};
 
 /// bbolt's marker, at the start of each meta (after the page header).
 pub const MAGIC: u32 = 0xED0C_DAED;
@@ -68,46 +69,6 @@ const MAX_SPAN: u64 = 64 << 20;
 /// The most the pages on the path from a root to the page being read may hold together.
 const MAX_HELD: u64 = 256 << 20;
 
-/// What a database is read from: a file (without the snapshot's trailer) or bytes in memory.
-pub trait Source {
-    /// The bytes available to the database.
-    fn size(&self) -> u64;
-    /// Fills `buf` from `offset`; the caller has checked that it is within [`Source::size`].
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
-}
-
-impl Source for [u8] {
-    fn size(&self) -> u64 {
-        self.len() as u64
-    }
-
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let start = usize::try_from(offset).map_err(io::Error::other)?;
-        let bytes = start
-            .checked_add(buf.len())
-            .and_then(|end| self.get(start..end))
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        buf.copy_from_slice(bytes);
-        Ok(())
-    }
-}
-
-/// The first `len` bytes of a file.
-pub struct FileRegion<'f> {
-    pub file: &'f File,
-    pub len: u64,
-}
-
-impl Source for FileRegion<'_> {
-    fn size(&self) -> u64 {
-        self.len
-    }
-
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
-    }
-}
-
 /// A meta page's content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
@@ -139,32 +100,6 @@ pub trait Visitor {
     fn entry(&mut self, entry: Entry<'_>) -> Result<(), DbError>;
 }
 
-/// The little-endian integer at `at` in `bytes` (the caller checked the bounds).
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    let mut b = [0u8; 2];
-    b.copy_from_slice(&bytes[at..at + 2]);
-    u16::from_le_bytes(b)
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(b)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(b)
-}
-
-/// FNV-1a, 64 bits: the meta's checksum.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// The meta in `page` (a meta page's first bytes, at least header and meta), or why it is not
 /// one.
 fn parse_meta(page: &[u8], which: u64) -> Result<Meta, String> {
@@ -194,36 +129,6 @@ fn parse_meta(page: &[u8], which: u64) -> Result<Meta, String> {
         pages: u64_at(meta, 40),
         txid: u64_at(meta, 48),
     })
-}
-
-/// A set of page ids below the database's page count.
-struct PageSet(Vec<u64>);
-
-impl PageSet {
-    fn new(pages: u64) -> PageSet {
-        // `pages` was checked against the file's size: at most one bit per 512 bytes of it.
-        PageSet(vec![0; usize::try_from(pages.div_ceil(64)).unwrap_or(0)])
-    }
-
-    fn contains(&self, id: u64) -> bool {
-        let word = usize::try_from(id / 64).ok();
-        word.and_then(|w| self.0.get(w))
-            .is_some_and(|bits| bits & (1 << (id % 64)) != 0)
-    }
-
-    /// Adds `id`; false when it was there already.
-    fn insert(&mut self, id: u64) -> bool {
-        let Some(bits) = usize::try_from(id / 64)
-            .ok()
-            .and_then(|w| self.0.get_mut(w))
-        else {
-            return false;
-        };
-        let bit = 1 << (id % 64);
-        let fresh = *bits & bit == 0;
-        *bits |= bit;
-        fresh
-    }
 }
 
 /// Where a page is in the walk: how deep in trees and buckets, and the bounds its keys must be
