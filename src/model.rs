@@ -141,6 +141,13 @@ impl EtcdMode {
     pub fn is_destructive(self) -> bool {
         !matches!(self, EtcdMode::Check | EtcdMode::Repair)
     }
+
+    /// Whether a real run in this mode may delete etcd data: a destructive mode, or a
+    /// `repair` whose request confirms clusters (it may replace broken members, deleting
+    /// their PVCs).
+    pub fn may_delete(self, confirms_any: bool) -> bool {
+        self.is_destructive() || (self == EtcdMode::Repair && confirms_any)
+    }
 }
 
 /// From its name only: any other JSON value (a number, `null`, a list) is a type error naming

@@ -59,7 +59,9 @@ pub struct CreateRun {
     pub backup: Option<String>,
     /// The etcd clusters the run may rebuild or restore, by name (e.g.
     /// `["cray-bss-bitnami-etcd"]`): a real run with `restore`, `rebuild` or `auto` must name
-    /// exactly the clusters of its services (a 422 lists them); a dry run needs none.
+    /// exactly the clusters of its services (a 422 lists them); a dry run needs none. A
+    /// `repair` replaces broken members (deleting their PVCs) only of the clusters it confirms
+    /// (then exactly those of its services, and the `recover` role).
     #[serde(default)]
     pub confirm: Vec<String>,
     /// `restore` or `rebuild` only: accept throwing away what the live cluster holds beyond the
@@ -71,9 +73,10 @@ pub struct CreateRun {
 }
 
 impl CreateRun {
-    /// Whether the run may delete or replace etcd data: a real run with a destructive mode.
+    /// Whether the run may delete or replace etcd data: a real run with a destructive mode,
+    /// or a real `repair` that confirms clusters (it may replace their broken members).
     pub fn is_destructive(&self) -> bool {
-        self.etcd.is_destructive() && !self.dry_run
+        self.etcd.may_delete(!self.confirm.is_empty()) && !self.dry_run
     }
 }
 
@@ -152,8 +155,8 @@ pub(super) async fn start_run(
                 principal.require_to(
                     Role::Recover,
                     &format!(
-                        "start a real etcd {} run (it may rebuild or restore etcd clusters; \
-                         the write role may start it as a dry run)",
+                        "start a real etcd {} run (it may rebuild or restore etcd clusters, or \
+                         replace their members; the write role may start it as a dry run)",
                         request.etcd
                     ),
                 )?;

@@ -54,6 +54,7 @@ pub async fn list_services(
                 crate::model::EtcdMode::Check,
                 None,
                 false,
+                &[],
             )?;
             Some(ServiceInfo {
                 service,

@@ -196,6 +196,7 @@ pub fn plan(
     etcd: EtcdMode,
     backup: Option<&str>,
     discard_newer: bool,
+    confirm: &[String],
 ) -> Option<Vec<PlannedStep>> {
     if !profile.has(service) {
         return None;
@@ -212,6 +213,7 @@ pub fn plan(
                 etcd,
                 backup,
                 discard_newer,
+                confirm.contains(&cluster),
             )
         })
         .unwrap_or_default();
@@ -251,6 +253,7 @@ fn recovery_steps(
     etcd: EtcdMode,
     backup: Option<&str>,
     discard_newer: bool,
+    confirmed: bool,
 ) -> Vec<PlannedStep> {
     let (cluster_name, timeout) = (cluster.to_owned(), config.recovery.timeout);
     let recover = match layout {
@@ -272,6 +275,7 @@ fn recovery_steps(
                 backup: backup.map(str::to_owned),
                 restore_max_age: config.recovery.restore_max_age,
                 discard_newer,
+                confirmed,
             }),
         ),
         step(
@@ -338,7 +342,7 @@ pub fn implemented(profile: &Profile) -> Vec<Service> {
     let config = Config::default();
     Service::ALL
         .into_iter()
-        .filter(|s| plan(*s, &config, profile, EtcdMode::Check, None, false).is_some())
+        .filter(|s| plan(*s, &config, profile, EtcdMode::Check, None, false, &[]).is_some())
         .collect()
 }
 

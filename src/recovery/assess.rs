@@ -69,6 +69,7 @@ pub async fn assess(
     backup: Option<&str>,
     max_age: Duration,
     discard_newer: bool,
+    confirmed: bool,
 ) -> Result<StepOutcome, StepError> {
     let Some(found) = layout::find(ctx.cluster, cluster).await? else {
         return Err(StepError::Failed(format!(
@@ -145,6 +146,13 @@ pub async fn assess(
             prefer_drilled_within: ctx.recovery.prefer_drilled_within,
             discard_newer,
             alarms: &alarms,
+            cluster,
+            members: if found.layout == layout::EtcdLayout::Bitnami {
+                &report.member_health
+            } else {
+                &[]
+            },
+            confirmed,
         };
         let name = match decide(&evidence)
             .map_err(|problem| StepError::Failed(format!("{cluster}: {problem}")))?
@@ -247,7 +255,9 @@ pub async fn assess(
         }
         Decision::LeaveAlone => format!("{cluster} is {health}: nothing to recover"),
         Decision::Rebuild => format!("{cluster} is {health}: rebuild it, because {reason}"),
-        Decision::ReclaimSpace => format!("{cluster} is {health}: {reason}"),
+        Decision::ReclaimSpace | Decision::ReplaceMembers { .. } => {
+            format!("{cluster} is {health}: {reason}")
+        }
         Decision::Restore { backup, .. } => {
             format!("{cluster} is {health}: restore it from {backup}, because {reason}")
         }

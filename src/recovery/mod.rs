@@ -1,14 +1,16 @@
 //! Everything that decides and performs the recovery of a service's etcd cluster, for both
 //! layouts: the decision ([`assess`]: health, backups, restore or rebuild or nothing), the
 //! Bitnami StatefulSet's sequence ([`bitnami`], CSM ≥ 1.5) and the etcd-operator's
-//! ([`operator`], CSM ≤ 1.4); and maintenance instead of deletion for a cluster whose
-//! database is full ([`space`]). The steps in `handlers` name what runs; this module does it.
+//! ([`operator`], CSM ≤ 1.4); and repair instead of deletion: a full database given its space
+//! back ([`space`]), a broken minority of members replaced while the others serve
+//! ([`replace`]). The steps in `handlers` name what runs; this module does it.
 
 pub mod assess;
 pub mod bitnami;
 pub mod decision;
 pub mod journal;
 pub mod operator;
+pub mod replace;
 pub mod safety_snapshot;
 pub mod space;
 pub mod wait;
@@ -96,6 +98,15 @@ impl Decided {
             Decision::Rebuild => Some(format!("rebuilt empty ({})", assessment.cluster)),
             Decision::ReclaimSpace => Some(format!(
                 "given its space back, every key kept ({})",
+                assessment.cluster
+            )),
+            Decision::ReplaceMembers { members } => Some(format!(
+                "with member(s) {} replaced, every key kept ({})",
+                members
+                    .iter()
+                    .map(|m| m.pod.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 assessment.cluster
             )),
             Decision::Restore { backup, .. } => {

@@ -170,6 +170,7 @@ impl Runner {
                 request.etcd,
                 request.backup.as_deref(),
                 request.discard_newer,
+                &request.confirm,
             ) {
                 Some(steps) => tasks.push(NewTask {
                     service,
@@ -194,7 +195,7 @@ impl Runner {
         }
         request.check_confirmed(etcd_clusters(profile, &services))?;
         check_free(&active, &services)?;
-        if request.etcd.is_destructive() && !request.dry_run {
+        if request.etcd.may_delete(!request.confirm.is_empty()) && !request.dry_run {
             let clusters = etcd_clusters(profile, &services);
             if let Some((run_id, cluster)) = inner
                 .store

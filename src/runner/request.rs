@@ -56,7 +56,9 @@ impl RunRequest {
     /// be of the one cluster the run restores.
     pub(super) fn check_confirmed(&self, needed: Vec<String>) -> Result<(), RunnerError> {
         let given = sorted(&self.confirm);
-        let must_confirm = self.etcd.is_destructive() && (!self.dry_run || !given.is_empty());
+        // A repair confirms clusters only to let it replace their members.
+        let must_confirm = (self.etcd.is_destructive() && !self.dry_run)
+            || (self.etcd != EtcdMode::Check && !given.is_empty());
         if must_confirm && given != needed {
             return Err(RunnerError::Unconfirmed {
                 mode: self.etcd,

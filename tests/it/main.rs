@@ -28,6 +28,7 @@ mod rbac;
 mod recovery;
 mod releases;
 mod remote;
+mod replace;
 // The crash tests abort the service at failpoints, which only a binary built with the feature
 // `failpoints` has: `cargo test --workspace --features failpoints` (as `scripts/test` runs).
 #[cfg(feature = "failpoints")]

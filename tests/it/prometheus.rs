@@ -387,21 +387,23 @@ async fn prometheus_scrapes_the_service_and_evaluates_every_rule_and_panel() {
     write_rules(dir.path(), &groups);
     let target = app.base.trim_start_matches("http://").to_owned();
     let prometheus = Prometheus::start(dir.path(), &target).await;
-    // Scraped, after a pass that saw the recovery.
+    // Scraped, after a pass that saw the recovery and read BOS's alarm (on a busy machine a
+    // pass may time out reading a cluster; the next one reads it).
     eventually(
-        "prometheus to scrape a pass after the recovery",
-        Duration::from_secs(90),
+        "prometheus to scrape a pass after the recovery that read BOS's alarm",
+        Duration::from_secs(180),
         async || {
-            prometheus
-                .api(
-                    "query",
-                    &[(
-                        "query",
-                        "etcd_repopulator_recovery_last_success_timestamp_seconds",
-                    )],
-                )
-                .await
-                .is_ok_and(|data| !data["result"].as_array().unwrap().is_empty())
+            let mut seen = true;
+            for query in [
+                "etcd_repopulator_recovery_last_success_timestamp_seconds",
+                "etcd_repopulator_etcd_alarms",
+            ] {
+                seen &= prometheus
+                    .api("query", &[("query", query)])
+                    .await
+                    .is_ok_and(|data| !data["result"].as_array().unwrap().is_empty());
+            }
+            seen
         },
     )
     .await;

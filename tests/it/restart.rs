@@ -725,3 +725,48 @@ async fn wait_cluster(base: &str, name: &str, done: impl Fn(&Value) -> bool) -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A kill -9 after each journalled phase of a member replacement (BSS's member 1 corrupt,
+/// `repair` confirmed): the resumed run ends with three healthy members, a new member in place
+/// of the broken one, and every key.
+#[tokio::test]
+async fn a_crash_at_every_phase_of_a_member_replacement_resumes_to_three_healthy_members() {
+    use crate::recovery::BSS_STS;
+    use sim::kube::controllers::etcd_member::faults::Damage;
+    let sim = common::real_etcd_sim_of("1.6", Some(&[BSS_STS])).await;
+    let url = sim.etcd_url(BSS_STS).unwrap();
+    let etcd = etcd_repopulator::etcd::EtcdClient::new(&url, &Default::default()).unwrap();
+    let broken = format!("{BSS_STS}-1");
+    for phase in ["checked", "removed", "deleted"] {
+        common::etcd_put(&url, &format!("/before/{phase}"), "v").await;
+        let (keys, _) = etcd.key_count(false).await.unwrap();
+        sim.damage_etcd_member(&broken, Damage::CorruptDb)
+            .await
+            .unwrap();
+        crate::replace::pod_crash_looping(&sim, &broken).await;
+        let failpoint = format!("replace-member:{phase}");
+        let body = json!({"services": ["bss"], "etcd": "repair", "confirm": [BSS_STS], "reason": failpoint});
+        let (service, run) = crash_and_resume_run(&sim, body, &failpoint, "etcd-recover").await;
+        assert_eq!(run["state"], "succeeded", "{failpoint}: {run:#}");
+        let steps = run["services"][0]["steps"].as_array().unwrap();
+        let recover = steps.iter().find(|s| s["name"] == "etcd-recover").unwrap();
+        assert_eq!(
+            recover["data"]["members"][0]["phase"], "rejoined",
+            "{failpoint}: {recover:#}"
+        );
+        assert_eq!(
+            recover["attempts"][0]["state"], "interrupted",
+            "{failpoint}: {recover:#}"
+        );
+        let report: Value = reqwest::get(format!("{}/etcd-clusters/{BSS_STS}", service.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(report["healthy"], true, "{failpoint}: {report:#}");
+        let members = report["member_health"].as_array().unwrap();
+        assert_eq!(members.len(), 3, "{failpoint}: {report:#}");
+        assert_eq!(etcd.key_count(false).await.unwrap().0, keys, "{failpoint}");
+    }
+}

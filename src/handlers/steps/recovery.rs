@@ -33,6 +33,10 @@ pub struct AssessEtcd {
     /// The request accepts losing what the live cluster holds beyond the backup.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub discard_newer: bool,
+    /// The request's `confirm` names the cluster: a `repair` may replace its broken members
+    /// (every real `restore`, `rebuild` and `auto` run confirms its clusters).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirmed: bool,
 }
 
 #[async_trait::async_trait]
@@ -44,6 +48,7 @@ impl StepKind for AssessEtcd {
             backup,
             restore_max_age,
             discard_newer,
+            confirmed,
         } = self;
         let weigh = if *discard_newer {
             "; what the cluster holds beyond the backup is discarded, as the request accepts (it \
@@ -56,8 +61,14 @@ impl StepKind for AssessEtcd {
             (EtcdMode::Repair, _) => format!(
                 "report the health of {cluster}; if its database is full (alarm NOSPACE), give \
                  it its space back without deleting a key (compaction, defragmentation one \
-                 member at a time, the alarm disarmed); otherwise leave it alone, saying what \
-                 is wrong"
+                 member at a time, the alarm disarmed); {}; otherwise leave it alone, saying \
+                 what is wrong",
+                if *confirmed {
+                    "if a minority of its members is broken for good (crash-looping, corrupt) \
+                     while the others serve, replace them one at a time (their PVCs deleted)"
+                } else {
+                    "if members are broken, say so (replacing them needs confirm)"
+                }
             ),
             (EtcdMode::Restore, Some(backup)) => format!(
                 "report the health of {cluster}; prove backup {backup} is an etcd database and \
@@ -70,7 +81,8 @@ impl StepKind for AssessEtcd {
             (EtcdMode::Auto, _) => format!(
                 "report the health of {cluster} and its backups; if it serves (a quorum answers \
                  reads), leave it alone, but give a full database (alarm NOSPACE) its space back \
-                 without deleting a key; otherwise restore it from the newest usable backup \
+                 without deleting a key, and replace a broken minority of members one at a \
+                 time; otherwise restore it from the newest usable backup \
                  younger than {}, unless a member holds newer data, else rebuild it if no member \
                  holds any",
                 wait(restore_max_age)
@@ -103,6 +115,7 @@ impl StepKind for AssessEtcd {
             self.backup.as_deref(),
             self.restore_max_age,
             self.discard_newer,
+            self.confirmed || self.mode.is_destructive(),
         )
         .await
     }

@@ -103,6 +103,9 @@ pub async fn run(
     if decision == Decision::ReclaimSpace {
         return super::space::perform(ctx, cluster).await;
     }
+    if let Decision::ReplaceMembers { members } = &decision {
+        return super::replace::perform(ctx, cluster, members).await;
+    }
     let Some(found) = layout::find(ctx.cluster, cluster).await? else {
         return Err(StepError::Failed(format!(
             "the StatefulSet {cluster} does not exist in namespace {}: a restore or rebuild \
@@ -514,6 +517,7 @@ fn describe(decision: &Decision) -> String {
         Decision::Restore { backup, .. } => format!("restore from {backup}"),
         Decision::Rebuild => "rebuild".to_owned(),
         Decision::ReclaimSpace => "space reclaim".to_owned(),
+        Decision::ReplaceMembers { .. } => "member replacement".to_owned(),
         Decision::LeaveAlone => "nothing".to_owned(),
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{etcd::backups::Backup, model::EtcdMode};
+use crate::{
+    etcd::{backups::Backup, layout::MemberHealth},
+    model::EtcdMode,
+};
 
 /// What the run does to the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +28,82 @@ pub enum Decision {
     /// compaction, defragmentation one member at a time, the alarm disarmed.
     #[serde(rename = "reclaim-space")]
     ReclaimSpace,
+    /// Replace the broken minority of its members, one at a time, while the others keep
+    /// serving (`recovery::replace`): each removed from the cluster, its PVC and pod deleted,
+    /// and rejoined empty as a new member that catches up from the leader.
+    #[serde(rename = "replace-members")]
+    ReplaceMembers { members: Vec<BrokenMember> },
+}
+
+/// A member pod that does not come back by itself (`Decision::ReplaceMembers`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokenMember {
+    pub pod: String,
+    /// The member id etcd lists it under (none: the pod is no member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+    /// What shows it is broken.
+    pub why: String,
+}
+
+/// The restarts after which a member pod that neither answers healthy nor is Ready counts as
+/// crash-looping even between two of the kubelet's `CrashLoopBackOff`s (while it runs again).
+const RESTARTS_BROKEN: i32 = 3;
+
+/// The member pods that do not come back by themselves: a member that raised `CORRUPT`, or a
+/// pod whose etcd container crash-loops (`CrashLoopBackOff`, or restarted again and again)
+/// while it neither answers healthy nor is Ready. A pod that starts, waits for its volume or
+/// catches up is not broken: it is left to come back.
+pub fn broken_members(members: &[MemberHealth]) -> Vec<BrokenMember> {
+    members
+        .iter()
+        .filter_map(|m| {
+            let pod = m.pod.clone()?;
+            let why = if m.alarms.iter().any(|a| a == "CORRUPT") {
+                "it raised the alarm CORRUPT (its data differs from the other members')".to_owned()
+            } else if m.healthy || m.pod_ready {
+                return None;
+            } else if let Some(looping) = m
+                .container
+                .as_deref()
+                .filter(|c| c.starts_with("CrashLoopBackOff"))
+            {
+                format!("its etcd container is in {looping}")
+            } else if m.restarts >= RESTARTS_BROKEN {
+                format!(
+                    "its etcd container restarted {} times and it does not answer healthy ({})",
+                    m.restarts,
+                    m.error.as_deref().unwrap_or("no answer")
+                )
+            } else {
+                return None;
+            };
+            Some(BrokenMember {
+                pod,
+                member_id: m.id.clone(),
+                why,
+            })
+        })
+        .collect()
+}
+
+/// Why replacing `broken` one at a time could cost the cluster its quorum (`None`: it cannot):
+/// once a broken member is removed, the healthy members left must still be a quorum of the
+/// members left.
+fn quorum_risk(members: &[MemberHealth], broken: &[BrokenMember]) -> Option<String> {
+    let listed = members.iter().filter(|m| m.id.is_some()).count();
+    let healthy = members
+        .iter()
+        .filter(|m| m.healthy && !broken.iter().any(|b| m.pod.as_ref() == Some(&b.pod)))
+        .count();
+    let left = listed.saturating_sub(1).max(1);
+    let quorum = left / 2 + 1;
+    (healthy < quorum).then(|| {
+        format!(
+            "{healthy} healthy member(s) of {listed}: with a member removed, {quorum} of the \
+             {left} left must be healthy to keep the quorum"
+        )
+    })
 }
 
 /// A backup as the assessment saw it.
@@ -185,6 +264,14 @@ pub struct Evidence<'a> {
     pub discard_newer: bool,
     /// The alarms raised in the cluster (`NOSPACE`, `CORRUPT`), one per member that raised it.
     pub alarms: &'a [String],
+    /// The cluster's name (what `confirm` names).
+    pub cluster: &'a str,
+    /// Each member and member pod (Bitnami; empty for the etcd-operator, which replaces its
+    /// members itself).
+    pub members: &'a [MemberHealth],
+    /// The request's `confirm` names the cluster (every real `restore`, `rebuild` and `auto`
+    /// run does; a `repair` that may replace members must).
+    pub confirmed: bool,
 }
 
 /// What [`decide`] concluded.
@@ -308,6 +395,15 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
                 None,
             );
         }
+        EtcdMode::Repair | EtcdMode::Auto if e.serving && !e.healthy => {
+            if let Some(verdict) = replace_members(e) {
+                return verdict;
+            }
+        }
+        _ => {}
+    }
+    match e.mode {
+        EtcdMode::Check | EtcdMode::Restore => {}
         EtcdMode::Repair => {
             return decided(
                 Decision::LeaveAlone,
@@ -316,9 +412,10 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
                 } else {
                     format!(
                         "repair does only what loses no data, and for what is wrong ({}) it \
-                         has no such remedy yet (member replacement and quorum-loss recovery \
-                         are not built): see GET /etcd-clusters/<name>, and use auto or an \
-                         explicit restore if a backup must be restored",
+                         has no such remedy (it replaces crash-looping or corrupt members while \
+                         a quorum serves, and gives a full database its space back; \
+                         quorum-loss recovery is not built): see GET /etcd-clusters/<name>, \
+                         and use auto or an explicit restore if a backup must be restored",
                         if e.problems.is_empty() {
                             "the cluster does not serve".to_owned()
                         } else {
@@ -378,8 +475,9 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
                     format!(
                         "the cluster serves (a quorum of its members answers reads) but is \
                          degraded ({}); auto never restores or rebuilds a serving cluster, which \
-                         would replace its data: repair what is degraded (a member pod that does \
-                         not start, an alarm), see GET /etcd-clusters/<name>",
+                         would replace its data, and no member is broken for good (a member \
+                         that starts or catches up comes back by itself): see GET \
+                         /etcd-clusters/<name>, and run auto again if it stays degraded",
                         e.problems.join("; ")
                     ),
                     true,
@@ -401,7 +499,6 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
                 );
             }
         }
-        EtcdMode::Restore => {}
     }
     // Restore, or auto on a cluster that does not serve.
     let candidate = match (e.mode, e.named) {
@@ -529,6 +626,67 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
             decided(restore(candidate), why_chosen, false, None)
         }
     }
+}
+
+/// For `repair` and `auto` on a cluster that serves but is degraded: replace its broken
+/// members ([`broken_members`]) when that keeps the quorum and the request confirms the
+/// cluster (their PVCs are deleted); `None` when no member is broken (what is wrong is
+/// something else, or comes back by itself).
+fn replace_members(e: &Evidence<'_>) -> Option<Result<Verdict, String>> {
+    let broken = broken_members(e.members);
+    if broken.is_empty() {
+        return None;
+    }
+    let names = broken
+        .iter()
+        .map(|b| format!("{} ({})", b.pod, b.why))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let pvcs = broken
+        .iter()
+        .map(|b| format!("data-{}", b.pod))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (mode, cluster) = (e.mode, e.cluster);
+    let verdict = |decision, reason, needs_person| {
+        Some(Ok(Verdict::Decided {
+            decision,
+            reason,
+            needs_person,
+            discarded: None,
+        }))
+    };
+    if let Some(risk) = quorum_risk(e.members, &broken) {
+        return verdict(
+            Decision::LeaveAlone,
+            format!(
+                "member(s) broken: {names}; replacing one could cost the cluster its quorum \
+                 ({risk}): bring a healthy member back first"
+            ),
+            true,
+        );
+    }
+    if !e.confirmed {
+        return verdict(
+            Decision::LeaveAlone,
+            format!(
+                "member(s) broken: {names}. {mode} replaces them one at a time while the others \
+                 serve, losing no write (every write is on the members left), and deletes their \
+                 PVCs ({pvcs}) to do it: send the request again with \"confirm\": \
+                 [\"{cluster}\"]"
+            ),
+            true,
+        );
+    }
+    verdict(
+        Decision::ReplaceMembers { members: broken },
+        format!(
+            "the cluster serves, but member(s) are broken: {names}; {mode} replaces them one \
+             at a time while the others keep serving (their PVCs {pvcs} deleted, every write \
+             kept on the members left)"
+        ),
+        false,
+    )
 }
 
 /// For `auto`: the newest usable backup whose restore drill passed, when `newest` was not drilled

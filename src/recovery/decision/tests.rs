@@ -76,6 +76,9 @@ fn evidence<'a>(mode: EtcdMode, backups: &'a [BackupSeen]) -> Evidence<'a> {
         prefer_drilled_within: Duration::from_secs(3600),
         discard_newer: false,
         alarms: &[],
+        cluster: "cray-bss-bitnami-etcd",
+        members: &[],
+        confirmed: false,
     }
 }
 
@@ -395,4 +398,137 @@ fn a_full_serving_cluster_gets_its_space_back_and_repair_never_deletes() {
         decided(decide(&healthy)),
         (Decision::LeaveAlone, false, None)
     );
+}
+
+fn member(pod: &str, id: &str, healthy: bool) -> MemberHealth {
+    MemberHealth {
+        id: Some(id.to_owned()),
+        name: pod.to_owned(),
+        pod: Some(pod.to_owned()),
+        pod_ready: healthy,
+        started: true,
+        healthy,
+        ..MemberHealth::default()
+    }
+}
+
+fn crash_looping(pod: &str, id: &str) -> MemberHealth {
+    MemberHealth {
+        container: Some(
+            "CrashLoopBackOff: etcd exited: member has already been bootstrapped".into(),
+        ),
+        restarts: 2,
+        error: Some("connection refused".to_owned()),
+        ..member(pod, id, false)
+    }
+}
+
+#[test]
+fn only_members_that_do_not_come_back_by_themselves_are_broken() {
+    let starting = MemberHealth {
+        restarts: 1,
+        ..member("x-1", "2", false)
+    };
+    let running_again = MemberHealth {
+        restarts: 5,
+        ..member("x-2", "3", false)
+    };
+    let corrupt = MemberHealth {
+        alarms: vec!["CORRUPT".to_owned()],
+        ..member("x-0", "1", true)
+    };
+    let members = [corrupt, starting, running_again, crash_looping("x-3", "4")];
+    let broken = broken_members(&members);
+    let pods: Vec<&str> = broken.iter().map(|b| b.pod.as_str()).collect();
+    assert_eq!(pods, ["x-0", "x-2", "x-3"]);
+    assert!(broken[0].why.contains("CORRUPT"), "{broken:?}");
+    assert!(broken[1].why.contains("restarted 5 times"), "{broken:?}");
+    assert!(broken[2].why.contains("CrashLoopBackOff"), "{broken:?}");
+    assert_eq!(broken[2].member_id.as_deref(), Some("4"));
+}
+
+#[test]
+fn a_broken_minority_is_replaced_only_when_confirmed_and_the_quorum_holds() {
+    let problems = ["pod x-2: CrashLoopBackOff".to_owned()];
+    let members = [
+        member("x-0", "1", true),
+        member("x-1", "2", true),
+        crash_looping("x-2", "3"),
+    ];
+    let degraded = |mode, confirmed| Evidence {
+        serving: true,
+        problems: &problems,
+        members: &members,
+        confirmed,
+        ..evidence(mode, &[])
+    };
+    for mode in [EtcdMode::Repair, EtcdMode::Auto] {
+        let Ok(Verdict::Decided {
+            decision,
+            needs_person,
+            reason,
+            ..
+        }) = decide(&degraded(mode, true))
+        else {
+            panic!("{mode}: decided");
+        };
+        assert!(!needs_person, "{reason}");
+        let Decision::ReplaceMembers { members } = decision else {
+            panic!("{mode}: {reason}");
+        };
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].pod, "x-2");
+        // Not confirmed: left alone, naming the confirm to send.
+        let Ok(Verdict::Decided {
+            decision, reason, ..
+        }) = decide(&degraded(mode, false))
+        else {
+            panic!("decided");
+        };
+        assert_eq!(decision, Decision::LeaveAlone);
+        assert!(
+            reason.contains(r#""confirm": ["cray-bss-bitnami-etcd"]"#)
+                && reason.contains("data-x-2"),
+            "{reason}"
+        );
+    }
+    // One healthy member of three: removing a broken one would leave 1 of 2, no quorum.
+    let weak = [
+        member("x-0", "1", true),
+        MemberHealth {
+            pod_ready: false,
+            ..member("x-1", "2", false)
+        },
+        crash_looping("x-2", "3"),
+    ];
+    let risky = Evidence {
+        members: &weak,
+        ..degraded(EtcdMode::Auto, true)
+    };
+    let Ok(Verdict::Decided {
+        decision, reason, ..
+    }) = decide(&risky)
+    else {
+        panic!("decided");
+    };
+    assert_eq!(decision, Decision::LeaveAlone);
+    assert!(reason.contains("quorum"), "{reason}");
+    // A restore is still a restore, and a degraded cluster with nothing broken is left alone.
+    assert!(!matches!(
+        decide(&degraded(EtcdMode::Restore, true)),
+        Ok(Verdict::Decided {
+            decision: Decision::ReplaceMembers { .. },
+            ..
+        })
+    ));
+    let starting = [
+        member("x-0", "1", true),
+        member("x-1", "2", true),
+        member("x-2", "3", false),
+    ];
+    let waiting = Evidence {
+        members: &starting,
+        ..degraded(EtcdMode::Auto, true)
+    };
+    assert_eq!(decided(decide(&waiting)).0, Decision::LeaveAlone);
 }

@@ -56,6 +56,10 @@ pub async fn run(
     match &assessment.decision {
         Decision::LeaveAlone => nothing_to_recover(cluster, assessment),
         Decision::ReclaimSpace => super::space::perform(ctx, cluster).await,
+        // Decided for the Bitnami layout only: the etcd operator replaces its members itself.
+        Decision::ReplaceMembers { members } => {
+            super::replace::perform(ctx, cluster, members).await
+        }
         Decision::Rebuild => {
             let deployment = paired_deployment(cluster).ok_or_else(|| {
                 StepError::Failed(format!(
