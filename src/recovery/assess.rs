@@ -261,6 +261,9 @@ pub async fn assess(
         Decision::Restore { backup, .. } => {
             format!("{cluster} is {health}: restore it from {backup}, because {reason}")
         }
+        Decision::RestoreFromMember { pod, .. } => {
+            format!("{cluster} is {health}: restore it from member pod {pod}, because {reason}")
+        }
     };
     let assessment = Assessment {
         cluster: cluster.to_owned(),

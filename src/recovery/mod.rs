@@ -3,7 +3,8 @@
 //! Bitnami StatefulSet's sequence ([`bitnami`], CSM ≥ 1.5) and the etcd-operator's
 //! ([`operator`], CSM ≤ 1.4); and repair instead of deletion: a full database given its space
 //! back ([`space`]), a broken minority of members replaced while the others serve
-//! ([`replace`]). The steps in `handlers` name what runs; this module does it.
+//! ([`replace`]), a cluster whose quorum is lost for good restored from the member left
+//! ([`decision::Decision::RestoreFromMember`], through the Bitnami sequence). The steps in `handlers` name what runs; this module does it.
 
 pub mod assess;
 pub mod bitnami;
@@ -112,6 +113,10 @@ impl Decided {
             Decision::Restore { backup, .. } => {
                 Some(format!("restored from {backup} ({})", assessment.cluster))
             }
+            Decision::RestoreFromMember { pod, revision } => Some(format!(
+                "restored from member pod {pod}'s snapshot, revision {revision} ({})",
+                assessment.cluster
+            )),
         }
     }
 
@@ -120,6 +125,8 @@ impl Decided {
     pub fn restored_from(&self) -> Option<&str> {
         match &self.decided()?.decision {
             Decision::Restore { backup, .. } => Some(backup),
+            // Restored from the safety snapshot taken through the member.
+            Decision::RestoreFromMember { .. } => self.safety_snapshot().map(|s| s.name.as_str()),
             _ => None,
         }
     }

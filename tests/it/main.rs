@@ -24,6 +24,7 @@ mod metrics;
 mod openapi;
 mod operator_recovery;
 mod prometheus;
+mod quorum;
 mod rbac;
 mod recovery;
 mod releases;

@@ -65,7 +65,9 @@ impl StepKind for AssessEtcd {
                  what is wrong",
                 if *confirmed {
                     "if a minority of its members is broken for good (crash-looping, corrupt) \
-                     while the others serve, replace them one at a time (their PVCs deleted)"
+                     while the others serve, replace them one at a time (their PVCs deleted); \
+                     if it lost its quorum and the members but one do not come back by \
+                     themselves, restore every member from that one's snapshot"
                 } else {
                     "if members are broken, say so (replacing them needs confirm)"
                 }
@@ -82,7 +84,9 @@ impl StepKind for AssessEtcd {
                 "report the health of {cluster} and its backups; if it serves (a quorum answers \
                  reads), leave it alone, but give a full database (alarm NOSPACE) its space back \
                  without deleting a key, and replace a broken minority of members one at a \
-                 time; otherwise restore it from the newest usable backup \
+                 time; if it lost its quorum and the members but one do not come back by \
+                 themselves, restore every member from that one's snapshot when it holds more \
+                 than any backup; otherwise restore it from the newest usable backup \
                  younger than {}, unless a member holds newer data, else rebuild it if no member \
                  holds any",
                 wait(restore_max_age)

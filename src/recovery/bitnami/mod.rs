@@ -55,7 +55,10 @@ use super::{
 };
 use crate::{
     cluster::{Mode, ObjectRef},
-    etcd::layout::{self, EtcdLayout, Found},
+    etcd::{
+        backups::Backups,
+        layout::{self, EtcdLayout, Found},
+    },
     step::{StepContext, StepError, StepOutcome},
 };
 
@@ -119,12 +122,32 @@ pub async fn run(
             found.layout.as_str()
         )));
     }
+    if let (Decision::RestoreFromMember { pod, revision }, true) = (&decision, ctx.dry_run) {
+        return StepOutcome::done(
+            format!(
+                "dry run: would check the snapshot etcd-safety-snapshot takes through member pod \
+                 {pod} (an etcd database holding revision {revision}), then restore every member \
+                 of {cluster} from it as a restore from a backup does (scale to 0, \
+                 ETCD_INITIAL_CLUSTER_STATE=new and the snapshot to start from, the data PVCs \
+                 deleted, scaled back, the environment set back)"
+            ),
+            serde_json::json!({ "cluster": cluster, "decision": decision }),
+        );
+    }
     let object = found.layout.object(&found.name);
     let earlier =
         journal::earlier::<StatefulSetJournal>(ctx).filter(|s| s.phase.is_some() && !s.dry_run);
     let saved = match earlier {
         Some(saved) => saved,
-        None => first_look(ctx, &found, decision).await?,
+        None => {
+            let decision = match decision {
+                Decision::RestoreFromMember { pod, revision } => {
+                    member_snapshot(ctx, decided, &found, &pod, revision).await?
+                }
+                other => other,
+            };
+            first_look(ctx, &found, decision).await?
+        }
     };
     let recover = Recover {
         ctx,
@@ -511,6 +534,61 @@ fn deferred_cancel(phase: Phase, cluster: &str) -> String {
     )
 }
 
+/// For a restore from member pod `pod` (quorum lost): the restore of the safety snapshot taken
+/// through it, once it is in the snapshotter directory and proven to be an etcd database that
+/// holds `revision` (what the member held when it was assessed). Nothing is changed otherwise.
+async fn member_snapshot(
+    ctx: &StepContext<'_>,
+    decided: &Decided,
+    found: &Found,
+    pod: &str,
+    revision: i64,
+) -> Result<Decision, StepError> {
+    let cluster = &found.name;
+    let unchanged = "; nothing was changed";
+    let Some(safety) = decided.safety_snapshot().filter(|s| !s.empty) else {
+        return Err(StepError::Failed(format!(
+            "{cluster}: no snapshot of member pod {pod} was taken (step etcd-safety-snapshot), \
+             so there is nothing to restore it from{unchanged}"
+        )));
+    };
+    let backups = Backups::new(ctx.recovery).recording(ctx.store);
+    let failed = |e: String| StepError::Failed(format!("{cluster}: {e}{unchanged}"));
+    let listed = backups
+        .list(&found.csm_service, cluster)
+        .await
+        .map_err(|e| failed(format!("listing the backups: {e}")))?;
+    let backup = listed
+        .iter()
+        .find(|b| b.name == safety.name)
+        .ok_or_else(|| failed(format!("the snapshot {} is not listed", safety.name)))?;
+    {
+        let fetched = backups
+            .fetch(backup, cluster)
+            .await
+            .map_err(|e| failed(format!("the snapshot {} of {pod}: {e}", safety.name)))?;
+        let held = i64::try_from(fetched.check.snapshot.revision).unwrap_or(i64::MAX);
+        if held < revision {
+            return Err(failed(format!(
+                "the snapshot {} of {pod} holds revision {held}, less than the {revision} the \
+                 member held when it was assessed",
+                safety.name
+            )));
+        }
+        ctx.journal
+            .log(&format!(
+                "the snapshot {} of member pod {pod} is an etcd database at revision {held} \
+                 ({} key(s)): restoring every member from it",
+                safety.name, fetched.check.snapshot.live_keys
+            ))
+            .await;
+    }
+    Ok(Decision::Restore {
+        backup: safety.name.clone(),
+        file: safety.name.clone(),
+    })
+}
+
 /// What `decision` does, in words.
 fn describe(decision: &Decision) -> String {
     match decision {
@@ -518,6 +596,7 @@ fn describe(decision: &Decision) -> String {
         Decision::Rebuild => "rebuild".to_owned(),
         Decision::ReclaimSpace => "space reclaim".to_owned(),
         Decision::ReplaceMembers { .. } => "member replacement".to_owned(),
+        Decision::RestoreFromMember { pod, .. } => format!("restore from member pod {pod}"),
         Decision::LeaveAlone => "nothing".to_owned(),
     }
 }

@@ -11,6 +11,10 @@ use crate::{
     model::EtcdMode,
 };
 
+mod members;
+pub use members::{BrokenMember, broken_members, data_gone};
+use members::{member_to_restore_from, replace_members, restore_from_member};
+
 /// What the run does to the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
@@ -33,77 +37,11 @@ pub enum Decision {
     /// and rejoined empty as a new member that catches up from the leader.
     #[serde(rename = "replace-members")]
     ReplaceMembers { members: Vec<BrokenMember> },
-}
-
-/// A member pod that does not come back by itself (`Decision::ReplaceMembers`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrokenMember {
-    pub pod: String,
-    /// The member id etcd lists it under (none: the pod is no member).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member_id: Option<String>,
-    /// What shows it is broken.
-    pub why: String,
-}
-
-/// The restarts after which a member pod that neither answers healthy nor is Ready counts as
-/// crash-looping even between two of the kubelet's `CrashLoopBackOff`s (while it runs again).
-const RESTARTS_BROKEN: i32 = 3;
-
-/// The member pods that do not come back by themselves: a member that raised `CORRUPT`, or a
-/// pod whose etcd container crash-loops (`CrashLoopBackOff`, or restarted again and again)
-/// while it neither answers healthy nor is Ready. A pod that starts, waits for its volume or
-/// catches up is not broken: it is left to come back.
-pub fn broken_members(members: &[MemberHealth]) -> Vec<BrokenMember> {
-    members
-        .iter()
-        .filter_map(|m| {
-            let pod = m.pod.clone()?;
-            let why = if m.alarms.iter().any(|a| a == "CORRUPT") {
-                "it raised the alarm CORRUPT (its data differs from the other members')".to_owned()
-            } else if m.healthy || m.pod_ready {
-                return None;
-            } else if let Some(looping) = m
-                .container
-                .as_deref()
-                .filter(|c| c.starts_with("CrashLoopBackOff"))
-            {
-                format!("its etcd container is in {looping}")
-            } else if m.restarts >= RESTARTS_BROKEN {
-                format!(
-                    "its etcd container restarted {} times and it does not answer healthy ({})",
-                    m.restarts,
-                    m.error.as_deref().unwrap_or("no answer")
-                )
-            } else {
-                return None;
-            };
-            Some(BrokenMember {
-                pod,
-                member_id: m.id.clone(),
-                why,
-            })
-        })
-        .collect()
-}
-
-/// Why replacing `broken` one at a time could cost the cluster its quorum (`None`: it cannot):
-/// once a broken member is removed, the healthy members left must still be a quorum of the
-/// members left.
-fn quorum_risk(members: &[MemberHealth], broken: &[BrokenMember]) -> Option<String> {
-    let listed = members.iter().filter(|m| m.id.is_some()).count();
-    let healthy = members
-        .iter()
-        .filter(|m| m.healthy && !broken.iter().any(|b| m.pod.as_ref() == Some(&b.pod)))
-        .count();
-    let left = listed.saturating_sub(1).max(1);
-    let quorum = left / 2 + 1;
-    (healthy < quorum).then(|| {
-        format!(
-            "{healthy} healthy member(s) of {listed}: with a member removed, {quorum} of the \
-             {left} left must be healthy to keep the quorum"
-        )
-    })
+    /// The cluster lost its quorum for good (the other members' data is gone), and member pod
+    /// `pod` still holds `revision`: restore every member from its snapshot (the safety
+    /// snapshot, taken through that member), which holds more than any backup.
+    #[serde(rename = "restore-from-member")]
+    RestoreFromMember { pod: String, revision: i64 },
 }
 
 /// A backup as the assessment saw it.
@@ -404,6 +342,23 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
     }
     match e.mode {
         EtcdMode::Check | EtcdMode::Restore => {}
+        EtcdMode::Repair if !e.serving && e.live.is_some() => {
+            return match member_to_restore_from(e) {
+                Ok(member) => {
+                    restore_from_member(e, member, "repair does not weigh backups".to_owned())
+                }
+                Err(why) => decided(
+                    Decision::LeaveAlone,
+                    format!(
+                        "the cluster does not serve; restoring it from the member that holds \
+                         the most would lose data: {why}. Bring those members back, or use \
+                         auto or an explicit restore"
+                    ),
+                    true,
+                    None,
+                ),
+            };
+        }
         EtcdMode::Repair => {
             return decided(
                 Decision::LeaveAlone,
@@ -533,13 +488,18 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
                         None => seen(),
                     };
                     if let Some(live) = e.live.filter(|live| live.keys > 0) {
+                        let not_from_member = match member_to_restore_from(e) {
+                            Ok(member) => return restore_from_member(e, member, why),
+                            Err(not) => not,
+                        };
                         return decided(
                             Decision::LeaveAlone,
                             format!(
                                 "the cluster does not serve and {why}, but {} still holds {} \
                                  key(s) (revision {}): auto never rebuilds over data a member \
-                                 holds; bring the other members back, or rebuild explicitly with \
-                                 \"discard_newer\": true",
+                                 holds, and does not restore from that member alone because \
+                                 {not_from_member}; bring the other members back, or rebuild \
+                                 explicitly with \"discard_newer\": true",
                                 live.source, live.keys, live.revision
                             ),
                             true,
@@ -588,17 +548,54 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
     };
     let discarded = e.live.and_then(|live| loss(live, candidate));
     match (e.mode, discarded) {
-        (EtcdMode::Auto, Some(lost)) => decided(
-            Decision::LeaveAlone,
-            format!(
-                "the cluster does not serve, but {}: auto never restores a backup older than \
-                 what a member holds. Bring the other members back (the member's data is \
-                 intact), or restore explicitly with \"discard_newer\": true",
-                lost.summary
-            ),
-            true,
-            None,
-        ),
+        (EtcdMode::Auto, Some(lost)) => {
+            let newer = e
+                .live
+                .zip(candidate.revision)
+                .filter(|(live, backup)| live.revision > *backup);
+            if let Some((live, backup)) = newer {
+                match member_to_restore_from(e) {
+                    Ok(member) => {
+                        return restore_from_member(
+                            e,
+                            member,
+                            format!(
+                                "{} revision(s) newer than the newest usable backup, {} \
+                                 (revision {backup})",
+                                live.revision - backup,
+                                candidate.name
+                            ),
+                        );
+                    }
+                    Err(not) => {
+                        return decided(
+                            Decision::LeaveAlone,
+                            format!(
+                                "the cluster does not serve, but {}: auto never restores a \
+                                 backup older than what a member holds, and does not restore \
+                                 from that member alone because {not}. Bring the other members \
+                                 back (the member's data is intact), or restore explicitly with \
+                                 \"discard_newer\": true",
+                                lost.summary
+                            ),
+                            true,
+                            None,
+                        );
+                    }
+                }
+            }
+            decided(
+                Decision::LeaveAlone,
+                format!(
+                    "the cluster does not serve, but {}: auto never restores a backup older \
+                     than what a member holds. Bring the other members back (the member's data \
+                     is intact), or restore explicitly with \"discard_newer\": true",
+                    lost.summary
+                ),
+                true,
+                None,
+            )
+        }
         (_, Some(mut lost)) => {
             if !e.discard_newer {
                 return Err(format!(
@@ -626,67 +623,6 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
             decided(restore(candidate), why_chosen, false, None)
         }
     }
-}
-
-/// For `repair` and `auto` on a cluster that serves but is degraded: replace its broken
-/// members ([`broken_members`]) when that keeps the quorum and the request confirms the
-/// cluster (their PVCs are deleted); `None` when no member is broken (what is wrong is
-/// something else, or comes back by itself).
-fn replace_members(e: &Evidence<'_>) -> Option<Result<Verdict, String>> {
-    let broken = broken_members(e.members);
-    if broken.is_empty() {
-        return None;
-    }
-    let names = broken
-        .iter()
-        .map(|b| format!("{} ({})", b.pod, b.why))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let pvcs = broken
-        .iter()
-        .map(|b| format!("data-{}", b.pod))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (mode, cluster) = (e.mode, e.cluster);
-    let verdict = |decision, reason, needs_person| {
-        Some(Ok(Verdict::Decided {
-            decision,
-            reason,
-            needs_person,
-            discarded: None,
-        }))
-    };
-    if let Some(risk) = quorum_risk(e.members, &broken) {
-        return verdict(
-            Decision::LeaveAlone,
-            format!(
-                "member(s) broken: {names}; replacing one could cost the cluster its quorum \
-                 ({risk}): bring a healthy member back first"
-            ),
-            true,
-        );
-    }
-    if !e.confirmed {
-        return verdict(
-            Decision::LeaveAlone,
-            format!(
-                "member(s) broken: {names}. {mode} replaces them one at a time while the others \
-                 serve, losing no write (every write is on the members left), and deletes their \
-                 PVCs ({pvcs}) to do it: send the request again with \"confirm\": \
-                 [\"{cluster}\"]"
-            ),
-            true,
-        );
-    }
-    verdict(
-        Decision::ReplaceMembers { members: broken },
-        format!(
-            "the cluster serves, but member(s) are broken: {names}; {mode} replaces them one \
-             at a time while the others keep serving (their PVCs {pvcs} deleted, every write \
-             kept on the members left)"
-        ),
-        false,
-    )
 }
 
 /// For `auto`: the newest usable backup whose restore drill passed, when `newest` was not drilled

@@ -532,3 +532,91 @@ fn a_broken_minority_is_replaced_only_when_confirmed_and_the_quorum_holds() {
     };
     assert_eq!(decided(decide(&waiting)).0, Decision::LeaveAlone);
 }
+
+#[test]
+fn a_lost_quorum_is_restored_from_the_member_left_only_when_the_others_do_not_come_back() {
+    // x-0 answers alone at revision 50; the newest backup is at 20.
+    let backups = [checked("new", 1, 20)];
+    let member = live(50, 9);
+    let gone = [
+        member_answering_alone("x-0", "1"),
+        crash_looping("x-1", "2"),
+        MemberHealth {
+            container: Some("CrashLoopBackOff: There was no snapshot to restore!".into()),
+            ..member_down("x-2", "3")
+        },
+    ];
+    let lost = |mode, members, confirmed| Evidence {
+        live: Some(&member),
+        members,
+        confirmed,
+        ..evidence(mode, &backups)
+    };
+    let verdict = decide(&lost(EtcdMode::Auto, &gone, true)).unwrap();
+    let Verdict::Decided {
+        decision, reason, ..
+    } = verdict
+    else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(
+        decision,
+        Decision::RestoreFromMember {
+            pod: "x-0".to_owned(),
+            revision: 50
+        }
+    );
+    assert!(
+        reason.contains("30 revision(s) newer than the newest usable backup, new"),
+        "{reason}"
+    );
+    assert!(reason.contains("x-1: data gone"), "{reason}");
+    // repair does the same, confirmed; unconfirmed it says what to send.
+    assert!(matches!(
+        decided(decide(&lost(EtcdMode::Repair, &gone, true))).0,
+        Decision::RestoreFromMember { .. }
+    ));
+    let Verdict::Decided {
+        decision, reason, ..
+    } = decide(&lost(EtcdMode::Repair, &gone, false)).unwrap()
+    else {
+        panic!("decided")
+    };
+    assert_eq!(decision, Decision::LeaveAlone);
+    assert!(
+        reason.contains(r#""confirm": ["cray-bss-bitnami-etcd"]"#),
+        "{reason}"
+    );
+    // A member stopped (not crash-looping) may come back with its data: left alone.
+    let stopped = [
+        member_answering_alone("x-0", "1"),
+        crash_looping("x-1", "2"),
+        MemberHealth {
+            container: Some("terminated: Error, exit code 137".into()),
+            ..member_down("x-2", "3")
+        },
+    ];
+    let Verdict::Decided {
+        decision, reason, ..
+    } = decide(&lost(EtcdMode::Auto, &stopped, true)).unwrap()
+    else {
+        panic!("decided")
+    };
+    assert_eq!(decision, Decision::LeaveAlone);
+    assert!(reason.contains("x-2 may come back"), "{reason}");
+}
+
+fn member_answering_alone(pod: &str, id: &str) -> MemberHealth {
+    MemberHealth {
+        revision: Some(50),
+        error: Some("no leader".to_owned()),
+        ..member(pod, id, false)
+    }
+}
+
+fn member_down(pod: &str, id: &str) -> MemberHealth {
+    MemberHealth {
+        error: Some("connection refused".to_owned()),
+        ..member(pod, id, false)
+    }
+}

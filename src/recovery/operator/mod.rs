@@ -60,6 +60,10 @@ pub async fn run(
         Decision::ReplaceMembers { members } => {
             super::replace::perform(ctx, cluster, members).await
         }
+        Decision::RestoreFromMember { pod, .. } => Err(StepError::Failed(format!(
+            "{cluster}: a restore from member pod {pod} is for the Bitnami layout; the etcd \
+             operator restores from its backups"
+        ))),
         Decision::Rebuild => {
             let deployment = paired_deployment(cluster).ok_or_else(|| {
                 StepError::Failed(format!(
