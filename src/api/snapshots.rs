@@ -50,7 +50,7 @@ pub struct SnapshotQuery {
 /// session templates exported by CSM's `export_bos_data.sh` as a snapshot (taken at the
 /// export's time), for the BOS step to restore templates from.
 #[utoipa::path(post, path = "/snapshots", tag = "snapshots", operation_id = "create_snapshots",
-    request_body(content = Option<BosExportArchive>, content_type = "application/gzip", description = "Optional: an export of `export_bos_data.sh` (`bos-export-<time>-<id>.tgz`, or the JSON file older versions wrote) to import instead of capturing"),
+    request_body(content = Option<BosExportArchive>, content_type = "application/octet-stream", description = "Optional: an export of `export_bos_data.sh` (`bos-export-<time>-<id>.tgz`, or the JSON file older versions wrote) to import instead of capturing. Read by its bytes (gzip magic, else JSON), whatever its Content-Type (`application/gzip` as curl sends it is fine)"),
     responses(
         (status = 201, description = "What was stored (with content, secrets removed), and which sources could not be read", body = CaptureReport),
         (status = 413, description = "The export is larger than 16 MiB", body = Problem, content_type = PROBLEM),

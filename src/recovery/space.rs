@@ -211,9 +211,6 @@ pub async fn perform(ctx: &StepContext<'_>, cluster: &str) -> Result<StepOutcome
         );
     }
     let report = layout::report(ctx.cluster, &found, ctx.etcd).await?;
-    let endpoint = report.endpoint.clone().ok_or_else(|| {
-        StepError::Failed(format!("{cluster} has no client endpoint to reach it by"))
-    })?;
     let members = report
         .member_health
         .iter()
@@ -230,30 +227,61 @@ pub async fn perform(ctx: &StepContext<'_>, cluster: &str) -> Result<StepOutcome
             "no member of {cluster} could be reached at its own address"
         )));
     }
-    let whole = EtcdClient::new(&endpoint, ctx.etcd)?;
+    // The cluster-wide calls (compaction, disarm) go through a member at its own address, not
+    // the client Service: with NOSPACE raised the chart's readiness probe fails on every
+    // member, and the Service has no endpoint left to send to.
+    let whole = report
+        .member_health
+        .iter()
+        .filter(|m| m.started)
+        .find_map(|m| m.client_url.as_deref())
+        .map(|url| EtcdClient::new(url, ctx.etcd))
+        .transpose()?
+        .ok_or_else(|| {
+            StepError::Failed(format!("no member of {cluster} answers at its own address"))
+        })?;
     match reclaim_space(&whole, &members, quota, ctx.recovery.timeout).await {
-        Ok(done) => StepOutcome::done(
-            format!(
-                "{cluster} has its space back, every key kept: history compacted{}, {} \
-                 member(s) defragmented{}, {} (in use: {} of {} bytes)",
-                done.compacted_to
-                    .map(|r| format!(" to revision {r}"))
-                    .unwrap_or_default(),
-                done.defragmented.len(),
-                done.leader_moved
-                    .as_ref()
-                    .map(|(from, to)| format!(" (leadership moved from {from} to {to} first)"))
-                    .unwrap_or_default(),
-                if done.disarmed.is_empty() {
-                    "no alarm to disarm".to_owned()
-                } else {
-                    format!("disarmed {}", done.disarmed.join(", "))
+        Ok(done) => {
+            // The alarm disarmed, the chart's probe passes again: the step ends once the
+            // members are Ready and the cluster healthy through its client Service, as the
+            // services reach it.
+            super::wait::wait_healthy(
+                super::wait::Deadline::after(ctx.recovery.timeout),
+                ctx.cancel,
+                &format!("{cluster} to be healthy through its client Service"),
+                || async {
+                    let report = layout::report(ctx.cluster, &found, ctx.etcd).await?;
+                    Ok(if report.healthy {
+                        Ok(())
+                    } else {
+                        Err(report.problems.join("; "))
+                    })
                 },
-                done.in_use_bytes,
-                found.quota.bytes,
-            ),
-            &done,
-        ),
+            )
+            .await?;
+            StepOutcome::done(
+                format!(
+                    "{cluster} has its space back, every key kept: history compacted{}, {} \
+                 member(s) defragmented{}, {} (in use: {} of {} bytes)",
+                    done.compacted_to
+                        .map(|r| format!(" to revision {r}"))
+                        .unwrap_or_default(),
+                    done.defragmented.len(),
+                    done.leader_moved
+                        .as_ref()
+                        .map(|(from, to)| format!(" (leadership moved from {from} to {to} first)"))
+                        .unwrap_or_default(),
+                    if done.disarmed.is_empty() {
+                        "no alarm to disarm".to_owned()
+                    } else {
+                        format!("disarmed {}", done.disarmed.join(", "))
+                    },
+                    done.in_use_bytes,
+                    found.quota.bytes,
+                ),
+                &done,
+            )
+        }
         Err(SpaceError::DataFillsQuota { done, .. }) => {
             let message = SpaceError::DataFillsQuota {
                 in_use: done.in_use_bytes,

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use sim::kube::controllers::etcd_member::faults::Damage;
+use sim::testing::{EtcdWriter, writes_lost};
 
 use crate::common::{self, TestApp};
 
@@ -79,92 +80,6 @@ async fn pvc_uid(app: &TestApp, pod: &str) -> String {
         .unwrap()
         .uid()
         .unwrap()
-}
-
-/// Puts `/load/<n>` through `url` every 20 ms until stopped; the keys etcd acknowledged.
-struct Writer {
-    stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<(Vec<String>, usize)>,
-}
-
-impl Writer {
-    fn start(url: &str) -> Writer {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (url, token) = (url.to_owned(), stop.clone());
-        let task = tokio::spawn(async move {
-            use base64::{Engine as _, engine::general_purpose::STANDARD};
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap();
-            let (mut acked, mut failed) = (Vec::new(), 0);
-            let mut n = 0;
-            while !token.is_cancelled() {
-                let key = format!("/load/{n:06}");
-                let put = json!({ "key": STANDARD.encode(&key), "value": STANDARD.encode("v") });
-                let ok = match http
-                    .post(format!("{url}/v3/kv/put"))
-                    .json(&put)
-                    .send()
-                    .await
-                {
-                    Ok(resp) if resp.status().is_success() => resp
-                        .json::<Value>()
-                        .await
-                        .is_ok_and(|body| body.get("header").is_some()),
-                    _ => false,
-                };
-                if ok {
-                    acked.push(key);
-                } else {
-                    failed += 1;
-                }
-                n += 1;
-                tokio::select! {
-                    () = token.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
-            (acked, failed)
-        });
-        Writer { stop, task }
-    }
-
-    /// Stops it; the keys acknowledged and the puts that failed.
-    async fn stop(self) -> (Vec<String>, usize) {
-        self.stop.cancel();
-        self.task.await.unwrap()
-    }
-}
-
-/// The keys under `/load/` the cluster at `url` holds.
-async fn load_keys(url: &str) -> Vec<String> {
-    use base64::{Engine as _, engine::general_purpose::STANDARD};
-    let range = json!({
-        "key": STANDARD.encode("/load/"),
-        "range_end": STANDARD.encode("/load0"),
-        "keys_only": true,
-    });
-    let body: Value = reqwest::Client::new()
-        .post(format!("{url}/v3/kv/range"))
-        .json(&range)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["kvs"]
-        .as_array()
-        .map(|kvs| {
-            kvs.iter()
-                .map(|kv| {
-                    String::from_utf8(STANDARD.decode(kv["key"].as_str().unwrap()).unwrap())
-                        .unwrap()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `repair` of BSS's cluster with a member whose database is corrupt: without `confirm` it
@@ -281,12 +196,12 @@ async fn auto_replaces_a_member_whose_volume_was_lost_and_loses_no_acknowledged_
     pods.delete(&lost, &Default::default()).await.unwrap();
     crash_looping(&app, &lost).await;
 
-    let writer = Writer::start(&url);
+    let writer = EtcdWriter::start(&url, Duration::from_millis(20));
     let id = app
         .start_run(json!({ "services": ["bss"], "etcd": "auto", "confirm": [STS] }))
         .await;
     let run = app.finished_run(&id).await;
-    let (acked, failed) = writer.stop().await;
+    let written = writer.stop().await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let assess = common::step(&run, "bss", "etcd-assess");
     assert_eq!(
@@ -298,13 +213,13 @@ async fn auto_replaces_a_member_whose_volume_was_lost_and_loses_no_acknowledged_
         "rejoined"
     );
     // BSS's own repopulation is not skipped (nothing was restored) and succeeds.
-    assert!(!acked.is_empty());
-    let held = load_keys(&url).await;
-    let lost_writes: Vec<&String> = acked.iter().filter(|k| !held.contains(k)).collect();
+    assert!(!written.acked.is_empty());
+    let lost_writes = writes_lost(&url, &written).await;
     assert!(
         lost_writes.is_empty(),
-        "acknowledged writes lost: {lost_writes:?} ({} acked, {failed} failed)",
-        acked.len()
+        "acknowledged writes lost: {lost_writes:?} ({} acked, {} failed)",
+        written.acked.len(),
+        written.failed
     );
     let after = report(&app).await;
     assert_eq!(after["healthy"], true, "{after:#}");

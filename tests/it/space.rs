@@ -168,6 +168,8 @@ async fn repair_and_auto_give_a_full_cluster_its_space_back_through_a_run() {
     let sim = sim::testing::real_etcd_sim_with_quota("1.6", STS, QUOTA).await;
     let url = sim.etcd_url(STS).unwrap();
     let cluster = client(&url);
+    // A member at its own address: it answers while the Service has no Ready member.
+    let member = client(&sim.etcd_members(STS).remove(0).client_url);
     let app = common::start_on(sim, etcd_repopulator::config::Config::default()).await;
     let id = app
         .start_run(serde_json::json!({ "services": ["bss"], "etcd": "repair" }))
@@ -185,6 +187,9 @@ async fn repair_and_auto_give_a_full_cluster_its_space_back_through_a_run() {
 
     fill_with_history(&url).await;
     let (keys, _) = cluster.key_count(false).await.unwrap();
+    // With the alarm raised the chart's probe fails on every member: the client Service has no
+    // endpoint left, and the repair reaches the members at their own addresses.
+    common::cluster_until(&app, STS, |r| r["ready"] == 0).await;
     let id = app
         .start_run(serde_json::json!({ "services": ["bss"], "etcd": "auto", "dry_run": true }))
         .await;
@@ -195,7 +200,7 @@ async fn repair_and_auto_give_a_full_cluster_its_space_back_through_a_run() {
         "{planned:#}"
     );
     assert!(
-        cluster
+        member
             .alarms()
             .await
             .unwrap()
@@ -222,7 +227,9 @@ async fn repair_and_auto_give_a_full_cluster_its_space_back_through_a_run() {
         "{recover:#}"
     );
     assert_eq!(recover["data"]["defragmented"].as_array().unwrap().len(), 3);
-    assert!(cluster.alarms().await.unwrap().is_empty());
+    assert!(member.alarms().await.unwrap().is_empty());
+    // Ready again, so the Service has its members back.
+    common::cluster_until(&app, STS, |r| r["healthy"] == true).await;
     assert_eq!(cluster.key_count(false).await.unwrap().0, keys);
     common::etcd::put_at(&reqwest::Client::new(), &url, "/after/repair", "1").await;
 }

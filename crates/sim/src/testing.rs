@@ -138,3 +138,110 @@ pub fn api_err(e: kube::Error) -> kube::core::Status {
         other => panic!("expected an API error, got {other:?}"),
     }
 }
+
+/// A client putting `/load/<n>` through an etcd's JSON gateway at a steady rate until stopped,
+/// remembering every put etcd acknowledged: after a recovery, the acknowledged keys absent
+/// are writes lost.
+pub struct EtcdWriter {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Written>,
+}
+
+/// What an [`EtcdWriter`] did.
+#[derive(Clone, Debug, Default)]
+pub struct Written {
+    /// The keys etcd acknowledged, in order.
+    pub acked: Vec<String>,
+    /// Puts that failed (refused, or no answer within 5 s).
+    pub failed: usize,
+}
+
+/// The prefix an [`EtcdWriter`] writes under.
+pub const LOAD_PREFIX: &str = "/load/";
+
+impl EtcdWriter {
+    /// Starts putting a key through the gateway at `url` every `every`.
+    pub fn start(url: &str, every: Duration) -> EtcdWriter {
+        use base64::{Engine as _, engine::general_purpose::STANDARD};
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (url, token) = (url.to_owned(), stop.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client");
+            let mut written = Written::default();
+            // Each writer's keys its own: `/load/<its start, µs>/<n>`.
+            let tag = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            let mut n = 0;
+            while !token.is_cancelled() {
+                let key = format!("{LOAD_PREFIX}{tag}/{n:06}");
+                let put = json!({ "key": STANDARD.encode(&key), "value": STANDARD.encode("v") });
+                let ok = match http
+                    .post(format!("{url}/v3/kv/put"))
+                    .json(&put)
+                    .send()
+                    .await
+                {
+                    Ok(resp) if resp.status().is_success() => resp
+                        .json::<serde_json::Value>()
+                        .await
+                        .is_ok_and(|body| body.get("header").is_some()),
+                    _ => false,
+                };
+                if ok {
+                    written.acked.push(key);
+                } else {
+                    written.failed += 1;
+                }
+                n += 1;
+                tokio::select! {
+                    () = token.cancelled() => {}
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+            written
+        });
+        EtcdWriter { stop, task }
+    }
+
+    /// Stops it: what it wrote.
+    pub async fn stop(self) -> Written {
+        self.stop.cancel();
+        self.task.await.expect("the writer")
+    }
+}
+
+/// The acknowledged keys of `written` that the etcd at `url` no longer holds.
+pub async fn writes_lost(url: &str, written: &Written) -> Vec<String> {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+    let range = json!({
+        "key": STANDARD.encode(LOAD_PREFIX),
+        "range_end": STANDARD.encode("/load0"),
+        "keys_only": true,
+    });
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/v3/kv/range"))
+        .json(&range)
+        .send()
+        .await
+        .expect("range")
+        .json()
+        .await
+        .expect("range answer");
+    let held: std::collections::BTreeSet<String> = body["kvs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| STANDARD.decode(kv["key"].as_str()?).ok())
+        .filter_map(|key| String::from_utf8(key).ok())
+        .collect();
+    written
+        .acked
+        .iter()
+        .filter(|k| !held.contains(*k))
+        .cloned()
+        .collect()
+}
