@@ -128,6 +128,33 @@ impl Service {
     }
 }
 
+/// Each step of the run's task with how long it took, and the recovery's journalled phases.
+fn steps(run: &Value) -> String {
+    let at = |v: &Value| -> Option<chrono::DateTime<chrono::Utc>> {
+        serde_json::from_value(v.clone()).ok()
+    };
+    let mut out = Vec::new();
+    for step in run["services"][0]["steps"].as_array().into_iter().flatten() {
+        if let (Some(from), Some(to)) = (at(&step["started_at"]), at(&step["finished_at"])) {
+            out.push(format!(
+                "{}={:.2}s",
+                step["name"].as_str().unwrap_or("?"),
+                (to - from).num_milliseconds() as f64 / 1000.0
+            ));
+        }
+        for phase in step["data"]["phases"].as_array().into_iter().flatten() {
+            if let (Some(from), Some(to)) = (at(&step["started_at"]), at(&phase["at"])) {
+                out.push(format!(
+                    "{}+{:.2}s",
+                    phase["phase"].as_str().unwrap_or("?"),
+                    (to - from).num_milliseconds() as f64 / 1000.0
+                ));
+            }
+        }
+    }
+    out.join(" ")
+}
+
 fn decision(run: &Value) -> String {
     run["services"][0]["steps"]
         .as_array()
@@ -243,9 +270,10 @@ async fn replace(sim: &SimCluster, service: &Service, url: &str, body: Value) ->
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let lost = writes_lost(url, &written).await.len();
     println!(
-        "repair-run scenario=replace decision={} took={}s",
+        "repair-run scenario=replace decision={} took={}s steps: {}",
         decision(&run),
-        secs(took)
+        secs(took),
+        steps(&run)
     );
     Side::of(took, &written, lost)
 }
@@ -287,9 +315,10 @@ async fn quorum_loss(sim: &SimCluster, service: &Service, url: &str, ours: bool)
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let lost = writes_lost(url, &written).await.len();
     println!(
-        "repair-run scenario=quorum-loss decision={} took={}s",
+        "repair-run scenario=quorum-loss decision={} took={}s steps: {}",
         decision(&run),
-        secs(took)
+        secs(took),
+        steps(&run)
     );
     Side::of(took, &written, lost)
 }

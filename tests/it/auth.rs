@@ -388,6 +388,18 @@ async fn a_real_recovery_run_and_its_resume_need_the_recover_role() {
         "start a real etcd restore run",
     )
     .await;
+    // A repair that confirms its cluster may replace members (deleting their PVCs): recover.
+    needs_recover(
+        post(
+            write,
+            json!({"services": ["bss"], "etcd": "repair", "confirm": ["cray-bss-etcd"]}),
+        )
+        .await
+        .unwrap(),
+        "ops",
+        "start a real etcd repair run",
+    )
+    .await;
     // read: 403 naming write (the method's role), as for any POST.
     let p = problem(
         post("r-0123456789abcdef", real.clone()).await.unwrap(),
