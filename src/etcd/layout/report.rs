@@ -195,11 +195,15 @@ struct ClusterRead {
 }
 
 impl ClusterRead {
+    /// The three asked at once: without a quorum the alarms and the status (a linearizable
+    /// count) each wait for a timeout, and a report must not wait for them one after another.
     async fn through(client: &EtcdClient) -> ClusterRead {
+        let (members, alarms, status) =
+            tokio::join!(client.members(), client.alarms(), client.status());
         ClusterRead {
-            members: client.members().await.map_err(|e| e.to_string()),
-            alarms: client.alarms().await.map_err(|e| e.to_string()),
-            status: client.status().await.map_err(|e| e.to_string()),
+            members: members.map_err(|e| e.to_string()),
+            alarms: alarms.map_err(|e| e.to_string()),
+            status: status.map_err(|e| e.to_string()),
         }
     }
 
@@ -293,8 +297,10 @@ pub async fn report(
             .iter()
             .find(|p| p.member_id().is_some())
             .and_then(|p| Some((p.pod.name_any(), p.url.clone()?)));
+        // Asked as a member probe is (a short timeout): the Service having nobody to send to
+        // usually means no quorum, and then every read through raft only times out.
         if let Some((pod, member_url)) = answering
-            && let Ok(member_client) = EtcdClient::new(&member_url, config)
+            && let Ok(member_client) = EtcdClient::new(&member_url, &probe_config(config))
         {
             let via_member = ClusterRead::through(&member_client).await;
             if via_member.answered() {
