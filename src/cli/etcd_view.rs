@@ -132,6 +132,17 @@ pub fn cluster(cluster: &Value) -> Option<String> {
     if !pvcs.is_empty() {
         out.push_str(&format!("\nPVCs: {}\n", pvcs.join(" ")));
     }
+    if let Some(env) = cluster.get("recovery_env").and_then(Value::as_object)
+        && !env.is_empty()
+    {
+        out.push_str("\nStatefulSet environment (how a member starts):\n");
+        for (name, value) in env {
+            out.push_str(&format!(
+                "  {name}={}\n",
+                value.as_str().unwrap_or_default()
+            ));
+        }
+    }
     let problems = strings(cluster, "problems");
     if problems.is_empty() {
         out.push_str("\nno problems\n");
@@ -207,6 +218,7 @@ mod tests {
             "leader": "1111", "revision": 42, "keys": 7, "db_size": 2_097_152,
             "db_size_in_use": 1_048_576, "quota": {"bytes": 2_147_483_648_u64, "source": "env"},
             "pvcs": ["data-cray-bss-bitnami-etcd-0", "data-cray-bss-bitnami-etcd-1"],
+            "recovery_env": {"ETCD_DISASTER_RECOVERY": "yes", "ETCD_INITIAL_CLUSTER_STATE": "existing"},
             "member_health": [
                 {"id": "1111", "name": "cray-bss-bitnami-etcd-0", "pod": "cray-bss-bitnami-etcd-0",
                  "pod_ready": true, "started": true, "healthy": true, "is_leader": true,
@@ -252,6 +264,10 @@ mod tests {
         );
         assert!(
             text.contains("  - member cray-bss-bitnami-etcd-2 (3333) has no pod"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  ETCD_DISASTER_RECOVERY=yes\n  ETCD_INITIAL_CLUSTER_STATE=existing"),
             "{text}"
         );
     }

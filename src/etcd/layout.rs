@@ -151,6 +151,48 @@ pub struct Found {
     pub desired: i64,
     /// The backend quota its members run with.
     pub quota: Quota,
+    /// Bitnami: the etcd container's variables that decide how a member starts (see
+    /// [`RECOVERY_ENV`]), as the pod template sets them; empty for the etcd-operator.
+    pub recovery_env: std::collections::BTreeMap<String, String>,
+}
+
+/// The variables of a Bitnami etcd container that decide how a member starts, and which a
+/// recovery sets and sets back: the state it joins with, the snapshot it starts from, the
+/// disaster recovery of a member with data, and the quota.
+pub const RECOVERY_ENV: [&str; 6] = [
+    "ETCD_INITIAL_CLUSTER_STATE",
+    "ETCD_START_FROM_SNAPSHOT",
+    "ETCD_INIT_SNAPSHOTS_DIR",
+    "ETCD_INIT_SNAPSHOT_FILENAME",
+    "ETCD_DISASTER_RECOVERY",
+    "ETCD_QUOTA_BACKEND_BYTES",
+];
+
+/// The [`RECOVERY_ENV`] variables the StatefulSet's etcd container sets (a value from a
+/// reference shows as `<from a reference>`).
+fn recovery_env(sts: &StatefulSet) -> std::collections::BTreeMap<String, String> {
+    let containers = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|pod| pod.containers.as_slice())
+        .unwrap_or_default();
+    let etcd = containers
+        .iter()
+        .find(|c| c.name == "etcd")
+        .or(containers.first());
+    etcd.and_then(|c| c.env.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|var| RECOVERY_ENV.contains(&var.name.as_str()))
+        .map(|var| {
+            let value = var
+                .value
+                .clone()
+                .unwrap_or_else(|| "<from a reference>".to_owned());
+            (var.name.clone(), value)
+        })
+        .collect()
 }
 
 impl Found {
@@ -195,6 +237,7 @@ fn from_etcdcluster(object: &DynamicObject) -> Option<Found> {
         },
         desired: object.data["spec"]["size"].as_i64().unwrap_or(0),
         quota: Quota::of_etcd_env(&object.data["spec"]["pod"]["etcdEnv"]),
+        recovery_env: Default::default(),
         name,
     })
 }
@@ -220,6 +263,7 @@ fn from_statefulset(sts: &StatefulSet) -> Option<Found> {
             .map(i64::from)
             .unwrap_or(1),
         quota: Quota::of_statefulset(sts),
+        recovery_env: recovery_env(sts),
         name,
     })
 }

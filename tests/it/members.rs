@@ -45,6 +45,16 @@ async fn a_healthy_cluster_shows_three_distinct_members_and_one_leader() {
     let leaders: Vec<&Value> = listed.iter().filter(|m| m["is_leader"] == true).collect();
     assert_eq!(leaders.len(), 1, "{report:#}");
     assert_eq!(report["leader"], leaders[0]["id"], "{report:#}");
+    // How a member starts, as the chart renders it (no ETCD_INITIAL_CLUSTER_STATE: `new`).
+    assert_eq!(
+        report["recovery_env"],
+        serde_json::json!({
+            "ETCD_DISASTER_RECOVERY": "yes",
+            "ETCD_QUOTA_BACKEND_BYTES": "2147483648",
+            "ETCD_START_FROM_SNAPSHOT": "no",
+        }),
+        "{report:#}"
+    );
     for (view, real) in listed.iter().zip(&real) {
         // As etcd sees it: named after its pod, at its pod's address, started, a voter.
         assert_eq!(view["name"], real.pod.as_str(), "{view:#}");

@@ -116,6 +116,12 @@ pub struct EtcdClusterReport {
     /// Every member, as etcd and Kubernetes see it: each member etcd lists, with its pod, and
     /// each member pod that is no member etcd lists.
     pub member_health: Vec<MemberHealth>,
+    /// Bitnami: the StatefulSet's etcd variables that decide how a member starts
+    /// (`ETCD_INITIAL_CLUSTER_STATE`, `ETCD_START_FROM_SNAPSHOT`, the snapshot's directory and
+    /// file, `ETCD_DISASTER_RECOVERY`, `ETCD_QUOTA_BACKEND_BYTES`), as its pod template sets
+    /// them (a recovery sets them and sets them back).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub recovery_env: std::collections::BTreeMap<String, String>,
     /// What is wrong, one line each.
     pub problems: Vec<String>,
 }
@@ -248,6 +254,7 @@ pub async fn report(
         keys: None,
         version: None,
         member_health: Vec::new(),
+        recovery_env: found.recovery_env.clone(),
         problems: Vec::new(),
     };
     if ready < found.desired {
