@@ -153,6 +153,10 @@ pub async fn assess(
                 &[]
             },
             confirmed,
+            disaster_recovery: found
+                .recovery_env
+                .get("ETCD_DISASTER_RECOVERY")
+                .is_some_and(|v| v == "yes"),
         };
         let name = match decide(&evidence)
             .map_err(|problem| StepError::Failed(format!("{cluster}: {problem}")))?
@@ -255,7 +259,7 @@ pub async fn assess(
         }
         Decision::LeaveAlone => format!("{cluster} is {health}: nothing to recover"),
         Decision::Rebuild => format!("{cluster} is {health}: rebuild it, because {reason}"),
-        Decision::ReclaimSpace | Decision::ReplaceMembers { .. } => {
+        Decision::ReclaimSpace | Decision::ReplaceMembers { .. } | Decision::StartWithData => {
             format!("{cluster} is {health}: {reason}")
         }
         Decision::Restore { backup, .. } => {

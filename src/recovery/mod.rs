@@ -113,6 +113,10 @@ impl Decided {
             Decision::Restore { backup, .. } => {
                 Some(format!("restored from {backup} ({})", assessment.cluster))
             }
+            Decision::StartWithData => Some(format!(
+                "its members started with their data, every key kept ({})",
+                assessment.cluster
+            )),
             Decision::RestoreFromMember { pod, revision } => Some(format!(
                 "restored from member pod {pod}'s snapshot, revision {revision} ({})",
                 assessment.cluster

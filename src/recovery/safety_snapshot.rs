@@ -33,6 +33,13 @@ pub async fn safety_snapshot(
     if assessment.decision == Decision::LeaveAlone {
         return skipped(format!("nothing to recover: {}", assessment.reason));
     }
+    if assessment.decision == Decision::StartWithData {
+        return skipped(
+            "starting the members with their data deletes nothing, and no member answers to \
+             take a snapshot from"
+                .to_owned(),
+        );
+    }
     if assessment.decision == Decision::ReclaimSpace {
         return skipped(
             "reclaiming space deletes no key and replaces nothing: no safety snapshot is needed"

@@ -1570,10 +1570,11 @@ async fn a_cancel_at_every_phase_ends_with_a_serving_cluster() {
 
 /// After the whole cluster restarted with its data (scaled to 0 and back, as after a power-on),
 /// CSM's disaster recovery makes every member crash-loop: none answers, but their volumes hold
-/// the data. `auto` does not restore an older backup over it, and says what would let the
-/// members start; an explicit restore needs `discard_newer`.
+/// the data. An explicit restore needs `discard_newer`; `auto` restores nothing over it but
+/// starts the members with their data (`ETCD_DISASTER_RECOVERY=no` while they restart, then
+/// back): healthy, every key, no volume touched.
 #[tokio::test]
-async fn members_crash_looping_with_their_data_are_not_restored_over() {
+async fn members_crash_looping_with_their_data_are_started_with_it_not_restored_over() {
     let sim = real_etcd_sim().await;
     let client = sim.kube_client();
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
@@ -1581,6 +1582,7 @@ async fn members_crash_looping_with_their_data_are_not_restored_over() {
     let app = common::start_on(sim, config).await;
     common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
     let before = pvcs(&client, BSS_SELECTOR).await;
+    let keys = app.sim.bss_key_count().await.unwrap();
     for replicas in [0, 3] {
         sets.patch_scale(
             BSS_STS,
@@ -1607,24 +1609,48 @@ async fn members_crash_looping_with_their_data_are_not_restored_over() {
     })
     .await;
 
-    let auto = json!({ "services": ["bss"], "etcd": "auto", "confirm": [BSS_STS] });
-    let run = app.finished_run(&app.start_run(auto).await).await;
-    let (action, message) = decision(&run, "bss");
-    assert_eq!(action, "none", "{message}");
-    assert!(
-        message.contains("no member of cray-bss-bitnami-etcd answers and its data PVCs remain")
-            && message.contains("ETCD_DISASTER_RECOVERY=no"),
-        "{message}"
-    );
-    assert_eq!(
-        common::step(&run, "bss", "etcd-assess")["state"],
-        "action_required"
-    );
     let restore = json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] });
     let run = app.finished_run(&app.start_run(restore).await).await;
     assert_eq!(run["state"], "failed", "{run:#}");
     let (_, message) = decision(&run, "bss");
     assert!(message.contains("\"discard_newer\": true"), "{message}");
+
+    // A dry run plans the start, changing nothing.
+    let dry = json!({ "services": ["bss"], "etcd": "auto", "dry_run": true });
+    let run = app.finished_run(&app.start_run(dry).await).await;
+    let (action, message) = decision(&run, "bss");
+    assert_eq!(action, "start-with-data", "{message}");
+    assert!(
+        message.contains("no member of cray-bss-bitnami-etcd answers and its data PVCs remain"),
+        "{message}"
+    );
+    assert_eq!(
+        etcd_env(&client, BSS_STS).await["ETCD_DISASTER_RECOVERY"],
+        "yes"
+    );
+
+    let auto = json!({ "services": ["bss"], "etcd": "auto", "confirm": [BSS_STS] });
+    let run = app.finished_run(&app.start_run(auto).await).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let recover = common::step(&run, "bss", "etcd-recover");
+    assert!(
+        recover["message"]
+            .as_str()
+            .unwrap()
+            .contains("started with their data"),
+        "{recover:#}"
+    );
+    assert_eq!(
+        common::step(&run, "bss", "etcd-safety-snapshot")["state"],
+        "skipped"
+    );
+    let report = common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(report["ready"], 3, "{report:#}");
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys, "every key");
+    assert_eq!(
+        etcd_env(&client, BSS_STS).await["ETCD_DISASTER_RECOVERY"],
+        "yes"
+    );
     assert_eq!(
         pvcs(&client, BSS_SELECTOR).await,
         before,

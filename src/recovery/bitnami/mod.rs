@@ -66,6 +66,7 @@ mod env;
 mod observe;
 mod phases;
 mod put_back;
+mod start_with_data;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -121,6 +122,9 @@ pub async fn run(
             "{cluster} is an {} cluster, not a Bitnami StatefulSet",
             found.layout.as_str()
         )));
+    }
+    if decision == Decision::StartWithData {
+        return start_with_data::perform(ctx, &found, timeout).await;
     }
     if let (Decision::RestoreFromMember { pod, revision }, true) = (&decision, ctx.dry_run) {
         return StepOutcome::done(
@@ -597,6 +601,7 @@ fn describe(decision: &Decision) -> String {
         Decision::ReclaimSpace => "space reclaim".to_owned(),
         Decision::ReplaceMembers { .. } => "member replacement".to_owned(),
         Decision::RestoreFromMember { pod, .. } => format!("restore from member pod {pod}"),
+        Decision::StartWithData => "a start of the members with their data".to_owned(),
         Decision::LeaveAlone => "nothing".to_owned(),
     }
 }

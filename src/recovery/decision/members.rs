@@ -245,3 +245,41 @@ pub(super) fn replace_members(e: &Evidence<'_>) -> Option<Result<Verdict, String
         false,
     )
 }
+
+/// For a cluster none of whose members answers: when every member pod crash-loops while its
+/// data PVC remains and `ETCD_DISASTER_RECOVERY=yes` (a restart of the whole cluster, where
+/// disaster recovery finds no snapshot and exits), start them with their data; `None`
+/// otherwise. Nothing is deleted, so nothing needs `confirm`; if their data is in fact
+/// unusable, they crash again and the step puts the variable back, saying so.
+pub(super) fn start_with_data(e: &Evidence<'_>) -> Option<Result<Verdict, String>> {
+    let unreadable = e.unreadable?;
+    if e.serving || e.live.is_some() || !e.disaster_recovery || e.members.is_empty() {
+        return None;
+    }
+    // Weaker evidence than a replacement needs (nothing is deleted): it exited at least once.
+    let looping = |m: &MemberHealth| {
+        m.pod.is_some()
+            && !m.healthy
+            && (m
+                .container
+                .as_deref()
+                .is_some_and(|c| c.starts_with("CrashLoopBackOff"))
+                || m.restarts >= 1)
+    };
+    if !e.members.iter().all(looping) {
+        return None;
+    }
+    Some(Ok(Verdict::Decided {
+        decision: Decision::StartWithData,
+        reason: format!(
+            "{unreadable}. Every member crash-loops with its data PVC, and \
+             ETCD_DISASTER_RECOVERY=yes makes a member that finds the others not responding look \
+             for a snapshot in /snapshots, where CSM's snapshotter writes none: {} starts them \
+             with their data instead (ETCD_DISASTER_RECOVERY=no while they restart, then back), \
+             deleting nothing",
+            e.mode
+        ),
+        needs_person: false,
+        discarded: None,
+    }))
+}

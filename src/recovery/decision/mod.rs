@@ -13,7 +13,7 @@ use crate::{
 
 mod members;
 pub use members::{BrokenMember, broken_members, data_gone};
-use members::{member_to_restore_from, replace_members, restore_from_member};
+use members::{member_to_restore_from, replace_members, restore_from_member, start_with_data};
 
 /// What the run does to the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,11 @@ pub enum Decision {
     /// snapshot, taken through that member), which holds more than any backup.
     #[serde(rename = "restore-from-member")]
     RestoreFromMember { pod: String, revision: i64 },
+    /// Every member crash-loops with its data, none answering, because disaster recovery looks
+    /// for a snapshot where there is none (after a restart of the whole cluster): start them
+    /// with their data (`ETCD_DISASTER_RECOVERY=no` for the restart; nothing is deleted).
+    #[serde(rename = "start-with-data")]
+    StartWithData,
 }
 
 /// A backup as the assessment saw it.
@@ -210,6 +215,8 @@ pub struct Evidence<'a> {
     /// The request's `confirm` names the cluster (every real `restore`, `rebuild` and `auto`
     /// run does; a `repair` that may replace members must).
     pub confirmed: bool,
+    /// The StatefulSet sets `ETCD_DISASTER_RECOVERY=yes`.
+    pub disaster_recovery: bool,
 }
 
 /// What [`decide`] concluded.
@@ -339,6 +346,12 @@ pub fn decide(e: &Evidence<'_>) -> Result<Verdict, String> {
             }
         }
         _ => {}
+    }
+    // Members kept down by disaster recovery, their data intact: started with it.
+    if matches!(e.mode, EtcdMode::Repair | EtcdMode::Auto)
+        && let Some(verdict) = start_with_data(e)
+    {
+        return verdict;
     }
     match e.mode {
         EtcdMode::Check | EtcdMode::Restore => {}

@@ -79,6 +79,7 @@ fn evidence<'a>(mode: EtcdMode, backups: &'a [BackupSeen]) -> Evidence<'a> {
         cluster: "cray-bss-bitnami-etcd",
         members: &[],
         confirmed: false,
+        disaster_recovery: false,
     }
 }
 
@@ -619,4 +620,44 @@ fn member_down(pod: &str, id: &str) -> MemberHealth {
         error: Some("connection refused".to_owned()),
         ..member(pod, id, false)
     }
+}
+
+#[test]
+fn members_crash_looping_with_their_data_are_started_with_it_only_with_disaster_recovery_on() {
+    let backups = [checked("new", 1, 20)];
+    let looping = [
+        crash_looping("x-0", "1"),
+        MemberHealth {
+            restarts: 1,
+            ..member_down("x-1", "2")
+        },
+        crash_looping("x-2", "3"),
+    ];
+    let why = "no member of x answers and its data PVCs remain";
+    let down = |mode, disaster_recovery, members| Evidence {
+        unreadable: Some(why),
+        members,
+        disaster_recovery,
+        ..evidence(mode, &backups)
+    };
+    for mode in [EtcdMode::Auto, EtcdMode::Repair] {
+        let (decision, needs_person, _) = decided(decide(&down(mode, true, &looping)));
+        assert_eq!(decision, Decision::StartWithData, "{mode}");
+        assert!(!needs_person);
+    }
+    // Disaster recovery off: they are not kept down by it; left alone, as before.
+    assert_eq!(
+        decided(decide(&down(EtcdMode::Auto, false, &looping))).0,
+        Decision::LeaveAlone
+    );
+    // One member that never ran: not every member crash-loops.
+    let pending = [
+        crash_looping("x-0", "1"),
+        crash_looping("x-1", "2"),
+        member_down("x-2", "3"),
+    ];
+    assert_eq!(
+        decided(decide(&down(EtcdMode::Auto, true, &pending))).0,
+        Decision::LeaveAlone
+    );
 }

@@ -60,6 +60,9 @@ pub async fn run(
         Decision::ReplaceMembers { members } => {
             super::replace::perform(ctx, cluster, members).await
         }
+        Decision::StartWithData => Err(StepError::Failed(format!(
+            "{cluster}: starting the members with their data is for the Bitnami layout"
+        ))),
         Decision::RestoreFromMember { pod, .. } => Err(StepError::Failed(format!(
             "{cluster}: a restore from member pod {pod} is for the Bitnami layout; the etcd \
              operator restores from its backups"
