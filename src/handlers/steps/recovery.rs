@@ -61,8 +61,9 @@ impl StepKind for AssessEtcd {
             (EtcdMode::Repair, _) => format!(
                 "report the health of {cluster}; if its database is full (alarm NOSPACE), give \
                  it its space back without deleting a key (compaction, defragmentation one \
-                 member at a time, the alarm disarmed); {}; otherwise leave it alone, saying \
-                 what is wrong",
+                 member at a time, the alarm disarmed); {}; if every member crash-loops with \
+                 its data (disaster recovery finding no snapshot), start them with it; \
+                 otherwise leave it alone, saying what is wrong",
                 if *confirmed {
                     "if a minority of its members is broken for good (crash-looping, corrupt) \
                      while the others serve, replace them one at a time (their PVCs deleted); \
@@ -70,7 +71,7 @@ impl StepKind for AssessEtcd {
                      themselves, restore every member from that one's snapshot"
                 } else {
                     "if members are broken, say so (replacing them needs confirm)"
-                }
+                },
             ),
             (EtcdMode::Restore, Some(backup)) => format!(
                 "report the health of {cluster}; prove backup {backup} is an etcd database and \
@@ -86,7 +87,8 @@ impl StepKind for AssessEtcd {
                  without deleting a key, and replace a broken minority of members one at a \
                  time; if it lost its quorum and the members but one do not come back by \
                  themselves, restore every member from that one's snapshot when it holds more \
-                 than any backup; otherwise restore it from the newest usable backup \
+                 than any backup; if every member crash-loops with its data (disaster recovery \
+                 finding no snapshot), start them with it; otherwise restore it from the newest usable backup \
                  younger than {}, unless a member holds newer data, else rebuild it if no member \
                  holds any",
                 wait(restore_max_age)
