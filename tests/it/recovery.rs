@@ -1657,3 +1657,83 @@ async fn members_crash_looping_with_their_data_are_started_with_it_not_restored_
         "no volume touched"
     );
 }
+
+/// A cancel while the members kept down by disaster recovery are being started with their data
+/// ends with the variable back as it was (nothing was deleted, so the cluster is as found or
+/// already healthy); a second `repair` then ends healthy with every key.
+#[tokio::test]
+async fn a_cancel_while_starting_members_with_their_data_puts_the_variable_back() {
+    let sim = common::real_etcd_sim_of("1.6", Some(&[BSS_STS])).await;
+    let client = sim.kube_client();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
+    let app = common::start_on(sim, Config::default()).await;
+    common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
+    let keys = app.sim.bss_key_count().await.unwrap();
+    for replicas in [0, 3] {
+        sets.patch_scale(
+            BSS_STS,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
+        )
+        .await
+        .unwrap();
+        common::until("the scale", async || {
+            let pods = app.pods_matching(BSS_SELECTOR).await;
+            (pods.len() == replicas as usize).then_some(())
+        })
+        .await;
+    }
+    common::until("the members crash-looping", async || {
+        let (_, report) = app.get(&format!("/etcd-clusters/{BSS_STS}")).await;
+        (report["serving"] == false
+            && app
+                .sim
+                .etcd_members(BSS_STS)
+                .iter()
+                .all(|m| m.restarts >= 2))
+        .then_some(())
+    })
+    .await;
+    let repair = json!({ "services": ["bss"], "etcd": "repair" });
+    let id = app.start_run(repair.clone()).await;
+    common::until("the variable set", async || {
+        let (_, run) = app.get(&format!("/repopulations/{id}")).await;
+        let finished = !matches!(run["state"].as_str(), Some("pending" | "running"));
+        let phase = &common::step(&run, "bss", "etcd-recover")["data"]["phase"];
+        (finished || phase == "env-set").then_some(())
+    })
+    .await;
+    app.http
+        .post(app.url(&format!("/repopulations/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    let run = app.finished_run(&id).await;
+    let state = run["state"].as_str().unwrap();
+    assert!(state == "cancelled" || state == "succeeded", "{run:#}");
+    assert_eq!(
+        etcd_env(&client, BSS_STS).await["ETCD_DISASTER_RECOVERY"],
+        "yes",
+        "{run:#}"
+    );
+    if state == "cancelled" {
+        let message = common::step(&run, "bss", "etcd-recover")["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains("is back as it was"), "{message}");
+        // As found: the members crash-loop again; a repair starts them.
+        common::until("the members crash-looping again", async || {
+            let (_, report) = app.get(&format!("/etcd-clusters/{BSS_STS}")).await;
+            let looping = report["member_health"].as_array().is_some_and(|ms| {
+                ms.len() == 3 && ms.iter().all(|m| m["restarts"].as_i64().unwrap_or(0) >= 1)
+            });
+            (report["serving"] == false && looping).then_some(())
+        })
+        .await;
+        let run = app.finished_run(&app.start_run(repair).await).await;
+        assert_eq!(run["state"], "succeeded", "{run:#}");
+    }
+    common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
+    assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
+}

@@ -831,3 +831,60 @@ async fn a_crash_while_starting_members_with_their_data_resumes_to_a_healthy_clu
         );
     }
 }
+
+/// A kill -9 during a quorum-loss recovery (two members' databases corrupt, writes newer than
+/// the backup on the member left) once the data PVCs are being deleted, past the point of no
+/// return: the resumed run restores every member from the member's snapshot the first attempt
+/// took and proved, and no key the member held is lost.
+#[tokio::test]
+async fn a_crash_during_a_restore_from_the_member_left_resumes_with_every_key() {
+    use crate::recovery::{BSS_STS, phases};
+    use sim::kube::controllers::etcd_member::faults::Damage;
+    let sim = common::real_etcd_sim_of("1.6", Some(&[BSS_STS])).await;
+    let url = sim.etcd_url(BSS_STS).unwrap();
+    {
+        let phase = "pvcs-deleted";
+        for i in 0..5 {
+            common::etcd_put(&url, &format!("/newer/{phase}/{i}"), "v").await;
+        }
+        let keys = sim.bss_key_count().await.unwrap();
+        let broken = [format!("{BSS_STS}-1"), format!("{BSS_STS}-2")];
+        for pod in &broken {
+            sim.damage_etcd_member(pod, Damage::CorruptDb)
+                .await
+                .unwrap();
+        }
+        // Restarted three times: crash-looping whatever the moment the assessment looks (a
+        // container between two back-offs runs for a moment), so that the run decides the
+        // restore from the member left and reaches the failpoint.
+        sim::testing::until_within(
+            Duration::from_secs(240),
+            "both damaged members restarted three times",
+            async || {
+                sim.etcd_members(BSS_STS)
+                    .iter()
+                    .filter(|m| broken.contains(&m.pod))
+                    .all(|m| m.restarts >= 3)
+                    .then_some(())
+            },
+        )
+        .await;
+        let failpoint = format!("etcd-recover:{phase}");
+        let body =
+            json!({"services": ["bss"], "etcd": "auto", "confirm": [BSS_STS], "reason": failpoint});
+        let (_service, run) = crash_and_resume_run(&sim, body, &failpoint, "etcd-recover").await;
+        assert_eq!(run["state"], "succeeded", "{failpoint}: {run:#}");
+        let steps = run["services"][0]["steps"].as_array().unwrap();
+        let named = |name: &str| steps.iter().find(|s| s["name"] == name).unwrap();
+        assert_eq!(
+            named("etcd-assess")["data"]["decision"]["action"],
+            "restore-from-member",
+            "{failpoint}"
+        );
+        assert!(
+            phases(named("etcd-recover")).contains(&"settled".to_owned()),
+            "{failpoint}"
+        );
+        assert_eq!(sim.bss_key_count().await.unwrap(), keys, "{failpoint}");
+    }
+}
