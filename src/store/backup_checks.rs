@@ -65,7 +65,7 @@ impl Store {
     /// last [`KEPT_PER_COPY`]).
     pub async fn record_backup_check(&self, check: &BackupCheckRecord) -> Result<()> {
         let copy = &check.copy;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO backup_checks (location, backup, size, last_modified, kind, checked_at, \
              ok, revision, keys, detail, how, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

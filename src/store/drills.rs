@@ -252,7 +252,7 @@ impl Store {
     /// Stores how the running drill `id` ended (a drill that is not running is left as it
     /// is), and forgets the oldest of its cluster's beyond the last [`KEPT_PER_CLUSTER`].
     pub async fn finish_drill(&self, id: Uuid, end: &DrillEnd) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin_write(&self.pool).await?;
         sqlx::query(
             "UPDATE drills SET state = ?, finished_at = ?, detail = ?, backup_revision = ?, \
              live_revision = ?, backup_age_seconds = ?, restore_seconds = ?, report = ? \

@@ -225,7 +225,7 @@ impl Store {
         // Keyset over the primary key: each batch starts after the last run looked at.
         let mut after = String::new();
         loop {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = super::begin_write(&self.pool).await?;
             let batch: Vec<RunRow> = sqlx::query_as(
                 "SELECT r.* FROM runs r LEFT JOIN run_documents d ON d.run_id = r.id \
                  WHERE r.id > ? AND r.state NOT IN (?, ?) \

@@ -172,6 +172,16 @@ fn create_parent_dir(file: &Path) -> Result<()> {
     })
 }
 
+/// A write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock at once, waiting for it up
+/// to the busy timeout: a deferred transaction that reads and then writes fails at once with
+/// `SQLITE_BUSY` when another connection wrote in between (its read snapshot cannot become a
+/// write), without waiting, which a busy service (a resume while the collector records) hit.
+async fn begin_write(
+    pool: &SqlitePool,
+) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 #[derive(Clone)]
 pub struct Store {
     /// The runner's writes and reads, and everything else.
@@ -242,7 +252,7 @@ impl Store {
     }
 
     pub async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let (key, hash) = new.idempotency.unzip();
         sqlx::query(
             "INSERT INTO runs (id, state, reason, dry_run, requested_by, idempotency_key, \
@@ -333,7 +343,7 @@ impl Store {
         message: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let id = id.to_string();
         sqlx::query("UPDATE runs SET state = ?, message = ?, finished_at = ? WHERE id = ?")
             .bind(state.as_str())
@@ -350,7 +360,7 @@ impl Store {
 
     /// Marks the run abandoned, with the tasks that did not succeed: it can never be resumed.
     pub async fn abandon_run(&self, id: Uuid, message: &str, now: DateTime<Utc>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let id = id.to_string();
         sqlx::query(
             "UPDATE tasks SET state = ?, message = ? || COALESCE(' (was: ' || message || ')', ''), \
@@ -506,7 +516,7 @@ impl Store {
     /// At start: every run a previous process left pending or running is marked interrupted,
     /// with the steps that were in progress, so nothing is silently lost.
     pub async fn mark_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<Interrupted>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let runs: Vec<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE state IN (?, ?)")
             .bind(State::Pending.as_str())
             .bind(State::Running.as_str())
@@ -589,7 +599,7 @@ impl Store {
     /// (keeping the data the steps saved, where the next attempt finds it), and the run's
     /// attempt count goes up.
     pub async fn prepare_resume(&self, run_id: Uuid) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let id = run_id.to_string();
         let (attempt,): (i64,) = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?")
             .bind(&id)

@@ -65,6 +65,16 @@ impl ConfigFile {
     }
 }
 
+/// Where the service processes of a test directory log (stderr, appended).
+const SERVICE_LOG: &str = "service.log";
+
+/// The last lines the service processes of `dir` logged.
+fn service_log(dir: &std::path::Path) -> String {
+    let log = std::fs::read_to_string(dir.join(SERVICE_LOG)).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 /// Starts `serve` against the simulated cluster's kubeconfig and waits until it answers.
 pub(crate) async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>) -> Service {
     let port = common::free_port();
@@ -77,7 +87,14 @@ pub(crate) async fn spawn_service(dir: &std::path::Path, failpoint: Option<&str>
         .env("KUBECONFIG", dir.join("kubeconfig"))
         .env_remove("ETCD_REPOPULATOR_FAILPOINT")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        // Its log, for a failing test to show (`service_log`).
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(SERVICE_LOG))
+                .expect("the service's log file"),
+        );
     if let Some(point) = failpoint {
         cmd.env("ETCD_REPOPULATOR_FAILPOINT", point);
     }
@@ -191,7 +208,7 @@ async fn crash_and_resume_run_with<F: std::future::Future<Output = ()>>(
     between: impl FnOnce(Value) -> F,
 ) -> (Service, Value) {
     let Crashed {
-        _dir,
+        _dir: dir,
         second,
         id,
         run,
@@ -200,7 +217,12 @@ async fn crash_and_resume_run_with<F: std::future::Future<Output = ()>>(
 
     let (status, resumed) =
         post_json(&second.base, &format!("/repopulations/{id}/resume"), None).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{resumed:#}");
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{resumed:#}\nthe service's log:\n{}",
+        service_log(dir.path())
+    );
     let run = wait_run(&second.base, &id, |r| {
         r["state"] != "pending" && r["state"] != "running"
     })
