@@ -266,13 +266,50 @@ async fn crash_at(
     }
     config.write(dir.path());
 
-    let mut first = spawn_service(dir.path(), Some(failpoint)).await;
-    let id = start_run(&first.base, &body).await;
-    let status = tokio::task::spawn_blocking(move || first.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!status.success(), "the failpoint aborted the service");
+    // The run is started until it reaches the failpoint: a run that ends without (what it
+    // found of a real cluster led it elsewhere, e.g. an election under load made the cluster
+    // look as if it did not serve) is started again, at most three times; the test never
+    // waits for an abort that will not come.
+    let mut id = None;
+    for _ in 0..3 {
+        let mut first = spawn_service(dir.path(), Some(failpoint)).await;
+        let started = start_run(&first.base, &body).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        let aborted = loop {
+            if let Some(status) = first.child.try_wait().unwrap() {
+                assert!(!status.success(), "the failpoint aborted the service");
+                break true;
+            }
+            let ended =
+                match reqwest::get(format!("{}/repopulations/{started}", first.base)).await {
+                    Ok(resp) => resp.json::<Value>().await.is_ok_and(|run| {
+                        !matches!(run["state"].as_str(), Some("pending" | "running"))
+                    }),
+                    Err(_) => false,
+                };
+            // Ended, and still alive a moment later: the failpoint was not on its way.
+            if ended && first.child.try_wait().unwrap().is_none() {
+                break false;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{failpoint}: the service neither aborted nor ended the run; its log:\n{}",
+                service_log(dir.path())
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        drop(first); // killed and waited for, when it still runs
+        if aborted {
+            id = Some(started);
+            break;
+        }
+    }
+    let id = id.unwrap_or_else(|| {
+        panic!(
+            "{failpoint}: three runs ended without reaching it; the service's log:\n{}",
+            service_log(dir.path())
+        )
+    });
     config.recovery.timeout = default_timeout;
     config.write(dir.path());
 
