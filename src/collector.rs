@@ -22,12 +22,13 @@ use crate::{
     etcd::{
         EtcdConfig,
         backups::{BackupError, Backups},
-        layout::{self, EtcdClusterReport, EtcdLayout, Found},
+        layout::{self, EtcdClusterReport, Found},
     },
     metrics::{
         BackupSample, ClusterLabels, ClusterSample, ClusterSnapshot, EtcdSample, Metrics,
         NewestBackup, RunsSample,
     },
+    model::EtcdLayout,
     recovery::ETCD_RECOVER,
     runner::Runner,
     store::{Store, StoreError},

@@ -267,3 +267,47 @@ impl FromStr for State {
 pub fn new_run_id() -> Uuid {
     Uuid::now_v7()
 }
+
+/// How a CSM release runs its etcd clusters. Where each layout puts a cluster's objects
+/// (Services, pods, PVCs) is `etcd::layout`'s.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+pub enum EtcdLayout {
+    /// `EtcdCluster` objects of the etcd operator (CSM ≤ 1.4).
+    #[serde(rename = "etcd-operator")]
+    Operator,
+    /// StatefulSets of the Bitnami chart (CSM ≥ 1.5).
+    #[serde(rename = "bitnami")]
+    Bitnami,
+}
+
+const BITNAMI_SUFFIX: &str = "-bitnami-etcd";
+const OPERATOR_SUFFIX: &str = "-etcd";
+
+impl EtcdLayout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EtcdLayout::Operator => "etcd-operator",
+            EtcdLayout::Bitnami => "bitnami",
+        }
+    }
+
+    /// The cluster of the CSM service `csm` (`cray-bss`).
+    pub fn cluster_name(self, csm: &str) -> String {
+        match self {
+            EtcdLayout::Operator => format!("{csm}{OPERATOR_SUFFIX}"),
+            EtcdLayout::Bitnami => format!("{csm}{BITNAMI_SUFFIX}"),
+        }
+    }
+
+    /// The layout and CSM service of a cluster name, if it is one.
+    pub fn parse_name(name: &str) -> Option<(EtcdLayout, &str)> {
+        if let Some(csm) = name.strip_suffix(BITNAMI_SUFFIX) {
+            return Some((EtcdLayout::Bitnami, csm));
+        }
+        name.strip_suffix(OPERATOR_SUFFIX)
+            .filter(|csm| !csm.is_empty())
+            .map(|csm| (EtcdLayout::Operator, csm))
+    }
+}

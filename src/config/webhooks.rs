@@ -6,10 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
-use crate::{
-    etcd::layout::EtcdLayout,
-    model::{EtcdMode, Service},
-};
+use crate::model::{EtcdLayout, EtcdMode, Service};
 
 /// `[webhooks]` in the config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -420,8 +420,7 @@ async fn execute(inner: Arc<Inner>, slot: Slot, id: Uuid, found: Found, backup: 
 
 /// `/metrics`' drill series of the drill's cluster, when the drill is one it reports.
 fn record_metrics(runner: &Runner, drill: &DrillRecord) {
-    let Some(layout) = crate::etcd::layout::EtcdLayout::parse_name(&drill.cluster).map(|(l, _)| l)
-    else {
+    let Some(layout) = crate::model::EtcdLayout::parse_name(&drill.cluster).map(|(l, _)| l) else {
         return;
     };
     if !drill.state.is_reported() {

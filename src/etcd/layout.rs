@@ -18,13 +18,13 @@ use kube::{
     Api, ResourceExt,
     api::{ApiResource, DynamicObject, GroupVersionKind, ListParams},
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{EtcdConfig, quota::Quota};
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef},
-    model::Service,
+    model::{EtcdLayout, Service},
 };
 
 mod pods;
@@ -33,50 +33,11 @@ mod report;
 pub use pods::{MemberPod, member_url, probe_member_pods};
 pub use report::{EtcdClusterReport, MemberHealth, report};
 
-/// How a CSM release runs its etcd clusters.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
-pub enum EtcdLayout {
-    /// `EtcdCluster` objects of the etcd operator (CSM ≤ 1.4).
-    #[serde(rename = "etcd-operator")]
-    Operator,
-    /// StatefulSets of the Bitnami chart (CSM ≥ 1.5).
-    #[serde(rename = "bitnami")]
-    Bitnami,
-}
-
-const BITNAMI_SUFFIX: &str = "-bitnami-etcd";
-const OPERATOR_SUFFIX: &str = "-etcd";
 /// The etcd client port in both layouts.
 pub const CLIENT_PORT: i32 = 2379;
 
+/// Where the objects of a layout's cluster are, by name.
 impl EtcdLayout {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EtcdLayout::Operator => "etcd-operator",
-            EtcdLayout::Bitnami => "bitnami",
-        }
-    }
-
-    /// The cluster of the CSM service `csm` (`cray-bss`).
-    pub fn cluster_name(self, csm: &str) -> String {
-        match self {
-            EtcdLayout::Operator => format!("{csm}{OPERATOR_SUFFIX}"),
-            EtcdLayout::Bitnami => format!("{csm}{BITNAMI_SUFFIX}"),
-        }
-    }
-
-    /// The layout and CSM service of a cluster name, if it is one.
-    pub fn parse_name(name: &str) -> Option<(EtcdLayout, &str)> {
-        if let Some(csm) = name.strip_suffix(BITNAMI_SUFFIX) {
-            return Some((EtcdLayout::Bitnami, csm));
-        }
-        name.strip_suffix(OPERATOR_SUFFIX)
-            .filter(|csm| !csm.is_empty())
-            .map(|csm| (EtcdLayout::Operator, csm))
-    }
-
     /// The Kubernetes object that is the cluster.
     pub fn object(self, cluster: &str) -> ObjectRef {
         match self {

@@ -39,8 +39,7 @@ pub use steps::{
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef},
     config::{Config, JobRerun, PodRestart},
-    etcd::layout::EtcdLayout,
-    model::{EtcdMode, Service, State},
+    model::{EtcdLayout, EtcdMode, Service, State},
     release::{BssRepopulation, FasReload, Profile},
 };
 

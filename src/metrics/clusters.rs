@@ -25,8 +25,8 @@ use prometheus_client::{
 
 use super::{RecoveryBuckets, RecoveryLabels};
 use crate::{
-    etcd::{layout::EtcdLayout, quota::Quota},
-    model::{EtcdMode, State},
+    etcd::quota::Quota,
+    model::{EtcdLayout, EtcdMode, State},
 };
 
 /// The labels of every per-cluster series.

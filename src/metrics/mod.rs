@@ -23,10 +23,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{
-    etcd::layout::EtcdLayout,
-    model::{EtcdMode, Service, State},
-};
+use crate::model::{EtcdLayout, EtcdMode, Service, State};
 pub use clusters::{
     BackupSample, ClusterLabels, ClusterSample, ClusterSnapshot, EtcdSample, NewestBackup,
     RunsSample,

@@ -147,7 +147,7 @@ pub async fn assess(
             discard_newer,
             alarms: &alarms,
             cluster,
-            members: if found.layout == layout::EtcdLayout::Bitnami {
+            members: if found.layout == crate::model::EtcdLayout::Bitnami {
                 &report.member_health
             } else {
                 &[]
@@ -177,7 +177,7 @@ pub async fn assess(
         let checked = match (&chosen.snapshotter, ctx.dry_run) {
             // etcd-operator: its restore operator reads the backup from S3 itself; it is
             // checked there (read, not stored), in a dry run too.
-            _ if found.layout == layout::EtcdLayout::Operator => backups_api
+            _ if found.layout == crate::model::EtcdLayout::Operator => backups_api
                 .verify_in_s3(chosen, &found.csm_service)
                 .await
                 .map(|check| facts(&check)),
@@ -319,7 +319,7 @@ async fn unreadable_data(
     found: &layout::Found,
     members: &[MemberPod],
 ) -> Result<Option<String>, StepError> {
-    if found.layout != layout::EtcdLayout::Bitnami {
+    if found.layout != crate::model::EtcdLayout::Bitnami {
         return Ok(None);
     }
     let pvcs = ctx

@@ -38,8 +38,9 @@ use crate::{
     cluster::ObjectRef,
     etcd::{
         EtcdClient,
-        layout::{self, EtcdClusterReport, EtcdLayout, Found, MemberHealth},
+        layout::{self, EtcdClusterReport, Found, MemberHealth},
     },
+    model::EtcdLayout,
     step::{StepContext, StepError, StepOutcome},
 };
 

@@ -1,18 +1,14 @@
 //! CSM releases as data: which services each release's runbook ("Repopulate Data in etcd
 //! Clusters When Rebuilding Them", one copy per release in `shared/csm/docs-csm/`) lists, how
-//! each is repopulated there, and how the release lays out its etcd clusters. `detect` finds
-//! the release a cluster runs from what it holds.
-
-mod detect;
+//! each is repopulated there, and how the release lays out its etcd clusters. Which release a
+//! cluster runs is found from what it holds by `runner::detect`.
 
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
 
-use crate::{etcd::layout::EtcdLayout, model::Service};
-
-pub use detect::{DetectError, Evidence, detect};
+use crate::model::{EtcdLayout, Service};
 
 /// A CSM release whose runbook page this service follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,7 +63,8 @@ impl fmt::Display for Release {
 #[error("unknown CSM release {0:?}; known: {known}", known = known_releases())]
 pub struct UnknownRelease(pub String);
 
-fn known_releases() -> String {
+/// The releases this service knows, for messages (`1.0, 1.2, ...`).
+pub fn known_releases() -> String {
     Release::ALL.map(|r| r.as_str()).join(", ")
 }
 

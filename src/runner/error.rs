@@ -4,9 +4,11 @@ use uuid::Uuid;
 
 use crate::{
     model::{EtcdMode, Service, State},
-    release::{DetectError, Release},
+    release::Release,
     store::StoreError,
 };
+
+use super::DetectError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {

@@ -2,6 +2,7 @@
 //! each service's steps in order. Every transition is written to the store first; at most one
 //! active run per service; cancellation and shutdown stop runs at the next safe point.
 
+mod detect;
 mod error;
 mod journal;
 mod request;
@@ -22,11 +23,12 @@ use crate::{
     handlers::{self},
     metrics::Metrics,
     model::{EtcdMode, Service, State, new_run_id},
-    release::{DetectError, ReleaseInForce, ReleaseSetting, detect},
+    release::{ReleaseInForce, ReleaseSetting},
     run::Run,
     store::{NewRun, NewStep, NewTask, Store, StoreError},
 };
 
+pub use detect::{DetectError, Evidence, PRODUCT_CATALOG, detect};
 pub use error::RunnerError;
 use error::*;
 use request::sorted;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use etcd_repopulator::{collector::Collector, config::Config, etcd::layout::EtcdLayout};
+use etcd_repopulator::{collector::Collector, config::Config, model::EtcdLayout};
 use serde_json::json;
 use sim::SimOptions;
 

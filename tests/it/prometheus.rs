@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use etcd_repopulator::{collector::Collector, config::Config, etcd::layout::EtcdLayout};
+use etcd_repopulator::{collector::Collector, config::Config, model::EtcdLayout};
 use serde_json::{Value, json};
 
 use crate::{

@@ -19,12 +19,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    ClusterObject, EtcdLayout, Found, endpoint, member_url,
+    ClusterObject, Found, endpoint, member_url,
     pods::{list_member_pods, not_running, pod_ip, probe_config, restarts},
 };
 use crate::{
     cluster::{Cluster, ClusterError, pod_is_ready},
     etcd::{EtcdAlarm, EtcdClient, EtcdConfig, EtcdMember, EtcdStatus, MemberStatus, quota::Quota},
+    model::EtcdLayout,
 };
 
 /// One member of a cluster as etcd and Kubernetes see it: a member etcd lists and its pod, a

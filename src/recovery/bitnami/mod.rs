@@ -57,8 +57,9 @@ use crate::{
     cluster::{Mode, ObjectRef},
     etcd::{
         backups::Backups,
-        layout::{self, EtcdLayout, Found},
+        layout::{self, Found},
     },
+    model::EtcdLayout,
     step::{StepContext, StepError, StepOutcome},
 };
 

@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use crate::{
     cluster::Cluster,
-    etcd::layout::{self, EtcdLayout, Found},
+    etcd::layout::{self, Found},
+    model::EtcdLayout,
     step::StepError,
 };
 

@@ -1,6 +1,6 @@
 //! The etcd-operator's objects a recovery reads and writes, by name.
 
-use crate::{cluster::ObjectRef, etcd::layout};
+use crate::cluster::ObjectRef;
 
 /// The etcd-operator's API group and version.
 pub(super) const API_VERSION: &str = "etcd.database.coreos.com/v1beta2";
@@ -40,13 +40,13 @@ pub fn periodic_backup_object(cluster: &str) -> ObjectRef {
 /// The service Deployment paired with `cluster` (`cray-bss` for `cray-bss-etcd`), as the page
 /// pairs `cray-bos` with `cray-bos-etcd`.
 pub fn paired_deployment(cluster: &str) -> Option<String> {
-    match layout::EtcdLayout::parse_name(cluster) {
-        Some((layout::EtcdLayout::Operator, csm)) => Some(csm.to_owned()),
+    match crate::model::EtcdLayout::parse_name(cluster) {
+        Some((crate::model::EtcdLayout::Operator, csm)) => Some(csm.to_owned()),
         _ => None,
     }
 }
 
 /// The label selector of the cluster's member pods.
 pub(super) fn members_of(cluster: &str) -> String {
-    layout::EtcdLayout::Operator.pod_selector(cluster, "")
+    crate::model::EtcdLayout::Operator.pod_selector(cluster, "")
 }

@@ -6,10 +6,10 @@
 
 use serde_json::{Value, json};
 
-use super::KubeVersion;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::events;
 use super::meta;
+use super::options::KubeVersion;
 use super::resources::ResourceDef;
 use super::selector::{LabelSelector, labels_of, string_map};
 

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::KubeVersion;
 use super::admission;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::meta;
+use super::options::KubeVersion;
 use super::resources::{self, PropagationPolicy, ResourceDef};
 use super::selector::Selectors;
 

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::KubeVersion;
 use super::error::{ApiError, ApiResult};
+use super::options::KubeVersion;
 use super::resources::ResourceDef;
 
 /// What to put in each row's `object` (`?includeObject=`): the real default is the object's

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::super::resources::{JOBS, PODS};
-use super::super::{KubeVersion, meta};
+use super::super::{meta, options::KubeVersion};
 use super::replicaset::{delete_pod, is_ready, pod_from_template};
 use super::{
     Ctx, EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS, FAIL, LOG, all, log_err, owned_by,

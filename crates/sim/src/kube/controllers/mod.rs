@@ -22,8 +22,8 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::SimOptions;
 use super::error::{ApiError, ApiResult};
+use super::options::SimOptions;
 use super::resources::ResourceDef;
 use super::store::{Store, StoreEvent, WriteMode};
 use crate::csm::FakeCsm;

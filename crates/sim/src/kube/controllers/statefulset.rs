@@ -28,12 +28,12 @@ use std::cmp::Reverse;
 
 use serde_json::{Value, json};
 
-use super::super::KubeVersion;
 use super::super::meta;
 use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, STATEFULSETS};
 use super::replicaset::{delete_pod, is_ready, pod_from_template};
 use super::volumes::PVC_PROTECTION;
 use super::{Ctx, all, generation, log_err, owned_by};
+use crate::kube::options::KubeVersion;
 
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";

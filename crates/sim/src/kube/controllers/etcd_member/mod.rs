@@ -70,9 +70,7 @@ use super::{Ctx, NEVER_READY, UPGRADED_AT_REVISION, all, log_err};
 
 use env::Dns;
 use member::{ContainerState, Kind, Member, MemberSpec, MemberTask, Shared};
-pub use process::{
-    CLIENT_PORT, ETCD_BINARY, ETCDCTL_BINARY, PEER_PORT, etcd_installed, save_snapshot,
-};
+pub use process::{CLIENT_PORT, ETCD_BINARY, ETCDCTL_BINARY, PEER_PORT, save_snapshot};
 
 /// The RWX PVC the Bitnami pods mount at `/snapshots` (cray-etcd-base's
 /// `disasterRecovery.pvc.existingClaim`), backed by the simulated cluster's snapshotter
@@ -211,7 +209,7 @@ impl RealEtcd {
     /// Real etcd for the clusters `only` names (None: every cluster), with the snapshotter
     /// PVC's volume at `snapshots`.
     pub fn new(snapshots: PathBuf, only: Option<&[String]>) -> anyhow::Result<RealEtcd> {
-        if !etcd_installed() {
+        if !crate::kube::options::etcd_installed() {
             anyhow::bail!(
                 "the simulated cluster was asked to run real etcd clusters, but `{ETCD_BINARY}` \
                  is not on the PATH (Debian: apt-get install etcd-server)"

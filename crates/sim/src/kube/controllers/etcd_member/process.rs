@@ -15,8 +15,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The etcd command (Debian: etcd-server).
-pub const ETCD_BINARY: &str = "etcd";
+pub use crate::kube::options::ETCD_BINARY;
+use crate::kube::options::on_path;
+
 /// The etcdctl command (Debian: etcd-client).
 pub const ETCDCTL_BINARY: &str = "etcdctl";
 
@@ -24,18 +25,6 @@ pub const ETCDCTL_BINARY: &str = "etcdctl";
 pub const CLIENT_PORT: u16 = 2379;
 /// The peer port.
 pub const PEER_PORT: u16 = 2380;
-
-/// Whether `etcd` is on the PATH.
-pub fn etcd_installed() -> bool {
-    on_path(ETCD_BINARY)
-}
-
-fn on_path(command: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths)
-            .any(|dir| std::fs::metadata(dir.join(command)).is_ok_and(|m| m.is_file()))
-    })
-}
 
 /// `etcd`, started so that the kernel kills it when the thread that started it ends, even if
 /// this process is killed without running its destructors (util-linux's setpriv execs etcd in

@@ -9,10 +9,11 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
 use kube::{Api, ResourceExt, api::ListParams};
 
-use super::{PROFILES, Release, ReleaseInForce};
 use crate::{
     cluster::{Cluster, ClusterError},
-    etcd::layout::{self, EtcdLayout},
+    etcd::layout,
+    model::EtcdLayout,
+    release::{PROFILES, Release, ReleaseInForce, known_releases},
 };
 
 /// The ConfigMap where CSM's installer records the products and versions installed.
@@ -34,7 +35,7 @@ pub enum DetectError {
     Cluster(#[from] ClusterError),
     #[error(
         "the cluster matches no CSM release this service knows ({evidence}); set csm_release \
-         ({known}) in the configuration", known = super::known_releases()
+         ({known}) in the configuration", known = known_releases()
     )]
     NoMatch { evidence: Evidence },
     #[error(
