@@ -1,37 +1,27 @@
 //! Wiring: from command-line arguments to a running service.
 
 // The simulated cluster's wiring, behind the feature `simulate`; without it, its refusal.
+mod instance;
+mod shutdown;
 #[cfg(feature = "simulate")]
 pub mod simulate;
 #[cfg(not(feature = "simulate"))]
 #[path = "app/without_simulate.rs"]
 pub mod simulate;
 
-use std::{io::IsTerminal, sync::Arc, time::Duration};
+use std::{io::IsTerminal, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
-    api::{self, AppState, auth::Authenticator, webhooks::Webhooks},
     cli::ServeArgs,
-    cluster::Cluster,
     config::{AuthMode, Config},
-    csm::CsmClients,
-    drills::Drills,
-    runner::Runner,
     snapshots::Snapshotter,
-    store::{DatabaseLock, Store},
+    store::DatabaseLock,
 };
-
-/// The service account the chart creates (and that `serve --simulate` acts as).
-pub const SERVICE_ACCOUNT: &str = "etcd-repopulator";
-
-/// What `serve --simulate` and `sim` answer in a binary built without the simulated cluster
-/// (the container image is).
-pub const NO_SIMULATE: &str = "this binary was built without the simulated cluster (cargo \
-     feature `simulate`), so `serve --simulate` and `sim` are not available; build it with the \
-     default features (`cargo build --release`) to try the service without a cluster";
+pub use instance::{App, SERVICE_ACCOUNT};
+use shutdown::shutdown_signal;
 
 /// How long a stopping service waits for runs to reach a safe point.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -55,46 +45,9 @@ pub fn init_tracing() {
     }
 }
 
-/// A service instance: the router and what it owns.
-pub struct App {
-    pub router: axum::Router,
-    pub runner: Runner,
-    pub store: Store,
-    pub drills: Drills,
-}
-
-impl App {
-    pub async fn new(database: &str, config: Config, client: kube::Client) -> anyhow::Result<App> {
-        let store = Store::open(database)
-            .await
-            .with_context(|| format!("opening the database {database}"))?;
-        let csm = CsmClients::new(&config.csm).context("configuring the CSM API clients")?;
-        let auth = Authenticator::from_config(&config.auth)?;
-        let webhooks = Webhooks::from_config(&config.webhooks)?;
-        let config = Arc::new(config);
-        let cluster = Cluster::new(client, config.namespace.clone());
-        let runner = Runner::start(store.clone(), cluster, csm, config).await?;
-        let drills = Drills::start(&runner).await?;
-        let router = api::router(Arc::new(AppState {
-            store: store.clone(),
-            runner: runner.clone(),
-            cluster_configured: true,
-            auth,
-            webhooks,
-            drills: drills.clone(),
-        }));
-        Ok(App {
-            router,
-            runner,
-            store,
-            drills,
-        })
-    }
-}
-
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.simulate && !simulate::AVAILABLE {
-        anyhow::bail!(NO_SIMULATE);
+    if args.simulate {
+        simulate::available()?;
     }
     let mut config = Config::load(args.config.as_deref())?;
     // One service per database, before anything reads it: the runner marks the runs it finds
@@ -166,25 +119,4 @@ async fn real_cluster_client() -> anyhow::Result<kube::Client> {
         )
     })?;
     kube::Client::try_from(config).context("creating the Kubernetes client")
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

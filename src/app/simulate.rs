@@ -12,7 +12,10 @@ use sim::{
     nodes::{self, NodeCommand, NodeServices, SimNode, SimNodes},
 };
 
-use super::{App, SERVICE_ACCOUNT, shutdown_signal};
+use super::{
+    instance::{App, SERVICE_ACCOUNT},
+    shutdown::shutdown_signal,
+};
 use crate::{
     cli::{GuardArgs, ServeArgs, SimArgs, SimNodeArgs},
     cluster::rbac,
@@ -24,7 +27,9 @@ use crate::{
 };
 
 /// This build has the simulated cluster.
-pub const AVAILABLE: bool = true;
+pub fn available() -> anyhow::Result<()> {
+    Ok(())
+}
 
 /// How long `serve --simulate` waits for the simulated cluster to settle before it serves.
 const SIM_SETTLE: Duration = Duration::from_secs(60);

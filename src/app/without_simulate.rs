@@ -4,14 +4,21 @@
 
 use std::process::ExitCode;
 
-use super::NO_SIMULATE;
 use crate::{
     cli::{GuardArgs, ServeArgs, SimArgs, SimNodeArgs},
     config::Config,
 };
 
-/// This build has no simulated cluster.
-pub const AVAILABLE: bool = false;
+/// What `serve --simulate` and `sim` answer in a binary built without the simulated cluster
+/// (the container image is).
+const NO_SIMULATE: &str = "this binary was built without the simulated cluster (cargo \
+     feature `simulate`), so `serve --simulate` and `sim` are not available; build it with the \
+     default features (`cargo build --release`) to try the service without a cluster";
+
+/// Refuses: this build has no simulated cluster.
+pub fn available() -> anyhow::Result<()> {
+    anyhow::bail!(NO_SIMULATE)
+}
 
 /// Never made: there is nothing to simulate with.
 pub enum Simulation {}

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use uuid::Uuid;
 
-use super::Mode;
+use super::mode::Mode;
 
 /// The `reason` of every Event the service publishes.
 pub const REASON: &str = "Repopulation";

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterError, Mode, wait::watch_until};
+use super::{client::Cluster, error::ClusterError, mode::Mode, wait::watch_until};
 
 /// Which object to recreate: its kind (with plural for the URL path) and name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

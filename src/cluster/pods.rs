@@ -12,7 +12,7 @@ use kube::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterError, Mode, wait::watch_until};
+use super::{client::Cluster, error::ClusterError, mode::Mode, wait::watch_until};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodRef {

@@ -7,7 +7,10 @@ use std::{future::Future, time::Duration};
 
 use backon::{ExponentialBuilder, Retryable};
 
-use super::{Cluster, ClusterError};
+use super::{
+    client::Cluster,
+    error::{ClusterError, describe_kube_error},
+};
 
 /// 0.2 s, 0.4 s, ... up to 5 s between attempts, at most 8 retries or a minute in all: well
 /// within any step's timeout, and long enough for an API server restart or a leader change.
@@ -26,20 +29,6 @@ pub(crate) fn is_transient(err: &kube::Error) -> bool {
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
         _ => false,
     }
-}
-
-/// A Kubernetes error as a person reads it: `404 NotFound: jobs.batch "x" not found` for the
-/// API server's answers, and the error with its causes (`... connection refused`) otherwise.
-pub fn describe_kube_error(err: &kube::Error) -> String {
-    if let kube::Error::Api(status) = err {
-        return match (status.reason.as_str(), status.message.as_str()) {
-            ("", "") => format!("{}", status.code),
-            ("", message) => format!("{}: {message}", status.code),
-            (reason, "") => format!("{} {reason}", status.code),
-            (reason, message) => format!("{} {reason}: {message}", status.code),
-        };
-    }
-    crate::errors::error_chain(err)
 }
 
 impl Cluster {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterError, Mode, pods::is_ready, wait::watch_until};
+use super::{client::Cluster, error::ClusterError, mode::Mode, pods::is_ready, wait::watch_until};
 
 /// A Deployment's `autoscaling/v1` Scale: how many replicas it wants, and the label selector of
 /// its pods.

@@ -18,7 +18,7 @@ use kube::{
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterError, Mode, pods::is_ready, wait::watch_until};
+use super::{client::Cluster, error::ClusterError, mode::Mode, pods::is_ready, wait::watch_until};
 
 const FIELD_MANAGER: &str = "etcd-repopulator";
 

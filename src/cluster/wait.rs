@@ -10,7 +10,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterError, describe_kube_error};
+use super::{client::Cluster, error::ClusterError, error::describe_kube_error};
 
 /// A watch error as a person reads it.
 fn describe(err: &watcher::Error) -> String {

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// The shortest `[drills] interval` accepted: a drill restores a whole backup.
 const MIN_INTERVAL: Duration = Duration::from_secs(60);

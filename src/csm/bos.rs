@@ -6,7 +6,9 @@
 use serde_json::Value;
 
 use super::http::Endpoint;
-use super::{CsmError, SESSION_TEMPLATE_READ_ONLY_FIELDS};
+use csm_wire::SESSION_TEMPLATE_READ_ONLY_FIELDS;
+
+use super::error::CsmError;
 
 #[derive(Clone, Debug)]
 pub struct BosClient {

@@ -1,7 +1,9 @@
 //! BSS boot parameters (`bss.yaml`: `GET /boot/v1/bootparameters`).
 
 use super::http::Endpoint;
-use super::{BootParams, CsmError};
+use csm_wire::BootParams;
+
+use super::error::CsmError;
 
 #[derive(Clone, Debug)]
 pub struct BssClient {

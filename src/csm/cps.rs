@@ -12,7 +12,9 @@
 use std::collections::BTreeSet;
 
 use super::http::Endpoint;
-use super::{ContentAttribute, CsmError, WorkerNodeData};
+use csm_wire::{ContentAttribute, WorkerNodeData};
+
+use super::error::CsmError;
 
 #[derive(Clone, Debug)]
 pub struct CpsClient {

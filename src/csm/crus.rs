@@ -1,7 +1,9 @@
 //! CRUS upgrade sessions (`crus.json`: `GET /session`).
 
 use super::http::Endpoint;
-use super::{CrusSession, CsmError};
+use csm_wire::CrusSession;
+
+use super::error::CsmError;
 
 #[derive(Clone, Debug)]
 pub struct CrusClient {

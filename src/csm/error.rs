@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use reqwest::StatusCode;
 
-use super::CsmService;
+use csm_wire::CsmService;
 
 /// Everything that can go wrong talking to a CSM service. The URL is always the one requested
 /// (it never contains credentials: the token travels in a header).

@@ -7,7 +7,9 @@
 use serde::Deserialize;
 
 use super::http::Endpoint;
-use super::{CsmError, FasActionSummary, FasImage, FasSnapshotSummary, LoaderRunId, LoaderStatus};
+use csm_wire::{FasActionSummary, FasImage, FasSnapshotSummary, LoaderRunId, LoaderStatus};
+
+use super::error::CsmError;
 
 /// The wrappers FAS puts around its lists (`ImageList`, `ActionSummarys`, `SnapshotAll`).
 /// Go encodes an empty list as `null`, hence `Option`.

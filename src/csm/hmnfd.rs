@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use super::http::Endpoint;
-use super::{CsmError, Subscription};
+use csm_wire::Subscription;
+
+use super::error::CsmError;
 
 /// The distinct subscriber nodes (xnames) of `subscriptions`.
 pub fn subscriber_nodes(subscriptions: &[Subscription]) -> BTreeSet<String> {

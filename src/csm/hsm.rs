@@ -3,7 +3,9 @@
 use serde::Deserialize;
 
 use super::http::Endpoint;
-use super::{CsmError, HsmComponent};
+use csm_wire::HsmComponent;
+
+use super::error::CsmError;
 
 /// Query parameters of `GET /State/Components`. Values of one parameter are ORed, different
 /// parameters ANDed (as `hsm.yaml` describes); an empty filter returns every component.

@@ -11,7 +11,12 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{CsmConfig, CsmError, CsmService, RetryConfig};
+use csm_wire::CsmService;
+
+use super::{
+    config::{CsmConfig, RetryConfig},
+    error::CsmError,
+};
 
 const USER_AGENT: &str = concat!("etcd-repopulator/", env!("CARGO_PKG_VERSION"));
 /// How much of a non-JSON error body ends up in [`CsmError::Status`]'s detail.

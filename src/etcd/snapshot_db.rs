@@ -22,6 +22,7 @@
 
 mod bbolt;
 mod bytes;
+mod error;
 mod page_set;
 mod source;
 
@@ -37,7 +38,8 @@ use sha2::{Digest as _, Sha256};
 use utoipa::ToSchema;
 
 use bbolt::{Db, Entry, Visitor};
-pub use bbolt::{FileRegion, Source};
+pub use error::DbError;
+pub use source::{FileRegion, Source};
 
 /// The SHA-256 etcd appends to a snapshot, after the database.
 pub const TRAILER: u64 = 32;
@@ -45,32 +47,6 @@ pub const TRAILER: u64 = 32;
 const MAX_PREFIXES: usize = 256;
 /// A prefix longer than this is cut (a key without a `/` is its own prefix).
 const MAX_PREFIX_BYTES: usize = 128;
-
-/// Why a file is not a readable etcd database. The messages say precisely what is wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error("not a bbolt database: {0}")]
-    NotBbolt(String),
-    #[error(
-        "truncated: {len} bytes, the meta page says {pages} pages of {page_size} ({} bytes)",
-        u128::from(*pages) * u128::from(*page_size)
-    )]
-    Truncated {
-        len: u64,
-        pages: u64,
-        page_size: u32,
-    },
-    #[error("{0}")]
-    Corrupt(String),
-    #[error("{0}: not an etcd database")]
-    NotEtcd(String),
-    #[error("too large to check: {0}")]
-    Limit(String),
-    #[error("reading it: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the check was cancelled")]
-    Cancelled,
-}
 
 /// A top-level bucket and how many entries it has.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -23,7 +23,7 @@ use prometheus_client::{
     registry::Unit,
 };
 
-use super::{RecoveryBuckets, RecoveryLabels};
+use super::recovery::{RecoveryBuckets, RecoveryLabels};
 use crate::{
     etcd::quota::Quota,
     model::{EtcdLayout, EtcdMode, State},

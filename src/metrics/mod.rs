@@ -7,6 +7,7 @@
 //! (measured by `crate::collector`). The README's "Metrics" section lists every metric.
 
 mod clusters;
+mod recovery;
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,6 +29,7 @@ pub use clusters::{
     BackupSample, ClusterLabels, ClusterSample, ClusterSnapshot, EtcdSample, NewestBackup,
     RunsSample,
 };
+use recovery::{RecoveryBuckets, RecoveryLabels};
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus scrapes).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -48,12 +50,6 @@ struct StepLabels {
     service: String,
     step: String,
     state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct RecoveryLabels {
-    mode: String,
-    outcome: String,
 }
 
 /// How a run execution can end: its final state, or `aborted` when the store failed under it.
@@ -80,17 +76,6 @@ struct DurationBuckets;
 impl MetricConstructor<Histogram> for DurationBuckets {
     fn new_metric(&self) -> Histogram {
         Histogram::new(exponential_buckets(1.0, 2.0, 13))
-    }
-}
-
-/// Buckets from 10 s to about 5.7 h: a recovery restores or rebuilds a cluster (minutes), then
-/// repopulates its service, bounded by `[recovery] timeout` and the steps' timeouts.
-#[derive(Clone, Debug)]
-pub(crate) struct RecoveryBuckets;
-
-impl MetricConstructor<Histogram> for RecoveryBuckets {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(exponential_buckets(10.0, 2.0, 12))
     }
 }
 

@@ -8,7 +8,7 @@ use crate::{
     store::StoreError,
 };
 
-use super::DetectError;
+use super::detect::DetectError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {

@@ -25,10 +25,10 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use super::DbError;
 use super::bytes::{fnv1a64, u16_at, u32_at, u64_at};
+use super::error::DbError;
 use super::page_set::PageSet;
-pub use super::source::{FileRegion, Source};
+use super::source::Source;
 
 /// bbolt's marker, at the start of each meta (after the page header).
 pub const MAGIC: u32 = 0xED0C_DAED;

@@ -2,21 +2,11 @@
 //! a quorum serves), and when a cluster that lost its quorum is restored from the member left.
 //! Pure, as the rest of the decision.
 
-use serde::{Deserialize, Serialize};
-
-use super::{Decision, Evidence, Verdict};
+use super::{
+    evidence::Evidence,
+    verdict::{BrokenMember, Decision, Verdict},
+};
 use crate::etcd::layout::MemberHealth;
-
-/// A member pod that does not come back by itself (`Decision::ReplaceMembers`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrokenMember {
-    pub pod: String,
-    /// The member id etcd lists it under (none: the pod is no member).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member_id: Option<String>,
-    /// What shows it is broken.
-    pub why: String,
-}
 
 /// The restarts after which a member pod that neither answers healthy nor is Ready counts as
 /// crash-looping even between two of the kubelet's `CrashLoopBackOff`s (while it runs again).

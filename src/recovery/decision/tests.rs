@@ -1,6 +1,7 @@
 //! The rules of the decision, one case each.
 
 use super::*;
+use crate::etcd::layout::MemberHealth;
 
 const DAY: u64 = 86_400;
 const WEEK: Duration = Duration::from_secs(7 * DAY);
