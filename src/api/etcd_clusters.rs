@@ -13,8 +13,10 @@ use utoipa::ToSchema;
 use super::{SharedState, problem::ApiError};
 use crate::drills::{DrillOutcome, last_drill};
 use crate::etcd::{
-    backup_check::{self, BackupCheck, LastCheck},
-    backups::{Backup, BackupError, Backups},
+    backups::{
+        Backup, BackupError, Backups,
+        check::{self, BackupCheck, LastCheck},
+    },
     layout::{self, EtcdClusterReport},
 };
 
@@ -127,7 +129,7 @@ pub async fn list_etcd_cluster_backups(
     let found = find_cluster(state.runner.cluster(), &name).await?;
     let backups = Backups::new(&state.runner.config().recovery);
     let listed = backups.list(&found.csm_service, &found.name).await?;
-    let checks = backup_check::last_checks(&state.store, &listed).await?;
+    let checks = check::last_checks(&state.store, &listed).await?;
     let mut items = Vec::with_capacity(listed.len());
     for (backup, check) in listed.into_iter().zip(checks) {
         items.push(ListedBackup {

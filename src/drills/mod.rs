@@ -34,7 +34,7 @@
 //! # What a drill checks, and when it fails
 //!
 //! Integrity (the SHA-256 trailer, the database read whole: revision, total keys, size, hash;
-//! see [`crate::etcd::backup_check`], whose verdict is remembered as every check's is), the
+//! see [`crate::etcd::backups::check`], whose verdict is remembered as every check's is), the
 //! restore by the real tool (how long it took: an estimate of the restore part of a real
 //! recovery), etcd serving exactly the live keys the database holds, and, compared with the
 //! live cluster, the keys of each kind of data the service keeps ([`data`]): only live (written

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::data::DataCount;
-use crate::etcd::backup_check::BackupCheck;
+use crate::etcd::backups::check::BackupCheck;
 
 /// A drill's findings, step by step; a step not reached is absent.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]

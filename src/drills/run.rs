@@ -23,8 +23,10 @@ use crate::{
     config::Config,
     etcd::{
         EtcdClient,
-        backup_check::{self, BackupCheck, read_backup_file},
-        backups::{Backup, BackupCopy, BackupError, Backups},
+        backups::{
+            Backup, BackupCopy, BackupError, Backups,
+            check::{self, BackupCheck, read_backup_file},
+        },
         layout::{self, Found},
         restore_tool::{Proof, RestoreRefused, RestoreTool, room_for_restore},
     },
@@ -150,7 +152,7 @@ async fn steps(
     };
     if copy.size == 0 {
         let why = "the backup is empty (0 bytes)".to_owned();
-        backup_check::remember(ctx.store, &backup.name, &copy, &Err(refused(why.clone()))).await;
+        check::remember(ctx.store, &backup.name, &copy, &Err(refused(why.clone()))).await;
         return Err(Stop::Failed(why));
     }
 
@@ -158,7 +160,7 @@ async fn steps(
     let (verified, facts) = match read_backup_file(&file).await {
         Ok(read) => read,
         Err(BackupError::Corrupt { detail, .. }) => {
-            backup_check::remember(
+            check::remember(
                 ctx.store,
                 &backup.name,
                 &copy,
@@ -184,8 +186,7 @@ async fn steps(
         Ok(Ok(())) => {}
         Ok(Err(why)) => return Err(Stop::Error(why)),
         Err(RestoreRefused(why)) => {
-            backup_check::remember(ctx.store, &backup.name, &copy, &Err(refused(why.clone())))
-                .await;
+            check::remember(ctx.store, &backup.name, &copy, &Err(refused(why.clone()))).await;
             return Err(Stop::Failed(format!("restore: {why}")));
         }
     }
@@ -201,7 +202,7 @@ async fn steps(
             version: version.clone(),
         },
     };
-    backup_check::remember(ctx.store, &backup.name, &copy, &Ok(check.clone())).await;
+    check::remember(ctx.store, &backup.name, &copy, &Ok(check.clone())).await;
     report.restore = Some(RestoreFacts {
         tool: tool.name().to_owned(),
         version,

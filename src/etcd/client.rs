@@ -7,7 +7,7 @@ use std::{path::Path, time::Duration};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{EtcdConfig, EtcdError};
+use super::{config::EtcdConfig, error::EtcdError};
 
 /// What the cluster says of itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

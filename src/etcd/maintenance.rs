@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{
-    EtcdClient, EtcdError,
-    client::{int, revision, strings},
+    client::{EtcdClient, int, revision, strings},
+    error::EtcdError,
 };
 
 /// An alarm raised by a member: `NOSPACE` (the backend quota is full: writes are refused) or

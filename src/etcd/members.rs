@@ -5,8 +5,8 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::{
-    EtcdClient, EtcdError,
-    client::{int, strings},
+    client::{EtcdClient, int, strings},
+    error::EtcdError,
 };
 
 /// A member as `member/list` reports it.

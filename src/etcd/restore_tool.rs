@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use utoipa::ToSchema;
 
-use super::RecoveryConfig;
+use super::recovery_config::RecoveryConfig;
 
 /// `[recovery] etcdutl` meaning "no tool".
 const NONE: &str = "none";

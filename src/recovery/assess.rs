@@ -18,8 +18,10 @@ use serde_json::Value;
 use crate::{
     etcd::{
         EtcdClient,
-        backup_check::{BackupCheck, last_checks},
-        backups::{Backup, BackupError, Backups},
+        backups::{
+            Backup, BackupError, Backups,
+            check::{BackupCheck, last_checks},
+        },
         layout::{self, MemberPod},
     },
     model::{EtcdMode, State},

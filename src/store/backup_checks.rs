@@ -1,4 +1,4 @@
-//! Checks of the etcd clusters' backups (see `crate::etcd::backup_check`), by copy: record one,
+//! Checks of the etcd clusters' backups (see `crate::etcd::backups::check`), by copy: record one,
 //! and read the newest of a copy.
 
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -1,7 +1,7 @@
 //! The etcd clusters' backups (`etcd::backups`, `GET /etcd-clusters/{name}/backups`, the CLI's
 //! `etcd-clusters backups`) against a real S3 server (the simulated cluster's s3s-fs, with
 //! CSM's bucket and Secret), a snapshotter directory, and a real etcd for the safety snapshots;
-//! their checks (`etcd::snapshot_db`, `etcd::backup_check`, `POST
+//! their checks (`etcd::snapshot_db`, `etcd::backups::check`, `POST
 //! /etcd-clusters/{name}/backups/{backup}/check`) on snapshots made by the real `etcdctl`.
 
 use std::{
@@ -13,8 +13,7 @@ use etcd_repopulator::{
     config::{Config, RecoveryConfig},
     etcd::{
         EtcdClient, EtcdConfig,
-        backup_check::check_backup_file,
-        backups::{Backup, BackupError, Backups, verify_snapshot},
+        backups::{Backup, BackupError, Backups, check::check_backup_file, verify_snapshot},
         restore_tool::Proof,
         snapshot_db,
     },

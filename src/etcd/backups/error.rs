@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use crate::etcd::EtcdError;
+use crate::etcd::error::EtcdError;
 
 /// Where partial files are written, under the snapshotter directory: a hidden directory, so
 /// that neither CSM's sync to S3 (`ls /snapshots/`) nor Bitnami's restore (`find /snapshots/

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{
     Backup, BackupCopy, BackupError, Backups, Fetched, PartialFile,
-    backup_check::{BackupCheck, check_backup_file},
+    check::{BackupCheck, check_backup_file},
     local_copy, put_in_place,
     s3::{Bucket, download, in_s3},
 };

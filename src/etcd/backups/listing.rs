@@ -136,7 +136,7 @@ mod tests {
 
     use super::super::tests::snapshot_bytes;
     use super::*;
-    use crate::etcd::RecoveryConfig;
+    use crate::etcd::recovery_config::RecoveryConfig;
 
     #[tokio::test]
     async fn the_snapshotter_directory_alone_lists_newest_first() {

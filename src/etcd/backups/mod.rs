@@ -29,6 +29,7 @@
 //! `verify` (the SHA-256 trailer), `fetch` (into the snapshotter directory, and checks),
 //! `safety` (the safety snapshots); this file has what they share.
 
+pub mod check;
 pub(crate) mod error;
 mod fetch;
 mod listing;
@@ -42,11 +43,9 @@ use std::{
     time::SystemTime,
 };
 
-use super::{
-    RecoveryConfig,
-    backup_check::{self, BackupCheck},
-};
+use super::recovery_config::RecoveryConfig;
 use crate::store::Store;
+use check::BackupCheck;
 
 pub use error::BackupError;
 pub(crate) use error::PARTIAL_DIR;
@@ -90,7 +89,7 @@ impl Backups {
         outcome: Result<BackupCheck, BackupError>,
     ) -> Result<BackupCheck, BackupError> {
         if let Some(store) = &self.store {
-            backup_check::remember(store, name, copy, &outcome).await;
+            check::remember(store, name, copy, &outcome).await;
         }
         match &outcome {
             Ok(check) => {

@@ -8,11 +8,11 @@ use object_store::{ObjectStoreExt as _, path::Path as S3Path};
 
 use super::{
     Backup, BackupCopy, BackupError, Backups, PartialFile, SafetySnapshot,
-    backup_check::{BackupCheck, check_backup_file},
+    check::{BackupCheck, check_backup_file},
     local_copy, put_in_place,
     s3::{UploadError, upload},
 };
-use crate::etcd::EtcdClient;
+use crate::etcd::client::EtcdClient;
 
 impl Backups {
     /// Saves what the cluster behind `etcd` holds, before it is restored or rebuilt: etcd's

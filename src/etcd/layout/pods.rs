@@ -7,7 +7,7 @@ use kube::{Api, ResourceExt, api::ListParams};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Found, endpoint};
+use super::locate::{Found, endpoint};
 use crate::{
     cluster::{Cluster, ClusterError, pod_is_ready},
     etcd::{EtcdClient, EtcdConfig, EtcdError},

@@ -19,12 +19,18 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    ClusterObject, Found, endpoint, member_url,
-    pods::{list_member_pods, not_running, pod_ip, probe_config, restarts},
+    locate::{ClusterObject, Found, endpoint},
+    pods::{list_member_pods, member_url, not_running, pod_ip, probe_config, restarts},
 };
 use crate::{
     cluster::{Cluster, ClusterError, pod_is_ready},
-    etcd::{EtcdAlarm, EtcdClient, EtcdConfig, EtcdMember, EtcdStatus, MemberStatus, quota::Quota},
+    etcd::{
+        client::{EtcdClient, EtcdStatus},
+        config::EtcdConfig,
+        maintenance::{EtcdAlarm, MemberStatus},
+        members::EtcdMember,
+        quota::Quota,
+    },
     model::EtcdLayout,
 };
 

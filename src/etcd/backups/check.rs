@@ -1,7 +1,7 @@
 //! Whether a backup restores, proven before a restore deletes anything: its SHA-256 trailer
-//! ([`verify_snapshot`]), its database read whole ([`super::snapshot_db`]:
+//! ([`verify_snapshot`]), its database read whole ([`crate::etcd::snapshot_db`]:
 //! an etcd database, its revision and keys), and, when the tool is there, etcd's own restore
-//! into a scratch directory ([`super::restore_tool`]). [`check_backup_file`] is the one entry
+//! into a scratch directory ([`crate::etcd::restore_tool`]). [`check_backup_file`] is the one entry
 //! point; what it finds is remembered in the store (`backup_checks`) by copy, so that the
 //! listing flags a backup known to be unusable and a recovery skips it.
 
@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    RecoveryConfig,
-    backups::{
-        error::{BackupError, PARTIAL_DIR},
-        names::{Backup, BackupCopy},
-        verify::{VerifiedSnapshot, verify_snapshot},
-    },
+    error::{BackupError, PARTIAL_DIR},
+    names::{Backup, BackupCopy},
+    verify::{VerifiedSnapshot, verify_snapshot},
+};
+use crate::etcd::{
+    recovery_config::RecoveryConfig,
     restore_tool::{Proof, RestoreTool},
     snapshot_db::{self, DbError, FileRegion, SnapshotFacts},
 };
