@@ -6,7 +6,11 @@
 //! CSM 1.5+ ("Restore BSS from the ETCD backup"): a run with `"etcd": "restore"` restores the
 //! cluster first and the step ends `skipped`; otherwise it ends `action_required`, naming how.
 
-use super::{Action, PlannedStep, RestoreBssFromBackup, VerifyBssBootParameters, rerun_job, step};
+use super::{
+    action::{Action, PlannedStep, rerun_job, step},
+    steps::bss::RestoreBssFromBackup,
+    steps::csm_checks::VerifyBssBootParameters,
+};
 use crate::{
     config::Config,
     model::Service,

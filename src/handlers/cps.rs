@@ -1,7 +1,11 @@
 //! CPS (runbook: make sure the components are up; clients that had content mounted must
 //! re-mount, compute nodes by a reboot).
 
-use super::{Action, CheckCpsClients, EnsurePodsReady, PlannedStep, step};
+use super::{
+    action::{Action, PlannedStep, step},
+    steps::csm_checks::CheckCpsClients,
+    steps::pods::EnsurePodsReady,
+};
 use crate::config::Config;
 
 pub fn steps(config: &Config) -> Vec<PlannedStep> {

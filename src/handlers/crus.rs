@@ -1,7 +1,10 @@
 //! CRUS (runbook: list the sessions, restart the cray-crus pod so it rediscovers them): record
 //! the sessions, restart, and list them again.
 
-use super::{Action, ListCrusSessions, PlannedStep, restart_pods, step};
+use super::{
+    action::{Action, PlannedStep, restart_pods, step},
+    steps::csm_checks::ListCrusSessions,
+};
 use crate::config::Config;
 
 pub fn steps(config: &Config) -> Vec<PlannedStep> {

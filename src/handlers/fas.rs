@@ -3,7 +3,11 @@
 //! the loader. Then check the images are back, and tell the operator that actions and
 //! snapshots in flight were lost.
 
-use super::{Action, PlannedStep, ReloadFasFromNexus, VerifyFasImages, rerun_job, step};
+use super::{
+    action::{Action, PlannedStep, rerun_job, step},
+    steps::csm_checks::VerifyFasImages,
+    steps::fas::ReloadFasFromNexus,
+};
 use crate::{
     config::Config,
     release::{FasReload, Profile},

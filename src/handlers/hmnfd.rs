@@ -7,8 +7,8 @@
 //! release's profile supplies these unless `[hmnfd]` sets its own.
 
 use super::{
-    Action, NcnTargets, PlannedStep, ResolveOrcaTargets, RestartOrca, VerifyHmnfdSubscriptions,
-    step,
+    action::{Action, PlannedStep, step},
+    steps::orca::{NcnTargets, ResolveOrcaTargets, RestartOrca, VerifyHmnfdSubscriptions},
 };
 use crate::{
     config::{Config, HmnfdConfig},

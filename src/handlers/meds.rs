@@ -1,6 +1,6 @@
 //! MEDS (runbook: "Restart MEDS"): `kubectl -n services delete pods --selector=app.kubernetes.io/name=cray-meds`.
 
-use super::{PlannedStep, restart_pods};
+use super::action::{PlannedStep, restart_pods};
 use crate::config::Config;
 
 pub fn steps(config: &Config) -> Vec<PlannedStep> {

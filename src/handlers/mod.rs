@@ -4,6 +4,7 @@
 //! steps with the run and executes them here, so a resumed run follows the plan it was created
 //! with.
 
+mod action;
 mod bos;
 mod bss;
 mod cps;
@@ -16,14 +17,12 @@ mod meds;
 mod reds;
 mod steps;
 
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::recovery::operator::RestoreSource;
 pub use crate::step::{Journal, StepContext, StepError, StepOutcome};
-use kind::StepKind;
+use action::step;
+pub use action::{Action, PlannedStep};
 pub use steps::{
     bos::RestoreBosTemplates,
     bss::RestoreBssFromBackup,
@@ -37,113 +36,11 @@ pub use steps::{
 };
 
 use crate::{
-    cluster::{Cluster, ClusterError, ObjectRef},
-    config::{Config, JobRerun, PodRestart},
+    cluster::{Cluster, ClusterError},
+    config::Config,
     model::{EtcdLayout, EtcdMode, Service, State},
     release::{BssRepopulation, FasReload, Profile},
 };
-
-/// The kinds of step a run takes, each owned by its file in `steps` (its description, limits
-/// and execution: [`StepKind`]). Stored (as JSON, `{"action": "<kind>", <its fields>}`) in the
-/// step's `spec` when the run is created: add kinds, never rename one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
-    RestartPods(RestartPods),
-    EnsurePodsReady(EnsurePodsReady),
-    Recreate(Recreate),
-    ListCrusSessions(ListCrusSessions),
-    CheckCpsClients(CheckCpsClients),
-    VerifyFasImages(VerifyFasImages),
-    ReloadFasFromNexus(ReloadFasFromNexus),
-    RestoreBssFromBackup(RestoreBssFromBackup),
-    VerifyBssBootParameters(VerifyBssBootParameters),
-    ResolveOrcaTargets(ResolveOrcaTargets),
-    RestartOrca(RestartOrca),
-    VerifyHmnfdSubscriptions(VerifyHmnfdSubscriptions),
-    RestoreBosTemplates(RestoreBosTemplates),
-    CheckEtcd(CheckEtcd),
-    AssessEtcd(AssessEtcd),
-    SafetySnapshot(SafetySnapshot),
-    RecoverBitnami(RecoverBitnami),
-    RecoverOperator(RecoverOperator),
-}
-
-impl Action {
-    /// The step this action is.
-    fn kind(&self) -> &dyn StepKind {
-        match self {
-            Action::RestartPods(step) => step,
-            Action::EnsurePodsReady(step) => step,
-            Action::Recreate(step) => step,
-            Action::ListCrusSessions(step) => step,
-            Action::CheckCpsClients(step) => step,
-            Action::VerifyFasImages(step) => step,
-            Action::ReloadFasFromNexus(step) => step,
-            Action::RestoreBssFromBackup(step) => step,
-            Action::VerifyBssBootParameters(step) => step,
-            Action::ResolveOrcaTargets(step) => step,
-            Action::RestartOrca(step) => step,
-            Action::VerifyHmnfdSubscriptions(step) => step,
-            Action::RestoreBosTemplates(step) => step,
-            Action::CheckEtcd(step) => step,
-            Action::AssessEtcd(step) => step,
-            Action::SafetySnapshot(step) => step,
-            Action::RecoverBitnami(step) => step,
-            Action::RecoverOperator(step) => step,
-        }
-    }
-
-    /// What the step's data, once it ended, tells the steps after it (see [`Earlier`]).
-    pub fn learn(&self, data: &Value, earlier: &mut Earlier) {
-        self.kind().learn(data, earlier);
-    }
-
-    /// How long the runner lets the step run: the step timeout, or for the recovery steps what
-    /// they bound themselves by `[recovery] timeout`.
-    pub fn time_limit(&self, config: &Config) -> Duration {
-        self.kind().time_limit(config)
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct PlannedStep {
-    pub name: String,
-    pub action: Action,
-}
-
-impl PlannedStep {
-    pub fn describe(&self) -> String {
-        self.action.kind().describe()
-    }
-}
-
-fn step(name: &str, action: Action) -> PlannedStep {
-    PlannedStep {
-        name: name.to_owned(),
-        action,
-    }
-}
-
-fn restart_pods(name: &str, restart: &PodRestart) -> PlannedStep {
-    step(
-        name,
-        Action::RestartPods(RestartPods {
-            selector: restart.selector.clone(),
-            timeout: restart.timeout,
-        }),
-    )
-}
-
-fn rerun_job(name: &str, rerun: &JobRerun) -> PlannedStep {
-    step(
-        name,
-        Action::Recreate(Recreate {
-            object: ObjectRef::job(&rerun.job),
-            timeout: rerun.timeout,
-        }),
-    )
-}
 
 /// What the runbook of `profile`'s release says about a service, in one line.
 pub fn description(service: Service, profile: &Profile) -> String {

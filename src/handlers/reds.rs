@@ -1,6 +1,6 @@
 //! REDS (runbook: "Restart REDS"): `kubectl -n services delete pods --selector=app.kubernetes.io/name=cray-reds`.
 
-use super::{PlannedStep, restart_pods};
+use super::action::{PlannedStep, restart_pods};
 use crate::config::Config;
 
 pub fn steps(config: &Config) -> Vec<PlannedStep> {
