@@ -268,8 +268,8 @@ pub fn new_run_id() -> Uuid {
     Uuid::now_v7()
 }
 
-/// How a CSM release runs its etcd clusters. Where each layout puts a cluster's objects
-/// (Services, pods, PVCs) is `etcd::layout`'s.
+// Where each layout puts a cluster's objects (Services, pods, PVCs) is `etcd::layout`'s.
+/// How a CSM release runs its etcd clusters.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
 )]

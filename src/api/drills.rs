@@ -12,13 +12,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    SharedState,
     auth::Principal,
     etcd_clusters::find_cluster,
     problem::{
         ApiError, BodyProblems, PROBLEM, Problem, QueryParams, RawBody, content_type,
         json_from_bytes, page_limit,
     },
+    state::SharedState,
 };
 use crate::drills::{Drill, DrillError, Trigger};
 

@@ -10,7 +10,7 @@ use futures::future::try_join_all;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{SharedState, problem::ApiError};
+use super::{problem::ApiError, state::SharedState};
 use crate::drills::{DrillOutcome, last_drill};
 use crate::etcd::{
     backups::{

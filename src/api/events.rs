@@ -19,9 +19,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    SharedState,
     problem::{ApiError, PROBLEM, Problem},
     runs::parse_id,
+    state::SharedState,
 };
 use crate::{
     model::State as RunState,

@@ -1,4 +1,4 @@
-//! Liveness, readiness and the OpenAPI document.
+//! Liveness and readiness, and the answer to a handler's panic.
 
 use std::any::Any;
 
@@ -12,8 +12,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    SharedState,
     problem::{INTERNAL_DETAIL, Problem, problem_response},
+    state::SharedState,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -72,11 +72,6 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
         checks,
     };
     (status, Json(health)).into_response()
-}
-
-/// The OpenAPI document, as it applies to this service's `auth.mode`.
-pub async fn openapi_json(State(state): State<SharedState>) -> Json<utoipa::openapi::OpenApi> {
-    Json(super::openapi_for(state.auth.mode()))
 }
 
 /// A handler panicked: answer 500 as a problem (the panic itself is logged), keep serving.

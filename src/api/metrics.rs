@@ -6,7 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{SharedState, problem::ApiError};
+use super::{problem::ApiError, state::SharedState};
 use crate::metrics::CONTENT_TYPE;
 
 /// Prometheus metrics of runs, steps and webhook deliveries.

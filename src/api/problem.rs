@@ -480,7 +480,10 @@ pub fn page_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiE
     }
 }
 
-/// A request body of at most [`BODY_LIMIT`](super::BODY_LIMIT) bytes; a larger one is a 413
+/// Request bodies above this size are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A request body of at most [`BODY_LIMIT`] bytes; a larger one is a 413
 /// problem (axum's own rejection would be `text/plain`).
 pub struct RawBody(pub Bytes);
 
@@ -493,7 +496,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
             .map(RawBody)
             .map_err(|rejection: BytesRejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(super::BODY_LIMIT)
+                    ApiError::PayloadTooLarge(BODY_LIMIT)
                 } else {
                     ApiError::UnreadableBody(rejection.body_text())
                 }

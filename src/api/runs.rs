@@ -11,12 +11,12 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
-    SharedState,
     auth::{Principal, Role},
     problem::{
         ApiError, BodyProblems, JsonBody, PROBLEM, Problem, QueryParams, RunIdProblems, page_limit,
         parse_param,
     },
+    state::SharedState,
 };
 use crate::{
     handlers,

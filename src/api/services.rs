@@ -5,7 +5,7 @@ use axum::{Json, extract::State};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{SharedState, problem::ApiError};
+use super::{problem::ApiError, state::SharedState};
 use crate::{handlers, model::Service, release::ReleaseInForce, runner::RunnerError};
 
 #[derive(Serialize, ToSchema)]

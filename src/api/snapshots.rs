@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    SharedState,
     problem::{ApiError, PROBLEM, Problem, QueryParams, page_limit, parse_param, problem_response},
+    state::SharedState,
 };
 use crate::snapshots::{CaptureReport, Snapshot, SnapshotSource, Snapshotter, bos_export};
 

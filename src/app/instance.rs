@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::{
-    api::{self, AppState, auth::Authenticator, webhooks::Webhooks},
+    api::{self, AppState, auth::Authenticator, webhook_setup::Webhooks},
     cluster::Cluster,
     config::Config,
     csm::CsmClients,

@@ -12,7 +12,11 @@ use jsonwebtoken::{
 use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
-use super::{AuthError, AuthSetupError, Principal, Role};
+use super::{
+    error::{AuthError, AuthSetupError},
+    principal::Principal,
+    role::Role,
+};
 use crate::config::JwtConfig;
 
 /// Asymmetric algorithms only: a JWKS publishes public keys, and accepting HS* would let a

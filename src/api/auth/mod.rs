@@ -6,206 +6,23 @@
 //! a new route is protected without anyone remembering to ask for it; only the paths in
 //! [`OPEN_PATHS`] are not.
 
+mod error;
 mod jwt;
+mod principal;
+mod role;
 mod tokens;
 
 use std::fmt;
 
-use super::{
-    ALERTMANAGER_PATH, GENERIC_PATH, SharedState,
-    problem::{ApiError, Refusal},
-};
-use crate::{
-    config::{AuthConfig, AuthMode},
-    metrics::WebhookOutcome,
-};
-use axum::{
-    extract::{FromRequestParts, Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
+use axum::http::{HeaderMap, header};
+
+use super::paths::OPEN_PATHS;
+use crate::config::{AuthConfig, AuthMode};
+pub use error::{AuthError, AuthSetupError};
 pub use jwt::JwtVerifier;
+pub use principal::Principal;
+pub use role::Role;
 pub use tokens::TokenSet;
-
-/// Paths anyone may call: probes, metrics, the API description, and the generic webhook
-/// (it authenticates by an HMAC signature of its body instead, see `webhooks`).
-pub const OPEN_PATHS: [&str; 5] = [
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/openapi.json",
-    GENERIC_PATH,
-];
-
-const REALM: &str = "etcd-repopulator";
-
-/// What a caller may do; each role includes those before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// Read runs, services, clusters and snapshots.
-    Read,
-    /// Start (dry or `check`) runs, cancel and resume them, take snapshots.
-    Write,
-    /// Also start, resume and cancel real runs that rebuild or restore etcd clusters (`etcd`
-    /// `restore`, `rebuild` or `auto`).
-    Recover,
-}
-
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Read, Role::Write, Role::Recover];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Write => "write",
-            Role::Recover => "recover",
-        }
-    }
-
-    /// What a request with `method` needs: reading is safe, everything else changes runs.
-    pub fn required_for(method: &Method) -> Role {
-        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            Role::Read
-        } else {
-            Role::Write
-        }
-    }
-}
-
-/// The authenticated caller, as recorded in `requested_by`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    /// The token's name, or the JWT's `sub`.
-    pub name: String,
-    /// `None`: authenticated, but holding no role this service knows.
-    pub role: Option<Role>,
-}
-
-impl Principal {
-    fn require(self, required: Role) -> Result<Principal, AuthError> {
-        self.require_to(required, "do this")?;
-        Ok(self)
-    }
-
-    /// Whether the caller holds `required` (or a role above it); the 403 says it may not
-    /// `action` and which role that needs.
-    pub fn require_to(&self, required: Role, action: &str) -> Result<(), AuthError> {
-        match self.role {
-            Some(role) if role >= required => Ok(()),
-            _ => Err(AuthError::Forbidden {
-                name: self.name.clone(),
-                required,
-                action: action.to_owned(),
-            }),
-        }
-    }
-}
-
-/// Handlers take the caller as an argument; the middleware put it there.
-impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
-            ApiError::Internal("the authorization middleware is not in front of this route".into())
-        })
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("this endpoint needs an `Authorization: Bearer <token>` header")]
-    Missing,
-    #[error("the bearer token is not valid: {0}")]
-    Invalid(String),
-    #[error("{name} may not {action}: it needs the {} role", required.as_str())]
-    Forbidden {
-        name: String,
-        required: Role,
-        action: String,
-    },
-    #[error("tokens cannot be verified right now: {0}")]
-    Unavailable(String),
-}
-
-impl AuthError {
-    /// The status, problem kind and title of the refusal, and its `WWW-Authenticate` challenge
-    /// (empty: none).
-    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
-        match self {
-            AuthError::Missing => (
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Authentication required",
-                format!("Bearer realm=\"{REALM}\""),
-            ),
-            AuthError::Invalid(_) => (
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Authentication required",
-                format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
-            ),
-            AuthError::Forbidden { .. } => (
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Forbidden",
-                format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\""),
-            ),
-            AuthError::Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "auth-unavailable",
-                "Authentication unavailable",
-                String::new(),
-            ),
-        }
-    }
-}
-
-/// The refusal as a problem (naming the role needed, for a 403) with its challenge.
-impl From<AuthError> for ApiError {
-    fn from(err: AuthError) -> ApiError {
-        let (status, kind, title, challenge) = err.parts();
-        let required_role = match &err {
-            AuthError::Forbidden { required, .. } => Some(required.as_str()),
-            _ => None,
-        };
-        ApiError::Refused(Box::new(Refusal {
-            status,
-            kind,
-            title,
-            detail: err.to_string(),
-            required_role,
-            challenge: HeaderValue::from_str(&challenge)
-                .ok()
-                .filter(|_| !challenge.is_empty()),
-        }))
-    }
-}
-
-impl IntoResponse for AuthError {
-    fn into_response(self) -> Response {
-        ApiError::from(self).into_response()
-    }
-}
-
-/// A problem while setting up authentication at start (the service does not start).
-#[derive(Debug, thiserror::Error)]
-pub enum AuthSetupError {
-    #[error("cannot read the token file {path} (auth.tokens_file): {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("token file {path}, line {line}: {problem}")]
-    Line {
-        path: String,
-        line: usize,
-        problem: String,
-    },
-    #[error("creating the HTTP client for the JWKS: {0}")]
-    Client(reqwest::Error),
-}
 
 /// Authenticates requests according to `[auth]`.
 pub enum Authenticator {
@@ -279,40 +96,6 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
         return Err(AuthError::Missing);
     }
     Ok(token)
-}
-
-/// The middleware in front of every route: see the module documentation.
-pub async fn authorize(
-    State(state): State<SharedState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path();
-    if OPEN_PATHS.contains(&path) {
-        return next.run(request).await;
-    }
-    let is_alertmanager = path == ALERTMANAGER_PATH;
-    let required = Role::required_for(request.method());
-    let result = state
-        .auth
-        .authenticate(request.headers())
-        .await
-        .and_then(|principal| principal.require(required));
-    match result {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal);
-            next.run(request).await
-        }
-        Err(err) => {
-            if is_alertmanager {
-                state
-                    .runner
-                    .metrics()
-                    .webhook_delivery("alertmanager", WebhookOutcome::Unauthorized);
-            }
-            err.into_response()
-        }
-    }
 }
 
 /// Documents how callers authenticate in `mode`. Always the signature the generic webhook
@@ -394,18 +177,5 @@ pub fn document_security(openapi: &mut utoipa::openapi::OpenApi, mode: AuthMode)
                 problem("Tokens cannot be verified (identity provider unreachable)").into()
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn methods_and_roles() {
-        assert_eq!(Role::required_for(&Method::GET), Role::Read);
-        assert_eq!(Role::required_for(&Method::POST), Role::Write);
-        assert!(Role::Write > Role::Read);
-        assert!(Role::Recover > Role::Write);
     }
 }

@@ -6,7 +6,11 @@ use std::{fmt, path::Path};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{AuthError, AuthSetupError, Principal, Role};
+use super::{
+    error::{AuthError, AuthSetupError},
+    principal::Principal,
+    role::Role,
+};
 
 /// Static tokens. Only SHA-256 digests are kept: comparing digests of equal length in constant
 /// time does not reveal a token's length or prefix through timing, and a memory dump does not

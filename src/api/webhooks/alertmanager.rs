@@ -17,11 +17,11 @@ use uuid::Uuid;
 use super::WebhookError;
 use crate::{
     api::{
-        SharedState,
         auth::Principal,
         problem::{
             ApiError, BodyProblems, PROBLEM, Problem, RawBody, content_type, json_from_bytes,
         },
+        state::SharedState,
     },
     config::AlertmanagerConfig,
     metrics::WebhookOutcome,

@@ -11,14 +11,15 @@ use axum::{
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::{HmacKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError};
+use super::WebhookError;
+use crate::api::webhook_setup::{HmacKey, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::{
     api::{
-        SharedState,
         problem::{
             ApiError, BodyProblems, PROBLEM, Problem, RawBody, content_type, json_from_bytes,
         },
         runs::{CreateRun, Requester, start_run},
+        state::SharedState,
     },
     metrics::WebhookOutcome,
     run::Run,
