@@ -5,7 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::{Result, Store};
+use super::{error::Result, handle::Store};
 
 /// Checks kept per copy and kind; older ones are pruned as new ones come.
 const KEPT_PER_COPY: i64 = 10;
@@ -65,7 +65,7 @@ impl Store {
     /// last [`KEPT_PER_COPY`]).
     pub async fn record_backup_check(&self, check: &BackupCheckRecord) -> Result<()> {
         let copy = &check.copy;
-        let mut tx = super::begin_write(&self.pool).await?;
+        let mut tx = super::database::begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO backup_checks (location, backup, size, last_modified, kind, checked_at, \
              ok, revision, keys, detail, how, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

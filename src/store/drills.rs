@@ -11,7 +11,11 @@ use sqlx::types::Json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{CheckedCopy, Result, Store, StoreError};
+use super::{
+    backup_checks::CheckedCopy,
+    error::{Result, StoreError},
+    handle::Store,
+};
 
 /// Drills kept per cluster; older ones are pruned as new ones end.
 const KEPT_PER_CLUSTER: i64 = 100;
@@ -252,7 +256,7 @@ impl Store {
     /// Stores how the running drill `id` ended (a drill that is not running is left as it
     /// is), and forgets the oldest of its cluster's beyond the last [`KEPT_PER_CLUSTER`].
     pub async fn finish_drill(&self, id: Uuid, end: &DrillEnd) -> Result<()> {
-        let mut tx = super::begin_write(&self.pool).await?;
+        let mut tx = super::database::begin_write(&self.pool).await?;
         sqlx::query(
             "UPDATE drills SET state = ?, finished_at = ?, detail = ?, backup_revision = ?, \
              live_revision = ?, backup_age_seconds = ?, restore_seconds = ?, report = ? \

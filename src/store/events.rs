@@ -3,15 +3,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Result, Store, rows::EventRow};
+use super::{error::Result, handle::Store, records::AppendedEvent, rows::EventRow};
 use crate::{model::Service, run::Event};
-
-/// An event just appended to a run's log, as broadcast to live followers (SSE).
-#[derive(Clone, Debug)]
-pub struct AppendedEvent {
-    pub run_id: Uuid,
-    pub event: Event,
-}
 
 impl Store {
     pub async fn append_event(

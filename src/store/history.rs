@@ -4,35 +4,27 @@
 //! list is one indexed query, a run one primary-key lookup. Runs still executing (a few at most)
 //! are assembled from their rows.
 //!
-//! In front of the database, bounded in bytes: the documents of finished runs read recently
-//! (dropped by a resume), and the pages of the list read recently, under the generation of the
-//! history they were read at (every write that changes what the list shows starts a new one).
-//! Concurrent readers of the same page wait for one query and share its bytes.
+//! In front of the database: the recently read documents and pages (`cache`). Concurrent
+//! readers of the same page wait for one query and share its bytes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use quick_cache::{Weighter, sync::Cache};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{SqliteConnection, types::Json};
 use uuid::Uuid;
 
 use super::{
-    Result, RunFilter, Store, StoreError,
+    error::{Result, StoreError},
+    handle::Store,
+    records::RunFilter,
     rows::{self, RunRow, StepAttemptRow, StepRow, TaskRow},
 };
 use crate::{
     model::{Service, State},
     run::{Run, RunSummary, ServiceSummary},
 };
-
-/// Memory for the documents of finished runs read recently.
-const DOCUMENT_CACHE_BYTES: u64 = 4 << 20;
-/// Memory for the pages of the list read recently.
-const PAGE_CACHE_BYTES: u64 = 2 << 20;
-/// Pages of the list built from the database at the same time.
-const PAGE_BUILDS: usize = 2;
 
 /// The version of the run views (`Run`, `RunSummary`) the stored documents are written in.
 /// Increment it when their JSON changes: at start, the service writes the documents of every
@@ -45,54 +37,6 @@ const BACKFILL_BATCH: i64 = 500;
 const OUTLINE_STRING: usize = 200;
 /// How deep objects are outlined field by field; deeper ones are reduced to their size.
 const OUTLINE_DEPTH: usize = 2;
-
-/// Weighs cached JSON by its size.
-#[derive(Clone)]
-struct ByteSize;
-
-impl<K> Weighter<K, Bytes> for ByteSize {
-    fn weight(&self, _key: &K, value: &Bytes) -> u64 {
-        value.len() as u64
-    }
-}
-
-/// A page of the list: the history's generation and the query.
-type PageKey = (u64, Option<State>, Option<Service>, Option<Uuid>, u32);
-
-pub(super) struct HistoryCache {
-    documents: Cache<Uuid, Bytes, ByteSize>,
-    pages: Cache<PageKey, Bytes, ByteSize>,
-    /// Incremented after every committed write that changes what the list shows (a new run, a
-    /// run's or a service's state).
-    generation: AtomicU64,
-    /// Incremented after every resume (the only change to a finished run).
-    resumes: AtomicU64,
-    page_builds: tokio::sync::Semaphore,
-}
-
-impl HistoryCache {
-    pub(super) fn new() -> Self {
-        HistoryCache {
-            documents: Cache::with_weighter(4096, DOCUMENT_CACHE_BYTES, ByteSize),
-            pages: Cache::with_weighter(64, PAGE_CACHE_BYTES, ByteSize),
-            generation: AtomicU64::new(0),
-            resumes: AtomicU64::new(0),
-            page_builds: tokio::sync::Semaphore::new(PAGE_BUILDS),
-        }
-    }
-
-    /// After a committed write that changes what the list shows.
-    pub(super) fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// After a committed resume of run `id`.
-    pub(super) fn resumed(&self, id: Uuid) {
-        self.resumes.fetch_add(1, Ordering::AcqRel);
-        self.documents.remove(&id);
-        self.changed();
-    }
-}
 
 impl Store {
     /// The run as `GET /repopulations/{id}` shows it, as JSON: a finished run's stored document
@@ -225,7 +169,7 @@ impl Store {
         // Keyset over the primary key: each batch starts after the last run looked at.
         let mut after = String::new();
         loop {
-            let mut tx = super::begin_write(&self.pool).await?;
+            let mut tx = super::database::begin_write(&self.pool).await?;
             let batch: Vec<RunRow> = sqlx::query_as(
                 "SELECT r.* FROM runs r LEFT JOIN run_documents d ON d.run_id = r.id \
                  WHERE r.id > ? AND r.state NOT IN (?, ?) \

@@ -14,7 +14,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{StoreError, database_file};
+use super::{database::database_file, error::StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {

@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Result, Store, rows};
+use super::{error::Result, handle::Store, rows};
 
 /// What an earlier step stored about an object it deleted (or was about to delete).
 #[derive(Clone, Debug)]

@@ -7,7 +7,10 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Result, StepRecord, StoreError};
+use super::{
+    error::{Result, StoreError},
+    records::StepRecord,
+};
 use crate::{
     model::{Service, State},
     run::{Event, Run, RunSummary, ServiceSummary, ServiceTask, Step, StepAttempt},

@@ -5,7 +5,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, Store, StoreError, rows};
+use super::{
+    error::{Result, StoreError},
+    handle::Store,
+    rows,
+};
 use crate::model::{EtcdMode, Service, State};
 
 /// The states in which a run waits for a person: `interrupted` (resume it) and

@@ -10,7 +10,10 @@ use sqlx::types::Json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Result, Store, StoreError};
+use super::{
+    error::{Result, StoreError},
+    handle::Store,
+};
 
 /// What a snapshot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
