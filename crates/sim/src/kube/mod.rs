@@ -173,10 +173,12 @@ impl SimCluster {
             opts,
             shutdown: shutdown.clone(),
             csm: csm.clone(),
-            etcd: etcd.clone(),
+            containers: etcd
+                .clone()
+                .map(|e| e as Arc<dyn controllers::ContainerRuntime>),
             s3_root: s3.as_ref().map(|s3| s3.root().to_path_buf()),
         };
-        controllers::start(&ctx);
+        controllers::start(&ctx, etcd.clone());
         let authz = Authorizer::default();
         let router = http::router(http::ApiContext {
             store: store.clone(),

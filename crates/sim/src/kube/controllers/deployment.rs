@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::super::meta;
 use super::super::resources::{DEPLOYMENTS, REPLICASETS};
-use super::{Ctx, all, generation, log_err, owned_by};
+use super::ctx::{Ctx, all, generation, log_err, owned_by};
 
 const HASH_LABEL: &str = "pod-template-hash";
 

@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use super::super::meta;
 use super::super::resources::{ETCDBACKUPS, ETCDCLUSTERS, PODS, SERVICES};
 use super::super::store::Store;
-use super::{Ctx, NEVER_READY, all, log_err};
+use super::{
+    annotations::NEVER_READY,
+    ctx::{Ctx, all, log_err},
+};
 
 /// The operator's finalizer (the simulator's choice: it makes deletion observable as
 /// "deletionTimestamp first, gone later", which is how CSM's operator-managed clusters behave).
@@ -141,7 +144,7 @@ pub fn member_pod(c: &Value, extra: Value) -> Value {
 fn add_missing_members(ctx: &Ctx, c: &Value) {
     let size = c.pointer("/spec/size").and_then(Value::as_i64).unwrap_or(3);
     let pods = all(ctx, &PODS);
-    let have = super::owned_by(&pods, c)
+    let have = super::ctx::owned_by(&pods, c)
         .filter(|p| !meta::is_deleting(p))
         .count();
     let Ok(have) = i64::try_from(have) else {
@@ -159,7 +162,7 @@ fn add_missing_members(ctx: &Ctx, c: &Value) {
         );
     }
     let pods = all(ctx, &PODS);
-    let mut members: Vec<String> = super::owned_by(&pods, c)
+    let mut members: Vec<String> = super::ctx::owned_by(&pods, c)
         .filter(|p| !meta::is_deleting(p))
         .filter_map(meta::name)
         .map(str::to_string)
@@ -265,7 +268,7 @@ impl Operator {
                     tokio::time::sleep(delay).await;
                     // Read before modifying: the store is locked while `modify` runs.
                     let pods = all(&ctx2, &PODS);
-                    let mut members: Vec<String> = super::owned_by(&pods, &cluster)
+                    let mut members: Vec<String> = super::ctx::owned_by(&pods, &cluster)
                         .filter_map(meta::name)
                         .map(str::to_string)
                         .collect();

@@ -29,7 +29,10 @@ use serde_json::{Value, json};
 use super::super::meta;
 use super::super::resources::{ETCDCLUSTERS, ETCDRESTORES, PODS};
 use super::super::store::DeleteOptions;
-use super::{Ctx, NEVER_READY, all, log_err};
+use super::{
+    annotations::NEVER_READY,
+    ctx::{Ctx, all, log_err},
+};
 
 /// Annotation of a seed member pod: the snapshot file its etcd restores its data from.
 pub const RESTORE_FROM: &str = "sim.etcd-repopulator.io/restore-from";

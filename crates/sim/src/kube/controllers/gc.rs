@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::super::meta;
 use super::super::resources::{PropagationPolicy, ResourceDef};
 use super::super::store::{DeleteOptions, FINALIZER_FOREGROUND, FINALIZER_ORPHAN};
-use super::{Ctx, log_err};
+use super::ctx::{Ctx, log_err};
 
 fn remove_finalizer(ctx: &Ctx, def: &'static ResourceDef, obj: &Value, finalizer: &str) {
     log_err(

@@ -19,7 +19,8 @@ use super::super::resources::{JOBS, PODS};
 use super::super::{meta, options::KubeVersion};
 use super::replicaset::{delete_pod, is_ready, pod_from_template};
 use super::{
-    Ctx, EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS, FAIL, LOG, all, log_err, owned_by,
+    annotations::{EFFECT, EFFECT_RELOAD_FAS_IMAGES, EFFECT_REPOPULATE_BSS, FAIL, LOG},
+    ctx::{Ctx, all, log_err, owned_by},
 };
 
 #[derive(Default)]

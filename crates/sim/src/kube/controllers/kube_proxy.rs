@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use super::super::meta;
 use super::super::resources::{PODS, SERVICES};
 use super::super::selector::{labels_of, string_map};
+use super::ctx::{Ctx, all};
 use super::replicaset::is_ready;
-use super::{Ctx, all};
 
 /// One Service port's listener, while it has endpoints.
 struct Proxied {

@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use super::super::meta;
 use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS};
 use super::super::store::DeleteOptions;
-use super::{Ctx, NEVER_READY, all, log_err};
+use super::{
+    annotations::NEVER_READY,
+    ctx::{Ctx, all, log_err},
+};
 
 const NODE: &str = "ncn-w001";
 
@@ -148,8 +151,8 @@ impl Kubelet {
                     ctx.spawn(async move {
                         tokio::time::sleep(delay).await;
                         // The pod goes only once its containers have stopped.
-                        if let Some(etcd) = &ctx2.etcd {
-                            etcd.stop_container(&uid).await;
+                        if let Some(containers) = &ctx2.containers {
+                            containers.stop_container(&uid).await;
                         }
                         let opts = DeleteOptions {
                             grace_period_seconds: Some(0),
@@ -203,7 +206,7 @@ impl Kubelet {
                     let name = meta::name(&pod).unwrap_or_default().to_string();
                     let r = ctx2.modify(&PODS, &pod, |p| {
                         if !meta::is_deleting(p) {
-                            let real_ip = ctx2.etcd.as_ref().and_then(|e| e.pod_ip(p));
+                            let real_ip = ctx2.containers.as_ref().and_then(|c| c.pod_ip(p));
                             start(p, real_ip);
                         }
                     });

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::super::meta;
 use super::super::resources::{PODS, REPLICASETS};
 use super::super::store::DeleteOptions;
-use super::{Ctx, all, generation, log_err, owned_by};
+use super::ctx::{Ctx, all, generation, log_err, owned_by};
 
 pub fn is_active(pod: &Value) -> bool {
     !meta::is_deleting(pod)

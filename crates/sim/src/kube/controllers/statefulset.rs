@@ -30,9 +30,9 @@ use serde_json::{Value, json};
 
 use super::super::meta;
 use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, STATEFULSETS};
+use super::ctx::{Ctx, all, generation, log_err, owned_by};
 use super::replicaset::{delete_pod, is_ready, pod_from_template};
 use super::volumes::PVC_PROTECTION;
-use super::{Ctx, all, generation, log_err, owned_by};
 use crate::kube::options::KubeVersion;
 
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::super::meta;
 use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS};
-use super::{Ctx, all, log_err};
+use super::ctx::{Ctx, all, log_err};
 
 /// The finalizer that keeps a PVC while a pod uses it (see [`pvc_protection`]).
 pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::super::super::meta;
 use super::super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, STATEFULSETS};
-use super::super::Ctx;
+use super::super::ctx::Ctx;
 use super::env::pod_env;
 use super::{RealEtcd, SNAPSHOTTER_PVC, key, lock};
 

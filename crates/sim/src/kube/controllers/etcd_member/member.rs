@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::super::Ctx;
+use super::super::ctx::Ctx;
 use super::bitnami::{Container, Runtime};
 use super::env::{Dns, pod_env, resolve_pod_path};
 use super::process::{self, CLIENT_PORT, Gateway, LogSince, PEER_PORT, etcd_command, etcdctl};

@@ -65,8 +65,9 @@ use tokio_util::sync::CancellationToken;
 use super::super::admission::allocate_pod_ip;
 use super::super::meta;
 use super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, SERVICES, STATEFULSETS};
+use super::annotations::{NEVER_READY, UPGRADED_AT_REVISION};
+use super::ctx::{ContainerRuntime, Ctx, all, log_err};
 use super::etcd_restore::RESTORE_FROM;
-use super::{Ctx, NEVER_READY, UPGRADED_AT_REVISION, all, log_err};
 
 use env::Dns;
 use member::{ContainerState, Kind, Member, MemberSpec, MemberTask, Shared};
@@ -720,6 +721,17 @@ impl RealEtcd {
         }
         lock(&self.seeded).insert(k);
         self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// The kubelet runs the member pods' containers through this.
+impl ContainerRuntime for RealEtcd {
+    fn pod_ip(&self, pod: &Value) -> Option<Ipv4Addr> {
+        RealEtcd::pod_ip(self, pod)
+    }
+
+    fn stop_container<'a>(&'a self, uid: &'a str) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(RealEtcd::stop_container(self, uid))
     }
 }
 
