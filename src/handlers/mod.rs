@@ -256,7 +256,7 @@ pub async fn execute(
         run_id: ctx.run_id,
         cluster: &cluster,
         csm: ctx.csm,
-        dry_run: ctx.dry_run,
+        mode: ctx.mode,
         cancel: ctx.cancel,
         shutdown: ctx.shutdown,
         journal: ctx.journal,
@@ -296,7 +296,11 @@ pub async fn execute(
             }
         }
     };
-    if ctx.dry_run { as_plan(result) } else { result }
+    if ctx.mode.is_dry_run() {
+        as_plan(result)
+    } else {
+        result
+    }
 }
 
 /// A dry run's outcome as a plan: `action_required` becomes `succeeded` (noted in the data as
@@ -344,7 +348,7 @@ async fn perform(
 ) -> Result<StepOutcome, StepError> {
     let step = action.kind();
     if step.covered_by_restore()
-        && let Some(reason) = earlier.recovery().covered_by_restore(ctx.dry_run)
+        && let Some(reason) = earlier.recovery().covered_by_restore(ctx.mode)
     {
         return StepOutcome::with_state(State::Skipped, reason, serde_json::json!({}));
     }

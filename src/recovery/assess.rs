@@ -176,7 +176,7 @@ pub async fn assess(
             .find(|b| b.name == name)
             .ok_or_else(|| StepError::Failed(format!("{cluster}: backup {name} vanished")))?;
         let backups_api = Backups::new(ctx.recovery).recording(ctx.store);
-        let checked = match (&chosen.snapshotter, ctx.dry_run) {
+        let checked = match (&chosen.snapshotter, ctx.mode.is_dry_run()) {
             // etcd-operator: its restore operator reads the backup from S3 itself; it is
             // checked there (read, not stored), in a dry run too.
             _ if found.layout == crate::model::EtcdLayout::Operator => backups_api
@@ -286,7 +286,7 @@ pub async fn assess(
         reason,
         discarded,
     };
-    let message = if ctx.dry_run {
+    let message = if ctx.mode.is_dry_run() {
         format!("dry run: {message}")
     } else {
         message

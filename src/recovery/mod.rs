@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
+    cluster::Mode,
     model::State,
     step::{StepError, StepOutcome},
 };
@@ -137,13 +138,13 @@ impl Decided {
 
     /// Why a step that repopulates data a restore brings back is skipped, when this run
     /// restored the service's cluster.
-    pub fn covered_by_restore(&self, dry_run: bool) -> Option<String> {
+    pub fn covered_by_restore(&self, mode: Mode) -> Option<String> {
         let backup = self.restored_from()?;
         let cluster = &self.decided()?.cluster;
         Some(format!(
             "{}the restore of {cluster} from backup {backup} (step etcd-recover) brings this \
              data back: nothing to repopulate",
-            if dry_run { "dry run: " } else { "" },
+            if mode.is_dry_run() { "dry run: " } else { "" },
         ))
     }
 }

@@ -116,7 +116,7 @@ pub async fn perform(
         )));
     }
     let pods: Vec<&str> = broken.iter().map(|b| b.pod.as_str()).collect();
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return StepOutcome::done(
             format!(
                 "dry run: would replace member(s) {} of {cluster} one at a time while the others \
@@ -347,7 +347,7 @@ impl Replace<'_, '_> {
     async fn delete(&self, at: usize) -> Result<(), StepError> {
         let member = self.member(at);
         let cluster = self.ctx.cluster;
-        let mode = self.ctx.mode();
+        let mode = self.ctx.mode;
         debug_assert!(!mode.is_dry_run());
         let pvc_still_old =
             member.pvc_uid.is_some() && self.pvc_uid(&member.pvc).await? == member.pvc_uid;

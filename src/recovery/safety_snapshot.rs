@@ -91,7 +91,7 @@ pub async fn safety_snapshot(
         }
     };
     let backups = Backups::new(ctx.recovery).recording(ctx.store);
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return StepOutcome::done(
             format!(
                 "dry run: would take a snapshot of {cluster} ({keys} key(s)) through {through} \

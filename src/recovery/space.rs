@@ -199,7 +199,7 @@ pub async fn perform(ctx: &StepContext<'_>, cluster: &str) -> Result<StepOutcome
         )));
     };
     let quota = Some(found.quota.bytes);
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return StepOutcome::done(
             format!(
                 "dry run: would compact {cluster}'s history, defragment its members one at a \

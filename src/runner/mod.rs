@@ -17,7 +17,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    cluster::Cluster,
+    cluster::{Cluster, Mode},
     config::Config,
     csm::CsmClients,
     handlers::{self},
@@ -261,7 +261,12 @@ impl Runner {
             .store
             .append_event(id, "info", None, None, &release.describe(), now())
             .await?;
-        self.launch(&mut active, id, &services, request.dry_run);
+        self.launch(
+            &mut active,
+            id,
+            &services,
+            Mode::dry_run_if(request.dry_run),
+        );
         drop(active);
         let run = inner
             .store
@@ -364,7 +369,7 @@ impl Runner {
                 now(),
             )
             .await?;
-        self.launch(&mut active, id, &services, run.dry_run);
+        self.launch(&mut active, id, &services, Mode::dry_run_if(run.dry_run));
         drop(active);
         inner
             .store
@@ -462,7 +467,7 @@ impl Runner {
         }
     }
 
-    fn launch(&self, active: &mut Active, id: Uuid, services: &[Service], dry_run: bool) {
+    fn launch(&self, active: &mut Active, id: Uuid, services: &[Service], mode: Mode) {
         let control = Control::new();
         for &service in services {
             active.services.insert(service, id);
@@ -470,10 +475,10 @@ impl Runner {
         active.runs.insert(id, control.clone());
         self.inner.metrics.run_started();
         let inner = self.inner.clone();
-        let span = tracing::info_span!("run", run_id = %id, dry_run);
+        let span = tracing::info_span!("run", run_id = %id, dry_run = mode.is_dry_run());
         self.inner
             .tracker
-            .spawn(execute_run(inner, id, dry_run, control).instrument(span));
+            .spawn(execute_run(inner, id, mode, control).instrument(span));
     }
 }
 

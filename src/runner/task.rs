@@ -17,9 +17,9 @@ use crate::{
 
 use super::{journal::StoreJournal, state::*};
 
-pub(super) async fn execute_run(inner: Arc<Inner>, id: Uuid, dry_run: bool, control: Control) {
+pub(super) async fn execute_run(inner: Arc<Inner>, id: Uuid, mode: Mode, control: Control) {
     let started = Instant::now();
-    let state = match drive_run(&inner, id, dry_run, &control).await {
+    let state = match drive_run(&inner, id, mode, &control).await {
         Ok(state) => Some(state),
         Err(err) => {
             // The store failed under us: leave the run as it is (pending/running); the next
@@ -39,7 +39,7 @@ pub(super) async fn execute_run(inner: Arc<Inner>, id: Uuid, dry_run: bool, cont
 pub(super) async fn drive_run(
     inner: &Arc<Inner>,
     id: Uuid,
-    dry_run: bool,
+    mode: Mode,
     control: &Control,
 ) -> Result<State, StoreError> {
     let (store, started) = (&inner.store, Instant::now());
@@ -48,7 +48,7 @@ pub(super) async fn drive_run(
     let services = store.pending_tasks(id).await?;
     let tasks = services.into_iter().map(|service| {
         let span = tracing::info_span!("task", service = %service);
-        run_task(inner, id, service, dry_run, control).instrument(span)
+        run_task(inner, id, service, mode, control).instrument(span)
     });
     for result in join_all(tasks).await {
         result?;
@@ -145,7 +145,7 @@ pub(super) async fn run_task(
     inner: &Arc<Inner>,
     run_id: Uuid,
     service: Service,
-    dry_run: bool,
+    mode: Mode,
     control: &Control,
 ) -> Result<(), StoreError> {
     let store = &inner.store;
@@ -185,10 +185,9 @@ pub(super) async fn run_task(
             continue;
         }
         let span = tracing::info_span!("step", step = %step.name);
-        let (state, message) =
-            run_step(inner, run_id, service, step, dry_run, control, &mut earlier)
-                .instrument(span)
-                .await?;
+        let (state, message) = run_step(inner, run_id, service, step, mode, control, &mut earlier)
+            .instrument(span)
+            .await?;
         match state {
             // A step that had nothing to do says why (its message) and the task goes on.
             State::Succeeded | State::Skipped => {}
@@ -209,7 +208,7 @@ pub(super) async fn run_task(
         (State::Succeeded, _) if !notes.is_empty() => (State::ActionRequired, notes.join("; ")),
         (State::Succeeded, _) => (
             State::Succeeded,
-            if dry_run {
+            if mode.is_dry_run() {
                 "dry run planned".to_owned()
             } else {
                 "repopulated".to_owned()
@@ -241,7 +240,7 @@ pub(super) async fn run_step(
     run_id: Uuid,
     service: Service,
     step: &crate::store::StepRecord,
-    dry_run: bool,
+    mode: Mode,
     control: &Control,
     earlier: &mut Earlier,
 ) -> Result<(State, String), StoreError> {
@@ -276,13 +275,13 @@ pub(super) async fn run_step(
                 run_id,
                 service.as_str(),
                 &step.name,
-                Mode::dry_run_if(dry_run),
+                mode,
             );
             let ctx = StepContext {
                 run_id,
                 cluster: &inner.cluster,
                 csm: &inner.csm,
-                dry_run,
+                mode,
                 cancel: &control.token,
                 shutdown: &control.shutdown,
                 journal: &journal,

@@ -76,7 +76,8 @@ pub struct StepContext<'a> {
     pub run_id: uuid::Uuid,
     pub cluster: &'a Cluster,
     pub csm: &'a CsmClients,
-    pub dry_run: bool,
+    /// Whether the step's writes are sent for real or as server-side dry runs (a dry run).
+    pub mode: Mode,
     /// Cancelled when the run is cancelled or the service stops.
     pub cancel: &'a CancellationToken,
     /// Cancelled only when the service stops (see the recovery's point of no return).
@@ -98,11 +99,6 @@ pub struct StepContext<'a> {
 }
 
 impl StepContext<'_> {
-    /// How the step's writes go to the API server: as server-side dry runs in a dry run.
-    pub fn mode(&self) -> Mode {
-        Mode::dry_run_if(self.dry_run)
-    }
-
     /// Publishes an Event on `object` (uid `uid`, in the services' namespace). Events are a
     /// courtesy to whoever runs `kubectl describe`: one that cannot be published is noted in
     /// the run's log and the step goes on.

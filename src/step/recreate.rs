@@ -112,7 +112,7 @@ pub async fn run_with(
                     .await;
                 saved.original_uid = Some(uid.clone());
                 ctx.journal.save(&to_value(&saved)?).await?;
-                if ctx.dry_run {
+                if ctx.mode.is_dry_run() {
                     saved.dry_run = Some(true);
                     return StepOutcome::done(
                         format!(
@@ -143,7 +143,7 @@ pub async fn run_with(
                 .collect();
             saved.original_uid = Some(original.clone());
             ctx.journal.save(&to_value(&saved)?).await?;
-            if ctx.dry_run {
+            if ctx.mode.is_dry_run() {
                 return dry_run(ctx, object, &what, saved, &original, timeout).await;
             }
             replace(
@@ -173,7 +173,7 @@ pub async fn run_with(
             saved.manifest = Some(manifest.clone());
             saved.original_uid = Some(original.clone());
             ctx.journal.save(&to_value(&saved)?).await?;
-            if ctx.dry_run {
+            if ctx.mode.is_dry_run() {
                 saved.dry_run = Some(true);
                 return StepOutcome::done(
                     format!("dry run: {what} is absent; would create it from {from}"),

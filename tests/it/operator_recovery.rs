@@ -125,7 +125,7 @@ async fn execute_until(
         run_id,
         cluster: &cluster,
         csm: &csm,
-        dry_run,
+        mode: Mode::dry_run_if(dry_run),
         cancel,
         shutdown: &tokio_util::sync::CancellationToken::new(),
         journal: &journal,

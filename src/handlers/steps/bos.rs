@@ -83,7 +83,7 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
             format!(
                 "{}no snapshot of BOS session templates was taken before the rebuild (BOS has {} \
                  template(s) now), so none can be restored automatically: {RUNBOOK_GUIDANCE}",
-                if ctx.dry_run {
+                if ctx.mode.is_dry_run() {
                     "dry run: a real run would restore nothing and ask for this: "
                 } else {
                     ""
@@ -112,7 +112,7 @@ pub async fn restore_templates(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
         )
     };
     let considered = format!("{} snapshot(s) considered", found.considered);
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         let message = format!(
             "dry run: would restore {} template(s){} ({considered}){untouched_note}",
             sources.len(),

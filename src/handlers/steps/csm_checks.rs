@@ -119,7 +119,7 @@ pub async fn list_crus_sessions(
             data,
         );
     }
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return StepOutcome::action_required(
             format!(
                 "dry run: {} of {} CRUS session(s) not completed now: {}; after the restart a \
@@ -167,7 +167,7 @@ pub async fn check_cps_clients(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
         )
     };
     let workers = serving.iter().cloned().collect::<Vec<_>>().join(", ");
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return StepOutcome::action_required(
             format!(
                 "dry run: CPS content is exported by {} worker(s) ({workers}); after a rebuild of \
@@ -230,7 +230,7 @@ pub async fn verify_bss_boot_parameters(ctx: &StepContext<'_>) -> Result<StepOut
     let entries = ctx.csm.bss.list_bootparameters().await?;
     let hosts: usize = entries.iter().map(|entry| entry.hosts.len()).sum();
     let data = json!({ "entries": entries.len(), "hosts": hosts });
-    if entries.is_empty() && !ctx.dry_run {
+    if entries.is_empty() && !ctx.mode.is_dry_run() {
         return Err(StepError::Failed(
             "BSS holds no boot parameters after the cray-reds-init Job ran: nodes cannot boot. \
              Check the Job's log (see the previous step) and that BSS reaches its etcd cluster"
@@ -256,14 +256,14 @@ pub async fn verify_fas_images(ctx: &StepContext<'_>) -> Result<StepOutcome, Ste
         "actions": actions.len(),
         "snapshots": snapshots.len(),
     });
-    if images.is_empty() && !ctx.dry_run {
+    if images.is_empty() && !ctx.mode.is_dry_run() {
         return Err(StepError::Failed(
             "FAS lists no firmware images after the reload: the images were not reloaded; check \
              the loader (see the previous step) and the firmware repository in Nexus"
                 .to_owned(),
         ));
     }
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return StepOutcome::action_required(
             format!(
                 "dry run: FAS lists {} firmware image(s), {} action(s) and {} snapshot(s) now. \

@@ -78,7 +78,7 @@ pub async fn check(
     after: bool,
 ) -> Result<StepOutcome, StepError> {
     let decided = earlier.recovery();
-    if let Some(recovered) = decided.planned_recovery().filter(|_| ctx.dry_run) {
+    if let Some(recovered) = decided.planned_recovery().filter(|_| ctx.mode.is_dry_run()) {
         return StepOutcome::done(
             format!(
                 "dry run: would {} once the cluster is {recovered} by step etcd-recover; as it is \

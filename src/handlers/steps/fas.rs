@@ -48,7 +48,7 @@ pub async fn reload_from_nexus(
     timeout: Duration,
 ) -> Result<StepOutcome, StepError> {
     let status = ctx.csm.fas.loader_status().await?;
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return StepOutcome::done(
             format!(
                 "would POST /loader/nexus on FAS and wait for the loader (now {})",

@@ -252,7 +252,7 @@ pub async fn resolve_targets(
     let count = |role| resolved.targets.iter().filter(|t| t.role == role).count();
     let mut message = format!(
         "{} {} host(s) ({} compute, {} NCN): {}",
-        if ctx.dry_run {
+        if ctx.mode.is_dry_run() {
             "dry run: would contact"
         } else {
             "will contact"
@@ -266,7 +266,7 @@ pub async fn resolve_targets(
         let _ = write!(
             message,
             "; Ready compute node(s) without a NID in HSM, {}: {}",
-            if ctx.dry_run {
+            if ctx.mode.is_dry_run() {
                 "would not be contacted"
             } else {
                 "not contacted"
@@ -301,7 +301,7 @@ pub async fn restart(
 ) -> Result<StepOutcome, StepError> {
     let targets = targets(earlier)?;
     let hosts = targets.hosts();
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         // What the fan-out would trip on before reaching any host: a missing or unreadable
         // identity or known_hosts file.
         let fingerprint = remote::preflight(ctx.ssh).map_err(|problems| {
@@ -399,7 +399,7 @@ pub async fn verify_subscriptions(
             .collect();
         // A dry run restarted nothing, so there is nothing to wait for.
         let now = tokio::time::Instant::now();
-        if missing.is_empty() || ctx.dry_run || now >= deadline {
+        if missing.is_empty() || ctx.mode.is_dry_run() || now >= deadline {
             break missing;
         }
         tokio::select! {
@@ -438,7 +438,7 @@ pub async fn verify_subscriptions(
         );
     }
     let names: Vec<String> = missing.iter().map(|t| describe(t)).collect();
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return StepOutcome::done(
             format!(
                 "dry run: {} of {} node(s) have no HMNFD subscription now: {}",

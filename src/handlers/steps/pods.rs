@@ -71,7 +71,7 @@ pub async fn restart(
         .log(&format!(
             "{} pod(s) {}: {}",
             names.len(),
-            if ctx.dry_run {
+            if ctx.mode.is_dry_run() {
                 "would be deleted (dry run)"
             } else {
                 "deleting"
@@ -91,7 +91,7 @@ pub async fn restart(
     }
     let report = ctx
         .cluster
-        .restart(plan, ctx.mode(), timeout, ctx.cancel)
+        .restart(plan, ctx.mode, timeout, ctx.cancel)
         .await?;
     for pod in &report.new_pods {
         ctx.announce(

@@ -127,7 +127,9 @@ pub async fn run(
     if decision == Decision::StartWithData {
         return start_with_data::perform(ctx, &found, timeout).await;
     }
-    if let (Decision::RestoreFromMember { pod, revision }, true) = (&decision, ctx.dry_run) {
+    if let (Decision::RestoreFromMember { pod, revision }, true) =
+        (&decision, ctx.mode.is_dry_run())
+    {
         return StepOutcome::done(
             format!(
                 "dry run: would check the snapshot etcd-safety-snapshot takes through member pod \
@@ -165,7 +167,7 @@ pub async fn run(
         safety: decided.safety_snapshot().cloned(),
         restarting: false,
     };
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return recover.plan().await;
     }
     recover.execute().await

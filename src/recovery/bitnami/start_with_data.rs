@@ -71,7 +71,7 @@ pub async fn perform(
     timeout: Duration,
 ) -> Result<StepOutcome, StepError> {
     let cluster = &found.name;
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return StepOutcome::done(
             format!(
                 "dry run: would set ETCD_DISASTER_RECOVERY=no on StatefulSet {cluster}, delete its \

@@ -44,7 +44,7 @@ pub async fn rebuild(
             current
         }
     };
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         return plan_rebuild(ctx, &record, cluster, &scale, timeout).await;
     }
     rebuildable(ctx, &record, cluster).await?;
@@ -148,7 +148,7 @@ pub(super) async fn rebuild_while_scaled_down(
         run_id: ctx.run_id,
         cluster: ctx.cluster,
         csm: ctx.csm,
-        dry_run: false,
+        mode: Mode::Apply,
         cancel: ctx.cancel,
         shutdown: ctx.shutdown,
         journal: &nested,

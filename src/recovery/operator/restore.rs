@@ -151,7 +151,7 @@ pub async fn restore(
         }
     };
     let manifest = restore_manifest(cluster, &plan.source, &plan.run_id);
-    if ctx.dry_run {
+    if ctx.mode.is_dry_run() {
         ctx.cluster
             .create_object(&restore_ref, &manifest, Mode::DryRun)
             .await
