@@ -9,6 +9,7 @@ pub mod backup_drill;
 pub mod backups;
 mod client;
 mod config;
+pub mod container;
 mod error;
 pub mod layout;
 mod maintenance;

@@ -6,6 +6,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::container::etcd_container;
+
 /// etcd's backend quota when `--quota-backend-bytes` is not set (or not positive): 2 GiB.
 pub const ETCD_DEFAULT_QUOTA: u64 = 2 * 1024 * 1024 * 1024;
 
@@ -70,18 +72,8 @@ fn quota_env(env: &serde_json::Value) -> Option<&str> {
 impl Quota {
     /// The quota of the StatefulSet's etcd container (the one named `etcd`, else the first).
     pub fn of_statefulset(sts: &StatefulSet) -> Quota {
-        let containers = sts
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .map(|pod| pod.containers.as_slice())
-            .unwrap_or_default();
-        let etcd = containers
-            .iter()
-            .find(|c| c.name == "etcd")
-            .or(containers.first());
-        let value = etcd
-            .and_then(|c| c.env.as_ref())
+        let value = etcd_container(sts)
+            .and_then(|(_, c)| c.env.as_ref())
             .and_then(|env| env.iter().find(|var| var.name == QUOTA_ENV))
             .and_then(|var| var.value.as_deref());
         Quota::from_env(value)

@@ -3,6 +3,7 @@
 use crate::common;
 
 use crate::common::{problem, start};
+use etcd_repopulator::model::{Service, State};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -28,14 +29,18 @@ async fn reds_and_meds_run_restarts_the_pods_and_succeeds() {
     assert_eq!(run["reason"], "cray-reds-etcd rebuilt");
     assert_eq!(run["services"].as_array().unwrap().len(), 2);
 
-    let run = app.finished_run(id).await;
-    assert_eq!(run["state"], "succeeded", "{run:#}");
-    assert!(run["started_at"].is_string() && run["finished_at"].is_string());
-    for task in run["services"].as_array().unwrap() {
-        assert_eq!(task["state"], "succeeded", "{task:#}");
-        let step = &task["steps"][0];
-        assert_eq!(step["state"], "succeeded");
-        assert!(!step["data"]["new_pods"].as_array().unwrap().is_empty());
+    let run = app.finished(id).await;
+    assert_eq!(run.state, State::Succeeded, "{run:#?}");
+    assert!(run.started_at.is_some() && run.finished_at.is_some());
+    let mut services: Vec<Service> = run.services.iter().map(|t| t.service).collect();
+    services.sort();
+    assert_eq!(services, [Service::Meds, Service::Reds]);
+    for task in &run.services {
+        assert_eq!(task.state, State::Succeeded, "{task:#?}");
+        let step = &task.steps[0];
+        assert_eq!(step.state, State::Succeeded);
+        let data = step.data.as_ref().expect("the restart's data");
+        assert!(!data["new_pods"].as_array().unwrap().is_empty());
     }
 
     for (selector, before) in [
@@ -313,15 +318,15 @@ async fn dry_run_plans_without_touching_pods() {
     let id = app
         .start_run(json!({"services": ["reds"], "dry_run": true}))
         .await;
-    let run = app.finished_run(&id).await;
-    assert_eq!(run["state"], "succeeded");
-    assert_eq!(run["dry_run"], true);
-    let step = &run["services"][0]["steps"][0];
+    let run = app.finished(&id).await;
+    assert_eq!(run.state, State::Succeeded);
+    assert!(run.dry_run);
+    let step = &run.services[0].steps[0];
     assert!(
-        step["message"].as_str().unwrap().starts_with("dry run"),
-        "{step}"
+        step.message.as_deref().unwrap().starts_with("dry run"),
+        "{step:#?}"
     );
-    let planned: Vec<&str> = step["data"]["pods"]
+    let planned: Vec<&str> = step.data.as_ref().unwrap()["pods"]
         .as_array()
         .unwrap()
         .iter()
@@ -374,14 +379,11 @@ async fn cancel_stops_a_waiting_run() {
     sim.seed_csm().await.unwrap();
     let app = common::start_on(sim, Config::default()).await;
     let id = app.start_run(json!({"services": ["reds"]})).await;
-    let (status, run) = app
-        .post(&format!("/repopulations/{id}/cancel"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
-    let run = app.finished_run(&id).await;
-    assert_eq!(run["state"], "cancelled", "{run:#}");
-    assert_eq!(run["services"][0]["state"], "cancelled");
-    assert_eq!(run["services"][0]["steps"][0]["state"], "cancelled");
+    app.cancel(&id).await;
+    let run = app.finished(&id).await;
+    assert_eq!(run.state, State::Cancelled, "{run:#?}");
+    assert_eq!(run.services[0].state, State::Cancelled);
+    assert_eq!(run.services[0].steps[0].state, State::Cancelled);
 
     let resp = app
         .http

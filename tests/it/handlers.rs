@@ -4,7 +4,10 @@ use crate::common;
 
 use std::time::Duration;
 
-use etcd_repopulator::config::{Config, ObjectRecreate};
+use etcd_repopulator::{
+    config::{Config, ObjectRecreate},
+    model::{Service, State},
+};
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     batch::v1::Job,
@@ -671,10 +674,7 @@ async fn cancel_between_delete_and_create(
     let mut events = app.runner.store().subscribe();
     let id = app.start_run(json!({ "services": [service] })).await;
     terminating(&api, name).await;
-    let (status, body) = app
-        .post(&format!("/repopulations/{id}/cancel"), json!({}))
-        .await;
-    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    app.cancel(&id).await;
     logged(&mut events, &id, "stop requested while").await;
     set_finalizers(&api, name, Value::Null).await;
 
@@ -772,20 +772,18 @@ async fn resume_runs_a_failed_job_again() {
         .unwrap()
         .to_owned();
 
-    let (status, body) = app
-        .post(&format!("/repopulations/{id}/resume"), json!({}))
-        .await;
-    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
-    let resumed = app.finished_run(id).await;
+    let resumed = app.resume_to_end(id).await;
     // The Job still fails (its template says so), but it is a new Job that failed.
-    assert_eq!(resumed["state"], "failed", "{resumed:#}");
-    let step = &resumed["services"][0]["steps"][0];
+    assert_eq!(resumed.state, State::Failed, "{resumed:#?}");
+    assert_eq!(resumed.attempt, 2);
+    let step = common::step_of(&resumed, Service::Fas, "rerun-fas-loader-job");
+    let data = step.data.as_ref().expect("the re-run's data");
     let current = jobs(&app).get("cray-fas-loader").await.unwrap();
     assert_ne!(current.uid().unwrap(), failed_uid);
-    assert_eq!(step["data"]["new_uid"], current.uid().unwrap());
-    assert_eq!(step["data"]["original_uid"], failed_uid.as_str());
+    assert_eq!(data["new_uid"], current.uid().unwrap());
+    assert_eq!(data["original_uid"], failed_uid.as_str());
     assert!(job_condition(&current, "Failed"));
-    let message = step["message"].as_str().unwrap();
+    let message = step.message.as_deref().unwrap();
     assert!(
         message.contains(&current.uid().unwrap())
             && message.contains("error: firmware repository unreachable"),

@@ -105,10 +105,7 @@ async fn a_running_run_is_listed_and_shown_as_it_is_now() {
     );
     let (_, run) = app.get(&format!("/repopulations/{id}")).await;
     assert!(run["services"][0]["steps"].is_array(), "{run:#}");
-    let (status, _) = app
-        .post(&format!("/repopulations/{id}/cancel"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    app.cancel(&id).await;
     let run = app.finished_run(&id).await;
     assert_eq!(run["message"], "1 cancelled: reds", "{run:#}");
     let (_, list) = app.get("/repopulations").await;
@@ -149,10 +146,7 @@ async fn steps_after_a_failure_are_skipped_and_a_resume_keeps_the_first_attempt(
         assert!(step.get("attempts").is_none(), "{step:#}");
     }
 
-    let (status, resumed) = app
-        .post(&format!("/repopulations/{id}/resume"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{resumed}");
+    app.ask(&id, "resume").await;
     let second = app.finished_run(&id).await;
     assert_eq!(second["attempt"], 2);
     assert_eq!(second["state"], "failed", "{second:#}");

@@ -412,13 +412,7 @@ async fn a_cancel_once_the_pvcs_are_being_deleted_finishes_the_recovery_first() 
     .unwrap();
     assert_eq!(replicas(&client, FAS_STS).await, 0);
 
-    let resp = app
-        .http
-        .post(app.url(&format!("/repopulations/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    app.cancel(&id).await;
     common::until("the cancel noted in the journal", async || {
         let (_, run) = app.get(&format!("/repopulations/{id}")).await;
         common::step(&run, "fas", "etcd-recover")["data"]["cancel_deferred"]
@@ -506,13 +500,7 @@ async fn a_cancel_during_the_scale_down_ends_once_the_cluster_is_back() {
     .await
     .expect("the run scales the set down")
     .unwrap();
-    let resp = app
-        .http
-        .post(app.url(&format!("/repopulations/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    app.cancel(&id).await;
     common::until("the set put back", async || {
         (replicas(&client, FAS_STS).await == 3).then_some(())
     })
@@ -1024,13 +1012,7 @@ async fn a_timeout_fails_the_step_puts_the_statefulset_back_and_a_resume_starts_
         )
         .await
         .unwrap();
-    let resp = app
-        .http
-        .post(app.url(&format!("/repopulations/{id}/resume")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    app.ask(&id, "resume").await;
     let run = app.finished_run(&id).await;
     let recover = common::step(&run, "fas", "etcd-recover");
     assert_eq!(recover["state"], "succeeded", "{recover:#}");
@@ -1143,13 +1125,7 @@ async fn a_stop_after_the_cluster_is_healthy_keeps_the_recovery_and_a_resume_fin
     assert!(!message.contains("empty"), "{message}");
     assert_eq!(replicas(&client, FAS_STS).await, 3);
 
-    let resp = app
-        .http
-        .post(app.url(&format!("/repopulations/{id}/resume")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    app.ask(&id, "resume").await;
     let run = app.finished_run(&id).await;
     let recover = common::step(&run, "fas", "etcd-recover");
     assert_eq!(recover["state"], "succeeded", "{recover:#}");

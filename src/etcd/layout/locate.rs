@@ -8,7 +8,7 @@ use kube::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::etcd::{config::EtcdConfig, quota::Quota};
+use crate::etcd::{config::EtcdConfig, container::etcd_container, quota::Quota};
 use crate::{
     cluster::{Cluster, ClusterError, ObjectRef},
     model::{EtcdLayout, Service},
@@ -113,17 +113,8 @@ pub const RECOVERY_ENV: [&str; 6] = [
 /// The [`RECOVERY_ENV`] variables the StatefulSet's etcd container sets (a value from a
 /// reference shows as `<from a reference>`).
 fn recovery_env(sts: &StatefulSet) -> std::collections::BTreeMap<String, String> {
-    let containers = sts
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|pod| pod.containers.as_slice())
-        .unwrap_or_default();
-    let etcd = containers
-        .iter()
-        .find(|c| c.name == "etcd")
-        .or(containers.first());
-    etcd.and_then(|c| c.env.as_ref())
+    etcd_container(sts)
+        .and_then(|(_, c)| c.env.as_ref())
         .into_iter()
         .flatten()
         .filter(|var| RECOVERY_ENV.contains(&var.name.as_str()))

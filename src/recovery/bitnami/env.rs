@@ -67,12 +67,7 @@ pub(super) fn describe_env(vars: &[EnvVar]) -> String {
 
 /// The etcd container of the set's pod template: `etcd`, else the first.
 pub(super) fn etcd_container(set: &StatefulSet) -> Option<(usize, String, Vec<EnvVar>)> {
-    let containers = &set.spec.as_ref()?.template.spec.as_ref()?.containers;
-    let index = containers
-        .iter()
-        .position(|c| c.name == "etcd")
-        .or((!containers.is_empty()).then_some(0))?;
-    let c = &containers[index];
+    let (index, c) = crate::etcd::container::etcd_container(set)?;
     Some((index, c.name.clone(), c.env.clone().unwrap_or_default()))
 }
 

@@ -6,7 +6,14 @@ pub mod sshd;
 
 use std::{path::PathBuf, time::Duration};
 
-use etcd_repopulator::{app::App, config::Config, drills::Drills, runner::Runner};
+use etcd_repopulator::{
+    app::App,
+    config::Config,
+    drills::Drills,
+    model::Service,
+    run::{Run, Step},
+    runner::Runner,
+};
 use k8s_openapi::api::{
     core::v1::{Event, Pod},
     rbac::v1::PolicyRule,
@@ -129,6 +136,15 @@ async fn serve(
     (base, app.runner, app.drills)
 }
 
+/// The step `name` of `service` in a run.
+pub fn step_of<'a>(run: &'a Run, service: Service, name: &str) -> &'a Step {
+    run.services
+        .iter()
+        .find(|t| t.service == service)
+        .and_then(|t| t.steps.iter().find(|s| s.name == name))
+        .unwrap_or_else(|| panic!("no step {service:?}/{name} in {run:#?}"))
+}
+
 /// The step `name` of `service` in `run` (a run as `GET /repopulations/{id}` shows it).
 pub fn step<'a>(run: &'a Value, service: &str, name: &str) -> &'a Value {
     run["services"]
@@ -192,6 +208,34 @@ impl TestApp {
         let (status, run) = self.post("/repopulations", body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{run}");
         run["id"].as_str().unwrap().to_owned()
+    }
+
+    /// POSTs `/repopulations/{id}/{action}` (`cancel`, `resume`, `abandon`) and asserts that
+    /// the service accepted it (202).
+    pub async fn ask(&self, id: &str, action: &str) {
+        let url = self.url(&format!("/repopulations/{id}/{action}"));
+        let (status, body) = json(self.http.post(url).send().await.unwrap()).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "{action} of run {id}: {body:#}"
+        );
+    }
+
+    /// Cancels run `id` (asserting 202).
+    pub async fn cancel(&self, id: &str) {
+        self.ask(id, "cancel").await;
+    }
+
+    /// Resumes run `id` (asserting 202) and returns it once it ended.
+    pub async fn resume_to_end(&self, id: &str) -> Run {
+        self.ask(id, "resume").await;
+        self.finished(id).await
+    }
+
+    /// Waits (bounded) until no run executes, then returns run `id` as the API's own type.
+    pub async fn finished(&self, id: &str) -> Run {
+        serde_json::from_value(self.finished_run(id).await).expect("a run as the API shows it")
     }
 
     /// Waits (bounded) until no run executes, then returns run `id`.
