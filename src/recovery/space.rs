@@ -245,18 +245,11 @@ pub async fn perform(ctx: &StepContext<'_>, cluster: &str) -> Result<StepOutcome
             // The alarm disarmed, the chart's probe passes again: the step ends once the
             // members are Ready and the cluster healthy through its client Service, as the
             // services reach it.
-            super::wait::wait_healthy(
+            super::wait::healthy_report(
+                ctx,
+                &found,
                 super::wait::Deadline::after(ctx.recovery.timeout),
                 ctx.cancel,
-                &format!("{cluster} to be healthy through its client Service"),
-                || async {
-                    let report = layout::report(ctx.cluster, &found, ctx.etcd).await?;
-                    Ok(if report.healthy {
-                        Ok(())
-                    } else {
-                        Err(report.problems.join("; "))
-                    })
-                },
             )
             .await?;
             StepOutcome::done(

@@ -9,7 +9,11 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{cluster::ClusterError, step::StepError};
+use crate::{
+    cluster::ClusterError,
+    etcd::layout::{self, EtcdClusterReport, Found},
+    step::{StepContext, StepError},
+};
 
 /// When the waits of one recovery attempt (`[recovery] timeout` from its start) must be over.
 #[derive(Clone, Copy, Debug)]
@@ -73,4 +77,24 @@ where
         }
         pause = (pause * 2).min(LONGEST_PAUSE);
     }
+}
+
+/// The cluster's report once it says healthy (healthy: every member answers, the cluster
+/// serves, no alarm), asked through [`wait_healthy`].
+pub async fn healthy_report(
+    ctx: &StepContext<'_>,
+    found: &Found,
+    deadline: Deadline,
+    token: &CancellationToken,
+) -> Result<EtcdClusterReport, StepError> {
+    let waiting_for = format!("{} to be healthy", found.name);
+    wait_healthy(deadline, token, &waiting_for, || async {
+        let report = layout::report(ctx.cluster, found, ctx.etcd).await?;
+        Ok(if report.healthy {
+            Ok(report)
+        } else {
+            Err(report.problems.join("; "))
+        })
+    })
+    .await
 }

@@ -12,15 +12,12 @@ use tokio_util::sync::CancellationToken;
 use crate::recovery::{
     decision::Decision,
     journal::{self, to_value},
-    wait::{Deadline, wait_healthy},
+    wait::{Deadline, healthy_report},
 };
 use crate::{
     cluster::{ClusterError, Mode, ObjectRef},
-    etcd::{
-        backups::Backups,
-        layout::{self, Found},
-    },
-    step::{StepContext, StepError},
+    etcd::{backups::Backups, layout},
+    step::StepError,
 };
 
 use super::{Recover, deferred_cancel, describe, env::*, observe::*, state::*};
@@ -421,23 +418,4 @@ impl Recover<'_, '_> {
         let report = healthy_report(self.ctx, &self.found, self.deadline, token).await?;
         to_value(&report)
     }
-}
-
-/// The cluster's report once it says healthy (see [`wait_healthy`]).
-pub(super) async fn healthy_report(
-    ctx: &StepContext<'_>,
-    found: &Found,
-    deadline: Deadline,
-    token: &CancellationToken,
-) -> Result<layout::EtcdClusterReport, StepError> {
-    let waiting_for = format!("{} to be healthy", found.name);
-    wait_healthy(deadline, token, &waiting_for, || async {
-        let report = layout::report(ctx.cluster, found, ctx.etcd).await?;
-        Ok(if report.healthy {
-            Ok(report)
-        } else {
-            Err(report.problems.join("; "))
-        })
-    })
-    .await
 }

@@ -6,7 +6,8 @@ use crate::cluster::Mode;
 use crate::recovery::{journal, wait::Deadline};
 use crate::step::StepError;
 
-use super::{Recover, env::*, phases::healthy_report, state::*};
+use super::{Recover, env::*, state::*};
+use crate::recovery::wait::healthy_report;
 
 impl Recover<'_, '_> {
     /// Puts the StatefulSet back (replica count, environment) after `err` stopped the

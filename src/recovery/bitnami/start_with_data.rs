@@ -32,7 +32,7 @@ use crate::{
     etcd::layout::{self, Found},
     recovery::{
         journal::Journaled,
-        wait::{Deadline, wait_healthy},
+        wait::{Deadline, healthy_report},
     },
     step::{StepContext, StepError, StepOutcome},
 };
@@ -127,7 +127,7 @@ pub async fn perform(
         ctx.cluster
             .wait_statefulset_rolled_out(cluster, deadline.left(), ctx.cancel)
             .await?;
-        healthy(ctx, found, deadline).await?;
+        healthy_report(ctx, found, deadline, ctx.cancel).await?;
         set_phase(StartPhase::EnvRestored).await?;
     }
     let report = layout::report(ctx.cluster, found, ctx.etcd).await?;
@@ -190,28 +190,8 @@ async fn restart(
     ctx.cluster
         .restart(plan, Mode::Apply, deadline.left(), ctx.cancel)
         .await?;
-    healthy(ctx, found, deadline).await
-}
-
-async fn healthy(
-    ctx: &StepContext<'_>,
-    found: &Found,
-    deadline: Deadline,
-) -> Result<(), StepError> {
-    wait_healthy(
-        deadline,
-        ctx.cancel,
-        &format!("{} to be healthy", found.name),
-        || async {
-            let report = layout::report(ctx.cluster, found, ctx.etcd).await?;
-            Ok(if report.healthy {
-                Ok(())
-            } else {
-                Err(report.problems.join("; "))
-            })
-        },
-    )
-    .await
+    healthy_report(ctx, found, deadline, ctx.cancel).await?;
+    Ok(())
 }
 
 /// After `err` before the cluster was healthy: the variable back, and the pods deleted again so
