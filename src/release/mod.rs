@@ -181,6 +181,8 @@ pub struct Profile {
 }
 
 const PAGE: &str = "Repopulate_Data_in_etcd_Clusters_When_Rebuilding_Them";
+/// The page BSS's restore from a backup follows on the Bitnami releases.
+const RESTORE_PAGE: &str = "Restore_an_etcd_Cluster_from_a_Backup";
 
 use Service::{Bos, Bss, Cps, Crus, Externaldns, Fas, Hmnfd, Meds, Reds};
 
@@ -307,6 +309,21 @@ impl Profile {
 
     /// The runbook page, as cited in runs and in `GET /services`: its docs-csm commit, or
     /// (a release whose branch this project has no copy of) where CSM publishes it.
+    /// Where this release's "Restore an etcd Cluster from a Backup" is, which BSS's restore
+    /// follows on the Bitnami releases: the page as read for 1.6 (1.5's procedure is the same),
+    /// 1.7's on the published documentation, 1.3's for the etcd-operator releases.
+    pub fn restore_procedure(&self) -> String {
+        match self.release {
+            Release::V1_7 => format!(
+                "docs-csm {RESTORE_PAGE} (https://cray-hpe.github.io/docs-csm/en-17/operations/\
+                 kubernetes/{}/)",
+                RESTORE_PAGE.to_lowercase()
+            ),
+            Release::V1_5 | Release::V1_6 => format!("{RESTORE_PAGE}.release-1.6.md"),
+            _ => format!("{RESTORE_PAGE}.release-1.3.md"),
+        }
+    }
+
     pub fn citation(&self) -> String {
         debug_assert!(self.page.starts_with(PAGE));
         match self.commit.get(..12) {

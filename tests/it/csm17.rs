@@ -3,6 +3,10 @@
 //! (`<service>_etcd_upgrade.snapshot-<helm revision>.db`) listed with its revision, drilled and
 //! restored like any other backup.
 
+use etcd_repopulator::{
+    config::Config,
+    model::{Service, State},
+};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use reqwest::StatusCode;
@@ -142,4 +146,25 @@ async fn the_pre_upgrade_snapshot_is_listed_with_its_helm_revision_drilled_and_r
         "{recover:#}"
     );
     assert_eq!(app.sim.bss_key_count().await.unwrap(), keys);
+}
+
+#[tokio::test]
+async fn an_empty_bss_on_1_7_names_the_restore_procedure_of_1_7() {
+    let sim = common::release_sim("1.7", SimOptions::default()).await;
+    assert!(sim.csm().wipe(BSS_STS));
+    let app = common::start_on(sim, Config::default()).await;
+    let id = app.start_run(json!({ "services": ["bss"] })).await;
+    let run = app.finished(&id).await;
+    let step = common::step_of(&run, Service::Bss, "restore-bss-from-backup");
+    assert_eq!(step.state, State::ActionRequired, "{step:#?}");
+    let procedure = step.data.as_ref().unwrap()["procedure"].as_str().unwrap();
+    assert_eq!(
+        procedure,
+        "docs-csm Restore_an_etcd_Cluster_from_a_Backup (https://cray-hpe.github.io/docs-csm/\
+         en-17/operations/kubernetes/restore_an_etcd_cluster_from_a_backup/)"
+    );
+    assert!(
+        step.message.as_deref().unwrap().contains(procedure),
+        "{step:#?}"
+    );
 }

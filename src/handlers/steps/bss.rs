@@ -23,6 +23,14 @@ use crate::handlers::kind::{Earlier, StepKind};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RestoreBssFromBackup {
     pub cluster: String,
+    /// The release's "Restore an etcd Cluster from a Backup" (plans stored before it was
+    /// named carry 1.6's).
+    #[serde(default = "procedure_of_1_6")]
+    pub procedure: String,
+}
+
+fn procedure_of_1_6() -> String {
+    crate::release::Release::V1_6.profile().restore_procedure()
 }
 
 #[async_trait::async_trait]
@@ -42,13 +50,14 @@ impl StepKind for RestoreBssFromBackup {
     }
 
     async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
-        restore_required(ctx, &self.cluster).await
+        restore_required(ctx, &self.cluster, &self.procedure).await
     }
 }
 
-pub async fn restore_required(
+async fn restore_required(
     ctx: &StepContext<'_>,
     cluster: &str,
+    procedure: &str,
 ) -> Result<StepOutcome, StepError> {
     let asked = match ctx.csm.bss.list_bootparameters().await {
         Ok(entries) if !entries.is_empty() => {
@@ -95,8 +104,8 @@ pub async fn restore_required(
     StepOutcome::action_required(
         format!(
             "{asked}. BSS is repopulated by restoring its etcd cluster from a backup (runbook: \
-             \"Restore BSS from the ETCD backup\", see \"Restore an etcd Cluster from a \
-             Backup\"), which this run did not do. {state}; {newest} (GET /etcd-clusters/{cluster}/backups lists \
+             \"Restore BSS from the ETCD backup\", see \"Restore an etcd Cluster from a Backup\", \
+             {procedure}), which this run did not do. {state}; {newest} (GET /etcd-clusters/{cluster}/backups lists \
              them). Restore it with a run: POST /repopulations {{\"services\": [\"bss\"], \
              \"etcd\": \"restore\", \"confirm\": [\"{cluster}\"]}}, or with CSM's \
              `/opt/cray/platform-utils/etcd/etcd_restore_rebuild.sh -s {csm}` on a master or \
@@ -105,7 +114,7 @@ pub async fn restore_required(
         json!({
             "cluster": cluster,
             "exists": found.is_some(),
-            "procedure": "Restore_an_etcd_Cluster_from_a_Backup.release-1.6.md",
+            "procedure": procedure,
             "command": format!("/opt/cray/platform-utils/etcd/etcd_restore_rebuild.sh -s {csm}"),
             "backups": newest,
         }),
