@@ -182,7 +182,10 @@ impl Metrics {
         let recovery_duration = Family::new_with_constructor(RecoveryBuckets);
         // Every outcome of every recovering mode is a series from the start, so that an
         // `increase()` sees the first failure.
-        for mode in EtcdMode::ALL.into_iter().filter(|m| m.is_destructive()) {
+        for mode in EtcdMode::ALL
+            .into_iter()
+            .filter(|m| m.is_destructive() || *m == EtcdMode::Repair)
+        {
             for outcome in OUTCOMES {
                 drop(recovery_runs.get_or_create(&RecoveryLabels {
                     mode: mode.as_str().to_owned(),
@@ -211,9 +214,19 @@ impl Metrics {
     }
 
     /// A run execution ended in `state` (see [`Metrics::run_finished`]); counted as a
-    /// recovery when the run is real and its etcd mode restores, rebuilds or decides (`auto`).
-    pub fn run_ended(&self, mode: EtcdMode, dry_run: bool, state: State, took: Duration) {
-        if dry_run || !mode.is_destructive() {
+    /// recovery when the run is real and its etcd mode restores, rebuilds or decides (`auto`),
+    /// or repairs and `acted` (a member replaced, space given back, members started: a
+    /// repair that found nothing to do is no recovery).
+    pub fn run_ended(
+        &self,
+        mode: EtcdMode,
+        dry_run: bool,
+        acted: bool,
+        state: State,
+        took: Duration,
+    ) {
+        let recovery = mode.is_destructive() || (mode == EtcdMode::Repair && acted);
+        if dry_run || !recovery {
             return;
         }
         let labels = RecoveryLabels {

@@ -50,8 +50,9 @@ pub(super) async fn drive_run(
         let span = tracing::info_span!("task", service = %service);
         run_task(inner, id, service, mode, control).instrument(span)
     });
+    let mut acted = false;
     for result in join_all(tasks).await {
-        result?;
+        acted |= result?;
     }
     let run = store
         .get_run(id)
@@ -72,7 +73,7 @@ pub(super) async fn drive_run(
     tracing::info!(state = %state, "{message}");
     inner
         .metrics
-        .run_ended(run.etcd, run.dry_run, state, started.elapsed());
+        .run_ended(run.etcd, run.dry_run, acted, state, started.elapsed());
     Ok(state)
 }
 
@@ -147,7 +148,7 @@ pub(super) async fn run_task(
     service: Service,
     mode: Mode,
     control: &Control,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let store = &inner.store;
     let started = Instant::now();
     store.start_task(run_id, service, now()).await?;
@@ -232,7 +233,9 @@ pub(super) async fn run_task(
             now(),
         )
         .await?;
-    Ok(())
+    // Whether the service's etcd cluster was recovered (or a recovery was attempted): what
+    // the recovery steps decided was more than leaving it alone.
+    Ok(earlier.recovery().planned_recovery().is_some())
 }
 
 pub(super) async fn run_step(

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// The value of the sample `name` (with its labels, exactly as exposed), 0 when absent.
-fn sample(text: &str, name: &str) -> f64 {
+pub(crate) fn sample(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0.0, |v| v.trim().parse().unwrap())

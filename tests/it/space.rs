@@ -9,6 +9,7 @@ use etcd_repopulator::recovery::space::{Member, SpaceError, reclaim_space};
 use sim::SimCluster;
 
 use crate::common;
+use crate::metrics::sample;
 
 const STS: &str = "cray-bss-bitnami-etcd";
 const QUOTA: u64 = 2 << 20;
@@ -177,6 +178,9 @@ async fn repair_and_auto_give_a_full_cluster_its_space_back_through_a_run() {
     let healthy = app.finished_run(&id).await;
     let recover = common::step(&healthy, "bss", "etcd-recover");
     assert_eq!(recover["state"], "skipped", "{healthy:#}");
+    // A repair that found nothing to do is no recovery.
+    let repairs = "etcd_repopulator_recovery_runs_total{mode=\"repair\",outcome=\"succeeded\"}";
+    assert_eq!(sample(&app.metrics().await, repairs), 0.0);
     assert!(
         common::step(&healthy, "bss", "etcd-assess")["message"]
             .as_str()
@@ -232,4 +236,6 @@ async fn repair_and_auto_give_a_full_cluster_its_space_back_through_a_run() {
     common::cluster_until(&app, STS, |r| r["healthy"] == true).await;
     assert_eq!(cluster.key_count(false).await.unwrap().0, keys);
     common::etcd::put_at(&reqwest::Client::new(), &url, "/after/repair", "1").await;
+    // The one that gave the space back is.
+    assert_eq!(sample(&app.metrics().await, repairs), 1.0);
 }
