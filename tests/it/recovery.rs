@@ -1499,20 +1499,11 @@ async fn a_cancel_at_every_phase_ends_with_a_serving_cluster() {
             let id = app
                 .start_run(json!({ "services": [service], "etcd": mode, "confirm": [sts] }))
                 .await;
-            common::until(&format!("{mode} at phase {phase}"), async || {
-                let (_, run) = app.get(&format!("/repopulations/{id}")).await;
-                let finished = !matches!(run["state"].as_str(), Some("pending" | "running"));
-                let reached =
-                    phases(common::step(&run, service, "etcd-recover")).contains(&phase.to_owned());
-                (reached || finished).then_some(())
-            })
-            .await;
-            app.http
-                .post(app.url(&format!("/repopulations/{id}/cancel")))
-                .send()
-                .await
-                .unwrap();
-            let run = app.finished_run(&id).await;
+            let run = app
+                .cancel_when(&id, &format!("{mode} at phase {phase}"), |run| {
+                    phases(common::step(run, service, "etcd-recover")).contains(&phase.to_owned())
+                })
+                .await;
             let state = run["state"].as_str().unwrap();
             assert!(
                 state == "cancelled" || state == "succeeded" || state == "action_required",
@@ -1553,37 +1544,13 @@ async fn a_cancel_at_every_phase_ends_with_a_serving_cluster() {
 async fn members_crash_looping_with_their_data_are_started_with_it_not_restored_over() {
     let sim = real_etcd_sim().await;
     let client = sim.kube_client();
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
     let config = config_on(&sim);
     let app = common::start_on(sim, config).await;
     common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
     let before = pvcs(&client, BSS_SELECTOR).await;
     let keys = app.sim.bss_key_count().await.unwrap();
-    for replicas in [0, 3] {
-        sets.patch_scale(
-            BSS_STS,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
-        )
-        .await
-        .unwrap();
-        common::until("the scale", async || {
-            let pods = app.pods_matching(BSS_SELECTOR).await;
-            (pods.len() == replicas as usize).then_some(())
-        })
-        .await;
-    }
-    common::until("the members crash-looping", async || {
-        let (_, report) = app.get(&format!("/etcd-clusters/{BSS_STS}")).await;
-        (report["serving"] == false
-            && app
-                .sim
-                .etcd_members(BSS_STS)
-                .iter()
-                .all(|m| m.restarts >= 2))
-        .then_some(())
-    })
-    .await;
+    common::restart_whole_cluster(&app.sim, BSS_STS, BSS_SELECTOR).await;
+    common::cluster_until(&app, BSS_STS, |r| r["serving"] == false).await;
 
     let restore = json!({ "services": ["bss"], "etcd": "restore", "confirm": [BSS_STS] });
     let run = app.finished_run(&app.start_run(restore).await).await;
@@ -1641,50 +1608,18 @@ async fn members_crash_looping_with_their_data_are_started_with_it_not_restored_
 async fn a_cancel_while_starting_members_with_their_data_puts_the_variable_back() {
     let sim = common::real_etcd_sim_of("1.6", Some(&[BSS_STS])).await;
     let client = sim.kube_client();
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
     let app = common::start_on(sim, Config::default()).await;
     common::cluster_until(&app, BSS_STS, |c| c["healthy"] == true).await;
     let keys = app.sim.bss_key_count().await.unwrap();
-    for replicas in [0, 3] {
-        sets.patch_scale(
-            BSS_STS,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
-        )
-        .await
-        .unwrap();
-        common::until("the scale", async || {
-            let pods = app.pods_matching(BSS_SELECTOR).await;
-            (pods.len() == replicas as usize).then_some(())
-        })
-        .await;
-    }
-    common::until("the members crash-looping", async || {
-        let (_, report) = app.get(&format!("/etcd-clusters/{BSS_STS}")).await;
-        (report["serving"] == false
-            && app
-                .sim
-                .etcd_members(BSS_STS)
-                .iter()
-                .all(|m| m.restarts >= 2))
-        .then_some(())
-    })
-    .await;
+    common::restart_whole_cluster(&app.sim, BSS_STS, BSS_SELECTOR).await;
+    common::cluster_until(&app, BSS_STS, |r| r["serving"] == false).await;
     let repair = json!({ "services": ["bss"], "etcd": "repair" });
     let id = app.start_run(repair.clone()).await;
-    common::until("the variable set", async || {
-        let (_, run) = app.get(&format!("/repopulations/{id}")).await;
-        let finished = !matches!(run["state"].as_str(), Some("pending" | "running"));
-        let phase = &common::step(&run, "bss", "etcd-recover")["data"]["phase"];
-        (finished || phase == "env-set").then_some(())
-    })
-    .await;
-    app.http
-        .post(app.url(&format!("/repopulations/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    let run = app.finished_run(&id).await;
+    let run = app
+        .cancel_when(&id, "the variable set", |run| {
+            common::step(run, "bss", "etcd-recover")["data"]["phase"] == "env-set"
+        })
+        .await;
     let state = run["state"].as_str().unwrap();
     assert!(state == "cancelled" || state == "succeeded", "{run:#}");
     assert_eq!(

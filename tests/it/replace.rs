@@ -245,25 +245,17 @@ async fn a_cancel_at_every_phase_of_a_replacement_leaves_a_serving_cluster_a_rep
         crash_looping(&app, &broken).await;
         let repair = json!({ "services": ["bss"], "etcd": "repair", "confirm": [STS] });
         let id = app.start_run(repair.clone()).await;
-        common::until(&format!("the replacement at phase {phase}"), async || {
-            let (_, run) = app.get(&format!("/repopulations/{id}")).await;
-            let finished = !matches!(run["state"].as_str(), Some("pending" | "running"));
-            let at = common::step(&run, "bss", "etcd-recover")["data"]["members"][0]["phase"]
-                .as_str()
-                .map(str::to_owned);
-            let order = ["planned", "checked", "removed", "deleted", "rejoined"];
-            let reached = at.is_some_and(|at| {
-                order.iter().position(|p| *p == at) >= order.iter().position(|p| *p == phase)
-            });
-            (reached || finished).then_some(())
-        })
-        .await;
-        app.http
-            .post(app.url(&format!("/repopulations/{id}/cancel")))
-            .send()
-            .await
-            .unwrap();
-        let run = app.finished_run(&id).await;
+        let run = app
+            .cancel_when(&id, &format!("the replacement at phase {phase}"), |run| {
+                let at = common::step(run, "bss", "etcd-recover")["data"]["members"][0]["phase"]
+                    .as_str()
+                    .map(str::to_owned);
+                let order = ["planned", "checked", "removed", "deleted", "rejoined"];
+                at.is_some_and(|at| {
+                    order.iter().position(|p| *p == at) >= order.iter().position(|p| *p == phase)
+                })
+            })
+            .await;
         let state = run["state"].as_str().unwrap();
         assert!(
             state == "cancelled" || state == "succeeded",

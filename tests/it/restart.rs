@@ -836,41 +836,11 @@ async fn a_crash_at_every_phase_of_a_member_replacement_resumes_to_three_healthy
 #[tokio::test]
 async fn a_crash_while_starting_members_with_their_data_resumes_to_a_healthy_cluster() {
     use crate::recovery::{BSS_STS, etcd_env, real_etcd_sim};
-    use k8s_openapi::api::apps::v1::StatefulSet;
-    use kube::api::{Api, Patch, PatchParams};
     let sim = real_etcd_sim().await;
     let client = sim.kube_client();
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "services");
     let keys = sim.bss_key_count().await.unwrap();
     for phase in ["env-set", "restarted"] {
-        for replicas in [0, 3] {
-            sets.patch_scale(
-                BSS_STS,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
-            )
-            .await
-            .unwrap();
-            let pods: Api<k8s_openapi::api::core::v1::Pod> =
-                Api::namespaced(client.clone(), "services");
-            common::until("the scale", async || {
-                let listed = pods
-                    .list(&kube::api::ListParams::default().labels(crate::recovery::BSS_SELECTOR))
-                    .await
-                    .ok()?;
-                (listed.items.len() == replicas as usize).then_some(())
-            })
-            .await;
-        }
-        sim::testing::until_within(
-            Duration::from_secs(120),
-            "every member crash-looping",
-            async || {
-                let members = sim.etcd_members(BSS_STS);
-                (members.len() == 3 && members.iter().all(|m| m.restarts >= 2)).then_some(())
-            },
-        )
-        .await;
+        common::restart_whole_cluster(&sim, BSS_STS, crate::recovery::BSS_SELECTOR).await;
         let failpoint = format!("start-with-data:{phase}");
         let body = json!({"services": ["bss"], "etcd": "repair", "reason": failpoint});
         let (service, run) = crash_and_resume_run(&sim, body, &failpoint, "etcd-recover").await;

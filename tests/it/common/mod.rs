@@ -136,6 +136,42 @@ async fn serve(
     (base, app.runner, app.drills)
 }
 
+/// Restarts the whole Bitnami cluster `sts` as a power-on does: its StatefulSet scaled to 0
+/// and back to 3 (its pods, found by `selector`, gone and back), then waits (bounded) until
+/// every member crash-loops, as CSM's disaster recovery makes them when it finds no snapshot.
+pub async fn restart_whole_cluster(sim: &SimCluster, sts: &str, selector: &str) {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use kube::api::{Patch, PatchParams};
+    let sets: Api<StatefulSet> = Api::namespaced(sim.kube_client(), "services");
+    let pods: Api<Pod> = Api::namespaced(sim.kube_client(), "services");
+    for replicas in [0, 3] {
+        sets.patch_scale(
+            sts,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "replicas": replicas } })),
+        )
+        .await
+        .unwrap();
+        until(&format!("{sts} scaled to {replicas}"), async || {
+            let listed = pods
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            (listed.items.len() == replicas).then_some(())
+        })
+        .await;
+    }
+    sim::testing::until_within(
+        Duration::from_secs(120),
+        &format!("every member of {sts} crash-looping"),
+        async || {
+            let members = sim.etcd_members(sts);
+            (members.len() == 3 && members.iter().all(|m| m.restarts >= 2)).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The step `name` of `service` in a run.
 pub fn step_of<'a>(run: &'a Run, service: Service, name: &str) -> &'a Step {
     run.services
@@ -220,6 +256,26 @@ impl TestApp {
             StatusCode::ACCEPTED,
             "{action} of run {id}: {body:#}"
         );
+    }
+
+    /// Waits (bounded) until run `id` shows what `reached` looks for, or has ended; then asks
+    /// to cancel it (one that ended first answers 409: nothing to cancel) and returns it once
+    /// it ended.
+    pub async fn cancel_when(
+        &self,
+        id: &str,
+        what: &str,
+        reached: impl Fn(&Value) -> bool,
+    ) -> Value {
+        until(what, async || {
+            let (_, run) = self.get(&format!("/repopulations/{id}")).await;
+            let ended = !matches!(run["state"].as_str(), Some("pending" | "running"));
+            (ended || reached(&run)).then_some(())
+        })
+        .await;
+        let url = self.url(&format!("/repopulations/{id}/cancel"));
+        self.http.post(url).send().await.unwrap();
+        self.finished_run(id).await
     }
 
     /// Cancels run `id` (asserting 202).
