@@ -415,21 +415,6 @@ async fn settle(sim: &SimCluster, http: &reqwest::Client) {
         .expect("the cluster settles");
 }
 
-/// The file name of the newest backup of the cluster in the snapshotter directory.
-fn newest_backup(sim: &SimCluster) -> String {
-    let dir = sim
-        .snapshots_dir()
-        .expect("CSM 1.6 has the snapshotter PVC")
-        .join(STS);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("db-"))
-        .collect();
-    names.sort();
-    names.pop().expect("a seeded backup of BSS's cluster")
-}
-
 struct Measured {
     /// Start -> the observer saw the cluster healthy.
     healthy: Duration,
@@ -764,7 +749,7 @@ async fn main() {
         .expect("the cluster settles");
     let sim = Arc::new(sim);
     let http = reqwest::Client::new();
-    let snapshot = newest_backup(&sim);
+    let snapshot = sim::testing::newest_snapshotter_backup(&sim, STS);
     let seeded_keys = sim.bss_key_count().await.expect("BSS's keys");
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");

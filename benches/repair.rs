@@ -240,17 +240,7 @@ fn report(scenario: &str, ours: &Side, csm: &Side, extra: &str) {
 /// CSM's way: a restore of the newest backup CSM's snapshotter took (`db-*`; not one of the
 /// safety snapshots our earlier runs took, which are newer), discarding what is newer.
 fn restore_newest(sim: &SimCluster) -> Value {
-    let dir = sim
-        .snapshots_dir()
-        .expect("CSM 1.6 has the snapshotter PVC")
-        .join(STS);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("db-"))
-        .collect();
-    names.sort();
-    let newest = names.pop().expect("a seeded backup of BSS's cluster");
+    let newest = sim::testing::newest_snapshotter_backup(sim, STS);
     json!({ "services": ["bss"], "etcd": "restore", "backup": newest, "confirm": [STS],
             "discard_newer": true, "reason": "bench: CSM's way" })
 }

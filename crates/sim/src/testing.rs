@@ -44,6 +44,24 @@ pub async fn until_within<T>(
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// The file name of the newest backup CSM's snapshotter took of the Bitnami cluster `sts`
+/// (`db-*` in the snapshotter PVC; not a safety snapshot of the service's, which are newer).
+pub fn newest_snapshotter_backup(sim: &SimCluster, sts: &str) -> String {
+    let dir = sim
+        .snapshots_dir()
+        .expect("the release has the snapshotter PVC")
+        .join(sts);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("db-"))
+        .collect();
+    names.sort();
+    names
+        .pop()
+        .unwrap_or_else(|| panic!("no snapshotter backup of {sts} in {}", dir.display()))
+}
+
 /// A fresh simulated cluster with an empty `services` namespace, and a client for it.
 pub async fn cluster() -> (SimCluster, Client) {
     cluster_with(SimOptions::default()).await
