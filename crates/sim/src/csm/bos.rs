@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
-use super::{FakeCsm, problem};
+use super::{hub::FakeCsm, problem::problem};
 use csm_wire::{CsmService, SESSION_TEMPLATE_READ_ONLY_FIELDS};
 
 /// Writable properties of `V2SessionTemplate` (`additionalProperties: false`).
@@ -143,7 +143,7 @@ pub(super) fn routes() -> Router<FakeCsm> {
 }
 
 async fn list_templates(State(fake): State<FakeCsm>) -> Response {
-    let templates: Vec<Value> = fake.with(|s| s.bos.rendered().into_values().collect());
+    let templates: Vec<Value> = fake.part(|s: &mut BosState| s.rendered().into_values().collect());
     axum::Json(templates).into_response()
 }
 
@@ -156,14 +156,14 @@ fn not_found(name: &str) -> Response {
 }
 
 async fn get_template(State(fake): State<FakeCsm>, Path(name): Path<String>) -> Response {
-    match fake.with(|s| s.bos.templates.get(&name).map(|t| render(&name, t))) {
+    match fake.part(|s: &mut BosState| s.templates.get(&name).map(|t| render(&name, t))) {
         Some(template) => axum::Json(template).into_response(),
         None => not_found(&name),
     }
 }
 
 async fn delete_template(State(fake): State<FakeCsm>, Path(name): Path<String>) -> Response {
-    match fake.with(|s| s.bos.templates.remove(&name)) {
+    match fake.part(|s: &mut BosState| s.templates.remove(&name)) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
         None => not_found(&name),
     }
@@ -183,9 +183,9 @@ async fn put_template(
         Ok(fields) => fields,
         Err(detail) => return bad_request(detail),
     };
-    let stored = fake.with(|s| {
+    let stored = fake.part(|s: &mut BosState| {
         let rendered = render(&name, &fields);
-        s.bos.templates.insert(name.clone(), fields);
+        s.templates.insert(name.clone(), fields);
         rendered
     });
     axum::Json(stored).into_response()

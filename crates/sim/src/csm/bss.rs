@@ -24,7 +24,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FakeCsm, problem};
+use super::{hsm::HsmState, hub::FakeCsm, problem::problem};
 use csm_wire::{BootParams, CsmService, HsmComponent};
 
 /// Where BSS's entries are in its etcd (hms-bss's `paramsPfx`).
@@ -228,14 +228,14 @@ pub(super) mod etcd {
 impl FakeCsm {
     /// BSS's etcd (`Some(Err)` when it keeps its entries in etcd but cannot say where it is).
     fn bss_etcd(&self) -> Option<Result<String, String>> {
-        let endpoint = self.with(|s| s.bss_etcd.clone())?;
+        let endpoint = self.with(|hub| hub.bss_etcd.clone())?;
         Some(endpoint().ok_or_else(|| "BSS's etcd cluster has no client Service".to_owned()))
     }
 
     /// Every entry BSS keeps.
     pub async fn bss_entries(&self) -> Result<Vec<BootParams>, String> {
         match self.bss_etcd() {
-            None => Ok(self.with(|s| s.bss.entries.clone())),
+            None => Ok(self.part(|s: &mut BssState| s.entries.clone())),
             Some(url) => {
                 let values = etcd::values(&url?, ETCD_PREFIX).await?;
                 values
@@ -249,7 +249,7 @@ impl FakeCsm {
     /// How many keys (split entries) BSS keeps: in its etcd, or in memory.
     pub async fn bss_key_count(&self) -> Result<usize, String> {
         match self.bss_etcd() {
-            None => Ok(self.with(|s| s.bss.entries.len())),
+            None => Ok(self.part(|s: &mut BssState| s.entries.len())),
             Some(url) => etcd::count(&url?, ETCD_PREFIX).await,
         }
     }
@@ -259,7 +259,7 @@ impl FakeCsm {
         let split: Vec<BootParams> = entries.iter().flat_map(split).collect();
         match self.bss_etcd() {
             None => {
-                self.with(|s| s.bss.set(split));
+                self.part(|s: &mut BssState| s.set(split));
                 Ok(())
             }
             Some(url) => {
@@ -275,7 +275,7 @@ impl FakeCsm {
 
     /// Puts BSS's seeded entries into the etcd at `url` (the first time its etcd cluster is up).
     pub async fn seed_bss_etcd(&self, url: &str) -> Result<(), String> {
-        let entries = self.with(|s| s.bss.entries.clone());
+        let entries = self.part(|s: &mut BssState| s.entries.clone());
         for entry in entries.iter().flat_map(split) {
             let value = serde_json::to_string(&entry).map_err(|e| e.to_string())?;
             etcd::put(url, &format!("{ETCD_PREFIX}{}", identity(&entry)), &value).await?;
@@ -290,7 +290,7 @@ impl FakeCsm {
             self.repopulate_bss();
             return Ok(());
         }
-        let discovered = self.with(|s| s.bss.discovered());
+        let discovered = self.part(|s: &mut BssState| s.discovered());
         self.set_bss(&discovered).await
     }
 
@@ -419,11 +419,10 @@ async fn list_bootparameters(
         return axum::Json(entries).into_response();
     }
     // Like real BSS, NIDs are mapped to xnames through HSM.
-    let selected: Vec<BootParams> = fake.with(|s| {
+    let selected: Vec<BootParams> = fake.part(|hsm: &mut HsmState| {
         let mut hosts = names.clone();
         hosts.extend(
-            s.hsm
-                .components
+            hsm.components
                 .iter()
                 .filter(|c| c.nid.is_some_and(|n| nids.contains(&n)))
                 .map(|c| c.id.clone()),

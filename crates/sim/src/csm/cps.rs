@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::{FakeCsm, problem};
+use super::{hub::FakeCsm, problem::problem};
 use csm_wire::{
     ContainerStatus, ContentAttribute, ContentReplicas, CsmService, ExportStatus, ReplicaStatus,
     WorkerNodeData,
@@ -95,9 +95,8 @@ async fn list_contents(
             .map(|(_, v)| v.clone())
     };
     let (s3path, etag) = (param("s3path"), param("etag"));
-    let contents: Vec<ContentAttribute> = fake.with(|s| {
-        s.cps
-            .contents
+    let contents: Vec<ContentAttribute> = fake.part(|s: &mut CpsState| {
+        s.contents
             .iter()
             .filter(|c| s3path.as_ref().is_none_or(|p| &c.s3path == p))
             .cloned()
@@ -129,9 +128,8 @@ async fn list_deployment(
         .flat_map(|(_, v)| v.split(','))
         .filter(|n| !n.is_empty())
         .collect();
-    let deployments: Vec<WorkerNodeData> = fake.with(|s| {
-        s.cps
-            .deployments
+    let deployments: Vec<WorkerNodeData> = fake.part(|s: &mut CpsState| {
+        s.deployments
             .iter()
             .filter(|d| nodes.is_empty() || nodes.contains(&d.node.as_str()))
             .cloned()

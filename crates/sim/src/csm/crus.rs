@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::{FakeCsm, problem};
+use super::{hub::FakeCsm, problem::problem};
 use csm_wire::{CrusSession, CsmService};
 
 #[derive(Default)]
@@ -68,13 +68,12 @@ pub(super) fn routes() -> Router<FakeCsm> {
 }
 
 async fn list_sessions(State(fake): State<FakeCsm>) -> Response {
-    axum::Json(fake.with(|s| s.crus.sessions.clone())).into_response()
+    axum::Json(fake.part(|s: &mut CrusState| s.sessions.clone())).into_response()
 }
 
 async fn get_session(State(fake): State<FakeCsm>, Path(upgrade_id): Path<String>) -> Response {
-    let found = fake.with(|s| {
-        s.crus
-            .sessions
+    let found = fake.part(|s: &mut CrusState| {
+        s.sessions
             .iter()
             .find(|x| x.upgrade_id == upgrade_id)
             .cloned()

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-use super::FakeCsm;
+use super::hub::FakeCsm;
 use csm_wire::{
     FasActionSummary, FasImage, FasSnapshotSummary, LoaderRunId, LoaderStatus, OperationCounts,
     RelatedSnapshotAction,
@@ -176,30 +176,30 @@ pub(super) fn routes() -> Router<FakeCsm> {
 }
 
 async fn loader_status(State(fake): State<FakeCsm>) -> Response {
-    let status = fake.with(|s| {
-        s.fas.settle_loader();
+    let status = fake.part(|s: &mut FasState| {
+        s.settle_loader();
         LoaderStatus {
-            loader_status: if s.fas.loading_until.is_some() {
+            loader_status: if s.loading_until.is_some() {
                 "busy"
             } else {
                 "ready"
             }
             .into(),
-            loader_run_list: Some(s.fas.loader_runs.clone()),
+            loader_run_list: Some(s.loader_runs.clone()),
         }
     });
     axum::Json(status).into_response()
 }
 
 async fn load_from_nexus(State(fake): State<FakeCsm>) -> Response {
-    let started = fake.with(|s| {
-        s.fas.settle_loader();
-        if s.fas.loading_until.is_some() {
+    let started = fake.part(|s: &mut FasState| {
+        s.settle_loader();
+        if s.loading_until.is_some() {
             return None;
         }
         let id = uuid::Uuid::now_v7().to_string();
-        s.fas.loader_runs.push(id.clone());
-        s.fas.loading_until = Some(Instant::now() + LOAD_DURATION);
+        s.loader_runs.push(id.clone());
+        s.loading_until = Some(Instant::now() + LOAD_DURATION);
         Some(id)
     });
     match started {
@@ -219,13 +219,15 @@ async fn load_from_nexus(State(fake): State<FakeCsm>) -> Response {
 }
 
 async fn list_images(State(fake): State<FakeCsm>) -> Response {
-    axum::Json(json!({ "images": fake.with(|s| s.fas.images.clone()) })).into_response()
+    axum::Json(json!({ "images": fake.part(|s: &mut FasState| s.images.clone()) })).into_response()
 }
 
 async fn list_actions(State(fake): State<FakeCsm>) -> Response {
-    axum::Json(json!({ "actions": fake.with(|s| s.fas.actions.clone()) })).into_response()
+    axum::Json(json!({ "actions": fake.part(|s: &mut FasState| s.actions.clone()) }))
+        .into_response()
 }
 
 async fn list_snapshots(State(fake): State<FakeCsm>) -> Response {
-    axum::Json(json!({ "snapshots": fake.with(|s| s.fas.snapshots.clone()) })).into_response()
+    axum::Json(json!({ "snapshots": fake.part(|s: &mut FasState| s.snapshots.clone()) }))
+        .into_response()
 }

@@ -13,7 +13,7 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{FakeCsm, problem};
+use super::{hub::FakeCsm, problem::problem};
 use csm_wire::{CsmService, HsmComponent, Subscription};
 
 /// The agent name ORCA subscribes with, and the port it listens on for notifications. Neither
@@ -108,8 +108,10 @@ pub(super) fn routes() -> Router<FakeCsm> {
 }
 
 async fn list_subscriptions(State(fake): State<FakeCsm>) -> Response {
-    axum::Json(json!({ "SubscriptionList": fake.with(|s| s.hmnfd.subscriptions.clone()) }))
-        .into_response()
+    axum::Json(
+        json!({ "SubscriptionList": fake.part(|s: &mut HmnfdState| s.subscriptions.clone()) }),
+    )
+    .into_response()
 }
 
 /// A loose xname check (`x` + digits, then letters/digits); HMNFD's is stricter per type.
@@ -132,9 +134,8 @@ async fn list_for_subscriber(State(fake): State<FakeCsm>, Path(xname): Path<Stri
     if !is_xname(&xname) {
         return bad_xname(&xname);
     }
-    let list: Vec<Subscription> = fake.with(|s| {
-        s.hmnfd
-            .subscriptions
+    let list: Vec<Subscription> = fake.part(|s: &mut HmnfdState| {
+        s.subscriptions
             .iter()
             .filter(|sub| sub.subscriber_node() == Some(xname.as_str()))
             .cloned()
@@ -176,7 +177,7 @@ async fn subscribe(
             format!("Invalid XName in payload: {bad}"),
         );
     }
-    fake.with(|s| s.hmnfd.subscribe(&xname, &agent, request));
+    fake.part(|s: &mut HmnfdState| s.subscribe(&xname, &agent, request));
     StatusCode::OK.into_response()
 }
 
@@ -184,12 +185,11 @@ async fn unsubscribe_all(State(fake): State<FakeCsm>, Path(xname): Path<String>)
     if !is_xname(&xname) {
         return bad_xname(&xname);
     }
-    let removed = fake.with(|s| {
-        let before = s.hmnfd.subscriptions.len();
-        s.hmnfd
-            .subscriptions
+    let removed = fake.part(|s: &mut HmnfdState| {
+        let before = s.subscriptions.len();
+        s.subscriptions
             .retain(|sub| sub.subscriber_node() != Some(xname.as_str()));
-        before - s.hmnfd.subscriptions.len()
+        before - s.subscriptions.len()
     });
     if removed == 0 {
         return problem(

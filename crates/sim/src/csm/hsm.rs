@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::{FakeCsm, problem};
+use super::{hub::FakeCsm, problem::problem};
 use csm_wire::{CsmService, HsmComponent};
 
 /// `HMSType.1.0.0` values a node query can meaningfully use. Real HSM knows ~40 types; this
@@ -161,9 +161,8 @@ async fn list_components(
         wanted.is_empty()
             || actual.is_some_and(|a| wanted.iter().any(|w| w.eq_ignore_ascii_case(a)))
     };
-    let components: Vec<HsmComponent> = fake.with(|s| {
-        s.hsm
-            .components
+    let components: Vec<HsmComponent> = fake.part(|s: &mut HsmState| {
+        s.components
             .iter()
             .filter(|c| matches(&ids, Some(&c.id)))
             .filter(|c| matches(&types, Some(&c.kind)))

@@ -19,17 +19,21 @@ mod crus;
 mod fas;
 mod hmnfd;
 mod hsm;
+mod hub;
+mod problem;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use axum::http::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use axum::response::Response;
+use serde_json::Value;
+
+pub use hub::{EtcdEndpoint, FakeCsm, RecordedRequest};
+use problem::problem;
 
 use csm_wire::{
     BootParams, ContentAttribute, CrusSession, CsmService, FasActionSummary, FasImage,
@@ -57,51 +61,6 @@ fn prefix(service: CsmService) -> &'static str {
     }
 }
 
-/// The fake CSM services; cheap to clone (shared state).
-#[derive(Clone, Default)]
-pub struct FakeCsm {
-    state: Arc<Mutex<CsmState>>,
-}
-
-#[derive(Default)]
-struct CsmState {
-    bos: bos::BosState,
-    bss: bss::BssState,
-    cps: cps::CpsState,
-    crus: crus::CrusState,
-    fas: fas::FasState,
-    hmnfd: hmnfd::HmnfdState,
-    hsm: hsm::HsmState,
-    faults: HashMap<CsmService, Faults>,
-    requests: Vec<RecordedRequest>,
-    /// Where BSS's etcd answers, when BSS keeps its entries there.
-    bss_etcd: Option<EtcdEndpoint>,
-}
-
-/// The client URL (`http://<ip>:2379`) of an etcd cluster, looked up when needed (None: the
-/// cluster has no client Service).
-pub type EtcdEndpoint = Arc<dyn Fn() -> Option<String> + Send + Sync>;
-
-#[derive(Default)]
-struct Faults {
-    down: bool,
-    /// Answer this many further requests with 503 (transient outage).
-    fail_next: u32,
-}
-
-/// A request as a fake received it, for tests asserting on what the clients send.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RecordedRequest {
-    pub service: CsmService,
-    pub method: String,
-    /// Path below the service prefix, e.g. `/v2/sessiontemplates`.
-    pub path: String,
-    pub query: Option<String>,
-    pub authorization: Option<String>,
-    pub user_agent: Option<String>,
-    pub accept: Option<String>,
-}
-
 impl FakeCsm {
     /// Every service up and empty (what a freshly installed CSM without data looks like).
     pub fn new() -> Self {
@@ -110,21 +69,18 @@ impl FakeCsm {
 
     /// Realistic content for every service; see each service module for what is seeded.
     pub fn seeded() -> Self {
+        let fake = Self::default();
         let hsm = hsm::HsmState::seeded();
-        let hmnfd = hmnfd::HmnfdState::seeded(&hsm.components);
-        let state = CsmState {
-            bos: bos::BosState::seeded(),
-            bss: bss::BssState::seeded(&hsm.components),
-            cps: cps::CpsState::seeded(),
-            crus: crus::CrusState::seeded(),
-            fas: fas::FasState::seeded(),
-            hmnfd,
-            hsm,
-            ..CsmState::default()
-        };
-        Self {
-            state: Arc::new(Mutex::new(state)),
-        }
+        fake.with(|hub| {
+            hub.set(hmnfd::HmnfdState::seeded(&hsm.components));
+            hub.set(bss::BssState::seeded(&hsm.components));
+            hub.set(hsm);
+            hub.set(bos::BosState::seeded());
+            hub.set(cps::CpsState::seeded());
+            hub.set(crus::CrusState::seeded());
+            hub.set(fas::FasState::seeded());
+        });
+        fake
     }
 
     /// The router to nest under `/csm`.
@@ -205,14 +161,14 @@ impl FakeCsm {
             Some(csm) => format!("{csm}-etcd"),
             None => etcd_cluster.to_owned(),
         };
-        self.with(|s| {
+        self.with(|hub| {
             match cluster.as_str() {
-                "cray-bos-etcd" => s.bos = bos::BosState::default(),
-                "cray-bss-etcd" => s.bss.wipe(),
-                "cray-cps-etcd" => s.cps = cps::CpsState::default(),
-                "cray-crus-etcd" => s.crus = crus::CrusState::default(),
-                "cray-fas-etcd" => s.fas.wipe(),
-                "cray-hmnfd-etcd" => s.hmnfd = hmnfd::HmnfdState::default(),
+                "cray-bos-etcd" => hub.set(bos::BosState::default()),
+                "cray-bss-etcd" => hub.part::<bss::BssState>().wipe(),
+                "cray-cps-etcd" => hub.set(cps::CpsState::default()),
+                "cray-crus-etcd" => hub.set(crus::CrusState::default()),
+                "cray-fas-etcd" => hub.part::<fas::FasState>().wipe(),
+                "cray-hmnfd-etcd" => hub.set(hmnfd::HmnfdState::default()),
                 _ => return false,
             }
             true
@@ -241,73 +197,67 @@ impl FakeCsm {
 
     /// BOS session templates by name, as `GET` returns them.
     pub fn bos_templates(&self) -> BTreeMap<String, Value> {
-        self.with(|s| s.bos.rendered())
+        self.part(|s: &mut bos::BosState| s.rendered())
     }
 
     /// BSS's entries in memory (see [`FakeCsm::bss_entries`] for wherever BSS keeps them).
     pub fn bss_bootparameters(&self) -> Vec<BootParams> {
-        self.with(|s| s.bss.entries.clone())
+        self.part(|s: &mut bss::BssState| s.entries.clone())
     }
 
     pub fn cps_contents(&self) -> Vec<ContentAttribute> {
-        self.with(|s| s.cps.contents.clone())
+        self.part(|s: &mut cps::CpsState| s.contents.clone())
     }
 
     pub fn cps_deployments(&self) -> Vec<WorkerNodeData> {
-        self.with(|s| s.cps.deployments.clone())
+        self.part(|s: &mut cps::CpsState| s.deployments.clone())
     }
 
     pub fn crus_sessions(&self) -> Vec<CrusSession> {
-        self.with(|s| s.crus.sessions.clone())
+        self.part(|s: &mut crus::CrusState| s.sessions.clone())
     }
 
     pub fn fas_images(&self) -> Vec<FasImage> {
-        self.with(|s| s.fas.images.clone())
+        self.part(|s: &mut fas::FasState| s.images.clone())
     }
 
     pub fn fas_actions(&self) -> Vec<FasActionSummary> {
-        self.with(|s| s.fas.actions.clone())
+        self.part(|s: &mut fas::FasState| s.actions.clone())
     }
 
     pub fn fas_snapshots(&self) -> Vec<FasSnapshotSummary> {
-        self.with(|s| s.fas.snapshots.clone())
+        self.part(|s: &mut fas::FasState| s.snapshots.clone())
     }
 
     pub fn hmnfd_subscriptions(&self) -> Vec<Subscription> {
-        self.with(|s| s.hmnfd.subscriptions.clone())
+        self.part(|s: &mut hmnfd::HmnfdState| s.subscriptions.clone())
     }
 
     pub fn hsm_components(&self) -> Vec<HsmComponent> {
-        self.with(|s| s.hsm.components.clone())
+        self.part(|s: &mut hsm::HsmState| s.components.clone())
     }
 
     /// What restarting `cray-dvs-orca` on `node` does: it subscribes to HMNFD again. `node` is
     /// an xname or a compute node's NMN host name (`nid000001-nmn`, resolved through HSM).
     /// Returns the subscriber xname.
     pub fn add_subscription(&self, node: &str) -> String {
-        self.with(|s| {
-            let xname = s.hsm.resolve_node(node);
-            s.hmnfd.subscribe_orca(&xname, &s.hsm.components);
+        self.with(|hub| {
+            let hsm = hub.part::<hsm::HsmState>();
+            let (xname, components) = (hsm.resolve_node(node), hsm.components.clone());
+            hub.part::<hmnfd::HmnfdState>()
+                .subscribe_orca(&xname, &components);
             xname
         })
     }
 
     /// What the `cray-fas-loader` Job does: load the image list into FAS again.
     pub fn reload_fas_images(&self) {
-        self.with(|s| s.fas.reload_images());
+        self.part(|s: &mut fas::FasState| s.reload_images());
     }
 
     /// What the `cray-reds-init` Job does: put the boot parameters back into BSS.
     pub fn repopulate_bss(&self) {
-        self.with(|s| s.bss.repopulate());
-    }
-
-    /// Runs `f` on the state. Handlers never hold the lock across an await; a panic in a test
-    /// thread that held it leaves consistent data (every mutation is a single assignment), so a
-    /// poisoned lock is simply taken over.
-    fn with<R>(&self, f: impl FnOnce(&mut CsmState) -> R) -> R {
-        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut guard)
+        self.part(|s: &mut bss::BssState| s.repopulate());
     }
 }
 
@@ -361,33 +311,4 @@ fn record(service: CsmService, request: &Request) -> RecordedRequest {
         user_agent: header(USER_AGENT),
         accept: header(ACCEPT),
     }
-}
-
-/// An RFC 7807 error body with the content type the service's spec declares for errors:
-/// BOS and HSM `application/problem+json`; BSS, CPS and HMNFD `application/json`; FAS
-/// `application/error` (sic, `fas.yaml`). `crus.json` declares no error body; CRUS is a
-/// connexion app, which answers errors with `application/problem+json`, so we do too.
-pub(crate) fn problem(
-    service: CsmService,
-    status: StatusCode,
-    detail: impl Into<String>,
-) -> Response {
-    let content_type = match service {
-        CsmService::Bos | CsmService::Hsm | CsmService::Crus => "application/problem+json",
-        CsmService::Bss | CsmService::Cps | CsmService::Hmnfd => "application/json",
-        CsmService::Fas => "application/error",
-    };
-    // BOS's spec pins the titles of its problem types; the others use the status's reason.
-    let title = match (service, status) {
-        (CsmService::Bos, StatusCode::NOT_FOUND) => "The resource was not found",
-        (CsmService::Bos, StatusCode::CONFLICT) => "The resource to be created already exists",
-        _ => status.canonical_reason().unwrap_or("Error"),
-    };
-    let body = json!({
-        "type": "about:blank",
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail.into(),
-    });
-    (status, [(CONTENT_TYPE, content_type)], body.to_string()).into_response()
 }
