@@ -22,7 +22,7 @@ use crate::{
     etcd::{
         EtcdConfig,
         backups::{BackupError, Backups},
-        layout::{self, EtcdClusterReport, Found},
+        layout::{self, EtcdClusterReport, LocatedCluster},
     },
     metrics::{
         BackupSample, ClusterLabels, ClusterSample, ClusterSnapshot, EtcdSample, Metrics,
@@ -120,7 +120,7 @@ impl Collector {
     }
 
     /// One cluster: its report and its backups side by side, both by the same deadline.
-    async fn sample(&self, found: &Found) -> ClusterSample {
+    async fn sample(&self, found: &LocatedCluster) -> ClusterSample {
         let deadline = Instant::now() + self.timeout;
         let labels = ClusterLabels::new(&found.name, &found.service_name(), found.layout);
         let report = timeout_at(deadline, layout::report(&self.cluster, found, &self.etcd));
@@ -147,7 +147,7 @@ impl Collector {
 
     /// The backups of a Bitnami cluster (CSM keeps none of an etcd-operator cluster's in S3
     /// or the snapshotter PVC), when backups are configured.
-    async fn backups(&self, found: &Found, deadline: Instant) -> Option<BackupSample> {
+    async fn backups(&self, found: &LocatedCluster, deadline: Instant) -> Option<BackupSample> {
         if found.layout != EtcdLayout::Bitnami || !self.backups.configured() {
             return None;
         }

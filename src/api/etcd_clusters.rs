@@ -67,7 +67,7 @@ pub async fn get_etcd_cluster(
 pub(super) async fn find_cluster(
     cluster: &crate::cluster::Cluster,
     name: &str,
-) -> Result<layout::Found, ApiError> {
+) -> Result<layout::LocatedCluster, ApiError> {
     // Every EtcdCluster's and StatefulSet's name is one; anything else (`../x`, `a/b`) is no
     // cluster, and is never put into a path of the API server.
     labels::dns1123_subdomain(name).map_err(|why| {

@@ -5,7 +5,7 @@
 
 use std::{cmp::Ordering, collections::VecDeque};
 
-use super::data::{DataCount, Found, Tally};
+use super::data::{DataCount, LocatedCluster, Tally};
 use crate::etcd::{EtcdClient, EtcdError, KeyEntry};
 
 /// Keys asked for per range request.
@@ -76,7 +76,7 @@ pub async fn compare(
     let Some(live) = live else {
         while ours.peek().await.map_err(Side::Backup)?.is_some() {
             if let Some(entry) = ours.take() {
-                tally.add(&entry.key, Found::OnlyBackup);
+                tally.add(&entry.key, LocatedCluster::OnlyBackup);
             }
         }
         return Ok(tally.finish());
@@ -98,19 +98,19 @@ pub async fn compare(
         match order {
             Ordering::Less => {
                 if let Some(entry) = ours.take() {
-                    tally.add(&entry.key, Found::OnlyBackup);
+                    tally.add(&entry.key, LocatedCluster::OnlyBackup);
                 }
             }
             Ordering::Greater => {
                 if let Some(entry) = theirs.take() {
-                    tally.add(&entry.key, Found::OnlyLive);
+                    tally.add(&entry.key, LocatedCluster::OnlyLive);
                 }
             }
             Ordering::Equal => {
                 ours.take();
                 if let Some(entry) = theirs.take() {
                     let modified_since = entry.mod_revision > backup_revision;
-                    tally.add(&entry.key, Found::Both { modified_since });
+                    tally.add(&entry.key, LocatedCluster::Both { modified_since });
                 }
             }
         }

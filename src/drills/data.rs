@@ -107,7 +107,7 @@ impl DataCount {
 
 /// Where a key was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Found {
+pub enum LocatedCluster {
     OnlyBackup,
     OnlyLive,
     /// In both; the live key changed after the backup.
@@ -178,20 +178,20 @@ impl Tally {
     }
 
     /// Counts `key`, found as `found`.
-    pub fn add(&mut self, key: &[u8], found: Found) {
+    pub fn add(&mut self, key: &[u8], found: LocatedCluster) {
         let i = self.group(key);
         let count = &mut self.counts[i];
         let bump = |n: &mut Option<u64>| *n = Some(n.unwrap_or(0) + 1);
         match found {
-            Found::OnlyBackup => {
+            LocatedCluster::OnlyBackup => {
                 count.backup_keys += 1;
                 bump(&mut count.only_backup);
             }
-            Found::OnlyLive => {
+            LocatedCluster::OnlyLive => {
                 bump(&mut count.live_keys);
                 bump(&mut count.only_live);
             }
-            Found::Both { modified_since } => {
+            LocatedCluster::Both { modified_since } => {
                 count.backup_keys += 1;
                 bump(&mut count.live_keys);
                 if modified_since {
@@ -246,19 +246,19 @@ mod tests {
         let mut tally = Tally::new("cray-bos", true);
         tally.add(
             b"/sessionTemplate/t1",
-            Found::Both {
+            LocatedCluster::Both {
                 modified_since: false,
             },
         );
-        tally.add(b"/sessionTemplate/t2", Found::OnlyLive);
-        tally.add(b"/session/s1/job", Found::OnlyBackup);
+        tally.add(b"/sessionTemplate/t2", LocatedCluster::OnlyLive);
+        tally.add(b"/session/s1/job", LocatedCluster::OnlyBackup);
         tally.add(
             b"/zeta/a",
-            Found::Both {
+            LocatedCluster::Both {
                 modified_since: true,
             },
         );
-        tally.add(b"/alpha/b", Found::OnlyLive);
+        tally.add(b"/alpha/b", LocatedCluster::OnlyLive);
         let counts = tally.finish();
         let rows: Vec<(&str, &str, u64, Option<u64>)> = counts
             .iter()
@@ -294,10 +294,10 @@ mod tests {
     #[test]
     fn a_backup_without_a_known_kind_the_live_cluster_has_is_missing_it() {
         let mut tally = Tally::new("cray-bss", true);
-        tally.add(b"/params/x1", Found::OnlyLive);
+        tally.add(b"/params/x1", LocatedCluster::OnlyLive);
         tally.add(
             b"/kernel/abc",
-            Found::Both {
+            LocatedCluster::Both {
                 modified_since: false,
             },
         );
@@ -309,7 +309,7 @@ mod tests {
             ]
         );
         let mut empty = Tally::new("cray-uas-mgr", true);
-        empty.add(b"/uas/x", Found::OnlyLive);
+        empty.add(b"/uas/x", LocatedCluster::OnlyLive);
         let problems = missing_data("cray-uas-mgr", &empty.finish());
         assert_eq!(
             problems,
@@ -317,7 +317,7 @@ mod tests {
         );
         // Without the live cluster, nothing to compare with.
         let mut alone = Tally::new("cray-bss", false);
-        alone.add(b"/other/x", Found::OnlyBackup);
+        alone.add(b"/other/x", LocatedCluster::OnlyBackup);
         let counts = alone.finish();
         assert_eq!(counts[0].live_keys, None);
         assert!(missing_data("cray-bss", &counts).is_empty());
@@ -327,9 +327,9 @@ mod tests {
     fn beyond_the_group_limit_keys_count_together() {
         let mut tally = Tally::new("cray-hmnfd", false);
         for i in 0..(MAX_GROUPS + 10) {
-            tally.add(format!("key{i}").as_bytes(), Found::OnlyBackup);
+            tally.add(format!("key{i}").as_bytes(), LocatedCluster::OnlyBackup);
         }
-        tally.add(b"sub#x1#hs.ready", Found::OnlyBackup);
+        tally.add(b"sub#x1#hs.ready", LocatedCluster::OnlyBackup);
         let counts = tally.finish();
         assert_eq!(counts[0].data, "subscriptions");
         assert_eq!(counts[0].backup_keys, 1);

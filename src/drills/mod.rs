@@ -71,7 +71,7 @@ use uuid::Uuid;
 use crate::{
     etcd::{
         backups::{Backup, BackupError, Backups},
-        layout::Found,
+        layout::LocatedCluster,
     },
     runner::Runner,
     store::{
@@ -208,7 +208,7 @@ impl Drills {
     /// backup that does not exist, or backups that cannot be listed, are errors and no drill.
     pub async fn start_drill(
         &self,
-        found: &Found,
+        found: &LocatedCluster,
         backup: Option<&str>,
         trigger: Trigger,
     ) -> Result<Drill, DrillError> {
@@ -220,7 +220,7 @@ impl Drills {
     /// Like [`Drills::start_drill`], returning the task too, to wait for its end.
     async fn launch(
         &self,
-        found: &Found,
+        found: &LocatedCluster,
         backup: Option<&str>,
         trigger: Trigger,
     ) -> Result<(Drill, JoinHandle<()>), DrillError> {
@@ -281,7 +281,7 @@ impl Drills {
     /// of an empty cluster, which holds nothing by design); `None` when it has none.
     async fn choose(
         &self,
-        found: &Found,
+        found: &LocatedCluster,
         name: Option<&str>,
     ) -> Result<Option<Backup>, BackupError> {
         let backups = Backups::new(&self.inner.runner.config().recovery);
@@ -351,7 +351,13 @@ fn drilled_copy(backup: &Backup) -> Option<DrilledCopy> {
 
 /// The drill `id` of `found` in the background: bounded by `[drills] timeout`, stopped by the
 /// shutdown; its end stored, then `/metrics` told.
-async fn execute(inner: Arc<Inner>, slot: Slot, id: Uuid, found: Found, backup: Option<Backup>) {
+async fn execute(
+    inner: Arc<Inner>,
+    slot: Slot,
+    id: Uuid,
+    found: LocatedCluster,
+    backup: Option<Backup>,
+) {
     let runner = &inner.runner;
     let config = runner.config();
     let timeout = config.drills.timeout;

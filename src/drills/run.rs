@@ -27,7 +27,7 @@ use crate::{
             Backup, BackupCopy, BackupError, Backups,
             check::{self, BackupCheck, read_backup_file},
         },
-        layout::{self, Found},
+        layout::{self, LocatedCluster},
         restore_tool::{Proof, RestoreRefused, RestoreTool, room_for_restore},
     },
     store::{DrillState, Store},
@@ -60,7 +60,7 @@ enum Stop {
 pub async fn drill(
     ctx: &Context<'_>,
     id: uuid::Uuid,
-    found: &Found,
+    found: &LocatedCluster,
     backup: Option<&Backup>,
     deadline: Instant,
 ) -> Ended {
@@ -109,7 +109,7 @@ fn ended(state: DrillState, detail: String, report: DrillReport) -> Ended {
 async fn steps(
     ctx: &Context<'_>,
     id: uuid::Uuid,
-    found: &Found,
+    found: &LocatedCluster,
     backup: &Backup,
     deadline: Instant,
     report: &mut DrillReport,
@@ -278,7 +278,7 @@ async fn steps(
 }
 
 /// The live cluster's client and what it says of itself, or why it is not compared.
-async fn live_side(ctx: &Context<'_>, found: &Found) -> (Option<EtcdClient>, LiveFacts) {
+async fn live_side(ctx: &Context<'_>, found: &LocatedCluster) -> (Option<EtcdClient>, LiveFacts) {
     let etcd = &ctx.config.etcd;
     let mut facts = LiveFacts::default();
     if !etcd.enabled {

@@ -104,7 +104,7 @@ impl Drills {
     }
 
     /// Stores a scheduled drill of `found` that could not start, for `why`.
-    async fn record_error(&self, found: &layout::Found, why: &str) {
+    async fn record_error(&self, found: &layout::LocatedCluster, why: &str) {
         let now = Utc::now();
         let id = Uuid::now_v7();
         let drill = NewDrill {

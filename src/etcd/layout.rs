@@ -10,7 +10,7 @@
 //!   headless Service `<sts>-headless`, ConfigMap `<sts>-config`; plain HTTP, no auth.
 //!
 //! The names are functions of the layout so that a restore or rebuild (scale the StatefulSet to
-//! 0, delete the PVCs, edit the ConfigMap, scale back) can be built on [`Found`]. What each
+//! 0, delete the PVCs, edit the ConfigMap, scale back) can be built on [`LocatedCluster`]. What each
 //! member pod's etcd says is in `pods`, the whole report of a cluster in `report`.
 
 mod locate;
@@ -18,8 +18,8 @@ mod pods;
 mod report;
 
 pub use locate::{
-    CLIENT_PORT, ClusterObject, Found, RECOVERY_ENV, bitnami_clusters, client_url, endpoint, find,
-    find_all, operator_clusters,
+    CLIENT_PORT, ClusterObject, LocatedCluster, RECOVERY_ENV, bitnami_clusters, client_url,
+    endpoint, find, find_all, operator_clusters,
 };
 pub use pods::{MemberPod, member_url, probe_member_pods};
 pub use report::{EtcdClusterReport, MemberHealth, report};

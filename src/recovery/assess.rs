@@ -318,7 +318,7 @@ fn facts(check: &BackupCheck) -> CheckedFacts {
 /// finds no snapshot where it looks and exits, for ever). Called when no member answered.
 async fn unreadable_data(
     ctx: &StepContext<'_>,
-    found: &layout::Found,
+    found: &layout::LocatedCluster,
     members: &[MemberPod],
 ) -> Result<Option<String>, StepError> {
     if found.layout != crate::model::EtcdLayout::Bitnami {
@@ -370,7 +370,7 @@ async fn unreadable_data(
 /// rebuild lists none.
 async fn backups_seen(
     ctx: &StepContext<'_>,
-    found: &layout::Found,
+    found: &layout::LocatedCluster,
     mode: EtcdMode,
 ) -> Result<(Vec<Backup>, Vec<BackupSeen>), StepError> {
     if matches!(mode, EtcdMode::Rebuild | EtcdMode::Repair) {

@@ -38,7 +38,7 @@ use crate::{
     cluster::ObjectRef,
     etcd::{
         EtcdClient,
-        layout::{self, EtcdClusterReport, Found, MemberHealth},
+        layout::{self, EtcdClusterReport, LocatedCluster, MemberHealth},
     },
     model::EtcdLayout,
     step::{StepContext, StepError, StepOutcome},
@@ -185,7 +185,7 @@ pub async fn perform(
 
 struct Replace<'a, 'b> {
     ctx: &'a StepContext<'b>,
-    found: &'a Found,
+    found: &'a LocatedCluster,
     journal: &'a Journaled<'b, Replacement>,
     deadline: Deadline,
 }

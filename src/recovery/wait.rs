@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cluster::ClusterError,
-    etcd::layout::{self, EtcdClusterReport, Found},
+    etcd::layout::{self, EtcdClusterReport, LocatedCluster},
     step::{StepContext, StepError},
 };
 
@@ -83,7 +83,7 @@ where
 /// serves, no alarm), asked through [`wait_healthy`].
 pub async fn healthy_report(
     ctx: &StepContext<'_>,
-    found: &Found,
+    found: &LocatedCluster,
     deadline: Deadline,
     token: &CancellationToken,
 ) -> Result<EtcdClusterReport, StepError> {

@@ -81,9 +81,9 @@ pub struct ClusterObject {
     pub generation: Option<i64>,
 }
 
-/// A cluster found in the services' namespace.
+/// A cluster found in the services' namespace (by `find`): where it is and how it starts.
 #[derive(Clone, Debug)]
-pub struct Found {
+pub struct LocatedCluster {
     pub layout: EtcdLayout,
     pub name: String,
     /// The CSM service it belongs to (`cray-bss`).
@@ -128,7 +128,7 @@ fn recovery_env(sts: &StatefulSet) -> std::collections::BTreeMap<String, String>
         .collect()
 }
 
-impl Found {
+impl LocatedCluster {
     /// Our name of the service (`bss`), or the CSM service's (`cray-uas-mgr`) for clusters of
     /// services this tool does not repopulate.
     pub fn service_name(&self) -> String {
@@ -154,11 +154,11 @@ fn is_not_found(err: &ClusterError) -> bool {
     err.api_status().is_some_and(|status| status.code == 404)
 }
 
-fn from_etcdcluster(object: &DynamicObject) -> Option<Found> {
+fn from_etcdcluster(object: &DynamicObject) -> Option<LocatedCluster> {
     let name = object.name_any();
     let (layout, csm) = EtcdLayout::parse_name(&name)?;
     let csm = csm.to_owned();
-    (layout == EtcdLayout::Operator).then(|| Found {
+    (layout == EtcdLayout::Operator).then(|| LocatedCluster {
         layout,
         csm_service: csm,
         object: ClusterObject {
@@ -175,11 +175,11 @@ fn from_etcdcluster(object: &DynamicObject) -> Option<Found> {
     })
 }
 
-fn from_statefulset(sts: &StatefulSet) -> Option<Found> {
+fn from_statefulset(sts: &StatefulSet) -> Option<LocatedCluster> {
     let name = sts.name_any();
     let (layout, csm) = EtcdLayout::parse_name(&name)?;
     let csm = csm.to_owned();
-    (layout == EtcdLayout::Bitnami).then(|| Found {
+    (layout == EtcdLayout::Bitnami).then(|| LocatedCluster {
         layout,
         csm_service: csm,
         object: ClusterObject {
@@ -206,7 +206,9 @@ const BITNAMI_LABEL: &str = "app.kubernetes.io/name=etcd";
 
 /// The EtcdClusters of the namespace; `None` when the EtcdCluster CRD is not installed (the
 /// etcd operator is gone, CSM ≥ 1.5).
-pub async fn operator_clusters(cluster: &Cluster) -> Result<Option<Vec<Found>>, ClusterError> {
+pub async fn operator_clusters(
+    cluster: &Cluster,
+) -> Result<Option<Vec<LocatedCluster>>, ClusterError> {
     let api = etcdclusters(cluster);
     let params = ListParams::default();
     match cluster
@@ -222,7 +224,7 @@ pub async fn operator_clusters(cluster: &Cluster) -> Result<Option<Vec<Found>>, 
 }
 
 /// The Bitnami etcd StatefulSets of the namespace.
-pub async fn bitnami_clusters(cluster: &Cluster) -> Result<Vec<Found>, ClusterError> {
+pub async fn bitnami_clusters(cluster: &Cluster) -> Result<Vec<LocatedCluster>, ClusterError> {
     let api: Api<StatefulSet> = Api::namespaced(cluster.client().clone(), cluster.namespace());
     let params = ListParams::default().labels(BITNAMI_LABEL);
     let list = cluster
@@ -232,7 +234,7 @@ pub async fn bitnami_clusters(cluster: &Cluster) -> Result<Vec<Found>, ClusterEr
 }
 
 /// Every etcd cluster of the namespace, in both layouts, sorted by name.
-pub async fn find_all(cluster: &Cluster) -> Result<Vec<Found>, ClusterError> {
+pub async fn find_all(cluster: &Cluster) -> Result<Vec<LocatedCluster>, ClusterError> {
     let mut found = operator_clusters(cluster).await?.unwrap_or_default();
     found.extend(bitnami_clusters(cluster).await?);
     found.sort_by(|a, b| a.name.cmp(&b.name));
@@ -240,7 +242,7 @@ pub async fn find_all(cluster: &Cluster) -> Result<Vec<Found>, ClusterError> {
 }
 
 /// The cluster named `name`, in whichever layout its name says.
-pub async fn find(cluster: &Cluster, name: &str) -> Result<Option<Found>, ClusterError> {
+pub async fn find(cluster: &Cluster, name: &str) -> Result<Option<LocatedCluster>, ClusterError> {
     let Some((layout, _)) = EtcdLayout::parse_name(name) else {
         return Ok(None);
     };
@@ -271,7 +273,7 @@ pub async fn find(cluster: &Cluster, name: &str) -> Result<Option<Found>, Cluste
 /// Service (`http://<cluster IP>:<client port>`); `None` when that Service does not exist.
 pub async fn endpoint(
     cluster: &Cluster,
-    found: &Found,
+    found: &LocatedCluster,
     config: &EtcdConfig,
 ) -> Result<Option<String>, ClusterError> {
     if let Some(url) = config.endpoint_of(&found.name, cluster.namespace()) {

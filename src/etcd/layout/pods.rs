@@ -7,7 +7,7 @@ use kube::{Api, ResourceExt, api::ListParams};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::locate::{Found, endpoint};
+use super::locate::{LocatedCluster, endpoint};
 use crate::{
     cluster::{Cluster, ClusterError, pod_is_ready},
     etcd::{EtcdClient, EtcdConfig, EtcdError},
@@ -64,7 +64,7 @@ pub(super) fn probe_config(config: &EtcdConfig) -> EtcdConfig {
 /// The member pods of `found`, by name.
 pub(super) async fn list_member_pods(
     cluster: &Cluster,
-    found: &Found,
+    found: &LocatedCluster,
 ) -> Result<Vec<Pod>, ClusterError> {
     let api: Api<Pod> = Api::namespaced(cluster.client().clone(), cluster.namespace());
     let selector = found.pod_selector();
@@ -135,7 +135,7 @@ pub(super) fn not_running(pod: &Pod) -> Option<String> {
 /// Every member pod of `found`, with what its etcd says at its own address.
 pub async fn probe_member_pods(
     cluster: &Cluster,
-    found: &Found,
+    found: &LocatedCluster,
     config: &EtcdConfig,
 ) -> Result<Vec<MemberPod>, ClusterError> {
     let pods = list_member_pods(cluster, found).await?;

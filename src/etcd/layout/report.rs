@@ -19,7 +19,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    locate::{ClusterObject, Found, endpoint},
+    locate::{ClusterObject, LocatedCluster, endpoint},
     pods::{list_member_pods, member_url, not_running, pod_ip, probe_config, restarts},
 };
 use crate::{
@@ -133,7 +133,7 @@ pub struct EtcdClusterReport {
     pub problems: Vec<String>,
 }
 
-async fn data_pvcs(cluster: &Cluster, found: &Found) -> Result<Vec<String>, ClusterError> {
+async fn data_pvcs(cluster: &Cluster, found: &LocatedCluster) -> Result<Vec<String>, ClusterError> {
     if found.layout != EtcdLayout::Bitnami {
         return Ok(Vec::new());
     }
@@ -229,7 +229,7 @@ impl ClusterRead {
 /// errors; etcd's answers (or silence) are the report.
 pub async fn report(
     cluster: &Cluster,
-    found: &Found,
+    found: &LocatedCluster,
     config: &EtcdConfig,
 ) -> Result<EtcdClusterReport, ClusterError> {
     let pods = list_member_pods(cluster, found).await?;

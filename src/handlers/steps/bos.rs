@@ -59,7 +59,7 @@ struct Source {
 
 /// What the snapshots hold that matters now.
 #[derive(Default)]
-struct Found {
+struct LocatedCluster {
     /// Non-empty snapshots read.
     considered: usize,
     /// Templates of the snapshots that BOS still has.
@@ -238,8 +238,8 @@ fn by_snapshot(sources: &[&Source]) -> String {
 async fn find_missing(
     ctx: &StepContext<'_>,
     present: &BTreeSet<String>,
-) -> Result<Found, StepError> {
-    let mut found = Found::default();
+) -> Result<LocatedCluster, StepError> {
+    let mut found = LocatedCluster::default();
     let mut before = None;
     loop {
         let page = ctx

@@ -57,7 +57,7 @@ use crate::{
     cluster::{Mode, ObjectRef},
     etcd::{
         backups::Backups,
-        layout::{self, Found},
+        layout::{self, LocatedCluster},
     },
     model::EtcdLayout,
     step::{StepContext, StepError, StepOutcome},
@@ -78,7 +78,7 @@ use state::*;
 
 struct Recover<'a, 'b> {
     ctx: &'a StepContext<'b>,
-    found: Found,
+    found: LocatedCluster,
     object: ObjectRef,
     deadline: Deadline,
     /// `[recovery] timeout`, which `deadline` is.
@@ -176,7 +176,7 @@ pub async fn run(
 /// What the step stores before it changes anything.
 async fn first_look(
     ctx: &StepContext<'_>,
-    found: &Found,
+    found: &LocatedCluster,
     decision: Decision,
 ) -> Result<StatefulSetJournal, StepError> {
     let name = &found.name;
@@ -547,7 +547,7 @@ fn deferred_cancel(phase: Phase, cluster: &str) -> String {
 async fn member_snapshot(
     ctx: &StepContext<'_>,
     decided: &Decided,
-    found: &Found,
+    found: &LocatedCluster,
     pod: &str,
     revision: i64,
 ) -> Result<Decision, StepError> {

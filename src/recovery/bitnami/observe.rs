@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::{
     cluster::Cluster,
-    etcd::layout::{self, Found},
+    etcd::layout::{self, LocatedCluster},
     model::EtcdLayout,
     step::StepError,
 };
@@ -38,7 +38,7 @@ pub fn describe_report(report: &layout::EtcdClusterReport) -> String {
 
 /// A Bitnami StatefulSet's replicas and recovery environment in words, saying when it was left
 /// mid-recovery; `None` for other layouts or when it cannot be read.
-pub async fn describe_statefulset(cluster: &Cluster, found: &Found) -> Option<String> {
+pub async fn describe_statefulset(cluster: &Cluster, found: &LocatedCluster) -> Option<String> {
     if found.layout != EtcdLayout::Bitnami {
         return None;
     }

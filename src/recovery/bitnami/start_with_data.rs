@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::env::{container_env, env, etcd_container};
 use crate::{
     cluster::Mode,
-    etcd::layout::{self, Found},
+    etcd::layout::{self, LocatedCluster},
     recovery::{
         journal::Journaled,
         wait::{Deadline, healthy_report},
@@ -67,7 +67,7 @@ pub struct StartWithData {
 /// `etcd-recover` for [`crate::recovery::decision::Decision::StartWithData`]: see the module.
 pub async fn perform(
     ctx: &StepContext<'_>,
-    found: &Found,
+    found: &LocatedCluster,
     timeout: Duration,
 ) -> Result<StepOutcome, StepError> {
     let cluster = &found.name;
@@ -183,7 +183,7 @@ async fn set_dr(
 /// cluster is healthy.
 async fn restart(
     ctx: &StepContext<'_>,
-    found: &Found,
+    found: &LocatedCluster,
     deadline: Deadline,
 ) -> Result<(), StepError> {
     let plan = ctx.cluster.plan_restart(&found.pod_selector()).await?;
@@ -199,7 +199,7 @@ async fn restart(
 /// error to end the step with, saying what was done.
 async fn put_back(
     ctx: &StepContext<'_>,
-    found: &Found,
+    found: &LocatedCluster,
     saved: &StartWithData,
     err: StepError,
 ) -> StepError {
