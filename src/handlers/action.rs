@@ -25,57 +25,52 @@ use crate::{
     config::{Config, JobRerun, PodRestart},
 };
 
-/// The kinds of step a run takes, each owned by its file in `steps` (its description, limits
-/// and execution: [`StepKind`]). Stored (as JSON, `{"action": "<kind>", <its fields>}`) in the
-/// step's `spec` when the run is created: add kinds, never rename one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
-    RestartPods(RestartPods),
-    EnsurePodsReady(EnsurePodsReady),
-    Recreate(Recreate),
-    ListCrusSessions(ListCrusSessions),
-    CheckCpsClients(CheckCpsClients),
-    VerifyFasImages(VerifyFasImages),
-    ReloadFasFromNexus(ReloadFasFromNexus),
-    RestoreBssFromBackup(RestoreBssFromBackup),
-    VerifyBssBootParameters(VerifyBssBootParameters),
-    ResolveOrcaTargets(ResolveOrcaTargets),
-    RestartOrca(RestartOrca),
-    VerifyHmnfdSubscriptions(VerifyHmnfdSubscriptions),
-    RestoreBosTemplates(RestoreBosTemplates),
-    CheckEtcd(CheckEtcd),
-    AssessEtcd(AssessEtcd),
-    SafetySnapshot(SafetySnapshot),
-    RecoverBitnami(RecoverBitnami),
-    RecoverOperator(RecoverOperator),
+/// Declares [`Action`], one variant per kind of step named after the kind's type, and
+/// [`Action::kind`]: a new kind of step is one line of [`kinds!`]'s list below.
+macro_rules! kinds {
+    ($($kind:ident),+ $(,)?) => {
+        /// The kinds of step a run takes, each owned by its file in `steps` (its description,
+        /// limits and execution: [`StepKind`]). Stored (as JSON, `{"action": "<kind>", <its
+        /// fields>}`) in the step's `spec` when the run is created: add kinds, never rename one.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "action", rename_all = "snake_case")]
+        pub enum Action {
+            $($kind($kind),)+
+        }
+
+        impl Action {
+            /// The step this action is.
+            pub(super) fn kind(&self) -> &dyn StepKind {
+                match self {
+                    $(Action::$kind(step) => step,)+
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    RestartPods,
+    EnsurePodsReady,
+    Recreate,
+    ListCrusSessions,
+    CheckCpsClients,
+    VerifyFasImages,
+    ReloadFasFromNexus,
+    RestoreBssFromBackup,
+    VerifyBssBootParameters,
+    ResolveOrcaTargets,
+    RestartOrca,
+    VerifyHmnfdSubscriptions,
+    RestoreBosTemplates,
+    CheckEtcd,
+    AssessEtcd,
+    SafetySnapshot,
+    RecoverBitnami,
+    RecoverOperator,
 }
 
 impl Action {
-    /// The step this action is.
-    pub(super) fn kind(&self) -> &dyn StepKind {
-        match self {
-            Action::RestartPods(step) => step,
-            Action::EnsurePodsReady(step) => step,
-            Action::Recreate(step) => step,
-            Action::ListCrusSessions(step) => step,
-            Action::CheckCpsClients(step) => step,
-            Action::VerifyFasImages(step) => step,
-            Action::ReloadFasFromNexus(step) => step,
-            Action::RestoreBssFromBackup(step) => step,
-            Action::VerifyBssBootParameters(step) => step,
-            Action::ResolveOrcaTargets(step) => step,
-            Action::RestartOrca(step) => step,
-            Action::VerifyHmnfdSubscriptions(step) => step,
-            Action::RestoreBosTemplates(step) => step,
-            Action::CheckEtcd(step) => step,
-            Action::AssessEtcd(step) => step,
-            Action::SafetySnapshot(step) => step,
-            Action::RecoverBitnami(step) => step,
-            Action::RecoverOperator(step) => step,
-        }
-    }
-
     /// What the step's data, once it ended, tells the steps after it (see [`Earlier`]).
     pub fn learn(&self, data: &Value, earlier: &mut Earlier) {
         self.kind().learn(data, earlier);
