@@ -25,7 +25,7 @@ pub fn steps(config: &Config, profile: &Profile) -> Vec<PlannedStep> {
                 cluster: profile
                     .etcd_cluster(Service::Bss)
                     .unwrap_or_else(|| "cray-bss-bitnami-etcd".to_owned()),
-                procedure: profile.restore_procedure(),
+                procedure: Some(profile.restore_procedure()),
             }),
         )];
     }

@@ -372,6 +372,7 @@ mod tests {
             r#"{"action":"verify_fas_images"}"#,
             r#"{"action":"reload_fas_from_nexus","timeout":"10m"}"#,
             r#"{"action":"restore_bss_from_backup","cluster":"cray-bss-bitnami-etcd"}"#,
+            r#"{"action":"restore_bss_from_backup","cluster":"cray-bss-bitnami-etcd","procedure":"p"}"#,
             r#"{"action":"verify_bss_boot_parameters"}"#,
             r#"{"action":"resolve_orca_targets","compute_hostname":"nid{nid:06}-nmn","ncns":{"from":"hostlists","hostlists":["ncn-w00[1-3]"]}}"#,
             r#"{"action":"restart_orca","command":"systemctl restart cray-dvs-orca"}"#,

@@ -23,14 +23,10 @@ use crate::handlers::kind::{Earlier, StepKind};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RestoreBssFromBackup {
     pub cluster: String,
-    /// The release's "Restore an etcd Cluster from a Backup" (plans stored before it was
-    /// named carry 1.6's).
-    #[serde(default = "procedure_of_1_6")]
-    pub procedure: String,
-}
-
-fn procedure_of_1_6() -> String {
-    crate::release::Release::V1_6.profile().restore_procedure()
+    /// The release's "Restore an etcd Cluster from a Backup" (`None` in plans stored before
+    /// it was named: 1.6's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procedure: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -50,7 +46,11 @@ impl StepKind for RestoreBssFromBackup {
     }
 
     async fn perform(&self, ctx: &StepContext<'_>, _: &Earlier) -> Result<StepOutcome, StepError> {
-        restore_required(ctx, &self.cluster, &self.procedure).await
+        let procedure = self
+            .procedure
+            .clone()
+            .unwrap_or_else(|| crate::release::Release::V1_6.profile().restore_procedure());
+        restore_required(ctx, &self.cluster, &procedure).await
     }
 }
 
