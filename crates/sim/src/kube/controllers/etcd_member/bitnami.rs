@@ -501,6 +501,13 @@ impl<R: Runtime> Container<'_, R> {
     }
 }
 
+/// A Bitnami-style log line (`etcd 12:00:00.00 ERROR ==> ...`).
+pub(super) fn bitnami_line(level: &str, message: &str) -> String {
+    let mut time = chrono::Utc::now().format("%H:%M:%S%.3f").to_string();
+    time.pop();
+    format!("etcd {time} {level} ==> {message}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

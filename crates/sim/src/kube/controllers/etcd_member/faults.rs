@@ -17,7 +17,7 @@ use super::super::super::meta;
 use super::super::super::resources::{PERSISTENTVOLUMECLAIMS, PODS, STATEFULSETS};
 use super::super::ctx::Ctx;
 use super::env::pod_env;
-use super::{RealEtcd, SNAPSHOTTER_PVC, key, lock};
+use super::real_etcd::{RealEtcd, SNAPSHOTTER_PVC, key, lock};
 
 /// What happens to a member's data directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]

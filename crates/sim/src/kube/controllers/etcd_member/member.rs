@@ -13,10 +13,11 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::super::ctx::Ctx;
+use super::bitnami::bitnami_line;
 use super::bitnami::{Container, Runtime};
 use super::env::{Dns, pod_env, resolve_pod_path};
 use super::process::{self, CLIENT_PORT, Gateway, LogSince, PEER_PORT, etcd_command, etcdctl};
-use super::{RealEtcd, bitnami_line};
+use futures::future::BoxFuture;
 
 /// What one member runs as.
 #[derive(Clone, Debug, PartialEq)]
@@ -143,9 +144,25 @@ async fn terminate(mut child: tokio::process::Child) {
     }
 }
 
+/// What a member's task asks of the hub of the real members (`RealEtcd`): its directories,
+/// the member pods' DNS and addresses, the pod's log, what the first healthy look brings, and
+/// the news that its container's state changed.
+pub trait Hub: Send + Sync {
+    /// The container's state changed: publish it on the pods.
+    fn changed(&self, ctx: &Ctx);
+    fn log_path(&self, spec: &MemberSpec) -> PathBuf;
+    fn container_dir(&self, spec: &MemberSpec) -> PathBuf;
+    fn pod_ip_of(&self, ns: &str, pod: &str) -> Ipv4Addr;
+    fn dns(&self, ctx: &Ctx, ns: &str) -> Dns;
+    fn gateway(&self) -> &Gateway;
+    fn pod_log(&self, ctx: &Ctx, spec: &MemberSpec, lines: &[String]);
+    /// The first time the member's cluster is healthy.
+    fn first_healthy<'a>(&'a self, ctx: &'a Ctx, spec: &'a MemberSpec) -> BoxFuture<'a, ()>;
+}
+
 /// One member's container.
 pub struct MemberTask {
-    pub etcd: Arc<RealEtcd>,
+    pub etcd: Arc<dyn Hub>,
     pub ctx: Ctx,
     pub key: String,
     pub spec: MemberSpec,
@@ -166,8 +183,7 @@ impl MemberTask {
             *state != before
         };
         if changed {
-            self.etcd.changed.send_modify(|n| *n += 1);
-            self.etcd.sync_pods(&self.ctx);
+            self.etcd.changed(&self.ctx);
         }
     }
 
@@ -474,7 +490,7 @@ impl Runtime for MemberTask {
     }
 
     fn gateway(&self) -> &Gateway {
-        &self.etcd.gateway
+        self.etcd.gateway()
     }
 
     fn dns(&self) -> Dns {

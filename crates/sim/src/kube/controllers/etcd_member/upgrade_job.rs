@@ -24,7 +24,7 @@ pub async fn pre_upgrade_snapshot(
     let scratch = tempfile::Builder::new()
         .prefix(".upgrade-job-")
         .tempdir_in(s3_root)?;
-    let file = super::save_snapshot(url, scratch.path()).await?;
+    let file = super::process::save_snapshot(url, scratch.path()).await?;
     let taken = std::time::SystemTime::now() - UPGRADE_BEFORE_SNAPSHOT;
     std::fs::File::options()
         .write(true)
