@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use etcd_repopulator::config::Config;
 use etcd_repopulator::etcd::{EtcdClient, EtcdConfig};
+use etcd_repopulator::model::{Service::Bss, State};
+use etcd_repopulator::recovery::decision::Decision;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -107,18 +109,18 @@ async fn repair_replaces_a_corrupt_member_only_when_confirmed_and_keeps_every_ke
     let id = app
         .start_run(json!({ "services": ["bss"], "etcd": "repair" }))
         .await;
-    let run = app.finished_run(&id).await;
-    let assess = common::step(&run, "bss", "etcd-assess");
-    assert_eq!(assess["state"], "action_required", "{run:#}");
-    let message = assess["message"].as_str().unwrap();
+    let run = app.finished(&id).await;
+    let assess = common::step_of(&run, Bss, "etcd-assess");
+    assert_eq!(assess.state, State::ActionRequired, "{run:#?}");
+    let message = assess.message.as_deref().unwrap();
     assert!(
         message.contains(&format!("\"confirm\": [\"{STS}\"]"))
             && message.contains(&format!("data-{broken}")),
         "{message}"
     );
     assert_eq!(
-        common::step(&run, "bss", "etcd-recover")["state"],
-        "skipped"
+        common::step_of(&run, Bss, "etcd-recover").state,
+        State::Skipped
     );
     assert_eq!(pvc_uid(&app, &broken).await, old_pvc, "nothing deleted");
 
@@ -128,35 +130,36 @@ async fn repair_replaces_a_corrupt_member_only_when_confirmed_and_keeps_every_ke
             json!({ "services": ["bss"], "etcd": "repair", "confirm": [STS], "dry_run": true }),
         )
         .await;
-    let planned = app.finished_run(&id).await;
-    let decision = &common::step(&planned, "bss", "etcd-assess")["data"]["decision"];
-    assert_eq!(decision["action"], "replace-members", "{planned:#}");
-    assert_eq!(
-        decision["members"][0]["pod"],
-        broken.as_str(),
-        "{planned:#}"
-    );
+    let planned = app.finished(&id).await;
+    let assess = common::step_of(&planned, Bss, "etcd-assess");
+    let decision: Decision =
+        serde_json::from_value(assess.data.as_ref().unwrap()["decision"].clone()).unwrap();
+    let Decision::ReplaceMembers { members } = decision else {
+        panic!("a replacement planned: {assess:#?}");
+    };
+    assert_eq!(members[0].pod, broken, "{assess:#?}");
     assert_eq!(pvc_uid(&app, &broken).await, old_pvc, "nothing deleted");
 
     // Confirmed: replaced.
     let id = app
         .start_run(json!({ "services": ["bss"], "etcd": "repair", "confirm": [STS] }))
         .await;
-    let run = app.finished_run(&id).await;
-    assert_eq!(run["state"], "succeeded", "{run:#}");
-    let recover = common::step(&run, "bss", "etcd-recover");
+    let run = app.finished(&id).await;
+    assert_eq!(run.state, State::Succeeded, "{run:#?}");
+    let recover = common::step_of(&run, Bss, "etcd-recover");
     assert!(
-        recover["message"]
-            .as_str()
+        recover
+            .message
+            .as_deref()
             .unwrap()
             .contains("has its members back, every write kept"),
-        "{recover:#}"
+        "{recover:#?}"
     );
-    let replaced = &recover["data"]["members"][0];
-    assert_eq!(replaced["pod"], broken.as_str(), "{recover:#}");
-    assert_eq!(replaced["phase"], "rejoined", "{recover:#}");
-    assert_eq!(replaced["member_id"], old_id.as_str(), "{recover:#}");
-    assert_ne!(replaced["new_member_id"], old_id.as_str(), "{recover:#}");
+    let replaced = &recover.data.as_ref().unwrap()["members"][0];
+    assert_eq!(replaced["pod"], broken.as_str(), "{recover:#?}");
+    assert_eq!(replaced["phase"], "rejoined", "{recover:#?}");
+    assert_eq!(replaced["member_id"], old_id.as_str(), "{recover:#?}");
+    assert_ne!(replaced["new_member_id"], old_id.as_str(), "{recover:#?}");
 
     let after = report(&app).await;
     assert_eq!(after["healthy"], true, "{after:#}");
@@ -200,16 +203,19 @@ async fn auto_replaces_a_member_whose_volume_was_lost_and_loses_no_acknowledged_
     let id = app
         .start_run(json!({ "services": ["bss"], "etcd": "auto", "confirm": [STS] }))
         .await;
-    let run = app.finished_run(&id).await;
+    let run = app.finished(&id).await;
     let written = writer.stop().await;
-    assert_eq!(run["state"], "succeeded", "{run:#}");
-    let assess = common::step(&run, "bss", "etcd-assess");
-    assert_eq!(
-        assess["data"]["decision"]["action"], "replace-members",
-        "{assess:#}"
+    assert_eq!(run.state, State::Succeeded, "{run:#?}");
+    let assess = common::step_of(&run, Bss, "etcd-assess");
+    let decision: Decision =
+        serde_json::from_value(assess.data.as_ref().unwrap()["decision"].clone()).unwrap();
+    assert!(
+        matches!(decision, Decision::ReplaceMembers { .. }),
+        "{assess:#?}"
     );
+    let recover = common::step_of(&run, Bss, "etcd-recover");
     assert_eq!(
-        common::step(&run, "bss", "etcd-recover")["data"]["members"][0]["phase"],
+        recover.data.as_ref().unwrap()["members"][0]["phase"],
         "rejoined"
     );
     // BSS's own repopulation is not skipped (nothing was restored) and succeeds.
