@@ -8,12 +8,22 @@ use std::time::Duration;
 
 use etcd_repopulator::config::Config;
 use etcd_repopulator::etcd::{EtcdClient, EtcdConfig};
+use etcd_repopulator::model::{Service::Bss, State};
+use etcd_repopulator::recovery::decision::Decision;
+use etcd_repopulator::run::Run;
 use serde_json::{Value, json};
 use sim::kube::controllers::etcd_member::faults::Damage;
 
 use crate::common::{self, TestApp};
 
 const STS: &str = "cray-bss-bitnami-etcd";
+
+/// What `etcd-assess` decided in `run`, as the recovery's own type.
+fn decision(run: &Run) -> Decision {
+    let assess = common::step_of(run, Bss, "etcd-assess");
+    let data = assess.data.as_ref().expect("the assessment's data");
+    serde_json::from_value(data["decision"].clone()).expect("a decision")
+}
 
 async fn report(app: &TestApp) -> Value {
     let (status, report) = app.get(&format!("/etcd-clusters/{STS}")).await;
@@ -69,62 +79,61 @@ async fn auto_restores_every_member_from_the_member_left_when_quorum_is_lost_for
     let id = app
         .start_run(json!({ "services": ["bss"], "etcd": "auto", "dry_run": true }))
         .await;
-    let planned = app.finished_run(&id).await;
-    let assess = common::step(&planned, "bss", "etcd-assess");
+    let planned = app.finished(&id).await;
     // A container between two back-offs runs for a moment (it is not then shown crash-looping,
     // and may come back): the real run is asked for until the assessment sees both looping.
-    let mut run = Value::Null;
-    if assess["data"]["decision"]["action"] == "restore-from-member" {
-        assert_eq!(
-            assess["data"]["decision"]["pod"],
-            survivor.pod.as_str(),
-            "{assess:#}"
-        );
+    if let Decision::RestoreFromMember { pod, .. } = decision(&planned) {
+        assert_eq!(pod, survivor.pod, "{planned:#?}");
     }
+    let mut run = None;
     for _ in 0..10 {
         let id = app
             .start_run(json!({ "services": ["bss"], "etcd": "auto", "confirm": [STS] }))
             .await;
-        run = app.finished_run(&id).await;
-        let decision = &common::step(&run, "bss", "etcd-assess")["data"]["decision"];
-        if decision["action"] == "restore-from-member" {
-            break;
+        let ended = app.finished(&id).await;
+        match decision(&ended) {
+            Decision::RestoreFromMember { .. } => {
+                run = Some(ended);
+                break;
+            }
+            other => assert_eq!(other, Decision::LeaveAlone, "{ended:#?}"),
         }
-        assert_eq!(decision["action"], "none", "{run:#}");
         common::until("both damaged members crash-looping again", async || {
             let r = report(&app).await;
             (looping(&r, &format!("{STS}-1")) && looping(&r, &format!("{STS}-2"))).then_some(())
         })
         .await;
     }
-    assert_eq!(run["state"], "succeeded", "{run:#}");
-    let assess = common::step(&run, "bss", "etcd-assess");
-    assert_eq!(
-        assess["data"]["decision"]["pod"],
-        survivor.pod.as_str(),
-        "{assess:#}"
-    );
+    let run = run.expect("an assessment that saw both damaged members crash-looping");
+    assert_eq!(run.state, State::Succeeded, "{run:#?}");
+    let Decision::RestoreFromMember { pod, .. } = decision(&run) else {
+        unreachable!("the loop above ends on it");
+    };
+    assert_eq!(pod, survivor.pod, "{run:#?}");
+    let assess = common::step_of(&run, Bss, "etcd-assess");
     assert!(
-        assess["message"]
-            .as_str()
+        assess
+            .message
+            .as_deref()
             .unwrap()
             .contains("no write it holds is lost"),
-        "{assess:#}"
+        "{assess:#?}"
     );
-    let snapshot = common::step(&run, "bss", "etcd-safety-snapshot");
+    let snapshot = common::step_of(&run, Bss, "etcd-safety-snapshot");
     assert!(
-        snapshot["message"]
-            .as_str()
+        snapshot
+            .message
+            .as_deref()
             .unwrap()
             .contains(&format!("member pod {}", survivor.pod))
-            || snapshot["data"]["backup"].is_string(),
-        "{snapshot:#}"
+            || snapshot.data.as_ref().unwrap()["backup"].is_string(),
+        "{snapshot:#?}"
     );
     // BSS's own restore is covered: the member's snapshot brought its data back.
     assert_eq!(
-        common::step(&run, "bss", "restore-bss-from-backup")["state"],
-        "skipped",
-        "{run:#}"
+        common::step_of(&run, Bss, "restore-bss-from-backup").state,
+        State::Skipped,
+        "{run:#?}"
     );
     let healthy = common::cluster_until(&app, STS, |r| r["healthy"] == true).await;
     assert_eq!(healthy["member_health"].as_array().unwrap().len(), 3);
