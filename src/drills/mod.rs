@@ -8,7 +8,7 @@
 //!
 //! In the service's own pod, as a child process: `etcdutl snapshot restore` (or etcd 3.4's
 //! `etcdctl snapshot restore`, `[recovery] etcdutl`) into `<[drills] scratch_dir>/drill-<id>`,
-//! then `etcd` ([drills] etcd) on loopback (ports free at start, `--data-dir` the restored
+//! then `etcd` (`[drills] etcd`) on loopback (ports free at start, `--data-dir` the restored
 //! directory, a backend quota the database fits in), its keys listed and counted through its
 //! JSON gateway as [`crate::etcd::EtcdClient`] reads any cluster, the live cluster read the
 //! same way at its client endpoint (`layout::endpoint`), then etcd killed and the directory

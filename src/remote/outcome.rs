@@ -25,7 +25,7 @@ pub enum FanoutError {
     KnownHosts(#[from] KnownHostsError),
     #[error("invalid SSH configuration: {0}")]
     InvalidConfig(String),
-    /// No node can be reached (see [`SshConfig::unavailable`]).
+    /// No node can be reached (see `SshConfig::unavailable`).
     #[error("{0}")]
     Unavailable(String),
 }

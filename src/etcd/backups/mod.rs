@@ -15,7 +15,7 @@
 //! [`Backups::list`] merges both places by name, newest first; [`Backups::fetch`] makes sure a
 //! backup is in the snapshotter directory, where a restoring pod reads it
 //! (`ETCD_INIT_SNAPSHOTS_DIR=/snapshots/<sts>`), downloading it from S3 as `restore_from_backup`
-//! does, and checks it ([`check_backup_file`]: the SHA-256 that etcd appends to every snapshot,
+//! does, and checks it ([`check_backup_file`](check::check_backup_file): the SHA-256 that etcd appends to every snapshot,
 //! the database read whole, and a restore by etcd's own tool into a scratch directory);
 //! [`Backups::check`] checks one where it is. With a store ([`Backups::recording`]), every
 //! verdict is remembered by copy (`crate::store`'s `backup_checks`).

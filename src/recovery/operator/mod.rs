@@ -10,7 +10,7 @@
 //!   its saved YAML again; this step scales it to 0 and back to its stored replica count
 //!   instead: the same effect on the service's pods (none runs against the cluster while it is
 //!   rebuilt, new ones start afterwards), without deleting and re-creating an object Helm owns.
-//!   The re-create is [`recreate`]'s (manifest stored before the delete, crash-safe, no safe
+//!   The re-create is `crate::step::recreate`'s (manifest stored before the delete, crash-safe, no safe
 //!   point between delete and create), waiting for the old member pods to be gone in between.
 //! - **Restore** ("Restore an etcd Cluster from a Backup"): an `EtcdRestore` named after the
 //!   cluster (what CSM's `restore_from_backup cray-bos <backup>` creates) asks the
@@ -44,7 +44,7 @@ pub use record::RestoreSource;
 use restore::restore;
 
 /// `etcd-recover` on the etcd-operator layout: what `etcd-assess` decided for `cluster` (nothing,
-/// [`rebuild`] with the service Deployment paired with it, or [`restore`] from the backup it
+/// `rebuild` with the service Deployment paired with it, or `restore` from the backup it
 /// chose), within `timeout`.
 pub async fn run(
     ctx: &StepContext<'_>,
