@@ -27,11 +27,6 @@ fn config_for(endpoint: &str) -> Config {
     }
 }
 
-async fn run(app: &common::TestApp, services: Value) -> Value {
-    let id = app.start_run(json!({ "services": services })).await;
-    app.finished_run(&id).await
-}
-
 fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
     run["services"][0]["steps"]
         .as_array()
@@ -47,7 +42,7 @@ async fn a_healthy_cluster_is_checked_first_and_its_keys_counted_around_the_serv
     etcd.put("/reds/endpoints/x3000c0s1b0", "{}").await;
     etcd.put("/reds/endpoints/x3000c0s2b0", "{}").await;
     let app = common::start_with(SimOptions::default(), config_for(&etcd.url)).await;
-    let run = run(&app, json!(["reds"])).await;
+    let run = app.run_services(json!(["reds"])).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let names: Vec<&str> = run["services"][0]["steps"]
         .as_array()
@@ -86,7 +81,7 @@ async fn a_healthy_cluster_is_checked_first_and_its_keys_counted_around_the_serv
 async fn an_empty_cluster_reads_as_rebuilt() {
     let etcd = Etcd::start().await;
     let app = common::start_with(SimOptions::default(), config_for(&etcd.url)).await;
-    let run = run(&app, json!(["bss"])).await;
+    let run = app.run_services(json!(["bss"])).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let check = step(&run, "check-etcd-cluster");
     let message = check["message"].as_str().unwrap();
@@ -106,7 +101,7 @@ async fn an_unreachable_cluster_stops_the_run_before_anything_changes() {
     .await;
     let jobs: Api<Job> = Api::namespaced(app.sim.kube_client(), "services");
     let before = jobs.get("cray-reds-init").await.unwrap().uid();
-    let run = run(&app, json!(["bss"])).await;
+    let run = app.run_services(json!(["bss"])).await;
     assert_eq!(run["state"], "failed", "{run:#}");
     let check = step(&run, "check-etcd-cluster");
     assert_eq!(check["state"], "failed");
@@ -160,7 +155,7 @@ async fn a_cluster_behind_tls_with_client_certificates_is_checked_with_the_confi
     // Without the CA the server certificate is not trusted: the run stops at the check, and
     // says where to configure it.
     let app = common::start_with(SimOptions::default(), config_for(&etcd.url)).await;
-    let untrusted = run(&app, json!(["bss"])).await;
+    let untrusted = app.run_services(json!(["bss"])).await;
     assert_eq!(untrusted["state"], "failed", "{untrusted:#}");
     let message = step(&untrusted, "check-etcd-cluster")["message"]
         .as_str()
@@ -176,7 +171,7 @@ async fn a_cluster_behind_tls_with_client_certificates_is_checked_with_the_confi
     config.etcd.cert_file = Some(tls.client_cert.clone());
     config.etcd.key_file = Some(tls.client_key.clone());
     let app = common::start_with(SimOptions::default(), config).await;
-    let run = run(&app, json!(["bss"])).await;
+    let run = app.run_services(json!(["bss"])).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert_eq!(
         step(&run, "check-etcd-cluster")["data"]["status"]["keys"],

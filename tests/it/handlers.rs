@@ -42,11 +42,6 @@ fn job_condition(job: &Job, kind: &str) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == kind && c.status == "True"))
 }
 
-async fn run(app: &common::TestApp, services: Value) -> Value {
-    let id = app.start_run(json!({ "services": services })).await;
-    app.finished_run(&id).await
-}
-
 /// Replaces a Job by a plain one whose pod template carries `annotations` (the simulation's
 /// knobs: fail, log lines; without an effect it loads nothing), deleting the old one first.
 async fn replace_job(app: &common::TestApp, name: &str, annotations: Value) {
@@ -99,7 +94,7 @@ async fn bss_reruns_the_reds_init_job_from_its_sanitized_manifest() {
     // The rebuild: BSS's etcd comes back empty.
     assert!(app.sim.csm().wipe("cray-bss-etcd"));
     assert!(app.sim.csm().bss_bootparameters().is_empty());
-    let run = run(&app, json!(["bss"])).await;
+    let run = app.run_services(json!(["bss"])).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let step = &run["services"][0]["steps"][0];
     assert_eq!(step["name"], "rerun-reds-init-job");
@@ -133,7 +128,7 @@ async fn bss_still_empty_after_the_job_fails_the_run() {
     replace_job(&app, "cray-reds-init", json!({})).await;
     assert!(app.sim.csm().wipe("cray-bss-etcd"));
 
-    let run = run(&app, json!(["bss"])).await;
+    let run = app.run_services(json!(["bss"])).await;
     assert_eq!(run["state"], "failed", "{run:#}");
     let verify = &run["services"][0]["steps"][1];
     assert_eq!(verify["state"], "failed");
@@ -151,7 +146,7 @@ async fn fas_images_come_back_after_a_rebuild() {
     assert!(seeded > 0);
     assert!(app.sim.csm().wipe("cray-fas-etcd"));
     assert!(app.sim.csm().fas_images().is_empty());
-    let run = run(&app, json!(["fas"])).await;
+    let run = app.run_services(json!(["fas"])).await;
     assert_eq!(run["state"], "action_required", "{run:#}");
     assert_eq!(app.sim.csm().fas_images().len(), seeded);
     assert_eq!(run["services"][0]["steps"][1]["data"]["images"], seeded);
@@ -176,7 +171,7 @@ async fn bss_without_the_job_fails_and_says_which_job() {
     .await
     .unwrap()
     .unwrap();
-    let run = run(&app, json!(["bss"])).await;
+    let run = app.run_services(json!(["bss"])).await;
     assert_eq!(run["state"], "failed");
     let message = run["services"][0]["steps"][0]["message"].as_str().unwrap();
     assert!(
@@ -198,7 +193,7 @@ async fn fas_loader_failure_reports_the_pod_log() {
         "loading images\nerror: firmware repository unreachable",
     )
     .await;
-    let run = run(&app, json!(["fas"])).await;
+    let run = app.run_services(json!(["fas"])).await;
     assert_eq!(run["state"], "failed", "{run:#}");
     let step = &run["services"][0]["steps"][0];
     assert_eq!(step["state"], "failed");
@@ -234,7 +229,7 @@ async fn fas_loader_failure_reports_the_pod_log() {
 #[tokio::test]
 async fn fas_success_leaves_the_lost_actions_to_the_operator() {
     let app = common::start().await;
-    let run = run(&app, json!(["fas"])).await;
+    let run = app.run_services(json!(["fas"])).await;
     assert_eq!(run["state"], "action_required", "{run:#}");
     let task = &run["services"][0];
     assert_eq!(task["steps"][0]["state"], "succeeded");
@@ -248,7 +243,7 @@ async fn fas_success_leaves_the_lost_actions_to_the_operator() {
 async fn externaldns_etcd_cluster_is_recreated_and_running() {
     let app = common::start().await;
     let before = etcd_api(&app).get("cray-externaldns-etcd").await.unwrap();
-    let run = run(&app, json!(["externaldns"])).await;
+    let run = app.run_services(json!(["externaldns"])).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let after = etcd_api(&app).get("cray-externaldns-etcd").await.unwrap();
     assert_ne!(after.uid(), before.uid());
@@ -272,7 +267,7 @@ async fn externaldns_that_never_runs_times_out_clearly() {
     api.replace("cray-externaldns-etcd", &PostParams::default(), &cluster)
         .await
         .unwrap();
-    let run = run(&app, json!(["externaldns"])).await;
+    let run = app.run_services(json!(["externaldns"])).await;
     assert_eq!(run["state"], "failed", "{run:#}");
     let message = run["services"][0]["steps"][0]["message"].as_str().unwrap();
     assert!(message.contains("timed out after 2s"), "{message}");
@@ -356,7 +351,7 @@ async fn externaldns_statefulset_is_recreated_with_new_pods_of_the_same_names() 
     let etcd_cluster = etcd_api(&app).get("cray-externaldns-etcd").await.unwrap();
 
     // As the service account, with the chart's Role only.
-    let run = run(&app, json!(["externaldns"])).await;
+    let run = app.run_services(json!(["externaldns"])).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
 
     let after = sets.get("cray-externaldns-etcd").await.unwrap();
@@ -423,7 +418,7 @@ async fn externaldns_statefulset_is_recreated_with_new_pods_of_the_same_names() 
 async fn crus_records_sessions_restarts_and_flags_unfinished_sessions() {
     let app = common::start().await;
     let before = app.pods_matching("app.kubernetes.io/name=cray-crus").await;
-    let run = run(&app, json!(["crus"])).await;
+    let run = app.run_services(json!(["crus"])).await;
     let task = &run["services"][0];
     let steps = task["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 3);
@@ -454,7 +449,7 @@ async fn crus_records_sessions_restarts_and_flags_unfinished_sessions() {
 async fn crus_api_down_fails_with_a_clear_error() {
     let app = common::start().await;
     assert!(app.sim.csm().set_available("crus", false));
-    let run = run(&app, json!(["crus"])).await;
+    let run = app.run_services(json!(["crus"])).await;
     assert_eq!(run["state"], "failed");
     let message = run["services"][0]["steps"][0]["message"]
         .as_str()
@@ -487,7 +482,7 @@ async fn a_dry_run_reports_a_csm_api_that_does_not_answer() {
 #[tokio::test]
 async fn cps_with_mounted_content_lists_the_nodes_to_reboot() {
     let app = common::start().await;
-    let run = run(&app, json!(["cps"])).await;
+    let run = app.run_services(json!(["cps"])).await;
     let task = &run["services"][0];
     assert_eq!(task["steps"][0]["state"], "succeeded");
     assert!(
@@ -721,7 +716,7 @@ async fn a_later_run_creates_what_an_earlier_run_deleted() {
     let before = api.get(name).await.unwrap();
     set_finalizers(&api, name, json!([HOLD])).await;
     // The first run deletes the cluster and gives up waiting for it to go.
-    let first = run(&app, json!(["externaldns"])).await;
+    let first = app.run_services(json!(["externaldns"])).await;
     assert_eq!(first["state"], "failed", "{first:#}");
     let message = first["services"][0]["steps"][0]["message"]
         .as_str()
@@ -745,7 +740,7 @@ async fn a_later_run_creates_what_an_earlier_run_deleted() {
     assert!(api.get_opt(name).await.unwrap().is_none());
 
     // A new run (not a resume) finds what the first one stored.
-    let second = run(&app, json!(["externaldns"])).await;
+    let second = app.run_services(json!(["externaldns"])).await;
     assert_eq!(second["state"], "succeeded", "{second:#}");
     let step = &second["services"][0]["steps"][0];
     assert_eq!(step["data"]["manifest_from_run"], first["id"]);
@@ -764,7 +759,7 @@ async fn resume_runs_a_failed_job_again() {
         "error: firmware repository unreachable",
     )
     .await;
-    let first = run(&app, json!(["fas"])).await;
+    let first = app.run_services(json!(["fas"])).await;
     assert_eq!(first["state"], "failed", "{first:#}");
     let id = first["id"].as_str().unwrap();
     let failed_uid = first["services"][0]["steps"][0]["data"]["new_uid"]
@@ -872,7 +867,7 @@ async fn one_transient_api_error_is_retried_and_counted() {
             .await
             .unwrap();
         assert!(resp.status().is_success());
-        let run = run(&app, json!([service])).await;
+        let run = app.run_services(json!([service])).await;
         assert_eq!(run["state"], "succeeded", "{service}: {run:#}");
         let step = &run["services"][0]["steps"][0];
         assert_eq!(
@@ -900,7 +895,7 @@ async fn kubernetes_errors_read_as_status_reason_and_message() {
         .collect();
     let sim = common::seeded_sim(SimOptions::default()).await;
     let app = common::start_as(sim, Config::default(), rules).await;
-    let run = run(&app, json!(["reds"])).await;
+    let run = app.run_services(json!(["reds"])).await;
     assert_eq!(run["state"], "failed", "{run:#}");
     let message = run["services"][0]["steps"][0]["message"].as_str().unwrap();
     assert!(

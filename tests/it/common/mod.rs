@@ -289,6 +289,14 @@ impl TestApp {
         self.finished(id).await
     }
 
+    /// POSTs a run of `services` and returns it once it ended.
+    pub async fn run_services(&self, services: Value) -> Value {
+        let id = self
+            .start_run(serde_json::json!({ "services": services }))
+            .await;
+        self.finished_run(&id).await
+    }
+
     /// Waits (bounded) until no run executes, then returns run `id` as the API's own type.
     pub async fn finished(&self, id: &str) -> Run {
         serde_json::from_value(self.finished_run(id).await).expect("a run as the API shows it")
