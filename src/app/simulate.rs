@@ -292,9 +292,23 @@ fn write_serve_config(sim: &SimCluster, path: &Path) -> anyhow::Result<()> {
         path.display(),
         toml::to_string(&file).context("formatting the configuration")?
     );
-    std::fs::write(path, text)
+    write_whole(path, &text)
         .with_context(|| format!("writing a configuration for serve to {}", path.display()))?;
     tracing::info!(path = %path.display(), "configuration for a serve in another process written");
+    Ok(())
+}
+
+/// Writes `text` to `path` whole or not at all: into a file beside it, renamed over `path`
+/// once written, so that whoever waits for `path` to appear (a script, a test) never reads it
+/// half written.
+fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    file.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
@@ -324,7 +338,7 @@ async fn start_sim(
         tracing::info!(dir = %dir.display(), "simulated snapshotter PVC (bitnami-etcd-snapshotter)");
     }
     if let Some(path) = kubeconfig {
-        std::fs::write(path, sim.kubeconfig_yaml()).with_context(|| {
+        write_whole(path, &sim.kubeconfig_yaml()).with_context(|| {
             format!(
                 "writing the simulated cluster's kubeconfig to {}",
                 path.display()
